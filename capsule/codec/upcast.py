@@ -1,0 +1,25 @@
+"""Upcasters bring old versions of a kind forward, one version at a time, as pure `dict -> dict` functions.
+
+Register `(kind, from_version) -> function returning the dict at from_version + 1`. Every change to a
+kind's fields bumps its VERSION, adds a schema file, an upcaster here and a `schemas/CHANGELOG.md` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcast(kind: str, version: int, target: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """Apply the chain of upcasters from `version` to `target`."""
+    while version < target:
+        step = UPCASTERS.get((kind, version))
+        if step is None:
+            raise KeyError(f"no upcaster for {kind} v{version}")
+        fields = step(fields)
+        version += 1
+    return fields

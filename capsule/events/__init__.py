@@ -1,0 +1,60 @@
+"""The vocabulary: every event kind Capsule writes, one frozen attrs record per kind and version."""
+
+from __future__ import annotations
+
+from capsule.events.base import Event
+from capsule.events.process import (
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSampled,
+    ProcSignaled,
+    ProcSpawned,
+    ProcSpawnFailed,
+    TraceUnparsed,
+)
+from capsule.events.session import FORMAT_VERSION, SessionEnded, SessionRecovered, SessionStarted
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    SessionStarted,
+    SessionEnded,
+    SessionRecovered,
+    ProcSpawned,
+    ProcExec,
+    ProcExited,
+    ProcSignaled,
+    ProcSpawnFailed,
+    FileOpened,
+    NetConnected,
+    TraceUnparsed,
+    ProcSampled,
+)
+
+KINDS: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
+
+
+def kind_versions() -> dict[str, int]:
+    """Every kind this writer knows and its current version, for the session header."""
+    return {cls.KIND: cls.VERSION for cls in EVENT_TYPES}
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "FORMAT_VERSION",
+    "KINDS",
+    "Event",
+    "FileOpened",
+    "NetConnected",
+    "ProcExec",
+    "ProcExited",
+    "ProcSampled",
+    "ProcSignaled",
+    "ProcSpawnFailed",
+    "ProcSpawned",
+    "SessionEnded",
+    "SessionRecovered",
+    "SessionStarted",
+    "TraceUnparsed",
+    "kind_versions",
+]

@@ -1,0 +1,66 @@
+"""Session lifecycle events: the header that opens every session, its end, and recovery after a crash."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from capsule.events.base import Event
+
+# The container format of events.jsonl. A reader refuses a header whose format is newer than this.
+FORMAT_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class SessionStarted(Event):
+    """The first line of every session: what was recorded, how, and with which vocabulary."""
+
+    KIND: ClassVar[str] = "session.started"
+
+    format: int = FORMAT_VERSION
+    capsule_version: str
+    session_id: str
+    session_kind: str  # run | env | agents | import
+    name: str | None = None
+    argv: tuple[str, ...] = ()
+    cwd: str = ""
+    host: str = ""
+    tracer: str | None = None  # path of the strace binary, None when nothing was traced
+    tracer_version: str | None = None
+    tracer_flags: tuple[str, ...] = ()
+    trace_level: str = "process"  # process | file | net | all
+    redacted: bool = True
+    recorder_pid: int | None = None  # the capsule process writing this session
+    recorder_started: float | None = None  # its start time, so a reused pid is never mistaken for it
+    tracer_pid: int | None = None
+    kinds: dict[str, int] = attrs.field(factory=dict)  # every kind the writer may use -> its version
+
+
+@attrs.frozen(kw_only=True)
+class SessionEnded(Event):
+    """The last line of a complete session."""
+
+    KIND: ClassVar[str] = "session.ended"
+
+    exit_code: int | None = None
+    signal: str | None = None
+    duration_s: float = 0.0
+    lines: int = 0  # trace lines read
+    events: int = 0  # events written, this one excluded
+    processes: int = 0  # processes seen, so `capsule ls` need not fold the whole session
+    failed: int = 0  # processes that exited non-zero or were killed by a signal
+    unparsed: int = 0  # trace lines the parser could not understand
+    dropped: int = 0  # always 0: channels apply backpressure instead of dropping
+    error: str | None = None  # why the command could not run, if it could not
+
+
+@attrs.frozen(kw_only=True)
+class SessionRecovered(Event):
+    """Written when a session whose recorder died was completed from its raw trace."""
+
+    KIND: ClassVar[str] = "session.recovered"
+
+    reason: str
+    events_before: int  # whole events found in events.jsonl before recovery
+    events_added: int
