@@ -1,9 +1,9 @@
 """What can go wrong reading a session, as a tree:
 
-    CodecError
-    ├── MalformedLine      a line that is not a JSON object of a known shape
-    │   └── UnknownKind    a `kind` this reader has never heard of
-    └── NewerVersion       a format or kind version newer than this reader knows (upgrade capsule)
+CodecError
+├── MalformedLine      a line that is not a JSON object of a known shape
+│   └── UnknownKind    a `kind` this reader has never heard of
+└── NewerVersion       a format or kind version newer than this reader knows (upgrade capsule)
 """
 
 from __future__ import annotations

@@ -74,17 +74,24 @@ def from_dict(obj: Any) -> tuple[int, Event]:
         seq = obj.pop("seq")
     except KeyError as missing:
         raise MalformedLine(f"missing {missing.args[0]!r}") from None
+    if not isinstance(kind, str):
+        raise MalformedLine("`kind` must be a string")
     cls = KINDS.get(kind)
     if cls is None:
         raise UnknownKind(f"unknown event kind {kind!r}")
-    if not isinstance(version, int) or not isinstance(seq, int):
+    # bool is an int subclass in Python, but `true` is no version or sequence number.
+    if type(version) is not int or type(seq) is not int:
         raise MalformedLine("`v` and `seq` must be integers")
+    if version < 1 or seq < 0:
+        raise MalformedLine("`v` must be at least 1 and `seq` at least 0")
     if version > cls.VERSION:
         raise NewerVersion(
             f"{kind} v{version} was written by a newer capsule (this one reads up to v{cls.VERSION})"
         )
     if version < cls.VERSION:
         obj = upcast(kind, version, cls.VERSION, obj)
+    if cls is SessionStarted and type(obj.get("format", FORMAT_VERSION)) is not int:
+        raise MalformedLine("`format` must be an integer")
     if cls is SessionStarted and obj.get("format", FORMAT_VERSION) > FORMAT_VERSION:
         raise NewerVersion(
             f"session format {obj['format']} is newer than this capsule reads ({FORMAT_VERSION})"

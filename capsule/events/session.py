@@ -34,6 +34,7 @@ class SessionStarted(Event):
     recorder_pid: int | None = None  # the capsule process writing this session
     recorder_started: float | None = None  # its start time, so a reused pid is never mistaken for it
     tracer_pid: int | None = None
+    tracer_started: float | None = None
     kinds: dict[str, int] = attrs.field(factory=dict)  # every kind the writer may use -> its version
 
 

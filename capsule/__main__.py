@@ -1,0 +1,5 @@
+"""`python -m capsule` is the `capsule` command."""
+
+from capsule.cli import main
+
+main()

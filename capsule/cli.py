@@ -1,0 +1,420 @@
+"""The front door: the typer app. The only module of capsule/ that may import stages/, trio or psutil.
+
+Heavy modules are imported inside the commands that need them: `capsule --help` and `capsule ls` must
+start fast. Errors are one line on stderr and a documented exit code (see `EXIT CODES` in the README):
+
+    0  success                    3  no such session (or an ambiguous prefix)
+    1  a check failed             4  unreadable input: malformed log/session/rules, newer format
+    2  usage error                5  recording cannot work here: strace missing, ptrace denied, home unwritable
+    `capsule run` exits with the command's own code (128+N for signal N), 125 if recording failed,
+    126 if the command is not executable, 127 if it was not found.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from capsule.fold.labels import RuleSet
+
+EXIT_CHECK_FAILED = 1
+EXIT_NOT_FOUND = 3
+EXIT_BAD_INPUT = 4
+EXIT_ENVIRONMENT = 5
+
+app = typer.Typer(
+    name="capsule",
+    help="A flight recorder for AI coding agents and the commands they run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (a stable shape).")]
+SessionArg = Annotated[
+    str, typer.Argument(help="Session id, unique id prefix, session directory, or `latest`.")
+]
+
+
+class CliError(Exception):
+    """An error to show as one line with an exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int) -> NoReturn:
+    raise CliError(message, code)
+
+
+def _home() -> Path:
+    from stages.store import capsule_home
+
+    return capsule_home()
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _print_json(obj: Any) -> None:
+    import orjson
+
+    sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+
+
+def _rules() -> RuleSet:
+    from importlib.resources import files
+
+    from capsule.fold.labels import RuleError, RuleSet
+
+    sources = [
+        (f"capsule/rules/{f.name}", f.read_text(encoding="utf-8"))
+        for f in sorted(files("capsule.rules").iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".toml")
+    ]
+    user = _home() / "rules.toml"
+    if user.is_file():
+        try:
+            sources.append((str(user), user.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"{user}: {exc}", EXIT_BAD_INPUT)
+    try:
+        return RuleSet.from_sources(*sources)
+    except RuleError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+
+
+def _resolve(ref: str) -> Path:
+    from stages.store import SessionNotFound, resolve_session
+
+    try:
+        return resolve_session(_home(), ref)
+    except SessionNotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False},
+    help="Run CMD under strace and record every process it spawns as a session.",
+)
+def run(
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after `--`).")],
+    level: Annotated[
+        str, typer.Option("--level", "-l", help="What to trace: process, file, net or all.")
+    ] = "process",
+    name: Annotated[str | None, typer.Option("--name", "-n", help="A name to find the session by.")] = None,
+    no_redact: Annotated[
+        bool, typer.Option("--no-redact", help="Keep secret-looking values in argv and the trace.")
+    ] = False,
+) -> None:
+    import trio
+
+    from stages.run import record_run
+    from stages.tracer import LEVELS, TracerMissing, find_tracer
+
+    if level not in LEVELS:
+        fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
+    try:
+        tracer = find_tracer()
+    except TracerMissing as exc:
+        fail(str(exc), 125)
+    os.umask(0o077)
+    try:
+        outcome = trio.run(
+            lambda: record_run(
+                command, home=_home(), tracer=tracer, level=level, name=name, redact=not no_redact
+            )
+        )
+    except OSError as exc:
+        fail(f"cannot record under {_home()}: {exc.strerror or exc}", 125)
+    err = _console(stderr=True)
+    if outcome.error:
+        err.print(f"capsule: {outcome.error}", style="bold red", markup=False)
+    t = outcome.tally
+    failures = f", [red]{t.failed} failed[/red]" if t.failed else ""
+    status = outcome.signal or f"exit {outcome.exit_code}"
+    err.print(
+        f"[dim]capsule:[/dim] session [bold]{outcome.session_id}[/bold] · {t.processes} processes{failures}"
+        f" · {outcome.duration_s:.2f}s · {status}\n[dim]capsule:[/dim] {outcome.path}"
+        f"  (capsule report {outcome.session_id})"
+    )
+    raise typer.Exit(outcome.exit_code)
+
+
+def _load_state(session_dir: Path, rules: RuleSet) -> tuple[Any, list[str]]:
+    """Fold a session (recovering it first if its recorder died); returns the state and warnings."""
+    import trio
+
+    from capsule.codec import CodecError, LineDecoder
+    from capsule.fold import SessionState
+    from stages.derive import recover
+    from stages.reader import glance, iter_events, recorder_alive
+
+    warnings: list[str] = []
+    seen = glance(session_dir)
+    if seen.header is None:
+        fail(f"{session_dir}: not a capsule session (no session.started header)", EXIT_BAD_INPUT)
+    if seen.ended is None and not recorder_alive(seen.header):
+        result = trio.run(lambda: recover(session_dir, seen.header, home=_home()))  # type: ignore[arg-type]
+        warnings.append(
+            f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
+        )
+    decoder = LineDecoder()
+    fold = SessionState.new(rules)
+    try:
+        for event in iter_events(session_dir, decoder):
+            fold.apply(event)
+    except CodecError as exc:
+        fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
+    warnings += [f"line {n}: skipped, {reason}" for n, reason in decoder.bad_lines]
+    if decoder.torn_tail:
+        warnings.append("the last line is torn (the recorder was stopped mid-write); it was ignored")
+    return fold, warnings
+
+
+@app.command(help="Analyse a recorded session: process tree, failures, tools, agent phases.")
+def report(
+    session: SessionArg = "latest",
+    as_json: JsonOption = False,
+    full: Annotated[bool, typer.Option("--full", help="Show every process; do not collapse.")] = False,
+) -> None:
+    from capsule.report import render, report_dict
+
+    session_dir = _resolve(session)
+    state, warnings = _load_state(session_dir, _rules())
+    if as_json:
+        data = report_dict(state)
+        data["warnings"] = [*warnings, *data.get("warnings", [])]
+        _print_json(data)
+        return
+    console = _console()
+    console.print(render(state, full=full))
+    for warning in warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+@app.command(name="ls", help="List recorded sessions, newest first.")
+def list_sessions(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N sessions.")] = 20,
+) -> None:
+    from stages.reader import glance, recorder_alive
+    from stages.store import session_dirs
+
+    rows = []
+    for path in session_dirs(_home())[: max(limit, 0)]:
+        seen = glance(path)
+        header, ended = seen.header, seen.ended
+        if header is None:
+            continue
+        if ended is not None:
+            status = "recovered" if seen.recovered else "complete"
+        else:
+            status = "running" if recorder_alive(header) else "incomplete"
+        rows.append(
+            {
+                "id": path.name,
+                "kind": header.session_kind,
+                "name": header.name,
+                "started": header.ts,
+                "duration_s": ended.duration_s if ended else None,
+                "argv": list(header.argv),
+                "processes": ended.processes if ended else None,
+                "failed": ended.failed if ended else None,
+                "exit_code": ended.exit_code if ended else None,
+                "signal": ended.signal if ended else None,
+                "status": status,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    _print_ls(rows)
+
+
+def _print_ls(rows: list[dict[str, Any]]) -> None:
+    import shlex
+    import time
+
+    from rich.table import Table
+
+    console = _console()
+    if not rows:
+        console.print("no sessions yet — record one with `capsule run -- CMD`", markup=False)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("id", "kind", "started", "duration", "command", "procs", "exit", "status"):
+        table.add_column(column, no_wrap=column != "command", overflow="ellipsis")
+    for row in rows:
+        exit_text = row["signal"] or ("" if row["exit_code"] is None else str(row["exit_code"]))
+        exit_style = "red" if row["signal"] or row["exit_code"] else ""
+        table.add_row(
+            row["id"],
+            row["kind"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])),
+            "" if row["duration_s"] is None else f"{row['duration_s']:.2f}s",
+            shlex.join(row["argv"])[:80],
+            "" if row["processes"] is None else str(row["processes"]),
+            f"[{exit_style}]{exit_text}[/]" if exit_style else exit_text,
+            row["status"],
+        )
+    console.print(table)
+
+
+@app.command(name="import", help="Turn an `strace -f` log recorded elsewhere into a session.")
+def import_(
+    log: Annotated[Path, typer.Argument(help="The strace log (-o FILE; -tt/-ttt, -T, -y, any -s).")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the session.")] = None,
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep secret-looking values.")] = False,
+) -> None:
+    import trio
+
+    from stages.derive import import_log
+
+    if not log.is_file():
+        fail(f"{log}: no such file", EXIT_BAD_INPUT)
+    os.umask(0o077)
+    imported = trio.run(lambda: import_log(log, home=_home(), name=name, redact=not no_redact))
+    if imported.lines and imported.tally.processes == 0:
+        fail(f"{log}: no strace lines recognised (is it an `strace -f` log?)", EXIT_BAD_INPUT)
+    print(imported.session_id)
+
+
+@app.command(help="Re-derive a session's events from its raw trace; --check compares them.")
+def replay(
+    session: SessionArg = "latest",
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 with a diff if events differ.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    import trio
+
+    from capsule.codec import to_dict
+    from capsule.fold import SessionState
+    from capsule.report import render
+    from stages.derive import from_trace, rederive
+    from stages.reader import glance, iter_events
+    from stages.store import TRACE
+
+    session_dir = _resolve(session)
+    header = glance(session_dir).header
+    if header is None:
+        fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
+    if not (session_dir / TRACE).is_file():
+        fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
+    derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
+    recorded = from_trace(list(iter_events(session_dir)))
+    same = derived == recorded
+    diff: list[str] = []
+    if not same:
+        import difflib
+
+        import orjson
+
+        def lines(events: list[Any]) -> list[str]:
+            return [
+                orjson.dumps({k: v for k, v in to_dict(0, e).items() if k != "seq"}).decode() for e in events
+            ]
+
+        diff = list(
+            difflib.unified_diff(
+                lines(recorded), lines(derived), "events.jsonl", "re-derived", lineterm="", n=1
+            )
+        )
+    if as_json:
+        _print_json(
+            {"session": session_dir.name, "events": len(derived), "matches": same, "diff": diff[:200]}
+        )
+    else:
+        console = _console()
+        if not check:
+            fold = SessionState.new(_rules())
+            for event in iter_events(session_dir):
+                fold.apply(event)
+            console.print(render(fold))
+        if same:
+            console.print(f"replay: {len(derived)} events re-derived from {TRACE}, identical to events.jsonl")
+        else:
+            console.print(
+                f"replay: re-derived events differ from events.jsonl ({len(diff)} diff lines)", style="red"
+            )
+            for line in diff[:200]:
+                console.print(line, markup=False, highlight=False)
+    if check and not same:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME.")
+def doctor(as_json: JsonOption = False) -> None:
+    import tempfile
+
+    from stages.tracer import INSTALL_HINT, TracerMissing, find_tracer, probe_ptrace
+
+    checks: list[dict[str, Any]] = []
+    try:
+        tracer = find_tracer()
+        checks.append({"check": "strace", "ok": True, "detail": f"{tracer.path} (version {tracer.version})"})
+        checks.append(
+            {
+                "check": "--seccomp-bpf",
+                "ok": tracer.seccomp_bpf,
+                "detail": "supported" if tracer.seccomp_bpf else "needs strace ≥ 5.3: tracing will be slow",
+            }
+        )
+        problem = probe_ptrace(tracer)
+        checks.append(
+            {
+                "check": "ptrace",
+                "ok": problem is None,
+                "detail": "permitted" if problem is None else f"{problem} (in a container, allow SYS_PTRACE)",
+            }
+        )
+    except TracerMissing:
+        checks.append({"check": "strace", "ok": False, "detail": f"not found; {INSTALL_HINT}"})
+    home = _home()
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=home):
+            pass
+        checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
+    except OSError as exc:
+        checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
+    ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf")
+    if as_json:
+        _print_json({"ok": ok, "checks": checks})
+    else:
+        console = _console()
+        for c in checks:
+            mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
+            console.print(f"{mark} {c['check']:<14} {c['detail']}", highlight=False)
+        console.print("recording works here" if ok else "[red]recording cannot work here[/red]")
+    if not ok:
+        raise typer.Exit(EXIT_ENVIRONMENT)
+
+
+def main() -> None:
+    """Console entry point: one clear line and an exit code for every expected failure."""
+    try:
+        app()
+    except CliError as exc:
+        print(f"capsule: error: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        print("capsule: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # `capsule report | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -1,0 +1,289 @@
+"""The process tree: a fold of process facts into one node per process (thread-group leader).
+
+`apply(tree, event) -> tree` updates the tree in place and returns it: a report folds a million events,
+and copying state per event would cost more than decoding them. Folding a prefix and then the rest gives
+the same tree as folding everything, since `apply` looks at nothing but the tree and the event.
+
+Nodes are keyed by `key`, their order of appearance, because pids are reused over a long session: a
+`proc.spawned` for a pid whose process already exited starts a new node. A forked child that never execs
+keeps `argv = None`; it shows its parent's argv (`display_argv`) and inherits its label and workflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from capsule.events import (
+    Event,
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSampled,
+    ProcSignaled,
+    ProcSpawned,
+)
+from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
+
+MAX_WARNINGS = 100
+MAX_SIGNALS_KEPT = 16
+
+
+# An exec attempt is kept as the proc.exec event itself (ts, path, argv, ok, errno, argv_truncated):
+# copying it into another record cost a constructor call per exec for nothing.
+ExecAttempt = ProcExec
+
+
+@attrs.define(kw_only=True, eq=False)
+class ProcessNode:
+    """One process. Mutable while the fold runs; treat it as read-only outside `ProcessTree.apply`."""
+
+    key: int
+    pid: int
+    ppid: int | None  # the pid that spawned it (kept when it is orphaned); None for a root
+    parent: int | None  # key of the spawner's node, None when the spawner was never seen
+    via: str
+    start: float
+    inherited_argv: tuple[str, ...] | None = None  # the spawner's argv at fork time, for display
+    end: float | None = None  # None while running, or when the session ended before its exit was seen
+    execs: list[ExecAttempt] = attrs.Factory(list)
+    argv: tuple[str, ...] | None = None  # argv of the last successful exec
+    exe: str | None = None  # path of the last successful exec
+    classification: Classification = UNCLASSIFIED
+    exit_code: int | None = None
+    signal: str | None = None  # the signal that killed it
+    core_dumped: bool = False
+    signals: list[tuple[float, str]] = attrs.Factory(list)  # signals delivered (first MAX_SIGNALS_KEPT)
+    signals_received: int = 0
+    peak_cpu_percent: float | None = None
+    peak_rss_bytes: int | None = None
+    files_opened: int = 0
+    connects: int = 0
+    children: list[int] = attrs.Factory(list)
+
+    @property
+    def label(self) -> str:
+        return self.classification.label
+
+    @property
+    def workflow(self) -> str | None:
+        return self.classification.workflow
+
+    @property
+    def agent(self) -> str | None:
+        return self.classification.agent
+
+    @property
+    def display_argv(self) -> tuple[str, ...] | None:
+        """What to show: its own argv, else the last attempted one, else its spawner's."""
+        if self.argv is not None:
+            return self.argv
+        if self.execs:
+            return self.execs[-1].argv
+        return self.inherited_argv
+
+    @property
+    def exec_failed(self) -> bool:
+        """It tried to exec and never succeeded (a command not found)."""
+        return self.argv is None and bool(self.execs)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else max(0.0, self.end - self.start)
+
+    @property
+    def failed(self) -> bool:
+        """Exited non-zero, was killed by a signal, or never managed to exec (a command not found)."""
+        return (
+            self.signal is not None
+            or (self.exit_code is not None and self.exit_code != 0)
+            or (self.argv is None and bool(self.execs))
+        )
+
+
+@attrs.define(eq=False)
+class ProcessTree:
+    """Every process seen, in order of appearance; `current` maps a pid to its latest node."""
+
+    rules: RuleSet = attrs.Factory(RuleSet.empty)
+    nodes: list[ProcessNode] = attrs.Factory(list)
+    current: dict[int, int] = attrs.Factory(dict)
+    roots: list[int] = attrs.Factory(list)
+    warnings: list[str] = attrs.Factory(list)
+    warnings_dropped: int = 0
+
+    def apply(self, event: Event) -> ProcessTree:
+        handler = TREE_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        return self
+
+    @staticmethod
+    def handles(event: Event) -> bool:
+        return type(event) in TREE_HANDLERS
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def node(self, key: int) -> ProcessNode:
+        return self.nodes[key]
+
+    def children(self, node: ProcessNode) -> list[ProcessNode]:
+        return [self.nodes[k] for k in node.children]
+
+    def ancestors(self, node: ProcessNode) -> Iterable[ProcessNode]:
+        """Its parent, grandparent, ... up to a root."""
+        key = node.parent
+        while key is not None:
+            parent = self.nodes[key]
+            yield parent
+            key = parent.parent
+
+    def descendants(self, node: ProcessNode) -> Iterable[ProcessNode]:
+        """Its whole subtree, itself excluded, depth first (iterative: trees can be deep)."""
+        stack = list(reversed(node.children))
+        while stack:
+            child = self.nodes[stack.pop()]
+            yield child
+            stack.extend(reversed(child.children))
+
+    def warn(self, message: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message)
+        else:
+            self.warnings_dropped += 1
+
+    def _new_node(self, pid: int, ppid: int | None, via: str, ts: float) -> ProcessNode:
+        parent_key = self.current.get(ppid) if ppid is not None else None
+        parent = self.nodes[parent_key] if parent_key is not None else None
+        node = ProcessNode(
+            key=len(self.nodes),
+            pid=pid,
+            ppid=ppid,
+            parent=parent_key,
+            via=via,
+            start=ts,
+        )
+        if parent is not None:
+            node.inherited_argv = parent.display_argv
+            node.classification = parent.classification
+            parent.children.append(node.key)
+        else:
+            self.roots.append(node.key)
+        self.nodes.append(node)
+        self.current[pid] = node.key
+        return node
+
+    def _node_for(self, pid: int, ts: float, what: str) -> ProcessNode:
+        """The live node of `pid`; one is made (as a root) for a pid never seen spawned."""
+        key = self.current.get(pid)
+        if key is not None:
+            return self.nodes[key]
+        self.warn(f"pid {pid}: {what} before it was seen spawned")
+        return self._new_node(pid, None, "unseen", ts)
+
+    def _spawned(self, event: ProcSpawned) -> None:
+        key = self.current.get(event.pid)
+        if key is not None:
+            old = self.nodes[key]
+            if old.via == "unseen" and old.end is None and not old.children:
+                # An exec or sample arrived first: this is the spawn of that same process.
+                self._adopt(old, event)
+                return
+            if old.end is None:
+                self.warn(f"pid {event.pid} spawned again before its exit was seen")
+        self._new_node(event.pid, event.ppid, event.via, event.ts)
+
+    def _adopt(self, node: ProcessNode, event: ProcSpawned) -> None:
+        if node.key in self.roots and event.ppid is not None and event.ppid in self.current:
+            self.roots.remove(node.key)
+            parent = self.nodes[self.current[event.ppid]]
+            parent.children.append(node.key)
+            node.parent = parent.key
+            node.inherited_argv = parent.display_argv
+            if node.argv is None:
+                node.classification = parent.classification
+        node.ppid = event.ppid
+        node.via = event.via
+        node.start = min(node.start, event.ts)
+
+    def _exec(self, event: ProcExec) -> None:
+        node = self._node_for(event.pid, event.ts, "exec")
+        had_image = node.argv is not None
+        node.execs.append(event)
+        if event.ok:
+            node.argv = event.argv
+            node.exe = event.path
+            chain: list[ExecImage] = (
+                [(e.path, e.argv) for e in node.execs if e.ok] if had_image else [(event.path, event.argv)]
+            )
+            node.classification = self.rules.classify(chain)
+        elif node.argv is None:
+            # Never exec'd successfully so far: classify by what it tried to run (a missing command).
+            node.classification = self.rules.classify([(event.path, event.argv)])
+
+    def _exited(self, event: ProcExited) -> None:
+        node = self._node_for(event.pid, event.ts, "exit")
+        if node.end is not None:
+            self.warn(f"pid {event.pid} exited twice")
+            return
+        node.end = event.ts
+        node.exit_code = event.exit_code
+        node.signal = event.signal
+        node.core_dumped = event.core_dumped
+
+    def _signaled(self, event: ProcSignaled) -> None:
+        key = self.current.get(event.pid)
+        if key is None:
+            return  # a signal to a process outside the trace: nothing to attach it to
+        node = self.nodes[key]
+        node.signals_received += 1
+        if len(node.signals) < MAX_SIGNALS_KEPT:
+            node.signals.append((event.ts, event.signal))
+
+    def _sampled(self, event: ProcSampled) -> None:
+        key = self.current.get(event.pid)
+        if key is None:
+            return
+        node = self.nodes[key]
+        if node.peak_cpu_percent is None or event.cpu_percent > node.peak_cpu_percent:
+            node.peak_cpu_percent = event.cpu_percent
+        if node.peak_rss_bytes is None or event.rss_bytes > node.peak_rss_bytes:
+            node.peak_rss_bytes = event.rss_bytes
+
+    def _file_opened(self, event: FileOpened) -> None:
+        key = self.current.get(event.pid)
+        if key is not None:
+            self.nodes[key].files_opened += 1
+
+    def _net_connected(self, event: NetConnected) -> None:
+        key = self.current.get(event.pid)
+        if key is not None:
+            self.nodes[key].connects += 1
+
+
+TREE_HANDLERS: dict[type[Event], Callable[[ProcessTree, Any], None]] = {
+    ProcSpawned: ProcessTree._spawned,
+    ProcExec: ProcessTree._exec,
+    ProcExited: ProcessTree._exited,
+    ProcSignaled: ProcessTree._signaled,
+    ProcSampled: ProcessTree._sampled,
+    FileOpened: ProcessTree._file_opened,
+    NetConnected: ProcessTree._net_connected,
+}
+
+
+def apply(tree: ProcessTree, event: Event) -> ProcessTree:
+    """Fold one event into the tree (in place) and return it."""
+    return tree.apply(event)
+
+
+def fold_tree(events: Iterable[Event], rules: RuleSet | None = None) -> ProcessTree:
+    """The tree of a whole stream of events."""
+    tree = ProcessTree(rules if rules is not None else RuleSet.empty())
+    for event in events:
+        tree.apply(event)
+    return tree

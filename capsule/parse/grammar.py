@@ -1,0 +1,69 @@
+"""The strace output grammar as named regex fragments, each commented with the text it matches.
+
+strace 6.1 writes one event per line: an optional pid prefix, an optional timestamp, then a body.
+The fragments are composed into a few compiled patterns used by `parser.py`.
+"""
+
+from __future__ import annotations
+
+import re
+
+# `1234  ` -- `strace -f -o FILE` prefixes every line with the pid, padded with spaces.
+PID_PLAIN = r"(?P<pid>\d+) +"
+# `[pid  1234] ` -- `strace -f` writing to stderr, once more than one process is traced.
+PID_BRACKET = r"\[pid +(?P<bpid>\d+)\] "
+# `1795239818.277003 ` -- `-ttt`: seconds since the epoch.
+TS_EPOCH = r"(?P<epoch>\d+\.\d+) "
+# `05:43:44.614042 ` (`-tt`) or `05:43:55 ` (`-t`): time of day, the caller supplies the date.
+TS_CLOCK = r"(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d(?:\.\d+)?) "
+
+# Everything before the body: `1234  1795239818.277003 `, `[pid  1234] 05:43:44.614042 `, or nothing.
+PREFIX = re.compile(rf"(?:{PID_PLAIN}|{PID_BRACKET})?(?:{TS_EPOCH}|{TS_CLOCK})?")
+
+# `execve`, `clone3`, `syscall_0x3e7`, `???` -- a syscall name as strace prints it.
+NAME = r"(?P<name>\w+|\?\?\?)"
+# `-1 ENOENT (No such file or directory) <0.000012>`, `3</etc/x>`, `? <unavailable>`: after ` = `.
+RESULT_TAIL = (
+    r"(?P<result>-?\d+|0x[0-9a-fA-F]+|\?)(?:<.*?>)?(?: (?P<errno>E[A-Z0-9_]+|E\?\?\?))?"
+    r"(?P<extra>.*?)(?: <(?P<duration>\d+\.\d+)>)?$"
+)
+# `1234  1795239818.278215 clone(child_stack=NULL, ...) = 3366` or
+# `1234  1795239818.280709 <... wait4 resumed>NULL, 0, NULL) = 3366` -- the common lines of
+# `strace -f -ttt -o FILE`, matched in one go on the hot path (pid, ts, resumed, name, args, tail).
+FAST_CALL = re.compile(r"(\d+) +(\d+\.\d+) (<\.\.\. )?(\w+)(?(3) resumed>|\()(.*)\) *= ([-\d?].*)")
+# `<pid changed to 3485 ...>`
+PID_CHANGED_MARK = r"<pid changed to (\d+) \.\.\.>$"
+# `1234  1795239818.277003 ` -- the common `strace -f -ttt -o FILE` prefix, tried first for speed.
+PREFIX_FAST = re.compile(r"(\d+) +(\d+\.\d+) ")
+# `) = 0`, `)   = ?`, `) = -1 ENOENT (...)` -- the end of the arguments, then the tail after ` = `;
+# strace pads the `=` to a column.
+TAIL = r"\) *= (?P<tail>(?:-?\d+|0x[0-9a-fA-F]+|\?).*)$"
+# `<unfinished ...>`, `<detached ...>`, `<pid changed to 3485 ...>` -- why a call line has no result.
+OPEN_MARK = r" ?(?P<tail><unfinished \.\.\.>|<detached \.\.\.>|<pid changed to \d+ \.\.\.>)$"
+
+# `wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 0}], 0, NULL) = 3498` -- a whole call. The greedy args
+# match makes the last `) = ` win, so ` = ` inside a quoted argument cannot end the arguments early.
+# (The parser finds the common case with str methods first; this is the fallback.)
+SYSCALL = re.compile(rf"{NAME}\((?P<args>.*){TAIL}")
+# `wait4(3366,  <unfinished ...>`, `execve(..., 0x7ffe /* 35 vars */ <pid changed to 3485 ...>`
+OPEN_CALL = re.compile(rf"{NAME}\((?P<args>.*?){OPEN_MARK}")
+# `<... wait4 resumed>NULL, 0, NULL) = 3366` -- the rest of an interrupted call.
+RESUMED = re.compile(rf"<\.\.\. {NAME} resumed>(?P<args>.*){TAIL}")
+# `<... clone3 resumed>` with nothing usable after it (a trace cut mid-line).
+RESUMED_OPEN = re.compile(rf"<\.\.\. {NAME} resumed>(?P<args>.*)$")
+
+# `+++ exited with 5 +++`
+EXITED = re.compile(r"\+\+\+ exited with (?P<code>-?\d+) \+\+\+$")
+# `+++ killed by SIGSEGV (core dumped) +++`, `+++ killed by SIGKILL +++`
+KILLED = re.compile(r"\+\+\+ killed by (?P<signal>SIG\w+|\d+)(?P<core> \(core dumped\))? \+\+\+$")
+# `+++ superseded by execve in pid 3486 +++` (6.x) or `+++ superseded by execve +++` (older).
+SUPERSEDED = re.compile(r"\+\+\+ superseded by execve(?: in pid (?P<bypid>\d+))? \+\+\+$")
+# `--- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=3366, ...} ---`
+SIGNAL = re.compile(r"--- (?P<signal>SIG\w+|\d+) (?P<info>\{.*\}) ---$")
+# `--- stopped by SIGSTOP ---`
+STOPPED = re.compile(r"--- stopped by (?P<signal>SIG\w+|\d+) ---$")
+# `strace: Process 3819 attached`, `strace: Process 3819 detached` -- may also end another line in
+# stderr style: `clone3({...}strace: Process 3819 attached` followed by ` <unfinished ...>`.
+ATTACH = re.compile(r"strace: Process (?P<apid>\d+) (?P<what>attached|detached)$")
+# ` <unfinished ...>` -- the continuation of a line cut by an attach message.
+CONTINUATION = " <unfinished ...>"

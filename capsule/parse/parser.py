@@ -1,0 +1,264 @@
+"""The sans-I/O strace parser: feed it bytes, get records back (h11's model, see STYLE.md).
+
+Theory of operation: bytes accumulate until a newline; every complete line is decoded (UTF-8, invalid
+bytes kept as `\\xNN` so the text is always valid for JSON) and parsed on its own into one record, with
+two pieces of state carried between lines: the day offset of `-tt`/`-t` clock stamps (a trace crossing
+midnight goes on counting) and a line cut in two by an `strace: Process N attached` message, which strace
+(stderr style) writes in the middle of a syscall line, continuing it on the next line with
+` <unfinished ...>`. The output therefore does not depend on how the input was chunked.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+from capsule.parse import grammar as g
+from capsule.parse.records import (
+    Attached,
+    Exited,
+    Killed,
+    Message,
+    Record,
+    Signal,
+    Superseded,
+    Syscall,
+    SyscallState,
+    Unparsed,
+    make_syscall,
+)
+
+_DAY = 86400.0
+_HALF_DAY = 43200.0
+_RESULT_START = frozenset("-0123456789?")
+
+
+class _Sentinel(Enum):
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA = _Sentinel.NEED_DATA
+"""Returned by `StraceParser.next_record()` when no complete line is buffered."""
+
+
+class StraceParser:
+    """Parse strace output incrementally: `feed(bytes) -> list[Record]`, then `close()` at the end."""
+
+    def __init__(self, tt_origin: float = 0.0) -> None:
+        self.lines = 0  # lines seen so far (empty ones included: line numbers match the file)
+        self._tt_origin = tt_origin  # epoch seconds of the midnight `-tt`/`-t` stamps count from
+        self._buf = bytearray()
+        self._day = 0.0  # days added to clock stamps, after the trace crossed midnight
+        self._last_clock = -1.0
+        self._cut: tuple[int, str] | None = None  # (line_no, text) of a line cut by an attach message
+        self._ready: deque[Record] = deque()
+        self._closed = False
+
+    # --- the fast path -----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Record]:
+        """Parse every complete line in the buffered input plus `data`; keep a partial last line."""
+        out: list[Record] = []
+        if self._closed or not data:
+            return out
+        buf = self._buf
+        end = data.rfind(b"\n")
+        if end < 0:
+            buf += data
+            return out
+        if buf:
+            buf += data[: end + 1]
+            block = bytes(buf)
+            buf.clear()
+        else:
+            block = data[: end + 1]
+        buf += data[end + 1 :]
+        text = block.decode("utf-8", "backslashreplace")
+        lines = text.split("\n")
+        lines.pop()  # the empty string after the last newline
+        self._parse_lines(lines, out)
+        return out
+
+    def close(self) -> list[Record]:
+        """End of input: parse the buffered partial line, if any, and flush a pending cut line."""
+        out: list[Record] = []
+        if self._closed:
+            return out
+        self._closed = True
+        if self._buf:
+            text = bytes(self._buf).decode("utf-8", "backslashreplace")
+            self._buf.clear()
+            self._parse_lines([text], out)
+        if self._cut is not None:
+            line_no, text = self._cut
+            self._cut = None
+            out.append(
+                Unparsed(line_no=line_no, pid=None, ts=None, text=text, reason="cut by an strace message")
+            )
+        return out
+
+    # --- the h11-style interface -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer `data`; an empty `data` means end of input (as in h11)."""
+        self._ready.extend(self.feed(data) if data else self.close())
+
+    def next_record(self) -> Record | _Sentinel:
+        """The next parsed record, or NEED_DATA when more input is needed."""
+        if self._ready:
+            return self._ready.popleft()
+        return NEED_DATA
+
+    # --- lines ---------------------------------------------------------------------------------------
+
+    def _parse_lines(self, lines: list[str], out: list[Record]) -> None:
+        # The hot loop: a whole `-f -ttt` call line is matched by one regex right here; every other
+        # shape goes through `_parse_line`.
+        fast = g.FAST_CALL.match
+        parse = self._parse_line
+        append = out.append
+        line_no = self.lines
+        for line in lines:
+            line_no += 1
+            if self._cut is not None:
+                line = self._rejoin(line, out)
+            m = fast(line)
+            if m is not None:
+                pid, ts, resumed, name, args, tail = m.groups()
+                if tail[-5:] != " ...>":  # `f("x) = 1" <unfinished ...>` is not a whole call
+                    state: SyscallState = "complete" if resumed is None else "resumed"
+                    append(make_syscall(line_no, int(pid), float(ts), name, args, state, tail))
+                    continue
+            if line:
+                append(parse(line, line_no))
+        self.lines = line_no
+
+    def _rejoin(self, line: str, out: list[Record]) -> str:
+        assert self._cut is not None
+        line_no, cut = self._cut
+        self._cut = None
+        if line.startswith(g.CONTINUATION):
+            return cut + line
+        out.append(Unparsed(line_no=line_no, pid=None, ts=None, text=cut, reason="cut by an strace message"))
+        return line
+
+    def _parse_line(self, line: str, line_no: int) -> Record:
+        if line.startswith("strace: "):
+            return self._parse_message(line, line_no)
+        ts: float | None
+        f = g.PREFIX_FAST.match(line)
+        if f is not None:
+            pid: int | None = int(f[1])
+            ts = float(f[2])
+            body = line[f.end() :]
+        else:
+            m = g.PREFIX.match(line)
+            assert m is not None  # every group is optional
+            pid_text = m["pid"] or m["bpid"]
+            pid = int(pid_text) if pid_text is not None else None
+            epoch = m["epoch"]
+            if epoch is not None:
+                ts = float(epoch)
+            elif m["hh"] is not None:
+                ts = self._clock(int(m["hh"]) * 3600 + int(m["mm"]) * 60 + float(m["ss"]))
+            else:
+                ts = None
+            body = line[m.end() :]
+        first = body[:1]
+        if first == "+":
+            return self._parse_exit(body, line, line_no, pid, ts)
+        if first == "-":
+            s = g.SIGNAL.match(body)
+            if s is not None:
+                return Signal(line_no=line_no, pid=pid, ts=ts, signal=s["signal"], info=s["info"])
+            s = g.STOPPED.match(body)
+            if s is not None:
+                return Signal(line_no=line_no, pid=pid, ts=ts, signal=s["signal"], info="", stopped=True)
+            return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="unknown --- line")
+        if first == "<":
+            c = g.RESUMED.match(body)
+            if c is not None:
+                tail = c["tail"]
+            else:
+                c = g.RESUMED_OPEN.match(body)
+                tail = ""
+            if c is not None:
+                return Syscall(
+                    line_no=line_no,
+                    pid=pid,
+                    ts=ts,
+                    name=c["name"],
+                    args=c["args"],
+                    state="resumed",
+                    tail=tail,
+                )
+            return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="unknown <... line")
+        if body.endswith(" ...>"):
+            c = g.OPEN_CALL.match(body)
+            if c is not None:
+                return Syscall(
+                    line_no=line_no,
+                    pid=pid,
+                    ts=ts,
+                    name=c["name"],
+                    args=c["args"],
+                    state="unfinished",
+                    tail=c["tail"],
+                )
+        # The common case without a regex: `name(args) = tail`, split at the first `(` and last ` = `.
+        i = body.find("(")
+        j = body.rfind(" = ")
+        if 0 < i < j:
+            name = body[:i]
+            head = body[i + 1 : j].rstrip(" ")
+            tail = body[j + 3 :]
+            if head[-1:] == ")" and tail[:1] in _RESULT_START and (name.isidentifier() or name == "???"):
+                return Syscall(
+                    line_no=line_no, pid=pid, ts=ts, name=name, args=head[:-1], state="complete", tail=tail
+                )
+        c = g.SYSCALL.match(body)
+        if c is not None:
+            return Syscall(
+                line_no=line_no,
+                pid=pid,
+                ts=ts,
+                name=c["name"],
+                args=c["args"],
+                state="complete",
+                tail=c["tail"],
+            )
+        a = g.ATTACH.search(line)
+        if a is not None:
+            # stderr style: strace wrote its attach notice in the middle of this syscall line.
+            self._cut = (line_no, line[: a.start()])
+            return Attached(line_no=line_no, pid=int(a["apid"]), ts=None, detached=a["what"] == "detached")
+        return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="not a syscall line")
+
+    def _parse_exit(self, body: str, line: str, line_no: int, pid: int | None, ts: float | None) -> Record:
+        e = g.EXITED.match(body)
+        if e is not None:
+            return Exited(line_no=line_no, pid=pid, ts=ts, code=int(e["code"]))
+        e = g.KILLED.match(body)
+        if e is not None:
+            return Killed(
+                line_no=line_no, pid=pid, ts=ts, signal=e["signal"], core_dumped=e["core"] is not None
+            )
+        e = g.SUPERSEDED.match(body)
+        if e is not None:
+            bypid = e["bypid"]
+            return Superseded(line_no=line_no, pid=pid, ts=ts, by_pid=int(bypid) if bypid else None)
+        return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="unknown +++ line")
+
+    @staticmethod
+    def _parse_message(line: str, line_no: int) -> Record:
+        a = g.ATTACH.match(line)
+        if a is not None:
+            return Attached(line_no=line_no, pid=int(a["apid"]), ts=None, detached=a["what"] == "detached")
+        return Message(line_no=line_no, pid=None, ts=None, text=line)
+
+    def _clock(self, seconds: float) -> float:
+        # `-tt`/`-t` give the time of day only: a stamp far earlier than the last one means midnight passed.
+        if seconds < self._last_clock - _HALF_DAY:
+            self._day += _DAY
+        self._last_clock = seconds
+        return self._tt_origin + self._day + seconds

@@ -1,0 +1,100 @@
+"""Decode strace's argument text: top-level splitting, quoted strings with C escapes, string arrays.
+
+strace prints bytes outside printable ASCII as octal (`\\303\\251`) or, with `-x`, hex (`\\xc3`) escapes; a
+string cut by `-s` ends `"..."...` and an array cut by `-s` ends `, ...]`. Decoded bytes are read as UTF-8
+with invalid sequences kept as `\\xNN`, so the text is always valid for JSON.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+_SIMPLE = {"n": 10, "t": 9, "r": 13, "v": 11, "f": 12, "a": 7, "b": 8, "e": 27}
+_OPEN = {"[": "]", "{": "}", "(": ")"}
+
+
+def split_args(text: str) -> list[str]:
+    """Split `a, "b, c", [d, e], {f=g}` at top-level commas, minding quotes, brackets and comments."""
+    out: list[str] = []
+    depth = 0
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth = max(depth - 1, 0)
+        elif c == "/" and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 1
+        elif c == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    last = text[start:].strip()
+    if last or out:
+        out.append(last)
+    return out
+
+
+def _unescape(body: str) -> str:
+    raw = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(body):
+        raw += body[pos : m.start()].encode("utf-8", "backslashreplace")
+        esc = m[1]
+        first = esc[0]
+        if first == "x" and len(esc) > 1:
+            raw.append(int(esc[1:], 16))
+        elif first in "01234567":
+            raw.append(int(esc, 8) & 0xFF)
+        elif first in _SIMPLE:
+            raw.append(_SIMPLE[first])
+        else:
+            raw += esc.encode("utf-8", "backslashreplace")
+        pos = m.end()
+    raw += body[pos:].encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def decode_string(token: str) -> tuple[str, bool] | None:
+    """`"a\\tb"` -> ("a\\tb", False); `"abc"...` -> ("abc", True); None when `token` is not a string."""
+    token = token.strip()
+    truncated = token.endswith('"...')
+    if truncated:
+        token = token[:-3]
+    if len(token) < 2 or token[0] != '"' or token[-1] != '"':
+        return None
+    body = token[1:-1]
+    return (_unescape(body) if "\\" in body else body), truncated
+
+
+def decode_array(token: str) -> tuple[tuple[str, ...], bool] | None:
+    """`["a", "b", ...]` -> (("a", "b"), True); `[/* 5 vars */]` -> ((), True); None if not an array."""
+    token = token.strip()
+    if len(token) < 2 or token[0] != "[" or token[-1] != "]":
+        return None
+    items: list[str] = []
+    truncated = False
+    for part in split_args(token[1:-1]):
+        if part == "...":
+            truncated = True
+            continue
+        if part.startswith("/*"):  # `[/* 35 vars */]`: strace elided the whole array
+            truncated = True
+            continue
+        decoded = decode_string(part)
+        if decoded is None:
+            items.append(part)
+            continue
+        value, cut = decoded
+        items.append(value)
+        truncated = truncated or cut
+    return tuple(items), truncated

@@ -1,0 +1,344 @@
+"""The tracker: a deterministic state machine folding parser records into process events.
+
+Theory of operation. Every task (tid) strace reports is mapped to its thread-group leader: a clone
+with CLONE_THREAD maps the new tid to the caller's leader and is not a process; any other
+fork/vfork/clone/clone3 returning N makes N a process (`proc.spawned`, at the ts of the clone's return).
+An interrupted call (`<unfinished ...>`) waits per tid for its `<... X resumed>` half; a resumed half
+without a partner is used as it stands. A pid seen before any clone claimed it (the child ran before
+its parent's clone returned) has its records buffered until the claim, or until `close()`, where it
+becomes a process of unknown parent (`via="unknown"`). The first pid of the trace is the root.
+
+Lines without a pid prefix (no `-f`, or strace writing to stderr, where it prefixes lines only while
+more than one task is traced) belong to the only live task when there is one, else to the root. When a
+trace starts with such lines, the root's pid is learnt from the first prefixed `<... X resumed>` that
+completes the pid-less call in progress (or from a prefixed pid that no clone returned); records are
+held until then. A trace with no pid at all is one process with pid 0.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from capsule.events import (
+    Event,
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSignaled,
+    ProcSpawned,
+    TraceUnparsed,
+)
+from capsule.parse import (
+    Attached,
+    Exited,
+    Killed,
+    Message,
+    Record,
+    Signal,
+    Superseded,
+    Syscall,
+    Unparsed,
+)
+from capsule.track.args import decode_array, decode_string, split_args
+
+Level = Literal["process", "file", "net", "all"]
+
+_SPAWN = frozenset(("fork", "vfork", "clone", "clone2", "clone3"))
+_EXEC = frozenset(("execve", "execveat"))
+_OPEN = frozenset(("open", "openat", "openat2", "creat"))
+_SI_PID = re.compile(r"\bsi_pid=(\d+)")
+_SI_CODE = re.compile(r"\bsi_code=(\w+)")
+_FAMILY = re.compile(r"\bsa_family=(\w+)")
+_INET = re.compile(r'sin_port=htons\((\d+)\), sin_addr=inet_addr\("([^"]*)"\)')
+_INET6 = re.compile(r'sin6_port=htons\((\d+)\).*inet_pton\(AF_INET6, "([^"]*)"')
+_UNIX = re.compile(r"sun_path=(@?)(\".*\"(?:\.\.\.)?)")
+
+_Held = tuple[Record, float, int | None]  # a record, its effective ts, its pid (None: not yet known)
+
+
+class Tracker:
+    """Fold parser records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
+
+    def __init__(self, level: Level = "process") -> None:
+        if level not in ("process", "file", "net", "all"):
+            raise ValueError(f"unknown trace level {level!r}")
+        self._files = level in ("file", "all")
+        self._net = level in ("net", "all")
+        self.root_pid: int | None = None
+        self.root_status: tuple[int | None, str | None] | None = None
+        self.unparsed = 0
+        self._ts = 0.0  # last timestamp seen: lines without one get it
+        self._tgid: dict[int, int] = {}  # every known tid -> its thread-group leader
+        self._live: set[int] = set()  # tids that have not exited
+        self._exited: set[int] = set()  # leaders that got their ProcExited
+        self._pending: dict[int, Syscall] = {}  # tid -> its unfinished call
+        self._unclaimed: dict[int, list[_Held]] = {}  # pids no clone has returned yet, in order seen
+        self._hold: list[_Held] | None = None  # records held while a pid-less root is unresolved
+        self._anon_open: str | None = None  # the pid-less stream's call in progress, while held
+        self._held_children: set[int] = set()  # pids returned by held clones
+        self._out: list[Event] = []
+
+    # --- the interface -----------------------------------------------------------------------------
+
+    def feed(self, records: list[Record]) -> list[Event]:
+        """Fold `records` (in trace order); return the events they complete, in causal order."""
+        out: list[Event] = []
+        self._out = out
+        for rec in records:
+            ts = rec.ts
+            if ts is None:
+                ts = self._ts
+            else:
+                self._ts = ts
+            self._route(rec, ts)
+        return out
+
+    def close(self) -> list[Event]:
+        """End of trace: settle the root and emit the processes no clone ever claimed."""
+        out: list[Event] = []
+        self._out = out
+        if self.root_pid is None and self._hold is not None:
+            self._resolve_root(0)
+        while self._unclaimed:
+            pid = next(iter(self._unclaimed))
+            held = self._unclaimed.pop(pid)
+            self._new_process(pid, None, "unknown", held[0][1])
+            for rec, ts, hpid in held:
+                self._process(rec, ts, hpid)
+        return out
+
+    # --- routing -----------------------------------------------------------------------------------
+
+    def _route(self, rec: Record, ts: float) -> None:
+        if isinstance(rec, Unparsed):
+            self.unparsed += 1
+            self._out.append(TraceUnparsed(ts=ts, line_no=rec.line_no, text=rec.text, reason=rec.reason))
+            return
+        if isinstance(rec, Message):
+            return
+        if self.root_pid is not None:
+            self._process(rec, ts, rec.pid)
+            return
+        if self._hold is None:
+            if rec.pid is not None:  # `strace: Process N attached` first (`-p`) or a prefixed line
+                self._new_process(rec.pid, None, "root", ts)
+                self._process(rec, ts, rec.pid)
+                return
+            self._hold = []
+        self._hold.append((rec, ts, rec.pid))
+        self._watch_held(rec)
+
+    def _watch_held(self, rec: Record) -> None:
+        """Learn the root's pid from held records (see the module docstring)."""
+        if not isinstance(rec, Syscall):
+            return
+        if rec.name in _SPAWN and rec.state != "unfinished":
+            child = _result_pid(rec)
+            if child is not None:
+                self._held_children.add(child)
+        if rec.pid is None:
+            self._anon_open = rec.name if rec.state == "unfinished" else None
+            return
+        completes_anon = rec.state == "resumed" and rec.name == self._anon_open
+        if completes_anon or (self._anon_open is None and rec.pid not in self._held_children):
+            self._resolve_root(rec.pid)
+
+    def _resolve_root(self, pid: int) -> None:
+        held = self._hold or []
+        self._hold = None
+        self._new_process(pid, None, "root", held[0][1] if held else self._ts)
+        for rec, ts, hpid in held:
+            self._process(rec, ts, hpid)
+
+    def _anon_pid(self) -> int:
+        if len(self._live) == 1:
+            return next(iter(self._live))
+        return self.root_pid if self.root_pid is not None else 0
+
+    # --- processing --------------------------------------------------------------------------------
+
+    def _process(self, rec: Record, ts: float, pid: int | None) -> None:
+        if isinstance(rec, Attached | Message | Unparsed):
+            return
+        if pid is None:
+            pid = self._anon_pid()
+        tgid = self._tgid.get(pid)
+        if tgid is None:
+            self._unclaimed.setdefault(pid, []).append((rec, ts, pid))
+            return
+        if isinstance(rec, Syscall):
+            self._syscall(rec, ts, pid, tgid)
+        elif isinstance(rec, Exited | Killed):
+            self._exit(rec, ts, pid, tgid)
+        elif isinstance(rec, Superseded):
+            self._superseded(rec, tgid)
+        elif isinstance(rec, Signal) and not rec.stopped and rec.signal != "SIGCHLD":  # SIGCHLD: fork noise
+            sender = _SI_PID.search(rec.info)
+            code = _SI_CODE.search(rec.info)
+            self._out.append(
+                ProcSignaled(
+                    ts=ts,
+                    pid=tgid,
+                    signal=rec.signal,
+                    sender_pid=int(sender[1]) if sender else None,
+                    code=code[1] if code else None,
+                )
+            )
+
+    def _syscall(self, rec: Syscall, ts: float, pid: int, tgid: int) -> None:
+        if rec.state == "unfinished":
+            changed = rec.pid_changed_to
+            if not rec.detached:  # a detached call never resumes
+                self._pending[changed if changed is not None else pid] = rec
+            return
+        name, args, changed = rec.name, rec.args, False
+        if rec.state == "resumed":
+            partner = self._pending.pop(pid, None)
+            if partner is not None and (partner.name == name or name == "???"):
+                name = partner.name
+                args = partner.args + args
+                changed = partner.pid_changed_to is not None
+            elif name in _EXEC:
+                args = ""  # only the tail of the call survived: path and argv are unknown
+        if name in _SPAWN:
+            self._spawn(rec, name, args, ts, tgid)
+        elif name in _EXEC:
+            self._exec(rec, name, args, ts, tgid, changed)
+        elif self._files and name in _OPEN:
+            self._open(rec, name, args, ts, tgid)
+        elif self._net and name == "connect":
+            self._connect(rec, args, ts, tgid)
+
+    def _spawn(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
+        child = _result_pid(rec)
+        if child is None:
+            return
+        if "CLONE_THREAD" in args and name != "fork" and name != "vfork":
+            self._tgid[child] = tgid
+            self._live.add(child)
+            self._claim(child)
+            return
+        self._new_process(child, tgid, name, ts)
+        self._claim(child)
+
+    def _claim(self, pid: int) -> None:
+        for rec, ts, hpid in self._unclaimed.pop(pid, ()):
+            self._process(rec, ts, hpid)
+
+    def _new_process(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
+        if ppid is None and via == "root":
+            self.root_pid = pid
+        self._tgid[pid] = pid
+        self._live.add(pid)
+        self._exited.discard(pid)  # a reused pid is a new process
+        self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
+
+    def _exec(self, rec: Syscall, name: str, args: str, ts: float, tgid: int, changed: bool) -> None:
+        parts = split_args(args)
+        if name == "execveat":
+            parts = parts[1:]
+        path = decode_string(parts[0]) if parts else None
+        argv = decode_array(parts[1]) if len(parts) > 1 else None
+        errno = rec.errno
+        ok = changed or (errno is None and rec.result == "0")
+        self._out.append(
+            ProcExec(
+                ts=ts,
+                pid=tgid,
+                path=path[0] if path is not None else (parts[0] if parts else ""),
+                argv=argv[0] if argv is not None else (),
+                ok=ok,
+                errno=errno,
+                argv_truncated=argv[1] if argv is not None else True,
+            )
+        )
+
+    def _exit(self, rec: Exited | Killed, ts: float, pid: int, tgid: int) -> None:
+        self._live.discard(pid)
+        self._pending.pop(pid, None)
+        if pid != tgid or tgid in self._exited:
+            return  # a thread's own exit line, or a leader already reported
+        self._exited.add(tgid)
+        if isinstance(rec, Exited):
+            event = ProcExited(ts=ts, pid=tgid, exit_code=rec.code)
+            status: tuple[int | None, str | None] = (rec.code, None)
+        else:
+            event = ProcExited(ts=ts, pid=tgid, signal=rec.signal, core_dumped=rec.core_dumped)
+            status = (None, rec.signal)
+        self._out.append(event)
+        if tgid == self.root_pid:
+            self.root_status = status
+
+    def _superseded(self, rec: Superseded, leader: int) -> None:
+        # A thread of `leader` exec'd: it takes over the leader's pid and is gone as a thread. Its
+        # unfinished execve resumes in the leader (stderr style does not say `<pid changed ...>`).
+        thread = rec.by_pid
+        if thread is None:
+            thread = next(
+                (
+                    t
+                    for t, c in self._pending.items()
+                    if c.name in _EXEC and self._tgid.get(t) == leader and t != leader
+                ),
+                None,
+            )
+        if thread is None or thread == leader:
+            return
+        call = self._pending.pop(thread, None)
+        if call is not None and leader not in self._pending:
+            self._pending[leader] = call
+        self._live.discard(thread)
+        self._tgid.pop(thread, None)
+
+    def _open(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
+        parts = split_args(args)
+        if name in ("openat", "openat2"):
+            parts = parts[1:]
+        path = decode_string(parts[0]) if parts else None
+        flags = parts[1] if len(parts) > 1 else ""
+        if name == "creat":
+            flags = "O_CREAT|O_WRONLY|O_TRUNC"  # creat(path, mode) is open with these flags
+        self._out.append(
+            FileOpened(
+                ts=ts,
+                pid=tgid,
+                path=path[0] if path is not None else (parts[0] if parts else ""),
+                flags=flags,
+                ok=rec.errno is None and rec.result not in (None, "?"),
+                errno=rec.errno,
+            )
+        )
+
+    def _connect(self, rec: Syscall, args: str, ts: float, tgid: int) -> None:
+        parts = split_args(args)
+        addr = parts[1] if len(parts) > 1 else ""
+        family_m = _FAMILY.search(addr)
+        family = family_m[1] if family_m else ""
+        address = addr
+        if family == "AF_INET" and (m := _INET.search(addr)):
+            address = f"{m[2]}:{m[1]}"
+        elif family == "AF_INET6" and (m := _INET6.search(addr)):
+            address = f"[{m[2]}]:{m[1]}"
+        elif family == "AF_UNIX" and (m := _UNIX.search(addr)):
+            path = decode_string(m[2])
+            address = m[1] + (path[0] if path is not None else m[2])
+        self._out.append(
+            NetConnected(
+                ts=ts,
+                pid=tgid,
+                family=family,
+                address=address,
+                ok=rec.errno is None and rec.result not in (None, "?"),
+                errno=rec.errno,
+            )
+        )
+
+
+def _result_pid(rec: Syscall) -> int | None:
+    result = rec.result
+    if result is None or not result.isdigit():
+        return None
+    pid = int(result)
+    return pid if pid > 0 else None

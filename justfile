@@ -1,0 +1,44 @@
+# Capsule's tasks. `just setup` makes .venv; every other task runs from it.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+bin := venv / "bin"
+
+# list the tasks
+default:
+    @just --list
+
+# create .venv, install capsule with its dev tools, and make sure strace is installed
+setup:
+    test -x {{bin}}/python || python3 -m venv {{venv}}
+    {{bin}}/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+    {{bin}}/python -c 'import capsule, trio, typer' 
+    command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+
+# record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
+demo: setup
+    {{bin}}/capsule run --name demo -- bash examples/agent-session.sh || true
+    {{bin}}/capsule report latest
+
+# lint, then the whole test suite (real strace included)
+test: setup lint
+    {{bin}}/python -m pytest -q -p no:cacheprovider
+
+# ruff, mypy and the layering check (import-linter)
+lint: 
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
+    {{bin}}/lint-imports --no-cache
+
+# benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
+bench: setup
+    {{bin}}/python -m tests.bench
+
+# re-record expected outputs of the golden sessions in sessions/ (review the diff before committing)
+bless: setup
+    {{bin}}/python -m tests.golden bless
+
+# regenerate schemas/ from capsule/events/
+schemas: setup
+    {{bin}}/python -m stages.schemas write

@@ -1,0 +1,1 @@
+"""The trio shell: every await, subprocess, file, clock and psutil call lives here."""

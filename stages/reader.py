@@ -1,0 +1,81 @@
+"""Reading sessions from disk: a streaming event iterator, and the cheap header-and-tail read for `ls`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import psutil
+
+from capsule.codec import CodecError, LineDecoder, decode_line
+from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
+from stages.store import EVENTS
+
+CHUNK = 1 << 20
+TAIL = 16 << 10  # the last lines of a session: its session.ended and session.recovered
+
+
+def iter_events(session_dir: Path, decoder: LineDecoder | None = None) -> Iterator[Event]:
+    """Every event of a session, decoded as the file is read (memory stays flat)."""
+    decoder = decoder if decoder is not None else LineDecoder()
+    with open(session_dir / EVENTS, "rb") as file:
+        while data := file.read(CHUNK):
+            for _seq, event in decoder.feed(data):
+                yield event
+    decoder.close()
+
+
+@attrs.frozen
+class Glance:
+    """What `capsule ls` shows, read from the first and last lines only."""
+
+    path: Path
+    header: SessionStarted | None
+    ended: SessionEnded | None
+    recovered: bool
+
+
+def glance(session_dir: Path) -> Glance:
+    with open(session_dir / EVENTS, "rb") as file:
+        first = file.readline()
+        file.seek(0, 2)
+        size = file.tell()
+        file.seek(max(0, size - TAIL))
+        tail = file.read()
+    header = ended = None
+    recovered = False
+    try:
+        _seq, event = decode_line(first)
+        header = event if isinstance(event, SessionStarted) else None
+    except CodecError:
+        pass
+    for line in tail.split(b"\n")[-3:]:
+        if not line.strip():
+            continue
+        try:
+            _seq, event = decode_line(line)
+        except CodecError:
+            continue
+        if isinstance(event, SessionEnded):
+            ended = event
+        elif isinstance(event, SessionRecovered):
+            recovered = True
+    return Glance(session_dir, header, ended, recovered)
+
+
+def recorder_alive(header: SessionStarted) -> bool:
+    """Is the process that writes this session (or its strace) still running?"""
+    if header.recorder_pid is not None and _alive(header.recorder_pid, header.recorder_started):
+        return True
+    return header.tracer_pid is not None and _alive(header.tracer_pid, header.tracer_started)
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    try:
+        process = psutil.Process(pid)
+        if started is not None and abs(process.create_time() - started) > 1.0:
+            return False  # the pid was reused by another process
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

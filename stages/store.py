@@ -1,0 +1,100 @@
+"""The session store: `$CAPSULE_HOME/runs/<id>/` with `events.jsonl` (the truth) and `trace.strace`.
+
+Ids sort by time and stay unique under concurrency (the directory is created exclusively). The live,
+unredacted strace output is spooled outside the session directory (`$CAPSULE_HOME/spool/<id>.strace`)
+so that no secret ever lands in the session directory; it is deleted once the session is closed, and
+kept for recovery if the recorder dies. Directories are 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+EVENTS = "events.jsonl"
+TRACE = "trace.strace"
+
+
+class SessionNotFound(LookupError):
+    """No session matches the reference (or several do)."""
+
+
+def capsule_home() -> Path:
+    return Path(os.environ.get("CAPSULE_HOME") or Path.home() / ".capsule")
+
+
+def runs_dir(home: Path) -> Path:
+    return home / "runs"
+
+
+def spool_path(home: Path, session_id: str) -> Path:
+    return home / "spool" / f"{session_id}.strace"
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def create_session(home: Path, now: float | None = None) -> tuple[str, Path]:
+    """Make a new session directory (0700) and return its id and path."""
+    runs = runs_dir(home)
+    _private_dir(home)
+    _private_dir(runs)
+    _private_dir(home / "spool")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    while True:
+        session_id = f"{stamp}-{secrets.token_hex(2)}"
+        path = runs / session_id
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return session_id, path
+
+
+def open_private(path: Path, *, append: bool = True) -> int:
+    """Open a file for writing with mode 0600 (whatever the umask says)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def session_dirs(home: Path) -> list[Path]:
+    """Every session directory, newest first (ids sort by time)."""
+    runs = runs_dir(home)
+    if not runs.is_dir():
+        return []
+    found = [p for p in runs.iterdir() if (p / EVENTS).is_file()]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def resolve_session(home: Path, ref: str) -> Path:
+    """A session by id, unique id prefix, directory, events.jsonl path, or `latest`."""
+    as_path = Path(ref).expanduser()
+    if as_path.is_file() and as_path.name == EVENTS:
+        return as_path.parent
+    if (as_path / EVENTS).is_file() and ("/" in ref or ref.startswith(".")):
+        return as_path
+    sessions = session_dirs(home)
+    if ref == "latest":
+        if not sessions:
+            raise SessionNotFound(
+                f"no sessions yet under {runs_dir(home)}; record one with `capsule run -- CMD`"
+            )
+        return sessions[0]
+    exact = [p for p in sessions if p.name == ref]
+    if exact:
+        return exact[0]
+    matches = [p for p in sessions if p.name.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(p.name for p in matches[:5])
+        raise SessionNotFound(f"session {ref!r} is ambiguous: {len(matches)} match ({names}…)")
+    if (as_path / EVENTS).is_file():
+        return as_path
+    raise SessionNotFound(f"no session {ref!r} under {runs_dir(home)} (see `capsule ls`)")

@@ -1,0 +1,71 @@
+"""Trace sources: bytes of strace output, sent downstream in line-aligned chunks.
+
+Two sources, interchangeable behind the same stages: `tail_stage` follows the file a live strace writes
+(`-o FILE`, never stderr) until strace has exited and the file is drained; `read_stage` reads a finished
+file (replay, import, recovery). Chunks end on a newline so redaction never sees half a line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+CHUNK = 1 << 20  # one read; large, since per-chunk channel and parser overhead dominates small reads
+POLL_S = 0.02  # how often to look for new trace bytes at EOF while strace still runs
+
+
+class LineAligner:
+    """Split a byte stream into chunks that end on a newline, holding the unfinished tail."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._tail + data
+        end = data.rfind(b"\n") + 1
+        self._tail = data[end:]
+        return data[:end]
+
+    def close(self) -> bytes:
+        tail, self._tail = self._tail, b""
+        return tail
+
+
+async def read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
+    """Send the whole file in line-aligned chunks."""
+    aligner = LineAligner()
+    async with send, await trio.open_file(path, "rb") as file:
+        while data := await file.read(CHUNK):
+            if chunk := aligner.feed(data):
+                await send.send(chunk)
+        if tail := aligner.close():
+            await send.send(tail)
+
+
+async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes]) -> None:
+    """Follow a file being written by strace; stop once strace has exited and every byte is read."""
+    aligner = LineAligner()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        async with send:
+            while True:
+                # Reads of a regular file never block on a writer: at EOF they return b"".
+                data = os.read(fd, CHUNK)
+                if data:
+                    if chunk := aligner.feed(data):
+                        await send.send(chunk)
+                    continue
+                if tracer_done.is_set():
+                    # strace has exited: nothing more will be appended after this final read.
+                    while data := os.read(fd, CHUNK):
+                        if chunk := aligner.feed(data):
+                            await send.send(chunk)
+                    if tail := aligner.close():
+                        await send.send(tail)
+                    return
+                with trio.move_on_after(POLL_S):
+                    await tracer_done.wait()
+    finally:
+        os.close(fd)

@@ -1,0 +1,221 @@
+"""Every CLI command, bad input included: one clear line and a documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import CapsuleRunner, report_json
+
+pytestmark = pytest.mark.strace
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("capsule: error: ")
+    return lines[0]
+
+
+def _session(home: Path) -> Path:
+    (session,) = (home / "runs").iterdir()
+    return session
+
+
+def test_report_text_shows_header_tree_and_summary(capsule: CapsuleRunner) -> None:
+    """The text report names the command, the processes and the failures."""
+    capsule("run", "--", "sh", "-c", "/bin/ls / >/dev/null; /bin/false; exit 0")
+    done = capsule("report")
+    assert done.returncode == 0, done.stderr
+    assert "/bin/false" in done.stdout
+    assert "/bin/ls" in done.stdout
+
+
+def test_report_by_id_prefix_and_path(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """SESSION may be an id, a unique prefix, a directory, or `latest`."""
+    capsule("run", "--", "true")
+    session = _session(capsule_home)
+    for ref in (session.name, session.name[:17], str(session), str(session / "events.jsonl"), "latest"):
+        assert report_json(capsule, ref)["session"]["id"] == session.name
+
+
+def test_report_unknown_session_exits_3(capsule: CapsuleRunner) -> None:
+    """An unknown session id: one line, exit 3."""
+    done = capsule("report", "nope-not-a-session")
+    assert done.returncode == 3
+    assert "nope-not-a-session" in _one_error_line(done)
+
+
+def test_report_with_no_sessions_exits_3(capsule: CapsuleRunner) -> None:
+    """`latest` with nothing recorded yet says how to record one."""
+    done = capsule("report")
+    assert done.returncode == 3
+    assert "capsule run" in _one_error_line(done)
+
+
+def test_report_tolerates_a_torn_last_line(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A torn last line is ignored with a warning; everything before it is reported."""
+    capsule("run", "--", "sh", "-c", "/bin/true")
+    events = _session(capsule_home) / "events.jsonl"
+    with events.open("ab") as f:
+        f.write(b'{"kind":"proc.exec","v":1,"se')
+    report = report_json(capsule)
+    assert len(report["processes"]) == 2
+    assert any("torn" in w for w in report["warnings"])
+    assert events.read_bytes().endswith(b'"se')  # recorded data is never rewritten by a report
+
+
+def test_report_skips_a_malformed_middle_line(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A corrupt line in the middle is skipped and named; the rest is still reported."""
+    capsule("run", "--", "sh", "-c", "/bin/true")
+    events = _session(capsule_home) / "events.jsonl"
+    lines = events.read_bytes().split(b"\n")
+    lines.insert(2, b"{this is not json")
+    events.write_bytes(b"\n".join(lines))
+    report = report_json(capsule)
+    assert len(report["processes"]) == 2
+    assert any("line 3" in w for w in report["warnings"])
+
+
+def test_report_refuses_a_newer_format(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A session written by a newer capsule: one clear line, exit 4."""
+    capsule("run", "--", "true")
+    events = _session(capsule_home) / "events.jsonl"
+    lines = events.read_bytes().split(b"\n")
+    header = orjson.loads(lines[0])
+    header["format"] = 99
+    lines[0] = orjson.dumps(header)
+    events.write_bytes(b"\n".join(lines))
+    done = capsule("report", "--json")
+    assert done.returncode == 4
+    assert "newer" in _one_error_line(done)
+
+
+def test_broken_user_rules_exit_4(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A broken rules.toml names the file; exit 4."""
+    capsule("run", "--", "true")
+    (capsule_home / "rules.toml").write_text("[[label]\nthis is = not toml")
+    done = capsule("report")
+    assert done.returncode == 4
+    assert "rules.toml" in _one_error_line(done)
+
+
+def test_ls_lists_sessions_newest_first(capsule: CapsuleRunner) -> None:
+    """ls shows id, kind, command, processes, exit and status, newest first; --limit caps it."""
+    capsule("run", "--name", "first", "--", "true")
+    capsule("run", "--name", "second", "--", "sh", "-c", "exit 2")
+    rows = orjson.loads(capsule("ls", "--json").stdout)
+    assert [r["name"] for r in rows] == ["second", "first"]
+    assert rows[0]["exit_code"] == 2
+    assert rows[0]["status"] == "complete"
+    assert rows[0]["kind"] == "run"
+    assert rows[0]["processes"] == 1
+    assert len(orjson.loads(capsule("ls", "--json", "--limit", "1").stdout)) == 1
+    text = capsule("ls")
+    assert text.returncode == 0
+    assert "exit 2" in text.stdout or "2" in text.stdout
+
+
+def test_ls_with_no_sessions(capsule: CapsuleRunner) -> None:
+    """ls on an empty home says so and exits 0."""
+    done = capsule("ls")
+    assert done.returncode == 0
+    assert "no sessions" in done.stdout
+
+
+def test_import_a_foreign_log(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """An `strace -f -tt -T -y` log recorded elsewhere becomes a session; its id goes to stdout."""
+    log = tmp_path / "foreign.strace"
+    subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-tt",
+            "-T",
+            "-y",
+            "-o",
+            str(log),
+            "--",
+            "sh",
+            "-c",
+            "/bin/true; /bin/ls / >/dev/null",
+        ],
+        check=True,
+    )
+    done = capsule("import", str(log), "--name", "foreign")
+    assert done.returncode == 0, done.stderr
+    session_id = done.stdout.strip()
+    report = report_json(capsule, session_id)
+    assert report["session"]["kind"] == "import"
+    exes = sorted(Path(p["exe"]).name for p in report["processes"] if p["exe"])
+    assert exes == ["ls", "sh", "true"]
+
+
+def test_import_bad_input(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """A missing file or a file that is not a strace log: one line, exit 4."""
+    done = capsule("import", str(tmp_path / "missing.log"))
+    assert done.returncode == 4
+    _one_error_line(done)
+    junk = tmp_path / "junk.log"
+    junk.write_text("hello\nthis is not strace\n")
+    done = capsule("import", str(junk))
+    assert done.returncode == 4
+    assert "strace" in _one_error_line(done)
+
+
+def test_replay_check_passes_then_detects_tampering(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """replay --check re-derives the events; an edited events.jsonl is caught with a diff."""
+    capsule("run", "--", "sh", "-c", "/bin/true; /bin/echo hi >/dev/null")
+    done = capsule("replay", "--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "identical" in done.stdout
+    events = _session(capsule_home) / "events.jsonl"
+    events.write_bytes(events.read_bytes().replace(b'"/bin/true"', b'"/bin/TRUE"'))
+    done = capsule("replay", "--check")
+    assert done.returncode == 1
+    assert "/bin/TRUE" in done.stdout
+
+
+def test_doctor_reports_a_working_setup(capsule: CapsuleRunner) -> None:
+    """doctor finds strace, seccomp-bpf and ptrace here, and a writable home."""
+    done = capsule("doctor", "--json")
+    assert done.returncode == 0, done.stdout
+    checks = {c["check"]: c for c in orjson.loads(done.stdout)["checks"]}
+    assert checks["strace"]["ok"]
+    assert checks["ptrace"]["ok"]
+    assert checks["--seccomp-bpf"]["ok"]
+
+
+def test_doctor_fails_without_strace(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """With no strace on PATH, doctor says how to install it and exits 5; run exits 125."""
+    import os
+    import sys
+
+    env_path = str(Path(sys.executable).parent)
+    done = capsule("doctor", env={**os.environ, "PATH": env_path, "CAPSULE_HOME": str(tmp_path / "h")})
+    assert done.returncode == 5
+    assert "apt-get install strace" in done.stdout
+    done = capsule(
+        "run", "--", "/bin/true", env={**os.environ, "PATH": env_path, "CAPSULE_HOME": str(tmp_path)}
+    )
+    assert done.returncode == 125
+    assert "apt-get install strace" in _one_error_line(done)
+
+
+def test_run_unknown_level_is_a_usage_error(capsule: CapsuleRunner) -> None:
+    """A bad --level is a usage error (exit 2) in one line."""
+    done = capsule("run", "--level", "everything", "--", "true")
+    assert done.returncode == 2
+    assert "--level" in _one_error_line(done)
+
+
+def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
+    """--help works and names each command."""
+    done = capsule("--help")
+    assert done.returncode == 0
+    for command in ("run", "report", "ls", "import", "replay", "doctor"):
+        assert command in done.stdout

@@ -1,0 +1,250 @@
+"""`capsule run` end to end, under real strace: exit codes, signals, Ctrl-C, SIGKILL, stdin, redaction."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import CapsuleRunner, report_json
+
+pytestmark = pytest.mark.strace
+
+
+def _by_exe(report: dict) -> dict[str, dict]:
+    return {Path(p["exe"]).name: p for p in report["processes"] if p["exe"]}
+
+
+def test_exit_code_is_the_commands(capsule: CapsuleRunner) -> None:
+    """capsule exits with the command's exit code and records it."""
+    done = capsule("run", "--", "sh", "-c", "exit 3")
+    assert done.returncode == 3
+    report = report_json(capsule)
+    assert report["session"]["exit_code"] == 3
+    assert report["session"]["status"] == "complete"
+    assert report["processes"][0]["exit_code"] == 3
+
+
+def test_signal_exit_is_128_plus_n(capsule: CapsuleRunner) -> None:
+    """A command killed by signal N makes capsule exit 128+N and records the signal name."""
+    done = capsule("run", "--", "sh", "-c", "kill -KILL $$")
+    assert done.returncode == 128 + 9
+    report = report_json(capsule)
+    assert report["session"]["signal"] == "SIGKILL"
+    assert report["processes"][0]["signal"] == "SIGKILL"
+    assert report["summary"]["signaled"] >= 1
+
+
+def test_stdout_belongs_to_the_command_and_summary_goes_to_stderr(capsule: CapsuleRunner) -> None:
+    """stdout carries only the command's output; the summary (session id, processes) is on stderr."""
+    done = capsule("run", "--", "sh", "-c", "echo hello; /bin/true")
+    assert done.returncode == 0
+    assert done.stdout == "hello\n"
+    assert "session" in done.stderr
+    assert "processes" in done.stderr
+
+
+def test_every_process_appears_once_with_parent_and_argv(capsule: CapsuleRunner) -> None:
+    """A shell running three children: four processes, right parents, final argv, exit codes."""
+    script = "/bin/echo one >/dev/null; /bin/ls / >/dev/null; /bin/sh -c 'exit 4'; exit 0"
+    assert capsule("run", "--", "sh", "-c", script).returncode == 0
+    report = report_json(capsule)
+    procs = report["processes"]
+    root = procs[0]
+    assert root["ppid"] is None
+    assert root["argv"] == ["sh", "-c", script]
+    children = [p for p in procs if p["ppid"] == root["pid"]]
+    assert sorted(p["argv"][0] for p in children) == ["/bin/echo", "/bin/ls", "/bin/sh"]
+    failing = next(p for p in children if p["argv"][0] == "/bin/sh")
+    assert failing["exit_code"] == 4
+    assert len({p["pid"] for p in procs}) == len(procs)
+
+
+def test_missing_command_exits_127_and_is_recorded(capsule: CapsuleRunner) -> None:
+    """A command that does not exist: one error line, exit 127, and a session that records the attempt."""
+    done = capsule("run", "--", "no-such-command-xyz", "--flag")
+    assert done.returncode == 127
+    assert "Traceback" not in done.stderr
+    assert "command not found: no-such-command-xyz" in done.stderr
+    report = report_json(capsule)
+    assert report["session"]["exit_code"] == 127
+    assert report["processes"] == []
+    assert any("no-such-command-xyz" in w for w in report["warnings"])
+
+
+def test_stdin_passes_through(capsule: CapsuleRunner) -> None:
+    """A program reading stdin gets capsule's stdin untouched."""
+    done = capsule("run", "--", sys.executable, "-c", "print(input().upper())", input="hello\n")
+    assert done.returncode == 0
+    assert done.stdout == "HELLO\n"
+
+
+def test_interactive_terminal_passes_through(capsule_home: Path) -> None:
+    """On a terminal, the command sees a TTY and can read what is typed."""
+    code = "import sys; print('tty', sys.stdin.isatty(), flush=True); print('got', input(), flush=True)"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes `capsule run` on the pty
+        os.environ["CAPSULE_HOME"] = str(capsule_home)
+        os.execv(sys.executable, [sys.executable, "-m", "capsule", "run", "--", sys.executable, "-c", code])  # noqa: S606
+    output = b""
+    deadline = time.monotonic() + 60
+    sent = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if b"tty True" in output and not sent:
+            os.write(fd, b"typed-line\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"tty True" in output
+    assert b"got typed-line" in output
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _start_in_own_group(capsule_home: Path, *cmd: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "capsule", "run", "--", *cmd],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_ctrl_c_reaches_the_command_and_the_session_closes(
+    capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """SIGINT to the foreground group (Ctrl-C) stops the command; capsule drains, closes and exits 130."""
+    code = "import time; print('ready', flush=True); time.sleep(60)"
+    proc = _start_in_own_group(capsule_home, sys.executable, "-c", code)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    report = report_json(capsule)
+    assert report["session"]["status"] == "complete"
+    assert report["session"]["signal"] == "SIGINT"
+
+
+def test_sigkill_of_capsule_leaves_the_command_unharmed_and_report_recovers(
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
+) -> None:
+    """Capsule SIGKILLed mid-run: the command goes on (forking and exec'ing); report recovers every process."""
+    marker = tmp_path / "marker"
+    script = f"echo ready; sleep 1; /bin/true; /bin/echo after >/dev/null; touch {marker}"
+    proc = _start_in_own_group(capsule_home, "sh", "-c", script)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.kill()
+    proc.communicate()
+    _wait_for(marker.exists)
+    time.sleep(0.3)  # let strace write the last exit lines and exit
+    report = report_json(capsule)
+    assert report["session"]["status"] == "recovered"
+    names = _by_exe(report)
+    for exe in ("sh", "sleep", "true", "echo", "touch"):
+        assert exe in names, names.keys()
+        assert names[exe]["exit_code"] == 0
+    assert any("recovered" in w for w in report["warnings"])
+    again = report_json(capsule)  # recovery happens once; later reports read the completed session
+    assert again["processes"] == report["processes"]
+    assert not list((capsule_home / "spool").iterdir())
+
+
+SECRETS = {
+    "sk-ant-api03-AAAABBBBCCCCDDDDEEEEFFFF": "sk-ant-api03-AAAABBBBCCCCDDDDEEEEFFFF",
+    "--token=": "tok-value-123456",
+    "--password": "hunter2-secret",
+    "Authorization: Bearer ": "bearer-value-987654",
+    "GITHUB_TOKEN=": "ghp_abcdefghijklmnopqrstuvwxyz0123",
+}
+
+
+def _secret_argv() -> list[str]:
+    return [
+        "sh",
+        "-c",
+        '/bin/echo "$@" >/dev/null; env GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123 /bin/true',
+        "sh",
+        "sk-ant-api03-AAAABBBBCCCCDDDDEEEEFFFF",
+        "--token=tok-value-123456",
+        "--password",
+        "hunter2-secret",
+        "Authorization: Bearer bearer-value-987654",
+    ]
+
+
+def _session_bytes(home: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (home / "runs").rglob("*") if p.is_file())
+
+
+def test_secrets_appear_nowhere_under_the_session(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """Planted secrets in any argv are redacted in events and in the raw trace; nothing is left in spool."""
+    done = capsule("run", "--", *_secret_argv())
+    assert done.returncode == 0, done.stderr
+    stored = _session_bytes(capsule_home) + b"".join(
+        p.read_bytes() for p in (capsule_home / "spool").rglob("*") if p.is_file()
+    )
+    for secret in SECRETS.values():
+        assert secret.encode() not in stored, secret
+        assert secret not in done.stderr
+    assert b"***" in stored
+    report = report_json(capsule)
+    assert any(p["exe"] and p["exe"].endswith("/true") for p in report["processes"])
+
+
+def test_no_redact_keeps_the_values(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """--no-redact opts out: the values are recorded as they were."""
+    assert capsule("run", "--no-redact", "--", *_secret_argv()).returncode == 0
+    stored = _session_bytes(capsule_home)
+    assert b"hunter2-secret" in stored
+    assert b"tok-value-123456" in stored
+
+
+def test_session_files_are_private(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """Session directories are 0700 and files 0600."""
+    assert capsule("run", "--", "true").returncode == 0
+    (session,) = (capsule_home / "runs").iterdir()
+    assert stat.S_IMODE(session.stat().st_mode) == 0o700
+    files = list(session.iterdir())
+    assert {f.name for f in files} >= {"events.jsonl", "trace.strace"}
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_header_records_tracer_flags(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """The header carries the exact strace flags: seccomp-bpf, -f, never -qq."""
+    assert capsule("run", "--level", "file", "--name", "flags", "--", "true").returncode == 0
+    (session,) = (capsule_home / "runs").iterdir()
+    header = orjson.loads((session / "events.jsonl").read_bytes().split(b"\n")[0])
+    assert header["kind"] == "session.started"
+    assert "--seccomp-bpf" in header["tracer_flags"]
+    assert "-f" in header["tracer_flags"]
+    assert "-qq" not in header["tracer_flags"]
+    assert "trace=%process,%file" in header["tracer_flags"]
+    assert header["name"] == "flags"

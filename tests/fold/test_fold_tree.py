@@ -1,0 +1,180 @@
+"""The process tree fold: exec chains, failed execs, orphans, signals, pid reuse, incomplete processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from capsule.fold import ProcessNode, fold_session
+from tests.fold.builders import Script, packaged_rules
+
+
+def only(state_nodes: list[ProcessNode], pid: int) -> ProcessNode:
+    found = [n for n in state_nodes if n.pid == pid]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_sh_c_exec_of_last_command_is_one_node() -> None:
+    """`sh -c 'cd x && exec make'` is one process whose argv is make's and whose chain keeps sh."""
+    s = Script().start("sh", "-c", "make")
+    s.spawn(100, None, via="root").exec(100, "/bin/sh", "sh", "-c", "make").exec(100, "/usr/bin/make", "make")
+    s.exit(100, 0).end()
+    state = fold_session(s.events, packaged_rules())
+    assert len(state.tree) == 1
+    node = state.tree.nodes[0]
+    assert node.argv == ("make",)
+    assert node.exe == "/usr/bin/make"
+    assert [e.path for e in node.execs] == ["/bin/sh", "/usr/bin/make"]
+    assert (node.label, node.workflow) == ("tool", "build")
+
+
+def test_pyenv_shim_chain_is_one_node() -> None:
+    """python -> pyenv shim (bash) -> the real python: one node, three execs, the real python last."""
+    s = Script().start("python", "-m", "pytest")
+    s.spawn(200, None, via="root")
+    s.exec(200, "/home/u/.pyenv/shims/python", "python", "-m", "pytest")
+    s.exec(200, "/usr/bin/bash", "bash", "/home/u/.pyenv/libexec/pyenv", "exec", "python", "-m", "pytest")
+    s.fail_exec(200, "/home/u/.pyenv/versions/3.12.1/bin/python3", "python", "-m", "pytest", errno="EACCES")
+    s.exec(200, "/home/u/.pyenv/versions/3.12.1/bin/python", "python", "-m", "pytest")
+    s.exit(200, 1).end(1)
+    state = fold_session(s.events, packaged_rules())
+    (node,) = state.tree.nodes
+    assert len(node.execs) == 4
+    assert [e.ok for e in node.execs] == [True, True, False, True]
+    assert node.exe == "/home/u/.pyenv/versions/3.12.1/bin/python"
+    assert node.argv == ("python", "-m", "pytest")
+    assert node.workflow == "test"
+    assert node.failed
+
+
+def test_failed_exec_attempts_stay_in_execs_not_argv() -> None:
+    """A shell searching PATH: ENOENT attempts are kept in the chain; argv is the successful one."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1, via="fork")
+    s.fail_exec(2, "/usr/local/sbin/git", "git", "status")
+    s.fail_exec(2, "/usr/local/bin/git", "git", "status")
+    s.exec(2, "/usr/bin/git", "git", "status")
+    s.exit(2).exit(1).end()
+    state = fold_session(s.events, packaged_rules())
+    git = only(state.tree.nodes, 2)
+    assert git.argv == ("git", "status")
+    assert [e.errno for e in git.execs] == ["ENOENT", "ENOENT", None]
+    assert not git.failed
+    assert (git.label, git.workflow) == ("tool", "vcs")
+
+
+def test_command_not_found_keeps_argv_none() -> None:
+    """Only failed attempts: argv stays None, the node is failed and shows what it tried to run."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1, via="fork").fail_exec(2, "/usr/bin/nosuchcmd", "nosuchcmd", "-x").exit(2, 127)
+    s.exit(1, 127).end(127)
+    node = only(fold_session(s.events, packaged_rules()).tree.nodes, 2)
+    assert node.argv is None
+    assert node.exe is None
+    assert node.exec_failed
+    assert node.failed
+    assert node.display_argv == ("nosuchcmd", "-x")
+
+
+def test_fork_without_exec_inherits_display_and_label() -> None:
+    """A subshell that never execs: argv None, shows its parent's argv and takes its label."""
+    s = Script().start("bash", "build.sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/bash", "bash", "build.sh")
+    s.spawn(2, 1, via="fork").exit(2).exit(1).end()
+    state = fold_session(s.events, packaged_rules())
+    child = only(state.tree.nodes, 2)
+    parent = only(state.tree.nodes, 1)
+    assert child.argv is None
+    assert child.display_argv == ("bash", "build.sh")
+    assert child.label == parent.label
+    assert child.parent == parent.key
+
+
+def test_orphan_keeps_its_spawner() -> None:
+    """A child that outlives its parent keeps the parent that spawned it."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1, via="fork").exec(2, "/bin/sleep", "sleep", "10")
+    s.exit(1).exit(2).end()
+    state = fold_session(s.events, packaged_rules())
+    orphan = only(state.tree.nodes, 2)
+    assert orphan.ppid == 1
+    assert orphan.parent == only(state.tree.nodes, 1).key
+    assert orphan.end is not None
+    assert orphan.end > only(state.tree.nodes, 1).end  # type: ignore[operator]
+
+
+def test_killed_by_signal_with_core_dump() -> None:
+    """The killing signal and core dump are kept; delivered signals are listed."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1).exec(2, "/usr/bin/python3", "python3", "crash.py")
+    s.signaled(2, "SIGTERM", sender=1).exit(2, signal="SIGSEGV", core=True)
+    s.exit(1, 139).end(139)
+    node = only(fold_session(s.events).tree.nodes, 2)
+    assert node.signal == "SIGSEGV"
+    assert node.exit_code is None
+    assert node.core_dumped
+    assert [sig for _, sig in node.signals] == ["SIGTERM"]
+    assert node.failed
+
+
+def test_pid_reuse_makes_a_new_node() -> None:
+    """A spawn of a pid that already exited is a new process with its own key."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.run(50, 1, "/bin/ls", "ls")
+    s.spawn(50, 1).exec(50, "/bin/cat", "cat", "x").exit(50, 1)
+    s.exit(1).end()
+    state = fold_session(s.events, packaged_rules())
+    reused = [n for n in state.tree.nodes if n.pid == 50]
+    assert len(reused) == 2
+    assert reused[0].key != reused[1].key
+    assert (reused[0].argv, reused[0].exit_code) == (("ls",), 0)
+    assert (reused[1].argv, reused[1].exit_code) == (("cat", "x"), 1)
+    assert state.tree.current[50] == reused[1].key
+    assert not state.warnings or all("50" not in w for w in state.warnings)
+
+
+def test_exec_seen_before_spawn_is_adopted() -> None:
+    """A child's exec reported before its parent's clone returned still ends up under the parent."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.exec(2, "/bin/ls", "ls").spawn(2, 1, via="clone").exit(2).exit(1).end()
+    state = fold_session(s.events, packaged_rules())
+    assert len(state.tree) == 2
+    child = only(state.tree.nodes, 2)
+    assert child.ppid == 1
+    assert child.parent == only(state.tree.nodes, 1).key
+    assert child.argv == ("ls",)
+    assert state.tree.roots == [only(state.tree.nodes, 1).key]
+
+
+def test_exit_never_seen_leaves_end_none() -> None:
+    """In an incomplete session a process still running has no end and no duration."""
+    s = Script().start("sleep", "100")
+    s.spawn(1, None, via="root").exec(1, "/bin/sleep", "sleep", "100")
+    node = only(fold_session(s.events).tree.nodes, 1)
+    assert node.end is None
+    assert node.duration is None
+    assert not node.failed
+
+
+def test_samples_keep_peaks() -> None:
+    """Peak cpu and rss come from proc.sampled observations."""
+    s = Script().start("x")
+    s.spawn(1, None, via="root").exec(1, "/bin/x", "x")
+    s.sample(1, 50.0, 1000).sample(1, 120.0, 800).sample(1, 10.0, 4000).exit(1)
+    node = only(fold_session(s.events).tree.nodes, 1)
+    assert node.peak_cpu_percent == pytest.approx(120.0)
+    assert node.peak_rss_bytes == 4000
+
+
+def test_durations_and_timestamps() -> None:
+    """start is the spawn time, end the exit time."""
+    s = Script().start("x")
+    s.spawn(1, None, via="root", dt=1.0).exec(1, "/bin/x", "x", dt=0.5).exit(1, dt=2.0)
+    node = fold_session(s.events).tree.nodes[0]
+    assert node.duration == pytest.approx(2.5)

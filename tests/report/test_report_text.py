@@ -1,0 +1,94 @@
+"""The text report: key content, failures in the open, and 5,000 siblings collapsed to a few lines."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, RenderableType
+
+from capsule.fold import fold_session
+from capsule.report import render, summary_line
+from tests.fold.builders import Script, packaged_rules
+from tests.fold.test_fold_agents import agent_session
+from tests.report.test_report_json import mixed_session
+
+
+def to_text(renderable: RenderableType, width: int = 120) -> str:
+    out = io.StringIO()
+    Console(file=out, width=width, no_color=True, force_terminal=False, color_system=None).print(renderable)
+    return out.getvalue()
+
+
+def many_trues(n: int = 5000, failing: tuple[int, ...] = (1234, 4321)) -> Script:
+    s = Script(step=0.0005).start("sh", "-c", "for i in ...; do true; done")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "loop")
+    for i in range(n):
+        pid = 100 + i
+        if i in failing:
+            s.spawn(pid, 1).exec(pid, "/bin/false", "false").exit(pid, 1)
+        else:
+            s.spawn(pid, 1).exec(pid, "/bin/true", "true").exit(pid, 0)
+    s.exit(1).end()
+    return s
+
+
+def test_header_tree_and_summary() -> None:
+    """The header, each process with its outcome, labels, tools and failures appear."""
+    text = to_text(render(fold_session(mixed_session().events, packaged_rules())))
+    assert "sh -c work" in text
+    assert "20251121-043000-abcd" in text
+    assert "2025-11-21" in text
+    assert "exit 137" in text
+    assert "git status" in text
+    assert "SIGKILL" in text
+    assert "exec ENOENT" in text
+    assert "processes by label" in text
+    assert "tools" in text
+    assert "failures" in text
+    assert "git log" in text
+
+
+def test_agent_phases_rendered() -> None:
+    """Where an agent ran, its name, tool calls and phases are shown."""
+    text = to_text(render(fold_session(agent_session().events, packaged_rules())))
+    assert "agent claude-code" in text
+    assert "6 tool calls" in text
+    for phase in ("explore", "edit", "test", "vcs"):
+        assert phase in text
+
+
+def test_five_thousand_siblings_collapse_and_keep_failures() -> None:
+    """5,000 `true` children render in a few lines; the failing ones are still listed."""
+    state = fold_session(many_trues().events, packaged_rules())
+    text = to_text(render(state))
+    assert len(text.splitlines()) < 80
+    assert "… 4,995 more `true` (all exit 0" in text
+    assert text.count("false") >= 2
+    assert "1334" in text  # pid of the first failing child
+    assert "4421" in text
+
+
+def test_full_shows_every_process() -> None:
+    """full=True renders every process."""
+    state = fold_session(many_trues(50).events, packaged_rules())
+    text = to_text(render(state, full=True))
+    assert text.count(" true ") >= 48
+    assert "more `true`" not in text
+
+
+def test_summary_line() -> None:
+    """One line with session id, processes, failures, duration and exit."""
+    line = summary_line(fold_session(mixed_session().events, packaged_rules()))
+    assert "\n" not in line
+    assert "20251121-043000-abcd" in line
+    assert "5 processes" in line
+    assert "4 failed" in line
+    assert "exit 137" in line
+
+
+def test_empty_and_incomplete_sessions_render() -> None:
+    """No processes, no end: still renders and says so."""
+    s = Script().start("x")
+    text = to_text(render(fold_session(s.events)))
+    assert "no processes recorded" in text
+    assert "incomplete" in text

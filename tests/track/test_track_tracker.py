@@ -1,0 +1,252 @@
+"""The tracker: exact process trees from real recordings, and determinism under any batching."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsule.events import (
+    Event,
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSignaled,
+    ProcSpawned,
+    TraceUnparsed,
+)
+from capsule.parse import Record, StraceParser
+from capsule.track import Tracker
+
+TRACES = Path(__file__).parent.parent / "data" / "traces"
+FIXTURES = sorted(TRACES.glob("*.strace"))
+
+
+def records_of(data: bytes) -> list[Record]:
+    p = StraceParser()
+    return p.feed(data) + p.close()
+
+
+def track(
+    records: list[Record], level: str = "process", batches: list[int] | None = None
+) -> tuple[Tracker, list[Event]]:
+    t = Tracker(level=level)  # type: ignore[arg-type]
+    out: list[Event] = []
+    pos = 0
+    for size in batches or []:
+        out += t.feed(records[pos : pos + size])
+        pos += size
+    out += t.feed(records[pos:])
+    return t, out + t.close()
+
+
+def run(name: str, level: str = "process") -> tuple[Tracker, list[Event]]:
+    return track(records_of((TRACES / f"{name}.strace").read_bytes()), level)
+
+
+def brief(events: list[Event]) -> list[tuple[object, ...]]:
+    """Events without timestamps, as tuples, for exact comparisons."""
+    return [(type(e).__name__, *attrs.astuple(e)[1:]) for e in events]
+
+
+def test_procs_tree() -> None:
+    """fork, vfork, clone3, two threads, SIGSEGV/SIGABRT core dumps, SIGKILL, SIGUSR1, an orphan."""
+    t, events = run("procs")
+    assert t.root_pid == 3796
+    assert t.root_status == (5, None)
+    assert t.unparsed == 0
+    spawned = [(e.pid, e.ppid, e.via) for e in events if isinstance(e, ProcSpawned)]
+    # the threads 3800 and 3801 (clone3 with CLONE_THREAD) are not processes
+    assert spawned == [
+        (3796, None, "root"),
+        (3797, 3796, "clone"),
+        (3798, 3796, "vfork"),
+        (3799, 3796, "clone3"),
+        (3802, 3796, "clone"),
+        (3803, 3796, "clone"),
+        (3804, 3796, "clone"),
+        (3805, 3796, "clone"),
+        (3807, 3796, "clone"),
+        (3808, 3807, "clone"),  # the orphan keeps the parent that spawned it
+    ]
+    exits = {e.pid: (e.exit_code, e.signal, e.core_dumped) for e in events if isinstance(e, ProcExited)}
+    assert exits == {
+        3797: (0, None, False),
+        3798: (0, None, False),
+        3799: (3, None, False),
+        3802: (None, "SIGSEGV", True),
+        3803: (None, "SIGABRT", True),
+        3804: (None, "SIGKILL", False),
+        3805: (4, None, False),
+        3807: (0, None, False),
+        3808: (0, None, False),
+        3796: (5, None, False),
+    }
+    assert len([e for e in events if isinstance(e, ProcExited)]) == len(exits)
+    signals = [(e.pid, e.signal, e.sender_pid, e.code) for e in events if isinstance(e, ProcSignaled)]
+    assert signals == [
+        (3802, "SIGSEGV", None, "SEGV_MAPERR"),
+        (3803, "SIGABRT", 3803, "SI_TKILL"),
+        (3805, "SIGUSR1", 3796, "SI_USER"),
+    ]  # no SIGCHLD
+    execs = [(e.pid, e.argv) for e in events if isinstance(e, ProcExec)]
+    assert execs == [
+        (3796, ("./procs",)),
+        (3797, ("true", "forked")),
+        (3798, ("true", "vforked")),
+        (3808, ("true", "orphan")),
+    ]
+
+
+def test_child_exec_before_parent_clone_returns() -> None:
+    """The vfork child's execve is logged before vfork returns: the spawn still comes first."""
+    _, events = run("procs")
+    kinds = [(type(e).__name__, getattr(e, "pid", None)) for e in events]
+    assert kinds.index(("ProcSpawned", 3798)) < kinds.index(("ProcExec", 3798))
+    spawn = next(e for e in events if isinstance(e, ProcSpawned) and e.pid == 3798)
+    assert spawn.ts == 1795239834.791328  # the ts of `<... vfork resumed>) = 3798`, not of the vfork call
+
+
+def test_thread_execve_superseded_and_pid_changed() -> None:
+    """A thread's execve (`<pid changed to N ...>`, `superseded`) is one exec of the leader, no extra exit."""
+    for name in ("thread_exec", "thread_exec_stderr"):
+        t, events = run(name)
+        root = t.root_pid
+        assert brief(events) == [
+            ("ProcSpawned", root, None, "root"),
+            ("ProcExec", root, "./thread_exec", ("./thread_exec",), True, None, False),
+            ("ProcExec", root, "/bin/echo", ("echo", "from-thread"), True, None, False),
+            ("ProcExited", root, 0, None, False),
+        ], name
+    assert run("thread_exec_stderr")[0].root_pid == 3818  # learnt from `[pid 3818] <... clone3 resumed>`
+
+
+def test_thread_exit_lines_are_not_processes() -> None:
+    """The leader exits while a thread is blocked: one exit, the leader's."""
+    t, events = run("thread_exit")
+    assert [type(e).__name__ for e in events] == ["ProcSpawned", "ProcExec", "ProcExited"]
+    assert t.root_status == (2, None)
+
+
+def test_failed_exec_attempts_and_interleaving() -> None:
+    """env searching PATH: failed attempts are ProcExec(ok=False); parallel children are all tracked."""
+    t, events = run("sh_path")
+    execs = [(e.pid, e.path, e.ok, e.errno) for e in events if isinstance(e, ProcExec)]
+    assert execs[1:5] == [
+        (3830, "/usr/bin/env", True, None),
+        (3830, "/nonexistent/true", False, "ENOENT"),
+        (3830, "/usr/local/bin/true", False, "ENOENT"),
+        (3830, "/usr/bin/true", True, None),
+    ]
+    assert [e.pid for e in events if isinstance(e, ProcSpawned)] == [3829, 3830, 3831, 3832, 3835]
+    assert t.root_status == (0, None)
+
+
+def test_argv_escapes_and_truncation() -> None:
+    """Escapes, quotes, non-ASCII in argv; `-s 8` truncation; a 3000-argument argv."""
+    (exec_,) = [e for e in run("argv_escapes")[1] if isinstance(e, ProcExec)]
+    assert exec_.argv == (
+        "/bin/echo",
+        "tab\there",
+        "new\nline",
+        'q"uote',
+        "back\\slash",
+        "\x01ctl",
+        "héllo wörld",
+        "",
+    )
+    assert not exec_.argv_truncated
+    (exec_,) = [e for e in run("truncated")[1] if isinstance(e, ProcExec)]
+    assert exec_.argv == ("/bin/ech", "abcdefgh", "2", "3", "4", "5", "6", "7")
+    assert exec_.argv_truncated
+    huge = [e for e in run("huge_argv")[1] if isinstance(e, ProcExec) and e.path == "/bin/true"]
+    assert len(huge[0].argv) == 3001
+
+
+def test_levels() -> None:
+    """file.opened / net.connected only at their levels; no pid prefix at all is one process, pid 0."""
+    t, events = run("net_yy", "net")
+    nets = [(e.pid, e.family, e.address, e.ok, e.errno) for e in events if isinstance(e, NetConnected)]
+    assert nets == [
+        (0, "AF_INET", "127.0.0.1:9", False, "ECONNREFUSED"),
+        (0, "AF_UNIX", "/nonexistent.sock", False, "ENOENT"),
+    ]
+    assert not [e for e in events if isinstance(e, FileOpened)]
+    _, events = run("net_yy", "file")
+    assert "/etc/hostname" in [e.path for e in events if isinstance(e, FileOpened)]
+    assert not [e for e in events if isinstance(e, NetConnected)]
+    _, events = run("net_yy", "process")
+    assert [type(e).__name__ for e in events] == ["ProcSpawned", "ProcExited"]
+    assert t.root_pid == 0
+
+
+def test_trace_cut_mid_call() -> None:
+    """A trace starting mid-way: resumed lines without partner and unclaimed pids never crash."""
+    lines = (TRACES / "procs.strace").read_bytes().splitlines(keepends=True)
+    t, events = track(records_of(b"".join(lines[10:])))  # starts at `<... vfork resumed>) = 3798`
+    assert t.root_pid == 3796
+    by_pid = {e.pid: e for e in events if isinstance(e, ProcSpawned)}
+    assert by_pid[3798].via == "vfork"
+    execs = [e for e in events if isinstance(e, ProcExec) and e.pid == 3798]
+    # its execve started before the cut: what is left says it succeeded, path and argv are unknown
+    assert [(e.path, e.argv, e.ok, e.argv_truncated) for e in execs] == [("", (), True, True)]
+    assert len([e for e in events if isinstance(e, ProcExited)]) == len(
+        {e.pid for e in events if isinstance(e, ProcExited)}
+    )
+
+
+def test_unclaimed_pid_at_close() -> None:
+    """A pid no clone ever returned becomes a process of unknown parent at close."""
+    data = b'1 execve("/a", ["a"], 0x1 /* 1 vars */) = 0\n2 execve("/b", ["b"], 0x1 /* 1 vars */) = 0\n'
+    _, events = track(records_of(data))
+    assert brief(events) == [
+        ("ProcSpawned", 1, None, "root"),
+        ("ProcExec", 1, "/a", ("a",), True, None, False),
+        ("ProcSpawned", 2, None, "unknown"),
+        ("ProcExec", 2, "/b", ("b",), True, None, False),
+    ]
+
+
+def test_unparsed_lines() -> None:
+    """Unparsed records become trace.unparsed events and are counted."""
+    t, events = track(records_of(b"1 +++ exited with 0 +++\nbogus\n"))
+    assert events[-1] == TraceUnparsed(ts=0.0, line_no=2, text="bogus", reason="not a syscall line")
+    assert t.unparsed == 1
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[f.name for f in FIXTURES])
+def test_batching_does_not_matter(path: Path) -> None:
+    """One record at a time, random batches, all at once: the same events."""
+    records = records_of(path.read_bytes())
+    whole = track(records, "all")[1]
+    assert track(records, "all", [1] * len(records))[1] == whole
+    rng = random.Random(7)
+    assert track(records, "all", [rng.randint(1, 20) for _ in range(len(records))])[1] == whole
+
+
+_SMALL = [f for f in FIXTURES if f.stat().st_size < 30_000]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    which=st.sampled_from(_SMALL),
+    start=st.integers(0, 200),
+    stop=st.integers(0, 200),
+    cuts=st.lists(st.integers(1, 10), max_size=30),
+)
+def test_any_slice_any_batching(which: Path, start: int, stop: int, cuts: list[int]) -> None:
+    """Any slice of a real trace (cut mid-call, parentless children): no crash, batching-invariant."""
+    records = records_of(which.read_bytes())[start : start + stop]
+    assert track(records, "all", cuts)[1] == track(records, "all")[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_records_of_arbitrary_bytes(data: bytes) -> None:
+    """Whatever the parser makes of arbitrary bytes, the tracker takes it."""
+    track(records_of(data), "all")
