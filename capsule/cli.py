@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -73,6 +74,35 @@ def _print_json(obj: Any) -> None:
 
     sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     sys.stdout.flush()
+
+
+def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -> None:
+    """Print `obj` as `_print_json` would, with `obj[key]` written from `items` in batches."""
+    import orjson
+
+    option = orjson.OPT_INDENT_2
+    out = sys.stdout.buffer
+    keys = list(obj)
+    out.write(b"{\n")
+    for i, name in enumerate(keys):
+        comma = b"," if i < len(keys) - 1 else b""
+        out.write(b"  " + orjson.dumps(name) + b": ")
+        if name != key:
+            out.write(orjson.dumps(obj[name], option=option).replace(b"\n", b"\n  ") + comma + b"\n")
+            continue
+        out.write(b"[")
+        first = True
+        batch: list[bytes] = []
+        for item in items:
+            text = orjson.dumps(item, option=option).replace(b"\n", b"\n    ")
+            batch.append((b"\n    " if first else b",\n    ") + text)
+            first = False
+            if len(batch) >= 1000:
+                out.write(b"".join(batch))
+                batch.clear()
+        out.write(b"".join(batch) + (b"]" if first else b"\n  ]") + comma + b"\n")
+    out.write(b"}\n")
+    out.flush()
 
 
 def _rules() -> RuleSet:
@@ -148,8 +178,8 @@ def run(
     status = outcome.signal or f"exit {outcome.exit_code}"
     err.print(
         f"[dim]capsule:[/dim] session [bold]{outcome.session_id}[/bold] · {t.processes} processes{failures}"
-        f" · {outcome.duration_s:.2f}s · {status}\n[dim]capsule:[/dim] {outcome.path}"
-        f"  (capsule report {outcome.session_id})"
+        f" · {outcome.duration_s:.2f}s · {status} · `capsule report {outcome.session_id}`",
+        soft_wrap=True,
     )
     raise typer.Exit(outcome.exit_code)
 
@@ -191,15 +221,19 @@ def report(
     as_json: JsonOption = False,
     full: Annotated[bool, typer.Option("--full", help="Show every process; do not collapse.")] = False,
 ) -> None:
-    from capsule.report import render, report_dict
+    from capsule.fold.session import paused_gc
+    from capsule.report import render, report_parts
 
     session_dir = _resolve(session)
-    state, warnings = _load_state(session_dir, _rules())
-    if as_json:
-        data = report_dict(state)
-        data["warnings"] = [*warnings, *data.get("warnings", [])]
-        _print_json(data)
-        return
+    # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
+    # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
+    with paused_gc():
+        state, warnings = _load_state(session_dir, _rules())
+        if as_json:
+            data, processes = report_parts(state)
+            data["warnings"] = [*warnings, *data.get("warnings", [])]
+            _print_json_streaming(data, "processes", processes)
+            return
     console = _console()
     console.print(render(state, full=full))
     for warning in warnings:

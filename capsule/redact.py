@@ -27,8 +27,8 @@ _TOKEN_SHAPES = (
     r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+",  # JWTs
 )
 
-# A value runs to the end of the quoted string, a space or a backslash escape (bytes: any non-ASCII too).
-_VALUE = r"[^\"\s\\,]+"
+# A value runs to the end of the quoted string (either quote), a space, a comma or a backslash escape.
+_VALUE = r"[^\"'\s\\,]+"
 
 _PATTERNS_TEXT: tuple[tuple[str, str], ...] = (
     # `Authorization: Bearer abc`, `authorization: token abc`, `Authorization: Basic abc`

@@ -1,6 +1,7 @@
 """The session store: `$CAPSULE_HOME/runs/<id>/` with `events.jsonl` (the truth) and `trace.strace`.
 
-Ids sort by time and stay unique under concurrency (the directory is created exclusively). The live,
+Ids (`20261121-143005-123ab`: local time, milliseconds, a random byte) sort by time and stay unique
+under concurrency (the directory is created exclusively). The live,
 unredacted strace output is spooled outside the session directory (`$CAPSULE_HOME/spool/<id>.strace`)
 so that no secret ever lands in the session directory; it is deleted once the session is closed, and
 kept for recovery if the recorder dies. Directories are 0700 and files 0600.
@@ -44,9 +45,13 @@ def create_session(home: Path, now: float | None = None) -> tuple[str, Path]:
     _private_dir(home)
     _private_dir(runs)
     _private_dir(home / "spool")
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    millis = int(now * 1000) % 1000
     while True:
-        session_id = f"{stamp}-{secrets.token_hex(2)}"
+        # Milliseconds keep ids in time order within a second (`latest` must be the latest); the random
+        # byte, with the exclusive mkdir, keeps them unique when sessions start in the same millisecond.
+        session_id = f"{stamp}-{millis:03d}{secrets.token_hex(1)}"
         path = runs / session_id
         try:
             path.mkdir(mode=0o700)

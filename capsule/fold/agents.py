@@ -67,7 +67,15 @@ class AgentRun:
 
 
 def tool_name(node: ProcessNode) -> str:
-    """The executable's basename, or what it tried to run, or `?`."""
+    """What the process was run as: argv[0]'s basename, else the executable's, else `?`.
+
+    argv[0] wins because multi-call binaries are one executable under many names: Claude Code runs
+    its bundled ripgrep as `claude.exe` with argv[0] `rg`; busybox is `ls`, `cat`, `sh`… A path in
+    argv[0] that names a different file than the exe (a shim) still gives the name the user typed.
+    """
+    argv = node.argv
+    if argv and argv[0]:
+        return basename(argv[0])
     if node.exe is not None:
         return basename(node.exe)
     argv = node.display_argv

@@ -3,7 +3,8 @@
 Nothing here prints: the CLI prints `render(state)` with a Console that honours NO_COLOR and non-TTY
 output. Big runs stay readable: siblings with the same command and no failure in their subtree are
 collapsed after the first few ("… 4,997 more `true` (all exit 0)") unless `full=True`; failures are
-never collapsed away. Times are shown in UTC so a report reads the same on every machine.
+never collapsed away. What a single-purpose tool (a test runner, a compiler, git) runs inside itself is
+summarised in one line (a pyenv shim alone spawns 60 processes). Times are shown in UTC so a report reads the same on every machine.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ARGV_WIDTH = 72
 TOP_TOOLS = 20
 TOP_FAILURES = 30
 TOP_PHASES = 40
+MAX_DEPTH = 16  # tree levels drawn nested; deeper ones are drawn flat with their depth
 
 LABEL_STYLES = {"agent": "bold magenta", "tool": "cyan", "system": "dim", "unknown": "yellow"}
 
@@ -53,12 +55,16 @@ def format_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# Control characters in argv are shown, not obeyed: a terminal would drop, expand or act on them.
+_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {ord("\n"): "⏎", ord("\t"): "\\t"}
+
+
 def short_argv(argv: tuple[str, ...] | list[str] | None, width: int = ARGV_WIDTH) -> str:
     """argv as a shell would read it, the program as its basename, cut to `width` characters."""
     if not argv:
         return "?"
     text = " ".join([basename(argv[0]) or argv[0], *(shlex.quote(a) for a in argv[1:])])
-    text = text.replace("\n", "⏎")
+    text = text.translate(_VISIBLE)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -146,6 +152,54 @@ def _collapsed_note(tree: ProcessTree, hidden: list[ProcessNode], name: str) -> 
     return Text(note, style="dim italic")
 
 
+def _is_leaf_tool(node: ProcessNode) -> bool:
+    """A tool with one job (test, build, vcs…): what it runs inside is its business, not the run's.
+
+    Shells, scripts and agents (workflow `execute`, label `agent`) stay expanded: their children are
+    the commands the run chose to run.
+    """
+    return node.label == "tool" and node.workflow not in (None, "execute")
+
+
+def _without_shim_children(
+    tree: ProcessTree, node: ProcessNode, children: list[ProcessNode]
+) -> tuple[list[ProcessNode], Text | None]:
+    """Children spawned before a node's last successful exec ran under an earlier program: a shim
+    (pyenv, asdf, npx, env) working out what to exec. Summarise them in one line."""
+    images = [e for e in node.execs if e.ok]
+    if len(images) < 2:
+        return children, None
+    became = images[-1].ts
+    early = [c for c in children if c.start is not None and c.start < became]
+    if not early:
+        return children, None
+    shim = basename(
+        images[-2].argv[1]
+        if len(images[-2].argv) > 1
+        and basename(images[-2].argv[0]) in ("bash", "sh", "dash", "node", "python", "python3")
+        else images[-2].path
+    )
+    under = [n for c in early for n in (c, *tree.descendants(c))]
+    failed = sum(1 for n in under if n.failed)
+    note = (
+        f"… {len(under):,} processes run by the shim `{shim}` before it exec'd `{basename(images[-1].path)}`"
+    )
+    if failed:
+        note += f" ({failed:,} exited non-zero)"
+    note_text = Text(note, style="dim italic")
+    hidden = {c.key for c in early}
+    return [c for c in children if c.key not in hidden], note_text
+
+
+def _inside_note(tree: ProcessTree, node: ProcessNode) -> Text:
+    inside = list(tree.descendants(node))
+    failed = sum(1 for n in inside if n.failed)
+    note = f"… {len(inside):,} process{'es' if len(inside) != 1 else ''} inside"
+    if failed:
+        note += f" ({failed:,} exited non-zero)"
+    return Text(note + " — --full shows them", style="dim italic")
+
+
 def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
     """The process tree, siblings in start order; similar successful siblings collapsed unless `full`."""
     tree = state.tree
@@ -157,17 +211,30 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
     order = sorted(tree.roots, key=lambda k: (tree.nodes[k].start, k))
     # Depth first with an explicit stack (trees can be deeper than Python's recursion limit). An item is
     # a node key to add under a branch, or a note; pushing notes first makes them come after the children.
-    stack: list[tuple[Tree, int | Text]] = [(top, k) for k in reversed(order)]
+    # Below MAX_DEPTH levels the tree is drawn flat, each line marked with its depth: deeper indentation
+    # would leave no room for the text.
+    stack: list[tuple[Tree, int | Text, int]] = [(top, k, 1) for k in reversed(order)]
     while stack:
-        parent_branch, item = stack.pop()
+        parent_branch, item, depth = stack.pop()
         if isinstance(item, Text):
             parent_branch.add(item)
             continue
         node = tree.nodes[item]
-        branch = parent_branch.add(_node_line(node))
+        line = _node_line(node)
+        if depth > MAX_DEPTH:
+            line = Text(f"[level {depth}] ", style="dim") + line
+        added = parent_branch.add(line)
+        branch = added if depth <= MAX_DEPTH else parent_branch
         children = sorted(tree.children(node), key=lambda n: (n.start, n.key))
-        shown = children
+        if not full and children and _is_leaf_tool(node):
+            branch.add(_inside_note(tree, node))
+            continue
         notes: list[Text] = []
+        if not full:
+            children, shim_note = _without_shim_children(tree, node, children)
+            if shim_note is not None:
+                notes.append(shim_note)
+        shown = children
         if not full and len(children) > COLLAPSE_MIN:
             groups: dict[tuple[str, str], list[ProcessNode]] = {}
             for child in children:
@@ -182,8 +249,8 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
                     hidden.update(n.key for n in rest)
                     notes.append(_collapsed_note(tree, rest, name))
             shown = [c for c in children if c.key not in hidden]
-        stack.extend((branch, note) for note in reversed(notes))
-        stack.extend((branch, c.key) for c in reversed(shown))
+        stack.extend((branch, note, depth + 1) for note in reversed(notes))
+        stack.extend((branch, c.key, depth + 1) for c in reversed(shown))
     return top
 
 
@@ -226,19 +293,29 @@ def _tools_table(nodes: list[ProcessNode]) -> Table | None:
 
 
 def _failures_table(state: SessionState, nodes: list[ProcessNode]) -> Table | None:
+    """Failures grouped by command and outcome: fifteen identical `readlink` probes are one row."""
     failures = [n for n in nodes if n.failed]
     if not failures and not state.spawn_failures:
         return None
+    groups: dict[tuple[str, str], list[ProcessNode]] = {}
+    for node in failures:
+        groups.setdefault((short_argv(node.display_argv), outcome(node).plain), []).append(node)
     table = Table(title="failures", title_justify="left", show_edge=False, title_style="bold red")
     table.add_column("pid", justify="right")
     table.add_column("command")
     table.add_column("result")
+    table.add_column("times", justify="right")
     for spawn in state.spawn_failures:
-        table.add_row("-", short_argv(spawn.argv), Text(f"not started: {spawn.message}", style="bold red"))
-    for node in failures[:TOP_FAILURES]:
-        table.add_row(str(node.pid), short_argv(node.display_argv), outcome(node))
-    if len(failures) > TOP_FAILURES:
-        table.add_row("", Text(f"… {len(failures) - TOP_FAILURES:,} more failures", style="dim"), "")
+        table.add_row(
+            "-", short_argv(spawn.argv), Text(f"not started: {spawn.message}", style="bold red"), "1"
+        )
+    for (command, _result), members in list(groups.items())[:TOP_FAILURES]:
+        first = members[0]
+        pids = str(first.pid) if len(members) == 1 else f"{first.pid}…"
+        table.add_row(pids, command, outcome(first), f"{len(members):,}")
+    if len(groups) > TOP_FAILURES:
+        rest = sum(len(m) for m in list(groups.values())[TOP_FAILURES:])
+        table.add_row("", Text(f"… {rest:,} more failures", style="dim"), "", "")
     return table
 
 

@@ -219,3 +219,13 @@ def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
     assert done.returncode == 0
     for command in ("run", "report", "ls", "import", "replay", "doctor"):
         assert command in done.stdout
+
+
+def test_session_ids_sort_by_time_within_a_second(capsule_home: Path) -> None:
+    """Ids created in the same second still sort in creation order, and never collide."""
+    from stages.store import create_session
+
+    ids = [create_session(capsule_home, 1_800_000_000.0 + i / 1000)[0] for i in range(20)]
+    assert ids == sorted(ids)
+    same_ms = {create_session(capsule_home, 1_800_000_001.0)[0] for _ in range(50)}
+    assert len(same_ms) == 50

@@ -92,3 +92,14 @@ def test_empty_and_incomplete_sessions_render() -> None:
     text = to_text(render(fold_session(s.events)))
     assert "no processes recorded" in text
     assert "incomplete" in text
+
+
+def test_deep_tree_renders_flat_below_max_depth() -> None:
+    """A chain 1,500 processes deep renders (no recursion limit) and stays within the width."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    for pid in range(2, 1500):
+        s.spawn(pid, pid - 1).exec(pid, "/bin/sh", "sh", "-c", "deeper")
+    text = to_text(render(fold_session(s.events, packaged_rules())), width=160)
+    assert "[level 1499] 1499 sh -c deeper" in text
+    assert "[level 1500]" not in text

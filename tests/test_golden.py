@@ -1,0 +1,210 @@
+"""Golden sessions (sessions/*/) replayed at the three levels of DESIGN §7, plus their secrets check.
+
+1. re-parse: trace.strace parsed whole, byte by byte and in random splits gives the same records, which
+   track into the trace-derived events of events.jsonl;
+2. re-fold: events.jsonl folds into expected/report.json and expected/report.txt exactly, stably, and
+   by prefix-then-rest;
+3. the real trio pipeline from the replay source derives the same events again.
+Expected reports change only through `just bless` (python -m tests.golden bless), reviewed in the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from capsule.events import Event, SessionEnded, SessionStarted
+from capsule.fold.labels import RuleSet
+from capsule.parse import Record, StraceParser
+from capsule.redact import redact_bytes
+from capsule.track import Tracker
+from capsule.track.tracker import Level
+from stages.derive import from_trace, rederive
+from stages.pipeline import collect_stage, run_pipeline
+from stages.trace import read_stage
+from tests import golden
+
+SESSIONS = golden.discover()
+SPLITS = 5  # random splittings of each trace
+
+# Planted by sessions/record.sh in the `redaction` session; none may survive anywhere under sessions/.
+PLANTED_SECRETS = (
+    b"ghp_0123456789abcdefghijABCDEFGHIJ",
+    b"hunter2",
+    b"s3cr3t-value",
+    b"abc.def.ghi",
+    b"sk-ant-0123456789abcdefXYZ",
+)
+
+
+def test_sessions_are_found() -> None:
+    """The scan finds the committed golden sessions, each with its trace and expected reports."""
+    assert len(SESSIONS) >= 8
+    for session in SESSIONS:
+        assert (session / golden.TRACE).is_file(), session
+        assert {p.name for p in (session / golden.EXPECTED).iterdir()} == {"report.json", "report.txt"}
+
+
+@pytest.fixture(params=SESSIONS, ids=[s.name for s in SESSIONS])
+def session(request: pytest.FixtureRequest) -> Path:
+    """One golden session directory."""
+    return cast(Path, request.param)
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    """The packaged rules, as the goldens were blessed with."""
+    return golden.packaged_rules()
+
+
+@pytest.fixture
+def events(session: Path) -> list[Event]:
+    """The recorded events of the session."""
+    return golden.load_events(session)
+
+
+def header_of(events: list[Event]) -> SessionStarted:
+    assert isinstance(events[0], SessionStarted)
+    return events[0]
+
+
+def parse_chunks(chunks: Iterator[bytes]) -> list[Record]:
+    parser = StraceParser()
+    records: list[Record] = []
+    for chunk in chunks:
+        records += parser.feed(chunk)
+    return records + parser.close()
+
+
+def random_splits(data: bytes, rng: random.Random) -> Iterator[bytes]:
+    """`data` cut at random places, chunks from 1 byte to a few kilobytes (lines cut mid-way)."""
+    start = 0
+    while start < len(data):
+        end = start + rng.choice((1, 2, 7, rng.randint(1, 200), rng.randint(1, 5000)))
+        yield data[start:end]
+        start = end
+
+
+# 1. re-parse
+
+
+def test_reparse_whole_bytewise_and_split(session: Path) -> None:
+    """The raw trace parses to the same records whole, one byte at a time and in random splits."""
+    data = (session / golden.TRACE).read_bytes()
+    whole = parse_chunks(iter([data]))
+    assert bool(whole) == bool(data)  # `not-found` never started strace: its trace is empty
+    assert parse_chunks(data[i : i + 1] for i in range(len(data))) == whole
+    rng = random.Random(session.name)
+    for _ in range(SPLITS):
+        assert parse_chunks(random_splits(data, rng)) == whole
+
+
+def test_reparse_tracks_into_recorded_events(session: Path, events: list[Event]) -> None:
+    """The trace's records, tracked at the session's level, are exactly its trace-derived events."""
+    records = parse_chunks(iter([(session / golden.TRACE).read_bytes()]))
+    tracker = Tracker(level=cast(Level, header_of(events).trace_level))
+    derived = tracker.feed(records) + tracker.close()
+    assert derived == from_trace(events)
+
+
+# 2. re-fold
+
+
+def test_fold_gives_expected_reports(session: Path, events: list[Event], rules: RuleSet) -> None:
+    """Folding events.jsonl gives expected/report.json and report.txt byte for byte (`just bless`)."""
+    state = golden.fold(events, rules)
+    expected = session / golden.EXPECTED
+    assert golden.render_json(state).decode() == (expected / "report.json").read_text()
+    assert golden.render_text(state).decode() == (expected / "report.txt").read_text()
+
+
+def test_fold_is_stable(events: list[Event], rules: RuleSet) -> None:
+    """Two folds of the same events, and two renderings of one state, give the same reports."""
+    first = golden.fold(events, rules)
+    second = golden.fold(events, rules)
+    once = (golden.render_json(first), golden.render_text(first))
+    assert (golden.render_json(first), golden.render_text(first)) == once
+    assert (golden.render_json(second), golden.render_text(second)) == once
+
+
+def test_fold_prefix_then_rest(session: Path, events: list[Event], rules: RuleSet) -> None:
+    """A fold of a prefix, reported and snapshotted, then continued with the rest, equals the whole fold."""
+    whole = golden.fold(events, rules)
+    expected = (golden.render_json(whole), golden.render_text(whole))
+    rng = random.Random(session.name)
+    for cut in sorted({0, 1, len(events) // 2, len(events) - 1, rng.randrange(len(events) + 1)}):
+        prefix = golden.fold(events[:cut], rules)
+        golden.render_json(prefix)  # reporting a prefix (a live session) must not disturb the fold
+        golden.render_text(prefix)
+        resumed = golden.fold(events[cut:], rules, copy.deepcopy(prefix))
+        assert (golden.render_json(resumed), golden.render_text(resumed)) == expected, cut
+
+
+@pytest.fixture
+def far_timezone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process runs in UTC+14 for the test, as if on a machine far away."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_timezone")
+def test_reports_do_not_depend_on_local_timezone(session: Path, events: list[Event], rules: RuleSet) -> None:
+    """The reports read the same on a machine in another timezone."""
+    state = golden.fold(events, rules)
+    assert golden.render_text(state) == (session / golden.EXPECTED / "report.txt").read_bytes()
+    assert golden.render_json(state) == (session / golden.EXPECTED / "report.json").read_bytes()
+
+
+# 3. the real trio pipeline
+
+
+async def test_pipeline_rederives_recorded_events(session: Path, events: list[Event]) -> None:
+    """The trio pipeline from the replay source derives the recorded events and line counts."""
+    derived, stats = await rederive(session / golden.TRACE, level=header_of(events).trace_level)
+    assert derived == from_trace(events)
+    ended = events[-1]
+    assert isinstance(ended, SessionEnded)
+    assert (stats.lines, stats.unparsed) == (ended.lines, ended.unparsed)
+
+
+async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[Event]) -> None:
+    """Redacting the already-redacted trace again changes nothing: the pipeline still agrees."""
+    derived: list[Event] = []
+    await run_pipeline(
+        partial(read_stage, session / golden.TRACE),
+        partial(collect_stage, into=derived),
+        level=header_of(events).trace_level,
+        redact=True,
+    )
+    assert derived == from_trace(events)
+
+
+# secrets
+
+
+def test_no_secret_looking_value_survives(session: Path) -> None:
+    """The recorded files are already redacted (redacting again changes nothing); no planted secret shows."""
+    for name in (golden.EVENTS, golden.TRACE):
+        data = (session / name).read_bytes()
+        assert redact_bytes(data) == data, name
+    # The reports are shell-quoted text, not strace's quoting: checked for the planted values only.
+    for path in sorted(p for p in session.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for secret in PLANTED_SECRETS:
+            assert secret not in data, (path, secret)
+
+
+def test_planted_secrets_were_recorded_redacted() -> None:
+    """The `redaction` session ran with planted secrets, and shows only their masks."""
+    data = (golden.SESSIONS_DIR / "redaction" / golden.TRACE).read_bytes()
+    assert data.count(b"***") >= 5
