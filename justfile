@@ -11,7 +11,7 @@ default:
 # create .venv, install capsule with its dev tools, and make sure strace is installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
-    {{bin}}/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
 

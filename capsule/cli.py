@@ -172,7 +172,7 @@ def run(
         fail(f"cannot record under {_home()}: {exc.strerror or exc}", 125)
     err = _console(stderr=True)
     if outcome.error:
-        err.print(f"capsule: {outcome.error}", style="bold red", markup=False)
+        err.print(f"capsule: error: {outcome.error}", style="bold red", markup=False, soft_wrap=True)
     t = outcome.tally
     failures = f", [red]{t.failed} failed[/red]" if t.failed else ""
     status = outcome.signal or f"exit {outcome.exit_code}"

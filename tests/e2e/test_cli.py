@@ -229,3 +229,37 @@ def test_session_ids_sort_by_time_within_a_second(capsule_home: Path) -> None:
     assert ids == sorted(ids)
     same_ms = {create_session(capsule_home, 1_800_000_001.0)[0] for _ in range(50)}
     assert len(same_ms) == 50
+
+
+def _fake_strace(directory: Path) -> Path:
+    """An `strace` that answers -V but cannot trace, as in a container without SYS_PTRACE."""
+    directory.mkdir()
+    fake = directory / "strace"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-V" ]; then echo "strace -- version 6.1"; exit 0; fi\n'
+        'echo "strace: test_ptrace_get_syscall_info: PTRACE_TRACEME: Operation not permitted" >&2\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    return directory
+
+
+def test_ptrace_denied(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """When strace cannot trace: run exits 125 with a line pointing at doctor; doctor exits 5 naming ptrace."""
+    import os
+
+    fake_dir = _fake_strace(tmp_path / "fakebin")
+    env = {"PATH": f"{fake_dir}:{os.environ['PATH']}"}
+    done = capsule("run", "--", "true", env=env)
+    assert done.returncode == 125
+    assert "Traceback" not in done.stderr
+    assert "ptrace" in done.stderr
+    assert "capsule doctor" in done.stderr
+    report = report_json(capsule)
+    assert report["session"]["status"] == "complete"
+    doctor = capsule("doctor", "--json", env=env)
+    assert doctor.returncode == 5
+    checks = {c["check"]: c for c in orjson.loads(doctor.stdout)["checks"]}
+    assert not checks["ptrace"]["ok"]
+    assert "Operation not permitted" in checks["ptrace"]["detail"]
