@@ -312,16 +312,22 @@ def _print_ls(rows: list[dict[str, Any]]) -> None:
 def import_(
     log: Annotated[Path, typer.Argument(help="The strace log (-o FILE; -tt/-ttt, -T, -y, any -s).")],
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the session.")] = None,
+    level: Annotated[
+        str, typer.Option("--level", "-l", help="What to derive: process, file, net or all.")
+    ] = "process",
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep secret-looking values.")] = False,
 ) -> None:
     import trio
 
     from stages.derive import import_log
+    from stages.tracer import LEVELS
 
+    if level not in LEVELS:
+        fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
     if not log.is_file():
         fail(f"{log}: no such file", EXIT_BAD_INPUT)
     os.umask(0o077)
-    imported = trio.run(lambda: import_log(log, home=_home(), name=name, redact=not no_redact))
+    imported = trio.run(lambda: import_log(log, home=_home(), name=name, level=level, redact=not no_redact))
     if imported.lines and imported.tally.processes == 0:
         fail(f"{log}: no strace lines recognised (is it an `strace -f` log?)", EXIT_BAD_INPUT)
     print(imported.session_id)

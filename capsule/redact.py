@@ -53,21 +53,77 @@ _FLAG_BEFORE_VALUE = re.compile(r"(?i)^-{1,2}[\w\-]*" + _SECRET_NAME + r"[\w\-]*
 _TEXT = tuple((re.compile(pattern), repl) for pattern, repl in _PATTERNS_TEXT)
 _BYTES = tuple((re.compile(pattern.encode()), repl.encode()) for pattern, repl in _PATTERNS_TEXT)
 
-# A cheap pre-filter: most trace lines hold none of these and skip every substitution.
-_MAYBE_SECRET = re.compile(
-    rb"(?i)token|secret|passw|api.?key|access.?key|private.?key|credential|auth|bearer|://|"
-    rb"sk-|gh[pousr]_|github_pat_|glpat-|xox|AKIA|AIza|eyJ"
+# Literals (lowercase) at least one of which every pattern above needs: lines without any skip the
+# patterns. A lowercased copy and `bytes.find` scan ~70 MB/s here; an equivalent case-insensitive regex
+# alternation scanned 6 MB/s and was 73% of `capsule import`.
+_HINTS = (
+    b"token",
+    b"secret",
+    b"passw",
+    b"key",
+    b"credential",
+    b"auth",
+    b"bearer",
+    b"://",  # names, URLs
+    b"sk-",
+    b"gh",
+    b"glpat-",
+    b"xox",
+    b"akia",
+    b"aiza",
+    b"eyj",  # token shapes (`gh`: ghp_… github_pat_)
 )
+# Each hint is one pass over the chunk (~30 ms per 42 MB here), so families share one: `key` stands
+# for api_key, access-key, privatekey…; `gh` flags a few thousand lines of a big trace for nothing,
+# which costs less than the five passes it saves.
+
+
+def _flagged_lines(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every line holding a hint, in order, each once; `end` includes the newline."""
+    lowered = data.lower()
+    starts: set[int] = set()
+    for hint in _HINTS:
+        at = lowered.find(hint)
+        while at >= 0:
+            if hint == b"gh" and lowered[at + 3 : at + 4] != b"_" and lowered[at : at + 11] != b"github_pat_":
+                at = lowered.find(hint, at + 2)  # `gh` alone is common; ghp_, gho_… and github_pat_ are not
+                continue
+            starts.add(lowered.rfind(b"\n", 0, at) + 1)
+            line_end = lowered.find(b"\n", at)
+            if line_end < 0:
+                break
+            at = lowered.find(hint, line_end)
+    spans = []
+    for start in sorted(starts):
+        end = data.find(b"\n", start)
+        spans.append((start, len(data) if end < 0 else end + 1))
+    return spans
 
 
 def redact_bytes(data: bytes) -> bytes:
-    """Redact a chunk of raw trace (whole lines; patterns never span a newline)."""
-    if not _MAYBE_SECRET.search(data):
+    """Redact a chunk of raw trace (whole lines; patterns never span a newline).
+
+    Only lines holding a hint go through the patterns: a chunk of a full-syscall trace has a few in
+    thousands.
+    """
+    spans = _flagged_lines(data)
+    if not spans:
         return data
-    data = _PAIR_IN_TRACE.sub(rb"\1" + MASK.encode() + rb"\3", data)
+    pieces: list[bytes] = []
+    done = 0
+    for start, end in spans:
+        pieces.append(data[done:start])
+        pieces.append(_redact_line(data[start:end]))
+        done = end
+    pieces.append(data[done:])
+    return b"".join(pieces)
+
+
+def _redact_line(line: bytes) -> bytes:
+    line = _PAIR_IN_TRACE.sub(rb"\1" + MASK.encode() + rb"\3", line)
     for pattern, repl in _BYTES:
-        data = pattern.sub(repl, data)
-    return data
+        line = pattern.sub(repl, line)
+    return line
 
 
 def redact_text(text: str) -> str:

@@ -58,7 +58,9 @@ class Imported:
     lines: int
 
 
-async def import_log(log: Path, *, home: Path, name: str | None, redact: bool = True) -> Imported:
+async def import_log(
+    log: Path, *, home: Path, name: str | None, level: str = "process", redact: bool = True
+) -> Imported:
     """Turn an `strace -f` log recorded elsewhere into a session."""
     started = time.time()
     mtime = (await trio.Path(log).stat()).st_mtime
@@ -80,7 +82,7 @@ async def import_log(log: Path, *, home: Path, name: str | None, redact: bool = 
                     argv=(str(log),),
                     cwd=os.getcwd(),
                     host=platform.node(),
-                    trace_level="all",
+                    trace_level=level,
                     redacted=redact,
                     kinds=kind_versions(),
                 )
@@ -89,7 +91,7 @@ async def import_log(log: Path, *, home: Path, name: str | None, redact: bool = 
         stats = await run_pipeline(
             partial(read_stage, log),
             partial(record_stage, writer=writer),
-            level="all",
+            level=level,
             redact=redact,
             trace_fd=trace_fd,
             tt_origin=midnight,

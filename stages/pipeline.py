@@ -88,10 +88,10 @@ async def run_pipeline(
     tt_origin: float = 0.0,
 ) -> TraceStats:
     """Run source -> keep trace -> parse -> track -> sink to the end of the trace."""
-    parser = StraceParser(tt_origin=tt_origin)
     if level not in get_args(Level):
         raise ValueError(f"unknown trace level {level!r}")
     tracker = Tracker(level=cast(Level, level))
+    parser = StraceParser(tt_origin=tt_origin, keep=tracker.wanted_syscalls)
     raw_send, raw_receive = trio.open_memory_channel[bytes](DEPTH)
     kept_send, kept_receive = trio.open_memory_channel[bytes](DEPTH)
     records_send, records_receive = trio.open_memory_channel[list[Record]](DEPTH)

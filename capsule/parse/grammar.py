@@ -67,3 +67,22 @@ STOPPED = re.compile(r"--- stopped by (?P<signal>SIG\w+|\d+) ---$")
 ATTACH = re.compile(r"strace: Process (?P<apid>\d+) (?P<what>attached|detached)$")
 # ` <unfinished ...>` -- the continuation of a line cut by an attach message.
 CONTINUATION = " <unfinished ...>"
+
+
+# `\n1234 ` -- the pid that starts an `strace -f -o FILE` line. These patterns run over a whole chunk
+# framed as "\n" + text: a leading literal lets the engine jump from newline to newline (memchr)
+# where `^` with MULTILINE tries every character -- 0.09 s instead of 0.4 s over a 42 MB log.
+LINE_PID = re.compile(r"\n(\d+) ")
+
+
+def wanted_lines(keep: frozenset[str]) -> re.Pattern[str]:
+    """Lines (each found at its leading newline) that are NOT `PID TS name(` or `PID TS <... name
+    resumed>` for a name outside `keep`.
+
+    `1234  1795239818.277003 read(3, ...` is skippable when `read` is unwanted; `+++ exited`, `---`
+    signals, `[pid N]` lines, lines without a stamp and wanted calls all match.
+    """
+    names = "|".join(sorted(re.escape(n) for n in keep if n.isidentifier()))
+    unwanted = rf"(?!(?:{names})\b)[A-Za-z_]\w*"
+    skippable = rf"\d+ +\d[\d.:]* +(?:{unwanted}\(|<\.\.\. {unwanted} resumed>)"
+    return re.compile(rf"\n(?!{skippable})[^\n]+")

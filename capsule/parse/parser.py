@@ -10,7 +10,9 @@ midnight goes on counting) and a line cut in two by an `strace: Process N attach
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from collections.abc import Iterable
 from enum import Enum
 
 from capsule.parse import grammar as g
@@ -44,7 +46,14 @@ NEED_DATA = _Sentinel.NEED_DATA
 class StraceParser:
     """Parse strace output incrementally: `feed(bytes) -> list[Record]`, then `close()` at the end."""
 
-    def __init__(self, tt_origin: float = 0.0) -> None:
+    def __init__(self, tt_origin: float = 0.0, keep: frozenset[str] | None = None) -> None:
+        # `keep`: the syscall names the consumer acts on (Tracker.wanted_syscalls). Other calls of a
+        # pid already seen are dropped before a record is built: at the process level that is ~95% of a
+        # full-syscall log. Each pid's first line is kept whatever it is (the tracker learns the root and
+        # unclaimed children from first appearances), and so is every line not on the fast path.
+        self._keep = keep
+        self._seen: set[str] = set()
+        self._wanted_rx: re.Pattern[str] | None = None
         self.lines = 0  # lines seen so far (empty ones included: line numbers match the file)
         self._tt_origin = tt_origin  # epoch seconds of the midnight `-tt`/`-t` stamps count from
         self._buf = bytearray()
@@ -74,6 +83,9 @@ class StraceParser:
             block = data[: end + 1]
         buf += data[end + 1 :]
         text = block.decode("utf-8", "backslashreplace")
+        if self._keep is not None:
+            self._parse_wanted(text, out)
+            return out
         lines = text.split("\n")
         lines.pop()  # the empty string after the last newline
         self._parse_lines(lines, out)
@@ -112,26 +124,76 @@ class StraceParser:
     # --- lines ---------------------------------------------------------------------------------------
 
     def _parse_lines(self, lines: list[str], out: list[Record]) -> None:
+        self._parse_numbered(enumerate(lines, self.lines + 1), out)
+        self.lines += len(lines)
+
+    def _parse_numbered(self, lines: Iterable[tuple[int, str]], out: list[Record]) -> None:
         # The hot loop: a whole `-f -ttt` call line is matched by one regex right here; every other
         # shape goes through `_parse_line`.
         fast = g.FAST_CALL.match
         parse = self._parse_line
         append = out.append
-        line_no = self.lines
-        for line in lines:
-            line_no += 1
+        keep, seen = self._keep, self._seen
+        for line_no, line in lines:
             if self._cut is not None:
                 line = self._rejoin(line, out)
+            if keep is not None:
+                # `PID TS name(…`: two string operations read the name of a call the consumer does not
+                # want, before the regex (a third of the cost of a full-syscall log at the process level).
+                # Only `PID TIMESTAMP name(` qualifies: without a stamp the third field is no name.
+                parts = line.split(None, 2)
+                if len(parts) == 3 and parts[0] in seen and parts[1][:1].isdigit():
+                    rest = parts[2]
+                    paren = rest.find("(")
+                    if paren > 0 and rest[0].isalpha() and rest[:paren] not in keep:
+                        continue
             m = fast(line)
             if m is not None:
                 pid, ts, resumed, name, args, tail = m.groups()
+                if keep is not None and name not in keep:
+                    if pid in seen:
+                        continue
+                    seen.add(pid)
                 if tail[-5:] != " ...>":  # `f("x) = 1" <unfinished ...>` is not a whole call
                     state: SyscallState = "complete" if resumed is None else "resumed"
                     append(make_syscall(line_no, int(pid), float(ts), name, args, state, tail))
                     continue
             if line:
                 append(parse(line, line_no))
-        self.lines = line_no
+
+    def _parse_wanted(self, text: str, out: list[Record]) -> None:
+        """Parse only the lines of `text` (whole lines) the consumer may need, found at C speed.
+
+        Dropped: `PID TIMESTAMP name(…` and `PID TIMESTAMP <... name resumed>` of a pid already seen,
+        for names not in `keep`. One regex (`_skippable`, a negative lookahead) finds every other line;
+        `findall` plus `dict.fromkeys` finds each new pid's first line. Python then loops over ~5% of a
+        full-syscall log instead of all of it.
+        """
+        keep = self._keep
+        assert keep is not None
+        if self._wanted_rx is None:
+            self._wanted_rx = g.wanted_lines(keep)
+        seen = self._seen
+        framed = "\n" + text  # a match at framed[i] (its newline) is the line starting at text[i]
+        starts = [m.start() for m in self._wanted_rx.finditer(framed)]
+        # dict.fromkeys keeps first occurrences in order, so each new pid's first line lies after the
+        # previous one's: every search starts where the last stopped (one pass over the chunk in all).
+        # The pids join `seen` only after parsing, or the loop would drop the very lines kept here.
+        new_pids = [pid for pid in dict.fromkeys(g.LINE_PID.findall(framed)) if pid not in seen]
+        at = 0
+        for pid in new_pids:
+            at = framed.find("\n" + pid + " ", at)
+            starts.append(at)
+        starts = sorted(set(starts))
+        numbered: list[tuple[int, str]] = []
+        line_no, counted = self.lines, 0
+        for start in starts:
+            line_no += text.count("\n", counted, start)
+            counted = start
+            numbered.append((line_no + 1, text[start : text.find("\n", start)]))
+        self._parse_numbered(numbered, out)
+        seen.update(new_pids)
+        self.lines += text.count("\n")
 
     def _rejoin(self, line: str, out: list[Record]) -> str:
         assert self._cut is not None

@@ -61,6 +61,16 @@ _Held = tuple[Record, float, int | None]  # a record, its effective ts, its pid 
 class Tracker:
     """Fold parser records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
 
+    @property
+    def wanted_syscalls(self) -> frozenset[str]:
+        """The syscall names this tracker acts on at its level: a parser may drop the rest."""
+        wanted = _SPAWN | _EXEC | {"???"}
+        if self._files:
+            wanted |= _OPEN
+        if self._net:
+            wanted |= {"connect"}
+        return wanted
+
     def __init__(self, level: Level = "process") -> None:
         if level not in ("process", "file", "net", "all"):
             raise ValueError(f"unknown trace level {level!r}")

@@ -1,0 +1,70 @@
+"""Syscall-heavy work: `find /usr -type f` repeated in one shell until the bare run takes >= 3 s.
+
+capsule run against the bare command (aim <= 1.15x) and against strace alone,
+`strace -f --seccomp-bpf -e trace=%process -o FILE` (aim <= 1.10x).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tests.bench._common import (
+    CAPSULE,
+    STRACE,
+    env_for,
+    interleave,
+    median,
+    ratio_row,
+    row,
+    run_once,
+    temp_home,
+)
+
+TARGET_S = 3.0
+QUICK_TARGET_S = 0.3
+MARGIN = 1.15
+
+
+def shell(n: int) -> list[str]:
+    return ["sh", "-c", f"for i in $(seq {n}); do find /usr -type f >/dev/null; done"]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    target = QUICK_TARGET_S if quick else TARGET_S
+    reps = 1 if quick else 3
+    with temp_home() as home:
+        env = env_for(home)
+        run_once(shell(1), env)  # warm the dentry cache so calibration sees the steady state
+        one = min(run_once(shell(1), env)[0] for _ in range(2))
+        n = max(1, math.ceil(target * MARGIN / one))  # calibration runs are warmer than the timed ones
+        work = shell(n)
+        cmds = {
+            "bare": work,
+            "strace": [
+                STRACE,
+                "-f",
+                "--seccomp-bpf",
+                "-e",
+                "trace=%process",
+                "-o",
+                str(home / "s.strace"),
+                "--",
+                *work,
+            ],
+            "capsule": [CAPSULE, "run", "--", *work],
+        }
+        samples = interleave(cmds, reps, env)
+    t = {name: median(values) for name, values in samples.items()}
+    return {
+        "params": {"n": n, "reps": reps, "one_find_s": one},
+        "samples_s": samples,
+        "rows": [
+            row("bare (median)", t["bare"], "s"),
+            row("strace alone (median)", t["strace"], "s"),
+            row("capsule run (median)", t["capsule"], "s"),
+            ratio_row("capsule / bare", t["capsule"], t["bare"], 1.15),
+            ratio_row("capsule / strace alone", t["capsule"], t["strace"], 1.10),
+            ratio_row("strace alone / bare", t["strace"], t["bare"]),
+        ],
+    }
