@@ -91,7 +91,9 @@ async def run_pipeline(
     if level not in get_args(Level):
         raise ValueError(f"unknown trace level {level!r}")
     tracker = Tracker(level=cast(Level, level))
-    parser = StraceParser(tt_origin=tt_origin, keep=tracker.wanted_syscalls)
+    parser = StraceParser(
+        tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
+    )
     raw_send, raw_receive = trio.open_memory_channel[bytes](DEPTH)
     kept_send, kept_receive = trio.open_memory_channel[bytes](DEPTH)
     records_send, records_receive = trio.open_memory_channel[list[Record]](DEPTH)

@@ -45,23 +45,29 @@ async def read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
 
 
 async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes]) -> None:
-    """Follow a file being written by strace; stop once strace has exited and every byte is read."""
+    """Follow a file being written by strace; stop once strace has exited and every byte is read.
+
+    Everything available is read, sent as one batch, and then the stage waits a poll interval: strace
+    writes line by line, and sending each small read through the pipeline at once cost ~30 us of
+    Capsule CPU per trace line on a fork-heavy run (5,000 `true`), on cores strace needs.
+    """
     aligner = LineAligner()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         async with send:
             while True:
+                done = tracer_done.is_set()  # read after this: nothing is appended once strace is gone
+                pending = bytearray()
                 # Reads of a regular file never block on a writer: at EOF they return b"".
-                data = os.read(fd, CHUNK)
-                if data:
-                    if chunk := aligner.feed(data):
-                        await send.send(chunk)
+                while data := os.read(fd, CHUNK):
+                    pending += data
+                    if len(pending) >= CHUNK:
+                        break
+                if chunk := aligner.feed(bytes(pending)):
+                    await send.send(chunk)
+                if len(pending) >= CHUNK:
                     continue
-                if tracer_done.is_set():
-                    # strace has exited: nothing more will be appended after this final read.
-                    while data := os.read(fd, CHUNK):
-                        if chunk := aligner.feed(data):
-                            await send.send(chunk)
+                if done:
                     if tail := aligner.close():
                         await send.send(tail)
                     return

@@ -75,14 +75,16 @@ CONTINUATION = " <unfinished ...>"
 LINE_PID = re.compile(r"\n(\d+) ")
 
 
-def wanted_lines(keep: frozenset[str]) -> re.Pattern[str]:
+def wanted_lines(keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> re.Pattern[str]:
     """Lines (each found at its leading newline) that are NOT `PID TS name(` or `PID TS <... name
     resumed>` for a name outside `keep`.
 
-    `1234  1795239818.277003 read(3, ...` is skippable when `read` is unwanted; `+++ exited`, `---`
-    signals, `[pid N]` lines, lines without a stamp and wanted calls all match.
+    `1234  1795239818.277003 read(3, ...` is skippable when `read` is unwanted, and `--- SIGCHLD {…}`
+    when SIGCHLD is in `drop_signals`; `+++ exited`, other signals, `[pid N]` lines, lines without a
+    stamp and wanted calls all match.
     """
     names = "|".join(sorted(re.escape(n) for n in keep if n.isidentifier()))
     unwanted = rf"(?!(?:{names})\b)[A-Za-z_]\w*"
-    skippable = rf"\d+ +\d[\d.:]* +(?:{unwanted}\(|<\.\.\. {unwanted} resumed>)"
+    signals = "|".join(sorted(re.escape(n) for n in drop_signals)) or "(?!)"
+    skippable = rf"\d+ +\d[\d.:]* +(?:{unwanted}\(|<\.\.\. {unwanted} resumed>|--- (?:{signals}) )"
     return re.compile(rf"\n(?!{skippable})[^\n]+")

@@ -46,12 +46,18 @@ NEED_DATA = _Sentinel.NEED_DATA
 class StraceParser:
     """Parse strace output incrementally: `feed(bytes) -> list[Record]`, then `close()` at the end."""
 
-    def __init__(self, tt_origin: float = 0.0, keep: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        tt_origin: float = 0.0,
+        keep: frozenset[str] | None = None,
+        drop_signals: frozenset[str] = frozenset(),
+    ) -> None:
         # `keep`: the syscall names the consumer acts on (Tracker.wanted_syscalls). Other calls of a
         # pid already seen are dropped before a record is built: at the process level that is ~95% of a
         # full-syscall log. Each pid's first line is kept whatever it is (the tracker learns the root and
         # unclaimed children from first appearances), and so is every line not on the fast path.
         self._keep = keep
+        self._drop_signals = drop_signals  # `--- SIG… ---` lines the consumer ignores (with `keep` only)
         self._seen: set[str] = set()
         self._wanted_rx: re.Pattern[str] | None = None
         self.lines = 0  # lines seen so far (empty ones included: line numbers match the file)
@@ -172,7 +178,7 @@ class StraceParser:
         keep = self._keep
         assert keep is not None
         if self._wanted_rx is None:
-            self._wanted_rx = g.wanted_lines(keep)
+            self._wanted_rx = g.wanted_lines(keep, self._drop_signals)
         seen = self._seen
         framed = "\n" + text  # a match at framed[i] (its newline) is the line starting at text[i]
         starts = [m.start() for m in self._wanted_rx.finditer(framed)]
@@ -258,15 +264,7 @@ class StraceParser:
         if body.endswith(" ...>"):
             c = g.OPEN_CALL.match(body)
             if c is not None:
-                return Syscall(
-                    line_no=line_no,
-                    pid=pid,
-                    ts=ts,
-                    name=c["name"],
-                    args=c["args"],
-                    state="unfinished",
-                    tail=c["tail"],
-                )
+                return make_syscall(line_no, pid, ts, c["name"], c["args"], "unfinished", c["tail"])
         # The common case without a regex: `name(args) = tail`, split at the first `(` and last ` = `.
         i = body.find("(")
         j = body.rfind(" = ")

@@ -61,6 +61,9 @@ _Held = tuple[Record, float, int | None]  # a record, its effective ts, its pid 
 class Tracker:
     """Fold parser records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
 
+    # Signals whose `--- SIG… ---` lines produce nothing: SIGCHLD is the noise of every fork.
+    ignored_signals: frozenset[str] = frozenset({"SIGCHLD"})
+
     @property
     def wanted_syscalls(self) -> frozenset[str]:
         """The syscall names this tracker acts on at its level: a parser may drop the rest."""
@@ -184,7 +187,7 @@ class Tracker:
             self._exit(rec, ts, pid, tgid)
         elif isinstance(rec, Superseded):
             self._superseded(rec, tgid)
-        elif isinstance(rec, Signal) and not rec.stopped and rec.signal != "SIGCHLD":  # SIGCHLD: fork noise
+        elif isinstance(rec, Signal) and not rec.stopped and rec.signal not in self.ignored_signals:
             sender = _SI_PID.search(rec.info)
             code = _SI_CODE.search(rec.info)
             self._out.append(

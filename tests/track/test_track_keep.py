@@ -17,7 +17,10 @@ LEVELS = ("process", "file", "net", "all")
 
 def _events(data: bytes, level: str, *, filtered: bool) -> list[Event]:
     tracker = Tracker(level=level)  # type: ignore[arg-type]
-    parser = StraceParser(keep=tracker.wanted_syscalls if filtered else None)
+    parser = StraceParser(
+        keep=tracker.wanted_syscalls if filtered else None,
+        drop_signals=tracker.ignored_signals if filtered else frozenset(),
+    )
     events = tracker.feed(parser.feed(data))
     events += tracker.feed(parser.close())
     return events + tracker.close()
