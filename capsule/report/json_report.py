@@ -86,7 +86,7 @@ def _process(node: ProcessNode) -> dict[str, Any]:
         "parent": node.parent,
         "pid": node.pid,
         "ppid": node.ppid,
-        "argv": list(argv) if argv is not None else None,
+        "argv": argv,  # orjson writes tuples as arrays: no copy
         "exe": node.exe,
         "label": c.label,
         "workflow": c.workflow,
@@ -98,8 +98,7 @@ def _process(node: ProcessNode) -> dict[str, Any]:
         "signal": node.signal,
         "core_dumped": node.core_dumped,
         "execs": [
-            {"ts": e.ts, "path": e.path, "argv": list(e.argv), "ok": e.ok, "errno": e.errno}
-            for e in node.execs
+            {"ts": e.ts, "path": e.path, "argv": e.argv, "ok": e.ok, "errno": e.errno} for e in node.execs
         ],
         "signals": [{"ts": ts, "signal": sig} for ts, sig in node.signals] if node.signals else [],
         "peak_cpu_percent": node.peak_cpu_percent,

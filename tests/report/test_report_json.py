@@ -85,7 +85,7 @@ def test_processes_one_each_ordered_by_start() -> None:
     by_pid = {p["pid"]: p for p in procs}
     assert by_pid[1]["ppid"] is None
     assert by_pid[2]["ppid"] == 1
-    assert by_pid[2]["argv"] == ["git", "status"]
+    assert list(by_pid[2]["argv"]) == ["git", "status"]  # a tuple: orjson writes it as an array
     assert [e["ok"] for e in by_pid[2]["execs"]] == [False, True]
     assert by_pid[2]["execs"][0]["errno"] == "ENOENT"
     assert by_pid[3]["exit_code"] == 128
