@@ -12,12 +12,7 @@ cat > src/calc.py <<'PY'
 def add(a, b):
     return a - b
 PY
-cat > tests/test_calc.py <<'PY'
-import sys; sys.path.insert(0, "src")
-from calc import add
-def test_add():
-    assert add(2, 3) == 5
-PY
+touch tests/test_calc.py
 git add -A && git commit -qm "initial"
 
 # explore
@@ -27,10 +22,18 @@ grep -rn "def add" src >/dev/null
 cat src/calc.py >/dev/null
 
 # test (fails), edit, build, test again (passes)
-python3 -m unittest discover -s tests -p 'test_*.py' 2>/dev/null || python3 -c "import sys; sys.path.insert(0,'tests'); import test_calc; test_calc.test_add()" 2>/dev/null
+run_tests() { python3 -m unittest -q tests/test_calc.py 2>/dev/null; }
+cat > tests/test_calc.py <<'PY'
+import sys, unittest; sys.path.insert(0, "src")
+from calc import add
+class TestAdd(unittest.TestCase):
+    def test_add(self):
+        self.assertEqual(add(2, 3), 5)
+PY
+run_tests || echo "tests failed: fixing src/calc.py"
 sed -i 's/a - b/a + b/' src/calc.py
 python3 -m py_compile src/calc.py
-python3 -c "import sys; sys.path.insert(0,'tests'); import test_calc; test_calc.test_add(); print('tests passed')"
+run_tests && echo "tests passed"
 
 # vcs
 git diff --stat

@@ -173,17 +173,12 @@ def _without_shim_children(
     early = [c for c in children if c.start is not None and c.start < became]
     if not early:
         return children, None
-    shim = basename(
-        images[-2].argv[1]
-        if len(images[-2].argv) > 1
-        and basename(images[-2].argv[0]) in ("bash", "sh", "dash", "node", "python", "python3")
-        else images[-2].path
-    )
+    # The first image is what was invoked (`/root/.pyenv/shims/python3`), the last what it became.
+    shim, target = images[0].path, images[-1].path
     under = [n for c in early for n in (c, *tree.descendants(c))]
     failed = sum(1 for n in under if n.failed)
-    note = (
-        f"… {len(under):,} processes run by the shim `{shim}` before it exec'd `{basename(images[-1].path)}`"
-    )
+    plural = "es" if len(under) != 1 else ""
+    note = f"… {len(under):,} process{plural} run by {shim} before it became {target}"
     if failed:
         note += f" ({failed:,} exited non-zero)"
     note_text = Text(note, style="dim italic")
@@ -191,8 +186,8 @@ def _without_shim_children(
     return [c for c in children if c.key not in hidden], note_text
 
 
-def _inside_note(tree: ProcessTree, node: ProcessNode) -> Text:
-    inside = list(tree.descendants(node))
+def _inside_note(tree: ProcessTree, children: list[ProcessNode]) -> Text:
+    inside = [n for c in children for n in (c, *tree.descendants(c))]
     failed = sum(1 for n in inside if n.failed)
     note = f"… {len(inside):,} process{'es' if len(inside) != 1 else ''} inside"
     if failed:
@@ -226,14 +221,14 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
         added = parent_branch.add(line)
         branch = added if depth <= MAX_DEPTH else parent_branch
         children = sorted(tree.children(node), key=lambda n: (n.start, n.key))
-        if not full and children and _is_leaf_tool(node):
-            branch.add(_inside_note(tree, node))
-            continue
         notes: list[Text] = []
         if not full:
             children, shim_note = _without_shim_children(tree, node, children)
             if shim_note is not None:
                 notes.append(shim_note)
+            if children and _is_leaf_tool(node):
+                notes.append(_inside_note(tree, children))
+                children = []
         shown = children
         if not full and len(children) > COLLAPSE_MIN:
             groups: dict[tuple[str, str], list[ProcessNode]] = {}

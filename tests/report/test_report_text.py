@@ -103,3 +103,34 @@ def test_deep_tree_renders_flat_below_max_depth() -> None:
     text = to_text(render(fold_session(s.events, packaged_rules())), width=160)
     assert "[level 1499] 1499 sh -c deeper" in text
     assert "[level 1500]" not in text
+
+
+def shim_then_tool() -> Script:
+    """`python3` through a pyenv-style shim that runs helpers, then pytest running its own children."""
+    s = Script().start("sh", "-c", "python3 -m pytest")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "python3 -m pytest")
+    s.spawn(2, 1).exec(2, "/root/.pyenv/shims/python3", "python3", "-m", "pytest")
+    for pid in (3, 4):  # the shim's own helpers, one of them failing as shims' probes do
+        s.spawn(pid, 2).exec(pid, "/usr/bin/readlink", "readlink", "x").exit(pid, 1 if pid == 3 else 0)
+    s.exec(2, "/usr/bin/python3", "python3", "-m", "pytest")
+    s.run(5, 2, "/usr/bin/git", "git", "rev-parse", "HEAD")  # pytest's own child
+    return s.exit(2, 0).exit(1, 0)
+
+
+def test_shim_helpers_and_a_tools_insides_are_summarised() -> None:
+    """A shim's pre-exec helpers and what a test runner runs inside itself collapse to one line each."""
+    text = to_text(render(fold_session(shim_then_tool().events, packaged_rules())))
+    assert "2 processes run by /root/.pyenv/shims/python3 before it became /usr/bin/python3" in text
+    assert "(1 exited non-zero)" in text
+    assert "1 process inside" in text
+    assert "readlink" not in text.split("processes by label")[0]  # hidden in the tree …
+    assert "readlink" in text  # … but the failure is still listed
+
+
+def test_full_expands_shim_and_inside_summaries() -> None:
+    """--full expands both summaries."""
+    text = to_text(render(fold_session(shim_then_tool().events, packaged_rules()), full=True))
+    assert "run by" not in text
+    assert "inside" not in text
+    assert text.count("readlink") >= 2
+    assert "git rev-parse HEAD" in text
