@@ -263,3 +263,22 @@ def test_ptrace_denied(capsule: CapsuleRunner, tmp_path: Path) -> None:
     checks = {c["check"]: c for c in orjson.loads(doctor.stdout)["checks"]}
     assert not checks["ptrace"]["ok"]
     assert "Operation not permitted" in checks["ptrace"]["detail"]
+
+
+def test_user_rules_extend_the_packaged_ones(
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
+) -> None:
+    """A rule in $CAPSULE_HOME/rules.toml labels a home-made agent and wins over the packaged rules."""
+    agent = tmp_path / "my-agent"
+    agent.write_text("#!/bin/sh\n/bin/ls / >/dev/null\ngit --version >/dev/null\n")
+    agent.chmod(0o755)
+    assert capsule("run", "--", str(agent)).returncode == 0
+    (capsule_home / "rules.toml").write_text(
+        '[[label]]\nname = "my-agent"\nlabel = "agent"\nagent = "my-agent"\nexe = ["my-agent"]\n'
+    )
+    report = report_json(capsule)
+    root = report["processes"][0]
+    assert root["label"] == "agent"
+    assert [a["name"] for a in report["agents"]] == ["my-agent"]
+    tools = {t["name"] for t in report["summary"]["tools"]}
+    assert {"ls", "git"} <= tools
