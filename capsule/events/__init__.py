@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from capsule.events import env as _env
+from capsule.events import tasks as _tasks
 from capsule.events.base import Event
 from capsule.events.process import (
     FileOpened,
@@ -29,6 +31,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     NetConnected,
     TraceUnparsed,
     ProcSampled,
+    *_env.EVENTS,
+    *_tasks.EVENTS,
 )
 
 KINDS: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import capsule.cli as cli
+import capsule.cli.base as cli
 from capsule.report import report_parts
 from tests.golden import discover, fold, load_events, packaged_rules, render_json
 
