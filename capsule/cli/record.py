@@ -72,8 +72,9 @@ def run(
     status = outcome.signal or f"exit {outcome.exit_code}"
     style.line(
         f"{style.dim('capsule:')} session {style.bold(outcome.session_id)} · {t.processes} process{'es' if t.processes != 1 else ''}{failures}"
-        f" · {outcome.duration_s:.2f}s · {status} · `capsule report {outcome.session_id}`"
+        f" · {outcome.duration_s:.2f}s · {status}"
     )
+    style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session_id})")
     raise typer.Exit(outcome.exit_code)
 
 

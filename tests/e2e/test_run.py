@@ -43,13 +43,16 @@ def test_signal_exit_is_128_plus_n(capsule: CapsuleRunner) -> None:
     assert report["summary"]["signaled"] >= 1
 
 
-def test_stdout_belongs_to_the_command_and_summary_goes_to_stderr(capsule: CapsuleRunner) -> None:
-    """stdout carries only the command's output; the summary (session id, processes) is on stderr."""
+def test_stdout_belongs_to_the_command_and_summary_goes_to_stderr(
+    capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """stdout carries only the command's output; the summary (id, processes, where it is) is on stderr."""
     done = capsule("run", "--", "sh", "-c", "echo hello; /bin/true")
     assert done.returncode == 0
     assert done.stdout == "hello\n"
-    assert "session" in done.stderr
-    assert "processes" in done.stderr
+    (session,) = (capsule_home / "runs").iterdir()
+    assert f"session {session.name} · 2 processes" in done.stderr
+    assert str(session) in done.stderr
 
 
 def test_every_process_appears_once_with_parent_and_argv(capsule: CapsuleRunner) -> None:
