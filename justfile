@@ -33,6 +33,7 @@ lint:
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup
+    command -v parallel >/dev/null || apt-get install -y -qq parallel
     {{bin}}/python -m tests.bench
 
 # re-record expected outputs of the golden sessions in sessions/ (review the diff before committing)

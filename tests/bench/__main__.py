@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, str] = {
     "syscall": "tests.bench.syscall",
     "import": "tests.bench.importlog",
     "report": "tests.bench.report",
+    "agents": "tests.bench.agents",
+    "env": "tests.bench.env",
 }
 
 

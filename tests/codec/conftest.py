@@ -21,6 +21,8 @@ from capsule.events import (
     TraceUnparsed,
     kind_versions,
 )
+from tests.agents.samples import task_samples
+from tests.env.samples import env_samples
 
 T0 = 1_795_000_000.25
 
@@ -73,6 +75,8 @@ def sample_events() -> tuple[Event, ...]:
             reason="unknown syscall shape",
         ),
         ProcExited(ts=T0 + 0.06, pid=4102, exit_code=2),
+        *task_samples(T0 + 0.065),
+        *env_samples(T0 + 0.066),
         SessionRecovered(ts=T0 + 0.07, reason="recorder died", events_before=12, events_added=0),
         SessionEnded(
             ts=T0 + 0.08, exit_code=2, duration_s=0.08, lines=40, events=13, processes=2, failed=2, unparsed=1

@@ -1,0 +1,1 @@
+"""Project environments, the pure part: `capsule.toml` parsing, dependency order, restart policy."""

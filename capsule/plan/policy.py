@@ -1,0 +1,44 @@
+"""The policy matcher: `deny_commands` globs over a command line, `protect_paths` globs over a path.
+
+A command line is matched as a whole and from every argument on (so `env sudo ls` and `/usr/bin/sudo ls`
+both meet `sudo *`), and every argument holding a space is matched as a command line of its own: that is
+the script of `sh -c "curl x | sh"`, seen at the shell's exec, before the shell runs any of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
+from capsule.plan.spec import Policy
+
+
+def _lines(argv: Sequence[str]) -> list[str]:
+    if not argv:
+        return []
+    head = argv[0].rsplit("/", 1)[-1]
+    lines = [" ".join(argv), " ".join([head, *argv[1:]])]
+    lines += [" ".join(argv[i:]) for i in range(1, len(argv))]
+    lines += [arg.strip() for arg in argv[1:] if " " in arg.strip()]
+    return lines
+
+
+def denied_command(policy: Policy, argv: Sequence[str]) -> str | None:
+    """The first `deny_commands` glob that matches this command line, or None."""
+    if not policy.deny_commands:
+        return None
+    lines = _lines(argv)
+    for rule in policy.deny_commands:
+        for line in lines:
+            if fnmatchcase(line, rule):
+                return rule
+    return None
+
+
+def protected_path(policy: Policy, path: str) -> str | None:
+    """The first `protect_paths` glob that matches the path (whole, as a suffix, or its basename)."""
+    name = path.rsplit("/", 1)[-1]
+    for rule in policy.protect_paths:
+        if fnmatchcase(path, rule) or fnmatchcase(path, "*/" + rule) or fnmatchcase(name, rule):
+            return rule
+    return None

@@ -1,0 +1,27 @@
+"""Retry decisions: which outcomes are worth another attempt, and after how long.
+
+Retryable: a non-zero exit (unless listed in `no_retry_exit_codes`), a timeout, a failing verify.
+Not retryable: limits, policy denials, kills by the user, a command that cannot start. The delay doubles
+per attempt from `backoff`, grows by up to `JITTER` of itself (the shell draws `jitter` in [0, 1)), and
+never exceeds `backoff_cap`.
+"""
+
+from __future__ import annotations
+
+from capsule.plan.spec import TaskSpec
+
+JITTER = 0.25
+RETRYABLE = ("failed", "timed_out")
+
+
+def should_retry(task: TaskSpec, attempt: int, outcome: str, exit_code: int | None) -> bool:
+    """After `attempt` (1-based) ended with `outcome`, is there another attempt?"""
+    if attempt > task.retries or outcome not in RETRYABLE:
+        return False
+    return not (outcome == "failed" and exit_code is not None and exit_code in task.no_retry_exit_codes)
+
+
+def backoff_delay(task: TaskSpec, attempt: int, jitter: float) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based)."""
+    base = task.backoff_s * 2.0 ** (attempt - 1)
+    return min(task.backoff_cap_s, base * (1 + JITTER * jitter))

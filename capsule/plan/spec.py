@@ -1,0 +1,320 @@
+"""A plan: the `[run]`, `[defaults]`, `[resources]`, `[policy]`, `[[task]]` and `[[hook]]` tables of a TOML
+plan (or one task object per line of a `--batch` JSONL file), parsed and validated into frozen records.
+
+Every error names the task and the field (`task 'fix-lint': timeout: bad duration '15x'`). Validation of
+the graph (cycles, missing dependencies) lives in `capsule.plan.dag`; `parse_plan` runs it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from typing import Any
+
+import attrs
+import orjson
+
+HALTS = ("never", "soon", "now")
+ON_FAILURE = ("stop", "compensate")
+HOOK_EVENTS = ("pre", "post", "error")
+TRACE_LEVELS = ("process", "file", "net", "all")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+class PlanError(ValueError):
+    """The plan is malformed; the message names the task and field."""
+
+
+def parse_duration(value: object, where: str) -> float:
+    """`"15m"`, `"2s"`, `"250ms"`, `"1.5h"` or a number of seconds."""
+    if isinstance(value, bool):
+        raise PlanError(f"{where}: bad duration {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise PlanError(f"{where}: negative duration {value!r}")
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return float(m[1]) * _DURATION_UNITS[m[2]]
+    raise PlanError(f"{where}: bad duration {value!r} (use e.g. 500ms, 2s, 15m, 1h)")
+
+
+def parse_size(value: object, where: str) -> int:
+    """`"4GiB"`, `"512M"`, `"100KB"` or a number of bytes; K/M/G/T are powers of 1024 either way."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = (m[2] or "B").upper()[0]
+        power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
+        return int(float(m[1]) * 1024**power)
+    raise PlanError(f"{where}: bad size {value!r} (use e.g. 512MiB, 4GiB)")
+
+
+@attrs.frozen(kw_only=True)
+class TaskSpec:
+    id: str
+    command: tuple[str, ...]  # argv; a string command in the plan becomes ("sh", "-c", string)
+    cwd: str = "."
+    env: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    retries: int = 0
+    backoff_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    grace_s: float = 5.0
+    memory: int | None = None  # bytes, summed RSS of the task's tree
+    cpu_time_s: float | None = None
+    no_retry_exit_codes: tuple[int, ...] = ()
+    verify: tuple[str, ...] = ()
+    compensate: str | None = None
+
+    @property
+    def spec_hash(self) -> str:
+        """The identity of what the task does: resume re-runs a succeeded task whose spec changed."""
+        data = orjson.dumps(attrs.asdict(self), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(data).hexdigest()[:16]
+
+
+@attrs.frozen(kw_only=True)
+class Hook:
+    on: str
+    command: str
+    timeout_s: float = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    deny_commands: tuple[str, ...] = ()
+    protect_paths: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    name: str
+    parallel: int = 4
+    halt: str = "never"
+    on_failure: str = "stop"
+    trace: bool = False
+    trace_level: str = "process"
+    resources: tuple[tuple[str, int], ...] = ()
+    policy: Policy = Policy()
+    tasks: tuple[TaskSpec, ...] = ()
+    hooks: tuple[Hook, ...] = ()
+
+    def task(self, task_id: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def to_json(self) -> str:
+        return orjson.dumps(attrs.asdict(self)).decode()
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise PlanError(f"[{key}] must be a table")
+    return value
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PlanError(f"{where}: expected a string or a list of strings, got {value!r}")
+
+
+def _int(value: object, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PlanError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+_TASK_KEYS = {
+    "id", "command", "cwd", "env", "depends_on", "uses", "timeout", "retries", "backoff", "backoff_cap",
+    "grace", "limits", "no_retry_exit_codes", "verify", "compensate",
+}  # fmt: skip
+
+
+def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
+    if not isinstance(raw, dict):
+        raise PlanError(f"task #{index + 1}: expected a table, got {raw!r}")
+    task_id = raw.get("id")
+    if not isinstance(task_id, str) or not ID_RE.match(task_id):
+        raise PlanError(
+            f"task #{index + 1}: id: expected a name of letters, digits, '.', '_', '-', got {task_id!r}"
+        )
+    where = f"task {task_id!r}"
+    unknown = sorted(set(raw) - _TASK_KEYS)
+    if unknown:
+        raise PlanError(f"{where}: unknown field {unknown[0]!r}")
+    merged = {**defaults, **raw}
+    if "limits" in defaults and "limits" in raw:
+        merged["limits"] = {**defaults["limits"], **raw["limits"]}
+    command = merged.get("command")
+    if isinstance(command, str) and command.strip():
+        argv: tuple[str, ...] = ("sh", "-c", command)
+    elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        argv = tuple(command)
+    else:
+        raise PlanError(f"{where}: command: expected a non-empty string or list of strings, got {command!r}")
+    env = merged.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise PlanError(f"{where}: env: expected a table of strings")
+    limits = merged.get("limits", {})
+    if not isinstance(limits, dict) or set(limits) - {"memory", "cpu_time"}:
+        raise PlanError(f"{where}: limits: expected a table with memory and/or cpu_time")
+    codes = merged.get("no_retry_exit_codes", [])
+    if not isinstance(codes, list):
+        raise PlanError(f"{where}: no_retry_exit_codes: expected a list of integers")
+    compensate = merged.get("compensate")
+    if compensate is not None and not isinstance(compensate, str):
+        raise PlanError(f"{where}: compensate: expected a string")
+    cwd = merged.get("cwd", ".")
+    if not isinstance(cwd, str):
+        raise PlanError(f"{where}: cwd: expected a string")
+    timeout = merged.get("timeout")
+    return TaskSpec(
+        id=task_id,
+        command=argv,
+        cwd=cwd,
+        env=tuple(sorted(env.items())),
+        depends_on=_strings(merged.get("depends_on", []), f"{where}: depends_on"),
+        uses=_strings(merged.get("uses", []), f"{where}: uses"),
+        timeout_s=None if timeout is None else parse_duration(timeout, f"{where}: timeout"),
+        retries=_int(merged.get("retries", 0), f"{where}: retries"),
+        backoff_s=parse_duration(merged.get("backoff", 1.0), f"{where}: backoff"),
+        backoff_cap_s=parse_duration(merged.get("backoff_cap", 60.0), f"{where}: backoff_cap"),
+        grace_s=parse_duration(merged.get("grace", 5.0), f"{where}: grace"),
+        memory=None if "memory" not in limits else parse_size(limits["memory"], f"{where}: limits.memory"),
+        cpu_time_s=None
+        if "cpu_time" not in limits
+        else parse_duration(limits["cpu_time"], f"{where}: limits.cpu_time"),
+        no_retry_exit_codes=tuple(_int(c, f"{where}: no_retry_exit_codes") for c in codes),
+        verify=_strings(merged.get("verify", []), f"{where}: verify"),
+        compensate=compensate,
+    )
+
+
+def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> Plan:
+    """A plan from its decoded tables; validates fields, then the graph."""
+    from capsule.plan.dag import validate_graph
+
+    run = _table(data, "run")
+    defaults = _table(data, "defaults")
+    if "limits" in defaults and not isinstance(defaults["limits"], dict):
+        raise PlanError("[defaults] limits: expected a table")
+    resources_raw = _table(data, "resources")
+    policy_raw = _table(data, "policy")
+    halt = run.get("halt", "never")
+    if halt not in HALTS:
+        raise PlanError(f"[run] halt: expected one of {', '.join(HALTS)}, got {halt!r}")
+    on_failure = run.get("on_failure", "stop")
+    if on_failure not in ON_FAILURE:
+        raise PlanError(f"[run] on_failure: expected one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
+    raw_trace = run.get("trace", False)
+    if raw_trace is True:
+        trace, level = True, str(run.get("trace_level", "process"))
+    elif raw_trace is False:
+        trace, level = False, "process"
+    elif isinstance(raw_trace, str) and raw_trace in TRACE_LEVELS:
+        trace, level = True, raw_trace
+    else:
+        raise PlanError(
+            f"[run] trace: expected true, false or one of {', '.join(TRACE_LEVELS)}, got {raw_trace!r}"
+        )
+    if level not in TRACE_LEVELS:
+        raise PlanError(f"[run] trace_level: expected one of {', '.join(TRACE_LEVELS)}, got {level!r}")
+    resources = tuple(
+        (key, _int(value, f"[resources] {key}", minimum=1)) for key, value in sorted(resources_raw.items())
+    )
+    raw_tasks = data.get(tasks_key, [])
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise PlanError("the plan has no [[task]]")
+    tasks = tuple(_task(raw, defaults, i) for i, raw in enumerate(raw_tasks))
+    hooks = []
+    for i, raw in enumerate(data.get("hook", [])):
+        if (
+            not isinstance(raw, dict)
+            or raw.get("on") not in HOOK_EVENTS
+            or not isinstance(raw.get("command"), str)
+        ):
+            raise PlanError(f"hook #{i + 1}: expected on = pre|post|error and a command string")
+        hooks.append(
+            Hook(
+                on=raw["on"],
+                command=raw["command"],
+                timeout_s=parse_duration(raw.get("timeout", 10.0), f"hook #{i + 1}: timeout"),
+            )
+        )
+    plan = Plan(
+        name=str(run.get("name", name)),
+        parallel=_int(run.get("parallel", 4), "[run] parallel", minimum=1),
+        halt=halt,
+        on_failure=on_failure,
+        trace=trace,
+        trace_level=level,
+        resources=resources,
+        policy=Policy(
+            deny_commands=_strings(policy_raw.get("deny_commands", []), "[policy] deny_commands"),
+            protect_paths=_strings(policy_raw.get("protect_paths", []), "[policy] protect_paths"),
+        ),
+        tasks=tasks,
+        hooks=tuple(hooks),
+    )
+    validate_graph(plan)
+    return plan
+
+
+def parse_plan(text: str, *, name: str = "plan") -> Plan:
+    """A TOML plan."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"not valid TOML: {exc}") from None
+    return build_plan(data, name=name)
+
+
+def parse_batch(text: str, *, name: str = "batch", base: str | None = None) -> Plan:
+    """One task object per line (JSONL); `base` is an optional TOML plan giving run/defaults/policy."""
+    tasks = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            tasks.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise PlanError(f"line {number}: not valid JSON: {exc}") from None
+    data: dict[str, Any] = tomllib.loads(base) if base else {}
+    data["task"] = [*data.get("task", []), *tasks]
+    return build_plan(data, name=name)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples the records hold (env pairs are tuples of tuples)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def plan_from_json(text: str) -> Plan:
+    """The plan a session carries in its `run.planned` event (see `Plan.to_json`)."""
+    data = orjson.loads(text)
+    tasks = tuple(TaskSpec(**{k: _tuples(v) for k, v in t.items()}) for t in data["tasks"])
+    return Plan(
+        name=data["name"],
+        parallel=data["parallel"],
+        halt=data["halt"],
+        on_failure=data["on_failure"],
+        trace=data["trace"],
+        trace_level=data["trace_level"],
+        resources=_tuples(data["resources"]),
+        policy=Policy(**{k: _tuples(v) for k, v in data["policy"].items()}),
+        tasks=tasks,
+        hooks=tuple(Hook(**h) for h in data["hooks"]),
+    )

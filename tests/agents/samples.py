@@ -1,0 +1,77 @@
+"""One hand-built event of every agent-run kind, for the codec's round-trip and schema tests."""
+
+from __future__ import annotations
+
+from capsule.events import Event
+from capsule.events.tasks import (
+    HookDecided,
+    PolicyViolated,
+    RunFinished,
+    RunPlanned,
+    RunResumed,
+    TaskCompensated,
+    TaskExited,
+    TaskFailed,
+    TaskLimitExceeded,
+    TaskQueued,
+    TaskRetrying,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    TaskVerified,
+)
+
+
+def task_samples(t0: float) -> tuple[Event, ...]:
+    return (
+        RunPlanned(
+            ts=t0,
+            name="nightly",
+            parallel=2,
+            halt="never",
+            on_failure="compensate",
+            trace=True,
+            tasks=("a", "b"),
+            spec_hashes=("h1", "h2"),
+            depends_on=("", "a"),
+            plan="{}",
+        ),
+        RunResumed(ts=t0 + 0.1, scheduler_pid=50, scheduler_started=t0, reaped=(51,)),
+        TaskQueued(ts=t0 + 0.2, task="a", spec_hash="h1"),
+        TaskStarted(
+            ts=t0 + 0.3,
+            task="a",
+            attempt=1,
+            pid=52,
+            started=t0 + 0.3,
+            pgid=52,
+            argv=("claude", "-p", "x"),
+            log_dir="/runs/x/tasks/a",
+            trace_session="20261121-143005-7f3b",
+            scheduler_pid=50,
+            scheduler_started=t0,
+        ),
+        TaskLimitExceeded(ts=t0 + 0.4, task="a", attempt=1, limit="memory", measured=2e9, allowed=1e9),
+        PolicyViolated(
+            ts=t0 + 0.41, task="a", attempt=1, rule="sudo *", argv=("sudo", "ls"), pid=53, live=True
+        ),
+        TaskExited(
+            ts=t0 + 0.5,
+            task="a",
+            attempt=1,
+            exit_code=None,
+            signal="SIGKILL",
+            outcome="limit_exceeded",
+            duration_s=0.2,
+            cpu_s=0.1,
+            peak_rss=2_000_000_000,
+        ),
+        TaskRetrying(ts=t0 + 0.5, task="a", attempt=2, delay_s=2.0, reason="exit code 1"),
+        TaskVerified(ts=t0 + 0.6, task="a", attempt=2, command="ruff check .", ok=True, exit_code=0),
+        HookDecided(ts=t0 + 0.61, task="a", on="post", command="./hook.sh", decision="continue"),
+        TaskSucceeded(ts=t0 + 0.62, task="a", attempt=2, duration_s=0.1, spec_hash="h1"),
+        TaskFailed(ts=t0 + 0.7, task="b", attempt=1, outcome="timed_out", reason="timed out after 1s"),
+        TaskSkipped(ts=t0 + 0.71, task="c", reason="dependency b timed_out"),
+        TaskCompensated(ts=t0 + 0.72, task="a", command="git checkout -- .", ok=True, exit_code=0),
+        RunFinished(ts=t0 + 0.8, state="failed", succeeded=1, failed=1, skipped=1, duration_s=0.8),
+    )

@@ -1,0 +1,365 @@
+"""The scheduler with real processes: parallelism, order, skips, timeouts, limits, retries, policy, hooks."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+
+from tests.agents.conftest import alive, of
+
+PY = sys.executable
+
+
+def intervals(events: list[dict]) -> dict[str, tuple[float, float]]:
+    starts = {e["task"]: e["ts"] for e in of(events, "task.started")}
+    ends = {e["task"]: e["ts"] for e in of(events, "task.exited")}
+    return {t: (starts[t], ends[t]) for t in starts}
+
+
+def max_overlap(spans: dict[str, tuple[float, float]]) -> int:
+    points = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()])
+    best = now = 0
+    for _, delta in points:
+        now += delta
+        best = max(best, now)
+    return best
+
+
+def test_parallel_cap_is_honoured(agents) -> None:
+    """At most `parallel` tasks overlap, measured from event timestamps; all succeed, exit 0."""
+    tasks = "".join(f'[[task]]\nid = "t{i}"\ncommand = "sleep 0.3"\n' for i in range(8))
+    done, events = agents(f"[run]\nparallel = 3\n{tasks}")
+    assert done.returncode == 0, done.stderr
+    spans = intervals(events)
+    assert len(spans) == 8
+    assert max_overlap(spans) == 3
+    assert of(events, "run.finished")[0]["state"] == "succeeded"
+
+
+def test_dag_order_and_skip_on_dependency_failure(agents) -> None:
+    """A task starts after its dependencies succeeded; a failed dependency skips its dependents."""
+    plan = """
+[run]
+parallel = 4
+[[task]]
+id = "a"
+command = "sleep 0.2"
+[[task]]
+id = "b"
+command = "true"
+depends_on = ["a"]
+[[task]]
+id = "c"
+command = "exit 3"
+depends_on = ["b"]
+[[task]]
+id = "d"
+command = "true"
+depends_on = ["c"]
+[[task]]
+id = "e"
+command = "true"
+depends_on = ["d", "a"]
+"""
+    done, events = agents(plan)
+    assert done.returncode == 1
+    spans = intervals(events)
+    assert spans["a"][1] <= spans["b"][0]
+    assert spans["b"][1] <= spans["c"][0]
+    assert [e["task"] for e in of(events, "task.skipped")] == ["d", "e"]
+    assert of(events, "task.failed", "c")[0]["exit_code"] == 3
+
+
+def test_timeout_kills_the_whole_tree(agents, tmp_path: Path) -> None:
+    """A timeout ends the task's group, a child that ignores SIGTERM and one that left the group too."""
+    pids = tmp_path / "pids"
+    script = (
+        f"trap '' TERM; sleep 30 & echo $! >> {pids}; "
+        f"{PY} -c 'import os,time; os.setsid(); time.sleep(30)' & echo $! >> {pids}; sleep 30"
+    )
+    plan = f'[[task]]\nid = "slow"\ncommand = "{script}"\ntimeout = "0.5s"\ngrace = "0.3s"\n'
+    t0 = time.time()
+    _done, events = agents(plan)
+    assert time.time() - t0 < 10
+    failed = of(events, "task.failed", "slow")[0]
+    assert failed["outcome"] == "timed_out"
+    started = of(events, "task.started", "slow")[0]
+    assert not alive(started["pid"], started["started"])
+    for pid in map(int, pids.read_text().split()):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_memory_limit_hit_by_a_python_allocator(agents) -> None:
+    """A task allocating past its memory limit is killed; the measured RSS is recorded."""
+    alloc = f"{PY} -c 'import time; b = bytearray(200 * 2**20); time.sleep(30)'"
+    plan = f'[[task]]\nid = "hog"\ncommand = "{alloc}"\nlimits = {{ memory = "100MiB" }}\ntimeout = "20s"\n'
+    t0 = time.time()
+    _done, events = agents(plan)
+    assert time.time() - t0 < 10
+    hit = of(events, "task.limit_exceeded", "hog")[0]
+    assert hit["limit"] == "memory"
+    assert hit["measured"] > 100 * 2**20
+    assert of(events, "task.failed", "hog")[0]["outcome"] == "limit_exceeded"
+
+
+def test_retry_backoff_visible_in_timestamps(agents) -> None:
+    """A failing task is retried with exponential backoff: gaps between attempts grow ~x2."""
+    plan = '[[task]]\nid = "flaky"\ncommand = "exit 1"\nretries = 3\nbackoff = "0.2s"\n'
+    _done, events = agents(plan)
+    starts = [e["ts"] for e in of(events, "task.started", "flaky")]
+    assert len(starts) == 4
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    delays = [e["delay_s"] for e in of(events, "task.retrying", "flaky")]
+    assert [round(d / 0.2) for d in delays] in ([1, 2, 4], [1, 2, 5], [1, 3, 5], [1, 2, 4])
+    for gap, delay in zip(gaps, delays, strict=True):
+        assert gap >= delay
+    assert gaps[2] > gaps[0] * 3
+
+
+def test_no_retry_exit_codes(agents) -> None:
+    """An exit code listed in no_retry_exit_codes is final."""
+    plan = (
+        '[[task]]\nid = "x"\ncommand = "exit 2"\nretries = 3\nbackoff = "0.1s"\nno_retry_exit_codes = [2]\n'
+    )
+    _done, events = agents(plan)
+    assert len(of(events, "task.started", "x")) == 1
+
+
+def test_denied_command_deep_in_the_tree_is_killed_live(agents, tmp_path: Path) -> None:
+    """A traced task whose grandchild runs a denied command is killed promptly; the argv is recorded."""
+    marker = tmp_path / "after"
+    inner = f"sleep 0.3; sh -c \\\"sh -c 'sudo -n true' || true; sleep 5; touch {marker}\\\""
+    plan = f"""
+[run]
+trace = true
+[policy]
+deny_commands = ["sudo *"]
+[[task]]
+id = "sneaky"
+command = "{inner}"
+timeout = "20s"
+"""
+    t0 = time.time()
+    _done, events = agents(plan)
+    elapsed = time.time() - t0
+    assert elapsed < 5, elapsed
+    violation = of(events, "policy.violated", "sneaky")[0]
+    assert violation["live"] is True
+    assert any("sudo" in a for a in violation["argv"])
+    assert of(events, "task.failed", "sneaky")[0]["outcome"] == "denied"
+    assert not marker.exists()
+    assert of(events, "task.started", "sneaky")[0]["trace_session"]
+
+
+def test_denied_command_before_start(agents) -> None:
+    """The task's own command is checked before it starts."""
+    plan = '[policy]\ndeny_commands = ["rm -rf /"]\n[[task]]\nid = "x"\ncommand = ["rm", "-rf", "/"]\n'
+    _done, events = agents(plan)
+    assert of(events, "task.started") == []
+    assert of(events, "policy.violated", "x")[0]["argv"] == ["rm", "-rf", "/"]
+
+
+def test_each_hook_decision(agents, tmp_path: Path) -> None:
+    """pre hooks answer per task: continue runs it, skip skips it, deny fails it, abort stops the run."""
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        "import json, sys\n"
+        "task = json.load(sys.stdin)\n"
+        "print({'go': 'continue', 'nope': 'skip', 'bad': 'deny', 'stop': 'abort'}.get(task['id'], 'continue'))\n"
+    )
+    plan = f"""
+[run]
+parallel = 1
+[[hook]]
+on = "pre"
+command = "{PY} {hook}"
+[[task]]
+id = "go"
+command = "true"
+[[task]]
+id = "nope"
+command = "true"
+depends_on = ["go"]
+[[task]]
+id = "bad"
+command = "true"
+depends_on = ["nope"]
+[[task]]
+id = "stop"
+command = "true"
+depends_on = ["go"]
+"""
+    done, events = agents(plan)
+    decisions = {e["task"]: e["decision"] for e in of(events, "hook.decided")}
+    assert decisions["go"] == "continue"
+    assert decisions["nope"] == "skip"
+    assert decisions["stop"] == "abort"
+    assert of(events, "task.succeeded", "go")
+    assert of(events, "task.skipped", "nope")
+    assert of(events, "run.finished")[0]["state"] == "aborted"
+    assert done.returncode == 1
+    # deny, separately (abort above may have prevented it)
+    plan2 = f'[[hook]]\non = "pre"\ncommand = "{PY} {hook}"\n[[task]]\nid = "bad"\ncommand = "true"\n'
+    _done, events = agents(plan2)
+    assert of(events, "hook.decided", "bad")[0]["decision"] == "deny"
+    assert of(events, "task.failed", "bad")[0]["outcome"] == "denied"
+
+
+def test_hook_timeout_is_a_decision(agents) -> None:
+    """A hook that does not answer in time denies, and says why."""
+    plan = (
+        '[[hook]]\non = "pre"\ncommand = "sleep 5"\ntimeout = "0.3s"\n[[task]]\nid = "x"\ncommand = "true"\n'
+    )
+    _done, events = agents(plan)
+    decided = of(events, "hook.decided", "x")[0]
+    assert decided["decision"] == "deny"
+    assert "timed out" in decided["reason"]
+
+
+def test_failing_verify_fails_the_task(agents) -> None:
+    """A verify command that fails after a successful exit fails the task."""
+    plan = '[[task]]\nid = "x"\ncommand = "true"\nverify = ["true", "exit 4"]\n'
+    done, events = agents(plan)
+    assert [e["ok"] for e in of(events, "task.verified", "x")] == [True, False]
+    assert of(events, "task.failed", "x")[0]["outcome"] == "failed"
+    assert done.returncode == 1
+
+
+def test_compensation_runs_newest_first(agents, tmp_path: Path) -> None:
+    """on_failure = compensate undoes succeeded tasks in reverse order of success."""
+    log = tmp_path / "undo"
+    tasks = "".join(
+        f'[[task]]\nid = "s{i}"\ncommand = "true"\ncompensate = "echo s{i} >> {log}"\n'
+        + (f'depends_on = ["s{i - 1}"]\n' if i else "")
+        for i in range(3)
+    )
+    plan = f'[run]\non_failure = "compensate"\n{tasks}[[task]]\nid = "boom"\ncommand = "exit 1"\ndepends_on = ["s2"]\n'
+    _done, events = agents(plan)
+    assert log.read_text().split() == ["s2", "s1", "s0"]
+    assert [e["task"] for e in of(events, "task.compensated")] == ["s2", "s1", "s0"]
+
+
+def test_halt_now_kills_running_tasks(agents) -> None:
+    """halt = now: a failure kills running tasks and skips the rest."""
+    plan = """
+[run]
+halt = "now"
+parallel = 2
+[[task]]
+id = "long"
+command = "sleep 20"
+grace = "0.2s"
+[[task]]
+id = "fail"
+command = "sleep 0.2; exit 1"
+[[task]]
+id = "later"
+command = "true"
+depends_on = ["fail"]
+"""
+    t0 = time.time()
+    _done, events = agents(plan)
+    assert time.time() - t0 < 8
+    assert of(events, "task.failed", "long")[0]["outcome"] == "killed"
+
+
+def test_batch_of_500_tasks(capsule, capsule_home: Path, tmp_path: Path) -> None:
+    """A 500-task JSONL batch at --parallel 8: every task runs once and succeeds."""
+    from tests.agents.conftest import session_events
+
+    batch = tmp_path / "tasks.jsonl"
+    batch.write_text(
+        "".join(orjson.dumps({"id": f"t{i}", "command": ["true"]}).decode() + "\n" for i in range(500))
+    )
+    t0 = time.time()
+    done = capsule("agents", "run", str(tmp_path / "none.toml"), "--batch", str(batch), "--parallel", "8")
+    assert done.returncode == 0, done.stderr
+    assert time.time() - t0 < 60
+    events = session_events(capsule_home)
+    assert len(of(events, "task.succeeded")) == 500
+    assert max_overlap(intervals(events)) <= 8
+    status = orjson.loads(capsule("agents", "status", "--json").stdout)
+    assert status["state"] == "succeeded"
+    assert len(status["tasks"]) == 500
+
+
+def test_resume_after_sigkill_runs_no_succeeded_task_twice(
+    capsule, capsule_home: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the scheduler mid-run; resume reaps the interrupted task and runs only what is left."""
+    import signal
+    import subprocess
+
+    counter = tmp_path / "counter"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f"""
+[run]
+parallel = 2
+[[task]]
+id = "a"
+command = "echo a >> {counter}"
+[[task]]
+id = "b"
+command = "echo b >> {counter}"
+depends_on = ["a"]
+[[task]]
+id = "slow"
+command = "echo slow >> {counter}; [ $CAPSULE_ATTEMPT -gt 1 ] || sleep 30"
+depends_on = ["a"]
+[[task]]
+id = "c"
+command = "echo c >> {counter}"
+depends_on = ["slow"]
+"""
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capsule", "agents", "run", str(plan)], env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and "slow" not in (counter.read_text() if counter.exists() else ""):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    from tests.agents.conftest import session_events
+
+    events = session_events(capsule_home)
+    slow = of(events, "task.started", "slow")[0]
+    assert alive(slow["pid"], slow["started"])  # the task outlived its scheduler
+    status = orjson.loads(capsule("agents", "status", "--json").stdout)
+    assert status["state"] == "interrupted"
+    done = capsule("agents", "resume", status["run"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs = counter.read_text().split()
+    assert runs.count("a") == 1
+    assert runs.count("b") == 1
+    assert runs.count("slow") == 2
+    assert runs.count("c") == 1
+    events = session_events(capsule_home)
+    assert of(events, "run.resumed")[0]["reaped"] == [slow["pid"]]
+    assert [e["attempt"] for e in of(events, "task.started", "slow")] == [1, 2]
+    assert not alive(slow["pid"], slow["started"])  # the leftover was reaped
+
+
+def test_cycle_is_named_task_by_task(capsule, tmp_path: Path) -> None:
+    """A dependency cycle is an error naming each task of the cycle; exit 4."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[task]]\nid = "a"\ncommand = "true"\ndepends_on = ["c"]\n'
+        '[[task]]\nid = "b"\ncommand = "true"\ndepends_on = ["a"]\n'
+        '[[task]]\nid = "c"\ncommand = "true"\ndepends_on = ["b"]\n'
+    )
+    done = capsule("agents", "check", str(plan))
+    assert done.returncode == 4
+    assert "dependency cycle: a -> c -> b -> a" in done.stderr
+    assert done.stderr.count("\n") == 1

@@ -1,0 +1,77 @@
+"""Agent runs: 1,000 trivial tasks (`true`) at --parallel 8, untraced, against GNU parallel running the same
+jobs (`parallel -j8 true ::: $(seq 1000)`), interleaved, medians: aim capsule <= 1.0x GNU parallel. Also the
+per-task overhead with tracing on (every task under strace), against the untraced run.
+
+GNU parallel is the Debian package `parallel`; `just bench` installs it when missing. Without it the
+comparison row is left out and the capsule figures are still reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.bench._common import CAPSULE, env_for, interleave, median, ratio_row, row, temp_home
+
+COUNT = 1000
+QUICK_COUNT = 100
+TRACED_COUNT = 200
+
+
+def write_batch(path: Path, count: int) -> Path:
+    path.write_text(
+        "".join(orjson.dumps({"id": f"t{i}", "command": ["true"]}).decode() + "\n" for i in range(count))
+    )
+    return path
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    count = QUICK_COUNT if quick else COUNT
+    traced_count = QUICK_COUNT if quick else TRACED_COUNT
+    reps = 1 if quick else 5
+    gnu = shutil.which("parallel")
+    with temp_home() as home:
+        env = env_for(home)
+        batch = write_batch(home / "tasks.jsonl", count)
+        traced_batch = write_batch(home / "traced.jsonl", traced_count)
+        plain = home / "plain.toml"
+        plain.write_text("[run]\nparallel = 8\n")
+        traced = home / "traced.toml"
+        traced.write_text("[run]\nparallel = 8\ntrace = true\n")
+        cmds: dict[str, list[str]] = {
+            "capsule": [CAPSULE, "agents", "run", str(plain), "--batch", str(batch)],
+        }
+        if gnu:
+            cmds["gnu"] = [gnu, "-j8", "true", ":::", *map(str, range(1, count + 1))]
+        samples = interleave(cmds, reps, env)
+        untraced_small = interleave(
+            {
+                "untraced": [CAPSULE, "agents", "run", str(plain), "--batch", str(traced_batch)],
+                "traced": [CAPSULE, "agents", "run", str(traced), "--batch", str(traced_batch)],
+            },
+            1 if quick else 3,
+            env,
+        )
+    t = {name: median(values) for name, values in samples.items()}
+    s = {name: median(values) for name, values in untraced_small.items()}
+    rows = [row(f"capsule agents run, {count} x true, -j8 (median)", t["capsule"], "s")]
+    rows.append(row("capsule per task", t["capsule"] / count * 1000, "ms"))
+    if gnu:
+        rows.append(row(f"GNU parallel -j8, {count} x true (median)", t["gnu"], "s"))
+        rows.append(ratio_row("capsule / GNU parallel", t["capsule"], t["gnu"], 1.0))
+    rows.append(
+        row(
+            "tracing overhead per task (traced - untraced)",
+            (s["traced"] - s["untraced"]) / traced_count * 1000,
+            "ms",
+        )
+    )
+    rows.append(ratio_row(f"traced / untraced ({traced_count} tasks)", s["traced"], s["untraced"]))
+    return {
+        "params": {"count": count, "traced_count": traced_count, "reps": reps, "gnu_parallel": gnu},
+        "samples_s": {**samples, **untraced_small},
+        "rows": rows,
+    }
