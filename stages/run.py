@@ -110,6 +110,7 @@ async def record_run(
     level: str = "process",
     name: str | None = None,
     redact: bool = True,
+    parent: str | None = None,
 ) -> RunOutcome:
     started = time.time()
     session_id, path = create_session(home, started)
@@ -124,7 +125,7 @@ async def record_run(
             message = "command not found" if failure == "ENOENT" else "permission denied"
             writer.write(
                 [
-                    _header(session_id, shown_argv, name, trace_level=level, redacted=redact),
+                    _header(session_id, shown_argv, name, trace_level=level, redacted=redact, parent=parent),
                     ProcSpawnFailed(
                         ts=time.time(), path=shown_argv[0], argv=shown_argv, errno=failure, message=message
                     ),
@@ -155,6 +156,7 @@ async def record_run(
                         tracer_flags=flags,
                         trace_level=level,
                         redacted=redact,
+                        parent=parent,
                         tracer_pid=process.pid,
                         tracer_started=_started_at(process.pid),
                     )

@@ -560,6 +560,7 @@ class Scheduler:
                     trace_level=self.plan.trace_level,
                     recorder_pid=self.me[0],
                     recorder_started=self.me[1],
+                    parent=self.dir.name,
                     tracer_pid=run.pid,
                     tracer_started=run.started,
                     kinds=kind_versions(),

@@ -86,11 +86,14 @@ def resolve_session(home: Path, ref: str) -> Path:
         return as_path
     sessions = session_dirs(home)
     if ref == "latest":
-        if not sessions:
-            raise SessionNotFound(
-                f"no sessions yet under {runs_dir(home)}; record one with `capsule run -- CMD`"
-            )
-        return sessions[0]
+        # The newest session of its own: a traced service's or task's run session names a parent.
+        from stages.reader import glance
+
+        for path in sessions:
+            header = glance(path).header
+            if header is None or header.parent is None:
+                return path
+        raise SessionNotFound(f"no sessions yet under {runs_dir(home)}; record one with `capsule run -- CMD`")
     exact = [p for p in sessions if p.name == ref]
     if exact:
         return exact[0]

@@ -154,7 +154,18 @@ class Supervisor:
         argv = list(svc.cfg.argv)
         if svc.cfg.trace:
             name = f"{self.config.name}.{svc.cfg.name}"
-            argv = [sys.executable, "-m", "capsule", "run", "--name", name, "--", *argv]
+            argv = [
+                sys.executable,
+                "-m",
+                "capsule",
+                "run",
+                "--name",
+                name,
+                "--parent",
+                self.session_id,
+                "--",
+                *argv,
+            ]
         return argv
 
     def _spawn_error(self, svc: Service) -> str | None:

@@ -43,6 +43,10 @@ def run(
     no_redact: Annotated[
         bool, typer.Option("--no-redact", help="Keep secret-looking values in argv and the trace.")
     ] = False,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
+    ] = None,
 ) -> None:
     import trio
 
@@ -59,7 +63,13 @@ def run(
     try:
         outcome = trio.run(
             lambda: record_run(
-                command, home=_home(), tracer=tracer, level=level, name=name, redact=not no_redact
+                command,
+                home=_home(),
+                tracer=tracer,
+                level=level,
+                name=name,
+                redact=not no_redact,
+                parent=parent,
             )
         )
     except OSError as exc:
@@ -150,15 +160,21 @@ def _is_agents(session_dir: Path) -> bool:
 def list_sessions(
     as_json: JsonOption = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N sessions.")] = 20,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),
+    ] = False,
 ) -> None:
     from stages.reader import glance, recorder_alive
     from stages.store import session_dirs
 
-    rows = []
-    for path in session_dirs(_home())[: max(limit, 0)]:
+    rows: list[dict[str, Any]] = []
+    for path in session_dirs(_home()):
+        if len(rows) >= max(limit, 0):
+            break
         seen = glance(path)
         header, ended = seen.header, seen.ended
-        if header is None:
+        if header is None or (header.parent is not None and not show_all):
             continue
         if ended is not None:
             status = "recovered" if seen.recovered else "complete"
@@ -169,6 +185,7 @@ def list_sessions(
                 "id": path.name,
                 "kind": header.session_kind,
                 "name": header.name,
+                "parent": header.parent,
                 "started": header.ts,
                 "duration_s": ended.duration_s if ended else None,
                 "argv": list(header.argv),

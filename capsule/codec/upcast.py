@@ -11,7 +11,15 @@ from typing import Any
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+def _session_started_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 added `parent`: a v1 session was never recorded for another one."""
+    return {**fields, "parent": None}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("session.started", 1): _session_started_v1_to_v2,
+}
 
 
 def upcast(kind: str, version: int, target: int, fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ class SessionStarted(Event):
     """The first line of every session: what was recorded, how, and with which vocabulary."""
 
     KIND: ClassVar[str] = "session.started"
+    VERSION: ClassVar[int] = 2  # v2: `parent`
 
     format: int = FORMAT_VERSION
     capsule_version: str
@@ -36,6 +37,9 @@ class SessionStarted(Event):
     tracer_pid: int | None = None
     tracer_started: float | None = None
     kinds: dict[str, int] = attrs.field(factory=dict)  # every kind the writer may use -> its version
+    # The session this one was recorded for (an env or agents session tracing a service or a task):
+    # `capsule ls` and `latest` skip such child sessions unless asked.
+    parent: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -216,3 +216,18 @@ def test_upcaster_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     assert b'"v":3' in v3
     assert decode_line(v3) == (6, expected)
     assert calls == [1, 2, 2]
+
+
+def test_session_started_v1_is_upcast_to_v2() -> None:
+    """A v1 header (before `parent`) decodes with parent None; golden sessions keep their v1 lines."""
+    from capsule.codec import decode_line
+    from capsule.events import SessionStarted
+
+    line = (
+        b'{"kind":"session.started","v":1,"seq":0,"ts":1.0,"format":1,"capsule_version":"0.1.0",'
+        b'"session_id":"x","session_kind":"run","kinds":{"session.started":1}}'
+    )
+    _seq, header = decode_line(line)
+    assert isinstance(header, SessionStarted)
+    assert header.parent is None
+    assert SessionStarted.VERSION == 2

@@ -282,3 +282,14 @@ def test_user_rules_extend_the_packaged_ones(
     assert [a["name"] for a in report["agents"]] == ["my-agent"]
     tools = {t["name"] for t in report["summary"]["tools"]}
     assert {"ls", "git"} <= tools
+
+
+def test_child_sessions_stay_out_of_ls_and_latest(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A run recorded for another session (a traced task or service) is hidden from ls and `latest`."""
+    assert capsule("run", "--name", "own", "--", "true").returncode == 0
+    own = orjson.loads(capsule("ls", "--json").stdout)[0]["id"]
+    assert capsule("run", "--parent", own, "--name", "child", "--", "true").returncode == 0
+    assert [r["name"] for r in orjson.loads(capsule("ls", "--json").stdout)] == ["own"]
+    everything = orjson.loads(capsule("ls", "--json", "--all").stdout)
+    assert [(r["name"], r["parent"]) for r in everything] == [("child", own), ("own", None)]
+    assert report_json(capsule)["session"]["id"] == own
