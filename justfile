@@ -21,8 +21,12 @@ demo: setup
     {{bin}}/capsule report latest
 
 # lint, then the whole test suite (real strace included)
-test: setup lint
+test: setup browser lint
     {{bin}}/python -m pytest -q -p no:cacheprovider
+
+# headless Chromium and its driver, for the HTML report's browser test (not needed to use capsule)
+browser:
+    command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 # ruff, mypy and the layering check (import-linter)
 lint: 
@@ -33,7 +37,7 @@ lint:
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup
-    command -v parallel >/dev/null || apt-get install -y -qq parallel
+    command -v parallel >/dev/null || { apt-get update -qq && apt-get install -y -qq parallel; }
     {{bin}}/python -m tests.bench
 
 # re-record expected outputs of the golden sessions in sessions/ (review the diff before committing)

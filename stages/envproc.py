@@ -22,7 +22,6 @@ from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, apply
 from stages.reader import glance, iter_events, recorder_alive
-from stages.record import SessionWriter
 from stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
@@ -159,6 +158,8 @@ def open_envs(home: Path, config_path: str | None = None) -> list[EnvSession]:
 
 def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
     """The supervisor of `env` is dead: stop what it left running and close its session."""
+    from stages.record import SessionWriter  # imports trio: keep it out of `env status`
+
     stopped = []
     with open(env.path / EVENTS, "rb") as file:
         count = sum(1 for _ in file)

@@ -1,4 +1,7 @@
-"""Reading sessions from disk: a streaming event iterator, and the cheap header-and-tail read for `ls`."""
+"""Reading sessions from disk: a streaming event iterator, and the cheap header-and-tail read for `ls`.
+
+Both read plain and archived (`events.jsonl.zst`) sessions alike, through `stages.store.open_session_file`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
-from stages.store import EVENTS
+from stages.store import EVENTS, ZST, open_readable, open_session_file, session_file
 
 CHUNK = 1 << 20
 TAIL = 16 << 10  # the last lines of a session: its session.ended and session.recovered
@@ -19,7 +22,7 @@ TAIL = 16 << 10  # the last lines of a session: its session.ended and session.re
 def iter_events(session_dir: Path, decoder: LineDecoder | None = None) -> Iterator[Event]:
     """Every event of a session, decoded as the file is read (memory stays flat)."""
     decoder = decoder if decoder is not None else LineDecoder()
-    with open(session_dir / EVENTS, "rb") as file:
+    with open_session_file(session_dir, EVENTS) as file:
         while data := file.read(CHUNK):
             for _seq, event in decoder.feed(data):
                 yield event
@@ -37,12 +40,21 @@ class Glance:
 
 
 def glance(session_dir: Path) -> Glance:
-    with open(session_dir / EVENTS, "rb") as file:
+    found = session_file(session_dir, EVENTS)
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", str(session_dir / EVENTS))
+    with open_readable(found) as file:
         first = file.readline()
-        file.seek(0, 2)
-        size = file.tell()
-        file.seek(max(0, size - TAIL))
-        tail = file.read()
+        if found.suffix == ZST:
+            # A compressed stream cannot seek to its end: read through it, keeping the last TAIL bytes.
+            tail = b""
+            while data := file.read(CHUNK):
+                tail = (tail + data)[-TAIL:]
+        else:
+            file.seek(0, 2)
+            size = file.tell()
+            file.seek(max(0, size - TAIL))
+            tail = file.read()
     header = ended = None
     recovered = False
     try:

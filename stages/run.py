@@ -10,6 +10,7 @@ If Capsule is SIGKILLed, strace keeps tracing into the spool and the command is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -102,6 +103,22 @@ async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
             pass
 
 
+async def _kill_after(strace_pid: int, after_s: float, grace: float = 2.0) -> None:
+    """The command ran out of time: TERM its whole tree, KILL what is left after `grace`.
+
+    strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
+    await trio.sleep(after_s)
+    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        try:
+            tree = psutil.Process(strace_pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)
+        await trio.sleep(wait)
+
+
 async def record_run(
     argv: list[str],
     *,
@@ -111,7 +128,11 @@ async def record_run(
     name: str | None = None,
     redact: bool = True,
     parent: str | None = None,
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    time_limit: float | None = None,
 ) -> RunOutcome:
+    """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
+    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
     started = time.time()
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
@@ -142,8 +163,12 @@ async def record_run(
         with trio.open_signal_receiver(
             signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
         ) as signals:
+            stdin, stdout, stderr = stdio
             process = await trio.lowlevel.open_process(
                 [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
             )
             writer.write(
                 [
@@ -171,6 +196,8 @@ async def record_run(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_tracer)
                 nursery.start_soon(_relay_signals, process.pid, signals)
+                if time_limit is not None:
+                    nursery.start_soon(_kill_after, process.pid, time_limit)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),

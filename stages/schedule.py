@@ -47,8 +47,8 @@ from capsule.events.tasks import (
     TaskVerified,
 )
 from capsule.fold.tasks import RunState
+from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
 from capsule.plan.policy import denied_command, protected_path
-from capsule.plan.retry import backoff_delay, should_retry
 from capsule.plan.spec import Hook, Plan, TaskSpec
 from stages.pipeline import run_pipeline
 from stages.record import SessionWriter
@@ -255,6 +255,8 @@ class Scheduler:
             self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
             return
         decision = await self._hooks("pre", task)
+        if decision == "abort":
+            raise Aborted
         if decision == "skip":
             self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="pre hook said skip"))
             return
@@ -288,61 +290,29 @@ class Scheduler:
             if self.halted:
                 self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
                 return
-            outcome, code, reason = await self._attempt_with_slot(task, attempt)
-            if outcome == "succeeded":
-                decision = await self._hooks("post", task)
-                if decision in ("deny",):
-                    outcome, reason = "denied", "post hook said deny"
-                else:
-                    self.emit(
-                        TaskSucceeded(
-                            ts=time.time(),
-                            task=task.id,
-                            attempt=attempt,
-                            duration_s=self.state.tasks[task.id].duration_s or 0.0,
-                            spec_hash=task.spec_hash,
-                        )
-                    )
-                    return
-            decision = await self._hooks("error", task)
-            n = attempt - first + 1
-            if decision == "continue" and should_retry(task, n, outcome, code):
-                delay = backoff_delay(task, n, self.jitter())
-                self.emit(
-                    TaskRetrying(
-                        ts=time.time(),
-                        task=task.id,
-                        attempt=attempt + 1,
-                        delay_s=round(delay, 6),
-                        reason=reason,
-                    )
-                )
-                await trio.sleep(delay)
-                continue
-            if decision == "skip":
-                self.emit(
-                    TaskSkipped(ts=time.time(), task=task.id, reason=f"error hook said skip after: {reason}")
-                )
+            after = await self._attempt_with_slot(task, attempt, attempt - first + 1)
+            if not isinstance(after, Retry):
                 return
             self.emit(
-                TaskFailed(
+                TaskRetrying(
                     ts=time.time(),
                     task=task.id,
-                    attempt=attempt,
-                    outcome=outcome,
-                    reason=reason,
-                    exit_code=code,
+                    attempt=attempt + 1,
+                    delay_s=after.delay_s,
+                    reason=after.reason,
                 )
             )
-            self._halt_after_failure()
-            return
+            await trio.sleep(after.delay_s)
 
-    async def _attempt_with_slot(self, task: TaskSpec, attempt: int) -> tuple[str, int | None, str]:
+    async def _attempt_with_slot(self, task: TaskSpec, attempt: int, tries: int) -> Decision:
+        """One attempt, its verify commands and the decision after it (hooks included), all within the
+        task's slot: a failure halts the run before the slot is free for the next task to start."""
         async with _acquire_all([self.resources[r] for r in sorted(task.uses)]), self.slots:
             if self.halted:
-                return "killed", None, "run halted after a failure"
-            outcome, code, reason = await self._attempt(task, attempt)
-            if outcome == "succeeded":
+                self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
+                return Skip(reason="run halted after a failure")
+            ended = await self._attempt(task, attempt)
+            if ended.outcome == "succeeded":
                 for command in task.verify:
                     ok, vcode = await self._shell(command, task)
                     self.emit(
@@ -356,12 +326,49 @@ class Scheduler:
                         )
                     )
                     if not ok:
-                        return "failed", None, f"verify failed: {command}"
-            return outcome, code, reason
+                        ended = Ended(outcome="failed", reason=f"verify failed: {command}")
+                        break
+            answers: dict[str, str] = {}
+            jitter = self.jitter()
+            while isinstance(decision := decide(task, ended, answers, tries, jitter), AskHook):
+                answers[decision.on] = await self._hooks(decision.on, task)
+            self._execute(task, attempt, decision)
+            return decision
+
+    def _execute(self, task: TaskSpec, attempt: int, decision: Decision) -> None:
+        """Record a final decision (a retry is the caller's: it waits outside the slot)."""
+        now = time.time()
+        match decision:
+            case Succeed():
+                self.emit(
+                    TaskSucceeded(
+                        ts=now,
+                        task=task.id,
+                        attempt=attempt,
+                        duration_s=self.state.tasks[task.id].duration_s or 0.0,
+                        spec_hash=task.spec_hash,
+                    )
+                )
+            case Skip():
+                self.emit(TaskSkipped(ts=now, task=task.id, reason=decision.reason))
+            case Fail() | Abort():
+                self.emit(
+                    TaskFailed(
+                        ts=now,
+                        task=task.id,
+                        attempt=attempt,
+                        outcome=decision.outcome,
+                        reason=decision.reason,
+                        exit_code=decision.exit_code,
+                    )
+                )
+                self._halt_after_failure()
+                if isinstance(decision, Abort):
+                    raise Aborted
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    async def _attempt(self, task: TaskSpec, attempt: int) -> tuple[str, int | None, str]:
+    async def _attempt(self, task: TaskSpec, attempt: int) -> Ended:
         logs = self.dir / "tasks" / task.id
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
         out = open_private(logs / f"{attempt}.out", append=False)
@@ -404,7 +411,7 @@ class Scheduler:
                     ts=time.time(), task=task.id, attempt=attempt, outcome="spawn_failed", duration_s=0.0
                 ),
             )
-            return "spawn_failed", None, reason
+            return Ended(outcome="spawn_failed", reason=reason)
         finally:
             os.close(out)
             os.close(err)
@@ -473,7 +480,7 @@ class Scheduler:
             "limit_exceeded": "limit exceeded",
             "denied": "policy violation",
         }.get(outcome, outcome)
-        return outcome, code, reason
+        return Ended(outcome=outcome, exit_code=code, reason=reason)
 
     async def _watchdog(self, task: TaskSpec, run: Attempt, process: trio.Process) -> None:
         """End the attempt at its timeout or when asked (`_end`): stop signal, grace, then SIGKILL."""
@@ -693,8 +700,6 @@ class Scheduler:
                     reason=reason,
                 )
             )
-            if decision == "abort":
-                raise Aborted
             if decision != "continue":
                 return decision
         return "continue"

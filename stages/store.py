@@ -5,10 +5,15 @@ under concurrency (the directory is created exclusively). The live,
 unredacted strace output is spooled outside the session directory (`$CAPSULE_HOME/spool/<id>.strace`)
 so that no secret ever lands in the session directory; it is deleted once the session is closed, and
 kept for recovery if the recorder dies. Directories are 0700 and files 0600.
+
+`capsule archive` replaces a finished session's files by zstd-compressed ones (`events.jsonl.zst`,
+`trace.strace.zst`); every reader goes through `session_file` / `open_session_file`, which accept either
+form, so an archived session reads like any other.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import time
@@ -16,6 +21,7 @@ from pathlib import Path
 
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
+ZST = ".zst"  # the suffix of an archived (zstd-compressed) session file
 
 
 class SessionNotFound(LookupError):
@@ -68,21 +74,68 @@ def open_private(path: Path, *, append: bool = True) -> int:
     return fd
 
 
+def session_file(session_dir: Path, name: str) -> Path | None:
+    """The file `name` of a session as it is stored: plain, else archived (`name.zst`), else None.
+
+    The plain file wins: `capsule archive` removes it only after the compressed one is complete on disk.
+    """
+    plain = session_dir / name
+    if plain.is_file():
+        return plain
+    archived = session_dir / (name + ZST)
+    return archived if archived.is_file() else None
+
+
+def is_session(path: Path) -> bool:
+    return session_file(path, EVENTS) is not None
+
+
+def open_readable(path: Path) -> io.BufferedReader:
+    """Open a session file for reading, decompressing `*.zst` (or `path` gone but `path.zst` there).
+
+    The one place that knows the archived form; zstandard is imported only when a file is compressed.
+    """
+    if path.suffix != ZST and not path.is_file():
+        archived = path.with_name(path.name + ZST)
+        if archived.is_file():
+            path = archived
+    if path.suffix != ZST:
+        return open(path, "rb")
+    import zstandard
+
+    raw = open(path, "rb")  # noqa: SIM115 (owned by the reader returned)
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    except BaseException:
+        raw.close()
+        raise
+    # BufferedReader gives readline() and fewer tiny reads; the zstd reader has only read/readinto.
+    return io.BufferedReader(reader, 1 << 20)
+
+
+def open_session_file(session_dir: Path, name: str) -> io.BufferedReader:
+    """Open a session's file `name` (EVENTS, TRACE) for reading, whichever form it is stored in."""
+    found = session_file(session_dir, name)
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", str(session_dir / name))
+    return open_readable(found)
+
+
 def session_dirs(home: Path) -> list[Path]:
     """Every session directory, newest first (ids sort by time)."""
     runs = runs_dir(home)
     if not runs.is_dir():
         return []
-    found = [p for p in runs.iterdir() if (p / EVENTS).is_file()]
+    found = [p for p in runs.iterdir() if is_session(p)]
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
 def resolve_session(home: Path, ref: str) -> Path:
     """A session by id, unique id prefix, directory, events.jsonl path, or `latest`."""
     as_path = Path(ref).expanduser()
-    if as_path.is_file() and as_path.name == EVENTS:
+    if as_path.is_file() and as_path.name in (EVENTS, EVENTS + ZST):
         return as_path.parent
-    if (as_path / EVENTS).is_file() and ("/" in ref or ref.startswith(".")):
+    if is_session(as_path) and ("/" in ref or ref.startswith(".")):
         return as_path
     sessions = session_dirs(home)
     if ref == "latest":
@@ -103,6 +156,6 @@ def resolve_session(home: Path, ref: str) -> Path:
     if matches:
         names = ", ".join(p.name for p in matches[:5])
         raise SessionNotFound(f"session {ref!r} is ambiguous: {len(matches)} match ({names}…)")
-    if (as_path / EVENTS).is_file():
+    if is_session(as_path):
         return as_path
     raise SessionNotFound(f"no session {ref!r} under {runs_dir(home)} (see `capsule ls`)")

@@ -111,6 +111,13 @@ class Service:
     runner_done: trio.Event = attrs.Factory(trio.Event)
     backoff_scope: trio.CancelScope | None = None
     attempt: int = 0
+    last_stderr: bytes = b""  # the last non-blank stderr line: the likely cause when it gives up
+
+    def note_stderr(self, lines: list[bytes]) -> None:
+        for line in reversed(lines):
+            if line.strip():
+                self.last_stderr = line.strip()
+                return
 
     def settle(self, up: bool) -> None:
         if not self.settled.is_set():
@@ -205,7 +212,7 @@ class Supervisor:
             self.emit(
                 SvcStarting(ts=time.time(), name=name, argv=tuple(argv), cwd=str(cwd), attempt=svc.attempt)
             )
-            error = self._spawn_error(svc)
+            error = self._spawn_error(svc) or await port_taken(svc.cfg.health_check)
             env: dict[str, str] = {}
             if error is None:
                 try:
@@ -232,6 +239,7 @@ class Supervisor:
                 svc.settle(False)
                 return
             svc.proc, svc.pid, svc.started = proc, proc.pid, started_at(proc.pid)
+            svc.last_stderr = b""
             began = time.time()
             trace_session = await self._trace_session(proc.pid) if svc.cfg.trace else None
             hc = svc.cfg.health_check
@@ -271,9 +279,11 @@ class Supervisor:
             decision = decide(svc.cfg, svc.history, now=time.time(), ran_s=ran, exit_code=code, signal=sig)
             svc.history = decision.history
             if decision.action == "give_up":
-                self.emit(
-                    SvcGaveUp(ts=time.time(), name=name, restarts=svc.history.total, reason=decision.reason)
-                )
+                reason = decision.reason
+                if svc.last_stderr:
+                    reason += f"; last stderr: {svc.last_stderr.decode(errors='replace')[:300]}"
+                self.emit(SvcGaveUp(ts=time.time(), name=name, restarts=svc.history.total, reason=reason))
+                svc.log.line("capsule", f"gave up: {reason}".encode())
                 return
             if decision.action == "exit":
                 return
@@ -305,8 +315,12 @@ class Supervisor:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     svc.log.line(label, line)
+                if label == "stderr":
+                    svc.note_stderr(lines)
         if pending:
             svc.log.line(label, pending)
+            if label == "stderr":
+                svc.note_stderr([pending])
 
     async def _health(self, svc: Service) -> None:
         hc = svc.cfg.health_check
@@ -558,6 +572,24 @@ def _notify(fd: int | None, line: str) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.write(fd, line.encode() + b"\n")
+
+
+async def port_taken(hc: HealthCheck | None) -> str | None:
+    """An error if the health check's port already answers before the process starts.
+
+    Something else holds the port: the process would fail to bind it, and worse, the health check would
+    report that other server as this process being ready.
+    """
+    if hc is None or hc.kind not in ("http", "tcp"):
+        return None
+    with trio.move_on_after(0.5):
+        try:
+            stream = await trio.open_tcp_stream(hc.host, hc.port)
+        except OSError:
+            return None
+        await stream.aclose()
+        return f"port {hc.port} already in use before start (health check {hc.text})"
+    return None
 
 
 async def check(hc: HealthCheck, limit: float, cwd: Path) -> tuple[bool, str]:

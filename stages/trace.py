@@ -2,7 +2,7 @@
 
 Two sources, interchangeable behind the same stages: `tail_stage` follows the file a live strace writes
 (`-o FILE`, never stderr) until strace has exited and the file is drained; `read_stage` reads a finished
-file (replay, import, recovery). Chunks end on a newline so redaction never sees half a line.
+file (replay, import, recovery), plain or archived (`trace.strace.zst`). Chunks end on a newline so redaction never sees half a line.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import trio
+
+from stages.store import open_readable
 
 CHUNK = 1 << 20  # one read; large, since per-chunk channel and parser overhead dominates small reads
 POLL_S = 0.02  # how often to look for new trace bytes at EOF while strace still runs
@@ -34,9 +36,10 @@ class LineAligner:
 
 
 async def read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
-    """Send the whole file in line-aligned chunks."""
+    """Send the whole file in line-aligned chunks (decompressed if it is archived)."""
     aligner = LineAligner()
-    async with send, await trio.open_file(path, "rb") as file:
+    opened = await trio.to_thread.run_sync(open_readable, path)
+    async with send, trio.wrap_file(opened) as file:
         while data := await file.read(CHUNK):
             if chunk := aligner.feed(data):
                 await send.send(chunk)

@@ -19,6 +19,7 @@ from capsule.cli.base import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_NOT_FOUND,
+    CliError,
     JsonOption,
     _console,
     _home,
@@ -294,7 +295,13 @@ def run(
 
 
 @agents_app.command(help="Re-run what a killed run left undone, appending to its session.")
-def resume(session: SessionOpt) -> None:
+def resume(
+    session: SessionOpt,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option("--plan", help="An edited plan: a succeeded task whose spec changed is run again."),
+    ] = None,
+) -> None:
     from capsule.plan import plan_from_json
 
     path = _agents_session(session)
@@ -303,7 +310,8 @@ def resume(session: SessionOpt) -> None:
         fail(f"session {path.name} has no plan to resume", EXIT_BAD_INPUT)
     if _live_state(state) == "running":
         fail(f"session {path.name} is still running (scheduler pid {state.scheduler_pid})", EXIT_CHECK_FAILED)
-    result = _execute(plan_from_json(state.plan), resume_dir=path)
+    plan = plan_from_json(state.plan) if plan_file is None else _load_plan(plan_file, None, None)
+    result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
@@ -373,24 +381,9 @@ def _task_state(run: RunState, task: str) -> Any:
 
 @agents_app.command(help="One task's result: state, attempts, exit codes, checks, hooks, policy.")
 def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
-    import attrs
-
     run = _fold(_agents_session(session))
     t = _task_state(run, task)
-    data = {
-        "id": t.id,
-        "state": t.state,
-        "reason": t.reason,
-        "exit_code": t.exit_code,
-        "duration_s": t.duration_s,
-        "attempts": [attrs.asdict(a) for a in t.attempts],
-        "verified": [{"command": v.command, "ok": v.ok, "exit_code": v.exit_code} for v in t.verified],
-        "hooks": [{"on": h.on, "decision": h.decision, "reason": h.reason} for h in t.hooks],
-        "violations": [
-            {"rule": v.rule, "argv": list(v.argv), "path": v.path, "live": v.live} for v in t.violations
-        ],
-        "limits": [{"limit": x.limit, "measured": x.measured, "allowed": x.allowed} for x in t.limits],
-    }
+    data = task_result(run, task)
     if as_json:
         _print_json(data)
         return
@@ -404,6 +397,27 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
     for key in ("verified", "hooks", "violations", "limits"):
         for item in data[key]:
             print(f"  {key[:-1] if key != 'verified' else 'verify'}: {item}")
+
+
+def task_result(run: RunState, task: str) -> dict[str, Any]:
+    """`agents result --json`: state, attempts, exit codes, checks, hooks, policy of one task."""
+    import attrs
+
+    t = _task_state(run, task)
+    return {
+        "id": t.id,
+        "state": t.state,
+        "reason": t.reason,
+        "exit_code": t.exit_code,
+        "duration_s": t.duration_s,
+        "attempts": [attrs.asdict(a) for a in t.attempts],
+        "verified": [{"command": v.command, "ok": v.ok, "exit_code": v.exit_code} for v in t.verified],
+        "hooks": [{"on": h.on, "decision": h.decision, "reason": h.reason} for h in t.hooks],
+        "violations": [
+            {"rule": v.rule, "argv": list(v.argv), "path": v.path, "live": v.live} for v in t.violations
+        ],
+        "limits": [{"limit": x.limit, "measured": x.measured, "allowed": x.allowed} for x in t.limits],
+    }
 
 
 @agents_app.command(help="A task's stdout and stderr, per attempt; -f follows the running attempt.")
@@ -519,7 +533,12 @@ def ps(as_json: JsonOption = False) -> None:
 def top(interval: Annotated[float, typer.Option("--interval", "-n")] = 1.0) -> None:
     from rich.live import Live
 
-    with Live(_ps_table(_running()), console=_console(), refresh_per_second=4) as live:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        Live(  # Ctrl-C is how top is meant to end
+            _ps_table(_running()), console=_console(), refresh_per_second=4
+        ) as live,
+    ):
         while True:
             time.sleep(max(interval, 0.2))
             live.update(_ps_table(_running()))
@@ -531,13 +550,19 @@ def kill(
     all_: Annotated[bool, typer.Option("--all", help="Every running task.")] = False,
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL.")] = 2.0,
 ) -> None:
+    if task is None and not all_:
+        fail("name a TASK or pass --all", 2)
+    for r in kill_tasks(task, grace):
+        print(f"killed {r['task']} (pid {r['pid']}, session {r['session']})")
+
+
+def kill_tasks(task: str | None, grace: float = 2.0) -> list[dict[str, Any]]:
+    """Kill the process group of running task `task` (None: every running task); the rows killed."""
     import signal
 
     import psutil
 
-    if task is None and not all_:
-        fail("name a TASK or pass --all", 2)
-    rows = [r for r in _running() if all_ or r["task"] == task]
+    rows = [r for r in _running() if task is None or r["task"] == task]
     if not rows:
         fail(f"no running task {task!r}" if task else "no running tasks", EXIT_NOT_FOUND)
     for r in rows:
@@ -553,7 +578,58 @@ def kill(
                 os.killpg(r["pgid"], signal.SIGKILL)
         except psutil.Error:
             pass
-        print(f"killed {r['task']} (pid {r['pid']}, session {r['session']})")
+    return rows
+
+
+def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0) -> str:
+    """Start `capsule agents run PLAN` detached (its own session, no terminal); its session id.
+
+    The plan is checked here first, so a missing or broken plan fails at once with its one line."""
+    import subprocess
+
+    from stages.reader import glance
+    from stages.store import session_dirs
+
+    _load_plan(plan_file, None, parallel)
+    home = _home()
+    (home / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv = [sys.executable, "-m", "capsule", "agents", "run", str(plan_file.resolve())]
+    if parallel is not None:
+        argv += ["--parallel", str(parallel)]
+    err_path = home / "spool" / f"agents-{os.getpid()}-{time.monotonic_ns()}.log"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "CAPSULE_PLAIN": "1"},
+        )
+    _spawned.append(proc)
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            for path in session_dirs(home)[:20]:
+                header = glance(path).header
+                if header is not None and header.session_kind == "agents" and header.recorder_pid == proc.pid:
+                    return path.name
+            if proc.poll() is not None and proc.returncode != 0:
+                lines = err_path.read_text(errors="replace").strip().splitlines()
+                fail(f"the scheduler exited with {proc.returncode}: {lines[-1] if lines else 'no output'}", 5)
+            time.sleep(0.02)
+    finally:
+        err_path.unlink(missing_ok=True)  # the scheduler keeps its open file; nobody reads it later
+    raise CliError(f"the scheduler (pid {proc.pid}) did not open a session within {wait_s:g}s", 5)
+
+
+_spawned: list[Any] = []  # schedulers started by a long-lived caller (the MCP server): reaped by reap()
+
+
+def reap() -> None:
+    """Collect exited schedulers this process started, so none lingers as a zombie."""
+    _spawned[:] = [p for p in _spawned if p.poll() is None]
 
 
 def report_agents(session_dir: Path, as_json: bool) -> None:

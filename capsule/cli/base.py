@@ -6,6 +6,7 @@ start fast. Errors are one line on stderr and a documented exit code (see `EXIT 
     0  success                    3  no such session (or an ambiguous prefix)
     1  a check failed             4  unreadable input: malformed log/session/rules, newer format
     2  usage error                5  recording cannot work here: strace missing, ptrace denied, home unwritable
+                                  6  an export was not delivered: -o not writable, collector refused
     `capsule run` exits with the command's own code (128+N for signal N), 125 if recording failed,
     126 if the command is not executable, 127 if it was not found.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,7 +42,7 @@ EnvOption = Annotated[Path | None, typer.Option("--env", "-e", help="The project
 
 
 def _config_file(path: Path) -> Path:
-    from capsule.env.config import CONFIG_NAMES
+    from capsule.env import CONFIG_NAMES
 
     if path.is_file():
         return path.resolve()
@@ -180,6 +181,61 @@ def _print_status(data: dict[str, Any]) -> None:
     console.print(table)
 
 
+def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | None = None) -> EnvSession:
+    """The live environment of `path`, started under a detached supervisor if it is not up.
+
+    What dead supervisors of the same config left running is stopped first (each line to `note`).
+    Fails (CliError) if the supervisor does not start or not every process is up within `timeout`."""
+    import os
+    import subprocess
+
+    config = _config_file(path)
+    _load(config)
+    env = _live(config)
+    if env is not None:
+        return env
+    for line in _cleanup_dead(str(config)):
+        if note is not None:
+            note(line)
+    home = _home()
+    (home / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
+    read, write = os.pipe()
+    err_path = home / "spool" / f"supervise-{os.getpid()}-{write}.log"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.supervise", str(config), "--notify-fd", str(write)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            pass_fds=(write,),
+            start_new_session=True,
+            close_fds=True,
+        )
+    _spawned.append(proc)
+    os.close(write)
+    outcome = _read_notify(read, timeout)
+    os.close(read)
+    if "session" not in outcome:
+        proc.poll()
+        detail = err_path.read_text(errors="replace").strip().splitlines()
+        err_path.unlink(missing_ok=True)
+        fail(f"the supervisor did not start: {detail[-1] if detail else 'no output'}", EXIT_ENVIRONMENT)
+    err_path.unlink(missing_ok=True)
+    env = _live(config) or _latest_env(config)
+    assert env is not None
+    if "up" not in outcome:
+        fail(f"{env.state.project}: not every process was up after {timeout:g}s", EXIT_CHECK_FAILED)
+    return env
+
+
+_spawned: list[Any] = []  # supervisors started by a long-lived caller (the MCP server): reaped by reap()
+
+
+def reap() -> None:
+    """Collect exited supervisors this process started, so none lingers as a zombie."""
+    _spawned[:] = [p for p in _spawned if p.poll() is None]
+
+
 @env_app.command(help="Start the project's processes under a supervisor (detached unless --foreground).")
 def up(
     path: PathArg = Path("."),
@@ -187,46 +243,16 @@ def up(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for every process.")] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
-    import os
-    import subprocess
-
-    config = _config_file(path)
-    _load(config)
-    env = _live(config)
-    if env is None:
-        for line in _cleanup_dead(str(config)):
-            print(f"capsule: {line}", file=sys.stderr)
-        if foreground:
+    if foreground:
+        config = _config_file(path)
+        _load(config)
+        if _live(config) is None:
+            for line in _cleanup_dead(str(config)):
+                print(f"capsule: {line}", file=sys.stderr)
             from stages.supervise import main as supervise
 
             raise typer.Exit(supervise([str(config), "--foreground"]))
-        home = _home()
-        (home / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
-        read, write = os.pipe()
-        err_path = home / "spool" / f"supervise-{os.getpid()}.log"
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "stages.supervise", str(config), "--notify-fd", str(write)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                pass_fds=(write,),
-                start_new_session=True,
-                close_fds=True,
-            )
-        os.close(write)
-        outcome = _read_notify(read, timeout)
-        os.close(read)
-        if "session" not in outcome:
-            proc.poll()
-            detail = err_path.read_text(errors="replace").strip().splitlines()
-            err_path.unlink(missing_ok=True)
-            fail(f"the supervisor did not start: {detail[-1] if detail else 'no output'}", EXIT_ENVIRONMENT)
-        err_path.unlink(missing_ok=True)
-        env = _live(config) or _latest_env(config)
-        assert env is not None
-        if "up" not in outcome:
-            fail(f"{env.state.project}: not every process was up after {timeout:g}s", EXIT_CHECK_FAILED)
+    env = activate(path, timeout, note=lambda line: print(f"capsule: {line}", file=sys.stderr))
     data = status_dict(env)
     if as_json:
         _print_json(data)
@@ -260,12 +286,13 @@ def _read_notify(fd: int, timeout: float) -> dict[str, str]:
     return got
 
 
-@env_app.command(help="Stop every process (reverse dependency order), grandchildren included.")
-def down(path: PathArg = Path(".")) -> None:
+def deactivate(path: Path) -> list[str]:
+    """Bring the environment of `path` down (and what dead supervisors left); say what was done."""
     from stages.envproc import ControlError, control, process_if
 
     config = _config_file(path)
     env = _live(config)
+    done = []
     if env is not None:
         try:
             control(env.path, "down")
@@ -276,22 +303,30 @@ def down(path: PathArg = Path(".")) -> None:
             process_if(env.header.recorder_pid, env.header.recorder_started) and time.monotonic() < deadline
         ):
             time.sleep(0.02)
-        print(f"capsule: {env.state.project}: down")
-    cleaned = _cleanup_dead(str(config))
-    for line in cleaned:
+        done.append(f"{env.state.project}: down")
+    done += _cleanup_dead(str(config))
+    return done or ["nothing running"]
+
+
+@env_app.command(help="Stop every process (reverse dependency order), grandchildren included.")
+def down(path: PathArg = Path(".")) -> None:
+    for line in deactivate(path):
         print(f"capsule: {line}")
-    if env is None and not cleaned:
-        print("capsule: nothing running")
 
 
-@env_app.command(help="Per process: state, pid, uptime, restarts, last exit, health, CPU %, RSS.")
-def status(path: PathArg = Path("."), as_json: JsonOption = False) -> None:
+def environment_status(path: Path) -> dict[str, Any]:
+    """`env status --json` of the latest environment of `path`; counts as interaction."""
     config = _config_file(path)
     env = _latest_env(config)
     if env is None:
         fail(f"no environment for {config} yet; start one with `capsule env up`", EXIT_NOT_FOUND)
     _touch(env)
-    data = status_dict(env)
+    return status_dict(env)
+
+
+@env_app.command(help="Per process: state, pid, uptime, restarts, last exit, health, CPU %, RSS.")
+def status(path: PathArg = Path("."), as_json: JsonOption = False) -> None:
+    data = environment_status(path)
     if as_json:
         _print_json(data)
     else:
@@ -300,6 +335,22 @@ def status(path: PathArg = Path("."), as_json: JsonOption = False) -> None:
 
 @env_app.command("ls", help="Every environment on this machine and its state.")
 def ls(as_json: JsonOption = False) -> None:
+    rows = env_rows()
+    if as_json:
+        _print_json({"environments": rows})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("session", "project", "state", "processes", "config"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["session"], r["project"] or "", r["state"], str(r["processes"]), r["config"] or "")
+    _console().print(table)
+
+
+def env_rows() -> list[dict[str, Any]]:
+    """`env ls --json`'s rows: every environment on this machine, newest first."""
     from stages.envproc import env_sessions
 
     rows: list[dict[str, Any]] = []
@@ -317,17 +368,7 @@ def ls(as_json: JsonOption = False) -> None:
                 "started": env.header.ts,
             }
         )
-    if as_json:
-        _print_json({"environments": rows})
-        return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("session", "project", "state", "processes", "config"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["session"], r["project"] or "", r["state"], str(r["processes"]), r["config"] or "")
-    _console().print(table)
+    return rows
 
 
 def _env_with(name: str, env_path: Path | None) -> EnvSession:
@@ -348,6 +389,11 @@ def _env_with(name: str, env_path: Path | None) -> EnvSession:
 
 
 def _control_one(op: str, name: str, env_path: Path | None) -> None:
+    print(f"capsule: {control_process(op, name, env_path)}")
+
+
+def control_process(op: str, name: str, env_path: Path | None) -> str:
+    """start, stop or restart one process of a running environment; returns what was done."""
     from stages.envproc import ControlError, control
 
     env = _env_with(name, env_path)
@@ -361,7 +407,7 @@ def _control_one(op: str, name: str, env_path: Path | None) -> None:
         fail(str(reply.get("error")), EXIT_NOT_FOUND)
     if op != "stop" and not reply.get("up"):
         fail(f"{name} did not come up (see `capsule logs {name}`)", EXIT_CHECK_FAILED)
-    print(f"capsule: {env.state.project}/{name}: {op} done")
+    return f"{env.state.project}/{name}: {op} done"
 
 
 @app.command(help="Start a stopped process of a running environment.")
@@ -379,17 +425,12 @@ def restart(name: str, env: EnvOption = None) -> None:
     _control_one("restart", name, env)
 
 
-@app.command(help="A process's stdout and stderr, with timestamps and stream.")
-def logs(
-    name: str,
-    env: EnvOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 50,
-) -> None:
+def read_logs(name: str, env_path: Path | None, lines: int) -> tuple[Path, list[bytes]]:
+    """The last `lines` lines of a process's log (and the log's path); counts as interaction."""
     from stages.envproc import env_sessions
 
-    if env is not None:
-        found = _latest_env(_config_file(env))
+    if env_path is not None:
+        found = _latest_env(_config_file(env_path))
     else:
         found = next((e for e in env_sessions(_home()) if name in e.state.processes), None)
     if found is None or name not in found.state.processes:
@@ -398,7 +439,17 @@ def logs(
     log = found.path / "logs" / f"{name}.log"
     old = log.with_name(log.name + ".1")
     data = (old.read_bytes() if old.is_file() else b"") + (log.read_bytes() if log.is_file() else b"")
-    tail = data.splitlines(keepends=True)[-lines:] if lines > 0 else []
+    return log, data.splitlines(keepends=True)[-lines:] if lines > 0 else []
+
+
+@app.command(help="A process's stdout and stderr, with timestamps and stream.")
+def logs(
+    name: str,
+    env: EnvOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 50,
+) -> None:
+    log, tail = read_logs(name, env, lines)
     out = sys.stdout.buffer
     out.write(b"".join(tail))
     out.flush()
@@ -420,20 +471,7 @@ def logs(
 
 @app.command(help="Every managed process of every environment.")
 def ps(as_json: JsonOption = False) -> None:
-    from stages.envproc import open_envs
-
-    rows = []
-    for env in open_envs(_home()):
-        data = status_dict(env)
-        for p in data["processes"]:
-            rows.append(  # noqa: PERF401 (one dict per row reads better than a nested comprehension)
-                {
-                    "project": data["project"],
-                    "session": data["session"],
-                    "supervisor_alive": env.supervisor_alive,
-                    **p,
-                }
-            )
+    rows = ps_rows()
     if as_json:
         _print_json({"processes": rows})
         return
@@ -452,6 +490,25 @@ def ps(as_json: JsonOption = False) -> None:
             f"{r['rss'] / 2**20:.1f}M" if r["rss"] is not None else "",
         )
     _console().print(table)
+
+
+def ps_rows() -> list[dict[str, Any]]:
+    """`ps --json`'s rows: every managed process of every open environment."""
+    from stages.envproc import open_envs
+
+    rows = []
+    for env in open_envs(_home()):
+        data = status_dict(env)
+        for p in data["processes"]:
+            rows.append(  # noqa: PERF401 (one dict per row reads better than a nested comprehension)
+                {
+                    "project": data["project"],
+                    "session": data["session"],
+                    "supervisor_alive": env.supervisor_alive,
+                    **p,
+                }
+            )
+    return rows
 
 
 @app.command(

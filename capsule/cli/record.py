@@ -124,11 +124,28 @@ def report(
     session: SessionArg = "latest",
     as_json: JsonOption = False,
     full: Annotated[bool, typer.Option("--full", help="Show every process; do not collapse.")] = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Write a self-contained HTML report (timeline, tree, tables) to FILE, mode 0600.",
+        ),
+    ] = None,
 ) -> None:
     from capsule.fold.session import paused_gc
     from capsule.report import render, report_parts
 
+    if html_file is not None and as_json:
+        fail("--html and --json: choose one", 2)
     session_dir = _resolve(session)
+    if html_file is not None:
+        if _is_agents(session_dir):
+            fail("--html reports run sessions; report a task's run session (capsule ls --all)", 2)
+        with paused_gc():
+            state, warnings = _load_state(session_dir, _rules())
+        _write_html(html_file, state, warnings)
+        return
     if _is_agents(session_dir):
         from capsule.cli.agents import report_agents
 
@@ -149,6 +166,25 @@ def report(
         console.print(f"warning: {warning}", style="yellow", markup=False)
 
 
+def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
+    """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
+    from capsule.report.html import render_html
+
+    data = render_html(state, warnings=warnings).encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already exists
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_BAD_INPUT)
+    print(path)
+
+
 def _is_agents(session_dir: Path) -> bool:
     from stages.reader import glance
 
@@ -156,15 +192,8 @@ def _is_agents(session_dir: Path) -> bool:
     return header is not None and header.session_kind == "agents"
 
 
-@app.command(name="ls", help="List recorded sessions, newest first.")
-def list_sessions(
-    as_json: JsonOption = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N sessions.")] = 20,
-    show_all: Annotated[
-        bool,
-        typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),
-    ] = False,
-) -> None:
+def session_rows(limit: int = 20, show_all: bool = False) -> list[dict[str, Any]]:
+    """`capsule ls --json`: one row per session, newest first (child run sessions only with `show_all`)."""
     from stages.reader import glance, recorder_alive
     from stages.store import session_dirs
 
@@ -196,6 +225,19 @@ def list_sessions(
                 "status": status,
             }
         )
+    return rows
+
+
+@app.command(name="ls", help="List recorded sessions, newest first.")
+def list_sessions(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N sessions.")] = 20,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),
+    ] = False,
+) -> None:
+    rows = session_rows(limit, show_all)
     if as_json:
         _print_json(rows)
         return
@@ -269,13 +311,13 @@ def replay(
     from capsule.report import render
     from stages.derive import from_trace, rederive
     from stages.reader import glance, iter_events
-    from stages.store import TRACE
+    from stages.store import TRACE, session_file
 
     session_dir = _resolve(session)
     header = glance(session_dir).header
     if header is None:
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
-    if not (session_dir / TRACE).is_file():
+    if session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
     derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
     recorded = from_trace(list(iter_events(session_dir)))

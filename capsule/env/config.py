@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-CONFIG_NAMES = ("capsule.toml", ".runcept.toml")
+from capsule.env import CONFIG_NAMES as CONFIG_NAMES  # re-exported: callers know it from here
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -9,11 +9,13 @@ import math
 
 import pytest
 
-from tests.bench import cli, fork, report, startup
+from tests.bench import cli, env, exports, fork, html, report, startup
 
 
 @pytest.mark.strace
-@pytest.mark.parametrize("bench", [startup, cli, fork, report], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize(
+    "bench", [startup, cli, fork, report, exports, env, html], ids=lambda m: m.__name__.rsplit(".", 1)[-1]
+)
 def test_quick_benchmark_yields_figures(bench) -> None:
     result = bench.run(quick=True)
     assert result["rows"]

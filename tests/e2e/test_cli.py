@@ -217,7 +217,7 @@ def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
     """--help works and names each command."""
     done = capsule("--help")
     assert done.returncode == 0
-    for command in ("run", "report", "ls", "import", "replay", "doctor"):
+    for command in ("run", "report", "ls", "import", "replay", "doctor", "export", "prune", "archive"):
         assert command in done.stdout
 
 

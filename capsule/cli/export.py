@@ -1,0 +1,142 @@
+"""`capsule export`: a session for the tools people already use — Perfetto, OpenTelemetry, DuckDB.
+
+The renderers are pure (`capsule.report.perfetto`, `capsule.report.otlp`); this module loads and folds
+the session, writes the result to stdout or `-o FILE` (atomically: a temporary name, then a rename), and
+for `--endpoint` POSTs the OTLP/JSON to a collector's `/v1/traces`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+
+from capsule.cli.base import SessionArg, _resolve, _rules, app, fail
+
+# The export could not be delivered: -o is not writable, or the collector is unreachable or refused it.
+EXIT_OUTPUT = 6
+POST_TIMEOUT_S = 30.0
+
+
+class Format(StrEnum):
+    perfetto = "perfetto"
+    otlp = "otlp"
+    jsonl = "jsonl"
+
+
+@app.command(
+    help="Export a session: Perfetto trace JSON, OpenTelemetry (OTLP/JSON), or its raw JSONL events."
+)
+def export(
+    session: SessionArg = "latest",
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", case_sensitive=False, help="perfetto, otlp or jsonl."),
+    ] = Format.perfetto,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="POST the OTLP/JSON to this collector (http://host:4318 → …/v1/traces); otlp only.",
+        ),
+    ] = None,
+) -> None:
+    if endpoint is not None and fmt is not Format.otlp:
+        fail("--endpoint needs --format otlp", 2)
+    session_dir = _resolve(session)
+    if fmt is Format.jsonl:
+        _write(output, lambda out: _copy_events(session_dir, out))
+        return
+    import orjson
+
+    from capsule.cli.record import _load_state
+    from capsule.fold.session import paused_gc
+
+    with paused_gc():
+        state, warnings = _load_state(session_dir, _rules())
+        if fmt is Format.perfetto:
+            from capsule.report.perfetto import trace_events
+
+            body = orjson.dumps(trace_events(state), option=orjson.OPT_APPEND_NEWLINE)
+        else:
+            from capsule import __version__
+            from capsule.report.otlp import export_request
+
+            body = orjson.dumps(export_request(state, __version__), option=orjson.OPT_APPEND_NEWLINE)
+    for warning in warnings:
+        print(f"capsule: warning: {warning}", file=sys.stderr)
+    if endpoint is not None:
+        _post(endpoint, body)
+        if output is not None:
+            _write(output, lambda out: out.write(body))
+        return
+    _write(output, lambda out: out.write(body))
+
+
+def _copy_events(session_dir: Path, out: BinaryIO) -> None:
+    """The events file as it is stored (decompressed), minus a torn last line a JSONL reader would choke on."""
+    from stages.store import EVENTS, open_session_file
+
+    with open_session_file(session_dir, EVENTS) as file:
+        held = b""
+        while data := file.read(1 << 20):
+            data = held + data
+            cut = data.rfind(b"\n") + 1
+            out.write(data[:cut])
+            held = data[cut:]
+    if held.strip():
+        print("capsule: warning: the last line is torn; it was left out", file=sys.stderr)
+
+
+def _write(output: Path | None, produce: Callable[[BinaryIO], object]) -> None:
+    if output is None or str(output) == "-":
+        produce(sys.stdout.buffer)
+        sys.stdout.flush()
+        return
+    temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as out:
+            produce(out)
+        os.replace(temp, output)
+    except OSError as exc:
+        if temp.parent.is_dir():
+            temp.unlink(missing_ok=True)
+        fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
+
+
+def _traces_url(endpoint: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        fail(f"bad --endpoint {endpoint!r}: give an http(s) URL, e.g. http://localhost:4318", 2)
+    # The OTLP/HTTP convention: a base URL gets /v1/traces appended; a URL with a path is used as is.
+    path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _post(endpoint: str, body: bytes) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = _traces_url(endpoint)
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked to be http or https)
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=POST_TIMEOUT_S) as response:  # noqa: S310
+            response.read()
+    except urllib.error.HTTPError as exc:
+        fail(f"collector {url} refused the export: HTTP {exc.code} {exc.reason}", EXIT_OUTPUT)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(f"cannot reach collector {url}: {reason}", EXIT_OUTPUT)
+    print(f"capsule: exported to {url}", file=sys.stderr)

@@ -1,0 +1,171 @@
+"""A folded session as a Chrome/Perfetto trace (the trace-event JSON object format), for ui.perfetto.dev.
+
+One track per process: its trace pid and tid are the process's pid (a reused pid gets a fresh number,
+or two processes would share a track; the real pid stays in `args`), named by `process_name` /
+`thread_name` metadata (`pid argv…`) and ordered parent-before-children with `process_sort_index`. On
+the track, a complete (`X`) slice spans the process's life, and thread-scoped instant (`i`) events mark
+signals delivered to it and how it failed (exit code, killing signal, exec that never succeeded).
+
+Timestamps are microseconds since the session started (`otherData.started` holds that epoch time); a
+process whose end was never seen runs to the session's last event and says so in `args.end`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capsule.fold.agents import tool_name
+from capsule.fold.process_tree import ProcessNode
+from capsule.fold.session import SessionState, paused_gc
+
+# A synthetic track number for a reused pid: above the kernel's pid_max (4,194,304 at most).
+REUSED_PID_BASE = 1 << 23
+SHOWN_ARGV = 200  # characters of argv in a track name; the full argv is in the slice's args
+
+
+def _us(ts: float, origin: float) -> float:
+    return round((ts - origin) * 1e6, 3)
+
+
+def _name(node: ProcessNode) -> str:
+    argv = node.display_argv
+    return tool_name(node) if argv else f"pid {node.pid}"
+
+
+def _track_title(node: ProcessNode) -> str:
+    argv = node.display_argv
+    text = " ".join(argv) if argv else "(no exec)"
+    return text if len(text) <= SHOWN_ARGV else text[: SHOWN_ARGV - 1] + "…"
+
+
+def tree_order(state: SessionState) -> list[ProcessNode]:
+    """Every process, depth first from each root in order of appearance (parents before children)."""
+    tree = state.tree
+    out: list[ProcessNode] = []
+    seen: set[int] = set()
+    roots = [n.key for n in tree.nodes if n.parent is None]
+    stack = list(reversed(roots))
+    while stack:
+        key = stack.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        node = tree.nodes[key]
+        out.append(node)
+        stack.extend(reversed(node.children))
+    # A node whose parent link never led back to a root (should not happen) still gets a track.
+    out.extend(n for n in tree.nodes if n.key not in seen)
+    return out
+
+
+def _failure(node: ProcessNode) -> str | None:
+    if node.signal is not None:
+        return f"killed by {node.signal}" + (" (core dumped)" if node.core_dumped else "")
+    if node.exit_code not in (None, 0):
+        return f"exit {node.exit_code}"
+    if node.exec_failed:
+        last = node.execs[-1]
+        return f"exec failed: {last.errno or 'error'}"
+    return None
+
+
+def trace_events(state: SessionState) -> dict[str, Any]:
+    """The whole trace as a JSON-able dict: {"traceEvents": [...], "displayTimeUnit", "otherData"}."""
+    with paused_gc():
+        return _trace_events(state)
+
+
+def _trace_events(state: SessionState) -> dict[str, Any]:
+    header = state.header
+    origin = state.started if state.started is not None else 0.0
+    last = state.last_ts if state.last_ts is not None else origin
+    if state.ended is not None:
+        last = max(last, state.ended.ts)
+    events: list[dict[str, Any]] = []
+    used: set[int] = set()
+    for index, node in enumerate(tree_order(state)):
+        tid = node.pid if node.pid not in used else REUSED_PID_BASE + node.key
+        used.add(tid)
+        title = f"{node.pid} {_track_title(node)}"
+        events.append(
+            {"ph": "M", "name": "process_name", "pid": tid, "tid": tid, "ts": 0, "args": {"name": title}}
+        )
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_sort_index",
+                "pid": tid,
+                "tid": tid,
+                "ts": 0,
+                "args": {"sort_index": index},
+            }
+        )
+        events.append(
+            {"ph": "M", "name": "thread_name", "pid": tid, "tid": tid, "ts": 0, "args": {"name": title}}
+        )
+        start = _us(node.start, origin)
+        end = node.end if node.end is not None else max(last, node.start)
+        c = node.classification
+        failure = _failure(node)
+        events.append(
+            {
+                "ph": "X",
+                "name": _name(node),
+                "cat": c.label,
+                "pid": tid,
+                "tid": tid,
+                "ts": start,
+                "dur": max(0.0, round(_us(end, origin) - start, 3)),
+                "args": {
+                    "pid": node.pid,
+                    "ppid": node.ppid,
+                    "argv": list(node.display_argv or ()),
+                    "exe": node.exe,
+                    "label": c.label,
+                    "workflow": c.workflow,
+                    "agent": c.agent,
+                    "exit_code": node.exit_code,
+                    "signal": node.signal,
+                    "end": "seen" if node.end is not None else "unknown (still running at session end)",
+                    **({"failure": failure} if failure is not None else {}),
+                },
+            }
+        )
+        for ts, sig in node.signals:
+            events.append(
+                {
+                    "ph": "i",
+                    "s": "t",
+                    "name": sig,
+                    "cat": "signal",
+                    "pid": tid,
+                    "tid": tid,
+                    "ts": _us(ts, origin),
+                    "args": {"signal": sig},
+                }
+            )
+        if failure is not None:
+            events.append(
+                {
+                    "ph": "i",
+                    "s": "t",
+                    "name": failure,
+                    "cat": "failure",
+                    "pid": tid,
+                    "tid": tid,
+                    "ts": _us(end, origin),
+                    "args": {"exit_code": node.exit_code, "signal": node.signal},
+                }
+            )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "producer": "capsule",
+            "session": header.session_id if header is not None else None,
+            "argv": " ".join(header.argv) if header is not None else None,
+            "host": header.host if header is not None else None,
+            "started": origin,
+            "status": state.status,
+        },
+    }

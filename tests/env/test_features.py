@@ -1,0 +1,333 @@
+"""Environments, the rest of the spec: traced processes, per-process start errors, logs, env files, two
+environments at once. Real processes under a real detached supervisor, loopback only."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from tests.conftest import CapsuleRunner
+from tests.env.test_supervise import PY, free_port, status, wait_for, write
+
+LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (stdout|stderr|capsule) .*$")
+
+
+@pytest.fixture
+def roots(tmp_path: Path, capsule: CapsuleRunner) -> Iterator[tuple[Path, Path]]:
+    """Two project directories; every environment started from them is brought down afterwards."""
+    pair = (tmp_path / "one", tmp_path / "two")
+    for root in pair:
+        root.mkdir()
+    yield pair
+    capsule("kill-all", timeout=60)
+
+
+def proc_of(data: dict, name: str) -> dict:
+    return next(p for p in data["processes"] if p["name"] == name)
+
+
+def session_events(home: Path, session: str) -> list[dict]:
+    return [
+        orjson.loads(line) for line in (home / "runs" / session / "events.jsonl").read_bytes().splitlines()
+    ]
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def gone(procs: list[psutil.Process]) -> bool:
+    psutil.wait_procs(procs, timeout=5)
+    return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs)
+
+
+def test_traced_process_records_a_child_run_session(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """trace = true: the service runs under `capsule run --parent`; its tree is in that run session."""
+    root = roots[0]
+    port = free_port()
+    write(
+        root,
+        f"""
+[project]
+name = "tr"
+[[process]]
+name = "web"
+command = "sh -c 'ls / >/dev/null; exec {PY} -m http.server {port} --bind 127.0.0.1'"
+health_check = "http://127.0.0.1:{port}/"
+health_check_interval = "200ms"
+trace = true
+""",
+    )
+    done = capsule("env", "up", str(root))
+    assert done.returncode == 0, done.stderr
+    data = status(capsule, root)
+    web = proc_of(data, "web")
+    assert web["state"] == "ready"
+    run_id = web["trace_session"]
+    assert run_id
+    started = next(e for e in session_events(capsule_home, data["session"]) if e["kind"] == "svc.started")
+    assert started["trace_session"] == run_id
+    header = session_events(capsule_home, run_id)[0]
+    assert header["session_kind"] == "run"
+    assert header["parent"] == data["session"]
+    assert header["name"] == "tr.web"
+    procs = tree(web["pid"])
+
+    def execs() -> list[list[str]]:
+        evs = session_events(capsule_home, run_id)
+        return [e["argv"] for e in evs if e["kind"] == "proc.exec" and e.get("errno") is None]
+
+    # the writer flushes at least every second
+    wait_for(lambda: any("http.server" in argv for argv in execs()), timeout=5)
+    argvs = execs()
+    assert any(argv[0] == "ls" for argv in argvs)
+    assert any(argv[:1] == ["sh"] for argv in argvs)
+    done = capsule("env", "down", str(root))
+    assert done.returncode == 0, done.stderr
+    assert gone(procs)
+    wait_for(lambda: session_events(capsule_home, run_id)[-1]["kind"] == "session.ended", timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+def test_port_in_use_and_missing_working_dir_are_per_process_errors(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """A taken port and a missing working_dir: a clear error in status and logs; the rest stays ready."""
+    root = roots[0]
+    taken, taken2, ok = free_port(), free_port(), free_port()
+    holders = []
+    for port in (taken, taken2):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        holders.append(holder)
+    try:
+        write(
+            root,
+            f"""
+[[process]]
+name = "good"
+command = "{PY} -m http.server {ok} --bind 127.0.0.1"
+health_check = "http://127.0.0.1:{ok}/"
+health_check_interval = "200ms"
+[[process]]
+name = "clash"
+command = "{PY} -m http.server {taken} --bind 127.0.0.1"
+health_check = "http://127.0.0.1:{taken}/"
+[[process]]
+name = "clash-unchecked"
+command = "{PY} -m http.server {taken2} --bind 127.0.0.1"
+backoff = "50ms"
+max_restarts = 2
+[[process]]
+name = "nowhere"
+command = "sleep 300"
+working_dir = "no/such/dir"
+""",
+        )
+        done = capsule("env", "up", str(root))
+        assert done.returncode == 1
+        assert "clash" in done.stderr
+        assert "nowhere" in done.stderr
+        wait_for(lambda: proc_of(status(capsule, root), "clash-unchecked")["state"] == "gave_up")
+        data = status(capsule, root)
+        assert proc_of(data, "good")["state"] == "ready"
+        clash = proc_of(data, "clash")
+        assert clash["state"] == "gave_up"
+        assert f"port {taken} already in use" in clash["error"]
+        # without a health check the port is unknown: the error carries the process's own last words
+        unchecked = proc_of(data, "clash-unchecked")
+        assert "Address already in use" in unchecked["error"]
+        nowhere = proc_of(data, "nowhere")
+        assert nowhere["state"] == "gave_up"
+        assert "working_dir 'no/such/dir': no such directory" in nowhere["error"]
+        for name, text in (("clash", "already in use"), ("nowhere", "no such directory")):
+            log = capsule("logs", name, "-n", "5")
+            assert log.returncode == 0, log.stderr
+            assert f" capsule error: {'port' if name == 'clash' else 'working_dir'}" in log.stdout
+            assert text in log.stdout
+        assert "Address already in use" in capsule("logs", "clash-unchecked", "-n", "20").stdout
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+TICKER = """
+import sys, time
+for i in range(400):
+    print(f"out {i:04d} " + "x" * 40, flush=True)
+    print(f"err {i:04d}", file=sys.stderr, flush=True)
+i = 0
+while True:
+    i += 1
+    print(f"tick {i}", flush=True)
+    print(f"tock {i}", file=sys.stderr, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_logs_rotate_tail_and_follow(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """Logs rotate by size; `logs -n` prints timestamp, stream, text; `logs -f` follows new lines."""
+    root = roots[0]
+    (root / "ticker.py").write_text(TICKER)
+    write(root, f'[project]\nlog_max_bytes = 4000\n[[process]]\nname = "tick"\ncommand = "{PY} ticker.py"\n')
+    assert capsule("env", "up", str(root)).returncode == 0
+    session = status(capsule, root)["session"]
+    logs = capsule_home / "runs" / session / "logs"
+    wait_for(lambda: b"tick 3" in (logs / "tick.log").read_bytes(), timeout=10)
+    old = logs / "tick.log.1"
+    assert old.is_file()
+    assert old.stat().st_size <= 4000
+    assert (logs / "tick.log").stat().st_size <= 4000
+    assert oct(old.stat().st_mode & 0o777) == "0o600"
+    done = capsule("logs", "tick", "-n", "4")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.encode().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        assert LOG_LINE.match(line), line
+    assert {line.split(b" ", 2)[1] for line in lines} == {b"stdout", b"stderr"}
+    assert any(line.split(b" ", 2)[2].startswith(b"tick ") for line in lines)
+    many = capsule("logs", "tick", "-n", "1000").stdout.encode().splitlines()
+    streams = {line.split(b" ", 2)[1] for line in many}
+    assert {b"stdout", b"stderr"} <= streams
+    assert all(LOG_LINE.match(line) for line in many)
+
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "capsule", "logs", "tick", "-f", "-n", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "CAPSULE_HOME": str(capsule_home)},
+    )
+    try:
+        assert follow.stdout is not None
+        got: list[bytes] = []
+        buf = b""
+        sel = selectors.DefaultSelector()
+        sel.register(follow.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 10
+        while len(got) < 10 and time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                chunk = os.read(follow.stdout.fileno(), 65536)
+                assert chunk, "logs -f exited"
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                got += complete
+        sel.close()
+    finally:
+        follow.terminate()
+        follow.wait(timeout=5)
+        if follow.stdout is not None:
+            follow.stdout.close()
+    assert len(got) >= 10
+    ticks = [int(line.rsplit(b" ", 1)[1]) for line in got if b" stdout tick " in line]
+    assert len(ticks) >= 5
+    assert ticks == sorted(ticks)
+    assert ticks[-1] > ticks[0]  # lines written after `-f` started arrived
+    assert all(LOG_LINE.match(line) for line in got)
+
+
+def test_env_files_shell_and_cmd_health_check(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """Project and process env files reach the process (process level wins, then `env`); shell = true; cmd: check."""
+    root = roots[0]
+    (root / "svc").mkdir()
+    (root / ".env").write_text("A=project\nB=project\n")
+    (root / "svc" / "web.env").write_text("# the process's own\nB=process\nC=process\n")
+    write(
+        root,
+        """
+[project]
+env_file = ".env"
+[[process]]
+name = "sh"
+shell = true
+working_dir = "svc"
+env_file = "web.env"
+env = { C = "inline" }
+command = "echo \\"A=$A B=$B C=$C\\" | tr a-z A-Z > seen.txt; sleep 0.3; touch ok; exec sleep 300"
+health_check = "cmd:test -f ok"
+health_check_interval = "100ms"
+""",
+    )
+    done = capsule("env", "up", str(root))
+    assert done.returncode == 0, done.stderr
+    data = status(capsule, root)
+    sh = proc_of(data, "sh")
+    assert sh["state"] == "ready"
+    assert sh["health"] == "ok"
+    assert (root / "svc" / "seen.txt").read_text() == "A=PROJECT B=PROCESS C=INLINE\n"
+    starting = next(e for e in session_events(capsule_home, data["session"]) if e["kind"] == "svc.starting")
+    assert starting["argv"][:2] == ["/bin/sh", "-c"]
+
+
+def test_two_environments_ls_ps_and_kill_all(roots: tuple[Path, Path], capsule: CapsuleRunner) -> None:
+    """`env ls --json` and `ps --json` list both environments; kill-all leaves no survivor."""
+    for i, root in enumerate(roots):
+        write(
+            root,
+            f'[project]\nname = "p{i}"\n[[process]]\nname = "a"\ncommand = "sh -c \'sleep 300 & sleep 300\'"\n'
+            '[[process]]\nname = "b"\ncommand = "sleep 300"\n',
+        )
+        done = capsule("env", "up", str(root))
+        assert done.returncode == 0, done.stderr
+    listed = orjson.loads(capsule("env", "ls", "--json").stdout)
+    envs = {e["project"]: e for e in listed["environments"]}
+    assert set(envs) == {"p0", "p1"}
+    for i, root in enumerate(roots):
+        e = envs[f"p{i}"]
+        assert set(e) >= {"session", "project", "config", "state", "supervisor", "processes", "started"}
+        assert e["state"] == "up"
+        assert e["config"] == str((root / "capsule.toml").resolve())
+        assert e["processes"] == 2
+        assert e["supervisor"]["alive"] is True
+        assert psutil.pid_exists(e["supervisor"]["pid"])
+    rows = orjson.loads(capsule("ps", "--json").stdout)["processes"]
+    assert sorted((r["project"], r["name"]) for r in rows) == [
+        ("p0", "a"),
+        ("p0", "b"),
+        ("p1", "a"),
+        ("p1", "b"),
+    ]
+    for r in rows:
+        assert set(r) >= {
+            "project",
+            "session",
+            "supervisor_alive",
+            "name",
+            "state",
+            "pid",
+            "restarts",
+            "health",
+        }
+        assert r["state"] == "running"
+        assert r["supervisor_alive"] is True
+        assert r["session"] == envs[r["project"]]["session"]
+    procs = [p for r in rows for p in tree(r["pid"])]
+    procs += [psutil.Process(e["supervisor"]["pid"]) for e in envs.values()]
+    assert len(procs) >= 8  # per environment: a (sh and two sleeps), b, the supervisor
+    done = capsule("kill-all", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert gone(procs)
+    after = orjson.loads(capsule("env", "ls", "--json").stdout)["environments"]
+    assert [e["state"] for e in after] == ["down", "down"]
+    assert orjson.loads(capsule("ps", "--json").stdout)["processes"] == []
