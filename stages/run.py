@@ -74,9 +74,12 @@ def _exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -
     return tracer_rc, None
 
 
-def _header(session_id: str, argv: tuple[str, ...], name: str | None, **fields: object) -> SessionStarted:
+def _header(
+    session_id: str, argv: tuple[str, ...], name: str | None, started: float, **fields: object
+) -> SessionStarted:
+    # `started` is taken before strace is spawned, so the header never postdates the trace's first line.
     return SessionStarted(
-        ts=time.time(),
+        ts=started,
         capsule_version=__version__,
         session_id=session_id,
         session_kind="run",
@@ -146,7 +149,15 @@ async def record_run(
             message = "command not found" if failure == "ENOENT" else "permission denied"
             writer.write(
                 [
-                    _header(session_id, shown_argv, name, trace_level=level, redacted=redact, parent=parent),
+                    _header(
+                        session_id,
+                        shown_argv,
+                        name,
+                        started,
+                        trace_level=level,
+                        redacted=redact,
+                        parent=parent,
+                    ),
                     ProcSpawnFailed(
                         ts=time.time(), path=shown_argv[0], argv=shown_argv, errno=failure, message=message
                     ),
@@ -176,6 +187,7 @@ async def record_run(
                         session_id,
                         shown_argv,
                         name,
+                        started,
                         tracer=tracer.path,
                         tracer_version=tracer.version,
                         tracer_flags=flags,

@@ -8,7 +8,7 @@ agent tasks). Heavy modules are imported inside the commands that need them.
 
 from __future__ import annotations
 
-from capsule.cli import agents, env, export, record, retention  # noqa: F401 (each registers its commands on `app`)
+from capsule.cli import agents, env, export, mcp, record, retention  # noqa: F401 (each registers its commands on `app`)
 from capsule.cli.base import app, main
 
 __all__ = ["app", "main"]

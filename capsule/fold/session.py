@@ -38,6 +38,7 @@ class SessionState:
     events: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
+    earliest_ts: float | None = None  # not always the first: trace lines can predate the header
     unparsed_lines: int = 0
     unparsed_samples: list[TraceUnparsed] = attrs.Factory(list)  # the first MAX_SAMPLES
     spawn_failures: list[ProcSpawnFailed] = attrs.Factory(list)
@@ -63,6 +64,15 @@ class SessionState:
     @property
     def started(self) -> float | None:
         return self.header.ts if self.header is not None else self.first_ts
+
+    @property
+    def timeline_start(self) -> float | None:
+        """The origin for timelines: the earliest moment anything in the session happened.
+
+        The header of `capsule run` is written just after strace starts, so the root's first trace line
+        can precede it; an imported log's trace predates its header by hours."""
+        candidates = [t for t in (self.started, self.earliest_ts) if t is not None]
+        return min(candidates) if candidates else None
 
     @property
     def duration(self) -> float | None:
@@ -113,9 +123,11 @@ class SessionState:
         ts = event.ts
         last = self.last_ts
         if last is None:
-            self.first_ts = self.last_ts = ts
+            self.first_ts = self.last_ts = self.earliest_ts = ts
         elif ts > last:
             self.last_ts = ts
+        elif self.earliest_ts is not None and ts < self.earliest_ts:
+            self.earliest_ts = ts
         tree_handler = TREE_HANDLERS.get(type(event))
         if tree_handler is not None:
             tree_handler(self.tree, event)

@@ -77,7 +77,7 @@ def trace_events(state: SessionState) -> dict[str, Any]:
 
 def _trace_events(state: SessionState) -> dict[str, Any]:
     header = state.header
-    origin = state.started if state.started is not None else 0.0
+    origin = state.timeline_start if state.timeline_start is not None else 0.0
     last = state.last_ts if state.last_ts is not None else origin
     if state.ended is not None:
         last = max(last, state.ended.ts)

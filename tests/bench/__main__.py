@@ -1,7 +1,7 @@
 """`just bench`: run every benchmark (or those named), print a table of figures and ratios, and write
 `.bench/results.json`. `--quick` (or CAPSULE_BENCH_QUICK=1) runs small versions, as a smoke test.
 
-    python -m tests.bench [--quick] [syscall fork startup import report exports html cli]
+    python -m tests.bench [--quick] [syscall fork startup import report exports html cli mcp]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "html": "tests.bench.html",
     "agents": "tests.bench.agents",
     "env": "tests.bench.env",
+    "mcp": "tests.bench.mcp",
 }
 
 

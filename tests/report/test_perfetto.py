@@ -117,3 +117,22 @@ def test_a_reused_pid_gets_its_own_track() -> None:
     assert [e["pid"] for e in slices][:2] == [10, 11]
     assert slices[2]["pid"] >= REUSED_PID_BASE
     assert slices[2]["args"]["pid"] == 11
+
+
+def test_trace_lines_before_the_header_never_give_negative_times() -> None:
+    """An imported log's trace predates its header: every ts is still >= 0, from the earliest moment."""
+    from capsule.events import ProcExec, ProcExited, ProcSpawned, SessionStarted
+    from capsule.fold import fold_session
+    from capsule.report.perfetto import trace_events
+
+    events = [
+        SessionStarted(ts=1000.0, capsule_version="0", session_id="x", session_kind="import"),
+        ProcSpawned(ts=10.0, pid=1, ppid=None, via="root"),
+        ProcExec(ts=10.0, pid=1, path="/bin/sh", argv=("sh",), ok=True),
+        ProcExited(ts=12.0, pid=1, exit_code=0),
+    ]
+    trace = trace_events(fold_session(events))
+    jsonschema.validate(trace, TRACE_SCHEMA)
+    (root,) = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert root["ts"] == 0
+    assert root["dur"] == 2_000_000
