@@ -15,7 +15,7 @@ export CAPSULE_HOME="$work/home"
 export PATH=/usr/local/bin:/usr/bin:/bin
 cd "$work"
 ulimit -c 0  # crashing children must not leave core files behind (and strace then says no "core dumped")
-gcc -O1 -pthread -o procs "$here/programs/procs.c"
+gcc -O1 -pthread -o procs "$here/../tests/data/traces/procs.c"  # the parser fixtures' program, shared
 gcc -O1 -pthread -o threads "$here/programs/threads.c"
 printf '#!/bin/sh\n# a shim, like a version manager'"'"'s: find the real program and exec it\nexec /bin/ls "$@"\n' >shim-ls
 chmod +x shim-ls

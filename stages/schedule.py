@@ -27,8 +27,7 @@ import psutil
 import trio
 
 from capsule import __version__
-from capsule.events import Event, ProcExec, SessionEnded, SessionStarted, kind_versions
-from capsule.events.process import FileOpened
+from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -48,7 +47,7 @@ from capsule.events.tasks import (
 )
 from capsule.fold.tasks import RunState
 from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
-from capsule.plan.policy import denied_command, protected_path
+from capsule.plan.policy import denied_command, live_violation
 from capsule.plan.spec import Hook, Plan, TaskSpec
 from stages.pipeline import run_pipeline
 from stages.record import SessionWriter
@@ -588,34 +587,10 @@ class Scheduler:
                     for event in batch:
                         if run.ending is not None:
                             break
-                        if isinstance(event, ProcExec) and event.ok:
-                            rule = denied_command(policy, event.argv)
-                            if rule is not None:
-                                self._end(run, "denied")
-                                self.emit(
-                                    PolicyViolated(
-                                        ts=event.ts,
-                                        task=task.id,
-                                        attempt=attempt,
-                                        rule=rule,
-                                        argv=event.argv,
-                                        pid=event.pid,
-                                        live=True,
-                                    )
-                                )
-                        elif isinstance(event, FileOpened) and (rule := protected_path(policy, event.path)):
+                        violation = live_violation(policy, event, task=task.id, attempt=attempt)
+                        if violation is not None:
                             self._end(run, "denied")
-                            self.emit(
-                                PolicyViolated(
-                                    ts=event.ts,
-                                    task=task.id,
-                                    attempt=attempt,
-                                    rule=rule,
-                                    path=event.path,
-                                    pid=event.pid,
-                                    live=True,
-                                )
-                            )
+                            self.emit(violation)
 
         trace_fd = open_private(trace_dir / TRACE)
         t0 = time.time()

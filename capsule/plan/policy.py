@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
+from capsule.events import Event, FileOpened, ProcExec
+from capsule.events.tasks import PolicyViolated
 from capsule.plan.spec import Policy
 
 
@@ -41,4 +43,22 @@ def protected_path(policy: Policy, path: str) -> str | None:
     for rule in policy.protect_paths:
         if fnmatchcase(path, rule) or fnmatchcase(path, "*/" + rule) or fnmatchcase(name, rule):
             return rule
+    return None
+
+
+def live_violation(policy: Policy, event: Event, *, task: str, attempt: int) -> PolicyViolated | None:
+    """The violation a traced task's event commits, if any: a successful exec of a denied command, or an
+    open of a protected path (file events exist only at trace level file or all)."""
+    if isinstance(event, ProcExec) and event.ok:
+        rule = denied_command(policy, event.argv)
+        if rule is not None:
+            return PolicyViolated(
+                ts=event.ts, task=task, attempt=attempt, rule=rule, argv=event.argv, pid=event.pid, live=True
+            )
+    elif isinstance(event, FileOpened):
+        rule = protected_path(policy, event.path)
+        if rule is not None:
+            return PolicyViolated(
+                ts=event.ts, task=task, attempt=attempt, rule=rule, path=event.path, pid=event.pid, live=True
+            )
     return None

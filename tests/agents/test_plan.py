@@ -185,3 +185,29 @@ def test_fold_prefix_law(cut: int) -> None:
     for e in events[cut:]:
         state.apply(e)
     assert state == fold_run(events)
+
+
+def test_live_violation_from_traced_events() -> None:
+    """A traced exec of a denied command or an open of a protected path is a violation; others are not."""
+    from capsule.events import FileOpened, ProcExec
+    from capsule.plan.policy import live_violation
+    from capsule.plan.spec import Policy
+
+    policy = Policy(deny_commands=("sudo *",), protect_paths=(".env",))
+    sudo = ProcExec(ts=1.0, pid=7, path="/usr/bin/sudo", argv=("sudo", "ls"), ok=True)
+    found = live_violation(policy, sudo, task="t", attempt=2)
+    assert found is not None
+    assert (found.rule, found.argv, found.pid, found.attempt, found.live) == (
+        "sudo *",
+        ("sudo", "ls"),
+        7,
+        2,
+        True,
+    )
+    failed_exec = ProcExec(ts=1.0, pid=7, path="/usr/bin/sudo", argv=("sudo", "ls"), ok=False, errno="ENOENT")
+    assert live_violation(policy, failed_exec, task="t", attempt=1) is None
+    opened = FileOpened(ts=1.0, pid=8, path="/work/.env")
+    hit = live_violation(policy, opened, task="t", attempt=1)
+    assert hit is not None
+    assert hit.path == "/work/.env"
+    assert live_violation(policy, FileOpened(ts=1.0, pid=8, path="/work/a.txt"), task="t", attempt=1) is None
