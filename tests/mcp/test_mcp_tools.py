@@ -1,4 +1,4 @@
-"""Every MCP tool over stdio, through the SDK's real client against `capsule mcp` in a subprocess."""
+"""Every MCP tool through the SDK's real client, over stdio and over streamable HTTP."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.mcp.conftest import call, call_error, free_port, stdio_session
+from tests.mcp.conftest import TRANSPORTS, call, call_error, free_port, mcp_session
 
 pytestmark = [pytest.mark.strace, pytest.mark.slow]
 
 
-async def test_tools_are_listed_with_input_and_output_schemas(capsule_home: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_tools_are_listed_with_input_and_output_schemas(transport: str, capsule_home: Path) -> None:
     """All 17 tools are listed, each with a described input schema and an output schema."""
-    async with stdio_session(capsule_home) as session:
+    async with mcp_session(capsule_home, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == {
         "run_command", "list_sessions", "get_report", "get_process_tree",
@@ -34,10 +35,11 @@ async def test_tools_are_listed_with_input_and_output_schemas(capsule_home: Path
     assert props["timeout_s"]["description"]
 
 
-async def test_recording_tools(capsule_home: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_recording_tools(transport: str, capsule_home: Path) -> None:
     """run_command records a failing shell; list_sessions, get_report (json, text), get_process_tree see it;
     bad arguments come back as tool errors and the server keeps serving."""
-    async with stdio_session(capsule_home) as session:
+    async with mcp_session(capsule_home, transport) as session:
         run = await call(session, "run_command", command=["sh", "-c", "ls /; false"])
         assert run["exit_code"] == 1
         assert run["failed"] >= 1
@@ -81,7 +83,8 @@ async def test_recording_tools(capsule_home: Path) -> None:
         assert len((await call(session, "list_sessions"))["sessions"]) == 3
 
 
-async def test_environment_tools(capsule_home: Path, tmp_path: Path, cleanup: None) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_environment_tools(transport: str, capsule_home: Path, tmp_path: Path, cleanup: None) -> None:
     """An environment with an http.server: activate, status, logs, stop/start/restart, list, deactivate."""
     port = free_port()
     project = tmp_path / "web"
@@ -91,7 +94,7 @@ async def test_environment_tools(capsule_home: Path, tmp_path: Path, cleanup: No
         f'command = "{sys.executable} -m http.server {port} --bind 127.0.0.1"\n'
         f'health_check = "http://127.0.0.1:{port}/"\nhealth_check_interval = "200ms"\n'
     )
-    async with stdio_session(capsule_home) as session:
+    async with mcp_session(capsule_home, transport) as session:
         status = await call(session, "activate_environment", path=str(project), timeout_s=30)
         assert status["active"]
         assert status["project"] == "web"
@@ -132,7 +135,8 @@ async def test_environment_tools(capsule_home: Path, tmp_path: Path, cleanup: No
         assert (await call(session, "list_processes"))["processes"] == []
 
 
-async def test_agent_run_tools(capsule_home: Path, tmp_path: Path, cleanup: None) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_agent_run_tools(transport: str, capsule_home: Path, tmp_path: Path, cleanup: None) -> None:
     """start_agent_run from a plan; get_run_status polled to the end; get_task_result; kill_task."""
     plan = tmp_path / "plan.toml"
     plan.write_text(
@@ -141,7 +145,7 @@ async def test_agent_run_tools(capsule_home: Path, tmp_path: Path, cleanup: None
     )
     long_plan = tmp_path / "long.toml"
     long_plan.write_text('[[task]]\nid = "long"\ncommand = "sleep 60"\n')
-    async with stdio_session(capsule_home) as session:
+    async with mcp_session(capsule_home, transport) as session:
         started = await call(session, "start_agent_run", plan_path=str(plan))
         sid = started["session"]
         with trio.fail_after(30):
