@@ -13,7 +13,7 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
-from stages.store import EVENTS, ZST, open_readable, open_session_file, session_file
+from stages.store import EVENTS, ZST, capsule_home, open_readable, open_session_file, session_file, spool_path
 
 CHUNK = 1 << 20
 TAIL = 16 << 10  # the last lines of a session: its session.ended and session.recovered
@@ -77,10 +77,30 @@ def glance(session_dir: Path) -> Glance:
 
 
 def recorder_alive(header: SessionStarted) -> bool:
-    """Is the process that writes this session (or its strace) still running?"""
+    """Is the process that writes this session, or the strace it started, still running?
+
+    `capsule run` writes its header before strace exists, so its strace is known by the spool file it
+    holds open; other writers name their tracer in the header.
+    """
     if header.recorder_pid is not None and _alive(header.recorder_pid, header.recorder_started):
         return True
-    return header.tracer_pid is not None and _alive(header.tracer_pid, header.tracer_started)
+    if header.tracer_pid is not None:
+        return _alive(header.tracer_pid, header.tracer_started)
+    return _held_open(spool_path(capsule_home(), header.session_id))
+
+
+def _held_open(path: Path) -> bool:
+    """Does any live process have `path` open (a tracer still writing it)? Only asked of dead recorders."""
+    if not path.exists():
+        return False
+    target = str(path)
+    for process in psutil.process_iter():
+        try:
+            if any(f.path == target for f in process.open_files()):
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def _alive(pid: int, started: float | None) -> bool:

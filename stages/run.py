@@ -174,13 +174,9 @@ async def record_run(
         with trio.open_signal_receiver(
             signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
         ) as signals:
-            stdin, stdout, stderr = stdio
-            process = await trio.lowlevel.open_process(
-                [tracer.path, *flags, "-o", str(spool), "--", *argv],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-            )
+            # The header is on disk before strace starts: the command may run (and Capsule be killed) at
+            # once, and a session without its header could not be recovered. strace's pid is not in it;
+            # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
             writer.write(
                 [
                     _header(
@@ -194,10 +190,15 @@ async def record_run(
                         trace_level=level,
                         redacted=redact,
                         parent=parent,
-                        tracer_pid=process.pid,
-                        tracer_started=_started_at(process.pid),
                     )
                 ]
+            )
+            stdin, stdout, stderr = stdio
+            process = await trio.lowlevel.open_process(
+                [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
             )
             tracer_done = trio.Event()
 
@@ -235,13 +236,6 @@ async def record_run(
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)
-
-
-def _started_at(pid: int) -> float | None:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
 
 
 def _close(

@@ -251,3 +251,27 @@ def test_header_records_tracer_flags(capsule: CapsuleRunner, capsule_home: Path)
     assert "-qq" not in header["tracer_flags"]
     assert "trace=%process,%file" in header["tracer_flags"]
     assert header["name"] == "flags"
+
+
+def test_no_recovery_while_strace_still_writes(
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
+) -> None:
+    """Capsule killed, its command still running: report says incomplete (strace holds the spool) and
+    recovers everything only once the command has finished."""
+    marker = tmp_path / "marker"
+    proc = _start_in_own_group(capsule_home, "sh", "-c", f"echo ready; sleep 1.5; /bin/true; touch {marker}")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.kill()
+    proc.wait()  # not communicate(): the command, still running, holds the pipes open
+    proc.stdout.close()
+    assert proc.stderr is not None
+    proc.stderr.close()
+    early = report_json(capsule)
+    assert early["session"]["status"] == "incomplete"
+    assert not any("recovered" in w for w in early["warnings"])
+    _wait_for(marker.exists)
+    time.sleep(0.3)
+    late = report_json(capsule)
+    assert late["session"]["status"] == "recovered"
+    assert {"sh", "sleep", "true", "touch"} <= set(_by_exe(late))
