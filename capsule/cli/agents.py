@@ -613,7 +613,12 @@ def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0
         while time.monotonic() < deadline:
             for path in session_dirs(home)[:20]:
                 header = glance(path).header
-                if header is not None and header.session_kind == "agents" and header.recorder_pid == proc.pid:
+                if (
+                    header is not None
+                    and header.session_kind == "agents"
+                    and header.recorder_pid == proc.pid
+                    and _planned(path)
+                ):
                     return path.name
             if proc.poll() is not None and proc.returncode != 0:
                 lines = err_path.read_text(errors="replace").strip().splitlines()
@@ -622,6 +627,15 @@ def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0
     finally:
         err_path.unlink(missing_ok=True)  # the scheduler keeps its open file; nobody reads it later
     raise CliError(f"the scheduler (pid {proc.pid}) did not open a session within {wait_s:g}s", 5)
+
+
+def _planned(session_dir: Path) -> bool:
+    """Has the scheduler written its plan (`run.planned`, right after the header)? Until then a status
+    of the new run would list no tasks."""
+    from stages.store import EVENTS
+
+    with open(session_dir / EVENTS, "rb") as events:
+        return b'{"kind":"run.planned"' in events.read(1 << 20)
 
 
 _spawned: list[Any] = []  # schedulers started by a long-lived caller (the MCP server): reaped by reap()
