@@ -467,7 +467,13 @@ class Supervisor:
                 reply: dict[str, Any] = {"ok": False, "error": "bad request"}
             else:
                 reply = await self.handle(request)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            # Shielded: a `down` sets `done`, and the supervisor then cancels everything; the reply to the
+            # client that asked for it must still go out (under load it was lost: "closed the connection").
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(2),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
                 await stream.send_all(orjson.dumps(reply) + b"\n")
 
     async def idle_watch(self) -> None:

@@ -112,10 +112,12 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.health = "pending" if p.health_check is not None else None
         case SvcReady():
             p = state.process(event.name)
-            p.state, p.health = "ready", event.health
+            if p.state in LIVE:  # a health result that lands after the stop moves nothing
+                p.state, p.health = "ready", event.health
         case SvcUnhealthy():
             p = state.process(event.name)
-            p.state, p.health = "unhealthy", event.reason
+            if p.state in LIVE:
+                p.state, p.health = "unhealthy", event.reason
         case SvcExited():
             p = state.process(event.name)
             p.state = "exited"

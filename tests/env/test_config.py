@@ -171,6 +171,19 @@ def test_fold_state_machine_and_lost() -> None:
     assert state.processes["db"].state == "stopped"
 
 
+def test_late_health_results_do_not_revive_a_stopped_process() -> None:
+    """A health check finishing after the stop (unhealthy or ready) leaves the process stopped."""
+    from capsule.events.env import SvcUnhealthy
+
+    late = [
+        SvcUnhealthy(ts=11, name="db", reason="connection refused"),
+        SvcReady(ts=12, name="db"),
+    ]
+    state = fold([*_events(), *late])
+    assert state.processes["db"].state == "stopped"
+    assert state.processes["web"].state == "gave_up"
+
+
 @given(st.integers(min_value=0, max_value=12))
 def test_fold_prefix_law(cut: int) -> None:
     """Folding a prefix and then the rest equals folding everything."""
