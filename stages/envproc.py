@@ -21,33 +21,11 @@ from capsule.codec import CodecError
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, apply
+from stages.processes import CLOCK_SLACK, process_if
 from stages.reader import glance, iter_events, recorder_alive
 from stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
-CLOCK_SLACK = 1.0  # create_time is rounded to clock ticks: compare with slack
-
-
-def process_if(pid: int | None, started: float | None) -> psutil.Process | None:
-    """The live process `pid` if it is the one that started at `started` (not a zombie), else None."""
-    if pid is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if started is not None and abs(proc.create_time() - started) > CLOCK_SLACK:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except psutil.Error:
-        return None
-
-
-def started_at(pid: int) -> float:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return time.time()
 
 
 def tree_of(pid: int | None, started: float | None, pgid: int | None) -> list[psutil.Process]:

@@ -13,6 +13,7 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
+from stages.processes import process_if
 from stages.store import EVENTS, ZST, capsule_home, open_readable, open_session_file, session_file, spool_path
 
 CHUNK = 1 << 20
@@ -82,10 +83,10 @@ def recorder_alive(header: SessionStarted) -> bool:
     `capsule run` writes its header before strace exists, so its strace is known by the spool file it
     holds open; other writers name their tracer in the header.
     """
-    if header.recorder_pid is not None and _alive(header.recorder_pid, header.recorder_started):
+    if process_if(header.recorder_pid, header.recorder_started) is not None:
         return True
     if header.tracer_pid is not None:
-        return _alive(header.tracer_pid, header.tracer_started)
+        return process_if(header.tracer_pid, header.tracer_started) is not None
     return _held_open(spool_path(capsule_home(), header.session_id))
 
 
@@ -101,13 +102,3 @@ def _held_open(path: Path) -> bool:
         except psutil.Error:
             continue
     return False
-
-
-def _alive(pid: int, started: float | None) -> bool:
-    try:
-        process = psutil.Process(pid)
-        if started is not None and abs(process.create_time() - started) > 1.0:
-            return False  # the pid was reused by another process
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False

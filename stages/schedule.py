@@ -50,6 +50,7 @@ from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Sk
 from capsule.plan.policy import denied_command, live_violation
 from capsule.plan.spec import Hook, Plan, TaskSpec
 from stages.pipeline import run_pipeline
+from stages.processes import process_if, returncode_status, started_at
 from stages.record import SessionWriter
 from stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from stages.trace import tail_stage
@@ -61,13 +62,6 @@ HOOK_ANSWERS = ("continue", "skip", "deny", "abort")
 
 class Aborted(Exception):
     """A hook answered `abort`."""
-
-
-def _create_time(pid: int) -> float:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return time.time()
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -84,13 +78,11 @@ def kill_tree(pgid: int, known: dict[int, float]) -> list[int]:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     for pid, started in known.items():
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - started) < 0.01:
+        proc = process_if(pid, started)
+        if proc is not None:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
                 killed.append(pid)
-        except psutil.Error:
-            pass
     return killed
 
 
@@ -136,7 +128,7 @@ class Scheduler:
         self.halted = False
         self.aborted = False
         self.running: dict[str, Attempt] = {}
-        self.me = (os.getpid(), _create_time(os.getpid()))
+        self.me = (os.getpid(), started_at(os.getpid()))
 
     def emit(self, *events: Event) -> None:
         self.writer.write(list(events))
@@ -153,7 +145,11 @@ class Scheduler:
             reaped: list[int] = []
             for old in self.state.tasks.values():
                 if (a := old.interrupted) is not None:
-                    reaped += kill_tree(a.pgid, {a.pid: a.started}) if _same(a.pid, a.started) else []
+                    reaped += (
+                        kill_tree(a.pgid, {a.pid: a.started})
+                        if process_if(a.pid, a.started) is not None
+                        else []
+                    )
             self.emit(
                 RunResumed(
                     ts=time.time(),
@@ -414,7 +410,7 @@ class Scheduler:
         finally:
             os.close(out)
             os.close(err)
-        run = Attempt(pid=process.pid, pgid=process.pid, started=_create_time(process.pid))
+        run = Attempt(pid=process.pid, pgid=process.pid, started=started_at(process.pid))
         run.known[process.pid] = run.started
         self.running[task.id] = run
         self.emit(
@@ -448,7 +444,7 @@ class Scheduler:
                 if process.returncode is None:
                     kill_tree(run.pgid, run.known)
                     await process.wait()
-        code, sig = _status(process.returncode)
+        code, sig = returncode_status(process.returncode)
         duration = round(time.time() - t0, 6)
         if run.ending is not None:
             outcome = run.ending
@@ -717,21 +713,6 @@ class Scheduler:
 
 
 subprocess_result = tuple[int, bytes]
-
-
-def _same(pid: int, started: float) -> bool:
-    try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
-    except psutil.Error:
-        return False
-
-
-def _status(returncode: int | None) -> tuple[int | None, str | None]:
-    if returncode is None:
-        return None, None
-    if returncode < 0:
-        return None, signal.Signals(-returncode).name
-    return returncode, None
 
 
 class _acquire_all:

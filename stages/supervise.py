@@ -53,7 +53,8 @@ from capsule.events.env import (
     SvcStopped,
     SvcUnhealthy,
 )
-from stages.envproc import SOCKET, signal_tree, started_at, tree_of
+from stages.envproc import SOCKET, signal_tree, tree_of
+from stages.processes import returncode_status, started_at
 from stages.reader import glance
 from stages.record import SessionWriter
 from stages.store import EVENTS, capsule_home, create_session, open_private, session_dirs
@@ -267,7 +268,7 @@ class Supervisor:
                 nursery.cancel_scope.cancel()
             if svc.stopping:
                 return
-            code, sig = _status(proc.returncode)
+            code, sig = returncode_status(proc.returncode)
             ran = time.time() - began
             self.emit(
                 SvcExited(
@@ -366,7 +367,7 @@ class Supervisor:
         signal_tree(leftovers, signal.SIGKILL)
         await proc.wait()
         await trio.to_thread.run_sync(lambda: psutil.wait_procs(leftovers, timeout=2.0))
-        code, sig = _status(proc.returncode)
+        code, sig = returncode_status(proc.returncode)
         self.emit(
             SvcStopped(
                 ts=time.time(),
@@ -561,17 +562,6 @@ def _exists(proc: psutil.Process) -> bool:
         return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def _status(returncode: int | None) -> tuple[int | None, str | None]:
-    if returncode is None:
-        return None, None
-    if returncode < 0:
-        try:
-            return None, signal.Signals(-returncode).name
-        except ValueError:
-            return None, f"SIG{-returncode}"
-    return returncode, None
 
 
 def _notify(fd: int | None, line: str) -> None:

@@ -113,12 +113,12 @@ def _agents_session(ref: str) -> Path:
 
 def _live_state(run: RunState) -> str:
     """The run's state, `interrupted` when its scheduler is gone without finishing."""
-    from stages.reader import _alive
+    from stages.processes import process_if
 
     if (
         run.finished is None
         and run.scheduler_pid is not None
-        and not _alive(run.scheduler_pid, run.scheduler_started)
+        and process_if(run.scheduler_pid, run.scheduler_started) is None
     ):
         return "interrupted"
     return run.state
@@ -473,6 +473,8 @@ def logs(
 def _running() -> list[dict[str, Any]]:
     import psutil
 
+    from stages.processes import process_if
+
     rows = []
     for path in _agents_sessions(20):
         run = _fold(path)
@@ -483,10 +485,10 @@ def _running() -> list[dict[str, Any]]:
             if t.state != "running" or a is None:
                 continue
             cpu = rss = 0.0
+            root = process_if(a.pid, a.started)
+            if root is None:
+                continue
             try:
-                root = psutil.Process(a.pid)
-                if abs(root.create_time() - a.started) > 0.01:
-                    continue
                 for p in [root, *root.children(recursive=True)]:
                     try:
                         with p.oneshot():

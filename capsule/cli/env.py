@@ -288,7 +288,8 @@ def _read_notify(fd: int, timeout: float) -> dict[str, str]:
 
 def deactivate(path: Path) -> list[str]:
     """Bring the environment of `path` down (and what dead supervisors left); say what was done."""
-    from stages.envproc import ControlError, control, process_if
+    from stages.envproc import ControlError, control
+    from stages.processes import process_if
 
     config = _config_file(path)
     env = _live(config)
@@ -515,7 +516,8 @@ def ps_rows() -> list[dict[str, Any]]:
     "kill-all", help="Bring down every environment on this machine, orphans of dead supervisors included."
 )
 def kill_all() -> None:
-    from stages.envproc import ControlError, control, open_envs, process_if
+    from stages.envproc import ControlError, control, open_envs
+    from stages.processes import process_if
 
     for env in open_envs(_home()):
         if env.supervisor_alive:

@@ -95,6 +95,18 @@ class ProcessNode:
         return None if self.end is None else max(0.0, self.end - self.start)
 
     @property
+    def failure(self) -> str | None:
+        """Why it failed, in a few words (`killed by SIGKILL (core dumped)`, `exit 3`, `exec failed:
+        ENOENT`), or None: the one wording the exports use."""
+        if self.signal is not None:
+            return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
+        if self.exit_code is not None and self.exit_code != 0:
+            return f"exit {self.exit_code}"
+        if self.argv is None and self.execs:
+            return f"exec failed: {self.execs[-1].errno or 'error'}"
+        return None
+
+    @property
     def failed(self) -> bool:
         """Exited non-zero, was killed by a signal, or never managed to exec (a command not found)."""
         return (

@@ -18,7 +18,6 @@ import hashlib
 from typing import Any
 
 from capsule.fold.agents import tool_name
-from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
 
 SPAN_KIND_INTERNAL = 1
@@ -57,16 +56,6 @@ def span_id(session_id: str, key: int) -> str:
     return digest if digest != "0" * 16 else "1".rjust(16, "0")  # an all-zero id is invalid
 
 
-def _failure(node: ProcessNode) -> str | None:
-    if node.signal is not None:
-        return f"killed by {node.signal}" + (" (core dumped)" if node.core_dumped else "")
-    if node.exit_code not in (None, 0):
-        return f"exited with {node.exit_code}"
-    if node.exec_failed:
-        return f"exec failed: {node.execs[-1].errno or 'error'}"
-    return None
-
-
 def export_request(state: SessionState, version: str | None = None) -> dict[str, Any]:
     """The session as one OTLP/JSON ExportTraceServiceRequest (a JSON-able dict)."""
     with paused_gc():
@@ -87,7 +76,7 @@ def _export_request(state: SessionState, version: str | None) -> dict[str, Any]:
         c = node.classification
         # An exit can carry a timestamp a little before the spawn (strace orders pids' lines loosely).
         end = max(node.end if node.end is not None else last, node.start)
-        failure = _failure(node)
+        failure = node.failure
         span: dict[str, Any] = {
             "traceId": tid,
             "spanId": span_id(session_id, node.key),

@@ -58,17 +58,6 @@ def tree_order(state: SessionState) -> list[ProcessNode]:
     return out
 
 
-def _failure(node: ProcessNode) -> str | None:
-    if node.signal is not None:
-        return f"killed by {node.signal}" + (" (core dumped)" if node.core_dumped else "")
-    if node.exit_code not in (None, 0):
-        return f"exit {node.exit_code}"
-    if node.exec_failed:
-        last = node.execs[-1]
-        return f"exec failed: {last.errno or 'error'}"
-    return None
-
-
 def trace_events(state: SessionState) -> dict[str, Any]:
     """The whole trace as a JSON-able dict: {"traceEvents": [...], "displayTimeUnit", "otherData"}."""
     with paused_gc():
@@ -106,7 +95,7 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
         start = _us(node.start, origin)
         end = node.end if node.end is not None else max(last, node.start)
         c = node.classification
-        failure = _failure(node)
+        failure = node.failure
         events.append(
             {
                 "ph": "X",

@@ -83,6 +83,20 @@ def interleave(
     return samples
 
 
+def bare_strace_capsule(
+    work: list[str], strace_flags: Sequence[str], home: Path, env: Mapping[str, str], reps: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Time `work` bare, under strace alone (writing to a file) and under `capsule run`, interleaved;
+    the samples and their medians by name: "bare", "strace", "capsule"."""
+    cmds = {
+        "bare": work,
+        "strace": [STRACE, *strace_flags, "-o", str(home / "s.strace"), "--", *work],
+        "capsule": [CAPSULE, "run", "--", *work],
+    }
+    samples = interleave(cmds, reps, env)
+    return samples, {name: median(values) for name, values in samples.items()}
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

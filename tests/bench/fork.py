@@ -9,11 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.bench._common import (
-    CAPSULE,
-    STRACE,
+    bare_strace_capsule,
     env_for,
-    interleave,
-    median,
     ratio_row,
     row,
     session_header,
@@ -34,14 +31,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with temp_home() as home:
         env = env_for(home)
         flags = list(session_header(env)["tracer_flags"])
-        work = shell(count)
-        cmds = {
-            "bare": work,
-            "strace": [STRACE, *flags, "-o", str(home / "s.strace"), "--", *work],
-            "capsule": [CAPSULE, "run", "--", *work],
-        }
-        samples = interleave(cmds, reps, env)
-    t = {name: median(values) for name, values in samples.items()}
+        samples, t = bare_strace_capsule(shell(count), flags, home, env, reps)
     return {
         "params": {"count": count, "reps": reps, "tracer_flags": flags},
         "samples_s": samples,

@@ -10,11 +10,8 @@ import math
 from typing import Any
 
 from tests.bench._common import (
-    CAPSULE,
-    STRACE,
+    bare_strace_capsule,
     env_for,
-    interleave,
-    median,
     ratio_row,
     row,
     run_once,
@@ -38,24 +35,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         run_once(shell(1), env)  # warm the dentry cache so calibration sees the steady state
         one = min(run_once(shell(1), env)[0] for _ in range(2))
         n = max(1, math.ceil(target * MARGIN / one))  # calibration runs are warmer than the timed ones
-        work = shell(n)
-        cmds = {
-            "bare": work,
-            "strace": [
-                STRACE,
-                "-f",
-                "--seccomp-bpf",
-                "-e",
-                "trace=%process",
-                "-o",
-                str(home / "s.strace"),
-                "--",
-                *work,
-            ],
-            "capsule": [CAPSULE, "run", "--", *work],
-        }
-        samples = interleave(cmds, reps, env)
-    t = {name: median(values) for name, values in samples.items()}
+        # strace as the issue states it: `strace -f --seccomp-bpf -e trace=%process -o FILE`
+        flags = ["-f", "--seccomp-bpf", "-e", "trace=%process"]
+        samples, t = bare_strace_capsule(shell(n), flags, home, env, reps)
     return {
         "params": {"n": n, "reps": reps, "one_find_s": one},
         "samples_s": samples,
