@@ -24,7 +24,6 @@ from capsule.parse.records import (
     Record,
     Signal,
     Superseded,
-    Syscall,
     SyscallState,
     Unparsed,
     make_syscall,
@@ -251,15 +250,7 @@ class StraceParser:
                 c = g.RESUMED_OPEN.match(body)
                 tail = ""
             if c is not None:
-                return Syscall(
-                    line_no=line_no,
-                    pid=pid,
-                    ts=ts,
-                    name=c["name"],
-                    args=c["args"],
-                    state="resumed",
-                    tail=tail,
-                )
+                return make_syscall(line_no, pid, ts, c["name"], c["args"], "resumed", tail)
             return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="unknown <... line")
         if body.endswith(" ...>"):
             c = g.OPEN_CALL.match(body)
@@ -273,20 +264,10 @@ class StraceParser:
             head = body[i + 1 : j].rstrip(" ")
             tail = body[j + 3 :]
             if head[-1:] == ")" and tail[:1] in _RESULT_START and (name.isidentifier() or name == "???"):
-                return Syscall(
-                    line_no=line_no, pid=pid, ts=ts, name=name, args=head[:-1], state="complete", tail=tail
-                )
+                return make_syscall(line_no, pid, ts, name, head[:-1], "complete", tail)
         c = g.SYSCALL.match(body)
         if c is not None:
-            return Syscall(
-                line_no=line_no,
-                pid=pid,
-                ts=ts,
-                name=c["name"],
-                args=c["args"],
-                state="complete",
-                tail=c["tail"],
-            )
+            return make_syscall(line_no, pid, ts, c["name"], c["args"], "complete", c["tail"])
         a = g.ATTACH.search(line)
         if a is not None:
             # stderr style: strace wrote its attach notice in the middle of this syscall line.
