@@ -46,4 +46,4 @@ bless: setup
 
 # regenerate schemas/ from capsule/events/
 schemas: setup
-    {{bin}}/python -m stages.schemas write
+    {{bin}}/python -m capsule.stages.schemas write

@@ -26,12 +26,12 @@ from capsule.events import (
     kind_versions,
 )
 from capsule.fold.tally import Tally
-from stages.pipeline import TraceStats, collect_stage, run_pipeline
-from stages.reader import iter_events
-from stages.record import SessionWriter, record_stage
-from stages.run import _exit_status
-from stages.store import EVENTS, TRACE, create_session, open_private, spool_path
-from stages.trace import read_stage
+from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
+from capsule.stages.reader import iter_events
+from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.run import _exit_status
+from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.trace import read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (SessionStarted, SessionEnded, SessionRecovered, ProcSampled, ProcSpawnFailed)

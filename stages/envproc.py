@@ -21,9 +21,9 @@ from capsule.codec import CodecError
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, apply
-from stages.processes import CLOCK_SLACK, process_if
-from stages.reader import glance, iter_events, recorder_alive
-from stages.store import EVENTS, session_dirs
+from capsule.stages.processes import CLOCK_SLACK, process_if
+from capsule.stages.reader import glance, iter_events, recorder_alive
+from capsule.stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
 
@@ -136,7 +136,7 @@ def open_envs(home: Path, config_path: str | None = None) -> list[EnvSession]:
 
 def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
     """The supervisor of `env` is dead: stop what it left running and close its session."""
-    from stages.record import SessionWriter  # imports trio: keep it out of `env status`
+    from capsule.stages.record import SessionWriter  # imports trio: keep it out of `env status`
 
     stopped = []
     with open(env.path / EVENTS, "rb") as file:

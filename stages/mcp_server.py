@@ -267,8 +267,8 @@ async def run_command(
     Returns the summary (exit code, processes, failures) and the session id; stdin is empty and the
     command's output is returned, not shown."""
     from capsule.cli.base import _home
-    from stages.run import record_run
-    from stages.tracer import TracerMissing, find_tracer
+    from capsule.stages.run import record_run
+    from capsule.stages.tracer import TracerMissing, find_tracer
 
     if not command or not command[0]:
         raise ToolError("command is empty: give the program and its arguments, e.g. ['ls', '-l']")

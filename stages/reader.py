@@ -1,6 +1,6 @@
 """Reading sessions from disk: a streaming event iterator, and the cheap header-and-tail read for `ls`.
 
-Both read plain and archived (`events.jsonl.zst`) sessions alike, through `stages.store.open_session_file`.
+Both read plain and archived (`events.jsonl.zst`) sessions alike, through `capsule.stages.store.open_session_file`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
-from stages.processes import process_if
-from stages.store import EVENTS, ZST, capsule_home, open_readable, open_session_file, session_file, spool_path
+from capsule.stages.processes import process_if
+from capsule.stages.store import (
+    EVENTS,
+    ZST,
+    capsule_home,
+    open_readable,
+    open_session_file,
+    session_file,
+    spool_path,
+)
 
 CHUNK = 1 << 20
 TAIL = 16 << 10  # the last lines of a session: its session.ended and session.recovered

@@ -14,7 +14,7 @@ import trio
 from capsule.codec import encode_lines
 from capsule.events import Event
 from capsule.fold.tally import Tally
-from stages.store import open_private
+from capsule.stages.store import open_private
 
 
 class SessionWriter:

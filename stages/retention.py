@@ -2,7 +2,7 @@
 
 Neither ever touches a running session (no `session.ended` and its recorder alive). Archiving replaces
 `events.jsonl` and `trace.strace` by zstd frames (`*.zst`, level 10: ~1/15 of the size on real
-sessions) that every reader opens through `stages.store.open_readable`. The order of operations is
+sessions) that every reader opens through `capsule.stages.store.open_readable`. The order of operations is
 what keeps a crash from losing data: compress to a temporary name, fsync, rename, fsync the directory,
 and only then remove the plain file. A crash between the rename and the removal leaves both forms,
 both complete; readers take the plain one and the next `archive` finishes the job.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import attrs
 
-from stages.reader import glance, recorder_alive
-from stages.store import EVENTS, TRACE, ZST, open_private, spool_path
+from capsule.stages.reader import glance, recorder_alive
+from capsule.stages.store import EVENTS, TRACE, ZST, open_private, spool_path
 
 ARCHIVED_FILES = (EVENTS, TRACE)
 LEVEL = 10  # measured on a recorded 2.4 MB events.jsonl: level 3 -> 8.6%, 10 -> 6.9%, 19 -> 6.4% (10x slower)

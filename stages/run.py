@@ -28,11 +28,11 @@ from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from stages.pipeline import run_pipeline
-from stages.record import SessionWriter, record_stage
-from stages.store import EVENTS, TRACE, create_session, open_private, spool_path
-from stages.trace import tail_stage
-from stages.tracer import Tracer
+from capsule.stages.pipeline import run_pipeline
+from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.trace import tail_stage
+from capsule.stages.tracer import Tracer
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126

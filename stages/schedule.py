@@ -49,12 +49,12 @@ from capsule.fold.tasks import RunState
 from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
 from capsule.plan.policy import denied_command, live_violation
 from capsule.plan.spec import Hook, Plan, TaskSpec
-from stages.pipeline import run_pipeline
-from stages.processes import process_if, returncode_status, started_at
-from stages.record import SessionWriter
-from stages.store import EVENTS, TRACE, create_session, open_private, spool_path
-from stages.trace import tail_stage
-from stages.tracer import Tracer
+from capsule.stages.pipeline import run_pipeline
+from capsule.stages.processes import process_if, returncode_status, started_at
+from capsule.stages.record import SessionWriter
+from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.trace import tail_stage
+from capsule.stages.tracer import Tracer
 
 SAMPLE_S = 0.15  # how often a task's tree is sampled for limits
 HOOK_ANSWERS = ("continue", "skip", "deny", "abort")

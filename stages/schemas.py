@@ -1,7 +1,7 @@
 """Write and check `schemas/`: the JSON Schema files generated from the event records.
 
-    python -m stages.schemas write   # (re)write schemas/<kind>.v<N>.json for every current kind
-    python -m stages.schemas check   # exit 1, listing each file that drifted from the records
+    python -m capsule.stages.schemas write   # (re)write schemas/<kind>.v<N>.json for every current kind
+    python -m capsule.stages.schemas check   # exit 1, listing each file that drifted from the records
 
 What the files must say is decided in `capsule.codec.schema`; this module only reads and writes them.
 """
@@ -49,7 +49,9 @@ def check(directory: Path = SCHEMA_DIR) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.schemas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m capsule.stages.schemas", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["write", "check"])
     parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help="the schemas directory")
     args = parser.parse_args(argv)
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print("schemas drifted: run `python -m stages.schemas write`", file=sys.stderr)
+        print("schemas drifted: run `python -m capsule.stages.schemas write`", file=sys.stderr)
         return DRIFT
     return OK
 

@@ -140,7 +140,7 @@ def resolve_session(home: Path, ref: str) -> Path:
     sessions = session_dirs(home)
     if ref == "latest":
         # The newest session of its own: a traced service's or task's run session names a parent.
-        from stages.reader import glance
+        from capsule.stages.reader import glance
 
         for path in sessions:
             header = glance(path).header

@@ -1,4 +1,4 @@
-"""The environment supervisor: `python -m stages.supervise CONFIG [--foreground] [--notify-fd N]`.
+"""The environment supervisor: `python -m capsule.stages.supervise CONFIG [--foreground] [--notify-fd N]`.
 
 One trio program per environment. It writes an `env` session, starts processes in dependency order (each
 in its own process group), checks their health, restarts them with backoff (the decision is
@@ -53,11 +53,11 @@ from capsule.events.env import (
     SvcStopped,
     SvcUnhealthy,
 )
-from stages.envproc import SOCKET, signal_tree, tree_of
-from stages.processes import returncode_status, started_at
-from stages.reader import glance
-from stages.record import SessionWriter
-from stages.store import EVENTS, capsule_home, create_session, open_private, session_dirs
+from capsule.stages.envproc import SOCKET, signal_tree, tree_of
+from capsule.stages.processes import returncode_status, started_at
+from capsule.stages.reader import glance
+from capsule.stages.record import SessionWriter
+from capsule.stages.store import EVENTS, capsule_home, create_session, open_private, session_dirs
 
 TOUCH_RECORD_EVERY = 30.0  # env.touched is written at most this often (the deadline itself is exact)
 
@@ -632,7 +632,9 @@ def load_config(path: Path) -> ProjectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.supervise", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m capsule.stages.supervise", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("config", type=Path)
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--notify-fd", type=int, default=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from stages.store import open_readable
+from capsule.stages.store import open_readable
 
 CHUNK = 1 << 20  # one read; large, since per-chunk channel and parser overhead dominates small reads
 POLL_S = 0.02  # how often to look for new trace bytes at EOF while strace still runs

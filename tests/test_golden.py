@@ -24,11 +24,11 @@ from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.fold.labels import RuleSet
 from capsule.parse import Record, StraceParser
 from capsule.redact import redact_bytes
+from capsule.stages.derive import from_trace, rederive
+from capsule.stages.pipeline import collect_stage, run_pipeline
+from capsule.stages.trace import read_stage
 from capsule.track import Tracker
 from capsule.track.tracker import Level
-from stages.derive import from_trace, rederive
-from stages.pipeline import collect_stage, run_pipeline
-from stages.trace import read_stage
 from tests import golden
 
 SESSIONS = golden.discover()

@@ -71,7 +71,7 @@ def _load_plan(path: Path, batch: Path | None, parallel: int | None) -> Plan:
 def _fold(session_dir: Path) -> RunState:
     from capsule.codec import CodecError
     from capsule.fold.tasks import RunState
-    from stages.reader import iter_events
+    from capsule.stages.reader import iter_events
 
     state = RunState()
     try:
@@ -83,8 +83,8 @@ def _fold(session_dir: Path) -> RunState:
 
 
 def _agents_sessions(limit: int = 50) -> list[Path]:
-    from stages.reader import glance
-    from stages.store import session_dirs
+    from capsule.stages.reader import glance
+    from capsule.stages.store import session_dirs
 
     out = []
     for path in session_dirs(_home()):
@@ -103,7 +103,7 @@ def _agents_session(ref: str) -> Path:
             fail("no agents sessions yet; start one with `capsule agents run PLAN`", EXIT_NOT_FOUND)
         return found[0]
     path = _resolve(ref)
-    from stages.reader import glance
+    from capsule.stages.reader import glance
 
     header = glance(path).header
     if header is None or header.session_kind != "agents":
@@ -113,7 +113,7 @@ def _agents_session(ref: str) -> Path:
 
 def _live_state(run: RunState) -> str:
     """The run's state, `interrupted` when its scheduler is gone without finishing."""
-    from stages.processes import process_if
+    from capsule.stages.processes import process_if
 
     if (
         run.finished is None
@@ -236,8 +236,8 @@ def _summary(run: RunState) -> None:
 def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
     import trio
 
-    from stages.schedule import Scheduler, close_run, open_run, reopen_run
-    from stages.tracer import TracerMissing, find_tracer
+    from capsule.stages.schedule import Scheduler, close_run, open_run, reopen_run
+    from capsule.stages.tracer import TracerMissing, find_tracer
 
     tracer = None
     if plan.trace:
@@ -250,7 +250,7 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
     state = None
     if resume_dir is not None:
         state = _fold(resume_dir)
-        from stages.reader import iter_events
+        from capsule.stages.reader import iter_events
 
         count = sum(1 for _ in iter_events(resume_dir))
         writer = reopen_run(resume_dir, count)
@@ -272,7 +272,7 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
 
 
 def _first_event(path: Path) -> Event:
-    from stages.reader import iter_events
+    from capsule.stages.reader import iter_events
 
     return next(iter(iter_events(path)))
 
@@ -473,7 +473,7 @@ def logs(
 def _running() -> list[dict[str, Any]]:
     import psutil
 
-    from stages.processes import process_if
+    from capsule.stages.processes import process_if
 
     rows = []
     for path in _agents_sessions(20):
@@ -589,8 +589,8 @@ def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0
     The plan is checked here first, so a missing or broken plan fails at once with its one line."""
     import subprocess
 
-    from stages.reader import glance
-    from stages.store import session_dirs
+    from capsule.stages.reader import glance
+    from capsule.stages.store import session_dirs
 
     _load_plan(plan_file, None, parallel)
     home = _home()
@@ -634,7 +634,7 @@ def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0
 def _planned(session_dir: Path) -> bool:
     """Has the scheduler written its plan (`run.planned`, right after the header)? Until then a status
     of the new run would list no tasks."""
-    from stages.store import EVENTS
+    from capsule.stages.store import EVENTS
 
     with open(session_dir / EVENTS, "rb") as events:
         return b'{"kind":"run.planned"' in events.read(1 << 20)
@@ -669,8 +669,8 @@ def _trace_tree(session_id: str) -> list[tuple[int, str]]:
     """A traced attempt's process tree as (depth, line) rows."""
     from capsule.cli.base import _rules
     from capsule.fold import SessionState
-    from stages.reader import iter_events
-    from stages.store import resolve_session
+    from capsule.stages.reader import iter_events
+    from capsule.stages.store import resolve_session
 
     fold = SessionState.new(_rules())
     for event in iter_events(resolve_session(_home(), session_id)):

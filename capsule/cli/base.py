@@ -59,7 +59,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def _home() -> Path:
-    from stages.store import capsule_home
+    from capsule.stages.store import capsule_home
 
     return capsule_home()
 
@@ -157,7 +157,7 @@ def _rules() -> RuleSet:
 
 
 def _resolve(ref: str) -> Path:
-    from stages.store import SessionNotFound, resolve_session
+    from capsule.stages.store import SessionNotFound, resolve_session
 
     try:
         return resolve_session(_home(), ref)

@@ -30,7 +30,7 @@ from capsule.cli.base import (
 )
 
 if TYPE_CHECKING:
-    from stages.envproc import EnvSession
+    from capsule.stages.envproc import EnvSession
 
 env_app = typer.Typer(
     help="Project environments: supervised services from capsule.toml.", no_args_is_help=True
@@ -55,7 +55,7 @@ def _config_file(path: Path) -> Path:
 
 def _load(config: Path) -> Any:
     from capsule.env.config import ConfigError
-    from stages.supervise import load_config
+    from capsule.stages.supervise import load_config
 
     try:
         return load_config(config)
@@ -66,7 +66,7 @@ def _load(config: Path) -> Any:
 
 
 def _latest_env(config: Path) -> EnvSession | None:
-    from stages.envproc import env_sessions
+    from capsule.stages.envproc import env_sessions
 
     for env in env_sessions(_home()):
         if env.config_path == str(config):
@@ -81,7 +81,7 @@ def _live(config: Path) -> EnvSession | None:
 
 def _cleanup_dead(config: str | None) -> list[str]:
     """Stop what dead supervisors left running (for one config, or all); say what was stopped."""
-    from stages.envproc import open_envs, recover
+    from capsule.stages.envproc import open_envs, recover
 
     done = []
     for env in open_envs(_home(), config):
@@ -94,7 +94,7 @@ def _cleanup_dead(config: str | None) -> list[str]:
 
 
 def _touch(env: EnvSession, op: str = "status") -> None:
-    from stages.envproc import ControlError, control
+    from capsule.stages.envproc import ControlError, control
 
     if env.supervisor_alive and env.state.ended is None:
         with contextlib.suppress(ControlError):
@@ -103,7 +103,7 @@ def _touch(env: EnvSession, op: str = "status") -> None:
 
 def status_dict(env: EnvSession) -> dict[str, Any]:
     from capsule.fold.environment import with_liveness
-    from stages.envproc import process_stats
+    from capsule.stages.envproc import process_stats
 
     alive = env.alive()
     shown = with_liveness(env.state, alive)
@@ -203,7 +203,7 @@ def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | N
     err_path = home / "spool" / f"supervise-{os.getpid()}-{write}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.supervise", str(config), "--notify-fd", str(write)],
+            [sys.executable, "-m", "capsule.stages.supervise", str(config), "--notify-fd", str(write)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -249,7 +249,7 @@ def up(
         if _live(config) is None:
             for line in _cleanup_dead(str(config)):
                 print(f"capsule: {line}", file=sys.stderr)
-            from stages.supervise import main as supervise
+            from capsule.stages.supervise import main as supervise
 
             raise typer.Exit(supervise([str(config), "--foreground"]))
     env = activate(path, timeout, note=lambda line: print(f"capsule: {line}", file=sys.stderr))
@@ -288,8 +288,8 @@ def _read_notify(fd: int, timeout: float) -> dict[str, str]:
 
 def deactivate(path: Path) -> list[str]:
     """Bring the environment of `path` down (and what dead supervisors left); say what was done."""
-    from stages.envproc import ControlError, control
-    from stages.processes import process_if
+    from capsule.stages.envproc import ControlError, control
+    from capsule.stages.processes import process_if
 
     config = _config_file(path)
     env = _live(config)
@@ -352,7 +352,7 @@ def ls(as_json: JsonOption = False) -> None:
 
 def env_rows() -> list[dict[str, Any]]:
     """`env ls --json`'s rows: every environment on this machine, newest first."""
-    from stages.envproc import env_sessions
+    from capsule.stages.envproc import env_sessions
 
     rows: list[dict[str, Any]] = []
     for env in env_sessions(_home()):
@@ -373,7 +373,7 @@ def env_rows() -> list[dict[str, Any]]:
 
 
 def _env_with(name: str, env_path: Path | None) -> EnvSession:
-    from stages.envproc import open_envs
+    from capsule.stages.envproc import open_envs
 
     if env_path is not None:
         config = _config_file(env_path)
@@ -395,7 +395,7 @@ def _control_one(op: str, name: str, env_path: Path | None) -> None:
 
 def control_process(op: str, name: str, env_path: Path | None) -> str:
     """start, stop or restart one process of a running environment; returns what was done."""
-    from stages.envproc import ControlError, control
+    from capsule.stages.envproc import ControlError, control
 
     env = _env_with(name, env_path)
     if name not in env.state.processes:
@@ -428,7 +428,7 @@ def restart(name: str, env: EnvOption = None) -> None:
 
 def read_logs(name: str, env_path: Path | None, lines: int) -> tuple[Path, list[bytes]]:
     """The last `lines` lines of a process's log (and the log's path); counts as interaction."""
-    from stages.envproc import env_sessions
+    from capsule.stages.envproc import env_sessions
 
     if env_path is not None:
         found = _latest_env(_config_file(env_path))
@@ -495,7 +495,7 @@ def ps(as_json: JsonOption = False) -> None:
 
 def ps_rows() -> list[dict[str, Any]]:
     """`ps --json`'s rows: every managed process of every open environment."""
-    from stages.envproc import open_envs
+    from capsule.stages.envproc import open_envs
 
     rows = []
     for env in open_envs(_home()):
@@ -516,8 +516,8 @@ def ps_rows() -> list[dict[str, Any]]:
     "kill-all", help="Bring down every environment on this machine, orphans of dead supervisors included."
 )
 def kill_all() -> None:
-    from stages.envproc import ControlError, control, open_envs
-    from stages.processes import process_if
+    from capsule.stages.envproc import ControlError, control, open_envs
+    from capsule.stages.processes import process_if
 
     for env in open_envs(_home()):
         if env.supervisor_alive:

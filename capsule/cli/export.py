@@ -83,7 +83,7 @@ def export(
 
 def _copy_events(session_dir: Path, out: BinaryIO) -> None:
     """The events file as it is stored (decompressed), minus a torn last line a JSONL reader would choke on."""
-    from stages.store import EVENTS, open_session_file
+    from capsule.stages.store import EVENTS, open_session_file
 
     with open_session_file(session_dir, EVENTS) as file:
         held = b""

@@ -24,7 +24,7 @@ def mcp(
 ) -> None:
     import trio
 
-    from stages.mcp_server import build_server, serve_http
+    from capsule.stages.mcp_server import build_server, serve_http
 
     if http is not None and not 0 < http < 65536:
         fail(f"--http {http}: a port is 1-65535", 2)

@@ -50,8 +50,8 @@ def run(
 ) -> None:
     import trio
 
-    from stages.run import record_run
-    from stages.tracer import LEVELS, TracerMissing, find_tracer
+    from capsule.stages.run import record_run
+    from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
@@ -94,8 +94,8 @@ def _load_state(session_dir: Path, rules: RuleSet) -> tuple[Any, list[str]]:
 
     from capsule.codec import CodecError, LineDecoder
     from capsule.fold import SessionState
-    from stages.derive import recover
-    from stages.reader import glance, iter_events, recorder_alive
+    from capsule.stages.derive import recover
+    from capsule.stages.reader import glance, iter_events, recorder_alive
 
     warnings: list[str] = []
     seen = glance(session_dir)
@@ -186,7 +186,7 @@ def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
 
 
 def _is_agents(session_dir: Path) -> bool:
-    from stages.reader import glance
+    from capsule.stages.reader import glance
 
     header = glance(session_dir).header
     return header is not None and header.session_kind == "agents"
@@ -194,8 +194,8 @@ def _is_agents(session_dir: Path) -> bool:
 
 def session_rows(limit: int = 20, show_all: bool = False) -> list[dict[str, Any]]:
     """`capsule ls --json`: one row per session, newest first (child run sessions only with `show_all`)."""
-    from stages.reader import glance, recorder_alive
-    from stages.store import session_dirs
+    from capsule.stages.reader import glance, recorder_alive
+    from capsule.stages.store import session_dirs
 
     rows: list[dict[str, Any]] = []
     for path in session_dirs(_home()):
@@ -284,8 +284,8 @@ def import_(
 ) -> None:
     import trio
 
-    from stages.derive import import_log
-    from stages.tracer import LEVELS
+    from capsule.stages.derive import import_log
+    from capsule.stages.tracer import LEVELS
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
@@ -309,9 +309,9 @@ def replay(
     from capsule.codec import to_dict
     from capsule.fold import SessionState
     from capsule.report import render
-    from stages.derive import from_trace, rederive
-    from stages.reader import glance, iter_events
-    from stages.store import TRACE, session_file
+    from capsule.stages.derive import from_trace, rederive
+    from capsule.stages.reader import glance, iter_events
+    from capsule.stages.store import TRACE, session_file
 
     session_dir = _resolve(session)
     header = glance(session_dir).header
@@ -365,7 +365,7 @@ def replay(
 def doctor(as_json: JsonOption = False) -> None:
     import tempfile
 
-    from stages.tracer import INSTALL_HINT, TracerMissing, find_tracer, probe_ptrace
+    from capsule.stages.tracer import INSTALL_HINT, TracerMissing, find_tracer, probe_ptrace
 
     checks: list[dict[str, Any]] = []
     try:

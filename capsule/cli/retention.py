@@ -1,7 +1,7 @@
 """Retention: `capsule prune` deletes old sessions, `capsule archive` compresses finished ones (zstd).
 
 A running session (no end yet, its recorder alive) is never touched by either. The work is done by
-`stages.retention`; archived sessions stay readable by every command.
+`capsule.stages.retention`; archived sessions stay readable by every command.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ AgeOption = Annotated[
 
 
 def _age(text: str | None) -> float | None:
-    from stages.retention import parse_age
+    from capsule.stages.retention import parse_age
 
     if text is None:
         return None
@@ -54,8 +54,8 @@ def prune(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    from stages.retention import candidate, delete_session, select_prunable
-    from stages.store import session_dirs
+    from capsule.stages.retention import candidate, delete_session, select_prunable
+    from capsule.stages.store import session_dirs
 
     if older_than is None and keep == 0:
         fail("say what to prune: --older-than AGE and/or --keep N", 2)
@@ -104,8 +104,8 @@ def archive(
     older_than: AgeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    from stages.retention import archive_session, candidate
-    from stages.store import session_dirs
+    from capsule.stages.retention import archive_session, candidate
+    from capsule.stages.store import session_dirs
 
     if not sessions and older_than is None:
         fail("say what to archive: SESSION... or --older-than AGE", 2)

@@ -18,13 +18,13 @@ from capsule.codec.schema import (
     type_schema,
 )
 from capsule.events import EVENT_TYPES, ProcExec
-from stages import schemas as schemas_stage
+from capsule.stages import schemas as schemas_stage
 
 SCHEMA_DIR = schemas_stage.SCHEMA_DIR
 
 
 def test_committed_schemas_match_the_records() -> None:
-    """schemas/ holds exactly what the records generate (run `python -m stages.schemas write` if not)."""
+    """schemas/ holds exactly what the records generate (run `python -m capsule.stages.schemas write` if not)."""
     assert drift(schemas_stage.read_committed(SCHEMA_DIR)) == []
 
 

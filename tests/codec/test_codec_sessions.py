@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from capsule.codec import encode_line, encode_lines
 from capsule.codec.schema import schema_filename
 from capsule.events import EVENT_TYPES, Event
-from stages import schemas as schemas_stage
+from capsule.stages import schemas as schemas_stage
 
 SESSIONS_DIR = Path(__file__).resolve().parents[2] / "sessions"
 

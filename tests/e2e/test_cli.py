@@ -223,7 +223,7 @@ def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
 
 def test_session_ids_sort_by_time_within_a_second(capsule_home: Path) -> None:
     """Ids created in the same second still sort in creation order, and never collide."""
-    from stages.store import create_session
+    from capsule.stages.store import create_session
 
     ids = [create_session(capsule_home, 1_800_000_000.0 + i / 1000)[0] for i in range(20)]
     assert ids == sorted(ids)
