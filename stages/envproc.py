@@ -1,12 +1,9 @@
-"""Environment processes on the live system: liveness by pid + start time, killing a whole tree, finding
-the environments on this machine, and cleaning up after a supervisor that died (SIGKILL).
-
-A pid is only ever signalled when its start time matches the one recorded, so a reused pid is never hit.
+"""Environments on the live system: finding the environments on this machine, talking to a supervisor, and
+cleaning up after a supervisor that died (SIGKILL). Every stop goes through `capsule.stages.procs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -21,58 +18,12 @@ from capsule.codec import CodecError
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, apply
-from capsule.stages.processes import CLOCK_SLACK, process_if
+from capsule.stages import procs
+from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
 from capsule.stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
-
-
-def tree_of(pid: int | None, started: float | None, pgid: int | None) -> list[psutil.Process]:
-    """The process, its descendants and the members of its process group started no earlier than it."""
-    found: dict[int, psutil.Process] = {}
-    root = process_if(pid, started)
-    if root is not None:
-        found[root.pid] = root
-        with contextlib.suppress(psutil.Error):
-            for child in root.children(recursive=True):
-                found[child.pid] = child
-    if pgid is not None and (root is not None or process_if(pgid, None) is None):
-        # The group outlives its leader only while members remain, so its id cannot have been reused;
-        # members must also have started after the leader did.
-        for proc in psutil.process_iter(["pid"]):
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(proc.pid) == pgid and (
-                    started is None or proc.create_time() >= started - CLOCK_SLACK
-                ):
-                    found[proc.pid] = proc
-    found.pop(os.getpid(), None)
-    return [p for p in found.values() if _not_zombie(p)]
-
-
-def _not_zombie(proc: psutil.Process) -> bool:
-    try:
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def signal_tree(procs: list[psutil.Process], signum: int) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signum)
-
-
-def kill_tree_now(pid: int | None, started: float | None, pgid: int | None, timeout: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL after `timeout`, every process of a tree; returns how many there were."""
-    procs = tree_of(pid, started, pgid)
-    if not procs:
-        return 0
-    signal_tree(procs, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    signal_tree(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=2.0)
-    return len(procs)
 
 
 @attrs.frozen
@@ -145,7 +96,7 @@ def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
     try:
         events: list[Event] = []
         for name, pid, started, pgid in env.state.live_pids():
-            n = kill_tree_now(pid, started, pgid, timeout=5.0)
+            n = procs.stop(procs.Tree(pid=pid, started=started, pgid=pgid), signal.SIGTERM, grace=5.0).count
             if n:
                 stopped.append(name)
             events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
@@ -201,14 +152,8 @@ def process_stats(pid: int | None, started: float | None) -> tuple[float | None,
     if proc is None:
         return None, None
     try:
-        procs = [proc, *proc.children(recursive=True)]
-        cpu = rss = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                cpu += t.user + t.system
-                rss += p.memory_info().rss
         age = max(time.time() - proc.create_time(), 1e-3)
-        return round(100.0 * cpu / age, 2), int(rss)
     except psutil.Error:
         return None, None
+    used = procs.usage(procs.Tree(pid=pid, started=started))
+    return round(100.0 * used.cpu_s / age, 2), used.rss

@@ -24,7 +24,6 @@ from typing import Any
 
 import attrs
 import orjson
-import psutil
 import trio
 
 from capsule import __version__
@@ -53,8 +52,9 @@ from capsule.events.env import (
     SvcStopped,
     SvcUnhealthy,
 )
-from capsule.stages.envproc import SOCKET, signal_tree, tree_of
-from capsule.stages.processes import returncode_status, started_at
+from capsule.stages import procs
+from capsule.stages.envproc import SOCKET
+from capsule.stages.procs import returncode_status, started_at
 from capsule.stages.reader import glance
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, capsule_home, create_session, open_private, session_dirs
@@ -352,21 +352,12 @@ class Supervisor:
                 await svc.runner_done.wait()
             return
         svc.stopping = True
-        tree = tree_of(proc.pid, svc.started, proc.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, getattr(signal, svc.cfg.stop_signal))
-        signal_tree(tree, getattr(signal, svc.cfg.stop_signal))
-        killed = False
-        with trio.move_on_after(svc.cfg.stop_timeout):
-            await proc.wait()
-        if proc.returncode is None:
-            killed = True
-        leftovers = [p for p in {*tree, *tree_of(proc.pid, svc.started, proc.pid)} if _exists(p)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        signal_tree(leftovers, signal.SIGKILL)
+        tree = procs.Tree(pid=proc.pid, started=svc.started, pgid=proc.pid)
+        stopped = await procs.stop_async(
+            tree, getattr(signal, svc.cfg.stop_signal), svc.cfg.stop_timeout, keep_leader=True
+        )
+        killed = stopped.killed
         await proc.wait()
-        await trio.to_thread.run_sync(lambda: psutil.wait_procs(leftovers, timeout=2.0))
         code, sig = returncode_status(proc.returncode)
         self.emit(
             SvcStopped(
@@ -555,13 +546,6 @@ class Supervisor:
             for svc in self.services.values():
                 svc.log.close()
         return 0
-
-
-def _exists(proc: psutil.Process) -> bool:
-    try:
-        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 def _notify(fd: int | None, line: str) -> None:

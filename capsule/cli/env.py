@@ -289,7 +289,7 @@ def _read_notify(fd: int, timeout: float) -> dict[str, str]:
 def deactivate(path: Path) -> list[str]:
     """Bring the environment of `path` down (and what dead supervisors left); say what was done."""
     from capsule.stages.envproc import ControlError, control
-    from capsule.stages.processes import process_if
+    from capsule.stages.procs import process_if
 
     config = _config_file(path)
     env = _live(config)
@@ -517,7 +517,7 @@ def ps_rows() -> list[dict[str, Any]]:
 )
 def kill_all() -> None:
     from capsule.stages.envproc import ControlError, control, open_envs
-    from capsule.stages.processes import process_if
+    from capsule.stages.procs import process_if
 
     for env in open_envs(_home()):
         if env.supervisor_alive:
