@@ -18,7 +18,6 @@ at a time) and when each control request is answered.
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from collections.abc import Callable
 
@@ -205,7 +204,7 @@ class _Out:
 
 def activate(state: EnvState, configured: EnvConfigured, now: float) -> tuple[list[Event], list[Effect]]:
     """The first step after the header: record the configuration, activate, start what has no dependency."""
-    out = _Out(copy.deepcopy(state), now)
+    out = _Out(state.copy(), now)
     out.emit(configured)
     config = out.config
     out.emit(
@@ -227,7 +226,7 @@ def activate(state: EnvState, configured: EnvConfigured, now: float) -> tuple[li
 
 def handle(state: EnvState, obs: Event, now: float) -> tuple[list[Event], list[Effect]]:
     """The events and effects that follow `obs`; `obs` itself is folded first but not returned."""
-    work = copy.deepcopy(state)
+    work = state.copy()
     apply(work, obs)
     out = _Out(work, now, before=state)
     step = _STEPS.get(type(obs))
@@ -330,7 +329,12 @@ def _on_stopped(out: _Out, obs: ObsStopped) -> None:
     if p is None or reason is None:
         return
     if reason == "leftovers":
-        if p.state == "backoff" and p.restart_at is not None and out.now >= p.restart_at - SLACK_S:
+        if (
+            out.state.deactivating is None
+            and p.state == "backoff"
+            and p.restart_at is not None
+            and out.now >= p.restart_at - SLACK_S
+        ):
             _start(out, p, attempt=p.attempt + 1)
         return
     if p.state not in LIVE:
@@ -410,6 +414,11 @@ def _on_request(out: _Out, obs: ObsRequest) -> None:
         return
     if p.stopping is not None and p.stopping != "leftovers":
         return  # answered once that stop is over (see _answer)
+    if p.stopping == "leftovers" and obs.op in ("start", "restart"):
+        # A dead leader's leftovers are still being swept: the new run starts once they are gone.
+        if p.state == "backoff":
+            out.emit(SvcStopped(ts=out.now, name=p.name, reason=obs.op))
+        return
     if obs.op == "stop":
         if p.state in LIVE:
             out.emit(_stopping(out, p, "stop"))
@@ -506,6 +515,9 @@ def _start_requested(out: _Out, p: ProcessState) -> None:
         q = out.state.processes.get(dep)
         if q is None or q.settled is not True or q.state not in LIVE:
             out.emit(SvcFailed(ts=out.now, name=p.name, error=f"dependency {dep!r} is not up"))
+            for request in list(out.state.requests.values()):
+                if request.name == p.name and request.op in ("start", "restart"):
+                    _reply(out, request, ok=True, up=False)
             return
     _start(out, p, attempt=0)
     cfg = out.cfg(p.name)

@@ -118,6 +118,14 @@ class EnvState:
     def active(self) -> bool:
         return self.deactivated is None and self.ended is None
 
+    def copy(self) -> EnvState:
+        """An independent copy (every field but `processes` and `requests` is immutable)."""
+        return attrs.evolve(
+            self,
+            processes={name: attrs.evolve(p) for name, p in self.processes.items()},
+            requests=dict(self.requests),
+        )
+
     def process(self, name: str) -> ProcessState:
         if name not in self.processes:
             self.processes[name] = ProcessState(name=name)
@@ -253,7 +261,10 @@ def apply(state: EnvState, event: Event) -> EnvState:
             _move(p, event)
             p.pending_start = False
             p.restart_at = None
-            p.stopping = None
+            if (
+                p.stopping != "leftovers"
+            ):  # a dead leader's tree is still being swept: obs.svc.stopped says when done
+                p.stopping = None
             if event.pid is not None:
                 p.exit_code, p.signal, p.last_exit_ts = event.exit_code, event.signal, event.ts
             _stop(p)
