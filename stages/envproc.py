@@ -1,7 +1,5 @@
-"""Environment processes on the live system: liveness by pid + start time, killing a whole tree, finding
-the environments on this machine, and cleaning up after a supervisor that died (SIGKILL).
-
-A pid is only ever signalled when its start time matches the one recorded, so a reused pid is never hit.
+"""Environments on the live system: finding the environments on this machine, talking to a supervisor, and
+cleaning up after a supervisor that died (SIGKILL). Every stop goes through `capsule.stages.procs`.
 """
 
 from __future__ import annotations
@@ -20,59 +18,13 @@ import psutil
 from capsule.codec import CodecError
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
-from capsule.fold.environment import EnvState, apply
-from capsule.stages.processes import CLOCK_SLACK, process_if
+from capsule.fold.environment import EnvState, RunTree, apply
+from capsule.stages import procs
+from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
 from capsule.stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
-
-
-def tree_of(pid: int | None, started: float | None, pgid: int | None) -> list[psutil.Process]:
-    """The process, its descendants and the members of its process group started no earlier than it."""
-    found: dict[int, psutil.Process] = {}
-    root = process_if(pid, started)
-    if root is not None:
-        found[root.pid] = root
-        with contextlib.suppress(psutil.Error):
-            for child in root.children(recursive=True):
-                found[child.pid] = child
-    if pgid is not None and (root is not None or process_if(pgid, None) is None):
-        # The group outlives its leader only while members remain, so its id cannot have been reused;
-        # members must also have started after the leader did.
-        for proc in psutil.process_iter(["pid"]):
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(proc.pid) == pgid and (
-                    started is None or proc.create_time() >= started - CLOCK_SLACK
-                ):
-                    found[proc.pid] = proc
-    found.pop(os.getpid(), None)
-    return [p for p in found.values() if _not_zombie(p)]
-
-
-def _not_zombie(proc: psutil.Process) -> bool:
-    try:
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def signal_tree(procs: list[psutil.Process], signum: int) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signum)
-
-
-def kill_tree_now(pid: int | None, started: float | None, pgid: int | None, timeout: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL after `timeout`, every process of a tree; returns how many there were."""
-    procs = tree_of(pid, started, pgid)
-    if not procs:
-        return 0
-    signal_tree(procs, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    signal_tree(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=2.0)
-    return len(procs)
 
 
 @attrs.frozen
@@ -134,8 +86,20 @@ def open_envs(home: Path, config_path: str | None = None) -> list[EnvSession]:
     ]
 
 
+def run_tree(t: RunTree) -> procs.Tree:
+    """The procs.Tree of one recorded run: leader, group, recorded members, cgroup and marker."""
+    return procs.Tree(
+        pid=t.pid,
+        started=t.started,
+        pgid=t.pgid,
+        members=tuple(procs.Member(pid=pid, started=started) for pid, started in t.members),
+        cgroup=t.cgroup,
+        marker=f"{procs.MARKER}={t.marker}" if t.marker else None,
+    )
+
+
 def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
-    """The supervisor of `env` is dead: stop what it left running and close its session."""
+    """The supervisor of `env` is dead: stop what it left running (leftovers too) and close its session."""
     from capsule.stages.record import SessionWriter  # imports trio: keep it out of `env status`
 
     stopped = []
@@ -144,17 +108,45 @@ def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
     writer = SessionWriter(env.path / EVENTS, next_seq=count)
     try:
         events: list[Event] = []
-        for name, pid, started, pgid in env.state.live_pids():
-            n = kill_tree_now(pid, started, pgid, timeout=5.0)
+        live = {name: (pid, started, pgid) for name, pid, started, pgid in env.state.live_pids()}
+        trees = {t.name: run_tree(t) for t in env.state.trees()}
+        for name in [*live, *(n for n in trees if n not in live)]:
+            pid, started, pgid = live.get(name, (None, None, None))
+            tree = trees.get(name) or procs.Tree(pid=pid, started=started, pgid=pgid)
+            n = procs.stop(tree, signal.SIGTERM, grace=5.0).count
             if n:
                 stopped.append(name)
-            events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
+            if name in live:
+                events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
         events.append(EnvDeactivated(ts=time.time(), reason=reason))
         events.append(SessionEnded(ts=time.time(), error="supervisor died; cleaned up by a later command"))
         writer.write(events)
     finally:
         writer.close()
+    for t in env.state.trees():
+        if t.cgroup:
+            procs.Cgroup(Path(t.cgroup)).remove()
     return stopped
+
+
+@contextlib.contextmanager
+def config_lock(home: Path, config_path: str) -> Iterator[None]:
+    """Held while an environment of `config_path` is looked for and, if there is none, started.
+
+    An exclusive `fcntl.flock` on `$CAPSULE_HOME/locks/<hash of the path>.lock`: a second `env up` of the
+    same config waits here, then finds the environment the first one started and joins it."""
+    import fcntl
+    import hashlib
+
+    locks = home / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256(config_path.encode()).hexdigest()[:24]
+    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 class ControlError(OSError):
@@ -201,14 +193,8 @@ def process_stats(pid: int | None, started: float | None) -> tuple[float | None,
     if proc is None:
         return None, None
     try:
-        procs = [proc, *proc.children(recursive=True)]
-        cpu = rss = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                cpu += t.user + t.system
-                rss += p.memory_info().rss
         age = max(time.time() - proc.create_time(), 1e-3)
-        return round(100.0 * cpu / age, 2), int(rss)
     except psutil.Error:
         return None, None
+    used = procs.usage(procs.Tree(pid=pid, started=started))
+    return round(100.0 * used.cpu_s / age, 2), used.rss

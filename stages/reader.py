@@ -13,7 +13,7 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
-from capsule.stages.processes import process_if
+from capsule.stages.procs import process_if
 from capsule.stages.store import (
     EVENTS,
     ZST,

@@ -1,0 +1,215 @@
+"""stages/procs.py with real processes: membership, stop with grace and sweeps, identity, subreaper, cgroup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from capsule.stages import procs
+from capsule.stages.procs import Member, Tree
+
+
+def wait_for(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts, each with a marker; whatever is left of their trees is killed afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        procs.stop(Tree(pgid=p.pid, marker=p.args[-1]), signal.SIGKILL)  # type: ignore[index]
+        p.wait()
+
+
+def spawn(spawned: list, script: str, marker: str | None = None, **kw: object) -> subprocess.Popen[bytes]:
+    """`sh -c script` in a new session, with `marker` (a fresh one by default) in its environment."""
+    marker = marker or f"test-{os.getpid()}-{len(spawned)}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        ["sh", "-c", script, f"{procs.MARKER}={marker}"],
+        start_new_session=True,
+        env={**os.environ, procs.MARKER: marker},
+        stdin=subprocess.DEVNULL,
+        **kw,  # type: ignore[call-overload]
+    )
+    spawned.append(proc)
+    return proc
+
+
+def tree_of(proc: subprocess.Popen[bytes], **kw: object) -> Tree:
+    return Tree(pid=proc.pid, started=procs.started_at(proc.pid), pgid=proc.pid, **kw)  # type: ignore[arg-type]
+
+
+def sleeps_of(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children(recursive=True) if c.name() == "sleep"]
+
+
+def gone(pids: list[int]) -> bool:
+    return all(procs.process_if(pid, None) is None for pid in pids)
+
+
+def test_shell_tree_members_usage_and_stop(spawned: list) -> None:
+    """`sh -c 'sleep 600 & sleep 600'`: three members, usage sums them, stop leaves none of them."""
+    proc = spawn(spawned, "sleep 600 & sleep 600")
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    tree = tree_of(proc)
+    pids = sorted(p.pid for p in procs.members(tree))
+    assert pids == sorted([proc.pid, *(p.pid for p in sleeps_of(proc.pid))])
+    used = procs.usage(tree)
+    assert used.count == 3
+    assert used.rss > psutil.Process(proc.pid).memory_info().rss
+    assert [m.pid for m in procs.snapshot(tree)] == pids
+    stopped = procs.stop(tree, signal.SIGTERM, grace=5.0)
+    assert stopped.count == 3
+    assert not stopped.killed
+    assert stopped.survivors == ()
+    assert gone(pids)
+    assert procs.members(tree) == []
+
+
+def test_sigterm_ignoring_tree_is_killed_after_the_grace(spawned: list) -> None:
+    """A tree that ignores SIGTERM gets SIGKILL once the grace is over, and `killed` says so."""
+    proc = spawn(spawned, "trap '' TERM; sleep 600 & sleep 600")
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    pids = [proc.pid, *(p.pid for p in sleeps_of(proc.pid))]
+    stopped = procs.stop(tree_of(proc), signal.SIGTERM, grace=0.3, keep_leader=True)
+    assert stopped.killed
+    assert stopped.survivors == ()
+    assert gone(pids)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def test_orphans_of_a_killed_leader_are_found_by_group(spawned: list) -> None:
+    """The leader SIGKILLed first: its orphaned sleeps are still members by process group, and go."""
+    proc = spawn(spawned, "sleep 600 & sleep 600")
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    tree = tree_of(proc)
+    sleeps = [p.pid for p in sleeps_of(proc.pid)]
+    proc.kill()
+    proc.wait()
+    assert sorted(p.pid for p in procs.members(tree)) == sorted(sleeps)
+    procs.stop(tree, grace=2.0)
+    assert gone(sleeps)
+
+
+def _setsid_grandchild(spawned: list, marker: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A leader whose grandchild left the group and session (setsid), then the leader died."""
+    proc = spawn(spawned, "setsid sleep 600 & sleep 600", marker)
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    (escaped,) = [p.pid for p in sleeps_of(proc.pid) if os.getpgid(p.pid) != proc.pid]
+    return proc, escaped
+
+
+def test_setsid_grandchild_found_by_record_and_by_marker(spawned: list) -> None:
+    """A setsid'd grandchild whose parent died: found by its recorded identity, or by the unit's marker."""
+    proc, escaped = _setsid_grandchild(spawned)
+    tree = tree_of(proc)
+    recorded = procs.snapshot(tree)
+    assert escaped in [m.pid for m in recorded]
+    proc.kill()
+    proc.wait()
+    assert procs.members(tree) == [] or escaped not in [p.pid for p in procs.members(tree)]
+    assert escaped in [p.pid for p in procs.members(Tree(members=recorded))]
+    procs.stop(Tree(members=recorded), grace=2.0)
+    assert gone([escaped])
+
+    unit = f"unit-{time.monotonic_ns()}"
+    marked, escaped = _setsid_grandchild(spawned, unit)
+    sleeps = sorted(p.pid for p in sleeps_of(marked.pid))
+    marked.kill()
+    marked.wait()
+    tree = Tree(marker=f"{procs.MARKER}={unit}")
+    assert sorted(p.pid for p in procs.members(tree)) == sleeps
+    procs.stop(tree, grace=2.0)
+    assert gone(sleeps)
+
+
+def test_a_reused_pid_is_never_signalled(spawned: list) -> None:
+    """A pid whose start time differs from the recorded one is not a member and is not stopped."""
+    proc = spawn(spawned, "sleep 600")
+    wrong = procs.started_at(proc.pid) - 100.0
+    tree = Tree(pid=proc.pid, started=wrong, members=(Member(pid=proc.pid, started=wrong),))
+    assert procs.process_if(proc.pid, wrong) is None
+    assert procs.members(tree) == []
+    assert procs.stop(tree, grace=0.1).count == 0
+    assert procs.process_if(proc.pid, procs.started_at(proc.pid)) is not None
+    assert procs.identity(proc.pid) == Member(pid=proc.pid, started=procs.started_at(proc.pid))
+
+
+async def test_stop_async_with_grace(spawned: list) -> None:
+    """The trio form: SIGTERM, grace awaited, SIGKILL sweep; the leader stays for its waiter to collect."""
+    proc = spawn(spawned, "trap '' TERM; sleep 600 & sleep 600")
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    pids = [proc.pid, *(p.pid for p in sleeps_of(proc.pid))]
+    stopped = await procs.stop_async(tree_of(proc), signal.SIGTERM, grace=0.2, keep_leader=True)
+    assert stopped.killed
+    assert gone(pids)
+    assert proc.wait() == -signal.SIGKILL  # not reaped by stop_async: the exit status is still ours
+
+
+def test_returncode_status() -> None:
+    """Negative returncodes name the signal; unknown numbers still read as SIG<n>."""
+    assert procs.returncode_status(None) == (None, None)
+    assert procs.returncode_status(3) == (3, None)
+    assert procs.returncode_status(-9) == (None, "SIGKILL")
+    assert procs.returncode_status(-200) == (None, "SIG200")
+
+
+SUBREAPER = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    from capsule.stages import procs
+    assert procs.become_subreaper()
+    sh = subprocess.Popen(["sh", "-c", "sleep 600 & echo $!"], stdout=subprocess.PIPE)
+    orphan = int(sh.stdout.readline())
+    sh.wait()
+    deadline = time.monotonic() + 10
+    while procs.process_if(orphan, None).ppid() != os.getpid():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    found = procs.identity(orphan)
+    procs.stop(procs.Tree(members=(found,)), grace=2.0)
+    assert procs.reap((found,)) == 0  # stop already collected it
+    assert not os.path.exists(f"/proc/{orphan}")
+    print("ok")
+    """
+)
+
+
+def test_subreaper_adopts_orphans_and_stop_reaps_them() -> None:
+    """A subreaper becomes the parent of an orphan; stopping it leaves no zombie behind."""
+    done = subprocess.run([sys.executable, "-c", SUBREAPER], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_cgroup_holds_what_escapes_everything_else(spawned: list) -> None:
+    """In its own cgroup a unit's setsid'd, env-cleared orphan is still a member and is killed."""
+    cgroup = procs.open_cgroup(f"capsule-test-{os.getpid()}")
+    if cgroup is None:
+        pytest.skip(procs.cgroup_status())
+    try:
+        proc = spawn(spawned, "env -i setsid sleep 600 & sleep 600", preexec_fn=cgroup.join_in_child)
+        wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+        escaped = [p.pid for p in sleeps_of(proc.pid)]
+        proc.kill()
+        proc.wait()
+        tree = Tree(cgroup=str(cgroup.path))
+        assert sorted(cgroup.pids()) == sorted(escaped)
+        stopped = procs.stop(tree, signal.SIGKILL, grace=0)
+        assert stopped.survivors == ()
+        assert gone(escaped)
+        wait_for(lambda: cgroup.pids() == [])
+    finally:
+        wait_for(cgroup.remove)
