@@ -317,10 +317,17 @@ def replay(
     header = glance(session_dir).header
     if header is None:
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
-    if session_file(session_dir, TRACE) is None:
+    source = TRACE
+    if header.session_kind == "agents":  # the scheduler's observations, fed back to its machine
+        from capsule.plan.replay import rederive_agents
+
+        replayed = rederive_agents(list(iter_events(session_dir)))
+        recorded, derived, source = list(replayed.recorded), list(replayed.derived), "its observations"
+    elif session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
-    derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
-    recorded = from_trace(list(iter_events(session_dir)))
+    else:
+        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
+        recorded = from_trace(list(iter_events(session_dir)))
     same = derived == recorded
     diff: list[str] = []
     if not same:
@@ -344,13 +351,15 @@ def replay(
         )
     else:
         console = _console()
-        if not check:
+        if not check and header.session_kind != "agents":
             fold = SessionState.new(_rules())
             for event in iter_events(session_dir):
                 fold.apply(event)
             console.print(render(fold))
         if same:
-            console.print(f"replay: {len(derived)} events re-derived from {TRACE}, identical to events.jsonl")
+            console.print(
+                f"replay: {len(derived)} events re-derived from {source}, identical to events.jsonl"
+            )
         else:
             console.print(
                 f"replay: re-derived events differ from events.jsonl ({len(diff)} diff lines)", style="red"

@@ -104,7 +104,7 @@ class Sim:
         else:
             self.recorded = []
         self.machine = Machine(Config.of(plan), state)
-        self.now = start
+        self.now = self.start = start
         self._heap: list[tuple[float, int, Observation]] = []
         self._seq = itertools.count()
         self._pids = itertools.count(100)
@@ -213,6 +213,7 @@ class Sim:
         while self.finished is None and self.step():
             if until is not None and until(self):
                 break
+            assert self.now < self.start + 100_000, "the run never ends"
         return self
 
     # -- reading the record -----------------------------------------------------------------------
