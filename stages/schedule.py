@@ -1,103 +1,82 @@
-"""The agent-run scheduler: a plan's tasks as trio tasks, within limits, every step an event.
+"""The agent-run scheduler's driver (DESIGN §9): what it sees goes to `capsule.plan.machine`, what the
+machine says goes to the session and gets done.
 
-Each task waits for its dependencies, its hooks, a resource slot and a run slot, then runs attempts in a
-new session (its own process group). Timeouts, limit violations, policy violations and kills end the whole
-group (stop signal, grace, SIGKILL), then sweep any descendant that left the group, matched by pid and
-start time. Decisions (retries, policy, state) are the pure functions of `capsule.plan` and
-`capsule.fold.tasks`; this module only waits, spawns, samples and writes.
+The loop: take an observation, hand it to `Machine.handle`, write it with the events it led to (none: it
+is not written), perform the effects, whose results come back as observations. This module holds
+handles only (trio processes, trees, cgroups); every decision is the machine's. The scheduler is a child
+subreaper, each attempt runs in its own session, cgroup (where available) and with its unit marker
+(`capsule.stages.task_units`), and every stop goes through `capsule.stages.procs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
-import random
 import signal
 import subprocess
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import attrs
-import orjson
 import psutil
 import trio
 
 from capsule import __version__
 from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
-from capsule.events.tasks import (
-    HookDecided,
-    PolicyViolated,
-    RunFinished,
-    RunPlanned,
-    RunResumed,
-    TaskCompensated,
-    TaskExited,
-    TaskFailed,
-    TaskLimitExceeded,
-    TaskQueued,
-    TaskRetrying,
-    TaskSkipped,
-    TaskStarted,
-    TaskSucceeded,
-    TaskVerified,
+from capsule.events.observed import (
+    ObsBegin,
+    ObsCompensated,
+    ObsDeadline,
+    Observation,
+    ObsExited,
+    ObsHook,
+    ObsKill,
+    ObsReaped,
+    ObsSampled,
+    ObsSpawned,
+    ObsSpawnFailed,
+    ObsVerified,
 )
 from capsule.fold.tasks import RunState
-from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
-from capsule.plan.policy import denied_command, live_violation
-from capsule.plan.spec import Hook, Plan, TaskSpec
-from capsule.stages.pipeline import run_pipeline
-from capsule.stages.processes import process_if, returncode_status, started_at
+from capsule.plan.effects import (
+    Effect,
+    Finish,
+    ReapLeftovers,
+    RunCompensate,
+    RunHook,
+    RunVerify,
+    SetDeadline,
+    Spawn,
+    StopTree,
+)
+from capsule.plan.machine import Config, Machine
+from capsule.plan.spec import Plan, TaskSpec
+from capsule.stages import procs
 from capsule.stages.record import SessionWriter
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
-from capsule.stages.trace import tail_stage
+from capsule.stages.store import EVENTS, create_session, open_private
+from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
+from capsule.stages.task_units import cgroup_name, marker, stop_leftovers
 from capsule.stages.tracer import Tracer
 
-SAMPLE_S = 0.15  # how often a task's tree is sampled for limits
-HOOK_ANSWERS = ("continue", "skip", "deny", "abort")
-
-
-class Aborted(Exception):
-    """A hook answered `abort`."""
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def kill_tree(pgid: int, known: dict[int, float]) -> list[int]:
-    """SIGKILL the group and every known descendant still alive with the same start time."""
-    killed = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    for pid, started in known.items():
-        proc = process_if(pid, started)
-        if proc is not None:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                killed.append(pid)
-    return killed
+SAMPLE_S = 0.15  # how often a task's tree is sampled for limits and members
 
 
 @attrs.define
 class Attempt:
-    """What the shell learns while one attempt runs."""
+    """The handles of one attempt: its process, its tree, and what sampling measured of it."""
 
-    pid: int
-    pgid: int
-    started: float
-    known: dict[int, float] = attrs.Factory(dict)  # every descendant seen: pid -> create time
-    ending: str | None = None  # why the scheduler ended it: timed_out | limit_exceeded | denied | killed
-    peak_rss: int = 0
+    process: trio.Process
+    tree: procs.Tree
+    cgroup: procs.Cgroup | None
+    seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
     cpu_s: float = 0.0
-    stop: trio.Event = attrs.Factory(trio.Event)
+    peak_rss: int = 0
+
+    def full_tree(self) -> procs.Tree:
+        seen = tuple(procs.Member(pid=p, started=s) for p, s in self.seen.items())
+        return attrs.evolve(self.tree, members=seen)
 
 
 class Scheduler:
@@ -111,7 +90,6 @@ class Scheduler:
         tracer: Tracer | None = None,
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
-        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.plan = plan
         self.writer = writer
@@ -120,617 +98,253 @@ class Scheduler:
         self.tracer = tracer
         self.state = state if state is not None else RunState()
         self.on_event = on_event
-        self.jitter = jitter
-        self.slots = trio.CapacityLimiter(plan.parallel)
-        self.resources = {name: trio.Semaphore(count) for name, count in plan.resources}
-        self.done = {t.id: trio.Event() for t in plan.tasks}
-        self.failed = False
-        self.halted = False
-        self.aborted = False
-        self.running: dict[str, Attempt] = {}
-        self.me = (os.getpid(), started_at(os.getpid()))
-
-    def emit(self, *events: Event) -> None:
-        self.writer.write(list(events))
-        for event in events:
-            self.state.apply(event)
-            if self.on_event is not None:
-                self.on_event(event, self.state)
-
-    # -- the run ---------------------------------------------------------------------------------
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.me = (os.getpid(), procs.started_at(os.getpid()))
+        self._send, self._receive = trio.open_memory_channel[Observation](math.inf)
+        self._finished = False
 
     async def run(self, *, resume: bool = False, plan_path: str | None = None) -> RunState:
-        started = time.time()
-        if resume:
-            reaped: list[int] = []
-            for old in self.state.tasks.values():
-                if (a := old.interrupted) is not None:
-                    reaped += (
-                        kill_tree(a.pgid, {a.pid: a.started})
-                        if process_if(a.pid, a.started) is not None
-                        else []
-                    )
-            self.emit(
-                RunResumed(
-                    ts=time.time(),
-                    scheduler_pid=self.me[0],
-                    scheduler_started=self.me[1],
-                    reaped=tuple(reaped),
-                )
-            )
-        self.emit(
-            RunPlanned(
-                ts=time.time(),
-                name=self.plan.name,
-                plan_path=plan_path,
-                parallel=self.plan.parallel,
-                halt=self.plan.halt,
-                on_failure=self.plan.on_failure,
-                trace=self.plan.trace,
-                tasks=tuple(t.id for t in self.plan.tasks),
-                spec_hashes=tuple(t.spec_hash for t in self.plan.tasks),
-                depends_on=tuple(" ".join(t.depends_on) for t in self.plan.tasks),
-                plan=self.plan.to_json(),
-            )
-        )
-        todo: list[TaskSpec] = []
-        for task in self.plan.tasks:
-            before = self.state.tasks.get(task.id)
-            if (
-                resume
-                and before is not None
-                and before.state == "succeeded"
-                and before.succeeded_hash == task.spec_hash
-            ):
-                self.done[task.id].set()
-                continue
-            todo.append(task)
-        self.emit(*(TaskQueued(ts=time.time(), task=t.id, spec_hash=t.spec_hash) for t in todo))
-        async with trio.open_nursery() as nursery:
-            for task in todo:
-                nursery.start_soon(self._task, task)
-        if self.failed and self.plan.on_failure == "compensate":
-            await self._compensate()
-        counts = self.state.counts()
-        bad = sum(v for k, v in counts.items() if k not in ("succeeded", "skipped"))
-        verdict = "aborted" if self.aborted else ("failed" if bad or counts["skipped"] else "succeeded")
-        self.emit(
-            RunFinished(
-                ts=time.time(),
-                state=verdict,
-                succeeded=counts["succeeded"],
-                failed=bad,
-                skipped=counts["skipped"],
-                duration_s=round(time.time() - started, 6),
-            )
-        )
+        procs.become_subreaper()  # orphans of a task come back here, and are stopped with its tree
+        self.machine = Machine(Config.of(self.plan, plan_path), self.state)
+        async with trio.open_nursery() as work:
+            self._work = work
+            async with trio.open_nursery() as timers:
+                self._timers = timers
+                timers.start_soon(self._signals)
+                await self._observe(ObsBegin(ts=time.time(), resume=resume))
+                while not self._finished:
+                    await self._observe(await self._receive.receive())
+                timers.cancel_scope.cancel()
         return self.state
 
-    def _halt_after_failure(self) -> None:
-        self.failed = True
-        if self.plan.halt in ("soon", "now"):
-            self.halted = True
-        if self.plan.halt == "now":
-            for attempt in self.running.values():
-                self._end(attempt, "killed")
+    async def _observe(self, obs: Observation) -> None:
+        events, effects = self.machine.handle(obs, obs.ts)
+        if events:
+            self.writer.write([obs, *events])
+            for event in events:
+                if self.on_event is not None:
+                    self.on_event(event, self.state)
+        for effect in effects:
+            await self._perform(effect)
 
-    def _end(self, attempt: Attempt, why: str) -> None:
-        """Stop an attempt now: SIGTERM its group (the waiter escalates to SIGKILL after the grace)."""
-        if attempt.ending is None:
-            attempt.ending = why
-        attempt.stop.set()
-        sig = signal.SIGKILL if why in ("denied", "limit_exceeded") else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(attempt.pgid, sig)
-
-    async def _task(self, task: TaskSpec) -> None:
-        try:
-            await self._task_inner(task)
-        except Aborted:
-            self.aborted = self.halted = self.failed = True
-            for attempt in self.running.values():
-                self._end(attempt, "killed")
-        finally:
-            self.done[task.id].set()
-
-    async def _task_inner(self, task: TaskSpec) -> None:
-        for dep in task.depends_on:
-            await self.done[dep].wait()
-        bad = [d for d in task.depends_on if self.state.tasks[d].state != "succeeded"]
-        if bad:
-            self.emit(
-                TaskSkipped(
-                    ts=time.time(),
-                    task=task.id,
-                    reason=f"dependency {bad[0]} {self.state.tasks[bad[0]].state}",
-                )
-            )
-            return
-        if self.halted:
-            self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
-            return
-        decision = await self._hooks("pre", task)
-        if decision == "abort":
-            raise Aborted
-        if decision == "skip":
-            self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="pre hook said skip"))
-            return
-        if decision == "deny":
-            self.emit(
-                TaskFailed(
-                    ts=time.time(), task=task.id, attempt=0, outcome="denied", reason="pre hook said deny"
-                )
-            )
-            self._halt_after_failure()
-            return
-        rule = denied_command(self.plan.policy, task.command)
-        if rule is not None:
-            self.emit(
-                PolicyViolated(ts=time.time(), task=task.id, attempt=0, rule=rule, argv=task.command),
-                TaskFailed(
-                    ts=time.time(),
-                    task=task.id,
-                    attempt=0,
-                    outcome="denied",
-                    reason=f"command matches deny rule {rule!r}",
-                ),
-            )
-            self._halt_after_failure()
-            return
-        prior = self.state.tasks.get(task.id)
-        attempt = len(prior.attempts) if prior is not None else 0
-        first = attempt + 1
-        while True:
-            attempt += 1
-            if self.halted:
-                self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
-                return
-            after = await self._attempt_with_slot(task, attempt, attempt - first + 1)
-            if not isinstance(after, Retry):
-                return
-            self.emit(
-                TaskRetrying(
-                    ts=time.time(),
-                    task=task.id,
-                    attempt=attempt + 1,
-                    delay_s=after.delay_s,
-                    reason=after.reason,
-                )
-            )
-            await trio.sleep(after.delay_s)
-
-    async def _attempt_with_slot(self, task: TaskSpec, attempt: int, tries: int) -> Decision:
-        """One attempt, its verify commands and the decision after it (hooks included), all within the
-        task's slot: a failure halts the run before the slot is free for the next task to start."""
-        async with _acquire_all([self.resources[r] for r in sorted(task.uses)]), self.slots:
-            if self.halted:
-                self.emit(TaskSkipped(ts=time.time(), task=task.id, reason="run halted after a failure"))
-                return Skip(reason="run halted after a failure")
-            ended = await self._attempt(task, attempt)
-            if ended.outcome == "succeeded":
-                for command in task.verify:
-                    ok, vcode = await self._shell(command, task)
-                    self.emit(
-                        TaskVerified(
-                            ts=time.time(),
-                            task=task.id,
-                            attempt=attempt,
-                            command=command,
-                            ok=ok,
-                            exit_code=vcode,
-                        )
-                    )
-                    if not ok:
-                        ended = Ended(outcome="failed", reason=f"verify failed: {command}")
-                        break
-            answers: dict[str, str] = {}
-            jitter = self.jitter()
-            while isinstance(decision := decide(task, ended, answers, tries, jitter), AskHook):
-                answers[decision.on] = await self._hooks(decision.on, task)
-            self._execute(task, attempt, decision)
-            return decision
-
-    def _execute(self, task: TaskSpec, attempt: int, decision: Decision) -> None:
-        """Record a final decision (a retry is the caller's: it waits outside the slot)."""
-        now = time.time()
-        match decision:
-            case Succeed():
-                self.emit(
-                    TaskSucceeded(
-                        ts=now,
-                        task=task.id,
-                        attempt=attempt,
-                        duration_s=self.state.tasks[task.id].duration_s or 0.0,
-                        spec_hash=task.spec_hash,
+    async def _perform(self, effect: Effect) -> None:
+        match effect:
+            case Spawn():
+                await self._spawn(self.plan.task(effect.task), effect.attempt)
+            case StopTree():
+                self._work.start_soon(self._stop, effect)
+            case RunHook():
+                self._work.start_soon(self._hook, effect)
+            case RunVerify() | RunCompensate():
+                self._work.start_soon(self._check, effect)
+            case SetDeadline():
+                self._timers.start_soon(self._deadline, effect)
+            case ReapLeftovers():
+                stopped = stop_leftovers(self.state.session_id, effect.leftovers)
+                reaped = tuple(sorted(x.pid for x, _pids in stopped))
+                await self._observe(
+                    ObsReaped(
+                        ts=time.time(), scheduler_pid=self.me[0], scheduler_started=self.me[1], reaped=reaped
                     )
                 )
-            case Skip():
-                self.emit(TaskSkipped(ts=now, task=task.id, reason=decision.reason))
-            case Fail() | Abort():
-                self.emit(
-                    TaskFailed(
-                        ts=now,
-                        task=task.id,
-                        attempt=attempt,
-                        outcome=decision.outcome,
-                        reason=decision.reason,
-                        exit_code=decision.exit_code,
-                    )
-                )
-                self._halt_after_failure()
-                if isinstance(decision, Abort):
-                    raise Aborted
+            case Finish():
+                self._finished = True
 
-    # -- one attempt -----------------------------------------------------------------------------
+    # -- attempts -----------------------------------------------------------------------------------
 
-    async def _attempt(self, task: TaskSpec, attempt: int) -> Ended:
+    async def _spawn(self, task: TaskSpec, attempt: int) -> None:
         logs = self.dir / "tasks" / task.id
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        unit = marker(self.state.session_id, task.id, attempt)
+        env = {
+            **os.environ,
+            **dict(task.env),
+            "CAPSULE_TASK": task.id,
+            "CAPSULE_ATTEMPT": str(attempt),
+            procs.MARKER: unit,
+        }
+        trace = open_trace(self.home) if self.plan.trace and self.tracer is not None else None
+        argv = list(task.command)
+        if trace is not None and self.tracer is not None:
+            argv = traced_argv(self.tracer, self.plan.trace_level, trace.spool, task.command)
+        cgroup = procs.open_cgroup(cgroup_name(self.state.session_id, task.id, attempt))
         out = open_private(logs / f"{attempt}.out", append=False)
         err = open_private(logs / f"{attempt}.err", append=False)
-        env = {**os.environ, **dict(task.env), "CAPSULE_TASK": task.id, "CAPSULE_ATTEMPT": str(attempt)}
-        argv = list(task.command)
-        trace: tuple[str, Path, Path, SessionWriter] | None = None
-        if self.plan.trace and self.tracer is not None:
-            trace_id, trace_dir = create_session(self.home)
-            spool = spool_path(self.home, trace_id)
-            os.close(open_private(spool, append=False))
-            flags = self.tracer.flags(self.plan.trace_level)
-            argv = [self.tracer.path, *flags, "-o", str(spool), "--", *argv]
-            trace = (trace_id, trace_dir, spool, SessionWriter(trace_dir / EVENTS))
-        t0 = time.time()
         try:
             process = await trio.lowlevel.open_process(
-                argv,
-                cwd=task.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+                argv, cwd=task.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True, preexec_fn=cgroup.join_in_child if cgroup is not None else None,
+            )  # fmt: skip
         except OSError as exc:
-            reason = f"cannot start {task.command[0]}: {exc.strerror or exc}"
-            self.emit(
-                TaskStarted(
-                    ts=t0,
-                    task=task.id,
-                    attempt=attempt,
-                    pid=0,
-                    started=t0,
-                    pgid=0,
-                    argv=task.command,
-                    log_dir=str(logs),
-                ),
-                TaskExited(
-                    ts=time.time(), task=task.id, attempt=attempt, outcome="spawn_failed", duration_s=0.0
-                ),
+            if cgroup is not None:
+                cgroup.remove()
+            if trace is not None:
+                trace.writer.close()
+            error = exc.strerror or str(exc)
+            await self._observe(
+                ObsSpawnFailed(ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs))
             )
-            return Ended(outcome="spawn_failed", reason=reason)
+            return
         finally:
             os.close(out)
             os.close(err)
-        run = Attempt(pid=process.pid, pgid=process.pid, started=started_at(process.pid))
-        run.known[process.pid] = run.started
-        self.running[task.id] = run
-        self.emit(
-            TaskStarted(
-                ts=t0,
-                task=task.id,
-                attempt=attempt,
-                pid=process.pid,
-                started=run.started,
-                pgid=process.pid,
-                argv=task.command,
-                log_dir=str(logs),
-                trace_session=trace[0] if trace else None,
-                scheduler_pid=self.me[0],
-                scheduler_started=self.me[1],
+        started = procs.started_at(process.pid)
+        tree = procs.Tree(  # with a cgroup, nothing can leave it: no need to look for the marker everywhere
+            pid=process.pid, started=started, pgid=process.pid, cgroup=str(cgroup.path) if cgroup else None,
+            marker=None if cgroup else f"{procs.MARKER}={unit}",
+        )  # fmt: skip
+        handle = self.attempts[(task.id, attempt)] = Attempt(process=process, tree=tree, cgroup=cgroup)
+        await self._observe(
+            ObsSpawned(
+                ts=time.time(), task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
+                log_dir=str(logs), trace_session=trace.session_id if trace else None,
             )
-        )
+        )  # fmt: skip
+        self._work.start_soon(self._watch, task, attempt, handle, trace)
+
+    async def _watch(self, task: TaskSpec, attempt: int, handle: Attempt, trace: TraceFiles | None) -> None:
+        """Until the attempt's process (and its trace) ended: sample it; then observe the exit."""
+        process = handle.process
         try:
             async with trio.open_nursery() as nursery:
-                if trace is not None:
-                    nursery.start_soon(self._follow_trace, task, attempt, run, process, trace)
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(self._sample, task, attempt, run)
-                    inner.start_soon(self._watchdog, task, run, process)
+                if trace is not None and self.tracer is not None:
+                    nursery.start_soon(self._follow, task, attempt, handle, trace)
+                async with trio.open_nursery() as sampling:
+                    sampling.start_soon(self._sample, task, attempt, handle)
                     await process.wait()
-                    inner.cancel_scope.cancel()
-            kill_tree(run.pgid, run.known)  # nothing of the task outlives it, even after a clean exit
+                    sampling.cancel_scope.cancel()
         finally:
-            self.running.pop(task.id, None)
             with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    kill_tree(run.pgid, run.known)
+                if process.returncode is None:  # the scheduler itself is going down
+                    await procs.stop_async(handle.full_tree(), signal.SIGKILL, 0.0, keep_leader=True)
                     await process.wait()
-        code, sig = returncode_status(process.returncode)
-        duration = round(time.time() - t0, 6)
-        if run.ending is not None:
-            outcome = run.ending
-        elif sig is not None:
-            outcome = "killed"
-        elif code == 0:
-            outcome = "succeeded"
-        else:
-            outcome = "failed"
-        self.emit(
-            TaskExited(
-                ts=time.time(),
-                task=task.id,
-                attempt=attempt,
-                exit_code=code,
-                signal=sig,
-                outcome=outcome,
-                duration_s=duration,
-                cpu_s=round(run.cpu_s, 3),
-                peak_rss=run.peak_rss or None,
+        code, sig = procs.returncode_status(process.returncode)
+        self._send.send_nowait(
+            ObsExited(
+                ts=time.time(), task=task.id, attempt=attempt, exit_code=code, signal=sig, cpu_s=handle.cpu_s,
+                peak_rss=handle.peak_rss,
             )
-        )
-        reason = {
-            "succeeded": "",
-            "failed": f"exit code {code}",
-            "killed": f"killed by {sig or 'the scheduler'}",
-            "timed_out": f"timed out after {task.timeout_s}s",
-            "limit_exceeded": "limit exceeded",
-            "denied": "policy violation",
-        }.get(outcome, outcome)
-        return Ended(outcome=outcome, exit_code=code, reason=reason)
+        )  # fmt: skip
 
-    async def _watchdog(self, task: TaskSpec, run: Attempt, process: trio.Process) -> None:
-        """End the attempt at its timeout or when asked (`_end`): stop signal, grace, then SIGKILL."""
-        with trio.move_on_after(task.timeout_s if task.timeout_s is not None else math.inf):
-            await run.stop.wait()
-        if process.returncode is not None:
-            return
-        self._end(run, "timed_out")
-        with trio.move_on_after(task.grace_s):
-            await process.wait()
-        kill_tree(run.pgid, run.known)
+    async def _follow(self, task: TaskSpec, attempt: int, handle: Attempt, trace: TraceFiles) -> None:
+        assert self.tracer is not None
+        await follow_trace(
+            trace, plan=self.plan, tracer=self.tracer, task=task, attempt=attempt, process=handle.process,
+            parent=self.dir.name, recorder=self.me, tracer_started=handle.tree.started or 0.0,
+            observe=self._send.send_nowait,
+        )  # fmt: skip
 
-    async def _sample(self, task: TaskSpec, attempt: int, run: Attempt) -> None:
+    async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:
+        # with a cgroup the group adds nothing and costs a scan of every process
+        tree = attrs.evolve(handle.tree, marker=None, pgid=None if handle.cgroup else handle.tree.pgid)
         while True:
-            rss = 0
-            cpu = 0.0
-            for proc in _tree(run.pid):
+            rss, cpu = 0, 0.0
+            for proc in procs.members(
+                attrs.evolve(
+                    tree, members=tuple(procs.Member(pid=p, started=s) for p, s in handle.seen.items())
+                )
+            ):
                 try:
                     with proc.oneshot():
-                        run.known.setdefault(proc.pid, proc.create_time())
+                        handle.seen.setdefault(proc.pid, proc.create_time())
                         rss += proc.memory_info().rss
                         t = proc.cpu_times()
                         cpu += (
                             t.user
                             + t.system
-                            + (t.children_user + t.children_system if proc.pid == run.pid else 0)
+                            + (t.children_user + t.children_system if proc.pid == handle.tree.pid else 0)
                         )
                 except psutil.Error:
                     pass
-            run.peak_rss = max(run.peak_rss, rss)
-            run.cpu_s = max(run.cpu_s, cpu)
-            if run.ending is None:
-                if task.memory is not None and rss > task.memory:
-                    self.emit(
-                        TaskLimitExceeded(
-                            ts=time.time(),
-                            task=task.id,
-                            attempt=attempt,
-                            limit="memory",
-                            measured=rss,
-                            allowed=task.memory,
-                        )
-                    )
-                    self._end(run, "limit_exceeded")
-                elif task.cpu_time_s is not None and cpu > task.cpu_time_s:
-                    self.emit(
-                        TaskLimitExceeded(
-                            ts=time.time(),
-                            task=task.id,
-                            attempt=attempt,
-                            limit="cpu_time",
-                            measured=round(cpu, 3),
-                            allowed=task.cpu_time_s,
-                        )
-                    )
-                    self._end(run, "limit_exceeded")
+            handle.peak_rss, handle.cpu_s = max(handle.peak_rss, rss), max(handle.cpu_s, cpu)
+            pids = tuple(handle.seen)
+            self._send.send_nowait(
+                ObsSampled(
+                    ts=time.time(), task=task.id, attempt=attempt, rss=rss, cpu_s=cpu, pids=pids,
+                    starts=tuple(handle.seen[p] for p in pids),
+                )
+            )  # fmt: skip
             await trio.sleep(SAMPLE_S)
 
-    async def _follow_trace(
-        self,
-        task: TaskSpec,
-        attempt: int,
-        run: Attempt,
-        process: trio.Process,
-        trace: tuple[str, Path, Path, SessionWriter],
-    ) -> None:
-        """The attempt's strace output through parse -> track into its `run` session, checked live."""
-        trace_id, trace_dir, spool, writer = trace
-        assert self.tracer is not None
-        writer.write(
-            [
-                SessionStarted(
-                    ts=time.time(),
-                    capsule_version=__version__,
-                    session_id=trace_id,
-                    session_kind="run",
-                    name=f"{self.plan.name}/{task.id}#{attempt}",
-                    argv=task.command,
-                    cwd=task.cwd,
-                    host=platform.node(),
-                    tracer=self.tracer.path,
-                    tracer_version=self.tracer.version,
-                    tracer_flags=self.tracer.flags(self.plan.trace_level),
-                    trace_level=self.plan.trace_level,
-                    recorder_pid=self.me[0],
-                    recorder_started=self.me[1],
-                    parent=self.dir.name,
-                    tracer_pid=run.pid,
-                    tracer_started=run.started,
-                    kinds=kind_versions(),
-                )
-            ]
-        )
-        tracer_done = trio.Event()
-        policy = self.plan.policy
+    async def _stop(self, effect: StopTree) -> None:
+        handle = self.attempts.get((effect.task, effect.attempt))
+        if handle is None:
+            return
+        signum = signal.Signals[effect.signal]
+        await procs.stop_async(handle.full_tree(), signum, effect.grace_s, keep_leader=True)
+        if handle.process.returncode is not None and (effect.task, effect.attempt) in self.attempts:
+            del self.attempts[(effect.task, effect.attempt)]
+            procs.reap([procs.Member(pid=p, started=s) for p, s in handle.seen.items()])
+            if handle.cgroup is not None:
+                handle.cgroup.remove()
 
-        async def wait() -> None:
-            await process.wait()
-            tracer_done.set()
-
-        async def sink(receive: trio.MemoryReceiveChannel[list[Event]]) -> None:
-            async with receive:
-                async for batch in receive:
-                    writer.write(batch)
-                    for event in batch:
-                        if run.ending is not None:
-                            break
-                        violation = live_violation(policy, event, task=task.id, attempt=attempt)
-                        if violation is not None:
-                            self._end(run, "denied")
-                            self.emit(violation)
-
-        trace_fd = open_private(trace_dir / TRACE)
-        t0 = time.time()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait)
-                stats = await run_pipeline(
-                    partial(tail_stage, spool, tracer_done),
-                    sink,
-                    level=self.plan.trace_level,
-                    trace_fd=trace_fd,
-                )
-        finally:
-            os.close(trace_fd)
-        code, sig = stats.root_status if stats.root_status is not None else (None, None)
-        t = writer.tally
-        writer.write(
-            [
-                SessionEnded(
-                    ts=time.time(),
-                    exit_code=code,
-                    signal=sig,
-                    duration_s=round(time.time() - t0, 6),
-                    lines=stats.lines,
-                    events=t.events,
-                    processes=t.processes,
-                    failed=t.failed,
-                    unparsed=stats.unparsed,
-                )
-            ]
-        )
-        writer.close()
-        spool.unlink(missing_ok=True)
-
-    # -- hooks, verify, compensate -----------------------------------------------------------------
+    # -- hooks, verify, compensate, deadlines, signals ----------------------------------------------------
 
     async def _shell(
-        self, command: str, task: TaskSpec, stdin: bytes = b"", limit_s: float = 600.0
-    ) -> tuple[bool, int | None]:
-        ok, code, _out = await self._capture(command, task, stdin, limit_s)
-        return ok, code
-
-    async def _capture(
         self, command: str, task: TaskSpec, stdin: bytes, limit_s: float
-    ) -> tuple[bool, int | None, bytes]:
+    ) -> tuple[int | None, bytes]:
+        """Run `sh -c command` as the task would (cwd, env); (exit code, stdout), code None on timeout."""
+
+        async def stop(process: trio.Process) -> None:
+            tree = procs.Tree(pid=process.pid, started=procs.started_at(process.pid), pgid=process.pid)
+            await procs.stop_async(tree, signal.SIGKILL, 0.0, keep_leader=True)
+
         env = {**os.environ, **dict(task.env), "CAPSULE_TASK": task.id}
-        result: list[subprocess_result] = []
-
-        async def go() -> None:
-            done = await trio.run_process(
-                ["sh", "-c", command],
-                cwd=task.cwd,
-                env=env,
-                stdin=stdin,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                start_new_session=True,
-            )
-            result.append((done.returncode, done.stdout))
-
         with trio.move_on_after(limit_s):
-            await go()
-        if not result:
-            return False, None, b""
-        code, out = result[0]
-        return code == 0, code, out
+            done = await trio.run_process(
+                ["sh", "-c", command], cwd=task.cwd, env=env, stdin=stdin, capture_stdout=True,
+                capture_stderr=True, check=False, start_new_session=True, deliver_cancel=stop,
+            )  # fmt: skip
+            return done.returncode, done.stdout
+        return None, b""
 
-    async def _hooks(self, on: str, task: TaskSpec) -> str:
-        """Run every hook for `on`; the first answer other than continue decides."""
-        for hook in self.plan.hooks:
-            if hook.on != on:
-                continue
-            decision, reason = await self._hook(hook, task)
-            self.emit(
-                HookDecided(
-                    ts=time.time(),
-                    task=task.id,
-                    on=on,
-                    command=hook.command,
-                    decision=decision,
-                    reason=reason,
+    async def _hook(self, effect: RunHook) -> None:
+        code, out = await self._shell(
+            effect.command, self.plan.task(effect.task), effect.payload, effect.timeout_s
+        )
+        words = out.decode(errors="replace").split()
+        answer = words[0][:100] if words else ""
+        self._send.send_nowait(
+            ObsHook(
+                ts=time.time(),
+                task=effect.task,
+                on=effect.on,
+                index=effect.index,
+                exit_code=code,
+                answer=answer,
+            )
+        )
+
+    async def _check(self, effect: RunVerify | RunCompensate) -> None:
+        code, _out = await self._shell(effect.command, self.plan.task(effect.task), b"", effect.timeout_s)
+        now = time.time()
+        if isinstance(effect, RunVerify):
+            self._send.send_nowait(
+                ObsVerified(
+                    ts=now, task=effect.task, attempt=effect.attempt, index=effect.index, exit_code=code
                 )
             )
-            if decision != "continue":
-                return decision
-        return "continue"
+        else:
+            self._send.send_nowait(ObsCompensated(ts=now, task=effect.task, exit_code=code))
 
-    async def _hook(self, hook: Hook, task: TaskSpec) -> tuple[str, str]:
-        state = self.state.tasks.get(task.id)
-        payload = orjson.dumps(
-            {
-                **attrs.asdict(task),
-                "on": hook.on,
-                "state": state.state if state else "queued",
-                "attempts": len(state.attempts) if state else 0,
-                "exit_code": state.exit_code if state else None,
-                "run": self.state.session_id,
-            }
+    async def _deadline(self, effect: SetDeadline) -> None:
+        # the wall clock, which the machine compares `at` with: trio's clock may run apart from it
+        while (left := effect.at - time.time()) > 0:  # noqa: ASYNC110 (a clock, not an event)
+            await trio.sleep(left)
+        self._send.send_nowait(
+            ObsDeadline(ts=time.time(), task=effect.task, attempt=effect.attempt, what=effect.what)
         )
-        ok, code, out = await self._capture(hook.command, task, payload, hook.timeout_s)
-        if code is None:
-            return "deny", f"hook timed out after {hook.timeout_s}s"
-        answer = out.decode(errors="replace").strip().split()
-        word = answer[0].lower() if answer else ""
-        if not ok:
-            return "deny", f"hook exited with {code}"
-        if word not in HOOK_ANSWERS:
-            return "deny", f"hook answered {word!r}, not one of {', '.join(HOOK_ANSWERS)}"
-        return word, ""
 
-    async def _compensate(self) -> None:
-        """Undo succeeded tasks, newest first."""
-        done = [t for t in self.state.tasks.values() if t.state == "succeeded" and t.finished_ts is not None]
-        done.sort(key=lambda t: t.finished_ts or 0.0, reverse=True)
-        for state in done:
-            task = self.plan.task(state.id)
-            if task.compensate is None:
-                continue
-            ok, code = await self._shell(task.compensate, task)
-            self.emit(
-                TaskCompensated(ts=time.time(), task=task.id, command=task.compensate, ok=ok, exit_code=code)
-            )
-
-
-subprocess_result = tuple[int, bytes]
-
-
-class _acquire_all:
-    """Acquire semaphores in a fixed (sorted) order, so two tasks never deadlock on two resources."""
-
-    def __init__(self, sems: list[trio.Semaphore]) -> None:
-        self.sems = sems
-        self.held: list[trio.Semaphore] = []
-
-    async def __aenter__(self) -> None:
-        for sem in self.sems:
-            await sem.acquire()
-            self.held.append(sem)
-
-    async def __aexit__(self, *exc: object) -> None:
-        for sem in reversed(self.held):
-            sem.release()
-        self.held.clear()
+    async def _signals(self) -> None:
+        """SIGINT or SIGTERM: the run is killed (tasks stopped, the rest skipped); a second one is final."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _signum in received:
+                if self.state.finished is not None:
+                    continue
+                self._send.send_nowait(ObsKill(ts=time.time()))
+                break
+            async for _signum in received:
+                raise KeyboardInterrupt
 
 
 def open_run(home: Path, plan: Plan, argv: tuple[str, ...]) -> tuple[str, Path, SessionWriter]:
@@ -741,20 +355,12 @@ def open_run(home: Path, plan: Plan, argv: tuple[str, ...]) -> tuple[str, Path, 
     writer.write(
         [
             SessionStarted(
-                ts=time.time(),
-                capsule_version=__version__,
-                session_id=session_id,
-                session_kind="agents",
-                name=plan.name,
-                argv=argv,
-                cwd=os.getcwd(),
-                host=platform.node(),
-                recorder_pid=me.pid,
-                recorder_started=me.create_time(),
-                kinds=kind_versions(),
+                ts=time.time(), capsule_version=__version__, session_id=session_id, session_kind="agents",
+                name=plan.name, argv=argv, cwd=os.getcwd(), host=platform.node(), recorder_pid=me.pid,
+                recorder_started=me.create_time(), kinds=kind_versions(),
             )
         ]
-    )
+    )  # fmt: skip
     return session_id, path, writer
 
 

@@ -113,7 +113,7 @@ def _agents_session(ref: str) -> Path:
 
 def _live_state(run: RunState) -> str:
     """The run's state, `interrupted` when its scheduler is gone without finishing."""
-    from capsule.stages.processes import process_if
+    from capsule.stages.procs import process_if
 
     if (
         run.finished is None
@@ -473,7 +473,7 @@ def logs(
 def _running() -> list[dict[str, Any]]:
     import psutil
 
-    from capsule.stages.processes import process_if
+    from capsule.stages.procs import process_if
 
     rows = []
     for path in _agents_sessions(20):
@@ -559,27 +559,47 @@ def kill(
 
 
 def kill_tasks(task: str | None, grace: float = 2.0) -> list[dict[str, Any]]:
-    """Kill the process group of running task `task` (None: every running task); the rows killed."""
+    """Stop running task `task` (None: every running task, and whatever dead schedulers left) with its
+    whole tree: SIGTERM, then SIGKILL after `grace`. The rows stopped."""
     import signal
 
-    import psutil
+    from capsule.stages import procs
+    from capsule.stages.task_units import leftover_tree
 
-    rows = [r for r in _running() if task is None or r["task"] == task]
-    if not rows:
+    live = _running()
+    rows = [r for r in live if task is None or r["task"] == task]
+    left = stop_dead_runs() if task is None else []
+    if not rows and not left:
         fail(f"no running task {task!r}" if task else "no running tasks", EXIT_NOT_FOUND)
     for r in rows:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(r["pgid"], signal.SIGTERM)
-    deadline = time.time() + grace
-    for r in rows:
-        try:
-            p = psutil.Process(r["pid"])
-            p.wait(max(0.0, deadline - time.time()))
-        except psutil.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(r["pgid"], signal.SIGKILL)
-        except psutil.Error:
-            pass
+        tree, _cgroup = leftover_tree(r["session"], _attempt_of(r))  # the scheduler removes its cgroup
+        procs.stop(tree, signal.SIGTERM, grace)
+    return rows + left
+
+
+def _attempt_of(row: dict[str, Any]) -> Any:
+    """A running task's attempt as the machine's Leftover record: what its tree is made of."""
+    from capsule.plan.effects import Leftover
+
+    run = _fold(_agents_session(row["session"]))
+    members = run.tasks[row["task"]].members.get(row["attempt"], {})
+    return Leftover(
+        task=row["task"], attempt=row["attempt"], pid=row["pid"], started=row["started"], pgid=row["pgid"],
+        members=tuple(sorted(members.items())), interrupted=True,
+    )  # fmt: skip
+
+
+def stop_dead_runs() -> list[dict[str, Any]]:
+    """Stop what the agent runs whose scheduler died left running (`agents kill --all`, `kill-all`)."""
+    from capsule.stages.task_units import stop_run_leftovers
+
+    rows = []
+    for path in _agents_sessions(50):
+        run = _fold(path)
+        if _live_state(run) != "interrupted":
+            continue
+        for x, _pids in stop_run_leftovers(run):
+            rows.append({"session": run.session_id, "task": x.task, "attempt": x.attempt, "pid": x.pid})
     return rows
 
 

@@ -538,3 +538,7 @@ def kill_all() -> None:
             print(f"capsule: {env.state.project} ({env.id}): down")
     for line in _cleanup_dead(None):
         print(f"capsule: {line}")
+    from capsule.cli.agents import stop_dead_runs  # agent tasks whose scheduler died
+
+    for r in stop_dead_runs():
+        print(f"capsule: agents {r['session']}: stopped what task {r['task']} left (attempt {r['attempt']})")

@@ -17,8 +17,14 @@ def _session_started_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "parent": None}
 
 
+def _task_exited_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 added `reason` (why a spawn failed): v1 kept it only in the verdict that followed."""
+    return {**fields, "reason": ""}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
+    ("task.exited", 1): _task_exited_v1_to_v2,
 }
 
 

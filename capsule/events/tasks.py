@@ -42,7 +42,8 @@ class RunResumed(Event):
 
     scheduler_pid: int
     scheduler_started: float
-    reaped: tuple[int, ...] = ()  # leftover pids of interrupted attempts that were killed
+    # the leading pid of each earlier attempt that still had processes left, which were killed
+    reaped: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +77,7 @@ class TaskExited(Event):
     """The attempt's process ended (its group has been swept); outcome is what ended it."""
 
     KIND: ClassVar[str] = "task.exited"
+    VERSION: ClassVar[int] = 2
 
     task: str
     attempt: int
@@ -85,6 +87,43 @@ class TaskExited(Event):
     duration_s: float
     cpu_s: float | None = None
     peak_rss: int | None = None  # bytes, summed over the tree, the highest sample
+    reason: str = ""  # v2: why it could not start (spawn_failed), so a later decision can say so
+
+
+@attrs.frozen(kw_only=True)
+class TaskDispatched(Event):
+    """The scheduler gave the task a run slot and its resources, and asked for attempt `attempt`."""
+
+    KIND: ClassVar[str] = "task.dispatched"
+
+    task: str
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskStopping(Event):
+    """The scheduler is ending a running attempt: why, with which signal, how long before SIGKILL."""
+
+    KIND: ClassVar[str] = "task.stopping"
+
+    task: str
+    attempt: int
+    reason: str  # timed_out | killed | limit_exceeded | denied
+    signal: str  # SIGTERM | SIGKILL
+    grace_s: float
+
+
+@attrs.frozen(kw_only=True)
+class TaskMembers(Event):
+    """Processes newly seen in an attempt's tree, by pid and start time, so that whatever is left of
+    the tree can be stopped after the scheduler itself died (`agents resume`, `kill --all`, `kill-all`)."""
+
+    KIND: ClassVar[str] = "task.members"
+
+    task: str
+    attempt: int
+    pids: tuple[int, ...]
+    starts: tuple[float, ...]  # parallel to pids: each process's create time
 
 
 @attrs.frozen(kw_only=True)
@@ -200,7 +239,10 @@ EVENTS: tuple[type[Event], ...] = (
     RunPlanned,
     RunResumed,
     TaskQueued,
+    TaskDispatched,
     TaskStarted,
+    TaskStopping,
+    TaskMembers,
     TaskExited,
     TaskRetrying,
     TaskSucceeded,

@@ -17,30 +17,22 @@ from capsule.events.tasks import (
     RunPlanned,
     RunResumed,
     TaskCompensated,
+    TaskDispatched,
     TaskExited,
     TaskFailed,
     TaskLimitExceeded,
+    TaskMembers,
     TaskQueued,
     TaskRetrying,
     TaskSkipped,
     TaskStarted,
+    TaskStopping,
     TaskSucceeded,
     TaskVerified,
 )
+from capsule.plan.states import TASK_STATES, TaskStatus, is_final, next_state
 
-TASK_STATES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "killed",
-    "limit_exceeded",
-    "skipped",
-    "denied",
-    "spawn_failed",
-)
-FINAL = frozenset(TASK_STATES) - {"queued", "running"}
+FINAL = frozenset(s for s in TASK_STATES if is_final(s))
 
 
 @attrs.define(kw_only=True)
@@ -66,7 +58,7 @@ class TaskState:
     id: str
     depends_on: tuple[str, ...] = ()
     spec_hash: str = ""
-    state: str = "queued"
+    state: TaskStatus = "queued"
     attempts: list[Attempt] = attrs.Factory(list)
     exit_code: int | None = None
     reason: str = ""
@@ -77,6 +69,16 @@ class TaskState:
     violations: list[PolicyViolated] = attrs.Factory(list)
     limits: list[TaskLimitExceeded] = attrs.Factory(list)
     compensated: TaskCompensated | None = None
+    # What the scheduler's machine reads about the task's current step (DESIGN §9): the fold of the
+    # events it emitted, nothing else.
+    base: int = 0  # attempts made before this run (a resume counts its retries afresh)
+    dispatched: int | None = None  # the attempt given a slot whose process has not started yet
+    stopping: TaskStopping | None = None  # the current attempt is being stopped, and why
+    exited: TaskExited | None = None  # how the current attempt's process ended
+    pre: list[HookDecided] = attrs.Factory(list)  # pre hook answers since the task was queued
+    deciding: list[HookDecided] = attrs.Factory(list)  # post/error answers about the current attempt
+    retry_at: float | None = None  # a retry's backoff ends then
+    members: dict[int, dict[int, float]] = attrs.Factory(dict)  # attempt -> {pid: start time}
 
     @property
     def current(self) -> Attempt | None:
@@ -98,6 +100,18 @@ class TaskState:
         a = self.current
         return a if a is not None and a.end is None and self.state == "running" else None
 
+    @property
+    def final(self) -> bool:
+        return is_final(self.state)
+
+    def holds_slot(self) -> bool:
+        """A dispatched or running task holds a run slot and its resources until its verdict."""
+        return self.dispatched is not None or self.state == "running"
+
+    def current_verified(self) -> list[TaskVerified]:
+        a = self.current
+        return [v for v in self.verified if a is not None and v.attempt == a.number]
+
 
 @attrs.define(kw_only=True)
 class RunState:
@@ -113,17 +127,32 @@ class RunState:
     scheduler_pid: int | None = None
     scheduler_started: float | None = None
     last_ts: float = 0.0
+    # this scheduler's run (from its run.planned on): what halting, aborting and compensating read
+    halt: str = "never"
+    on_failure: str = "stop"
+    planned_ts: float | None = None
+    failed_now: bool = False  # a task failed in this run
+    aborted: bool = False  # a hook answered abort in this run
+    compensated_now: list[str] = attrs.Factory(list)
 
     @property
     def state(self) -> str:
         """running | succeeded | failed | aborted (the scheduler's own word once it has finished)."""
         return self.finished.state if self.finished is not None else "running"
 
+    @property
+    def halted(self) -> bool:
+        """Start nothing new: a hook aborted, or a task failed and the plan says halt soon or now."""
+        return self.aborted or (self.failed_now and self.halt in ("soon", "now"))
+
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(TASK_STATES, 0)
+        out: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
         for task in self.tasks.values():
             out[task.state] += 1
         return out
+
+    def _move(self, task: TaskState, event: Event, outcome: str = "") -> None:
+        task.state = next_state(task.state, type(event).KIND, outcome)
 
     def apply(self, event: Event) -> None:
         self.last_ts = max(self.last_ts, event.ts)
@@ -134,32 +163,44 @@ class RunState:
                 self.scheduler_pid, self.scheduler_started = event.recorder_pid, event.recorder_started
             case RunPlanned():
                 self.name, self.plan, self.parallel = event.name, event.plan, event.parallel
+                self.halt, self.on_failure, self.planned_ts = event.halt, event.on_failure, event.ts
                 self.finished = None
+                self.failed_now = self.aborted = False
+                self.compensated_now = []
                 for task_id, spec_hash, deps in zip(
                     event.tasks, event.spec_hashes, event.depends_on, strict=True
                 ):
                     if task_id not in self.tasks:
                         self.order.append(task_id)
                         self.tasks[task_id] = TaskState(id=task_id)
-                    self.tasks[task_id].depends_on = tuple(deps.split())
-                    self.tasks[task_id].spec_hash = spec_hash
+                    task = self.tasks[task_id]
+                    task.depends_on = tuple(deps.split())
+                    task.spec_hash = spec_hash
+                    task.base = len(task.attempts)
             case RunResumed():
                 self.resumed.append(event)
                 self.finished = None
                 self.scheduler_pid, self.scheduler_started = event.scheduler_pid, event.scheduler_started
                 for task in self.tasks.values():
-                    if task.state == "running":  # its scheduler died: the attempt is over
-                        task.state = "killed"
+                    task.dispatched = None
+                    if task.state == "running":
+                        self._move(task, event)
                         if (a := task.current) is not None and a.end is None:
                             a.end, a.outcome = event.ts, "killed"
             case TaskQueued():
                 task = self.tasks.setdefault(event.task, TaskState(id=event.task))
                 if event.task not in self.order:
                     self.order.append(event.task)
-                task.state, task.spec_hash = "queued", event.spec_hash
+                self._move(task, event)
+                task.spec_hash = event.spec_hash
+                task.pre, task.retry_at, task.dispatched = [], None, None
+            case TaskDispatched():
+                task = self.tasks[event.task]
+                task.dispatched, task.retry_at = event.attempt, None
             case TaskStarted():
                 task = self.tasks[event.task]
-                task.state = "running"
+                self._move(task, event)
+                task.dispatched, task.stopping, task.exited, task.deciding = None, None, None, []
                 task.attempts.append(
                     Attempt(
                         number=event.attempt,
@@ -172,6 +213,11 @@ class RunState:
                         trace_session=event.trace_session,
                     )
                 )
+            case TaskStopping():
+                self.tasks[event.task].stopping = event
+            case TaskMembers():
+                seen = self.tasks[event.task].members.setdefault(event.attempt, {})
+                seen.update(zip(event.pids, event.starts, strict=True))
             case TaskExited():
                 task = self.tasks[event.task]
                 a = task.current
@@ -183,33 +229,44 @@ class RunState:
                         event.outcome,
                     )
                     a.cpu_s, a.peak_rss = event.cpu_s, event.peak_rss
+                    task.exited = event
                 task.exit_code = event.exit_code
             case TaskRetrying():
                 task = self.tasks[event.task]
-                task.state, task.reason = "queued", event.reason
+                self._move(task, event)
+                task.reason, task.retry_at = event.reason, event.ts + event.delay_s
             case TaskSucceeded():
                 task = self.tasks[event.task]
-                task.state, task.succeeded_hash, task.finished_ts = "succeeded", event.spec_hash, event.ts
+                self._move(task, event)
+                task.succeeded_hash, task.finished_ts = event.spec_hash, event.ts
                 task.reason = ""
             case TaskFailed():
                 task = self.tasks[event.task]
-                task.state, task.reason, task.finished_ts = event.outcome, event.reason, event.ts
+                self._move(task, event, event.outcome)
+                task.reason, task.finished_ts = event.reason, event.ts
                 if event.exit_code is not None:
                     task.exit_code = event.exit_code
                 task.succeeded_hash = None
+                self.failed_now = True
             case TaskSkipped():
                 task = self.tasks[event.task]
-                task.state, task.reason, task.finished_ts = "skipped", event.reason, event.ts
+                self._move(task, event)
+                task.reason, task.finished_ts = event.reason, event.ts
             case TaskLimitExceeded():
                 self.tasks[event.task].limits.append(event)
             case HookDecided():
-                self.tasks[event.task].hooks.append(event)
+                task = self.tasks[event.task]
+                task.hooks.append(event)
+                (task.pre if event.on == "pre" else task.deciding).append(event)
+                if event.decision == "abort":
+                    self.aborted = True
             case PolicyViolated():
                 self.tasks[event.task].violations.append(event)
             case TaskVerified():
                 self.tasks[event.task].verified.append(event)
             case TaskCompensated():
                 self.tasks[event.task].compensated = event
+                self.compensated_now.append(event.task)
             case RunFinished():
                 self.finished = event
             case _:

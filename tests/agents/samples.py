@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from capsule.events import Event
+from capsule.events.observed import (
+    ObsBegin,
+    ObsCompensated,
+    ObsDeadline,
+    ObsExited,
+    ObsHook,
+    ObsKill,
+    ObsReaped,
+    ObsSampled,
+    ObsSpawned,
+    ObsSpawnFailed,
+    ObsVerified,
+    ObsViolation,
+)
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -10,13 +24,16 @@ from capsule.events.tasks import (
     RunPlanned,
     RunResumed,
     TaskCompensated,
+    TaskDispatched,
     TaskExited,
     TaskFailed,
     TaskLimitExceeded,
+    TaskMembers,
     TaskQueued,
     TaskRetrying,
     TaskSkipped,
     TaskStarted,
+    TaskStopping,
     TaskSucceeded,
     TaskVerified,
 )
@@ -74,4 +91,26 @@ def task_samples(t0: float) -> tuple[Event, ...]:
         TaskSkipped(ts=t0 + 0.71, task="c", reason="dependency b timed_out"),
         TaskCompensated(ts=t0 + 0.72, task="a", command="git checkout -- .", ok=True, exit_code=0),
         RunFinished(ts=t0 + 0.8, state="failed", succeeded=1, failed=1, skipped=1, duration_s=0.8),
+        TaskDispatched(ts=t0 + 0.81, task="a", attempt=3),
+        TaskStopping(ts=t0 + 0.82, task="a", attempt=3, reason="timed_out", signal="SIGTERM", grace_s=5.0),
+        TaskMembers(ts=t0 + 0.83, task="a", attempt=3, pids=(60, 61), starts=(t0, t0 + 0.01)),
+        *observation_samples(t0 + 0.9),
+    )
+
+
+def observation_samples(t0: float) -> tuple[Event, ...]:
+    """One of each observation the scheduler records (`capsule.events.observed`)."""
+    return (
+        ObsBegin(ts=t0, resume=True),
+        ObsReaped(ts=t0, scheduler_pid=50, scheduler_started=t0 - 1, reaped=(51,)),
+        ObsSpawned(ts=t0, task="a", attempt=1, pid=52, started=t0, pgid=52, log_dir="/l", trace_session="x"),
+        ObsSpawnFailed(ts=t0, task="b", attempt=1, error="No such file or directory"),
+        ObsSampled(ts=t0, task="a", attempt=1, rss=1000, cpu_s=0.5, pids=(52,), starts=(t0,)),
+        ObsViolation(ts=t0, task="a", attempt=1, rule="sudo *", argv=("sudo", "ls"), pid=53),
+        ObsExited(ts=t0, task="a", attempt=1, exit_code=0, cpu_s=0.5, peak_rss=1000),
+        ObsHook(ts=t0, task="a", on="post", index=0, exit_code=0, answer="continue"),
+        ObsVerified(ts=t0, task="a", attempt=1, index=0, exit_code=None),
+        ObsCompensated(ts=t0, task="a", exit_code=3),
+        ObsDeadline(ts=t0, task="a", attempt=1, what="timeout"),
+        ObsKill(ts=t0, task=None),
     )

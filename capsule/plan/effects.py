@@ -1,0 +1,93 @@
+"""What the agent-run machine asks its driver to do: frozen records, performed by `stages/schedule.py`,
+whose results come back as observations (`capsule.events.observed`)."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Spawn:
+    """Start attempt `attempt` of the task (its command, cwd and env are the plan's; traced if it says so).
+    The driver answers at once with `obs.spawned` or `obs.spawn_failed`, before any other observation."""
+
+    task: str
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class StopTree:
+    """Stop the attempt's whole tree: `signal`, then SIGKILL to whatever is left after `grace_s`."""
+
+    task: str
+    attempt: int
+    signal: str  # SIGTERM | SIGKILL
+    grace_s: float
+
+
+@attrs.frozen(kw_only=True)
+class RunHook:
+    """Run hook `index` of the plan with `payload` on its stdin; answer with `obs.hook`."""
+
+    task: str
+    on: str
+    index: int
+    command: str
+    timeout_s: float
+    payload: bytes
+
+
+@attrs.frozen(kw_only=True)
+class RunVerify:
+    task: str
+    attempt: int
+    index: int
+    command: str
+    timeout_s: float
+
+
+@attrs.frozen(kw_only=True)
+class RunCompensate:
+    task: str
+    command: str
+    timeout_s: float
+
+
+@attrs.frozen(kw_only=True)
+class SetDeadline:
+    """Observe `obs.deadline` once the wall clock reads `at` or later."""
+
+    task: str
+    attempt: int
+    what: str  # timeout | retry
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class Leftover:
+    """An attempt of a dead scheduler: its leading process, its group and every member it recorded."""
+
+    task: str
+    attempt: int
+    pid: int
+    started: float
+    pgid: int
+    members: tuple[tuple[int, float], ...] = ()
+    interrupted: bool = False  # it never ended: its group may still have members nobody recorded
+
+
+@attrs.frozen(kw_only=True)
+class ReapLeftovers:
+    """Stop what is left of these attempts (pid and start time must match); answer with `obs.reaped`."""
+
+    leftovers: tuple[Leftover, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Finish:
+    """The run is over (`run.finished` was emitted): the driver stops, once its stops are done."""
+
+    state: str
+
+
+Effect = Spawn | StopTree | RunHook | RunVerify | RunCompensate | SetDeadline | ReapLeftovers | Finish

@@ -1,0 +1,734 @@
+"""The agent-run machine (DESIGN §9): `Machine.handle(observation, now) -> (events, effects)`, no I/O.
+
+Theory of operation. The driver (`stages/schedule.py`) feeds what it saw (`capsule.events.observed`);
+the machine answers with the events that follow (the run's record) and the effects to perform
+(`capsule.plan.effects`). Its state is the fold of the events it emitted (`capsule.fold.tasks.RunState`,
+task states per `capsule.plan.states`): each event is folded as it is emitted, so a decision later in the
+same step sees it. Nothing else is remembered, which is what makes a recorded run replay exactly
+(`capsule.plan.replay`). Randomness (the retry jitter) is a hash of the session id, task and attempt.
+
+Each step ends in `_settle`: tasks whose last dependency just ended pass their gate (skip, pre hooks,
+policy), a failure under `halt = "now"` or an abort stops what runs, free slots go to ready tasks in plan
+order, and once every task has ended the succeeded ones are compensated (newest first) and the run
+finishes. An effect whose answer is pending is never asked twice: each is asked exactly once, in the step
+of the event that made it due (a dispatch is an event of its own, `task.dispatched`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+
+import attrs
+import orjson
+
+from capsule.events import Event
+from capsule.events.observed import (
+    ObsBegin,
+    ObsCompensated,
+    ObsDeadline,
+    Observation,
+    ObsExited,
+    ObsHook,
+    ObsKill,
+    ObsReaped,
+    ObsSampled,
+    ObsSpawned,
+    ObsSpawnFailed,
+    ObsVerified,
+    ObsViolation,
+)
+from capsule.events.tasks import (
+    HookDecided,
+    PolicyViolated,
+    RunFinished,
+    RunPlanned,
+    RunResumed,
+    TaskCompensated,
+    TaskDispatched,
+    TaskExited,
+    TaskFailed,
+    TaskLimitExceeded,
+    TaskMembers,
+    TaskQueued,
+    TaskRetrying,
+    TaskSkipped,
+    TaskStarted,
+    TaskStopping,
+    TaskSucceeded,
+    TaskVerified,
+)
+from capsule.fold.tasks import RunState, TaskState
+from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
+from capsule.plan.effects import (
+    Effect,
+    Finish,
+    Leftover,
+    ReapLeftovers,
+    RunCompensate,
+    RunHook,
+    RunVerify,
+    SetDeadline,
+    Spawn,
+    StopTree,
+)
+from capsule.plan.policy import denied_command
+from capsule.plan.spec import Hook, Plan, TaskSpec, plan_from_json
+from capsule.plan.states import StopReason, verdict
+
+HOOK_ANSWERS = ("continue", "skip", "deny", "abort")
+SHELL_TIMEOUT_S = 600.0  # a verify or compensate command that runs longer counts as failed
+HALTED = "run halted after a failure"
+VERDICTS = (TaskSucceeded, TaskFailed, TaskSkipped)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """What the machine carries out: the plan, each task's spec hash, where the plan came from."""
+
+    plan: Plan
+    spec_hashes: tuple[str, ...]
+    plan_path: str | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, plan_path: str | None = None) -> Config:
+        return cls(plan=plan, spec_hashes=tuple(t.spec_hash for t in plan.tasks), plan_path=plan_path)
+
+    @classmethod
+    def from_planned(cls, event: RunPlanned) -> Config:
+        """The config a recorded `run.planned` was written from (replay)."""
+        return cls(plan=plan_from_json(event.plan), spec_hashes=event.spec_hashes, plan_path=event.plan_path)
+
+
+def planned_event(config: Config, ts: float) -> RunPlanned:
+    """The plan as the run's record: the one place a plan becomes an event."""
+    plan = config.plan
+    return RunPlanned(
+        ts=ts,
+        name=plan.name,
+        plan_path=config.plan_path,
+        parallel=plan.parallel,
+        halt=plan.halt,
+        on_failure=plan.on_failure,
+        trace=plan.trace,
+        tasks=tuple(t.id for t in plan.tasks),
+        spec_hashes=config.spec_hashes,
+        depends_on=tuple(" ".join(t.depends_on) for t in plan.tasks),
+        plan=plan.to_json(),
+    )
+
+
+def jitter(session_id: str, task: str, attempt: int) -> float:
+    """A retry's jitter in [0, 1): random-looking across runs, the same on every replay of one."""
+    digest = hashlib.sha256(f"{session_id}/{task}/{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hook_decision(hook: Hook, exit_code: int | None, answer: str) -> tuple[str, str]:
+    """(decision, reason) from how a hook ended: no answer in time, a failure or a stray word deny."""
+    if exit_code is None:
+        return "deny", f"hook timed out after {hook.timeout_s}s"
+    if exit_code != 0:
+        return "deny", f"hook exited with {exit_code}"
+    word = answer.lower()
+    if word not in HOOK_ANSWERS:
+        return "deny", f"hook answered {word!r}, not one of {', '.join(HOOK_ANSWERS)}"
+    return word, ""
+
+
+def leftovers(state: RunState) -> tuple[Leftover, ...]:
+    """Every recorded attempt of a run, with its members: what a dead scheduler may have left running."""
+    out = []
+    for t in state.tasks.values():
+        for a in t.attempts:
+            if a.pid <= 0:
+                continue
+            members = tuple(sorted(t.members.get(a.number, {}).items()))
+            out.append(
+                Leftover(
+                    task=t.id,
+                    attempt=a.number,
+                    pid=a.pid,
+                    started=a.started,
+                    pgid=a.pgid,
+                    members=members,
+                    # never ended, or ended without a verdict: its tree may not have been swept
+                    interrupted=a.end is None or (a is t.current and t.state == "running"),
+                )
+            )
+        if t.dispatched is not None:  # its process may have started, unrecorded: found by marker and cgroup
+            out.append(
+                Leftover(task=t.id, attempt=t.dispatched, pid=0, started=0.0, pgid=0, interrupted=True)
+            )
+    return tuple(out)
+
+
+class Machine:
+    """One agent run's decisions. `state` must already hold the session's header (and, on resume,
+    everything recorded before)."""
+
+    def __init__(self, config: Config, state: RunState) -> None:
+        self.config = config
+        self.state = state
+        self.specs = {t.id: t for t in config.plan.tasks}
+        self.hashes = dict(zip(self.specs, config.spec_hashes, strict=True))
+        self.dependents: dict[str, list[str]] = {t.id: [] for t in config.plan.tasks}
+        for t in config.plan.tasks:
+            for dep in t.depends_on:
+                self.dependents[dep].append(t.id)
+        self._events: list[Event] = []
+        self._effects: list[Effect] = []
+        self._gate: list[str] = []
+        self._ended_any = False
+        self._now = 0.0
+
+    # -- the one entry point -----------------------------------------------------------------------
+
+    def handle(self, obs: Observation, now: float) -> tuple[list[Event], list[Effect]]:
+        """The events that follow `obs` (already folded into `state`) and the effects to perform."""
+        self._events, self._effects, self._gate, self._ended_any, self._now = [], [], [], False, now
+        if self.state.finished is not None and not isinstance(obs, ObsBegin | ObsReaped):
+            return self._step_done()
+        match obs:
+            case ObsBegin(resume=True):
+                self._effects.append(ReapLeftovers(leftovers=leftovers(self.state)))
+                return self._step_done()
+            case ObsBegin():
+                self._plan(resume=False)
+            case ObsReaped():
+                self._emit(
+                    RunResumed(
+                        ts=now,
+                        scheduler_pid=obs.scheduler_pid,
+                        scheduler_started=obs.scheduler_started,
+                        reaped=obs.reaped,
+                    )
+                )
+                self._plan(resume=True)
+            case ObsSpawned() | ObsSpawnFailed():
+                self._started(obs)
+            case ObsExited():
+                self._exited(obs)
+            case ObsSampled():
+                self._sampled(obs)
+            case ObsViolation():
+                self._violation(obs)
+            case ObsHook():
+                self._hook(obs)
+            case ObsVerified():
+                self._verified(obs)
+            case ObsCompensated():
+                self._compensated(obs)
+            case ObsDeadline():
+                self._deadline(obs)
+            case ObsKill():
+                self._kill(obs.task)
+        self._settle()
+        return self._step_done()
+
+    def _step_done(self) -> tuple[list[Event], list[Effect]]:
+        return self._events, self._effects
+
+    def _emit(self, *events: Event) -> None:
+        for event in events:
+            self.state.apply(event)
+            self._events.append(event)
+            if isinstance(event, VERDICTS):
+                self._ended_any = True
+                self._gate.extend(self.dependents.get(event.task, ()))
+
+    def _task(self, task_id: str) -> TaskState | None:
+        return self.state.tasks.get(task_id) if task_id in self.specs else None
+
+    def _attempt_running(self, task_id: str, attempt: int) -> TaskState | None:
+        """The task, if `attempt` is its current attempt and its process has not ended."""
+        t = self._task(task_id)
+        a = t.current if t is not None else None
+        if t is None or a is None or t.state != "running" or a.number != attempt or a.end is not None:
+            return None
+        return t
+
+    # -- the run -----------------------------------------------------------------------------------
+
+    def _plan(self, *, resume: bool) -> None:
+        now = self._now
+        self._emit(planned_event(self.config, now))
+        todo = []
+        for spec in self.config.plan.tasks:
+            before = self.state.tasks.get(spec.id)
+            if (
+                resume
+                and before is not None
+                and before.state == "succeeded"
+                and before.succeeded_hash == self.hashes[spec.id]
+            ):
+                continue
+            todo.append(spec.id)
+        self._emit(*(TaskQueued(ts=now, task=t, spec_hash=self.hashes[t]) for t in todo))
+        self._gate.extend(todo)
+        self._ended_any = True  # a run with nothing left to do finishes at once
+
+    def _settle(self) -> None:
+        """Gate, halt, dispatch until nothing changes; then compensate or finish."""
+        while True:
+            gate, self._gate = list(dict.fromkeys(self._gate)), []
+            for task_id in gate:
+                self._pass_gate(task_id)
+            self._halt_now()
+            self._dispatch()
+            if not self._gate:
+                break
+        if self._ended_any:
+            self._finish_or_compensate()
+
+    def _halt_now(self) -> None:
+        s = self.state
+        if not (s.aborted or (s.failed_now and s.halt == "now")):
+            return
+        for t in s.tasks.values():
+            if self._attempt_running(t.id, t.current.number if t.current else 0) and t.stopping is None:
+                self._stop(t, "killed")
+
+    # -- before an attempt: gate, pre hooks, policy, slots -------------------------------------------
+
+    def _pass_gate(self, task_id: str) -> None:
+        t = self.state.tasks[task_id]
+        if t.state != "queued" or t.dispatched is not None or t.pre or t.attempts[t.base :]:
+            return
+        deps = [self.state.tasks[d] for d in t.depends_on]
+        if not all(d.final for d in deps):
+            return
+        bad = [d for d in deps if d.state != "succeeded"]
+        if bad:
+            self._emit(
+                TaskSkipped(ts=self._now, task=task_id, reason=f"dependency {bad[0].id} {bad[0].state}")
+            )
+        elif self.state.halted:
+            self._emit(TaskSkipped(ts=self._now, task=task_id, reason=HALTED))
+        else:
+            self._next_pre_hook(t)
+
+    def _hooks_on(self, on: str) -> list[tuple[int, Hook]]:
+        return [(i, h) for i, h in enumerate(self.config.plan.hooks) if h.on == on]
+
+    def _next_pre_hook(self, t: TaskState) -> None:
+        hooks = self._hooks_on("pre")
+        if len(t.pre) < len(hooks):
+            self._ask_hook(t, "pre", *hooks[len(t.pre)])
+            return
+        spec = self.specs[t.id]
+        rule = denied_command(self.config.plan.policy, spec.command)
+        if rule is not None:
+            self._emit(
+                PolicyViolated(ts=self._now, task=t.id, attempt=0, rule=rule, argv=spec.command),
+                TaskFailed(
+                    ts=self._now,
+                    task=t.id,
+                    attempt=0,
+                    outcome="denied",
+                    reason=f"command matches deny rule {rule!r}",
+                ),
+            )
+
+    def _ask_hook(self, t: TaskState, on: str, index: int, hook: Hook) -> None:
+        spec = self.specs[t.id]
+        payload = orjson.dumps(
+            {
+                **attrs.asdict(spec),
+                "on": on,
+                "state": t.state,
+                "attempts": len(t.attempts),
+                "exit_code": t.exit_code,
+                "run": self.state.session_id,
+            }
+        )
+        self._effects.append(
+            RunHook(
+                task=t.id, on=on, index=index, command=hook.command, timeout_s=hook.timeout_s, payload=payload
+            )
+        )
+
+    def _ready(self, t: TaskState) -> bool:
+        if t.state != "queued" or t.dispatched is not None:
+            return False
+        if not all(self.state.tasks[d].state == "succeeded" for d in t.depends_on):
+            return False
+        if len(t.pre) != len(self._hooks_on("pre")) or any(h.decision != "continue" for h in t.pre):
+            return False
+        return t.retry_at is None or self._now >= t.retry_at
+
+    def _dispatch(self) -> None:
+        s = self.state
+        holding = [t for t in s.tasks.values() if t.holds_slot()]
+        free = self.config.plan.parallel - len(holding)
+        in_use = Counter(r for t in holding if t.id in self.specs for r in self.specs[t.id].uses)
+        limits = dict(self.config.plan.resources)
+        for spec in self.config.plan.tasks:
+            t = s.tasks[spec.id]
+            if not self._ready(t):
+                continue
+            if s.halted:
+                self._emit(TaskSkipped(ts=self._now, task=t.id, reason=HALTED))
+                continue
+            if free <= 0 or any(in_use[r] >= limits[r] for r in spec.uses):
+                continue
+            attempt = len(t.attempts) + 1
+            self._emit(TaskDispatched(ts=self._now, task=t.id, attempt=attempt))
+            self._effects.append(Spawn(task=t.id, attempt=attempt))
+            free -= 1
+            in_use.update(spec.uses)
+
+    # -- an attempt ----------------------------------------------------------------------------------
+
+    def _started(self, obs: ObsSpawned | ObsSpawnFailed) -> None:
+        t = self._task(obs.task)
+        if t is None or t.dispatched != obs.attempt:
+            if isinstance(obs, ObsSpawned):  # nobody wants this process (any more)
+                self._effects.append(
+                    StopTree(task=obs.task, attempt=obs.attempt, signal="SIGKILL", grace_s=0.0)
+                )
+            return
+        spec = self.specs[t.id]
+        s, now = self.state, self._now
+        if isinstance(obs, ObsSpawnFailed):
+            self._emit(
+                TaskStarted(
+                    ts=now, task=t.id, attempt=obs.attempt, pid=0, started=now, pgid=0, argv=spec.command,
+                    log_dir=obs.log_dir, scheduler_pid=s.scheduler_pid, scheduler_started=s.scheduler_started,
+                ),
+                TaskExited(
+                    ts=now, task=t.id, attempt=obs.attempt, outcome="spawn_failed", duration_s=0.0,
+                    reason=f"cannot start {spec.command[0]}: {obs.error}",
+                ),
+            )  # fmt: skip
+            self._decide(t)
+            return
+        self._emit(
+            TaskStarted(
+                ts=now, task=t.id, attempt=obs.attempt, pid=obs.pid, started=obs.started, pgid=obs.pgid,
+                argv=spec.command, log_dir=obs.log_dir, trace_session=obs.trace_session,
+                scheduler_pid=s.scheduler_pid, scheduler_started=s.scheduler_started,
+            )
+        )  # fmt: skip
+        if spec.timeout_s is not None:
+            self._effects.append(
+                SetDeadline(task=t.id, attempt=obs.attempt, what="timeout", at=now + spec.timeout_s)
+            )
+
+    def _stop(self, t: TaskState, reason: StopReason) -> None:
+        a = t.current
+        assert a is not None
+        hard = reason in ("denied", "limit_exceeded")
+        signal, grace = ("SIGKILL", 0.0) if hard else ("SIGTERM", self.specs[t.id].grace_s)
+        self._emit(
+            TaskStopping(
+                ts=self._now, task=t.id, attempt=a.number, reason=reason, signal=signal, grace_s=grace
+            )
+        )
+        self._effects.append(StopTree(task=t.id, attempt=a.number, signal=signal, grace_s=grace))
+
+    def _sampled(self, obs: ObsSampled) -> None:
+        t = self._attempt_running(obs.task, obs.attempt)
+        if t is None:
+            return
+        known = t.members.get(obs.attempt, {})
+        new = [(p, st) for p, st in zip(obs.pids, obs.starts, strict=True) if known.get(p) != st]
+        if new:
+            self._emit(
+                TaskMembers(
+                    ts=self._now,
+                    task=t.id,
+                    attempt=obs.attempt,
+                    pids=tuple(p for p, _ in new),
+                    starts=tuple(st for _, st in new),
+                )
+            )
+        if t.stopping is not None:
+            return
+        spec = self.specs[t.id]
+        if spec.memory is not None and obs.rss > spec.memory:
+            limit, measured, allowed = "memory", float(obs.rss), float(spec.memory)
+        elif spec.cpu_time_s is not None and obs.cpu_s > spec.cpu_time_s:
+            limit, measured, allowed = "cpu_time", round(obs.cpu_s, 3), spec.cpu_time_s
+        else:
+            return
+        self._emit(
+            TaskLimitExceeded(
+                ts=self._now, task=t.id, attempt=obs.attempt, limit=limit, measured=measured, allowed=allowed
+            )
+        )
+        self._stop(t, "limit_exceeded")
+
+    def _violation(self, obs: ObsViolation) -> None:
+        t = self._attempt_running(obs.task, obs.attempt)
+        if t is None or t.stopping is not None:
+            return
+        self._emit(
+            PolicyViolated(
+                ts=self._now, task=t.id, attempt=obs.attempt, rule=obs.rule, argv=obs.argv, path=obs.path,
+                pid=obs.pid, live=True,
+            )
+        )  # fmt: skip
+        self._stop(t, "denied")
+
+    def _deadline(self, obs: ObsDeadline) -> None:
+        if obs.what == "timeout":
+            t = self._attempt_running(obs.task, obs.attempt)
+            if t is not None and t.stopping is None:
+                self._stop(t, "timed_out")
+        # a retry's backoff has ended: `_dispatch` finds the task ready now
+
+    def _kill(self, task_id: str | None) -> None:
+        for t in self.state.tasks.values():
+            if task_id is not None and t.id != task_id:
+                continue
+            a = t.current
+            if a is not None and self._attempt_running(t.id, a.number) and t.stopping is None:
+                self._stop(t, "killed")
+            elif task_id is None and t.state == "queued" and t.dispatched is None:
+                self._emit(TaskSkipped(ts=self._now, task=t.id, reason="run killed"))
+
+    def _exited(self, obs: ObsExited) -> None:
+        t = self._attempt_running(obs.task, obs.attempt)
+        if t is None or t.current is None:
+            return
+        if t.stopping is not None:
+            outcome = t.stopping.reason
+        elif obs.signal is not None:
+            outcome = "killed"
+        else:
+            outcome = "succeeded" if obs.exit_code == 0 else "failed"
+        self._emit(
+            TaskExited(
+                ts=self._now, task=t.id, attempt=obs.attempt, exit_code=obs.exit_code, signal=obs.signal,
+                outcome=outcome, duration_s=round(self._now - t.current.ts, 6),
+                cpu_s=None if obs.cpu_s is None else round(obs.cpu_s, 3), peak_rss=obs.peak_rss or None,
+            )
+        )  # fmt: skip
+        # nothing of the task outlives it, even after a clean exit
+        self._effects.append(StopTree(task=t.id, attempt=obs.attempt, signal="SIGKILL", grace_s=0.0))
+        self._verify_or_decide(t)
+
+    # -- after an attempt: verify, post/error hooks, the verdict ---------------------------------------
+
+    def _verify_or_decide(self, t: TaskState) -> None:
+        spec = self.specs[t.id]
+        done = t.current_verified()
+        if (
+            t.exited is not None
+            and t.exited.outcome == "succeeded"
+            and all(v.ok for v in done)
+            and len(done) < len(spec.verify)
+        ):
+            a = t.current
+            assert a is not None
+            self._effects.append(
+                RunVerify(
+                    task=t.id, attempt=a.number, index=len(done), command=spec.verify[len(done)],
+                    timeout_s=SHELL_TIMEOUT_S,
+                )
+            )  # fmt: skip
+            return
+        self._decide(t)
+
+    def _verified(self, obs: ObsVerified) -> None:
+        t = self._task(obs.task)
+        if t is None or t.exited is None or t.exited.attempt != obs.attempt or t.state != "running":
+            return
+        spec = self.specs[t.id]
+        done = t.current_verified()
+        if obs.index != len(done) or obs.index >= len(spec.verify) or not all(v.ok for v in done):
+            return
+        self._emit(
+            TaskVerified(
+                ts=self._now,
+                task=t.id,
+                attempt=obs.attempt,
+                command=spec.verify[obs.index],
+                ok=obs.exit_code == 0,
+                exit_code=obs.exit_code,
+            )
+        )
+        self._verify_or_decide(t)
+
+    def _ended(self, t: TaskState) -> Ended:
+        e = t.exited
+        assert e is not None
+        spec = self.specs[t.id]
+        failed_check = next((v for v in t.current_verified() if not v.ok), None)
+        if failed_check is not None:
+            return Ended(outcome="failed", reason=f"verify failed: {failed_check.command}")
+        code = e.exit_code
+        reason = {
+            "succeeded": "",
+            "failed": f"exit code {code}",
+            "killed": f"killed by {e.signal or 'the scheduler'}",
+            "timed_out": f"timed out after {spec.timeout_s}s",
+            "limit_exceeded": "limit exceeded",
+            "denied": "policy violation",
+            "spawn_failed": e.reason,
+        }.get(e.outcome, e.outcome)
+        return Ended(outcome=e.outcome, exit_code=code, reason=reason)
+
+    def _answers(self, t: TaskState, on: str) -> str | None:
+        """The post or error hooks' answer about the current attempt, None while one is still due."""
+        answered = [h.decision for h in t.deciding if h.on == on]
+        for decision in answered:
+            if decision != "continue":
+                return decision
+        return "continue" if len(answered) == len(self._hooks_on(on)) else None
+
+    def _decide(self, t: TaskState) -> None:
+        a = t.current
+        assert a is not None
+        spec = self.specs[t.id]
+        ended = self._ended(t)
+        answers: dict[str, str] = {}
+        tries = a.number - t.base
+        while isinstance(
+            step := decide(spec, ended, answers, tries, jitter(self.state.session_id, t.id, a.number)),
+            AskHook,
+        ):
+            answer = self._answers(t, step.on)
+            if answer is None:
+                asked = [h for h in t.deciding if h.on == step.on]
+                self._ask_hook(t, step.on, *self._hooks_on(step.on)[len(asked)])
+                return
+            answers[step.on] = answer
+        self._verdict(t, spec, a.number, step)
+
+    def _verdict(self, t: TaskState, spec: TaskSpec, attempt: int, decision: Decision) -> None:
+        now = self._now
+        match decision:
+            case Succeed():
+                self._emit(
+                    TaskSucceeded(
+                        ts=now, task=t.id, attempt=attempt, duration_s=t.duration_s or 0.0,
+                        spec_hash=self.hashes[t.id],
+                    )
+                )  # fmt: skip
+            case Skip():
+                self._emit(TaskSkipped(ts=now, task=t.id, reason=decision.reason))
+            case Fail() | Abort():
+                self._emit(
+                    TaskFailed(
+                        ts=now, task=t.id, attempt=attempt, outcome=decision.outcome, reason=decision.reason,
+                        exit_code=decision.exit_code,
+                    )
+                )  # fmt: skip
+            case Retry():
+                self._emit(
+                    TaskRetrying(
+                        ts=now,
+                        task=t.id,
+                        attempt=attempt + 1,
+                        delay_s=decision.delay_s,
+                        reason=decision.reason,
+                    )
+                )
+                self._effects.append(
+                    SetDeadline(task=t.id, attempt=attempt + 1, what="retry", at=now + decision.delay_s)
+                )
+            case AskHook():
+                raise AssertionError("a hook is asked, not decided")
+
+    def _hook(self, obs: ObsHook) -> None:
+        t = self._task(obs.task)
+        hooks = self._hooks_on(obs.on)
+        if t is None or obs.index >= len(self.config.plan.hooks):
+            return
+        hook = self.config.plan.hooks[obs.index]
+        if obs.on == "pre":
+            if t.state != "queued" or len(t.pre) >= len(hooks) or hooks[len(t.pre)][0] != obs.index:
+                return
+        else:
+            asked = [h for h in t.deciding if h.on == obs.on]
+            if (
+                t.state != "running"
+                or t.exited is None
+                or self._answers(t, obs.on) is not None
+                or hooks[len(asked)][0] != obs.index
+            ):
+                return
+        decision, reason = hook_decision(hook, obs.exit_code, obs.answer)
+        self._emit(
+            HookDecided(
+                ts=self._now, task=t.id, on=obs.on, command=hook.command, decision=decision, reason=reason
+            )
+        )
+        if obs.on != "pre":
+            self._decide(t)
+        elif decision == "continue":
+            self._next_pre_hook(t)
+        elif decision == "deny":
+            self._emit(
+                TaskFailed(ts=self._now, task=t.id, attempt=0, outcome="denied", reason="pre hook said deny")
+            )
+        else:
+            self._emit(TaskSkipped(ts=self._now, task=t.id, reason=f"pre hook said {decision}"))
+
+    # -- the end: compensation, the verdict of the run -------------------------------------------------
+
+    def _to_compensate(self) -> list[TaskState]:
+        done = [
+            t
+            for t in self.state.tasks.values()
+            if t.state == "succeeded"
+            and t.finished_ts is not None
+            and t.id in self.specs
+            and self.specs[t.id].compensate is not None
+            and t.id not in self.state.compensated_now
+        ]
+        done.sort(key=lambda t: t.finished_ts or 0.0, reverse=True)
+        return done
+
+    def _finish_or_compensate(self) -> None:
+        s = self.state
+        if s.finished is not None or not all(t.final for t in s.tasks.values()):
+            return
+        if self.config.plan.on_failure == "compensate" and (s.failed_now or s.aborted):
+            todo = self._to_compensate()
+            if todo:
+                command = self.specs[todo[0].id].compensate
+                assert command is not None
+                self._effects.append(
+                    RunCompensate(task=todo[0].id, command=command, timeout_s=SHELL_TIMEOUT_S)
+                )
+                return
+        counts = s.counts()
+        bad = sum(v for k, v in counts.items() if k not in ("succeeded", "skipped"))
+        state = verdict([t.state for t in s.tasks.values()], aborted=s.aborted)
+        self._emit(
+            RunFinished(
+                ts=self._now,
+                state=state,
+                succeeded=counts["succeeded"],
+                failed=bad,
+                skipped=counts["skipped"],
+                duration_s=round(self._now - (s.planned_ts or self._now), 6),
+            )
+        )
+        self._effects.append(Finish(state=state))
+
+    def _compensated(self, obs: ObsCompensated) -> None:
+        todo = self._to_compensate()
+        if not todo or todo[0].id != obs.task or not all(t.final for t in self.state.tasks.values()):
+            return
+        command = self.specs[obs.task].compensate
+        assert command is not None
+        self._emit(
+            TaskCompensated(
+                ts=self._now, task=obs.task, command=command, ok=obs.exit_code == 0, exit_code=obs.exit_code
+            )
+        )
+        self._ended_any = True
+
+
+def run_machine(config: Config, state: RunState, observations: Sequence[Observation]) -> list[Event]:
+    """Every event a sequence of observations leads to (each observed at its own `ts`)."""
+    machine = Machine(config, state)
+    out: list[Event] = []
+    for obs in observations:
+        out.extend(machine.handle(obs, obs.ts)[0])
+    return out
