@@ -1,13 +1,16 @@
-"""The MCP server: recording, environments and agent runs as tools for AI assistants.
+"""The MCP server: recording, environments and agent runs as tools and resources for AI assistants.
 
-Each tool calls the function its CLI command calls (capsule/cli/*), so both give the same answers; a
-`CliError` (the CLI's one-line error) becomes a `ToolError`, which the SDK returns as `isError: true` with
-that line, and the server keeps serving. Blocking tools are plain functions: the SDK runs them in a worker
-thread. `run_command` is async because `record_run` runs on the server's own trio loop (its signal
-receiver needs the main thread). Outputs are pydantic models, so every tool has an output schema.
+Every tool calls `capsule.api`, the door the CLI goes through too, so both give the same answers. A
+`CapsuleError` (the door's one-line error) becomes a `ToolError`, which the SDK returns as `isError: true`
+with that line, and the server keeps serving; arguments that do not fit a tool's schema come back the same
+way, as one line naming the argument (never pydantic's multi-line text with its URLs). Blocking tools
+are plain functions: the SDK runs them in a worker thread. `run_command` is async because recording runs
+on the server's own trio loop (its signal receiver needs the main thread). Outputs are pydantic models,
+so every tool has an output schema; every tool carries the MCP annotations (read-only, destructive,
+idempotent, open world). Sessions are also resources: `capsule://sessions` and
+`capsule://sessions/{id}/report`.
 
-Transports: stdio (`trio.run(server.run_stdio_async)`) and streamable HTTP on 127.0.0.1, the SDK's ASGI
-app served by hypercorn's trio worker (`serve_http`).
+The transports (stdio, streamable HTTP with a bearer token, a Unix socket) are in capsule/mcp/http.py.
 """
 
 from __future__ import annotations
@@ -15,83 +18,43 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-import trio
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from capsule import __version__
-from capsule.cli.base import CliError
+from capsule.api import agents, environments, sessions
+from capsule.api.errors import CapsuleError
+from capsule.api.records import plain
+from capsule.mcp.schema import listing, model_of
 
 OUTPUT_TAIL = 64 * 1024  # bytes of a recorded command's stdout+stderr returned by run_command
 
 
 @contextlib.contextmanager
 def _tool_errors() -> Iterator[None]:
-    """The CLI's expected failures, as tool errors carrying the same one line."""
+    """The door's expected failures, as tool errors carrying the same one line."""
     try:
         yield
-    except CliError as exc:
+    except CapsuleError as exc:
         raise ToolError(str(exc)) from exc
     except OSError as exc:
         raise ToolError(f"{exc.filename or 'capsule'}: {exc.strerror or exc}") from exc
 
 
 def _reap() -> None:
-    from capsule.cli import agents, env
+    from capsule.api import agents, environments
 
     agents.reap()
-    env.reap()
+    environments.reap()
 
 
-# --- outputs -------------------------------------------------------------------------------------
-
-
-class RunResult(BaseModel):
-    """A command recorded under strace."""
-
-    session: str = Field(description="The new session's id (for get_report, get_process_tree).")
-    exit_code: int = Field(description="The command's exit code; 128+N if signal N killed it.")
-    signal: str | None = Field(description="The signal that killed the command, e.g. SIGKILL.")
-    timed_out: bool = Field(description="True if the command was killed for running past timeout_s.")
-    duration_s: float
-    processes: int = Field(description="Processes the command spawned, itself included.")
-    failed: int = Field(description="Processes that exited non-zero or were killed.")
-    error: str | None = Field(description="Why recording failed, or the command could not start.")
-    output: str = Field(description="The last 64 KiB of the command's stdout and stderr, interleaved.")
-
-
-class SessionRow(BaseModel):
-    id: str
-    kind: str = Field(description="run, env, agents or import.")
-    name: str | None
-    parent: str | None = Field(description="The env or agents session a traced run belongs to.")
-    started: float = Field(description="Seconds since the epoch.")
-    duration_s: float | None
-    argv: list[str]
-    processes: int | None
-    failed: int | None
-    exit_code: int | None
-    signal: str | None
-    status: str = Field(description="complete, recovered, running or incomplete.")
-
-
-class SessionList(BaseModel):
-    sessions: list[SessionRow] = Field(description="Newest first (the shape of `capsule ls --json`).")
-
-
-class Report(BaseModel):
-    session: str
-    format: Literal["json", "text"]
-    report: dict[str, Any] | None = Field(
-        description="With format json: the shape of `capsule report --json` (agents sessions: their DAG)."
-    )
-    text: str | None = Field(description="With format text: the human report, without colour.")
-    warnings: list[str]
+# --- outputs: the door's records as pydantic models (capsule/mcp/schema.py), plus what only MCP has ---
 
 
 class TreeNode(BaseModel):
@@ -114,63 +77,14 @@ class ProcessTree(BaseModel):
     truncated: bool = Field(description="True if there were more than max_nodes processes.")
 
 
-class ProcessStatus(BaseModel):
-    name: str
-    state: str = Field(
-        description="starting running ready unhealthy backoff exited stopped gave_up lost (or queued)."
+class Report(BaseModel):
+    session: str
+    format: Literal["json", "text"]
+    report: dict[str, Any] | None = Field(
+        description="With format json: the shape of `capsule report --json` (agents sessions: their DAG)."
     )
-    pid: int | None
-    restarts: int
-    health: str | None
-    exit_code: int | None
-    signal: str | None
-    uptime_s: float | None
-    last_exit: float | None
-    cpu_percent: float | None
-    rss: int | None
-    error: str | None
-    trace_session: str | None
-
-
-class Supervisor(BaseModel):
-    pid: int | None
-    alive: bool
-
-
-class EnvironmentStatus(BaseModel):
-    """The shape of `capsule env status --json`."""
-
-    project: str | None
-    config: str | None
-    session: str
-    active: bool
-    deactivated: str | None
-    supervisor: Supervisor
-    processes: list[ProcessStatus]
-
-
-class EnvironmentRow(BaseModel):
-    session: str
-    project: str | None
-    config: str | None
-    state: str = Field(description="up, down or 'supervisor dead'.")
-    supervisor: Supervisor
-    processes: int
-    started: float
-
-
-class EnvironmentList(BaseModel):
-    environments: list[EnvironmentRow] = Field(description="Newest first.")
-
-
-class ManagedProcess(ProcessStatus):
-    project: str | None
-    session: str
-    supervisor_alive: bool
-
-
-class ProcessList(BaseModel):
-    processes: list[ManagedProcess]
+    text: str | None = Field(description="With format text: the human report, without colour.")
+    warnings: list[str]
 
 
 class Done(BaseModel):
@@ -187,52 +101,33 @@ class AgentRunStarted(BaseModel):
     session: str = Field(description="The agents session: poll it with get_run_status.")
 
 
-class TaskRow(BaseModel):
-    id: str
-    state: str = Field(
-        description="queued running succeeded failed timed_out killed limit_exceeded skipped denied spawn_failed."
+# The SDK reads each tool's return annotation at run time (these generated models); mypy sees BaseModel.
+if TYPE_CHECKING:
+    RunResult: TypeAlias = BaseModel
+    SessionList: TypeAlias = BaseModel
+    EnvironmentStatus: TypeAlias = BaseModel
+    EnvironmentList: TypeAlias = BaseModel
+    ProcessList: TypeAlias = BaseModel
+    RunStatus: TypeAlias = BaseModel
+    TaskResult: TypeAlias = BaseModel
+    Killed: TypeAlias = BaseModel
+else:
+    RunResult = create_model(
+        "RunResult",
+        __base__=model_of(sessions.Recorded),
+        output=(str, Field(description="The last 64 KiB of the command's stdout and stderr, interleaved.")),
     )
-    attempts: int
-    exit_code: int | None
-    duration_s: float | None
-    reason: str | None
-    pid: int | None
-
-
-class RunStatus(BaseModel):
-    """The shape of `capsule agents status --json`."""
-
-    run: str
-    name: str | None
-    state: str = Field(description="running, succeeded, failed, aborted or interrupted.")
-    counts: dict[str, int]
-    tasks: list[TaskRow]
-
-
-class TaskResult(BaseModel):
-    """The shape of `capsule agents result --json`."""
-
-    id: str
-    state: str
-    reason: str | None
-    exit_code: int | None
-    duration_s: float | None
-    attempts: list[dict[str, Any]]
-    verified: list[dict[str, Any]]
-    hooks: list[dict[str, Any]]
-    violations: list[dict[str, Any]]
-    limits: list[dict[str, Any]]
-
-
-class KilledTask(BaseModel):
-    session: str
-    task: str
-    attempt: int
-    pid: int
-
-
-class Killed(BaseModel):
-    killed: list[KilledTask]
+    SessionList = listing(
+        "SessionList", "sessions", sessions.SessionRow, "Newest first (the shape of `capsule ls --json`)."
+    )
+    EnvironmentStatus = model_of(environments.EnvironmentStatus)
+    EnvironmentList = listing("EnvironmentList", "environments", environments.EnvironmentRow, "Newest first.")
+    ProcessList = listing(
+        "ProcessList", "processes", environments.ManagedProcess, "Every process of every open environment."
+    )
+    RunStatus = model_of(agents.RunStatus)
+    TaskResult = model_of(agents.TaskResult)
+    Killed = listing("Killed", "killed", agents.RunningTask, "The tasks whose process groups were killed.")
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -252,8 +147,31 @@ AgentsRef = Annotated[str, Field(description="An agents session: id, prefix, dir
 # --- tools ---------------------------------------------------------------------------------------
 
 
+def _hints(*, read_only: bool = False, destructive: bool = False, idempotent: bool = False,
+           open_world: bool = False) -> ToolAnnotations:  # fmt: skip
+    """MCP tool annotations, every hint stated (clients assume the worst for a missing one)."""
+    return ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
+
+
+READ = _hints(read_only=True, idempotent=True)
+
+
 async def run_command(
-    command: Annotated[list[str], Field(description="The command and its arguments, e.g. ['make', 'test'].")],
+    command: Annotated[
+        str | list[str],
+        Field(
+            description="A shell command line (run by `sh -c`), e.g. 'make test 2>&1 | tail', or the program "
+            "and its arguments as a list, e.g. ['make', 'test']."
+        ),
+    ],
+    cwd: Annotated[
+        str | None, Field(description="The directory to run it in (default: the server's).")
+    ] = None,
     timeout_s: Annotated[
         float, Field(description="Kill the command's whole tree after this many seconds.", gt=0)
     ] = 300.0,
@@ -266,47 +184,32 @@ async def run_command(
 
     Returns the summary (exit code, processes, failures) and the session id; stdin is empty and the
     command's output is returned, not shown."""
-    from capsule.cli.base import _home
-    from capsule.stages.run import record_run
-    from capsule.stages.tracer import TracerMissing, find_tracer
-
-    if not command or not command[0]:
-        raise ToolError("command is empty: give the program and its arguments, e.g. ['ls', '-l']")
-    try:
-        tracer = find_tracer()
-    except TracerMissing as exc:
-        raise ToolError(str(exc)) from exc
-    home = _home()
+    if isinstance(command, str):
+        if not command.strip():
+            raise ToolError("command is empty: give a command line, e.g. 'ls -l'")
+        argv = ["sh", "-c", command]
+    else:
+        if not command or not command[0]:
+            raise ToolError("command is empty: give the program and its arguments, e.g. ['ls', '-l']")
+        argv = list(command)
     with tempfile.TemporaryFile(prefix="capsule-mcp-") as out:
         stdin = os.open(os.devnull, os.O_RDONLY)
         try:
             with _tool_errors():
-                outcome = await record_run(
-                    list(command),
-                    home=home,
-                    tracer=tracer,
+                recorded = await sessions.record_async(
+                    argv,
                     level=level,
                     name=name,
                     stdio=(stdin, out.fileno(), out.fileno()),
                     time_limit=timeout_s,
+                    cwd=cwd,
                 )
         finally:
             os.close(stdin)
         size = out.seek(0, os.SEEK_END)
         out.seek(max(0, size - OUTPUT_TAIL))
         output = out.read().decode("utf-8", errors="replace")
-    t = outcome.tally
-    return RunResult(
-        session=outcome.session_id,
-        exit_code=outcome.exit_code,
-        signal=outcome.signal,
-        timed_out=outcome.signal is not None and outcome.duration_s >= timeout_s,
-        duration_s=round(outcome.duration_s, 6),
-        processes=t.processes,
-        failed=t.failed,
-        error=outcome.error,
-        output=output,
-    )
+    return RunResult.model_validate({**plain(recorded), "output": output})
 
 
 def list_sessions(
@@ -316,11 +219,34 @@ def list_sessions(
     ] = False,
 ) -> SessionList:
     """Recorded sessions, newest first: id, kind, command, duration, processes, exit, status."""
-    from capsule.cli.record import session_rows
-
     with _tool_errors():
-        rows = session_rows(limit, include_children)
-    return SessionList(sessions=[SessionRow.model_validate(r) for r in rows])
+        rows = sessions.list_sessions(limit, include_children)
+    return SessionList.model_validate({"sessions": plain(rows)})
+
+
+def _report(session: str, format: str, full: bool) -> Report:
+    session_dir = sessions.resolve(session)
+    if sessions.is_agents(session_dir):
+        from capsule.report.agents import render_agents, report_dict
+
+        found = agents.report(session_dir)
+        if format == "text":
+            text = render_agents(found.run, found.state, found.trees)
+            return Report(session=session_dir.name, format="text", report=None, text=text, warnings=[])
+        data = report_dict(found.run, found.state, found.trees)
+        return Report(session=session_dir.name, format="json", report=data, text=None, warnings=[])
+    loaded = sessions.load(session_dir)
+    warnings = list(loaded.warnings)
+    if format == "text":
+        from capsule.report import render
+
+        text = _plain(render(loaded.state, full=full))
+        return Report(session=loaded.id, format="text", report=None, text=text, warnings=warnings)
+    from capsule.report import report_dict as run_report
+
+    return Report(
+        session=loaded.id, format="json", report=run_report(loaded.state), text=None, warnings=warnings
+    )
 
 
 def get_report(
@@ -331,39 +257,8 @@ def get_report(
     full: Annotated[bool, Field(description="Text only: show every process, do not collapse.")] = False,
 ) -> Report:
     """Analyse a session: process tree, failures, tools used, agent phases (as `capsule report`)."""
-    from capsule.cli.base import _resolve, _rules
-    from capsule.cli.record import _is_agents, _load_state
-
     with _tool_errors():
-        session_dir = _resolve(session)
-        if _is_agents(session_dir):
-            return _agents_report(session_dir, format)
-        state, warnings = _load_state(session_dir, _rules())
-    if format == "text":
-        from capsule.report import render
-
-        return Report(
-            session=session_dir.name, format="text", report=None, text=_plain(render(state, full=full)),
-            warnings=warnings,
-        )  # fmt: skip
-    from capsule.report import report_dict
-
-    data = report_dict(state)
-    return Report(session=session_dir.name, format="json", report=data, text=None, warnings=warnings)
-
-
-def _agents_report(session_dir: Path, format: str) -> Report:
-    from capsule.cli.agents import _fold, _live_state
-    from capsule.report.agents import render_agents, report_dict
-
-    run = _fold(session_dir)
-    state = _live_state(run)
-    if format == "text":
-        text = render_agents(run, state, {})
-        return Report(session=session_dir.name, format="text", report=None, text=text, warnings=[])
-    return Report(
-        session=session_dir.name, format="json", report=report_dict(run, state, {}), text=None, warnings=[]
-    )
+        return _report(session, format, full)
 
 
 def _plain(renderable: Any) -> str:
@@ -382,18 +277,16 @@ def get_process_tree(
     max_nodes: Annotated[int, Field(description="Return at most this many processes.", ge=1)] = 2000,
 ) -> ProcessTree:
     """A recorded session's process tree: who spawned whom, argv, label, duration, exit status."""
-    from capsule.cli.base import _resolve, _rules
-    from capsule.cli.record import _is_agents, _load_state
     from capsule.report.html import tree_order
 
     with _tool_errors():
-        session_dir = _resolve(session)
-        if _is_agents(session_dir):
+        session_dir = sessions.resolve(session)
+        if sessions.is_agents(session_dir):
             raise ToolError(
                 f"session {session_dir.name} is an agents session: its tasks' run sessions have trees "
                 "(list_sessions with include_children)"
             )
-        state, _warnings = _load_state(session_dir, _rules())
+        state = sessions.load(session_dir).state
     order = tree_order(state)
     nodes = [
         TreeNode(
@@ -421,49 +314,37 @@ def activate_environment(
     """Bring a project environment up under a detached supervisor (as `capsule env up`); its status.
 
     If it is already up this only reports its status. Fails if not every process came up."""
-    from capsule.cli.env import activate, status_dict
-
     _reap()
     with _tool_errors():
-        env = activate(Path(path), timeout_s)
-    data = status_dict(env)
-    bad = [p["name"] for p in data["processes"] if p["state"] not in ("ready", "running", "exited")]
-    if bad:
-        raise ToolError(f"not up: {', '.join(bad)} (see get_process_logs)")
-    return EnvironmentStatus.model_validate(data)
+        status = environments.up(Path(path), timeout_s)
+    if status.not_up:
+        raise ToolError(f"not up: {', '.join(status.not_up)} (see get_process_logs)")
+    return EnvironmentStatus.model_validate(plain(status))
 
 
 def deactivate_environment(path: EnvPath) -> Done:
     """Stop every process of an environment in reverse dependency order (as `capsule env down`)."""
-    from capsule.cli.env import deactivate
-
     with _tool_errors():
-        messages = deactivate(Path(path))
+        messages = environments.down(Path(path))
     _reap()
-    return Done(messages=messages)
+    return Done(messages=list(messages))
 
 
 def list_environments() -> EnvironmentList:
     """Every environment on this machine: project, config, up or down, process count."""
-    from capsule.cli.env import env_rows
-
     with _tool_errors():
-        return EnvironmentList.model_validate({"environments": env_rows()})
+        return EnvironmentList.model_validate({"environments": plain(environments.ls())})
 
 
 def get_environment_status(path: EnvPath) -> EnvironmentStatus:
     """Per process: state, pid, uptime, restarts, last exit, health, CPU %, RSS (as `env status`)."""
-    from capsule.cli.env import environment_status
-
     with _tool_errors():
-        return EnvironmentStatus.model_validate(environment_status(Path(path)))
+        return EnvironmentStatus.model_validate(plain(environments.status(Path(path))))
 
 
-def _control(op: str, name: str, env: str | None) -> Done:
-    from capsule.cli.env import control_process
-
+def _control(op: Literal["start", "stop", "restart"], name: str, env: str | None) -> Done:
     with _tool_errors():
-        return Done(messages=[control_process(op, name, None if env is None else Path(env))])
+        return Done(messages=[environments.control(op, name, None if env is None else Path(env))])
 
 
 def start_process(name: ProcessName, env: EnvOption = None) -> Done:
@@ -483,10 +364,8 @@ def restart_process(name: ProcessName, env: EnvOption = None) -> Done:
 
 def list_processes() -> ProcessList:
     """Every managed process of every open environment, with its state, pid, CPU and RSS."""
-    from capsule.cli.env import ps_rows
-
     with _tool_errors():
-        return ProcessList.model_validate({"processes": ps_rows()})
+        return ProcessList.model_validate({"processes": plain(environments.ps())})
 
 
 def get_process_logs(
@@ -495,12 +374,12 @@ def get_process_logs(
     lines: Annotated[int, Field(description="How many last lines.", ge=0)] = 50,
 ) -> ProcessLogs:
     """The last lines of a managed process's stdout and stderr, with time and stream."""
-    from capsule.cli.env import read_logs
-
     with _tool_errors():
-        log, tail = read_logs(name, None if env is None else Path(env), lines)
+        found = environments.logs(name, None if env is None else Path(env), lines)
     return ProcessLogs(
-        name=name, log=str(log), lines=[line.decode("utf-8", errors="replace").rstrip("\n") for line in tail]
+        name=name,
+        log=str(found.path),
+        lines=[line.decode("utf-8", errors="replace").rstrip("\n") for line in found.lines],
     )
 
 
@@ -509,22 +388,16 @@ def start_agent_run(
     parallel: Annotated[int | None, Field(description="Tasks at once (overrides [run]).", ge=1)] = None,
 ) -> AgentRunStarted:
     """Start a plan of agent tasks in the background (as `capsule agents run`); its session id."""
-    from capsule.cli.agents import spawn_run
-
     _reap()
     with _tool_errors():
-        return AgentRunStarted(session=spawn_run(Path(plan_path), parallel))
+        return AgentRunStarted(session=agents.spawn(Path(plan_path), parallel))
 
 
 def get_run_status(session: AgentsRef = "latest") -> RunStatus:
     """An agent run's state and each task's state, attempts, exit code and duration."""
-    from capsule.cli.agents import _agents_session, _fold, _live_state
-    from capsule.fold.tasks import status_dict
-
     _reap()
     with _tool_errors():
-        run = _fold(_agents_session(session))
-    return RunStatus.model_validate(status_dict(run, _live_state(run)))
+        return RunStatus.model_validate(plain(agents.status(session)))
 
 
 def get_task_result(
@@ -532,10 +405,8 @@ def get_task_result(
     session: AgentsRef = "latest",
 ) -> TaskResult:
     """One task's result: state, reason, every attempt, verify checks, hooks, policy, limits."""
-    from capsule.cli.agents import _agents_session, _fold, task_result
-
     with _tool_errors():
-        return TaskResult.model_validate(task_result(_fold(_agents_session(session)), task))
+        return TaskResult.model_validate(plain(agents.result(task, session)))
 
 
 def kill_task(
@@ -543,25 +414,85 @@ def kill_task(
     grace_s: Annotated[float, Field(description="Seconds between SIGTERM and SIGKILL.", ge=0)] = 2.0,
 ) -> Killed:
     """Kill a running task's whole process group (TERM, then KILL after grace_s)."""
-    from capsule.cli.agents import kill_tasks
-
     with _tool_errors():
-        rows = kill_tasks(task, grace_s)
-    if not rows:
-        raise ToolError(f"no running task {task!r}")
-    return Killed.model_validate({"killed": rows})
+        killed = agents.kill(task, grace_s)
+    return Killed.model_validate({"killed": plain(killed)})
 
 
-TOOLS = (
-    run_command, list_sessions, get_report, get_process_tree,
-    activate_environment, deactivate_environment, list_environments, get_environment_status,
-    start_process, stop_process, restart_process, list_processes, get_process_logs,
-    start_agent_run, get_run_status, get_task_result, kill_task,
-)  # fmt: skip
+# name -> (tool, annotations). Read-only tools change nothing (reading a status counts as interaction
+# for an environment's inactivity timeout, which is no change of state); open-world tools run the
+# user's commands, which may reach anything.
+TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
+    "run_command": (run_command, _hints(destructive=True, open_world=True)),
+    "list_sessions": (list_sessions, READ),
+    "get_report": (get_report, READ),
+    "get_process_tree": (get_process_tree, READ),
+    "activate_environment": (activate_environment, _hints(idempotent=True, open_world=True)),
+    "deactivate_environment": (deactivate_environment, _hints(destructive=True, idempotent=True)),
+    "list_environments": (list_environments, READ),
+    "get_environment_status": (get_environment_status, READ),
+    "start_process": (start_process, _hints(idempotent=True, open_world=True)),
+    "stop_process": (stop_process, _hints(destructive=True, idempotent=True)),
+    "restart_process": (restart_process, _hints(destructive=True, open_world=True)),
+    "list_processes": (list_processes, READ),
+    "get_process_logs": (get_process_logs, READ),
+    "start_agent_run": (start_agent_run, _hints(destructive=True, open_world=True)),
+    "get_run_status": (get_run_status, READ),
+    "get_task_result": (get_task_result, READ),
+    "kill_task": (kill_task, _hints(destructive=True, idempotent=True)),
+}
+
+
+# --- resources -----------------------------------------------------------------------------------
+
+
+def sessions_resource() -> str:
+    """Recorded sessions, newest first, as JSON (the shape of `capsule ls --json`)."""
+    import orjson
+
+    try:
+        return orjson.dumps(plain(sessions.list_sessions(50))).decode()
+    except CapsuleError as exc:
+        raise ResourceError(str(exc)) from exc
+
+
+def session_report_resource(id: str) -> str:
+    """A session's report as JSON (the shape of `capsule report --json`; agents sessions: their DAG)."""
+    import orjson
+
+    try:
+        return orjson.dumps(_report(id, "json", False).report).decode()
+    except CapsuleError as exc:
+        raise ResourceError(str(exc)) from exc
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's errors as `arg: message; arg: message` (its own text spans lines and links its docs)."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class CapsuleServer(MCPServer):
+    """The SDK's server, with arguments that fail a tool's schema reported as one line."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(f"{name}: bad arguments: {_one_line(cause)}") from None
+            raise
 
 
 def build_server() -> MCPServer:
-    server: MCPServer = MCPServer(
+    server = CapsuleServer(
         "capsule",
         version=__version__,
         instructions=(
@@ -570,25 +501,10 @@ def build_server() -> MCPServer:
         ),
         log_level="WARNING",
     )
-    for fn in TOOLS:
-        server.add_tool(fn, structured_output=True)
+    for name, (fn, hints) in TOOLS.items():
+        server.add_tool(fn, name=name, annotations=hints, structured_output=True)
+    server.resource("capsule://sessions", name="sessions", mime_type="application/json")(sessions_resource)
+    server.resource("capsule://sessions/{id}/report", name="session-report", mime_type="application/json")(
+        session_report_resource
+    )
     return server
-
-
-async def serve_http(
-    server: MCPServer,
-    port: int,
-    *,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Streamable HTTP at http://127.0.0.1:PORT/mcp until `shutdown` is set (or cancelled)."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]  # loopback only: the tools run commands
-    config.accesslog = None
-    app = server.streamable_http_app(host="127.0.0.1")
-    trigger = shutdown.wait if shutdown is not None else trio.sleep_forever
-    await serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]  # Starlette is an ASGI app; the protocols differ only in typing
