@@ -67,7 +67,9 @@ class HttpServer:
 
 
 @contextmanager
-def serving(args: list[str], home: Path, ready: Callable[[], bool]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def serving(
+    args: list[str], home: Path, ready: Callable[[], bool]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`capsule mcp ARGS` in a subprocess until the block ends, once `ready()`; it and its stderr file."""
     env = {**os.environ, "CAPSULE_HOME": str(home), "NO_COLOR": "1"}
     errlog = home.parent / f"mcp-{time.monotonic_ns()}.err"
