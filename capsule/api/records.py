@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import attrs
 
 
+def _value(_instance: Any, _field: Any, value: Any) -> Any:
+    return str(value) if isinstance(value, PurePath) else value
+
+
 def plain(record: Any) -> Any:
-    """A record (or a tuple of them) as JSON-able dicts and lists, fields in declaration order."""
+    """A record (or a tuple of them) as JSON-able dicts and lists, fields in declaration order; paths
+    become strings."""
     if isinstance(record, tuple | list):
         return [plain(r) for r in record]
-    return attrs.asdict(record)
+    return attrs.asdict(record, value_serializer=_value)

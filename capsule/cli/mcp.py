@@ -66,6 +66,7 @@ def mcp(
         trio.run(server.run_stdio_async)
         return
     port = http
+    where = None
     if token_file is not None:
         token = read_token_file(token_file)
         print(f"capsule: MCP at http://127.0.0.1:{port}/mcp; bearer token from {token_file}", file=sys.stderr)
@@ -81,3 +82,6 @@ def mcp(
         trio.run(lambda: serve_http(server, port, token=token))
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}", 5)
+    finally:
+        if where is not None:
+            where.unlink(missing_ok=True)  # the token was for this start only

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import signal
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -110,7 +111,8 @@ async def serve_http(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Streamable HTTP at http://127.0.0.1:PORT/mcp, bearer `token` required, until `shutdown`."""
+    """Streamable HTTP at http://127.0.0.1:PORT/mcp, bearer `token` required, until `shutdown` (by
+    default: SIGTERM or SIGINT)."""
     from hypercorn.config import Config
 
     config = Config()
@@ -149,11 +151,18 @@ async def serve_socket(
             await where.unlink(missing_ok=True)
 
 
+async def _until_signalled() -> None:
+    """Until SIGTERM or SIGINT: then the server stops cleanly (its socket and token file are removed)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
 async def _serve(
     app: ASGIApp, config: Any, shutdown: trio.Event | None, task_status: trio.TaskStatus[list[str]]
 ) -> None:
     from hypercorn.trio import serve
 
     config.accesslog = None
-    trigger = shutdown.wait if shutdown is not None else trio.sleep_forever
+    trigger = shutdown.wait if shutdown is not None else _until_signalled
     await serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]  # an ASGI app; the protocols differ only in typing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,6 +22,8 @@ def _convert(hint: Any) -> Any:
     """A record's type hint with records replaced by their models and tuples by lists."""
     if attrs.has(hint):
         return model_of(hint)
+    if hint is Path:
+        return str  # JSON Schema has no "path" format: clients warn about it
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is tuple:
