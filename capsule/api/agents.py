@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from capsule.api.errors import BadInput, CheckFailed, NotFound, Unavailable, UsageError
-from capsule.api.sessions import home, resolve, trace_tree
+from capsule.api.sessions import home, require_tracer, resolve, trace_tree
 from capsule.fold.tasks import Attempt, RunState  # real imports: the MCP schemas read these hints
 
 if TYPE_CHECKING:
@@ -246,14 +246,8 @@ def run(
 
     from capsule.stages.reader import iter_events
     from capsule.stages.schedule import Scheduler, close_run, open_run, reopen_run
-    from capsule.stages.tracer import TracerMissing, find_tracer
 
-    tracer = None
-    if plan.trace:
-        try:
-            tracer = find_tracer()
-        except TracerMissing as exc:
-            raise Unavailable(str(exc)) from exc
+    tracer = require_tracer() if plan.trace else None
     os.umask(0o077)
     started = time.time()
     state = None
@@ -377,24 +371,16 @@ def reap() -> None:
 
 def status(ref: str = "latest") -> RunStatus:
     """An agents run's state and each task's state, attempts, exit code and duration."""
+    from capsule.fold.tasks import status_dict
+
     run = fold(session(ref))
+    data: dict[str, Any] = status_dict(run, live_state(run))
     return RunStatus(
-        run=run.session_id,
-        name=run.name,
-        state=live_state(run),
-        counts={k: v for k, v in run.counts().items() if v},
-        tasks=tuple(
-            TaskRow(
-                id=t.id,
-                state=t.state,
-                attempts=len(t.attempts),
-                exit_code=t.exit_code,
-                duration_s=t.duration_s,
-                reason=t.reason,
-                pid=t.current.pid if t.current else None,
-            )
-            for t in (run.tasks[i] for i in run.order)
-        ),
+        run=data["run"],
+        name=data["name"],
+        state=data["state"],
+        counts=data["counts"],
+        tasks=tuple(TaskRow(**t) for t in data["tasks"]),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-import attrs
+import attr  # attrs.asdict keeps tuples; the classic spelling can turn them into lists
 
 
 def _value(_instance: Any, _field: Any, value: Any) -> Any:
@@ -17,4 +17,4 @@ def plain(record: Any) -> Any:
     become strings."""
     if isinstance(record, tuple | list):
         return [plain(r) for r in record]
-    return attrs.asdict(record, value_serializer=_value)
+    return attr.asdict(record, retain_collection_types=False, value_serializer=_value)

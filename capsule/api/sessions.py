@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
@@ -18,8 +18,7 @@ from capsule.api.errors import BadInput, NotFound, RecordingFailed, Unavailable,
 if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
-
-ExportFormat = Literal["perfetto", "otlp", "jsonl"]
+    from capsule.stages.tracer import Tracer
 
 
 def home() -> Path:
@@ -355,7 +354,7 @@ class Exported:
     """An export's body, ready to write or send, and the reader's warnings about the session."""
 
     session: str
-    format: ExportFormat
+    format: str  # perfetto or otlp
     body: bytes
     warnings: tuple[str, ...]
 
@@ -379,7 +378,7 @@ def export(session: str | Path, fmt: str) -> Exported:
             from capsule.report.otlp import export_request
 
             body = orjson.dumps(export_request(loaded.state, __version__), option=orjson.OPT_APPEND_NEWLINE)
-    return Exported(session=loaded.id, format=fmt, body=body, warnings=loaded.warnings)  # type: ignore[arg-type]  # checked above
+    return Exported(session=loaded.id, format=fmt, body=body, warnings=loaded.warnings)
 
 
 def copy_events(session: str | Path, out: BinaryIO) -> tuple[str, ...]:
@@ -467,8 +466,8 @@ def doctor() -> Doctor:
     return Doctor(ok=ok, checks=tuple(checks))
 
 
-def require_tracer() -> Any:
-    """The strace to record with, or `Unavailable` (exit 5) saying how to install it."""
+def require_tracer() -> Tracer:
+    """The strace to trace tasks with, or `Unavailable` (exit 5) saying how to install it."""
     from capsule.stages.tracer import TracerMissing, find_tracer
 
     try:
