@@ -119,6 +119,33 @@ def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
     return Loaded(path=session_dir, state=state, warnings=tuple(warnings))
 
 
+@attrs.frozen(kw_only=True)
+class Reported:
+    """A session's report as data: the object `capsule report --json` prints (agents sessions: their DAG)."""
+
+    session: str
+    data: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def report(session: str | Path) -> Reported:
+    """The `report --json` object of a run, import, env or agents session."""
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    if is_agents(session_dir):
+        from capsule.api.agents import report as agents_report
+        from capsule.report.agents import report_dict as agents_dict
+
+        found = agents_report(session_dir)
+        data = agents_dict(found.run, found.state, found.trees)
+        return Reported(session=session_dir.name, data=data, warnings=())
+    from capsule.report import report_dict
+
+    loaded = load(session_dir)
+    data = report_dict(loaded.state)
+    data["warnings"] = [*loaded.warnings, *data.get("warnings", [])]
+    return Reported(session=loaded.id, data=data, warnings=loaded.warnings)
+
+
 # --- listing ------------------------------------------------------------------------------------
 
 

@@ -226,27 +226,22 @@ def list_sessions(
 
 def _report(session: str, format: str, full: bool) -> Report:
     session_dir = sessions.resolve(session)
+    if format == "json":
+        found = sessions.report(session_dir)
+        return Report(
+            session=found.session, format="json", report=found.data, text=None, warnings=list(found.warnings)
+        )
     if sessions.is_agents(session_dir):
-        from capsule.report.agents import render_agents, report_dict
+        from capsule.report.agents import render_agents
 
-        found = agents.report(session_dir)
-        if format == "text":
-            text = render_agents(found.run, found.state, found.trees)
-            return Report(session=session_dir.name, format="text", report=None, text=text, warnings=[])
-        data = report_dict(found.run, found.state, found.trees)
-        return Report(session=session_dir.name, format="json", report=data, text=None, warnings=[])
+        run = agents.report(session_dir)
+        text = render_agents(run.run, run.state, run.trees)
+        return Report(session=session_dir.name, format="text", report=None, text=text, warnings=[])
+    from capsule.report import render
+
     loaded = sessions.load(session_dir)
-    warnings = list(loaded.warnings)
-    if format == "text":
-        from capsule.report import render
-
-        text = _plain(render(loaded.state, full=full))
-        return Report(session=loaded.id, format="text", report=None, text=text, warnings=warnings)
-    from capsule.report import report_dict as run_report
-
-    return Report(
-        session=loaded.id, format="json", report=run_report(loaded.state), text=None, warnings=warnings
-    )
+    text = _plain(render(loaded.state, full=full))
+    return Report(session=loaded.id, format="text", report=None, text=text, warnings=list(loaded.warnings))
 
 
 def get_report(
@@ -461,7 +456,7 @@ def session_report_resource(id: str) -> str:
     import orjson
 
     try:
-        return orjson.dumps(_report(id, "json", False).report).decode()
+        return orjson.dumps(sessions.report(id).data).decode()
     except CapsuleError as exc:
         raise ResourceError(str(exc)) from exc
 
