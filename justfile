@@ -3,6 +3,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 venv := ".venv"
 bin := venv / "bin"
+# the MCP Inspector (npm) that tests/mcp/test_inspector.py drives, in a project-local folder
+inspector := "@modelcontextprotocol/inspector@2.12.0"
 
 # list the tasks
 default:
@@ -14,6 +16,7 @@ setup:
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+    test -x .node/node_modules/.bin/mcp-inspector || {{bin}}/python -m tests.mcp.inspector install {{inspector}}
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup

@@ -141,7 +141,7 @@ def config_lock(home: Path, config_path: str) -> Iterator[None]:
     locks = home / "locks"
     locks.mkdir(parents=True, exist_ok=True, mode=0o700)
     digest = hashlib.sha256(config_path.encode()).hexdigest()[:24]
-    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -50,9 +50,11 @@ class RunOutcome:
     error: str | None = None
 
 
-def resolve_command(name: str) -> tuple[str | None, str | None]:
-    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail."""
+def resolve_command(name: str, cwd: str | None = None) -> tuple[str | None, str | None]:
+    """(path, None) if `name` can be executed (from `cwd`), else (None, errno name) as execvp would fail."""
     if "/" in name:
+        if cwd is not None:
+            name = os.path.join(cwd, name)
         if not os.path.exists(name):
             return None, "ENOENT"
         if os.path.isdir(name) or not os.access(name, os.X_OK):
@@ -85,7 +87,7 @@ def _header(
         session_kind="run",
         name=name,
         argv=argv,
-        cwd=os.getcwd(),
+        cwd=os.path.abspath(str(fields.pop("cwd", None) or os.getcwd())),
         host=platform.node(),
         recorder_pid=os.getpid(),
         recorder_started=psutil.Process().create_time(),
@@ -133,9 +135,11 @@ async def record_run(
     parent: str | None = None,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
+    cwd: str | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
-    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
+    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
+    `cwd` is the directory it runs in (default: this process's)."""
     started = time.time()
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
@@ -143,7 +147,7 @@ async def record_run(
     trace_fd = open_private(path / TRACE)
     error: str | None = None
     try:
-        resolved, failure = resolve_command(argv[0])
+        resolved, failure = resolve_command(argv[0], cwd)
         if resolved is None:
             assert failure is not None
             message = "command not found" if failure == "ENOENT" else "permission denied"
@@ -157,6 +161,7 @@ async def record_run(
                         trace_level=level,
                         redacted=redact,
                         parent=parent,
+                        cwd=cwd,
                     ),
                     ProcSpawnFailed(
                         ts=time.time(), path=shown_argv[0], argv=shown_argv, errno=failure, message=message
@@ -190,6 +195,7 @@ async def record_run(
                         trace_level=level,
                         redacted=redact,
                         parent=parent,
+                        cwd=cwd,
                     )
                 ]
             )
@@ -199,6 +205,7 @@ async def record_run(
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
+                cwd=cwd,
             )
             tracer_done = trio.Event()
 

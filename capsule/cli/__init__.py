@@ -1,4 +1,4 @@
-"""The front door: the typer app. The only package of capsule/ that may import stages/, trio or psutil.
+"""The front door: the typer app, a peer of the MCP server over `capsule.api`: arguments in, rendering out.
 
 `base` holds the app, exit codes and shared helpers; each command group registers itself on it:
 `record` (run, report, ls, import, replay, doctor), `export` (perfetto, otlp, jsonl), `retention`

@@ -1,5 +1,7 @@
 """Batches of agent tasks: `capsule agents run|check|status|result|logs|ps|top|kill|resume`.
 
+The work is `capsule.api.agents`; this module parses arguments and renders progress and results.
+
 Exit codes: `run` and `resume` exit 0 only if every task succeeded, 1 otherwise; a malformed plan is 4
 (EXIT_BAD_INPUT) with one line naming the task and field; an unknown session or task is 3.
 """
@@ -15,24 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from capsule.cli.base import (
-    EXIT_BAD_INPUT,
-    EXIT_CHECK_FAILED,
-    EXIT_NOT_FOUND,
-    CliError,
-    JsonOption,
-    _console,
-    _home,
-    _print_json,
-    _resolve,
-    app,
-    fail,
-)
+from capsule.cli.base import EXIT_CHECK_FAILED, JsonOption, _console, _print_json, app, fail
 
 if TYPE_CHECKING:
+    from capsule.api.agents import RunningTask
     from capsule.events import Event
     from capsule.fold.tasks import RunState
-    from capsule.plan import Plan
 
 agents_app = typer.Typer(
     help="Run many agent tasks as a DAG, with limits, retries, hooks and policy.", no_args_is_help=True
@@ -40,94 +30,6 @@ agents_app = typer.Typer(
 app.add_typer(agents_app, name="agents")
 
 SessionOpt = Annotated[str, typer.Argument(help="An agents session: id, prefix, directory or `latest`.")]
-
-
-def _load_plan(path: Path, batch: Path | None, parallel: int | None) -> Plan:
-    import attrs
-
-    from capsule.plan import PlanError, parse_batch, parse_plan
-
-    try:
-        if batch is not None:
-            base = path.read_text(encoding="utf-8") if path.is_file() else None
-            plan = parse_batch(batch.read_text(encoding="utf-8"), name=batch.stem, base=base)
-            base_dir = batch.resolve().parent
-        else:
-            plan = parse_plan(path.read_text(encoding="utf-8"), name=path.stem)
-            base_dir = path.resolve().parent
-    except OSError as exc:
-        fail(f"{exc.filename}: {exc.strerror}", EXIT_BAD_INPUT)
-    except PlanError as exc:
-        fail(f"{batch or path}: {exc}", EXIT_BAD_INPUT)
-    tasks = tuple(attrs.evolve(t, cwd=str((base_dir / t.cwd).resolve())) for t in plan.tasks)
-    plan = attrs.evolve(plan, tasks=tasks)
-    if parallel is not None:
-        if parallel < 1:
-            fail("--parallel must be at least 1", 2)
-        plan = attrs.evolve(plan, parallel=parallel)
-    return plan
-
-
-def _fold(session_dir: Path) -> RunState:
-    from capsule.codec import CodecError
-    from capsule.fold.tasks import RunState
-    from capsule.stages.reader import iter_events
-
-    state = RunState()
-    try:
-        for event in iter_events(session_dir):
-            state.apply(event)
-    except CodecError as exc:
-        fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
-    return state
-
-
-def _agents_sessions(limit: int = 50) -> list[Path]:
-    from capsule.stages.reader import glance
-    from capsule.stages.store import session_dirs
-
-    out = []
-    for path in session_dirs(_home()):
-        header = glance(path).header
-        if header is not None and header.session_kind == "agents":
-            out.append(path)
-            if len(out) >= limit:
-                break
-    return out
-
-
-def _agents_session(ref: str) -> Path:
-    if ref == "latest":
-        found = _agents_sessions(1)
-        if not found:
-            fail("no agents sessions yet; start one with `capsule agents run PLAN`", EXIT_NOT_FOUND)
-        return found[0]
-    path = _resolve(ref)
-    from capsule.stages.reader import glance
-
-    header = glance(path).header
-    if header is None or header.session_kind != "agents":
-        fail(f"session {path.name} is not an agents session", EXIT_NOT_FOUND)
-    return path
-
-
-def _live_state(run: RunState) -> str:
-    """The run's state, `interrupted` when its scheduler is gone without finishing."""
-    from capsule.stages.procs import process_if
-
-    if (
-        run.finished is None
-        and run.scheduler_pid is not None
-        and process_if(run.scheduler_pid, run.scheduler_started) is None
-    ):
-        return "interrupted"
-    return run.state
-
-
-def _history(plan: Plan) -> dict[str, float]:
-    from capsule.fold.tasks import durations
-
-    return durations(reversed([_fold(p) for p in _agents_sessions(10)]))
 
 
 def _fmt_s(value: float | None) -> str:
@@ -233,48 +135,15 @@ def _summary(run: RunState) -> None:
     )
 
 
-def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
-    import trio
+def _execute(plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
+    from capsule.api import agents
 
-    from capsule.stages.schedule import Scheduler, close_run, open_run, reopen_run
-    from capsule.stages.tracer import TracerMissing, find_tracer
-
-    tracer = None
-    if plan.trace:
-        try:
-            tracer = find_tracer()
-        except TracerMissing as exc:
-            fail(str(exc), 5)
-    os.umask(0o077)
-    started = time.time()
-    state = None
-    if resume_dir is not None:
-        state = _fold(resume_dir)
-        from capsule.stages.reader import iter_events
-
-        count = sum(1 for _ in iter_events(resume_dir))
-        writer = reopen_run(resume_dir, count)
-        path = resume_dir
-    else:
-        _id, path, writer = open_run(_home(), plan, tuple(sys.argv))
-    progress = _Progress(_history(plan))
-    scheduler = Scheduler(plan, writer, path, home=_home(), tracer=tracer, state=state, on_event=progress)
-    if state is None:
-        scheduler.state.apply(_first_event(path))
-    try:
-        with progress:
-            run = trio.run(lambda: scheduler.run(resume=resume_dir is not None, plan_path=plan_path))
-            progress.final(run)
-    finally:
-        close_run(writer, started, scheduler.state)
+    progress = _Progress(agents.history())
+    with progress:
+        run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir)
+        progress.final(run)
     _summary(run)
     return run
-
-
-def _first_event(path: Path) -> Event:
-    from capsule.stages.reader import iter_events
-
-    return next(iter(iter_events(path)))
 
 
 @agents_app.command(help="Run a plan of tasks; exit 0 only if every task succeeded.")
@@ -289,7 +158,9 @@ def run(
         Path | None, typer.Option("--batch", help="Tasks as JSONL, one object per line.")
     ] = None,
 ) -> None:
-    plan = _load_plan(plan_file, batch, parallel)
+    from capsule.api import agents
+
+    plan = agents.load_plan(plan_file, batch, parallel)
     state = _execute(plan, plan_path=str(batch or plan_file))
     raise typer.Exit(0 if state.state == "succeeded" else EXIT_CHECK_FAILED)
 
@@ -302,15 +173,9 @@ def resume(
         typer.Option("--plan", help="An edited plan: a succeeded task whose spec changed is run again."),
     ] = None,
 ) -> None:
-    from capsule.plan import plan_from_json
+    from capsule.api import agents
 
-    path = _agents_session(session)
-    state = _fold(path)
-    if not state.plan:
-        fail(f"session {path.name} has no plan to resume", EXIT_BAD_INPUT)
-    if _live_state(state) == "running":
-        fail(f"session {path.name} is still running (scheduler pid {state.scheduler_pid})", EXIT_CHECK_FAILED)
-    plan = plan_from_json(state.plan) if plan_file is None else _load_plan(plan_file, None, None)
+    path, plan = agents.resumable(session, plan_file)
     result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
 
@@ -321,24 +186,14 @@ def check(
     batch: Annotated[Path | None, typer.Option("--batch", help="Tasks as JSONL.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    from capsule.plan.dag import analyse
+    from capsule.api import agents
+    from capsule.api.records import plain
 
-    plan = _load_plan(plan_file, batch, None)
-    found = analyse(plan, _history(plan))
-    data = {
-        "name": plan.name,
-        "tasks": len(plan.tasks),
-        "parallel": plan.parallel,
-        "levels": [list(level) for level in found.levels],
-        "critical_path": list(found.critical_path),
-        "critical_s": found.critical_s,
-        "max_parallelism": found.max_parallelism,
-        "estimated_s": found.estimated_s,
-    }
+    found = agents.check(plan_file, batch)
     if as_json:
-        _print_json(data)
+        _print_json(plain(found))
         return
-    print(f"plan {plan.name}: {len(plan.tasks)} tasks, parallel {plan.parallel} — valid")
+    print(f"plan {found.name}: {found.tasks} tasks, parallel {found.parallel} — valid")
     for i, level in enumerate(found.levels):
         shown = ", ".join(level[:12]) + (f" … (+{len(level) - 12})" if len(level) > 12 else "")
         print(f"  level {i}: {shown}")
@@ -346,26 +201,27 @@ def check(
     print(f"critical path: {' -> '.join(found.critical_path)}{crit}")
     print(f"max parallelism: {found.max_parallelism}")
     if found.estimated_s is not None:
-        print(f"estimated run time at parallel {plan.parallel}: {found.estimated_s:.1f}s")
+        print(f"estimated run time at parallel {found.parallel}: {found.estimated_s:.1f}s")
 
 
 @agents_app.command(help="The state of an agents run (a fold of its session).")
 def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
-    from capsule.fold.tasks import status_dict
+    from capsule.api import agents
+    from capsule.api.records import plain
 
-    run = _fold(_agents_session(session))
-    data = status_dict(run, _live_state(run))
+    found = agents.status(session)
+    data = plain(found)
     if as_json:
         _print_json(data)
         return
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{run.name}[/] {run.session_id} · {data['state']}", highlight=False)
+    console.print(f"[bold]{found.name}[/] {found.run} · {data['state']}", highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("task", "state", "attempts", "exit", "duration", "reason"):
         table.add_column(column)
-    for t in data["tasks"]:  # type: ignore[attr-defined]
+    for t in data["tasks"]:
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
             _fmt_s(t["duration_s"]), t["reason"],
@@ -373,17 +229,13 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
     console.print(table)
 
 
-def _task_state(run: RunState, task: str) -> Any:
-    if task not in run.tasks:
-        fail(f"no task {task!r} in run {run.session_id}", EXIT_NOT_FOUND)
-    return run.tasks[task]
-
-
 @agents_app.command(help="One task's result: state, attempts, exit codes, checks, hooks, policy.")
 def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
-    run = _fold(_agents_session(session))
-    t = _task_state(run, task)
-    data = task_result(run, task)
+    from capsule.api import agents
+    from capsule.api.records import plain
+
+    t = agents.result(task, session)
+    data = plain(t)
     if as_json:
         _print_json(data)
         return
@@ -399,27 +251,6 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
             print(f"  {key[:-1] if key != 'verified' else 'verify'}: {item}")
 
 
-def task_result(run: RunState, task: str) -> dict[str, Any]:
-    """`agents result --json`: state, attempts, exit codes, checks, hooks, policy of one task."""
-    import attrs
-
-    t = _task_state(run, task)
-    return {
-        "id": t.id,
-        "state": t.state,
-        "reason": t.reason,
-        "exit_code": t.exit_code,
-        "duration_s": t.duration_s,
-        "attempts": [attrs.asdict(a) for a in t.attempts],
-        "verified": [{"command": v.command, "ok": v.ok, "exit_code": v.exit_code} for v in t.verified],
-        "hooks": [{"on": h.on, "decision": h.decision, "reason": h.reason} for h in t.hooks],
-        "violations": [
-            {"rule": v.rule, "argv": list(v.argv), "path": v.path, "live": v.live} for v in t.violations
-        ],
-        "limits": [{"limit": x.limit, "measured": x.measured, "allowed": x.allowed} for x in t.limits],
-    }
-
-
 @agents_app.command(help="A task's stdout and stderr, per attempt; -f follows the running attempt.")
 def logs(
     task: str,
@@ -427,86 +258,21 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow until the task ends.")] = False,
     attempt: Annotated[int | None, typer.Option("--attempt", help="Only this attempt.")] = None,
 ) -> None:
-    path = _agents_session(session)
-    run = _fold(path)
-    t = _task_state(run, task)
-    attempts = [a.number for a in t.attempts if attempt is None or a.number == attempt]
-    if not attempts:
-        fail(f"task {task!r} has not started", EXIT_NOT_FOUND)
-    logs_dir = path / "tasks" / task
-    for n in attempts[:-1] if follow else attempts:
-        print(f"== {task} attempt {n} ==", flush=True)
-        for suffix in ("out", "err"):
-            f = logs_dir / f"{n}.{suffix}"
-            if f.is_file():
-                sys.stdout.buffer.write(f.read_bytes())
-        sys.stdout.flush()
-    if not follow:
-        return
-    n = attempts[-1]
-    print(f"== {task} attempt {n} ==", flush=True)
-    offset = 0
-    out = logs_dir / f"{n}.out"
-    while True:
-        if out.is_file():
-            with open(out, "rb") as stream:
-                stream.seek(offset)
-                data = stream.read()
-                offset += len(data)
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-        current = _fold(path).tasks[task]
-        if current.state != "running" or len(current.attempts) != n:
-            if current.state == "queued" or len(current.attempts) != n:
-                n = len(current.attempts)
-                offset = 0
-                out = logs_dir / f"{n}.out"
-                if current.state != "running":
-                    time.sleep(0.2)
-                    continue
-                print(f"== {task} attempt {n} ==", flush=True)
-                continue
-            break
-        time.sleep(0.2)
+    from capsule.api import agents
+
+    out = sys.stdout.buffer
+    for chunk in agents.task_logs(task, session, follow=follow, attempt=attempt):
+        out.write(chunk)
+        out.flush()
 
 
-def _running() -> list[dict[str, Any]]:
-    import psutil
+def _running() -> tuple[RunningTask, ...]:
+    from capsule.api import agents
 
-    from capsule.stages.procs import process_if
-
-    rows = []
-    for path in _agents_sessions(20):
-        run = _fold(path)
-        if _live_state(run) != "running":
-            continue
-        for t in run.tasks.values():
-            a = t.current
-            if t.state != "running" or a is None:
-                continue
-            cpu = rss = 0.0
-            root = process_if(a.pid, a.started)
-            if root is None:
-                continue
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    try:
-                        with p.oneshot():
-                            ct = p.cpu_times()
-                            cpu += ct.user + ct.system
-                            rss += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                continue
-            rows.append(
-                {"session": run.session_id, "task": t.id, "attempt": a.number, "pid": a.pid, "pgid": a.pgid,
-                 "started": a.started, "cpu_s": round(cpu, 2), "rss": int(rss), "elapsed_s": round(time.time() - a.ts, 1)}
-            )  # fmt: skip
-    return rows
+    return agents.ps()
 
 
-def _ps_table(rows: list[dict[str, Any]]) -> Any:
+def _ps_table(rows: tuple[RunningTask, ...]) -> Any:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -514,17 +280,19 @@ def _ps_table(rows: list[dict[str, Any]]) -> Any:
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r["session"], r["task"], str(r["attempt"]), str(r["pid"]), f"{r['cpu_s']:.1f}s",
-            f"{r['rss'] / 2**20:.1f} MiB", f"{r['elapsed_s']:.1f}s",
+            r.session, r.task, str(r.attempt), str(r.pid), f"{r.cpu_s:.1f}s",
+            f"{r.rss / 2**20:.1f} MiB", f"{r.elapsed_s:.1f}s",
         )  # fmt: skip
     return table
 
 
 @agents_app.command(help="Running tasks on this machine: pid, CPU, RSS, elapsed.")
 def ps(as_json: JsonOption = False) -> None:
+    from capsule.api.records import plain
+
     rows = _running()
     if as_json:
-        _print_json(rows)
+        _print_json(plain(rows))
     elif not rows:
         print("no agent tasks running")
     else:
@@ -552,157 +320,21 @@ def kill(
     all_: Annotated[bool, typer.Option("--all", help="Every running task.")] = False,
     grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL.")] = 2.0,
 ) -> None:
+    from capsule.api import agents
+
     if task is None and not all_:
         fail("name a TASK or pass --all", 2)
-    for r in kill_tasks(task, grace):
-        print(f"killed {r['task']} (pid {r['pid']}, session {r['session']})")
-
-
-def kill_tasks(task: str | None, grace: float = 2.0) -> list[dict[str, Any]]:
-    """Stop running task `task` (None: every running task, and whatever dead schedulers left) with its
-    whole tree: SIGTERM, then SIGKILL after `grace`. The rows stopped."""
-    import signal
-
-    from capsule.stages import procs
-    from capsule.stages.task_units import leftover_tree
-
-    live = _running()
-    rows = [r for r in live if task is None or r["task"] == task]
-    left = stop_dead_runs() if task is None else []
-    if not rows and not left:
-        fail(f"no running task {task!r}" if task else "no running tasks", EXIT_NOT_FOUND)
-    for r in rows:
-        tree, _cgroup = leftover_tree(r["session"], _attempt_of(r))  # the scheduler removes its cgroup
-        procs.stop(tree, signal.SIGTERM, grace)
-    return rows + left
-
-
-def _attempt_of(row: dict[str, Any]) -> Any:
-    """A running task's attempt as the machine's Leftover record: what its tree is made of."""
-    from capsule.plan.effects import Leftover
-
-    run = _fold(_agents_session(row["session"]))
-    members = run.tasks[row["task"]].members.get(row["attempt"], {})
-    return Leftover(
-        task=row["task"], attempt=row["attempt"], pid=row["pid"], started=row["started"], pgid=row["pgid"],
-        members=tuple(sorted(members.items())), interrupted=True,
-    )  # fmt: skip
-
-
-def stop_dead_runs() -> list[dict[str, Any]]:
-    """Stop what the agent runs whose scheduler died left running (`agents kill --all`, `kill-all`)."""
-    from capsule.stages.task_units import stop_run_leftovers
-
-    rows = []
-    for path in _agents_sessions(50):
-        run = _fold(path)
-        if _live_state(run) != "interrupted":
-            continue
-        for x, _pids in stop_run_leftovers(run):
-            rows.append({"session": run.session_id, "task": x.task, "attempt": x.attempt, "pid": x.pid})
-    return rows
-
-
-def spawn_run(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0) -> str:
-    """Start `capsule agents run PLAN` detached (its own session, no terminal); its session id.
-
-    The plan is checked here first, so a missing or broken plan fails at once with its one line."""
-    import subprocess
-
-    from capsule.stages.reader import glance
-    from capsule.stages.store import session_dirs
-
-    _load_plan(plan_file, None, parallel)
-    home = _home()
-    (home / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = [sys.executable, "-m", "capsule", "agents", "run", str(plan_file.resolve())]
-    if parallel is not None:
-        argv += ["--parallel", str(parallel)]
-    err_path = home / "spool" / f"agents-{os.getpid()}-{time.monotonic_ns()}.log"
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, "CAPSULE_PLAIN": "1"},
-        )
-    _spawned.append(proc)
-    deadline = time.monotonic() + wait_s
-    try:
-        while time.monotonic() < deadline:
-            for path in session_dirs(home)[:20]:
-                header = glance(path).header
-                if (
-                    header is not None
-                    and header.session_kind == "agents"
-                    and header.recorder_pid == proc.pid
-                    and _planned(path)
-                ):
-                    return path.name
-            if proc.poll() is not None and proc.returncode != 0:
-                lines = err_path.read_text(errors="replace").strip().splitlines()
-                fail(f"the scheduler exited with {proc.returncode}: {lines[-1] if lines else 'no output'}", 5)
-            time.sleep(0.02)
-    finally:
-        err_path.unlink(missing_ok=True)  # the scheduler keeps its open file; nobody reads it later
-    raise CliError(f"the scheduler (pid {proc.pid}) did not open a session within {wait_s:g}s", 5)
-
-
-def _planned(session_dir: Path) -> bool:
-    """Has the scheduler written its plan (`run.planned`, right after the header)? Until then a status
-    of the new run would list no tasks."""
-    from capsule.stages.store import EVENTS
-
-    with open(session_dir / EVENTS, "rb") as events:
-        return b'{"kind":"run.planned"' in events.read(1 << 20)
-
-
-_spawned: list[Any] = []  # schedulers started by a long-lived caller (the MCP server): reaped by reap()
-
-
-def reap() -> None:
-    """Collect exited schedulers this process started, so none lingers as a zombie."""
-    _spawned[:] = [p for p in _spawned if p.poll() is None]
+    for r in agents.kill(task, grace):
+        print(f"killed {r.task} (pid {r.pid}, session {r.session})")
 
 
 def report_agents(session_dir: Path, as_json: bool) -> None:
     """`capsule report` of an agents session: the DAG, the timeline, each task's process tree."""
+    from capsule.api import agents
     from capsule.report.agents import render_agents, report_dict
 
-    run = _fold(session_dir)
-    trees = {}
-    for t in run.tasks.values():
-        a = t.current
-        if a is not None and a.trace_session:
-            with contextlib.suppress(SystemExit, OSError, StopIteration):
-                trees[t.id] = _trace_tree(a.trace_session)
+    found = agents.report(session_dir)
     if as_json:
-        _print_json(report_dict(run, _live_state(run), trees))
+        _print_json(report_dict(found.run, found.state, found.trees))
         return
-    _console().print(render_agents(run, _live_state(run), trees), markup=False, highlight=False)
-
-
-def _trace_tree(session_id: str) -> list[tuple[int, str]]:
-    """A traced attempt's process tree as (depth, line) rows."""
-    from capsule.cli.base import _rules
-    from capsule.fold import SessionState
-    from capsule.stages.reader import iter_events
-    from capsule.stages.store import resolve_session
-
-    fold = SessionState.new(_rules())
-    for event in iter_events(resolve_session(_home(), session_id)):
-        fold.apply(event)
-    tree = fold.tree
-    rows: list[tuple[int, str]] = []
-    roots = [tree.nodes[k] for k in tree.roots]
-    stack = [(0, n) for n in reversed(roots)]
-    while stack and len(rows) < 200:
-        depth, node = stack.pop()
-        argv = node.display_argv or ()
-        end = node.signal or ("" if node.exit_code is None else f"exit {node.exit_code}")
-        rows.append((depth, f"{node.pid} {' '.join(argv)[:100]} {end}".rstrip()))
-        stack.extend((depth + 1, c) for c in reversed(list(tree.children(node))))
-    return rows
+    _console().print(render_agents(found.run, found.state, found.trees), markup=False, highlight=False)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from capsule.api.errors import CapsuleError, error
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -46,22 +48,18 @@ SessionArg = Annotated[
 ]
 
 
-class CliError(Exception):
-    """An error to show as one line with an exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+# The CLI's one-line errors are the application door's error family (capsule/api/errors.py).
+CliError = CapsuleError
 
 
 def fail(message: str, code: int) -> NoReturn:
-    raise CliError(message, code)
+    raise error(message, code)
 
 
 def _home() -> Path:
-    from capsule.stages.store import capsule_home
+    from capsule.api.sessions import home
 
-    return capsule_home()
+    return home()
 
 
 def _console(stderr: bool = False) -> Console:
@@ -135,34 +133,15 @@ def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -
 
 
 def _rules() -> RuleSet:
-    from importlib.resources import files
+    from capsule.api.sessions import rules
 
-    from capsule.fold.labels import RuleError, RuleSet
-
-    sources = [
-        (f"capsule/rules/{f.name}", f.read_text(encoding="utf-8"))
-        for f in sorted(files("capsule.rules").iterdir(), key=lambda f: f.name)
-        if f.name.endswith(".toml")
-    ]
-    user = _home() / "rules.toml"
-    if user.is_file():
-        try:
-            sources.append((str(user), user.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"{user}: {exc}", EXIT_BAD_INPUT)
-    try:
-        return RuleSet.from_sources(*sources)
-    except RuleError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+    return rules()
 
 
 def _resolve(ref: str) -> Path:
-    from capsule.stages.store import SessionNotFound, resolve_session
+    from capsule.api.sessions import resolve
 
-    try:
-        return resolve_session(_home(), ref)
-    except SessionNotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+    return resolve(ref)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from capsule.cli.base import SessionArg, _resolve, _rules, app, fail
+from capsule.cli.base import SessionArg, app, fail
 
 # The export could not be delivered: -o is not writable, or the collector is unreachable or refused it.
 EXIT_OUTPUT = 6
@@ -51,27 +51,15 @@ def export(
 ) -> None:
     if endpoint is not None and fmt is not Format.otlp:
         fail("--endpoint needs --format otlp", 2)
-    session_dir = _resolve(session)
+    from capsule.api import sessions
+
+    session_dir = sessions.resolve(session)
     if fmt is Format.jsonl:
         _write(output, lambda out: _copy_events(session_dir, out))
         return
-    import orjson
-
-    from capsule.cli.record import _load_state
-    from capsule.fold.session import paused_gc
-
-    with paused_gc():
-        state, warnings = _load_state(session_dir, _rules())
-        if fmt is Format.perfetto:
-            from capsule.report.perfetto import trace_events
-
-            body = orjson.dumps(trace_events(state), option=orjson.OPT_APPEND_NEWLINE)
-        else:
-            from capsule import __version__
-            from capsule.report.otlp import export_request
-
-            body = orjson.dumps(export_request(state, __version__), option=orjson.OPT_APPEND_NEWLINE)
-    for warning in warnings:
+    exported = sessions.export(str(session_dir), fmt.value)
+    body = exported.body
+    for warning in exported.warnings:
         print(f"capsule: warning: {warning}", file=sys.stderr)
     if endpoint is not None:
         _post(endpoint, body)
@@ -83,17 +71,10 @@ def export(
 
 def _copy_events(session_dir: Path, out: BinaryIO) -> None:
     """The events file as it is stored (decompressed), minus a torn last line a JSONL reader would choke on."""
-    from capsule.stages.store import EVENTS, open_session_file
+    from capsule.api.sessions import copy_events
 
-    with open_session_file(session_dir, EVENTS) as file:
-        held = b""
-        while data := file.read(1 << 20):
-            data = held + data
-            cut = data.rfind(b"\n") + 1
-            out.write(data[:cut])
-            held = data[cut:]
-    if held.strip():
-        print("capsule: warning: the last line is torn; it was left out", file=sys.stderr)
+    for warning in copy_events(session_dir, out):
+        print(f"capsule: warning: {warning}", file=sys.stderr)
 
 
 def _write(output: Path | None, produce: Callable[[BinaryIO], object]) -> None:

@@ -17,17 +17,15 @@ from capsule.cli.base import (
     SessionArg,
     _Ansi,
     _console,
-    _home,
     _print_json,
     _print_json_streaming,
     _resolve,
-    _rules,
     app,
     fail,
 )
 
 if TYPE_CHECKING:
-    from capsule.fold.labels import RuleSet
+    from capsule.api.sessions import SessionRow
 
 
 @app.command(
@@ -48,75 +46,21 @@ def run(
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
     ] = None,
 ) -> None:
-    import trio
+    from capsule.api import sessions
 
-    from capsule.stages.run import record_run
-    from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
-
-    if level not in LEVELS:
-        fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
-    try:
-        tracer = find_tracer()
-    except TracerMissing as exc:
-        fail(str(exc), 125)
-    os.umask(0o077)
-    try:
-        outcome = trio.run(
-            lambda: record_run(
-                command,
-                home=_home(),
-                tracer=tracer,
-                level=level,
-                name=name,
-                redact=not no_redact,
-                parent=parent,
-            )
-        )
-    except OSError as exc:
-        fail(f"cannot record under {_home()}: {exc.strerror or exc}", 125)
+    outcome = sessions.record(command, level=level, name=name, redact=not no_redact, parent=parent)
     style = _Ansi(sys.stderr)
     if outcome.error:
         style.line(style.bold_red(f"capsule: error: {outcome.error}"))
-    t = outcome.tally
-    failures = ", " + style.red(f"{t.failed} failed") if t.failed else ""
+    failures = ", " + style.red(f"{outcome.failed} failed") if outcome.failed else ""
     status = outcome.signal or f"exit {outcome.exit_code}"
+    plural = "es" if outcome.processes != 1 else ""
     style.line(
-        f"{style.dim('capsule:')} session {style.bold(outcome.session_id)} · {t.processes} process{'es' if t.processes != 1 else ''}{failures}"
+        f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {outcome.processes} process{plural}{failures}"
         f" · {outcome.duration_s:.2f}s · {status}"
     )
-    style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session_id})")
+    style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")
     raise typer.Exit(outcome.exit_code)
-
-
-def _load_state(session_dir: Path, rules: RuleSet) -> tuple[Any, list[str]]:
-    """Fold a session (recovering it first if its recorder died); returns the state and warnings."""
-    import trio
-
-    from capsule.codec import CodecError, LineDecoder
-    from capsule.fold import SessionState
-    from capsule.stages.derive import recover
-    from capsule.stages.reader import glance, iter_events, recorder_alive
-
-    warnings: list[str] = []
-    seen = glance(session_dir)
-    if seen.header is None:
-        fail(f"{session_dir}: not a capsule session (no session.started header)", EXIT_BAD_INPUT)
-    if seen.ended is None and not recorder_alive(seen.header):
-        result = trio.run(lambda: recover(session_dir, seen.header, home=_home()))  # type: ignore[arg-type]
-        warnings.append(
-            f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
-        )
-    decoder = LineDecoder()
-    fold = SessionState.new(rules)
-    try:
-        for event in iter_events(session_dir, decoder):
-            fold.apply(event)
-    except CodecError as exc:
-        fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
-    warnings += [f"line {n}: skipped, {reason}" for n, reason in decoder.bad_lines]
-    if decoder.torn_tail:
-        warnings.append("the last line is torn (the recorder was stopped mid-write); it was ignored")
-    return fold, warnings
 
 
 @app.command(help="Analyse a recorded session: process tree, failures, tools, agent phases.")
@@ -133,6 +77,7 @@ def report(
         ),
     ] = None,
 ) -> None:
+    from capsule.api import sessions
     from capsule.fold.session import paused_gc
     from capsule.report import render, report_parts
 
@@ -140,13 +85,13 @@ def report(
         fail("--html and --json: choose one", 2)
     session_dir = _resolve(session)
     if html_file is not None:
-        if _is_agents(session_dir):
+        if sessions.is_agents(session_dir):
             fail("--html reports run sessions; report a task's run session (capsule ls --all)", 2)
         with paused_gc():
-            state, warnings = _load_state(session_dir, _rules())
-        _write_html(html_file, state, warnings)
+            loaded = sessions.load(session_dir)
+        _write_html(html_file, loaded.state, list(loaded.warnings))
         return
-    if _is_agents(session_dir):
+    if sessions.is_agents(session_dir):
         from capsule.cli.agents import report_agents
 
         report_agents(session_dir, as_json)
@@ -154,7 +99,8 @@ def report(
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
     with paused_gc():
-        state, warnings = _load_state(session_dir, _rules())
+        loaded = sessions.load(session_dir)
+        state, warnings = loaded.state, list(loaded.warnings)
         if as_json:
             data, processes = report_parts(state)
             data["warnings"] = [*warnings, *data.get("warnings", [])]
@@ -185,49 +131,6 @@ def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
     print(path)
 
 
-def _is_agents(session_dir: Path) -> bool:
-    from capsule.stages.reader import glance
-
-    header = glance(session_dir).header
-    return header is not None and header.session_kind == "agents"
-
-
-def session_rows(limit: int = 20, show_all: bool = False) -> list[dict[str, Any]]:
-    """`capsule ls --json`: one row per session, newest first (child run sessions only with `show_all`)."""
-    from capsule.stages.reader import glance, recorder_alive
-    from capsule.stages.store import session_dirs
-
-    rows: list[dict[str, Any]] = []
-    for path in session_dirs(_home()):
-        if len(rows) >= max(limit, 0):
-            break
-        seen = glance(path)
-        header, ended = seen.header, seen.ended
-        if header is None or (header.parent is not None and not show_all):
-            continue
-        if ended is not None:
-            status = "recovered" if seen.recovered else "complete"
-        else:
-            status = "running" if recorder_alive(header) else "incomplete"
-        rows.append(
-            {
-                "id": path.name,
-                "kind": header.session_kind,
-                "name": header.name,
-                "parent": header.parent,
-                "started": header.ts,
-                "duration_s": ended.duration_s if ended else None,
-                "argv": list(header.argv),
-                "processes": ended.processes if ended else None,
-                "failed": ended.failed if ended else None,
-                "exit_code": ended.exit_code if ended else None,
-                "signal": ended.signal if ended else None,
-                "status": status,
-            }
-        )
-    return rows
-
-
 @app.command(name="ls", help="List recorded sessions, newest first.")
 def list_sessions(
     as_json: JsonOption = False,
@@ -237,14 +140,17 @@ def list_sessions(
         typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),
     ] = False,
 ) -> None:
-    rows = session_rows(limit, show_all)
+    from capsule.api.records import plain
+    from capsule.api.sessions import list_sessions as rows_of
+
+    rows = rows_of(limit, show_all)
     if as_json:
-        _print_json(rows)
+        _print_json(plain(rows))
         return
     _print_ls(rows)
 
 
-def _print_ls(rows: list[dict[str, Any]]) -> None:
+def _print_ls(rows: tuple[SessionRow, ...]) -> None:
     import shlex
     import time
 
@@ -258,17 +164,17 @@ def _print_ls(rows: list[dict[str, Any]]) -> None:
     for column in ("id", "kind", "started", "duration", "command", "procs", "exit", "status"):
         table.add_column(column, no_wrap=column != "command", overflow="ellipsis")
     for row in rows:
-        exit_text = row["signal"] or ("" if row["exit_code"] is None else str(row["exit_code"]))
-        exit_style = "red" if row["signal"] or row["exit_code"] else ""
+        exit_text = row.signal or ("" if row.exit_code is None else str(row.exit_code))
+        exit_style = "red" if row.signal or row.exit_code else ""
         table.add_row(
-            row["id"],
-            row["kind"],
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])),
-            "" if row["duration_s"] is None else f"{row['duration_s']:.2f}s",
-            shlex.join(row["argv"])[:80],
-            "" if row["processes"] is None else str(row["processes"]),
+            row.id,
+            row.kind,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)),
+            "" if row.duration_s is None else f"{row.duration_s:.2f}s",
+            shlex.join(row.argv)[:80],
+            "" if row.processes is None else str(row.processes),
             f"[{exit_style}]{exit_text}[/]" if exit_style else exit_text,
-            row["status"],
+            row.status,
         )
     console.print(table)
 
@@ -282,20 +188,10 @@ def import_(
     ] = "process",
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep secret-looking values.")] = False,
 ) -> None:
-    import trio
+    from capsule.api.sessions import import_log
 
-    from capsule.stages.derive import import_log
-    from capsule.stages.tracer import LEVELS
-
-    if level not in LEVELS:
-        fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
-    if not log.is_file():
-        fail(f"{log}: no such file", EXIT_BAD_INPUT)
-    os.umask(0o077)
-    imported = trio.run(lambda: import_log(log, home=_home(), name=name, level=level, redact=not no_redact))
-    if imported.lines and imported.tally.processes == 0:
-        fail(f"{log}: no strace lines recognised (is it an `strace -f` log?)", EXIT_BAD_INPUT)
-    print(imported.session_id)
+    imported = import_log(log, name=name, level=level, redact=not no_redact)
+    print(imported.session)
 
 
 @app.command(help="Re-derive a session's events from its raw trace; --check compares them.")
@@ -304,65 +200,22 @@ def replay(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 with a diff if events differ.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    import trio
-
-    from capsule.codec import to_dict
-    from capsule.fold import SessionState
+    from capsule.api import sessions
+    from capsule.api.records import plain
     from capsule.report import render
-    from capsule.stages.derive import from_trace, rederive
-    from capsule.stages.reader import glance, iter_events
-    from capsule.stages.store import TRACE, session_file
 
     session_dir = _resolve(session)
-    header = glance(session_dir).header
-    if header is None:
-        fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
-    source = "its observations" if header.session_kind in ("env", "agents") else TRACE
-    if header.session_kind == "env":  # re-fed observations instead of a raw trace
-        from capsule.env.replay import rederive as rederive_env
-
-        recorded, derived = rederive_env(list(iter_events(session_dir)))
-    elif header.session_kind == "agents":  # the scheduler's observations, fed back to its machine
-        from capsule.plan.replay import rederive_agents
-
-        replayed = rederive_agents(list(iter_events(session_dir)))
-        recorded, derived = list(replayed.recorded), list(replayed.derived)
-    elif session_file(session_dir, TRACE) is None:
-        fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
-    else:
-        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
-        recorded = from_trace(list(iter_events(session_dir)))
-    same = derived == recorded
-    diff: list[str] = []
-    if not same:
-        import difflib
-
-        import orjson
-
-        def lines(events: list[Any]) -> list[str]:
-            return [
-                orjson.dumps({k: v for k, v in to_dict(0, e).items() if k != "seq"}).decode() for e in events
-            ]
-
-        diff = list(
-            difflib.unified_diff(
-                lines(recorded), lines(derived), "events.jsonl", "re-derived", lineterm="", n=1
-            )
-        )
+    replayed = sessions.replay(session_dir)
+    same, diff = replayed.matches, replayed.diff
     if as_json:
-        _print_json(
-            {"session": session_dir.name, "events": len(derived), "matches": same, "diff": diff[:200]}
-        )
+        _print_json(plain(replayed))
     else:
         console = _console()
-        if not check and header.session_kind not in ("env", "agents"):
-            fold = SessionState.new(_rules())
-            for event in iter_events(session_dir):
-                fold.apply(event)
-            console.print(render(fold))
+        if not check and replayed.kind not in ("env", "agents"):
+            console.print(render(sessions.fold(session_dir)))
         if same:
             console.print(
-                f"replay: {len(derived)} events re-derived from {source}, identical to events.jsonl"
+                f"replay: {replayed.events} events re-derived from {replayed.source}, identical to events.jsonl"
             )
         else:
             console.print(
@@ -376,40 +229,11 @@ def replay(
 
 @app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME.")
 def doctor(as_json: JsonOption = False) -> None:
-    import tempfile
+    from capsule.api.records import plain
+    from capsule.api.sessions import doctor as check_here
 
-    from capsule.stages.tracer import INSTALL_HINT, TracerMissing, find_tracer, probe_ptrace
-
-    checks: list[dict[str, Any]] = []
-    try:
-        tracer = find_tracer()
-        checks.append({"check": "strace", "ok": True, "detail": f"{tracer.path} (version {tracer.version})"})
-        checks.append(
-            {
-                "check": "--seccomp-bpf",
-                "ok": tracer.seccomp_bpf,
-                "detail": "supported" if tracer.seccomp_bpf else "needs strace ≥ 5.3: tracing will be slow",
-            }
-        )
-        problem = probe_ptrace(tracer)
-        checks.append(
-            {
-                "check": "ptrace",
-                "ok": problem is None,
-                "detail": "permitted" if problem is None else f"{problem} (in a container, allow SYS_PTRACE)",
-            }
-        )
-    except TracerMissing:
-        checks.append({"check": "strace", "ok": False, "detail": f"not found; {INSTALL_HINT}"})
-    home = _home()
-    try:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile(dir=home):
-            pass
-        checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
-    except OSError as exc:
-        checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
-    ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf")
+    found = check_here()
+    ok, checks = found.ok, plain(found.checks)
     if as_json:
         _print_json({"ok": ok, "checks": checks})
     else:

@@ -7,7 +7,6 @@ for event in events:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,32 +26,41 @@ if TYPE_CHECKING:
 # Re-exports load on first use (PEP 562): `capsule run` needs only the tally, and importing the
 # rules engine, agents and tree with it cost ~10 ms of every start.
 _EXPORTS = {
-    "AgentRun": "capsule.fold.agents",
-    "Phase": "capsule.fold.agents",
-    "ToolCall": "capsule.fold.agents",
-    "agent_runs": "capsule.fold.agents",
-    "LABELS": "capsule.fold.labels",
-    "PACKAGED_RULE_FILES": "capsule.fold.labels",
-    "WORKFLOWS": "capsule.fold.labels",
-    "Classification": "capsule.fold.labels",
-    "Rule": "capsule.fold.labels",
-    "RuleError": "capsule.fold.labels",
-    "RuleSet": "capsule.fold.labels",
-    "ExecAttempt": "capsule.fold.process_tree",
-    "ProcessNode": "capsule.fold.process_tree",
-    "ProcessTree": "capsule.fold.process_tree",
-    "fold_tree": "capsule.fold.process_tree",
-    "SessionState": "capsule.fold.session",
-    "apply": "capsule.fold.session",
-    "fold_session": "capsule.fold.session",
+    "AgentRun": "agents",
+    "Phase": "agents",
+    "ToolCall": "agents",
+    "agent_runs": "agents",
+    "LABELS": "labels",
+    "PACKAGED_RULE_FILES": "labels",
+    "WORKFLOWS": "labels",
+    "Classification": "labels",
+    "Rule": "labels",
+    "RuleError": "labels",
+    "RuleSet": "labels",
+    "ExecAttempt": "process_tree",
+    "ProcessNode": "process_tree",
+    "ProcessTree": "process_tree",
+    "fold_tree": "process_tree",
+    "SessionState": "session",
+    "apply": "session",
+    "fold_session": "session",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    # Static imports, not importlib: the layering check must see every module the core loads.
+    match _EXPORTS.get(name):
+        case "agents":
+            from capsule.fold import agents as module
+        case "labels":
+            from capsule.fold import labels as module  # type: ignore[no-redef]
+        case "process_tree":
+            from capsule.fold import process_tree as module  # type: ignore[no-redef]
+        case "session":
+            from capsule.fold import session as module  # type: ignore[no-redef]
+        case _:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)
 
 
 __all__ = [

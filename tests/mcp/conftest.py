@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -49,29 +51,43 @@ async def stdio_session(home: Path) -> AsyncIterator[ClientSession]:
             yield session
 
 
+@attrs.frozen
+class HttpServer:
+    port: int
+    token: str  # from the `Authorization: Bearer` line the server printed on stderr
+    stderr: str  # what it printed on start
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
 @contextmanager
-def http_server(home: Path) -> Iterator[int]:
-    """`capsule mcp --http PORT` in a subprocess until the block ends; its port."""
-    port = free_port()
+def serving(
+    args: list[str], home: Path, ready: Callable[[], bool]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`capsule mcp ARGS` in a subprocess until the block ends, once `ready()`; it and its stderr file."""
     env = {**os.environ, "CAPSULE_HOME": str(home), "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capsule", "mcp", "--http", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    errlog = home.parent / f"mcp-{time.monotonic_ns()}.err"
+    with open(errlog, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "capsule", "mcp", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, "capsule mcp --http exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "capsule mcp --http never listened"
-                time.sleep(0.05)
-        yield port
+        while not ready():
+            assert proc.poll() is None, f"capsule mcp exited: {errlog.read_text()}"
+            assert time.monotonic() < deadline, "capsule mcp never listened"
+            time.sleep(0.05)
+        yield proc, errlog
     finally:
         proc.terminate()
         try:
@@ -81,6 +97,31 @@ def http_server(home: Path) -> Iterator[int]:
             proc.wait()
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def http_server(home: Path, *extra: str) -> Iterator[HttpServer]:
+    """`capsule mcp --http PORT` in a subprocess until the block ends: its port and bearer token."""
+    port = free_port()
+    with serving(["--http", str(port), *extra], home, lambda: listening(port)) as (_proc, errlog):
+        text = errlog.read_text()
+        tokens = re.findall(r"^Authorization: Bearer (\S+)$", text, re.M)
+        yield HttpServer(port=port, token=tokens[0] if tokens else "", stderr=text)
+
+
+def authorized_client(server: HttpServer) -> Any:
+    """An HTTP client for the SDK's streamable HTTP transport that sends the server's token."""
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    return create_mcp_http_client(headers=server.headers)
+
+
 @asynccontextmanager
 async def mcp_session(home: Path, transport: str) -> AsyncIterator[ClientSession]:
     """The SDK's client connected to `capsule mcp` over `transport` (stdio or http), initialized."""
@@ -88,9 +129,12 @@ async def mcp_session(home: Path, transport: str) -> AsyncIterator[ClientSession
         async with stdio_session(home) as session:
             yield session
         return
-    with http_server(home) as port:
-        url = f"http://127.0.0.1:{port}/mcp"
-        async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
+    with http_server(home) as server:
+        async with (
+            authorized_client(server) as client,
+            streamable_http_client(server.url, http_client=client) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             yield session
 

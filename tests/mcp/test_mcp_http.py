@@ -9,7 +9,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.mcp.conftest import call, call_error, http_server
+from tests.mcp.conftest import HttpServer, authorized_client, call, call_error, http_server
 
 pytestmark = [
     pytest.mark.strace,
@@ -20,18 +20,21 @@ pytestmark = [
 
 
 @pytest.fixture
-def http_port(capsule_home: Path) -> Iterator[int]:
+def http(capsule_home: Path) -> Iterator[HttpServer]:
     """`capsule mcp --http PORT` for the length of the test."""
-    with http_server(capsule_home) as port:
-        yield port
+    with http_server(capsule_home) as server:
+        yield server
 
 
-async def test_http_list_sessions_report_and_an_error(http_port: int, capsule, capsule_home: Path) -> None:
+async def test_http_list_sessions_report_and_an_error(http: HttpServer, capsule, capsule_home: Path) -> None:
     """Over streamable HTTP: list_sessions and get_report see a recorded session; a bad one is a tool error."""
     done = capsule("run", "--", "sh", "-c", "true; false")
     assert done.returncode == 1, done.stderr
-    url = f"http://127.0.0.1:{http_port}/mcp"
-    async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
+    async with (
+        authorized_client(http) as client,
+        streamable_http_client(http.url, http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
         await session.initialize()
         sessions = (await call(session, "list_sessions"))["sessions"]
         assert len(sessions) == 1
@@ -42,9 +45,9 @@ async def test_http_list_sessions_report_and_an_error(http_port: int, capsule, c
         assert (await call(session, "list_sessions"))["sessions"][0]["id"] == sessions[0]["id"]
 
 
-def test_http_listens_on_loopback_only(http_port: int) -> None:
+def test_http_listens_on_loopback_only(http: HttpServer) -> None:
     """The server binds 127.0.0.1, not every interface."""
     import psutil
 
-    bound = {c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == http_port}
+    bound = {c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == http.port}
     assert bound == {"127.0.0.1"}

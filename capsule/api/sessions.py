@@ -1,0 +1,537 @@
+"""Sessions: find, load, list, record, import, replay and export them; check that recording works here.
+
+Each function returns frozen records (or a core fold state, for the renderers) and raises the
+`CapsuleError` family (capsule/api/errors.py). `load` recovers a session whose recorder died before it
+folds it, so every door reports the same thing. Heavy modules are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import attrs
+
+from capsule.api.errors import BadInput, NotFound, RecordingFailed, Unavailable, UsageError
+
+if TYPE_CHECKING:
+    from capsule.fold import SessionState
+    from capsule.fold.labels import RuleSet
+    from capsule.stages.tracer import Tracer
+
+
+def home() -> Path:
+    """`$CAPSULE_HOME`, default `~/.capsule`."""
+    from capsule.stages.store import capsule_home
+
+    return capsule_home()
+
+
+def rules() -> RuleSet:
+    """The packaged label and workflow rules, then the user's `$CAPSULE_HOME/rules.toml` over them."""
+    from importlib.resources import files
+
+    from capsule.fold.labels import RuleError, RuleSet
+
+    sources = [
+        (f"capsule/rules/{f.name}", f.read_text(encoding="utf-8"))
+        for f in sorted(files("capsule.rules").iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".toml")
+    ]
+    user = home() / "rules.toml"
+    if user.is_file():
+        try:
+            sources.append((str(user), user.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{user}: {exc}") from exc
+    try:
+        return RuleSet.from_sources(*sources)
+    except RuleError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def resolve(ref: str) -> Path:
+    """A session's directory from an id, unique id prefix, directory, events.jsonl path or `latest`."""
+    from capsule.stages.store import SessionNotFound, resolve_session
+
+    try:
+        return resolve_session(home(), ref)
+    except SessionNotFound as exc:
+        raise NotFound(str(exc)) from exc
+
+
+def kind(session_dir: Path) -> str | None:
+    """The session's kind (run, env, agents, import), None if it has no header."""
+    from capsule.stages.reader import glance
+
+    header = glance(session_dir).header
+    return None if header is None else header.session_kind
+
+
+def is_agents(session_dir: Path) -> bool:
+    return kind(session_dir) == "agents"
+
+
+@attrs.frozen(kw_only=True)
+class Loaded:
+    """A session folded for reporting, and what the reader had to say about it."""
+
+    path: Path
+    state: SessionState
+    warnings: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+
+def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
+    """Fold a session (recovering it first if its recorder died)."""
+    import trio
+
+    from capsule.codec import CodecError, LineDecoder
+    from capsule.fold import SessionState
+    from capsule.stages.derive import recover
+    from capsule.stages.reader import glance, iter_events, recorder_alive
+
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    warnings: list[str] = []
+    seen = glance(session_dir)
+    header = seen.header
+    if header is None:
+        raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
+    if seen.ended is None and not recorder_alive(header):
+        result = trio.run(lambda: recover(session_dir, header, home=home()))
+        warnings.append(
+            f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
+        )
+    decoder = LineDecoder()
+    state = SessionState.new(rules() if rule_set is None else rule_set)
+    try:
+        for event in iter_events(session_dir, decoder):
+            state.apply(event)
+    except CodecError as exc:
+        raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
+    warnings += [f"line {n}: skipped, {reason}" for n, reason in decoder.bad_lines]
+    if decoder.torn_tail:
+        warnings.append("the last line is torn (the recorder was stopped mid-write); it was ignored")
+    return Loaded(path=session_dir, state=state, warnings=tuple(warnings))
+
+
+@attrs.frozen(kw_only=True)
+class Reported:
+    """A session's report as data: the object `capsule report --json` prints (agents sessions: their DAG)."""
+
+    session: str
+    data: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def report(session: str | Path) -> Reported:
+    """The `report --json` object of a run, import, env or agents session."""
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    if is_agents(session_dir):
+        from capsule.api.agents import report as agents_report
+        from capsule.report.agents import report_dict as agents_dict
+
+        found = agents_report(session_dir)
+        data = agents_dict(found.run, found.state, found.trees)
+        return Reported(session=session_dir.name, data=data, warnings=())
+    from capsule.report import report_dict
+
+    loaded = load(session_dir)
+    data = report_dict(loaded.state)
+    data["warnings"] = [*loaded.warnings, *data.get("warnings", [])]
+    return Reported(session=loaded.id, data=data, warnings=loaded.warnings)
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SessionRow:
+    """One row of `capsule ls --json` (the field order is the JSON's)."""
+
+    id: str
+    kind: str = attrs.field(metadata={"doc": "run, env, agents or import."})
+    name: str | None
+    parent: str | None = attrs.field(metadata={"doc": "The env or agents session a traced run belongs to."})
+    started: float = attrs.field(metadata={"doc": "Seconds since the epoch."})
+    duration_s: float | None
+    argv: tuple[str, ...]
+    processes: int | None
+    failed: int | None
+    exit_code: int | None
+    signal: str | None
+    status: str = attrs.field(metadata={"doc": "complete, recovered, running or incomplete."})
+
+
+def list_sessions(limit: int = 20, include_children: bool = False) -> tuple[SessionRow, ...]:
+    """Sessions newest first; the run sessions of traced services and tasks with `include_children`."""
+    from capsule.stages.reader import glance, recorder_alive
+    from capsule.stages.store import session_dirs
+
+    rows: list[SessionRow] = []
+    for path in session_dirs(home()):
+        if len(rows) >= max(limit, 0):
+            break
+        seen = glance(path)
+        header, ended = seen.header, seen.ended
+        if header is None or (header.parent is not None and not include_children):
+            continue
+        if ended is not None:
+            status = "recovered" if seen.recovered else "complete"
+        else:
+            status = "running" if recorder_alive(header) else "incomplete"
+        rows.append(
+            SessionRow(
+                id=path.name,
+                kind=header.session_kind,
+                name=header.name,
+                parent=header.parent,
+                started=header.ts,
+                duration_s=ended.duration_s if ended else None,
+                argv=tuple(header.argv),
+                processes=ended.processes if ended else None,
+                failed=ended.failed if ended else None,
+                exit_code=ended.exit_code if ended else None,
+                signal=ended.signal if ended else None,
+                status=status,
+            )
+        )
+    return tuple(rows)
+
+
+# --- recording ----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Recorded:
+    """A command recorded under strace as a new session."""
+
+    session: str = attrs.field(metadata={"doc": "The new session's id (for get_report, get_process_tree)."})
+    path: Path = attrs.field(metadata={"doc": "The session's directory."})
+    exit_code: int = attrs.field(
+        metadata={"doc": "The command's exit code; 128+N if signal N killed it; 125-127 if it did not run."}
+    )
+    signal: str | None = attrs.field(metadata={"doc": "The signal that killed the command, e.g. SIGKILL."})
+    timed_out: bool = attrs.field(
+        metadata={"doc": "True if the command was killed for running past its time."}
+    )
+    duration_s: float
+    processes: int = attrs.field(metadata={"doc": "Processes the command spawned, itself included."})
+    failed: int = attrs.field(metadata={"doc": "Processes that exited non-zero or were killed."})
+    error: str | None = attrs.field(metadata={"doc": "Why recording failed, or the command could not start."})
+
+
+def check_level(level: str) -> None:
+    from capsule.stages.tracer import LEVELS
+
+    if level not in LEVELS:
+        raise UsageError(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}")
+
+
+async def record_async(
+    argv: list[str],
+    *,
+    level: str = "process",
+    name: str | None = None,
+    redact: bool = True,
+    parent: str | None = None,
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    time_limit: float | None = None,
+    cwd: str | Path | None = None,
+) -> Recorded:
+    """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
+
+    `stdio` (stdin, stdout, stderr; None inherits) lets a server keep its own streams; after `time_limit`
+    seconds the command's whole tree is killed; `cwd` is where it runs (default: here)."""
+    from capsule.stages.run import record_run
+    from capsule.stages.tracer import TracerMissing, find_tracer
+
+    if not argv or not argv[0]:
+        raise UsageError("the command is empty: give the program and its arguments")
+    check_level(level)
+    if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, before anything starts)
+        raise NotFound(f"cwd {str(cwd)!r}: no such directory")
+    try:
+        tracer = find_tracer()
+    except TracerMissing as exc:
+        raise RecordingFailed(str(exc)) from exc
+    where = home()
+    try:
+        outcome = await record_run(
+            list(argv),
+            home=where,
+            tracer=tracer,
+            level=level,
+            name=name,
+            redact=redact,
+            parent=parent,
+            stdio=stdio,
+            time_limit=time_limit,
+            cwd=None if cwd is None else str(cwd),
+        )
+    except OSError as exc:
+        raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    return Recorded(
+        session=outcome.session_id,
+        path=outcome.path,
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        timed_out=time_limit is not None and outcome.signal is not None and outcome.duration_s >= time_limit,
+        duration_s=round(outcome.duration_s, 6),
+        processes=outcome.tally.processes,
+        failed=outcome.tally.failed,
+        error=outcome.error,
+    )
+
+
+def record(argv: list[str], **options: Any) -> Recorded:
+    """`record_async` in a trio run of its own (what `capsule run` does)."""
+    import trio
+
+    os.umask(0o077)
+    return trio.run(lambda: record_async(argv, **options))
+
+
+@attrs.frozen(kw_only=True)
+class Imported:
+    session: str
+    path: Path
+    processes: int
+    lines: int
+
+
+def import_log(
+    log: Path, *, name: str | None = None, level: str = "process", redact: bool = True
+) -> Imported:
+    """Turn an `strace -f` log recorded elsewhere into a session."""
+    import trio
+
+    from capsule.stages.derive import import_log as derive
+
+    check_level(level)
+    if not log.is_file():
+        raise BadInput(f"{log}: no such file")
+    os.umask(0o077)
+    done = trio.run(lambda: derive(log, home=home(), name=name, level=level, redact=redact))
+    if done.lines and done.tally.processes == 0:
+        raise BadInput(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
+    return Imported(session=done.session_id, path=done.path, processes=done.tally.processes, lines=done.lines)
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Replayed:
+    """`capsule replay --json`: the events re-derived from the raw trace, compared with events.jsonl."""
+
+    session: str
+    events: int
+    matches: bool
+    diff: tuple[str, ...]  # a unified diff (recorded -> re-derived), at most 200 lines
+    kind: str = "run"
+    source: str = "trace.strace"  # what the events were re-derived from
+
+
+def replay(session: str | Path) -> Replayed:
+    """Re-derive a session's events and compare them with `events.jsonl`: a run from its raw trace, an
+    env or agents session by feeding its recorded observations to the machine again."""
+    import trio
+
+    from capsule.codec import to_dict
+    from capsule.stages.derive import from_trace, rederive
+    from capsule.stages.reader import glance, iter_events
+    from capsule.stages.store import TRACE, session_file
+
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    header = glance(session_dir).header
+    if header is None:
+        raise BadInput(f"{session_dir}: not a capsule session")
+    kind, source = header.session_kind, TRACE
+    if kind == "env":
+        from capsule.env.replay import rederive as rederive_env
+
+        recorded, derived = rederive_env(list(iter_events(session_dir)))
+        source = "its observations"
+    elif kind == "agents":
+        from capsule.plan.replay import rederive_agents
+
+        replayed = rederive_agents(list(iter_events(session_dir)))
+        recorded, derived = list(replayed.recorded), list(replayed.derived)
+        source = "its observations"
+    elif session_file(session_dir, TRACE) is None:
+        raise BadInput(f"{session_dir}: no {TRACE} to replay")
+    else:
+        level = header.trace_level
+        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=level))
+        recorded = from_trace(list(iter_events(session_dir)))
+    same = derived == recorded
+    diff: list[str] = []
+    if not same:
+        import difflib
+
+        import orjson
+
+        def lines(events: list[Any]) -> list[str]:
+            return [
+                orjson.dumps({k: v for k, v in to_dict(0, e).items() if k != "seq"}).decode() for e in events
+            ]
+
+        diff = list(
+            difflib.unified_diff(
+                lines(recorded), lines(derived), "events.jsonl", "re-derived", lineterm="", n=1
+            )
+        )
+    return Replayed(
+        session=session_dir.name,
+        events=len(derived),
+        matches=same,
+        diff=tuple(diff[:200]),
+        kind=kind,
+        source=source,
+    )
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Exported:
+    """An export's body, ready to write or send, and the reader's warnings about the session."""
+
+    session: str
+    format: str  # perfetto or otlp
+    body: bytes
+    warnings: tuple[str, ...]
+
+
+def export(session: str | Path, fmt: str) -> Exported:
+    """A session as Perfetto trace JSON or OTLP/JSON (for jsonl, stream it with `copy_events`)."""
+    import orjson
+
+    from capsule.fold.session import paused_gc
+
+    if fmt not in ("perfetto", "otlp"):
+        raise UsageError(f"cannot export as {fmt!r}: perfetto or otlp (jsonl is streamed: copy_events)")
+    with paused_gc():
+        loaded = load(session)
+        if fmt == "perfetto":
+            from capsule.report.perfetto import trace_events
+
+            body = orjson.dumps(trace_events(loaded.state), option=orjson.OPT_APPEND_NEWLINE)
+        else:
+            from capsule import __version__
+            from capsule.report.otlp import export_request
+
+            body = orjson.dumps(export_request(loaded.state, __version__), option=orjson.OPT_APPEND_NEWLINE)
+    return Exported(session=loaded.id, format=fmt, body=body, warnings=loaded.warnings)
+
+
+def copy_events(session: str | Path, out: BinaryIO) -> tuple[str, ...]:
+    """Write the events file as stored (decompressed) to `out`, less a torn last line; the warnings."""
+    from capsule.stages.store import EVENTS, open_session_file
+
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    with open_session_file(session_dir, EVENTS) as file:
+        held = b""
+        while data := file.read(1 << 20):
+            data = held + data
+            cut = data.rfind(b"\n") + 1
+            out.write(data[:cut])
+            held = data[cut:]
+    return ("the last line is torn; it was left out",) if held.strip() else ()
+
+
+def trace_tree(session_id: str, limit: int = 200) -> list[tuple[int, str]]:
+    """A traced attempt's or service's process tree as (depth, line) rows, depth first."""
+    tree = fold(resolve(session_id)).tree
+    rows: list[tuple[int, str]] = []
+    stack = [(0, tree.nodes[k]) for k in reversed(tree.roots)]
+    while stack and len(rows) < limit:
+        depth, node = stack.pop()
+        argv = node.display_argv or ()
+        end = node.signal or ("" if node.exit_code is None else f"exit {node.exit_code}")
+        rows.append((depth, f"{node.pid} {' '.join(argv)[:100]} {end}".rstrip()))
+        stack.extend((depth + 1, c) for c in reversed(list(tree.children(node))))
+    return rows
+
+
+# --- doctor -------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    check: str
+    ok: bool
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class Doctor:
+    """`capsule doctor --json`: can recording work here? (`--seccomp-bpf` only warns.)"""
+
+    ok: bool
+    checks: tuple[Check, ...]
+
+
+def doctor() -> Doctor:
+    import tempfile
+
+    from capsule.stages.tracer import INSTALL_HINT, TracerMissing, find_tracer, probe_ptrace
+
+    checks: list[Check] = []
+    try:
+        tracer = find_tracer()
+        checks.append(Check(check="strace", ok=True, detail=f"{tracer.path} (version {tracer.version})"))
+        checks.append(
+            Check(
+                check="--seccomp-bpf",
+                ok=tracer.seccomp_bpf,
+                detail="supported" if tracer.seccomp_bpf else "needs strace ≥ 5.3: tracing will be slow",
+            )
+        )
+        problem = probe_ptrace(tracer)
+        checks.append(
+            Check(
+                check="ptrace",
+                ok=problem is None,
+                detail="permitted" if problem is None else f"{problem} (in a container, allow SYS_PTRACE)",
+            )
+        )
+    except TracerMissing:
+        checks.append(Check(check="strace", ok=False, detail=f"not found; {INSTALL_HINT}"))
+    where = home()
+    try:
+        where.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile(dir=where):
+            pass
+        checks.append(Check(check="$CAPSULE_HOME", ok=True, detail=f"{where} is writable"))
+    except OSError as exc:
+        checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=f"{where}: {exc.strerror or exc}"))
+    ok = all(c.ok for c in checks if c.check != "--seccomp-bpf")
+    return Doctor(ok=ok, checks=tuple(checks))
+
+
+def require_tracer() -> Tracer:
+    """The strace to trace tasks with, or `Unavailable` (exit 5) saying how to install it."""
+    from capsule.stages.tracer import TracerMissing, find_tracer
+
+    try:
+        return find_tracer()
+    except TracerMissing as exc:
+        raise Unavailable(str(exc)) from exc
+
+
+def fold(session_dir: Path) -> SessionState:
+    """The session's events folded as they are (no recovery), with the current rules."""
+    from capsule.fold import SessionState
+    from capsule.stages.reader import iter_events
+
+    state = SessionState.new(rules())
+    for event in iter_events(session_dir):
+        state.apply(event)
+    return state
