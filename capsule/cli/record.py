@@ -275,7 +275,13 @@ def _print_ls(rows: list[dict[str, Any]]) -> None:
 
 @app.command(name="import", help="Turn an `strace -f` log recorded elsewhere into a session.")
 def import_(
-    log: Annotated[Path, typer.Argument(help="The strace log (-o FILE; -tt/-ttt, -T, -y, any -s).")],
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="The strace log (-o FILE or stderr; -t/-tt/-ttt/-r or none, -T, -y, any -s), or the "
+            "folder or PREFIX of `strace -ff -o PREFIX`."
+        ),
+    ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the session.")] = None,
     level: Annotated[
         str, typer.Option("--level", "-l", help="What to derive: process, file, net or all.")
@@ -284,17 +290,20 @@ def import_(
 ) -> None:
     import trio
 
-    from capsule.stages.derive import import_log
+    from capsule.stages.derive import ImportRefused, import_log
     from capsule.stages.tracer import LEVELS
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
-    if not log.is_file():
-        fail(f"{log}: no such file", EXIT_BAD_INPUT)
     os.umask(0o077)
-    imported = trio.run(lambda: import_log(log, home=_home(), name=name, level=level, redact=not no_redact))
-    if imported.lines and imported.tally.processes == 0:
-        fail(f"{log}: no strace lines recognised (is it an `strace -f` log?)", EXIT_BAD_INPUT)
+    try:
+        imported = trio.run(
+            lambda: import_log(log, home=_home(), name=name, level=level, redact=not no_redact)
+        )
+    except ImportRefused as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except OSError as exc:
+        fail(f"{exc.filename or log}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     print(imported.session_id)
 
 
@@ -319,7 +328,7 @@ def replay(
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
     if session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
-    derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
+    derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level, header=header))
     recorded = from_trace(list(iter_events(session_dir)))
     same = derived == recorded
     diff: list[str] = []
