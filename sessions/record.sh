@@ -21,22 +21,27 @@ printf '#!/bin/sh\n# a shim, like a version manager'"'"'s: find the real program
 chmod +x shim-ls
 
 wanted=("$@")
-# record SLUG [capsule run options] -- CMD...: record one session into sessions/SLUG/.
-record() {
-    local slug=$1
-    shift
+# session VERB SLUG ARGS...: `capsule VERB --name SLUG ARGS...` in an empty home, its one session copied
+# into sessions/SLUG/ (skipped unless SLUG was asked for, when any was).
+session() {
+    local verb=$1 slug=$2
+    shift 2
     if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $slug "* ]]; then
         return
     fi
     rm -rf "$CAPSULE_HOME"
-    "$capsule" run --name "$slug" "$@" >/dev/null 2>&1 </dev/null || true
+    "$capsule" "$verb" --name "$slug" "$@" >/dev/null 2>&1 </dev/null || true
     local run
     run=$(ls -d "$CAPSULE_HOME"/runs/*/)
     rm -rf "${here:?}/$slug"
     mkdir -p "$here/$slug"
     install -m 644 "$run/events.jsonl" "$run/trace.strace" "$here/$slug/"
-    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
+    echo "$verb $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
 }
+# record SLUG [capsule run options] -- CMD...: record one session into sessions/SLUG/.
+record() { session run "$@"; }
+# imported SLUG LOG: `capsule import LOG` (a file, a folder or an -ff prefix) into sessions/SLUG/.
+imported() { session import "$@"; }
 
 # fork, vfork and clone3 children; two threads; SIGSEGV, SIGABRT, SIGKILL and SIGUSR1; an orphan; exit 5.
 record forks -- ./procs
@@ -78,6 +83,29 @@ client.close(); server.close()
 refused = socket.socket(); refused.connect_ex(("127.0.0.1", 9)); refused.close()
 subprocess.run(["cat", "note.txt"], stdout=subprocess.DEVNULL, check=True)
 '
+
+# Logs written by plain strace the ways people record them, then imported. One workload for all: a shell
+# running a threaded program (a thread forks; another thread execs), an argv with bytes that are not UTF-8,
+# the program's own stderr, an orphaned background child, exit 3.
+form_cmd=(sh -c './threads >/dev/null; /bin/echo "$(printf "\377\376")" hi >/dev/null; echo oops >&2; (sleep 0.01 &); exit 3')
+strace -f -o none.log "${form_cmd[@]}" 2>/dev/null || true                  # no timestamps
+strace -f -t -o t.log "${form_cmd[@]}" 2>/dev/null || true                  # -t: seconds of the day
+strace -f -tt -T -y -o tt.log "${form_cmd[@]}" 2>/dev/null || true          # -tt -T -y
+strace -f -ttt -yy -s 0 -o s0.log "${form_cmd[@]}" 2>/dev/null || true      # -s 0: no argv at all
+strace -f -r -o r.log "${form_cmd[@]}" 2>/dev/null || true                  # -r: relative, accumulated
+strace -f "${form_cmd[@]}" 2>stderr.log || true                             # to stderr, program output mixed in
+mkdir ff && { strace -ff -ttt -o ff/trace "${form_cmd[@]}" 2>/dev/null || true; }  # one file per pid
+# strace killed mid-write: the first two thirds of a real -ttt log, cut inside a line.
+strace -f -ttt -o whole.log "${form_cmd[@]}" 2>/dev/null || true
+head -c $(($(wc -c <whole.log) * 2 / 3)) whole.log >cut.log
+imported import-none none.log
+imported import-t t.log
+imported import-tt tt.log
+imported import-s0 s0.log
+imported import-r r.log
+imported import-stderr stderr.log
+imported import-ff ff
+imported import-cut cut.log
 
 cd "$root"
 "$root/.venv/bin/python" -m tests.golden bless

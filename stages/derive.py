@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -26,12 +30,20 @@ from capsule.events import (
     kind_versions,
 )
 from capsule.fold.tally import Tally
+from capsule.parse.forms import (
+    ClockProbe,
+    anchor,
+    has_pid_prefix,
+    merge_per_pid,
+    probe_clock,
+    relative_elapsed,
+)
 from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
-from capsule.stages.run import _exit_status
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
-from capsule.stages.trace import read_stage
+from capsule.stages.run import _exit_status, incompleteness
+from capsule.stages.store import EVENTS, TRACE, create_session, open_private, open_readable, spool_path
+from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (SessionStarted, SessionEnded, SessionRecovered, ProcSampled, ProcSpawnFailed)
@@ -41,13 +53,31 @@ def from_trace(events: list[Event]) -> list[Event]:
     return [e for e in events if not isinstance(e, NOT_FROM_TRACE)]
 
 
-async def rederive(trace: Path, *, level: str) -> tuple[list[Event], TraceStats]:
-    """The events a trace file yields (already-redacted input: no redaction, nothing written)."""
+async def rederive(
+    trace: Path, *, level: str, header: SessionStarted | None = None
+) -> tuple[list[Event], TraceStats]:
+    """The events a trace file yields (already-redacted input: no redaction, nothing written).
+
+    `header` supplies the clock of an imported `-t`/`-tt`/`-r` or unstamped log (`trace_origin`, `ts`).
+    """
     events: list[Event] = []
+    clock = clock_of(header)
     stats = await run_pipeline(
-        partial(read_stage, trace), partial(collect_stage, into=events), level=level, redact=False
+        partial(read_stage, trace),
+        partial(collect_stage, into=events),
+        level=level,
+        redact=False,
+        tt_origin=clock.get("tt_origin", 0.0),
+        default_ts=clock.get("default_ts", 0.0),
     )
     return events, stats
+
+
+def clock_of(header: SessionStarted | None) -> dict[str, float]:
+    """The pipeline's clock arguments for re-deriving a session's events: as when it was recorded."""
+    if header is None or header.trace_clock in (None, "epoch"):
+        return {}
+    return {"tt_origin": header.trace_origin or 0.0, "default_ts": header.ts}
 
 
 @attrs.frozen
@@ -58,60 +88,203 @@ class Imported:
     lines: int
 
 
+class ImportRefused(ValueError):
+    """The input is not an strace log this import can read as a whole (one line, for the CLI)."""
+
+
+# `PREFIX.1234`: one file of `strace -ff -o PREFIX`.
+_PER_PID = re.compile(r"(?P<prefix>.+)\.(?P<pid>\d{1,7})")
+PROBE_BYTES = 1 << 16  # how much of a log's head and tail tells its form
+
+
+def trace_inputs(path: Path) -> list[tuple[int | None, Path]]:
+    """The files an import reads: `[(None, log)]` for one `-o FILE` log, `[(pid, file), ...]` for the files
+    of `strace -ff -o PREFIX`, given as the folder holding them or as PREFIX itself."""
+    if path.is_dir():
+        groups: dict[str, list[tuple[int | None, Path]]] = {}
+        for child in sorted(path.iterdir()):
+            m = _PER_PID.fullmatch(child.name)
+            if m is not None and child.is_file():
+                groups.setdefault(m["prefix"], []).append((int(m["pid"]), child))
+        if not groups:
+            raise ImportRefused(f"{path}: no `strace -ff -o PREFIX` files (PREFIX.<pid>) in this folder")
+        if len(groups) > 1:
+            names = ", ".join(sorted(groups))
+            raise ImportRefused(f"{path}: files of several `strace -ff` runs ({names}); import one prefix")
+        return next(iter(groups.values()))
+    if path.is_file():
+        m = _PER_PID.fullmatch(path.name)
+        if m is None:
+            return [(None, path)]
+        siblings = _siblings(path.parent, m["prefix"])
+        with open(path, "rb") as file:
+            head = file.read(PROBE_BYTES)
+        if has_pid_prefix(head):
+            return [(None, path)]  # an `-o FILE` log that happens to be named `x.123`
+        if len(siblings) > 1:
+            raise ImportRefused(
+                f"{path}: one file of `strace -ff -o {m['prefix']}` ({len(siblings)} files, one per process);"
+                f" import them together: capsule import {path.parent / m['prefix']}"
+            )
+        return [(int(m["pid"]), path)]  # the whole -ff set: one process; its pid is in the name
+    found = _siblings(path.parent, path.name)
+    if not found:
+        raise ImportRefused(f"{path}: no such file, folder or `strace -ff -o` prefix")
+    return found
+
+
+def _siblings(folder: Path, prefix: str) -> list[tuple[int | None, Path]]:
+    if not folder.is_dir():
+        return []
+    found: list[tuple[int | None, Path]] = []
+    for child in sorted(folder.iterdir()):
+        m = _PER_PID.fullmatch(child.name)
+        if m is not None and m["prefix"] == prefix and child.is_file():
+            found.append((int(m["pid"]), child))
+    return found
+
+
+@attrs.frozen
+class _Log:
+    """An import's input, read and framed: the source stage, its clock and how its end looks."""
+
+    source: Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
+    probe: ClockProbe
+    head: bytes
+    tail: bytes
+    mtime: float
+    cut: bool  # a file ends mid-line: strace was killed while writing it
+    elapsed: float  # the sum of `-r` stamps
+
+
+def _read_log(inputs: list[tuple[int | None, Path]]) -> _Log:
+    """Read what the import needs to know before the first event is written (runs in a thread)."""
+    mtime = max(p.stat().st_mtime for _pid, p in inputs)
+    if inputs[0][0] is None:
+        path = inputs[0][1]
+        with open_readable(path) as file:
+            head = file.read(PROBE_BYTES)
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            file.seek(max(0, size - PROBE_BYTES))
+            tail = file.read()
+        probe = probe_clock(head, tail)
+        elapsed = 0.0
+        if probe.clock == "relative":
+            with open(path, "rb") as file:
+                elapsed = sum(relative_elapsed(chunk) for chunk in _line_chunks(file))
+        return _Log(
+            partial(read_stage, path),
+            probe,
+            head,
+            tail,
+            mtime,
+            bool(tail) and not tail.endswith(b"\n"),
+            elapsed,
+        )
+    files = [(pid, p.read_bytes()) for pid, p in inputs if pid is not None]
+    merged = b"".join(merge_per_pid(files))
+    probe = probe_clock(merged[:PROBE_BYTES], merged[-PROBE_BYTES:])
+    cut = any(data and not data.endswith(b"\n") for _pid, data in files)
+    elapsed = relative_elapsed(merged) if probe.clock == "relative" else 0.0
+    return _Log(
+        partial(bytes_stage, merged), probe, merged[:PROBE_BYTES], merged[-PROBE_BYTES:], mtime, cut, elapsed
+    )
+
+
+def _line_chunks(file: Any) -> Iterator[bytes]:
+    aligner = LineAligner()
+    while data := file.read(CHUNK):
+        yield aligner.feed(data)
+    yield aligner.close()
+
+
+def _midnight(ts: float) -> float:
+    local = time.localtime(ts)
+    return time.mktime((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
 async def import_log(
     log: Path, *, home: Path, name: str | None, level: str = "process", redact: bool = True
 ) -> Imported:
-    """Turn an `strace -f` log recorded elsewhere into a session."""
-    started = time.time()
-    mtime = (await trio.Path(log).stat()).st_mtime
-    local = time.localtime(mtime)
-    # `-tt` stamps carry a time of day only: anchor them to the midnight of the day the log was written.
-    midnight = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1))
-    session_id, path = create_session(home, started)
+    """Turn an `strace -f` log recorded elsewhere (or the files of `strace -ff`) into a session.
+
+    The session's times are the trace's: it starts at the first stamp and ends at the last. A failed
+    import leaves no session behind.
+    """
+    inputs = trace_inputs(log)
+    read = await trio.to_thread.run_sync(_read_log, inputs)
+    origin, started = anchor(
+        read.probe, mtime=read.mtime, midnight=_midnight(read.mtime), elapsed=read.elapsed
+    )
+    session_id, path = create_session(home, time.time())
+    try:
+        return await _import_into(
+            session_id, path, log, read, origin, started, name=name, level=level, redact=redact
+        )
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+async def _import_into(
+    session_id: str,
+    path: Path,
+    log: Path,
+    read: _Log,
+    origin: float | None,
+    started: float,
+    *,
+    name: str | None,
+    level: str,
+    redact: bool,
+) -> Imported:
+    header = SessionStarted(
+        ts=started,
+        capsule_version=__version__,
+        session_id=session_id,
+        session_kind="import",
+        name=name or log.name,
+        argv=(str(log),),
+        cwd=os.getcwd(),
+        host=platform.node(),
+        trace_level=level,
+        redacted=redact,
+        kinds=kind_versions(),
+        trace_clock=read.probe.clock,
+        trace_origin=origin,
+    )
     writer = SessionWriter(path / EVENTS)
     trace_fd = open_private(path / TRACE)
     try:
-        writer.write(
-            [
-                SessionStarted(
-                    ts=started,
-                    capsule_version=__version__,
-                    session_id=session_id,
-                    session_kind="import",
-                    name=name or log.name,
-                    argv=(str(log),),
-                    cwd=os.getcwd(),
-                    host=platform.node(),
-                    trace_level=level,
-                    redacted=redact,
-                    kinds=kind_versions(),
-                )
-            ]
-        )
+        writer.write([header])
         stats = await run_pipeline(
-            partial(read_stage, log),
+            read.source,
             partial(record_stage, writer=writer),
             level=level,
             redact=redact,
             trace_fd=trace_fd,
-            tt_origin=midnight,
+            tt_origin=header.trace_origin or 0.0,
+            default_ts=header.ts if header.trace_clock != "epoch" else 0.0,
         )
         tally = writer.tally
+        if tally.processes == 0:
+            raise ImportRefused(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
         code, sig = _exit_status(stats.root_status, 0) if stats.root_status else (None, None)
+        timed = read.probe.clock != "none"
         writer.write(
             [
                 SessionEnded(
                     ts=tally.last_ts if tally.last_ts is not None else started,
                     exit_code=code if sig is None else None,
                     signal=sig,
-                    duration_s=round((tally.last_ts or 0) - (tally.first_ts or 0), 6)
-                    if tally.events > 1
-                    else 0.0,
+                    duration_s=round(max(0.0, (tally.last_ts or started) - started), 6) if timed else None,
                     lines=stats.lines,
                     events=tally.events,
                     processes=tally.processes,
                     failed=tally.failed,
                     unparsed=stats.unparsed,
+                    incomplete=incompleteness(stats, cut=read.cut or stats.cut),
                 )
             ]
         )
@@ -167,7 +340,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
             os.fsync(trace_fd)
             os.close(trace_fd)
     else:
-        derived, stats = await rederive(session_dir / TRACE, level=header.trace_level)
+        derived, stats = await rederive(session_dir / TRACE, level=header.trace_level, header=header)
     added = derived[len(recorded) :]
     tally = Tally()
     for event in derived:
@@ -195,6 +368,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
                     processes=tally.processes,
                     failed=tally.failed,
                     unparsed=stats.unparsed,
+                    incomplete=incompleteness(stats, cut=stats.cut) if stats.lines else None,
                 ),
             ]
         )

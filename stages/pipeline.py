@@ -31,6 +31,8 @@ class TraceStats:
     unparsed: int = 0
     root_pid: int | None = None
     root_status: tuple[int | None, str | None] | None = None
+    unexited: int = 0  # processes whose exit the trace never showed
+    cut: bool = False  # the trace ends mid-line (strace was killed while writing it)
 
 
 async def keep_trace_stage(
@@ -86,11 +88,16 @@ async def run_pipeline(
     redact: bool = True,
     trace_fd: int | None = None,
     tt_origin: float = 0.0,
+    default_ts: float = 0.0,
 ) -> TraceStats:
-    """Run source -> keep trace -> parse -> track -> sink to the end of the trace."""
+    """Run source -> keep trace -> parse -> track -> sink to the end of the trace.
+
+    `tt_origin` is what `-t`/`-tt`/`-r` stamps count from, `default_ts` the time of lines before the first
+    stamp (of every line, in a trace without stamps): a session header's `trace_origin` and `ts`.
+    """
     if level not in get_args(Level):
         raise ValueError(f"unknown trace level {level!r}")
-    tracker = Tracker(level=cast(Level, level))
+    tracker = Tracker(level=cast(Level, level), default_ts=default_ts)
     parser = StraceParser(
         tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
     )
@@ -109,6 +116,8 @@ async def run_pipeline(
         unparsed=tracker.unparsed,
         root_pid=tracker.root_pid,
         root_status=tracker.root_status,
+        unexited=tracker.unexited,
+        cut=parser.ended_mid_line,
     )
 
 

@@ -25,10 +25,10 @@ import psutil
 import trio
 
 from capsule import __version__
-from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
+from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, SessionTimedOut, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from capsule.stages.pipeline import run_pipeline
+from capsule.stages.pipeline import TraceStats, run_pipeline
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
@@ -108,20 +108,38 @@ async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
             pass
 
 
-async def _kill_after(strace_pid: int, after_s: float, grace: float = 2.0) -> None:
-    """The command ran out of time: TERM its whole tree, KILL what is left after `grace`.
+GRACE_S = 2.0  # `--timeout`: between SIGTERM and SIGKILL
+
+
+def _signal_tree(strace_pid: int, signum: int) -> int:
+    """Send `signum` to every process under strace; how many there were."""
+    try:
+        tree = psutil.Process(strace_pid).children(recursive=True)
+    except psutil.Error:
+        return 0
+    sent = 0
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signum)
+            sent += 1
+    return sent
+
+
+async def _kill_after(
+    strace_pid: int, after_s: float, writer: SessionWriter, tracer_done: trio.Event, grace: float = GRACE_S
+) -> None:
+    """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
 
     strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
     await trio.sleep(after_s)
-    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
-        try:
-            tree = psutil.Process(strace_pid).children(recursive=True)
-        except psutil.Error:
-            return
-        for proc in tree:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(signum)
-        await trio.sleep(wait)
+    at = time.time()
+    terminated = _signal_tree(strace_pid, signal.SIGTERM)
+    with trio.move_on_after(grace):
+        await tracer_done.wait()
+    killed = 0 if tracer_done.is_set() else _signal_tree(strace_pid, signal.SIGKILL)
+    writer.write(
+        [SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)]
+    )
 
 
 async def record_run(
@@ -217,7 +235,7 @@ async def record_run(
                 nursery.start_soon(wait_tracer)
                 nursery.start_soon(_relay_signals, process.pid, signals)
                 if time_limit is not None:
-                    nursery.start_soon(_kill_after, process.pid, time_limit)
+                    nursery.start_soon(_kill_after, process.pid, time_limit, writer, tracer_done)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),
@@ -236,7 +254,16 @@ async def record_run(
             code, sig = EXIT_RECORDER_FAILED, None
         else:
             code, sig = _exit_status(stats.root_status, process.returncode)
-        _close(writer, started, code if sig is None else None, sig, stats.lines, stats.unparsed, error)
+        _close(
+            writer,
+            started,
+            code if sig is None else None,
+            sig,
+            stats.lines,
+            stats.unparsed,
+            error,
+            incomplete=incompleteness(stats, cut=stats.cut) if stats.lines else None,
+        )
         spool.unlink(missing_ok=True)
         return RunOutcome(session_id, path, code, sig, time.time() - started, writer.tally, error)
     finally:
@@ -253,6 +280,7 @@ def _close(
     lines: int,
     unparsed: int,
     error: str | None,
+    incomplete: str | None = None,
 ) -> None:
     tally = writer.tally
     writer.write(
@@ -268,6 +296,18 @@ def _close(
                 failed=tally.failed,
                 unparsed=unparsed,
                 error=error,
+                incomplete=incomplete,
             )
         ]
     )
+
+
+def incompleteness(stats: TraceStats, *, cut: bool) -> str | None:
+    """Why a trace stops before the command ended (None when it is whole), with how much is missing."""
+    if not cut and stats.root_status is not None:
+        return None
+    why = "the trace ends mid-line (strace was killed)" if cut else "the trace ends before the command exited"
+    if stats.unexited:
+        many = stats.unexited != 1
+        why += f"; {stats.unexited} process{'es' if many else ''} ha{'ve' if many else 's'} no recorded exit"
+    return why

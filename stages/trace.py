@@ -47,6 +47,18 @@ async def read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
             await send.send(tail)
 
 
+async def bytes_stage(data: bytes, send: trio.MemorySendChannel[bytes]) -> None:
+    """Send bytes already in memory (the merged files of `strace -ff`) in line-aligned chunks."""
+    async with send:
+        start = 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + CHUNK) + 1 or data.find(b"\n", start + CHUNK) + 1
+            if end <= start:
+                end = len(data)
+            await send.send(data[start:end])
+            start = end
+
+
 async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes]) -> None:
     """Follow a file being written by strace; stop once strace has exited and every byte is read.
 

@@ -24,7 +24,7 @@ from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.fold.labels import RuleSet
 from capsule.parse import Record, StraceParser
 from capsule.redact import redact_bytes
-from capsule.stages.derive import from_trace, rederive
+from capsule.stages.derive import clock_of, from_trace, rederive
 from capsule.stages.pipeline import collect_stage, run_pipeline
 from capsule.stages.trace import read_stage
 from capsule.track import Tracker
@@ -108,8 +108,13 @@ def test_reparse_whole_bytewise_and_split(session: Path) -> None:
 
 def test_reparse_tracks_into_recorded_events(session: Path, events: list[Event]) -> None:
     """The trace's records, tracked at the session's level, are exactly its trace-derived events."""
-    records = parse_chunks(iter([(session / golden.TRACE).read_bytes()]))
-    tracker = Tracker(level=cast(Level, header_of(events).trace_level))
+    clock = clock_of(header_of(events))
+    parser = StraceParser(tt_origin=clock.get("tt_origin", 0.0))
+    data = (session / golden.TRACE).read_bytes()
+    records = parser.feed(data) + parser.close()
+    tracker = Tracker(
+        level=cast(Level, header_of(events).trace_level), default_ts=clock.get("default_ts", 0.0)
+    )
     derived = tracker.feed(records) + tracker.close()
     assert derived == from_trace(events)
 
@@ -170,7 +175,8 @@ def test_reports_do_not_depend_on_local_timezone(session: Path, events: list[Eve
 
 async def test_pipeline_rederives_recorded_events(session: Path, events: list[Event]) -> None:
     """The trio pipeline from the replay source derives the recorded events and line counts."""
-    derived, stats = await rederive(session / golden.TRACE, level=header_of(events).trace_level)
+    header = header_of(events)
+    derived, stats = await rederive(session / golden.TRACE, level=header.trace_level, header=header)
     assert derived == from_trace(events)
     ended = events[-1]
     assert isinstance(ended, SessionEnded)
@@ -185,6 +191,7 @@ async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[
         partial(collect_stage, into=derived),
         level=header_of(events).trace_level,
         redact=True,
+        **clock_of(header_of(events)),  # type: ignore[arg-type]
     )
     assert derived == from_trace(events)
 

@@ -310,13 +310,17 @@ def import_log(
     """Turn an `strace -f` log recorded elsewhere into a session."""
     import trio
 
+    from capsule.stages.derive import ImportRefused
     from capsule.stages.derive import import_log as derive
 
     check_level(level)
-    if not log.is_file():
-        raise BadInput(f"{log}: no such file")
     os.umask(0o077)
-    done = trio.run(lambda: derive(log, home=home(), name=name, level=level, redact=redact))
+    try:
+        done = trio.run(lambda: derive(log, home=home(), name=name, level=level, redact=redact))
+    except ImportRefused as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"{exc.filename or log}: {exc.strerror or exc}") from None
     if done.lines and done.tally.processes == 0:
         raise BadInput(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
     return Imported(session=done.session_id, path=done.path, processes=done.tally.processes, lines=done.lines)
@@ -367,7 +371,7 @@ def replay(session: str | Path) -> Replayed:
         raise BadInput(f"{session_dir}: no {TRACE} to replay")
     else:
         level = header.trace_level
-        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=level))
+        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=level, header=header))
         recorded = from_trace(list(iter_events(session_dir)))
     same = derived == recorded
     diff: list[str] = []

@@ -181,7 +181,13 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
 
 @app.command(name="import", help="Turn an `strace -f` log recorded elsewhere into a session.")
 def import_(
-    log: Annotated[Path, typer.Argument(help="The strace log (-o FILE; -tt/-ttt, -T, -y, any -s).")],
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="The strace log (-o FILE or stderr; -t/-tt/-ttt/-r or none, -T, -y, any -s), or the "
+            "folder or PREFIX of `strace -ff -o PREFIX`."
+        ),
+    ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the session.")] = None,
     level: Annotated[
         str, typer.Option("--level", "-l", help="What to derive: process, file, net or all.")

@@ -22,9 +22,27 @@ def _task_exited_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "reason": ""}
 
 
+def _session_started_v2_to_v3(fields: dict[str, Any]) -> dict[str, Any]:
+    """v3 added `trace_clock` and `trace_origin`: unknown (null) for older sessions."""
+    return {**fields, "trace_clock": None, "trace_origin": None}
+
+
+def _session_ended_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 made `duration_s` nullable and added `incomplete`: a v1 session's trace counted as whole."""
+    return {**fields, "incomplete": None}
+
+
+def _proc_exec_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 made `argv` nullable (unknown); v1 always had a list."""
+    return fields
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
     ("task.exited", 1): _task_exited_v1_to_v2,
+    ("session.started", 2): _session_started_v2_to_v3,
+    ("session.ended", 1): _session_ended_v1_to_v2,
+    ("proc.exec", 1): _proc_exec_v1_to_v2,
 }
 
 

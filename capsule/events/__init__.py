@@ -17,12 +17,19 @@ from capsule.events.process import (
     ProcSpawnFailed,
     TraceUnparsed,
 )
-from capsule.events.session import FORMAT_VERSION, SessionEnded, SessionRecovered, SessionStarted
+from capsule.events.session import (
+    FORMAT_VERSION,
+    SessionEnded,
+    SessionRecovered,
+    SessionStarted,
+    SessionTimedOut,
+)
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     SessionStarted,
     SessionEnded,
     SessionRecovered,
+    SessionTimedOut,
     ProcSpawned,
     ProcExec,
     ProcExited,
@@ -61,6 +68,7 @@ __all__ = [
     "SessionEnded",
     "SessionRecovered",
     "SessionStarted",
+    "SessionTimedOut",
     "TraceUnparsed",
     "kind_versions",
 ]

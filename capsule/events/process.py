@@ -25,10 +25,11 @@ class ProcExec(Event):
     """An execve/execveat attempt. Failed attempts (a shell searching PATH) are facts too."""
 
     KIND: ClassVar[str] = "proc.exec"
+    VERSION: ClassVar[int] = 2  # v2: `argv` may be null
 
     pid: int
     path: str
-    argv: tuple[str, ...]
+    argv: tuple[str, ...] | None  # None: not known (`strace -s 0` prints `[...]`)
     ok: bool
     errno: str | None = None  # e.g. "ENOENT" when ok is False
     argv_truncated: bool = False  # strace cut the argv (`...`): what is here is a prefix

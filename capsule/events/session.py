@@ -17,7 +17,7 @@ class SessionStarted(Event):
     """The first line of every session: what was recorded, how, and with which vocabulary."""
 
     KIND: ClassVar[str] = "session.started"
-    VERSION: ClassVar[int] = 2  # v2: `parent`
+    VERSION: ClassVar[int] = 3  # v2: `parent`; v3: `trace_clock`, `trace_origin`
 
     format: int = FORMAT_VERSION
     capsule_version: str
@@ -40,17 +40,25 @@ class SessionStarted(Event):
     # The session this one was recorded for (an env or agents session tracing a service or a task):
     # `capsule ls` and `latest` skip such child sessions unless asked.
     parent: str | None = None
+    # How the trace tells time: `epoch` (-ttt), `time-of-day` (-t, -tt), `relative` (-r) or `none`;
+    # None when nothing was traced or the writer predates v3 (`capsule run` always traces with -ttt).
+    trace_clock: str | None = None
+    # The epoch seconds the trace's own clock counts from, so a replay derives the same times: the
+    # midnight of `time-of-day` stamps, the start of `relative` ones, and the time of every line of a
+    # trace with no stamps (an import takes them from the log file's modification time).
+    trace_origin: float | None = None
 
 
 @attrs.frozen(kw_only=True)
 class SessionEnded(Event):
-    """The last line of a complete session."""
+    """The last line of a session: how it ended, and whether its trace is whole."""
 
     KIND: ClassVar[str] = "session.ended"
+    VERSION: ClassVar[int] = 2  # v2: `duration_s` may be null, `incomplete`
 
     exit_code: int | None = None
     signal: str | None = None
-    duration_s: float = 0.0
+    duration_s: float | None = 0.0  # None: the trace carries no timestamps
     lines: int = 0  # trace lines read
     events: int = 0  # events written, this one excluded
     processes: int = 0  # processes seen, so `capsule ls` need not fold the whole session
@@ -58,6 +66,21 @@ class SessionEnded(Event):
     unparsed: int = 0  # trace lines the parser could not understand
     dropped: int = 0  # always 0: channels apply backpressure instead of dropping
     error: str | None = None  # why the command could not run, if it could not
+    # Why the trace stops before the command ended (strace killed: a cut last line, processes with no
+    # exit), with how much is missing when known; None when the trace is whole.
+    incomplete: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SessionTimedOut(Event):
+    """`capsule run --timeout`: the command ran out of time and its whole tree was stopped."""
+
+    KIND: ClassVar[str] = "session.timed_out"
+
+    limit_s: float  # the time limit
+    grace_s: float  # between SIGTERM and SIGKILL
+    terminated: int  # processes sent SIGTERM
+    killed: int  # processes still there after the grace, sent SIGKILL
 
 
 @attrs.frozen(kw_only=True)

@@ -50,8 +50,11 @@ class ProcessNode:
     inherited_argv: tuple[str, ...] | None = None  # the spawner's argv at fork time, for display
     end: float | None = None  # None while running, or when the session ended before its exit was seen
     execs: list[ExecAttempt] = attrs.Factory(list)
-    argv: tuple[str, ...] | None = None  # argv of the last successful exec
+    argv: tuple[str, ...] | None = None  # argv of the last successful exec (None: unknown, `-s 0`)
+    argv_truncated: bool = False  # strace cut that argv (`-s`): what is in `argv` is a prefix
     exe: str | None = None  # path of the last successful exec
+    exec_ok: bool = False  # it exec'd successfully (its argv may still be unknown)
+    untimed: bool = False  # the trace has no timestamps: start and end say nothing of its duration
     classification: Classification = UNCLASSIFIED
     exit_code: int | None = None
     signal: str | None = None  # the signal that killed it
@@ -81,6 +84,8 @@ class ProcessNode:
         """What to show: its own argv, else the last attempted one, else its spawner's."""
         if self.argv is not None:
             return self.argv
+        if self.exec_ok:
+            return None
         if self.execs:
             return self.execs[-1].argv
         return self.inherited_argv
@@ -88,11 +93,11 @@ class ProcessNode:
     @property
     def exec_failed(self) -> bool:
         """It tried to exec and never succeeded (a command not found)."""
-        return self.argv is None and bool(self.execs)
+        return not self.exec_ok and bool(self.execs)
 
     @property
     def duration(self) -> float | None:
-        return None if self.end is None else max(0.0, self.end - self.start)
+        return None if self.end is None or self.untimed else max(0.0, self.end - self.start)
 
     @property
     def failure(self) -> str | None:
@@ -102,7 +107,7 @@ class ProcessNode:
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
         if self.exit_code is not None and self.exit_code != 0:
             return f"exit {self.exit_code}"
-        if self.argv is None and self.execs:
+        if not self.exec_ok and self.execs:
             return f"exec failed: {self.execs[-1].errno or 'error'}"
         return None
 
@@ -112,7 +117,7 @@ class ProcessNode:
         return (
             self.signal is not None
             or (self.exit_code is not None and self.exit_code != 0)
-            or (self.argv is None and bool(self.execs))
+            or (not self.exec_ok and bool(self.execs))
         )
 
 
@@ -126,6 +131,7 @@ class ProcessTree:
     roots: list[int] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)
     warnings_dropped: int = 0
+    untimed: bool = False  # the trace has no timestamps (session.started's trace_clock is `none`)
 
     def apply(self, event: Event) -> ProcessTree:
         handler = TREE_HANDLERS.get(type(event))
@@ -178,6 +184,7 @@ class ProcessTree:
             parent=parent_key,
             via=via,
             start=ts,
+            untimed=self.untimed,
         )
         if parent is not None:
             node.inherited_argv = parent.display_argv
@@ -224,18 +231,22 @@ class ProcessTree:
 
     def _exec(self, event: ProcExec) -> None:
         node = self._node_for(event.pid, event.ts, "exec")
-        had_image = node.argv is not None
+        had_image = node.exec_ok
         node.execs.append(event)
         if event.ok:
             node.argv = event.argv
+            node.argv_truncated = event.argv_truncated
             node.exe = event.path
+            node.exec_ok = True
             chain: list[ExecImage] = (
-                [(e.path, e.argv) for e in node.execs if e.ok] if had_image else [(event.path, event.argv)]
+                [(e.path, e.argv or ()) for e in node.execs if e.ok]
+                if had_image
+                else [(event.path, event.argv or ())]
             )
             node.classification = self.rules.classify(chain)
-        elif node.argv is None:
+        elif not node.exec_ok:
             # Never exec'd successfully so far: classify by what it tried to run (a missing command).
-            node.classification = self.rules.classify([(event.path, event.argv)])
+            node.classification = self.rules.classify([(event.path, event.argv or ())])
 
     def _exited(self, event: ProcExited) -> None:
         node = self._node_for(event.pid, event.ts, "exit")

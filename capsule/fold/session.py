@@ -54,10 +54,11 @@ class SessionState:
 
     @property
     def status(self) -> str:
-        """`recovered` (completed from the raw trace), `complete` (ended) or `incomplete` (no end yet)."""
+        """`recovered` (completed from the raw trace), `complete` (ended, its trace whole) or `incomplete`
+        (no end yet, or a trace that stops before the command ended: strace was killed)."""
         if self.recovered is not None:
             return "recovered"
-        if self.ended is not None:
+        if self.ended is not None and self.ended.incomplete is None:
             return "complete"
         return "incomplete"
 
@@ -112,10 +113,27 @@ class SessionState:
             out.append(f"{self.tree.warnings_dropped} more warnings not shown")
         if self.unparsed_lines:
             out.append(f"{self.unparsed_lines} trace line(s) could not be parsed")
-        if self.status == "incomplete":
+        if self.ended is None:
             out.append("the session has no end: it is still running, or its recorder died")
         if self.recovered is not None:
             out.append(f"recovered from the raw trace: {self.recovered.reason}")
+        if self.ended is not None and self.ended.incomplete is not None:
+            out.append(f"recording stopped before the command ended: {self.ended.incomplete}")
+        header = self.header
+        if header is not None and header.session_kind == "import":
+            clock = header.trace_clock
+            if clock == "time-of-day":
+                out.append(
+                    "the log's timestamps (-t/-tt) carry no date: it was taken from the log file's "
+                    "modification time"
+                )
+            elif clock == "relative":
+                out.append(
+                    "the log's timestamps are relative (-r): times are anchored so that its last line "
+                    "falls at the log file's modification time"
+                )
+            elif clock == "none":
+                out.append("the log has no timestamps: durations are unknown")
         return out
 
     def apply(self, event: Event) -> SessionState:
@@ -140,6 +158,7 @@ class SessionState:
                 self.notes.append("a second session.started header was ignored")
             else:
                 self.header = event
+                self.tree.untimed = event.trace_clock == "none"
                 if self.events != 1:
                     self.notes.append("session.started is not the first event")
         elif isinstance(event, SessionEnded):

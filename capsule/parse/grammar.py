@@ -18,7 +18,18 @@ TS_EPOCH = r"(?P<epoch>\d+\.\d+) "
 TS_CLOCK = r"(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d(?:\.\d+)?) "
 
 # Everything before the body: `1234  1795239818.277003 `, `[pid  1234] 05:43:44.614042 `, or nothing.
-PREFIX = re.compile(rf"(?:{PID_PLAIN}|{PID_BRACKET})?(?:{TS_EPOCH}|{TS_CLOCK})?")
+# `-r` pads its relative stamps to six digits before the point (`     0.000123 `), hence ` *`.
+PREFIX = re.compile(rf"(?:{PID_PLAIN}|{PID_BRACKET})? *(?:{TS_EPOCH}|{TS_CLOCK})?")
+# The first stamp of a trace, anywhere in a chunk, telling `-ttt` (`1795239818.277003 `, at least nine
+# digits: any date after 2001) from `-r` (`     0.000123 `: seconds since the previous line).
+FIRST_STAMP = re.compile(
+    r"^(?:\d+ +|\[pid +\d+\] )? *(?:(?P<epoch>\d+)\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?) ", re.MULTILINE
+)
+# A stamp with fewer digits before the point is relative (`-r`): an epoch one has 9 or more since 2001.
+EPOCH_MIN_DIGITS = 9
+# `[pid  1234] ` or `1234  ` inside a line: where strace's own text resumes after the traced program's
+# output (stderr style) was written in front of it without a newline.
+EMBEDDED_PID = re.compile(r"\[pid +\d+\] ")
 
 # `execve`, `clone3`, `syscall_0x3e7`, `???` -- a syscall name as strace prints it.
 NAME = r"(?P<name>\w+|\?\?\?)"
@@ -30,11 +41,13 @@ RESULT_TAIL = (
 # `1234  1795239818.278215 clone(child_stack=NULL, ...) = 3366` or
 # `1234  1795239818.280709 <... wait4 resumed>NULL, 0, NULL) = 3366` -- the common lines of
 # `strace -f -ttt -o FILE`, matched in one go on the hot path (pid, ts, resumed, name, args, tail).
-FAST_CALL = re.compile(r"(\d+) +(\d+\.\d+) (<\.\.\. )?(\w+)(?(3) resumed>|\()(.*)\) *= ([-\d?].*)")
+# A pid of at most 7 digits (PID_MAX has 7) and an epoch stamp of 9 to 11 digits (2001 to 5138): other
+# numbers (a `-r` stamp, a pid out of range) are left to the slow path, which checks them.
+FAST_CALL = re.compile(r"(\d{1,7}) +(\d{9,11}\.\d+) (<\.\.\. )?(\w+)(?(3) resumed>|\()(.*)\) *= ([-\d?].*)")
 # `<pid changed to 3485 ...>`
-PID_CHANGED_MARK = r"<pid changed to (\d+) \.\.\.>$"
+PID_CHANGED_MARK = r"<pid changed to (\d{1,7}) \.\.\.>$"
 # `1234  1795239818.277003 ` -- the common `strace -f -ttt -o FILE` prefix, tried first for speed.
-PREFIX_FAST = re.compile(r"(\d+) +(\d+\.\d+) ")
+PREFIX_FAST = re.compile(r"(\d{1,7}) +(\d{9,11}\.\d+) ")
 # `) = 0`, `)   = ?`, `) = -1 ENOENT (...)` -- the end of the arguments, then the tail after ` = `;
 # strace pads the `=` to a column.
 TAIL = r"\) *= (?P<tail>(?:-?\d+|0x[0-9a-fA-F]+|\?).*)$"
@@ -64,9 +77,17 @@ SIGNAL = re.compile(r"--- (?P<signal>SIG\w+|\d+) (?P<info>\{.*\}) ---$")
 STOPPED = re.compile(r"--- stopped by (?P<signal>SIG\w+|\d+) ---$")
 # `strace: Process 3819 attached`, `strace: Process 3819 detached` -- may also end another line in
 # stderr style: `clone3({...}strace: Process 3819 attached` followed by ` <unfinished ...>`.
-ATTACH = re.compile(r"strace: Process (?P<apid>\d+) (?P<what>attached|detached)$")
-# ` <unfinished ...>` -- the continuation of a line cut by an attach message.
-CONTINUATION = " <unfinished ...>"
+ATTACH = re.compile(r"strace: Process (?P<apid>\d{1,7}) (?P<what>attached|detached)$")
+# ` <unfinished ...>`, `, child_tidptr=0x7f90) = 3366`, ` => {parent_tid=[3367]}, 88) = 3367` -- the
+# continuation of a call line cut by an attach message: strace 6.1 writes the rest of the call on the next
+# line, at the column where it was cut, with no pid prefix.
+CONTINUATION = re.compile(r"(?: <unfinished \.\.\.>$|[,)]| =>)")
+# `clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD` -- a call cut by an attach message: a name
+# and its opening parenthesis at the start of the body.
+CUT_CALL = re.compile(rf"(?:{PID_BRACKET}|{PID_PLAIN})? *(?:{TS_EPOCH}|{TS_CLOCK})?{NAME}\(")
+
+# The largest pid or tid Linux hands out (PID_MAX_LIMIT, 2^22): a bigger number is no pid.
+PID_MAX = 1 << 22
 
 
 # `\n1234 ` -- the pid that starts an `strace -f -o FILE` line. These patterns run over a whole chunk

@@ -1,11 +1,16 @@
 """The sans-I/O strace parser: feed it bytes, get records back (h11's model, see STYLE.md).
 
 Theory of operation: bytes accumulate until a newline; every complete line is decoded (UTF-8, invalid
-bytes kept as `\\xNN` so the text is always valid for JSON) and parsed on its own into one record, with
-two pieces of state carried between lines: the day offset of `-tt`/`-t` clock stamps (a trace crossing
-midnight goes on counting) and a line cut in two by an `strace: Process N attached` message, which strace
-(stderr style) writes in the middle of a syscall line, continuing it on the next line with
-` <unfinished ...>`. The output therefore does not depend on how the input was chunked.
+bytes replaced by U+FFFD, as `bytes.decode("utf-8", "replace")`) and parsed on its own into one record,
+with a little state carried between lines:
+- the clock: `-ttt` stamps are epoch seconds; `-tt`/`-t` stamps are a time of day counted from
+  `tt_origin` (a midnight) with a day added each time the trace crosses midnight; `-r` stamps are seconds
+  since the previous line, accumulated from `tt_origin`. `-ttt` and `-r` look alike (`0.000123`,
+  `1795239818.277003`): an epoch stamp has at least nine digits before the point, a relative one fewer;
+- a line cut in two by an `strace: Process N attached` message, which strace (stderr style) writes in
+  the middle of a syscall line, continuing the call on the next line (` <unfinished ...>`, `, arg...) = N`).
+The output therefore does not depend on how the input was chunked. Numbers are checked at this edge: a
+pid or exit code no kernel could produce makes the line `Unparsed`, never a record downstream code trusts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from capsule.parse.records import (
 _DAY = 86400.0
 _HALF_DAY = 43200.0
 _RESULT_START = frozenset("-0123456789?")
+_MAX_STAMP = 1e11  # seconds: the year 5138, far beyond any real `-ttt` stamp (and finite, unlike 1e400)
+_EXIT_MAX = 255  # `+++ exited with N +++`: the kernel keeps the low 8 bits of an exit status
 
 
 class _Sentinel(Enum):
@@ -65,8 +72,13 @@ class StraceParser:
         self._day = 0.0  # days added to clock stamps, after the trace crossed midnight
         self._last_clock = -1.0
         self._cut: tuple[int, str] | None = None  # (line_no, text) of a line cut by an attach message
+        # Whether the trace's stamps are `-r` ones, from the first stamp seen: only the `keep` filter
+        # depends on it (each stamp is read by its own digits, so records never depend on chunking).
+        self._relative: bool | None = None
+        self._elapsed = 0.0  # `-r`: the sum of the relative stamps so far
         self._ready: deque[Record] = deque()
         self._closed = False
+        self.ended_mid_line = False  # set by close(): the input's last line had no newline
 
     # --- the fast path -----------------------------------------------------------------------------
 
@@ -87,8 +99,11 @@ class StraceParser:
         else:
             block = data[: end + 1]
         buf += data[end + 1 :]
-        text = block.decode("utf-8", "backslashreplace")
-        if self._keep is not None:
+        text = block.decode("utf-8", "replace")
+        if self._relative is None:
+            self._detect_clock(text)
+        if self._keep is not None and self._relative is False:
+            # `-r` stamps are deltas: every line counts, so none may be skipped unread.
             self._parse_wanted(text, out)
             return out
         lines = text.split("\n")
@@ -102,10 +117,16 @@ class StraceParser:
         if self._closed:
             return out
         self._closed = True
+        self.ended_mid_line = bool(self._buf)
         if self._buf:
-            text = bytes(self._buf).decode("utf-8", "backslashreplace")
+            text = bytes(self._buf).decode("utf-8", "replace")
             self._buf.clear()
-            self._parse_lines([text], out)
+            if self._relative is None:
+                self._detect_clock(text)
+            # A line cut by the end of the trace (strace killed mid-write) is read whole, never skipped
+            # as an unwanted call: it is reported the same with or without `keep`.
+            self._parse_numbered([(self.lines + 1, text)], out, filtered=False)
+            self.lines += 1
         if self._cut is not None:
             line_no, text = self._cut
             self._cut = None
@@ -113,6 +134,12 @@ class StraceParser:
                 Unparsed(line_no=line_no, pid=None, ts=None, text=text, reason="cut by an strace message")
             )
         return out
+
+    def _detect_clock(self, text: str) -> None:
+        m = g.FIRST_STAMP.search(text)
+        if m is not None:
+            epoch = m["epoch"]
+            self._relative = epoch is not None and len(epoch) < g.EPOCH_MIN_DIGITS
 
     # --- the h11-style interface -------------------------------------------------------------------
 
@@ -132,13 +159,17 @@ class StraceParser:
         self._parse_numbered(enumerate(lines, self.lines + 1), out)
         self.lines += len(lines)
 
-    def _parse_numbered(self, lines: Iterable[tuple[int, str]], out: list[Record]) -> None:
+    def _parse_numbered(
+        self, lines: Iterable[tuple[int, str]], out: list[Record], *, filtered: bool = True
+    ) -> None:
         # The hot loop: a whole `-f -ttt` call line is matched by one regex right here; every other
         # shape goes through `_parse_line`.
+        # `keep` drops lines unread: only once the trace is known to carry epoch stamps, since every `-r`
+        # stamp counts (FAST_CALL itself takes epoch stamps only, so it needs no such check).
         fast = g.FAST_CALL.match
         parse = self._parse_line
         append = out.append
-        keep, seen = self._keep, self._seen
+        keep, seen = (self._keep, self._seen) if filtered and self._relative is False else (None, self._seen)
         for line_no, line in lines:
             if self._cut is not None:
                 line = self._rejoin(line, out)
@@ -155,6 +186,9 @@ class StraceParser:
             m = fast(line)
             if m is not None:
                 pid, ts, resumed, name, args, tail = m.groups()
+                if int(pid) > g.PID_MAX:
+                    append(parse(line, line_no))
+                    continue
                 if keep is not None and name not in keep:
                     if pid in seen:
                         continue
@@ -204,12 +238,24 @@ class StraceParser:
         assert self._cut is not None
         line_no, cut = self._cut
         self._cut = None
-        if line.startswith(g.CONTINUATION):
+        if g.CONTINUATION.match(line):
             return cut + line
         out.append(Unparsed(line_no=line_no, pid=None, ts=None, text=cut, reason="cut by an strace message"))
         return line
 
     def _parse_line(self, line: str, line_no: int) -> Record:
+        rec = self._parse_body(line, line_no)
+        if type(rec) is Unparsed and rec.reason == "not a syscall line":
+            # stderr style: the traced program's output, written without a newline, can precede strace's
+            # own text on a line (`oops[pid  12] execve(...`). What follows a `[pid N] ` is tried alone.
+            m = g.EMBEDDED_PID.search(line, 1)
+            if m is not None:
+                inner = self._parse_body(line[m.start() :], line_no)
+                if type(inner) is not Unparsed:
+                    return inner
+        return rec
+
+    def _parse_body(self, line: str, line_no: int) -> Record:
         if line.startswith("strace: "):
             return self._parse_message(line, line_no)
         ts: float | None
@@ -222,15 +268,28 @@ class StraceParser:
             m = g.PREFIX.match(line)
             assert m is not None  # every group is optional
             pid_text = m["pid"] or m["bpid"]
-            pid = int(pid_text) if pid_text is not None else None
+            pid = int(pid_text) if pid_text is not None and len(pid_text) <= 7 else None
+            if pid_text is not None and (pid is None or pid > g.PID_MAX):
+                return Unparsed(line_no=line_no, pid=None, ts=None, text=line, reason="pid out of range")
             epoch = m["epoch"]
             if epoch is not None:
-                ts = float(epoch)
+                value = float(epoch)
+                if not value < _MAX_STAMP:
+                    return Unparsed(
+                        line_no=line_no, pid=pid, ts=None, text=line, reason="timestamp out of range"
+                    )
+                if epoch.index(".") < g.EPOCH_MIN_DIGITS:  # `-r`: seconds since the previous line
+                    self._elapsed += value
+                    ts = self._tt_origin + self._elapsed
+                else:
+                    ts = value
             elif m["hh"] is not None:
                 ts = self._clock(int(m["hh"]) * 3600 + int(m["mm"]) * 60 + float(m["ss"]))
             else:
                 ts = None
             body = line[m.end() :]
+        if pid is not None and pid > g.PID_MAX:
+            return Unparsed(line_no=line_no, pid=None, ts=ts, text=line, reason="pid out of range")
         first = body[:1]
         if first == "+":
             return self._parse_exit(body, line, line_no, pid, ts)
@@ -278,7 +337,10 @@ class StraceParser:
     def _parse_exit(self, body: str, line: str, line_no: int, pid: int | None, ts: float | None) -> Record:
         e = g.EXITED.match(body)
         if e is not None:
-            return Exited(line_no=line_no, pid=pid, ts=ts, code=int(e["code"]))
+            code = e["code"]
+            if len(code) > 3 or not 0 <= int(code) <= _EXIT_MAX:
+                return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="exit code out of range")
+            return Exited(line_no=line_no, pid=pid, ts=ts, code=int(code))
         e = g.KILLED.match(body)
         if e is not None:
             return Killed(
@@ -287,6 +349,8 @@ class StraceParser:
         e = g.SUPERSEDED.match(body)
         if e is not None:
             bypid = e["bypid"]
+            if bypid is not None and (len(bypid) > 7 or int(bypid) > g.PID_MAX):
+                return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="pid out of range")
             return Superseded(line_no=line_no, pid=pid, ts=ts, by_pid=int(bypid) if bypid else None)
         return Unparsed(line_no=line_no, pid=pid, ts=ts, text=line, reason="unknown +++ line")
 

@@ -50,10 +50,11 @@ def live_violation(policy: Policy, event: Event, *, task: str, attempt: int) -> 
     """The violation a traced task's event commits, if any: a successful exec of a denied command, or an
     open of a protected path (file events exist only at trace level file or all)."""
     if isinstance(event, ProcExec) and event.ok:
-        rule = denied_command(policy, event.argv)
+        argv = event.argv if event.argv is not None else (event.path,)  # `-s 0`: only the program is known
+        rule = denied_command(policy, argv)
         if rule is not None:
             return PolicyViolated(
-                ts=event.ts, task=task, attempt=attempt, rule=rule, argv=event.argv, pid=event.pid, live=True
+                ts=event.ts, task=task, attempt=attempt, rule=rule, argv=argv, pid=event.pid, live=True
             )
     elif isinstance(event, FileOpened):
         rule = protected_path(policy, event.path)

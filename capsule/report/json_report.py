@@ -17,14 +17,16 @@ since the epoch (floats), durations seconds; a value not known is null.
           "id": int,            # stable key of the node: pids are reused, ids are not
           "parent": int | null, # id of the spawner's node (null for a root)
           "pid": int, "ppid": int | null,   # ppid: the pid that spawned it, kept when orphaned
-          "argv": [str] | null, # argv of the last successful exec; null if it never exec'd
+          "argv": [str] | null, # argv of the last successful exec; null if it never exec'd or if the
+                                # trace does not show it (`strace -s 0`)
+          "argv_truncated": bool,   # strace cut that argv (`-s`): `argv` is a prefix of it
           "exe": str | null,    # path of the last successful exec
           "label": "agent" | "tool" | "system" | "unknown",
           "workflow": "explore" | "edit" | "build" | "test" | "vcs" | "install" | "execute" | ... | null,
           "agent": str | null,  # the agent's name for label "agent", e.g. "claude-code"
           "start": float, "end": float | null, "duration_s": float | null,
           "exit_code": int | null, "signal": str | null, "core_dumped": bool,
-          "execs": [{"ts": float, "path": str, "argv": [str], "ok": bool, "errno": str | null}],
+          "execs": [{"ts": float, "path": str, "argv": [str] | null, "ok": bool, "errno": str | null}],
           "signals": [{"ts": float, "signal": str}],   # delivered to it (SIGCHLD excluded)
           "peak_cpu_percent": float | null, "peak_rss_bytes": int | null
         }
@@ -87,13 +89,14 @@ def _process(node: ProcessNode) -> dict[str, Any]:
         "pid": node.pid,
         "ppid": node.ppid,
         "argv": argv,  # orjson writes tuples as arrays: no copy
+        "argv_truncated": node.argv_truncated,
         "exe": node.exe,
         "label": c.label,
         "workflow": c.workflow,
         "agent": c.agent,
         "start": node.start,
         "end": end,
-        "duration_s": None if end is None else round(max(0.0, end - node.start), 6),
+        "duration_s": None if end is None or node.untimed else round(max(0.0, end - node.start), 6),
         "exit_code": node.exit_code,
         "signal": node.signal,
         "core_dumped": node.core_dumped,

@@ -93,7 +93,13 @@ def _node_line(node: ProcessNode) -> Text:
     line = Text()
     line.append(f"{node.pid} ", style="dim")
     argv_style = "red" if node.failed else ""
-    line.append(short_argv(node.display_argv), style=argv_style)
+    if node.exec_ok and node.argv is None:  # `strace -s 0`: the program is known, its argv is not
+        line.append(f"{basename(node.exe or '') or '?'} …", style=argv_style)
+    else:
+        shown = short_argv(node.display_argv)
+        if node.argv_truncated and node.argv is not None and not shown.endswith("…"):
+            shown += " …"  # strace cut the argv (`-s`): more followed
+        line.append(shown, style=argv_style)
     if node.argv is None and not node.execs:
         line.append(" (fork)", style="dim")
     label = node.agent if node.label == "agent" and node.agent else node.label

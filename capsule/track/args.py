@@ -2,7 +2,8 @@
 
 strace prints bytes outside printable ASCII as octal (`\\303\\251`) or, with `-x`, hex (`\\xc3`) escapes; a
 string cut by `-s` ends `"..."...` and an array cut by `-s` ends `, ...]`. Decoded bytes are read as UTF-8
-with invalid sequences kept as `\\xNN`, so the text is always valid for JSON.
+with invalid sequences replaced by U+FFFD (`bytes.decode("utf-8", "replace")`): a `\\xff` in the text
+would be indistinguishable from an argument that really is backslash, x, f, f.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _unescape(body: str) -> str:
     raw = bytearray()
     pos = 0
     for m in _ESCAPE.finditer(body):
-        raw += body[pos : m.start()].encode("utf-8", "backslashreplace")
+        raw += body[pos : m.start()].encode("utf-8", "replace")
         esc = m[1]
         first = esc[0]
         if first == "x" and len(esc) > 1:
@@ -54,10 +55,10 @@ def _unescape(body: str) -> str:
         elif first in _SIMPLE:
             raw.append(_SIMPLE[first])
         else:
-            raw += esc.encode("utf-8", "backslashreplace")
+            raw += esc.encode("utf-8", "replace")
         pos = m.end()
-    raw += body[pos:].encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
+    raw += body[pos:].encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
 
 
 def decode_string(token: str) -> tuple[str, bool] | None:

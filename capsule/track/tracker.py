@@ -41,6 +41,7 @@ from capsule.parse import (
     Syscall,
     Unparsed,
 )
+from capsule.parse.grammar import PID_MAX
 from capsule.track.args import decode_array, decode_string, split_args
 
 Level = Literal["process", "file", "net", "all"]
@@ -74,7 +75,7 @@ class Tracker:
             wanted |= {"connect"}
         return wanted
 
-    def __init__(self, level: Level = "process") -> None:
+    def __init__(self, level: Level = "process", default_ts: float = 0.0) -> None:
         if level not in ("process", "file", "net", "all"):
             raise ValueError(f"unknown trace level {level!r}")
         self._files = level in ("file", "all")
@@ -82,7 +83,7 @@ class Tracker:
         self.root_pid: int | None = None
         self.root_status: tuple[int | None, str | None] | None = None
         self.unparsed = 0
-        self._ts = 0.0  # last timestamp seen: lines without one get it
+        self._ts = default_ts  # last timestamp seen: lines without one get it (all of them, unstamped)
         self._tgid: dict[int, int] = {}  # every known tid -> its thread-group leader
         self._live: set[int] = set()  # tids that have not exited
         self._exited: set[int] = set()  # leaders that got their ProcExited
@@ -92,6 +93,12 @@ class Tracker:
         self._anon_open: str | None = None  # the pid-less stream's call in progress, while held
         self._held_children: set[int] = set()  # pids returned by held clones
         self._out: list[Event] = []
+        self._spawned = 0
+
+    @property
+    def unexited(self) -> int:
+        """Processes seen spawned whose exit the trace has not shown (so far)."""
+        return self._spawned - len(self._exited)
 
     # --- the interface -----------------------------------------------------------------------------
 
@@ -189,6 +196,8 @@ class Tracker:
             self._superseded(rec, tgid)
         elif isinstance(rec, Signal) and not rec.stopped and rec.signal not in self.ignored_signals:
             sender = _SI_PID.search(rec.info)
+            if sender is not None and (len(sender[1]) > 7 or int(sender[1]) > PID_MAX):
+                sender = None
             code = _SI_CODE.search(rec.info)
             self._out.append(
                 ProcSignaled(
@@ -227,12 +236,19 @@ class Tracker:
     def _spawn(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         child = _result_pid(rec)
         if child is None:
+            if rec.result is not None and rec.result.isdigit() and rec.errno is None:
+                self._out_of_range(rec, ts, f"{name} returned pid {rec.result[:30]}")
             return
         if "CLONE_THREAD" in args and name != "fork" and name != "vfork":
             self._tgid[child] = tgid
             self._live.add(child)
             self._claim(child)
             return
+        held = self._unclaimed.get(child)
+        if held:
+            # vfork, or a child scheduled first: it ran (and maybe exec'd) before the clone returned in the
+            # parent. It existed from its first line on, so it is spawned then, never after its exec.
+            ts = min(ts, held[0][1])
         self._new_process(child, tgid, name, ts)
         self._claim(child)
 
@@ -245,7 +261,10 @@ class Tracker:
             self.root_pid = pid
         self._tgid[pid] = pid
         self._live.add(pid)
-        self._exited.discard(pid)  # a reused pid is a new process
+        if pid in self._exited:
+            self._exited.discard(pid)  # a reused pid is a new process
+            self._spawned -= 1
+        self._spawned += 1
         self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
 
     def _exec(self, rec: Syscall, name: str, args: str, ts: float, tgid: int, changed: bool) -> None:
@@ -256,12 +275,14 @@ class Tracker:
         argv = decode_array(parts[1]) if len(parts) > 1 else None
         errno = rec.errno
         ok = changed or (errno is None and rec.result == "0")
+        if argv is not None and argv == ((), True):
+            argv = None  # `[...]`: `-s 0` (or a cut argv) shows none of it: unknown, not empty
         self._out.append(
             ProcExec(
                 ts=ts,
                 pid=tgid,
                 path=path[0] if path is not None else (parts[0] if parts else ""),
-                argv=argv[0] if argv is not None else (),
+                argv=argv[0] if argv is not None else None,
                 ok=ok,
                 errno=errno,
                 argv_truncated=argv[1] if argv is not None else True,
@@ -304,6 +325,14 @@ class Tracker:
             self._pending[leader] = call
         self._live.discard(thread)
         self._tgid.pop(thread, None)
+
+    def _out_of_range(self, rec: Syscall, ts: float, why: str) -> None:
+        """A number no kernel produces: the line is a `trace.unparsed` fact, not a process."""
+        self.unparsed += 1
+        text = f"{rec.name}({rec.args}) = {rec.tail}"
+        self._out.append(
+            TraceUnparsed(ts=ts, line_no=rec.line_no, text=text[:4096], reason=f"out of range: {why}")
+        )
 
     def _open(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         parts = split_args(args)
@@ -351,7 +380,7 @@ class Tracker:
 
 def _result_pid(rec: Syscall) -> int | None:
     result = rec.result
-    if result is None or not result.isdigit():
+    if result is None or not result.isdigit() or len(result) > 7:
         return None
     pid = int(result)
-    return pid if pid > 0 else None
+    return pid if 0 < pid <= PID_MAX else None

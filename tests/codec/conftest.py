@@ -18,6 +18,7 @@ from capsule.events import (
     SessionEnded,
     SessionRecovered,
     SessionStarted,
+    SessionTimedOut,
     TraceUnparsed,
     kind_versions,
 )
@@ -77,6 +78,7 @@ def sample_events() -> tuple[Event, ...]:
         ProcExited(ts=T0 + 0.06, pid=4102, exit_code=2),
         *task_samples(T0 + 0.065),
         *env_samples(T0 + 0.066),
+        SessionTimedOut(ts=T0 + 0.065, limit_s=0.06, grace_s=2.0, terminated=2, killed=0),
         SessionRecovered(ts=T0 + 0.07, reason="recorder died", events_before=12, events_added=0),
         SessionEnded(
             ts=T0 + 0.08, exit_code=2, duration_s=0.08, lines=40, events=13, processes=2, failed=2, unparsed=1

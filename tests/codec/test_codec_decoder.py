@@ -218,8 +218,8 @@ def test_upcaster_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == [1, 2, 2]
 
 
-def test_session_started_v1_is_upcast_to_v2() -> None:
-    """A v1 header (before `parent`) decodes with parent None; golden sessions keep their v1 lines."""
+def test_session_started_v1_is_upcast_to_current() -> None:
+    """A v1 header (before `parent`, `trace_clock`) decodes with them None; golden sessions keep v1 lines."""
     from capsule.codec import decode_line
     from capsule.events import SessionStarted
 
@@ -229,5 +229,5 @@ def test_session_started_v1_is_upcast_to_v2() -> None:
     )
     _seq, header = decode_line(line)
     assert isinstance(header, SessionStarted)
-    assert header.parent is None
-    assert SessionStarted.VERSION == 2
+    assert (header.parent, header.trace_clock, header.trace_origin) == (None, None, None)
+    assert SessionStarted.VERSION == 3

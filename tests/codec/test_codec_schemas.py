@@ -49,14 +49,15 @@ def test_schema_is_valid_draft_2020_12(cls: type) -> None:
 def test_schema_envelope_and_fields() -> None:
     """The envelope, $id, description, required fields and closed object of one kind."""
     schema = schema_for(ProcExec)
-    assert schema["$id"] == "capsule/proc.exec/v1"
+    assert schema["$id"] == "capsule/proc.exec/v2"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["description"] == ProcExec.__doc__
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["kind", "v", "seq", "ts", "pid", "path", "argv", "ok"]
     props = schema["properties"]
     assert props["kind"] == {"const": "proc.exec"}
-    assert props["v"] == {"const": 1}
+    assert props["v"] == {"const": 2}
+    assert props["argv"] == {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
     assert props["seq"] == {"type": "integer", "minimum": 0}
     assert props["ts"] == {"type": "number"}
     assert props["errno"] == {"type": ["string", "null"], "default": None}
@@ -116,13 +117,13 @@ def test_render_is_sorted_indented_and_ends_with_newline() -> None:
 def test_drift_names_each_problem() -> None:
     """Missing, edited, stale and oddly named files are each reported; older versions are history."""
     committed = {name: render(schema) for name, schema in all_schemas().items()}
-    del committed["proc.exec.v1.json"]
+    del committed["proc.exec.v2.json"]
     committed["proc.exited.v1.json"] += " "
     committed["proc.exited.v2.json"] = "{}\n"
     committed["gone.kind.v1.json"] = "{}\n"
     committed["notes.json"] = "{}\n"
     assert drift(committed) == [
-        "proc.exec.v1.json: missing",
+        "proc.exec.v2.json: missing",
         "proc.exited.v1.json: differs from the generated schema",
         "gone.kind.v1.json: stale, no such kind",
         "notes.json: not a schema file name (<kind>.v<N>.json)",
@@ -132,9 +133,9 @@ def test_drift_names_each_problem() -> None:
 
 def test_drift_keeps_older_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a version bump the previous version's file stays, so old sessions still validate."""
-    monkeypatch.setattr(ProcExec, "VERSION", 2)
+    monkeypatch.setattr(ProcExec, "VERSION", 3)
     committed = {name: render(schema) for name, schema in all_schemas().items()}
-    committed["proc.exec.v1.json"] = "{}\n"
+    committed["proc.exec.v2.json"] = "{}\n"
     assert drift(committed) == []
 
 
@@ -150,6 +151,6 @@ def test_write_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert schemas_stage.main(["check", "--dir", str(tmp_path)]) == schemas_stage.OK
     assert schemas_stage.write(tmp_path) == []
 
-    (tmp_path / "proc.exec.v1.json").write_text("{}\n")
+    (tmp_path / "proc.exec.v2.json").write_text("{}\n")
     assert schemas_stage.main(["check", "--dir", str(tmp_path)]) == schemas_stage.DRIFT
-    assert "proc.exec.v1.json: differs" in capsys.readouterr().err
+    assert "proc.exec.v2.json: differs" in capsys.readouterr().err

@@ -75,6 +75,9 @@ EXPECTED = {
             "awk": {TOOL_EXPLORE},
             "sed": {TOOL_EXPLORE},
             "wc": {TOOL_EXPLORE},
+            # re-recorded 2026-12-01: codex now probes its sandbox (bwrap running `true`) first
+            "bwrap": {("system", None)},
+            "true": {("system", None)},
         },
         calls={"vcs": 13},
     ),

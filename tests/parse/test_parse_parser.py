@@ -274,7 +274,7 @@ CASES: list[tuple[str, bytes, list[Record]]] = [
     (
         "non-UTF-8 bytes",
         b"12 \xff\xfe junk\n",
-        [Unparsed(line_no=1, pid=12, ts=None, text="12 \\xff\\xfe junk", reason="not a syscall line")],
+        [Unparsed(line_no=1, pid=12, ts=None, text="12 \ufffd\ufffd junk", reason="not a syscall line")],
     ),
     (
         "partial last line parsed at close",

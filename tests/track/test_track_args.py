@@ -37,14 +37,14 @@ def test_split_args(text: str, expected: list[str]) -> None:
         ('"\\1ctl"', ("\x01ctl", False)),
         ('"h\\303\\251llo"', ("héllo", False)),
         ('"\\x41\\x42"', ("AB", False)),
-        ('"\\377bad"', ("\\xffbad", False)),
+        ('"\\377bad"', ("\ufffdbad", False)),
         ('"abcdefgh"...', ("abcdefgh", True)),
         ("NULL", None),
         ("0x7ffe", None),
     ],
 )
 def test_decode_string(token: str, expected: tuple[str, bool] | None) -> None:
-    """C escapes, octal and hex bytes decode as UTF-8 (invalid bytes kept as \\xNN); `..."` is truncation."""
+    """C escapes, octal and hex bytes decode as UTF-8 (invalid bytes become U+FFFD); `..."` is truncation."""
     assert decode_string(token) == expected
 
 
