@@ -30,7 +30,15 @@ from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.run import _exit_status
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.store import (
+    EVENTS,
+    TRACE,
+    create_session,
+    open_private,
+    spool_path,
+    trace_name,
+    tracer_kind,
+)
 from capsule.stages.trace import read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
@@ -41,11 +49,15 @@ def from_trace(events: list[Event]) -> list[Event]:
     return [e for e in events if not isinstance(e, NOT_FROM_TRACE)]
 
 
-async def rederive(trace: Path, *, level: str) -> tuple[list[Event], TraceStats]:
+async def rederive(trace: Path, *, level: str, tracer: str = "strace") -> tuple[list[Event], TraceStats]:
     """The events a trace file yields (already-redacted input: no redaction, nothing written)."""
     events: list[Event] = []
     stats = await run_pipeline(
-        partial(read_stage, trace), partial(collect_stage, into=events), level=level, redact=False
+        partial(read_stage, trace),
+        partial(collect_stage, into=events),
+        level=level,
+        redact=False,
+        tracer=tracer,
     )
     return events, stats
 
@@ -154,7 +166,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
     derived: list[Event] = []
     if spool.exists():
         # The spool is the whole raw trace; trace.strace holds only what the recorder had kept of it.
-        trace_fd = open_private(session_dir / TRACE, append=False)
+        trace_fd = open_private(session_dir / trace_name(header.tracer), append=False)
         try:
             stats = await run_pipeline(
                 partial(read_stage, spool),
@@ -162,12 +174,17 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
                 level=header.trace_level,
                 redact=header.redacted,
                 trace_fd=trace_fd,
+                tracer=tracer_kind(header.tracer),
             )
         finally:
             os.fsync(trace_fd)
             os.close(trace_fd)
     else:
-        derived, stats = await rederive(session_dir / TRACE, level=header.trace_level)
+        derived, stats = await rederive(
+            session_dir / trace_name(header.tracer),
+            level=header.trace_level,
+            tracer=tracer_kind(header.tracer),
+        )
     added = derived[len(recorded) :]
     tally = Tally()
     for event in derived:

@@ -28,9 +28,11 @@ from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from capsule.stages.pipeline import run_pipeline
+from capsule.stages.ebpf import EbpfTracer, launch, stop_when_tree_gone
+from capsule.stages.pipeline import LiveCount, run_pipeline
+from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
@@ -94,26 +96,34 @@ def _header(
     )
 
 
-async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
+def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
+    """The command's root process: `top_pid` itself (eBPF), or strace's child."""
+    try:
+        top = psutil.Process(top_pid)
+        return [top] if is_command else top.children()
+    except psutil.Error:
+        return []
+
+
+async def _relay_signals(top_pid: int, signals: AsyncIterator[int], *, is_command: bool = False) -> None:
     """SIGTERM aimed at Capsule goes to the command; terminal signals already reached it."""
     async for signum in signals:
         if signum != signal.SIGTERM:
             continue
-        try:
-            for child in psutil.Process(strace_pid).children():
-                child.send_signal(signum)
-        except psutil.Error:
-            pass
+        for proc in _command_of(top_pid, is_command):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)
 
 
-async def _kill_after(strace_pid: int, after_s: float, grace: float = 2.0) -> None:
+async def _kill_after(top_pid: int, after_s: float, grace: float = 2.0, *, is_command: bool = False) -> None:
     """The command ran out of time: TERM its whole tree, KILL what is left after `grace`.
 
     strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
     await trio.sleep(after_s)
     for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
         try:
-            tree = psutil.Process(strace_pid).children(recursive=True)
+            top = psutil.Process(top_pid)
+            tree = ([top] if is_command else []) + top.children(recursive=True)
         except psutil.Error:
             return
         for proc in tree:
@@ -126,7 +136,7 @@ async def record_run(
     argv: list[str],
     *,
     home: Path,
-    tracer: Tracer,
+    tracer: Tracer | EbpfTracer,
     level: str = "process",
     name: str | None = None,
     redact: bool = True,
@@ -140,7 +150,7 @@ async def record_run(
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
     writer = SessionWriter(path / EVENTS)
-    trace_fd = open_private(path / TRACE)
+    trace_fd = open_private(path / trace_name(tracer.path))
     error: str | None = None
     try:
         resolved, failure = resolve_command(argv[0])
@@ -194,34 +204,51 @@ async def record_run(
                 ]
             )
             stdin, stdout, stderr = stdio
-            process = await trio.lowlevel.open_process(
-                [tracer.path, *flags, "-o", str(spool), "--", *argv],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-            )
+            ebpf = isinstance(tracer, EbpfTracer)
+            live = LiveCount()
+            command: trio.Process | None = None
+            if isinstance(tracer, EbpfTracer):
+                launched = await launch(tracer, resolved, argv, spool=spool, level=level, stdio=stdio)
+                process, command = launched.tracer, launched.command
+            else:
+                process = await trio.lowlevel.open_process(
+                    [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
                 await process.wait()
                 tracer_done.set()
 
+            top = command.pid if command is not None else process.pid
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_tracer)
-                nursery.start_soon(_relay_signals, process.pid, signals)
+                nursery.start_soon(partial(_relay_signals, top, signals, is_command=ebpf))
                 if time_limit is not None:
-                    nursery.start_soon(_kill_after, process.pid, time_limit)
+                    nursery.start_soon(partial(_kill_after, top, time_limit, is_command=ebpf))
+                if ebpf:
+                    nursery.start_soon(stop_when_tree_gone, launched, live)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),
                     level=level,
                     redact=redact,
                     trace_fd=trace_fd,
+                    tracer="ebpf" if ebpf else "strace",
+                    live=live,
                 )
                 nursery.cancel_scope.cancel()
         assert process.returncode is not None
         error = None
-        if stats.lines == 0 and process.returncode != 0:
+        if command is not None:
+            # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
+            await command.wait()
+            exit_code, sig = returncode_status(command.returncode)
+            code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)
+        elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "
                 "(is ptrace permitted? run `capsule doctor`)"
@@ -236,6 +263,11 @@ async def record_run(
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)
+
+
+def _signal_number(name: str) -> int:
+    number = getattr(signal.Signals, name, None)
+    return int(number) if number is not None else 0
 
 
 def _close(

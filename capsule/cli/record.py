@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @app.command(
     context_settings={"allow_interspersed_args": False},
-    help="Run CMD under strace and record every process it spawns as a session.",
+    help="Run CMD under strace (or eBPF: --tracer) and record every process it spawns as a session.",
 )
 def run(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after `--`).")],
@@ -47,16 +47,25 @@ def run(
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
     ] = None,
+    tracer_name: Annotated[
+        str,
+        typer.Option(
+            "--tracer",
+            help="strace (default), ebpf (bpftrace: root, BTF, tracefs) or auto (ebpf where it works).",
+        ),
+    ] = "strace",
 ) -> None:
     import trio
 
     from capsule.stages.run import record_run
-    from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
+    from capsule.stages.tracer import LEVELS, TRACERS, TracerMissing, find_recorder
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
+    if tracer_name not in TRACERS:
+        fail(f"unknown --tracer {tracer_name!r}: choose one of {', '.join(TRACERS)}", 2)
     try:
-        tracer = find_tracer()
+        tracer = find_recorder(tracer_name)
     except TracerMissing as exc:
         fail(str(exc), 125)
     os.umask(0o077)
@@ -311,15 +320,18 @@ def replay(
     from capsule.report import render
     from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
-    from capsule.stages.store import TRACE, session_file
+    from capsule.stages.store import session_file, trace_name, tracer_kind
 
     session_dir = _resolve(session)
     header = glance(session_dir).header
     if header is None:
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
+    TRACE = trace_name(header.tracer)
     if session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
-    derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level))
+    derived, _stats = trio.run(
+        lambda: rederive(session_dir / TRACE, level=header.trace_level, tracer=tracer_kind(header.tracer))
+    )
     recorded = from_trace(list(iter_events(session_dir)))
     same = derived == recorded
     diff: list[str] = []
