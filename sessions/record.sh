@@ -34,8 +34,10 @@ record() {
     run=$(ls -d "$CAPSULE_HOME"/runs/*/)
     rm -rf "${here:?}/$slug"
     mkdir -p "$here/$slug"
-    install -m 644 "$run/events.jsonl" "$run/trace.strace" "$here/$slug/"
-    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
+    local trace
+    trace=$(ls "$run"/trace.strace "$run"/trace.ebpf 2>/dev/null | head -n 1)  # --tracer ebpf: trace.ebpf
+    install -m 644 "$run/events.jsonl" "$trace" "$here/$slug/"
+    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$trace") bytes)"
 }
 
 # fork, vfork and clone3 children; two threads; SIGSEGV, SIGABRT, SIGKILL and SIGUSR1; an orphan; exit 5.

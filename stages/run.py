@@ -28,7 +28,7 @@ from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from capsule.stages.ebpf import EbpfTracer, launch, stop_when_tree_gone
+from capsule.stages.ebpf import EbpfTracer, EbpfUnavailable, launch, stop_when_tree_gone
 from capsule.stages.pipeline import LiveCount, run_pipeline
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
@@ -208,7 +208,15 @@ async def record_run(
             live = LiveCount()
             command: trio.Process | None = None
             if isinstance(tracer, EbpfTracer):
-                launched = await launch(tracer, resolved, argv, spool=spool, level=level, stdio=stdio)
+                try:
+                    launched = await launch(tracer, resolved, argv, spool=spool, level=level, stdio=stdio)
+                except EbpfUnavailable as exc:
+                    _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, str(exc))
+                    spool.unlink(missing_ok=True)
+                    elapsed = time.time() - started
+                    return RunOutcome(
+                        session_id, path, EXIT_RECORDER_FAILED, None, elapsed, writer.tally, str(exc)
+                    )
                 process, command = launched.tracer, launched.command
             else:
                 process = await trio.lowlevel.open_process(

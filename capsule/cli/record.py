@@ -373,7 +373,21 @@ def replay(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME.")
+def _ebpf_check() -> dict[str, Any]:
+    """Whether `--tracer ebpf` records here: its requirements, then one real attach of the program."""
+    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf, probe_ebpf
+
+    try:
+        tracer = find_ebpf()
+    except EbpfUnavailable as exc:
+        return {"check": "ebpf", "ok": False, "detail": f"--tracer ebpf unavailable: {exc}"}
+    problem = probe_ebpf(tracer)
+    if problem is not None:
+        return {"check": "ebpf", "ok": False, "detail": f"--tracer ebpf unavailable: {problem}"}
+    return {"check": "ebpf", "ok": True, "detail": f"--tracer ebpf works (bpftrace {tracer.version})"}
+
+
+@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, eBPF, $CAPSULE_HOME.")
 def doctor(as_json: JsonOption = False) -> None:
     import tempfile
 
@@ -400,6 +414,7 @@ def doctor(as_json: JsonOption = False) -> None:
         )
     except TracerMissing:
         checks.append({"check": "strace", "ok": False, "detail": f"not found; {INSTALL_HINT}"})
+    checks.append(_ebpf_check())
     home = _home()
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -408,7 +423,8 @@ def doctor(as_json: JsonOption = False) -> None:
         checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
     except OSError as exc:
         checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
-    ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf")
+    optional = ("--seccomp-bpf", "ebpf")  # strace records without them: slower, or as the default tracer
+    ok = all(c["ok"] for c in checks if c["check"] not in optional)
     if as_json:
         _print_json({"ok": ok, "checks": checks})
     else:

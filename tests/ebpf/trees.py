@@ -17,7 +17,9 @@ def canonical(report: dict[str, Any], *, via: bool = True) -> list[Canon]:
         children.setdefault(p["ppid"] if p["ppid"] in pids else None, []).append(p)
 
     def node(p: dict[str, Any]) -> Canon:
-        execs = tuple((e.get("path"), tuple(e.get("argv") or ()), e.get("ok"), e.get("errno")) for e in p["execs"])
+        execs = tuple(
+            (e.get("path"), tuple(e.get("argv") or ()), e.get("ok"), e.get("errno")) for e in p["execs"]
+        )
         own = (tuple(p["argv"] or ()), p["exe"], p["exit_code"], p["signal"], execs)
         if via:
             own += (p.get("via"),)
@@ -30,7 +32,9 @@ def differences(a: list[Canon], b: list[Canon], path: str = "") -> list[str]:
     """Human-readable differences between two canonical forests (empty when they are the same)."""
     out: list[str] = []
     if len(a) != len(b):
-        out.append(f"{path}: {len(a)} vs {len(b)} children: {[x[0][0][:2] for x in a]} vs {[x[0][0][:2] for x in b]}")
+        out.append(
+            f"{path}: {len(a)} vs {len(b)} children: {[x[0][0][:2] for x in a]} vs {[x[0][0][:2] for x in b]}"
+        )
         return out
     for x, y in zip(a, b, strict=True):
         if x[0] != y[0]:
