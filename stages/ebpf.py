@@ -126,10 +126,37 @@ def write_header(spool_fd: int, root: int) -> None:
     os.write(spool_fd, b'{"type":"capsule","root":%d,"clock":%d}\n' % (root, offset))
 
 
+class MainThreadProcess:
+    """A child started with subprocess.Popen, awaited through a pidfd (as trio.Process is)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    async def wait(self) -> int:
+        if self._popen.poll() is None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+        return self._popen.wait()
+
+
 @attrs.define
 class Launched:
     command: trio.Process
-    tracer: trio.Process
+    tracer: MainThreadProcess
 
 
 async def launch(
@@ -155,17 +182,32 @@ async def launch(
     finally:
         os.close(gate_r)
     spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    errors = spool.with_suffix(".err")
+    errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         write_header(spool_fd, command.pid)
         prog_file = spool.with_suffix(".bt")
         prog_file.write_text(program(level))
-        bpftrace = await trio.lowlevel.open_process(
-            ["setpriv", "--pdeathsig", "TERM", tracer.path, "-f", "json", str(prog_file), str(command.pid)],
-            stdin=subprocess.DEVNULL,
-            stdout=spool_fd,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=_env(),
+        # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
+        # when the spawning *thread* ends, and trio retires idle workers after 10 s.
+        bpftrace = MainThreadProcess(
+            subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
+                [
+                    "setpriv",
+                    "--pdeathsig",
+                    "TERM",
+                    tracer.path,
+                    "-f",
+                    "json",
+                    str(prog_file),
+                    str(command.pid),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=spool_fd,
+                stderr=errors_fd,
+                start_new_session=True,
+                env=_env(),
+            )
         )
     except BaseException:
         os.close(gate_w)
@@ -173,16 +215,19 @@ async def launch(
         raise
     finally:
         os.close(spool_fd)
+        os.close(errors_fd)
     try:
-        await _wait_ready(spool, command, bpftrace)
+        await _wait_ready(spool, command, bpftrace, errors)
     finally:
         os.close(gate_w)  # the stub's read returns: the command starts, traced or not
         with contextlib.suppress(OSError):
             prog_file.unlink()
+        with contextlib.suppress(OSError):
+            errors.unlink()
     return Launched(command=command, tracer=bpftrace)
 
 
-async def _wait_ready(spool: Path, command: trio.Process, bpftrace: trio.Process) -> None:
+async def _wait_ready(spool: Path, command: trio.Process, bpftrace: MainThreadProcess, errors: Path) -> None:
     fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     seen = b""
     try:
@@ -199,7 +244,14 @@ async def _wait_ready(spool: Path, command: trio.Process, bpftrace: trio.Process
     command.kill()
     with contextlib.suppress(ProcessLookupError):
         bpftrace.terminate()
-    raise EbpfUnavailable("bpftrace did not attach its probes (run `capsule doctor`)")
+    raise EbpfUnavailable(f"bpftrace did not attach its probes{_last_error(errors)} (run `capsule doctor`)")
+
+
+def _last_error(errors: Path) -> str:
+    """`: <bpftrace's last line on stderr>`, or "" (its RLIMIT_MEMLOCK warning is harmless here)."""
+    text = errors.read_text(errors="replace")
+    said = [ln for ln in text.splitlines() if ln.strip() and "MEMLOCK" not in ln]
+    return f": {said[-1].strip()}" if said else ""
 
 
 async def stop_when_tree_gone(

@@ -28,7 +28,13 @@ from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from capsule.stages.ebpf import EbpfTracer, EbpfUnavailable, launch, stop_when_tree_gone
+from capsule.stages.ebpf import (
+    EbpfTracer,
+    EbpfUnavailable,
+    MainThreadProcess,
+    launch,
+    stop_when_tree_gone,
+)
 from capsule.stages.pipeline import LiveCount, run_pipeline
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
@@ -148,7 +154,10 @@ async def record_run(
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
     started = time.time()
     session_id, path = create_session(home, started)
-    shown_argv = redact_argv(argv) if redact else tuple(argv)
+    # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
+    # shows the trace's own argv (the command itself still gets the exact bytes).
+    text_argv = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
+    shown_argv = redact_argv(text_argv) if redact else tuple(text_argv)
     writer = SessionWriter(path / EVENTS)
     trace_fd = open_private(path / trace_name(tracer.path))
     error: str | None = None
@@ -207,6 +216,7 @@ async def record_run(
             ebpf = isinstance(tracer, EbpfTracer)
             live = LiveCount()
             command: trio.Process | None = None
+            process: trio.Process | MainThreadProcess
             if isinstance(tracer, EbpfTracer):
                 try:
                     launched = await launch(tracer, resolved, argv, spool=spool, level=level, stdio=stdio)

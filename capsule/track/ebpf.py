@@ -138,13 +138,20 @@ def _complete_argv(attempt: _Exec, size: int, area: bytearray) -> None:
     own argv area. The area is what the program sees, which for a `#!` script is the interpreter's
     argv (`interp [arg] script args…`): only the first element differs, so elements are aligned from
     the end. What the area does not hold whole stays marked truncated."""
-    cut = [i for i, arg in enumerate(attempt.argv) if len(arg.encode()) >= STRLEN - 1]
-    if not cut and not attempt.truncated:
-        return
     whole = len(area) >= size
     program_argv = [a.decode("utf-8", "replace") for a in bytes(area).split(b"\0")]
     if area.endswith(b"\0"):
         program_argv.pop()
+    if not attempt.path:
+        # The caller's memory could not be read at the syscall (a page not faulted in yet: a forked
+        # child exec'ing a string of the parent's it never touched). The new program's argv area was
+        # just written by the kernel, so it is always there.
+        attempt.argv = program_argv
+        attempt.truncated = not whole
+        return
+    cut = [i for i, arg in enumerate(attempt.argv) if len(arg.encode()) >= STRLEN - 1]
+    if not cut and not attempt.truncated:
+        return
     missing_tail = attempt.truncated  # the program read only the first elements (M line)
     if missing_tail and whole and len(program_argv) >= len(attempt.argv):
         # The given argv had more elements than were read: the area has them all, after argv[0].
@@ -295,7 +302,7 @@ class EbpfTracker:
             ProcExec(
                 ts=attempt.ts if attempt is not None else ts,
                 pid=pid,
-                path=attempt.path if attempt is not None else path,
+                path=(attempt.path if attempt is not None else "") or path,
                 argv=tuple(attempt.argv) if attempt is not None else (),
                 ok=errno is None,
                 errno=errno,
