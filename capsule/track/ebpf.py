@@ -184,6 +184,7 @@ class EbpfTracker:
         self._root_pending = False  # the header named the root; its spawn waits for a first timestamp
         self._alive: set[int] = set()
         self._parked: dict[int, list[EbpfRecord]] = {}
+        self._parked_tids: dict[int, int] = {}  # tid of a parked exec -> the pid it is parked under
         self._execs: dict[int, _Exec] = {}  # tid -> its exec attempt in progress
         self._argv_area: dict[int, tuple[int, bytearray]] = {}  # pid -> (size, bytes so far) of a new program
         self._out: list[Event] = []
@@ -208,12 +209,10 @@ class EbpfTracker:
             self._root_pending = False
         while self._parked:
             pid = next(iter(self._parked))
-            held = self._parked.pop(pid)
+            held = self._parked[pid]
             first = next((r.ts for r in held if isinstance(r.ts, float)), 0.0)
             via = "root" if pid == self.root_pid else "unknown"
-            self._spawn(pid, None, via, first)
-            for rec in held:
-                self._route(rec)
+            self._spawn(pid, None, via, first)  # replays what was parked under it
         return out
 
     # --- routing -----------------------------------------------------------------------------------
@@ -233,8 +232,12 @@ class EbpfTracker:
             self._root_pending = False
             self._spawn(self.root_pid, None, "root", rec.ts)
         owner = self._owner(rec)
+        if owner is None and isinstance(rec, ExecArg | ExecMore):
+            owner = self._parked_tids.get(rec.tid)  # the argv of a parked exec waits with it
         if owner is not None and owner not in self._alive:
             self._parked.setdefault(owner, []).append(rec)
+            if isinstance(rec, ExecBegun):
+                self._parked_tids[rec.tid] = owner
             return
         self._apply(rec)
 
@@ -292,7 +295,10 @@ class EbpfTracker:
     def _spawn(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
         self._alive.add(pid)
         self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
-        for rec in self._parked.pop(pid, ()):
+        held = self._parked.pop(pid, ())
+        for tid in [t for t, owner in self._parked_tids.items() if owner == pid]:
+            del self._parked_tids[tid]
+        for rec in held:
             self._route(rec)
 
     def _exec_ended(

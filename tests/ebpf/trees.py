@@ -4,12 +4,16 @@ attempts, and its children are sorted."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 Canon = tuple[Any, ...]
 
 
-def canonical(report: dict[str, Any], *, via: bool = True) -> list[Canon]:
+def canonical(report: dict[str, Any], *, via: dict[int, str] | None = None) -> list[Canon]:
+    """The report's process forest; `via` (pid -> fork|vfork|clone|clone3, from proc.spawned) adds how
+    each process was made."""
     processes = report["processes"]
     pids = {p["pid"] for p in processes}
     children: dict[int | None, list[dict[str, Any]]] = {}
@@ -21,11 +25,17 @@ def canonical(report: dict[str, Any], *, via: bool = True) -> list[Canon]:
             (e.get("path"), tuple(e.get("argv") or ()), e.get("ok"), e.get("errno")) for e in p["execs"]
         )
         own = (tuple(p["argv"] or ()), p["exe"], p["exit_code"], p["signal"], execs)
-        if via:
-            own += (p.get("via"),)
-        return (own, tuple(sorted(node(c) for c in children.get(p["pid"], []))))
+        if via is not None:
+            own += (via.get(p["pid"]),)
+        return (own, tuple(sorted((node(c) for c in children.get(p["pid"], [])), key=repr)))
 
-    return sorted(node(p) for p in children.get(None, []))
+    return sorted((node(p) for p in children.get(None, [])), key=repr)
+
+
+def spawn_kinds(events_file: Path) -> dict[int, str]:
+    """pid -> how it was made, from a session's proc.spawned events."""
+    rows = (json.loads(line) for line in events_file.read_text().splitlines())
+    return {r["pid"]: r["via"] for r in rows if r["kind"] == "proc.spawned"}
 
 
 def differences(a: list[Canon], b: list[Canon], path: str = "") -> list[str]:
