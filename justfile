@@ -14,6 +14,8 @@ setup:
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+    # bpftrace: the eBPF tracer (`capsule run --tracer ebpf`, root only); its tests skip where it cannot run
+    command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bpftrace; }
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup

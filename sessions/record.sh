@@ -95,6 +95,10 @@ if [[ $(id -u) == 0 ]] && command -v bpftrace >/dev/null; then
     record ebpf-argv-quoting --tracer ebpf -- /bin/echo "$(printf 'tab\there')" "$(printf 'new\nline')" 'q"uote' \
         "it's" 'back\slash' "$(printf '\001ctl')" 'héllo wörld' '日本語' '' "$(printf '\377\376')" '\x41'
     record ebpf-level-all --tracer ebpf --level all -- /usr/bin/python3 -I -S -c "$level_all_py"
+    # secrets in an argv longer than the program's 199-byte pieces: redacted in the hex argv area too
+    record ebpf-redaction --tracer ebpf -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo \
+        --password hunter2 --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' \
+        sk-ant-0123456789abcdefXYZ "$(head -c 300 /dev/zero | tr '\0' z)"
 fi
 
 cd "$root"

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -167,8 +168,10 @@ async def launch(
     spool: Path,
     level: str,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    on_ready: Callable[[], None] = lambda: None,
 ) -> Launched:
-    """Start the stub, bpftrace on it, wait until every probe is attached, then let the command go."""
+    """Start the stub, bpftrace on it, wait until every probe is attached, call `on_ready`, then let
+    the command go."""
     gate_r, gate_w = os.pipe()
     stdin, stdout, stderr = stdio
     try:
@@ -218,6 +221,7 @@ async def launch(
         os.close(errors_fd)
     try:
         await _wait_ready(spool, command, bpftrace, errors)
+        on_ready()
     finally:
         os.close(gate_w)  # the stub's read returns: the command starts, traced or not
         with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ import trio
 from capsule.events import Event
 from capsule.parse import StraceParser
 from capsule.parse.ebpf import EbpfParser
+from capsule.parse.ebpf_redact import EbpfRedactor
 from capsule.redact import redact_bytes
 from capsule.track import Tracker
 from capsule.track.ebpf import EbpfTracker
@@ -84,17 +85,26 @@ async def keep_trace_stage(
     *,
     trace_fd: int | None,
     redact: bool,
+    tracer: str = "strace",
 ) -> None:
-    """Redact each chunk, append it to trace.strace, pass it on: the kept trace is what gets parsed."""
+    """Redact each chunk, append it to the kept trace, pass it on: the kept trace is what gets parsed."""
+    redactor = EbpfRedactor() if tracer == "ebpf" else None
+
+    async def keep(chunk: bytes) -> None:
+        if trace_fd is not None:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(trace_fd, view) :]
+        await send.send(chunk)
+
     async with receive, send:
         async for chunk in receive:
             if redact:
-                chunk = redact_bytes(chunk)
-            if trace_fd is not None:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(trace_fd, view) :]
-            await send.send(chunk)
+                chunk = redactor.feed(chunk) if redactor is not None else redact_bytes(chunk)
+            if chunk:
+                await keep(chunk)
+        if redact and redactor is not None and (tail := redactor.close()):
+            await keep(tail)
 
 
 async def parse_stage(
@@ -146,7 +156,9 @@ async def run_pipeline(
     events_send, events_receive = trio.open_memory_channel[list[Event]](DEPTH)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(source, raw_send)
-        nursery.start_soon(lambda: keep_trace_stage(raw_receive, kept_send, trace_fd=trace_fd, redact=redact))
+        nursery.start_soon(
+            lambda: keep_trace_stage(raw_receive, kept_send, trace_fd=trace_fd, redact=redact, tracer=tracer)
+        )
         nursery.start_soon(parse_stage, kept_receive, records_send, parser)
         nursery.start_soon(track_stage, records_receive, events_send, tracker, live)
         nursery.start_soon(sink, events_receive)

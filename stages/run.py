@@ -196,31 +196,49 @@ async def record_run(
             # The header is on disk before strace starts: the command may run (and Capsule be killed) at
             # once, and a session without its header could not be recovered. strace's pid is not in it;
             # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
-            writer.write(
-                [
-                    _header(
-                        session_id,
-                        shown_argv,
-                        name,
-                        started,
-                        tracer=tracer.path,
-                        tracer_version=tracer.version,
-                        tracer_flags=flags,
-                        trace_level=level,
-                        redacted=redact,
-                        parent=parent,
-                    )
-                ]
-            )
-            stdin, stdout, stderr = stdio
+            def write_header(at: float) -> None:
+                writer.write(
+                    [
+                        _header(
+                            session_id,
+                            shown_argv,
+                            name,
+                            at,
+                            tracer=tracer.path,
+                            tracer_version=tracer.version,
+                            tracer_flags=flags,
+                            trace_level=level,
+                            redacted=redact,
+                            parent=parent,
+                        )
+                    ]
+                )
+
             ebpf = isinstance(tracer, EbpfTracer)
+            if not ebpf:
+                write_header(started)
+            stdin, stdout, stderr = stdio
             live = LiveCount()
             command: trio.Process | None = None
             process: trio.Process | MainThreadProcess
             if isinstance(tracer, EbpfTracer):
+                # bpftrace takes a second or more to compile its program: the session starts when the
+                # probes are attached, just before the command is let go (so its header still comes
+                # first, and a duration is the command's, not the tracer's start-up).
+                ready: list[float] = []
+
+                def on_ready() -> None:
+                    ready.append(time.time())
+                    write_header(ready[0])
+
                 try:
-                    launched = await launch(tracer, resolved, argv, spool=spool, level=level, stdio=stdio)
+                    launched = await launch(
+                        tracer, resolved, argv, spool=spool, level=level, stdio=stdio, on_ready=on_ready
+                    )
+                    started = ready[0]
                 except EbpfUnavailable as exc:
+                    if not ready:
+                        write_header(started)
                     _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, str(exc))
                     spool.unlink(missing_ok=True)
                     elapsed = time.time() - started
@@ -274,9 +292,11 @@ async def record_run(
             code, sig = EXIT_RECORDER_FAILED, None
         else:
             code, sig = _exit_status(stats.root_status, process.returncode)
-        _close(writer, started, code if sig is None else None, sig, stats.lines, stats.unparsed, error)
+        # bpftrace is stopped a little after the tree is gone; the trace says when that was.
+        ended = writer.tally.last_ts if command is not None else None
+        _close(writer, started, code if sig is None else None, sig, stats.lines, stats.unparsed, error, ended)
         spool.unlink(missing_ok=True)
-        return RunOutcome(session_id, path, code, sig, time.time() - started, writer.tally, error)
+        return RunOutcome(session_id, path, code, sig, (ended or time.time()) - started, writer.tally, error)
     finally:
         writer.close()
         os.fsync(trace_fd)
@@ -296,15 +316,17 @@ def _close(
     lines: int,
     unparsed: int,
     error: str | None,
+    ended: float | None = None,
 ) -> None:
     tally = writer.tally
+    now = time.time()
     writer.write(
         [
             SessionEnded(
-                ts=time.time(),
+                ts=now,
                 exit_code=code,
                 signal=sig,
-                duration_s=round(time.time() - started, 6),
+                duration_s=round((ended or now) - started, 6),
                 lines=lines,
                 events=tally.events,
                 processes=tally.processes,

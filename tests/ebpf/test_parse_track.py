@@ -20,6 +20,7 @@ from capsule.parse.ebpf import (
     Header,
     ProcessEnded,
 )
+from capsule.parse.ebpf_redact import EbpfRedactor
 from capsule.parse.records import Unparsed
 from capsule.track.ebpf import EbpfTracker, open_flags, signal_name
 
@@ -274,3 +275,24 @@ def test_arbitrary_bytes_never_crash(data: bytes, step: int) -> None:
     tracker = EbpfTracker(level="all")
     tracker.feed(records)  # type: ignore[arg-type]
     tracker.close()
+
+
+def test_redactor_masks_secrets_in_argv_lines_and_the_hex_area() -> None:
+    """A secret split over A lines (`--password x`) or hidden in the V hex is masked in every line,
+    the area's size follows, the result tracks to the redacted argv, and redacting again is a no-op."""
+    argv = [b"/bin/echo", b"--password", b"hunter2", b"--token=s3cr3t", b"z" * 300]
+    area = b"".join(a + b"\0" for a in argv)
+    pieces = [f"V 100 {len(area)} {o} " + hexed(area[o : o + 199]) for o in range(0, len(area), 199)]
+    args = [f"A 100 {i} {a.decode()[:199]}" for i, a in enumerate(argv)]
+    data = header(100) + printf(
+        "E 10 100 100 /bin/echo", *args, *pieces, "S 11 100 100 /bin/echo", "Q 12 100 0"
+    )
+    redactor = EbpfRedactor()
+    once = redactor.feed(data) + redactor.close()
+    for secret in (b"hunter2", b"s3cr3t", b"hunter2".hex().encode(), hexed(b"hunter2").encode()):
+        assert secret not in once
+    again = EbpfRedactor()
+    assert again.feed(once) + again.close() == once
+    _, events = track(once)
+    exec_ = next(e for e in events if isinstance(e, ProcExec))
+    assert exec_.argv == ("/bin/echo", "--password", "***", "--token=***", "z" * 300)
