@@ -17,6 +17,8 @@ setup:
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
     test -x .node/node_modules/.bin/mcp-inspector || {{bin}}/python -m tests.mcp.inspector install {{inspector}}
+    # bpftrace: the eBPF tracer (`capsule run --tracer ebpf`, root only); its tests skip where it cannot run
+    command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bpftrace; }
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup

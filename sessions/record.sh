@@ -35,8 +35,10 @@ session() {
     run=$(ls -d "$CAPSULE_HOME"/runs/*/)
     rm -rf "${here:?}/$slug"
     mkdir -p "$here/$slug"
-    install -m 644 "$run/events.jsonl" "$run/trace.strace" "$here/$slug/"
-    echo "$verb $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
+    local trace=$run/trace.strace
+    [[ -e $trace ]] || trace=$run/trace.ebpf  # recorded with --tracer ebpf
+    install -m 644 "$run/events.jsonl" "$trace" "$here/$slug/"
+    echo "$verb $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$trace") bytes)"
 }
 # record SLUG [capsule run options] -- CMD...: record one session into sessions/SLUG/.
 record() { session run "$@"; }
@@ -70,7 +72,7 @@ record huge-argv -- sh -c '/bin/echo "$(head -c 6000 /dev/zero | tr "\0" a)" $(s
 record redaction -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo --password hunter2 \
     --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' sk-ant-0123456789abcdefXYZ
 # --level all: files (opened, created, missing) and sockets (a loopback connect that works, one refused).
-record level-all --level all -- /usr/bin/python3 -I -S -c '
+level_all_py='
 import socket, subprocess
 open("note.txt", "w").write("hi\n")
 try:
@@ -83,6 +85,26 @@ client.close(); server.close()
 refused = socket.socket(); refused.connect_ex(("127.0.0.1", 9)); refused.close()
 subprocess.run(["cat", "note.txt"], stdout=subprocess.DEVNULL, check=True)
 '
+record level-all --level all -- /usr/bin/python3 -I -S -c "$level_all_py"
+
+# The same work under the eBPF tracer (`--tracer ebpf`: root, bpftrace, BTF), replayed by the same tests;
+# tests/ebpf/test_parity.py compares live recordings of both tracers process by process.
+if [[ $(id -u) == 0 ]] && command -v bpftrace >/dev/null; then
+    record ebpf-forks --tracer ebpf -- ./procs
+    record ebpf-threads --tracer ebpf -- ./threads
+    record ebpf-killed --tracer ebpf -- sh -c 'timeout -s KILL 0.1 sleep 5; sleep 5 & kill -TERM $!; wait; kill -KILL $$'
+    record ebpf-path-search --tracer ebpf -- env PATH=/nonexistent:/usr/local/bin:/usr/bin:/bin \
+        sh -c 'env true one; env no-such-tool-capsule; /no/such/path; exit 0'
+    record ebpf-orphans --tracer ebpf -- sh -c '(sleep 0.1; /bin/true late) & ( (sleep 0.15; /bin/true later) & ); exit 3'
+    record ebpf-exec-chain --tracer ebpf -- sh -c './shim-ls -d /; bash -c "ls -d /tmp"; exec env LC_ALL=C ls -d /usr'
+    record ebpf-argv-quoting --tracer ebpf -- /bin/echo "$(printf 'tab\there')" "$(printf 'new\nline')" 'q"uote' \
+        "it's" 'back\slash' "$(printf '\001ctl')" 'héllo wörld' '日本語' '' "$(printf '\377\376')" '\x41'
+    record ebpf-level-all --tracer ebpf --level all -- /usr/bin/python3 -I -S -c "$level_all_py"
+    # secrets in an argv longer than the program's 199-byte pieces: redacted in the hex argv area too
+    record ebpf-redaction --tracer ebpf -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo \
+        --password hunter2 --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' \
+        sk-ant-0123456789abcdefXYZ "$(head -c 300 /dev/zero | tr '\0' z)"
+fi
 
 # Logs written by plain strace the ways people record them, then imported. One workload for all: a shell
 # running a threaded program (a thread forks; another thread execs), an argv with bytes that are not UTF-8,

@@ -42,7 +42,16 @@ from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.run import _exit_status, incompleteness
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, open_readable, spool_path
+from capsule.stages.store import (
+    EVENTS,
+    TRACE,
+    create_session,
+    open_private,
+    open_readable,
+    spool_path,
+    trace_name,
+    tracer_kind,
+)
 from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
@@ -54,11 +63,12 @@ def from_trace(events: list[Event]) -> list[Event]:
 
 
 async def rederive(
-    trace: Path, *, level: str, header: SessionStarted | None = None
+    trace: Path, *, level: str, header: SessionStarted | None = None, tracer: str = "strace"
 ) -> tuple[list[Event], TraceStats]:
     """The events a trace file yields (already-redacted input: no redaction, nothing written).
 
-    `header` supplies the clock of an imported `-t`/`-tt`/`-r` or unstamped log (`trace_origin`, `ts`).
+    `header` supplies the clock of an imported `-t`/`-tt`/`-r` or unstamped log (`trace_origin`, `ts`);
+    `tracer` says which parser reads the file (`strace`, or `ebpf` for a trace.ebpf).
     """
     events: list[Event] = []
     clock = clock_of(header)
@@ -69,6 +79,7 @@ async def rederive(
         redact=False,
         tt_origin=clock.get("tt_origin", 0.0),
         default_ts=clock.get("default_ts", 0.0),
+        tracer=tracer,
     )
     return events, stats
 
@@ -327,7 +338,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
     derived: list[Event] = []
     if spool.exists():
         # The spool is the whole raw trace; trace.strace holds only what the recorder had kept of it.
-        trace_fd = open_private(session_dir / TRACE, append=False)
+        trace_fd = open_private(session_dir / trace_name(header.tracer), append=False)
         try:
             stats = await run_pipeline(
                 partial(read_stage, spool),
@@ -335,12 +346,18 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
                 level=header.trace_level,
                 redact=header.redacted,
                 trace_fd=trace_fd,
+                tracer=tracer_kind(header.tracer),
             )
         finally:
             os.fsync(trace_fd)
             os.close(trace_fd)
     else:
-        derived, stats = await rederive(session_dir / TRACE, level=header.trace_level, header=header)
+        derived, stats = await rederive(
+            session_dir / trace_name(header.tracer),
+            level=header.trace_level,
+            header=header,
+            tracer=tracer_kind(header.tracer),
+        )
     added = derived[len(recorded) :]
     tally = Tally()
     for event in derived:

@@ -1,4 +1,7 @@
-"""The pipeline: source -> keep trace (redact, write trace.strace) -> parse -> track -> sink.
+"""The pipeline: source -> keep trace (redact, write the raw trace) -> parse -> track -> sink.
+
+The parser and tracker pair depends on the tracer that wrote the trace (`strace`, or `ebpf`: bpftrace
+running Capsule's program); everything downstream of track is the same for both.
 
 Stages are trio tasks joined by bounded memory channels carrying batches: backpressure, never loss.
 Each stage owns the channel ends it is given and closes them; end of stream travels downstream.
@@ -8,21 +11,70 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import cast, get_args
+from typing import Any, Protocol, cast, get_args
 
 import attrs
 import trio
 
 from capsule.events import Event
-from capsule.parse import Record, StraceParser
+from capsule.parse import StraceParser
+from capsule.parse.ebpf import EbpfParser
+from capsule.parse.ebpf_redact import EbpfRedactor
 from capsule.redact import redact_bytes
 from capsule.track import Tracker
+from capsule.track.ebpf import EbpfTracker
 from capsule.track.tracker import Level
 
 Source = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
 Sink = Callable[[trio.MemoryReceiveChannel[list[Event]]], Awaitable[None]]
 
 DEPTH = 8  # batches in flight between two stages
+TRACER_KINDS = ("strace", "ebpf")
+
+
+class TraceParser(Protocol):
+    lines: int
+    ended_mid_line: bool
+
+    def feed(self, data: bytes) -> list[Any]: ...
+    def close(self) -> list[Any]: ...
+
+
+class TraceTracker(Protocol):
+    root_pid: int | None
+    root_status: tuple[int | None, str | None] | None
+    unparsed: int
+
+    @property
+    def unexited(self) -> int: ...
+
+    def feed(self, records: list[Any]) -> list[Event]: ...
+    def close(self) -> list[Event]: ...
+
+
+@attrs.define
+class LiveCount:
+    """A tracker's count of live processes, published by the track stage after each batch (the eBPF
+    recorder stops its tracer when the whole tree is gone; strace stops by itself)."""
+
+    value: int = 1
+
+
+def open_parser_tracker(
+    kind: str, level: str, tt_origin: float = 0.0, default_ts: float = 0.0
+) -> tuple[TraceParser, TraceTracker]:
+    """The parser and tracker for a trace written by tracer `kind` at trace `level`."""
+    if level not in get_args(Level):
+        raise ValueError(f"unknown trace level {level!r}")
+    if kind == "ebpf":
+        return EbpfParser(), EbpfTracker(level=cast(Level, level))
+    if kind != "strace":
+        raise ValueError(f"unknown tracer {kind!r}")
+    tracker = Tracker(level=cast(Level, level), default_ts=default_ts)
+    parser = StraceParser(
+        tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
+    )
+    return parser, tracker
 
 
 @attrs.define
@@ -41,23 +93,32 @@ async def keep_trace_stage(
     *,
     trace_fd: int | None,
     redact: bool,
+    tracer: str = "strace",
 ) -> None:
-    """Redact each chunk, append it to trace.strace, pass it on: the kept trace is what gets parsed."""
+    """Redact each chunk, append it to the kept trace, pass it on: the kept trace is what gets parsed."""
+    redactor = EbpfRedactor() if tracer == "ebpf" else None
+
+    async def keep(chunk: bytes) -> None:
+        if trace_fd is not None:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(trace_fd, view) :]
+        await send.send(chunk)
+
     async with receive, send:
         async for chunk in receive:
             if redact:
-                chunk = redact_bytes(chunk)
-            if trace_fd is not None:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(trace_fd, view) :]
-            await send.send(chunk)
+                chunk = redactor.feed(chunk) if redactor is not None else redact_bytes(chunk)
+            if chunk:
+                await keep(chunk)
+        if redact and redactor is not None and (tail := redactor.close()):
+            await keep(tail)
 
 
 async def parse_stage(
     receive: trio.MemoryReceiveChannel[bytes],
-    send: trio.MemorySendChannel[list[Record]],
-    parser: StraceParser,
+    send: trio.MemorySendChannel[list[Any]],
+    parser: TraceParser,
 ) -> None:
     async with receive, send:
         async for chunk in receive:
@@ -68,13 +129,17 @@ async def parse_stage(
 
 
 async def track_stage(
-    receive: trio.MemoryReceiveChannel[list[Record]],
+    receive: trio.MemoryReceiveChannel[list[Any]],
     send: trio.MemorySendChannel[list[Event]],
-    tracker: Tracker,
+    tracker: TraceTracker,
+    live: LiveCount | None = None,
 ) -> None:
     async with receive, send:
         async for records in receive:
-            if events := tracker.feed(records):
+            events = tracker.feed(records)
+            if live is not None and isinstance(tracker, EbpfTracker):
+                live.value = tracker.live
+            if events:
                 await send.send(events)
         if events := tracker.close():
             await send.send(events)
@@ -89,27 +154,27 @@ async def run_pipeline(
     trace_fd: int | None = None,
     tt_origin: float = 0.0,
     default_ts: float = 0.0,
+    tracer: str = "strace",
+    live: LiveCount | None = None,
 ) -> TraceStats:
     """Run source -> keep trace -> parse -> track -> sink to the end of the trace.
 
     `tt_origin` is what `-t`/`-tt`/`-r` stamps count from, `default_ts` the time of lines before the first
     stamp (of every line, in a trace without stamps): a session header's `trace_origin` and `ts`.
+    `tracer` names what wrote the trace (strace, or ebpf); `live` gets the tracker's live count.
     """
-    if level not in get_args(Level):
-        raise ValueError(f"unknown trace level {level!r}")
-    tracker = Tracker(level=cast(Level, level), default_ts=default_ts)
-    parser = StraceParser(
-        tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
-    )
+    parser, tracker = open_parser_tracker(tracer, level, tt_origin, default_ts)
     raw_send, raw_receive = trio.open_memory_channel[bytes](DEPTH)
     kept_send, kept_receive = trio.open_memory_channel[bytes](DEPTH)
-    records_send, records_receive = trio.open_memory_channel[list[Record]](DEPTH)
+    records_send, records_receive = trio.open_memory_channel[list[Any]](DEPTH)
     events_send, events_receive = trio.open_memory_channel[list[Event]](DEPTH)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(source, raw_send)
-        nursery.start_soon(lambda: keep_trace_stage(raw_receive, kept_send, trace_fd=trace_fd, redact=redact))
+        nursery.start_soon(
+            lambda: keep_trace_stage(raw_receive, kept_send, trace_fd=trace_fd, redact=redact, tracer=tracer)
+        )
         nursery.start_soon(parse_stage, kept_receive, records_send, parser)
-        nursery.start_soon(track_stage, records_receive, events_send, tracker)
+        nursery.start_soon(track_stage, records_receive, events_send, tracker, live)
         nursery.start_soon(sink, events_receive)
     return TraceStats(
         lines=parser.lines,

@@ -28,9 +28,17 @@ from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, SessionTimedOut, kind_versions
 from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
-from capsule.stages.pipeline import TraceStats, run_pipeline
+from capsule.stages.ebpf import (
+    EbpfTracer,
+    EbpfUnavailable,
+    MainThreadProcess,
+    launch,
+    stop_when_tree_gone,
+)
+from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
+from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
@@ -96,25 +104,34 @@ def _header(
     )
 
 
-async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
+def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
+    """The command's root process: `top_pid` itself (eBPF), or strace's child."""
+    try:
+        top = psutil.Process(top_pid)
+        return [top] if is_command else top.children()
+    except psutil.Error:
+        return []
+
+
+async def _relay_signals(top_pid: int, signals: AsyncIterator[int], *, is_command: bool = False) -> None:
     """SIGTERM aimed at Capsule goes to the command; terminal signals already reached it."""
     async for signum in signals:
         if signum != signal.SIGTERM:
             continue
-        try:
-            for child in psutil.Process(strace_pid).children():
-                child.send_signal(signum)
-        except psutil.Error:
-            pass
+        for proc in _command_of(top_pid, is_command):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)
 
 
 GRACE_S = 2.0  # `--timeout`: between SIGTERM and SIGKILL
 
 
-def _signal_tree(strace_pid: int, signum: int) -> int:
-    """Send `signum` to every process under strace; how many there were."""
+def _signal_tree(top_pid: int, signum: int, *, is_command: bool = False) -> int:
+    """Send `signum` to every process of the command's tree (under strace, or the command itself and
+    its descendants when `is_command`: the eBPF tracer's command is Capsule's own child); how many."""
     try:
-        tree = psutil.Process(strace_pid).children(recursive=True)
+        top = psutil.Process(top_pid)
+        tree = ([top] if is_command else []) + top.children(recursive=True)
     except psutil.Error:
         return 0
     sent = 0
@@ -126,17 +143,23 @@ def _signal_tree(strace_pid: int, signum: int) -> int:
 
 
 async def _kill_after(
-    strace_pid: int, after_s: float, writer: SessionWriter, tracer_done: trio.Event, grace: float = GRACE_S
+    top_pid: int,
+    after_s: float,
+    writer: SessionWriter,
+    tracer_done: trio.Event,
+    grace: float = GRACE_S,
+    *,
+    is_command: bool = False,
 ) -> None:
     """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
 
     strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
     await trio.sleep(after_s)
     at = time.time()
-    terminated = _signal_tree(strace_pid, signal.SIGTERM)
+    terminated = _signal_tree(top_pid, signal.SIGTERM, is_command=is_command)
     with trio.move_on_after(grace):
         await tracer_done.wait()
-    killed = 0 if tracer_done.is_set() else _signal_tree(strace_pid, signal.SIGKILL)
+    killed = 0 if tracer_done.is_set() else _signal_tree(top_pid, signal.SIGKILL, is_command=is_command)
     writer.write(
         [SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)]
     )
@@ -146,7 +169,7 @@ async def record_run(
     argv: list[str],
     *,
     home: Path,
-    tracer: Tracer,
+    tracer: Tracer | EbpfTracer,
     level: str = "process",
     name: str | None = None,
     redact: bool = True,
@@ -160,9 +183,12 @@ async def record_run(
     `cwd` is the directory it runs in (default: this process's)."""
     started = time.time()
     session_id, path = create_session(home, started)
-    shown_argv = redact_argv(argv) if redact else tuple(argv)
+    # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
+    # shows the trace's own argv (the command itself still gets the exact bytes).
+    text_argv = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
+    shown_argv = redact_argv(text_argv) if redact else tuple(text_argv)
     writer = SessionWriter(path / EVENTS)
-    trace_fd = open_private(path / TRACE)
+    trace_fd = open_private(path / trace_name(tracer.path))
     error: str | None = None
     try:
         resolved, failure = resolve_command(argv[0], cwd)
@@ -200,53 +226,106 @@ async def record_run(
             # The header is on disk before strace starts: the command may run (and Capsule be killed) at
             # once, and a session without its header could not be recovered. strace's pid is not in it;
             # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
-            writer.write(
-                [
-                    _header(
-                        session_id,
-                        shown_argv,
-                        name,
-                        started,
-                        tracer=tracer.path,
-                        tracer_version=tracer.version,
-                        tracer_flags=flags,
-                        trace_level=level,
-                        redacted=redact,
-                        parent=parent,
+            def write_header(at: float) -> None:
+                writer.write(
+                    [
+                        _header(
+                            session_id,
+                            shown_argv,
+                            name,
+                            at,
+                            tracer=tracer.path,
+                            tracer_version=tracer.version,
+                            tracer_flags=flags,
+                            trace_level=level,
+                            redacted=redact,
+                            parent=parent,
+                            cwd=cwd,
+                        )
+                    ]
+                )
+
+            ebpf = isinstance(tracer, EbpfTracer)
+            if not ebpf:
+                write_header(started)
+            stdin, stdout, stderr = stdio
+            live = LiveCount()
+            command: trio.Process | None = None
+            process: trio.Process | MainThreadProcess
+            if isinstance(tracer, EbpfTracer):
+                # bpftrace takes a second or more to compile its program: the session starts when the
+                # probes are attached, just before the command is let go (so its header still comes
+                # first, and a duration is the command's, not the tracer's start-up).
+                ready: list[float] = []
+
+                def on_ready() -> None:
+                    ready.append(time.time())
+                    write_header(ready[0])
+
+                try:
+                    launched = await launch(
+                        tracer,
+                        resolved,
+                        argv,
+                        spool=spool,
+                        level=level,
+                        stdio=stdio,
+                        on_ready=on_ready,
                         cwd=cwd,
                     )
-                ]
-            )
-            stdin, stdout, stderr = stdio
-            process = await trio.lowlevel.open_process(
-                [tracer.path, *flags, "-o", str(spool), "--", *argv],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cwd,
-            )
+                    started = ready[0]
+                except EbpfUnavailable as exc:
+                    if not ready:
+                        write_header(started)
+                    _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, str(exc))
+                    spool.unlink(missing_ok=True)
+                    elapsed = time.time() - started
+                    return RunOutcome(
+                        session_id, path, EXIT_RECORDER_FAILED, None, elapsed, writer.tally, str(exc)
+                    )
+                process, command = launched.tracer, launched.command
+            else:
+                process = await trio.lowlevel.open_process(
+                    [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=cwd,
+                )
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
                 await process.wait()
                 tracer_done.set()
 
+            top = command.pid if command is not None else process.pid
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_tracer)
-                nursery.start_soon(_relay_signals, process.pid, signals)
+                nursery.start_soon(partial(_relay_signals, top, signals, is_command=ebpf))
                 if time_limit is not None:
-                    nursery.start_soon(_kill_after, process.pid, time_limit, writer, tracer_done)
+                    nursery.start_soon(
+                        partial(_kill_after, top, time_limit, writer, tracer_done, is_command=ebpf)
+                    )
+                if ebpf:
+                    nursery.start_soon(stop_when_tree_gone, launched, live)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),
                     level=level,
                     redact=redact,
                     trace_fd=trace_fd,
+                    tracer="ebpf" if ebpf else "strace",
+                    live=live,
                 )
                 nursery.cancel_scope.cancel()
         assert process.returncode is not None
         error = None
-        if stats.lines == 0 and process.returncode != 0:
+        if command is not None:
+            # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
+            await command.wait()
+            exit_code, sig = returncode_status(command.returncode)
+            code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)
+        elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "
                 "(is ptrace permitted? run `capsule doctor`)"
@@ -254,6 +333,8 @@ async def record_run(
             code, sig = EXIT_RECORDER_FAILED, None
         else:
             code, sig = _exit_status(stats.root_status, process.returncode)
+        # bpftrace is stopped a little after the tree is gone; the trace says when that was.
+        ended = writer.tally.last_ts if command is not None else None
         _close(
             writer,
             started,
@@ -263,13 +344,19 @@ async def record_run(
             stats.unparsed,
             error,
             incomplete=incompleteness(stats, cut=stats.cut) if stats.lines else None,
+            ended=ended,
         )
         spool.unlink(missing_ok=True)
-        return RunOutcome(session_id, path, code, sig, time.time() - started, writer.tally, error)
+        return RunOutcome(session_id, path, code, sig, (ended or time.time()) - started, writer.tally, error)
     finally:
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)
+
+
+def _signal_number(name: str) -> int:
+    number = getattr(signal.Signals, name, None)
+    return int(number) if number is not None else 0
 
 
 def _close(
@@ -281,15 +368,17 @@ def _close(
     unparsed: int,
     error: str | None,
     incomplete: str | None = None,
+    ended: float | None = None,
 ) -> None:
     tally = writer.tally
+    now = time.time()
     writer.write(
         [
             SessionEnded(
-                ts=time.time(),
+                ts=now,
                 exit_code=code,
                 signal=sig,
-                duration_s=round(time.time() - started, 6),
+                duration_s=round((ended or now) - started, 6),
                 lines=lines,
                 events=tally.events,
                 processes=tally.processes,

@@ -21,6 +21,19 @@ from pathlib import Path
 
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
+TRACE_EBPF = "trace.ebpf"  # bpftrace's JSON lines, from `capsule run --tracer ebpf`
+
+
+def tracer_kind(tracer: str | None) -> str:
+    """`ebpf` for a session recorded by bpftrace (its header's tracer path), else `strace`."""
+    return "ebpf" if tracer is not None and tracer.rsplit("/", 1)[-1] == "bpftrace" else "strace"
+
+
+def trace_name(tracer: str | None) -> str:
+    """The raw trace's file name in a session recorded by `tracer`."""
+    return TRACE_EBPF if tracer_kind(tracer) == "ebpf" else TRACE
+
+
 ZST = ".zst"  # the suffix of an archived (zstd-compressed) session file
 
 

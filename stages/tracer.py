@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from capsule.stages.ebpf import EbpfTracer
 
 # Syscall classes per trace level. `%process` covers fork/clone/exec/exit/wait/kill.
 LEVELS = {
@@ -23,8 +27,11 @@ SECCOMP_MIN = (5, 3)
 INSTALL_HINT = "install it with `apt-get install strace` (Debian/Ubuntu) or `dnf install strace`"
 
 
+TRACERS = ("strace", "ebpf", "auto")
+
+
 class TracerMissing(RuntimeError):
-    """strace is not installed or not on PATH."""
+    """The tracer asked for cannot record here (strace not on PATH; eBPF not available)."""
 
 
 @attrs.frozen
@@ -69,3 +76,17 @@ def probe_ptrace(tracer: Tracer) -> str | None:
         return None
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     return lines[-1] if lines else f"strace exited with {done.returncode}"
+
+
+def find_recorder(kind: str) -> Tracer | EbpfTracer:
+    """The tracer for `--tracer KIND`: strace, ebpf (or TracerMissing saying why not), or auto, which
+    takes eBPF where its requirements are met and strace elsewhere."""
+    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
+
+    if kind in ("ebpf", "auto"):
+        try:
+            return find_ebpf()
+        except EbpfUnavailable as exc:
+            if kind == "ebpf":
+                raise TracerMissing(f"eBPF recording is not available: {exc}") from None
+    return find_tracer()

@@ -26,6 +26,7 @@ from capsule.report import render, report_dict
 SESSIONS_DIR = Path(__file__).resolve().parents[1] / "sessions"
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
+TRACE_EBPF = "trace.ebpf"  # sessions recorded with `--tracer ebpf`
 EXPECTED = "expected"
 WIDTH = 100  # the report text is rendered this wide, without colour, whatever the terminal
 
@@ -33,6 +34,17 @@ WIDTH = 100  # the report text is rendered this wide, without colour, whatever t
 def discover(root: Path = SESSIONS_DIR) -> list[Path]:
     """Every golden session directory, by name."""
     return sorted(path.parent for path in root.glob(f"*/{EVENTS}"))
+
+
+def trace_file(session: Path) -> Path:
+    """The session's raw trace: trace.strace, or trace.ebpf for one recorded by the eBPF tracer."""
+    ebpf = session / TRACE_EBPF
+    return ebpf if ebpf.is_file() else session / TRACE
+
+
+def tracer_of(session: Path) -> str:
+    """`strace` or `ebpf`: which parser and tracker re-derive the session."""
+    return "ebpf" if trace_file(session).name == TRACE_EBPF else "strace"
 
 
 def packaged_rules() -> RuleSet:

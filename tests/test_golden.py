@@ -16,18 +16,20 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.fold.labels import RuleSet
 from capsule.parse import Record, StraceParser
+from capsule.parse.ebpf import EbpfParser
 from capsule.redact import redact_bytes
 from capsule.stages.derive import clock_of, from_trace, rederive
 from capsule.stages.pipeline import collect_stage, run_pipeline
 from capsule.stages.trace import read_stage
 from capsule.track import Tracker
+from capsule.track.ebpf import EbpfTracker
 from capsule.track.tracker import Level
 from tests import golden
 
@@ -48,7 +50,7 @@ def test_sessions_are_found() -> None:
     """The scan finds the committed golden sessions, each with its trace and expected reports."""
     assert len(SESSIONS) >= 8
     for session in SESSIONS:
-        assert (session / golden.TRACE).is_file(), session
+        assert golden.trace_file(session).is_file(), session
         assert {p.name for p in (session / golden.EXPECTED).iterdir()} == {"report.json", "report.txt"}
 
 
@@ -75,8 +77,8 @@ def header_of(events: list[Event]) -> SessionStarted:
     return events[0]
 
 
-def parse_chunks(chunks: Iterator[bytes]) -> list[Record]:
-    parser = StraceParser()
+def parse_chunks(chunks: Iterator[bytes], tracer: str = "strace") -> list[Record]:
+    parser: Any = EbpfParser() if tracer == "ebpf" else StraceParser()
     records: list[Record] = []
     for chunk in chunks:
         records += parser.feed(chunk)
@@ -97,23 +99,28 @@ def random_splits(data: bytes, rng: random.Random) -> Iterator[bytes]:
 
 def test_reparse_whole_bytewise_and_split(session: Path) -> None:
     """The raw trace parses to the same records whole, one byte at a time and in random splits."""
-    data = (session / golden.TRACE).read_bytes()
-    whole = parse_chunks(iter([data]))
+    data = golden.trace_file(session).read_bytes()
+    tracer = golden.tracer_of(session)
+    whole = parse_chunks(iter([data]), tracer)
     assert bool(whole) == bool(data)  # `not-found` never started strace: its trace is empty
-    assert parse_chunks(data[i : i + 1] for i in range(len(data))) == whole
+    assert parse_chunks((data[i : i + 1] for i in range(len(data))), tracer) == whole
     rng = random.Random(session.name)
     for _ in range(SPLITS):
-        assert parse_chunks(random_splits(data, rng)) == whole
+        assert parse_chunks(random_splits(data, rng), tracer) == whole
 
 
 def test_reparse_tracks_into_recorded_events(session: Path, events: list[Event]) -> None:
     """The trace's records, tracked at the session's level, are exactly its trace-derived events."""
     clock = clock_of(header_of(events))
-    parser = StraceParser(tt_origin=clock.get("tt_origin", 0.0))
-    data = (session / golden.TRACE).read_bytes()
+    tracer = golden.tracer_of(session)
+    data = golden.trace_file(session).read_bytes()
+    level = cast(Level, header_of(events).trace_level)
+    parser: Any = EbpfParser() if tracer == "ebpf" else StraceParser(tt_origin=clock.get("tt_origin", 0.0))
     records = parser.feed(data) + parser.close()
-    tracker = Tracker(
-        level=cast(Level, header_of(events).trace_level), default_ts=clock.get("default_ts", 0.0)
+    tracker: Any = (
+        EbpfTracker(level=level)
+        if tracer == "ebpf"
+        else Tracker(level=level, default_ts=clock.get("default_ts", 0.0))
     )
     derived = tracker.feed(records) + tracker.close()
     assert derived == from_trace(events)
@@ -176,7 +183,9 @@ def test_reports_do_not_depend_on_local_timezone(session: Path, events: list[Eve
 async def test_pipeline_rederives_recorded_events(session: Path, events: list[Event]) -> None:
     """The trio pipeline from the replay source derives the recorded events and line counts."""
     header = header_of(events)
-    derived, stats = await rederive(session / golden.TRACE, level=header.trace_level, header=header)
+    derived, stats = await rederive(
+        golden.trace_file(session), level=header.trace_level, header=header, tracer=golden.tracer_of(session)
+    )
     assert derived == from_trace(events)
     ended = events[-1]
     assert isinstance(ended, SessionEnded)
@@ -187,11 +196,12 @@ async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[
     """Redacting the already-redacted trace again changes nothing: the pipeline still agrees."""
     derived: list[Event] = []
     await run_pipeline(
-        partial(read_stage, session / golden.TRACE),
+        partial(read_stage, golden.trace_file(session)),
         partial(collect_stage, into=derived),
         level=header_of(events).trace_level,
         redact=True,
         **clock_of(header_of(events)),  # type: ignore[arg-type]
+        tracer=golden.tracer_of(session),
     )
     assert derived == from_trace(events)
 
@@ -201,9 +211,9 @@ async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[
 
 def test_no_secret_looking_value_survives(session: Path) -> None:
     """The recorded files are already redacted (redacting again changes nothing); no planted secret shows."""
-    for name in (golden.EVENTS, golden.TRACE):
-        data = (session / name).read_bytes()
-        assert redact_bytes(data) == data, name
+    for path in (session / golden.EVENTS, golden.trace_file(session)):
+        data = path.read_bytes()
+        assert redact_bytes(data) == data, path.name
     # The reports are shell-quoted text, not strace's quoting: checked for the planted values only.
     for path in sorted(p for p in session.rglob("*") if p.is_file()):
         data = path.read_bytes()

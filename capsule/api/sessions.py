@@ -242,21 +242,25 @@ async def record_async(
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
     cwd: str | Path | None = None,
+    tracer: str = "strace",
 ) -> Recorded:
     """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
 
     `stdio` (stdin, stdout, stderr; None inherits) lets a server keep its own streams; after `time_limit`
-    seconds the command's whole tree is killed; `cwd` is where it runs (default: here)."""
+    seconds the command's whole tree is killed; `cwd` is where it runs (default: here); `tracer` is
+    strace, ebpf or auto (eBPF where it works)."""
     from capsule.stages.run import record_run
-    from capsule.stages.tracer import TracerMissing, find_tracer
+    from capsule.stages.tracer import TRACERS, TracerMissing, find_recorder
 
     if not argv or not argv[0]:
         raise UsageError("the command is empty: give the program and its arguments")
     check_level(level)
+    if tracer not in TRACERS:
+        raise UsageError(f"unknown --tracer {tracer!r}: choose one of {', '.join(TRACERS)}")
     if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, before anything starts)
         raise NotFound(f"cwd {str(cwd)!r}: no such directory")
     try:
-        tracer = find_tracer()
+        found = find_recorder(tracer)
     except TracerMissing as exc:
         raise RecordingFailed(str(exc)) from exc
     where = home()
@@ -264,7 +268,7 @@ async def record_async(
         outcome = await record_run(
             list(argv),
             home=where,
-            tracer=tracer,
+            tracer=found,
             level=level,
             name=name,
             redact=redact,
@@ -349,12 +353,13 @@ def replay(session: str | Path) -> Replayed:
     from capsule.codec import to_dict
     from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
-    from capsule.stages.store import TRACE, session_file
+    from capsule.stages.store import session_file, trace_name, tracer_kind
 
     session_dir = session if isinstance(session, Path) else resolve(session)
     header = glance(session_dir).header
     if header is None:
         raise BadInput(f"{session_dir}: not a capsule session")
+    TRACE = trace_name(header.tracer)
     kind, source = header.session_kind, TRACE
     if kind == "env":
         from capsule.env.replay import rederive as rederive_env
@@ -371,7 +376,11 @@ def replay(session: str | Path) -> Replayed:
         raise BadInput(f"{session_dir}: no {TRACE} to replay")
     else:
         level = header.trace_level
-        derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=level, header=header))
+        derived, _stats = trio.run(
+            lambda: rederive(
+                session_dir / TRACE, level=level, header=header, tracer=tracer_kind(header.tracer)
+            )
+        )
         recorded = from_trace(list(iter_events(session_dir)))
     same = derived == recorded
     diff: list[str] = []
@@ -508,6 +517,7 @@ def doctor() -> Doctor:
         )
     except TracerMissing:
         checks.append(Check(check="strace", ok=False, detail=f"not found; {INSTALL_HINT}"))
+    checks.append(_ebpf_check())
     where = home()
     try:
         where.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -516,8 +526,23 @@ def doctor() -> Doctor:
         checks.append(Check(check="$CAPSULE_HOME", ok=True, detail=f"{where} is writable"))
     except OSError as exc:
         checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=f"{where}: {exc.strerror or exc}"))
-    ok = all(c.ok for c in checks if c.check != "--seccomp-bpf")
+    optional = ("--seccomp-bpf", "ebpf")  # strace records without them: slower, or as the default tracer
+    ok = all(c.ok for c in checks if c.check not in optional)
     return Doctor(ok=ok, checks=tuple(checks))
+
+
+def _ebpf_check() -> Check:
+    """Whether `--tracer ebpf` records here: its requirements, then one real attach of the program."""
+    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf, probe_ebpf
+
+    try:
+        tracer = find_ebpf()
+    except EbpfUnavailable as exc:
+        return Check(check="ebpf", ok=False, detail=f"--tracer ebpf unavailable: {exc}")
+    problem = probe_ebpf(tracer)
+    if problem is not None:
+        return Check(check="ebpf", ok=False, detail=f"--tracer ebpf unavailable: {problem}")
+    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (bpftrace {tracer.version})")
 
 
 def require_tracer() -> Tracer:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 @app.command(
     context_settings={"allow_interspersed_args": False},
-    help="Run CMD under strace and record every process it spawns as a session.",
+    help="Run CMD under strace (or eBPF: --tracer) and record every process it spawns as a session.",
 )
 def run(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after `--`).")],
@@ -45,10 +45,19 @@ def run(
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
     ] = None,
+    tracer_name: Annotated[
+        str,
+        typer.Option(
+            "--tracer",
+            help="strace (default), ebpf (bpftrace: root, BTF, tracefs) or auto (ebpf where it works).",
+        ),
+    ] = "strace",
 ) -> None:
     from capsule.api import sessions
 
-    outcome = sessions.record(command, level=level, name=name, redact=not no_redact, parent=parent)
+    outcome = sessions.record(
+        command, level=level, name=name, redact=not no_redact, parent=parent, tracer=tracer_name
+    )
     style = _Ansi(sys.stderr)
     if outcome.error:
         style.line(style.bold_red(f"capsule: error: {outcome.error}"))
@@ -233,7 +242,7 @@ def replay(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME.")
+@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, eBPF, $CAPSULE_HOME.")
 def doctor(as_json: JsonOption = False) -> None:
     from capsule.api.records import plain
     from capsule.api.sessions import doctor as check_here

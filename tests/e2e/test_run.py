@@ -166,7 +166,8 @@ def test_sigkill_of_capsule_leaves_the_command_unharmed_and_report_recovers(
     proc.kill()
     proc.communicate()
     _wait_for(marker.exists)
-    time.sleep(0.3)  # let strace write the last exit lines and exit
+    # strace writes the last exit lines and exits: until then the session reads as incomplete
+    _wait_for(lambda: report_json(capsule)["session"]["status"] != "incomplete")
     report = report_json(capsule)
     assert report["session"]["status"] == "recovered"
     names = _by_exe(report)
@@ -258,8 +259,14 @@ def test_no_recovery_while_strace_still_writes(
 ) -> None:
     """Capsule killed, its command still running: report says incomplete (strace holds the spool) and
     recovers everything only once the command has finished."""
-    marker = tmp_path / "marker"
-    proc = _start_in_own_group(capsule_home, "sh", "-c", f"echo ready; sleep 1.5; /bin/true; touch {marker}")
+    marker, go = tmp_path / "marker", tmp_path / "go"
+    # The command waits for `go` (not a fixed sleep): the early report must see it still running.
+    proc = _start_in_own_group(
+        capsule_home,
+        "sh",
+        "-c",
+        f"echo ready; while [ ! -e {go} ]; do sleep 0.05; done; /bin/true; touch {marker}",
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
     proc.kill()
@@ -270,8 +277,9 @@ def test_no_recovery_while_strace_still_writes(
     early = report_json(capsule)
     assert early["session"]["status"] == "incomplete"
     assert not any("recovered" in w for w in early["warnings"])
+    go.touch()
     _wait_for(marker.exists)
-    time.sleep(0.3)
+    _wait_for(lambda: report_json(capsule)["session"]["status"] != "incomplete")
     late = report_json(capsule)
     assert late["session"]["status"] == "recovered"
     assert {"sh", "sleep", "true", "touch"} <= set(_by_exe(late))

@@ -1,0 +1,334 @@
+r"""The eBPF trace parser: sans-I/O, `feed(bytes) -> records`, like the strace parser beside it.
+
+Theory of operation. `capsule run --tracer ebpf` runs `bpftrace -f json` with Capsule's program
+(`stages/ebpf.bt`); the trace file is one JSON object per line. Capsule writes the first one itself:
+
+    {"type": "capsule", "root": 4242, "clock": 1796149857245714449}
+
+(the root pid, and CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, so the kernel's `nsecs` become epoch
+seconds). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects whose data is one of:
+
+    F <ns> <child> <parent tgid> <via 0-4> <clone flags hex>   a new process (never a thread)
+    E <ns> <tid> <tgid> <path>                               an execve/execveat attempt begins
+    A <tid> <index> <text>                                   one argv element of that attempt
+    M <tid>                                                  argv had more elements than were read
+    X <ns> <tid> <tgid> <errno>                              the attempt failed
+    V <pid> <size> <offset> <\xNN…>                          a piece of a new program's argv area
+    S <ns> <pid> <old pid> <path>                            an exec succeeded (old pid: the thread)
+    Q <ns> <tgid> <exit status>                              the last thread of a process exited
+    O <ns> <tgid> <flags> <ret> <path>                       an open (trace level file)
+    C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
+    R <ns>                                                   the readiness handshake (ignored)
+
+Text fields come last on their line, so spaces in them need no quoting, and JSON carries any byte
+(a newline inside an argument stays inside its `data`). Other bpftrace objects (attached_probes,
+lost_events, …) and anything malformed become `Unparsed` records: counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+import attrs
+import orjson
+
+from capsule.parse.records import Unparsed
+
+# bpftrace's str() reads at most BPFTRACE_STRLEN - 1 bytes; Capsule runs it with 200 (its maximum).
+STRLEN: Final = 200
+_VIA: Final = {1: "fork", 2: "vfork", 3: "clone", 4: "clone3"}
+_NS: Final = 1e-9
+
+
+@attrs.frozen(kw_only=True)
+class Header:
+    line_no: int
+    root: int
+    clock_ns: int
+    ts: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Forked:
+    line_no: int
+    ts: float
+    pid: int
+    parent: int
+    via: str
+
+
+@attrs.frozen(kw_only=True)
+class ExecBegun:
+    line_no: int
+    ts: float
+    tid: int
+    tgid: int
+    path: str
+
+
+@attrs.frozen(kw_only=True)
+class ExecArg:
+    line_no: int
+    tid: int
+    index: int
+    text: str
+    ts: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ExecMore:
+    line_no: int
+    tid: int
+    ts: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ArgvPiece:
+    """Bytes `offset…` of the `size`-byte argv area (NUL-terminated strings) of a program just exec'd."""
+
+    line_no: int
+    pid: int
+    size: int
+    offset: int
+    data: bytes
+    ts: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ExecFailed:
+    line_no: int
+    ts: float
+    tid: int
+    tgid: int
+    errno: int
+
+
+@attrs.frozen(kw_only=True)
+class ExecDone:
+    line_no: int
+    ts: float
+    pid: int
+    old_pid: int
+    path: str
+
+
+@attrs.frozen(kw_only=True)
+class ProcessEnded:
+    line_no: int
+    ts: float
+    tgid: int
+    status: int  # the kernel's exit_code: (code << 8) for exit(code), else the signal | 0x80 if core
+
+
+@attrs.frozen(kw_only=True)
+class FileOpen:
+    line_no: int
+    ts: float
+    tgid: int
+    flags: int
+    ret: int
+    path: str
+
+
+@attrs.frozen(kw_only=True)
+class NetConnect:
+    line_no: int
+    ts: float
+    tgid: int
+    family: int
+    port: int
+    ret: int
+    address: str
+
+
+EbpfRecord = (
+    Header
+    | Forked
+    | ExecBegun
+    | ExecArg
+    | ExecMore
+    | ArgvPiece
+    | ExecFailed
+    | ExecDone
+    | ProcessEnded
+    | FileOpen
+    | NetConnect
+    | Unparsed
+)
+
+_IGNORED_TYPES: Final = frozenset({"attached_probes"})
+
+
+class EbpfParser:
+    """Feed the bytes of a `trace.ebpf` in chunks of any size; get records in trace order."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.ended_mid_line = False  # the trace's last line was torn (the tracer was killed mid-write)
+        self._buffer = b""
+        self._clock_ns = 0
+
+    def feed(self, data: bytes) -> list[EbpfRecord]:
+        data = self._buffer + data
+        cut = data.rfind(b"\n") + 1
+        self._buffer = data[cut:]
+        out: list[EbpfRecord] = []
+        for raw in data[:cut].splitlines():
+            self._parse(raw, out)
+        return out
+
+    def close(self) -> list[EbpfRecord]:
+        """End of trace: a torn last line (the tracer was killed mid-write) is reported, not guessed."""
+        out: list[EbpfRecord] = []
+        if self._buffer:
+            self.lines += 1
+            self.ended_mid_line = True
+            out.append(_unparsed(self.lines, self._buffer, "torn last line"))
+            self._buffer = b""
+        return out
+
+    def _parse(self, raw: bytes, out: list[EbpfRecord]) -> None:
+        self.lines += 1
+        line_no = self.lines
+        if not raw.strip():
+            return
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            try:  # bpftrace copies bytes that are not UTF-8 into its JSON as they are
+                obj = json.loads(raw.decode("utf-8", "replace"))
+            except ValueError:
+                out.append(_unparsed(line_no, raw, "not JSON"))
+                return
+        if not isinstance(obj, dict):
+            out.append(_unparsed(line_no, raw, "not a JSON object"))
+            return
+        kind = obj.get("type")
+        if kind == "printf" and isinstance(obj.get("data"), str):
+            record = self._printf(obj["data"], line_no)
+        elif kind == "capsule":
+            record = self._header(obj, line_no)
+        elif kind in _IGNORED_TYPES:
+            return
+        else:
+            record = None
+        if record is _SKIP:
+            return
+        out.append(record if record is not None else _unparsed(line_no, raw, f"unknown {kind!r} line"))
+
+    def _header(self, obj: dict[str, object], line_no: int) -> Header | None:
+        root, clock = obj.get("root"), obj.get("clock")
+        if not isinstance(root, int) or not isinstance(clock, int) or not 0 < root < 2**31:
+            return None
+        self._clock_ns = clock
+        return Header(line_no=line_no, root=root, clock_ns=clock)
+
+    def _ts(self, ns: str) -> float:
+        return (int(ns) + self._clock_ns) * _NS
+
+    def _printf(self, data: str, line_no: int) -> EbpfRecord | None:
+        text = data[:-1] if data.endswith("\n") else data
+        tag, _, rest = text.partition(" ")
+        try:
+            return self._record(tag, rest, line_no)
+        except (ValueError, IndexError):
+            return None
+
+    def _record(self, tag: str, rest: str, line_no: int) -> EbpfRecord | None:
+        if tag == "A":
+            tid, index, arg = _fields(rest, 2)
+            return ExecArg(line_no=line_no, tid=_pid(tid), index=_small(index), text=arg)
+        if tag == "F":
+            ns, child, parent, via, _flags = rest.split(" ")
+            return Forked(
+                line_no=line_no,
+                ts=self._ts(ns),
+                pid=_pid(child),
+                parent=_pid(parent),
+                via=_VIA.get(int(via), "clone"),
+            )
+        if tag == "E":
+            ns, tid, tgid, path = _fields(rest, 3)
+            return ExecBegun(line_no=line_no, ts=self._ts(ns), tid=_pid(tid), tgid=_pid(tgid), path=path)
+        if tag == "S":
+            ns, pid, old, path = _fields(rest, 3)
+            return ExecDone(line_no=line_no, ts=self._ts(ns), pid=_pid(pid), old_pid=_pid(old), path=path)
+        if tag == "X":
+            ns, tid, tgid, errno = rest.split(" ")
+            return ExecFailed(
+                line_no=line_no, ts=self._ts(ns), tid=_pid(tid), tgid=_pid(tgid), errno=_small(errno)
+            )
+        if tag == "Q":
+            ns, tgid, status = rest.split(" ")
+            return ProcessEnded(line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), status=_small(status))
+        if tag == "V":
+            pid, size, offset, hexed = _fields(rest, 3)
+            return ArgvPiece(
+                line_no=line_no,
+                pid=_pid(pid),
+                size=_small(size),
+                offset=_small(offset),
+                data=_unhex(hexed),
+            )
+        if tag == "M":
+            return ExecMore(line_no=line_no, tid=_pid(rest))
+        if tag == "O":
+            ns, tgid, flags, ret, path = _fields(rest, 4)
+            return FileOpen(
+                line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), flags=int(flags), ret=int(ret), path=path
+            )
+        if tag == "C":
+            ns, tgid, family, port, ret, address = _fields(rest, 5)
+            return NetConnect(
+                line_no=line_no,
+                ts=self._ts(ns),
+                tgid=_pid(tgid),
+                family=int(family),
+                port=int(port),
+                ret=int(ret),
+                address=address,
+            )
+        if tag == "R":
+            int(rest)
+            return _SKIP
+        return None
+
+
+# The handshake line carries nothing for the record; one shared marker keeps the parser loop simple.
+_SKIP: Final = Unparsed(line_no=0, pid=None, ts=None, text="", reason="handshake")
+
+
+def _fields(rest: str, n: int) -> list[str]:
+    """`n` space-separated fields, then the text to the end of the line (which may hold spaces)."""
+    parts = rest.split(" ", n)
+    if len(parts) == n:  # an empty text field
+        parts.append("")
+    if len(parts) != n + 1:
+        raise ValueError(rest)
+    return parts
+
+
+def _unhex(text: str) -> bytes:
+    r"""`\x61\x62` (bpftrace's %rx) -> b"ab"."""
+    if len(text) % 4 or text[::4].strip("\\") or text[1::4].strip("x"):
+        raise ValueError(text[:40])
+    return bytes.fromhex(text.replace("\\x", ""))
+
+
+def _pid(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 2**31:  # pid_t; hostile or corrupt input must not reach the events
+        raise ValueError(text)
+    return value
+
+
+def _small(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**31:
+        raise ValueError(text)
+    return value
+
+
+def _unparsed(line_no: int, raw: bytes, reason: str) -> Unparsed:
+    return Unparsed(line_no=line_no, pid=None, ts=None, text=raw.decode("utf-8", "replace"), reason=reason)

@@ -1,0 +1,358 @@
+"""The eBPF tracker: `capsule.parse.ebpf` records -> the same process events the strace tracker emits.
+
+bpftrace prints each CPU's events in order, but reads the CPUs' buffers one after another, so a child's
+exec may be read before the fork that made it (the fork is reported on the parent's CPU). Records of a
+process that is not alive yet are parked under its pid and replayed, in order, when its fork arrives;
+whatever is still parked at the end becomes a process with no known parent, as the strace tracker
+does with pids no clone ever claimed. Threads never reach here: the program prints only processes.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import Final
+
+from capsule.events import Event
+from capsule.events.process import (
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSpawned,
+    TraceUnparsed,
+)
+from capsule.parse.ebpf import (
+    STRLEN,
+    ArgvPiece,
+    EbpfRecord,
+    ExecArg,
+    ExecBegun,
+    ExecDone,
+    ExecFailed,
+    ExecMore,
+    FileOpen,
+    Forked,
+    Header,
+    NetConnect,
+    ProcessEnded,
+)
+from capsule.parse.records import Unparsed
+from capsule.track.tracker import Level
+
+# Linux's signal numbers (x86-64, arm64 and most others; signal(7)), named as strace names them.
+_SIGNALS: Final = [
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+]
+
+# open(2) flags (asm-generic), in the order strace prints them after the access mode.
+_OPEN_FLAGS: Final = (
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o400, "O_NOCTTY"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o4010000, "O_SYNC"),
+    (0o10000, "O_DSYNC"),
+    (0o20000, "O_ASYNC"),
+    (0o40000, "O_DIRECT"),
+    (0o100000, "O_LARGEFILE"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o1000000, "O_NOATIME"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
+    (0o20000000, "O_TMPFILE"),
+)
+_FAMILIES: Final = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"}
+
+
+def signal_name(number: int) -> str:
+    if 1 <= number <= len(_SIGNALS):
+        return _SIGNALS[number - 1]
+    if 34 <= number <= 64:
+        return f"SIGRTMIN+{number - 34}" if number > 34 else "SIGRTMIN"
+    return f"SIG{number}"
+
+
+def errno_name(number: int) -> str:
+    return _errno.errorcode.get(number, f"E{number}")
+
+
+def open_flags(flags: int) -> str:
+    """`O_RDONLY|O_CLOEXEC` as strace spells the flags of an open."""
+    names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[flags & 3]]
+    rest = flags & ~3
+    for bit, name in _OPEN_FLAGS:
+        if rest & bit == bit:
+            names.append(name)
+            rest &= ~bit
+    if rest:
+        names.append(f"{rest:#o}")
+    return "|".join(names)
+
+
+class _Exec:
+    __slots__ = ("argv", "path", "tgid", "truncated", "ts")
+
+    def __init__(self, rec: ExecBegun) -> None:
+        self.ts = rec.ts
+        self.tgid = rec.tgid
+        self.path = rec.path
+        self.argv: list[str] = []
+        self.truncated = len(rec.path.encode()) >= STRLEN - 1
+
+
+def _complete_argv(attempt: _Exec, size: int, area: bytearray) -> None:
+    """Fill the elements of an exec's argv that the program cut at 199 bytes from the new program's
+    own argv area. The area is what the program sees, which for a `#!` script is the interpreter's
+    argv (`interp [arg] script args…`): only the first element differs, so elements are aligned from
+    the end. What the area does not hold whole stays marked truncated."""
+    whole = len(area) >= size
+    program_argv = [a.decode("utf-8", "replace") for a in bytes(area).split(b"\0")]
+    if area.endswith(b"\0"):
+        program_argv.pop()
+    if not attempt.path:
+        # The caller's memory could not be read at the syscall (a page not faulted in yet: a forked
+        # child exec'ing a string of the parent's it never touched). The new program's argv area was
+        # just written by the kernel, so it is always there.
+        attempt.argv = program_argv
+        attempt.truncated = not whole
+        return
+    cut = [i for i, arg in enumerate(attempt.argv) if len(arg.encode()) >= STRLEN - 1]
+    if not cut and not attempt.truncated:
+        return
+    missing_tail = attempt.truncated  # the program read only the first elements (M line)
+    if missing_tail and whole and len(program_argv) >= len(attempt.argv):
+        # The given argv had more elements than were read: the area has them all, after argv[0].
+        extra = len(program_argv) - len(attempt.argv)
+        attempt.argv = [*attempt.argv[:1], *program_argv[extra + 1 :]] if extra >= 0 else attempt.argv
+        missing_tail = False
+    offset = len(program_argv) - len(attempt.argv)
+    still_cut = False
+    for i in cut:
+        j = i + offset
+        if i > 0 and 0 <= j < len(program_argv) and program_argv[j].startswith(attempt.argv[i]):
+            attempt.argv[i] = program_argv[j]
+            still_cut |= not whole and j == len(program_argv) - 1
+        else:
+            still_cut = True
+    attempt.truncated = missing_tail or still_cut
+
+
+class EbpfTracker:
+    """Fold eBPF records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
+
+    def __init__(self, level: Level = "process") -> None:
+        if level not in ("process", "file", "net", "all"):
+            raise ValueError(f"unknown trace level {level!r}")
+        self._files = level in ("file", "all")
+        self._net = level in ("net", "all")
+        self.root_pid: int | None = None
+        self.root_status: tuple[int | None, str | None] | None = None
+        self.unparsed = 0
+        self._root_pending = False  # the header named the root; its spawn waits for a first timestamp
+        self._alive: set[int] = set()
+        self._parked: dict[int, list[EbpfRecord]] = {}
+        self._parked_tids: dict[int, int] = {}  # tid of a parked exec -> the pid it is parked under
+        self._execs: dict[int, _Exec] = {}  # tid -> its exec attempt in progress
+        self._argv_area: dict[int, tuple[int, bytearray]] = {}  # pid -> (size, bytes so far) of a new program
+        self._out: list[Event] = []
+
+    @property
+    def unexited(self) -> int:
+        """Processes the trace showed start and never end (after `close`: the tree was cut short)."""
+        return len(self._alive)
+
+    @property
+    def live(self) -> int:
+        """Processes started and not yet ended, parked ones included: 0 once the whole tree is gone."""
+        return len(self._alive) + len(self._parked) + int(self._root_pending)
+
+    def feed(self, records: list[EbpfRecord]) -> list[Event]:
+        out: list[Event] = []
+        self._out = out
+        for rec in records:
+            self._route(rec)
+        return out
+
+    def close(self) -> list[Event]:
+        out: list[Event] = []
+        self._out = out
+        if self._root_pending and self.root_pid is not None:
+            self._parked.setdefault(self.root_pid, [])
+            self._root_pending = False
+        while self._parked:
+            pid = next(iter(self._parked))
+            held = self._parked[pid]
+            first = next((r.ts for r in held if isinstance(r.ts, float)), 0.0)
+            via = "root" if pid == self.root_pid else "unknown"
+            self._spawn(pid, None, via, first)  # replays what was parked under it
+        return out
+
+    # --- routing -----------------------------------------------------------------------------------
+
+    def _route(self, rec: EbpfRecord) -> None:
+        if isinstance(rec, Unparsed):
+            self.unparsed += 1
+            self._out.append(
+                TraceUnparsed(ts=rec.ts or 0.0, line_no=rec.line_no, text=rec.text, reason=rec.reason)
+            )
+            return
+        if isinstance(rec, Header):
+            self.root_pid = rec.root
+            self._root_pending = True
+            return
+        if self._root_pending and rec.ts is not None and self.root_pid is not None:
+            self._root_pending = False
+            self._spawn(self.root_pid, None, "root", rec.ts)
+        owner = self._owner(rec)
+        if owner is None and isinstance(rec, ExecArg | ExecMore):
+            owner = self._parked_tids.get(rec.tid)  # the argv of a parked exec waits with it
+        if owner is not None and owner not in self._alive:
+            self._parked.setdefault(owner, []).append(rec)
+            if isinstance(rec, ExecBegun):
+                self._parked_tids[rec.tid] = owner
+            return
+        self._apply(rec)
+
+    def _owner(self, rec: EbpfRecord) -> int | None:
+        """The process a record belongs to, which must be alive for it to apply."""
+        if isinstance(rec, Forked):
+            return rec.parent
+        if isinstance(rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | NetConnect):
+            return rec.tgid
+        if isinstance(rec, ExecDone | ArgvPiece):
+            return rec.pid
+        return None  # argv lines follow their exec's line from the same CPU, in order
+
+    def _apply(self, rec: EbpfRecord) -> None:
+        if isinstance(rec, Forked):
+            self._spawn(rec.pid, rec.parent, rec.via, rec.ts)
+        elif isinstance(rec, ExecBegun):
+            self._execs[rec.tid] = _Exec(rec)
+        elif isinstance(rec, ExecArg):
+            attempt = self._execs.get(rec.tid)
+            if attempt is not None and rec.index == len(attempt.argv):
+                attempt.argv.append(rec.text)
+                attempt.truncated |= len(rec.text.encode()) >= STRLEN - 1
+        elif isinstance(rec, ExecMore):
+            if (attempt := self._execs.get(rec.tid)) is not None:
+                attempt.truncated = True
+        elif isinstance(rec, ExecFailed):
+            self._exec_ended(self._execs.pop(rec.tid, None), rec.tgid, rec.ts, errno_name(rec.errno))
+        elif isinstance(rec, ArgvPiece):
+            _size, area = self._argv_area.setdefault(rec.pid, (rec.size, bytearray()))
+            if rec.offset == len(area):
+                area += rec.data
+        elif isinstance(rec, ExecDone):
+            attempt = self._execs.pop(rec.old_pid, None)
+            if (found := self._argv_area.pop(rec.pid, None)) is not None and attempt is not None:
+                _complete_argv(attempt, *found)
+            self._exec_ended(attempt, rec.pid, rec.ts, None, rec.path)
+        elif isinstance(rec, ProcessEnded):
+            self._ended(rec)
+        elif isinstance(rec, FileOpen):
+            if self._files:
+                self._out.append(
+                    FileOpened(
+                        ts=rec.ts,
+                        pid=rec.tgid,
+                        path=rec.path,
+                        flags=open_flags(rec.flags),
+                        ok=rec.ret >= 0,
+                        errno=errno_name(-rec.ret) if rec.ret < 0 else None,
+                    )
+                )
+        elif isinstance(rec, NetConnect) and self._net:
+            self._connected(rec)
+
+    def _spawn(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
+        self._alive.add(pid)
+        self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
+        held = self._parked.pop(pid, ())
+        for tid in [t for t, owner in self._parked_tids.items() if owner == pid]:
+            del self._parked_tids[tid]
+        for rec in held:
+            self._route(rec)
+
+    def _exec_ended(
+        self, attempt: _Exec | None, pid: int, ts: float, errno: str | None, path: str = ""
+    ) -> None:
+        self._out.append(
+            ProcExec(
+                ts=attempt.ts if attempt is not None else ts,
+                pid=pid,
+                path=(attempt.path if attempt is not None else "") or path,
+                argv=tuple(attempt.argv) if attempt is not None else (),
+                ok=errno is None,
+                errno=errno,
+                argv_truncated=attempt.truncated if attempt is not None else True,
+            )
+        )
+
+    def _ended(self, rec: ProcessEnded) -> None:
+        self._alive.discard(rec.tgid)
+        status = rec.status
+        signum = status & 0x7F
+        if signum == 0:
+            code = (status >> 8) & 0xFF
+            self._out.append(ProcExited(ts=rec.ts, pid=rec.tgid, exit_code=code))
+            result: tuple[int | None, str | None] = (code, None)
+        else:
+            name = signal_name(signum)
+            self._out.append(
+                ProcExited(ts=rec.ts, pid=rec.tgid, signal=name, core_dumped=bool(status & 0x80))
+            )
+            result = (None, name)
+        if rec.tgid == self.root_pid:
+            self.root_status = result
+
+    def _connected(self, rec: NetConnect) -> None:
+        family = _FAMILIES.get(rec.family, f"AF_{rec.family}")
+        if rec.family == 2:
+            address = f"{rec.address}:{rec.port}"
+        elif rec.family == 10:
+            address = f"[{rec.address}]:{rec.port}"
+        else:
+            address = rec.address
+        self._out.append(
+            NetConnected(
+                ts=rec.ts,
+                pid=rec.tgid,
+                family=family,
+                address=address,
+                ok=rec.ret >= 0,
+                errno=errno_name(-rec.ret) if rec.ret < 0 else None,
+            )
+        )

@@ -1,0 +1,281 @@
+"""The eBPF tracer: bpftrace running Capsule's program (`ebpf.bt`), a second source for the pipeline.
+
+Why bpftrace: it ships in Debian, compiles the program against the running kernel's BTF at start, and
+needs no toolchain on the user's machine; its `-f json` output escapes every byte, so argv with
+newlines or quotes cannot forge a line. The price is its start-up (LLVM, about a second), paid once per
+recording while the command waits. libbpf with a precompiled CO-RE object would start in milliseconds
+and is the step to take if that second matters.
+
+How a recording starts (`launch`): the command is spawned as a stub blocked on a pipe (a minimal
+`python -I -S` that reads one byte, then execv's the resolved command with the user's argv, so the
+record shows the exec exactly as strace would); bpftrace is started on the stub's pid, in its own
+session (Ctrl-C at the terminal must reach the command, not the tracer) and with a parent-death signal
+(a SIGKILLed Capsule leaves no tracer behind); Capsule sends signal 0 to the stub until the program's
+readiness line is in the trace, then closes the pipe. bpftrace does not know when the tree is gone:
+the tracker's live count tells Capsule, which stops bpftrace with SIGTERM (it drains and exits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import attrs
+import trio
+
+from capsule.stages.pipeline import LiveCount
+
+PROGRAM = "ebpf.bt"
+TRACE_NAME = "bpftrace"
+STRLEN = "200"  # BPFTRACE_STRLEN: bpftrace 0.17's maximum, argv elements longer are cut (and marked)
+BTF = Path("/sys/kernel/btf/vmlinux")
+TRACEFS = Path("/sys/kernel/tracing")
+READY_TIMEOUT_S = 60.0
+_READY = re.compile(rb'"data": "R \d+')
+_STUB = "import os,sys\ng=int(sys.argv[1])\nos.read(g,1)\nos.close(g)\nos.execv(sys.argv[2],sys.argv[3:])"
+
+
+class EbpfUnavailable(RuntimeError):
+    """eBPF recording cannot work here; the message says why in one line."""
+
+
+@attrs.frozen
+class EbpfTracer:
+    path: str
+    version: str
+    kind: str = "ebpf"
+
+    def flags(self, level: str) -> tuple[str, ...]:
+        return ("-f", "json", f"{PROGRAM}[{level}]")
+
+
+def program(level: str) -> str:
+    """Capsule's bpftrace program for a trace level: the process part plus the `//@ file`/`//@ net`
+    sections the level asks for (the `//@ always` part closes it)."""
+    text = resources.files("capsule.stages").joinpath(PROGRAM).read_text()
+    wanted = {"file": level in ("file", "all"), "net": level in ("net", "all"), "always": True}
+    kept: list[str] = []
+    keep = True
+    for line in text.splitlines(keepends=True):
+        if line.startswith("//@ "):
+            keep = wanted.get(line[4:].strip(), False)
+            continue
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
+def find_ebpf() -> EbpfTracer:
+    """bpftrace with what it needs, or EbpfUnavailable saying what is missing."""
+    if os.geteuid() != 0:
+        raise EbpfUnavailable("eBPF recording needs root (bpf() and tracepoints are privileged)")
+    path = shutil.which("bpftrace")
+    if path is None:
+        raise EbpfUnavailable("bpftrace not found on PATH; install it with `apt-get install bpftrace`")
+    if shutil.which("setpriv") is None:
+        raise EbpfUnavailable("setpriv (util-linux) not found on PATH")
+    if not BTF.exists():
+        raise EbpfUnavailable(f"the kernel has no BTF ({BTF} is missing)")
+    _mount_tracefs()
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)", out)
+    return EbpfTracer(path=path, version=match[1] if match else "unknown")
+
+
+def _mount_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    with contextlib.suppress(OSError):
+        TRACEFS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, check=False)
+    if not (TRACEFS / "events").is_dir():
+        raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted")
+
+
+def probe_ebpf(tracer: EbpfTracer) -> str | None:
+    """Attach the real program to a `true` once: None if it works, else bpftrace's last error line."""
+    prog = program("process")
+    done = subprocess.run(
+        [tracer.path, "-f", "json", "-e", prog, "-c", "/bin/true", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=_env(),
+    )
+    if done.returncode == 0 and '"attached_probes"' in done.stdout:
+        return None
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and "RLIMIT_MEMLOCK" not in ln]
+    return lines[-1] if lines else f"bpftrace exited with {done.returncode}"
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, BPFTRACE_STRLEN=STRLEN)
+
+
+def write_header(spool_fd: int, root: int) -> None:
+    """The trace's first line, written by Capsule: the root pid and the clock to make epoch seconds."""
+    offset = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
+    os.write(spool_fd, b'{"type":"capsule","root":%d,"clock":%d}\n' % (root, offset))
+
+
+class MainThreadProcess:
+    """A child started with subprocess.Popen, awaited through a pidfd (as trio.Process is)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    async def wait(self) -> int:
+        if self._popen.poll() is None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+        return self._popen.wait()
+
+
+@attrs.define
+class Launched:
+    command: trio.Process
+    tracer: MainThreadProcess
+
+
+async def launch(
+    tracer: EbpfTracer,
+    resolved: str,
+    argv: list[str],
+    *,
+    spool: Path,
+    level: str,
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    on_ready: Callable[[], None] = lambda: None,
+    cwd: str | None = None,
+) -> Launched:
+    """Start the stub, bpftrace on it, wait until every probe is attached, call `on_ready`, then let
+    the command go."""
+    gate_r, gate_w = os.pipe()
+    stdin, stdout, stderr = stdio
+    try:
+        command = await trio.lowlevel.open_process(
+            [sys.executable, "-I", "-S", "-c", _STUB, str(gate_r), resolved, *argv],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=(gate_r,),
+            cwd=cwd,
+        )
+    finally:
+        os.close(gate_r)
+    spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    errors = spool.with_suffix(".err")
+    errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        write_header(spool_fd, command.pid)
+        prog_file = spool.with_suffix(".bt")
+        prog_file.write_text(program(level))
+        # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
+        # when the spawning *thread* ends, and trio retires idle workers after 10 s.
+        bpftrace = MainThreadProcess(
+            subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
+                [
+                    "setpriv",
+                    "--pdeathsig",
+                    "TERM",
+                    tracer.path,
+                    "-f",
+                    "json",
+                    str(prog_file),
+                    str(command.pid),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=spool_fd,
+                stderr=errors_fd,
+                start_new_session=True,
+                env=_env(),
+            )
+        )
+    except BaseException:
+        os.close(gate_w)
+        command.kill()
+        raise
+    finally:
+        os.close(spool_fd)
+        os.close(errors_fd)
+    try:
+        await _wait_ready(spool, command, bpftrace, errors)
+        on_ready()
+    finally:
+        os.close(gate_w)  # the stub's read returns: the command starts, traced or not
+        with contextlib.suppress(OSError):
+            prog_file.unlink()
+        with contextlib.suppress(OSError):
+            errors.unlink()
+    return Launched(command=command, tracer=bpftrace)
+
+
+async def _wait_ready(spool: Path, command: trio.Process, bpftrace: MainThreadProcess, errors: Path) -> None:
+    fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+    seen = b""
+    try:
+        with trio.move_on_after(READY_TIMEOUT_S):
+            while bpftrace.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(command.pid, 0)
+                seen = seen[-256:] + os.read(fd, 1 << 16)  # a regular file: never blocks
+                if _READY.search(seen):
+                    return
+                await trio.sleep(0.005)
+    finally:
+        os.close(fd)
+    command.kill()
+    with contextlib.suppress(ProcessLookupError):
+        bpftrace.terminate()
+    raise EbpfUnavailable(f"bpftrace did not attach its probes{_last_error(errors)} (run `capsule doctor`)")
+
+
+def _last_error(errors: Path) -> str:
+    """`: <bpftrace's last line on stderr>`, or "" (its RLIMIT_MEMLOCK warning is harmless here)."""
+    text = errors.read_text(errors="replace")
+    said = [ln for ln in text.splitlines() if ln.strip() and "MEMLOCK" not in ln]
+    return f": {said[-1].strip()}" if said else ""
+
+
+async def stop_when_tree_gone(
+    launched: Launched, live: LiveCount, *, quiet_s: float = 0.1, poll_s: float = 0.02
+) -> None:
+    """Once the command has exited and the tracker has seen every process of its tree end (for
+    `quiet_s` in a row, so a fork read late from another CPU's buffer is not missed), stop bpftrace."""
+    await launched.command.wait()
+    quiet_since: float | None = None
+    while launched.tracer.poll() is None:
+        now = trio.current_time()
+        if live.value == 0:
+            quiet_since = quiet_since if quiet_since is not None else now
+            if now - quiet_since >= quiet_s:
+                with contextlib.suppress(ProcessLookupError):
+                    launched.tracer.terminate()
+                break
+        else:
+            quiet_since = None
+        await trio.sleep(poll_s)
+    await launched.tracer.wait()

@@ -1,0 +1,206 @@
+"""`capsule run --tracer ebpf` against strace on the same real work: the same process trees.
+
+Needs root, bpftrace, BTF and tracefs (this machine and CI have them); elsewhere each test says why it
+skips. Work that is the same on every run (forks, vfork, clone3, threads, an exec from a thread,
+signals and core dumps, orphans, exec chains, failed execs, quoting) is recorded by both tracers and
+the two trees are compared process by process: argv, exe, how it was made, exit code or signal, every
+exec attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ebpf.trees import canonical, differences, spawn_kinds
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPSULE = [sys.executable, "-m", "capsule"]
+
+
+def _ebpf_unavailable() -> str | None:
+    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
+
+    try:
+        find_ebpf()
+    except EbpfUnavailable as exc:
+        return str(exc)
+    return None
+
+
+pytestmark = [pytest.mark.strace, pytest.mark.ebpf]
+WHY = _ebpf_unavailable()
+needs_ebpf = pytest.mark.skipif(WHY is not None, reason=f"eBPF recording unavailable here: {WHY}")
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """procs (fork, vfork, clone3, threads, signals) and threads (exec from a thread), compiled."""
+    out = tmp_path_factory.mktemp("programs")
+    # procs.c signals a child 20 ms after forking it, a race a loaded machine loses (the child dies of
+    # SIGUSR1 before installing its handler): this copy installs the handler first and raises it.
+    procs = (ROOT / "tests/data/traces/procs.c").read_text()
+    racy = "if ((p = fork()) == 0) { signal(SIGUSR1, on_usr1); pause(); _exit(4); }\n    usleep(20000); kill(p, SIGUSR1);"
+    assert racy in procs
+    steady = "signal(SIGUSR1, on_usr1);\n    if ((p = fork()) == 0) { raise(SIGUSR1); _exit(4); }\n   "
+    (out / "procs.c").write_text(procs.replace(racy, steady))
+    for name, source in (("procs", out / "procs.c"), ("threads", ROOT / "sessions/programs/threads.c")):
+        subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out / name), str(source)], check=True)
+    (out / "shim").write_text('#!/bin/sh\nexec /bin/ls "$@"\n')
+    (out / "shim").chmod(0o755)
+    return out
+
+
+def record(home: Path, cwd: Path, *args: str) -> dict[str, Any]:
+    """Run `capsule run ARGS` and return `capsule report --json` of the session it made."""
+    env = dict(os.environ, CAPSULE_HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin")
+    done = subprocess.run(
+        [*CAPSULE, "run", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    report = subprocess.run([*CAPSULE, "report", "--json"], env=env, capture_output=True, check=True)
+    data: dict[str, Any] = json.loads(report.stdout)
+    data["_exit"] = done.returncode
+    (run,) = (home / "runs").iterdir()
+    data["_via"] = spawn_kinds(run / "events.jsonl")
+    return data
+
+
+WORK = """
+ulimit -c 0
+./procs
+./threads
+./shim -d /
+bash -c 'ls -d /tmp'
+env PATH=/nonexistent:/usr/bin:/bin sh -c 'env true one; env no-such-tool-capsule; /no/such/path'
+/bin/echo "$(printf 'tab\\there')" "$(printf 'new\\nline')" 'q"uote' 'back\\slash' '' '\\x41' >/dev/null
+/bin/echo "$(head -c 3000 /dev/zero | tr '\\0' a)" >/dev/null
+(sleep 0.05; /bin/true orphan) &
+sh -c 'kill -TERM $$'
+exit 3
+"""
+
+
+@needs_ebpf
+def test_both_tracers_record_the_same_tree(tmp_path: Path, programs: Path) -> None:
+    """Forks, vfork, clone3, threads, exec from a thread, signals, orphans, exec chains, failed execs
+    and quoting give the same process tree under eBPF as under strace."""
+    work = programs / "work.sh"
+    work.write_text(WORK)
+    by_strace = record(tmp_path / "s", programs, "--tracer", "strace", "--", "sh", str(work))
+    by_ebpf = record(tmp_path / "e", programs, "--tracer", "ebpf", "--", "sh", str(work))
+    assert by_ebpf["_exit"] == by_strace["_exit"] == 3
+    assert len(by_ebpf["processes"]) == len(by_strace["processes"]) >= 20
+    ours, theirs = canonical(by_ebpf, via=by_ebpf["_via"]), canonical(by_strace, via=by_strace["_via"])
+    assert differences(ours, theirs) == []
+    assert by_ebpf["unparsed_lines"] == 0
+    signals = {p["signal"] for p in by_ebpf["processes"]}
+    assert {"SIGSEGV", "SIGABRT", "SIGKILL", "SIGTERM"} <= signals
+
+
+@needs_ebpf
+def test_files_and_connects_match_strace(tmp_path: Path) -> None:
+    """At --level all, eBPF sees the same opens (path, flags, result) and connects as strace."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def accept_two() -> None:
+        for _ in range(2):  # one connect per tracer
+            conn, _addr = server.accept()
+            conn.close()
+
+    accepting = threading.Thread(target=accept_two, daemon=True)
+    accepting.start()
+    script = tmp_path / "io.py"
+    script.write_text(
+        "import socket\n"
+        "open('note.txt', 'w').write('hi')\n"
+        "try:\n    open('missing.txt')\nexcept OSError:\n    pass\n"
+        f"socket.create_connection(('127.0.0.1', {port})).close()\n"
+        "s = socket.socket(); s.connect_ex(('127.0.0.1', 9)); s.close()\n"
+    )
+
+    def io_events(home: Path) -> list[tuple[Any, ...]]:
+        (run,) = (home / "runs").iterdir()
+        rows = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        return sorted(
+            (r["kind"], r.get("path"), r.get("flags"), r.get("address"), r["ok"], r["errno"])
+            for r in rows
+            if r["kind"] in ("file.opened", "net.connected") and "/usr/lib" not in str(r.get("path"))
+        )
+
+    python = ["/usr/bin/python3", "-I", "-S", str(script)]
+    try:
+        record(tmp_path / "s", tmp_path, "--level", "all", "--", *python)
+        record(tmp_path / "e", tmp_path, "--tracer", "ebpf", "--level", "all", "--", *python)
+        accepting.join(timeout=60)
+    finally:
+        server.close()
+    by_strace, by_ebpf = io_events(tmp_path / "s"), io_events(tmp_path / "e")
+    assert by_ebpf == by_strace
+    assert ("net.connected", None, None, f"127.0.0.1:{port}", True, None) in by_ebpf
+    assert ("net.connected", None, None, "127.0.0.1:9", False, "ECONNREFUSED") in by_ebpf
+    assert any(r[1] == "missing.txt" and r[5] == "ENOENT" for r in by_ebpf)
+
+
+@needs_ebpf
+def test_only_the_commands_tree_is_recorded(tmp_path: Path) -> None:
+    """A process of the machine outside the command's tree, busy exec'ing, never reaches the session;
+    the exit status of a signalled command is 128+N; replay --check re-derives the events."""
+    marker = "capsule-outsider-marker"
+    outsider = subprocess.Popen(
+        ["sh", "-c", f"while :; do /bin/echo {marker} >/dev/null; done"], start_new_session=True
+    )
+    try:
+        report = record(
+            tmp_path / "h", tmp_path, "--tracer", "ebpf", "--", "sh", "-c", "/bin/true; kill -KILL $$"
+        )
+    finally:
+        outsider.kill()
+        outsider.wait()
+    assert report["_exit"] == 128 + 9
+    argvs = [" ".join(p["argv"] or ()) for p in report["processes"]]
+    assert argvs == ["sh -c /bin/true; kill -KILL $$", "/bin/true"]
+    (run,) = (tmp_path / "h" / "runs").iterdir()
+    assert marker.encode() not in (run / "trace.ebpf").read_bytes()
+    env = dict(os.environ, CAPSULE_HOME=str(tmp_path / "h"))
+    check = subprocess.run(
+        [*CAPSULE, "replay", "--check"], env=env, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "trace.ebpf, identical" in check.stdout
+
+
+def test_unknown_or_unavailable_tracer_is_one_line(tmp_path: Path) -> None:
+    """`--tracer nope` is a usage error (2); eBPF without bpftrace is one line and exit 125."""
+    env = dict(os.environ, CAPSULE_HOME=str(tmp_path / "h"))
+    bad = subprocess.run(
+        [*CAPSULE, "run", "--tracer", "nope", "--", "true"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "unknown --tracer 'nope'" in bad.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("strace", "setpriv", "true"):
+        if found := shutil.which(tool):
+            (bin_dir / tool).symlink_to(found)
+    env["PATH"] = str(bin_dir)
+    missing = subprocess.run(
+        [*CAPSULE, "run", "--tracer", "ebpf", "--", "true"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 125
+    assert missing.stderr.strip().count("\n") == 0
+    assert "eBPF recording is not available" in missing.stderr
+    auto = subprocess.run(
+        [*CAPSULE, "run", "--tracer", "auto", "--", "true"], env=env, capture_output=True, text=True
+    )
+    assert auto.returncode == 0, auto.stderr  # auto falls back to strace

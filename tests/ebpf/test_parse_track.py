@@ -1,0 +1,298 @@
+"""The eBPF parser and tracker, pure: line cases, out-of-order records, argv recovery, any bytes."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsule.events import Event
+from capsule.events.process import FileOpened, NetConnected, ProcExec, ProcExited, ProcSpawned
+from capsule.parse.ebpf import (
+    ArgvPiece,
+    EbpfParser,
+    ExecArg,
+    ExecBegun,
+    ExecDone,
+    ExecFailed,
+    Forked,
+    Header,
+    ProcessEnded,
+)
+from capsule.parse.ebpf_redact import EbpfRedactor
+from capsule.parse.records import Unparsed
+from capsule.track.ebpf import EbpfTracker, open_flags, signal_name
+
+CLOCK = 1_700_000_000_000_000_000  # ns: epoch minus monotonic, as Capsule writes it
+
+
+def header(root: int = 100) -> bytes:
+    return b'{"type":"capsule","root":%d,"clock":%d}\n' % (root, CLOCK)
+
+
+def printf(*lines: str) -> bytes:
+    return b"".join(orjson.dumps({"type": "printf", "data": line + "\n"}) + b"\n" for line in lines)
+
+
+def hexed(data: bytes) -> str:
+    return "".join(f"\\x{b:02x}" for b in data)
+
+
+def parse(data: bytes, step: int | None = None) -> list[object]:
+    parser = EbpfParser()
+    out: list[object] = []
+    if step is None:
+        out += parser.feed(data)
+    else:
+        for i in range(0, len(data), step):
+            out += parser.feed(data[i : i + step])
+    return out + parser.close()
+
+
+def track(data: bytes, level: str = "process") -> tuple[EbpfTracker, list[Event]]:
+    parser = EbpfParser()
+    tracker = EbpfTracker(level=level)  # type: ignore[arg-type]
+    events = tracker.feed(parser.feed(data) + parser.close())
+    return tracker, events + tracker.close()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("F 5 101 100 2 4100", Forked(line_no=2, ts=(5 + CLOCK) * 1e-9, pid=101, parent=100, via="vfork")),
+        ("F 5 101 100 0 11", Forked(line_no=2, ts=(5 + CLOCK) * 1e-9, pid=101, parent=100, via="clone")),
+        (
+            "E 7 101 100 /bin/echo two  spaces",
+            ExecBegun(line_no=2, ts=(7 + CLOCK) * 1e-9, tid=101, tgid=100, path="/bin/echo two  spaces"),
+        ),
+        ("A 101 0 ", ExecArg(line_no=2, tid=101, index=0, text="")),
+        ("A 101 1 a b", ExecArg(line_no=2, tid=101, index=1, text="a b")),
+        ("X 9 101 100 2", ExecFailed(line_no=2, ts=(9 + CLOCK) * 1e-9, tid=101, tgid=100, errno=2)),
+        (
+            "S 9 100 101 /bin/true",
+            ExecDone(line_no=2, ts=(9 + CLOCK) * 1e-9, pid=100, old_pid=101, path="/bin/true"),
+        ),
+        ("Q 11 100 139", ProcessEnded(line_no=2, ts=(11 + CLOCK) * 1e-9, tgid=100, status=139)),
+        (r"V 100 3 0 \x61\x00\x62", ArgvPiece(line_no=2, pid=100, size=3, offset=0, data=b"a\0b")),
+    ],
+)
+def test_line_cases(line: str, expected: object) -> None:
+    """Each line of the program's format parses to its record (text fields keep their spaces)."""
+    records = parse(header() + printf(line))
+    assert records == [Header(line_no=1, root=100, clock_ns=CLOCK), expected]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "F 5 99999999999999999999999 100 2 4100",  # a pid out of range
+        "F 5 0 100 2 4100",
+        "Q 11 100 -1",
+        "Q x 100 0",
+        "Z 1 2 3",
+        r"V 100 3 0 \x6",
+        r"V 100 3 0 abcd",
+        "E 7 101",
+    ],
+)
+def test_malformed_lines_are_unparsed(line: str) -> None:
+    """Malformed or out-of-range lines become Unparsed records, never exceptions or bad events."""
+    records = parse(header() + printf(line))
+    assert isinstance(records[1], Unparsed)
+
+
+def test_handshake_and_probe_count_lines_are_dropped_and_other_objects_counted() -> None:
+    """R lines and attached_probes carry nothing; lost_events is kept as unparsed (data was lost)."""
+    data = header() + b'{"type": "attached_probes", "data": {"probes": 18}}\n' + printf("R 5")
+    data += b'{"type": "lost_events", "data": {"events": 3}}\nnot json\n'
+    records = parse(data)
+    assert [type(r) for r in records] == [Header, Unparsed, Unparsed]
+    assert "lost_events" in records[1].text  # type: ignore[union-attr]
+
+
+def test_torn_last_line_is_reported() -> None:
+    """A trace cut mid-line (the tracer killed) ends with one Unparsed, not a guess."""
+    data = header() + printf("Q 11 100 0")[:-9]
+    records = parse(data)
+    assert isinstance(records[-1], Unparsed)
+    assert records[-1].reason == "torn last line"
+
+
+SAMPLE = header(100) + printf(
+    "R 1",
+    "E 10 100 100 /bin/sh",
+    "A 100 0 sh",
+    "A 100 1 -c",
+    "A 100 2 x",
+    r"V 100 8 0 " + hexed(b"sh\0-c\0x\0"),
+    "S 11 100 100 /bin/sh",
+    "F 12 101 100 3 1200011",
+    # the child's exit read before its exec (another CPU's buffer), the exec before the fork below
+    "E 14 102 102 /bin/echo",
+    "A 102 0 echo",
+    "A 102 1 hi",
+    r"V 102 8 0 " + hexed(b"echo\0hi\0"),
+    "S 15 102 102 /bin/echo",
+    "Q 16 102 0",
+    "F 13 102 101 2 4100",
+    "X 17 101 101 2",
+    "Q 18 101 2816",
+    "Q 19 100 134",
+)
+
+
+def test_tracker_emits_strace_events_and_orders_a_child_read_before_its_fork() -> None:
+    """Records of a process not spawned yet wait for its fork; exits decode codes and signals."""
+    tracker, events = track(SAMPLE)
+    kinds = [(type(e).__name__, getattr(e, "pid", None)) for e in events]
+    assert kinds == [
+        ("ProcSpawned", 100),
+        ("ProcExec", 100),
+        ("ProcSpawned", 101),
+        ("ProcSpawned", 102),
+        ("ProcExec", 102),
+        ("ProcExited", 102),
+        ("ProcExec", 101),
+        ("ProcExited", 101),
+        ("ProcExited", 100),
+    ]
+    spawned = [e for e in events if isinstance(e, ProcSpawned)]
+    assert [(e.ppid, e.via) for e in spawned] == [(None, "root"), (100, "clone"), (101, "vfork")]
+    execs = [e for e in events if isinstance(e, ProcExec)]
+    assert execs[1].argv == ("echo", "hi")
+    assert execs[1].ok
+    assert (execs[2].ok, execs[2].errno, execs[2].argv) == (False, "ENOENT", ())
+    exits = [e for e in events if isinstance(e, ProcExited)]
+    assert [(e.exit_code, e.signal, e.core_dumped) for e in exits] == [
+        (0, None, False),
+        (11, None, False),
+        (None, "SIGABRT", True),
+    ]
+    assert tracker.root_status == (None, "SIGABRT")
+    assert tracker.live == 0
+
+
+def test_tracker_live_count_follows_the_tree() -> None:
+    """The live count (what stops the tracer) is 0 only once every process has ended."""
+    parser = EbpfParser()
+    tracker = EbpfTracker()
+    counts = []
+    for record in parser.feed(SAMPLE):
+        tracker.feed([record])
+        counts.append(tracker.live)
+    assert counts[-1] == 0
+    assert 0 not in counts[:-1]
+
+
+def test_argv_cut_by_the_program_is_completed_from_the_argv_area() -> None:
+    """Elements cut at 199 bytes are filled from the new program's argv area, aligned from the end
+    (a #! script's area starts with its interpreter); a read that failed takes the area whole."""
+    long = "y" * 500
+    area = b"/bin/sh\0/tmp/script\0" + long.encode() + b"\0"
+    pieces = [f"V 100 {len(area)} {o} " + hexed(area[o : o + 199]) for o in range(0, len(area), 199)]
+    data = header(100) + printf(
+        "E 10 100 100 /tmp/script",
+        "A 100 0 script",
+        "A 100 1 " + long[:199],
+        *pieces,
+        "S 11 100 100 /tmp/script",
+    )
+    _, events = track(data)
+    exec_ = next(e for e in events if isinstance(e, ProcExec))
+    assert exec_.argv == ("script", long)
+    assert not exec_.argv_truncated
+    unread = header(100) + printf("E 10 100 100 ", "A 100 0 ", *pieces, "S 11 100 100 /tmp/script")
+    _, events = track(unread)
+    exec_ = next(e for e in events if isinstance(e, ProcExec))
+    assert exec_.path == "/tmp/script"
+    assert exec_.argv == ("/bin/sh", "/tmp/script", long)
+
+
+def test_non_utf8_argv_bytes_become_replacement_characters() -> None:
+    """Bytes that are not UTF-8 read as U+FFFD; a literal backslash sequence stays itself."""
+    area = b"echo\0\xff\xfe\0\\x41\0"
+    raw_arg = b'{"type": "printf", "data": "A 100 1 \xff\xfe\\n"}\n'  # bpftrace copies the bytes as they are
+    data = (
+        header(100)
+        + printf("E 10 100 100 /bin/echo", "A 100 0 echo")
+        + raw_arg
+        + printf("A 100 2 \\x41", f"V 100 {len(area)} 0 " + hexed(area), "S 11 100 100 /bin/echo")
+    )
+    _, events = track(data)
+    exec_ = next(e for e in events if isinstance(e, ProcExec))
+    assert exec_.argv == ("echo", "\ufffd\ufffd", "\\x41")
+
+
+def test_file_and_net_records_at_their_levels() -> None:
+    """Opens and connects become file.opened / net.connected only at the levels that ask for them."""
+    data = header(100) + printf(
+        "O 5 100 524865 3 note.txt", "O 6 100 0 -2 missing", "C 7 100 2 8080 -111 127.0.0.1"
+    )
+    _, process_level = track(data)
+    assert not [e for e in process_level if isinstance(e, FileOpened | NetConnected)]
+    _, events = track(data, "all")
+    opened = [e for e in events if isinstance(e, FileOpened)]
+    assert [(e.path, e.flags, e.ok, e.errno) for e in opened] == [
+        ("note.txt", "O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC", True, None),
+        ("missing", "O_RDONLY", False, "ENOENT"),
+    ]
+    (conn,) = [e for e in events if isinstance(e, NetConnected)]
+    assert (conn.family, conn.address, conn.ok, conn.errno) == (
+        "AF_INET",
+        "127.0.0.1:8080",
+        False,
+        "ECONNREFUSED",
+    )
+
+
+def test_names() -> None:
+    """Signal and open-flag names are spelled as strace spells them."""
+    assert [signal_name(n) for n in (9, 11, 31, 34, 40, 99)] == [
+        "SIGKILL",
+        "SIGSEGV",
+        "SIGSYS",
+        "SIGRTMIN",
+        "SIGRTMIN+6",
+        "SIG99",
+    ]
+    assert open_flags(0o2101102) == "O_RDWR|O_CREAT|O_TRUNC|O_LARGEFILE|O_CLOEXEC"
+    assert open_flags(0o40000000 | 1) == "O_WRONLY|0o40000000"
+
+
+def test_chunking_never_changes_the_records() -> None:
+    """Fed whole, one byte at a time or in 7-byte chunks, the trace gives the same records."""
+    whole = parse(SAMPLE)
+    assert parse(SAMPLE, 1) == whole
+    assert parse(SAMPLE, 7) == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(min_value=1, max_value=64))
+def test_arbitrary_bytes_never_crash(data: bytes, step: int) -> None:
+    """Any bytes, in any chunking, parse and track without an exception."""
+    records = parse(header() + data + SAMPLE[: len(data)], step)
+    tracker = EbpfTracker(level="all")
+    tracker.feed(records)  # type: ignore[arg-type]
+    tracker.close()
+
+
+def test_redactor_masks_secrets_in_argv_lines_and_the_hex_area() -> None:
+    """A secret split over A lines (`--password x`) or hidden in the V hex is masked in every line,
+    the area's size follows, the result tracks to the redacted argv, and redacting again is a no-op."""
+    argv = [b"/bin/echo", b"--password", b"hunter2", b"--token=s3cr3t", b"z" * 300]
+    area = b"".join(a + b"\0" for a in argv)
+    pieces = [f"V 100 {len(area)} {o} " + hexed(area[o : o + 199]) for o in range(0, len(area), 199)]
+    args = [f"A 100 {i} {a.decode()[:199]}" for i, a in enumerate(argv)]
+    data = header(100) + printf(
+        "E 10 100 100 /bin/echo", *args, *pieces, "S 11 100 100 /bin/echo", "Q 12 100 0"
+    )
+    redactor = EbpfRedactor()
+    once = redactor.feed(data) + redactor.close()
+    for secret in (b"hunter2", b"s3cr3t", b"hunter2".hex().encode(), hexed(b"hunter2").encode()):
+        assert secret not in once
+    again = EbpfRedactor()
+    assert again.feed(once) + again.close() == once
+    _, events = track(once)
+    exec_ = next(e for e in events if isinstance(e, ProcExec))
+    assert exec_.argv == ("/bin/echo", "--password", "***", "--token=***", "z" * 300)
