@@ -64,18 +64,24 @@ record huge-argv -- sh -c '/bin/echo "$(head -c 6000 /dev/zero | tr "\0" a)" $(s
 # planted secrets: redacted in argv, events and the raw trace alike (tests check none survives).
 record redaction -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo --password hunter2 \
     --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' sk-ant-0123456789abcdefXYZ
-# --level all: files (opened, created, missing) and sockets (a loopback connect that works, one refused).
+# --level all: files (opened, created, missing, renamed, deleted, chmod, a cd) and sockets (a loopback
+# listen/connect/accept that works, one refused connect, a UDP send).
 record level-all --level all -- /usr/bin/python3 -I -S -c '
-import socket, subprocess
+import os, socket, subprocess
 open("note.txt", "w").write("hi\n")
 try:
     open("missing.txt")
 except OSError:
     pass
+os.mkdir("sub"); os.chdir("sub")
+open("draft.txt", "w").write("draft\n"); os.rename("draft.txt", "final.txt"); os.chmod("final.txt", 0o600)
+os.remove("final.txt"); os.chdir(".."); os.rmdir("sub")
 server = socket.create_server(("127.0.0.1", 0))
 client = socket.create_connection(server.getsockname())
+peer, _ = server.accept(); peer.close()
 client.close(); server.close()
 refused = socket.socket(); refused.connect_ex(("127.0.0.1", 9)); refused.close()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.sendto(b"x", ("127.0.0.1", 9)); udp.close()
 subprocess.run(["cat", "note.txt"], stdout=subprocess.DEVNULL, check=True)
 '
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import psutil
@@ -30,9 +31,13 @@ from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.sample import sample_stage
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
+
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -133,13 +138,17 @@ async def record_run(
     parent: str | None = None,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
+    answers: RuleSet | None = None,
+    sample_interval: float = 0.0,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
-    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
+    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL).
+    `answers` (exit rules) keep `grep` 1 out of the failure count; `sample_interval` > 0 samples the
+    tree's CPU and memory that often (`proc.sampled`)."""
     started = time.time()
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
-    writer = SessionWriter(path / EVENTS)
+    writer = SessionWriter(path / EVENTS, answers=answers)
     trace_fd = open_private(path / TRACE)
     error: str | None = None
     try:
@@ -211,6 +220,8 @@ async def record_run(
                 nursery.start_soon(_relay_signals, process.pid, signals)
                 if time_limit is not None:
                     nursery.start_soon(_kill_after, process.pid, time_limit)
+                if sample_interval > 0:
+                    nursery.start_soon(sample_stage, process.pid, writer.write, sample_interval)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),

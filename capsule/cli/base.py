@@ -134,7 +134,8 @@ def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -
     out.flush()
 
 
-def _rules() -> RuleSet:
+def _rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
+    """The packaged rules (only the files named in `packaged`, when given) and the user's rules.toml."""
     from importlib.resources import files
 
     from capsule.fold.labels import RuleError, RuleSet
@@ -142,7 +143,7 @@ def _rules() -> RuleSet:
     sources = [
         (f"capsule/rules/{f.name}", f.read_text(encoding="utf-8"))
         for f in sorted(files("capsule.rules").iterdir(), key=lambda f: f.name)
-        if f.name.endswith(".toml")
+        if f.name.endswith(".toml") and (packaged is None or f.name in packaged)
     ]
     user = _home() / "rules.toml"
     if user.is_file():

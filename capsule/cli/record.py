@@ -43,6 +43,12 @@ def run(
     no_redact: Annotated[
         bool, typer.Option("--no-redact", help="Keep secret-looking values in argv and the trace.")
     ] = False,
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample", metavar="SECONDS", help="Sample CPU and memory of the tree this often; 0: off."
+        ),
+    ] = 0.5,
     parent: Annotated[
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
@@ -59,6 +65,9 @@ def run(
         tracer = find_tracer()
     except TracerMissing as exc:
         fail(str(exc), 125)
+    if sample < 0:
+        fail(f"--sample {sample}: the interval must be 0 (off) or a positive number of seconds", 2)
+    answers = _rules(packaged=("exits.toml",))
     os.umask(0o077)
     try:
         outcome = trio.run(
@@ -70,6 +79,8 @@ def run(
                 name=name,
                 redact=not no_redact,
                 parent=parent,
+                answers=answers,
+                sample_interval=sample,
             )
         )
     except OSError as exc:
@@ -101,13 +112,15 @@ def _load_state(session_dir: Path, rules: RuleSet) -> tuple[Any, list[str]]:
     seen = glance(session_dir)
     if seen.header is None:
         fail(f"{session_dir}: not a capsule session (no session.started header)", EXIT_BAD_INPUT)
-    if seen.ended is None and not recorder_alive(seen.header):
+    live = seen.ended is None and recorder_alive(seen.header)
+    if seen.ended is None and not live:
         result = trio.run(lambda: recover(session_dir, seen.header, home=_home()))  # type: ignore[arg-type]
         warnings.append(
             f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
         )
     decoder = LineDecoder()
     fold = SessionState.new(rules)
+    fold.live = live
     try:
         for event in iter_events(session_dir, decoder):
             fold.apply(event)

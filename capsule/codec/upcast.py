@@ -17,8 +17,14 @@ def _session_started_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "parent": None}
 
 
+def _proc_sampled_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 added `cpu_s`: a v1 sample did not say how much CPU time the process had used."""
+    return {**fields, "cpu_s": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
+    ("proc.sampled", 1): _proc_sampled_v1_to_v2,
 }
 
 

@@ -6,8 +6,10 @@ from capsule.events import env as _env
 from capsule.events import tasks as _tasks
 from capsule.events.base import Event
 from capsule.events.process import (
+    FileChanged,
     FileOpened,
     NetConnected,
+    NetSocket,
     ProcExec,
     ProcExited,
     ProcSampled,
@@ -28,7 +30,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ProcSignaled,
     ProcSpawnFailed,
     FileOpened,
+    FileChanged,
     NetConnected,
+    NetSocket,
     TraceUnparsed,
     ProcSampled,
     *_env.EVENTS,
@@ -48,8 +52,10 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
     "Event",
+    "FileChanged",
     "FileOpened",
     "NetConnected",
+    "NetSocket",
     "ProcExec",
     "ProcExited",
     "ProcSampled",

@@ -18,10 +18,16 @@ The core reads no files: the shell hands the TOML *text* of `capsule/rules/label
     workflow = "test"
     exe = ["pytest", "py.test"]
 
+    [[exit]]                        # non-zero exits that are answers, not failures
+    name = "grep-no-match"
+    exe = ["grep", "rg"]
+    codes = [1]                     # these exit codes of a matching process are not failures
+
 Every condition given must hold; within one condition any listed pattern may match. Rules are tried in
 precedence order (later texts first, then file order) against the last successful exec of a process; an
 `agent` rule is tried against every successful exec of its chain (`claude` is a script whose shebang
-re-execs node). When nothing matches the last exec, earlier execs of the chain are tried.
+re-execs node). When nothing matches the last exec, earlier execs of the chain are tried. An `exit` rule is
+tried against the last successful exec only: what answers is the program that exited.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ LABELS = ("agent", "tool", "system", "unknown")
 WORKFLOWS = ("explore", "edit", "build", "test", "vcs", "install", "execute")
 
 # Read these from the `capsule` package's `rules/` folder, in this order, then the user's rules.toml.
-PACKAGED_RULE_FILES = ("labels.toml", "workflows.toml")
+PACKAGED_RULE_FILES = ("labels.toml", "workflows.toml", "exits.toml")
 
 # (executable path, argv) of one successful exec
 ExecImage = tuple[str, tuple[str, ...]]
@@ -46,6 +52,8 @@ ExecImage = tuple[str, tuple[str, ...]]
 _KEYS = {"name", "exe", "args", "subcommand", "module"}
 _LABEL_KEYS = _KEYS | {"label", "agent"}
 _WORKFLOW_KEYS = _KEYS | {"workflow"}
+_EXIT_KEYS = _KEYS | {"codes"}
+_ALL_KEYS = {"label": _LABEL_KEYS, "workflow": _WORKFLOW_KEYS, "exit": _EXIT_KEYS}
 _CACHE_LIMIT = 65_536
 
 
@@ -90,6 +98,7 @@ class Rule:
     args: tuple[str, ...] = ()
     subcommand: tuple[tuple[str, ...], ...] = ()
     module: tuple[str, ...] = ()
+    codes: frozenset[int] = frozenset()  # exit rules: the exit codes that are answers
     origin: str = ""
     _exe_names: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     _exe_globs: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
@@ -134,6 +143,8 @@ class Classification:
     agent: str | None = None  # the agent's name when label == "agent"
     label_rule: str | None = None
     workflow_rule: str | None = None
+    answers: frozenset[int] = frozenset()  # non-zero exit codes that are answers, not failures
+    exit_rule: str | None = None
 
 
 UNCLASSIFIED = Classification()
@@ -170,10 +181,23 @@ def _compile(kind: str, table: Any, origin: str, index: int) -> Rule:
     if not isinstance(name, str) or not name:
         raise RuleError(f"{origin}: [[{kind}]] #{index + 1} has no `name`")
     where = f"{origin}: {kind} rule {name!r}"
-    unknown = set(table) - (_LABEL_KEYS if kind == "label" else _WORKFLOW_KEYS)
+    unknown = set(table) - _ALL_KEYS[kind]
     if unknown:
         raise RuleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    value = table.get(kind)
+    codes: frozenset[int] = frozenset()
+    value: Any
+    if kind == "exit":
+        raw = table.get("codes")
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c < 256 for c in raw)
+        ):
+            raise RuleError(f"{where}: `codes` must be a non-empty list of exit codes (1-255)")
+        codes = frozenset(raw)
+        value = "answer"
+    else:
+        value = table.get(kind)
     if not isinstance(value, str) or not value:
         raise RuleError(f"{where}: `{kind}` must be a non-empty string")
     if kind == "label" and value not in LABELS:
@@ -203,6 +227,7 @@ def _compile(kind: str, table: Any, origin: str, index: int) -> Rule:
             args=conditions.get("args", ()),
             subcommand=tuple(tuple(s.split()) for s in conditions.get("subcommand", ())),
             module=conditions.get("module", ()),
+            codes=codes,
             origin=origin,
         )
     except re.error as exc:
@@ -215,6 +240,7 @@ class RuleSet:
 
     label_rules: tuple[Rule, ...] = ()
     workflow_rules: tuple[Rule, ...] = ()
+    exit_rules: tuple[Rule, ...] = ()
     _cache: dict[tuple[ExecImage, ...], Classification] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -230,7 +256,7 @@ class RuleSet:
     @classmethod
     def from_sources(cls, *sources: tuple[str, str]) -> RuleSet:
         """Like `from_toml`, with each text given as (origin, text) so errors name the file."""
-        by_kind: dict[str, list[Rule]] = {"label": [], "workflow": []}
+        by_kind: dict[str, list[Rule]] = {"label": [], "workflow": [], "exit": []}
         for origin, text in sources:
             try:
                 data = tomllib.loads(text)
@@ -250,7 +276,7 @@ class RuleSet:
                     raise RuleError(f"{origin}: {kind} rule {dupes[0]!r} is defined twice")
                 replaced = set(names)
                 rules[:] = new + [r for r in rules if r.name not in replaced]
-        return cls(tuple(by_kind["label"]), tuple(by_kind["workflow"]))
+        return cls(tuple(by_kind["label"]), tuple(by_kind["workflow"]), tuple(by_kind["exit"]))
 
     def classify(self, chain: Sequence[ExecImage]) -> Classification:
         """Classify a process by its exec chain: (path, argv) of each successful exec, oldest first."""
@@ -268,17 +294,27 @@ class RuleSet:
         workflow = workflow_rule.value if workflow_rule is not None else None
         if workflow is None and label in ("tool", "unknown") and key:
             workflow = "execute"
+        exit_rule = self.answer_rule(*key[-1]) if key else None
         result = Classification(
             label=label,
             workflow=workflow,
             agent=label_rule.agent if label_rule is not None else None,
             label_rule=label_rule.name if label_rule is not None else None,
             workflow_rule=workflow_rule.name if workflow_rule is not None else None,
+            answers=exit_rule.codes if exit_rule is not None else frozenset(),
+            exit_rule=exit_rule.name if exit_rule is not None else None,
         )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = result
         return result
+
+    def answer_rule(self, exe: str, argv: tuple[str, ...]) -> Rule | None:
+        """The first exit rule matching one exec image: its `codes` are answers, not failures."""
+        for rule in self.exit_rules:
+            if rule.matches(exe, argv):
+                return rule
+        return None
 
     def classify_argv(self, argv: Sequence[str], exe: str | None = None) -> Classification:
         """Classify one exec: a convenience for tests and for `capsule` commands that show rules."""

@@ -60,8 +60,12 @@ class ProcessNode:
     signals_received: int = 0
     peak_cpu_percent: float | None = None
     peak_rss_bytes: int | None = None
+    peak_cpu_s: float | None = None  # CPU seconds used, from the last sample (cumulative)
+    samples: int = 0
     files_opened: int = 0
     connects: int = 0
+    file_ops: dict[str, int] | None = None  # op -> count, once it has any (see capsule/fold/activity.py)
+    net_ops: dict[str, int] | None = None
     children: list[int] = attrs.Factory(list)
 
     @property
@@ -100,20 +104,34 @@ class ProcessNode:
         ENOENT`), or None: the one wording the exports use."""
         if self.signal is not None:
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
-        if self.exit_code is not None and self.exit_code != 0:
+        if self.exit_code is not None and self.exit_code != 0 and not self.answered:
             return f"exit {self.exit_code}"
         if self.argv is None and self.execs:
             return f"exec failed: {self.execs[-1].errno or 'error'}"
         return None
 
     @property
-    def failed(self) -> bool:
-        """Exited non-zero, was killed by a signal, or never managed to exec (a command not found)."""
+    def answered(self) -> bool:
+        """Exited non-zero with an answer, not an error (`grep` 1: no match): an exit rule says so."""
+        code = self.exit_code
         return (
-            self.signal is not None
-            or (self.exit_code is not None and self.exit_code != 0)
-            or (self.argv is None and bool(self.execs))
+            code is not None
+            and code != 0
+            and self.argv is not None
+            and self.signal is None
+            and code in self.classification.answers
         )
+
+    @property
+    def failed(self) -> bool:
+        """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal, or
+        never managed to exec (a command not found)."""
+        if self.signal is not None:
+            return True
+        if self.argv is None:
+            return bool(self.execs) or bool(self.exit_code)
+        code = self.exit_code
+        return code is not None and code != 0 and code not in self.classification.answers
 
 
 @attrs.define(eq=False)
@@ -261,6 +279,9 @@ class ProcessTree:
         if key is None:
             return
         node = self.nodes[key]
+        node.samples += 1
+        if event.cpu_s is not None and (node.peak_cpu_s is None or event.cpu_s > node.peak_cpu_s):
+            node.peak_cpu_s = event.cpu_s
         if node.peak_cpu_percent is None or event.cpu_percent > node.peak_cpu_percent:
             node.peak_cpu_percent = event.cpu_percent
         if node.peak_rss_bytes is None or event.rss_bytes > node.peak_rss_bytes:
@@ -275,6 +296,23 @@ class ProcessTree:
         key = self.current.get(event.pid)
         if key is not None:
             self.nodes[key].connects += 1
+
+    def count_op(self, pid: int, op: str | None, *, net: bool = False) -> int | None:
+        """Count a file or network op on the live node of `pid`; its key (None: an unknown pid)."""
+        key = self.current.get(pid)
+        if key is None:
+            return None
+        if op is not None:
+            node = self.nodes[key]
+            counts = node.net_ops if net else node.file_ops
+            if counts is None:
+                counts = {}
+                if net:
+                    node.net_ops = counts
+                else:
+                    node.file_ops = counts
+            counts[op] = counts.get(op, 0) + 1
+        return key
 
 
 TREE_HANDLERS: dict[type[Event], Callable[[ProcessTree, Any], None]] = {
