@@ -110,7 +110,7 @@ def _node_line(node: ProcessNode, live: bool = False) -> Text:
     shell = shell_before_exec(node)
     if shell is not None:
         # The shell ran its command line, then exec'd its last command: both are shown.
-        line.append(short_argv(shell, width=ARGV_WIDTH // 2 + 8))
+        line.append(short_argv(shell, width=ARGV_WIDTH))
         line.append(" → exec ", style="dim")
         line.append(short_argv(node.display_argv, width=ARGV_WIDTH // 2), style=argv_style)
     else:

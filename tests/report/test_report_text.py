@@ -134,3 +134,39 @@ def test_full_expands_shim_and_inside_summaries() -> None:
     assert "inside" not in text
     assert text.count("readlink") >= 2
     assert "git rev-parse HEAD" in text
+
+
+def shell_chain() -> Script:
+    """bash -c 'git status && grep -q x f; exec pytest -q': two children, then the shell becomes pytest."""
+    s = Script().start("bash", "-c", "git status && grep -q x f; exec pytest -q")
+    s.spawn(1, None, via="root").exec(1, "/bin/bash", "bash", "-c", "git status && grep -q x f; exec pytest -q")
+    s.run(2, 1, "/usr/bin/git", "git", "status")
+    s.run(3, 1, "/bin/grep", "grep", "-q", "x", "f", code=1)
+    s.exec(1, "/usr/bin/pytest", "pytest", "-q")
+    s.run(4, 1, "/usr/bin/python3", "python3", "-c", "helper")  # pytest's own inside
+    s.exit(1, 0).end()
+    return s
+
+
+def test_a_shell_shows_every_command_it_ran_even_after_exec() -> None:
+    """Every command of the command line is in the tree with its exit, and the exec it became;
+    what the tool (pytest) ran after that is still summarised as its inside."""
+    text = to_text(render(fold_session(shell_chain().events, packaged_rules())))
+    tree = text.split("processes by label")[0]
+    assert "bash -c 'git status && grep -q x f; exec pytest -q' → exec pytest -q" in tree
+    assert "git status" in tree and "exit 0" in tree
+    assert "grep -q x f" in tree and "exit 1 (an answer)" in tree
+    assert "1 process inside" in tree
+    assert "helper" not in tree
+    assert "failures" not in text  # grep's 1 is an answer
+
+
+def test_a_live_session_says_running() -> None:
+    """No end yet and a live recorder: status running, open processes running (not incomplete)."""
+    s = Script().start("sleep", "100")
+    s.spawn(1, None, via="root").exec(1, "/bin/sleep", "sleep", "100")
+    state = fold_session(s.events, packaged_rules())
+    assert "incomplete" in to_text(render(state))
+    state.live = True
+    text = to_text(render(state))
+    assert "running" in text and "incomplete" not in text and "no exit seen" not in text
