@@ -268,7 +268,7 @@ def _print_ls(rows: list[dict[str, Any]]) -> None:
         console.print("no sessions yet — record one with `capsule run -- CMD`", markup=False)
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("id", "kind", "started", "duration", "command", "procs", "exit", "status"):
+    for column in ("id", "kind", "name", "started", "duration", "command", "procs", "exit", "status"):
         table.add_column(column, no_wrap=column != "command", overflow="ellipsis")
     for row in rows:
         exit_text = row["signal"] or ("" if row["exit_code"] is None else str(row["exit_code"]))
@@ -276,6 +276,7 @@ def _print_ls(rows: list[dict[str, Any]]) -> None:
         table.add_row(
             row["id"],
             row["kind"],
+            row["name"] or "",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started"])),
             "" if row["duration_s"] is None else f"{row['duration_s']:.2f}s",
             shlex.join(row["argv"])[:80],

@@ -139,7 +139,9 @@ def test_full_expands_shim_and_inside_summaries() -> None:
 def shell_chain() -> Script:
     """bash -c 'git status && grep -q x f; exec pytest -q': two children, then the shell becomes pytest."""
     s = Script().start("bash", "-c", "git status && grep -q x f; exec pytest -q")
-    s.spawn(1, None, via="root").exec(1, "/bin/bash", "bash", "-c", "git status && grep -q x f; exec pytest -q")
+    s.spawn(1, None, via="root").exec(
+        1, "/bin/bash", "bash", "-c", "git status && grep -q x f; exec pytest -q"
+    )
     s.run(2, 1, "/usr/bin/git", "git", "status")
     s.run(3, 1, "/bin/grep", "grep", "-q", "x", "f", code=1)
     s.exec(1, "/usr/bin/pytest", "pytest", "-q")
@@ -154,8 +156,10 @@ def test_a_shell_shows_every_command_it_ran_even_after_exec() -> None:
     text = to_text(render(fold_session(shell_chain().events, packaged_rules())))
     tree = text.split("processes by label")[0]
     assert "bash -c 'git status && grep -q x f; exec pytest -q' → exec pytest -q" in tree
-    assert "git status" in tree and "exit 0" in tree
-    assert "grep -q x f" in tree and "exit 1 (an answer)" in tree
+    assert "git status" in tree
+    assert "exit 0" in tree
+    assert "grep -q x f" in tree
+    assert "exit 1 (an answer)" in tree
     assert "1 process inside" in tree
     assert "helper" not in tree
     assert "failures" not in text  # grep's 1 is an answer
@@ -169,4 +173,6 @@ def test_a_live_session_says_running() -> None:
     assert "incomplete" in to_text(render(state))
     state.live = True
     text = to_text(render(state))
-    assert "running" in text and "incomplete" not in text and "no exit seen" not in text
+    assert "running" in text
+    assert "incomplete" not in text
+    assert "no exit seen" not in text
