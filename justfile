@@ -14,6 +14,7 @@ setup:
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+    test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup
@@ -28,12 +29,14 @@ test: setup browser lint
 browser:
     command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
-# ruff, mypy and the layering check (import-linter)
+# ruff, mypy, the layering check (import-linter) and ESLint on the HTML report's script
 lint: 
     {{bin}}/ruff check .
     {{bin}}/ruff format --check .
     {{bin}}/mypy
     {{bin}}/lint-imports --no-cache
+    test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
+    tools/eslint/node_modules/.bin/eslint --config tools/eslint/eslint.config.mjs capsule/report/assets/
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup

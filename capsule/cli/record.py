@@ -182,8 +182,9 @@ def report(
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
     """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
     from capsule.report.html import render_html
+    from capsule.stages.assets import html_assets
 
-    data = render_html(state, warnings=warnings).encode("utf-8")
+    data = render_html(state, html_assets(), warnings=warnings).encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
