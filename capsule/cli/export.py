@@ -57,12 +57,24 @@ def export(
         return
     import orjson
 
-    from capsule.cli.record import _load_state
+    from capsule.cli.record import _is_supervised, _load_state, load_supervised
     from capsule.fold.session import paused_gc
 
     with paused_gc():
-        state, warnings = _load_state(session_dir, _rules())
-        if fmt is Format.perfetto:
+        if _is_supervised(session_dir):
+            # env and agents sessions: services and tasks as tracks/spans, traced trees beneath them
+            from capsule import __version__
+            from capsule.report.supervised import supervised_request, supervised_trace
+
+            sup, children, warnings = load_supervised(session_dir)
+            made = (
+                supervised_trace(sup, children)
+                if fmt is Format.perfetto
+                else supervised_request(sup, children, __version__)
+            )
+            body = orjson.dumps(made, option=orjson.OPT_APPEND_NEWLINE)
+        elif fmt is Format.perfetto:
+            state, warnings = _load_state(session_dir, _rules())
             from capsule.report.perfetto import trace_events
 
             body = orjson.dumps(trace_events(state), option=orjson.OPT_APPEND_NEWLINE)
@@ -70,6 +82,7 @@ def export(
             from capsule import __version__
             from capsule.report.otlp import export_request
 
+            state, warnings = _load_state(session_dir, _rules())
             body = orjson.dumps(export_request(state, __version__), option=orjson.OPT_APPEND_NEWLINE)
     for warning in warnings:
         print(f"capsule: warning: {warning}", file=sys.stderr)

@@ -153,8 +153,13 @@ def report(
         fail("--html and --json: choose one", 2)
     session_dir = _resolve(session)
     if html_file is not None:
-        if _is_agents(session_dir):
-            fail("--html reports run sessions; report a task's run session (capsule ls --all)", 2)
+        if _is_supervised(session_dir):
+            from capsule.report.html import render_supervised_html
+            from capsule.stages.assets import html_assets
+
+            sup, children, warnings = load_supervised(session_dir)
+            _write_page(html_file, render_supervised_html(sup, children, html_assets(), warnings=warnings))
+            return
         with paused_gc():
             state, warnings = _load_state(session_dir, _rules())
         _write_html(html_file, state, warnings)
@@ -179,12 +184,49 @@ def report(
         console.print(f"warning: {warning}", style="yellow", markup=False)
 
 
+def load_supervised(session_dir: Path) -> tuple[Any, dict[str, Any], list[str]]:
+    """An env or agents session's timeline and the folded run sessions of its traced starts and
+    attempts (by id); a traced session that cannot be found is a warning."""
+    from capsule.codec import CodecError
+    from capsule.report.supervised import fold_supervised, trace_sessions
+    from capsule.stages.reader import iter_events
+    from capsule.stages.store import SessionNotFound, resolve_session
+
+    try:
+        sup = fold_supervised(iter_events(session_dir))
+    except CodecError as exc:
+        fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
+    children: dict[str, Any] = {}
+    warnings: list[str] = []
+    rules = _rules()
+    for sid in trace_sessions(sup):
+        try:
+            child_dir = resolve_session(_home(), sid)
+        except SessionNotFound:
+            warnings.append(f"traced run session {sid} is gone (pruned?): its processes are not shown")
+            continue
+        children[sid], child_warnings = _load_state(child_dir, rules)
+        warnings += [f"{sid}: {w}" for w in child_warnings]
+    return sup, children, warnings
+
+
+def _is_supervised(session_dir: Path) -> bool:
+    from capsule.stages.reader import glance
+
+    header = glance(session_dir).header
+    return header is not None and header.session_kind in ("env", "agents")
+
+
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
-    """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
     from capsule.report.html import render_html
     from capsule.stages.assets import html_assets
 
-    data = render_html(state, html_assets(), warnings=warnings).encode("utf-8")
+    _write_page(path, render_html(state, html_assets(), warnings=warnings))
+
+
+def _write_page(path: Path, page: str) -> None:
+    """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
+    data = page.encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

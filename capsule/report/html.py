@@ -30,6 +30,7 @@ from capsule.fold.agents import agent_runs
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
 from capsule.report.json_report import sorted_nodes, tool_stats
+from capsule.report.supervised import Supervised, supervised_rows
 from capsule.report.text import format_duration, format_time, outcome_parts, short_argv
 
 TOP_FAILURES = 200
@@ -321,4 +322,79 @@ def render_html(state: SessionState, assets: HtmlAssets, *, warnings: Sequence[s
             "DATA": script_json(data),
         }
         # One pass over the template: text put in (argv among it) is never scanned for placeholders.
+        return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], assets.page)
+
+
+def render_supervised_html(
+    sup: Supervised,
+    children: dict[str, SessionState],
+    assets: HtmlAssets,
+    *,
+    warnings: Sequence[str] = (),
+) -> str:
+    """The page of an env or agents session: a timeline row per service or task, its starts or attempts
+    beneath it, and each traced run's processes beneath the attempt that ran it."""
+    with paused_gc():
+        rows, span = supervised_rows(sup, {sid: timeline_data(st) for sid, st in children.items()})
+        h = sup.header
+        data = {
+            "session": {
+                "id": h.session_id if h is not None else None,
+                "argv": [sup.title],
+                "started": sup.start,
+            },
+            "span": span,
+            "columns": COLUMNS,
+            "procs": rows,
+            "files": [],
+            "network": [],
+        }
+        title = f"capsule · {h.session_id}" if h is not None else "capsule report"
+        meta = [
+            ("session", f"{h.session_id} ({sup.kind})" if h is not None else "?"),
+            ("name", sup.title),
+            ("host · cwd", f"{h.host} · {h.cwd}" if h is not None else "?"),
+            ("started", format_time(sup.start)),
+            ("duration", format_duration(sup.end - sup.start)),
+            ("outcome", sup.outcome or "running or interrupted"),
+            ("traced runs", f"{len(children):,}"),
+        ]
+        grid = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta)
+        warn = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+        header = f'<dl class="meta">{grid}</dl>' + (f'<ul class="warnings">{warn}</ul>' if warn else "")
+        units = _table(
+            "Services" if sup.kind == "env" else "Tasks",
+            ("name", "state", "runs", "restarts", "last exit"),
+            [
+                (
+                    u.name,
+                    u.state,
+                    len(u.runs),
+                    u.restarts,
+                    (
+                        lambda r: (
+                            ""
+                            if r is None
+                            else r.signal or ("" if r.exit_code is None else f"exit {r.exit_code}")
+                        )
+                    )(u.run_of()),
+                )
+                for u in sup.units.values()
+            ],
+        )
+        marks = sorted((ts, u.name, what, detail) for u in sup.units.values() for ts, what, detail in u.marks)
+        events = _table(
+            "Restarts, health, retries, hooks",
+            ("at", "name", "what", "detail"),
+            [(f"+{format_duration(ts - sup.start)}", n, w, d) for ts, n, w, d in marks[:TOP_FAILURES]],
+        )
+        parts = {
+            "TITLE": _e(title),
+            "CSP": assets.csp,
+            "CSS": assets.css,
+            "HEADER": header,
+            "SUMMARY": units + events,
+            "JS": assets.js,
+            "DATA": script_json(data),
+        }
         return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], assets.page)
