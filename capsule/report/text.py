@@ -212,6 +212,12 @@ def _is_command_line(path: str, argv: tuple[str, ...]) -> bool:
     return False
 
 
+def _runs_command_line(node: ProcessNode) -> bool:
+    """It is, or was before its last exec, a shell given a command line."""
+    images = [e for e in node.execs if e.ok]
+    return any(_is_command_line(e.path, e.argv) for e in images)
+
+
 def _split_at_exec(
     node: ProcessNode, children: list[ProcessNode]
 ) -> tuple[list[ProcessNode], list[ProcessNode]]:
@@ -300,15 +306,20 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
                 children = early
         shown = children
         if not full and len(children) > COLLAPSE_MIN:
+            # Under a shell running a command line only identical commands (a loop's) are collapsed:
+            # `git status; git diff; git log; …` are each written there and each shown.
+            exact = _runs_command_line(node)
             groups: dict[tuple[str, str], list[ProcessNode]] = {}
             for child in children:
                 if child.key not in failing:
                     argv = child.display_argv
                     name = basename(argv[0]) if argv else "?"
-                    groups.setdefault((name, child.label), []).append(child)
+                    what = "\0".join(argv) if exact and argv else name
+                    groups.setdefault((what, child.label), []).append(child)
             hidden: set[int] = set()
-            for (name, _label), members in groups.items():
+            for (what, _label), members in groups.items():
                 if len(members) > COLLAPSE_MIN:
+                    name = short_argv(what.split("\0"), width=40) if exact else what
                     rest = members[COLLAPSE_AFTER:]
                     hidden.update(n.key for n in rest)
                     notes.append(_collapsed_note(tree, rest, name))

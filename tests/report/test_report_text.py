@@ -176,3 +176,24 @@ def test_a_live_session_says_running() -> None:
     assert "running" in text
     assert "incomplete" not in text
     assert "no exit seen" not in text
+
+
+def test_a_command_line_of_similar_commands_is_never_collapsed() -> None:
+    """Eight different git commands written in one `sh -c` all show; eight identical ones (a loop) are
+    still collapsed after the first few."""
+    different = Script().start("sh", "-c", "git …")
+    different.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "git status; git diff; …")
+    for i, sub in enumerate(("status", "diff", "log", "show", "branch", "remote", "tag", "stash")):
+        different.run(10 + i, 1, "/usr/bin/git", "git", sub)
+    different.exit(1).end()
+    text = to_text(render(fold_session(different.events, packaged_rules())))
+    assert all(f"git {sub}" in text for sub in ("status", "stash", "tag"))
+    assert "more `git`" not in text
+    same = Script().start("sh", "-c", "for …")
+    same.spawn(1, None, via="root").exec(
+        1, "/bin/sh", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do git status; done"
+    )
+    for i in range(8):
+        same.run(10 + i, 1, "/usr/bin/git", "git", "status")
+    same.exit(1).end()
+    assert "… 5 more `git status`" in to_text(render(fold_session(same.events, packaged_rules())))
