@@ -97,6 +97,11 @@ class Unit:
     def state(self) -> str:
         return self.segments[-1].state if self.segments else "queued"
 
+    @property
+    def failed(self) -> bool:
+        """It ended in a failed state, or gave up (and was stopped after)."""
+        return self.state in FAILED_STATES or any(s.state in ("gave_up", "failed") for s in self.segments)
+
     def enter(self, state: str, ts: float) -> None:
         last = self.segments[-1] if self.segments else None
         if last is not None:
@@ -412,7 +417,7 @@ def supervised_request(
     for unit in sup.units.values():
         unit_id = _span_id(session_id, f"unit\0{unit.name}")
         start = min([s.start for s in unit.segments] + [r.start for r in unit.runs] or [sup.start])
-        bad = unit.state in FAILED_STATES
+        bad = unit.failed
         spans.append(
             {
                 "traceId": trace,
@@ -541,7 +546,7 @@ def supervised_rows(sup: Supervised, children: Mapping[str, dict[str, Any]]) -> 
                 last.signal if last is not None else None,
                 "agent" if unit.kind == "task" else "system",
                 unit.state,
-                1 if unit.state in FAILED_STATES else 0,
+                1 if unit.failed else 0,
                 [f"{unit.kind}:{unit.name}", *unit.argv],
                 f"{unit.restarts} restarts" if unit.restarts else None,
             ]
