@@ -204,10 +204,15 @@ def _is_command_line(path: str, argv: tuple[str, ...]) -> bool:
     shim or a program like any other."""
     if basename(path) not in SHELLS and not (argv and basename(argv[0]) in SHELLS):
         return False
-    for arg in argv[1:]:
-        if arg == "--" or not arg.startswith("-") or arg.startswith("--"):
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-o", "-O", "+o", "+O"):  # `bash -o pipefail -c …`: the option's value follows
+            next(args, None)
+        elif arg.startswith("--") and arg != "--":  # `bash --norc -c …`
+            continue
+        elif arg == "--" or not arg.startswith(("-", "+")):
             return False
-        if "c" in arg[1:]:
+        elif arg.startswith("-") and "c" in arg[1:]:
             return True
     return False
 

@@ -197,3 +197,18 @@ def test_a_command_line_of_similar_commands_is_never_collapsed() -> None:
         same.run(10 + i, 1, "/usr/bin/git", "git", "status")
     same.exit(1).end()
     assert "… 5 more `git status`" in to_text(render(fold_session(same.events, packaged_rules())))
+
+
+def test_shell_command_lines_are_told_from_scripts() -> None:
+    """`sh -c`, `bash -lc`, `bash -o pipefail -c`, `bash --norc -ec` run command lines; `bash script.sh` no."""
+    from capsule.report.text import _is_command_line
+
+    for argv in (
+        ["sh", "-c", "x"],
+        ["bash", "-lc", "x"],
+        ["bash", "-o", "pipefail", "-c", "x"],
+        ["bash", "--norc", "-ec", "x"],
+    ):
+        assert _is_command_line("/bin/bash", tuple(argv)), argv
+    for argv in (["bash", "script.sh"], ["bash", "--", "-c"], ["python3", "-c", "x"]):
+        assert not _is_command_line(f"/usr/bin/{argv[0]}", tuple(argv)), argv
