@@ -30,6 +30,7 @@ from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
 
 MAX_WARNINGS = 100
 MAX_SIGNALS_KEPT = 16
+MAX_EARLY_SAMPLES = 4096  # pids sampled before their spawn was folded, held for it
 
 
 # An exec attempt is kept as the proc.exec event itself (ts, path, argv, ok, errno, argv_truncated):
@@ -144,6 +145,7 @@ class ProcessTree:
     roots: list[int] = attrs.Factory(list)
     warnings: list[str] = attrs.Factory(list)
     warnings_dropped: int = 0
+    early_samples: dict[int, list[ProcSampled]] = attrs.Factory(dict)  # by pid, not yet spawned
 
     def apply(self, event: Event) -> ProcessTree:
         handler = TREE_HANDLERS.get(type(event))
@@ -205,6 +207,9 @@ class ProcessTree:
             self.roots.append(node.key)
         self.nodes.append(node)
         self.current[pid] = node.key
+        if self.early_samples:
+            for sample in self.early_samples.pop(pid, ()):
+                self._take_sample(node, sample)
         return node
 
     def _node_for(self, pid: int, ts: float, what: str) -> ProcessNode:
@@ -276,9 +281,19 @@ class ProcessTree:
 
     def _sampled(self, event: ProcSampled) -> None:
         key = self.current.get(event.pid)
-        if key is None:
+        ended = self.nodes[key].end if key is not None else None
+        if key is None or (ended is not None and event.ts > ended):
+            # The sampler can see a process before the trace's spawn of it is folded (the tracker lags
+            # the live system): keep the sample for the node that pid is about to get.
+            held = self.early_samples.get(event.pid)
+            if held is None and len(self.early_samples) < MAX_EARLY_SAMPLES:
+                self.early_samples[event.pid] = [event]
+            elif held is not None:
+                held[:] = [max((*held, event), key=lambda e: e.rss_bytes), event]  # the peak and the last
             return
-        node = self.nodes[key]
+        self._take_sample(self.nodes[key], event)
+
+    def _take_sample(self, node: ProcessNode, event: ProcSampled) -> None:
         node.samples += 1
         if event.cpu_s is not None and (node.peak_cpu_s is None or event.cpu_s > node.peak_cpu_s):
             node.peak_cpu_s = event.cpu_s

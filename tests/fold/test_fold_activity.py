@@ -121,3 +121,19 @@ def test_tools_count_self_time_once() -> None:
     assert python["count"] == 2
     assert python["wall_s"] == 4.0  # not 4 + 2
     assert python["self_s"] == 4.0  # outer 4 - 2 (its child's), inner 2
+
+
+def test_a_sample_before_its_spawn_is_folded_is_kept() -> None:
+    """The sampler may write a process's sample before the trace's spawn of it: it still counts, and a
+    sample of an exited pid taken later waits for the pid's next process."""
+    s = Script().start("sh", "-c", "x")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "x")
+    s.sample(2, 10.0, 200 << 20, cpu_s=0.1).sample(2, 10.0, 100 << 20, cpu_s=0.3)
+    s.spawn(2, 1).exec(2, "/usr/bin/python3", "python3").exit(2)
+    s.sample(2, 1.0, 5 << 20, cpu_s=0.0)  # after pid 2 exited: a new process's
+    s.spawn(2, 1).exec(2, "/bin/true", "true").exit(2)
+    s.exit(1).end()
+    report = report_dict(fold_session(s.events, packaged_rules()))
+    first, second = [p for p in report["processes"] if p["pid"] == 2]
+    assert (first["peak_rss"], first["cpu_s"]) == (200 << 20, 0.3)
+    assert second["peak_rss"] == 5 << 20
