@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.bench._common import CAPSULE, env_for, interleave, median, ratio_row, row, run_once, temp_home
 
-ITERATIONS = 300
+ITERATIONS = 200
 QUICK_ITERATIONS = 3
 
 
@@ -26,7 +26,7 @@ def work(iterations: int, port: int) -> list[str]:
         "mkdir -p d$i && cd d$i && echo a > f && echo b >> f && mv f g && cat g >/dev/null"
         " && grep -c a g >/dev/null; ls >/dev/null; rm g && cd .. && rmdir d$i;"
         f" exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-;"
-        " python3 -I -S -c pass"
+        " /usr/bin/python3 -I -S -c pass"
     )
     return ["bash", "-c", f"for i in $(seq {iterations}); do {step}; done"]
 
