@@ -211,10 +211,7 @@ def load_supervised(session_dir: Path) -> tuple[Any, dict[str, Any], list[str]]:
 
 
 def _is_supervised(session_dir: Path) -> bool:
-    from capsule.stages.reader import glance
-
-    header = glance(session_dir).header
-    return header is not None and header.session_kind in ("env", "agents")
+    return _kind(session_dir) in ("env", "agents")
 
 
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
@@ -241,11 +238,15 @@ def _write_page(path: Path, page: str) -> None:
     print(path)
 
 
-def _is_agents(session_dir: Path) -> bool:
+def _kind(session_dir: Path) -> str | None:
     from capsule.stages.reader import glance
 
     header = glance(session_dir).header
-    return header is not None and header.session_kind == "agents"
+    return header.session_kind if header is not None else None
+
+
+def _is_agents(session_dir: Path) -> bool:
+    return _kind(session_dir) == "agents"
 
 
 def session_rows(limit: int = 20, show_all: bool = False) -> list[dict[str, Any]]:
