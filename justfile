@@ -19,6 +19,7 @@ setup:
     test -x .node/node_modules/.bin/mcp-inspector || {{bin}}/python -m tests.mcp.inspector install {{inspector}}
     # bpftrace: the eBPF tracer (`capsule run --tracer ebpf`, root only); its tests skip where it cannot run
     command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bpftrace; }
+    test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup
@@ -33,12 +34,14 @@ test: setup browser lint
 browser:
     command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
-# ruff, mypy and the layering check (import-linter)
+# ruff, mypy, the layering check (import-linter) and ESLint on the HTML report's script
 lint: 
     {{bin}}/ruff check .
     {{bin}}/ruff format --check .
     {{bin}}/mypy
     {{bin}}/lint-imports --no-cache
+    test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
+    tools/eslint/node_modules/.bin/eslint --config tools/eslint/eslint.config.mjs capsule/report/assets/
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup

@@ -21,29 +21,22 @@ printf '#!/bin/sh\n# a shim, like a version manager'"'"'s: find the real program
 chmod +x shim-ls
 
 wanted=("$@")
-# session VERB SLUG ARGS...: `capsule VERB --name SLUG ARGS...` in an empty home, its one session copied
-# into sessions/SLUG/ (skipped unless SLUG was asked for, when any was).
-session() {
-    local verb=$1 slug=$2
-    shift 2
+# record SLUG [capsule run options] -- CMD...: record one session into sessions/SLUG/.
+record() {
+    local slug=$1
+    shift
     if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $slug "* ]]; then
         return
     fi
     rm -rf "$CAPSULE_HOME"
-    "$capsule" "$verb" --name "$slug" "$@" >/dev/null 2>&1 </dev/null || true
+    "$capsule" run --name "$slug" "$@" >/dev/null 2>&1 </dev/null || true
     local run
     run=$(ls -d "$CAPSULE_HOME"/runs/*/)
     rm -rf "${here:?}/$slug"
     mkdir -p "$here/$slug"
-    local trace=$run/trace.strace
-    [[ -e $trace ]] || trace=$run/trace.ebpf  # recorded with --tracer ebpf
-    install -m 644 "$run/events.jsonl" "$trace" "$here/$slug/"
-    echo "$verb $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$trace") bytes)"
+    install -m 644 "$run/events.jsonl" "$run/trace.strace" "$here/$slug/"
+    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
 }
-# record SLUG [capsule run options] -- CMD...: record one session into sessions/SLUG/.
-record() { session run "$@"; }
-# imported SLUG LOG: `capsule import LOG` (a file, a folder or an -ff prefix) into sessions/SLUG/.
-imported() { session import "$@"; }
 
 # fork, vfork and clone3 children; two threads; SIGSEGV, SIGABRT, SIGKILL and SIGUSR1; an orphan; exit 5.
 record forks -- ./procs
@@ -71,63 +64,26 @@ record huge-argv -- sh -c '/bin/echo "$(head -c 6000 /dev/zero | tr "\0" a)" $(s
 # planted secrets: redacted in argv, events and the raw trace alike (tests check none survives).
 record redaction -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo --password hunter2 \
     --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' sk-ant-0123456789abcdefXYZ
-# --level all: files (opened, created, missing) and sockets (a loopback connect that works, one refused).
-level_all_py='
-import socket, subprocess
+# --level all: files (opened, created, missing, renamed, deleted, chmod, a cd) and sockets (a loopback
+# listen/connect/accept that works, one refused connect, a UDP send).
+record level-all --level all -- /usr/bin/python3 -I -S -c '
+import os, socket, subprocess
 open("note.txt", "w").write("hi\n")
 try:
     open("missing.txt")
 except OSError:
     pass
+os.mkdir("sub"); os.chdir("sub")
+open("draft.txt", "w").write("draft\n"); os.rename("draft.txt", "final.txt"); os.chmod("final.txt", 0o600)
+os.remove("final.txt"); os.chdir(".."); os.rmdir("sub")
 server = socket.create_server(("127.0.0.1", 0))
 client = socket.create_connection(server.getsockname())
+peer, _ = server.accept(); peer.close()
 client.close(); server.close()
 refused = socket.socket(); refused.connect_ex(("127.0.0.1", 9)); refused.close()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.sendto(b"x", ("127.0.0.1", 9)); udp.close()
 subprocess.run(["cat", "note.txt"], stdout=subprocess.DEVNULL, check=True)
 '
-record level-all --level all -- /usr/bin/python3 -I -S -c "$level_all_py"
-
-# The same work under the eBPF tracer (`--tracer ebpf`: root, bpftrace, BTF), replayed by the same tests;
-# tests/ebpf/test_parity.py compares live recordings of both tracers process by process.
-if [[ $(id -u) == 0 ]] && command -v bpftrace >/dev/null; then
-    record ebpf-forks --tracer ebpf -- ./procs
-    record ebpf-threads --tracer ebpf -- ./threads
-    record ebpf-killed --tracer ebpf -- sh -c 'timeout -s KILL 0.1 sleep 5; sleep 5 & kill -TERM $!; wait; kill -KILL $$'
-    record ebpf-path-search --tracer ebpf -- env PATH=/nonexistent:/usr/local/bin:/usr/bin:/bin \
-        sh -c 'env true one; env no-such-tool-capsule; /no/such/path; exit 0'
-    record ebpf-orphans --tracer ebpf -- sh -c '(sleep 0.1; /bin/true late) & ( (sleep 0.15; /bin/true later) & ); exit 3'
-    record ebpf-exec-chain --tracer ebpf -- sh -c './shim-ls -d /; bash -c "ls -d /tmp"; exec env LC_ALL=C ls -d /usr'
-    record ebpf-argv-quoting --tracer ebpf -- /bin/echo "$(printf 'tab\there')" "$(printf 'new\nline')" 'q"uote' \
-        "it's" 'back\slash' "$(printf '\001ctl')" 'héllo wörld' '日本語' '' "$(printf '\377\376')" '\x41'
-    record ebpf-level-all --tracer ebpf --level all -- /usr/bin/python3 -I -S -c "$level_all_py"
-    # secrets in an argv longer than the program's 199-byte pieces: redacted in the hex argv area too
-    record ebpf-redaction --tracer ebpf -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo \
-        --password hunter2 --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' \
-        sk-ant-0123456789abcdefXYZ "$(head -c 300 /dev/zero | tr '\0' z)"
-fi
-
-# Logs written by plain strace the ways people record them, then imported. One workload for all: a shell
-# running a threaded program (a thread forks; another thread execs), an argv with bytes that are not UTF-8,
-# the program's own stderr, an orphaned background child, exit 3.
-form_cmd=(sh -c './threads >/dev/null; /bin/echo "$(printf "\377\376")" hi >/dev/null; echo oops >&2; (sleep 0.01 &); exit 3')
-strace -f -o none.log "${form_cmd[@]}" 2>/dev/null || true                  # no timestamps
-strace -f -t -o t.log "${form_cmd[@]}" 2>/dev/null || true                  # -t: seconds of the day
-strace -f -tt -T -y -o tt.log "${form_cmd[@]}" 2>/dev/null || true          # -tt -T -y
-strace -f -ttt -yy -s 0 -o s0.log "${form_cmd[@]}" 2>/dev/null || true      # -s 0: no argv at all
-strace -f -r -o r.log "${form_cmd[@]}" 2>/dev/null || true                  # -r: relative, accumulated
-strace -f "${form_cmd[@]}" 2>stderr.log || true                             # to stderr, program output mixed in
-mkdir ff && { strace -ff -ttt -o ff/trace "${form_cmd[@]}" 2>/dev/null || true; }  # one file per pid
-# strace killed mid-write: the first two thirds of a real -ttt log, cut inside a line.
-strace -f -ttt -o whole.log "${form_cmd[@]}" 2>/dev/null || true
-head -c $(($(wc -c <whole.log) * 2 / 3)) whole.log >cut.log
-imported import-none none.log
-imported import-t t.log
-imported import-tt tt.log
-imported import-s0 s0.log
-imported import-r r.log
-imported import-stderr stderr.log
-imported import-ff ff
-imported import-cut cut.log
 
 cd "$root"
 "$root/.venv/bin/python" -m tests.golden bless

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -16,14 +17,17 @@ from capsule.events import Event
 from capsule.fold.tally import Tally
 from capsule.stages.store import open_private
 
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
+
 
 class SessionWriter:
     """Appends events to events.jsonl, numbering them gap-free from `next_seq`."""
 
-    def __init__(self, path: Path, next_seq: int = 0) -> None:
+    def __init__(self, path: Path, next_seq: int = 0, answers: RuleSet | None = None) -> None:
         self.path = path
         self.next_seq = next_seq
-        self.tally = Tally()
+        self.tally = Tally(answers=answers)  # exit rules: `grep` 1 is not counted as a failure
         self._fd = open_private(path)
 
     def write(self, events: list[Event]) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import psutil
@@ -38,9 +39,13 @@ from capsule.stages.ebpf import (
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.sample import sample_stage
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
+
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -177,17 +182,21 @@ async def record_run(
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
     cwd: str | None = None,
+    answers: RuleSet | None = None,
+    sample_interval: float = 0.0,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
-    `cwd` is the directory it runs in (default: this process's)."""
+    `cwd` is the directory it runs in (default: this process's). `answers` (exit rules) keep `grep` 1
+    out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
+    (`proc.sampled`)."""
     started = time.time()
     session_id, path = create_session(home, started)
     # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
     # shows the trace's own argv (the command itself still gets the exact bytes).
     text_argv = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
     shown_argv = redact_argv(text_argv) if redact else tuple(text_argv)
-    writer = SessionWriter(path / EVENTS)
+    writer = SessionWriter(path / EVENTS, answers=answers)
     trace_fd = open_private(path / trace_name(tracer.path))
     error: str | None = None
     try:
@@ -308,6 +317,10 @@ async def record_run(
                     )
                 if ebpf:
                     nursery.start_soon(stop_when_tree_gone, launched, live)
+                if sample_interval > 0:
+                    nursery.start_soon(
+                        partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
+                    )
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),

@@ -144,7 +144,8 @@ def session_dirs(home: Path) -> list[Path]:
 
 
 def resolve_session(home: Path, ref: str) -> Path:
-    """A session by id, unique id prefix, directory, events.jsonl path, or `latest`."""
+    """A session by id, unique id prefix, directory, events.jsonl path, `latest`, or the name given with
+    `--name` (the newest session of that name)."""
     as_path = Path(ref).expanduser()
     if as_path.is_file() and as_path.name in (EVENTS, EVENTS + ZST):
         return as_path.parent
@@ -171,4 +172,11 @@ def resolve_session(home: Path, ref: str) -> Path:
         raise SessionNotFound(f"session {ref!r} is ambiguous: {len(matches)} match ({names}…)")
     if is_session(as_path):
         return as_path
+    # A name given with --name: the newest session carrying it (ids and prefixes won above).
+    from capsule.stages.reader import glance
+
+    for path in sessions:
+        header = glance(path).header
+        if header is not None and header.name == ref:
+            return path
     raise SessionNotFound(f"no session {ref!r} under {runs_dir(home)} (see `capsule ls`)")

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from capsule.stages.ebpf import EbpfTracer
 
 # Syscall classes per trace level. `%process` covers fork/clone/exec/exit/wait/kill.
+# fchdir is a descriptor call (%desc), traced with %file so paths stay absolute after `cd` by fd.
 LEVELS = {
     "process": "%process",
-    "file": "%process,%file",
+    "file": "%process,%file,fchdir",
     "net": "%process,%network",
-    "all": "%process,%file,%network",
+    "all": "%process,%file,%network,fchdir",
 }
 
 # strace 5.3 added --seccomp-bpf: only the traced syscalls stop the tracee, which is what makes
@@ -46,6 +47,10 @@ class Tracer:
         flags = ["-f", "-ttt", "-q", "-s", "4096"]
         if self.seccomp_bpf:
             flags.append("--seccomp-bpf")
+        if level != "process":
+            # -y: every descriptor with its path (`AT_FDCWD</cwd>`, `3</tmp/x>`, `4<socket:[N]>`), so
+            # files are absolute from the kernel's own cwd and sockets are known across processes.
+            flags.append("-y")
         flags += ["-e", f"trace={LEVELS[level]}"]
         return tuple(flags)
 

@@ -28,8 +28,9 @@ def home() -> Path:
     return capsule_home()
 
 
-def rules() -> RuleSet:
-    """The packaged label and workflow rules, then the user's `$CAPSULE_HOME/rules.toml` over them."""
+def rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
+    """The packaged label and workflow rules (only the files named in `packaged`, when given), then the
+    user's `$CAPSULE_HOME/rules.toml` over them."""
     from importlib.resources import files
 
     from capsule.fold.labels import RuleError, RuleSet
@@ -37,7 +38,7 @@ def rules() -> RuleSet:
     sources = [
         (f"capsule/rules/{f.name}", f.read_text(encoding="utf-8"))
         for f in sorted(files("capsule.rules").iterdir(), key=lambda f: f.name)
-        if f.name.endswith(".toml")
+        if f.name.endswith(".toml") and (packaged is None or f.name in packaged)
     ]
     user = home() / "rules.toml"
     if user.is_file():
@@ -73,6 +74,53 @@ def is_agents(session_dir: Path) -> bool:
     return kind(session_dir) == "agents"
 
 
+def is_supervised(session_dir: Path) -> bool:
+    """An env or agents session: services or tasks over time, with the run sessions they traced."""
+    return kind(session_dir) in ("env", "agents")
+
+
+@attrs.frozen(kw_only=True)
+class Supervised:
+    """An env or agents session's timeline and the folded run sessions of its traced starts/attempts."""
+
+    timeline: Any
+    children: dict[str, SessionState]
+    warnings: tuple[str, ...]
+
+
+def html_assets() -> Any:
+    """The HTML report's page template, CSS and JS (package data), read once."""
+    from capsule.stages.assets import html_assets as read
+
+    return read()
+
+
+def load_supervised(session: str | Path) -> Supervised:
+    """Fold an env or agents session for the HTML report and exports; a traced run session that
+    cannot be found (pruned) is a warning, not an error."""
+    from capsule.codec import CodecError
+    from capsule.report.supervised import fold_supervised, trace_sessions
+    from capsule.stages.reader import iter_events
+
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    try:
+        timeline = fold_supervised(iter_events(session_dir))
+    except CodecError as exc:
+        raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
+    children: dict[str, SessionState] = {}
+    warnings: list[str] = []
+    rule_set = rules()
+    for sid in trace_sessions(timeline):
+        try:
+            child = load(resolve(sid), rule_set)
+        except NotFound:
+            warnings.append(f"traced run session {sid} is gone (pruned?): its processes are not shown")
+            continue
+        children[sid] = child.state
+        warnings += [f"{sid}: {w}" for w in child.warnings]
+    return Supervised(timeline=timeline, children=children, warnings=tuple(warnings))
+
+
 @attrs.frozen(kw_only=True)
 class Loaded:
     """A session folded for reporting, and what the reader had to say about it."""
@@ -101,13 +149,15 @@ def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
     header = seen.header
     if header is None:
         raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
-    if seen.ended is None and not recorder_alive(header):
+    live = seen.ended is None and recorder_alive(header)
+    if seen.ended is None and not live:
         result = trio.run(lambda: recover(session_dir, header, home=home()))
         warnings.append(
             f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
         )
     decoder = LineDecoder()
     state = SessionState.new(rules() if rule_set is None else rule_set)
+    state.live = live  # a session still being recorded reads `running`, not `incomplete`
     try:
         for event in iter_events(session_dir, decoder):
             state.apply(event)
@@ -243,12 +293,14 @@ async def record_async(
     time_limit: float | None = None,
     cwd: str | Path | None = None,
     tracer: str = "strace",
+    sample: float = 0.0,
 ) -> Recorded:
     """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
 
     `stdio` (stdin, stdout, stderr; None inherits) lets a server keep its own streams; after `time_limit`
     seconds the command's whole tree is killed; `cwd` is where it runs (default: here); `tracer` is
-    strace, ebpf or auto (eBPF where it works)."""
+    strace, ebpf or auto (eBPF where it works); `sample` > 0 samples the tree's CPU and memory that
+    often (`proc.sampled`)."""
     from capsule.stages.run import record_run
     from capsule.stages.tracer import TRACERS, TracerMissing, find_recorder
 
@@ -257,6 +309,9 @@ async def record_async(
     check_level(level)
     if tracer not in TRACERS:
         raise UsageError(f"unknown --tracer {tracer!r}: choose one of {', '.join(TRACERS)}")
+    if sample < 0:
+        raise UsageError(f"--sample {sample}: the interval must be 0 (off) or a positive number of seconds")
+    answers = rules(packaged=("exits.toml",))  # so the summary's failure count leaves `grep` 1 out
     if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, before anything starts)
         raise NotFound(f"cwd {str(cwd)!r}: no such directory")
     try:
@@ -276,6 +331,8 @@ async def record_async(
             stdio=stdio,
             time_limit=time_limit,
             cwd=None if cwd is None else str(cwd),
+            answers=answers,
+            sample_interval=sample,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
@@ -430,8 +487,22 @@ def export(session: str | Path, fmt: str) -> Exported:
 
     if fmt not in ("perfetto", "otlp"):
         raise UsageError(f"cannot export as {fmt!r}: perfetto or otlp (jsonl is streamed: copy_events)")
+    session_dir = session if isinstance(session, Path) else resolve(session)
     with paused_gc():
-        loaded = load(session)
+        if is_supervised(session_dir):
+            # env and agents sessions: services and tasks as tracks/spans, traced trees beneath them
+            from capsule import __version__
+            from capsule.report.supervised import supervised_request, supervised_trace
+
+            sup = load_supervised(session_dir)
+            made = (
+                supervised_trace(sup.timeline, sup.children)
+                if fmt == "perfetto"
+                else supervised_request(sup.timeline, sup.children, __version__)
+            )
+            body = orjson.dumps(made, option=orjson.OPT_APPEND_NEWLINE)
+            return Exported(session=session_dir.name, format=fmt, body=body, warnings=sup.warnings)
+        loaded = load(session_dir)
         if fmt == "perfetto":
             from capsule.report.perfetto import trace_events
 

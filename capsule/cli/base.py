@@ -132,10 +132,10 @@ def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -
     out.flush()
 
 
-def _rules() -> RuleSet:
+def _rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
     from capsule.api.sessions import rules
 
-    return rules()
+    return rules(packaged)
 
 
 def _resolve(ref: str) -> Path:

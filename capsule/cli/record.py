@@ -41,6 +41,12 @@ def run(
     no_redact: Annotated[
         bool, typer.Option("--no-redact", help="Keep secret-looking values in argv and the trace.")
     ] = False,
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample", metavar="SECONDS", help="Sample CPU and memory of the tree this often; 0: off."
+        ),
+    ] = 0.5,
     parent: Annotated[
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
@@ -56,7 +62,13 @@ def run(
     from capsule.api import sessions
 
     outcome = sessions.record(
-        command, level=level, name=name, redact=not no_redact, parent=parent, tracer=tracer_name
+        command,
+        level=level,
+        name=name,
+        redact=not no_redact,
+        parent=parent,
+        tracer=tracer_name,
+        sample=sample,
     )
     style = _Ansi(sys.stderr)
     if outcome.error:
@@ -94,8 +106,15 @@ def report(
         fail("--html and --json: choose one", 2)
     session_dir = _resolve(session)
     if html_file is not None:
-        if sessions.is_agents(session_dir):
-            fail("--html reports run sessions; report a task's run session (capsule ls --all)", 2)
+        if sessions.is_supervised(session_dir):
+            from capsule.report.html import render_supervised_html
+
+            sup = sessions.load_supervised(session_dir)
+            assets = sessions.html_assets()
+            _write_page(
+                html_file, render_supervised_html(sup.timeline, sup.children, assets, warnings=sup.warnings)
+            )
+            return
         with paused_gc():
             loaded = sessions.load(session_dir)
         _write_html(html_file, loaded.state, list(loaded.warnings))
@@ -122,10 +141,15 @@ def report(
 
 
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
-    """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
+    from capsule.api.sessions import html_assets
     from capsule.report.html import render_html
 
-    data = render_html(state, warnings=warnings).encode("utf-8")
+    _write_page(path, render_html(state, html_assets(), warnings=warnings))
+
+
+def _write_page(path: Path, page: str) -> None:
+    """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
+    data = page.encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -170,7 +194,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
         console.print("no sessions yet — record one with `capsule run -- CMD`", markup=False)
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("id", "kind", "started", "duration", "command", "procs", "exit", "status"):
+    for column in ("id", "kind", "name", "started", "duration", "command", "procs", "exit", "status"):
         table.add_column(column, no_wrap=column != "command", overflow="ellipsis")
     for row in rows:
         exit_text = row.signal or ("" if row.exit_code is None else str(row.exit_code))
@@ -178,6 +202,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
         table.add_row(
             row.id,
             row.kind,
+            row.name or "",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)),
             "" if row.duration_s is None else f"{row.duration_s:.2f}s",
             shlex.join(row.argv)[:80],

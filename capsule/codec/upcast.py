@@ -37,12 +37,18 @@ def _proc_exec_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _proc_sampled_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 added `cpu_s`: a v1 sample did not say how much CPU time the process had used."""
+    return {**fields, "cpu_s": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
     ("task.exited", 1): _task_exited_v1_to_v2,
     ("session.started", 2): _session_started_v2_to_v3,
     ("session.ended", 1): _session_ended_v1_to_v2,
     ("proc.exec", 1): _proc_exec_v1_to_v2,
+    ("proc.sampled", 1): _proc_sampled_v1_to_v2,
 }
 
 

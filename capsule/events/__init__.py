@@ -7,8 +7,10 @@ from capsule.events import observed as _observed
 from capsule.events import tasks as _tasks
 from capsule.events.base import Event
 from capsule.events.process import (
+    FileChanged,
     FileOpened,
     NetConnected,
+    NetSocket,
     ProcExec,
     ProcExited,
     ProcSampled,
@@ -36,7 +38,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ProcSignaled,
     ProcSpawnFailed,
     FileOpened,
+    FileChanged,
     NetConnected,
+    NetSocket,
     TraceUnparsed,
     ProcSampled,
     *_env.EVENTS,
@@ -57,8 +61,10 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
     "Event",
+    "FileChanged",
     "FileOpened",
     "NetConnected",
+    "NetSocket",
     "ProcExec",
     "ProcExited",
     "ProcSampled",

@@ -85,6 +85,39 @@ class FileOpened(Event):
 
 
 @attrs.frozen(kw_only=True)
+class FileChanged(Event):
+    """A change to the file system other than an open, at trace level `file`: unlink/rmdir (`delete`),
+    rename (`rename`, to `target`), mkdir/link/symlink (`create`), chmod (`chmod`), truncate (`write`).
+    `path` is absolute where the trace allows (see capsule/track/paths.py)."""
+
+    KIND: ClassVar[str] = "file.changed"
+
+    pid: int
+    op: str  # delete | rename | create | chmod | write
+    path: str
+    target: str | None = None  # rename, link, symlink: the new name
+    ok: bool = True
+    errno: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NetSocket(Event):
+    """A socket call other than connect at trace level `net`: bind, listen, accept, or a send to an
+    explicit address (sendto/sendmsg with one: UDP, DNS). `address` and `port` are the local end for
+    bind/listen, the peer for accept and send."""
+
+    KIND: ClassVar[str] = "net.socket"
+
+    pid: int
+    op: str  # bind | listen | accept | send
+    family: str = ""  # inet | inet6 | unix | ... ("" when the call did not show it)
+    address: str = ""
+    port: int | None = None
+    ok: bool = True
+    errno: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class NetConnected(Event):
     """connect() at trace level `net`: the address as strace decoded it."""
 
@@ -113,7 +146,9 @@ class ProcSampled(Event):
     """An observation of the live system by the psutil sampler."""
 
     KIND: ClassVar[str] = "proc.sampled"
+    VERSION: ClassVar[int] = 2  # v2: `cpu_s`
 
     pid: int
     cpu_percent: float
     rss_bytes: int
+    cpu_s: float | None = None  # user + system CPU seconds used so far (psutil cpu_times)

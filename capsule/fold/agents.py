@@ -67,12 +67,16 @@ class AgentRun:
 
 
 def tool_name(node: ProcessNode) -> str:
-    """What the process was run as: argv[0]'s basename, else the executable's, else `?`.
+    """What the process was run as: the tool a runner ran, else argv[0]'s basename, else the
+    executable's, else `?`.
 
     argv[0] wins because multi-call binaries are one executable under many names: Claude Code runs
     its bundled ripgrep as `claude.exe` with argv[0] `rg`; busybox is `ls`, `cat`, `sh`… A path in
     argv[0] that names a different file than the exe (a shim) still gives the name the user typed.
     """
+    ran = node.classification.tool
+    if ran is not None:
+        return ran  # a runner (`npx jest`, `node …/bin/tsc`) is named by the tool it ran
     argv = node.argv
     if argv and argv[0]:
         return basename(argv[0])

@@ -18,10 +18,22 @@ The core reads no files: the shell hands the TOML *text* of `capsule/rules/label
     workflow = "test"
     exe = ["pytest", "py.test"]
 
+    [[runner]]                      # a runner is classified and named by the tool it runs
+    name = "npx"
+    exe = ["npx", "uvx"]            # `npx [options] jest …` is jest: test
+    options_with_value = ["-p"]     # options whose value is the next argument
+    script = false                  # true: the first argument is a script naming the tool (node)
+
+    [[exit]]                        # non-zero exits that are answers, not failures
+    name = "grep-no-match"
+    exe = ["grep", "rg"]
+    codes = [1]                     # these exit codes of a matching process are not failures
+
 Every condition given must hold; within one condition any listed pattern may match. Rules are tried in
 precedence order (later texts first, then file order) against the last successful exec of a process; an
 `agent` rule is tried against every successful exec of its chain (`claude` is a script whose shebang
-re-execs node). When nothing matches the last exec, earlier execs of the chain are tried.
+re-execs node). When nothing matches the last exec, earlier execs of the chain are tried. An `exit` rule is
+tried against the last successful exec only: what answers is the program that exited.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ LABELS = ("agent", "tool", "system", "unknown")
 WORKFLOWS = ("explore", "edit", "build", "test", "vcs", "install", "execute")
 
 # Read these from the `capsule` package's `rules/` folder, in this order, then the user's rules.toml.
-PACKAGED_RULE_FILES = ("labels.toml", "workflows.toml")
+PACKAGED_RULE_FILES = ("labels.toml", "workflows.toml", "exits.toml", "runners.toml")
 
 # (executable path, argv) of one successful exec
 ExecImage = tuple[str, tuple[str, ...]]
@@ -46,6 +58,17 @@ ExecImage = tuple[str, tuple[str, ...]]
 _KEYS = {"name", "exe", "args", "subcommand", "module"}
 _LABEL_KEYS = _KEYS | {"label", "agent"}
 _WORKFLOW_KEYS = _KEYS | {"workflow"}
+_EXIT_KEYS = _KEYS | {"codes"}
+_RUNNER_KEYS = _KEYS | {"script", "options_with_value"}
+_ALL_KEYS = {
+    "label": _LABEL_KEYS,
+    "workflow": _WORKFLOW_KEYS,
+    "exit": _EXIT_KEYS,
+    "runner": _RUNNER_KEYS,
+}
+# A node script's path names the CLI it is: `…/node_modules/.bin/jest`, `…/node_modules/jest/bin/jest.js`,
+# `…/npm/bin/npm-cli.js` (npm), `…/typescript/bin/tsc`.
+_SCRIPT_EXTENSIONS = (".js", ".cjs", ".mjs", ".ts")
 _CACHE_LIMIT = 65_536
 
 
@@ -90,6 +113,9 @@ class Rule:
     args: tuple[str, ...] = ()
     subcommand: tuple[tuple[str, ...], ...] = ()
     module: tuple[str, ...] = ()
+    codes: frozenset[int] = frozenset()  # exit rules: the exit codes that are answers
+    script: bool = False  # runner rules: the first argument is a script naming the tool (node)
+    options_with_value: frozenset[str] = frozenset()  # runner rules: options that take the next arg
     origin: str = ""
     _exe_names: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     _exe_globs: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
@@ -134,6 +160,9 @@ class Classification:
     agent: str | None = None  # the agent's name when label == "agent"
     label_rule: str | None = None
     workflow_rule: str | None = None
+    answers: frozenset[int] = frozenset()  # non-zero exit codes that are answers, not failures
+    exit_rule: str | None = None
+    tool: str | None = None  # the tool a runner ran (`npx jest`, `node …/jest/bin/jest.js`: jest)
 
 
 UNCLASSIFIED = Classification()
@@ -155,6 +184,47 @@ def _first_match(rules: Sequence[Rule], chain: Sequence[ExecImage], *, agent_cha
     return None
 
 
+def _unwrap(rule: Rule, argv: tuple[str, ...]) -> ExecImage | None:
+    """The argv after a runner's own words and options (see `[[runner]]` in capsule/rules/runners.toml)."""
+    words = {w for sub in rule.subcommand for w in sub}
+    rest = list(argv[1:])
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in rule.options_with_value:
+            i += 2
+        elif arg.startswith("-") or (arg in words and not rule.script):
+            i += 1
+        else:
+            break
+    inner = rest[i:]
+    if not inner:
+        return None
+    if rule.script:
+        name = script_tool(inner[0])
+        if name is None:
+            return None
+        return name, (name, *inner[1:])
+    return inner[0], tuple(inner)
+
+
+def script_tool(path: str) -> str | None:
+    """The CLI a script is, by its path: `…/node_modules/.bin/jest` and `…/jest/bin/jest.js` are jest,
+    `…/npm/bin/npm-cli.js` is npm; None for a script outside a package's bin/ (a user's own)."""
+    parts = path.split("/")
+    if len(parts) < 2:
+        return None
+    if parts[-2] not in (".bin", "bin"):
+        return None
+    name = parts[-1]
+    for ext in _SCRIPT_EXTENSIONS:
+        name = name.removesuffix(ext)
+    return name.removesuffix("-cli") or None
+
+
 def _string_list(rule_name: str, key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -170,10 +240,27 @@ def _compile(kind: str, table: Any, origin: str, index: int) -> Rule:
     if not isinstance(name, str) or not name:
         raise RuleError(f"{origin}: [[{kind}]] #{index + 1} has no `name`")
     where = f"{origin}: {kind} rule {name!r}"
-    unknown = set(table) - (_LABEL_KEYS if kind == "label" else _WORKFLOW_KEYS)
+    unknown = set(table) - _ALL_KEYS[kind]
     if unknown:
         raise RuleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    value = table.get(kind)
+    codes: frozenset[int] = frozenset()
+    value: Any
+    if kind == "exit":
+        raw = table.get("codes")
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c < 256 for c in raw)
+        ):
+            raise RuleError(f"{where}: `codes` must be a non-empty list of exit codes (1-255)")
+        codes = frozenset(raw)
+        value = "answer"
+    elif kind == "runner":
+        value = "runner"
+        if not isinstance(table.get("script", False), bool):
+            raise RuleError(f"{where}: `script` must be true or false")
+    else:
+        value = table.get(kind)
     if not isinstance(value, str) or not value:
         raise RuleError(f"{where}: `{kind}` must be a non-empty string")
     if kind == "label" and value not in LABELS:
@@ -203,6 +290,13 @@ def _compile(kind: str, table: Any, origin: str, index: int) -> Rule:
             args=conditions.get("args", ()),
             subcommand=tuple(tuple(s.split()) for s in conditions.get("subcommand", ())),
             module=conditions.get("module", ()),
+            codes=codes,
+            script=bool(table.get("script", False)),
+            options_with_value=frozenset(
+                _string_list(name, "options_with_value", table["options_with_value"])
+                if "options_with_value" in table
+                else ()
+            ),
             origin=origin,
         )
     except re.error as exc:
@@ -215,6 +309,8 @@ class RuleSet:
 
     label_rules: tuple[Rule, ...] = ()
     workflow_rules: tuple[Rule, ...] = ()
+    exit_rules: tuple[Rule, ...] = ()
+    runner_rules: tuple[Rule, ...] = ()
     _cache: dict[tuple[ExecImage, ...], Classification] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -230,7 +326,7 @@ class RuleSet:
     @classmethod
     def from_sources(cls, *sources: tuple[str, str]) -> RuleSet:
         """Like `from_toml`, with each text given as (origin, text) so errors name the file."""
-        by_kind: dict[str, list[Rule]] = {"label": [], "workflow": []}
+        by_kind: dict[str, list[Rule]] = {"label": [], "workflow": [], "exit": [], "runner": []}
         for origin, text in sources:
             try:
                 data = tomllib.loads(text)
@@ -250,7 +346,12 @@ class RuleSet:
                     raise RuleError(f"{origin}: {kind} rule {dupes[0]!r} is defined twice")
                 replaced = set(names)
                 rules[:] = new + [r for r in rules if r.name not in replaced]
-        return cls(tuple(by_kind["label"]), tuple(by_kind["workflow"]))
+        return cls(
+            tuple(by_kind["label"]),
+            tuple(by_kind["workflow"]),
+            tuple(by_kind["exit"]),
+            tuple(by_kind["runner"]),
+        )
 
     def classify(self, chain: Sequence[ExecImage]) -> Classification:
         """Classify a process by its exec chain: (path, argv) of each successful exec, oldest first."""
@@ -268,17 +369,46 @@ class RuleSet:
         workflow = workflow_rule.value if workflow_rule is not None else None
         if workflow is None and label in ("tool", "unknown") and key:
             workflow = "execute"
+        exit_rule = self.answer_rule(*key[-1]) if key else None
+        workflow_rule_name = workflow_rule.name if workflow_rule is not None else None
+        tool = None
+        if label != "agent" and key:
+            ran = self._runner_target(*key[-1])
+            if ran is not None:
+                inner = self.classify([ran])
+                if inner.label != "agent" and inner.workflow not in (None, "execute"):
+                    # `npx jest`, `uvx ruff`, `node …/tsc`: the work is the tool's, so is the name.
+                    label, workflow = "tool", inner.workflow
+                    workflow_rule_name = inner.workflow_rule
+                    tool = inner.tool or basename(ran[1][0])
         result = Classification(
             label=label,
             workflow=workflow,
             agent=label_rule.agent if label_rule is not None else None,
             label_rule=label_rule.name if label_rule is not None else None,
-            workflow_rule=workflow_rule.name if workflow_rule is not None else None,
+            workflow_rule=workflow_rule_name,
+            answers=exit_rule.codes if exit_rule is not None else frozenset(),
+            exit_rule=exit_rule.name if exit_rule is not None else None,
+            tool=tool,
         )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = result
         return result
+
+    def _runner_target(self, exe: str, argv: tuple[str, ...]) -> ExecImage | None:
+        """What a runner runs: (name, argv) of `npx [opts] jest …`, `pipx run black`, `node …/tsc`."""
+        for rule in self.runner_rules:
+            if rule.matches(exe, argv):
+                return _unwrap(rule, argv)
+        return None
+
+    def answer_rule(self, exe: str, argv: tuple[str, ...]) -> Rule | None:
+        """The first exit rule matching one exec image: its `codes` are answers, not failures."""
+        for rule in self.exit_rules:
+            if rule.matches(exe, argv):
+                return rule
+        return None
 
     def classify_argv(self, argv: Sequence[str], exe: str | None = None) -> Classification:
         """Classify one exec: a convenience for tests and for `capsule` commands that show rules."""

@@ -30,6 +30,7 @@ from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
 
 MAX_WARNINGS = 100
 MAX_SIGNALS_KEPT = 16
+MAX_EARLY_SAMPLES = 4096  # pids sampled before their spawn was folded, held for it
 
 
 # An exec attempt is kept as the proc.exec event itself (ts, path, argv, ok, errno, argv_truncated):
@@ -63,8 +64,12 @@ class ProcessNode:
     signals_received: int = 0
     peak_cpu_percent: float | None = None
     peak_rss_bytes: int | None = None
+    peak_cpu_s: float | None = None  # CPU seconds used, from the last sample (cumulative)
+    samples: int = 0
     files_opened: int = 0
     connects: int = 0
+    file_ops: dict[str, int] | None = None  # op -> count, once it has any (see capsule/fold/activity.py)
+    net_ops: dict[str, int] | None = None
     children: list[int] = attrs.Factory(list)
 
     @property
@@ -105,20 +110,36 @@ class ProcessNode:
         ENOENT`), or None: the one wording the exports use."""
         if self.signal is not None:
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
-        if self.exit_code is not None and self.exit_code != 0:
+        if self.exit_code is not None and self.exit_code != 0 and not self.answered:
             return f"exit {self.exit_code}"
         if not self.exec_ok and self.execs:
             return f"exec failed: {self.execs[-1].errno or 'error'}"
         return None
 
     @property
-    def failed(self) -> bool:
-        """Exited non-zero, was killed by a signal, or never managed to exec (a command not found)."""
+    def answered(self) -> bool:
+        """Exited non-zero with an answer, not an error (`grep` 1: no match): an exit rule says so."""
+        code = self.exit_code
         return (
-            self.signal is not None
-            or (self.exit_code is not None and self.exit_code != 0)
-            or (not self.exec_ok and bool(self.execs))
+            code is not None
+            and code != 0
+            and self.argv is not None
+            and self.signal is None
+            and code in self.classification.answers
         )
+
+    @property
+    def failed(self) -> bool:
+        """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal, or
+        never managed to exec (a command not found)."""
+        if self.signal is not None:
+            return True
+        if not self.exec_ok and self.execs:
+            return True  # every exec attempt failed
+        code = self.exit_code
+        if self.argv is None:  # never exec'd (a fork child), or `strace -s 0`: no rule can call it an answer
+            return bool(code)
+        return code is not None and code != 0 and code not in self.classification.answers
 
 
 @attrs.define(eq=False)
@@ -132,6 +153,7 @@ class ProcessTree:
     warnings: list[str] = attrs.Factory(list)
     warnings_dropped: int = 0
     untimed: bool = False  # the trace has no timestamps (session.started's trace_clock is `none`)
+    early_samples: dict[int, list[ProcSampled]] = attrs.Factory(dict)  # by pid, not yet spawned
 
     def apply(self, event: Event) -> ProcessTree:
         handler = TREE_HANDLERS.get(type(event))
@@ -194,6 +216,9 @@ class ProcessTree:
             self.roots.append(node.key)
         self.nodes.append(node)
         self.current[pid] = node.key
+        if self.early_samples:
+            for sample in self.early_samples.pop(pid, ()):
+                self._take_sample(node, sample)
         return node
 
     def _node_for(self, pid: int, ts: float, what: str) -> ProcessNode:
@@ -269,9 +294,22 @@ class ProcessTree:
 
     def _sampled(self, event: ProcSampled) -> None:
         key = self.current.get(event.pid)
-        if key is None:
+        ended = self.nodes[key].end if key is not None else None
+        if key is None or (ended is not None and event.ts > ended):
+            # The sampler can see a process before the trace's spawn of it is folded (the tracker lags
+            # the live system): keep the sample for the node that pid is about to get.
+            held = self.early_samples.get(event.pid)
+            if held is None and len(self.early_samples) < MAX_EARLY_SAMPLES:
+                self.early_samples[event.pid] = [event]
+            elif held is not None:
+                held[:] = [max((*held, event), key=lambda e: e.rss_bytes), event]  # the peak and the last
             return
-        node = self.nodes[key]
+        self._take_sample(self.nodes[key], event)
+
+    def _take_sample(self, node: ProcessNode, event: ProcSampled) -> None:
+        node.samples += 1
+        if event.cpu_s is not None and (node.peak_cpu_s is None or event.cpu_s > node.peak_cpu_s):
+            node.peak_cpu_s = event.cpu_s
         if node.peak_cpu_percent is None or event.cpu_percent > node.peak_cpu_percent:
             node.peak_cpu_percent = event.cpu_percent
         if node.peak_rss_bytes is None or event.rss_bytes > node.peak_rss_bytes:
@@ -286,6 +324,23 @@ class ProcessTree:
         key = self.current.get(event.pid)
         if key is not None:
             self.nodes[key].connects += 1
+
+    def count_op(self, pid: int, op: str | None, *, net: bool = False) -> int | None:
+        """Count a file or network op on the live node of `pid`; its key (None: an unknown pid)."""
+        key = self.current.get(pid)
+        if key is None:
+            return None
+        if op is not None:
+            node = self.nodes[key]
+            counts = node.net_ops if net else node.file_ops
+            if counts is None:
+                counts = {}
+                if net:
+                    node.net_ops = counts
+                else:
+                    node.file_ops = counts
+            counts[op] = counts.get(op, 0) + 1
+        return key
 
 
 TREE_HANDLERS: dict[type[Event], Callable[[ProcessTree, Any], None]] = {

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 
 from capsule.events import (
     Event,
+    FileChanged,
+    FileOpened,
+    NetConnected,
+    NetSocket,
+    ProcExec,
     ProcSpawnFailed,
     SessionEnded,
     SessionRecovered,
     SessionStarted,
     TraceUnparsed,
 )
+from capsule.fold.activity import Activity
 from capsule.fold.labels import RuleSet
 from capsule.fold.process_tree import TREE_HANDLERS, ProcessNode, ProcessTree
 
@@ -43,6 +50,9 @@ class SessionState:
     unparsed_samples: list[TraceUnparsed] = attrs.Factory(list)  # the first MAX_SAMPLES
     spawn_failures: list[ProcSpawnFailed] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)  # session-level warnings; the tree keeps its own
+    activity: Activity = attrs.Factory(Activity)  # files and network (trace levels file, net, all)
+    # Set by the shell, never folded: the session's recorder is alive, so "no end yet" means running.
+    live: bool = False
 
     @classmethod
     def new(cls, rules: RuleSet | None = None) -> SessionState:
@@ -54,13 +64,14 @@ class SessionState:
 
     @property
     def status(self) -> str:
-        """`recovered` (completed from the raw trace), `complete` (ended, its trace whole) or `incomplete`
-        (no end yet, or a trace that stops before the command ended: strace was killed)."""
+        """`recovered` (completed from the raw trace), `complete` (ended, its trace whole), `running` (no
+        end yet and its recorder is alive: the shell says so with `live`) or `incomplete` (no end and the
+        recorder gone, or a trace that stops before the command ended: strace was killed)."""
         if self.recovered is not None:
             return "recovered"
         if self.ended is not None and self.ended.incomplete is None:
             return "complete"
-        return "incomplete"
+        return "running" if self.live else "incomplete"
 
     @property
     def started(self) -> float | None:
@@ -113,8 +124,8 @@ class SessionState:
             out.append(f"{self.tree.warnings_dropped} more warnings not shown")
         if self.unparsed_lines:
             out.append(f"{self.unparsed_lines} trace line(s) could not be parsed")
-        if self.ended is None:
-            out.append("the session has no end: it is still running, or its recorder died")
+        if self.ended is None and self.status == "incomplete":
+            out.append("the session has no end: its recorder died before closing it")
         if self.recovered is not None:
             out.append(f"recovered from the raw trace: {self.recovered.reason}")
         if self.ended is not None and self.ended.incomplete is not None:
@@ -149,6 +160,11 @@ class SessionState:
         tree_handler = TREE_HANDLERS.get(type(event))
         if tree_handler is not None:
             tree_handler(self.tree, event)
+            handler = ACTIVITY_HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+        elif type(event) in ACTIVITY_HANDLERS:
+            ACTIVITY_HANDLERS[type(event)](self, event)
         elif isinstance(event, TraceUnparsed):
             self.unparsed_lines += 1
             if len(self.unparsed_samples) < MAX_SAMPLES:
@@ -161,6 +177,9 @@ class SessionState:
                 self.tree.untimed = event.trace_clock == "none"
                 if self.events != 1:
                     self.notes.append("session.started is not the first event")
+                # An import's cwd is the importer's, not the traced program's: relative paths stay so.
+                self.activity.cwd = event.cwd if event.session_kind != "import" else None
+                self.activity.track_exec = event.trace_level in ("file", "all")
         elif isinstance(event, SessionEnded):
             self.ended = event
         elif isinstance(event, SessionRecovered):
@@ -168,6 +187,42 @@ class SessionState:
         elif isinstance(event, ProcSpawnFailed):
             self.spawn_failures.append(event)
         return self
+
+
+def _opened(state: SessionState, event: FileOpened) -> None:
+    key = state.tree.current.get(event.pid)
+    if key is not None:
+        state.tree.count_op(event.pid, state.activity.opened(event, key))
+
+
+def _changed(state: SessionState, event: FileChanged) -> None:
+    key = state.tree.current.get(event.pid)
+    if key is not None:
+        state.tree.count_op(event.pid, state.activity.changed(event, key))
+
+
+def _executed(state: SessionState, event: ProcExec) -> None:
+    if state.activity.track_exec and event.ok:
+        key = state.tree.current.get(event.pid)
+        if key is not None:
+            state.activity.executed(event, key)
+            state.tree.count_op(event.pid, "exec")
+
+
+def _network(state: SessionState, event: NetConnected | NetSocket) -> None:
+    key = state.tree.current.get(event.pid)
+    if key is not None:
+        state.activity.network(event, key)
+        state.tree.count_op(event.pid, "connect" if isinstance(event, NetConnected) else event.op, net=True)
+
+
+ACTIVITY_HANDLERS: dict[type[Event], Callable[[SessionState, Any], None]] = {
+    FileOpened: _opened,
+    FileChanged: _changed,
+    ProcExec: _executed,
+    NetConnected: _network,
+    NetSocket: _network,
+}
 
 
 def apply(state: SessionState, event: Event) -> SessionState:

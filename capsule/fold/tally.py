@@ -5,9 +5,14 @@ Small on purpose: the recorder keeps O(processes alive) state, never the event l
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from capsule.events import Event, ProcExited, ProcSpawned, ProcSpawnFailed, TraceUnparsed
+from capsule.events import Event, ProcExec, ProcExited, ProcSpawned, ProcSpawnFailed, TraceUnparsed
+
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
 
 
 @attrs.define
@@ -20,6 +25,10 @@ class Tally:
     root_exit: tuple[int | None, str | None] | None = None  # (exit code, signal name) of the root
     first_ts: float | None = None
     last_ts: float | None = None
+    # Exit rules (capsule/rules/exits.toml): `grep` 1 is an answer, not a failure. With them the tally
+    # keeps the last image of each live process that exec'd, dropped at its exit.
+    answers: RuleSet | None = attrs.field(default=None, repr=False)
+    _images: dict[int, tuple[str, tuple[str, ...]]] = attrs.field(factory=dict, repr=False)
 
     def apply(self, event: Event) -> Tally:
         self.events += 1
@@ -30,9 +39,17 @@ class Tally:
             self.processes += 1
             if event.via == "root" and self.root_pid is None:
                 self.root_pid = event.pid
+        elif isinstance(event, ProcExec):
+            if event.ok and self.answers is not None:
+                self._images[event.pid] = (event.path, event.argv or ())  # argv unknown (-s 0): no rule
         elif isinstance(event, ProcExited):
-            if event.signal is not None or event.exit_code:
+            image = self._images.pop(event.pid, None)
+            if event.signal is not None:
                 self.failed += 1
+            elif event.exit_code:
+                rule = None if image is None or self.answers is None else self.answers.answer_rule(*image)
+                if rule is None or event.exit_code not in rule.codes:
+                    self.failed += 1
             if event.pid == self.root_pid and self.root_exit is None:
                 self.root_exit = (event.exit_code, event.signal)
         elif isinstance(event, TraceUnparsed):

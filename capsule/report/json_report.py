@@ -9,7 +9,7 @@ since the epoch (floats), durations seconds; a value not known is null.
         "argv": [str], "cwd": str, "host": str,
         "started": float, "ended": float | null, "duration_s": float | null,
         "exit_code": int | null, "signal": "SIGKILL" | null,
-        "status": "complete" | "incomplete" | "recovered",
+        "status": "complete" | "running" | "incomplete" | "recovered",
         "events": int
       },
       "processes": [            # exactly one per process (thread-group leader), ordered by start
@@ -28,18 +28,34 @@ since the epoch (floats), durations seconds; a value not known is null.
           "exit_code": int | null, "signal": str | null, "core_dumped": bool,
           "execs": [{"ts": float, "path": str, "argv": [str] | null, "ok": bool, "errno": str | null}],
           "signals": [{"ts": float, "signal": str}],   # delivered to it (SIGCHLD excluded)
-          "peak_cpu_percent": float | null, "peak_rss_bytes": int | null
+          "failure": bool,      # it failed: non-zero exit that is not an answer, a signal, no exec
+          "answer": bool,       # a non-zero exit an exit rule calls an answer (`grep` 1: no match)
+          "peak_cpu_percent": float | null, "peak_rss_bytes": int | null,
+          "peak_rss": int | null, "cpu_s": float | null,   # from the psutil sampler (`--sample`)
+          "files": {op: count},      # its file operations (read, write, create, ...), at level file|all
+          "network": {op: count}     # its socket operations (connect, bind, ...), at level net|all
         }
       ],
       "summary": {
         "processes": int,
-        "failed": int,          # exited non-zero, killed by a signal, or never managed to exec
+        "failed": int,          # failures: non-zero exits that are not answers, signals, failed execs
+        "answered": int,        # non-zero exits that are answers (capsule/rules/exits.toml)
         "signaled": int,        # killed by a signal
         "exec_failed": int,     # never managed to exec (command not found)
         "labels": {label: count},
         "workflows": {workflow: count},
-        "tools": [{"name": str, "count": int, "total_s": float, "failed": int}]   # by count, descending
+        "tools": [{"name": str, "count": int, "self_s": float, "wall_s": float, "total_s": float,
+                   "failed": int}],   # by count, descending; self_s: its own time, not its children's;
+                                      # wall_s (= total_s): time any process of that tool was running
+        "resources": {"sampled": int, "peak_rss": int | null, "cpu_s": float | null}
       },
+      "files": [{"path": str, "ops": [op], "pids": [int], "ids": [int], "processes": int,
+                 "first": float, "last": float, "renamed_to": str | null}],   # ops: read write create
+                                                  # delete rename exec chmod; ids: process ids (above)
+      "network": [{"family": "inet" | "inet6" | "unix" | str, "address": str, "port": int | null,
+                   "op": "connect" | "bind" | "listen" | "accept" | "send", "ok": bool,
+                   "error": str | null, "count": int, "pids": [int], "ids": [int],
+                   "first": float, "last": float}],
       "agents": [
         {
           "id": int, "pid": int, "name": str, "argv": [str] | null,
@@ -64,8 +80,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from capsule.fold.activity import FILE_OPS, Activity
 from capsule.fold.agents import AgentRun, agent_runs, tool_name
-from capsule.fold.process_tree import ProcessNode
+from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState, paused_gc
 
 
@@ -104,26 +121,127 @@ def _process(node: ProcessNode) -> dict[str, Any]:
             {"ts": e.ts, "path": e.path, "argv": e.argv, "ok": e.ok, "errno": e.errno} for e in node.execs
         ],
         "signals": [{"ts": ts, "signal": sig} for ts, sig in node.signals] if node.signals else [],
+        "failure": node.failed,
+        "answer": node.answered,
         "peak_cpu_percent": node.peak_cpu_percent,
         "peak_rss_bytes": node.peak_rss_bytes,
+        "peak_rss": node.peak_rss_bytes,
+        "cpu_s": node.peak_cpu_s,
+        "files": node.file_ops or {},
+        "network": node.net_ops or {},
     }
 
 
-def tool_stats(nodes: list[ProcessNode]) -> list[dict[str, Any]]:
-    """Processes labelled `tool` grouped by executable name, most used first."""
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """The length of a union of intervals."""
+    total = 0.0
+    end = float("-inf")
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def self_time(tree: ProcessTree, node: ProcessNode) -> float:
+    """A process's own time: its lifetime less the time some child of it was alive (its children's
+    work is theirs, counted on them)."""
+    if node.end is None:
+        return 0.0
+    start, end = node.start, node.end
+    spans = []
+    for k in node.children:
+        c = tree.nodes[k]
+        c_end = c.end if c.end is not None else end
+        a, b = max(c.start, start), min(c_end, end)
+        if b > a:
+            spans.append((a, b))
+    return max(0.0, (end - start) - _union(spans))
+
+
+def tool_stats(nodes: list[ProcessNode], tree: ProcessTree | None = None) -> list[dict[str, Any]]:
+    """Processes labelled `tool` grouped by the name they were run as, most used first.
+
+    `wall_s` is the time any process of the tool was running (nested runs, a python running python,
+    count once); `self_s` sums each process's own time, its children's left out (needs the tree)."""
     count: Counter[str] = Counter()
-    total: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    own: dict[str, float] = {}
     failed: Counter[str] = Counter()
     for node in nodes:
         if node.label != "tool" or (node.argv is None and not node.execs):
             continue  # forks that never exec'd are part of their parent's work
         name = tool_name(node)
         count[name] += 1
-        total[name] = total.get(name, 0.0) + (node.duration or 0.0)
+        if node.end is not None:
+            spans.setdefault(name, []).append((node.start, max(node.start, node.end)))
+        own[name] = own.get(name, 0.0) + (
+            self_time(tree, node) if tree is not None else (node.duration or 0.0)
+        )
         failed[name] += node.failed
     ordered = sorted(count, key=lambda n: (-count[n], n))
+    out = []
+    for n in ordered:
+        wall = round(_union(spans.get(n, [])), 6)
+        out.append(
+            {
+                "name": n,
+                "count": count[n],
+                "self_s": round(own[n], 6),
+                "wall_s": wall,
+                "total_s": wall,
+                "failed": failed[n],
+            }
+        )
+    return out
+
+
+def resources(nodes: list[ProcessNode]) -> dict[str, Any]:
+    """Session peaks and totals from the sampler: the largest RSS of any process, CPU seconds summed."""
+    sampled = [n for n in nodes if n.samples]
+    rss = [n.peak_rss_bytes for n in sampled if n.peak_rss_bytes is not None]
+    cpu = [n.peak_cpu_s for n in sampled if n.peak_cpu_s is not None]
+    return {
+        "sampled": len(sampled),
+        "peak_rss": max(rss) if rss else None,
+        "cpu_s": round(sum(cpu), 6) if cpu else None,
+    }
+
+
+def files_list(activity: Activity) -> list[dict[str, Any]]:
+    order = {op: i for i, op in enumerate(FILE_OPS)}
     return [
-        {"name": n, "count": count[n], "total_s": round(total[n], 6), "failed": failed[n]} for n in ordered
+        {
+            "path": e.path,
+            "ops": sorted(e.ops, key=lambda op: order.get(op, 99)),
+            "pids": e.pids,
+            "ids": e.keys,
+            "processes": e.processes,
+            "first": e.first,
+            "last": e.last,
+            "renamed_to": e.renamed_to,
+        }
+        for e in activity.files
+    ]
+
+
+def network_list(activity: Activity) -> list[dict[str, Any]]:
+    return [
+        {
+            "family": e.family,
+            "address": e.address,
+            "port": e.port,
+            "op": e.op,
+            "ok": e.ok,
+            "error": e.error,
+            "count": e.count,
+            "pids": e.pids,
+            "ids": e.keys,
+            "first": e.first,
+            "last": e.last,
+        }
+        for e in activity.peers
     ]
 
 
@@ -213,12 +331,16 @@ def _report_dict(
         "summary": {
             "processes": len(nodes),
             "failed": sum(n.failed for n in nodes),
+            "answered": sum(n.answered for n in nodes),
             "signaled": sum(n.signal is not None for n in nodes),
             "exec_failed": sum(n.exec_failed for n in nodes),
             "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
             "workflows": dict(sorted(workflows.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "tools": tool_stats(nodes),
+            "tools": tool_stats(nodes, state.tree),
+            "resources": resources(nodes),
         },
+        "files": files_list(state.activity),
+        "network": network_list(state.activity),
         "agents": [_agent(run) for run in agent_runs(state.tree)],
         "unparsed_lines": state.unparsed_lines,
         "warnings": state.warnings,

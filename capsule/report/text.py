@@ -22,7 +22,7 @@ from capsule.fold.agents import AgentRun, agent_runs
 from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState
-from capsule.report.json_report import sorted_nodes, tool_stats
+from capsule.report.json_report import resources, sorted_nodes, tool_stats
 
 COLLAPSE_AFTER = 3  # siblings of one kind shown before the rest are summarised
 COLLAPSE_MIN = 6  # ... when there are more than this many of them
@@ -68,33 +68,53 @@ def short_argv(argv: tuple[str, ...] | list[str] | None, width: int = ARGV_WIDTH
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def outcome_parts(node: ProcessNode) -> tuple[str, str]:
-    """(text, style) of how a process ended: `exit 0`, `exit 2`, `SIGKILL`, `exec ENOENT`, `no exit seen`."""
+def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
+    """(text, style) of how a process ended: `exit 0`, `exit 2`, `exit 1 (an answer)` (an exit rule says
+    so: `grep` found nothing), `SIGKILL`, `exec ENOENT`, `no exit seen` (`running` in a live session)."""
     if node.signal is not None:
         return node.signal + (" (core dumped)" if node.core_dumped else ""), "bold red"
     if node.exec_failed:
         errno = node.execs[-1].errno or "failed"
         code = f", exit {node.exit_code}" if node.exit_code is not None else ""
         return f"exec {errno}{code}", "bold red"
+    if node.answered:
+        return f"exit {node.exit_code} (an answer)", "green"
     if node.exit_code is not None:
         return f"exit {node.exit_code}", "bold red" if node.exit_code else "green"
     if node.end is None:
-        return "no exit seen", "yellow"
+        return "running" if live else "no exit seen", "yellow"
     return "exited", "green"
 
 
-def outcome(node: ProcessNode) -> Text:
+def outcome(node: ProcessNode, live: bool = False) -> Text:
     """How a process ended, failures in red."""
-    text, style = outcome_parts(node)
+    text, style = outcome_parts(node, live)
     return Text(text, style=style)
 
 
-def _node_line(node: ProcessNode) -> Text:
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _node_line(node: ProcessNode, live: bool = False) -> Text:
     line = Text()
     line.append(f"{node.pid} ", style="dim")
     argv_style = "red" if node.failed else ""
+    shell = shell_before_exec(node)
     if node.exec_ok and node.argv is None:  # `strace -s 0`: the program is known, its argv is not
         line.append(f"{basename(node.exe or '') or '?'} …", style=argv_style)
+    elif shell is not None:
+        # The shell ran its command line, then exec'd its last command: both are shown.
+        line.append(short_argv(shell, width=ARGV_WIDTH))
+        line.append(" → exec ", style="dim")
+        line.append(short_argv(node.display_argv, width=ARGV_WIDTH // 2), style=argv_style)
     else:
         shown = short_argv(node.display_argv)
         if node.argv_truncated and node.argv is not None and not shown.endswith("…"):
@@ -108,7 +128,9 @@ def _node_line(node: ProcessNode) -> Text:
         line.append(f"·{node.workflow}", style=LABEL_STYLES.get(node.label, ""))
     line.append("]", style=LABEL_STYLES.get(node.label, ""))
     line.append(f"  {format_duration(node.duration)}  ", style="dim")
-    line.append_text(outcome(node))
+    line.append_text(outcome(node, live))
+    if node.peak_rss_bytes is not None:
+        line.append(f"  {format_bytes(node.peak_rss_bytes)}", style="dim")
     return line
 
 
@@ -123,7 +145,7 @@ def header(state: SessionState) -> RenderableType:
         grid.add_row("session", f"{h.session_id} ({h.session_kind})" + (f" {h.name}" if h.name else ""))
     grid.add_row("started", format_time(state.started))
     grid.add_row("duration", format_duration(state.duration))
-    status = Text(state.status, style="green" if state.status == "complete" else "yellow")
+    status = Text(state.status, style="green" if state.status in ("complete", "running") else "yellow")
     if state.signal is not None:
         status.append(f" · {state.signal}", style="bold red")
     elif state.exit_code is not None:
@@ -167,13 +189,65 @@ def _is_leaf_tool(node: ProcessNode) -> bool:
     return node.label == "tool" and node.workflow not in (None, "execute")
 
 
+SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "busybox"))
+
+
+def shell_before_exec(node: ProcessNode) -> tuple[str, ...] | None:
+    """The argv of the shell a process was before its last exec (`bash -c 'A && B; C'` that exec'd
+    into C), or None. What such a shell ran are commands someone wrote: never summarised away."""
+    images = [e for e in node.execs if e.ok]
+    if len(images) < 2:
+        return None
+    for image in reversed(images[:-1]):
+        if image.argv is not None and _is_command_line(image.path, image.argv):
+            return image.argv
+    return None
+
+
+def _is_command_line(path: str, argv: tuple[str, ...]) -> bool:
+    """A shell given a command string (`sh -c …`, `bash -lc …`); a shell running a script file is a
+    shim or a program like any other."""
+    if basename(path) not in SHELLS and not (argv and basename(argv[0]) in SHELLS):
+        return False
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-o", "-O", "+o", "+O"):  # `bash -o pipefail -c …`: the option's value follows
+            next(args, None)
+        elif arg.startswith("--") and arg != "--":  # `bash --norc -c …`
+            continue
+        elif arg == "--" or not arg.startswith(("-", "+")):
+            return False
+        elif arg.startswith("-") and "c" in arg[1:]:
+            return True
+    return False
+
+
+def _runs_command_line(node: ProcessNode) -> bool:
+    """It is, or was before its last exec, a shell given a command line."""
+    images = [e for e in node.execs if e.ok]
+    return any(e.argv is not None and _is_command_line(e.path, e.argv) for e in images)
+
+
+def _split_at_exec(
+    node: ProcessNode, children: list[ProcessNode]
+) -> tuple[list[ProcessNode], list[ProcessNode]]:
+    """(children started before its last successful exec, the rest)."""
+    images = [e for e in node.execs if e.ok]
+    if len(images) < 2:
+        return [], children
+    became = images[-1].ts
+    early = [c for c in children if c.start < became]
+    return early, [c for c in children if c.start >= became]
+
+
 def _without_shim_children(
     tree: ProcessTree, node: ProcessNode, children: list[ProcessNode]
 ) -> tuple[list[ProcessNode], Text | None]:
     """Children spawned before a node's last successful exec ran under an earlier program: a shim
-    (pyenv, asdf, npx, env) working out what to exec. Summarise them in one line."""
+    (pyenv, asdf, npx, env) working out what to exec. Summarise them in one line — unless that program
+    was a shell: its children are the commands of a command line (`bash -c 'A && B; exec C'`)."""
     images = [e for e in node.execs if e.ok]
-    if len(images) < 2:
+    if len(images) < 2 or shell_before_exec(node) is not None:
         return children, None
     became = images[-1].ts
     early = [c for c in children if c.start is not None and c.start < became]
@@ -221,7 +295,7 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
             parent_branch.add(item)
             continue
         node = tree.nodes[item]
-        line = _node_line(node)
+        line = _node_line(node, state.live)
         if depth > MAX_DEPTH:
             line = Text(f"[level {depth}] ", style="dim") + line
         added = parent_branch.add(line)
@@ -233,19 +307,29 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
             if shim_note is not None:
                 notes.append(shim_note)
             if children and _is_leaf_tool(node):
-                notes.append(_inside_note(tree, children))
-                children = []
+                # What a shell ran before it exec'd the tool is not the tool's inside.
+                early, inside = (
+                    _split_at_exec(node, children) if shell_before_exec(node) is not None else ([], children)
+                )
+                if inside:
+                    notes.append(_inside_note(tree, inside))
+                children = early
         shown = children
         if not full and len(children) > COLLAPSE_MIN:
+            # Under a shell running a command line only identical commands (a loop's) are collapsed:
+            # `git status; git diff; git log; …` are each written there and each shown.
+            exact = _runs_command_line(node)
             groups: dict[tuple[str, str], list[ProcessNode]] = {}
             for child in children:
                 if child.key not in failing:
                     argv = child.display_argv
                     name = basename(argv[0]) if argv else "?"
-                    groups.setdefault((name, child.label), []).append(child)
+                    what = "\0".join(argv) if exact and argv else name
+                    groups.setdefault((what, child.label), []).append(child)
             hidden: set[int] = set()
-            for (name, _label), members in groups.items():
+            for (what, _label), members in groups.items():
                 if len(members) > COLLAPSE_MIN:
+                    name = short_argv(what.split("\0"), width=40) if exact else what
                     rest = members[COLLAPSE_AFTER:]
                     hidden.update(n.key for n in rest)
                     notes.append(_collapsed_note(tree, rest, name))
@@ -272,24 +356,28 @@ def _labels_table(state: SessionState, nodes: list[ProcessNode]) -> Table:
     return table
 
 
-def _tools_table(nodes: list[ProcessNode]) -> Table | None:
-    tools = tool_stats(nodes)
+def _tools_table(nodes: list[ProcessNode], tree: ProcessTree) -> Table | None:
+    """Wall: the time any run of the tool was alive (nested runs once); self: its own time, what its
+    children did left out."""
+    tools = tool_stats(nodes, tree)
     if not tools:
         return None
     table = Table(title="tools", title_justify="left", show_edge=False)
     table.add_column("tool")
     table.add_column("runs", justify="right")
-    table.add_column("total time", justify="right")
+    table.add_column("wall", justify="right")
+    table.add_column("self", justify="right")
     table.add_column("failed", justify="right")
     for tool in tools[:TOP_TOOLS]:
         table.add_row(
             tool["name"],
             f"{tool['count']:,}",
-            format_duration(tool["total_s"]),
+            format_duration(tool["wall_s"]),
+            format_duration(tool["self_s"]),
             Text(f"{tool['failed']:,}", style="bold red") if tool["failed"] else "0",
         )
     if len(tools) > TOP_TOOLS:
-        table.add_row(Text(f"… {len(tools) - TOP_TOOLS} more tools", style="dim"), "", "", "")
+        table.add_row(Text(f"… {len(tools) - TOP_TOOLS} more tools", style="dim"), "", "", "", "")
     return table
 
 
@@ -317,6 +405,108 @@ def _failures_table(state: SessionState, nodes: list[ProcessNode]) -> Table | No
     if len(groups) > TOP_FAILURES:
         rest = sum(len(m) for m in list(groups.values())[TOP_FAILURES:])
         table.add_row("", Text(f"… {rest:,} more failures", style="dim"), "", "")
+    return table
+
+
+FILES_LISTED = 8  # changed files listed one by one; beyond this many, grouped by directory
+TOP_DIRS = 15
+TOP_PEERS = 20
+_CHANGE_OPS = ("create", "write", "delete", "rename", "chmod")
+
+
+def _resources_line(nodes: list[ProcessNode]) -> Text | None:
+    res = resources(nodes)
+    if not res["sampled"]:
+        return None
+    line = Text("resources", style="bold")
+    line.append(f"  peak RSS {format_bytes(res['peak_rss'])}")
+    if res["cpu_s"] is not None:
+        line.append(f" · CPU {format_duration(res['cpu_s'])}")
+    line.append(f" · {res['sampled']:,} processes sampled", style="dim")
+    return line
+
+
+def _device(path: str) -> bool:
+    """Writes to /dev/null, a terminal or /proc are plumbing, not edits."""
+    return path.startswith(("/dev/", "/proc/", "/sys/"))
+
+
+def _dir(path: str) -> str:
+    head, _, _ = path.rpartition("/")
+    return head or ("/" if path.startswith("/") else ".")
+
+
+def _files_sections(state: SessionState) -> list[RenderableType | None]:
+    """ "Files changed": the agent's edits at a glance; "Files read": counts by directory."""
+    files = state.activity.files
+    if not files:
+        return []
+    changed = [f for f in files if f.ops.intersection(_CHANGE_OPS) and not _device(f.path)]
+    read = [f for f in files if f.ops == {"read"}]
+    out: list[RenderableType | None] = []
+    if changed:
+        table = Table(title=f"files changed ({len(changed):,})", title_justify="left", show_edge=False)
+        if len(changed) <= FILES_LISTED:
+            table.add_column("path")
+            table.add_column("what")
+            table.add_column("by", justify="right")
+            for f in changed:
+                what = ", ".join(op for op in _CHANGE_OPS if op in f.ops)
+                if f.renamed_to:
+                    what += f" → {f.renamed_to}"
+                table.add_row(f.path, what, _pids_text(f.pids, f.processes))
+        else:
+            table.add_column("directory")
+            for op in _CHANGE_OPS:
+                table.add_column(op, justify="right")
+            by_dir: dict[str, Counter[str]] = {}
+            for f in changed:
+                counts = by_dir.setdefault(_dir(f.path), Counter())
+                counts.update(op for op in _CHANGE_OPS if op in f.ops)
+            ordered = sorted(by_dir.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+            for directory, counts in ordered[:TOP_DIRS]:
+                table.add_row(directory, *(f"{counts[op]:,}" if counts[op] else "" for op in _CHANGE_OPS))
+            if len(ordered) > TOP_DIRS:
+                table.add_row(Text(f"… {len(ordered) - TOP_DIRS:,} more directories", style="dim"))
+        out.append(table)
+    if read:
+        dirs = Counter(_dir(f.path) for f in read)
+        table = Table(title=f"files read ({len(read):,})", title_justify="left", show_edge=False)
+        table.add_column("directory")
+        table.add_column("files", justify="right")
+        for directory, count in sorted(dirs.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_DIRS]:
+            table.add_row(directory, f"{count:,}")
+        if len(dirs) > TOP_DIRS:
+            table.add_row(Text(f"… {len(dirs) - TOP_DIRS:,} more directories", style="dim"), "")
+        out.append(table)
+    return out
+
+
+def _pids_text(pids: list[int], processes: int) -> str:
+    shown = ", ".join(str(p) for p in pids[:3])
+    return shown + (f" +{processes - 3}" if processes > 3 else "")
+
+
+def _network_table(state: SessionState) -> Table | None:
+    peers = state.activity.peers
+    if not peers:
+        return None
+    table = Table(title=f"network ({len(peers):,})", title_justify="left", show_edge=False)
+    table.add_column("op")
+    table.add_column("peer")
+    table.add_column("result")
+    table.add_column("times", justify="right")
+    table.add_column("by", justify="right")
+    for p in peers[:TOP_PEERS]:
+        where = p.address or "?"
+        if p.port is not None:
+            where = f"[{where}]:{p.port}" if p.family == "inet6" else f"{where}:{p.port}"
+        if p.family == "unix":
+            where = f"unix {where or '(unnamed)'}"
+        result = Text("ok", style="green") if p.ok else Text(p.error or "failed", style="bold red")
+        table.add_row(p.op, where, result, f"{p.count:,}", _pids_text(p.pids, len(p.keys)))
+    if len(peers) > TOP_PEERS:
+        table.add_row("", Text(f"… {len(peers) - TOP_PEERS:,} more", style="dim"), "", "", "")
     return table
 
 
@@ -360,8 +550,11 @@ def summary(state: SessionState) -> RenderableType:
     nodes = sorted_nodes(state)
     sections: list[RenderableType | None] = [
         _labels_table(state, nodes),
-        _tools_table(nodes),
+        _tools_table(nodes, state.tree),
         _failures_table(state, nodes),
+        _resources_line(nodes),
+        *_files_sections(state),
+        _network_table(state),
         *(agent_section(run, state.started) for run in agent_runs(state.tree)),
     ]
     parts: list[RenderableType] = []

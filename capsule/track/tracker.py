@@ -22,8 +22,10 @@ from typing import Literal
 
 from capsule.events import (
     Event,
+    FileChanged,
     FileOpened,
     NetConnected,
+    NetSocket,
     ProcExec,
     ProcExited,
     ProcSignaled,
@@ -43,12 +45,37 @@ from capsule.parse import (
 )
 from capsule.parse.grammar import PID_MAX
 from capsule.track.args import decode_array, decode_string, split_args
+from capsule.track.paths import descriptor, resolve, sockaddr, written_path
 
 Level = Literal["process", "file", "net", "all"]
 
 _SPAWN = frozenset(("fork", "vfork", "clone", "clone2", "clone3"))
 _EXEC = frozenset(("execve", "execveat"))
 _OPEN = frozenset(("open", "openat", "openat2", "creat"))
+# File-system changes other than opens: name -> (op, index of the dirfd argument or None, of the path,
+# of the target's dirfd, of the target). Targets: rename's new name, link's and symlink's new entry.
+_CHANGES: dict[str, tuple[str, int | None, int, int | None, int | None]] = {
+    "unlink": ("delete", None, 0, None, None),
+    "unlinkat": ("delete", 0, 1, None, None),
+    "rmdir": ("delete", None, 0, None, None),
+    "rename": ("rename", None, 0, None, 1),
+    "renameat": ("rename", 0, 1, 2, 3),
+    "renameat2": ("rename", 0, 1, 2, 3),
+    "mkdir": ("create", None, 0, None, None),
+    "mkdirat": ("create", 0, 1, None, None),
+    "link": ("create", None, 1, None, None),
+    "linkat": ("create", 2, 3, None, None),
+    "symlink": ("create", None, 1, None, None),
+    "symlinkat": ("create", 1, 2, None, None),
+    "mknod": ("create", None, 0, None, None),
+    "mknodat": ("create", 0, 1, None, None),
+    "chmod": ("chmod", None, 0, None, None),
+    "fchmodat": ("chmod", 0, 1, None, None),
+    "fchmodat2": ("chmod", 0, 1, None, None),
+    "truncate": ("write", None, 0, None, None),
+}
+_CWD = frozenset(("chdir", "fchdir"))
+_NET_OPS = frozenset(("bind", "listen", "accept", "accept4", "sendto", "sendmsg", "getsockname"))
 _SI_PID = re.compile(r"\bsi_pid=(\d+)")
 _SI_CODE = re.compile(r"\bsi_code=(\w+)")
 _FAMILY = re.compile(r"\bsa_family=(\w+)")
@@ -70,9 +97,9 @@ class Tracker:
         """The syscall names this tracker acts on at its level: a parser may drop the rest."""
         wanted = _SPAWN | _EXEC | {"???"}
         if self._files:
-            wanted |= _OPEN
+            wanted |= _OPEN | _CHANGES.keys() | _CWD
         if self._net:
-            wanted |= {"connect"}
+            wanted |= {"connect"} | _NET_OPS
         return wanted
 
     def __init__(self, level: Level = "process", default_ts: float = 0.0) -> None:
@@ -92,6 +119,11 @@ class Tracker:
         self._hold: list[_Held] | None = None  # records held while a pid-less root is unresolved
         self._anon_open: str | None = None  # the pid-less stream's call in progress, while held
         self._held_children: set[int] = set()  # pids returned by held clones
+        # Files: each process's cwd, absolute or relative to the root's starting directory ("").
+        self._cwd: dict[int, str] = {}
+        # Sockets: the local address a descriptor was bound to, by socket inode (`-y`) or (pid, fd).
+        self._bound: dict[object, tuple[str, str, int | None]] = {}
+        self._listening: set[object] = set()
         self._out: list[Event] = []
         self._spawned = 0
 
@@ -230,8 +262,14 @@ class Tracker:
             self._exec(rec, name, args, ts, tgid, changed)
         elif self._files and name in _OPEN:
             self._open(rec, name, args, ts, tgid)
+        elif self._files and name in _CHANGES:
+            self._change(rec, name, args, ts, tgid)
+        elif self._files and name in _CWD:
+            self._chdir(rec, name, args, tgid)
         elif self._net and name == "connect":
             self._connect(rec, args, ts, tgid)
+        elif self._net and name in _NET_OPS:
+            self._socket_call(rec, name, args, ts, tgid)
 
     def _spawn(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         child = _result_pid(rec)
@@ -265,6 +303,8 @@ class Tracker:
             self._exited.discard(pid)  # a reused pid is a new process
             self._spawned -= 1
         self._spawned += 1
+        if self._files:  # fork copies the cwd
+            self._cwd[pid] = self._cwd.get(ppid, "") if ppid is not None else ""
         self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
 
     def _exec(self, rec: Syscall, name: str, args: str, ts: float, tgid: int, changed: bool) -> None:
@@ -334,11 +374,77 @@ class Tracker:
             TraceUnparsed(ts=ts, line_no=rec.line_no, text=text[:4096], reason=f"out of range: {why}")
         )
 
+    def _base(self, tgid: int, dirfd: str | None) -> str | None:
+        """The directory a path argument is relative to: the cwd, or a dirfd's `-y` path (None: an fd
+        whose path the trace does not show)."""
+        if dirfd is None:
+            return self._cwd.get(tgid, "")
+        fd, path = descriptor(dirfd)
+        if fd == "AT_FDCWD":
+            if path is not None and path.startswith("/"):
+                self._cwd[tgid] = path  # the kernel's own word for the cwd
+                return path
+            return self._cwd.get(tgid, "")
+        return path
+
+    def _path_arg(self, parts: list[str], tgid: int, dir_index: int | None, index: int) -> str | None:
+        if index >= len(parts):
+            return None
+        written = written_path(parts[index])
+        if written is None:
+            return None
+        base = self._base(
+            tgid, parts[dir_index] if dir_index is not None and dir_index < len(parts) else None
+        )
+        if base is None and not written.startswith("/"):
+            return written
+        return resolve(base, written)
+
+    def _change(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
+        op, dir_index, index, target_dir, target_index = _CHANGES[name]
+        parts = split_args(args)
+        path = self._path_arg(parts, tgid, dir_index, index)
+        if path is None:
+            return
+        target = self._path_arg(parts, tgid, target_dir, target_index) if target_index is not None else None
+        if name in ("symlink", "symlinkat"):
+            target = written_path(parts[0]) if parts else None  # what the new link points to, as written
+        self._out.append(
+            FileChanged(
+                ts=ts,
+                pid=tgid,
+                op=op,
+                path=path,
+                target=target,
+                ok=rec.errno is None and rec.result not in (None, "?"),
+                errno=rec.errno,
+            )
+        )
+
+    def _chdir(self, rec: Syscall, name: str, args: str, tgid: int) -> None:
+        if rec.errno is not None or rec.result != "0":
+            return
+        parts = split_args(args)
+        if not parts:
+            return
+        if name == "fchdir":
+            _fd, path = descriptor(parts[0])
+            if path is not None and path.startswith("/"):
+                self._cwd[tgid] = path
+            return
+        written = written_path(parts[0])
+        if written is not None:
+            self._cwd[tgid] = resolve(self._cwd.get(tgid, ""), written)
+
     def _open(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         parts = split_args(args)
+        base: str | None = self._cwd.get(tgid, "") if self._files else ""
         if name in ("openat", "openat2"):
+            base = self._base(tgid, parts[0]) if parts else None
             parts = parts[1:]
         path = decode_string(parts[0]) if parts else None
+        if path is not None and (base is not None or path[0].startswith("/")):
+            path = (resolve(base, path[0]), path[1])
         flags = parts[1] if len(parts) > 1 else ""
         if name == "creat":
             flags = "O_CREAT|O_WRONLY|O_TRUNC"  # creat(path, mode) is open with these flags
@@ -374,6 +480,57 @@ class Tracker:
                 address=address,
                 ok=rec.errno is None and rec.result not in (None, "?"),
                 errno=rec.errno,
+            )
+        )
+
+    def _socket_key(self, arg: str, tgid: int) -> object:
+        fd, path = descriptor(arg)
+        return path if path is not None and path.startswith("socket:") else (tgid, fd)
+
+    def _socket_call(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
+        parts = split_args(args)
+        if not parts:
+            return
+        ok = rec.errno is None and rec.result not in (None, "?")
+        key = self._socket_key(parts[0], tgid)
+        if name == "getsockname":
+            # A bind to port 0 gets its port from the kernel: the program asks for it with getsockname.
+            bound = self._bound.get(key)
+            addr = sockaddr(parts[1]) if ok and len(parts) > 1 else None
+            if bound is None or addr is None or bound[2] != 0 or addr[2] == 0:
+                return
+            self._bound[key] = addr
+            if key not in self._listening:
+                return
+            name = "listen"  # listen() came before the port was known: say where it listens now
+        if name == "bind":
+            addr = sockaddr(parts[1]) if len(parts) > 1 else None
+            if addr is not None and ok:
+                self._bound[key] = addr
+        elif name == "listen":
+            addr = self._bound.get(key)
+            if ok:
+                self._listening.add(key)
+                if addr is not None and addr[2] == 0:
+                    return  # port 0: the kernel picks one; getsockname tells it (above)
+        elif name in ("accept", "accept4"):
+            addr = sockaddr(parts[1]) if len(parts) > 1 else None
+        else:  # sendto / sendmsg: only a send to an explicit address is a new peer
+            text = (
+                parts[4]
+                if name == "sendto" and len(parts) > 4
+                else (parts[1] if name == "sendmsg" and len(parts) > 1 else "")
+            )
+            if "msg_name=" not in text and name == "sendmsg":
+                return
+            addr = sockaddr(text)
+            if addr is None:
+                return
+        op = "accept" if name == "accept4" else ("send" if name in ("sendto", "sendmsg") else name)
+        family, address, port = addr if addr is not None else ("", "", None)
+        self._out.append(
+            NetSocket(
+                ts=ts, pid=tgid, op=op, family=family, address=address, port=port, ok=ok, errno=rec.errno
             )
         )
 

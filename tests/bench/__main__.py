@@ -1,7 +1,7 @@
 """`just bench`: run every benchmark (or those named), print a table of figures and ratios, and write
 `.bench/results.json`. `--quick` (or CAPSULE_BENCH_QUICK=1) runs small versions, as a smoke test.
 
-    python -m tests.bench [--quick] [syscall fork startup import report exports html cli mcp ebpf]
+    python -m tests.bench [--quick] [syscall fork startup import report activity exports html cli mcp ebpf]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "syscall": "tests.bench.syscall",
     "import": "tests.bench.importlog",
     "report": "tests.bench.report",
+    "activity": "tests.bench.activity",
     "exports": "tests.bench.exports",
     "html": "tests.bench.html",
     "agents": "tests.bench.agents",

@@ -7,8 +7,10 @@ import pytest
 from capsule.events import (
     EVENT_TYPES,
     Event,
+    FileChanged,
     FileOpened,
     NetConnected,
+    NetSocket,
     ProcExec,
     ProcExited,
     ProcSampled,
@@ -59,7 +61,9 @@ def sample_events() -> tuple[Event, ...]:
         NetConnected(
             ts=T0 + 0.012, pid=4103, family="AF_INET", address="10.0.0.1:443", ok=False, errno="ECONNREFUSED"
         ),
-        ProcSampled(ts=T0 + 0.02, pid=4103, cpu_percent=87.5, rss_bytes=12_345_678),
+        FileChanged(ts=T0 + 0.013, pid=4103, op="rename", path="/work/a.txt", target="/work/b.txt"),
+        NetSocket(ts=T0 + 0.014, pid=4103, op="listen", family="inet", address="127.0.0.1", port=8000),
+        ProcSampled(ts=T0 + 0.02, pid=4103, cpu_percent=87.5, rss_bytes=12_345_678, cpu_s=0.25),
         ProcSignaled(ts=T0 + 0.03, pid=4103, signal="SIGTERM", sender_pid=4102, code="SI_USER"),
         ProcExited(ts=T0 + 0.031, pid=4103, signal="SIGTERM"),
         ProcSpawnFailed(

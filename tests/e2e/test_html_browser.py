@@ -235,3 +235,70 @@ def test_html_overwrites_an_existing_file_as_0600(capsule: CapsuleRunner, tmp_pa
     assert done.returncode == 0, done.stderr
     assert page.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert stat.S_IMODE(page.stat().st_mode) == 0o600
+
+
+@pytest.mark.browser
+def test_files_and_network_panels_link_to_the_timeline(
+    capsule: CapsuleRunner, tmp_path: Path, browser: Any
+) -> None:
+    """--level all: the files panel lists what was changed (and, switched, read), the network panel the
+    peer; clicking a row marks its processes on the timeline and selects the first in the tree."""
+    import socket
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        script = (
+            "echo a > draft.txt && mv draft.txt final.txt && cat final.txt >/dev/null && rm final.txt"
+            f" && exec 3<>/dev/tcp/127.0.0.1/{port}"
+        )
+        assert capsule("run", "--level", "all", "--", "bash", "-c", script, cwd=work).returncode == 0
+    report = report_json(capsule)
+    page = tmp_path / "files.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    _open(browser, page)
+
+    files = browser.find_element(By.ID, "files")
+    assert str(work / "draft.txt") in files.text
+    assert "rename" in files.text
+    assert "delete" in files.text
+    final = next(f for f in report["files"] if f["path"] == str(work / "final.txt"))
+    rm = next(p for p in report["processes"] if p["exe"] and p["exe"].endswith("/rm"))
+    assert rm["id"] in final["ids"]
+    row = next(
+        r
+        for r in files.find_elements(By.CSS_SELECTOR, "tr[data-index]")
+        if r.find_element(By.CSS_SELECTOR, "td.path").text == str(work / "final.txt")
+    )
+    row.click()
+    marked = browser.execute_script("return window.capsuleReport.marked")
+    rows = browser.execute_script(
+        "var P = JSON.parse(document.getElementById('capsule-data').textContent).procs;"
+        "return arguments[0].map(function (id) { return P.findIndex(function (p) { return p[0] === id; }); });",
+        final["ids"],
+    )
+    assert sorted(marked) == sorted(rows)
+    selected = browser.find_element(By.CSS_SELECTOR, "#tree .node.sel").text.lstrip("·▸▾\n ")
+    assert int(selected.split()[0]) in final["pids"]  # the first of them, found in the tree
+
+    network = browser.find_element(By.ID, "network")
+    assert f"127.0.0.1:{port}" in network.text
+    assert "connect" in network.text
+    network.find_element(By.CSS_SELECTOR, "tr[data-index]").click()
+    (peer,) = [n for n in report["network"] if n["port"] == port]
+    assert len(browser.execute_script("return window.capsuleReport.marked")) == len(peer["ids"])
+
+    Select(browser.find_element(By.ID, "files-which")).select_by_value("read")
+    assert (
+        "/etc" in browser.find_element(By.ID, "files").text
+        or "/lib" in browser.find_element(By.ID, "files").text
+    )
+    browser.execute_script("document.getElementById('files').scrollIntoView()")
+    Select(browser.find_element(By.ID, "files-which")).select_by_value("changed")
+    shot = tmp_path / "panels.png"  # looked at by hand when the panels change
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

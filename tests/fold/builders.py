@@ -48,7 +48,9 @@ class Script:
         self.events.append(event)
         return self
 
-    def start(self, *argv: str, session_id: str = "20251121-043000-abcd", kind: str = "run") -> Script:
+    def start(
+        self, *argv: str, session_id: str = "20251121-043000-abcd", kind: str = "run", level: str = "process"
+    ) -> Script:
         return self.add(
             SessionStarted(
                 ts=self.now,
@@ -58,6 +60,7 @@ class Script:
                 argv=argv,
                 cwd="/work/project",
                 host="test-host",
+                trace_level=level,
             )
         )
 
@@ -109,8 +112,10 @@ class Script:
     def signaled(self, pid: int, signal: str, sender: int | None = None) -> Script:
         return self.add(ProcSignaled(ts=self._tick(None), pid=pid, signal=signal, sender_pid=sender))
 
-    def sample(self, pid: int, cpu: float, rss: int) -> Script:
-        return self.add(ProcSampled(ts=self._tick(None), pid=pid, cpu_percent=cpu, rss_bytes=rss))
+    def sample(self, pid: int, cpu: float, rss: int, cpu_s: float | None = None) -> Script:
+        return self.add(
+            ProcSampled(ts=self._tick(None), pid=pid, cpu_percent=cpu, rss_bytes=rss, cpu_s=cpu_s)
+        )
 
     def unparsed(self, line_no: int, text: str = "garbage") -> Script:
         return self.add(TraceUnparsed(ts=self._tick(None), line_no=line_no, text=text, reason="no match"))

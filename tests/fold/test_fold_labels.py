@@ -185,3 +185,67 @@ def test_rule_error_names_the_file() -> None:
         RuleSet.from_sources(
             ("/home/u/.capsule/rules.toml", "[[label]]\nname = 'x'\nlabel = 'nope'\nexe=['a']")
         )
+
+
+@pytest.mark.parametrize(
+    ("argv", "workflow", "tool"),
+    [
+        (["npm", "install"], "install", None),
+        (["pnpm", "ci"], "install", None),
+        (["yarn", "add", "left-pad"], "install", None),
+        (["bun", "add", "zod"], "install", None),
+        (["npm", "test"], "test", None),
+        (["pnpm", "test"], "test", None),
+        (["npm", "run", "build"], "build", None),
+        (["yarn", "run", "build"], "build", None),
+        (["bun", "run", "build"], "build", None),
+        (["npx", "-y", "jest", "--ci"], "test", None),
+        (["npx", "--package", "typescript", "tsc", "-p", "."], "build", None),
+        (["uvx", "ruff", "check", "."], "build", "ruff"),
+        (["uvx", "--from", "pytest==8", "pytest", "-q"], "test", "pytest"),
+        (["pipx", "run", "black", "."], "build", "black"),
+        (["npm", "exec", "vitest"], "test", "vitest"),
+        (["node", "/usr/lib/node_modules/npm/bin/npm-cli.js", "ci"], "install", "npm"),
+        (["node", "/p/node_modules/typescript/bin/tsc", "--noEmit"], "build", "tsc"),
+        (["node", "/p/node_modules/.bin/jest"], "test", "jest"),
+        (["node", "/p/node_modules/eslint/bin/eslint.js", "src"], "build", "eslint"),
+    ],
+)
+def test_package_managers_and_runners(argv: list[str], workflow: str, tool: str | None) -> None:
+    """npm/pnpm/yarn/bun install|ci|add, test and run build get their workflow; npx/uvx/pipx run and node
+    running a known CLI's script are classified and named by the tool they run."""
+    got = packaged_rules().classify_argv(argv)
+    assert (got.label, got.workflow) == ("tool", workflow)
+    if tool is not None:
+        assert got.tool == tool
+
+
+def test_node_running_a_users_script_stays_node() -> None:
+    """node running a script outside a package's bin/ is just node executing it."""
+    got = packaged_rules().classify_argv(["node", "server.js"])
+    assert (got.workflow, got.tool) == ("execute", None)
+
+
+def test_exit_rules_mark_answers() -> None:
+    """An exit rule's codes are answers for matching processes; a user rule adds its own."""
+    rules = packaged_rules('[[exit]]\nname = "my-probe"\nexe = ["probe"]\ncodes = [3]\n')
+    assert 1 in rules.classify_argv(["grep", "-q", "x", "f"]).answers
+    assert 1 in rules.classify_argv(["git", "diff", "--quiet"]).answers
+    assert 1 not in rules.classify_argv(["git", "push"]).answers
+    assert rules.classify_argv(["probe"]).answers == frozenset({3})
+    assert rules.classify_argv(["pytest"]).answers == frozenset()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[[exit]]\nname = "x"\nexe = ["a"]',
+        '[[exit]]\nname = "x"\nexe = ["a"]\ncodes = [0]',
+        '[[exit]]\nname = "x"\nexe = ["a"]\ncodes = ["1"]',
+        '[[runner]]\nname = "x"\nexe = ["a"]\nscript = "yes"',
+    ],
+)
+def test_bad_exit_and_runner_rules(text: str) -> None:
+    """Malformed exit and runner rules are RuleErrors naming the rule."""
+    with pytest.raises(RuleError, match="'x'"):
+        RuleSet.from_sources(("rules.toml", text))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from capsule.fold import fold_session
 from capsule.report.html import COLUMNS, render_html, script_json, timeline_data, tree_order
+from capsule.stages.assets import html_assets
 from tests.fold.builders import Script, packaged_rules
 from tests.fold.test_fold_agents import agent_session
 from tests.report.test_report_json import mixed_session
@@ -40,7 +41,7 @@ def _data(page: str) -> dict:
 
 def test_page_is_self_contained() -> None:
     """No URL to fetch: no src/href attributes, no external stylesheet or font, a CSP that forbids fetching."""
-    page = render_html(fold_session(mixed_session().events, packaged_rules()))
+    page = render_html(fold_session(mixed_session().events, packaged_rules()), html_assets())
     assert page.startswith("<!doctype html>")
     assert not re.search(r"\s(src|href)=", page)
     assert "@import" not in page
@@ -50,7 +51,7 @@ def test_page_is_self_contained() -> None:
 
 def test_csp_pins_the_one_script() -> None:
     """The CSP's script hash is the inline script's: nothing else on the page can run."""
-    page = render_html(fold_session(mixed_session().events, packaged_rules()))
+    page = render_html(fold_session(mixed_session().events, packaged_rules()), html_assets())
     scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
     assert len(scripts) == 1
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
@@ -59,7 +60,7 @@ def test_csp_pins_the_one_script() -> None:
 
 def test_untrusted_argv_is_escaped_everywhere() -> None:
     """argv that closes a script, opens a tag or names a placeholder stays text; the data round-trips."""
-    page = render_html(fold_session(nasty_session().events, packaged_rules()))
+    page = render_html(fold_session(nasty_session().events, packaged_rules()), html_assets())
     assert "window.pwned" in page  # it is there, as text
     assert "<img" not in page
     assert page.count("</script>") == 2  # the data block's and the script's own
@@ -109,7 +110,7 @@ def test_deep_chain_is_not_recursive() -> None:
 
 def test_summary_tables_and_agent_phases() -> None:
     """Labels, tools, failures and the agent's phases are tables in the markup (no JS needed)."""
-    page = render_html(fold_session(agent_session().events, packaged_rules()))
+    page = render_html(fold_session(agent_session().events, packaged_rules()), html_assets())
     for caption in (
         "Processes by label",
         "Processes by workflow",
@@ -124,6 +125,6 @@ def test_summary_tables_and_agent_phases() -> None:
 
 def test_empty_session_renders() -> None:
     """No processes and no end: a page all the same."""
-    page = render_html(fold_session(Script().start("x").events))
+    page = render_html(fold_session(Script().start("x").events), html_assets())
     assert _data(page)["procs"] == []
     assert "incomplete" in page

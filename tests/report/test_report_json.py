@@ -57,7 +57,10 @@ def test_shape_is_stable() -> None:
     assert set(report["session"]) >= SESSION_KEYS
     assert all(set(p) >= PROCESS_KEYS for p in report["processes"])
     assert set(report["summary"]) >= SUMMARY_KEYS
-    assert all(set(t) == {"name", "count", "total_s", "failed"} for t in report["summary"]["tools"])
+    assert all(
+        set(t) >= {"name", "count", "self_s", "wall_s", "total_s", "failed"}
+        for t in report["summary"]["tools"]
+    )
     orjson.dumps(report)  # JSON-able as it is
 
 
@@ -104,12 +107,9 @@ def test_summary() -> None:
     assert summary["signaled"] == 1
     assert summary["labels"] == {"tool": 3, "system": 1, "unknown": 1}  # sleep is system, nosuch unknown
     assert summary["workflows"]["vcs"] == 2
-    assert summary["tools"][0] == {
-        "name": "git",
-        "count": 2,
-        "total_s": summary["tools"][0]["total_s"],
-        "failed": 1,
-    }
+    git = summary["tools"][0]
+    assert (git["name"], git["count"], git["failed"]) == ("git", 2, 1)
+    assert git["total_s"] == git["wall_s"]
     counts = [t["count"] for t in summary["tools"]]
     assert counts == sorted(counts, reverse=True)
 

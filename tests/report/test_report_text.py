@@ -118,13 +118,13 @@ def shim_then_tool() -> Script:
 
 
 def test_shim_helpers_and_a_tools_insides_are_summarised() -> None:
-    """A shim's pre-exec helpers and what a test runner runs inside itself collapse to one line each."""
+    """A shim's pre-exec helpers and what a test runner runs inside itself collapse to one line each;
+    the shim's `readlink` probe exiting 1 is an answer, so no failure is listed for it."""
     text = to_text(render(fold_session(shim_then_tool().events, packaged_rules())))
     assert "2 processes run by /root/.pyenv/shims/python3 before it became /usr/bin/python3" in text
-    assert "(1 exited non-zero)" in text
+    assert "exited non-zero" not in text
     assert "1 process inside" in text
-    assert "readlink" not in text.split("processes by label")[0]  # hidden in the tree …
-    assert "readlink" in text  # … but the failure is still listed
+    assert "readlink" not in text  # hidden in the tree, and not a failure
 
 
 def test_full_expands_shim_and_inside_summaries() -> None:
@@ -134,3 +134,81 @@ def test_full_expands_shim_and_inside_summaries() -> None:
     assert "inside" not in text
     assert text.count("readlink") >= 2
     assert "git rev-parse HEAD" in text
+
+
+def shell_chain() -> Script:
+    """bash -c 'git status && grep -q x f; exec pytest -q': two children, then the shell becomes pytest."""
+    s = Script().start("bash", "-c", "git status && grep -q x f; exec pytest -q")
+    s.spawn(1, None, via="root").exec(
+        1, "/bin/bash", "bash", "-c", "git status && grep -q x f; exec pytest -q"
+    )
+    s.run(2, 1, "/usr/bin/git", "git", "status")
+    s.run(3, 1, "/bin/grep", "grep", "-q", "x", "f", code=1)
+    s.exec(1, "/usr/bin/pytest", "pytest", "-q")
+    s.run(4, 1, "/usr/bin/python3", "python3", "-c", "helper")  # pytest's own inside
+    s.exit(1, 0).end()
+    return s
+
+
+def test_a_shell_shows_every_command_it_ran_even_after_exec() -> None:
+    """Every command of the command line is in the tree with its exit, and the exec it became;
+    what the tool (pytest) ran after that is still summarised as its inside."""
+    text = to_text(render(fold_session(shell_chain().events, packaged_rules())))
+    tree = text.split("processes by label")[0]
+    assert "bash -c 'git status && grep -q x f; exec pytest -q' → exec pytest -q" in tree
+    assert "git status" in tree
+    assert "exit 0" in tree
+    assert "grep -q x f" in tree
+    assert "exit 1 (an answer)" in tree
+    assert "1 process inside" in tree
+    assert "helper" not in tree
+    assert "failures" not in text  # grep's 1 is an answer
+
+
+def test_a_live_session_says_running() -> None:
+    """No end yet and a live recorder: status running, open processes running (not incomplete)."""
+    s = Script().start("sleep", "100")
+    s.spawn(1, None, via="root").exec(1, "/bin/sleep", "sleep", "100")
+    state = fold_session(s.events, packaged_rules())
+    assert "incomplete" in to_text(render(state))
+    state.live = True
+    text = to_text(render(state))
+    assert "running" in text
+    assert "incomplete" not in text
+    assert "no exit seen" not in text
+
+
+def test_a_command_line_of_similar_commands_is_never_collapsed() -> None:
+    """Eight different git commands written in one `sh -c` all show; eight identical ones (a loop) are
+    still collapsed after the first few."""
+    different = Script().start("sh", "-c", "git …")
+    different.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "git status; git diff; …")
+    for i, sub in enumerate(("status", "diff", "log", "show", "branch", "remote", "tag", "stash")):
+        different.run(10 + i, 1, "/usr/bin/git", "git", sub)
+    different.exit(1).end()
+    text = to_text(render(fold_session(different.events, packaged_rules())))
+    assert all(f"git {sub}" in text for sub in ("status", "stash", "tag"))
+    assert "more `git`" not in text
+    same = Script().start("sh", "-c", "for …")
+    same.spawn(1, None, via="root").exec(
+        1, "/bin/sh", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do git status; done"
+    )
+    for i in range(8):
+        same.run(10 + i, 1, "/usr/bin/git", "git", "status")
+    same.exit(1).end()
+    assert "… 5 more `git status`" in to_text(render(fold_session(same.events, packaged_rules())))
+
+
+def test_shell_command_lines_are_told_from_scripts() -> None:
+    """`sh -c`, `bash -lc`, `bash -o pipefail -c`, `bash --norc -ec` run command lines; `bash script.sh` no."""
+    from capsule.report.text import _is_command_line
+
+    for argv in (
+        ["sh", "-c", "x"],
+        ["bash", "-lc", "x"],
+        ["bash", "-o", "pipefail", "-c", "x"],
+        ["bash", "--norc", "-ec", "x"],
+    ):
+        assert _is_command_line("/bin/bash", tuple(argv)), argv
+    for argv in (["bash", "script.sh"], ["bash", "--", "-c"], ["python3", "-c", "x"]):
+        assert not _is_command_line(f"/usr/bin/{argv[0]}", tuple(argv)), argv
