@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 import ahocorasick_rs
 import attrs
@@ -24,6 +24,7 @@ import attrs
 from capsule.events import Event
 
 MASK = "***"
+_S = TypeVar("_S", str, bytes)
 
 # The placeholders of shapes.toml, the same in both forms (the text form of a trace line is its bytes
 # decoded as Latin-1, which changes no ASCII character the patterns look at).
@@ -78,26 +79,16 @@ def _hits(lowered: bytes) -> Iterable[tuple[int, int]]:
             yield start, index
 
 
-def _mask_bytes(line: bytes, pattern: re.Pattern[bytes]) -> bytes:
-    def repl(m: re.Match[bytes]) -> bytes:
-        if "s" not in pattern.groupindex:
-            return _MASK_B
+def _mask(line: _S, pattern: re.Pattern[_S], mask: _S) -> _S:
+    """`line` with the secret group (or the whole match) of every match of `pattern` masked."""
+    if "s" not in pattern.groupindex:
+        return pattern.sub(lambda m: mask, line)
+
+    def repl(m: re.Match[_S]) -> _S:
+        base = m.start()
         start, end = m.span("s")
         whole = m.group(0)
-        base = m.start()
-        return whole[: start - base] + _MASK_B + whole[end - base :]
-
-    return pattern.sub(repl, line)
-
-
-def _mask_text(line: str, pattern: re.Pattern[str]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        if "s" not in pattern.groupindex:
-            return MASK
-        start, end = m.span("s")
-        whole = m.group(0)
-        base = m.start()
-        return whole[: start - base] + MASK + whole[end - base :]
+        return whole[: start - base] + mask + whole[end - base :]
 
     return pattern.sub(repl, line)
 
@@ -118,7 +109,7 @@ def redact_bytes(data: bytes) -> bytes:
         end = len(data) if end < 0 else end + 1
         line = data[start:end]
         for r in sorted(flagged[start]):
-            line = _mask_bytes(line, RULES[r].raw)
+            line = _mask(line, RULES[r].raw, _MASK_B)
         pieces += (data[done:start], line)
         done = end
     pieces.append(data[done:])
@@ -149,7 +140,7 @@ def _redact_rendered(line: str) -> str:
     for _at, index in _hits(lowered):
         wanted.update(_RULES_BY_HINT[index])
     for r in sorted(wanted):
-        line = _mask_text(line, RULES[r].text)
+        line = _mask(line, RULES[r].text, MASK)
     return line
 
 

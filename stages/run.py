@@ -1,7 +1,7 @@
 """`capsule run`: CMD under strace, the trace tailed through the pipeline into a new session.
 
 The command keeps the terminal (stdin, stdout, stderr pass through untouched). strace writes its trace
-to a spool file, never stderr. Ctrl-C from the terminal reaches the command directly (same process
+to a spool file, never stderr, through a relay that redacts it first (`capsule.stages.spool_relay`). Ctrl-C from the terminal reaches the command directly (same process
 group) and strace, run as `strace -o FILE PROG`, blocks fatal signals (its default `-I3`), so Capsule
 ignores SIGINT and keeps recording until the command is gone, then drains and closes the session.
 If Capsule is SIGKILLed, strace keeps tracing into the spool and the command is unharmed; a later
@@ -30,6 +30,7 @@ from capsule.fold.tally import Tally
 from capsule.redact import redact_argv
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -140,7 +141,7 @@ async def record_run(
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
     writer = SessionWriter(path / EVENTS)
-    trace_fd = open_private(path / TRACE)
+    trace_fd = open_private(path / TRACE, new=True)
     error: str | None = None
     try:
         resolved, failure = resolve_command(argv[0])
@@ -169,7 +170,7 @@ async def record_run(
             return RunOutcome(session_id, path, code, None, time.time() - started, writer.tally, error)
 
         spool = spool_path(home, session_id)
-        os.close(open_private(spool, append=False))  # 0600 before strace opens it (it truncates, keeps mode)
+        os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
         flags = tracer.flags(level)
         with trio.open_signal_receiver(
             signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
@@ -195,7 +196,7 @@ async def record_run(
             )
             stdin, stdout, stderr = stdio
             process = await trio.lowlevel.open_process(
-                [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -215,7 +216,7 @@ async def record_run(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),
                     level=level,
-                    redact=redact,
+                    redact=False,  # the relay redacted the spool already
                     trace_fd=trace_fd,
                 )
                 nursery.cancel_scope.cancel()

@@ -169,17 +169,12 @@ def report(
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
     """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
     from capsule.report.html import render_html
+    from capsule.stages.store import private_output
 
     data = render_html(state, warnings=warnings).encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already exists
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        with private_output(path) as out:
+            out.write(data)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     print(path)
@@ -388,12 +383,18 @@ def doctor(as_json: JsonOption = False) -> None:
         )
     except TracerMissing:
         checks.append({"check": "strace", "ok": False, "detail": f"not found; {INSTALL_HINT}"})
-    home = _home()
+    from capsule.stages.store import capsule_home, check_home
+
+    home = capsule_home()  # not _home(): doctor reports an unsafe home instead of refusing to run
+    unsafe = check_home(home)
     try:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile(dir=home):
-            pass
-        checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
+        if unsafe is not None:
+            checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": unsafe})
+        else:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.NamedTemporaryFile(dir=home):
+                pass
+            checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable and private"})
     except OSError as exc:
         checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
     ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf")

@@ -60,6 +60,9 @@ class TaskSpec:
     command: tuple[str, ...]  # argv; a string command in the plan becomes ("sh", "-c", string)
     cwd: str = "."
     env: tuple[tuple[str, str], ...] = ()
+    # Names the plan set whose values were not kept: a plan restored from a session (`Plan.to_json`
+    # stores env names only). Such a task takes them from the environment of whoever resumes it.
+    env_names: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     timeout_s: float | None = None
@@ -75,9 +78,18 @@ class TaskSpec:
 
     @property
     def spec_hash(self) -> str:
-        """The identity of what the task does: resume re-runs a succeeded task whose spec changed."""
-        data = orjson.dumps(attrs.asdict(self), option=orjson.OPT_SORT_KEYS)
+        """The identity of what the task does: resume re-runs a succeeded task whose spec changed.
+
+        Env values are not part of it (they are never stored, so a restored plan could not match)."""
+        spec = attrs.asdict(self)
+        spec["env"], spec["env_names"] = sorted({*(k for k, _v in self.env), *self.env_names}), ()
+        data = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(data).hexdigest()[:16]
+
+    def stored(self) -> TaskSpec:
+        """The task as a session keeps it: env names, never their values."""
+        names = tuple(sorted({*(k for k, _v in self.env), *self.env_names}))
+        return attrs.evolve(self, env=(), env_names=names)
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +125,9 @@ class Plan:
         raise KeyError(task_id)
 
     def to_json(self) -> str:
-        return orjson.dumps(attrs.asdict(self)).decode()
+        """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
+        stored = attrs.evolve(self, tasks=tuple(t.stored() for t in self.tasks))
+        return orjson.dumps(attrs.asdict(stored)).decode()
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
