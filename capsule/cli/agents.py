@@ -302,7 +302,7 @@ def resume(
         typer.Option("--plan", help="An edited plan: a succeeded task whose spec changed is run again."),
     ] = None,
 ) -> None:
-    from capsule.plan import plan_from_json
+    from capsule.plan import PlanError, plan_from_json
 
     path = _agents_session(session)
     state = _fold(path)
@@ -310,7 +310,10 @@ def resume(
         fail(f"session {path.name} has no plan to resume", EXIT_BAD_INPUT)
     if _live_state(state) == "running":
         fail(f"session {path.name} is still running (scheduler pid {state.scheduler_pid})", EXIT_CHECK_FAILED)
-    plan = plan_from_json(state.plan) if plan_file is None else _load_plan(plan_file, None, None)
+    try:
+        plan = plan_from_json(state.plan) if plan_file is None else _load_plan(plan_file, None, None)
+    except PlanError as exc:  # a stored plan whose commands had secrets masked
+        fail(str(exc), EXIT_BAD_INPUT)
     result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
 

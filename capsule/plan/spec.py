@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 import orjson
 
+from capsule.redact import MASK, redact_argv, redact_text
+
 HALTS = ("never", "soon", "now")
 ON_FAILURE = ("stop", "compensate")
 HOOK_EVENTS = ("pre", "post", "error")
@@ -87,9 +89,16 @@ class TaskSpec:
         return hashlib.sha256(data).hexdigest()[:16]
 
     def stored(self) -> TaskSpec:
-        """The task as a session keeps it: env names, never their values."""
+        """The task as a session keeps it: env names, never their values; its commands redacted."""
         names = tuple(sorted({*(k for k, _v in self.env), *self.env_names}))
-        return attrs.evolve(self, env=(), env_names=names)
+        return attrs.evolve(
+            self,
+            command=redact_argv(self.command),
+            verify=tuple(map(redact_text, self.verify)),
+            compensate=None if self.compensate is None else redact_text(self.compensate),
+            env=(),
+            env_names=names,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -126,7 +135,11 @@ class Plan:
 
     def to_json(self) -> str:
         """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
-        stored = attrs.evolve(self, tasks=tuple(t.stored() for t in self.tasks))
+        stored = attrs.evolve(
+            self,
+            tasks=tuple(t.stored() for t in self.tasks),
+            hooks=tuple(attrs.evolve(h, command=redact_text(h.command)) for h in self.hooks),
+        )
         return orjson.dumps(attrs.asdict(stored)).decode()
 
 
@@ -320,6 +333,13 @@ def plan_from_json(text: str) -> Plan:
     """The plan a session carries in its `run.planned` event (see `Plan.to_json`)."""
     data = orjson.loads(text)
     tasks = tuple(TaskSpec(**{k: _tuples(v) for k, v in t.items()}) for t in data["tasks"])
+    for task in tasks:
+        commands = (*task.command, *task.verify, task.compensate or "")
+        if any(MASK in c for c in commands):
+            raise PlanError(
+                f"task {task.id}: the plan stored in the session has secrets masked in its commands; "
+                "resume with --plan FILE"
+            )
     return Plan(
         name=data["name"],
         parallel=data["parallel"],

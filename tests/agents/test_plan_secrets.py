@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from capsule.codec import decode_line
 from capsule.events import SessionStarted
 from capsule.events.env import SvcStarting
 from capsule.events.tasks import RunPlanned
-from capsule.plan import parse_plan, plan_from_json
+from capsule.plan import PlanError, parse_plan, plan_from_json
 from capsule.stages.record import SessionWriter
 
 PLAN = """
@@ -25,7 +26,7 @@ env = { DB_PASSWORD = "planted-env-value", REGION = "eu" }
 
 def test_stored_plan_keeps_env_names_only_and_the_same_hashes() -> None:
     """`Plan.to_json` drops env values; the plan restored from it has the same spec hashes."""
-    plan = parse_plan(PLAN, name="p")
+    plan = parse_plan(PLAN.replace("--token=planted-plan-token", "--verbose"), name="p")
     text = plan.to_json()
     assert "planted-env-value" not in text
     assert "eu" not in orjson.loads(text)["tasks"][0]["env_names"]
@@ -79,3 +80,13 @@ def test_writer_redacts_plan_events_unless_the_header_opts_out(tmp_path: Path) -
     )
     raw.close()
     assert b"planted-svc-token" in (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_stored_commands_are_redacted_and_such_a_plan_is_not_resumed_blindly() -> None:
+    """Commands in the stored plan are masked; restoring one refuses (resume needs `--plan FILE`)."""
+    plan = parse_plan(PLAN, name="p")
+    text = plan.to_json()
+    assert "planted-plan-token" not in text
+    assert "; echo done" in text
+    with pytest.raises(PlanError, match="resume with --plan FILE"):
+        plan_from_json(text)
