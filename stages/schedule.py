@@ -52,6 +52,7 @@ from capsule.plan.spec import Hook, Plan, TaskSpec
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.processes import process_if, returncode_status, started_at
 from capsule.stages.record import SessionWriter
+from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -374,9 +375,10 @@ class Scheduler:
         if self.plan.trace and self.tracer is not None:
             trace_id, trace_dir = create_session(self.home)
             spool = spool_path(self.home, trace_id)
-            os.close(open_private(spool, append=False))
+            os.close(open_private(spool, new=True))
             flags = self.tracer.flags(self.plan.trace_level)
-            argv = [self.tracer.path, *flags, "-o", str(spool), "--", *argv]
+            # through the redacting relay: the spool of a live task holds no secret in clear
+            argv = [self.tracer.path, *flags, *spool_output(spool, redact=True), "--", *argv]
             trace = (trace_id, trace_dir, spool, SessionWriter(trace_dir / EVENTS))
         t0 = time.time()
         try:

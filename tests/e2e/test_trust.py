@@ -227,3 +227,33 @@ def test_an_orphaned_clear_spool_is_redacted_on_the_next_command(
     everything = b"".join(p.read_bytes() for p in capsule_home.rglob("*") if p.is_file())
     assert secret.encode() not in everything
     assert b"--token=***" in (session / "trace.strace").read_bytes()
+
+
+def test_the_live_spool_of_a_traced_task_never_holds_a_secret(capsule_home: Path, tmp_path: Path) -> None:
+    """`capsule agents` with `trace = true`: the task's spool goes through the same relay."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    secret = "planted-task-spool-secret"  # noqa: S105 (planted)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[run]\nname = "spool"\ntrace = true\n[[task]]\nid = "t"\n'
+        f'command = "/bin/echo --token={secret} >/dev/null; touch {ready}; '
+        f'while [ ! -e {go} ]; do sleep 0.02; done"\n'
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capsule", "agents", "run", str(plan)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(ready.exists)
+        (spool,) = (capsule_home / "spool").iterdir()
+        _wait_for(lambda: b"/bin/echo" in spool.read_bytes())
+        assert secret.encode() not in spool.read_bytes()
+        assert b"--token=***" in spool.read_bytes()
+    finally:
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
