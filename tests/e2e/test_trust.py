@@ -21,6 +21,18 @@ from tests.e2e.test_run import _wait_for
 NOBODY = 65534
 
 
+def _start(capsule_home: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`capsule ARGS` in the background, its stderr kept for the assertion message."""
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "capsule", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -134,14 +146,7 @@ def test_the_live_spool_never_holds_a_secret(capsule_home: Path, tmp_path: Path)
         f"/bin/echo --token={secret} >/dev/null; ls /proc/self/fd > {fds}; touch {ready};"
         f" while [ ! -e {go} ]; do sleep 0.02; done"
     )
-    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capsule", "run", "--", "sh", "-c", script],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start(capsule_home, "run", "--", "sh", "-c", script)
     try:
         _wait_for(ready.exists)
         (spool,) = (capsule_home / "spool").iterdir()
@@ -239,14 +244,7 @@ def test_the_live_spool_of_a_traced_task_never_holds_a_secret(capsule_home: Path
         f'command = "/bin/echo --token={secret} >/dev/null; touch {ready}; '
         f'while [ ! -e {go} ]; do sleep 0.02; done"\n'
     )
-    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capsule", "agents", "run", str(plan)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start(capsule_home, "agents", "run", str(plan))
     try:
         _wait_for(ready.exists)
         (spool,) = (capsule_home / "spool").iterdir()
