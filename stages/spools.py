@@ -38,12 +38,35 @@ def tidy_spools(home: Path) -> list[str]:
     recovered = []
     for spool in sorted((home / "spool").glob("*.strace")):
         session = runs_dir(home) / spool.name.removesuffix(".strace")
-        seen = glance(session) if is_session(session) else None
+        try:
+            seen = glance(session) if is_session(session) else None
+        except OSError:
+            continue
         if seen is None or seen.header is None or seen.ended is not None:
             spool.unlink(missing_ok=True)
             continue
         if recorder_alive(seen.header):
             continue
-        trio.run(partial(recover, session, seen.header, home=home))
+        try:
+            trio.run(partial(recover, session, seen.header, home=home))
+        except Exception as exc:  # housekeeping before every command must never stop one
+            if seen.header.redacted:
+                _redact_in_place(spool)
+            print(
+                f"capsule: warning: session {session.name} could not be recovered from its spool ({exc}); "
+                "the spool was redacted and kept",
+                file=sys.stderr,
+            )
+            continue
         recovered.append(session.name)
     return recovered
+
+
+def _redact_in_place(spool: Path) -> None:
+    """Replace `spool` by its redacted copy (a new 0600 file renamed over it)."""
+    from capsule.redact import redact_bytes
+    from capsule.stages.store import private_output
+
+    data = spool.read_bytes()
+    with private_output(spool) as out:
+        out.write(redact_bytes(data))

@@ -255,3 +255,23 @@ def test_the_live_spool_of_a_traced_task_never_holds_a_secret(capsule_home: Path
         go.touch()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_a_spool_that_cannot_be_recovered_is_redacted_and_never_stops_a_command(
+    capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """Recovery fails (a header naming an unknown trace level): the command still runs, with one
+    warning line, and the spool left behind is redacted."""
+    assert capsule("run", "--", "true").returncode == 0
+    (session,) = (capsule_home / "runs").iterdir()
+    header = orjson.loads((session / "events.jsonl").read_bytes().splitlines()[0])
+    header["recorder_pid"], header["recorder_started"], header["trace_level"] = 1, 1.0, "bogus"
+    (session / "events.jsonl").write_bytes(orjson.dumps(header) + b"\n")
+    secret = b"planted-unrecoverable-secret"
+    spool = capsule_home / "spool" / f"{session.name}.strace"
+    spool.write_bytes(b'1 1.0 execve("/bin/x", ["x", "--token=' + secret + b'"], 0x1 /* 1 vars */) = 0\n')
+    done = capsule("ls")
+    assert done.returncode == 0, done.stderr
+    assert "could not be recovered" in done.stderr
+    assert secret not in spool.read_bytes()
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600
