@@ -1,147 +1,227 @@
-"""Redaction of secret-looking values, in raw strace bytes and in argv lists alike.
+"""Redaction of secret-looking values: in raw strace bytes, argv lists, command strings and events.
 
-strace output carries argv (and with -v the environment). Capsule redacts before anything reaches the
-session directory: the raw trace is redacted line by line before it is written or parsed, so events
-derived from it, and a replay of it, agree. The same patterns run over an argv list (the header's argv).
-A redacted value becomes `***`, which needs no escaping inside a strace-quoted string.
+The rules are data (`capsule/rules/secrets/shapes.toml`; a folder of its own, apart from the label rules); this module compiles them and applies them. Every
+rule is written against strace-quoted text, and an argv is redacted by rendering it the way strace prints
+one, so a raw trace line and the argv an event carries are masked alike: a replay of a redacted trace
+re-derives the same events. Only a rule's secret group becomes `***` (which needs no escaping in a
+strace string); the rest of the line, shell operators included, is kept as it was.
+
+Speed: one Aho-Corasick pass (ahocorasick-rs) over a lowered copy of a chunk finds every rule's hints at
+once; only the lines holding a hint, and only the rules whose hints they hold, run a regex.
 """
 
 from __future__ import annotations
 
+import pkgutil
 import re
+import tomllib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import ahocorasick_rs
+
+if TYPE_CHECKING:
+    from capsule.events import Event
 
 MASK = "***"
+_S = TypeVar("_S", str, bytes)
 
-# Words that make a flag or a variable name secret: `--api-key`, `GITHUB_TOKEN`, `db_password`.
-_SECRET_NAME = r"(?:token|secret|passw(?:or)?d|passwd|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credentials?|auth(?:orization)?(?![a-zA-Z]))"  # noqa: S105 (a pattern, not a password)
-
-# Token shapes that are secrets wherever they stand, each with the provider it belongs to.
-_TOKEN_SHAPES = (
-    r"sk-[A-Za-z0-9_\-]{16,}",  # OpenAI / Anthropic API keys (sk-..., sk-ant-..., sk-proj-...)
-    r"gh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens
-    r"github_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained tokens
-    r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab personal access tokens
-    r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack tokens
-    r"AKIA[0-9A-Z]{16}",  # AWS access key ids
-    r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
-    r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+",  # JWTs
-)
-
-# A value runs to the end of the quoted string (either quote), a space, a comma or a backslash escape.
-_VALUE = r"[^\"'\s\\,]+"
-
-_PATTERNS_TEXT: tuple[tuple[str, str], ...] = (
-    # `Authorization: Bearer abc`, `authorization: token abc`, `Authorization: Basic abc`
-    (r"(?i)(authorization\s*[:=]\s*(?:bearer|basic|token|bot)?\s*)" + _VALUE, r"\1" + MASK),
-    # a bare `Bearer abc` (e.g. curl -H "X: Bearer abc")
-    (r"(?i)(\bbearer\s+)" + _VALUE, r"\1" + MASK),
-    # `--token=abc`, `--api-key=abc`, `-password=abc`
-    (r"(?i)(-{1,2}[\w\-]*" + _SECRET_NAME + r"[\w\-]*=)" + _VALUE, r"\1" + MASK),
-    # `GITHUB_TOKEN=abc`, `db_password=abc` (an environment assignment or a config key)
-    (r"(?i)(\b[\w\-]*" + _SECRET_NAME + r"[\w\-]*=)" + _VALUE, r"\1" + MASK),
-    # credentials in a URL: `https://user:secret@host`
-    (r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s\"]+:)[^@/\s\"]+(@)", r"\1" + MASK + r"\2"),
-    *((r"\b" + shape, MASK) for shape in _TOKEN_SHAPES),
-)
-
-# In strace's argv arrays a flag and its value are neighbours: `"--password", "hunter2"`.
-_PAIR_IN_TRACE = re.compile(
-    rb'(?i)("-{1,2}[\w\-]*' + _SECRET_NAME.encode() + rb'[\w\-]*", ")((?:[^"\\]|\\.)*)(")'
-)
-_FLAG_BEFORE_VALUE = re.compile(r"(?i)^-{1,2}[\w\-]*" + _SECRET_NAME + r"[\w\-]*$")
-
-_TEXT = tuple((re.compile(pattern), repl) for pattern, repl in _PATTERNS_TEXT)
-_BYTES = tuple((re.compile(pattern.encode()), repl.encode()) for pattern, repl in _PATTERNS_TEXT)
-
-# Literals (lowercase) at least one of which every pattern above needs: lines without any skip the
-# patterns. A lowercased copy and `bytes.find` scan ~70 MB/s here; an equivalent case-insensitive regex
-# alternation scanned 6 MB/s and was 73% of `capsule import`.
-_HINTS = (
-    b"token",
-    b"secret",
-    b"passw",
-    b"key",
-    b"credential",
-    b"auth",
-    b"bearer",
-    b"://",  # names, URLs
-    b"sk-",
-    b"gh",
-    b"glpat-",
-    b"xox",
-    b"akia",
-    b"aiza",
-    b"eyj",  # token shapes (`gh`: ghp_… github_pat_)
-)
-# Each hint is one pass over the chunk (~30 ms per 42 MB here), so families share one: `key` stands
-# for api_key, access-key, privatekey…; `gh` flags a few thousand lines of a big trace for nothing,
-# which costs less than the five passes it saves.
+# The placeholders of shapes.toml, the same in both forms (the text form of a trace line is its bytes
+# decoded as Latin-1, which changes no ASCII character the patterns look at).
+_VALUE = r"(?:[^\s\"'\\,;&|<>()`]|\\\\|\\x[0-9a-fA-F]{2}|\\[0-7]{1,3})+"
+_QUOTE = r"(?:\\?[\"'])?"
+_SEP = r"(?:\", \"|[ \t]+)"
 
 
-def _flagged_lines(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of every line holding a hint, in order, each once; `end` includes the newline."""
-    lowered = data.lower()
-    starts: set[int] = set()
-    for hint in _HINTS:
-        at = lowered.find(hint)
-        while at >= 0:
-            if hint == b"gh" and lowered[at + 3 : at + 4] != b"_" and lowered[at : at + 11] != b"github_pat_":
-                at = lowered.find(hint, at + 2)  # `gh` alone is common; ghp_, gho_… and github_pat_ are not
-                continue
-            starts.add(lowered.rfind(b"\n", 0, at) + 1)
-            line_end = lowered.find(b"\n", at)
-            if line_end < 0:
-                break
-            at = lowered.find(hint, line_end)
-    spans = []
-    for start in sorted(starts):
-        end = data.find(b"\n", start)
-        spans.append((start, len(data) if end < 0 else end + 1))
-    return spans
+class Rule:
+    """One rule of shapes.toml, compiled for bytes (the trace) at once and for text on first use.
+
+    The spool relay starts with every `capsule run` and redacts bytes only: it compiles half as much."""
+
+    __slots__ = ("_text", "hints", "name", "pattern", "raw")
+
+    def __init__(self, name: str, hints: tuple[str, ...], pattern: str) -> None:
+        self.name, self.hints, self.pattern = name, hints, pattern
+        self.raw = re.compile(pattern.encode())
+        self._text: re.Pattern[str] | None = None
+
+    @property
+    def text(self) -> re.Pattern[str]:
+        if self._text is None:
+            self._text = re.compile(self.pattern)
+        return self._text
+
+
+def _load() -> tuple[tuple[Rule, ...], tuple[str, ...], dict[str, re.Pattern[bytes]]]:
+    # Package data, read once at import (like a compiled-in table; the core opens no user files).
+    # pkgutil, not importlib.resources: the relay imports this module on every run (~10 ms vs ~40 ms).
+    source = pkgutil.get_data("capsule.rules", "secrets/shapes.toml")
+    assert source is not None
+    data = tomllib.loads(source.decode("utf-8"))
+    names = data["names"]
+    rules = []
+    for raw in data["rule"]:
+        pattern = (
+            raw["pattern"]
+            .replace("{name}", names["pattern"])
+            .replace("{v}", _VALUE)
+            .replace("{q}", _QUOTE)
+            .replace("{sep}", _SEP)
+        )
+        hints = tuple(names["hints"]) if raw.get("names") else tuple(raw["hints"])
+        rules.append(Rule(raw["name"], hints, pattern))
+    checks = {h["literal"]: re.compile(h["check"].encode()) for h in data.get("hint", [])}
+    hints = tuple(dict.fromkeys(h for rule in rules for h in rule.hints))
+    return tuple(rules), hints, checks
+
+
+RULES, _HINTS, _CHECKS = _load()
+_AUTOMATON = ahocorasick_rs.BytesAhoCorasick([h.encode() for h in _HINTS])
+_RULES_BY_HINT: dict[int, tuple[int, ...]] = {
+    i: tuple(r for r, rule in enumerate(RULES) if hint in rule.hints) for i, hint in enumerate(_HINTS)
+}
+_MASK_B = MASK.encode()
+
+
+def _hits(lowered: bytes) -> Iterable[tuple[int, int]]:
+    """(position, hint index) of every hint that counts (its check, if any, matches there)."""
+    for index, start, _end in _AUTOMATON.find_matches_as_indexes(lowered, overlapping=True):
+        check = _CHECKS.get(_HINTS[index])
+        if check is None or check.match(lowered, start):
+            yield start, index
+
+
+def _mask(line: _S, pattern: re.Pattern[_S], mask: _S) -> _S:
+    """`line` with the secret group (or the whole match) of every match of `pattern` masked."""
+    if "s" not in pattern.groupindex:
+        return pattern.sub(lambda m: mask, line)
+
+    def repl(m: re.Match[_S]) -> _S:
+        base = m.start()
+        start, end = m.span("s")
+        whole = m.group(0)
+        return whole[: start - base] + mask + whole[end - base :]
+
+    return pattern.sub(repl, line)
 
 
 def redact_bytes(data: bytes) -> bytes:
-    """Redact a chunk of raw trace (whole lines; patterns never span a newline).
-
-    Only lines holding a hint go through the patterns: a chunk of a full-syscall trace has a few in
-    thousands.
-    """
-    spans = _flagged_lines(data)
-    if not spans:
+    """Redact a chunk of raw trace (whole lines; no pattern spans a newline)."""
+    lowered = data.lower()
+    flagged: dict[int, set[int]] = {}  # line start -> rules to run on it
+    for at, index in _hits(lowered):
+        start = lowered.rfind(b"\n", 0, at) + 1
+        flagged.setdefault(start, set()).update(_RULES_BY_HINT[index])
+    if not flagged:
         return data
     pieces: list[bytes] = []
     done = 0
-    for start, end in spans:
-        pieces.append(data[done:start])
-        pieces.append(_redact_line(data[start:end]))
+    for start in sorted(flagged):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end + 1
+        line = data[start:end]
+        for r in sorted(flagged[start]):
+            line = _mask(line, RULES[r].raw, _MASK_B)
+        pieces += (data[done:start], line)
         done = end
     pieces.append(data[done:])
     return b"".join(pieces)
 
 
-def _redact_line(line: bytes) -> bytes:
-    line = _PAIR_IN_TRACE.sub(rb"\1" + MASK.encode() + rb"\3", line)
-    for pattern, repl in _BYTES:
-        line = pattern.sub(repl, line)
+# -- argv and strings, through their strace-quoted rendering ---------------------------------------------
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+_ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
+_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
+
+
+def _quote(arg: str) -> str:
+    escaped = _NEEDS_ESCAPE.sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", arg)
+    return f'"{escaped}"'
+
+
+def _unquote(body: str) -> str:
+    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m[1]) or chr(int(m[1][1:], 16)), body)
+
+
+def _redact_rendered(line: str) -> str:
+    lowered = line.lower().encode("utf-8", "surrogatepass")
+    wanted: set[int] = set()
+    for _at, index in _hits(lowered):
+        wanted.update(_RULES_BY_HINT[index])
+    for r in sorted(wanted):
+        line = _mask(line, RULES[r].text, MASK)
     return line
 
 
-def redact_text(text: str) -> str:
-    """Redact one string (an argv element, a command line)."""
-    for pattern, repl in _TEXT:
-        text = pattern.sub(repl, text)
-    return text
-
-
 def redact_argv(argv: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Redact an argv: every element, and the element after a secret-naming flag (`--password x`)."""
-    out: list[str] = []
-    mask_next = False
-    for arg in argv:
-        if mask_next:
-            out.append(MASK)
-            mask_next = False
+    """Redact an argv as strace would show it redacted: each element, and pairs like `--password x`."""
+    if not argv:
+        return ()
+    rendered = "[" + ", ".join(map(_quote, argv)) + "]"
+    redacted = _redact_rendered(rendered)
+    if redacted == rendered:
+        return tuple(argv)
+    out = tuple(_unquote(m[1]) for m in _ELEMENT.finditer(redacted))
+    # Masks never span a quote, so the elements are the same in number; if not, keep nothing.
+    return out if len(out) == len(argv) else tuple(MASK for _ in argv)
+
+
+def redact_text(text: str) -> str:
+    """Redact one string (an argv element, a command line, an `sh -c` script)."""
+    return redact_argv((text,))[0] if text else text
+
+
+# -- events ----------------------------------------------------------------------------------------------
+
+# Kinds derived from the raw trace, which is redacted before it is parsed: nothing more to do for them.
+FROM_TRACE = frozenset(
+    {
+        "proc.spawned",
+        "proc.exec",
+        "proc.exited",
+        "proc.signaled",
+        "file.opened",
+        "net.connected",
+        "trace.unparsed",
+        "proc.sampled",
+    }
+)
+_TEXT_FIELDS: dict[type[Event], tuple[tuple[str, bool], ...]] = {}
+
+
+def _text_fields(cls: type[Event]) -> tuple[tuple[str, bool], ...]:
+    """(field, is a tuple of strings) for every string-bearing field of `cls`."""
+    import attrs
+
+    found = _TEXT_FIELDS.get(cls)
+    if found is None:
+        found = tuple(
+            (f.name, str(f.type).startswith("tuple[str"))
+            for f in attrs.fields(cls)
+            if str(f.type).startswith(("str", "tuple[str"))
+        )
+        _TEXT_FIELDS[cls] = found
+    return found
+
+
+def redact_event(event: Event) -> Event:
+    """The event with every string it carries redacted (argv-like tuples as an argv)."""
+    cls = type(event)
+    if cls.KIND in FROM_TRACE:
+        return event
+    changes: dict[str, Any] = {}
+    for name, is_tuple in _text_fields(cls):
+        value = getattr(event, name)
+        if value is None:
             continue
-        out.append(redact_text(arg))
-        mask_next = bool(_FLAG_BEFORE_VALUE.match(arg))
-    return tuple(out)
+        new = redact_argv(value) if is_tuple else redact_text(value)
+        if new != value:
+            changes[name] = new
+    if not changes:
+        return event
+    import attrs
+
+    return attrs.evolve(event, **changes)

@@ -2,6 +2,10 @@
 
 Each batch is written as soon as it arrives, so what is recorded reaches the kernel well within the
 one-second flush bound of DESIGN §3 and survives the recorder being killed.
+
+Every session (run, env, agents) is written here, so this is where the events that do not come from the
+(already redacted) trace are redacted: headers, `svc.starting`, `task.started`, `run.planned`… A header
+written with `redacted = false` (`--no-redact`) turns it off for the rest of the session.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from capsule.codec import encode_lines
-from capsule.events import Event
+from capsule.events import Event, SessionStarted
 from capsule.fold.tally import Tally
+from capsule.redact import redact_event
 from capsule.stages.store import open_private
 
 if TYPE_CHECKING:
@@ -24,15 +29,22 @@ if TYPE_CHECKING:
 class SessionWriter:
     """Appends events to events.jsonl, numbering them gap-free from `next_seq`."""
 
-    def __init__(self, path: Path, next_seq: int = 0, answers: RuleSet | None = None) -> None:
+    def __init__(
+        self, path: Path, next_seq: int = 0, answers: RuleSet | None = None, *, redact: bool = True
+    ) -> None:
         self.path = path
         self.next_seq = next_seq
+        self.redact = redact
         self.tally = Tally(answers=answers)  # exit rules: `grep` 1 is not counted as a failure
         self._fd = open_private(path)
 
     def write(self, events: list[Event]) -> None:
         if not events:
             return
+        if self.next_seq == 0 and isinstance(events[0], SessionStarted) and not events[0].redacted:
+            self.redact = False
+        if self.redact:
+            events = [redact_event(event) for event in events]
         data = encode_lines(self.next_seq, events)
         self.next_seq += len(events)
         for event in events:

@@ -1,7 +1,7 @@
 """`capsule run`: CMD under strace, the trace tailed through the pipeline into a new session.
 
 The command keeps the terminal (stdin, stdout, stderr pass through untouched). strace writes its trace
-to a spool file, never stderr. Ctrl-C from the terminal reaches the command directly (same process
+to a spool file, never stderr, through a relay that redacts it first (`capsule.stages.spool_relay`). Ctrl-C from the terminal reaches the command directly (same process
 group) and strace, run as `strace -o FILE PROG`, blocks fatal signals (its default `-I3`), so Capsule
 ignores SIGINT and keeps recording until the command is gone, then drains and closes the session.
 If Capsule is SIGKILLed, strace keeps tracing into the spool and the command is unharmed; a later
@@ -40,6 +40,7 @@ from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.sample import sample_stage
+from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -196,8 +197,8 @@ async def record_run(
     # shows the trace's own argv (the command itself still gets the exact bytes).
     text_argv = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
     shown_argv = redact_argv(text_argv) if redact else tuple(text_argv)
-    writer = SessionWriter(path / EVENTS, answers=answers)
-    trace_fd = open_private(path / trace_name(tracer.path))
+    writer = SessionWriter(path / EVENTS, answers=answers, redact=redact)
+    trace_fd = open_private(path / trace_name(tracer.path), new=True)
     error: str | None = None
     try:
         resolved, failure = resolve_command(argv[0], cwd)
@@ -227,7 +228,7 @@ async def record_run(
             return RunOutcome(session_id, path, code, None, time.time() - started, writer.tally, error)
 
         spool = spool_path(home, session_id)
-        os.close(open_private(spool, append=False))  # 0600 before strace opens it (it truncates, keeps mode)
+        os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
         flags = tracer.flags(level)
         with trio.open_signal_receiver(
             signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
@@ -295,7 +296,7 @@ async def record_run(
                 process, command = launched.tracer, launched.command
             else:
                 process = await trio.lowlevel.open_process(
-                    [tracer.path, *flags, "-o", str(spool), "--", *argv],
+                    [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
                     stdin=stdin,
                     stdout=stdout,
                     stderr=stderr,
@@ -325,7 +326,7 @@ async def record_run(
                     partial(tail_stage, spool, tracer_done),
                     partial(record_stage, writer=writer),
                     level=level,
-                    redact=redact,
+                    redact=False,  # the relay redacted the spool already
                     trace_fd=trace_fd,
                     tracer="ebpf" if ebpf else "strace",
                     live=live,

@@ -6,6 +6,11 @@ unredacted strace output is spooled outside the session directory (`$CAPSULE_HOM
 so that no secret ever lands in the session directory; it is deleted once the session is closed, and
 kept for recovery if the recorder dies. Directories are 0700 and files 0600.
 
+Files are opened with O_NOFOLLOW (a planted symlink is refused, its target never truncated) and new ones
+with O_EXCL; outputs the user names (`export -o`, `report --html`) go through a new temporary file beside
+them, renamed over the name. A home owned by someone else, or writable by group or others, is refused
+(`check_home`): whoever can write there could plant links or read what is recorded.
+
 `capsule archive` replaces a finished session's files by zstd-compressed ones (`events.jsonl.zst`,
 `trace.strace.zst`); every reader goes through `session_file` / `open_session_file`, which accept either
 form, so an archived session reads like any other.
@@ -13,11 +18,15 @@ form, so an archived session reads like any other.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
+import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
@@ -53,14 +62,58 @@ def spool_path(home: Path, session_id: str) -> Path:
     return home / "spool" / f"{session_id}.strace"
 
 
+class HomeRefused(PermissionError):
+    """$CAPSULE_HOME (or a folder in it) is not safe to record into."""
+
+
+def check_home(home: Path) -> str | None:
+    """Why `home` must not be used (one sentence), or None: each of home, runs/ and spool/ that exists
+    must be a directory (not a symlink, but home itself may be one) owned by this user and not writable
+    by group or others."""
+    me = os.geteuid()
+    for path in (home, runs_dir(home), home / "spool"):
+        try:
+            st = os.stat(path) if path == home else os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"$CAPSULE_HOME {home}: cannot inspect {path}: {exc.strerror or exc}"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"$CAPSULE_HOME {home}: {path} is not a directory (a symlink?); refusing to record there"
+        if st.st_uid != me:
+            return (
+                f"$CAPSULE_HOME {home}: {path} is owned by uid {st.st_uid}, not by you (uid {me}); "
+                "refusing to record there (chown it or set CAPSULE_HOME)"
+            )
+        if st.st_mode & 0o022:
+            return (
+                f"$CAPSULE_HOME {home}: {path} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}); refusing to record there (chmod 700 it)"
+            )
+    return None
+
+
 def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def create_session(home: Path, now: float | None = None) -> tuple[str, Path]:
     """Make a new session directory (0700) and return its id and path."""
     runs = runs_dir(home)
+    problem = check_home(home)
+    if problem is not None:
+        raise HomeRefused(problem)
     _private_dir(home)
     _private_dir(runs)
     _private_dir(home / "spool")
@@ -79,12 +132,28 @@ def create_session(home: Path, now: float | None = None) -> tuple[str, Path]:
         return session_id, path
 
 
-def open_private(path: Path, *, append: bool = True) -> int:
-    """Open a file for writing with mode 0600 (whatever the umask says)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+def open_private(path: Path, *, append: bool = True, new: bool = False) -> int:
+    """Open a file for writing with mode 0600 (whatever the umask says), never through a symlink;
+    `new`: it must not exist yet (O_EXCL)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags | (os.O_EXCL if new else 0) | os.O_CLOEXEC, 0o600)
     os.fchmod(fd, 0o600)
     return fd
+
+
+@contextlib.contextmanager
+def private_output(path: Path) -> Iterator[BinaryIO]:
+    """Write `path` (an export, a report) 0600: into a new temporary file beside it (O_EXCL, O_NOFOLLOW),
+    renamed over `path` once complete. A symlink at `path` is replaced, its target never written."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = open_private(temp, append=False, new=True)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def session_file(session_dir: Path, name: str) -> Path | None:

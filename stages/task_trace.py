@@ -23,6 +23,7 @@ from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.record import SessionWriter
+from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -42,15 +43,16 @@ def open_trace(home: Path) -> TraceFiles:
     """A new run session for one attempt, and the spool file strace will write."""
     session_id, trace_dir = create_session(home)
     spool = spool_path(home, session_id)
-    os.close(open_private(spool, append=False))
+    os.close(open_private(spool, new=True))
     return TraceFiles(
         session_id=session_id, dir=trace_dir, spool=spool, writer=SessionWriter(trace_dir / EVENTS)
     )
 
 
 def traced_argv(tracer: Tracer, level: str, spool: Path, command: tuple[str, ...]) -> list[str]:
-    """The command line that runs `command` under strace, writing its trace to `spool`."""
-    return [tracer.path, *tracer.flags(level), "-o", str(spool), "--", *command]
+    """The command line that runs `command` under strace, writing its trace to `spool` through the
+    redacting relay: the spool of a live task holds no secret in clear."""
+    return [tracer.path, *tracer.flags(level), *spool_output(spool, redact=True), "--", *command]
 
 
 async def follow_trace(

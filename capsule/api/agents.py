@@ -269,7 +269,7 @@ def run(
 
 def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:
     """The session to resume and the plan to resume it with (its own, or an edited `plan_file`)."""
-    from capsule.plan import plan_from_json
+    from capsule.plan import PlanError, plan_from_json
 
     path = session(ref)
     state = fold(path)
@@ -277,7 +277,10 @@ def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:
         raise BadInput(f"session {path.name} has no plan to resume")
     if live_state(state) == "running":
         raise CheckFailed(f"session {path.name} is still running (scheduler pid {state.scheduler_pid})")
-    plan = plan_from_json(state.plan) if plan_file is None else load_plan(plan_file)
+    try:
+        plan = plan_from_json(state.plan) if plan_file is None else load_plan(plan_file)
+    except PlanError as exc:  # a stored plan whose commands had secrets masked
+        raise BadInput(str(exc)) from None
     return path, plan
 
 

@@ -22,10 +22,15 @@ if TYPE_CHECKING:
 
 
 def home() -> Path:
-    """`$CAPSULE_HOME`, default `~/.capsule`."""
-    from capsule.stages.store import capsule_home
+    """`$CAPSULE_HOME`, default `~/.capsule`; refused (`Unavailable`, exit 5) when another user owns it
+    or group/others can write it."""
+    from capsule.stages.store import capsule_home, check_home
 
-    return capsule_home()
+    where = capsule_home()
+    problem = check_home(where)
+    if problem is not None:
+        raise Unavailable(problem)
+    return where
 
 
 def rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
@@ -418,16 +423,20 @@ def replay(session: str | Path) -> Replayed:
         raise BadInput(f"{session_dir}: not a capsule session")
     TRACE = trace_name(header.tracer)
     kind, source = header.session_kind, TRACE
-    if kind == "env":
-        from capsule.env.replay import rederive as rederive_env
+    if kind in ("env", "agents"):
+        from capsule.redact import redact_event
 
-        recorded, derived = rederive_env(list(iter_events(session_dir)))
-        source = "its observations"
-    elif kind == "agents":
-        from capsule.plan.replay import rederive_agents
+        if kind == "env":
+            from capsule.env.replay import rederive as rederive_env
 
-        replayed = rederive_agents(list(iter_events(session_dir)))
-        recorded, derived = list(replayed.recorded), list(replayed.derived)
+            recorded, derived = rederive_env(list(iter_events(session_dir)))
+        else:
+            from capsule.plan.replay import rederive_agents
+
+            replayed = rederive_agents(list(iter_events(session_dir)))
+            recorded, derived = list(replayed.recorded), list(replayed.derived)
+        if header.redacted:  # the writer redacted what the machine emitted: so is the re-derivation
+            derived = [redact_event(e) for e in derived]
         source = "its observations"
     elif session_file(session_dir, TRACE) is None:
         raise BadInput(f"{session_dir}: no {TRACE} to replay")
@@ -589,12 +598,18 @@ def doctor() -> Doctor:
     except TracerMissing:
         checks.append(Check(check="strace", ok=False, detail=f"not found; {INSTALL_HINT}"))
     checks.append(_ebpf_check())
-    where = home()
+    from capsule.stages.store import capsule_home, check_home
+
+    where = capsule_home()  # not home(): doctor reports an unsafe home instead of refusing to run
+    unsafe = check_home(where)
     try:
-        where.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile(dir=where):
-            pass
-        checks.append(Check(check="$CAPSULE_HOME", ok=True, detail=f"{where} is writable"))
+        if unsafe is not None:
+            checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=unsafe))
+        else:
+            where.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.NamedTemporaryFile(dir=where):
+                pass
+            checks.append(Check(check="$CAPSULE_HOME", ok=True, detail=f"{where} is writable and private"))
     except OSError as exc:
         checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=f"{where}: {exc.strerror or exc}"))
     optional = ("--seccomp-bpf", "ebpf")  # strace records without them: slower, or as the default tracer

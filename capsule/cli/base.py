@@ -5,7 +5,8 @@ start fast. Errors are one line on stderr and a documented exit code (see `EXIT 
 
     0  success                    3  no such session (or an ambiguous prefix)
     1  a check failed             4  unreadable input: malformed log/session/rules, newer format
-    2  usage error                5  recording cannot work here: strace missing, ptrace denied, home unwritable
+    2  usage error                5  recording cannot work here: strace missing, ptrace denied, home unwritable,
+                                     home owned by another user or writable by group/others
                                   6  an export was not delivered: -o not writable, collector refused
     `capsule run` exits with the command's own code (128+N for signal N), 125 if recording failed,
     126 if the command is not executable, 127 if it was not found.
@@ -60,6 +61,20 @@ def _home() -> Path:
     from capsule.api.sessions import home
 
     return home()
+
+
+def _tidy_spools() -> None:
+    """Before any command: spools that no live recorder owns are recovered into their sessions (or
+    removed), so an unredacted trace never outlives the recording that made it."""
+    from capsule.stages.store import capsule_home, check_home
+
+    home = capsule_home()
+    spool = home / "spool"
+    if not spool.is_dir() or check_home(home) is not None or not any(spool.iterdir()):
+        return
+    from capsule.stages.spools import tidy_spools
+
+    tidy_spools(home)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -147,6 +162,7 @@ def _resolve(ref: str) -> Path:
 def main() -> None:
     """Console entry point: one clear line and an exit code for every expected failure."""
     try:
+        _tidy_spools()
         app()
     except CliError as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)

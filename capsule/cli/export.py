@@ -7,7 +7,6 @@ for `--endpoint` POSTs the OTLP/JSON to a collector's `/v1/traces`.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -82,14 +81,12 @@ def _write(output: Path | None, produce: Callable[[BinaryIO], object]) -> None:
         produce(sys.stdout.buffer)
         sys.stdout.flush()
         return
-    temp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    from capsule.stages.store import private_output
+
     try:
-        with open(temp, "wb") as out:
+        with private_output(output) as out:  # 0600, like the session it comes from
             produce(out)
-        os.replace(temp, output)
     except OSError as exc:
-        if temp.parent.is_dir():
-            temp.unlink(missing_ok=True)
         fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
 
 

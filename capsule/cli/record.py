@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -149,16 +148,12 @@ def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
 
 def _write_page(path: Path, page: str) -> None:
     """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
+    from capsule.stages.store import private_output
+
     data = page.encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already exists
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        with private_output(path) as out:
+            out.write(data)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     print(path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -42,6 +44,17 @@ def _proc_sampled_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "cpu_s": None}
 
 
+def _run_planned_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 stores env names only: a v1 plan's env values are dropped as it is read (names kept)."""
+    if not fields.get("plan"):
+        return fields
+    plan = orjson.loads(fields["plan"])
+    for task in plan.get("tasks", []):
+        names = sorted({*(pair[0] for pair in task.get("env", [])), *task.get("env_names", [])})
+        task["env"], task["env_names"] = [], names
+    return {**fields, "plan": orjson.dumps(plan).decode()}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
     ("task.exited", 1): _task_exited_v1_to_v2,
@@ -49,6 +62,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.ended", 1): _session_ended_v1_to_v2,
     ("proc.exec", 1): _proc_exec_v1_to_v2,
     ("proc.sampled", 1): _proc_sampled_v1_to_v2,
+    ("run.planned", 1): _run_planned_v1_to_v2,
 }
 
 

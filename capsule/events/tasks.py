@@ -19,6 +19,7 @@ class RunPlanned(Event):
     """The plan a run carries out: its tasks in plan order, each with the hash of its spec."""
 
     KIND: ClassVar[str] = "run.planned"
+    VERSION: ClassVar[int] = 2  # v2: `plan` keeps each task's env names (`env_names`), never values
 
     name: str
     plan_path: str | None = None

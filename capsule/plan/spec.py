@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 import orjson
 
+from capsule.redact import MASK, redact_argv, redact_text
+
 HALTS = ("never", "soon", "now")
 ON_FAILURE = ("stop", "compensate")
 HOOK_EVENTS = ("pre", "post", "error")
@@ -60,6 +62,9 @@ class TaskSpec:
     command: tuple[str, ...]  # argv; a string command in the plan becomes ("sh", "-c", string)
     cwd: str = "."
     env: tuple[tuple[str, str], ...] = ()
+    # Names the plan set whose values were not kept: a plan restored from a session (`Plan.to_json`
+    # stores env names only). Such a task takes them from the environment of whoever resumes it.
+    env_names: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     timeout_s: float | None = None
@@ -75,9 +80,25 @@ class TaskSpec:
 
     @property
     def spec_hash(self) -> str:
-        """The identity of what the task does: resume re-runs a succeeded task whose spec changed."""
-        data = orjson.dumps(attrs.asdict(self), option=orjson.OPT_SORT_KEYS)
+        """The identity of what the task does: resume re-runs a succeeded task whose spec changed.
+
+        Env values are not part of it (they are never stored, so a restored plan could not match)."""
+        spec = attrs.asdict(self)
+        spec["env"], spec["env_names"] = sorted({*(k for k, _v in self.env), *self.env_names}), ()
+        data = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(data).hexdigest()[:16]
+
+    def stored(self) -> TaskSpec:
+        """The task as a session keeps it: env names, never their values; its commands redacted."""
+        names = tuple(sorted({*(k for k, _v in self.env), *self.env_names}))
+        return attrs.evolve(
+            self,
+            command=redact_argv(self.command),
+            verify=tuple(map(redact_text, self.verify)),
+            compensate=None if self.compensate is None else redact_text(self.compensate),
+            env=(),
+            env_names=names,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +134,13 @@ class Plan:
         raise KeyError(task_id)
 
     def to_json(self) -> str:
-        return orjson.dumps(attrs.asdict(self)).decode()
+        """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
+        stored = attrs.evolve(
+            self,
+            tasks=tuple(t.stored() for t in self.tasks),
+            hooks=tuple(attrs.evolve(h, command=redact_text(h.command)) for h in self.hooks),
+        )
+        return orjson.dumps(attrs.asdict(stored)).decode()
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -306,6 +333,13 @@ def plan_from_json(text: str) -> Plan:
     """The plan a session carries in its `run.planned` event (see `Plan.to_json`)."""
     data = orjson.loads(text)
     tasks = tuple(TaskSpec(**{k: _tuples(v) for k, v in t.items()}) for t in data["tasks"])
+    for task in tasks:
+        commands = (*task.command, *task.verify, task.compensate or "")
+        if any(MASK in c for c in commands):
+            raise PlanError(
+                f"task {task.id}: the plan stored in the session has secrets masked in its commands; "
+                "resume with --plan FILE"
+            )
     return Plan(
         name=data["name"],
         parallel=data["parallel"],

@@ -1,0 +1,72 @@
+"""The spool of a live recording (`$CAPSULE_HOME/spool/<id>.strace`): how strace writes it, and tidying
+the spools that no live recorder owns.
+
+A redacting recording sends strace's output through the relay (`capsule.stages.spool_relay`), so the
+spool holds redacted lines only. A spool left behind (the recorder was killed, or an older capsule or a
+`--no-redact` run wrote it in clear) is recovered into its session on the next capsule command of any
+kind, and removed; a spool with no session, or whose session is complete, is removed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from functools import partial
+from pathlib import Path
+
+from capsule.stages.store import is_session, runs_dir
+
+# Ignored before exec, so inherited by Python (which then installs no SIGINT handler of its own).
+_IGNORE = "trap '' INT TERM HUP QUIT"
+
+
+def spool_output(spool: Path, *, redact: bool) -> tuple[str, ...]:
+    """strace's `-o` argument for `spool`: through the redacting relay, or the file itself."""
+    if not redact:
+        return ("-o", str(spool))
+    command = shlex.join([sys.executable, "-I", "-m", "capsule.stages.spool_relay", str(spool)])
+    return ("-o", f"|{_IGNORE}; exec {command}")
+
+
+def tidy_spools(home: Path) -> list[str]:
+    """Recover or remove every spool no live recorder owns; the ids of the sessions recovered."""
+    import trio
+
+    from capsule.stages.derive import recover
+    from capsule.stages.reader import glance, recorder_alive
+
+    recovered = []
+    for spool in sorted((home / "spool").glob("*.strace")):
+        session = runs_dir(home) / spool.name.removesuffix(".strace")
+        try:
+            seen = glance(session) if is_session(session) else None
+        except OSError:
+            continue
+        if seen is None or seen.header is None or seen.ended is not None:
+            spool.unlink(missing_ok=True)
+            continue
+        if recorder_alive(seen.header):
+            continue
+        try:
+            trio.run(partial(recover, session, seen.header, home=home))
+        except Exception as exc:  # housekeeping before every command must never stop one
+            if seen.header.redacted:
+                _redact_in_place(spool)
+            print(
+                f"capsule: warning: session {session.name} could not be recovered from its spool ({exc}); "
+                "the spool was redacted and kept",
+                file=sys.stderr,
+            )
+            continue
+        recovered.append(session.name)
+    return recovered
+
+
+def _redact_in_place(spool: Path) -> None:
+    """Replace `spool` by its redacted copy (a new 0600 file renamed over it)."""
+    from capsule.redact import redact_bytes
+    from capsule.stages.store import private_output
+
+    data = spool.read_bytes()
+    with private_output(spool) as out:
+        out.write(redact_bytes(data))
