@@ -6,17 +6,26 @@ which turns the answer into an observation for the machine; none of them decides
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import trio
 
 from capsule.env.config import HealthCheck, parse_env_file
+from capsule.env.machine import Spawn
+from capsule.events import Event
+from capsule.events.env import SvcExited, SvcGaveUp, SvcStopped
+from capsule.stages import procs
 from capsule.stages.envproc import SOCKET
-from capsule.stages.store import open_private
+from capsule.stages.reader import glance
+from capsule.stages.store import open_private, session_dirs
 
 
 def socket_address(session_dir: Path) -> tuple[str, int | None]:
@@ -42,12 +51,23 @@ class LogFile:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         data = stamp.encode() + b" " + stream.encode() + b" " + text.rstrip(b"\r\n") + b"\n"
         if self.size + len(data) > self.max_bytes and self.size > 0:
-            os.close(self._fd)
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            self._fd = open_private(self.path)
-            self.size = 0
+            self._rotate()
         os.write(self._fd, data)
         self.size += len(data)
+
+    def _rotate(self) -> None:
+        """The log becomes `.log.1` and a new one starts; `<name>.log` exists at every moment (a reader polling
+        it never finds it missing), since both steps are renames over an existing name."""
+        old, new = self.path.with_name(self.path.name + ".1"), self.path.with_name(self.path.name + ".new")
+        link = self.path.with_name(self.path.name + ".1.new")
+        link.unlink(missing_ok=True)
+        os.link(self.path, link)
+        os.replace(link, old)
+        new.unlink(missing_ok=True)
+        fd = open_private(new)
+        os.replace(new, self.path)
+        os.close(self._fd)
+        self._fd, self.size = fd, 0
 
     def close(self) -> None:
         os.close(self._fd)
@@ -130,3 +150,141 @@ async def check(hc: HealthCheck, limit: float, cwd: Path) -> tuple[bool, str]:
         return False, f"{hc.text}: no answer within {limit:g}s"
     except OSError as exc:
         return False, f"{hc.text}: {exc.strerror or exc}"
+
+
+def log_line(event: Event) -> str | None:
+    """What a process's log says about an event of its lifecycle (`capsule` lines), if anything."""
+    match event:
+        case SvcExited():
+            return f"exited: {event.signal or f'code {event.exit_code}'} after {event.ran_s:.2f}s"
+        case SvcGaveUp():
+            return f"gave up: {event.reason}"
+        case SvcStopped() if event.pid is not None:
+            return f"stopped ({event.reason}){' with SIGKILL' if event.killed else ''}"
+    return None
+
+
+async def spawn(spawn: Spawn, working_dir: str, cgroup: procs.Cgroup | None) -> trio.Process | str:
+    """Start one run (its own session, moved into `cgroup` before exec, with its marker); or why not."""
+    cwd = Path(spawn.cwd)
+    error = spawn_error(cwd, spawn.argv[0], working_dir) or await port_taken(spawn.port_check)
+    if error is not None:
+        return error
+    try:
+        env = {**environ(spawn.env_files, spawn.env), procs.MARKER: spawn.marker}
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"env_file: {exc}"
+    try:
+        return await trio.lowlevel.open_process(
+            list(spawn.argv),
+            cwd=str(cwd),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=cgroup.join_in_child if cgroup is not None else None,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"cannot start {spawn.argv[0]}: {getattr(exc, 'strerror', None) or exc}"
+
+
+async def pump(
+    stream: trio.abc.ReceiveStream, log: LogFile, label: str, last: Callable[[bytes], None]
+) -> None:
+    """Copy a stream into the log line by line; `last` hears each non-blank line (stderr's last one matters)."""
+    pending = b""
+    async with stream:
+        while data := await stream.receive_some(65536):
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                log.line(label, line)
+                if line.strip():
+                    last(line.strip())
+    if pending:
+        log.line(label, pending)
+        if pending.strip():
+            last(pending.strip())
+
+
+async def probe(
+    hc: HealthCheck,
+    cwd: Path,
+    limit: float,
+    interval: float,
+    poll: float,
+    report: Callable[[bool, str], None],
+) -> None:
+    """Run a health check forever; `report` each change of its answer (the first answer is a change)."""
+    last: bool | None = None
+    while True:
+        ok, reason = await check(hc, limit, cwd)
+        if ok != last:
+            report(ok, reason)
+        if ok or last is not None:
+            last = ok
+        await trio.sleep(interval if last else poll)
+
+
+async def trace_session(home: Path, pid: int) -> str | None:
+    """The `run` session that `capsule run` (pid) is writing, once its header exists."""
+    with trio.move_on_after(5.0):
+        while True:
+            for path in session_dirs(home)[:20]:
+                seen = glance(path)
+                if seen.header is not None and seen.header.recorder_pid == pid:
+                    return path.name
+            await trio.sleep(0.05)
+    return None
+
+
+async def serve_control(
+    session_dir: Path,
+    answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The supervisor's Unix socket (0600): one JSON request line in, one JSON answer line out."""
+    address, dirfd = socket_address(session_dir)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        await sock.bind(address)
+    finally:
+        os.umask(old)
+        if dirfd is not None:
+            os.close(dirfd)
+    (session_dir / SOCKET).chmod(0o600)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    task_status.started()
+    async with trio.open_nursery() as nursery, listener:
+        while True:
+            nursery.start_soon(_connection, await listener.accept(), answer)
+
+
+async def _connection(
+    stream: trio.SocketStream, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+) -> None:
+    async with stream:
+        data = b""
+        with trio.move_on_after(10):
+            while b"\n" not in data and len(data) < 65536:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                data += chunk
+        try:
+            request = orjson.loads(data.split(b"\n")[0])
+        except orjson.JSONDecodeError:
+            request = None
+        bad = {"ok": False, "error": "bad request"}
+        reply = await answer(request) if isinstance(request, dict) else bad
+        # Shielded: a `down` ends the supervisor, which then cancels everything; the answer to the client
+        # that asked for it must still go out (under load it was lost: "closed the connection").
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(2),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await stream.send_all(orjson.dumps(reply) + b"\n")

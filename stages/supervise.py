@@ -17,14 +17,13 @@ import contextlib
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
 from capsule import __version__
@@ -32,15 +31,14 @@ from capsule.env import machine as m
 from capsule.env.config import ConfigError, ProjectConfig, parse_config
 from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
-from capsule.events.env import EnvConfigured, SvcExited, SvcGaveUp, SvcStopped
+from capsule.events.env import EnvConfigured
 from capsule.fold.environment import EnvState, fold
-from capsule.stages import procs
-from capsule.stages.envio import LogFile, check, environ, port_taken, socket_address, spawn_error
+from capsule.stages import envio, procs
+from capsule.stages.envio import LogFile
 from capsule.stages.envproc import SOCKET, run_tree
 from capsule.stages.procs import returncode_status, started_at
-from capsule.stages.reader import glance
 from capsule.stages.record import SessionWriter
-from capsule.stages.store import EVENTS, capsule_home, create_session, open_private, session_dirs
+from capsule.stages.store import EVENTS, capsule_home, create_session, open_private
 
 MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members
 
@@ -81,9 +79,13 @@ class Supervisor:
         self.writer.write(events)
         fold(events, self.state)
         for event in events:
-            self.log_event(event)
+            line = envio.log_line(event)
+            if line is not None and hasattr(event, "name"):
+                self.handles[event.name].log.line("capsule", line.encode())
 
     def observe(self, seen: Event) -> None:
+        if self.done.is_set():
+            return  # the environment is down: what the last tasks see before they are cancelled is moot
         events, effects = m.handle(self.state, seen, seen.ts)
         self.record([seen, *events])
         for effect in sorted(effects, key=lambda e: isinstance(e, m.Finish)):  # answers go out first
@@ -117,63 +119,24 @@ class Supervisor:
             case m.Finish():
                 self.done.set()
 
-    def log_event(self, event: Event) -> None:
-        match event:
-            case SvcExited():
-                what = event.signal or f"code {event.exit_code}"
-                self.handles[event.name].log.line(
-                    "capsule", f"exited: {what} after {event.ran_s:.2f}s".encode()
-                )
-            case SvcGaveUp():
-                self.handles[event.name].log.line("capsule", f"gave up: {event.reason}".encode())
-            case SvcStopped() if event.pid is not None:
-                killed = " with SIGKILL" if event.killed else ""
-                self.handles[event.name].log.line("capsule", f"stopped ({event.reason}){killed}".encode())
-
     # -- effects ------------------------------------------------------------------------------------------
 
     async def run_process(self, spawn: m.Spawn) -> None:
-        """One run: checks, spawn, pumps and member samples until the leader ends."""
+        """One run: spawn it (or say why not), then pump its output and sample its members until it ends."""
         h, cfg = self.handles[spawn.name], self.config.process(spawn.name)
-        cwd = Path(spawn.cwd)
-        error = spawn_error(cwd, spawn.argv[0], cfg.working_dir) or await port_taken(spawn.port_check)
-        env: dict[str, str] = {}
-        if error is None:
-            try:
-                env = {**environ(spawn.env_files, spawn.env), procs.MARKER: spawn.marker}
-            except (OSError, UnicodeDecodeError) as exc:
-                error = f"env_file: {exc}"
-        cgroup = (
-            procs.open_cgroup(f"capsule-{self.session_id}-{spawn.name}-{spawn.run}") if not error else None
-        )
-        proc = None
-        if error is None:
-            try:
-                proc = await trio.lowlevel.open_process(
-                    list(spawn.argv),
-                    cwd=str(cwd),
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    preexec_fn=cgroup.join_in_child if cgroup is not None else None,
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                error = f"cannot start {spawn.argv[0]}: {getattr(exc, 'strerror', None) or exc}"
-        if proc is None:
-            h.log.line("capsule", f"error: {error}".encode())
+        cgroup = procs.open_cgroup(f"capsule-{self.session_id}-{spawn.name}-{spawn.run}")
+        proc = await envio.spawn(spawn, cfg.working_dir, cgroup)
+        if isinstance(proc, str):
+            h.log.line("capsule", f"error: {proc}".encode())
             if cgroup is not None:
                 cgroup.remove()
-            self.observe(
-                obs.ObsSpawnFailed(ts=time.time(), name=spawn.name, run=spawn.run, error=error or "?")
-            )
+            self.observe(obs.ObsSpawnFailed(ts=time.time(), name=spawn.name, run=spawn.run, error=proc))
             return
         if cgroup is not None:
             h.cgroups[spawn.run] = cgroup
         h.proc, h.last_stderr = proc, b""
         started = started_at(proc.pid)
-        trace = await self.trace_session(proc.pid) if cfg.trace else None
+        where = str(cgroup.path) if cgroup is not None else None
         self.observe(
             obs.ObsSpawned(
                 ts=time.time(),
@@ -182,19 +145,17 @@ class Supervisor:
                 pid=proc.pid,
                 started=started,
                 pgid=proc.pid,
-                cgroup=str(cgroup.path) if cgroup is not None else None,
-                trace_session=trace,
+                cgroup=where,
+                trace_session=await envio.trace_session(self.home, proc.pid) if cfg.trace else None,
             )
         )
-        tree = procs.Tree(
-            pid=proc.pid, started=started, pgid=proc.pid, marker=f"{procs.MARKER}={spawn.marker}"
-        )
-        tree = attrs.evolve(tree, cgroup=str(cgroup.path) if cgroup is not None else None)
+        marker = f"{procs.MARKER}={spawn.marker}"
+        tree = procs.Tree(pid=proc.pid, started=started, pgid=proc.pid, cgroup=where, marker=marker)
         async with trio.open_nursery() as nursery:
             assert proc.stdout is not None
             assert proc.stderr is not None
-            nursery.start_soon(self.pump, h, proc.stdout, "stdout")
-            nursery.start_soon(self.pump, h, proc.stderr, "stderr")
+            nursery.start_soon(envio.pump, proc.stdout, h.log, "stdout", lambda _line: None)
+            nursery.start_soon(envio.pump, proc.stderr, h.log, "stderr", partial(setattr, h, "last_stderr"))
             nursery.start_soon(self.sample_members, spawn, tree)
             await proc.wait()
             with trio.move_on_after(0.2):  # let the pipes drain unless a grandchild holds them
@@ -202,7 +163,6 @@ class Supervisor:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         code, sig = returncode_status(proc.returncode)
-        last = h.last_stderr.decode(errors="replace")
         self.observe(
             obs.ObsExited(
                 ts=time.time(),
@@ -211,7 +171,7 @@ class Supervisor:
                 pid=proc.pid,
                 exit_code=code,
                 signal=sig,
-                last_stderr=last,
+                last_stderr=h.last_stderr.decode(errors="replace"),
             )
         )
 
@@ -220,7 +180,7 @@ class Supervisor:
         seen: tuple[procs.Member, ...] = ()
         while True:
             now = procs.snapshot(tree)
-            procs.reap(seen)
+            procs.reap([x for x in seen if x.pid != tree.pid])  # never the leader: its waiter collects it
             if now != seen:
                 seen = now
                 self.observe(
@@ -267,18 +227,11 @@ class Supervisor:
         self.handles[name].probe = None
 
     async def probe(self, probe: m.Probe, scope: trio.CancelScope) -> None:
-        """Run the health check; report each change of its answer (the first answer is a change)."""
-        last: bool | None = None
+        def report(ok: bool, reason: str) -> None:
+            self.observe(obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason))
+
         with scope:
-            while True:
-                ok, reason = await check(probe.check, probe.timeout, Path(probe.cwd))
-                if ok != last:
-                    self.observe(
-                        obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason)
-                    )
-                if ok or last is not None:
-                    last = ok
-                await trio.sleep(probe.interval if last else probe.poll)
+            await envio.probe(probe.check, Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report)
 
     async def watch_deadlines(self) -> None:
         while True:
@@ -297,32 +250,6 @@ class Supervisor:
                 if key == "idle"
                 else obs.ObsDeadline(ts=now, key=key)
             )
-
-    async def trace_session(self, pid: int) -> str | None:
-        """The `run` session that `capsule run` (pid) is writing, once its header exists."""
-        with trio.move_on_after(5.0):
-            while True:
-                for path in session_dirs(self.home)[:20]:
-                    seen = glance(path)
-                    if seen.header is not None and seen.header.recorder_pid == pid:
-                        return path.name
-                await trio.sleep(0.05)
-        return None
-
-    async def pump(self, h: Handles, stream: trio.abc.ReceiveStream, label: str) -> None:
-        pending = b""
-        async with stream:
-            while data := await stream.receive_some(65536):
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    h.log.line(label, line)
-                    if label == "stderr" and line.strip():
-                        h.last_stderr = line.strip()
-        if pending:
-            h.log.line(label, pending)
-            if label == "stderr" and pending.strip():
-                h.last_stderr = pending.strip()
 
     # -- the control socket --------------------------------------------------------------------------
 
@@ -350,52 +277,6 @@ class Supervisor:
         if reply.up is not None:
             out["up"] = reply.up
         return out
-
-    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        address, dirfd = socket_address(self.dir)
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            await sock.bind(address)
-        finally:
-            os.umask(old)
-            if dirfd is not None:
-                os.close(dirfd)
-        (self.dir / SOCKET).chmod(0o600)
-        sock.listen(16)
-        listener = trio.SocketListener(sock)
-        task_status.started()
-        async with trio.open_nursery() as nursery, listener:
-            while True:
-                nursery.start_soon(self.connection, await listener.accept())
-
-    async def connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            data = b""
-            with trio.move_on_after(10):
-                while b"\n" not in data and len(data) < 65536:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            try:
-                request = orjson.loads(data.split(b"\n")[0])
-            except orjson.JSONDecodeError:
-                reply: dict[str, Any] = {"ok": False, "error": "bad request"}
-            else:
-                reply = (
-                    await self.request(request)
-                    if isinstance(request, dict)
-                    else {"ok": False, "error": "bad request"}
-                )
-            # Shielded: a `down` sets `done`, and the supervisor then cancels everything; the reply to the
-            # client that asked for it must still go out (under load it was lost: "closed the connection").
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(2),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await stream.send_all(orjson.dumps(reply) + b"\n")
 
     async def signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as receiver:
@@ -435,7 +316,7 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                await nursery.start(self.serve)
+                await nursery.start(envio.serve_control, self.dir, self.request)
                 now = time.time()
                 configured = EnvConfigured(
                     ts=now,
