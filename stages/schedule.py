@@ -37,6 +37,7 @@ from capsule.events.observed import (
     ObsVerified,
 )
 from capsule.fold.tasks import RunState
+from capsule.plan.config import Config
 from capsule.plan.effects import (
     Effect,
     Finish,
@@ -48,7 +49,7 @@ from capsule.plan.effects import (
     Spawn,
     StopTree,
 )
-from capsule.plan.machine import Config, Machine
+from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run

@@ -15,8 +15,7 @@ import psutil
 import trio
 
 from capsule.fold.tasks import RunState
-from capsule.plan.effects import Leftover
-from capsule.plan.machine import leftovers
+from capsule.plan.effects import Leftover, leftovers
 from capsule.plan.spec import TaskSpec
 from capsule.stages import procs
 

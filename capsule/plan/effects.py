@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import attrs
 
+from capsule.fold.tasks import RunState
+
 
 @attrs.frozen(kw_only=True)
 class Spawn:
@@ -91,3 +93,30 @@ class Finish:
 
 
 Effect = Spawn | StopTree | RunHook | RunVerify | RunCompensate | SetDeadline | ReapLeftovers | Finish
+
+
+def leftovers(state: RunState) -> tuple[Leftover, ...]:
+    """Every recorded attempt of a run, with its members: what a dead scheduler may have left running."""
+    out = []
+    for t in state.tasks.values():
+        for a in t.attempts:
+            if a.pid <= 0:
+                continue
+            members = tuple(sorted(t.members.get(a.number, {}).items()))
+            out.append(
+                Leftover(
+                    task=t.id,
+                    attempt=a.number,
+                    pid=a.pid,
+                    started=a.started,
+                    pgid=a.pgid,
+                    members=members,
+                    # never ended, or ended without a verdict: its tree may not have been swept
+                    interrupted=a.end is None or (a is t.current and t.state == "running"),
+                )
+            )
+        if t.dispatched is not None:  # its process may have started, unrecorded: found by marker and cgroup
+            out.append(
+                Leftover(task=t.id, attempt=t.dispatched, pid=0, started=0.0, pgid=0, interrupted=True)
+            )
+    return tuple(out)

@@ -17,7 +17,8 @@ from capsule.events.observed import EVENTS as OBSERVATIONS
 from capsule.events.observed import ObsBegin, Observation, ObsReaped
 from capsule.events.tasks import RunPlanned
 from capsule.fold.tasks import RunState
-from capsule.plan.machine import Config, Machine
+from capsule.plan.config import Config
+from capsule.plan.machine import Machine
 
 WRITER_EVENTS = (SessionStarted, SessionEnded, SessionRecovered)
 

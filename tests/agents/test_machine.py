@@ -22,8 +22,8 @@ from capsule.events.tasks import (
 )
 from capsule.fold.tasks import RunState
 from capsule.plan.effects import ReapLeftovers, RunHook, StopTree
-from capsule.plan.machine import jitter
 from capsule.plan.replay import is_observation, rederive_agents
+from capsule.plan.retry import jitter
 from capsule.plan.spec import Hook, Plan, TaskSpec, parse_plan
 from capsule.plan.states import next_state
 from tests.agents.sim import T0, Run, Sim
