@@ -4,6 +4,7 @@ cleaning up after a supervisor that died (SIGKILL). Every stop goes through `cap
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ import psutil
 from capsule.codec import CodecError
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
-from capsule.fold.environment import EnvState, apply
+from capsule.fold.environment import EnvState, RunTree, apply
 from capsule.stages import procs
 from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
@@ -85,8 +86,20 @@ def open_envs(home: Path, config_path: str | None = None) -> list[EnvSession]:
     ]
 
 
+def run_tree(t: RunTree) -> procs.Tree:
+    """The procs.Tree of one recorded run: leader, group, recorded members, cgroup and marker."""
+    return procs.Tree(
+        pid=t.pid,
+        started=t.started,
+        pgid=t.pgid,
+        members=tuple(procs.Member(pid=pid, started=started) for pid, started in t.members),
+        cgroup=t.cgroup,
+        marker=f"{procs.MARKER}={t.marker}" if t.marker else None,
+    )
+
+
 def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
-    """The supervisor of `env` is dead: stop what it left running and close its session."""
+    """The supervisor of `env` is dead: stop what it left running (leftovers too) and close its session."""
     from capsule.stages.record import SessionWriter  # imports trio: keep it out of `env status`
 
     stopped = []
@@ -95,17 +108,45 @@ def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
     writer = SessionWriter(env.path / EVENTS, next_seq=count)
     try:
         events: list[Event] = []
-        for name, pid, started, pgid in env.state.live_pids():
-            n = procs.stop(procs.Tree(pid=pid, started=started, pgid=pgid), signal.SIGTERM, grace=5.0).count
+        live = {name: (pid, started, pgid) for name, pid, started, pgid in env.state.live_pids()}
+        trees = {t.name: run_tree(t) for t in env.state.trees()}
+        for name in [*live, *(n for n in trees if n not in live)]:
+            pid, started, pgid = live.get(name, (None, None, None))
+            tree = trees.get(name) or procs.Tree(pid=pid, started=started, pgid=pgid)
+            n = procs.stop(tree, signal.SIGTERM, grace=5.0).count
             if n:
                 stopped.append(name)
-            events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
+            if name in live:
+                events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
         events.append(EnvDeactivated(ts=time.time(), reason=reason))
         events.append(SessionEnded(ts=time.time(), error="supervisor died; cleaned up by a later command"))
         writer.write(events)
     finally:
         writer.close()
+    for t in env.state.trees():
+        if t.cgroup:
+            procs.Cgroup(Path(t.cgroup)).remove()
     return stopped
+
+
+@contextlib.contextmanager
+def config_lock(home: Path, config_path: str) -> Iterator[None]:
+    """Held while an environment of `config_path` is looked for and, if there is none, started.
+
+    An exclusive `fcntl.flock` on `$CAPSULE_HOME/locks/<hash of the path>.lock`: a second `env up` of the
+    same config waits here, then finds the environment the first one started and joins it."""
+    import fcntl
+    import hashlib
+
+    locks = home / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256(config_path.encode()).hexdigest()[:24]
+    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 class ControlError(OSError):

@@ -186,14 +186,18 @@ def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | N
 
     What dead supervisors of the same config left running is stopped first (each line to `note`).
     Fails (CliError) if the supervisor does not start or not every process is up within `timeout`."""
-    import os
-    import subprocess
+    from capsule.stages.envproc import config_lock
 
     config = _config_file(path)
     _load(config)
-    env = _live(config)
-    if env is not None:
-        return env
+    with config_lock(_home(), str(config)):  # a second `env up` of this config waits, then joins
+        return _live(config) or _start_supervisor(config, timeout, note)
+
+
+def _start_supervisor(config: Path, timeout: float, note: Callable[[str], None] | None) -> EnvSession:
+    import os
+    import subprocess
+
     for line in _cleanup_dead(str(config)):
         if note is not None:
             note(line)

@@ -317,12 +317,16 @@ def replay(
     header = glance(session_dir).header
     if header is None:
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
-    source = TRACE
-    if header.session_kind == "agents":  # the scheduler's observations, fed back to its machine
+    source = TRACE if header.session_kind not in ("env", "agents") else "its observations"
+    if header.session_kind == "env":  # re-fed observations instead of a raw trace
+        from capsule.env.replay import rederive as rederive_env
+
+        recorded, derived = rederive_env(list(iter_events(session_dir)))
+    elif header.session_kind == "agents":  # the scheduler's observations, fed back to its machine
         from capsule.plan.replay import rederive_agents
 
         replayed = rederive_agents(list(iter_events(session_dir)))
-        recorded, derived, source = list(replayed.recorded), list(replayed.derived), "its observations"
+        recorded, derived = list(replayed.recorded), list(replayed.derived)
     elif session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
     else:
@@ -351,7 +355,7 @@ def replay(
         )
     else:
         console = _console()
-        if not check and header.session_kind != "agents":
+        if not check and header.session_kind not in ("env", "agents"):
             fold = SessionState.new(_rules())
             for event in iter_events(session_dir):
                 fold.apply(event)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import attrs
 
+from capsule.events import env_seen as _seen
 from capsule.events.base import Event
 
 
@@ -173,6 +174,60 @@ class EnvDeactivated(Event):
     reason: str  # down | idle | signal | recovered | error
 
 
+@attrs.frozen(kw_only=True)
+class EnvConfigured(Event):
+    """The configuration the supervisor runs, as text: the environment machine's state starts from it."""
+
+    KIND: ClassVar[str] = "env.configured"
+
+    config_text: str
+    config_path: str
+    root: str
+    python: str  # the interpreter that runs `capsule run` for `trace = true` processes
+
+
+@attrs.frozen(kw_only=True)
+class SvcStopping(Event):
+    """The supervisor began stopping a process's tree (or what a dead leader left of it: `leftovers`)."""
+
+    KIND: ClassVar[str] = "svc.stopping"
+
+    name: str
+    reason: str  # stop | restart | down | idle | signal | leftovers
+    signal: str
+    grace_s: float
+
+
+@attrs.frozen(kw_only=True)
+class EnvDeactivating(Event):
+    """The environment is going down: processes stop in reverse start order, none starts any more."""
+
+    KIND: ClassVar[str] = "env.deactivating"
+
+    reason: str  # down | idle | signal
+
+
+@attrs.frozen(kw_only=True)
+class EnvSettled(Event):
+    """Every process came up or failed once after activation (what `env up` waits for)."""
+
+    KIND: ClassVar[str] = "env.settled"
+
+    failed: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class EnvReplied(Event):
+    """The answer to a request on the control socket (`obs.env.request` with the same `request`)."""
+
+    KIND: ClassVar[str] = "env.replied"
+
+    request: int
+    ok: bool
+    up: bool | None = None
+    error: str | None = None
+
+
 # Every kind defined here, for the registry in capsule/events/__init__.py.
 EVENTS: tuple[type[Event], ...] = (
     EnvActivated,
@@ -189,4 +244,10 @@ EVENTS: tuple[type[Event], ...] = (
     EnvTouched,
     EnvIdle,
     EnvDeactivated,
+    EnvConfigured,
+    SvcStopping,
+    EnvDeactivating,
+    EnvSettled,
+    EnvReplied,
+    *_seen.EVENTS,
 )
