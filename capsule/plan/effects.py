@@ -11,7 +11,7 @@ from capsule.fold.tasks import RunState
 @attrs.frozen(kw_only=True)
 class Spawn:
     """Start attempt `attempt` of the task (its command, cwd and env are the plan's; traced if it says so).
-    The driver answers at once with `obs.spawned` or `obs.spawn_failed`, before any other observation."""
+    The driver answers at once with `obs.task.spawned` or `obs.task.spawn_failed`, before any other observation."""
 
     task: str
     attempt: int
@@ -29,7 +29,7 @@ class StopTree:
 
 @attrs.frozen(kw_only=True)
 class RunHook:
-    """Run hook `index` of the plan with `payload` on its stdin; answer with `obs.hook`."""
+    """Run hook `index` of the plan with `payload` on its stdin; answer with `obs.task.hook`."""
 
     task: str
     on: str
@@ -57,7 +57,7 @@ class RunCompensate:
 
 @attrs.frozen(kw_only=True)
 class SetDeadline:
-    """Observe `obs.deadline` once the wall clock reads `at` or later."""
+    """Observe `obs.task.deadline` once the wall clock reads `at` or later."""
 
     task: str
     attempt: int
@@ -80,7 +80,7 @@ class Leftover:
 
 @attrs.frozen(kw_only=True)
 class ReapLeftovers:
-    """Stop what is left of these attempts (pid and start time must match); answer with `obs.reaped`."""
+    """Stop what is left of these attempts (pid and start time must match); answer with `obs.run.reaped`."""
 
     leftovers: tuple[Leftover, ...]
 
