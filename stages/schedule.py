@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import signal
 import subprocess
 import time
@@ -20,11 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import psutil
 import trio
 
-from capsule import __version__
-from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
+from capsule.events import Event
 from capsule.events.observed import (
     ObsBegin,
     ObsCompensated,
@@ -40,6 +37,7 @@ from capsule.events.observed import (
     ObsVerified,
 )
 from capsule.fold.tasks import RunState
+from capsule.plan.config import Config
 from capsule.plan.effects import (
     Effect,
     Finish,
@@ -51,14 +49,17 @@ from capsule.plan.effects import (
     Spawn,
     StopTree,
 )
-from capsule.plan.machine import Config, Machine
+from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.stages import procs
+from capsule.stages.agents_session import close_run, open_run, reopen_run
 from capsule.stages.record import SessionWriter
-from capsule.stages.store import EVENTS, create_session, open_private
+from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
-from capsule.stages.task_units import cgroup_name, marker, stop_leftovers
+from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
 from capsule.stages.tracer import Tracer
+
+__all__ = ["Scheduler", "close_run", "open_run", "reopen_run"]  # the session file's, kept here for callers
 
 SAMPLE_S = 0.15  # how often a task's tree is sampled for limits and members
 
@@ -77,6 +78,11 @@ class Attempt:
     def full_tree(self) -> procs.Tree:
         seen = tuple(procs.Member(pid=p, started=s) for p, s in self.seen.items())
         return attrs.evolve(self.tree, members=seen)
+
+    def sample_tree(self) -> procs.Tree:
+        """What to sample: no marker scan, and no group scan when a cgroup holds every member."""
+        pgid = None if self.cgroup is not None else self.tree.pgid
+        return attrs.evolve(self.full_tree(), marker=None, pgid=pgid)
 
 
 class Scheduler:
@@ -235,27 +241,8 @@ class Scheduler:
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:
-        # with a cgroup the group adds nothing and costs a scan of every process
-        tree = attrs.evolve(handle.tree, marker=None, pgid=None if handle.cgroup else handle.tree.pgid)
         while True:
-            rss, cpu = 0, 0.0
-            for proc in procs.members(
-                attrs.evolve(
-                    tree, members=tuple(procs.Member(pid=p, started=s) for p, s in handle.seen.items())
-                )
-            ):
-                try:
-                    with proc.oneshot():
-                        handle.seen.setdefault(proc.pid, proc.create_time())
-                        rss += proc.memory_info().rss
-                        t = proc.cpu_times()
-                        cpu += (
-                            t.user
-                            + t.system
-                            + (t.children_user + t.children_system if proc.pid == handle.tree.pid else 0)
-                        )
-                except psutil.Error:
-                    pass
+            rss, cpu = measure(handle.sample_tree(), handle.seen)
             handle.peak_rss, handle.cpu_s = max(handle.peak_rss, rss), max(handle.cpu_s, cpu)
             pids = tuple(handle.seen)
             self._send.send_nowait(
@@ -280,26 +267,8 @@ class Scheduler:
 
     # -- hooks, verify, compensate, deadlines, signals ----------------------------------------------------
 
-    async def _shell(
-        self, command: str, task: TaskSpec, stdin: bytes, limit_s: float
-    ) -> tuple[int | None, bytes]:
-        """Run `sh -c command` as the task would (cwd, env); (exit code, stdout), code None on timeout."""
-
-        async def stop(process: trio.Process) -> None:
-            tree = procs.Tree(pid=process.pid, started=procs.started_at(process.pid), pgid=process.pid)
-            await procs.stop_async(tree, signal.SIGKILL, 0.0, keep_leader=True)
-
-        env = {**os.environ, **dict(task.env), "CAPSULE_TASK": task.id}
-        with trio.move_on_after(limit_s):
-            done = await trio.run_process(
-                ["sh", "-c", command], cwd=task.cwd, env=env, stdin=stdin, capture_stdout=True,
-                capture_stderr=True, check=False, start_new_session=True, deliver_cancel=stop,
-            )  # fmt: skip
-            return done.returncode, done.stdout
-        return None, b""
-
     async def _hook(self, effect: RunHook) -> None:
-        code, out = await self._shell(
+        code, out = await run_shell(
             effect.command, self.plan.task(effect.task), effect.payload, effect.timeout_s
         )
         words = out.decode(errors="replace").split()
@@ -316,7 +285,7 @@ class Scheduler:
         )
 
     async def _check(self, effect: RunVerify | RunCompensate) -> None:
-        code, _out = await self._shell(effect.command, self.plan.task(effect.task), b"", effect.timeout_s)
+        code, _out = await run_shell(effect.command, self.plan.task(effect.task), b"", effect.timeout_s)
         now = time.time()
         if isinstance(effect, RunVerify):
             self._send.send_nowait(
@@ -345,46 +314,3 @@ class Scheduler:
                 break
             async for _signum in received:
                 raise KeyboardInterrupt
-
-
-def open_run(home: Path, plan: Plan, argv: tuple[str, ...]) -> tuple[str, Path, SessionWriter]:
-    """A new `agents` session with its header written."""
-    session_id, path = create_session(home)
-    writer = SessionWriter(path / EVENTS)
-    me = psutil.Process()
-    writer.write(
-        [
-            SessionStarted(
-                ts=time.time(), capsule_version=__version__, session_id=session_id, session_kind="agents",
-                name=plan.name, argv=argv, cwd=os.getcwd(), host=platform.node(), recorder_pid=me.pid,
-                recorder_started=me.create_time(), kinds=kind_versions(),
-            )
-        ]
-    )  # fmt: skip
-    return session_id, path, writer
-
-
-def reopen_run(path: Path, events: int) -> SessionWriter:
-    """Append to a session whose writer died: cut a torn last line first."""
-    file = path / EVENTS
-    data = file.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with open(file, "r+b") as f:
-            f.truncate(end)
-    return SessionWriter(file, next_seq=events)
-
-
-def close_run(writer: SessionWriter, started: float, state: RunState) -> None:
-    code = 0 if state.state == "succeeded" else 1
-    writer.write(
-        [
-            SessionEnded(
-                ts=time.time(),
-                exit_code=code,
-                duration_s=round(time.time() - started, 6),
-                events=writer.tally.events,
-            )
-        ]
-    )
-    writer.close()

@@ -8,11 +8,15 @@ is available, in a cgroup of its own named after the same three; so a later comm
 
 from __future__ import annotations
 
+import os
 import signal
 
+import psutil
+import trio
+
 from capsule.fold.tasks import RunState
-from capsule.plan.effects import Leftover
-from capsule.plan.machine import leftovers
+from capsule.plan.effects import Leftover, leftovers
+from capsule.plan.spec import TaskSpec
 from capsule.stages import procs
 
 
@@ -60,3 +64,39 @@ def stop_leftovers(session_id: str, found: tuple[Leftover, ...]) -> list[tuple[L
 def stop_run_leftovers(run: RunState) -> list[tuple[Leftover, list[int]]]:
     """Everything a run whose scheduler died left running, stopped."""
     return stop_leftovers(run.session_id, leftovers(run))
+
+
+def measure(tree: procs.Tree, seen: dict[int, float]) -> tuple[int, float]:
+    """RSS and CPU seconds summed over the tree now (the leader's count its reaped children's CPU too);
+    every member is added to `seen` (pid -> start time)."""
+    rss, cpu = 0, 0.0
+    for proc in procs.members(tree):
+        try:
+            with proc.oneshot():
+                seen.setdefault(proc.pid, proc.create_time())
+                rss += proc.memory_info().rss
+                t = proc.cpu_times()
+                cpu += t.user + t.system
+                if proc.pid == tree.pid:
+                    cpu += t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return rss, cpu
+
+
+async def run_shell(command: str, task: TaskSpec, stdin: bytes, limit_s: float) -> tuple[int | None, bytes]:
+    """`sh -c command` as the task would run it (cwd, env): (exit code, stdout); code None when it did
+    not finish within `limit_s`, and then its whole tree is stopped."""
+
+    async def stop(process: trio.Process) -> None:
+        tree = procs.Tree(pid=process.pid, started=procs.started_at(process.pid), pgid=process.pid)
+        await procs.stop_async(tree, signal.SIGKILL, 0.0, keep_leader=True)
+
+    env = {**os.environ, **dict(task.env), "CAPSULE_TASK": task.id}
+    with trio.move_on_after(limit_s):
+        done = await trio.run_process(
+            ["sh", "-c", command], cwd=task.cwd, env=env, stdin=stdin, capture_stdout=True,
+            capture_stderr=True, check=False, start_new_session=True, deliver_cancel=stop,
+        )  # fmt: skip
+        return done.returncode, done.stdout
+    return None, b""

@@ -20,7 +20,7 @@ from capsule.events.base import Event
 class ObsBegin(Event):
     """The scheduler starts work on the plan (`agents run`), or on what a dead scheduler left (`resume`)."""
 
-    KIND: ClassVar[str] = "obs.begin"
+    KIND: ClassVar[str] = "obs.run.begin"
 
     resume: bool = False
 
@@ -29,7 +29,7 @@ class ObsBegin(Event):
 class ObsReaped(Event):
     """Resume: the leftovers of the interrupted attempts were stopped; the new scheduler is this process."""
 
-    KIND: ClassVar[str] = "obs.reaped"
+    KIND: ClassVar[str] = "obs.run.reaped"
 
     scheduler_pid: int
     scheduler_started: float
@@ -38,7 +38,7 @@ class ObsReaped(Event):
 
 @attrs.frozen(kw_only=True)
 class ObsSpawned(Event):
-    KIND: ClassVar[str] = "obs.spawned"
+    KIND: ClassVar[str] = "obs.task.spawned"
 
     task: str
     attempt: int
@@ -51,7 +51,7 @@ class ObsSpawned(Event):
 
 @attrs.frozen(kw_only=True)
 class ObsSpawnFailed(Event):
-    KIND: ClassVar[str] = "obs.spawn_failed"
+    KIND: ClassVar[str] = "obs.task.spawn_failed"
 
     task: str
     attempt: int
@@ -63,7 +63,7 @@ class ObsSpawnFailed(Event):
 class ObsExited(Event):
     """The attempt's leading process ended (and, when traced, its trace was read to the end)."""
 
-    KIND: ClassVar[str] = "obs.exited"
+    KIND: ClassVar[str] = "obs.task.exited"
 
     task: str
     attempt: int
@@ -77,7 +77,7 @@ class ObsExited(Event):
 class ObsSampled(Event):
     """The attempt's tree now: its members (pid, start time) and their summed RSS and CPU time."""
 
-    KIND: ClassVar[str] = "obs.sampled"
+    KIND: ClassVar[str] = "obs.task.sampled"
 
     task: str
     attempt: int
@@ -91,7 +91,7 @@ class ObsSampled(Event):
 class ObsViolation(Event):
     """The attempt's trace shows a process breaking the plan's policy (`capsule.plan.policy`)."""
 
-    KIND: ClassVar[str] = "obs.violation"
+    KIND: ClassVar[str] = "obs.task.violation"
 
     task: str
     attempt: int
@@ -105,7 +105,7 @@ class ObsViolation(Event):
 class ObsHook(Event):
     """A hook ran: how it exited (None: it did not finish in time) and the first word it printed."""
 
-    KIND: ClassVar[str] = "obs.hook"
+    KIND: ClassVar[str] = "obs.task.hook"
 
     task: str
     on: str  # pre | post | error
@@ -116,7 +116,7 @@ class ObsHook(Event):
 
 @attrs.frozen(kw_only=True)
 class ObsVerified(Event):
-    KIND: ClassVar[str] = "obs.verified"
+    KIND: ClassVar[str] = "obs.task.verified"
 
     task: str
     attempt: int
@@ -126,7 +126,7 @@ class ObsVerified(Event):
 
 @attrs.frozen(kw_only=True)
 class ObsCompensated(Event):
-    KIND: ClassVar[str] = "obs.compensated"
+    KIND: ClassVar[str] = "obs.task.compensated"
 
     task: str
     exit_code: int | None = None
@@ -136,7 +136,7 @@ class ObsCompensated(Event):
 class ObsDeadline(Event):
     """A deadline the machine set has passed: an attempt's timeout, or the end of a retry's backoff."""
 
-    KIND: ClassVar[str] = "obs.deadline"
+    KIND: ClassVar[str] = "obs.task.deadline"
 
     task: str
     attempt: int
@@ -147,7 +147,7 @@ class ObsDeadline(Event):
 class ObsKill(Event):
     """Someone asked the scheduler to stop a task (`task`) or the whole run (None): SIGINT or SIGTERM."""
 
-    KIND: ClassVar[str] = "obs.kill"
+    KIND: ClassVar[str] = "obs.run.kill"
 
     task: str | None = None
 

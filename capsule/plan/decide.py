@@ -20,7 +20,9 @@ from collections.abc import Mapping
 import attrs
 
 from capsule.plan.retry import backoff_delay, should_retry
-from capsule.plan.spec import TaskSpec
+from capsule.plan.spec import Hook, TaskSpec
+
+HOOK_ANSWERS = ("continue", "skip", "deny", "abort")
 
 
 @attrs.frozen(kw_only=True)
@@ -100,3 +102,15 @@ def decide(task: TaskSpec, ended: Ended, answers: Mapping[str, str], tries: int,
     if error == "continue" and should_retry(task, tries, outcome, code):
         return Retry(delay_s=round(backoff_delay(task, tries, jitter), 6), reason=reason)
     return Fail(outcome=outcome, reason=reason, exit_code=code)
+
+
+def hook_decision(hook: Hook, exit_code: int | None, answer: str) -> tuple[str, str]:
+    """(decision, reason) from how a hook ended: no answer in time, a failure or a stray word deny."""
+    if exit_code is None:
+        return "deny", f"hook timed out after {hook.timeout_s}s"
+    if exit_code != 0:
+        return "deny", f"hook exited with {exit_code}"
+    word = answer.lower()
+    if word not in HOOK_ANSWERS:
+        return "deny", f"hook answered {word!r}, not one of {', '.join(HOOK_ANSWERS)}"
+    return word, ""

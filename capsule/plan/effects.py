@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import attrs
 
+from capsule.fold.tasks import RunState
+
 
 @attrs.frozen(kw_only=True)
 class Spawn:
     """Start attempt `attempt` of the task (its command, cwd and env are the plan's; traced if it says so).
-    The driver answers at once with `obs.spawned` or `obs.spawn_failed`, before any other observation."""
+    The driver answers at once with `obs.task.spawned` or `obs.task.spawn_failed`, before any other observation."""
 
     task: str
     attempt: int
@@ -27,7 +29,7 @@ class StopTree:
 
 @attrs.frozen(kw_only=True)
 class RunHook:
-    """Run hook `index` of the plan with `payload` on its stdin; answer with `obs.hook`."""
+    """Run hook `index` of the plan with `payload` on its stdin; answer with `obs.task.hook`."""
 
     task: str
     on: str
@@ -55,7 +57,7 @@ class RunCompensate:
 
 @attrs.frozen(kw_only=True)
 class SetDeadline:
-    """Observe `obs.deadline` once the wall clock reads `at` or later."""
+    """Observe `obs.task.deadline` once the wall clock reads `at` or later."""
 
     task: str
     attempt: int
@@ -78,7 +80,7 @@ class Leftover:
 
 @attrs.frozen(kw_only=True)
 class ReapLeftovers:
-    """Stop what is left of these attempts (pid and start time must match); answer with `obs.reaped`."""
+    """Stop what is left of these attempts (pid and start time must match); answer with `obs.run.reaped`."""
 
     leftovers: tuple[Leftover, ...]
 
@@ -91,3 +93,30 @@ class Finish:
 
 
 Effect = Spawn | StopTree | RunHook | RunVerify | RunCompensate | SetDeadline | ReapLeftovers | Finish
+
+
+def leftovers(state: RunState) -> tuple[Leftover, ...]:
+    """Every recorded attempt of a run, with its members: what a dead scheduler may have left running."""
+    out = []
+    for t in state.tasks.values():
+        for a in t.attempts:
+            if a.pid <= 0:
+                continue
+            members = tuple(sorted(t.members.get(a.number, {}).items()))
+            out.append(
+                Leftover(
+                    task=t.id,
+                    attempt=a.number,
+                    pid=a.pid,
+                    started=a.started,
+                    pgid=a.pgid,
+                    members=members,
+                    # never ended, or ended without a verdict: its tree may not have been swept
+                    interrupted=a.end is None or (a is t.current and t.state == "running"),
+                )
+            )
+        if t.dispatched is not None:  # its process may have started, unrecorded: found by marker and cgroup
+            out.append(
+                Leftover(task=t.id, attempt=t.dispatched, pid=0, started=0.0, pgid=0, interrupted=True)
+            )
+    return tuple(out)

@@ -7,6 +7,7 @@ task states per `capsule.plan.states`): each event is folded as it is emitted, s
 same step sees it. Nothing else is remembered, which is what makes a recorded run replay exactly
 (`capsule.plan.replay`). Randomness (the retry jitter) is a hash of the session id, task and attempt.
 
+One class holds every transition of a run: they read best together, hence the length of this module.
 Each step ends in `_settle`: tasks whose last dependency just ended pass their gate (skip, pre hooks,
 policy), a failure under `halt = "now"` or an abort stops what runs, free slots go to ready tasks in plan
 order, and once every task has ended the succeeded ones are compensated (newest first) and the run
@@ -16,9 +17,7 @@ of the event that made it due (a dispatch is an event of its own, `task.dispatch
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Sequence
 
 import attrs
 import orjson
@@ -43,7 +42,6 @@ from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
     RunFinished,
-    RunPlanned,
     RunResumed,
     TaskCompensated,
     TaskDispatched,
@@ -60,11 +58,22 @@ from capsule.events.tasks import (
     TaskVerified,
 )
 from capsule.fold.tasks import RunState, TaskState
-from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
+from capsule.plan.config import Config, planned_event
+from capsule.plan.decide import (
+    Abort,
+    AskHook,
+    Decision,
+    Ended,
+    Fail,
+    Retry,
+    Skip,
+    Succeed,
+    decide,
+    hook_decision,
+)
 from capsule.plan.effects import (
     Effect,
     Finish,
-    Leftover,
     ReapLeftovers,
     RunCompensate,
     RunHook,
@@ -72,96 +81,16 @@ from capsule.plan.effects import (
     SetDeadline,
     Spawn,
     StopTree,
+    leftovers,
 )
 from capsule.plan.policy import denied_command
-from capsule.plan.spec import Hook, Plan, TaskSpec, plan_from_json
+from capsule.plan.retry import jitter
+from capsule.plan.spec import Hook, TaskSpec
 from capsule.plan.states import StopReason, verdict
 
-HOOK_ANSWERS = ("continue", "skip", "deny", "abort")
 SHELL_TIMEOUT_S = 600.0  # a verify or compensate command that runs longer counts as failed
 HALTED = "run halted after a failure"
 VERDICTS = (TaskSucceeded, TaskFailed, TaskSkipped)
-
-
-@attrs.frozen(kw_only=True)
-class Config:
-    """What the machine carries out: the plan, each task's spec hash, where the plan came from."""
-
-    plan: Plan
-    spec_hashes: tuple[str, ...]
-    plan_path: str | None = None
-
-    @classmethod
-    def of(cls, plan: Plan, plan_path: str | None = None) -> Config:
-        return cls(plan=plan, spec_hashes=tuple(t.spec_hash for t in plan.tasks), plan_path=plan_path)
-
-    @classmethod
-    def from_planned(cls, event: RunPlanned) -> Config:
-        """The config a recorded `run.planned` was written from (replay)."""
-        return cls(plan=plan_from_json(event.plan), spec_hashes=event.spec_hashes, plan_path=event.plan_path)
-
-
-def planned_event(config: Config, ts: float) -> RunPlanned:
-    """The plan as the run's record: the one place a plan becomes an event."""
-    plan = config.plan
-    return RunPlanned(
-        ts=ts,
-        name=plan.name,
-        plan_path=config.plan_path,
-        parallel=plan.parallel,
-        halt=plan.halt,
-        on_failure=plan.on_failure,
-        trace=plan.trace,
-        tasks=tuple(t.id for t in plan.tasks),
-        spec_hashes=config.spec_hashes,
-        depends_on=tuple(" ".join(t.depends_on) for t in plan.tasks),
-        plan=plan.to_json(),
-    )
-
-
-def jitter(session_id: str, task: str, attempt: int) -> float:
-    """A retry's jitter in [0, 1): random-looking across runs, the same on every replay of one."""
-    digest = hashlib.sha256(f"{session_id}/{task}/{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def hook_decision(hook: Hook, exit_code: int | None, answer: str) -> tuple[str, str]:
-    """(decision, reason) from how a hook ended: no answer in time, a failure or a stray word deny."""
-    if exit_code is None:
-        return "deny", f"hook timed out after {hook.timeout_s}s"
-    if exit_code != 0:
-        return "deny", f"hook exited with {exit_code}"
-    word = answer.lower()
-    if word not in HOOK_ANSWERS:
-        return "deny", f"hook answered {word!r}, not one of {', '.join(HOOK_ANSWERS)}"
-    return word, ""
-
-
-def leftovers(state: RunState) -> tuple[Leftover, ...]:
-    """Every recorded attempt of a run, with its members: what a dead scheduler may have left running."""
-    out = []
-    for t in state.tasks.values():
-        for a in t.attempts:
-            if a.pid <= 0:
-                continue
-            members = tuple(sorted(t.members.get(a.number, {}).items()))
-            out.append(
-                Leftover(
-                    task=t.id,
-                    attempt=a.number,
-                    pid=a.pid,
-                    started=a.started,
-                    pgid=a.pgid,
-                    members=members,
-                    # never ended, or ended without a verdict: its tree may not have been swept
-                    interrupted=a.end is None or (a is t.current and t.state == "running"),
-                )
-            )
-        if t.dispatched is not None:  # its process may have started, unrecorded: found by marker and cgroup
-            out.append(
-                Leftover(task=t.id, attempt=t.dispatched, pid=0, started=0.0, pgid=0, interrupted=True)
-            )
-    return tuple(out)
 
 
 class Machine:
@@ -723,12 +652,3 @@ class Machine:
             )
         )
         self._ended_any = True
-
-
-def run_machine(config: Config, state: RunState, observations: Sequence[Observation]) -> list[Event]:
-    """Every event a sequence of observations leads to (each observed at its own `ts`)."""
-    machine = Machine(config, state)
-    out: list[Event] = []
-    for obs in observations:
-        out.extend(machine.handle(obs, obs.ts)[0])
-    return out

@@ -1,7 +1,7 @@
 """Replay of an `agents` session (DESIGN §9, Temporal's replayer): feed its recorded observations to a
 fresh machine and compare what comes out with what was recorded.
 
-Each scheduler's run begins with an observation (`obs.begin`, or `obs.reaped` for a resume) that is
+Each scheduler's run begins with an observation (`obs.run.begin`, or `obs.run.reaped` for a resume) that is
 followed by the `run.planned` it led to; the machine for that run is built from that plan. The session's
 own header and trailer are the writer's, not the machine's: they pass through.
 """
@@ -17,7 +17,8 @@ from capsule.events.observed import EVENTS as OBSERVATIONS
 from capsule.events.observed import ObsBegin, Observation, ObsReaped
 from capsule.events.tasks import RunPlanned
 from capsule.fold.tasks import RunState
-from capsule.plan.machine import Config, Machine
+from capsule.plan.config import Config
+from capsule.plan.machine import Machine
 
 WRITER_EVENTS = (SessionStarted, SessionEnded, SessionRecovered)
 

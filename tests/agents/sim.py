@@ -30,6 +30,7 @@ from capsule.events.observed import (
     ObsVerified,
 )
 from capsule.fold.tasks import RunState
+from capsule.plan.config import Config
 from capsule.plan.effects import (
     Finish,
     ReapLeftovers,
@@ -40,7 +41,7 @@ from capsule.plan.effects import (
     Spawn,
     StopTree,
 )
-from capsule.plan.machine import Config, Machine
+from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan
 
 T0 = 1_700_000_000.0

@@ -173,3 +173,23 @@ def test_resume_session() -> None:
     assert len(of(events, TaskStarted, "a")) == len(of(events, TaskStarted, "b")) == 1
     assert run.state == "succeeded"
     assert len(of(events, RunFinished)) == 1
+
+
+def test_replay_check_command(capsule, tmp_path: Path) -> None:
+    """`capsule replay --check` on an agents session: exit 0 when it replays; 1 with a diff when a
+    recorded decision differs from the machine's (a copy with one decision changed)."""
+    import shutil
+
+    copy_dir = tmp_path / "hooks"
+    shutil.copytree(AGENTS_DIR / "hooks", copy_dir)
+    done = capsule("replay", str(copy_dir), "--check")
+    assert done.returncode == 0, done.stderr
+    assert "re-derived from its observations, identical" in done.stdout
+    events = copy_dir / golden.EVENTS
+    lines = events.read_bytes().splitlines(keepends=True)
+    changed = next(i for i, line in enumerate(lines) if b'"kind":"task.skipped"' in line)
+    lines[changed] = lines[changed].replace(b"pre hook said skip", b"pre hook said maybe")
+    events.write_bytes(b"".join(lines))
+    done = capsule("replay", str(copy_dir), "--check")
+    assert done.returncode == 1
+    assert "pre hook said maybe" in done.stdout

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,6 +53,12 @@ def crash_leaving_children(capsule_home: Path, tmp_path: Path) -> tuple[list[int
         wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
         children = [int(p) for p in pids.read_text().split()]
         wait_for(lambda: of(session_events(capsule_home), "task.started", "t"))
+    except BaseException:
+        (tmp_path / "go").touch()  # a failed start must not leave the task's loop behind
+        for pid in map(int, pids.read_text().split() if pids.exists() else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         scheduler.send_signal(signal.SIGKILL)
         scheduler.wait()
@@ -96,3 +103,20 @@ def test_resume_records_what_it_stopped(capsule, capsule_home: Path, tmp_path: P
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
     assert of(session_events(capsule_home), "run.resumed")[0]["reaped"] == [started["pid"]]
+
+
+def test_a_clean_exit_leaves_nothing_behind(agents, tmp_path: Path) -> None:
+    """A task that exits 0 at once, leaving a child that left its group (setsid): the child is stopped
+    when the task ends, though no sample ever saw it."""
+    pid_file = tmp_path / "pid"
+    stay = f"{PY} -c 'import os, time; os.setsid(); time.sleep(600)'"
+    plan = '[[task]]\nid = "t"\ncommand = ' + "'''" + f"{stay} & echo $! > {pid_file}" + "'''\n"
+    done, events = agents(plan)
+    assert done.returncode == 0, done.stderr
+    pid = int(pid_file.read_text())
+    try:
+        wait_for(lambda: gone(pid), timeout=5)
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert of(events, "task.succeeded", "t")

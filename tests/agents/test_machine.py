@@ -22,8 +22,8 @@ from capsule.events.tasks import (
 )
 from capsule.fold.tasks import RunState
 from capsule.plan.effects import ReapLeftovers, RunHook, StopTree
-from capsule.plan.machine import jitter
 from capsule.plan.replay import is_observation, rederive_agents
+from capsule.plan.retry import jitter
 from capsule.plan.spec import Hook, Plan, TaskSpec, parse_plan
 from capsule.plan.states import next_state
 from tests.agents.sim import T0, Run, Sim
@@ -165,7 +165,7 @@ def test_samples_within_limits_change_nothing_and_are_not_recorded() -> None:
     p = tasks('id = "t"\ncommand = "x"\nlimits = { memory = "1GiB" }')
     sim = Sim(p, lambda _t, _a: Run(after=2, rss=100), sample_s=0.1).run()
     check(sim)
-    assert not sim.kinds("obs.sampled")
+    assert not sim.kinds("obs.task.sampled")
 
 
 def test_new_members_are_recorded_once() -> None:
@@ -257,7 +257,7 @@ def test_policy_denies_before_start() -> None:
 
 
 def test_kill_request_stops_running_and_skips_the_rest() -> None:
-    """obs.kill for the whole run: running tasks stopped `killed`, queued ones skipped; run failed."""
+    """obs.run.kill for the whole run: running tasks stopped `killed`, queued ones skipped; run failed."""
     p = tasks(
         'id = "a"\ncommand = "x"',
         'id = "b"\ncommand = "x"\ndepends_on = ["a"]',

@@ -276,3 +276,39 @@ def test_cycle_is_named_task_by_task(capsule, tmp_path: Path) -> None:
     assert done.returncode == 4
     assert "dependency cycle: a -> c -> b -> a" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_sigterm_to_the_scheduler_ends_the_run(capsule_home: Path, tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) to `agents run`: running tasks are stopped `killed`, the rest skipped, and
+    the run still finishes (failed, exit 1) with nothing of the tasks left."""
+    import signal
+    import subprocess
+
+    from tests.agents.conftest import session_events
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[run]\nparallel = 1\n[[task]]\nid = "long"\ncommand = "sleep 30"\ngrace = "0.5s"\n'
+        '[[task]]\nid = "next"\ncommand = "true"\n'
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "capsule", "agents", "run", str(plan)], env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not (
+            (capsule_home / "runs").is_dir() and of(session_events(capsule_home), "task.started", "long")
+        ):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = session_events(capsule_home)
+    assert of(events, "task.failed", "long")[0]["outcome"] == "killed"
+    assert of(events, "task.skipped", "next")[0]["reason"] == "run killed"
+    assert of(events, "run.finished")[0]["state"] == "failed"
+    started = of(events, "task.started", "long")[0]
+    assert not alive(started["pid"], started["started"])
