@@ -25,8 +25,8 @@ def mcp(
         typer.Option(
             "--http",
             metavar="PORT",
-            help="Serve streamable HTTP at http://127.0.0.1:PORT/mcp; every request needs the bearer "
-            "token printed on start.",
+            help="Serve streamable HTTP at http://127.0.0.1:PORT/mcp (0: a free port); every request "
+            "needs the bearer token printed on start.",
         ),
     ] = None,
     token_file: Annotated[
@@ -45,43 +45,51 @@ def mcp(
     import trio
 
     from capsule.api.sessions import home
-    from capsule.mcp.http import new_token, read_token_file, serve_http, serve_socket
+    from capsule.mcp.http import bind_error, keep_token, new_token, read_token_file, serve_http, serve_socket
     from capsule.mcp.server import build_server
 
     if http is not None and socket is not None:
         fail("--http and --socket: choose one", 2)
     if token_file is not None and http is None:
         fail("--token-file goes with --http PORT", 2)
-    if http is not None and not 0 < http < 65536:
-        fail(f"--http {http}: a port is 1-65535", 2)
+    if http is not None and not 0 <= http < 65536:
+        fail(f"--http {http}: a port is 1-65535 (or 0: any free port)", 2)
     os.umask(0o077)
     server = build_server()
     if socket is not None:
         try:
             trio.run(lambda: serve_socket(server, socket))
-        except OSError as exc:
-            fail(f"cannot serve on {socket}: {exc.strerror or exc}", 5)
+        except (OSError, BaseExceptionGroup) as exc:
+            if (err := bind_error(exc)) is None:
+                raise
+            fail(f"cannot serve on {socket}: {err.strerror or err}", 5)
         return
     if http is None:
         trio.run(server.run_stdio_async)
         return
     port = http
-    where = None
-    if token_file is not None:
-        token = read_token_file(token_file)
-        print(f"capsule: MCP at http://127.0.0.1:{port}/mcp; bearer token from {token_file}", file=sys.stderr)
-    else:
-        token, where = new_token(home(), port)
+    kept: list[Path] = []
+    token = new_token() if token_file is None else read_token_file(token_file)
+
+    def announce(bound: int) -> None:
+        url = f"http://127.0.0.1:{bound}/mcp"
+        if token_file is not None:
+            print(f"capsule: MCP at {url}; bearer token from {token_file}", file=sys.stderr, flush=True)
+            return
+        kept.append(keep_token(home(), bound, token))
         print(
-            f"capsule: MCP at http://127.0.0.1:{port}/mcp; every request needs this header "
-            f"(the token is also in {where}, mode 0600):\nAuthorization: Bearer {token}",
+            f"capsule: MCP at {url}; every request needs this header (the token is also in {kept[0]}, "
+            f"mode 0600):\nAuthorization: Bearer {token}",
             file=sys.stderr,
             flush=True,
         )
+
     try:
-        trio.run(lambda: serve_http(server, port, token=token))
-    except OSError as exc:
-        fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}", 5)
+        trio.run(lambda: serve_http(server, port, token=token, on_bound=announce))
+    except (OSError, BaseExceptionGroup) as exc:
+        if (err := bind_error(exc)) is None:
+            raise
+        fail(f"cannot serve on 127.0.0.1:{port}: {err.strerror or err}", 5)
     finally:
-        if where is not None:
-            where.unlink(missing_ok=True)  # the token was for this start only
+        for path in kept:
+            path.unlink(missing_ok=True)  # the token was for this start only

@@ -86,12 +86,16 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-def new_token(home: Path, port: int) -> tuple[str, Path]:
-    """A fresh token for this start, written 0600 to `$CAPSULE_HOME/mcp/http-PORT.token`."""
+def new_token() -> str:
+    """A fresh token for one start of the server (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def keep_token(home: Path, port: int, token: str) -> Path:
+    """Write `token` 0600 to `$CAPSULE_HOME/mcp/http-PORT.token` (a new file, replacing an old one)."""
     folder = home / "mcp"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
-    token = secrets.token_urlsafe(32)
     path = folder / f"http-{port}.token"
     temp = folder / f".http-{port}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -100,7 +104,7 @@ def new_token(home: Path, port: int) -> tuple[str, Path]:
     finally:
         os.close(fd)
     os.replace(temp, path)  # a new file: never writes through a planted link
-    return token, path
+    return path
 
 
 async def serve_http(
@@ -108,17 +112,33 @@ async def serve_http(
     port: int,
     *,
     token: str,
+    on_bound: Callable[[int], None] | None = None,
     shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Streamable HTTP at http://127.0.0.1:PORT/mcp, bearer `token` required, until `shutdown` (by
-    default: SIGTERM or SIGINT)."""
+    """Streamable HTTP at http://127.0.0.1:PORT/mcp (PORT 0: a free one), bearer `token` required,
+    until `shutdown` (by default: SIGTERM or SIGINT). `on_bound` and `task_status` get the port."""
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]  # loopback only: the tools run commands
     app = BearerAuth(server.streamable_http_app(host="127.0.0.1"), token)
-    await _serve(app, config, shutdown, task_status)
+    await _serve(app, config, shutdown, _Bound(on_bound, task_status))  # type: ignore[arg-type]  # has started()
+
+
+class _Bound:
+    """Hypercorn's "listening" handshake (it reports its binds): the bound port to `then` and `outer`.
+    No nursery in between, so a failure to bind reaches the caller as itself (an OSError)."""
+
+    def __init__(self, then: Callable[[int], None] | None, outer: trio.TaskStatus[int]) -> None:
+        self.then = then
+        self.outer = outer
+
+    def started(self, binds: list[str]) -> None:
+        bound = int(binds[0].rsplit(":", 1)[1])
+        if self.then is not None:
+            self.then(bound)
+        self.outer.started(bound)
 
 
 async def serve_socket(
@@ -151,6 +171,18 @@ async def serve_socket(
             await where.unlink(missing_ok=True)
 
 
+def bind_error(exc: BaseException) -> OSError | None:
+    """The OSError inside hypercorn's nested exception groups (a port in use, a socket path refused)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = bind_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 async def _until_signalled() -> None:
     """Until SIGTERM or SIGINT: then the server stops cleanly (its socket and token file are removed)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -164,5 +196,6 @@ async def _serve(
     from hypercorn.trio import serve
 
     config.accesslog = None
+    config.loglevel = "WARNING"  # no "Running on …" lines: the CLI says where it serves, once
     trigger = shutdown.wait if shutdown is not None else _until_signalled
     await serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]  # an ASGI app; the protocols differ only in typing

@@ -68,11 +68,14 @@ class HttpServer:
 
 @contextmanager
 def serving(
-    args: list[str], home: Path, ready: Callable[[], bool]
+    args: list[str], home: Path, ready: Callable[[], bool], errlog_of: list[Path] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`capsule mcp ARGS` in a subprocess until the block ends, once `ready()`; it and its stderr file."""
+    """`capsule mcp ARGS` in a subprocess until the block ends, once `ready()`; it and its stderr file
+    (also put in `errlog_of`, for a `ready` that reads it)."""
     env = {**os.environ, "CAPSULE_HOME": str(home), "NO_COLOR": "1"}
     errlog = home.parent / f"mcp-{time.monotonic_ns()}.err"
+    if errlog_of is not None:
+        errlog_of.append(errlog)
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "capsule", "mcp", *args],
@@ -82,7 +85,7 @@ def serving(
             stderr=err,
         )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded machine takes seconds to import the SDK
         while not ready():
             assert proc.poll() is None, f"capsule mcp exited: {errlog.read_text()}"
             assert time.monotonic() < deadline, "capsule mcp never listened"
@@ -97,22 +100,21 @@ def serving(
             proc.wait()
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
 @contextmanager
 def http_server(home: Path, *extra: str) -> Iterator[HttpServer]:
-    """`capsule mcp --http PORT` in a subprocess until the block ends: its port and bearer token."""
-    port = free_port()
-    with serving(["--http", str(port), *extra], home, lambda: listening(port)) as (_proc, errlog):
+    """`capsule mcp --http 0` (a free port, no race for it) in a subprocess until the block ends: the
+    port and bearer token it printed."""
+    found: list[str] = []
+
+    def announced() -> bool:
+        found[:] = re.findall(r"MCP at http://127\.0\.0\.1:(\d+)/mcp", errlog_of[0].read_text())
+        return bool(found)
+
+    errlog_of: list[Path] = []
+    with serving(["--http", "0", *extra], home, announced, errlog_of) as (_proc, errlog):
         text = errlog.read_text()
         tokens = re.findall(r"^Authorization: Bearer (\S+)$", text, re.M)
-        yield HttpServer(port=port, token=tokens[0] if tokens else "", stderr=text)
+        yield HttpServer(port=int(found[0]), token=tokens[0] if tokens else "", stderr=text)
 
 
 def authorized_client(server: HttpServer) -> Any:

@@ -36,10 +36,11 @@ def install(spec: str) -> int:
     return int(npm(args, env=node_env()))
 
 
-def inspector(args: list[str], *, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    """`mcp-inspector --cli ARGS` (its catalog kept out of $HOME); the completed process."""
+def inspector(args: list[str], *, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    """`mcp-inspector --cli ARGS`; the completed process. The server gets two minutes to answer (its
+    default is 15 s: `capsule mcp` importing the SDK on a loaded machine can take longer)."""
     return subprocess.run(
-        [str(LAUNCHER), "--cli", *args],
+        [str(LAUNCHER), "--cli", "--connect-timeout", "120000", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

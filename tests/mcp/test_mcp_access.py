@@ -194,6 +194,20 @@ def test_socket_refuses_a_path_that_is_not_a_socket(capsule, tmp_path: Path) -> 
     assert path.read_text() == "keep me"
 
 
+def test_port_in_use_is_one_line(capsule_home: Path, capsule) -> None:  # type: ignore[no-untyped-def]
+    """A port already taken: one line, exit 5, no token file left behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = capsule("mcp", "--http", str(port))
+    assert done.returncode == 5
+    assert done.stderr.strip().splitlines() == [
+        f"capsule: error: cannot serve on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not (capsule_home / "mcp" / f"http-{port}.token").exists()
+
+
 def test_cli_options_conflict(capsule) -> None:  # type: ignore[no-untyped-def]
     """--http and --socket together are a usage error."""
     done = capsule("mcp", "--http", "8765", "--socket", "/tmp/x.sock")
