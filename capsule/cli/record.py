@@ -47,14 +47,27 @@ def run(
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
     ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="D",
+            help="Stop the command's whole tree after D (5s, 10m, 1.5h): SIGTERM, then SIGKILL 2 s later.",
+        ),
+    ] = None,
 ) -> None:
     import trio
 
+    from capsule.env.config import parse_duration
     from capsule.stages.run import record_run
     from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
+    try:
+        time_limit = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        fail(f"--timeout: {exc}", 2)
     try:
         tracer = find_tracer()
     except TracerMissing as exc:
@@ -70,6 +83,7 @@ def run(
                 name=name,
                 redact=not no_redact,
                 parent=parent,
+                time_limit=time_limit,
             )
         )
     except OSError as exc:
@@ -328,8 +342,13 @@ def replay(
         fail(f"{session_dir}: not a capsule session", EXIT_BAD_INPUT)
     if session_file(session_dir, TRACE) is None:
         fail(f"{session_dir}: no {TRACE} to replay", EXIT_BAD_INPUT)
+    from capsule.codec import CodecError
+
     derived, _stats = trio.run(lambda: rederive(session_dir / TRACE, level=header.trace_level, header=header))
-    recorded = from_trace(list(iter_events(session_dir)))
+    try:
+        recorded = from_trace(list(iter_events(session_dir)))
+    except CodecError as exc:
+        fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
     same = derived == recorded
     diff: list[str] = []
     if not same:
