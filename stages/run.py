@@ -109,14 +109,28 @@ async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
 GRACE_S = 2.0  # `--timeout`: between SIGTERM and SIGKILL
 
 
-def _signal_tree(strace_pid: int, signum: int) -> int:
-    """Send `signum` to every process under strace; how many there were."""
-    try:
-        tree = psutil.Process(strace_pid).children(recursive=True)
-    except psutil.Error:
-        return 0
+def _traced(strace_pid: int) -> dict[int, psutil.Process]:
+    """Every process strace traces: its descendants, and orphans re-parented away from it (TracerPid)."""
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):
+        found = {p.pid: p for p in psutil.Process(strace_pid).children(recursive=True)}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in found:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                tracer = next((line for line in status if line.startswith(b"TracerPid:")), b"")
+            if tracer.split()[1:] == [str(strace_pid).encode()]:
+                found[int(entry.name)] = psutil.Process(int(entry.name))
+        except (OSError, IndexError, psutil.Error):
+            continue
+    return found
+
+
+def _signal_tree(processes: dict[int, psutil.Process], signum: int) -> int:
+    """Send `signum` to each process still running (psutil checks it is the same process); how many."""
     sent = 0
-    for proc in tree:
+    for proc in processes.values():
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signum)
             sent += 1
@@ -128,13 +142,18 @@ async def _kill_after(
 ) -> None:
     """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
 
-    strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
+    strace -f waits for every traced process, orphans included, so the tree goes, not just the root;
+    a process is stopped only if it is the one seen (pid and start time: psutil checks both)."""
     await trio.sleep(after_s)
     at = time.time()
-    terminated = _signal_tree(strace_pid, signal.SIGTERM)
+    tree = _traced(strace_pid)
+    terminated = _signal_tree(tree, signal.SIGTERM)
     with trio.move_on_after(grace):
         await tracer_done.wait()
-    killed = 0 if tracer_done.is_set() else _signal_tree(strace_pid, signal.SIGKILL)
+    killed = 0
+    if not tracer_done.is_set():
+        # The tree as it was (a process dying of SIGTERM orphans its children) and as it is now.
+        killed = _signal_tree({**tree, **_traced(strace_pid)}, signal.SIGKILL)
     writer.write(
         [SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)]
     )
