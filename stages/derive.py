@@ -27,6 +27,7 @@ from capsule.events import (
     SessionEnded,
     SessionRecovered,
     SessionStarted,
+    SessionTimedOut,
     kind_versions,
 )
 from capsule.fold.tally import Tally
@@ -55,7 +56,14 @@ from capsule.stages.store import (
 from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
-NOT_FROM_TRACE = (SessionStarted, SessionEnded, SessionRecovered, ProcSampled, ProcSpawnFailed)
+NOT_FROM_TRACE = (
+    SessionStarted,
+    SessionEnded,
+    SessionRecovered,
+    SessionTimedOut,
+    ProcSampled,
+    ProcSpawnFailed,
+)
 
 
 def from_trace(events: list[Event]) -> list[Event]:
@@ -183,7 +191,8 @@ def _read_log(inputs: list[tuple[int | None, Path]]) -> _Log:
         elapsed = 0.0
         if probe.clock == "relative":
             with open(path, "rb") as file:
-                elapsed = sum(relative_elapsed(chunk) for chunk in _line_chunks(file))
+                for chunk in _line_chunks(file):
+                    elapsed = relative_elapsed(chunk, elapsed)
         return _Log(
             partial(read_stage, path),
             probe,

@@ -46,6 +46,8 @@ class Glance:
     header: SessionStarted | None
     ended: SessionEnded | None
     recovered: bool
+    # No whole first line: a start killed before its header was written. Nothing to show or report.
+    blank: bool = False
 
 
 def glance(session_dir: Path) -> Glance:
@@ -82,7 +84,7 @@ def glance(session_dir: Path) -> Glance:
             ended = event
         elif isinstance(event, SessionRecovered):
             recovered = True
-    return Glance(session_dir, header, ended, recovered)
+    return Glance(session_dir, header, ended, recovered, blank=not first.endswith(b"\n"))
 
 
 def recorder_alive(header: SessionStarted) -> bool:

@@ -132,16 +132,34 @@ async def _relay_signals(top_pid: int, signals: AsyncIterator[int], *, is_comman
 GRACE_S = 2.0  # `--timeout`: between SIGTERM and SIGKILL
 
 
-def _signal_tree(top_pid: int, signum: int, *, is_command: bool = False) -> int:
-    """Send `signum` to every process of the command's tree (under strace, or the command itself and
-    its descendants when `is_command`: the eBPF tracer's command is Capsule's own child); how many."""
-    try:
+def _traced(top_pid: int, *, is_command: bool = False) -> dict[int, psutil.Process]:
+    """Every process of the command's tree: strace's descendants and orphans re-parented away from it
+    (TracerPid); under the eBPF tracer (`is_command`), the command itself and its descendants."""
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):
         top = psutil.Process(top_pid)
-        tree = ([top] if is_command else []) + top.children(recursive=True)
-    except psutil.Error:
-        return 0
+        found = {p.pid: p for p in top.children(recursive=True)}
+        if is_command:
+            found[top.pid] = top
+    if is_command:
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in found:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                tracer = next((line for line in status if line.startswith(b"TracerPid:")), b"")
+            if tracer.split()[1:] == [str(top_pid).encode()]:
+                found[int(entry.name)] = psutil.Process(int(entry.name))
+        except (OSError, IndexError, psutil.Error):
+            continue
+    return found
+
+
+def _signal_tree(processes: dict[int, psutil.Process], signum: int) -> int:
+    """Send `signum` to each process still running (psutil checks it is the same process); how many."""
     sent = 0
-    for proc in tree:
+    for proc in processes.values():
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signum)
             sent += 1
@@ -159,13 +177,18 @@ async def _kill_after(
 ) -> None:
     """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
 
-    strace -f waits for every traced process, orphans included, so the tree goes, not just the root."""
+    strace -f waits for every traced process, orphans included, so the tree goes, not just the root;
+    a process is stopped only if it is the one seen (pid and start time: psutil checks both)."""
     await trio.sleep(after_s)
     at = time.time()
-    terminated = _signal_tree(top_pid, signal.SIGTERM, is_command=is_command)
+    tree = _traced(top_pid, is_command=is_command)
+    terminated = _signal_tree(tree, signal.SIGTERM)
     with trio.move_on_after(grace):
         await tracer_done.wait()
-    killed = 0 if tracer_done.is_set() else _signal_tree(top_pid, signal.SIGKILL, is_command=is_command)
+    killed = 0
+    if not tracer_done.is_set():
+        # The tree as it was (a process dying of SIGTERM orphans its children) and as it is now.
+        killed = _signal_tree({**tree, **_traced(top_pid, is_command=is_command)}, signal.SIGKILL)
     writer.write(
         [SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)]
     )

@@ -226,8 +226,9 @@ def resolve_session(home: Path, ref: str) -> Path:
         from capsule.stages.reader import glance
 
         for path in sessions:
-            header = glance(path).header
-            if header is None or header.parent is None:
+            seen = glance(path)
+            # A blank session is a start killed right after creating the directory: never the latest.
+            if not seen.blank and (seen.header is None or seen.header.parent is None):
                 return path
         raise SessionNotFound(f"no sessions yet under {runs_dir(home)}; record one with `capsule run -- CMD`")
     exact = [p for p in sessions if p.name == ref]

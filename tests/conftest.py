@@ -47,3 +47,12 @@ def report_json(capsule: CapsuleRunner, session: str = "latest") -> dict:
     done = capsule("report", session, "--json")
     assert done.returncode == 0, done.stderr
     return orjson.loads(done.stdout)
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one `capsule: error: …` line a failed command printed (and nothing else, no traceback)."""
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("capsule: error: ")
+    return lines[0]

@@ -412,7 +412,7 @@ def replay(session: str | Path) -> Replayed:
     env or agents session by feeding its recorded observations to the machine again."""
     import trio
 
-    from capsule.codec import to_dict
+    from capsule.codec import CodecError, to_dict
     from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
     from capsule.stages.store import session_file, trace_name, tracer_kind
@@ -447,7 +447,10 @@ def replay(session: str | Path) -> Replayed:
                 session_dir / TRACE, level=level, header=header, tracer=tracer_kind(header.tracer)
             )
         )
-        recorded = from_trace(list(iter_events(session_dir)))
+        try:
+            recorded = from_trace(list(iter_events(session_dir)))
+        except CodecError as exc:
+            raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from None
     same = derived == recorded
     diff: list[str] = []
     if not same:

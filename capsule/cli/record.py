@@ -57,9 +57,23 @@ def run(
             help="strace (default), ebpf (bpftrace: root, BTF, tracefs) or auto (ebpf where it works).",
         ),
     ] = "strace",
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="D",
+            help="Stop the command's whole tree after D (5s, 10m, 1.5h): SIGTERM, then SIGKILL 2 s later.",
+        ),
+    ] = None,
 ) -> None:
     from capsule.api import sessions
+    from capsule.api.errors import UsageError
+    from capsule.env.config import parse_duration
 
+    try:
+        time_limit = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
     outcome = sessions.record(
         command,
         level=level,
@@ -68,6 +82,7 @@ def run(
         parent=parent,
         tracer=tracer_name,
         sample=sample,
+        time_limit=time_limit,
     )
     style = _Ansi(sys.stderr)
     if outcome.error:

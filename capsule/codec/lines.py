@@ -43,8 +43,8 @@ def _check(annotation: object, v: str) -> str | None:
         return f"type({v}) is bool"
     if annotation is int:
         return f"type({v}) is int"
-    if annotation is float:  # JSON writes 2.0 as 2
-        return f"(type({v}) is float or type({v}) is int)"
+    if annotation is float:  # JSON writes 2.0 as 2; beyond ±1e11 s (3000 years) no time or duration
+        return f"((type({v}) is float or type({v}) is int) and -1e11 < {v} < 1e11)"
     if annotation is str:
         return f"type({v}) is str"
     origin = typing.get_origin(annotation)
@@ -121,7 +121,7 @@ def _fast_structure(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
 
 def _spell(annotation: object) -> str:
     """`int | None` -> `an integer or null`: how a wrong field is explained."""
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names = {bool: "a boolean", int: "an integer", float: "a number (under 1e11)", str: "a string"}
     if annotation in names:
         return names[annotation]
     args = typing.get_args(annotation)

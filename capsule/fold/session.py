@@ -25,6 +25,7 @@ from capsule.events import (
     SessionEnded,
     SessionRecovered,
     SessionStarted,
+    SessionTimedOut,
     TraceUnparsed,
 )
 from capsule.fold.activity import Activity
@@ -184,6 +185,12 @@ class SessionState:
             self.ended = event
         elif isinstance(event, SessionRecovered):
             self.recovered = event
+        elif isinstance(event, SessionTimedOut):
+            killed = f", {event.killed} SIGKILLed after {event.grace_s:g} s" if event.killed else ""
+            self.notes.append(
+                f"timed out: the command's tree was stopped after {event.limit_s:g} s (--timeout): "
+                f"{event.terminated} process{'es' if event.terminated != 1 else ''} sent SIGTERM{killed}"
+            )
         elif isinstance(event, ProcSpawnFailed):
             self.spawn_failures.append(event)
         return self

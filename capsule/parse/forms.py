@@ -15,7 +15,7 @@ from typing import Literal
 
 import attrs
 
-from capsule.parse.grammar import EPOCH_MIN_DIGITS
+from capsule.parse.grammar import EPOCH_MIN_DIGITS, MAX_ELAPSED, MAX_STAMP
 
 Clock = Literal["epoch", "time-of-day", "relative", "none"]
 
@@ -51,22 +51,41 @@ def _stamp(m: re.Match[bytes]) -> tuple[Clock, float]:
     return "time-of-day", int(m["hh"]) * 3600 + int(m["mm"]) * 60 + float(m["ss"])
 
 
+def _stamps(data: bytes) -> Iterator[tuple[Clock, float]]:
+    """The stamps in `data` the parser accepts (an epoch one past MAX_STAMP is no time)."""
+    for m in _STAMP.finditer(data):
+        clock, value = _stamp(m)
+        if value < MAX_STAMP and (clock != "relative" or value <= MAX_ELAPSED):
+            yield clock, value
+
+
 def probe_clock(head: bytes, tail: bytes) -> ClockProbe:
     """The clock of a log from its first bytes (`head`) and its last ones (`tail`, may overlap)."""
-    first = _STAMP.search(head)
+    first = next(_stamps(head), None)
     if first is None:
         return ClockProbe(clock="none")
-    clock, start = _stamp(first)
-    last_seen = None
-    for m in _STAMP.finditer(tail):
-        last_seen = m
-    end = _stamp(last_seen)[1] if last_seen is not None and _stamp(last_seen)[0] == clock else start
+    clock, start = first
+    end = start
+    for other, value in _stamps(tail):
+        if other == clock:
+            end = value
     return ClockProbe(clock=clock, first=start, last=None if clock == "relative" else end)
 
 
-def relative_elapsed(data: bytes) -> float:
-    """The sum of the `-r` stamps in `data` (whole lines): the time from the first line to the last."""
-    return sum(float(m["num"]) for m in _STAMP.finditer(data) if m["num"] is not None)
+def relative_elapsed(data: bytes, start: float = 0.0) -> float:
+    """`start` plus the `-r` stamps in `data` (whole lines): the time from the first line to the last.
+
+    Feed a long log chunk by chunk, passing the sum so far; stamps the parser refuses (an epoch stamp,
+    one pushing the sum past MAX_ELAPSED) are left out the same way.
+    """
+    total = start
+    for m in _STAMP.finditer(data):
+        num = m["num"]
+        if num is not None and num.index(b".") < EPOCH_MIN_DIGITS:
+            value = float(num)
+            if total + value <= MAX_ELAPSED:
+                total += value
+    return total
 
 
 def anchor(

@@ -27,6 +27,10 @@ FIRST_STAMP = re.compile(
 )
 # A stamp with fewer digits before the point is relative (`-r`): an epoch one has 9 or more since 2001.
 EPOCH_MIN_DIGITS = 9
+# `-r` stamps add up to at most this (31 years): beyond, a stamp is out of range, not a time.
+MAX_ELAPSED = 1e9
+# Epoch seconds beyond this (the year 5138) are no `-ttt` stamp (and 1e400 would not even be finite).
+MAX_STAMP = 1e11
 # `[pid  1234] ` or `1234  ` inside a line: where strace's own text resumes after the traced program's
 # output (stderr style) was written in front of it without a newline.
 EMBEDDED_PID = re.compile(r"\[pid +\d+\] ")

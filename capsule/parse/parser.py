@@ -37,7 +37,6 @@ from capsule.parse.records import (
 _DAY = 86400.0
 _HALF_DAY = 43200.0
 _RESULT_START = frozenset("-0123456789?")
-_MAX_STAMP = 1e11  # seconds: the year 5138, far beyond any real `-ttt` stamp (and finite, unlike 1e400)
 _EXIT_MAX = 255  # `+++ exited with N +++`: the kernel keeps the low 8 bits of an exit status
 
 
@@ -274,17 +273,25 @@ class StraceParser:
             epoch = m["epoch"]
             if epoch is not None:
                 value = float(epoch)
-                if not value < _MAX_STAMP:
+                if not value < g.MAX_STAMP:
                     return Unparsed(
                         line_no=line_no, pid=pid, ts=None, text=line, reason="timestamp out of range"
                     )
                 if epoch.index(".") < g.EPOCH_MIN_DIGITS:  # `-r`: seconds since the previous line
+                    if self._elapsed + value > g.MAX_ELAPSED:
+                        return Unparsed(
+                            line_no=line_no, pid=pid, ts=None, text=line, reason="timestamp out of range"
+                        )
                     self._elapsed += value
                     ts = self._tt_origin + self._elapsed
                 else:
                     ts = value
             elif m["hh"] is not None:
                 ts = self._clock(int(m["hh"]) * 3600 + int(m["mm"]) * 60 + float(m["ss"]))
+                if not ts < g.MAX_STAMP:  # a trace "crossing midnight" on every other line
+                    return Unparsed(
+                        line_no=line_no, pid=pid, ts=None, text=line, reason="timestamp out of range"
+                    )
             else:
                 ts = None
             body = line[m.end() :]

@@ -8,17 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import CapsuleRunner, report_json
+from tests.conftest import CapsuleRunner, one_error_line, report_json
 
 pytestmark = pytest.mark.strace
 
 
-def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("capsule: error: ")
-    return lines[0]
+_one_error_line = one_error_line
 
 
 def _session(home: Path) -> Path:

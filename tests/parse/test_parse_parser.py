@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -362,3 +363,44 @@ def test_strace_like_bytes_never_crash(parts: list[bytes], cuts: list[int]) -> N
     """Near-miss strace text: no exception, chunking-invariant."""
     data = b"".join(parts)
     assert parse(data, cuts) == parse(data)
+
+
+def _parse_slow(data: bytes, cuts: list[int] | None = None) -> list[Record]:
+    """`parse` with both fast paths (FAST_CALL, PREFIX_FAST) switched off: every line by `_parse_line`."""
+    from capsule.parse import grammar
+
+    never = re.compile(r"(?!)")
+    saved = grammar.FAST_CALL, grammar.PREFIX_FAST
+    grammar.FAST_CALL = grammar.PREFIX_FAST = never
+    try:
+        return parse(data, cuts)
+    finally:
+        grammar.FAST_CALL, grammar.PREFIX_FAST = saved
+
+
+SESSION_TRACES = sorted((TRACES.parent.parent.parent / "sessions").glob("*/trace.strace"))
+
+
+@pytest.mark.parametrize("path", [*FIXTURES, *SESSION_TRACES], ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fast_path_is_no_fast_path_on_real_traces(path: Path) -> None:
+    """Every real trace (each strace form) parses to the same records with the fast paths off."""
+    data = path.read_bytes()
+    assert _parse_slow(data) == parse(data)
+
+
+_FAST_ALPHABET = st.sampled_from(
+    [
+        *(b"12 ", b"12  ", b"9999999 ", b"99999999999 ", b"[pid 3] ", b"1795239818.277003 ", b"0.000123 "),
+        *(b"     0.5 ", b"99999999999.5 ", b"05:00:00.25 ", b"execve(", b"clone(", b"read(", b")", b" = "),
+        *(b"0", b"3366", b"-1 ENOENT (x)", b"<... ", b"execve resumed>", b" <unfinished ...>", b"\n"),
+        *(b"+++ exited with 1 +++", b"+++ exited with 999 +++", b"strace: Process 4 attached", b'"a"'),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(_FAST_ALPHABET, max_size=40), cuts=st.lists(st.integers(1, 30), max_size=10))
+def test_fast_path_is_no_fast_path(parts: list[bytes], cuts: list[int]) -> None:
+    """Near-miss `-f -ttt` text (big pids, `-r` and huge stamps, cut lines): the fast paths change nothing."""
+    data = b"".join(parts)
+    assert _parse_slow(data, cuts) == parse(data)

@@ -1,0 +1,129 @@
+"""`capsule import` of real strace logs in their forms, and `capsule run --timeout`, end to end."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from tests.conftest import CapsuleRunner, one_error_line, report_json
+
+pytestmark = pytest.mark.strace
+
+WORK = "sh -c '/bin/true one; (sleep 0.01; /bin/echo two) >/dev/null; exit 2'"
+
+
+def _strace(*args: str, cwd: Path) -> None:
+    subprocess.run(["strace", *args, "--", "sh", "-c", WORK], cwd=cwd, check=False, capture_output=True)
+
+
+_one_error_line = one_error_line
+
+
+def _tree(report: dict) -> list[tuple[object, ...]]:
+    by_id = {p["id"]: p for p in report["processes"]}
+    return sorted(
+        (
+            tuple(p["argv"] or ()),
+            tuple(by_id[p["parent"]]["argv"] or ()) if p["parent"] is not None else None,
+            p["exit_code"],
+        )
+        for p in report["processes"]
+    )
+
+
+def test_ff_folder_and_prefix_import_like_one_log(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """`strace -ff -o PREFIX`: the folder or the prefix imports the same tree as `-f -o FILE`."""
+    _strace("-f", "-ttt", "-o", "one.log", cwd=tmp_path)
+    (tmp_path / "ff").mkdir()
+    _strace("-ff", "-ttt", "-o", "ff/trace", cwd=tmp_path)
+    expected = None
+    for source in ("one.log", "ff", "ff/trace"):
+        done = capsule("import", str(tmp_path / source))
+        assert done.returncode == 0, done.stderr
+        report = report_json(capsule, done.stdout.strip())
+        assert report["session"]["exit_code"] == 2
+        assert report["session"]["status"] == "complete"
+        assert report["session"]["duration_s"] > 0
+        assert not any(p["ppid"] == 0 for p in report["processes"])
+        expected = expected or _tree(report)
+        assert _tree(report) == expected, source
+        check = capsule("replay", "--check", done.stdout.strip())
+        assert check.returncode == 0, check.stdout
+
+
+def test_single_per_pid_file_is_refused_with_a_hint(
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
+) -> None:
+    """One file of an -ff set is refused in one line naming the prefix to import; no session is left."""
+    _strace("-ff", "-o", "trace", cwd=tmp_path)
+    files = sorted(tmp_path.glob("trace.*"))
+    assert len(files) >= 3
+    done = capsule("import", str(files[0]))
+    assert done.returncode == 4
+    line = _one_error_line(done)
+    assert f"capsule import {tmp_path / 'trace'}" in line
+    assert not (capsule_home / "runs").exists() or not list((capsule_home / "runs").iterdir())
+
+
+def test_tt_import_is_dated_from_mtime_and_replays(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """A -tt log takes its date from the file's mtime (a warning says so); replay --check passes."""
+    _strace("-f", "-tt", "-o", "tt.log", cwd=tmp_path)
+    mtime = (tmp_path / "tt.log").stat().st_mtime
+    done = capsule("import", str(tmp_path / "tt.log"))
+    assert done.returncode == 0, done.stderr
+    report = report_json(capsule)
+    assert mtime - 60 < report["session"]["started"] <= report["session"]["ended"] <= mtime + 1
+    assert any("modification time" in w for w in report["warnings"])
+    check = capsule("replay", "--check")
+    assert check.returncode == 0, check.stdout
+
+
+def test_failed_import_leaves_no_session(capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path) -> None:
+    """Junk, or a log whose numbers no kernel produces, is one error line (exit 4) and leaves nothing."""
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(b'hello\n99999999999999999999999 execve("/bin/x", ["x"], 0x1 /* 1 vars */) = 0\n')
+    done = capsule("import", str(junk))
+    assert done.returncode == 4
+    _one_error_line(done)
+    assert not list((capsule_home / "runs").iterdir())
+    assert capsule("ls", "--json").stdout.strip() == "[]"
+
+
+def test_timeout_stops_the_whole_tree_and_says_why(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """--timeout: TERM to every process, KILL to what ignores it (an orphan too); the session says so."""
+    pidfile = tmp_path / "orphan.pid"
+    script = (
+        f"(trap '' TERM; exec sleep 300) & echo $! > {pidfile}; "
+        "exec python3 -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'"
+    )
+    done = capsule("run", "--timeout", "3s", "--", "sh", "-c", script, timeout=120)
+    # Both ignore SIGTERM once started, so SIGKILL ends them (on a machine slow enough to deliver SIGTERM
+    # before python ignores it, SIGTERM does).
+    assert done.returncode in (128 + 9, 128 + 15), done.stderr
+    orphan = int(pidfile.read_text())
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    report = report_json(capsule)
+    (warning,) = [w for w in report["warnings"] if w.startswith("timed out")]
+    assert "after 3 s" in warning
+    events = [orjson.loads(line) for line in _events(capsule).splitlines()]
+    (timed_out,) = [e for e in events if e["kind"] == "session.timed_out"]
+    assert timed_out["terminated"] >= 2  # python and the subshell (or already its sleep)
+    assert (timed_out["limit_s"], timed_out["grace_s"]) == (3.0, 2.0)
+    assert capsule("replay", "--check").returncode == 0
+
+
+def test_timeout_must_be_a_duration(capsule: CapsuleRunner) -> None:
+    """A bad --timeout is a usage error in one line."""
+    done = capsule("run", "--timeout", "soon", "--", "true")
+    assert done.returncode == 2
+    assert "--timeout" in _one_error_line(done)
+
+
+def _events(capsule: CapsuleRunner) -> str:
+    done = capsule("export", "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
