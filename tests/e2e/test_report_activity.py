@@ -80,6 +80,7 @@ def test_level_all_reports_files_changed_and_network(
     (peer,) = [n for n in report["network"] if n["port"] == port]
     assert (peer["family"], peer["address"], peer["op"], peer["ok"]) == ("inet", "127.0.0.1", "connect", True)
     assert pids[peer["pids"][0]]["network"] == {"connect": 1}
+    assert capsule("replay", "--check").returncode == 0  # the cwd is followed from the trace alone
     text = capsule("report").stdout
     assert "files changed" in text
     assert "draft.txt" in text
