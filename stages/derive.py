@@ -25,6 +25,7 @@ from capsule.events import (
     SessionStarted,
     kind_versions,
 )
+from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.tally import Tally
 from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
@@ -34,7 +35,14 @@ from capsule.stages.store import EVENTS, TRACE, create_session, open_private, sp
 from capsule.stages.trace import read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
-NOT_FROM_TRACE = (SessionStarted, SessionEnded, SessionRecovered, ProcSampled, ProcSpawnFailed)
+NOT_FROM_TRACE = (
+    SessionStarted,
+    SessionEnded,
+    SessionRecovered,
+    ProcSampled,
+    ProcSpawnFailed,
+    *POLICY_EVENTS,
+)
 
 
 def from_trace(events: list[Event]) -> list[Event]:

@@ -27,9 +27,11 @@ import trio
 from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tally import Tally
+from capsule.policy.enforce import Enforcement
 from capsule.redact import redact_argv
+from capsule.stages.guard import guard_record_stage, guarding, kill_guarded_tree, trace_level, tracer_flags
 from capsule.stages.pipeline import run_pipeline
-from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -133,10 +135,13 @@ async def record_run(
     parent: str | None = None,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
+    enforcement: Enforcement | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
-    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
+    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL).
+    `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see stages/guard.py)."""
     started = time.time()
+    level = trace_level(level, enforcement)
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
     writer = SessionWriter(path / EVENTS)
@@ -170,10 +175,16 @@ async def record_run(
 
         spool = spool_path(home, session_id)
         os.close(open_private(spool, append=False))  # 0600 before strace opens it (it truncates, keeps mode)
-        flags = tracer.flags(level)
-        with trio.open_signal_receiver(
-            signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-        ) as signals:
+        flags = tracer_flags(tracer.flags(level), enforcement)
+        pid: list[int] = []
+        with (
+            trio.open_signal_receiver(
+                signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
+            ) as signals,
+            guarding(
+                enforcement, emit=writer.write, kill=lambda: kill_guarded_tree(pid[0]), redact=redact
+            ) as guard,
+        ):
             # The header is on disk before strace starts: the command may run (and Capsule be killed) at
             # once, and a session without its header could not be recovered. strace's pid is not in it;
             # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
@@ -194,12 +205,14 @@ async def record_run(
                 ]
             )
             stdin, stdout, stderr = stdio
-            process = await trio.lowlevel.open_process(
-                [tracer.path, *flags, "-o", str(spool), "--", *argv],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
+            command, fds = guard.wrap(
+                [tracer.path, *flags, "-o", str(spool), "--", *argv], writable=[str(spool)]
             )
+            process = await trio.lowlevel.open_process(
+                command, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=fds
+            )
+            pid.append(process.pid)
+            guard.spawned()
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
@@ -213,7 +226,7 @@ async def record_run(
                     nursery.start_soon(_kill_after, process.pid, time_limit)
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
-                    partial(record_stage, writer=writer),
+                    partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=redact,
                     trace_fd=trace_fd,

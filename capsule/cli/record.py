@@ -47,14 +47,40 @@ def run(
         str | None,
         typer.Option("--parent", hidden=True, help="The env or agents session this run is recorded for."),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A TOML file with a [policy] table, enforced in the kernel (default: [policy] in "
+            "$CAPSULE_HOME/config.toml).",
+        ),
+    ] = None,
+    policy_fallback: Annotated[
+        str,
+        typer.Option(
+            "--policy-fallback",
+            help="When the policy needs a mechanism this machine lacks: refuse to start (exit 125), or "
+            "detect (detect and kill after the fact, with a warning in the session).",
+        ),
+    ] = "refuse",
 ) -> None:
     import trio
 
+    from capsule.stages.guard import GuardRefused, enforcement_for, load_policy
     from capsule.stages.run import record_run
     from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
 
     if level not in LEVELS:
         fail(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}", 2)
+    if policy_fallback not in ("refuse", "detect"):
+        fail(f"unknown --policy-fallback {policy_fallback!r}: choose refuse or detect", 2)
+    try:
+        policy = load_policy(policy_file, _home())
+        enforcement = None if policy.empty else enforcement_for(policy, policy_fallback)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except GuardRefused as exc:
+        fail(str(exc), 125)
     try:
         tracer = find_tracer()
     except TracerMissing as exc:
@@ -70,10 +96,13 @@ def run(
                 name=name,
                 redact=not no_redact,
                 parent=parent,
+                enforcement=enforcement,
             )
         )
     except OSError as exc:
         fail(f"cannot record under {_home()}: {exc.strerror or exc}", 125)
+    if enforcement is not None and enforcement.warning:
+        sys.stderr.write(f"capsule: warning: {enforcement.warning}\n")
     style = _Ansi(sys.stderr)
     if outcome.error:
         style.line(style.bold_red(f"capsule: error: {outcome.error}"))
@@ -361,7 +390,17 @@ def replay(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME.")
+GUARD_CHECKS = (
+    ("seccomp-notify", "deny_commands, allow_commands"),
+    ("mount-namespace", "protect_paths, read_only_paths"),
+    ("network-namespace", "network = off | loopback"),
+)
+
+
+@app.command(
+    help="Check that recording can work here: strace, seccomp-bpf, ptrace, $CAPSULE_HOME; and which "
+    "policy mechanisms (seccomp notify, bubblewrap, network namespaces) work."
+)
 def doctor(as_json: JsonOption = False) -> None:
     import tempfile
 
@@ -396,14 +435,21 @@ def doctor(as_json: JsonOption = False) -> None:
         checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
     except OSError as exc:
         checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
-    ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf")
+    from capsule.stages.guard import probe_mechanisms
+
+    missing = probe_mechanisms()
+    for mechanism, needed_by in GUARD_CHECKS:
+        why = missing.get(mechanism)
+        detail = f"works ({needed_by})" if why is None else f"{why}: policies with {needed_by} cannot start"
+        checks.append({"check": mechanism, "ok": why is None, "detail": detail, "guard": True})
+    ok = all(c["ok"] for c in checks if c["check"] != "--seccomp-bpf" and not c.get("guard"))
     if as_json:
         _print_json({"ok": ok, "checks": checks})
     else:
         console = _console()
         for c in checks:
             mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
-            console.print(f"{mark} {c['check']:<14} {c['detail']}", highlight=False)
+            console.print(f"{mark} {c['check']:<17} {c['detail']}", highlight=False)
         console.print("recording works here" if ok else "[red]recording cannot work here[/red]")
     if not ok:
         raise typer.Exit(EXIT_ENVIRONMENT)
