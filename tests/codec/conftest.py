@@ -21,6 +21,7 @@ from capsule.events import (
     TraceUnparsed,
     kind_versions,
 )
+from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from tests.agents.samples import task_samples
 from tests.env.samples import env_samples
 
@@ -77,6 +78,17 @@ def sample_events() -> tuple[Event, ...]:
         ProcExited(ts=T0 + 0.06, pid=4102, exit_code=2),
         *task_samples(T0 + 0.065),
         *env_samples(T0 + 0.066),
+        PolicyApplied(ts=T0 + 0.067, mechanisms=("seccomp-notify",), deny_commands=("sudo *",)),
+        PolicyBlocked(
+            ts=T0 + 0.068,
+            pid=4104,
+            argv=("sudo", "ls"),
+            path="/usr/bin/sudo",
+            rule="sudo *",
+            command="sudo ls",
+            mechanism="seccomp-notify",
+        ),
+        PolicyChecked(ts=T0 + 0.069, execs=3, blocked=1, median_us=80.5, p99_us=400.0),
         SessionRecovered(ts=T0 + 0.07, reason="recorder died", events_before=12, events_added=0),
         SessionEnded(
             ts=T0 + 0.08, exit_code=2, duration_s=0.08, lines=40, events=13, processes=2, failed=2, unparsed=1
