@@ -18,6 +18,7 @@ allowed ones and the refused attempt (`= -1 EPERM`). The price is a ptrace stop 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno as errno_mod
@@ -198,6 +199,19 @@ def _read_only(policy: Policy, cwd: Path, home: str) -> list[str]:
 MAX_SCRIPT = 1 << 20
 
 
+def _exists(pid: int, path: str) -> bool:
+    """Whether `path` (absolute, as the guard resolved it) exists as the process sees it."""
+    if not path.startswith("/"):
+        return True  # unresolved: judge it as if it were there
+    try:
+        os.stat(f"/proc/{pid}/root{path}")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _script_text(pid: int, argv: Sequence[str]) -> str | None:
     """The script `sh FILE` will run, read as that process sees it (its root and cwd: a protected file
     is the empty stand-in there), or None (no such operand, unreadable, too large, not text)."""
@@ -300,6 +314,8 @@ class Guard:
         self._scratch: str | None = None
         self.killed = False
         self._applied = False
+        self._last_blocked: tuple[int, str, tuple[str, ...]] | None = None
+        self._pending: collections.deque[PolicyBlocked] = collections.deque()  # thread -> trio thread
 
     @property
     def notify(self) -> bool:
@@ -370,6 +386,7 @@ class Guard:
         os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join()
+        self._drain()  # what the thread queued after the tree was already gone
         if self._child is not None:
             self._child.close()
         if self._sock is not None:
@@ -440,22 +457,38 @@ class Guard:
             verdict = decide_exec(self.policy, argv, path, script_text=_script_text(pid, argv))
             if verdict.allowed:
                 verdict = None
+        if verdict is not None and not _exists(pid, path):
+            # a denied program that is not there (a PATH search trying each directory): the kernel
+            # would say ENOENT, so say that and record nothing; the search goes on as it would
+            self._respond(listener, nid, False, errno_mod.ENOENT)
+            return
         self._respond(listener, nid, verdict is None)
         self.stats.latencies_ns.append(time.perf_counter_ns() - start)
         self.stats.execs += 1
         if verdict is not None:
             self.stats.blocked += 1
+            seen = (pid, os.path.realpath(f"/proc/{pid}/root{path}"), tuple(argv))
+            if seen == self._last_blocked:
+                return  # the same program again by another name (/bin/ls, /usr/bin/ls): one decision
+            self._last_blocked = seen
             shown = redact_argv(argv) if self.redact else tuple(argv)
             command = verdict.command
             if self.redact:
                 command = " ".join(redact_argv(command.split()))
             found = Detected(rule=verdict.rule or "", pid=pid, argv=shown, path=path, command=command)
             event = _blocked_event(self, found, SECCOMP)
-            self._token.run_sync_soon(self._blocked, event)
+            self._pending.append(event)
+            self._token.run_sync_soon(self._drain)
 
-    def _blocked(self, event: PolicyBlocked) -> None:
-        self._emit([event])
-        if event.action == "kill" and not self.killed and self._kill is not None:
+    def _drain(self) -> None:
+        """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
+        events = []
+        while self._pending:
+            events.append(self._pending.popleft())
+        if not events:
+            return
+        self._emit(list(events))
+        if any(e.action == "kill" for e in events) and not self.killed and self._kill is not None:
             self.killed = True
             self._kill()
 
@@ -486,11 +519,11 @@ class Guard:
         return True
 
     @staticmethod
-    def _respond(listener: int, nid: int, allow: bool) -> None:
+    def _respond(listener: int, nid: int, allow: bool, error: int = errno_mod.EPERM) -> None:
         if allow:
             resp = struct.pack("QqiI", nid, 0, 0, FLAG_CONTINUE)
         else:
-            resp = struct.pack("QqiI", nid, 0, -errno_mod.EPERM, 0)
+            resp = struct.pack("QqiI", nid, 0, -error, 0)
         with contextlib.suppress(OSError):  # ENOENT: the process died meanwhile
             fcntl.ioctl(listener, NOTIF_SEND, resp)
 

@@ -21,9 +21,11 @@ from capsule.events import (
     SessionStarted,
     TraceUnparsed,
 )
+from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from capsule.fold.labels import RuleSet
 from capsule.fold.process_tree import TREE_HANDLERS, ProcessNode, ProcessTree
 
+MAX_BLOCKED = 1000  # refusals kept for the report; the count goes on
 MAX_SAMPLES = 20
 
 
@@ -43,6 +45,10 @@ class SessionState:
     unparsed_samples: list[TraceUnparsed] = attrs.Factory(list)  # the first MAX_SAMPLES
     spawn_failures: list[ProcSpawnFailed] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)  # session-level warnings; the tree keeps its own
+    policy: PolicyApplied | None = None  # the guard's policy, when the run had one
+    blocked: list[PolicyBlocked] = attrs.Factory(list)  # decisions that refused something (first MAX_BLOCKED)
+    blocked_count: int = 0
+    checked: PolicyChecked | None = None
 
     @classmethod
     def new(cls, rules: RuleSet | None = None) -> SessionState:
@@ -148,6 +154,16 @@ class SessionState:
             self.recovered = event
         elif isinstance(event, ProcSpawnFailed):
             self.spawn_failures.append(event)
+        elif isinstance(event, PolicyBlocked):
+            self.blocked_count += 1
+            if len(self.blocked) < MAX_BLOCKED:
+                self.blocked.append(event)
+        elif isinstance(event, PolicyApplied):
+            self.policy = event
+            if event.warning:
+                self.notes.append(event.warning)
+        elif isinstance(event, PolicyChecked):
+            self.checked = event
         return self
 
 
