@@ -222,6 +222,7 @@ class TaskResult(BaseModel):
     hooks: list[dict[str, Any]]
     violations: list[dict[str, Any]]
     limits: list[dict[str, Any]]
+    blocked: list[dict[str, Any]] = []  # what the guard refused in the task's tree (policy.blocked)
 
 
 class KilledTask(BaseModel):

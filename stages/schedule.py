@@ -49,6 +49,8 @@ from capsule.fold.tasks import RunState
 from capsule.plan.decide import Abort, AskHook, Decision, Ended, Fail, Retry, Skip, Succeed, decide
 from capsule.plan.policy import denied_command, live_violation
 from capsule.plan.spec import Hook, Plan, TaskSpec
+from capsule.policy.enforce import Enforcement
+from capsule.stages.guard import Guard, check_events, guarding, tracer_flags
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.processes import process_if, returncode_status, started_at
 from capsule.stages.record import SessionWriter
@@ -112,8 +114,10 @@ class Scheduler:
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
         jitter: Callable[[], float] = random.random,
+        enforcement: Enforcement | None = None,
     ) -> None:
         self.plan = plan
+        self.enforcement = enforcement  # the plan's [policy], as guard.enforcement_for decided
         self.writer = writer
         self.dir = session_dir
         self.home = home
@@ -128,6 +132,7 @@ class Scheduler:
         self.halted = False
         self.aborted = False
         self.running: dict[str, Attempt] = {}
+        self.guards: dict[str, Guard] = {}  # per running task: its refusals seen in its trace
         self.me = (os.getpid(), started_at(os.getpid()))
 
     def emit(self, *events: Event) -> None:
@@ -364,6 +369,24 @@ class Scheduler:
     # -- one attempt -----------------------------------------------------------------------------
 
     async def _attempt(self, task: TaskSpec, attempt: int) -> Ended:
+        """One attempt, inside the plan's guard (a no-op without a policy)."""
+
+        def deny() -> None:
+            if (run := self.running.get(task.id)) is not None:
+                self._end(run, "denied")
+
+        where = {"task": task.id, "attempt": attempt}
+        cwd = Path(task.cwd) if task.cwd else None
+        with guarding(
+            self.enforcement, emit=lambda evs: self.emit(*evs), kill=deny, where=where, cwd=cwd
+        ) as guard:
+            self.guards[task.id] = guard
+            try:
+                return await self._guarded_attempt(task, attempt, guard)
+            finally:
+                del self.guards[task.id]
+
+    async def _guarded_attempt(self, task: TaskSpec, attempt: int, guard: Guard) -> Ended:
         logs = self.dir / "tasks" / task.id
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
         out = open_private(logs / f"{attempt}.out", append=False)
@@ -375,13 +398,15 @@ class Scheduler:
             trace_id, trace_dir = create_session(self.home)
             spool = spool_path(self.home, trace_id)
             os.close(open_private(spool, append=False))
-            flags = self.tracer.flags(self.plan.trace_level)
+            flags = tracer_flags(self.tracer.flags(self.plan.trace_level), self.enforcement)
             argv = [self.tracer.path, *flags, "-o", str(spool), "--", *argv]
             trace = (trace_id, trace_dir, spool, SessionWriter(trace_dir / EVENTS))
+        argv, fds = guard.wrap(argv, writable=[str(trace[2])] if trace else [])
         t0 = time.time()
         try:
             process = await trio.lowlevel.open_process(
                 argv,
+                pass_fds=fds,
                 cwd=task.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -410,6 +435,7 @@ class Scheduler:
         finally:
             os.close(out)
             os.close(err)
+        guard.spawned()
         run = Attempt(pid=process.pid, pgid=process.pid, started=started_at(process.pid))
         run.known[process.pid] = run.started
         self.running[task.id] = run
@@ -580,6 +606,10 @@ class Scheduler:
             async with receive:
                 async for batch in receive:
                     writer.write(batch)
+                    if (guard := self.guards.get(task.id)) is not None and (
+                        blocked := check_events(guard, batch)
+                    ):
+                        self.emit(*blocked)
                     for event in batch:
                         if run.ending is not None:
                             break

@@ -245,6 +245,14 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
             tracer = find_tracer()
         except TracerMissing as exc:
             fail(str(exc), 5)
+    enforcement = None
+    if not plan.policy.empty:
+        from capsule.stages.guard import GuardRefused, enforcement_for
+
+        try:
+            enforcement = enforcement_for(plan.policy)
+        except GuardRefused as exc:
+            fail(str(exc), 125)
     os.umask(0o077)
     started = time.time()
     state = None
@@ -258,7 +266,16 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
     else:
         _id, path, writer = open_run(_home(), plan, tuple(sys.argv))
     progress = _Progress(_history(plan))
-    scheduler = Scheduler(plan, writer, path, home=_home(), tracer=tracer, state=state, on_event=progress)
+    scheduler = Scheduler(
+        plan,
+        writer,
+        path,
+        home=_home(),
+        tracer=tracer,
+        state=state,
+        on_event=progress,
+        enforcement=enforcement,
+    )
     if state is None:
         scheduler.state.apply(_first_event(path))
     try:
@@ -394,14 +411,17 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
         print(
             f"  attempt {a.number}: pid {a.pid} {a.outcome or 'running'} {status_text} {dur} logs {a.log_dir}/{a.number}.out"
         )
-    for key in ("verified", "hooks", "violations", "limits"):
+    labels = {"verified": "verify", "hooks": "hook", "violations": "violation", "blocked": "blocked"}
+    for key in (*labels, "limits"):
         for item in data[key]:
-            print(f"  {key[:-1] if key != 'verified' else 'verify'}: {item}")
+            print(f"  {labels.get(key, 'limit')}: {item}")
 
 
 def task_result(run: RunState, task: str) -> dict[str, Any]:
     """`agents result --json`: state, attempts, exit codes, checks, hooks, policy of one task."""
     import attrs
+
+    from capsule.report.policy import blocked_dict
 
     t = _task_state(run, task)
     return {
@@ -417,6 +437,7 @@ def task_result(run: RunState, task: str) -> dict[str, Any]:
             {"rule": v.rule, "argv": list(v.argv), "path": v.path, "live": v.live} for v in t.violations
         ],
         "limits": [{"limit": x.limit, "measured": x.measured, "allowed": x.allowed} for x in t.limits],
+        "blocked": [blocked_dict(b) for b in t.blocked],
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import attrs
 
 from capsule.events import Event, SessionStarted
+from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -75,6 +76,7 @@ class TaskState:
     verified: list[TaskVerified] = attrs.Factory(list)
     hooks: list[HookDecided] = attrs.Factory(list)
     violations: list[PolicyViolated] = attrs.Factory(list)
+    blocked: list[PolicyBlocked] = attrs.Factory(list)  # what the guard refused in its tree
     limits: list[TaskLimitExceeded] = attrs.Factory(list)
     compensated: TaskCompensated | None = None
 
@@ -206,6 +208,8 @@ class RunState:
                 self.tasks[event.task].hooks.append(event)
             case PolicyViolated():
                 self.tasks[event.task].violations.append(event)
+            case PolicyBlocked(task=str() as blocked_task) if blocked_task in self.tasks:
+                self.tasks[blocked_task].blocked.append(event)
             case TaskVerified():
                 self.tasks[event.task].verified.append(event)
             case TaskCompensated():

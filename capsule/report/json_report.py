@@ -60,7 +60,7 @@ A guarded session (one with a policy) also has, after "session":
       "policy": {"mechanisms": [str], "detected": [str], "warning": str | null, "blocked_count": int,
                  "blocked": [{"ts": float, "pid": int | null, "argv": [str], "path": str | null,
                               "rule": str, "command": str, "mechanism": str, "action": "block" | "kill",
-                              "task": str | null, "service": str | null}],
+                              "task": str | null, "attempt": int | null, "service": str | null}],
                  "execs_checked": int | null, "decision_median_us": float | null,
                  "decision_p99_us": float | null}
 """

@@ -8,9 +8,27 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from capsule.events.policy import PolicyBlocked
 from capsule.fold.session import SessionState
 
 SHOWN = 20  # refusals listed in the text report; the JSON report has them all (up to MAX_BLOCKED)
+
+
+def blocked_dict(b: PolicyBlocked) -> dict[str, Any]:
+    """One refusal, as the JSON report, `agents result --json` and MCP show it."""
+    return {
+        "ts": b.ts,
+        "pid": b.pid,
+        "argv": list(b.argv),
+        "path": b.path,
+        "rule": b.rule,
+        "command": b.command,
+        "mechanism": b.mechanism,
+        "action": b.action,
+        "task": b.task,
+        "attempt": b.attempt,
+        "service": b.service,
+    }
 
 
 def policy_dict(state: SessionState) -> dict[str, Any] | None:
@@ -23,21 +41,7 @@ def policy_dict(state: SessionState) -> dict[str, Any] | None:
         "detected": list(applied.detected) if applied else [],
         "warning": applied.warning if applied else None,
         "blocked_count": state.blocked_count,
-        "blocked": [
-            {
-                "ts": b.ts,
-                "pid": b.pid,
-                "argv": list(b.argv),
-                "path": b.path,
-                "rule": b.rule,
-                "command": b.command,
-                "mechanism": b.mechanism,
-                "action": b.action,
-                "task": b.task,
-                "service": b.service,
-            }
-            for b in state.blocked
-        ],
+        "blocked": [blocked_dict(b) for b in state.blocked],
         "execs_checked": checked.execs if checked else None,
         "decision_median_us": checked.median_us if checked else None,
         "decision_p99_us": checked.p99_us if checked else None,

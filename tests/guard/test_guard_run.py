@@ -17,7 +17,7 @@ from tests.conftest import CapsuleRunner, report_json
 
 pytestmark = pytest.mark.strace
 
-SECRET = "sk-planted-5f1e0c2a9b7d4e3f"
+SECRET = "sk-planted-5f1e0c2a9b7d4e3f"  # noqa: S105 - planted on purpose, must leak nowhere
 
 
 @pytest.fixture
