@@ -559,6 +559,29 @@ def enforcement_for(policy: Policy, fallback: str = "refuse") -> Enforcement:
 NO_POLICY = Enforcement(policy=Policy(), enforced=())
 
 
+def open_guard(
+    enforcement: Enforcement | None,
+    *,
+    emit: Callable[[list[Event]], None],
+    kill: Callable[[], None] | None = None,
+    where: dict[str, Any] | None = None,
+    redact: bool = True,
+    cwd: Path | None = None,
+) -> Guard:
+    """A prepared guard whose owner calls `close()` when the tree is gone (`guarding` is the block form,
+    for callers whose tree lives inside one block). None guards nothing and wraps nothing."""
+    guard = Guard(
+        enforcement or NO_POLICY,
+        emit=emit,
+        kill=kill,
+        where=where or {},
+        redact=redact,
+        cwd=cwd or Path.cwd(),
+    )
+    guard.prepare()
+    return guard
+
+
 @contextlib.contextmanager
 def guarding(
     enforcement: Enforcement | None,
@@ -572,16 +595,8 @@ def guarding(
     """A guard for one tree, as `enforcement_for` decided (call that before creating anything, so a
     refusal leaves nothing behind); None guards nothing and wraps nothing. Call in the trio thread.
     `policy.applied` is emitted at the first `wrap`, `policy.checked` when the block ends."""
-    guard = Guard(
-        enforcement or NO_POLICY,
-        emit=emit,
-        kill=kill,
-        where=where or {},
-        redact=redact,
-        cwd=cwd or Path.cwd(),
-    )
+    guard = open_guard(enforcement, emit=emit, kill=kill, where=where, redact=redact, cwd=cwd)
     try:
-        guard.prepare()
         yield guard
     finally:
         guard.close()

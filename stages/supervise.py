@@ -54,6 +54,7 @@ from capsule.events.env import (
     SvcUnhealthy,
 )
 from capsule.stages.envproc import SOCKET, signal_tree, tree_of
+from capsule.stages.guard import enforcement_for, open_guard
 from capsule.stages.processes import returncode_status, started_at
 from capsule.stages.reader import glance
 from capsule.stages.record import SessionWriter
@@ -120,6 +121,12 @@ class Service:
                 self.last_stderr = line.strip()
                 return
 
+    def kill_group(self) -> None:
+        """on_violation = "kill": the service's whole group goes (services run in their own session)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
     def settle(self, up: bool) -> None:
         if not self.settled.is_set():
             self.is_up = up
@@ -132,6 +139,8 @@ class Supervisor:
         self.root = (config_path.parent / config.working_dir).resolve()
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
+        # [policy] applies to every service; a refusal was reported by `env up` before we started
+        self.enforcement = enforcement_for(config.policy) if not config.policy.empty else None
         self.services = {
             p.name: Service(p, LogFile(self.dir / "logs" / f"{p.name}.log", config.log_max_bytes))
             for p in config.processes
@@ -221,10 +230,19 @@ class Supervisor:
                 except (OSError, UnicodeDecodeError) as exc:
                     error = f"env_file: {exc}"
             proc = None
+            guard = open_guard(
+                self.enforcement,
+                emit=lambda evs: self.emit(*evs),
+                kill=svc.kill_group,
+                where={"service": name},
+                cwd=cwd,
+            )
+            argv, fds = guard.wrap(argv)
             if error is None:
                 try:
                     proc = await trio.lowlevel.open_process(
                         argv,
+                        pass_fds=fds,
                         cwd=str(cwd),
                         env=env,
                         stdin=subprocess.DEVNULL,
@@ -234,7 +252,9 @@ class Supervisor:
                     )
                 except OSError as exc:
                     error = f"cannot start {argv[0]}: {exc.strerror or exc}"
+            guard.spawned()
             if proc is None:
+                guard.close()
                 svc.log.line("capsule", f"error: {error}".encode())
                 self.emit(SvcFailed(ts=time.time(), name=name, error=error or "cannot start"))
                 svc.settle(False)
@@ -266,6 +286,7 @@ class Supervisor:
                     while len(nursery.child_tasks) > 1:  # noqa: ASYNC110 (bounded drain, no event to wait on)
                         await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
+            guard.close()
             if svc.stopping:
                 return
             code, sig = returncode_status(proc.returncode)

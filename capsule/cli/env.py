@@ -190,10 +190,17 @@ def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | N
     import subprocess
 
     config = _config_file(path)
-    _load(config)
+    loaded = _load(config)
     env = _live(config)
     if env is not None:
         return env
+    if not loaded.policy.empty:
+        from capsule.stages.guard import GuardRefused, enforcement_for
+
+        try:
+            enforcement_for(loaded.policy)  # refused here, in one line, not by the detached supervisor
+        except GuardRefused as exc:
+            fail(str(exc), 125)
     for line in _cleanup_dead(str(config)):
         if note is not None:
             note(line)
