@@ -1,7 +1,7 @@
 """`just bench`: run every benchmark (or those named), print a table of figures and ratios, and write
 `.bench/results.json`. `--quick` (or CAPSULE_BENCH_QUICK=1) runs small versions, as a smoke test.
 
-    python -m tests.bench [--quick] [syscall fork startup import report exports html cli mcp]
+    python -m tests.bench [--quick] [syscall fork startup import report exports html cli mcp guard]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "agents": "tests.bench.agents",
     "env": "tests.bench.env",
     "mcp": "tests.bench.mcp",
+    "guard": "tests.bench.guard",
 }
 
 
