@@ -8,12 +8,13 @@ bin := venv / "bin"
 default:
     @just --list
 
-# create .venv, install capsule with its dev tools, and make sure strace is installed
+# create .venv, install capsule with its dev tools, and make sure strace and bubblewrap are installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+    command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }  # the guard's path rules
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup

@@ -45,7 +45,7 @@ import trio
 
 from capsule.events import Event
 from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
-from capsule.policy import Policy, PolicyError, decide_exec, parse_policy
+from capsule.policy import Policy, PolicyError, Verdict, decide_exec, parse_policy
 from capsule.policy.commands import shell_file
 from capsule.policy.enforce import (
     DETECT,
@@ -199,17 +199,18 @@ def _read_only(policy: Policy, cwd: Path, home: str) -> list[str]:
 MAX_SCRIPT = 1 << 20
 
 
-def _exists(pid: int, path: str) -> bool:
-    """Whether `path` (absolute, as the guard resolved it) exists as the process sees it."""
+def _resolved(pid: int, path: str) -> str | None:
+    """`path` with its links resolved as the process sees it; None if it does not exist there."""
     if not path.startswith("/"):
-        return True  # unresolved: judge it as if it were there
+        return path  # unresolved: judge it as if it were there
+    root = f"/proc/{pid}/root"
     try:
-        os.stat(f"/proc/{pid}/root{path}")
+        os.stat(root + path)
+        return os.path.realpath(root + path)
     except FileNotFoundError:
-        return False
+        return None if os.path.exists(root) else path
     except OSError:
-        return True
-    return True
+        return path
 
 
 def _script_text(pid: int, argv: Sequence[str]) -> str | None:
@@ -449,15 +450,14 @@ class Guard:
             path, argv, valid = "", [], False
         if not valid:
             return  # the process is gone; nothing to answer
-        if self._infra and os.path.realpath(path) == self._infra[0]:
-            self._infra.pop(0)
-            verdict = None
-        else:
-            self._infra = []
-            verdict = decide_exec(self.policy, argv, path, script_text=_script_text(pid, argv))
-            if verdict.allowed:
-                verdict = None
-        if verdict is not None and not _exists(pid, path):
+        try:
+            verdict, program = self._decide(pid, path, argv)
+        except Exception as exc:  # every notification must be answered: fail closed, never die
+            verdict = Verdict(
+                allowed=False, rule=f"guard error: {type(exc).__name__}", command=" ".join(argv)
+            )
+            program = path
+        if verdict is not None and program is None:
             # a denied program that is not there (a PATH search trying each directory): the kernel
             # would say ENOENT, so say that and record nothing; the search goes on as it would
             self._respond(listener, nid, False, errno_mod.ENOENT)
@@ -467,7 +467,7 @@ class Guard:
         self.stats.execs += 1
         if verdict is not None:
             self.stats.blocked += 1
-            seen = (pid, os.path.realpath(f"/proc/{pid}/root{path}"), tuple(argv))
+            seen = (pid, program or path, tuple(argv))
             if seen == self._last_blocked:
                 return  # the same program again by another name (/bin/ls, /usr/bin/ls): one decision
             self._last_blocked = seen
@@ -479,6 +479,18 @@ class Guard:
             event = _blocked_event(self, found, SECCOMP)
             self._pending.append(event)
             self._token.run_sync_soon(self._drain)
+
+    def _decide(self, pid: int, path: str, argv: list[str]) -> tuple[Verdict | None, str | None]:
+        """The verdict (None: allow) and, for a refusal, the program as the process sees it resolved
+        (None when it does not exist there)."""
+        if self._infra and os.path.realpath(path) == self._infra[0]:
+            self._infra.pop(0)
+            return None, path
+        self._infra = []
+        verdict = decide_exec(self.policy, argv, path, script_text=_script_text(pid, argv))
+        if verdict.allowed:
+            return None, path
+        return verdict, _resolved(pid, path)
 
     def _drain(self) -> None:
         """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
