@@ -706,3 +706,16 @@ def load_policy(path: Path | None, home: Path) -> Policy:
         return parse_policy(table)
     except PolicyError as exc:
         raise PolicyError(f"{source}: {exc}") from None
+
+
+def tracer_of(pid: int) -> int:
+    """The strace process at or under `pid` (a guarded trace starts as launcher -> bwrap -> strace), or
+    `pid` itself: signals meant for the command go to strace's children, never to strace or bwrap."""
+    try:
+        proc = psutil.Process(pid)
+        for candidate in (proc, *proc.children(recursive=True)):
+            if candidate.name() == "strace":
+                return candidate.pid
+    except psutil.Error:
+        pass
+    return pid

@@ -29,7 +29,14 @@ from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, kind_v
 from capsule.fold.tally import Tally
 from capsule.policy.enforce import Enforcement
 from capsule.redact import redact_argv
-from capsule.stages.guard import guard_record_stage, guarding, kill_guarded_tree, trace_level, tracer_flags
+from capsule.stages.guard import (
+    guard_record_stage,
+    guarding,
+    kill_guarded_tree,
+    trace_level,
+    tracer_flags,
+    tracer_of,
+)
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
@@ -102,7 +109,7 @@ async def _relay_signals(strace_pid: int, signals: AsyncIterator[int]) -> None:
         if signum != signal.SIGTERM:
             continue
         try:
-            for child in psutil.Process(strace_pid).children():
+            for child in psutil.Process(tracer_of(strace_pid)).children():
                 child.send_signal(signum)
         except psutil.Error:
             pass
@@ -115,7 +122,7 @@ async def _kill_after(strace_pid: int, after_s: float, grace: float = 2.0) -> No
     await trio.sleep(after_s)
     for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
         try:
-            tree = psutil.Process(strace_pid).children(recursive=True)
+            tree = psutil.Process(tracer_of(strace_pid)).children(recursive=True)
         except psutil.Error:
             return
         for proc in tree:

@@ -584,7 +584,7 @@ class Scheduler:
                     host=platform.node(),
                     tracer=self.tracer.path,
                     tracer_version=self.tracer.version,
-                    tracer_flags=self.tracer.flags(self.plan.trace_level),
+                    tracer_flags=tracer_flags(self.tracer.flags(self.plan.trace_level), self.enforcement),
                     trace_level=self.plan.trace_level,
                     recorder_pid=self.me[0],
                     recorder_started=self.me[1],

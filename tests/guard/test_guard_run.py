@@ -350,3 +350,37 @@ def test_doctor_lists_the_guard_mechanisms(capsule: CapsuleRunner) -> None:
     checks = {c["check"]: c for c in orjson.loads(missing.stdout)["checks"]}
     assert not checks["network-namespace"]["ok"]
     assert missing.returncode == 0  # recording itself still works
+
+
+def test_sigterm_reaches_the_guarded_command(capsule_home: Path, work: Path) -> None:
+    """SIGTERM to capsule goes to the command (past the launcher, bwrap and strace), which handles it;
+    capsule exits with the command's code and the session is complete."""
+    import signal
+    import subprocess
+    import time
+
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"], protect_paths=[".env"])
+    ready = work / "ready"
+    script = f"trap 'echo got; kill $!; exit 3' TERM; touch {ready}; sleep 30 & wait"
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capsule", "run", "--policy", policy, "--", "bash", "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3
+    assert "got" in out
+    ended = _events(capsule_home, "session.ended")
+    assert ended[0]["exit_code"] == 3
