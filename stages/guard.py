@@ -28,14 +28,10 @@ import select
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import cache
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +41,7 @@ import trio
 
 from capsule.events import Event
 from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
-from capsule.policy import Policy, PolicyError, Verdict, decide_exec, parse_policy
-from capsule.policy.commands import shell_file
+from capsule.policy import Policy, Verdict, decide_exec
 from capsule.policy.enforce import (
     DETECT,
     Detected,
@@ -54,19 +49,13 @@ from capsule.policy.enforce import (
     bwrap_args,
     detect_violation,
     launcher_args,
-    plan_enforcement,
     refused_open,
 )
-from capsule.policy.paths import is_glob, protected_path
 from capsule.policy.rules import MOUNT, NETNS, SECCOMP
 from capsule.redact import redact_argv
+from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
+from capsule.stages.guard_probe import launcher_command
 from capsule.stages.record import SessionWriter
-
-LAUNCHER = Path(__file__).with_name("guard_launch.py")
-# Tests only: a comma-separated list of mechanisms the guard treats as missing, to exercise the refusal
-# and `--policy-fallback=detect` on a machine that has them all (documented in the README).
-PRETEND_MISSING = "CAPSULE_GUARD_PRETEND_MISSING"
-MAX_WALK = 200_000  # entries looked at when expanding protect_paths globs under the working directory
 
 # <linux/seccomp.h>: struct seccomp_notif is 80 bytes, seccomp_notif_resp 24 (checked at start).
 NOTIF_RECV = 0xC0502100
@@ -77,194 +66,11 @@ EXECVE = {"x86_64": (59, 322), "aarch64": (221, 281)}.get(os.uname().machine, (-
 AT_EMPTY_PATH = 0x1000
 
 
-class GuardRefused(RuntimeError):
-    """The policy cannot be enforced here (one line, exit 125)."""
-
-
-def launcher_command() -> list[str]:
-    return [sys.executable, "-I", "-S", str(LAUNCHER)]
-
-
-def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30, **kw)  # type: ignore[call-overload, no-any-return]
-
-
-def _last_line(done: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return (lines[-1] if lines else f"exit {done.returncode}").removeprefix("capsule: error: guard: ")
-
-
-def _probe_seccomp() -> str | None:
-    parent, child = socket.socketpair()
-    with parent, child:
-        done = _run(
-            [*launcher_command(), "--notify", str(child.fileno()), "--probe"], pass_fds=[child.fileno()]
-        )
-        if done.returncode != 0:
-            return _last_line(done)
-        parent.settimeout(5)
-        _, fds, _, _ = socket.recv_fds(parent, 4, 1)
-        for fd in fds:
-            os.close(fd)
-        return None if fds else "no listener was passed back"
-
-
-def _probe_bwrap() -> str | None:
-    path = shutil.which("bwrap")
-    if path is None:
-        return "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
-    true = shutil.which("true") or "/bin/true"
-    done = _run([path, "--dev-bind", "/", "/", "--cap-drop", "ALL", "--", true])
-    return None if done.returncode == 0 else f"bwrap fails: {_last_line(done)}"
-
-
-def _probe_netns() -> str | None:
-    done = _run([*launcher_command(), "--net", "loopback", "--probe"])
-    return None if done.returncode == 0 else _last_line(done)
-
-
-def probe_mechanisms(needed: Sequence[str] = (SECCOMP, MOUNT, NETNS)) -> dict[str, str]:
-    """The mechanisms in `needed` that are missing here, each with why (empty: all work)."""
-    pretend = {m.strip() for m in os.environ.get(PRETEND_MISSING, "").split(",") if m.strip()}
-    missing = {}
-    for mechanism in needed:
-        if mechanism in pretend:
-            missing[mechanism] = f"made unavailable by {PRETEND_MISSING}"
-            continue
-        why = _probed(mechanism)
-        if why is not None:
-            missing[mechanism] = why
-    return missing
-
-
-@cache
-def _probed(mechanism: str) -> str | None:
-    # Probed once per process: a scheduler or supervisor starts many guarded trees.
-    return {SECCOMP: _probe_seccomp, MOUNT: _probe_bwrap, NETNS: _probe_netns}[mechanism]()
-
-
 def tracer_flags(flags: Sequence[str], enforcement: Enforcement | None) -> tuple[str, ...]:
     """strace's flags for a tree whose execs the guard answers: without --seccomp-bpf (see the module
     docstring)."""
     notify = enforcement is not None and SECCOMP in enforcement.enforced
     return tuple(f for f in flags if not (notify and f == "--seccomp-bpf"))
-
-
-def expand_paths(policy: Policy, cwd: Path, home: str) -> list[tuple[str, bool]]:
-    """The existing files and directories `protect_paths` covers: literal paths (relative to `cwd`,
-    `~` for `home`) and globs, matched over the names under `cwd` (at most MAX_WALK entries)."""
-    found: dict[str, bool] = {}
-    walk_rules = []
-    for rule in policy.protect_paths:
-        text = home + rule[1:] if rule.startswith("~") else rule
-        if not is_glob(text):
-            path = Path(text) if text.startswith("/") else cwd / text
-            if path.exists():
-                found[str(path.resolve())] = path.is_dir()
-        elif text.startswith("/"):
-            for match in Path("/").glob(text.lstrip("/")):
-                found[str(match.resolve())] = match.is_dir()
-        else:
-            walk_rules.append(rule)
-    if walk_rules:
-        scoped = attrs.evolve(policy, protect_paths=tuple(walk_rules))
-        seen = 0
-        for root, dirs, files in os.walk(cwd):
-            for name in (*dirs, *files):
-                seen += 1
-                if seen > MAX_WALK:
-                    raise GuardRefused(
-                        f"protect_paths: more than {MAX_WALK} entries under {cwd} to match globs against; "
-                        "name the paths instead"
-                    )
-                full = os.path.join(root, name)
-                if protected_path(scoped, full, home=home) is not None:
-                    found[os.path.realpath(full)] = name in dirs
-    return sorted(found.items())
-
-
-def _read_only(policy: Policy, cwd: Path, home: str) -> list[str]:
-    paths = []
-    for rule in policy.read_only_paths:
-        text = home + rule[1:] if rule.startswith("~") else rule
-        candidates: Iterable[Path]
-        if not is_glob(text):
-            candidates = [Path(text) if text.startswith("/") else cwd / text]
-        else:
-            candidates = Path("/").glob(text.lstrip("/")) if text.startswith("/") else cwd.glob(text)
-        paths += [str(p.resolve()) for p in candidates if p.exists()]
-    return paths
-
-
-MAX_SCRIPT = 1 << 20
-
-
-def _resolved(pid: int, path: str) -> str | None:
-    """`path` with its links resolved as the process sees it; None if it does not exist there."""
-    if not path.startswith("/"):
-        return path  # unresolved: judge it as if it were there
-    root = f"/proc/{pid}/root"
-    try:
-        os.stat(root + path)
-        return os.path.realpath(root + path)
-    except FileNotFoundError:
-        return None if os.path.exists(root) else path
-    except OSError:
-        return path
-
-
-def _script_text(pid: int, argv: Sequence[str]) -> str | None:
-    """The script `sh FILE` will run, read as that process sees it (its root and cwd: a protected file
-    is the empty stand-in there), or None (no such operand, unreadable, too large, not text)."""
-    operand = shell_file(argv)
-    if operand is None:
-        return None
-    base = f"/proc/{pid}/root" if operand.startswith("/") else f"/proc/{pid}/cwd"
-    try:
-        with open(os.path.join(base, operand.lstrip("/") if operand.startswith("/") else operand), "rb") as f:
-            data = f.read(MAX_SCRIPT + 1)
-    except OSError:
-        return None
-    if len(data) > MAX_SCRIPT:
-        return None
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-class _Memory:
-    """Reads strings out of another process (/proc/PID/mem), as execve's arguments point there."""
-
-    def __init__(self, pid: int) -> None:
-        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def string(self, address: int, limit: int = 1 << 17) -> str:
-        out = b""
-        while len(out) < limit:
-            # a page at a time: a read across into an unmapped page fails as a whole
-            chunk = os.pread(self.fd, 4096 - (address + len(out)) % 4096, address + len(out))
-            if not chunk:
-                break
-            end = chunk.find(b"\0")
-            if end >= 0:
-                return (out + chunk[:end]).decode(errors="surrogateescape")
-            out += chunk
-        return out.decode(errors="surrogateescape")
-
-    def argv(self, address: int, limit: int = 4096) -> list[str]:
-        if address == 0:
-            return []
-        args = []
-        for i in range(limit):
-            (pointer,) = struct.unpack("Q", os.pread(self.fd, 8, address + 8 * i))
-            if pointer == 0:
-                break
-            args.append(self.string(pointer))
-        return args
 
 
 @attrs.define
@@ -326,7 +132,7 @@ class Guard:
         """Expand the paths and make the empty stand-ins (blocking: call in a thread)."""
         if MOUNT in self.enforcement.enforced:
             self.hidden = expand_paths(self.policy, self.cwd, self.home)
-            self._read_only = _read_only(self.policy, self.cwd, self.home)
+            self._read_only = read_only_paths(self.policy, self.cwd, self.home)
             self._scratch = tempfile.mkdtemp(prefix="capsule-guard-")
             Path(self._scratch, "file").touch()
             Path(self._scratch, "dir").mkdir()
@@ -487,10 +293,10 @@ class Guard:
             self._infra.pop(0)
             return None, path
         self._infra = []
-        verdict = decide_exec(self.policy, argv, path, script_text=_script_text(pid, argv))
+        verdict = decide_exec(self.policy, argv, path, script_text=script_text(pid, argv))
         if verdict.allowed:
             return None, path
-        return verdict, _resolved(pid, path)
+        return verdict, resolved(pid, path)
 
     def _drain(self) -> None:
         """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
@@ -505,7 +311,7 @@ class Guard:
             self._kill()
 
     def _read(self, pid: int, nr: int, args: tuple[int, ...]) -> tuple[str, list[str]]:
-        memory = _Memory(pid)
+        memory = ProcessMemory(pid)
         try:
             if nr == EXECVE[1]:  # execveat(dirfd, path, argv, envp, flags)
                 path = memory.string(args[1])
@@ -556,16 +362,6 @@ def applied_event(guard: Guard) -> PolicyApplied:
         hidden=len(guard.hidden),
         **guard.where,
     )
-
-
-def enforcement_for(policy: Policy, fallback: str = "refuse") -> Enforcement:
-    """Probe what `policy` needs and decide; GuardRefused (one line) when it cannot start."""
-    from capsule.policy.enforce import MechanismMissing
-
-    try:
-        return plan_enforcement(policy, probe_mechanisms(policy.mechanisms()), fallback)
-    except MechanismMissing as exc:
-        raise GuardRefused(str(exc)) from None
 
 
 NO_POLICY = Enforcement(policy=Policy(), enforced=())
@@ -685,27 +481,6 @@ def kill_guarded_tree(root: int) -> None:
         with contextlib.suppress(psutil.Error):
             if proc.name() not in ("strace", "bwrap"):
                 proc.kill()
-
-
-def load_policy(path: Path | None, home: Path) -> Policy:
-    """`capsule run`'s policy: the `[policy]` table of FILE (or the file's top level), else the
-    `[policy]` table of `$CAPSULE_HOME/config.toml`, else none. PolicyError names the file."""
-    source = path if path is not None else home / "config.toml"
-    if path is None and not source.is_file():
-        return Policy()
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyError(f"{source}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    if path is None and "policy" not in data:
-        return Policy()
-    table = data["policy"] if isinstance(data.get("policy"), dict) else data
-    try:
-        return parse_policy(table)
-    except PolicyError as exc:
-        raise PolicyError(f"{source}: {exc}") from None
 
 
 def tracer_of(pid: int) -> int:

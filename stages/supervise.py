@@ -54,7 +54,8 @@ from capsule.events.env import (
     SvcUnhealthy,
 )
 from capsule.stages.envproc import SOCKET, signal_tree, tree_of
-from capsule.stages.guard import enforcement_for, open_guard
+from capsule.stages.guard import open_guard
+from capsule.stages.guard_probe import enforcement_for
 from capsule.stages.processes import returncode_status, started_at
 from capsule.stages.reader import glance
 from capsule.stages.record import SessionWriter

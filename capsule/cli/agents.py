@@ -247,7 +247,7 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
             fail(str(exc), 5)
     enforcement = None
     if not plan.policy.empty:
-        from capsule.stages.guard import GuardRefused, enforcement_for
+        from capsule.stages.guard_probe import GuardRefused, enforcement_for
 
         try:
             enforcement = enforcement_for(plan.policy)

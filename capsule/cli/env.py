@@ -195,7 +195,7 @@ def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | N
     if env is not None:
         return env
     if not loaded.policy.empty:
-        from capsule.stages.guard import GuardRefused, enforcement_for
+        from capsule.stages.guard_probe import GuardRefused, enforcement_for
 
         try:
             enforcement_for(loaded.policy)  # refused here, in one line, not by the detached supervisor

@@ -66,7 +66,7 @@ def run(
 ) -> None:
     import trio
 
-    from capsule.stages.guard import GuardRefused, enforcement_for, load_policy
+    from capsule.stages.guard_probe import GuardRefused, enforcement_for, load_policy
     from capsule.stages.run import record_run
     from capsule.stages.tracer import LEVELS, TracerMissing, find_tracer
 
@@ -435,7 +435,7 @@ def doctor(as_json: JsonOption = False) -> None:
         checks.append({"check": "$CAPSULE_HOME", "ok": True, "detail": f"{home} is writable"})
     except OSError as exc:
         checks.append({"check": "$CAPSULE_HOME", "ok": False, "detail": f"{home}: {exc.strerror or exc}"})
-    from capsule.stages.guard import probe_mechanisms
+    from capsule.stages.guard_probe import probe_mechanisms
 
     missing = probe_mechanisms()
     for mechanism, needed_by in GUARD_CHECKS:
