@@ -197,6 +197,7 @@ class TaskRow(BaseModel):
     duration_s: float | None
     reason: str | None
     pid: int | None
+    blocked: int = Field(0, description="Execs, opens or writes the guard refused in the task's tree.")
 
 
 class RunStatus(BaseModel):

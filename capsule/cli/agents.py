@@ -380,12 +380,21 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
     console = _console()
     console.print(f"[bold]{run.name}[/] {run.session_id} · {data['state']}", highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("task", "state", "attempts", "exit", "duration", "reason"):
+    guarded = any(t["blocked"] for t in data["tasks"])  # type: ignore[attr-defined]
+    for column in (
+        "task",
+        "state",
+        "attempts",
+        "exit",
+        "duration",
+        "reason",
+        *(["blocked"] if guarded else []),
+    ):
         table.add_column(column)
     for t in data["tasks"]:  # type: ignore[attr-defined]
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
-            _fmt_s(t["duration_s"]), t["reason"],
+            _fmt_s(t["duration_s"]), t["reason"], *([str(t["blocked"])] if guarded else []),
         )  # fmt: skip
     console.print(table)
 

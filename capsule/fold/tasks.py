@@ -253,6 +253,7 @@ def status_dict(run: RunState, state: str | None = None) -> dict[str, object]:
                 "duration_s": t.duration_s,
                 "reason": t.reason,
                 "pid": t.current.pid if t.current else None,
+                "blocked": len(t.blocked),  # refusals by the guard in the task's tree
             }
             for t in (run.tasks[i] for i in run.order)
         ],

@@ -76,6 +76,9 @@ timeout = "60s"
     assert result.returncode == 0, result.stderr
     shown = orjson.loads(result.stdout)["blocked"]
     assert [b["rule"] for b in shown] == ["sudo *", "sudo *"]
+    status = orjson.loads(capsule("agents", "status", "--json").stdout)
+    assert status["tasks"][0]["blocked"] == 2
+    assert "blocked" in capsule("agents", "status").stdout
 
 
 def test_on_violation_kill_ends_the_task(agents, tmp_path: Path, fake_sudo: Path) -> None:
