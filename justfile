@@ -10,7 +10,7 @@ inspector := "@modelcontextprotocol/inspector@2.12.0"
 default:
     @just --list
 
-# create .venv, install capsule with its dev tools, and make sure strace is installed
+# create .venv, install capsule with its dev tools, and make sure strace and bubblewrap are installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
@@ -20,6 +20,7 @@ setup:
     # bpftrace: the eBPF tracer (`capsule run --tracer ebpf`, root only); its tests skip where it cannot run
     command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bpftrace; }
     test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
+    command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }  # the guard's path rules
 
 # record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
 demo: setup

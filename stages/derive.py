@@ -30,6 +30,7 @@ from capsule.events import (
     SessionTimedOut,
     kind_versions,
 )
+from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.tally import Tally
 from capsule.parse.forms import (
     ClockProbe,
@@ -63,6 +64,7 @@ NOT_FROM_TRACE = (
     SessionTimedOut,
     ProcSampled,
     ProcSpawnFailed,
+    *POLICY_EVENTS,
 )
 
 

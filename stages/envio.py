@@ -164,8 +164,14 @@ def log_line(event: Event) -> str | None:
     return None
 
 
-async def spawn(spawn: Spawn, working_dir: str, cgroup: procs.Cgroup | None) -> trio.Process | str:
-    """Start one run (its own session, moved into `cgroup` before exec, with its marker); or why not."""
+async def spawn(
+    spawn: Spawn,
+    working_dir: str,
+    cgroup: procs.Cgroup | None,
+    wrap: Callable[[list[str]], tuple[list[str], tuple[int, ...]]] | None = None,
+) -> trio.Process | str:
+    """Start one run (its own session, moved into `cgroup` before exec, with its marker); or why not.
+    `wrap` (the guard's) turns the command line into the guarded one and names the fds it needs."""
     cwd = Path(spawn.cwd)
     error = spawn_error(cwd, spawn.argv[0], working_dir) or await port_taken(spawn.port_check)
     if error is not None:
@@ -174,9 +180,11 @@ async def spawn(spawn: Spawn, working_dir: str, cgroup: procs.Cgroup | None) -> 
         env = {**environ(spawn.env_files, spawn.env), procs.MARKER: spawn.marker}
     except (OSError, UnicodeDecodeError) as exc:
         return f"env_file: {exc}"
+    argv, fds = wrap(list(spawn.argv)) if wrap is not None else (list(spawn.argv), ())
     try:
         return await trio.lowlevel.open_process(
-            list(spawn.argv),
+            argv,
+            pass_fds=fds,
             cwd=str(cwd),
             env=env,
             stdin=subprocess.DEVNULL,

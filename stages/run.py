@@ -28,6 +28,7 @@ import trio
 from capsule import __version__
 from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, SessionTimedOut, kind_versions
 from capsule.fold.tally import Tally
+from capsule.policy.enforce import Enforcement
 from capsule.redact import redact_argv
 from capsule.stages.ebpf import (
     EbpfTracer,
@@ -36,9 +37,17 @@ from capsule.stages.ebpf import (
     launch,
     stop_when_tree_gone,
 )
+from capsule.stages.guard import (
+    guard_record_stage,
+    guarding,
+    kill_guarded_tree,
+    trace_level,
+    tracer_flags,
+    tracer_of,
+)
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.processes import returncode_status
-from capsule.stages.record import SessionWriter, record_stage
+from capsule.stages.record import SessionWriter
 from capsule.stages.sample import sample_stage
 from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
@@ -113,7 +122,9 @@ def _header(
 def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
     """The command's root process: `top_pid` itself (eBPF), or strace's child."""
     try:
-        top = psutil.Process(top_pid)
+        top = psutil.Process(
+            top_pid if is_command else tracer_of(top_pid)
+        )  # strace, inside any guard wrapper
         return [top] if is_command else top.children()
     except psutil.Error:
         return []
@@ -136,6 +147,8 @@ def _traced(top_pid: int, *, is_command: bool = False) -> dict[int, psutil.Proce
     """Every process of the command's tree: strace's descendants and orphans re-parented away from it
     (TracerPid); under the eBPF tracer (`is_command`), the command itself and its descendants."""
     found: dict[int, psutil.Process] = {}
+    if not is_command:
+        top_pid = tracer_of(top_pid)  # strace itself, inside the guard's wrappers when there is a policy
     with contextlib.suppress(psutil.Error):
         top = psutil.Process(top_pid)
         found = {p.pid: p for p in top.children(recursive=True)}
@@ -208,13 +221,17 @@ async def record_run(
     cwd: str | None = None,
     answers: RuleSet | None = None,
     sample_interval: float = 0.0,
+    enforcement: Enforcement | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
     `cwd` is the directory it runs in (default: this process's). `answers` (exit rules) keep `grep` 1
     out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
-    (`proc.sampled`)."""
+    (`proc.sampled`); `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see
+    stages/guard.py)."""
     started = time.time()
+    level = trace_level(level, enforcement)
+    level = trace_level(level, enforcement)
     session_id, path = create_session(home, started)
     # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
     # shows the trace's own argv (the command itself still gets the exact bytes).
@@ -252,10 +269,20 @@ async def record_run(
 
         spool = spool_path(home, session_id)
         os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
-        flags = tracer.flags(level)
-        with trio.open_signal_receiver(
-            signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-        ) as signals:
+        flags = tracer_flags(tracer.flags(level), enforcement)
+        pid: list[int] = []
+        with (
+            trio.open_signal_receiver(
+                signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
+            ) as signals,
+            guarding(
+                enforcement,
+                emit=writer.write,
+                kill=lambda: kill_guarded_tree(pid[0]),
+                redact=redact,
+                cwd=Path(cwd) if cwd else None,
+            ) as guard,
+        ):
             # The header is on disk before strace starts: the command may run (and Capsule be killed) at
             # once, and a session without its header could not be recovered. strace's pid is not in it;
             # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
@@ -285,6 +312,11 @@ async def record_run(
             live = LiveCount()
             command: trio.Process | None = None
             process: trio.Process | MainThreadProcess
+            if isinstance(tracer, EbpfTracer) and enforcement is not None:
+                message = "a policy is enforced with the strace tracer only (for now): drop --tracer ebpf"
+                write_header(started)
+                _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, message)
+                return RunOutcome(session_id, path, EXIT_RECORDER_FAILED, None, 0.0, writer.tally, message)
             if isinstance(tracer, EbpfTracer):
                 # bpftrace takes a second or more to compile its program: the session starts when the
                 # probes are attached, just before the command is let go (so its header still comes
@@ -318,13 +350,15 @@ async def record_run(
                     )
                 process, command = launched.tracer, launched.command
             else:
-                process = await trio.lowlevel.open_process(
+                wrapped, fds = guard.wrap(
                     [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=cwd,
+                    writable=[str(spool)],
                 )
+                process = await trio.lowlevel.open_process(
+                    wrapped, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=fds
+                )
+                pid.append(process.pid)
+                guard.spawned()
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
@@ -347,7 +381,7 @@ async def record_run(
                     )
                 stats = await run_pipeline(
                     partial(tail_stage, spool, tracer_done),
-                    partial(record_stage, writer=writer),
+                    partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=False,  # the relay redacted the spool already
                     trace_fd=trace_fd,

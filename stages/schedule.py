@@ -35,6 +35,7 @@ from capsule.events.observed import (
     ObsSpawned,
     ObsSpawnFailed,
     ObsVerified,
+    ObsViolation,
 )
 from capsule.fold.tasks import RunState
 from capsule.plan.config import Config
@@ -51,8 +52,10 @@ from capsule.plan.effects import (
 )
 from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan, TaskSpec
+from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
+from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
@@ -71,6 +74,7 @@ class Attempt:
     process: trio.Process
     tree: procs.Tree
     cgroup: procs.Cgroup | None
+    guard: Guard
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
     cpu_s: float = 0.0
     peak_rss: int = 0
@@ -96,8 +100,10 @@ class Scheduler:
         tracer: Tracer | None = None,
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
+        enforcement: Enforcement | None = None,
     ) -> None:
         self.plan = plan
+        self.enforcement = enforcement  # the plan's [policy], as guard_probe.enforcement_for decided
         self.writer = writer
         self.dir = session_dir
         self.home = home
@@ -172,16 +178,32 @@ class Scheduler:
         trace = open_trace(self.home) if self.plan.trace and self.tracer is not None else None
         argv = list(task.command)
         if trace is not None and self.tracer is not None:
-            argv = traced_argv(self.tracer, self.plan.trace_level, trace.spool, task.command)
+            argv = traced_argv(
+                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement
+            )
+        key = (task.id, attempt)
+        # The guard's decisions are facts about the attempt, written beside the machine's events (replay
+        # leaves them out); on_violation = "kill" reaches the machine as a violation it stops the tree for.
+        guard = open_guard(
+            self.enforcement,
+            emit=self.writer.write,
+            kill=lambda: self._send.send_nowait(
+                ObsViolation(ts=time.time(), task=task.id, attempt=attempt, rule="on_violation = kill")
+            ),
+            where={"task": task.id, "attempt": attempt},
+            cwd=Path(task.cwd) if task.cwd else None,
+        )
+        argv, fds = guard.wrap(argv, writable=[str(trace.spool)] if trace is not None else [])
         cgroup = procs.open_cgroup(cgroup_name(self.state.session_id, task.id, attempt))
         out = open_private(logs / f"{attempt}.out", append=False)
         err = open_private(logs / f"{attempt}.err", append=False)
         try:
             process = await trio.lowlevel.open_process(
-                argv, cwd=task.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                argv, cwd=task.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds,
                 start_new_session=True, preexec_fn=cgroup.join_in_child if cgroup is not None else None,
             )  # fmt: skip
         except OSError as exc:
+            guard.close()
             if cgroup is not None:
                 cgroup.remove()
             if trace is not None:
@@ -199,7 +221,8 @@ class Scheduler:
             pid=process.pid, started=started, pgid=process.pid, cgroup=str(cgroup.path) if cgroup else None,
             marker=None if cgroup else f"{procs.MARKER}={unit}",
         )  # fmt: skip
-        handle = self.attempts[(task.id, attempt)] = Attempt(process=process, tree=tree, cgroup=cgroup)
+        guard.spawned()
+        handle = self.attempts[key] = Attempt(process=process, tree=tree, cgroup=cgroup, guard=guard)
         await self._observe(
             ObsSpawned(
                 ts=time.time(), task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
@@ -224,6 +247,7 @@ class Scheduler:
                 if process.returncode is None:  # the scheduler itself is going down
                     await procs.stop_async(handle.full_tree(), signal.SIGKILL, 0.0, keep_leader=True)
                     await process.wait()
+        handle.guard.close()
         code, sig = procs.returncode_status(process.returncode)
         self._send.send_nowait(
             ObsExited(
@@ -237,7 +261,8 @@ class Scheduler:
         await follow_trace(
             trace, plan=self.plan, tracer=self.tracer, task=task, attempt=attempt, process=handle.process,
             parent=self.dir.name, recorder=self.me, tracer_started=handle.tree.started or 0.0,
-            observe=self._send.send_nowait,
+            observe=self._send.send_nowait, enforcement=self.enforcement,
+            checked=lambda batch: self.writer.write(found) if (found := check_events(handle.guard, batch)) else None,
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:

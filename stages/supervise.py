@@ -36,6 +36,8 @@ from capsule.fold.environment import EnvState, fold
 from capsule.stages import envio, procs
 from capsule.stages.envio import LogFile
 from capsule.stages.envproc import SOCKET, run_tree
+from capsule.stages.guard import open_guard
+from capsule.stages.guard_probe import enforcement_for
 from capsule.stages.procs import returncode_status, started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, capsule_home, create_session, open_private
@@ -60,6 +62,8 @@ class Supervisor:
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
         self.state = EnvState()
+        # [policy] applies to every service; `env up` already refused one the kernel cannot enforce
+        self.enforcement = enforcement_for(config.policy) if not config.policy.empty else None
         self.handles = {
             p.name: Handles(LogFile(self.dir / "logs" / f"{p.name}.log", config.log_max_bytes))
             for p in config.processes
@@ -125,8 +129,24 @@ class Supervisor:
         """One run: spawn it (or say why not), then pump its output and sample its members until it ends."""
         h, cfg = self.handles[spawn.name], self.config.process(spawn.name)
         cgroup = procs.open_cgroup(f"capsule-{self.session_id}-{spawn.name}-{spawn.run}")
-        proc = await envio.spawn(spawn, cfg.working_dir, cgroup)
+
+        def kill_run() -> None:  # on_violation = "kill": the run's whole group (its own session) goes
+            if h.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(h.proc.pid, signal.SIGKILL)
+
+        # The guard's decisions are written beside the machine's events (replay leaves them out).
+        guard = open_guard(
+            self.enforcement,
+            emit=self.writer.write,
+            kill=kill_run,
+            where={"service": spawn.name},
+            cwd=Path(spawn.cwd),
+        )
+        proc = await envio.spawn(spawn, cfg.working_dir, cgroup, wrap=guard.wrap)
+        guard.spawned()
         if isinstance(proc, str):
+            guard.close()
             h.log.line("capsule", f"error: {proc}".encode())
             if cgroup is not None:
                 cgroup.remove()
@@ -162,6 +182,7 @@ class Supervisor:
                 while len(nursery.child_tasks) > 1:  # noqa: ASYNC110 (bounded drain, no event to wait on)
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+        guard.close()
         code, sig = returncode_status(proc.returncode)
         self.observe(
             obs.ObsExited(

@@ -21,6 +21,8 @@ from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events.observed import ObsViolation
 from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
+from capsule.policy.enforce import Enforcement
+from capsule.stages.guard import tracer_flags
 from capsule.stages.pipeline import run_pipeline
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import spool_output
@@ -49,10 +51,13 @@ def open_trace(home: Path) -> TraceFiles:
     )
 
 
-def traced_argv(tracer: Tracer, level: str, spool: Path, command: tuple[str, ...]) -> list[str]:
+def traced_argv(
+    tracer: Tracer, level: str, spool: Path, command: tuple[str, ...], enforcement: Enforcement | None = None
+) -> list[str]:
     """The command line that runs `command` under strace, writing its trace to `spool` through the
     redacting relay: the spool of a live task holds no secret in clear."""
-    return [tracer.path, *tracer.flags(level), *spool_output(spool, redact=True), "--", *command]
+    flags = tracer_flags(tracer.flags(level), enforcement)  # the guard answers execs: no --seccomp-bpf
+    return [tracer.path, *flags, *spool_output(spool, redact=True), "--", *command]
 
 
 async def follow_trace(
@@ -67,8 +72,11 @@ async def follow_trace(
     recorder: tuple[int, float],
     tracer_started: float,
     observe: Callable[[ObsViolation], None],
+    enforcement: Enforcement | None = None,
+    checked: Callable[[list[Event]], None] | None = None,
 ) -> None:
-    """Record the attempt's process tree into its run session until strace exits; violations observed."""
+    """Record the attempt's process tree into its run session until strace exits; violations observed.
+    `checked` hears each batch of trace events (the guard turns refused opens into `policy.blocked`)."""
     files.writer.write(
         [
             SessionStarted(
@@ -82,7 +90,7 @@ async def follow_trace(
                 host=platform.node(),
                 tracer=tracer.path,
                 tracer_version=tracer.version,
-                tracer_flags=tracer.flags(plan.trace_level),
+                tracer_flags=tracer_flags(tracer.flags(plan.trace_level), enforcement),
                 trace_level=plan.trace_level,
                 recorder_pid=recorder[0],
                 recorder_started=recorder[1],
@@ -103,6 +111,8 @@ async def follow_trace(
         async with receive:
             async for batch in receive:
                 files.writer.write(batch)
+                if checked is not None:
+                    checked(batch)
                 for event in batch:
                     found = live_violation(plan.policy, event, task=task.id, attempt=attempt)
                     if found is not None:

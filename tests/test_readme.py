@@ -30,3 +30,17 @@ def test_plan_example_parses() -> None:
     """The agent plan example is a valid plan."""
     (block,) = [b for b in TOML if "[[task]]" in b]
     assert [t.id for t in parse_plan(block, name="README").tasks] == ["fix-lint"]
+
+
+def test_policy_example_parses() -> None:
+    """The guardrails example is a valid [policy] table, and the same table fits a plan."""
+    import tomllib
+
+    from capsule.policy import parse_policy
+
+    (block,) = [b for b in TOML if b.startswith("[policy]\ndeny_commands")]
+    policy = parse_policy(tomllib.loads(block)["policy"])
+    assert "curl * | sh" in policy.deny_commands
+    assert policy.on_violation == "block"
+    plan = parse_plan(block + '[[task]]\nid = "t"\ncommand = "true"\n', name="README")
+    assert plan.policy == policy

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from capsule.api.errors import BadInput, CheckFailed, NotFound, Unavailable, UsageError
+from capsule.api.errors import BadInput, CheckFailed, NotFound, RecordingFailed, Unavailable, UsageError
 from capsule.api.sessions import home, require_tracer, resolve, trace_tree
 from capsule.fold.tasks import Attempt, RunState  # real imports: the MCP schemas read these hints
 
@@ -248,6 +248,14 @@ def run(
     from capsule.stages.schedule import Scheduler, close_run, open_run, reopen_run
 
     tracer = require_tracer() if plan.trace else None
+    enforcement = None
+    if not plan.policy.empty:
+        from capsule.stages.guard_probe import GuardRefused, enforcement_for
+
+        try:
+            enforcement = enforcement_for(plan.policy)  # refused before anything is created
+        except GuardRefused as exc:
+            raise RecordingFailed(str(exc)) from None
     os.umask(0o077)
     started = time.time()
     state = None
@@ -258,7 +266,16 @@ def run(
         path = resume
     else:
         _id, path, writer = open_run(home(), plan, tuple(sys.argv))
-    scheduler = Scheduler(plan, writer, path, home=home(), tracer=tracer, state=state, on_event=on_event)
+    scheduler = Scheduler(
+        plan,
+        writer,
+        path,
+        home=home(),
+        tracer=tracer,
+        state=state,
+        on_event=on_event,
+        enforcement=enforcement,
+    )
     if state is None:
         scheduler.state.apply(next(iter(iter_events(path))))
     try:

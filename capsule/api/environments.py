@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from capsule.api.errors import BadInput, CheckFailed, NotFound, Unavailable, UsageError
+from capsule.api.errors import BadInput, CheckFailed, NotFound, RecordingFailed, Unavailable, UsageError
 from capsule.api.sessions import home
 
 if TYPE_CHECKING:
@@ -229,6 +229,19 @@ def _config_lock(config: Path) -> contextlib.AbstractContextManager[None]:
     return config_lock(home(), str(config))
 
 
+def _check_policy(config: ProjectConfig) -> None:
+    """A `[policy]` the kernel cannot enforce here is refused now, in one line (exit 125), not by the
+    detached supervisor."""
+    if config.policy.empty:
+        return
+    from capsule.stages.guard_probe import GuardRefused, enforcement_for
+
+    try:
+        enforcement_for(config.policy)
+    except GuardRefused as exc:
+        raise RecordingFailed(str(exc)) from None
+
+
 def up(path: Path, timeout: float = 120.0, note: Note | None = None) -> EnvironmentStatus:
     """The environment of `path`, started under a detached supervisor if it is not up; its status.
 
@@ -236,11 +249,12 @@ def up(path: Path, timeout: float = 120.0, note: Note | None = None) -> Environm
     Raises `Unavailable` if the supervisor does not start, `CheckFailed` if not every process is up
     within `timeout` (the status then says which)."""
     config = config_file(path)
-    load_config(config)
+    loaded = load_config(config)
     with _config_lock(config):
         env = _live(config)
         if env is not None:
             return _status(env)
+        _check_policy(loaded)
         for line in _cleanup_dead(str(config)):
             if note is not None:
                 note(line)

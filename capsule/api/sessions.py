@@ -57,6 +57,29 @@ def rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
         raise BadInput(str(exc)) from exc
 
 
+def tidy_spools() -> None:
+    """Spools that no live recorder owns are recovered into their sessions (or removed), so an
+    unredacted trace never outlives the recording that made it. Quiet on an unsafe home (the command
+    itself refuses it)."""
+    from capsule.stages.store import capsule_home, check_home
+
+    where = capsule_home()
+    spool = where / "spool"
+    if not spool.is_dir() or check_home(where) is not None or not any(spool.iterdir()):
+        return
+    from capsule.stages.spools import tidy_spools as tidy
+
+    tidy(where)
+
+
+def private_output(path: Path) -> Any:
+    """A new 0600 file written beside `path` and renamed over it (a symlink there is replaced, never
+    followed): the context manager that export -o and report --html write through."""
+    from capsule.stages.store import private_output as output
+
+    return output(path)
+
+
 def resolve(ref: str) -> Path:
     """A session's directory from an id, unique id prefix, directory, events.jsonl path or `latest`."""
     from capsule.stages.store import SessionNotFound, resolve_session
@@ -278,6 +301,10 @@ class Recorded:
     processes: int = attrs.field(metadata={"doc": "Processes the command spawned, itself included."})
     failed: int = attrs.field(metadata={"doc": "Processes that exited non-zero or were killed."})
     error: str | None = attrs.field(metadata={"doc": "Why recording failed, or the command could not start."})
+    warning: str | None = attrs.field(
+        default=None,
+        metadata={"doc": "A policy part downgraded to detect-and-kill (--policy-fallback detect)."},
+    )
 
 
 def check_level(level: str) -> None:
@@ -299,13 +326,17 @@ async def record_async(
     cwd: str | Path | None = None,
     tracer: str = "strace",
     sample: float = 0.0,
+    policy_file: Path | None = None,
+    policy_fallback: str = "refuse",
 ) -> Recorded:
     """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
 
     `stdio` (stdin, stdout, stderr; None inherits) lets a server keep its own streams; after `time_limit`
     seconds the command's whole tree is killed; `cwd` is where it runs (default: here); `tracer` is
     strace, ebpf or auto (eBPF where it works); `sample` > 0 samples the tree's CPU and memory that
-    often (`proc.sampled`)."""
+    often (`proc.sampled`). The policy (`policy_file`, else `[policy]` in `$CAPSULE_HOME/config.toml`) is
+    enforced in the kernel; `policy_fallback` "detect" downgrades what this machine cannot enforce to
+    detect-and-kill (with a warning) instead of refusing to start."""
     from capsule.stages.run import record_run
     from capsule.stages.tracer import TRACERS, TracerMissing, find_recorder
 
@@ -317,6 +348,7 @@ async def record_async(
     if sample < 0:
         raise UsageError(f"--sample {sample}: the interval must be 0 (off) or a positive number of seconds")
     answers = rules(packaged=("exits.toml",))  # so the summary's failure count leaves `grep` 1 out
+    enforcement = _enforcement(policy_file, policy_fallback)
     if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, before anything starts)
         raise NotFound(f"cwd {str(cwd)!r}: no such directory")
     try:
@@ -338,6 +370,7 @@ async def record_async(
             cwd=None if cwd is None else str(cwd),
             answers=answers,
             sample_interval=sample,
+            enforcement=enforcement,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
@@ -351,7 +384,23 @@ async def record_async(
         processes=outcome.tally.processes,
         failed=outcome.tally.failed,
         error=outcome.error,
+        warning=enforcement.warning if enforcement is not None else None,
     )
+
+
+def _enforcement(policy_file: Path | None, fallback: str) -> Any:
+    """What the guard will enforce for `capsule run` (None: no policy), or a one-line refusal."""
+    from capsule.stages.guard_probe import GuardRefused, enforcement_for, load_policy
+
+    if fallback not in ("refuse", "detect"):
+        raise UsageError(f"unknown --policy-fallback {fallback!r}: choose refuse or detect")
+    try:
+        policy = load_policy(policy_file, home())
+        return None if policy.empty else enforcement_for(policy, fallback)
+    except GuardRefused as exc:
+        raise RecordingFailed(str(exc)) from None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def record(argv: list[str], **options: Any) -> Recorded:
@@ -615,9 +664,25 @@ def doctor() -> Doctor:
             checks.append(Check(check="$CAPSULE_HOME", ok=True, detail=f"{where} is writable and private"))
     except OSError as exc:
         checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=f"{where}: {exc.strerror or exc}"))
-    optional = ("--seccomp-bpf", "ebpf")  # strace records without them: slower, or as the default tracer
+    from capsule.stages.guard_probe import probe_mechanisms
+
+    missing = probe_mechanisms()
+    guard = []
+    for mechanism, needed_by in GUARD_CHECKS:
+        why = missing.get(mechanism)
+        detail = f"works ({needed_by})" if why is None else f"{why}: policies with {needed_by} cannot start"
+        guard.append(Check(check=mechanism, ok=why is None, detail=detail))
+    # strace records without these: slower (seccomp-bpf), with strace (ebpf), with no policy (the guard)
+    optional = ("--seccomp-bpf", "ebpf", *(m for m, _ in GUARD_CHECKS))
     ok = all(c.ok for c in checks if c.check not in optional)
-    return Doctor(ok=ok, checks=tuple(checks))
+    return Doctor(ok=ok, checks=(*checks, *guard))
+
+
+GUARD_CHECKS = (
+    ("seccomp-notify", "deny_commands, allow_commands"),
+    ("mount-namespace", "protect_paths, read_only_paths"),
+    ("network-namespace", "network = off | loopback"),
+)
 
 
 def _ebpf_check() -> Check:

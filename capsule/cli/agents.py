@@ -219,12 +219,21 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
     console = _console()
     console.print(f"[bold]{found.name}[/] {found.run} · {data['state']}", highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("task", "state", "attempts", "exit", "duration", "reason"):
+    guarded = any(t["blocked"] for t in data["tasks"])
+    for column in (
+        "task",
+        "state",
+        "attempts",
+        "exit",
+        "duration",
+        "reason",
+        *(["blocked"] if guarded else []),
+    ):
         table.add_column(column)
     for t in data["tasks"]:
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
-            _fmt_s(t["duration_s"]), t["reason"],
+            _fmt_s(t["duration_s"]), t["reason"], *([str(t["blocked"])] if guarded else []),
         )  # fmt: skip
     console.print(table)
 
@@ -246,9 +255,10 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
         print(
             f"  attempt {a.number}: pid {a.pid} {a.outcome or 'running'} {status_text} {dur} logs {a.log_dir}/{a.number}.out"
         )
-    for key in ("verified", "hooks", "violations", "limits"):
+    labels = {"verified": "verify", "hooks": "hook", "violations": "violation", "blocked": "blocked"}
+    for key in (*labels, "limits"):
         for item in data[key]:
-            print(f"  {key[:-1] if key != 'verified' else 'verify'}: {item}")
+            print(f"  {labels.get(key, 'limit')}: {item}")
 
 
 @agents_app.command(help="A task's stdout and stderr, per attempt; -f follows the running attempt.")

@@ -66,15 +66,9 @@ def _home() -> Path:
 def _tidy_spools() -> None:
     """Before any command: spools that no live recorder owns are recovered into their sessions (or
     removed), so an unredacted trace never outlives the recording that made it."""
-    from capsule.stages.store import capsule_home, check_home
+    from capsule.api.sessions import tidy_spools
 
-    home = capsule_home()
-    spool = home / "spool"
-    if not spool.is_dir() or check_home(home) is not None or not any(spool.iterdir()):
-        return
-    from capsule.stages.spools import tidy_spools
-
-    tidy_spools(home)
+    tidy_spools()
 
 
 def _console(stderr: bool = False) -> Console:

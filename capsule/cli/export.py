@@ -81,7 +81,7 @@ def _write(output: Path | None, produce: Callable[[BinaryIO], object]) -> None:
         produce(sys.stdout.buffer)
         sys.stdout.flush()
         return
-    from capsule.stages.store import private_output
+    from capsule.api.sessions import private_output
 
     try:
         with private_output(output) as out:  # 0600, like the session it comes from

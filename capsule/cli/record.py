@@ -65,6 +65,22 @@ def run(
             help="Stop the command's whole tree after D (5s, 10m, 1.5h): SIGTERM, then SIGKILL 2 s later.",
         ),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A TOML file with a [policy] table, enforced in the kernel (default: [policy] in "
+            "$CAPSULE_HOME/config.toml).",
+        ),
+    ] = None,
+    policy_fallback: Annotated[
+        str,
+        typer.Option(
+            "--policy-fallback",
+            help="When the policy needs a mechanism this machine lacks: refuse to start (exit 125), or "
+            "detect (detect and kill after the fact, with a warning in the session).",
+        ),
+    ] = "refuse",
 ) -> None:
     from capsule.api import sessions
     from capsule.api.errors import UsageError
@@ -83,7 +99,11 @@ def run(
         tracer=tracer_name,
         sample=sample,
         time_limit=time_limit,
+        policy_file=policy_file,
+        policy_fallback=policy_fallback,
     )
+    if outcome.warning:
+        sys.stderr.write(f"capsule: warning: {outcome.warning}\n")
     style = _Ansi(sys.stderr)
     if outcome.error:
         style.line(style.bold_red(f"capsule: error: {outcome.error}"))
@@ -163,7 +183,7 @@ def _write_html(path: Path, state: Any, warnings: list[str]) -> None:
 
 def _write_page(path: Path, page: str) -> None:
     """Write the HTML report 0600 (argv and paths in it can be sensitive, like the session itself)."""
-    from capsule.stages.store import private_output
+    from capsule.api.sessions import private_output
 
     data = page.encode("utf-8")
     try:
@@ -277,7 +297,10 @@ def replay(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command(help="Check that recording can work here: strace, seccomp-bpf, ptrace, eBPF, $CAPSULE_HOME.")
+@app.command(
+    help="Check that recording can work here: strace, seccomp-bpf, ptrace, eBPF, $CAPSULE_HOME; and which "
+    "policy mechanisms (seccomp notify, bubblewrap, network namespaces) work."
+)
 def doctor(as_json: JsonOption = False) -> None:
     from capsule.api.records import plain
     from capsule.api.sessions import doctor as check_here
@@ -290,7 +313,7 @@ def doctor(as_json: JsonOption = False) -> None:
         console = _console()
         for c in checks:
             mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
-            console.print(f"{mark} {c['check']:<14} {c['detail']}", highlight=False)
+            console.print(f"{mark} {c['check']:<17} {c['detail']}", highlight=False)
         console.print("recording works here" if ok else "[red]recording cannot work here[/red]")
     if not ok:
         raise typer.Exit(EXIT_ENVIRONMENT)

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from capsule.env import CONFIG_NAMES as CONFIG_NAMES  # re-exported: callers know it from here
+from capsule.policy.rules import Policy, PolicyError, parse_policy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -71,6 +72,7 @@ class ProjectConfig:
     env_file: str | None = None
     log_max_bytes: int = 1 << 20
     processes: tuple[ProcessConfig, ...] = ()
+    policy: Policy = Policy()  # noqa: RUF009 - frozen: one shared default is safe. For every service.
 
     def process(self, name: str) -> ProcessConfig:
         for p in self.processes:
@@ -258,8 +260,12 @@ def parse_config(text: str, file: str = "capsule.toml", default_name: str = "pro
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     for key in data:
-        if key not in ("project", "process"):
-            raise top.error(key, "unknown key (known: project, process)")
+        if key not in ("project", "process", "policy"):
+            raise top.error(key, "unknown key (known: project, process, policy)")
+    try:
+        policy = parse_policy(data.get("policy", {}))
+    except PolicyError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
     project = data.get("project", {})
     if not isinstance(project, dict):
         raise top.error("project", "expected a [project] table")
@@ -303,6 +309,7 @@ def parse_config(text: str, file: str = "capsule.toml", default_name: str = "pro
         env_file=_str(where, project, "env_file", None),
         log_max_bytes=_int(where, project, "log_max_bytes", 1 << 20),
         processes=tuple(ordered),
+        policy=policy,
     )
 
 

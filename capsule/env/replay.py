@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from capsule.env.machine import OBSERVATION_TYPES, activate, handle
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
 from capsule.events.env import EnvConfigured, EnvDeactivated, SvcStopped
+from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.environment import EnvState, apply
 
-DRIVER_KINDS = (SessionStarted, SessionEnded, SessionRecovered)
+# The driver's, and the guard's (what it blocked is a fact about the run, not a decision of the machine).
+DRIVER_KINDS = (SessionStarted, SessionEnded, SessionRecovered, *POLICY_EVENTS)
 RECOVERY_KINDS = (SvcStopped, EnvDeactivated)  # what `recover` writes for a dead supervisor
 
 

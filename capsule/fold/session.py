@@ -28,10 +28,12 @@ from capsule.events import (
     SessionTimedOut,
     TraceUnparsed,
 )
+from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from capsule.fold.activity import Activity
 from capsule.fold.labels import RuleSet
 from capsule.fold.process_tree import TREE_HANDLERS, ProcessNode, ProcessTree
 
+MAX_BLOCKED = 1000  # refusals kept for the report; the count goes on
 MAX_SAMPLES = 20
 
 
@@ -54,6 +56,10 @@ class SessionState:
     activity: Activity = attrs.Factory(Activity)  # files and network (trace levels file, net, all)
     # Set by the shell, never folded: the session's recorder is alive, so "no end yet" means running.
     live: bool = False
+    policy: PolicyApplied | None = None  # the guard's policy, when the run had one
+    blocked: list[PolicyBlocked] = attrs.Factory(list)  # decisions that refused something (first MAX_BLOCKED)
+    blocked_count: int = 0
+    checked: PolicyChecked | None = None
 
     @classmethod
     def new(cls, rules: RuleSet | None = None) -> SessionState:
@@ -193,6 +199,16 @@ class SessionState:
             )
         elif isinstance(event, ProcSpawnFailed):
             self.spawn_failures.append(event)
+        elif isinstance(event, PolicyBlocked):
+            self.blocked_count += 1
+            if len(self.blocked) < MAX_BLOCKED:
+                self.blocked.append(event)
+        elif isinstance(event, PolicyApplied):
+            self.policy = event
+            if event.warning:
+                self.notes.append(event.warning)
+        elif isinstance(event, PolicyChecked):
+            self.checked = event
         return self
 
 

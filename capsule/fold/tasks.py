@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import attrs
 
 from capsule.events import Event, SessionStarted
+from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -67,6 +68,7 @@ class TaskState:
     verified: list[TaskVerified] = attrs.Factory(list)
     hooks: list[HookDecided] = attrs.Factory(list)
     violations: list[PolicyViolated] = attrs.Factory(list)
+    blocked: list[PolicyBlocked] = attrs.Factory(list)  # what the guard refused in its tree
     limits: list[TaskLimitExceeded] = attrs.Factory(list)
     compensated: TaskCompensated | None = None
     # What the scheduler's machine reads about the task's current step (DESIGN §9): the fold of the
@@ -262,6 +264,8 @@ class RunState:
                     self.aborted = True
             case PolicyViolated():
                 self.tasks[event.task].violations.append(event)
+            case PolicyBlocked(task=str() as blocked_task) if blocked_task in self.tasks:
+                self.tasks[blocked_task].blocked.append(event)
             case TaskVerified():
                 self.tasks[event.task].verified.append(event)
             case TaskCompensated():
@@ -306,6 +310,7 @@ def status_dict(run: RunState, state: str | None = None) -> dict[str, object]:
                 "duration_s": t.duration_s,
                 "reason": t.reason,
                 "pid": t.current.pid if t.current else None,
+                "blocked": len(t.blocked),  # refusals by the guard in the task's tree
             }
             for t in (run.tasks[i] for i in run.order)
         ],

@@ -15,12 +15,14 @@ import attrs
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
 from capsule.events.observed import EVENTS as OBSERVATIONS
 from capsule.events.observed import ObsBegin, Observation, ObsReaped
+from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.events.tasks import RunPlanned
 from capsule.fold.tasks import RunState
 from capsule.plan.config import Config
 from capsule.plan.machine import Machine
 
-WRITER_EVENTS = (SessionStarted, SessionEnded, SessionRecovered)
+# The writer's, and the guard's (what it blocked is a fact about an attempt, not the machine's decision).
+WRITER_EVENTS = (SessionStarted, SessionEnded, SessionRecovered, *POLICY_EVENTS)
 
 
 @attrs.frozen(kw_only=True)

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import orjson
 
+from capsule.policy.rules import Policy, PolicyError, parse_policy, policy_from_dict
 from capsule.redact import MASK, redact_argv, redact_text
 
 HALTS = ("never", "soon", "now")
@@ -109,12 +110,6 @@ class Hook:
 
 
 @attrs.frozen(kw_only=True)
-class Policy:
-    deny_commands: tuple[str, ...] = ()
-    protect_paths: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
 class Plan:
     name: str
     parallel: int = 4
@@ -123,7 +118,7 @@ class Plan:
     trace: bool = False
     trace_level: str = "process"
     resources: tuple[tuple[str, int], ...] = ()
-    policy: Policy = Policy()
+    policy: Policy = Policy()  # noqa: RUF009 - frozen: one shared default is safe
     tasks: tuple[TaskSpec, ...] = ()
     hooks: tuple[Hook, ...] = ()
 
@@ -239,7 +234,10 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
     if "limits" in defaults and not isinstance(defaults["limits"], dict):
         raise PlanError("[defaults] limits: expected a table")
     resources_raw = _table(data, "resources")
-    policy_raw = _table(data, "policy")
+    try:
+        policy = parse_policy(data.get("policy", {}))
+    except PolicyError as exc:
+        raise PlanError(str(exc)) from None
     halt = run.get("halt", "never")
     if halt not in HALTS:
         raise PlanError(f"[run] halt: expected one of {', '.join(HALTS)}, got {halt!r}")
@@ -289,10 +287,7 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
         trace=trace,
         trace_level=level,
         resources=resources,
-        policy=Policy(
-            deny_commands=_strings(policy_raw.get("deny_commands", []), "[policy] deny_commands"),
-            protect_paths=_strings(policy_raw.get("protect_paths", []), "[policy] protect_paths"),
-        ),
+        policy=policy,
         tasks=tasks,
         hooks=tuple(hooks),
     )
@@ -348,7 +343,7 @@ def plan_from_json(text: str) -> Plan:
         trace=data["trace"],
         trace_level=data["trace_level"],
         resources=_tuples(data["resources"]),
-        policy=Policy(**{k: _tuples(v) for k, v in data["policy"].items()}),
+        policy=policy_from_dict(data["policy"]),
         tasks=tasks,
         hooks=tuple(Hook(**h) for h in data["hooks"]),
     )

@@ -86,6 +86,10 @@ def render_agents(run: RunState, state: str, trees: Mapping[str, Sequence[tuple[
         reason = f" — {t.reason}" if t.reason else ""
         lines.append(f"  {t.id}: {t.state}{exit_text}, {len(t.attempts)} attempt(s){reason}")
         lines += [f"    policy: {v.rule!r} matched {' '.join(v.argv) or v.path}" for v in t.violations]
+        lines += [
+            f"    blocked: {' '.join(b.argv) or b.path} ({b.rule!r}, {b.mechanism}{', killed' if b.action == 'kill' else ''})"
+            for b in t.blocked[:20]
+        ]
         lines += [f"    limit: {x.limit} measured {x.measured:g} > {x.allowed:g}" for x in t.limits]
         if t.id in trees:
             for depth, row in trees[t.id][:30]:

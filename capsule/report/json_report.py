@@ -72,6 +72,15 @@ since the epoch (floats), durations seconds; a value not known is null.
       "unparsed_lines": int,
       "warnings": [str]
     }
+
+A guarded session (one with a policy) also has, after "session":
+
+      "policy": {"mechanisms": [str], "detected": [str], "warning": str | null, "blocked_count": int,
+                 "blocked": [{"ts": float, "pid": int | null, "argv": [str], "path": str | null,
+                              "rule": str, "command": str, "mechanism": str, "action": "block" | "kill",
+                              "task": str | null, "attempt": int | null, "service": str | null}],
+                 "execs_checked": int | null, "decision_median_us": float | null,
+                 "decision_p99_us": float | null}
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ from capsule.fold.activity import FILE_OPS, Activity
 from capsule.fold.agents import AgentRun, agent_runs, tool_name
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState, paused_gc
+from capsule.report.policy import policy_dict
 
 
 def _round(value: float | None) -> float | None:
@@ -325,8 +335,10 @@ def _report_dict(
     nodes = sorted_nodes(state) if nodes is None else nodes
     labels = Counter(n.label for n in nodes)
     workflows = Counter(n.workflow for n in nodes if n.workflow is not None)
+    policy = policy_dict(state)
     return {
         "session": session_dict(state),
+        **({"policy": policy} if policy is not None else {}),  # only for guarded sessions
         "processes": [_process(n) for n in nodes] if processes is ... else processes,
         "summary": {
             "processes": len(nodes),

@@ -23,6 +23,7 @@ from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState
 from capsule.report.json_report import resources, sorted_nodes, tool_stats
+from capsule.report.policy import policy_table
 
 COLLAPSE_AFTER = 3  # siblings of one kind shown before the rest are summarised
 COLLAPSE_MIN = 6  # ... when there are more than this many of them
@@ -549,6 +550,7 @@ def agent_section(run: AgentRun, session_start: float | None) -> RenderableType:
 def summary(state: SessionState) -> RenderableType:
     nodes = sorted_nodes(state)
     sections: list[RenderableType | None] = [
+        policy_table(state),
         _labels_table(state, nodes),
         _tools_table(nodes, state.tree),
         _failures_table(state, nodes),

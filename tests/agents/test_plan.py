@@ -12,7 +12,8 @@ from capsule.plan import PlanError, parse_batch, parse_plan, plan_from_json
 from capsule.plan.dag import analyse, levels
 from capsule.plan.policy import denied_command, protected_path
 from capsule.plan.retry import backoff_delay, should_retry
-from capsule.plan.spec import Policy, parse_duration, parse_size
+from capsule.plan.spec import parse_duration, parse_size
+from capsule.policy import Policy
 
 TASK = '[[task]]\nid = "a"\ncommand = "true"\n'
 
@@ -191,7 +192,7 @@ def test_live_violation_from_traced_events() -> None:
     """A traced exec of a denied command or an open of a protected path is a violation; others are not."""
     from capsule.events import FileOpened, ProcExec
     from capsule.plan.policy import live_violation
-    from capsule.plan.spec import Policy
+    from capsule.policy import Policy
 
     policy = Policy(deny_commands=("sudo *",), protect_paths=(".env",))
     sudo = ProcExec(ts=1.0, pid=7, path="/usr/bin/sudo", argv=("sudo", "ls"), ok=True)

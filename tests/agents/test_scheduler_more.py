@@ -14,11 +14,11 @@ from tests.agents.conftest import of, session_events
 PY = sys.executable
 
 
-def test_protected_path_opened_deep_in_the_tree_is_killed_live(agents, tmp_path: Path) -> None:
-    """At trace level file, a grandchild opening a protected file kills the task; the path is recorded."""
-    (tmp_path / ".env").write_text("SECRET=1\n")
-    marker = tmp_path / "after"
-    inner = f'sleep 0.3; sh -c \\"cat .env > /dev/null; sleep 5; touch {marker}\\"'
+def test_protected_path_cannot_be_opened_deep_in_the_tree(agents, tmp_path: Path) -> None:
+    """A grandchild's `cat .env` fails (the guard hides it); the secret is not in the task's log, and
+    at trace level file the refusal is a policy.blocked event of the task."""
+    (tmp_path / ".env").write_text("SECRET=s3cr3t-value-41\n")
+    inner = "sleep 0.1; sh -c 'cat .env; echo rc=$?'"
     plan = f"""
 [run]
 trace = "file"
@@ -29,16 +29,15 @@ id = "peek"
 command = "{inner}"
 timeout = "20s"
 """
-    t0 = time.time()
     _done, events = agents(plan)
-    assert time.time() - t0 < 5
-    violation = of(events, "policy.violated", "peek")[0]
-    assert violation["live"] is True
-    assert violation["rule"] == ".env"
-    assert violation["path"].endswith(".env")
-    assert of(events, "task.failed", "peek")[0]["outcome"] == "denied"
-    time.sleep(0.2)
-    assert not marker.exists()
+    started = of(events, "task.started", "peek")[0]
+    log = Path(started["log_dir"]) / "1.out"
+    assert "rc=1" in log.read_text()
+    assert "s3cr3t-value-41" not in log.read_text() + (Path(started["log_dir"]) / "1.err").read_text()
+    blocked = of(events, "policy.blocked", "peek")
+    assert blocked[0]["rule"] == ".env"
+    assert blocked[0]["mechanism"] == "mount-namespace"
+    assert of(events, "task.succeeded", "peek")
 
 
 def test_cpu_time_limit_summed_over_the_tree(agents) -> None:

@@ -24,6 +24,7 @@ from capsule.events import (
     TraceUnparsed,
     kind_versions,
 )
+from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from tests.agents.samples import task_samples
 from tests.env.samples import env_samples
 
@@ -83,6 +84,17 @@ def sample_events() -> tuple[Event, ...]:
         *task_samples(T0 + 0.065),
         *env_samples(T0 + 0.066),
         SessionTimedOut(ts=T0 + 0.065, limit_s=0.06, grace_s=2.0, terminated=2, killed=0),
+        PolicyApplied(ts=T0 + 0.067, mechanisms=("seccomp-notify",), deny_commands=("sudo *",)),
+        PolicyBlocked(
+            ts=T0 + 0.068,
+            pid=4104,
+            argv=("sudo", "ls"),
+            path="/usr/bin/sudo",
+            rule="sudo *",
+            command="sudo ls",
+            mechanism="seccomp-notify",
+        ),
+        PolicyChecked(ts=T0 + 0.069, execs=3, blocked=1, median_us=80.5, p99_us=400.0),
         SessionRecovered(ts=T0 + 0.07, reason="recorder died", events_before=12, events_added=0),
         SessionEnded(
             ts=T0 + 0.08, exit_code=2, duration_s=0.08, lines=40, events=13, processes=2, failed=2, unparsed=1

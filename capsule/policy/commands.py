@@ -1,0 +1,256 @@
+"""Command rules: is this exec allowed, and if not, which rule says so.
+
+An exec is judged on its command line (`argv`, with the program's own name for argv[0], so
+`/usr/bin/sudo ls` and an argv[0] that lies about the program both meet `sudo *`) and, for
+`sh|bash|zsh|dash [-opts] -c STRING`, on every command and every pipeline inside STRING, parsed by
+bashlex (a port of bash's own grammar): `a; b`, `a && b`, `a || b`, `a | b`, `$(a)`, `` `a` ``, `<(a)`,
+subshells, `if`/`for`/`while` bodies and nested `sh -c` strings. A pipeline is also matched as one line,
+its commands joined by ` | ` (that is what `curl * | sh` means). Words are matched as written, before
+the shell expands them; the exec the shell then makes is judged again, expanded, by the guard. A string
+bashlex cannot parse is split on `;`, `&`, `|` and newlines instead (documented in the README).
+
+Rules are fnmatch globs; `X *` also covers `X` alone. Wrappers (`env`, `nice`, `timeout`, `xargs`, …)
+are looked through, so `env sudo ls` meets `sudo *`, while `ls sudo` does not. With `allow_commands`,
+an exec must match one of them; a shell's `-c` exec is allowed when every command inside is (shell
+builtins never exec and are not judged), and the commands it then runs are judged at their own exec.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+
+import attrs
+import bashlex  # type: ignore[import-untyped]
+
+from capsule.policy.rules import Policy
+
+SHELLS = frozenset({"sh", "bash", "zsh", "dash"})
+WRAPPERS = frozenset(
+    {"env", "nice", "nohup", "timeout", "time", "xargs", "exec", "command", "stdbuf", "setsid", "ionice"}
+)
+BUILTINS = frozenset(
+    [
+        "cd",
+        "echo",
+        "printf",
+        "test",
+        "[",
+        "[[",
+        "true",
+        "false",
+        ":",
+        "export",
+        "set",
+        "unset",
+        "exit",
+        "return",
+        "read",
+        "local",
+        "shift",
+        "eval",
+        "source",
+        ".",
+        "alias",
+        "unalias",
+        "type",
+        "hash",
+        "wait",
+        "trap",
+        "umask",
+        "ulimit",
+        "pwd",
+        "declare",
+        "typeset",
+        "let",
+        "break",
+        "continue",
+    ]
+)
+MAX_DEPTH = 8  # nested `sh -c "sh -c '…'"` levels looked into
+NOT_ALLOWED = "allow_commands"  # the rule a Verdict names when no allow_commands glob matched
+_FALLBACK_SPLIT = re.compile(r"\|\||&&|[;&|\n]")
+
+
+@attrs.frozen(kw_only=True)
+class Verdict:
+    allowed: bool
+    rule: str | None = None  # the glob that denied it, or NOT_ALLOWED
+    command: str = ""  # the command line (or the command inside a shell string) the rule matched
+
+
+ALLOW = Verdict(allowed=True)
+
+
+def _name(word: str) -> str:
+    return word.rsplit("/", 1)[-1]
+
+
+def shell_script(argv: Sequence[str]) -> str | None:
+    """The STRING of `sh|bash|zsh|dash [-opts] -c STRING`, or None."""
+    if not argv or _name(argv[0]) not in SHELLS:
+        return None
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--" or not arg.startswith(("-", "+")):
+            return None
+        if not arg.startswith("--") and "c" in arg[1:]:
+            return argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def shell_file(argv: Sequence[str]) -> str | None:
+    """The script operand of `sh|bash|zsh|dash [-opts] FILE [args]` (no -c, no -s), or None: the guard
+    reads it and judges its commands like a -c string."""
+    if not argv or _name(argv[0]) not in SHELLS:
+        return None
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("-o", "+o", "-O", "+O"):
+            return None  # option arguments: not worth a full getopt; judged at each exec instead
+        if not arg.startswith(("-", "+")):
+            return arg
+        if not arg.startswith("--") and ("c" in arg[1:] or "s" in arg[1:]):
+            return None
+    return None
+
+
+def _words(node: Any) -> list[str]:
+    return [part.word for part in node.parts if part.kind == "word"]
+
+
+def _walk(node: Any, commands: list[tuple[str, ...]], pipelines: list[tuple[tuple[str, ...], ...]]) -> None:
+    kind = node.kind
+    if kind == "command":
+        words = _words(node)
+        if words:
+            commands.append(tuple(words))
+    elif kind == "pipeline":
+        cmds = [part for part in node.parts if part.kind == "command"]
+        pipelines.append(tuple(tuple(_words(c)) for c in cmds))
+    for attr in ("parts", "list"):
+        for child in getattr(node, attr, None) or ():
+            _walk(child, commands, pipelines)
+    for attr in ("command", "output"):
+        child = getattr(node, attr, None)
+        if child is not None and hasattr(child, "kind"):
+            _walk(child, commands, pipelines)
+
+
+def _parse(script: str) -> tuple[list[tuple[str, ...]], list[tuple[tuple[str, ...], ...]]]:
+    commands: list[tuple[str, ...]] = []
+    pipelines: list[tuple[tuple[str, ...], ...]] = []
+    try:
+        for tree in bashlex.parse(script):
+            _walk(tree, commands, pipelines)
+    except Exception:
+        commands, pipelines = [], []
+        for piece in _FALLBACK_SPLIT.split(script):
+            try:
+                words = shlex.split(piece, comments=True)
+            except ValueError:
+                words = piece.split()
+            if words:
+                commands.append(tuple(words))
+        if "|" in script:
+            pipelines.append(tuple(tuple(p.split()) for p in script.split("|") if p.strip()))
+    return commands, pipelines
+
+
+def shell_commands(script: str, depth: int = 0) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The commands inside a shell string (nested `sh -c` strings opened too) and its pipelines, each
+    pipeline as one line `a x | b y`."""
+    commands, pipelines = _parse(script)
+    lines = [" | ".join(" ".join(c) for c in p) for p in pipelines if len(p) > 1]
+    if depth < MAX_DEPTH:
+        for words in list(commands):
+            inner = shell_script(words)
+            if inner is not None:
+                more, more_lines = shell_commands(inner, depth + 1)
+                commands += more
+                lines += more_lines
+    return commands, lines
+
+
+def _lines(argv: Sequence[str]) -> Iterator[str]:
+    """The spellings of one command line that rules are matched against."""
+    if not argv:
+        return
+    yield " ".join(argv)
+    head = _name(argv[0])
+    yield " ".join([head, *argv[1:]])
+    if head in WRAPPERS:
+        for i in range(1, len(argv)):
+            if "=" not in argv[i] and not argv[i].startswith("-"):
+                yield from _lines(argv[i:])
+                break
+
+
+def _matches(line: str, rule: str) -> bool:
+    return fnmatchcase(line, rule) or (rule.endswith(" *") and line == rule[:-2])
+
+
+def _first(rules: Sequence[str], lines: Sequence[str]) -> tuple[str, str] | None:
+    for rule in rules:
+        for line in lines:
+            if _matches(line, rule):
+                return rule, line
+    return None
+
+
+def _deny(policy: Policy, argv: Sequence[str], inner: list[tuple[str, ...]], piped: list[str]) -> Verdict:
+    candidates = [*_lines(argv)]
+    for words in inner:
+        candidates += _lines(words)
+    candidates += piped
+    hit = _first(policy.deny_commands, candidates)
+    if hit is not None:
+        return Verdict(allowed=False, rule=hit[0], command=hit[1])
+    return ALLOW
+
+
+def _allowed(policy: Policy, argv: Sequence[str], inner: list[tuple[str, ...]] | None) -> Verdict:
+    if _first(policy.allow_commands, [*_lines(argv)]) is not None:
+        return ALLOW
+    if inner is None or not inner:
+        return Verdict(allowed=False, rule=NOT_ALLOWED, command=" ".join(argv))
+    for words in inner:
+        if _name(words[0]) in BUILTINS or shell_script(words) is not None:
+            continue
+        if _first(policy.allow_commands, [*_lines(words)]) is None:
+            return Verdict(allowed=False, rule=NOT_ALLOWED, command=" ".join(words))
+    return ALLOW
+
+
+def decide_exec(
+    policy: Policy, argv: Sequence[str], path: str | None = None, *, script_text: str | None = None
+) -> Verdict:
+    """Allow this exec, or the rule that denies it. `path` is the program the kernel was asked to run:
+    its name stands in for argv[0], which a caller chooses freely. `script_text` is the content of the
+    `shell_file` operand, when the caller could read it: judged like a -c string."""
+    if not policy.deny_commands and not policy.allow_commands:
+        return ALLOW
+    argv = list(argv) or [path or ""]
+    if path:
+        argv = [_name(path), *argv[1:]]
+    script = shell_script(argv)
+    if script is None and script_text is not None:
+        inner, piped = shell_commands(script_text)
+        verdict = _deny(policy, argv, inner, piped)
+        if not verdict.allowed or not policy.allow_commands:
+            return verdict
+        return _allowed(policy, argv, inner)
+    inner, piped = shell_commands(script) if script is not None else ([], [])
+    verdict = _deny(policy, argv, inner, piped)
+    if not verdict.allowed or not policy.allow_commands:
+        return verdict
+    return _allowed(policy, argv, inner if script is not None else None)
+
+
+def denied_command(policy: Policy, argv: Sequence[str]) -> str | None:
+    """The first `deny_commands` glob that this command line (or a command inside it) meets, or None."""
+    verdict = decide_exec(attrs.evolve(policy, allow_commands=()), argv)
+    return verdict.rule

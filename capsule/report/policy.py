@@ -1,0 +1,76 @@
+"""The report's policy section: what the guard enforced and every decision that refused something.
+Present only when the session had a policy (so reports of unguarded runs do not change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from capsule.events.policy import PolicyBlocked
+from capsule.fold.session import SessionState
+
+SHOWN = 20  # refusals listed in the text report; the JSON report has them all (up to MAX_BLOCKED)
+
+
+def blocked_dict(b: PolicyBlocked) -> dict[str, Any]:
+    """One refusal, as the JSON report, `agents result --json` and MCP show it."""
+    return {
+        "ts": b.ts,
+        "pid": b.pid,
+        "argv": list(b.argv),
+        "path": b.path,
+        "rule": b.rule,
+        "command": b.command,
+        "mechanism": b.mechanism,
+        "action": b.action,
+        "task": b.task,
+        "attempt": b.attempt,
+        "service": b.service,
+    }
+
+
+def policy_dict(state: SessionState) -> dict[str, Any] | None:
+    applied = state.policy
+    if applied is None and not state.blocked:
+        return None
+    checked = state.checked
+    return {
+        "mechanisms": list(applied.mechanisms) if applied else [],
+        "detected": list(applied.detected) if applied else [],
+        "warning": applied.warning if applied else None,
+        "blocked_count": state.blocked_count,
+        "blocked": [blocked_dict(b) for b in state.blocked],
+        "execs_checked": checked.execs if checked else None,
+        "decision_median_us": checked.median_us if checked else None,
+        "decision_p99_us": checked.p99_us if checked else None,
+    }
+
+
+def _what(argv: tuple[str, ...], path: str | None, command: str) -> str:
+    shown = " ".join(argv) if argv else (path or "")
+    if command and command != shown:
+        shown += f"  (inside: {command})"
+    return shown
+
+
+def policy_table(state: SessionState) -> Table | None:
+    applied = state.policy
+    if applied is None and not state.blocked:
+        return None
+    how = ", ".join(applied.mechanisms) if applied and applied.mechanisms else "nothing in the kernel"
+    if applied and applied.detected:
+        how += f"; detected only: {', '.join(applied.detected)}"
+    title = f"policy · enforced by {how} · {state.blocked_count} blocked"
+    if state.checked is not None and state.checked.median_us is not None:
+        title += f" · {state.checked.execs:,} execs checked (median {state.checked.median_us:.0f} µs)"
+    table = Table(title=title, title_justify="left", show_edge=False, title_style="bold")
+    for column in ("pid", "blocked", "rule", "by"):
+        table.add_column(column, overflow="fold")
+    for b in state.blocked[:SHOWN]:
+        by = b.mechanism + (" · killed" if b.action == "kill" else "")
+        table.add_row(str(b.pid or ""), _what(b.argv, b.path, b.command), Text(b.rule, style="red"), by)
+    if state.blocked_count > SHOWN:
+        table.add_row("", Text(f"… {state.blocked_count - SHOWN:,} more", style="dim"), "", "")
+    return table

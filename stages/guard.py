@@ -1,0 +1,496 @@
+"""The guard (DESIGN §10): a policy enforced in the kernel around any command line Capsule starts.
+
+`open_guard` probes the mechanisms, refuses or downgrades (`capsule.policy.enforce`), and yields a
+`Guard` whose `wrap(argv)` is the one place a command line is wrapped (`capsule run`, the scheduler's
+tasks, the supervisor's services): the launcher (network namespace, seccomp filter), bubblewrap (hidden
+and read-only paths), then the traced command line. A thread answers the seccomp notifications: it
+reads the exec's path and argv from `/proc/PID/mem`, checks the notification is still valid (the
+process may have died and its pid been reused), asks `decide_exec`, and answers CONTINUE or EPERM.
+Refusals become `policy.blocked` events through `emit`, on the trio thread; `on_violation = "kill"`
+then calls `kill`.
+
+Coexistence with strace: a USER_NOTIF answer outranks strace's `--seccomp-bpf` SECCOMP_RET_TRACE, so an
+exec would never reach strace that way. A guarded trace therefore runs strace without `--seccomp-bpf`
+(`tracer_flags`): ptrace's syscall-entry stop comes before seccomp, so strace still records every exec,
+allowed ones and the refused attempt (`= -1 EPERM`). The price is a ptrace stop on every syscall
+(measured in tests/bench/guard.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import errno as errno_mod
+import fcntl
+import os
+import select
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psutil
+import trio
+
+from capsule.events import Event
+from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
+from capsule.policy import Policy, Verdict, decide_exec
+from capsule.policy.enforce import (
+    DETECT,
+    Detected,
+    Enforcement,
+    bwrap_args,
+    detect_violation,
+    launcher_args,
+    refused_open,
+)
+from capsule.policy.rules import MOUNT, NETNS, SECCOMP
+from capsule.redact import redact_argv
+from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
+from capsule.stages.guard_probe import launcher_command
+from capsule.stages.record import SessionWriter
+
+# <linux/seccomp.h>: struct seccomp_notif is 80 bytes, seccomp_notif_resp 24 (checked at start).
+NOTIF_RECV = 0xC0502100
+NOTIF_SEND = 0xC0182101
+NOTIF_ID_VALID = 0x40082102
+FLAG_CONTINUE = 1
+EXECVE = {"x86_64": (59, 322), "aarch64": (221, 281)}.get(os.uname().machine, (-1, -1))
+AT_EMPTY_PATH = 0x1000
+
+
+def tracer_flags(flags: Sequence[str], enforcement: Enforcement | None) -> tuple[str, ...]:
+    """strace's flags for a tree whose execs the guard answers: without --seccomp-bpf (see the module
+    docstring)."""
+    notify = enforcement is not None and SECCOMP in enforcement.enforced
+    return tuple(f for f in flags if not (notify and f == "--seccomp-bpf"))
+
+
+@attrs.define
+class GuardStats:
+    execs: int = 0
+    blocked: int = 0
+    latencies_ns: list[int] = attrs.Factory(list)
+
+    def event(self, ts: float, **where: Any) -> PolicyChecked:
+        lat = sorted(self.latencies_ns)
+        median = lat[len(lat) // 2] / 1000 if lat else None
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000 if lat else None
+        return PolicyChecked(
+            ts=ts, execs=self.execs, blocked=self.blocked, median_us=median, p99_us=p99, **where
+        )
+
+
+class Guard:
+    """One guarded tree: wraps its command line, answers its execs, reports its refusals."""
+
+    def __init__(
+        self,
+        enforcement: Enforcement,
+        *,
+        emit: Callable[[list[Event]], None],
+        kill: Callable[[], None] | None,
+        where: dict[str, Any],
+        redact: bool,
+        cwd: Path,
+    ) -> None:
+        self.enforcement = enforcement
+        self.policy = enforcement.policy
+        self._emit = emit
+        self._kill = kill
+        self.where = where
+        self.redact = redact
+        self.cwd = cwd
+        self.home = os.path.expanduser("~")
+        self.stats = GuardStats()
+        self.hidden: list[tuple[str, bool]] = []
+        self._read_only: list[str] = []
+        self._infra: list[str] = []
+        self._token = trio.lowlevel.current_trio_token()
+        self._sock: socket.socket | None = None
+        self._child: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._scratch: str | None = None
+        self.killed = False
+        self._applied = False
+        self._last_blocked: tuple[int, str, tuple[str, ...]] | None = None
+        self._pending: collections.deque[PolicyBlocked] = collections.deque()  # thread -> trio thread
+
+    @property
+    def notify(self) -> bool:
+        return SECCOMP in self.enforcement.enforced
+
+    def prepare(self) -> None:
+        """Expand the paths and make the empty stand-ins (blocking: call in a thread)."""
+        if MOUNT in self.enforcement.enforced:
+            self.hidden = expand_paths(self.policy, self.cwd, self.home)
+            self._read_only = read_only_paths(self.policy, self.cwd, self.home)
+            self._scratch = tempfile.mkdtemp(prefix="capsule-guard-")
+            Path(self._scratch, "file").touch()
+            Path(self._scratch, "dir").mkdir()
+            os.chmod(Path(self._scratch, "file"), 0)
+            os.chmod(Path(self._scratch, "dir"), 0)
+
+    def wrap(self, argv: Sequence[str], *, writable: Sequence[str] = ()) -> tuple[list[str], tuple[int, ...]]:
+        """The guarded command line for `argv` (strace's or the command's own), and the descriptors the
+        child must inherit. `writable`: the recording's own files, kept writable under read_only_paths."""
+        enforced = self.enforcement.enforced
+        if self.enforcement.active and not self._applied:
+            self._applied = True
+            self._emit([applied_event(self)])
+        if not enforced:
+            return list(argv), ()
+        argv = list(argv)
+        if argv and "/" not in argv[0]:
+            argv[0] = shutil.which(argv[0]) or argv[0]
+        infra = []
+        if argv and os.path.basename(argv[0]) == "strace":
+            infra.append(os.path.realpath(argv[0]))
+        inner = argv
+        if MOUNT in enforced:
+            assert self._scratch is not None
+            bwrap = shutil.which("bwrap") or "bwrap"
+            options = bwrap_args(
+                hidden=self.hidden,
+                read_only=self._read_only,
+                writable=[str(Path(w).resolve()) for w in writable],
+                empty_file=str(Path(self._scratch, "file")),
+                empty_dir=str(Path(self._scratch, "dir")),
+            )
+            inner = [bwrap, *options, "--", *argv]
+            infra.insert(0, os.path.realpath(bwrap))
+        fds: tuple[int, ...] = ()
+        notify_fd = None
+        if self.notify:
+            self._sock, self._child = socket.socketpair()
+            self._child.set_inheritable(True)
+            notify_fd = self._child.fileno()
+            fds = (notify_fd,)
+            self._infra = infra
+        net = self.policy.network if NETNS in enforced else "on"
+        return [*launcher_command(), *launcher_args(network=net, notify_fd=notify_fd), "--", *inner], fds
+
+    def spawned(self) -> None:
+        """The wrapped command has been started: drop our copy of its end, start answering."""
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+        if self._sock is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="capsule-guard", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop answering (the tree is gone), clean up, and emit the totals. The thread only ever
+        queues work for the trio thread (run_sync_soon), so joining it here cannot deadlock."""
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+        self._drain()  # what the thread queued after the tree was already gone
+        if self._child is not None:
+            self._child.close()
+        if self._sock is not None:
+            self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._scratch is not None:
+            for name in ("file", "dir"):
+                with contextlib.suppress(OSError):
+                    os.chmod(Path(self._scratch, name), 0o700)
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        if self.notify and self._applied:
+            self._emit([self.stats.event(time.time(), **self.where)])
+
+    # --- the notification thread -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        if not any(fd == self._sock.fileno() for fd, _ in poller.poll()):
+            return
+        _, fds, _, _ = socket.recv_fds(self._sock, 4, 1)
+        if not fds:
+            return  # the launcher died before installing the filter
+        listener = fds[0]
+        try:
+            poller = select.poll()
+            poller.register(listener, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while True:
+                ready = dict(poller.poll())
+                if self._wake_r in ready:
+                    return
+                flags = ready.get(listener, 0)
+                if flags & select.POLLIN:
+                    self._answer(listener)
+                elif flags & (select.POLLHUP | select.POLLERR):
+                    return  # every process under the filter is gone
+        finally:
+            os.close(listener)
+
+    def _answer(self, listener: int) -> None:
+        buf = bytearray(80)
+        try:
+            fcntl.ioctl(listener, NOTIF_RECV, buf)
+        except OSError as exc:
+            if exc.errno in (errno_mod.ENOENT, errno_mod.EINTR):
+                return  # the process died (or was signalled) before we read its notification
+            raise
+        start = time.perf_counter_ns()
+        nid, pid = struct.unpack_from("QI", buf, 0)
+        (nr,) = struct.unpack_from("i", buf, 16)
+        args = struct.unpack_from("6Q", buf, 32)
+        try:
+            path, argv = self._read(pid, nr, args)
+            valid = self._valid(listener, nid)
+        except OSError:
+            path, argv, valid = "", [], False
+        if not valid:
+            return  # the process is gone; nothing to answer
+        try:
+            verdict, program = self._decide(pid, path, argv)
+        except Exception as exc:  # every notification must be answered: fail closed, never die
+            verdict = Verdict(
+                allowed=False, rule=f"guard error: {type(exc).__name__}", command=" ".join(argv)
+            )
+            program = path
+        if verdict is not None and program is None:
+            # a denied program that is not there (a PATH search trying each directory): the kernel
+            # would say ENOENT, so say that and record nothing; the search goes on as it would
+            self._respond(listener, nid, False, errno_mod.ENOENT)
+            return
+        self._respond(listener, nid, verdict is None)
+        self.stats.latencies_ns.append(time.perf_counter_ns() - start)
+        self.stats.execs += 1
+        if verdict is not None:
+            self.stats.blocked += 1
+            seen = (pid, program or path, tuple(argv))
+            if seen == self._last_blocked:
+                return  # the same program again by another name (/bin/ls, /usr/bin/ls): one decision
+            self._last_blocked = seen
+            shown = redact_argv(argv) if self.redact else tuple(argv)
+            command = verdict.command
+            if self.redact:
+                command = " ".join(redact_argv(command.split()))
+            found = Detected(rule=verdict.rule or "", pid=pid, argv=shown, path=path, command=command)
+            event = _blocked_event(self, found, SECCOMP)
+            self._pending.append(event)
+            self._token.run_sync_soon(self._drain)
+
+    def _decide(self, pid: int, path: str, argv: list[str]) -> tuple[Verdict | None, str | None]:
+        """The verdict (None: allow) and, for a refusal, the program as the process sees it resolved
+        (None when it does not exist there)."""
+        if self._infra and os.path.realpath(path) == self._infra[0]:
+            self._infra.pop(0)
+            return None, path
+        self._infra = []
+        verdict = decide_exec(self.policy, argv, path, script_text=script_text(pid, argv))
+        if verdict.allowed:
+            return None, path
+        return verdict, resolved(pid, path)
+
+    def _drain(self) -> None:
+        """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
+        events = []
+        while self._pending:
+            events.append(self._pending.popleft())
+        if not events:
+            return
+        self._emit(list(events))
+        if any(e.action == "kill" for e in events) and not self.killed and self._kill is not None:
+            self.killed = True
+            self._kill()
+
+    def _read(self, pid: int, nr: int, args: tuple[int, ...]) -> tuple[str, list[str]]:
+        memory = ProcessMemory(pid)
+        try:
+            if nr == EXECVE[1]:  # execveat(dirfd, path, argv, envp, flags)
+                path = memory.string(args[1])
+                if not path and args[4] & AT_EMPTY_PATH:
+                    path = os.readlink(f"/proc/{pid}/fd/{ctypes.c_int(args[0]).value}")
+                argv = memory.argv(args[2])
+            else:
+                path = memory.string(args[0])
+                argv = memory.argv(args[1])
+        finally:
+            memory.close()
+        if path and not path.startswith("/"):
+            with contextlib.suppress(OSError):
+                path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)
+        return path, argv
+
+    @staticmethod
+    def _valid(listener: int, nid: int) -> bool:
+        try:
+            fcntl.ioctl(listener, NOTIF_ID_VALID, struct.pack("Q", nid))
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def _respond(listener: int, nid: int, allow: bool, error: int = errno_mod.EPERM) -> None:
+        if allow:
+            resp = struct.pack("QqiI", nid, 0, 0, FLAG_CONTINUE)
+        else:
+            resp = struct.pack("QqiI", nid, 0, -error, 0)
+        with contextlib.suppress(OSError):  # ENOENT: the process died meanwhile
+            fcntl.ioctl(listener, NOTIF_SEND, resp)
+
+
+def applied_event(guard: Guard) -> PolicyApplied:
+    e, p = guard.enforcement, guard.policy
+    return PolicyApplied(
+        ts=time.time(),
+        mechanisms=e.enforced,
+        detected=e.detected,
+        warning=e.warning,
+        deny_commands=p.deny_commands,
+        allow_commands=p.allow_commands,
+        protect_paths=p.protect_paths,
+        read_only_paths=p.read_only_paths,
+        network=p.network,
+        on_violation=p.on_violation,
+        hidden=len(guard.hidden),
+        **guard.where,
+    )
+
+
+NO_POLICY = Enforcement(policy=Policy(), enforced=())
+
+
+def open_guard(
+    enforcement: Enforcement | None,
+    *,
+    emit: Callable[[list[Event]], None],
+    kill: Callable[[], None] | None = None,
+    where: dict[str, Any] | None = None,
+    redact: bool = True,
+    cwd: Path | None = None,
+) -> Guard:
+    """A prepared guard whose owner calls `close()` when the tree is gone (`guarding` is the block form,
+    for callers whose tree lives inside one block). None guards nothing and wraps nothing."""
+    guard = Guard(
+        enforcement or NO_POLICY,
+        emit=emit,
+        kill=kill,
+        where=where or {},
+        redact=redact,
+        cwd=cwd or Path.cwd(),
+    )
+    guard.prepare()
+    return guard
+
+
+@contextlib.contextmanager
+def guarding(
+    enforcement: Enforcement | None,
+    *,
+    emit: Callable[[list[Event]], None],
+    kill: Callable[[], None] | None = None,
+    where: dict[str, Any] | None = None,
+    redact: bool = True,
+    cwd: Path | None = None,
+) -> Iterator[Guard]:
+    """A guard for one tree, as `enforcement_for` decided (call that before creating anything, so a
+    refusal leaves nothing behind); None guards nothing and wraps nothing. Call in the trio thread.
+    `policy.applied` is emitted at the first `wrap`, `policy.checked` when the block ends."""
+    guard = open_guard(enforcement, emit=emit, kill=kill, where=where, redact=redact, cwd=cwd)
+    try:
+        yield guard
+    finally:
+        guard.close()
+
+
+def trace_level(level: str, enforcement: Enforcement | None) -> str:
+    """Path rules record at level file at least, so each open the mount namespace refused is on
+    record (as a `policy.blocked` event); a detected network rule needs level net."""
+    if enforcement is None or not enforcement.active:
+        return level
+    files = MOUNT in enforcement.enforced or MOUNT in enforcement.detected
+    net = NETNS in enforcement.detected
+    has_file, has_net = level in ("file", "all"), level in ("net", "all")
+    files, net = files or has_file, net or has_net
+    return "all" if files and net else "file" if files else "net" if net else "process"
+
+
+def _blocked_event(guard: Guard, found: Detected, mechanism: str) -> PolicyBlocked:
+    kill = mechanism == DETECT or guard.policy.on_violation == "kill"
+    return PolicyBlocked(
+        ts=time.time(),
+        pid=found.pid,
+        argv=found.argv,
+        path=found.path,
+        rule=found.rule,
+        command=found.command,
+        mechanism=mechanism,
+        action="kill" if kill else "block",
+        **guard.where,
+    )
+
+
+def check_events(guard: Guard, batch: Sequence[Event]) -> list[Event]:
+    """The `policy.blocked` events a batch of traced events shows: opens the mount namespace refused,
+    and (fallback detect) violations of the parts that are only detected. Kills when one says so."""
+    found: list[Event] = []
+    detected = guard.enforcement.detected
+    mount = MOUNT in guard.enforcement.enforced
+    for event in batch:
+        if mount and (hit := refused_open(guard.policy, event, home=guard.home)) is not None:
+            found.append(_blocked_event(guard, hit, MOUNT))
+        if detected and (hit := detect_violation(guard.policy, event, parts=detected, home=guard.home)):
+            found.append(_blocked_event(guard, hit, DETECT))
+    if (
+        any(isinstance(e, PolicyBlocked) and e.action == "kill" for e in found)
+        and not guard.killed
+        and guard._kill is not None
+    ):
+        guard.killed = True
+        guard._kill()
+    return found
+
+
+async def guard_record_stage(
+    receive: trio.MemoryReceiveChannel[list[Event]], writer: SessionWriter, guard: Guard
+) -> None:
+    """record_stage, with the guard's after-the-fact checks on each batch (see check_events)."""
+    active = guard.enforcement.active
+    async with receive:
+        async for batch in receive:
+            writer.write(batch)
+            if active and (blocked := check_events(guard, batch)):
+                writer.write(blocked)
+
+
+def kill_guarded_tree(root: int) -> None:
+    """on_violation = "kill": SIGKILL every process under `root` but Capsule's own strace and bwrap
+    (a killed strace would let its tracees run on untraced)."""
+    try:
+        tree = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            if proc.name() not in ("strace", "bwrap"):
+                proc.kill()
+
+
+def tracer_of(pid: int) -> int:
+    """The strace process at or under `pid` (a guarded trace starts as launcher -> bwrap -> strace), or
+    `pid` itself: signals meant for the command go to strace's children, never to strace or bwrap."""
+    try:
+        proc = psutil.Process(pid)
+        for candidate in (proc, *proc.children(recursive=True)):
+            if candidate.name() == "strace":
+                return candidate.pid
+    except psutil.Error:
+        pass
+    return pid

@@ -1,0 +1,137 @@
+"""What the guard reads from the filesystem and from the guarded processes: the paths a policy's globs
+cover when a tree starts, the script a shell is about to run, and execve's arguments in another
+process's memory (/proc/PID/mem), each as that process sees it (its root, its cwd).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from capsule.policy import Policy
+from capsule.policy.commands import shell_file
+from capsule.policy.paths import is_glob, protected_path
+from capsule.stages.guard_probe import GuardRefused
+
+MAX_WALK = 200_000  # entries looked at when expanding protect_paths globs under the working directory
+
+
+def expand_paths(policy: Policy, cwd: Path, home: str) -> list[tuple[str, bool]]:
+    """The existing files and directories `protect_paths` covers: literal paths (relative to `cwd`,
+    `~` for `home`) and globs, matched over the names under `cwd` (at most MAX_WALK entries)."""
+    found: dict[str, bool] = {}
+    walk_rules = []
+    for rule in policy.protect_paths:
+        text = home + rule[1:] if rule.startswith("~") else rule
+        if not is_glob(text):
+            path = Path(text) if text.startswith("/") else cwd / text
+            if path.exists():
+                found[str(path.resolve())] = path.is_dir()
+        elif text.startswith("/"):
+            for match in Path("/").glob(text.lstrip("/")):
+                found[str(match.resolve())] = match.is_dir()
+        else:
+            walk_rules.append(rule)
+    if walk_rules:
+        scoped = attrs.evolve(policy, protect_paths=tuple(walk_rules))
+        seen = 0
+        for root, dirs, files in os.walk(cwd):
+            for name in (*dirs, *files):
+                seen += 1
+                if seen > MAX_WALK:
+                    raise GuardRefused(
+                        f"protect_paths: more than {MAX_WALK} entries under {cwd} to match globs against; "
+                        "name the paths instead"
+                    )
+                full = os.path.join(root, name)
+                if protected_path(scoped, full, home=home) is not None:
+                    found[os.path.realpath(full)] = name in dirs
+    return sorted(found.items())
+
+
+def read_only_paths(policy: Policy, cwd: Path, home: str) -> list[str]:
+    paths = []
+    for rule in policy.read_only_paths:
+        text = home + rule[1:] if rule.startswith("~") else rule
+        candidates: Iterable[Path]
+        if not is_glob(text):
+            candidates = [Path(text) if text.startswith("/") else cwd / text]
+        else:
+            candidates = Path("/").glob(text.lstrip("/")) if text.startswith("/") else cwd.glob(text)
+        paths += [str(p.resolve()) for p in candidates if p.exists()]
+    return paths
+
+
+MAX_SCRIPT = 1 << 20
+
+
+def resolved(pid: int, path: str) -> str | None:
+    """`path` with its links resolved as the process sees it; None if it does not exist there."""
+    if not path.startswith("/"):
+        return path  # unresolved: judge it as if it were there
+    root = f"/proc/{pid}/root"
+    try:
+        os.stat(root + path)
+        return os.path.realpath(root + path)
+    except FileNotFoundError:
+        return None if os.path.exists(root) else path
+    except OSError:
+        return path
+
+
+def script_text(pid: int, argv: Sequence[str]) -> str | None:
+    """The script `sh FILE` will run, read as that process sees it (its root and cwd: a protected file
+    is the empty stand-in there), or None (no such operand, unreadable, too large, not text)."""
+    operand = shell_file(argv)
+    if operand is None:
+        return None
+    base = f"/proc/{pid}/root" if operand.startswith("/") else f"/proc/{pid}/cwd"
+    try:
+        with open(os.path.join(base, operand.lstrip("/") if operand.startswith("/") else operand), "rb") as f:
+            data = f.read(MAX_SCRIPT + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_SCRIPT:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+class ProcessMemory:
+    """Reads strings out of another process (/proc/PID/mem), as execve's arguments point there."""
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def string(self, address: int, limit: int = 1 << 17) -> str:
+        out = b""
+        while len(out) < limit:
+            # a page at a time: a read across into an unmapped page fails as a whole
+            chunk = os.pread(self.fd, 4096 - (address + len(out)) % 4096, address + len(out))
+            if not chunk:
+                break
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return (out + chunk[:end]).decode(errors="surrogateescape")
+            out += chunk
+        return out.decode(errors="surrogateescape")
+
+    def argv(self, address: int, limit: int = 4096) -> list[str]:
+        if address == 0:
+            return []
+        args = []
+        for i in range(limit):
+            (pointer,) = struct.unpack("Q", os.pread(self.fd, 8, address + 8 * i))
+            if pointer == 0:
+                break
+            args.append(self.string(pointer))
+        return args

@@ -1,0 +1,110 @@
+"""The guard around agent tasks: sudo deep in a task's tree (Node child_process, Python subprocess)
+is refused by seccomp notify; on_violation = "kill" ends the task; agents result shows the refusals."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.agents.conftest import of
+from tests.conftest import CapsuleRunner
+
+pytestmark = pytest.mark.strace
+
+
+@pytest.fixture
+def fake_sudo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `sudo` first on PATH that leaves a marker if it ever runs; returns the marker's path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "sudo-ran"
+    (bin_dir / "sudo").write_text(f"#!/bin/sh\necho ran >> {marker}\n")
+    (bin_dir / "sudo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return marker
+
+
+def _agent(tmp_path: Path) -> None:
+    (tmp_path / "agent.js").write_text(
+        "const cp = require('child_process');\n"
+        "try { cp.execFileSync('sudo', ['id']); console.log('node: ran'); }\n"
+        "catch (e) { console.log('node: ' + e.code); }\n"
+        f"cp.execFileSync('{sys.executable}', ['tool.py'], {{stdio: 'inherit'}});\n"
+    )
+    (tmp_path / "tool.py").write_text(
+        "import subprocess, time\n"
+        "try:\n    subprocess.run(['sudo', 'id'])\n    print('python: ran')\n"
+        "except PermissionError as e:\n    print('python: EPERM', e.errno)\n"
+        "print('after', flush=True)\n"
+    )
+
+
+@pytest.mark.parametrize("trace", ["false", "true"])
+def test_sudo_deep_in_a_task_tree_is_blocked(
+    agents, capsule: CapsuleRunner, tmp_path: Path, fake_sudo: Path, trace: str
+) -> None:
+    """Node's child_process and Python's subprocess both get EPERM for sudo, traced or not; the task
+    goes on and succeeds; each refusal is a policy.blocked event of the task, shown by agents result."""
+    _agent(tmp_path)
+    plan = f"""
+[run]
+trace = {trace}
+[policy]
+deny_commands = ["sudo *"]
+[[task]]
+id = "agent"
+command = ["node", "agent.js"]
+timeout = "60s"
+"""
+    done, events = agents(plan)
+    assert done.returncode == 0, done.stderr
+    started = of(events, "task.started", "agent")[0]
+    out = (Path(started["log_dir"]) / "1.out").read_text()
+    assert "node: EPERM" in out
+    assert "python: EPERM 1" in out
+    assert not fake_sudo.exists()
+    blocked = of(events, "policy.blocked", "agent")
+    assert [b["argv"] for b in blocked] == [["sudo", "id"], ["sudo", "id"]]
+    assert all(b["attempt"] == 1 and b["mechanism"] == "seccomp-notify" for b in blocked)
+    assert of(events, "policy.applied", "agent")[0]["mechanisms"] == ["seccomp-notify"]
+    assert of(events, "task.succeeded", "agent")
+    result = capsule("agents", "result", "agent", "latest", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)["blocked"]
+    assert [b["rule"] for b in shown] == ["sudo *", "sudo *"]
+    status = orjson.loads(capsule("agents", "status", "--json").stdout)
+    assert status["tasks"][0]["blocked"] == 2
+    assert "blocked" in capsule("agents", "status").stdout
+
+
+def test_on_violation_kill_ends_the_task(agents, tmp_path: Path, fake_sudo: Path) -> None:
+    """on_violation = "kill": the first refusal ends the task as denied; nothing after it runs."""
+    _agent(tmp_path)
+    plan = """
+[policy]
+deny_commands = ["sudo *"]
+on_violation = "kill"
+[[task]]
+id = "agent"
+command = ["node", "agent.js"]
+timeout = "60s"
+"""
+    _done, events = agents(plan)
+    assert of(events, "task.failed", "agent")[0]["outcome"] == "denied"
+    started = of(events, "task.started", "agent")[0]
+    assert "after" not in (Path(started["log_dir"]) / "1.out").read_text()
+    assert not fake_sudo.exists()
+    assert of(events, "policy.blocked", "agent")[0]["action"] == "kill"
+
+
+def test_unavailable_mechanism_refuses_the_run(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """A plan whose policy needs a missing mechanism does not start: one line, exit 125."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[policy]\nnetwork = "off"\n[[task]]\nid = "t"\ncommand = "true"\n')
+    done = capsule("agents", "run", str(plan), env={"CAPSULE_GUARD_PRETEND_MISSING": "network-namespace"})
+    assert done.returncode == 125
+    assert done.stderr.startswith("capsule: error: the policy needs network-namespace")

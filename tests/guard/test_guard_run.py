@@ -1,0 +1,386 @@
+"""`capsule run --policy` end to end: real strace, real seccomp user notification, real bubblewrap and
+network namespaces. Every refusal must happen before the syscall, be an event and show in the report."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import CapsuleRunner, report_json
+
+pytestmark = pytest.mark.strace
+
+SECRET = "sk-planted-5f1e0c2a9b7d4e3f"  # noqa: S105 - planted on purpose, must leak nowhere
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory to run in, with a fake `sudo` on PATH that leaves a marker if it ever runs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sudo = bin_dir / "sudo"
+    sudo.write_text(f"#!/bin/sh\necho ran >> {tmp_path}/sudo-ran\n")
+    sudo.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    return project
+
+
+def _policy(path: Path, **table: object) -> str:
+    lines = ["[policy]"]
+    for key, value in table.items():
+        lines.append(f"{key} = {orjson.dumps(value).decode()}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _events(home: Path, kind: str | None = None) -> list[dict]:
+    (run,) = sorted((home / "runs").iterdir())
+    lines = (run / "events.jsonl").read_bytes().splitlines()
+    events = [orjson.loads(line) for line in lines]
+    return [e for e in events if kind is None or e["kind"] == kind]
+
+
+def _trace(home: Path) -> str:
+    (run,) = sorted((home / "runs").iterdir())
+    return (run / "trace.strace").read_text()
+
+
+def test_denied_rm_in_a_shell_string_never_runs(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """`bash -c 'rm -rf canary; echo done'` under `rm -rf *`: the shell is refused, the canary lives."""
+    (work / "canary").mkdir()
+    (work / "canary" / "keep").write_text("x")
+    policy = _policy(work.parent / "p.toml", deny_commands=["rm -rf *"])
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", "rm -rf canary; echo done")
+    assert (work / "canary" / "keep").exists()
+    assert "done" not in done.stdout
+    assert done.returncode != 0
+    (blocked,) = _events(capsule_home, "policy.blocked")
+    assert blocked["rule"] == "rm -rf *"
+    assert blocked["command"] == "rm -rf canary"
+    assert blocked["mechanism"] == "seccomp-notify"
+    assert blocked["argv"] == ["bash", "-c", "rm -rf canary; echo done"]
+    # strace still recorded the refused attempt, as a failed exec
+    assert "EPERM" in _trace(capsule_home)
+    report = report_json(capsule)
+    assert report["policy"]["blocked_count"] == 1
+    assert report["policy"]["mechanisms"] == ["seccomp-notify"]
+    text = capsule("report", "latest").stdout
+    assert "rm -rf *" in text
+    assert "1 blocked" in text
+
+
+def test_curl_pipe_sh_inside_a_list_never_runs_the_script(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """`echo a; curl … | sh` under `curl * | sh`: x.sh never runs (the issue's bypass, closed)."""
+    (work / "x.sh").write_text(f"touch {work}/pwned\n")
+    policy = _policy(work.parent / "p.toml", deny_commands=["curl * | sh"])
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", "echo a; curl -s file://$PWD/x.sh | sh")
+    assert not (work / "pwned").exists()
+    assert done.returncode != 0
+    (blocked,) = _events(capsule_home, "policy.blocked")
+    assert blocked["rule"] == "curl * | sh"
+
+
+def test_sudo_deep_in_the_tree_is_blocked(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """sudo from a Node child_process and from a Python subprocess, two levels down: both refused,
+    both programs go on, the fake sudo never runs, and every allowed exec is still recorded."""
+    (work / "agent.js").write_text(
+        "const cp = require('child_process');\n"
+        "try { cp.execFileSync('sudo', ['id']); console.log('node: ran'); }\n"
+        "catch (e) { console.log('node: ' + e.code); }\n"
+        f"cp.execFileSync('{sys.executable}', ['tool.py'], {{stdio: 'inherit'}});\n"
+    )
+    (work / "tool.py").write_text(
+        "import subprocess\n"
+        "try:\n    subprocess.run(['sudo', 'id'])\n    print('python: ran')\n"
+        "except PermissionError as e:\n    print('python: EPERM', e.errno)\n"
+        "subprocess.run(['true'])\n"
+    )
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"])
+    done = capsule("run", "--policy", policy, "--", "node", "agent.js")
+    assert done.returncode == 0, done.stderr
+    assert "node: EPERM" in done.stdout
+    assert "python: EPERM 1" in done.stdout
+    assert not (work.parent / "sudo-ran").exists()
+    blocked = _events(capsule_home, "policy.blocked")
+    assert [b["rule"] for b in blocked] == ["sudo *", "sudo *"]
+    assert all(b["argv"] == ["sudo", "id"] for b in blocked)
+    execs = _events(capsule_home, "proc.exec")
+    ran = {Path(e["path"]).name for e in execs if e["ok"]}
+    assert {"node", Path(sys.executable).name, "true"} <= ran
+    refused = [e for e in execs if not e["ok"] and e["errno"] == "EPERM"]
+    assert len(refused) == 2
+    assert all(Path(e["path"]).name == "sudo" for e in refused)
+
+
+def test_allow_commands_blocks_the_rest(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """allow_commands: `true` runs, `ls` (not allowed) is refused and the program goes on."""
+    (work / "tool.py").write_text(
+        "import subprocess\n"
+        "print('true:', subprocess.run(['true']).returncode)\n"
+        "try:\n    subprocess.run(['ls'])\nexcept PermissionError:\n    print('ls: EPERM')\n"
+    )
+    policy = _policy(work.parent / "p.toml", allow_commands=["python* tool.py", "true"])
+    done = capsule("run", "--policy", policy, "--", sys.executable, "tool.py")
+    assert done.returncode == 0, done.stderr
+    assert "true: 0" in done.stdout
+    assert "ls: EPERM" in done.stdout
+    (blocked,) = _events(capsule_home, "policy.blocked")
+    assert blocked["rule"] == "allow_commands"
+    assert blocked["argv"] == ["ls"]
+
+
+def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """`cat .env` and Python's open('.env') fail; the planted secret is nowhere under $CAPSULE_HOME."""
+    (work / ".env").write_text(f"API_KEY={SECRET}\n")
+    (work / "sub").mkdir()
+    (work / "sub" / "server.key").write_text(SECRET)
+    policy = _policy(work.parent / "p.toml", protect_paths=[".env", "*.key"])
+    script = (
+        "cat .env; echo cat=$?; cat sub/server.key; echo key=$?; "
+        f"{sys.executable} -c \"open('.env').read()\" 2>/dev/null; echo py=$?"
+    )
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script)
+    assert "cat=1" in done.stdout
+    assert "key=1" in done.stdout
+    assert "py=1" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+    assert (work / ".env").read_text() == f"API_KEY={SECRET}\n"  # hidden, not harmed
+    for path in capsule_home.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    blocked = _events(capsule_home, "policy.blocked")
+    assert {b["path"] for b in blocked} >= {".env", "sub/server.key"}
+    assert {b["mechanism"] for b in blocked} == {"mount-namespace"}
+    (applied,) = _events(capsule_home, "policy.applied")
+    assert applied["hidden"] == 2
+
+
+def test_read_only_path_cannot_be_written(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """A write into a read_only_paths directory fails with EROFS; reading it works."""
+    frozen = work / "frozen"
+    frozen.mkdir()
+    (frozen / "f").write_text("before")
+    policy = _policy(work.parent / "p.toml", read_only_paths=[str(frozen)])
+    done = capsule(
+        "run", "--policy", policy, "--", "bash", "-c", f"cat {frozen}/f; echo after > {frozen}/f; echo w=$?"
+    )
+    assert "before" in done.stdout
+    assert "w=1" in done.stdout
+    assert "Read-only file system" in done.stderr
+    assert (frozen / "f").read_text() == "before"
+    (blocked,) = _events(capsule_home, "policy.blocked")
+    assert blocked["rule"] == str(frozen)
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 in the test's own network namespace; yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield port
+    listener.close()
+
+
+CONNECT = (
+    "import socket, sys\n"
+    "try:\n    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5).close()\n"
+    "    print('connected')\nexcept OSError as e:\n    print('failed', e.errno)\n"
+)
+SELF = (
+    "import socket\n"
+    "try:\n    s = socket.create_server(('127.0.0.1', 0))\n"
+    "    socket.create_connection(s.getsockname(), timeout=5).close()\n    print('lo works')\n"
+    "except OSError as e:\n    print('lo fails', e.errno)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("network", "outside", "inside"),
+    [("on", "connected", "lo works"), ("off", "failed", "lo fails"), ("loopback", "failed", "lo works")],
+)
+def test_network_modes(
+    capsule: CapsuleRunner,
+    capsule_home: Path,
+    work: Path,
+    server: int,
+    network: str,
+    outside: str,
+    inside: str,
+) -> None:
+    """network = off: nothing connects, not even loopback; loopback: only the tree's own lo; on: all."""
+    (work / "connect.py").write_text(CONNECT)
+    (work / "self.py").write_text(SELF)
+    policy = _policy(work.parent / "p.toml", network=network)
+    script = f"{sys.executable} connect.py {server}; {sys.executable} self.py"
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert outside in done.stdout
+    assert inside in done.stdout
+    # the recording itself is unaffected: the whole tree is in the session
+    assert len([e for e in _events(capsule_home, "proc.exec") if e["ok"]]) >= 3
+
+
+def test_on_violation_kill_stops_the_tree(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """on_violation = "kill": the exec is refused, then the whole tree is killed (no `after`)."""
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"], on_violation="kill")
+    # `${x}o`: the string does not say sudo, so the shell runs and its exec of sudo is what is refused
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", "x=sud; ${x}o id; sleep 60; echo after")
+    assert "after" not in done.stdout
+    assert done.returncode == 128 + 9
+    (blocked,) = _events(capsule_home, "policy.blocked")
+    assert blocked["action"] == "kill"
+    assert not (work.parent / "sudo-ran").exists()
+
+
+def test_missing_mechanism_refuses_to_start(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """Without seccomp notify (made unavailable for the test) a command policy refuses: one line, 125."""
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"])
+    env = {"CAPSULE_GUARD_PRETEND_MISSING": "seccomp-notify"}
+    done = capsule("run", "--policy", policy, "--", "true", env=env)
+    assert done.returncode == 125
+    assert done.stderr.startswith("capsule: error: the policy needs seccomp-notify")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (capsule_home / "runs").exists() or not any((capsule_home / "runs").iterdir())
+
+
+def test_fake_failing_bwrap_refuses_path_rules(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path, tmp_path: Path
+) -> None:
+    """A bwrap that cannot work (a failing one first on PATH) makes path rules refuse to start."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "bwrap").write_text(
+        "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
+    )
+    (fake / "bwrap").chmod(0o755)
+    policy = _policy(work.parent / "p.toml", protect_paths=[".env"])
+    env = {"PATH": f"{fake}:{os.environ['PATH']}"}
+    done = capsule("run", "--policy", policy, "--", "true", env=env)
+    assert done.returncode == 125
+    assert "mount-namespace" in done.stderr
+    assert "No permissions to create new namespace" in done.stderr
+
+
+def test_fallback_detect_kills_after_the_fact(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
+    """--policy-fallback=detect without seccomp notify: sudo runs, is detected, the tree is killed, and
+    the session carries the warning."""
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"])
+    env = {"CAPSULE_GUARD_PRETEND_MISSING": "seccomp-notify"}
+    done = capsule(
+        "run",
+        "--policy",
+        policy,
+        "--policy-fallback=detect",
+        "--",
+        "bash",
+        "-c",
+        "sudo id; sleep 60; echo after",
+        env=env,
+    )
+    assert "after" not in done.stdout
+    assert done.returncode == 128 + 9
+    assert "capsule: warning: policy downgraded: seccomp-notify unavailable" in done.stderr
+    (applied,) = _events(capsule_home, "policy.applied")
+    assert applied["detected"] == ["seccomp-notify"]
+    assert applied["mechanisms"] == []
+    blocked = _events(capsule_home, "policy.blocked")
+    assert blocked
+    assert {(b["mechanism"], b["action"]) for b in blocked} == {("detect", "kill")}
+    report = report_json(capsule)
+    assert any("policy downgraded" in w for w in report["warnings"])
+
+
+def test_config_toml_policy_is_the_run_default(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """[policy] in $CAPSULE_HOME/config.toml guards `capsule run` without --policy."""
+    capsule_home.mkdir(parents=True, exist_ok=True)
+    _policy(capsule_home / "config.toml", deny_commands=["sudo *"])
+    done = capsule("run", "--", "bash", "-c", "x=sud; ${x}o id; echo rc=$?")
+    assert "rc=126" in done.stdout
+    assert not (work.parent / "sudo-ran").exists()
+    assert len(_events(capsule_home, "policy.blocked")) == 1
+
+
+def test_bad_policy_file_is_one_line(capsule: CapsuleRunner, work: Path) -> None:
+    """A malformed policy file: one `capsule: error:` line naming the file and key, exit 4."""
+    bad = work.parent / "bad.toml"
+    bad.write_text('[policy]\nnetwork = "wifi"\n')
+    done = capsule("run", "--policy", str(bad), "--", "true")
+    assert done.returncode == 4
+    assert done.stderr.strip() == (
+        f"capsule: error: {bad}: [policy] network: expected one of on, off, loopback, got 'wifi'"
+    )
+
+
+def test_doctor_lists_the_guard_mechanisms(capsule: CapsuleRunner) -> None:
+    """capsule doctor says which policy mechanisms work here."""
+    done = capsule("doctor", "--json")
+    checks = {c["check"]: c for c in orjson.loads(done.stdout)["checks"]}
+    for mechanism in ("seccomp-notify", "mount-namespace", "network-namespace"):
+        assert checks[mechanism]["ok"], checks[mechanism]
+    missing = capsule("doctor", "--json", env={"CAPSULE_GUARD_PRETEND_MISSING": "network-namespace"})
+    checks = {c["check"]: c for c in orjson.loads(missing.stdout)["checks"]}
+    assert not checks["network-namespace"]["ok"]
+    assert missing.returncode == 0  # recording itself still works
+
+
+def test_sigterm_reaches_the_guarded_command(capsule_home: Path, work: Path) -> None:
+    """SIGTERM to capsule goes to the command (past the launcher, bwrap and strace), which handles it;
+    capsule exits with the command's code and the session is complete."""
+    import signal
+    import subprocess
+    import time
+
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"], protect_paths=[".env"])
+    ready = work / "ready"
+    script = f"trap 'echo got; kill $!; exit 3' TERM; touch {ready}; sleep 30 & wait"
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capsule", "run", "--policy", policy, "--", "bash", "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3
+    assert "got" in out
+    ended = _events(capsule_home, "session.ended")
+    assert ended[0]["exit_code"] == 3

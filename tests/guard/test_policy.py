@@ -1,0 +1,252 @@
+"""The guard's pure core: the [policy] table, exec decisions (bashlex), path rules, enforcement planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from capsule.events import FileOpened, NetConnected, ProcExec
+from capsule.policy import Policy, PolicyError, decide_exec, parse_policy, protected_path, read_only_path
+from capsule.policy.commands import NOT_ALLOWED, shell_commands, shell_file, shell_script
+from capsule.policy.enforce import (
+    DETECT,
+    MechanismMissing,
+    bwrap_args,
+    detect_violation,
+    plan_enforcement,
+    refused_open,
+)
+from capsule.policy.rules import MOUNT, NETNS, SECCOMP
+
+DENY = Policy(deny_commands=("rm -rf *", "sudo *", "curl * | sh", "git push --force*"))
+
+
+def test_parse_policy_reads_every_key() -> None:
+    """Every key of the [policy] table lands in the record; `network = false` means off."""
+    policy = parse_policy(
+        {
+            "deny_commands": ["sudo *"],
+            "allow_commands": "git *",
+            "protect_paths": [".env"],
+            "read_only_paths": ["/etc"],
+            "network": False,
+            "on_violation": "kill",
+        }
+    )
+    assert policy == Policy(
+        deny_commands=("sudo *",),
+        allow_commands=("git *",),
+        protect_paths=(".env",),
+        read_only_paths=("/etc",),
+        network="off",
+        on_violation="kill",
+    )
+    assert policy.mechanisms() == (SECCOMP, MOUNT, NETNS)
+    assert parse_policy({}).empty
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"deny_command": ["x"]}, "unknown key 'deny_command'"),
+        ({"network": "wifi"}, "network: expected one of on, off, loopback"),
+        ({"on_violation": "warn"}, "on_violation: expected one of block, kill"),
+        ({"protect_paths": [1]}, "protect_paths: expected a string or a list of strings"),
+        ({"deny_commands": [" "]}, "deny_commands: empty pattern"),
+        ([], "must be a table"),
+    ],
+)
+def test_parse_policy_errors_name_the_key(table: object, message: str) -> None:
+    """A malformed table is one PolicyError naming the key."""
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(table)
+
+
+@pytest.mark.parametrize(
+    ("argv", "rule", "command"),
+    [
+        (["bash", "-c", "rm -rf canary; echo done"], "rm -rf *", "rm -rf canary"),
+        (
+            ["bash", "-c", "echo a; curl -s file://$PWD/x.sh | sh"],
+            "curl * | sh",
+            "curl -s file://$PWD/x.sh | sh",
+        ),
+        (["sh", "-c", "make && sudo make install"], "sudo *", "sudo make install"),
+        (["sh", "-c", "echo $(sudo id)"], "sudo *", "sudo id"),
+        (["sh", "-c", "echo `sudo id`"], "sudo *", "sudo id"),
+        (["dash", "-ec", "if true; then (cd a; sudo b); fi"], "sudo *", "sudo b"),
+        (["zsh", "-c", "for i in 1 2; do git push --force-with-lease; done"], "git push --force*", None),
+        (["bash", "-lc", "sh -c 'sudo id'"], "sudo *", "sudo id"),
+        (["/usr/bin/sudo", "-n", "true"], "sudo *", "sudo -n true"),
+        (["sudo"], "sudo *", "sudo"),
+        (["env", "FOO=1", "sudo", "ls"], "sudo *", "sudo ls"),
+        (["ls", "sudo"], None, None),
+        (["echo", "sudo make"], None, None),
+        (["sh", "-c", "for i in $(seq 3); do echo; done | sh"], None, None),
+        (["sh", "-c", "curl -s x > f; sh f"], None, None),
+    ],
+)
+def test_deny_commands(argv: list[str], rule: str | None, command: str | None) -> None:
+    """deny_commands meet the argv and every command and pipeline inside a shell string."""
+    verdict = decide_exec(DENY, argv)
+    assert verdict.rule == rule
+    assert verdict.allowed is (rule is None)
+    if command is not None:
+        assert verdict.command == command
+
+
+def test_the_program_path_stands_in_for_argv0() -> None:
+    """An argv[0] that lies about the program does not hide it: the exec's path names it."""
+    assert decide_exec(DENY, ["ls", "-l"], "/usr/bin/sudo").rule == "sudo *"
+
+
+def test_unparsable_shell_string_is_split_on_operators() -> None:
+    """What bashlex cannot parse is split on ; & | and newlines (quotes or not: the cautious reading),
+    so rules still meet its commands."""
+    assert decide_exec(DENY, ["sh", "-c", 'echo "open; sudo id']).rule == "sudo *"
+    assert decide_exec(DENY, ["sh", "-c", 'echo "open; ls']).allowed
+    assert decide_exec(DENY, ["sh", "-c", "case x in esac; sudo id <<<"]).rule == "sudo *"
+
+
+def test_script_files_are_judged_like_strings() -> None:
+    """`bash FILE` is judged on the commands FILE holds, when the guard could read it."""
+    script = "echo a\ncurl -s file:///x.sh | sh\n"
+    assert decide_exec(DENY, ["bash", "s.sh"], script_text=script).rule == "curl * | sh"
+    assert decide_exec(DENY, ["bash", "s.sh"], script_text="echo fine\n").allowed
+
+
+@pytest.mark.parametrize(
+    ("argv", "script", "file"),
+    [
+        (["bash", "-c", "x"], "x", None),
+        (["sh", "-ec", "x", "name"], "x", None),
+        (["bash", "s.sh", "a"], None, "s.sh"),
+        (["bash", "-x", "--", "s.sh"], None, "s.sh"),
+        (["bash", "-s"], None, None),
+        (["bash"], None, None),
+        (["python3", "-c", "x"], None, None),
+    ],
+)
+def test_shell_operands(argv: list[str], script: str | None, file: str | None) -> None:
+    """The -c STRING and the script FILE of a shell's argv are found, nothing else is."""
+    assert shell_script(argv) == script
+    assert shell_file(argv) == file
+
+
+def test_shell_commands_lists_pipelines_as_lines() -> None:
+    """A pipeline is one line, its commands joined by ' | '; nested sh -c strings are opened."""
+    commands, pipelines = shell_commands("a x | b y && sh -c 'c | d'")
+    assert ("a", "x") in commands
+    assert ("c",) in commands
+    assert pipelines == ["a x | b y", "c | d"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed", "command"),
+    [
+        (["git", "status"], True, ""),
+        (["git"], True, ""),
+        (["ls", "-l"], False, "ls -l"),
+        (["bash", "-c", "cd sub && git status"], True, ""),
+        (["bash", "-c", "git status; rm x"], False, "rm x"),
+        (["bash", "-c", "bash -c 'git log'"], True, ""),
+    ],
+)
+def test_allow_commands(argv: list[str], allowed: bool, command: str) -> None:
+    """With allow_commands, only matching commands run; a shell string must hold only allowed ones."""
+    verdict = decide_exec(Policy(allow_commands=("git *",)), argv)
+    assert verdict.allowed is allowed
+    if not allowed:
+        assert verdict.rule == NOT_ALLOWED
+        assert verdict.command == command
+
+
+def test_deny_wins_over_allow() -> None:
+    """A command both allowed and denied is denied."""
+    policy = Policy(allow_commands=("git *",), deny_commands=("git push --force*",))
+    assert decide_exec(policy, ["git", "push", "--force"]).rule == "git push --force*"
+
+
+@pytest.mark.parametrize(
+    ("path", "protected", "read_only"),
+    [
+        ("/repo/.env", ".env", None),
+        ("a/b/server.key", "*.key", None),
+        ("/r/.git/config", ".git/config", None),
+        ("/home/u/.ssh/id_ed25519", "~/.ssh", None),
+        ("/etc/hosts", None, "/etc"),
+        ("/etc", None, "/etc"),
+        ("/etcetera/x", None, None),
+        ("/r/env.py", None, None),
+    ],
+)
+def test_path_rules(path: str, protected: str | None, read_only: str | None) -> None:
+    """Path globs cover the path whole, as a suffix, by name, and everything inside a directory."""
+    policy = Policy(protect_paths=(".env", "*.key", ".git/config", "~/.ssh"), read_only_paths=("/etc",))
+    assert protected_path(policy, path, home="/home/u") == protected
+    assert read_only_path(policy, path, home="/home/u") == read_only
+
+
+def test_missing_mechanism_refuses_with_one_line() -> None:
+    """A policy needing a missing mechanism refuses to start, naming it and the way out."""
+    policy = Policy(deny_commands=("sudo *",), network="off")
+    with pytest.raises(MechanismMissing) as caught:
+        plan_enforcement(policy, {NETNS: "needs root"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "network-namespace" in message
+    assert "--policy-fallback=detect" in message
+    # parts the policy does not need may be missing
+    assert plan_enforcement(Policy(deny_commands=("x",)), {NETNS: "no"}).enforced == (SECCOMP,)
+
+
+def test_fallback_detect_downgrades_with_a_warning() -> None:
+    """--policy-fallback=detect keeps what works in the kernel and names what is only detected."""
+    policy = Policy(deny_commands=("sudo *",), protect_paths=(".env",))
+    plan = plan_enforcement(policy, {SECCOMP: "kernel too old"}, DETECT)
+    assert plan.enforced == (MOUNT,)
+    assert plan.detected == (SECCOMP,)
+    assert plan.warning is not None
+    assert "seccomp-notify" in plan.warning
+    assert "kernel too old" in plan.warning
+
+
+def test_bwrap_args_hide_freeze_and_drop_capabilities() -> None:
+    """bubblewrap binds stand-ins over hidden paths, read-only binds, keeps the spool writable."""
+    args = bwrap_args(
+        hidden=[("/r/.env", False), ("/home/u/.ssh", True)],
+        read_only=["/etc"],
+        writable=["/home/u/.capsule/spool/x"],
+        empty_file="/tmp/g/file",
+        empty_dir="/tmp/g/dir",
+    )
+    text = " ".join(args)
+    assert text.startswith("--dev-bind / /")
+    assert "--ro-bind /etc /etc" in text
+    assert "--ro-bind /tmp/g/file /r/.env" in text
+    assert "--ro-bind /tmp/g/dir /home/u/.ssh" in text
+    assert text.index("--ro-bind /etc") < text.index("--bind /home/u/.capsule")
+    assert args[-2:] == ["--cap-drop", "ALL"]
+
+
+def test_detect_violation_and_refused_open() -> None:
+    """After the fact: a denied exec that ran, an open of a protected path, a refused open, a connect."""
+    policy = Policy(
+        deny_commands=("sudo *",), protect_paths=(".env",), read_only_paths=("/etc",), network="off"
+    )
+    ran = ProcExec(ts=1.0, pid=5, path="/usr/bin/sudo", argv=("sudo", "id"), ok=True)
+    found = detect_violation(policy, ran)
+    assert found is not None
+    assert found.rule == "sudo *"
+    assert detect_violation(policy, ProcExec(ts=1.0, pid=5, path="/x/sudo", argv=("sudo",), ok=False)) is None
+    opened = FileOpened(ts=1.0, pid=6, path=".env", flags="O_RDONLY")
+    assert detect_violation(policy, opened, parts=(MOUNT,)) is not None
+    assert detect_violation(policy, opened, parts=(SECCOMP,)) is None
+    wrote = FileOpened(ts=1.0, pid=6, path="/etc/x", flags="O_WRONLY|O_CREAT")
+    assert detect_violation(policy, wrote) is not None
+    connect = NetConnected(ts=1.0, pid=7, family="AF_INET", address="127.0.0.1:80")
+    assert detect_violation(policy, connect) is not None
+    refused = FileOpened(ts=1.0, pid=6, path="/etc/x", flags="O_WRONLY", ok=False, errno="EROFS")
+    hit = refused_open(policy, refused)
+    assert hit is not None
+    assert hit.rule == "/etc"
+    assert refused_open(policy, FileOpened(ts=1.0, pid=6, path="/x", ok=False, errno="ENOENT")) is None
