@@ -13,12 +13,33 @@ setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
-    command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+    sh quickstart packages strace:strace
 
-# record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
+# record the demo agent (examples/demo: a script declared an agent by a user rule) and show its report
 demo: setup
-    {{bin}}/capsule run --name demo -- bash examples/agent-session.sh || true
-    {{bin}}/capsule report latest
+    #!/bin/sh
+    set -eu
+    home="$PWD/.demo/home"
+    mkdir -p "$home"
+    cp examples/demo/rules.toml "$home/rules.toml"
+    echo "demo: examples/demo/demo-agent is a script that works like an AI coding agent (it is not one):"
+    echo "demo: it explores, tests (a failure), edits, builds, tests again and commits. It is recognised as"
+    echo "demo: the agent 'demo-agent' because of a user rule, examples/demo/rules.toml, copied to $home."
+    echo
+    CAPSULE_HOME="$home" {{bin}}/capsule run --level file --name demo -- examples/demo/demo-agent || true
+    echo
+    CAPSULE_HOME="$home" {{bin}}/capsule report latest
+    echo
+    ours=$(readlink -f {{bin}}/capsule)
+    found=$(command -v capsule || true)
+    if [ -n "$found" ] && [ "$(readlink -f "$found")" = "$ours" ]; then
+        echo "demo: \`capsule\` is on your PATH: $found"
+    elif [ "$(readlink -f "$HOME/.local/bin/capsule" || true)" = "$ours" ]; then
+        echo "demo: \`capsule\` is $HOME/.local/bin/capsule (a link to $ours); add $HOME/.local/bin to PATH"
+    else
+        echo "demo: \`capsule\` is $ours"
+    fi
+    echo "demo: this session is in $home; see it again with: CAPSULE_HOME=$home capsule report"
 
 # lint, then the whole test suite (real strace included)
 test: setup browser lint
@@ -26,7 +47,7 @@ test: setup browser lint
 
 # headless Chromium and its driver, for the HTML report's browser test (not needed to use capsule)
 browser:
-    command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+    sh quickstart packages chromium:chromium chromedriver:chromium-driver
 
 # ruff, mypy and the layering check (import-linter)
 lint: 
@@ -37,7 +58,7 @@ lint:
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup
-    command -v parallel >/dev/null || { apt-get update -qq && apt-get install -y -qq parallel; }
+    sh quickstart packages parallel:parallel
     {{bin}}/python -m tests.bench
 
 # re-record expected outputs of the golden sessions in sessions/ (review the diff before committing)

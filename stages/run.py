@@ -50,15 +50,19 @@ class RunOutcome:
     error: str | None = None
 
 
-def resolve_command(name: str) -> tuple[str | None, str | None]:
-    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail."""
+def resolve_command(
+    name: str, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail (from
+    `cwd`, with `env`'s PATH when they are given)."""
     if "/" in name:
-        if not os.path.exists(name):
+        where = os.path.join(cwd, name) if cwd is not None else name
+        if not os.path.exists(where):
             return None, "ENOENT"
-        if os.path.isdir(name) or not os.access(name, os.X_OK):
+        if os.path.isdir(where) or not os.access(where, os.X_OK):
             return None, "EACCES"
         return name, None
-    found = shutil.which(name)
+    found = shutil.which(name, path=None if env is None else env.get("PATH", os.defpath))
     return (found, None) if found else (None, "ENOENT")
 
 
@@ -78,6 +82,7 @@ def _header(
     session_id: str, argv: tuple[str, ...], name: str | None, started: float, **fields: object
 ) -> SessionStarted:
     # `started` is taken before strace is spawned, so the header never postdates the trace's first line.
+    cwd = fields.pop("cwd", None)
     return SessionStarted(
         ts=started,
         capsule_version=__version__,
@@ -85,7 +90,7 @@ def _header(
         session_kind="run",
         name=name,
         argv=argv,
-        cwd=os.getcwd(),
+        cwd=os.path.abspath(str(cwd or ".")),
         host=platform.node(),
         recorder_pid=os.getpid(),
         recorder_started=psutil.Process().create_time(),
@@ -133,9 +138,12 @@ async def record_run(
     parent: str | None = None,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     time_limit: float | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
-    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL)."""
+    its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL).
+    `cwd` and `env` (None: Capsule's own) are the command's working directory and environment."""
     started = time.time()
     session_id, path = create_session(home, started)
     shown_argv = redact_argv(argv) if redact else tuple(argv)
@@ -143,7 +151,7 @@ async def record_run(
     trace_fd = open_private(path / TRACE)
     error: str | None = None
     try:
-        resolved, failure = resolve_command(argv[0])
+        resolved, failure = resolve_command(argv[0], cwd, env)
         if resolved is None:
             assert failure is not None
             message = "command not found" if failure == "ENOENT" else "permission denied"
@@ -157,6 +165,7 @@ async def record_run(
                         trace_level=level,
                         redacted=redact,
                         parent=parent,
+                        cwd=cwd,
                     ),
                     ProcSpawnFailed(
                         ts=time.time(), path=shown_argv[0], argv=shown_argv, errno=failure, message=message
@@ -190,6 +199,7 @@ async def record_run(
                         trace_level=level,
                         redacted=redact,
                         parent=parent,
+                        cwd=cwd,
                     )
                 ]
             )
@@ -199,6 +209,8 @@ async def record_run(
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
+                cwd=cwd,
+                env=env,
             )
             tracer_done = trio.Event()
 

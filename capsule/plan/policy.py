@@ -37,11 +37,22 @@ def denied_command(policy: Policy, argv: Sequence[str]) -> str | None:
     return None
 
 
+def command_matches(pattern: str, argv: Sequence[str]) -> bool:
+    """True if the glob matches the command line as a `deny_commands` rule would (the Python API's
+    `Session.ran` and friends take the same patterns)."""
+    return any(fnmatchcase(line, pattern) for line in _lines(argv))
+
+
+def path_matches(glob: str, path: str) -> bool:
+    """True if the glob matches the path whole, as a suffix, or its basename (`protect_paths`)."""
+    name = path.rsplit("/", 1)[-1]
+    return fnmatchcase(path, glob) or fnmatchcase(path, "*/" + glob) or fnmatchcase(name, glob)
+
+
 def protected_path(policy: Policy, path: str) -> str | None:
     """The first `protect_paths` glob that matches the path (whole, as a suffix, or its basename)."""
-    name = path.rsplit("/", 1)[-1]
     for rule in policy.protect_paths:
-        if fnmatchcase(path, rule) or fnmatchcase(path, "*/" + rule) or fnmatchcase(name, rule):
+        if path_matches(rule, path):
             return rule
     return None
 
