@@ -42,12 +42,17 @@ demo: setup
     echo "demo: this session is in $home; see it again with: CAPSULE_HOME=$home capsule report"
 
 # lint, then the whole test suite (real strace included)
-test: setup browser lint
+test: setup browser jstools lint
     {{bin}}/python -m pytest -q -p no:cacheprovider
 
 # headless Chromium and its driver, for the HTML report's browser test (not needed to use capsule)
 browser:
     sh quickstart packages chromium:chromium chromedriver:chromium-driver
+
+# Node and the npm parsers the tests check exports with (tests/js/package.json; not needed to use capsule)
+jstools:
+    sh quickstart packages node:nodejs npm:npm
+    test -d tests/js/node_modules/@tracerbench/trace-model || npm ci --prefix tests/js --no-audit --no-fund --silent
 
 # ruff, mypy and the layering check (import-linter)
 lint: 

@@ -127,8 +127,11 @@ class Service:
 
 
 class Supervisor:
-    def __init__(self, config: ProjectConfig, config_path: Path, home: Path) -> None:
+    def __init__(
+        self, config: ProjectConfig, config_path: Path, home: Path, argv: tuple[str, ...] = ()
+    ) -> None:
         self.config, self.config_path, self.home = config, config_path, home
+        self.argv = argv or ("capsule", "env", "up", str(config_path))
         self.root = (config_path.parent / config.working_dir).resolve()
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
@@ -509,7 +512,7 @@ class Supervisor:
                 session_id=self.session_id,
                 session_kind="env",
                 name=self.config.name,
-                argv=tuple(sys.argv),
+                argv=self.argv,
                 cwd=str(self.root),
                 host=platform.node(),
                 recorder_pid=os.getpid(),
@@ -638,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--notify-fd", type=int, default=None)
+    parser.add_argument(
+        "--command-line", default=None, help="the user's command, a JSON list (the header's argv)"
+    )
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
@@ -645,7 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)
         return 4
-    supervisor = Supervisor(config, args.config.resolve(), capsule_home())
+    shown = (
+        tuple(orjson.loads(args.command_line))
+        if args.command_line
+        else ("capsule", "env", "up", str(args.config))
+    )
+    supervisor = Supervisor(config, args.config.resolve(), capsule_home(), argv=shown)
     if not args.foreground:
         fd = open_private(supervisor.dir / "supervisor.log")
         os.dup2(fd, 2)

@@ -19,6 +19,7 @@ from capsule.cli.base import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_NOT_FOUND,
+    HELP_SETTINGS,
     CliError,
     JsonOption,
     _console,
@@ -26,6 +27,7 @@ from capsule.cli.base import (
     _print_json,
     _resolve,
     app,
+    command_line,
     fail,
 )
 
@@ -35,7 +37,10 @@ if TYPE_CHECKING:
     from capsule.plan import Plan
 
 agents_app = typer.Typer(
-    help="Run many agent tasks as a DAG, with limits, retries, hooks and policy.", no_args_is_help=True
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+    help="Run many agent tasks as a DAG, with limits, retries, hooks and policy.",
+    no_args_is_help=True,
 )
 app.add_typer(agents_app, name="agents")
 
@@ -256,7 +261,7 @@ def _execute(plan: Plan, *, resume_dir: Path | None = None, plan_path: str | Non
         writer = reopen_run(resume_dir, count)
         path = resume_dir
     else:
-        _id, path, writer = open_run(_home(), plan, tuple(sys.argv))
+        _id, path, writer = open_run(_home(), plan, command_line())
     progress = _Progress(_history(plan))
     scheduler = Scheduler(plan, writer, path, home=_home(), tracer=tracer, state=state, on_event=progress)
     if state is None:

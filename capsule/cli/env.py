@@ -21,11 +21,13 @@ from capsule.cli.base import (
     EXIT_CHECK_FAILED,
     EXIT_ENVIRONMENT,
     EXIT_NOT_FOUND,
+    HELP_SETTINGS,
     JsonOption,
     _console,
     _home,
     _print_json,
     app,
+    command_line,
     fail,
 )
 
@@ -33,7 +35,10 @@ if TYPE_CHECKING:
     from capsule.stages.envproc import EnvSession
 
 env_app = typer.Typer(
-    help="Project environments: supervised services from capsule.toml.", no_args_is_help=True
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+    help="Project environments: supervised services from capsule.toml.",
+    no_args_is_help=True,
 )
 app.add_typer(env_app, name="env")
 
@@ -181,6 +186,12 @@ def _print_status(data: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _json_argv(argv: tuple[str, ...]) -> str:
+    import orjson
+
+    return orjson.dumps(argv).decode()
+
+
 def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | None = None) -> EnvSession:
     """The live environment of `path`, started under a detached supervisor if it is not up.
 
@@ -203,7 +214,16 @@ def activate(path: Path, timeout: float = 120.0, note: Callable[[str], None] | N
     err_path = home / "spool" / f"supervise-{os.getpid()}-{write}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "capsule.stages.supervise", str(config), "--notify-fd", str(write)],
+            [
+                sys.executable,
+                "-m",
+                "capsule.stages.supervise",
+                str(config),
+                "--notify-fd",
+                str(write),
+                "--command-line",
+                _json_argv(command_line("env", "up", str(path))),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -251,7 +271,9 @@ def up(
                 print(f"capsule: {line}", file=sys.stderr)
             from capsule.stages.supervise import main as supervise
 
-            raise typer.Exit(supervise([str(config), "--foreground"]))
+            raise typer.Exit(
+                supervise([str(config), "--foreground", "--command-line", _json_argv(command_line())])
+            )
     env = activate(path, timeout, note=lambda line: print(f"capsule: {line}", file=sys.stderr))
     data = status_dict(env)
     if as_json:
@@ -411,17 +433,26 @@ def control_process(op: str, name: str, env_path: Path | None) -> str:
     return f"{env.state.project}/{name}: {op} done"
 
 
-@app.command(help="Start a stopped process of a running environment.")
+@env_app.command(help="Start a stopped process of a running environment.")
+@app.command(
+    help="Start a stopped process of a running environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def start(name: str, env: EnvOption = None) -> None:
     _control_one("start", name, env)
 
 
-@app.command(help="Stop one process of a running environment (it stays stopped).")
+@env_app.command(help="Stop one process of a running environment (it stays stopped).")
+@app.command(
+    help="Stop one process of a running environment (it stays stopped).", hidden=True
+)  # the old top-level spelling, kept for a release
 def stop(name: str, env: EnvOption = None) -> None:
     _control_one("stop", name, env)
 
 
-@app.command(help="Stop and start one process of a running environment.")
+@env_app.command(help="Stop and start one process of a running environment.")
+@app.command(
+    help="Stop and start one process of a running environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def restart(name: str, env: EnvOption = None) -> None:
     _control_one("restart", name, env)
 
@@ -443,7 +474,10 @@ def read_logs(name: str, env_path: Path | None, lines: int) -> tuple[Path, list[
     return log, data.splitlines(keepends=True)[-lines:] if lines > 0 else []
 
 
-@app.command(help="A process's stdout and stderr, with timestamps and stream.")
+@env_app.command(help="A process's stdout and stderr, with timestamps and stream.")
+@app.command(
+    help="A process's stdout and stderr, with timestamps and stream.", hidden=True
+)  # the old top-level spelling, kept for a release
 def logs(
     name: str,
     env: EnvOption = None,
@@ -470,7 +504,10 @@ def logs(
             pos = size
 
 
-@app.command(help="Every managed process of every environment.")
+@env_app.command(help="Every managed process of every environment.")
+@app.command(
+    help="Every managed process of every environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def ps(as_json: JsonOption = False) -> None:
     rows = ps_rows()
     if as_json:
@@ -512,9 +549,10 @@ def ps_rows() -> list[dict[str, Any]]:
     return rows
 
 
-@app.command(
+@env_app.command(
     "kill-all", help="Bring down every environment on this machine, orphans of dead supervisors included."
 )
+@app.command("kill-all", hidden=True, help="Bring down every environment (now `capsule env kill-all`).")
 def kill_all() -> None:
     from capsule.stages.envproc import ControlError, control, open_envs
     from capsule.stages.processes import process_if

@@ -17,7 +17,10 @@ from capsule.cli.base import JsonOption, _home, _print_json, _resolve, app, fail
 
 AgeOption = Annotated[
     str | None,
-    typer.Option("--older-than", help="Only sessions started longer ago than this: 30d, 12h, 90m, 2w."),
+    typer.Option(
+        "--older-than",
+        help="Only sessions started longer ago than this: 30d, 12h, 90m, 2w, 1d12h (a bare number is seconds).",
+    ),
 ]
 
 
@@ -29,7 +32,7 @@ def _age(text: str | None) -> float | None:
     try:
         return parse_age(text)
     except ValueError as exc:
-        fail(str(exc), 2)
+        fail(f"--older-than: {exc}", 2)
 
 
 def _size(n: int) -> str:
