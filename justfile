@@ -52,7 +52,8 @@ browser:
 # Node and the npm parsers the tests check exports with (tests/js/package.json; not needed to use capsule)
 jstools:
     sh quickstart packages node:nodejs npm:npm
-    test -d tests/js/node_modules/@tracerbench/trace-model || npm ci --prefix tests/js --no-audit --no-fund --silent
+    # Node ships its own CA list; the system's (what pip and apt trust) is added, as Debian's own node does.
+    test -d tests/js/node_modules/@tracerbench/trace-model || NODE_EXTRA_CA_CERTS="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" npm ci --prefix tests/js --no-audit --no-fund --silent
 
 # ruff, mypy and the layering check (import-linter)
 lint: 

@@ -28,6 +28,7 @@ from capsule.cli.base import (
     _resolve,
     app,
     command_line,
+    duration,
     fail,
 )
 
@@ -537,7 +538,12 @@ def ps(as_json: JsonOption = False) -> None:
 
 
 @agents_app.command(help="`agents ps`, live, until Ctrl-C.")
-def top(interval: Annotated[float, typer.Option("--interval", "-n")] = 1.0) -> None:
+def top(
+    interval: Annotated[
+        float,
+        typer.Option("--interval", "-n", parser=duration, metavar="DURATION", help="Between refreshes."),
+    ] = 1.0,
+) -> None:
     from rich.live import Live
 
     with (
@@ -555,7 +561,12 @@ def top(interval: Annotated[float, typer.Option("--interval", "-n")] = 1.0) -> N
 def kill(
     task: Annotated[str | None, typer.Argument(help="The task id.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every running task.")] = False,
-    grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL.")] = 2.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", parser=duration, metavar="DURATION", help="Between SIGTERM and SIGKILL (500ms, 5s)."
+        ),
+    ] = 2.0,
 ) -> None:
     if task is None and not all_:
         fail("name a TASK or pass --all", 2)

@@ -69,6 +69,16 @@ SessionArg = Annotated[
 ]
 
 
+def duration(value: str) -> float:
+    """A typer `parser` for duration options: `500ms`, `90s`, `1h30m`, `2w`, or seconds."""
+    from capsule.duration import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 class CliError(Exception):
     """An error to show as one line with an exit code."""
 

@@ -28,6 +28,7 @@ from capsule.cli.base import (
     _print_json,
     app,
     command_line,
+    duration,
     fail,
 )
 
@@ -260,7 +261,12 @@ def reap() -> None:
 def up(
     path: PathArg = Path("."),
     foreground: Annotated[bool, typer.Option("--foreground", help="Supervise from this terminal.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for every process.")] = 120.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", parser=duration, metavar="DURATION", help="How long to wait for every process."
+        ),
+    ] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
     if foreground:

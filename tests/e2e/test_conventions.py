@@ -31,6 +31,8 @@ def test_version(capsule: CapsuleRunner) -> None:
         (["report", "a", "b"], "unexpected extra argument"),
         (["env", "nope"], "No such command 'nope'. (see `capsule env --help`)"),
         (["agents", "run"], "Missing argument 'PLAN_FILE'"),
+        (["agents", "kill", "--all", "--grace", "soon"], "--grace': not a duration: 'soon'"),
+        (["prune", "--older-than", "3 days"], "--older-than: not a duration: '3 days'"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsule: CapsuleRunner, args: list[str], says: str) -> None:
