@@ -288,7 +288,7 @@ def up(
         _print_status(data)
     bad = [p["name"] for p in data["processes"] if p["state"] not in ("ready", "running", "exited")]
     if bad:
-        print(f"capsule: error: not up: {', '.join(bad)} (see `capsule logs NAME`)", file=sys.stderr)
+        print(f"capsule: error: not up: {', '.join(bad)} (see `capsule env logs NAME`)", file=sys.stderr)
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
@@ -435,7 +435,7 @@ def control_process(op: str, name: str, env_path: Path | None) -> str:
     if not reply.get("ok"):
         fail(str(reply.get("error")), EXIT_NOT_FOUND)
     if op != "stop" and not reply.get("up"):
-        fail(f"{name} did not come up (see `capsule logs {name}`)", EXIT_CHECK_FAILED)
+        fail(f"{name} did not come up (see `capsule env logs {name}`)", EXIT_CHECK_FAILED)
     return f"{env.state.project}/{name}: {op} done"
 
 

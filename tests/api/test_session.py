@@ -80,11 +80,38 @@ def test_files_and_network_come_from_the_report() -> None:
     report = {
         "session": {"id": "s1", "kind": "run", "argv": ["make"], "status": "complete", "exit_code": 0},
         "processes": [
-            {"id": 0, "parent": None, "pid": 10, "ppid": None, "argv": ["make"], "start": 1.0, "failure": False},
-            {"id": 1, "parent": 0, "pid": 11, "ppid": 10, "argv": ["grep", "x"], "exit_code": 1, "start": 2.0, "failure": False},
+            {
+                "id": 0,
+                "parent": None,
+                "pid": 10,
+                "ppid": None,
+                "argv": ["make"],
+                "start": 1.0,
+                "failure": False,
+            },
+            {
+                "id": 1,
+                "parent": 0,
+                "pid": 11,
+                "ppid": 10,
+                "argv": ["grep", "x"],
+                "exit_code": 1,
+                "start": 2.0,
+                "failure": False,
+            },
         ],
         "files": [{"path": "/w/src/a.py", "ops": ["read", "write"], "pids": [11], "first": 2.0, "last": 2.5}],
-        "network": [{"family": "inet", "address": "127.0.0.1", "port": 80, "op": "connect", "ok": False, "error": "ECONNREFUSED", "pids": [11]}],
+        "network": [
+            {
+                "family": "inet",
+                "address": "127.0.0.1",
+                "port": 80,
+                "op": "connect",
+                "ok": False,
+                "error": "ECONNREFUSED",
+                "pids": [11],
+            }
+        ],
     }
     s = Session.from_report(report, Path("/tmp/s1"), failed={1})
     assert s.failures == ()  # the report's own verdict wins: grep 1 is an answer
@@ -99,5 +126,7 @@ def test_files_and_network_come_from_the_report() -> None:
 def test_import_capsule_stays_light() -> None:
     """`import capsule` loads no API, trio or stages until an API name is used."""
     code = "import sys, capsule; print(sorted(m for m in sys.modules if m.startswith(('capsule.', 'trio'))))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "[]"
