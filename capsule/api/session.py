@@ -351,7 +351,7 @@ def _home(home: str | Path | None) -> Path:
     return Path(home).expanduser().absolute() if home is not None else capsule_home()
 
 
-def _rules(home: Path | None, extra: Path | None = None) -> RuleSet:
+def load_rules(home: Path | None, extra: Path | None = None) -> RuleSet:
     """The packaged rules, then `home`'s rules.toml (or the file `extra`) over them."""
     from importlib.resources import files
 
@@ -392,7 +392,7 @@ def open_session(session: str | Path = "latest", home: str | Path | None = None)
         raise BadInput(f"{path}: not a capsule session (no session.started header)")
     if seen.ended is None and not recorder_alive(header):
         trio.run(lambda: recover(path, header, home=where))
-    state = SessionState.new(_rules(where))
+    state = SessionState.new(load_rules(where))
     try:
         for event in iter_events(path, LineDecoder()):
             state.apply(event)

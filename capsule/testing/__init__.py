@@ -42,6 +42,7 @@ from capsule.testing.assertions import (
 
 if TYPE_CHECKING:
     from capsule.api.session import Session
+    from capsule.fold.labels import RuleSet
 
 __all__ = [
     "Replay",
@@ -89,8 +90,8 @@ class Replay:
         return "\n".join(parts)
 
 
-def _rules(path: Path) -> object:
-    from capsule.api.session import _rules as load
+def _rules(path: Path) -> RuleSet:
+    from capsule.api.session import load_rules as load
 
     extra = path / RULES if (path / RULES).is_file() else path.parent / RULES
     return load(None, extra if extra.is_file() else None)
@@ -120,7 +121,7 @@ def replay(path: str | Path) -> Replay:
     header = glance(path).header
     if header is None:
         raise BadInput(f"{path}: not a capsule session (no {EVENTS} with a session.started header)")
-    state = SessionState.new(_rules(path))  # type: ignore[arg-type]
+    state = SessionState.new(_rules(path))
     try:
         events = list(iter_events(path, LineDecoder()))
     except CodecError as exc:
