@@ -20,13 +20,15 @@ def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None or os.geteuid() != 0:
         pytest.skip("needs root and setpriv (util-linux) to run as another user")
+    # The script comes on stdin (`sh -s`): the clone's directory may not be readable by that user.
     return subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sh", str(SCRIPT), *args],
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
-        stdin=subprocess.DEVNULL,
+        input=SCRIPT.read_text(),
+        cwd="/",
     )
 
 
