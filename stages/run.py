@@ -73,17 +73,19 @@ class RunOutcome:
     error: str | None = None
 
 
-def resolve_command(name: str, cwd: str | None = None) -> tuple[str | None, str | None]:
-    """(path, None) if `name` can be executed (from `cwd`), else (None, errno name) as execvp would fail."""
+def resolve_command(
+    name: str, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail (from
+    `cwd`, with `env`'s PATH when they are given)."""
     if "/" in name:
-        if cwd is not None:
-            name = os.path.join(cwd, name)
-        if not os.path.exists(name):
+        where = os.path.join(cwd, name) if cwd is not None else name
+        if not os.path.exists(where):
             return None, "ENOENT"
-        if os.path.isdir(name) or not os.access(name, os.X_OK):
+        if os.path.isdir(where) or not os.access(where, os.X_OK):
             return None, "EACCES"
         return name, None
-    found = shutil.which(name)
+    found = shutil.which(name, path=None if env is None else env.get("PATH", os.defpath))
     return (found, None) if found else (None, "ENOENT")
 
 
@@ -103,6 +105,7 @@ def _header(
     session_id: str, argv: tuple[str, ...], name: str | None, started: float, **fields: object
 ) -> SessionStarted:
     # `started` is taken before strace is spawned, so the header never postdates the trace's first line.
+    cwd = fields.pop("cwd", None)
     return SessionStarted(
         ts=started,
         capsule_version=__version__,
@@ -110,7 +113,7 @@ def _header(
         session_kind="run",
         name=name,
         argv=argv,
-        cwd=os.path.abspath(str(fields.pop("cwd", None) or os.getcwd())),
+        cwd=os.path.abspath(str(cwd or os.getcwd())),
         host=platform.node(),
         recorder_pid=os.getpid(),
         recorder_started=psutil.Process().create_time(),
@@ -222,13 +225,14 @@ async def record_run(
     answers: RuleSet | None = None,
     sample_interval: float = 0.0,
     enforcement: Enforcement | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
     `cwd` is the directory it runs in (default: this process's). `answers` (exit rules) keep `grep` 1
     out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
     (`proc.sampled`); `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see
-    stages/guard.py)."""
+    stages/guard.py); `env` (None: Capsule's own) is the command's environment."""
     started = time.time()
     level = trace_level(level, enforcement)
     level = trace_level(level, enforcement)
@@ -241,7 +245,7 @@ async def record_run(
     trace_fd = open_private(path / trace_name(tracer.path), new=True)
     error: str | None = None
     try:
-        resolved, failure = resolve_command(argv[0], cwd)
+        resolved, failure = resolve_command(argv[0], cwd, env)
         if resolved is None:
             assert failure is not None
             message = "command not found" if failure == "ENOENT" else "permission denied"
@@ -337,6 +341,7 @@ async def record_run(
                         stdio=stdio,
                         on_ready=on_ready,
                         cwd=cwd,
+                        env=env,
                     )
                     started = ready[0]
                 except EbpfUnavailable as exc:
@@ -355,7 +360,7 @@ async def record_run(
                     writable=[str(spool)],
                 )
                 process = await trio.lowlevel.open_process(
-                    wrapped, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=fds
+                    wrapped, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, pass_fds=fds
                 )
                 pid.append(process.pid)
                 guard.spawned()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
 from capsule import __version__
@@ -57,8 +58,16 @@ class Handles:
 
 
 class Supervisor:
-    def __init__(self, config: ProjectConfig, config_text: str, config_path: Path, home: Path) -> None:
+    def __init__(
+        self,
+        config: ProjectConfig,
+        config_text: str,
+        config_path: Path,
+        home: Path,
+        argv: tuple[str, ...] = (),
+    ) -> None:
         self.config, self.config_text, self.config_path, self.home = config, config_text, config_path, home
+        self.argv = argv or ("capsule", "env", "up", str(config_path))  # the user's command, for the header
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
         self.state = EnvState()
@@ -324,7 +333,7 @@ class Supervisor:
                     session_id=self.session_id,
                     session_kind="env",
                     name=self.config.name,
-                    argv=tuple(sys.argv),
+                    argv=self.argv,
                     cwd=str((self.config_path.parent / self.config.working_dir).resolve()),
                     host=platform.node(),
                     recorder_pid=os.getpid(),
@@ -387,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--notify-fd", type=int, default=None)
+    parser.add_argument(
+        "--command-line", default=None, help="the user's command, a JSON list (the header's argv)"
+    )
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
@@ -395,7 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)
         return 4
-    supervisor = Supervisor(config, text, args.config.resolve(), capsule_home())
+    shown = (
+        tuple(orjson.loads(args.command_line))
+        if args.command_line
+        else ("capsule", "env", "up", str(args.config))
+    )
+    supervisor = Supervisor(config, text, args.config.resolve(), capsule_home(), argv=shown)
     if not args.foreground:
         fd = open_private(supervisor.dir / "supervisor.log")
         os.dup2(fd, 2)

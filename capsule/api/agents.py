@@ -237,7 +237,12 @@ def history() -> dict[str, float]:
 
 
 def run(
-    plan: Plan, *, on_event: OnEvent | None = None, plan_path: str | None = None, resume: Path | None = None
+    plan: Plan,
+    *,
+    on_event: OnEvent | None = None,
+    plan_path: str | None = None,
+    resume: Path | None = None,
+    argv: tuple[str, ...] | None = None,
 ) -> RunState:
     """Run `plan` in this process until it ends (appending to session `resume` if given); its fold.
 
@@ -265,7 +270,10 @@ def run(
         writer = reopen_run(resume, count)
         path = resume
     else:
-        _id, path, writer = open_run(home(), plan, tuple(sys.argv))
+        # the user's command (`capsule agents run plan.toml`), not the interpreter's argv
+        _id, path, writer = open_run(
+            home(), plan, argv or ("capsule", "agents", "run", plan_path or plan.name)
+        )
     scheduler = Scheduler(
         plan,
         writer,

@@ -242,7 +242,9 @@ def _check_policy(config: ProjectConfig) -> None:
         raise RecordingFailed(str(exc)) from None
 
 
-def up(path: Path, timeout: float = 120.0, note: Note | None = None) -> EnvironmentStatus:
+def up(
+    path: Path, timeout: float = 120.0, note: Note | None = None, argv: tuple[str, ...] | None = None
+) -> EnvironmentStatus:
     """The environment of `path`, started under a detached supervisor if it is not up; its status.
 
     What dead supervisors of the same config left running is stopped first (each line to `note`).
@@ -258,14 +260,16 @@ def up(path: Path, timeout: float = 120.0, note: Note | None = None) -> Environm
         for line in _cleanup_dead(str(config)):
             if note is not None:
                 note(line)
-        _start_detached(config, timeout)
+        _start_detached(config, timeout, argv)
     env = _live(config) or _latest(config)
     assert env is not None  # the supervisor announced its session
     return _status(env)
 
 
-def _start_detached(config: Path, timeout: float) -> None:
+def _start_detached(config: Path, timeout: float, argv: tuple[str, ...] | None = None) -> None:
     import subprocess
+
+    import orjson
 
     where = home()
     (where / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -273,7 +277,16 @@ def _start_detached(config: Path, timeout: float) -> None:
     err_path = where / "spool" / f"supervise-{os.getpid()}-{write}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "capsule.stages.supervise", str(config), "--notify-fd", str(write)],
+            [
+                sys.executable,
+                "-m",
+                "capsule.stages.supervise",
+                str(config),
+                "--notify-fd",
+                str(write),
+                "--command-line",
+                orjson.dumps(argv or ("capsule", "env", "up", str(config))).decode(),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -322,10 +335,13 @@ def _read_notify(fd: int, timeout: float) -> dict[str, str]:
     return got
 
 
-def up_foreground(path: Path, note: Note | None = None) -> int | None:
+def up_foreground(path: Path, note: Note | None = None, argv: tuple[str, ...] | None = None) -> int | None:
     """Supervise the environment of `path` from this process until it is brought down; its exit code.
 
     None if it is already up (under another supervisor): the caller reports its status instead."""
+    import orjson
+
+    shown = argv or ("capsule", "env", "up", "--foreground", str(path))
     import threading
 
     from capsule.stages.supervise import main as supervise
@@ -355,7 +371,7 @@ def up_foreground(path: Path, note: Note | None = None) -> int | None:
     watcher = threading.Thread(target=release_when_announced, name="capsule-env-lock", daemon=True)
     watcher.start()
     try:
-        return supervise([str(config), "--foreground"])
+        return supervise([str(config), "--foreground", "--command-line", orjson.dumps(shown).decode()])
     finally:
         released.set()
         watcher.join()

@@ -98,6 +98,20 @@ def kind(session_dir: Path) -> str | None:
     return None if header is None else header.session_kind
 
 
+def header_of(session_dir: Path) -> Any:
+    """The session's `session.started` header, None if it has none."""
+    from capsule.stages.reader import glance
+
+    return glance(session_dir).header
+
+
+def all_session_dirs() -> list[Path]:
+    """Every session directory under `$CAPSULE_HOME/runs`, traced children included."""
+    from capsule.stages.store import session_dirs
+
+    return list(session_dirs(home()))
+
+
 def is_agents(session_dir: Path) -> bool:
     return kind(session_dir) == "agents"
 
@@ -540,7 +554,7 @@ class Exported:
     warnings: tuple[str, ...]
 
 
-def export(session: str | Path, fmt: str) -> Exported:
+def export(session: str | Path, fmt: str, *, protobuf: bool = False) -> Exported:
     """A session as Perfetto trace JSON or OTLP/JSON (for jsonl, stream it with `copy_events`)."""
     import orjson
 
@@ -561,7 +575,7 @@ def export(session: str | Path, fmt: str) -> Exported:
                 if fmt == "perfetto"
                 else supervised_request(sup.timeline, sup.children, __version__)
             )
-            body = orjson.dumps(made, option=orjson.OPT_APPEND_NEWLINE)
+            body = _otlp_body(made) if protobuf else orjson.dumps(made, option=orjson.OPT_APPEND_NEWLINE)
             return Exported(session=session_dir.name, format=fmt, body=body, warnings=sup.warnings)
         loaded = load(session_dir)
         if fmt == "perfetto":
@@ -572,8 +586,18 @@ def export(session: str | Path, fmt: str) -> Exported:
             from capsule import __version__
             from capsule.report.otlp import export_request
 
-            body = orjson.dumps(export_request(loaded.state, __version__), option=orjson.OPT_APPEND_NEWLINE)
+            request = export_request(loaded.state, __version__)
+            body = (
+                _otlp_body(request) if protobuf else orjson.dumps(request, option=orjson.OPT_APPEND_NEWLINE)
+            )
     return Exported(session=loaded.id, format=fmt, body=body, warnings=loaded.warnings)
+
+
+def _otlp_body(request: dict[str, Any]) -> bytes:
+    """An OTLP/JSON request as OTLP/HTTP's default encoding, protobuf (opentelemetry-proto's messages)."""
+    from capsule.report.otlp import encode_protobuf
+
+    return encode_protobuf(request)
 
 
 def copy_events(session: str | Path, out: BinaryIO) -> tuple[str, ...]:

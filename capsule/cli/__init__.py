@@ -1,7 +1,7 @@
 """The front door: the typer app, a peer of the MCP server over `capsule.api`: arguments in, rendering out.
 
 `base` holds the app, exit codes and shared helpers; each command group registers itself on it:
-`record` (run, report, ls, import, replay, doctor), `export` (perfetto, otlp, jsonl), `retention`
+`record` (run, report, ls, import, replay, doctor), `export` (perfetto, otlp, jsonl, parquet), `retention`
 (prune, archive), `env` (project environments), `agents` (batches of
 agent tasks). Heavy modules are imported inside the commands that need them.
 """

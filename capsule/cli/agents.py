@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from capsule.cli.base import EXIT_CHECK_FAILED, JsonOption, _console, _print_json, app, fail
+from capsule.cli.base import (
+    EXIT_CHECK_FAILED,
+    HELP_SETTINGS,
+    JsonOption,
+    _console,
+    _print_json,
+    app,
+    command_line,
+    duration,
+    fail,
+)
 
 if TYPE_CHECKING:
     from capsule.api.agents import RunningTask
@@ -25,7 +35,10 @@ if TYPE_CHECKING:
     from capsule.fold.tasks import RunState
 
 agents_app = typer.Typer(
-    help="Run many agent tasks as a DAG, with limits, retries, hooks and policy.", no_args_is_help=True
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+    help="Run many agent tasks as a DAG, with limits, retries, hooks and policy.",
+    no_args_is_help=True,
 )
 app.add_typer(agents_app, name="agents")
 
@@ -140,7 +153,7 @@ def _execute(plan: Any, *, resume_dir: Path | None = None, plan_path: str | None
 
     progress = _Progress(agents.history())
     with progress:
-        run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir)
+        run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line())
         progress.final(run)
     _summary(run)
     return run
@@ -310,7 +323,12 @@ def ps(as_json: JsonOption = False) -> None:
 
 
 @agents_app.command(help="`agents ps`, live, until Ctrl-C.")
-def top(interval: Annotated[float, typer.Option("--interval", "-n")] = 1.0) -> None:
+def top(
+    interval: Annotated[
+        float,
+        typer.Option("--interval", "-n", parser=duration, metavar="DURATION", help="Between refreshes."),
+    ] = 1.0,
+) -> None:
     from rich.live import Live
 
     with (
@@ -328,7 +346,12 @@ def top(interval: Annotated[float, typer.Option("--interval", "-n")] = 1.0) -> N
 def kill(
     task: Annotated[str | None, typer.Argument(help="The task id.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every running task.")] = False,
-    grace: Annotated[float, typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL.")] = 2.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", parser=duration, metavar="DURATION", help="Between SIGTERM and SIGKILL (500ms, 5s)."
+        ),
+    ] = 2.0,
 ) -> None:
     from capsule.api import agents
 

@@ -34,14 +34,37 @@ EXIT_NOT_FOUND = 3
 EXIT_BAD_INPUT = 4
 EXIT_ENVIRONMENT = 5
 
+# Help is plain click text: rich markup would eat `[run]` in "(overrides [run])"; errors are one line
+# (see `main`), never a boxed panel. `--install-completion`/`--show-completion` are typer's.
+HELP_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
 app = typer.Typer(
     name="capsule",
     help="A flight recorder for AI coding agents and the commands they run.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_SETTINGS,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from capsule import __version__
+
+        print(f"capsule {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """A flight recorder for AI coding agents and the commands they run."""
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (a stable shape).")]
 SessionArg = Annotated[
@@ -51,6 +74,16 @@ SessionArg = Annotated[
 
 # The CLI's one-line errors are the application door's error family (capsule/api/errors.py).
 CliError = CapsuleError
+
+
+def duration(value: str) -> float:
+    """A typer `parser` for duration options: `500ms`, `90s`, `1h30m`, `2w`, or seconds."""
+    from capsule.duration import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -71,10 +104,22 @@ def _tidy_spools() -> None:
     tidy_spools()
 
 
+def output_width(stream: Any) -> int | None:
+    """The width to render for: the terminal's (rich finds it), else $COLUMNS, else no limit.
+
+    Output to a pipe or a file is never cut at rich's default 80 columns: `capsule ls | cat` shows
+    whole commands. (rich tables size to their content, so a huge width only removes the limit.)"""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 100_000
+
+
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    width = output_width(sys.stderr if stderr else sys.stdout)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 class _Ansi:
@@ -141,6 +186,16 @@ def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -
     out.flush()
 
 
+def command_line(*fallback: str) -> tuple[str, ...]:
+    """The user's command as they typed it (`capsule env up .`), for env and agents session headers:
+    not the interpreter or module path sys.argv starts with. `fallback` (e.g. `env up PATH`) when
+    this process is not that command (the MCP server starting an environment)."""
+    args = sys.argv[1:]
+    if fallback and args[: len(fallback[:1])] != list(fallback[:1]):
+        args = list(fallback)
+    return ("capsule", *args)
+
+
 def _rules(packaged: tuple[str, ...] | None = None) -> RuleSet:
     from capsule.api.sessions import rules
 
@@ -155,16 +210,33 @@ def _resolve(ref: str) -> Path:
 
 def main() -> None:
     """Console entry point: one clear line and an exit code for every expected failure."""
+    # typer 0.28 vendors click (typer._click); older ones use click itself: take the classes from the
+    # exception typer exports rather than naming either module.
+    errors = sys.modules[typer.BadParameter.__mro__[2].__module__]
     try:
         _tidy_spools()
-        app()
+        try:
+            code = app(standalone_mode=False, prog_name="capsule")
+        except errors.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `capsule` or `capsule env` alone: the help
+                print(ctx.get_help() if ctx is not None else exc.format_message())
+                sys.exit(2)
+            # click's usage errors (unknown command or option, a bad value): one line, exit 2, with the
+            # command whose help to read. Never click's "Usage: … Try …" block or a rich panel.
+            message = " ".join(exc.format_message().split())
+            hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, errors.UsageError) and ctx else ""
+            print(f"capsule: error: {message}{hint}", file=sys.stderr)
+            sys.exit(exc.exit_code)
     except CliError as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)
         sys.exit(exc.code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("capsule: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
         # `capsule report | head`: the reader left; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -13,13 +13,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from capsule.cli.base import EXIT_CHECK_FAILED, JsonOption, _console, _print_json, app
+from capsule.cli.base import (
+    EXIT_CHECK_FAILED,
+    HELP_SETTINGS,
+    JsonOption,
+    _console,
+    _print_json,
+    app,
+    command_line,
+    duration,
+)
 
 if TYPE_CHECKING:
     from capsule.api.environments import EnvironmentStatus, Op
 
 env_app = typer.Typer(
-    help="Project environments: supervised services from capsule.toml.", no_args_is_help=True
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+    help="Project environments: supervised services from capsule.toml.",
+    no_args_is_help=True,
 )
 app.add_typer(env_app, name="env")
 
@@ -79,16 +91,21 @@ def _print_status(status: EnvironmentStatus) -> None:
 def up(
     path: PathArg = Path("."),
     foreground: Annotated[bool, typer.Option("--foreground", help="Supervise from this terminal.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for every process.")] = 120.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", parser=duration, metavar="DURATION", help="How long to wait for every process."
+        ),
+    ] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
     from capsule.api import environments
 
     if foreground:
-        code = environments.up_foreground(path, note=_note)
+        code = environments.up_foreground(path, note=_note, argv=command_line())
         if code is not None:
             raise typer.Exit(code)
-    status = environments.up(path, timeout, note=_note)
+    status = environments.up(path, timeout, note=_note, argv=command_line())
     if as_json:
         from capsule.api.records import plain
 
@@ -97,7 +114,8 @@ def up(
         _print_status(status)
     if status.not_up:
         print(
-            f"capsule: error: not up: {', '.join(status.not_up)} (see `capsule logs NAME`)", file=sys.stderr
+            f"capsule: error: not up: {', '.join(status.not_up)} (see `capsule env logs NAME`)",
+            file=sys.stderr,
         )
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -147,22 +165,34 @@ def _control_one(op: Op, name: str, env_path: Path | None) -> None:
     print(f"capsule: {environments.control(op, name, env_path)}")
 
 
-@app.command(help="Start a stopped process of a running environment.")
+@env_app.command(help="Start a stopped process of a running environment.")
+@app.command(
+    help="Start a stopped process of a running environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def start(name: str, env: EnvOption = None) -> None:
     _control_one("start", name, env)
 
 
-@app.command(help="Stop one process of a running environment (it stays stopped).")
+@env_app.command(help="Stop one process of a running environment (it stays stopped).")
+@app.command(
+    help="Stop one process of a running environment (it stays stopped).", hidden=True
+)  # the old top-level spelling, kept for a release
 def stop(name: str, env: EnvOption = None) -> None:
     _control_one("stop", name, env)
 
 
-@app.command(help="Stop and start one process of a running environment.")
+@env_app.command(help="Stop and start one process of a running environment.")
+@app.command(
+    help="Stop and start one process of a running environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def restart(name: str, env: EnvOption = None) -> None:
     _control_one("restart", name, env)
 
 
-@app.command(help="A process's stdout and stderr, with timestamps and stream.")
+@env_app.command(help="A process's stdout and stderr, with timestamps and stream.")
+@app.command(
+    help="A process's stdout and stderr, with timestamps and stream.", hidden=True
+)  # the old top-level spelling, kept for a release
 def logs(
     name: str,
     env: EnvOption = None,
@@ -182,7 +212,10 @@ def logs(
         out.flush()
 
 
-@app.command(help="Every managed process of every environment.")
+@env_app.command(help="Every managed process of every environment.")
+@app.command(
+    help="Every managed process of every environment.", hidden=True
+)  # the old top-level spelling, kept for a release
 def ps(as_json: JsonOption = False) -> None:
     from capsule.api import environments
     from capsule.api.records import plain
@@ -208,9 +241,10 @@ def ps(as_json: JsonOption = False) -> None:
     _console().print(table)
 
 
-@app.command(
+@env_app.command(
     "kill-all", help="Bring down every environment on this machine, orphans of dead supervisors included."
 )
+@app.command("kill-all", hidden=True, help="Bring down every environment (now `capsule env kill-all`).")
 def kill_all() -> None:
     from capsule.api import environments
 

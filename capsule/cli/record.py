@@ -235,7 +235,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
             row.name or "",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)),
             "" if row.duration_s is None else f"{row.duration_s:.2f}s",
-            shlex.join(row.argv)[:80],
+            shlex.join(row.argv),  # whole: the terminal wraps it; a pipe gets all of it
             "" if row.processes is None else str(row.processes),
             f"[{exit_style}]{exit_text}[/]" if exit_style else exit_text,
             row.status,

@@ -15,7 +15,10 @@ from capsule.cli.base import JsonOption, _print_json, app
 
 AgeOption = Annotated[
     str | None,
-    typer.Option("--older-than", help="Only sessions started longer ago than this: 30d, 12h, 90m, 2w."),
+    typer.Option(
+        "--older-than",
+        help="Only sessions started longer ago than this: 30d, 12h, 90m, 2w, 1d12h (a bare number is seconds).",
+    ),
 ]
 
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import attrs
 
+from capsule.duration import parse_duration as parse_duration  # re-exported: tests and callers
 from capsule.env import CONFIG_NAMES as CONFIG_NAMES  # re-exported: callers know it from here
 from capsule.policy.rules import Policy, PolicyError, parse_policy
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2")
 RESTARTS = ("no", "on-failure", "always")
@@ -83,22 +82,6 @@ class ProjectConfig:
     @property
     def start_order(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.processes)
-
-
-def parse_duration(value: object) -> float:
-    """ "30m", "5s", "250ms", "1.5h", or a number of seconds; raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"negative duration: {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"not a duration: {value!r}")
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f'not a duration: {value!r} (write e.g. "5s", "30m", "250ms")')
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_health_check(text: str) -> HealthCheck:

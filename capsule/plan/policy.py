@@ -3,12 +3,25 @@ when the task is not guarded) what its traced tree did. The matching itself live
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from capsule.events import Event
 from capsule.events.tasks import PolicyViolated
 from capsule.policy import Policy, denied_command, protected_path
 from capsule.policy.enforce import detect_violation
 
-__all__ = ["denied_command", "live_violation", "protected_path"]
+__all__ = ["command_matches", "denied_command", "live_violation", "path_matches", "protected_path"]
+
+
+def command_matches(pattern: str, argv: Sequence[str]) -> bool:
+    """True if the glob matches the command line as a `deny_commands` rule would (the Python API's
+    `Session.ran` and friends take the same patterns)."""
+    return denied_command(Policy(deny_commands=(pattern,)), argv) is not None
+
+
+def path_matches(glob: str, path: str) -> bool:
+    """True if the glob covers the path as a `protect_paths` rule would (whole, suffix or basename)."""
+    return protected_path(Policy(protect_paths=(glob,)), path) is not None
 
 
 def live_violation(policy: Policy, event: Event, *, task: str, attempt: int) -> PolicyViolated | None:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import orjson
 
+from capsule import duration
 from capsule.policy.rules import Policy, PolicyError, parse_policy, policy_from_dict
 from capsule.redact import MASK, redact_argv, redact_text
 
@@ -24,8 +25,6 @@ HOOK_EVENTS = ("pre", "post", "error")
 TRACE_LEVELS = ("process", "file", "net", "all")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
 
@@ -34,16 +33,11 @@ class PlanError(ValueError):
 
 
 def parse_duration(value: object, where: str) -> float:
-    """`"15m"`, `"2s"`, `"250ms"`, `"1.5h"` or a number of seconds."""
-    if isinstance(value, bool):
-        raise PlanError(f"{where}: bad duration {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise PlanError(f"{where}: negative duration {value!r}")
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        return float(m[1]) * _DURATION_UNITS[m[2]]
-    raise PlanError(f"{where}: bad duration {value!r} (use e.g. 500ms, 2s, 15m, 1h)")
+    """`"15m"`, `"2s"`, `"250ms"`, `"1h30m"` or a number of seconds (capsule/duration.py)."""
+    try:
+        return duration.parse_duration(value)
+    except ValueError as exc:
+        raise PlanError(f"{where}: {exc}") from None
 
 
 def parse_size(value: object, where: str) -> int:

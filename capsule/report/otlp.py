@@ -132,3 +132,35 @@ def _export_request(state: SessionState, version: str | None) -> dict[str, Any]:
             }
         ]
     }
+
+
+def _ids_to_base64(request: dict[str, Any]) -> dict[str, Any]:
+    """OTLP/JSON's hex trace and span ids as protobuf's JSON mapping spells bytes (base64)."""
+    import base64
+
+    def b64(hex_id: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+    out: dict[str, list[dict[str, Any]]] = {"resourceSpans": []}
+    for rs in request["resourceSpans"]:
+        scopes = []
+        for ss in rs["scopeSpans"]:
+            spans = []
+            for span in ss["spans"]:
+                span = {**span, "traceId": b64(span["traceId"]), "spanId": b64(span["spanId"])}
+                if "parentSpanId" in span:
+                    span["parentSpanId"] = b64(span["parentSpanId"])
+                spans.append(span)
+            scopes.append({**ss, "spans": spans})
+        out["resourceSpans"].append({**rs, "scopeSpans": scopes})
+    return out
+
+
+def encode_protobuf(request: dict[str, Any]) -> bytes:
+    """The request in OTLP/HTTP's default encoding (`application/x-protobuf`), built with OpenTelemetry's
+    own generated messages (opentelemetry-proto), deterministically serialised."""
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    message = ParseDict(_ids_to_base64(request), ExportTraceServiceRequest())
+    return bytes(message.SerializeToString(deterministic=True))

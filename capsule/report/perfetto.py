@@ -1,10 +1,14 @@
 """A folded session as a Chrome/Perfetto trace (the trace-event JSON object format), for ui.perfetto.dev.
 
-One track per process: its trace pid and tid are the process's pid (a reused pid gets a fresh number,
-or two processes would share a track; the real pid stays in `args`), named by `process_name` /
-`thread_name` metadata (`pid argv…`) and ordered parent-before-children with `process_sort_index`. On
-the track, a complete (`X`) slice spans the process's life, and thread-scoped instant (`i`) events mark
-signals delivered to it and how it failed (exit code, killing signal, exec that never succeeded).
+The session is one trace process (its `pid` is the root process's pid, named by `process_name` metadata
+after the session's command), so the whole process tree is one view. Each recorded process is one track
+in it: its `tid` is the process's pid (a reused pid gets a fresh number, or two processes would share a
+track; the real pid stays in `args`), named by `thread_name` after its command — without the pid, which
+viewers already show beside the name — indented by its depth in the tree, and ordered depth first with
+`thread_sort_index` (parents before children). The parent relation is a flow (`s` on the parent's track,
+`f` on the child's, `cat` "spawn") at the moment the child started, and `args.ppid`. On each track a
+complete (`X`) slice spans the process's life, and thread-scoped instant (`i`) events mark signals
+delivered to it and how it failed (exit code, killing signal, exec that never succeeded).
 
 Timestamps are microseconds since the session started (`otherData.started` holds that epoch time); a
 process whose end was never seen runs to the session's last event and says so in `args.end`.
@@ -17,6 +21,7 @@ from typing import Any
 from capsule.fold.agents import tool_name
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
+from capsule.report.html import tree_order
 
 # A synthetic track number for a reused pid: above the kernel's pid_max (4,194,304 at most).
 REUSED_PID_BASE = 1 << 23
@@ -38,24 +43,7 @@ def _track_title(node: ProcessNode) -> str:
     return text if len(text) <= SHOWN_ARGV else text[: SHOWN_ARGV - 1] + "…"
 
 
-def tree_order(state: SessionState) -> list[ProcessNode]:
-    """Every process, depth first from each root in order of appearance (parents before children)."""
-    tree = state.tree
-    out: list[ProcessNode] = []
-    seen: set[int] = set()
-    roots = [n.key for n in tree.nodes if n.parent is None]
-    stack = list(reversed(roots))
-    while stack:
-        key = stack.pop()
-        if key in seen:
-            continue
-        seen.add(key)
-        node = tree.nodes[key]
-        out.append(node)
-        stack.extend(reversed(node.children))
-    # A node whose parent link never led back to a root (should not happen) still gets a track.
-    out.extend(n for n in tree.nodes if n.key not in seen)
-    return out
+INDENT = "\u00a0\u00a0"  # per tree level; no-break spaces, which a viewer's HTML does not collapse
 
 
 def trace_events(state: SessionState) -> dict[str, Any]:
@@ -70,29 +58,64 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
     last = state.last_ts if state.last_ts is not None else origin
     if state.ended is not None:
         last = max(last, state.ended.ts)
-    events: list[dict[str, Any]] = []
+    ordered = tree_order(state)
+    pid = ordered[0][0].pid if ordered else 0
+    command = " ".join(header.argv) if header is not None and header.argv else "session"
+    name = f"capsule {header.session_id}: {command}" if header is not None else command
+    events: list[dict[str, Any]] = [
+        {
+            "ph": "M",
+            "cat": "__metadata",
+            "name": "process_name",
+            "pid": pid,
+            "tid": pid,
+            "ts": 0,
+            "args": {"name": name},
+        },
+        {
+            "ph": "M",
+            "cat": "__metadata",
+            "name": "process_sort_index",
+            "pid": pid,
+            "tid": pid,
+            "ts": 0,
+            "args": {"sort_index": 0},
+        },
+    ]
+    tids: dict[int, int] = {}
     used: set[int] = set()
-    for index, node in enumerate(tree_order(state)):
+    for index, (node, depth) in enumerate(ordered):
         tid = node.pid if node.pid not in used else REUSED_PID_BASE + node.key
         used.add(tid)
-        title = f"{node.pid} {_track_title(node)}"
+        tids[node.key] = tid
+        title = INDENT * depth + _track_title(node)
         events.append(
-            {"ph": "M", "name": "process_name", "pid": tid, "tid": tid, "ts": 0, "args": {"name": title}}
+            {
+                "ph": "M",
+                "cat": "__metadata",
+                "name": "thread_name",
+                "pid": pid,
+                "tid": tid,
+                "ts": 0,
+                "args": {"name": title},
+            }
         )
         events.append(
             {
                 "ph": "M",
-                "name": "process_sort_index",
-                "pid": tid,
+                "cat": "__metadata",
+                "name": "thread_sort_index",
+                "pid": pid,
                 "tid": tid,
                 "ts": 0,
                 "args": {"sort_index": index},
             }
         )
-        events.append(
-            {"ph": "M", "name": "thread_name", "pid": tid, "tid": tid, "ts": 0, "args": {"name": title}}
-        )
         start = _us(node.start, origin)
+        if node.parent is not None and node.parent in tids:
+            flow = {"cat": "spawn", "name": "spawn", "id": node.key, "pid": pid, "ts": start}
+            events.append({"ph": "s", "tid": tids[node.parent], **flow})
+            events.append({"ph": "f", "bp": "e", "tid": tid, **flow})
         end = node.end if node.end is not None else max(last, node.start)
         c = node.classification
         failure = node.failure
@@ -101,7 +124,7 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
                 "ph": "X",
                 "name": _name(node),
                 "cat": c.label,
-                "pid": tid,
+                "pid": pid,
                 "tid": tid,
                 "ts": start,
                 "dur": max(0.0, round(_us(end, origin) - start, 3)),
@@ -127,7 +150,7 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
                     "s": "t",
                     "name": sig,
                     "cat": "signal",
-                    "pid": tid,
+                    "pid": pid,
                     "tid": tid,
                     "ts": _us(ts, origin),
                     "args": {"signal": sig},
@@ -140,7 +163,7 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
                     "s": "t",
                     "name": failure,
                     "cat": "failure",
-                    "pid": tid,
+                    "pid": pid,
                     "tid": tid,
                     "ts": _us(end, origin),
                     "args": {"exit_code": node.exit_code, "signal": node.signal},

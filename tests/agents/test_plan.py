@@ -25,7 +25,7 @@ TASK = '[[task]]\nid = "a"\ncommand = "true"\n'
         ('[[task]]\nid = "a"\n', "task 'a': command"),
         ('[[task]]\nid = "a b"\ncommand = "x"\n', "task #1: id"),
         (TASK + '[run]\nhalt = "later"\n', "[run] halt"),
-        ('[[task]]\nid = "a"\ncommand = "x"\ntimeout = "15x"\n', "task 'a': timeout: bad duration '15x'"),
+        ('[[task]]\nid = "a"\ncommand = "x"\ntimeout = "15x"\n', "task 'a': timeout: not a duration: '15x'"),
         (
             '[[task]]\nid = "a"\ncommand = "x"\nlimits = { memory = "lots" }\n',
             "task 'a': limits.memory: bad size",

@@ -21,7 +21,7 @@ _COMMON = {
     "args": {"type": "object"},
 }
 # The Trace Event Format (JSON object form) for the phases Capsule emits: M (metadata), X (complete),
-# i (instant). ts and dur are microseconds.
+# i (instant), s/f (flow start and end: a parent spawning a child). ts and dur are microseconds.
 TRACE_SCHEMA = {
     "type": "object",
     "required": ["traceEvents"],
@@ -36,7 +36,14 @@ TRACE_SCHEMA = {
                         "properties": {
                             **_COMMON,
                             "ph": {"const": "M"},
-                            "name": {"enum": ["process_name", "thread_name", "process_sort_index"]},
+                            "name": {
+                                "enum": [
+                                    "process_name",
+                                    "thread_name",
+                                    "process_sort_index",
+                                    "thread_sort_index",
+                                ]
+                            },
                         },
                     },
                     {
@@ -52,6 +59,16 @@ TRACE_SCHEMA = {
                         "type": "object",
                         "required": ["ph", "name", "pid", "tid", "ts", "s"],
                         "properties": {**_COMMON, "ph": {"const": "i"}, "s": {"enum": ["g", "p", "t"]}},
+                    },
+                    {
+                        "type": "object",
+                        "required": ["ph", "name", "cat", "id", "pid", "tid", "ts"],
+                        "properties": {
+                            **_COMMON,
+                            "ph": {"enum": ["s", "f"]},
+                            "id": {"type": "integer"},
+                            "bp": {"const": "e"},
+                        },
                     },
                 ]
             },
@@ -72,8 +89,11 @@ def test_golden_sessions_export_valid_traces(session: Path) -> None:
     assert len(slices) == len(state.tree.nodes)
     tracks = {(e["pid"], e["tid"]) for e in slices}
     assert len(tracks) == len(slices), "one track per process"
-    names = {e["pid"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "process_name"}
-    assert names == {pid for pid, _ in tracks}
+    assert len({pid for pid, _ in tracks}) <= 1, "the session is one trace process: one view"
+    names = {e["tid"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert names == {tid for _, tid in tracks}
+    flows = [e for e in trace["traceEvents"] if e["ph"] in "sf"]
+    assert len(flows) == 2 * sum(n.parent is not None for n in state.tree.nodes)
 
 
 def test_failures_and_signals_are_instant_events() -> None:
@@ -89,18 +109,18 @@ def test_failures_and_signals_are_instant_events() -> None:
     state = fold(s.events, packaged_rules())
     trace = trace_events(state)
     jsonschema.validate(trace, TRACE_SCHEMA)
-    instants = {(e["pid"], e["cat"], e["name"]) for e in trace["traceEvents"] if e["ph"] == "i"}
+    instants = {(e["tid"], e["cat"], e["name"]) for e in trace["traceEvents"] if e["ph"] == "i"}
     assert (11, "failure", "exit 1") in instants
     assert (12, "signal", "SIGTERM") in instants
     assert (12, "failure", "killed by SIGTERM") in instants
     assert (13, "failure", "exit 127") in instants
     assert not any(pid == 10 for pid, _, _ in instants)
-    order = [e["pid"] for e in trace["traceEvents"] if e["ph"] == "X"]
+    order = [e["tid"] for e in trace["traceEvents"] if e["ph"] == "X"]
     assert order == [10, 11, 12, 13], "parents come before their children"
-    root = next(e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 10)
+    root = next(e for e in trace["traceEvents"] if e["ph"] == "X" and e["tid"] == 10)
     assert root["ts"] >= 0
     for e in trace["traceEvents"]:
-        if e["ph"] == "X" and e["pid"] != 10:
+        if e["ph"] == "X" and e["tid"] != 10:
             assert root["ts"] <= e["ts"]
             assert e["ts"] + e["dur"] <= root["ts"] + root["dur"] + 1e-3
 
@@ -114,8 +134,8 @@ def test_a_reused_pid_gets_its_own_track() -> None:
     s.exit(10, 0).end()
     trace = trace_events(fold(s.events, packaged_rules()))
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert [e["pid"] for e in slices][:2] == [10, 11]
-    assert slices[2]["pid"] >= REUSED_PID_BASE
+    assert [e["tid"] for e in slices][:2] == [10, 11]
+    assert slices[2]["tid"] >= REUSED_PID_BASE
     assert slices[2]["args"]["pid"] == 11
 
 
