@@ -327,6 +327,7 @@ async def stop_async(
 ) -> Stopped:
     """`stop` for trio: the grace and the waits between sweeps are awaited."""
     import trio  # here, not at the top: `env status` and `ps` import this module and must start fast
+
     steps = _stopping(tree, signum, grace, keep_leader)
     try:
         procs, timeout = next(steps)
