@@ -57,7 +57,6 @@ from pathlib import Path
 
 import attrs
 import psutil
-import trio
 
 # create_time is boot time plus start ticks (10 ms): the same process always reads the same value, and a
 # recorded start time that came from time.time() (when psutil could not read it) is close, not equal.
@@ -327,6 +326,8 @@ async def stop_async(
     tree: Tree, signum: int = signal.SIGTERM, grace: float = 5.0, *, keep_leader: bool = False
 ) -> Stopped:
     """`stop` for trio: the grace and the waits between sweeps are awaited."""
+    import trio  # here, not at the top: `env status` and `ps` import this module and must start fast
+
     steps = _stopping(tree, signum, grace, keep_leader)
     try:
         procs, timeout = next(steps)
