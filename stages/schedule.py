@@ -83,6 +83,11 @@ class Attempt:
         seen = tuple(procs.Member(pid=p, started=s) for p, s in self.seen.items())
         return attrs.evolve(self.tree, members=seen)
 
+    def sweep_tree(self) -> procs.Tree:
+        """After the leader ended: where a cgroup holds all that is left, no scan of every process."""
+        tree = self.full_tree()
+        return tree if self.cgroup is None else attrs.evolve(tree, marker=None, pgid=None)
+
     def sample_tree(self) -> procs.Tree:
         """What to sample: no marker scan, and no group scan when a cgroup holds every member."""
         pgid = None if self.cgroup is not None else self.tree.pgid
@@ -141,7 +146,7 @@ class Scheduler:
 
     async def _perform(self, effect: Effect) -> None:
         match effect:
-            case Spawn():
+            case Spawn():  # at once: its answer comes before any other observation
                 await self._spawn(self.plan.task(effect.task), effect.attempt)
             case StopTree():
                 self._work.start_soon(self._stop, effect)
@@ -199,9 +204,16 @@ class Scheduler:
         err = open_private(logs / f"{attempt}.err", append=False)
         try:
             process = await trio.lowlevel.open_process(
-                argv, cwd=task.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds,
-                start_new_session=True, preexec_fn=cgroup.join_in_child if cgroup is not None else None,
-            )  # fmt: skip
+                argv,
+                cwd=task.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=fds,
+                start_new_session=True,
+                preexec_fn=cgroup.join_in_child if cgroup is not None else None,
+            )  # fmt: skip (joining before exec costs a fork, not a vfork; but nothing escapes the cgroup)
         except OSError as exc:
             guard.close()
             if cgroup is not None:
@@ -217,9 +229,9 @@ class Scheduler:
             os.close(out)
             os.close(err)
         started = procs.started_at(process.pid)
-        tree = procs.Tree(  # with a cgroup, nothing can leave it: no need to look for the marker everywhere
+        tree = procs.Tree(
             pid=process.pid, started=started, pgid=process.pid, cgroup=str(cgroup.path) if cgroup else None,
-            marker=None if cgroup else f"{procs.MARKER}={unit}",
+            marker=f"{procs.MARKER}={unit}",
         )  # fmt: skip
         guard.spawned()
         handle = self.attempts[key] = Attempt(process=process, tree=tree, cgroup=cgroup, guard=guard)
@@ -283,7 +295,8 @@ class Scheduler:
         if handle is None:
             return
         signum = signal.Signals[effect.signal]
-        await procs.stop_async(handle.full_tree(), signum, effect.grace_s, keep_leader=True)
+        tree = handle.full_tree() if handle.process.returncode is None else handle.sweep_tree()
+        await procs.stop_async(tree, signum, effect.grace_s, keep_leader=True)
         if handle.process.returncode is not None and (effect.task, effect.attempt) in self.attempts:
             del self.attempts[(effect.task, effect.attempt)]
             procs.reap([procs.Member(pid=p, started=s) for p, s in handle.seen.items()])

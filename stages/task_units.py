@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 import trio
@@ -57,8 +58,18 @@ def stop_leftovers(session_id: str, found: tuple[Leftover, ...]) -> list[tuple[L
             procs.stop(tree, signal.SIGKILL, grace=0.0)
             out.append((x, alive))
         if cgroup is not None:
-            cgroup.remove()
+            remove_when_empty(cgroup)
     return out
+
+
+def remove_when_empty(cgroup: procs.Cgroup, wait_s: float = 1.0) -> bool:
+    """Remove a cgroup whose processes were just killed: they leave it as they finish dying."""
+    deadline = time.monotonic() + wait_s
+    while not cgroup.remove():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def stop_run_leftovers(run: RunState) -> list[tuple[Leftover, list[int]]]:

@@ -136,6 +136,7 @@ class RunState:
     failed_now: bool = False  # a task failed in this run
     aborted: bool = False  # a hook answered abort in this run
     compensated_now: list[str] = attrs.Factory(list)
+    holding: dict[str, None] = attrs.Factory(dict)  # tasks holding a slot (dispatched or running), in order
 
     @property
     def state(self) -> str:
@@ -181,6 +182,7 @@ class RunState:
                     task.base = len(task.attempts)
             case RunResumed():
                 self.resumed.append(event)
+                self.holding.clear()
                 self.finished = None
                 self.scheduler_pid, self.scheduler_started = event.scheduler_pid, event.scheduler_started
                 for task in self.tasks.values():
@@ -190,6 +192,7 @@ class RunState:
                         if (a := task.current) is not None and a.end is None:
                             a.end, a.outcome = event.ts, "killed"
             case TaskQueued():
+                self.holding.pop(event.task, None)
                 task = self.tasks.setdefault(event.task, TaskState(id=event.task))
                 if event.task not in self.order:
                     self.order.append(event.task)
@@ -199,9 +202,11 @@ class RunState:
             case TaskDispatched():
                 task = self.tasks[event.task]
                 task.dispatched, task.retry_at = event.attempt, None
+                self.holding[event.task] = None
             case TaskStarted():
                 task = self.tasks[event.task]
                 self._move(task, event)
+                self.holding[event.task] = None
                 task.dispatched, task.stopping, task.exited, task.deciding = None, None, None, []
                 task.attempts.append(
                     Attempt(
@@ -234,16 +239,20 @@ class RunState:
                     task.exited = event
                 task.exit_code = event.exit_code
             case TaskRetrying():
+                self.holding.pop(event.task, None)
                 task = self.tasks[event.task]
                 self._move(task, event)
                 task.reason, task.retry_at = event.reason, event.ts + event.delay_s
             case TaskSucceeded():
+                self.holding.pop(event.task, None)
                 task = self.tasks[event.task]
                 self._move(task, event)
                 task.succeeded_hash, task.finished_ts = event.spec_hash, event.ts
                 task.reason = ""
             case TaskFailed():
+                self.holding.pop(event.task, None)
                 task = self.tasks[event.task]
+                task.dispatched = None
                 self._move(task, event, event.outcome)
                 task.reason, task.finished_ts = event.reason, event.ts
                 if event.exit_code is not None:
@@ -251,7 +260,9 @@ class RunState:
                 task.succeeded_hash = None
                 self.failed_now = True
             case TaskSkipped():
+                self.holding.pop(event.task, None)
                 task = self.tasks[event.task]
+                task.dispatched = None
                 self._move(task, event)
                 task.reason, task.finished_ts = event.reason, event.ts
             case TaskLimitExceeded():

@@ -11,7 +11,8 @@ from capsule.fold.tasks import RunState
 @attrs.frozen(kw_only=True)
 class Spawn:
     """Start attempt `attempt` of the task (its command, cwd and env are the plan's; traced if it says so).
-    The driver answers at once with `obs.task.spawned` or `obs.task.spawn_failed`, before any other observation."""
+    The driver answers at once with `obs.task.spawned` or `obs.task.spawn_failed`, before any other
+    observation (a spawn the machine no longer wants is stopped at once)."""
 
     task: str
     attempt: int

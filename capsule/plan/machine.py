@@ -106,6 +106,7 @@ class Machine:
         for t in config.plan.tasks:
             for dep in t.depends_on:
                 self.dependents[dep].append(t.id)
+        self._pre_hooks = len(self._hooks_on("pre"))
         self._events: list[Event] = []
         self._effects: list[Effect] = []
         self._gate: list[str] = []
@@ -283,24 +284,29 @@ class Machine:
             return False
         if not all(self.state.tasks[d].state == "succeeded" for d in t.depends_on):
             return False
-        if len(t.pre) != len(self._hooks_on("pre")) or any(h.decision != "continue" for h in t.pre):
+        if len(t.pre) != self._pre_hooks or any(h.decision != "continue" for h in t.pre):
             return False
         return t.retry_at is None or self._now >= t.retry_at
 
     def _dispatch(self) -> None:
         s = self.state
-        holding = [t for t in s.tasks.values() if t.holds_slot()]
-        free = self.config.plan.parallel - len(holding)
-        in_use = Counter(r for t in holding if t.id in self.specs for r in self.specs[t.id].uses)
+        free = self.config.plan.parallel - len(s.holding)
+        if free <= 0 and not s.halted:
+            return  # the common case in a big batch: every slot taken
+        in_use = Counter(
+            r for task_id in s.holding if task_id in self.specs for r in self.specs[task_id].uses
+        )
         limits = dict(self.config.plan.resources)
         for spec in self.config.plan.tasks:
+            if free <= 0 and not s.halted:
+                break
             t = s.tasks[spec.id]
             if not self._ready(t):
                 continue
             if s.halted:
                 self._emit(TaskSkipped(ts=self._now, task=t.id, reason=HALTED))
                 continue
-            if free <= 0 or any(in_use[r] >= limits[r] for r in spec.uses):
+            if any(in_use[r] >= limits[r] for r in spec.uses):
                 continue
             attempt = len(t.attempts) + 1
             self._emit(TaskDispatched(ts=self._now, task=t.id, attempt=attempt))
@@ -415,7 +421,9 @@ class Machine:
             a = t.current
             if a is not None and self._attempt_running(t.id, a.number) and t.stopping is None:
                 self._stop(t, "killed")
-            elif task_id is None and t.state == "queued" and t.dispatched is None:
+            elif (
+                task_id is None and t.state == "queued"
+            ):  # a dispatched one's process is stopped when it starts
                 self._emit(TaskSkipped(ts=self._now, task=t.id, reason="run killed"))
 
     def _exited(self, obs: ObsExited) -> None:

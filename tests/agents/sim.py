@@ -127,6 +127,7 @@ class Sim:
         if events:
             self.recorded.extend([obs, *events])
         holding = [t for t in self.state.tasks.values() if t.holds_slot()]
+        assert set(self.state.holding) == {t.id for t in holding}  # the fold's index agrees
         self.max_holding = max(self.max_holding, len(holding))
         for name, _count in self.plan.resources:
             used = sum(name in self.plan.task(t.id).uses for t in holding)
