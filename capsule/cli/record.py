@@ -116,7 +116,10 @@ def _load_state(session_dir: Path, rules: RuleSet) -> tuple[Any, list[str]]:
     if seen.header is None:
         fail(f"{session_dir}: not a capsule session (no session.started header)", EXIT_BAD_INPUT)
     if seen.ended is None and not recorder_alive(seen.header):
-        result = trio.run(lambda: recover(session_dir, seen.header, home=_home()))  # type: ignore[arg-type]
+        try:
+            result = trio.run(lambda: recover(session_dir, seen.header, home=_home()))  # type: ignore[arg-type]
+        except CodecError as exc:  # a line written by a newer capsule: recovering would misread it
+            fail(f"{session_dir / 'events.jsonl'}: {exc}", EXIT_BAD_INPUT)
         warnings.append(
             f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
         )
