@@ -108,3 +108,14 @@ def test_out_of_range_numbers_become_unparsed_facts(tmp_path: Path) -> None:
         "exit code out of range",
     ]
     assert [e.exit_code for e in events if e.KIND == "proc.exited"] == [0]  # type: ignore[attr-defined]
+
+
+def test_newer_end_line_is_one_error_not_a_recovery(tmp_path: Path) -> None:
+    """A `session.ended` of a newer version hides the end: the report refuses in one line, never recovers
+    (found by the mutation test: recovery read the newer line and raised)."""
+    seed = golden.SESSIONS_DIR / "forks"
+    lines = (seed / golden.EVENTS).read_bytes().rstrip(b"\n").split(b"\n")
+    lines[-1] = lines[-1].replace(b'"v":2', b'"v":99', 1)
+    outcome = hostile.feed_session(b"\n".join(lines) + b"\n", (seed / golden.TRACE).read_bytes(), tmp_path)
+    assert outcome.escaped == []
+    assert any("newer capsule" in e for e in outcome.errors), outcome.errors

@@ -193,7 +193,10 @@ def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
         raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
     live = seen.ended is None and recorder_alive(header)
     if seen.ended is None and not live:
-        result = trio.run(lambda: recover(session_dir, header, home=home()))
+        try:
+            result = trio.run(lambda: recover(session_dir, header, home=home()))
+        except CodecError as exc:  # a line written by a newer capsule: recovering would misread it
+            raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
         warnings.append(
             f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
         )
