@@ -144,6 +144,9 @@ class MainThreadProcess:
     def terminate(self) -> None:
         self._popen.terminate()
 
+    def kill(self) -> None:
+        self._popen.kill()
+
     async def wait(self) -> int:
         if self._popen.poll() is None:
             pidfd = os.pidfd_open(self.pid)
@@ -152,6 +155,22 @@ class MainThreadProcess:
             finally:
                 os.close(pidfd)
         return self._popen.wait()
+
+
+async def _stop_tracer(launched: Launched, patience_s: float = 10.0) -> None:
+    """SIGTERM bpftrace, then make it notice: it only looks at its stop flag between events, and the
+    tree it follows is gone, so a signal-0 `kill` of the root (the readiness probe, a no-op otherwise)
+    makes one. KILL if it has not gone after `patience_s` (what it had printed is in the spool)."""
+    with contextlib.suppress(ProcessLookupError):
+        launched.tracer.terminate()
+    with trio.move_on_after(patience_s):
+        while launched.tracer.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(launched.command.pid, 0)
+            await trio.sleep(0.05)
+    if launched.tracer.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            launched.tracer.kill()
 
 
 @attrs.define
@@ -274,8 +293,7 @@ async def stop_when_tree_gone(
         if live.value == 0:
             quiet_since = quiet_since if quiet_since is not None else now
             if now - quiet_since >= quiet_s:
-                with contextlib.suppress(ProcessLookupError):
-                    launched.tracer.terminate()
+                await _stop_tracer(launched)
                 break
         else:
             quiet_since = None
