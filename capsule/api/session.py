@@ -30,7 +30,7 @@ from capsule.plan.policy import command_matches, path_matches
 if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
-    from capsule.plan.spec import Policy
+    from capsule.policy import Policy
 
 __all__ = ["Agent", "Connection", "FileAccess", "Process", "Session", "SessionInfo", "Tree"]
 
@@ -521,7 +521,7 @@ def record(
 
 
 def _as_policy(policy: Policy | Mapping[str, Any] | None) -> Policy | None:
-    from capsule.plan.spec import Policy
+    from capsule.policy import Policy
 
     if policy is None or isinstance(policy, Policy):
         return policy
