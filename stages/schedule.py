@@ -10,6 +10,7 @@ subreaper, each attempt runs in its own session, cgroup (where available) and wi
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -57,6 +58,7 @@ from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.record import SessionWriter
+from capsule.stages.run import resolve_command
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
 from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
@@ -180,6 +182,20 @@ class Scheduler:
             "CAPSULE_ATTEMPT": str(attempt),
             procs.MARKER: unit,
         }
+        if (self.enforcement is not None or self.plan.trace) and task.command:
+            # Wrapped (guard, strace), a missing program would start the wrapper and fail inside it:
+            # it is a spawn failure, as it is unwrapped.
+            _found, missing = resolve_command(task.command[0], task.cwd, env)
+            if missing is not None:
+                error = (
+                    f"cannot start {task.command[0]}: {os.strerror(getattr(errno, missing, errno.ENOENT))}"
+                )
+                await self._observe(
+                    ObsSpawnFailed(
+                        ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs)
+                    )
+                )
+                return
         trace = open_trace(self.home) if self.plan.trace and self.tracer is not None else None
         argv = list(task.command)
         if trace is not None and self.tracer is not None:
