@@ -235,9 +235,10 @@ async def probe(
         await trio.sleep(interval if last else poll)
 
 
-async def trace_session(home: Path, pid: int) -> str | None:
-    """The `run` session that `capsule run` (pid) is writing, once its header exists."""
-    with trio.move_on_after(5.0):
+async def trace_session(home: Path, pid: int, patience_s: float = 5.0) -> str | None:
+    """The `run` session that `capsule run` (pid) is writing, once its header exists (the eBPF tracer
+    writes it once bpftrace has compiled its program: a second or more)."""
+    with trio.move_on_after(patience_s):
         while True:
             for path in session_dirs(home)[:20]:
                 seen = glance(path)

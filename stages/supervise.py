@@ -175,7 +175,11 @@ class Supervisor:
                 started=started,
                 pgid=proc.pid,
                 cgroup=where,
-                trace_session=await envio.trace_session(self.home, proc.pid) if cfg.trace else None,
+                trace_session=(
+                    await envio.trace_session(self.home, proc.pid, 60.0 if cfg.tracer == "ebpf" else 5.0)
+                    if cfg.trace
+                    else None
+                ),
             )
         )
         marker = f"{procs.MARKER}={spawn.marker}"

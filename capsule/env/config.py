@@ -60,6 +60,7 @@ class ProcessConfig:
     stop_signal: str = "SIGTERM"
     stop_timeout: float = 10.0
     trace: bool = False
+    tracer: str = "strace"  # `trace = "ebpf"`: recorded by the eBPF tracer (`capsule run --tracer ebpf`)
 
 
 @attrs.frozen(kw_only=True)
@@ -210,8 +211,11 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
     if stop_signal not in SIGNALS:
         raise where.error("stop_signal", f"expected one of {', '.join(SIGNALS)}, got {stop_signal!r}")
     trace = table.get("trace", False)
+    tracer = "strace"
+    if trace == "ebpf":
+        trace, tracer = True, "ebpf"
     if not isinstance(trace, bool):
-        raise where.error("trace", f"expected true or false, got {trace!r}")
+        raise where.error("trace", f'expected true, false or "ebpf", got {trace!r}')
     return ProcessConfig(
         name=where.process or "",
         argv=argv,
@@ -232,6 +236,7 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
         stop_signal=stop_signal,
         stop_timeout=_duration(where, table, "stop_timeout", 10.0),
         trace=trace,
+        tracer=tracer,
     )
 
 

@@ -482,7 +482,8 @@ def _argv(out: _Out, cfg: ProcessConfig) -> tuple[str, ...]:
     session = out.state.header.session_id if out.state.header else ""
     python = out.state.configured.python if out.state.configured else "python3"
     name = f"{out.config.name}.{cfg.name}"
-    return (python, "-m", "capsule", "run", "--name", name, "--parent", session, "--", *cfg.argv)
+    tracer = ("--tracer", cfg.tracer) if cfg.tracer != "strace" else ()
+    return (python, "-m", "capsule", "run", "--name", name, "--parent", session, *tracer, "--", *cfg.argv)
 
 
 def _start(out: _Out, p: ProcessState, *, attempt: int) -> None:

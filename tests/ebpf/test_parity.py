@@ -204,3 +204,40 @@ def test_unknown_or_unavailable_tracer_is_one_line(tmp_path: Path) -> None:
         [*CAPSULE, "run", "--tracer", "auto", "--", "true"], env=env, capture_output=True, text=True
     )
     assert auto.returncode == 0, auto.stderr  # auto falls back to strace
+
+
+@needs_ebpf
+def test_service_traced_by_ebpf(tmp_path: Path) -> None:
+    """`trace = "ebpf"` in capsule.toml: the service runs under `capsule run --tracer ebpf`, linked from
+    svc.started; its run session's header names bpftrace and its tree holds the service's work."""
+    home = tmp_path / "h"
+    root = tmp_path / "proj"
+    root.mkdir()
+    ready = root / "ready"
+    (root / "capsule.toml").write_text(
+        '[project]\nname = "eb"\n[[process]]\nname = "svc"\n'
+        f"command = \"sh -c 'ls / >/dev/null; touch {ready}; exec sleep 600'\"\n"
+        'restart = "no"\ntrace = "ebpf"\n'
+    )
+    env = dict(os.environ, CAPSULE_HOME=str(home))
+    try:
+        up = subprocess.run(
+            [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = json.loads(
+            subprocess.run(
+                [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
+            ).stdout
+        )
+        (svc,) = status["processes"]
+        run_id = svc["trace_session"]
+        assert run_id, status
+        header = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
+        assert header["tracer"].endswith("bpftrace")
+        assert header["parent"] == status["session"]
+    finally:
+        subprocess.run([*CAPSULE, "env", "down", str(root)], env=env, capture_output=True, timeout=120)
+    report = subprocess.run([*CAPSULE, "report", run_id, "--json"], env=env, capture_output=True, check=True)
+    argvs = [" ".join(p["argv"] or ()) for p in json.loads(report.stdout)["processes"]]
+    assert "ls /" in argvs
