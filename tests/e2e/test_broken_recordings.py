@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def test_capsule_and_strace_killed_report_says_recording_stopped_early(
     (strace,) = [c for c in recorder.children() if c.name() == "strace"]
     command = strace.children(recursive=True)
     spool = next((capsule_home / "spool").iterdir())
-    _wait_for(lambda: b'["sleep", "60"]' in spool.read_bytes())  # the exec is traced: it runs
+    # The exec of sleep, whole: strace writes a call's arguments on entry and ` = 0` on return, so a kill
+    # between the two would leave it cut (and rightly unrecorded as an exec).
+    _wait_for(lambda: re.search(rb'\["sleep", "60"\].*\) += 0\n', spool.read_bytes()) is not None)
     try:
         recorder.kill()
         strace.kill()
