@@ -268,19 +268,22 @@ def test_no_recovery_while_strace_still_writes(
         "-c",
         f"echo ready; while [ ! -e {go} ]; do sleep 0.02; done; /bin/true; touch {marker}",
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"ready\n"
-    proc.kill()
-    proc.wait()  # not communicate(): the command, still running, holds the pipes open
-    proc.stdout.close()
-    assert proc.stderr is not None
-    proc.stderr.close()
-    early = report_json(capsule)
-    assert early["session"]["status"] == "running"
-    assert not any("recovered" in w for w in early["warnings"])
-    go.touch()
-    _wait_for(marker.exists)
-    _wait_for(lambda: report_json(capsule)["session"]["status"] not in ("incomplete", "running"))
-    late = report_json(capsule)
-    assert late["session"]["status"] == "recovered"
-    assert {"sh", "sleep", "true", "touch"} <= set(_by_exe(late))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.kill()
+        proc.wait()  # not communicate(): the command, still running, holds the pipes open
+        proc.stdout.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
+        early = report_json(capsule)
+        assert early["session"]["status"] == "running"
+        assert not any("recovered" in w for w in early["warnings"])
+        go.touch()
+        _wait_for(marker.exists)
+        _wait_for(lambda: report_json(capsule)["session"]["status"] not in ("incomplete", "running"))
+        late = report_json(capsule)
+        assert late["session"]["status"] == "recovered"
+        assert {"sh", "sleep", "true", "touch"} <= set(_by_exe(late))
+    finally:
+        go.touch()  # whatever failed, the command ends: no strace and loop are left behind
