@@ -57,6 +57,9 @@ class TaskRow:
     duration_s: float | None
     reason: str | None
     pid: int | None
+    blocked: int = attrs.field(
+        default=0, metadata={"doc": "Execs, opens or writes the guard refused in the task's tree."}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +116,9 @@ class TaskResult:
     hooks: tuple[Hook, ...]
     violations: tuple[Violation, ...]
     limits: tuple[Limit, ...]
+    blocked: tuple[dict[str, Any], ...] = attrs.field(
+        default=(), metadata={"doc": "What the guard refused in the task's tree (policy.blocked events)."}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -414,6 +420,8 @@ def status(ref: str = "latest") -> RunStatus:
 
 def result(task: str, ref: str = "latest") -> TaskResult:
     """One task's result."""
+    from capsule.report.policy import blocked_dict
+
     run = fold(session(ref))
     if task not in run.tasks:
         raise NotFound(f"no task {task!r} in run {run.session_id}")
@@ -431,6 +439,7 @@ def result(task: str, ref: str = "latest") -> TaskResult:
             Violation(rule=v.rule, argv=tuple(v.argv), path=v.path, live=v.live) for v in t.violations
         ),
         limits=tuple(Limit(limit=x.limit, measured=x.measured, allowed=x.allowed) for x in t.limits),
+        blocked=tuple(blocked_dict(b) for b in t.blocked),
     )
 
 

@@ -272,7 +272,7 @@ def get_process_tree(
     max_nodes: Annotated[int, Field(description="Return at most this many processes.", ge=1)] = 2000,
 ) -> ProcessTree:
     """A recorded session's process tree: who spawned whom, argv, label, duration, exit status."""
-    from capsule.report.html import tree_order
+    from capsule.report.order import tree_order
 
     with _tool_errors():
         session_dir = sessions.resolve(session)

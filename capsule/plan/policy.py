@@ -8,15 +8,17 @@ from collections.abc import Sequence
 from capsule.events import Event
 from capsule.events.tasks import PolicyViolated
 from capsule.policy import Policy, denied_command, protected_path
+from capsule.policy.commands import command_line_matches
 from capsule.policy.enforce import detect_violation
 
 __all__ = ["command_matches", "denied_command", "live_violation", "path_matches", "protected_path"]
 
 
 def command_matches(pattern: str, argv: Sequence[str]) -> bool:
-    """True if the glob matches the command line as a `deny_commands` rule would (the Python API's
-    `Session.ran` and friends take the same patterns)."""
-    return denied_command(Policy(deny_commands=(pattern,)), argv) is not None
+    """True if the glob matches this process's own command line as a `deny_commands` rule matches one
+    (the Python API's `Session.ran` and friends take the same patterns). A shell's `-c` string is not
+    looked into: the commands it ran are processes of their own."""
+    return command_line_matches(pattern, argv)
 
 
 def path_matches(glob: str, path: str) -> bool:

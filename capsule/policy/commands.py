@@ -189,6 +189,11 @@ def _lines(argv: Sequence[str]) -> Iterator[str]:
                 break
 
 
+def command_line_matches(rule: str, argv: Sequence[str]) -> bool:
+    """The rule matches one of this command line's spellings (not the commands inside a shell string)."""
+    return any(_matches(line, rule) for line in _lines(argv))
+
+
 def _matches(line: str, rule: str) -> bool:
     return fnmatchcase(line, rule) or (rule.endswith(" *") and line == rule[:-2])
 

@@ -30,6 +30,7 @@ from capsule.fold.agents import agent_runs
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
 from capsule.report.json_report import sorted_nodes, tool_stats
+from capsule.report.order import tree_order
 from capsule.report.supervised import Supervised, supervised_rows
 from capsule.report.text import format_duration, format_time, outcome_parts, short_argv
 
@@ -84,23 +85,6 @@ def _note(node: ProcessNode) -> str | None:
     if node.argv is None and not node.execs:
         return "fork"
     return None
-
-
-def tree_order(state: SessionState) -> list[tuple[ProcessNode, int]]:
-    """Every process with its depth, depth-first from the roots, siblings by start.
-
-    A node whose parent is missing is a root. Iterative: a fork bomb nests thousands deep.
-    """
-    nodes = state.tree.nodes
-    roots = sorted((n for n in nodes if n.parent is None), key=lambda n: (n.start, n.key))
-    out: list[tuple[ProcessNode, int]] = []
-    stack: list[tuple[ProcessNode, int]] = [(n, 0) for n in reversed(roots)]
-    while stack:
-        node, depth = stack.pop()
-        out.append((node, depth))
-        children = sorted((nodes[k] for k in node.children), key=lambda n: (n.start, n.key))
-        stack.extend((c, depth + 1) for c in reversed(children))
-    return out
 
 
 def _span(state: SessionState) -> tuple[float, float]:

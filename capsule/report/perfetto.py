@@ -21,7 +21,7 @@ from typing import Any
 from capsule.fold.agents import tool_name
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
-from capsule.report.html import tree_order
+from capsule.report.order import tree_order
 
 # A synthetic track number for a reused pid: above the kernel's pid_max (4,194,304 at most).
 REUSED_PID_BASE = 1 << 23

@@ -75,8 +75,9 @@ def test_memory_limit_hit_by_a_python_allocator(agents) -> None:
     assert of(events, "task.failed", "hog")[0]["outcome"] == "limit_exceeded"
 
 
-def test_denied_command_deep_in_the_tree_is_killed_live(agents, tmp_path: Path) -> None:
-    """A traced task whose grandchild runs a denied command is killed promptly; the argv is recorded."""
+def test_denied_command_inside_the_task_string_never_starts(agents, tmp_path: Path) -> None:
+    """A shell string hiding sudo two `sh -c` levels down is denied before it starts (parsed, not
+    matched as text); the live guard in the tree is tests/agents/test_guard_tasks.py."""
     marker = tmp_path / "after"
     inner = f"sleep 0.3; sh -c \\\"sh -c 'sudo -n true' || true; sleep 5; touch {marker}\\\""
     plan = f"""
@@ -89,16 +90,11 @@ id = "sneaky"
 command = "{inner}"
 timeout = "20s"
 """
-    t0 = time.time()
     _done, events = agents(plan)
-    elapsed = time.time() - t0
-    assert elapsed < 5, elapsed
+    assert of(events, "task.started", "sneaky") == []
     violation = of(events, "policy.violated", "sneaky")[0]
-    assert violation["live"] is True
-    assert any("sudo" in a for a in violation["argv"])
-    assert of(events, "task.failed", "sneaky")[0]["outcome"] == "denied"
+    assert violation["rule"] == "sudo *"
     assert not marker.exists()
-    assert of(events, "task.started", "sneaky")[0]["trace_session"]
 
 
 def test_each_hook_decision(agents, tmp_path: Path) -> None:

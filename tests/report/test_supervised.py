@@ -56,7 +56,7 @@ def test_env_states_runs_and_marks() -> None:
 
 
 def test_exports_put_the_traced_tree_beneath_its_start() -> None:
-    """Perfetto: the traced process gets a track after its service's; OTLP: its span's parent is the start."""
+    """Perfetto: the traced run gets a track after its service's; OTLP: its span's parent is the start."""
     sup = fold_supervised([header("env"), *env_samples(T0 + 0.01)])
     children = {TRACED: fold_session(traced_run().events, packaged_rules())}
     names = [
@@ -64,7 +64,8 @@ def test_exports_put_the_traced_tree_beneath_its_start() -> None:
         for e in supervised_trace(sup, children)["traceEvents"]
         if e["ph"] == "M" and e["name"] == "process_name"
     ]
-    assert names[:2] == ["service db", "db ▸ 1 postgres"]
+    # the traced run is one Perfetto process (its processes are its threads, pid as tid), after its service
+    assert names[:2] == ["service db", f"db ▸ capsule {TRACED}: postgres"]
     spans = supervised_request(sup, children)["resourceSpans"][0]["scopeSpans"][0]["spans"]
     by_name = {s["name"]: s for s in spans}
     assert by_name["postgres"]["parentSpanId"] == by_name["db start 1"]["spanId"]
