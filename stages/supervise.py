@@ -30,6 +30,7 @@ import trio
 from capsule import __version__
 from capsule.env import machine as m
 from capsule.env.config import ConfigError, ProjectConfig, parse_config
+from capsule.env.recorded import recorded_config_text
 from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
 from capsule.events.env import EnvConfigured
@@ -354,7 +355,7 @@ class Supervisor:
                 now = time.time()
                 configured = EnvConfigured(
                     ts=now,
-                    config_text=self.config_text,
+                    config_text=recorded_config_text(self.config_text),  # env values and secrets left out
                     config_path=str(self.config_path),
                     root=str(self.config_path.parent),
                     python=sys.executable,
