@@ -62,7 +62,7 @@ def parse_age(text: str | None) -> float | None:
     try:
         return parse(text)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(f"--older-than: {exc}") from exc
 
 
 def _dir_size(path: Path) -> int:
