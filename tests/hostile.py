@@ -41,7 +41,9 @@ TRACE_SEEDS: tuple[Path, ...] = tuple(
     )
 )
 SESSION_SEEDS: tuple[Path, ...] = tuple(
-    s for s in golden.discover() if (s / golden.EVENTS).stat().st_size < 40_000 and s.name != "not-found"
+    s
+    for s in golden.discover()
+    if (s / golden.EVENTS).stat().st_size < 40_000 and s.name != "not-found" and (s / golden.TRACE).is_file()
 )
 
 Mutation = tuple[str, int]
