@@ -10,6 +10,7 @@ subreaper, each attempt runs in its own session, cgroup (where available) and wi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -18,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -25,6 +27,8 @@ import trio
 from capsule.events import Event
 from capsule.events.observed import (
     ObsBegin,
+    ObsCacheLooked,
+    ObsCollected,
     ObsCompensated,
     ObsDeadline,
     Observation,
@@ -41,8 +45,10 @@ from capsule.events.observed import (
 from capsule.fold.tasks import RunState
 from capsule.plan.config import Config
 from capsule.plan.effects import (
+    Collect,
     Effect,
     Finish,
+    LookupCache,
     ReapLeftovers,
     RunCompensate,
     RunHook,
@@ -52,7 +58,7 @@ from capsule.plan.effects import (
     StopTree,
 )
 from capsule.plan.machine import Machine
-from capsule.plan.spec import Plan, TaskSpec
+from capsule.plan.spec import Plan, TaskSpec, fill_inputs
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
@@ -62,11 +68,31 @@ from capsule.stages.run import resolve_command
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
 from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
+from capsule.stages.task_workspace import (
+    OUTPUTS,
+    Workspace,
+    WorkspaceError,
+    cache_key,
+    cache_lookup,
+    cache_store,
+    close_workspace,
+    commit_workspace,
+    inputs_dir,
+    open_workspace,
+    store_outputs,
+)
 from capsule.stages.tracer import Tracer
 
 __all__ = ["Scheduler", "close_run", "open_run", "reopen_run"]  # the session file's, kept here for callers
 
 SAMPLE_S = 0.15  # how often a task's tree is sampled for limits and members
+
+
+def set_title(title: str) -> None:
+    """The process's title in ps and top (`capsule: scheduler <run>`)."""
+    import setproctitle
+
+    setproctitle.setproctitle(title)
 
 
 @attrs.define
@@ -121,9 +147,13 @@ class Scheduler:
         self.me = (os.getpid(), procs.started_at(os.getpid()))
         self._send, self._receive = trio.open_memory_channel[Observation](math.inf)
         self._finished = False
+        self.workspaces: dict[str, Workspace] = {}  # the current attempt's, by task
+        self.bases: dict[Path, str] = {}  # repository -> the base commit its worktrees start from
+        self.cache_keys: dict[str, str] = {}  # task -> the key its cache lookup found no entry for
 
     async def run(self, *, resume: bool = False, plan_path: str | None = None) -> RunState:
         procs.become_subreaper()  # orphans of a task come back here, and are stopped with its tree
+        set_title(f"capsule: scheduler {self.state.session_id}")
         self.machine = Machine(Config.of(self.plan, plan_path), self.state)
         async with trio.open_nursery() as work:
             self._work = work
@@ -158,6 +188,10 @@ class Scheduler:
                 self._work.start_soon(self._check, effect)
             case SetDeadline():
                 self._timers.start_soon(self._deadline, effect)
+            case LookupCache():  # at once, as a spawn: a miss is answered by one
+                await self._lookup(effect)
+            case Collect():
+                self._work.start_soon(self._collect, effect)
             case ReapLeftovers():
                 stopped = stop_leftovers(self.state.session_id, effect.leftovers)
                 reaped = tuple(sorted(x.pid for x, _pids in stopped))
@@ -167,21 +201,45 @@ class Scheduler:
                     )
                 )
             case Finish():
+                await self._close_workspaces()
                 self._finished = True
 
     # -- attempts -----------------------------------------------------------------------------------
 
+    def _here(self, task_id: str) -> TaskSpec:
+        """The task as it runs now: in its workspace, its `{inputs.…}` filled."""
+        task = fill_inputs(self.plan.task(task_id), str(self.dir / OUTPUTS))
+        ws = self.workspaces.get(task_id)
+        return task if ws is None else attrs.evolve(task, cwd=str(ws.cwd))
+
     async def _spawn(self, task: TaskSpec, attempt: int) -> None:
         logs = self.dir / "tasks" / task.id
         logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if task.isolate is not None:
+            try:
+                self.workspaces[task.id] = await open_workspace(
+                    self.home, self.state.session_id, self.plan, task, self.bases
+                )
+            except (WorkspaceError, OSError, ValueError) as exc:
+                error = f"no workspace: {exc}"
+                await self._observe(
+                    ObsSpawnFailed(
+                        ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs)
+                    )
+                )
+                return
+        task = self._here(task.id)
         unit = marker(self.state.session_id, task.id, attempt)
         env = {
             **os.environ,
             **dict(task.env),
+            "CAPSULE_RUN": self.state.session_id,
             "CAPSULE_TASK": task.id,
             "CAPSULE_ATTEMPT": str(attempt),
             procs.MARKER: unit,
         }
+        if task.depends_on:
+            env["CAPSULE_INPUTS"] = str(inputs_dir(self.dir, task))
         if (self.enforcement is not None or self.plan.trace) and task.command:
             # Wrapped (guard, strace), a missing program would start the wrapper and fail inside it:
             # it is a spawn failure, as it is unwrapped.
@@ -322,9 +380,7 @@ class Scheduler:
     # -- hooks, verify, compensate, deadlines, signals ----------------------------------------------------
 
     async def _hook(self, effect: RunHook) -> None:
-        code, out = await run_shell(
-            effect.command, self.plan.task(effect.task), effect.payload, effect.timeout_s
-        )
+        code, out = await run_shell(effect.command, self._here(effect.task), effect.payload, effect.timeout_s)
         words = out.decode(errors="replace").split()
         answer = words[0][:100] if words else ""
         self._send.send_nowait(
@@ -339,7 +395,7 @@ class Scheduler:
         )
 
     async def _check(self, effect: RunVerify | RunCompensate) -> None:
-        code, _out = await run_shell(effect.command, self.plan.task(effect.task), b"", effect.timeout_s)
+        code, _out = await run_shell(effect.command, self._here(effect.task), b"", effect.timeout_s)
         now = time.time()
         if isinstance(effect, RunVerify):
             self._send.send_nowait(
@@ -349,6 +405,61 @@ class Scheduler:
             )
         else:
             self._send.send_nowait(ObsCompensated(ts=now, task=effect.task, exit_code=code))
+
+    # -- workspaces, outputs, the cache -----------------------------------------------------------------
+
+    async def _lookup(self, effect: LookupCache) -> None:
+        task = self.plan.task(effect.task)
+        key = cache_key(self.dir, task)
+        hit = cache_lookup(self.home, key, self.dir, task)
+        self.cache_keys[task.id] = key
+        obs = ObsCacheLooked(
+            ts=time.time(), task=task.id, attempt=effect.attempt, cache_key=key, hit=hit is not None
+        )
+        if hit is not None:
+            obs = attrs.evolve(
+                obs, from_run=hit.from_run, outputs=hit.outputs, branch=hit.branch, commit=hit.commit
+            )
+        await self._observe(obs)
+
+    async def _collect(self, effect: Collect) -> None:
+        """Keep what the attempt left: outputs, then the workspace's commit, then the cache entry."""
+        task = self._here(effect.task)
+        ws = self.workspaces.get(task.id)
+        found: dict[str, Any] = {}
+        try:
+            found["outputs"] = store_outputs(
+                self.dir, task, Path(task.cwd), self.dir / "tasks" / task.id / f"{effect.attempt}.out"
+            )
+            if ws is not None and ws.kind == "worktree":
+                done = await commit_workspace(ws, self.state.session_id, task.id, self.plan.author)
+                found.update(
+                    branch=ws.branch, commit=done.commit, files=done.files, insertions=done.insertions,
+                    deletions=done.deletions,
+                )  # fmt: skip
+            if ws is not None:
+                if task.keep_worktree:
+                    found["workspace"] = str(ws.path)
+                elif task.compensate is None:  # else compensate may still need it: closed at the end
+                    await close_workspace(ws)
+                    del self.workspaces[task.id]
+            if task.cache:
+                key = self.cache_keys.get(task.id) or cache_key(self.dir, task)
+                meta = {k: found.get(k) for k in ("outputs", "branch", "commit")}
+                cache_store(self.home, key, self.state.session_id, self.dir, task, meta)
+                found["cache_key"] = key
+        except (WorkspaceError, OSError) as exc:
+            found["error"] = f"could not keep the result: {exc}"
+        self._send.send_nowait(ObsCollected(ts=time.time(), task=task.id, attempt=effect.attempt, **found))
+
+    async def _close_workspaces(self) -> None:
+        """At the end: the workspaces of tasks that succeeded go (unless kept); failed ones stay."""
+        for task_id, ws in list(self.workspaces.items()):
+            t = self.state.tasks.get(task_id)
+            if t is not None and t.state == "succeeded" and not self.plan.task(task_id).keep_worktree:
+                with contextlib.suppress(WorkspaceError, OSError):
+                    await close_workspace(ws)
+                del self.workspaces[task_id]
 
     async def _deadline(self, effect: SetDeadline) -> None:
         # the wall clock, which the machine compares `at` with: trio's clock may run apart from it

@@ -42,6 +42,12 @@ class PlanCheck:
     critical_s: float | None
     max_parallelism: int
     estimated_s: float | None
+    notes: tuple[str, ...] = attrs.field(
+        default=(), metadata={"doc": "What is valid but probably unmeant (redundant dependencies)."}
+    )
+    expanded: dict[str, dict[str, str]] = attrs.field(
+        factory=dict, metadata={"doc": "Tasks made from a template or matrix: id -> the params they got."}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +77,11 @@ class RunStatus:
     state: str = attrs.field(metadata={"doc": "running, succeeded, failed, aborted or interrupted."})
     counts: dict[str, int]
     tasks: tuple[TaskRow, ...]
+    percent: float = attrs.field(default=0.0, metadata={"doc": "Share of the tasks that have ended."})
+    eta_s: float | None = attrs.field(
+        default=None,
+        metadata={"doc": "Seconds left, from earlier durations of the same specs (None: nothing known)."},
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +130,34 @@ class TaskResult:
     blocked: tuple[dict[str, Any], ...] = attrs.field(
         default=(), metadata={"doc": "What the guard refused in the task's tree (policy.blocked events)."}
     )
+    branch: str | None = attrs.field(default=None, metadata={"doc": "isolate = worktree: its branch."})
+    commit: str | None = None
+    files: tuple[str, ...] = attrs.field(default=(), metadata={"doc": "The files its commit changed."})
+    insertions: int = 0
+    deletions: int = 0
+    workspace: str | None = attrs.field(
+        default=None, metadata={"doc": "Where it ran, when kept (keep_worktree, or after a failure)."}
+    )
+    outputs: tuple[str, ...] = attrs.field(
+        default=(), metadata={"doc": "Its stored stdout and outputs (paths under outputs_dir)."}
+    )
+    outputs_dir: str | None = None
+    cached_from: str | None = attrs.field(
+        default=None, metadata={"doc": "The run whose result a cached task restored."}
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Merged:
+    """`capsule agents merge --json`: the branches merged in plan order, and the first conflict."""
+
+    run: str
+    merged: tuple[str, ...] = attrs.field(metadata={"doc": "Task ids whose branch was merged."})
+    skipped: tuple[str, ...] = attrs.field(
+        metadata={"doc": "Succeeded tasks with nothing committed, or already merged."}
+    )
+    conflict: str | None = attrs.field(default=None, metadata={"doc": "The task whose merge conflicted."})
+    conflict_files: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -134,6 +173,9 @@ class RunningTask:
     cpu_s: float
     rss: int
     elapsed_s: float
+    orphaned: bool = attrs.field(
+        default=False, metadata={"doc": "Its scheduler died: nobody watches it (`agents kill --all`)."}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -148,7 +190,9 @@ class AgentsReport:
 # --- plans and sessions -------------------------------------------------------------------------
 
 
-def load_plan(path: Path, batch: Path | None = None, parallel: int | None = None) -> Plan:
+def load_plan(
+    path: Path, batch: Path | None = None, parallel: int | None = None, *, no_cache: bool = False
+) -> Plan:
     """A plan from TOML (or JSONL tasks with `batch`), task cwds resolved against the plan's folder."""
     from capsule.plan import PlanError, parse_batch, parse_plan
 
@@ -170,6 +214,8 @@ def load_plan(path: Path, batch: Path | None = None, parallel: int | None = None
         if parallel < 1:
             raise UsageError("--parallel must be at least 1")
         plan = attrs.evolve(plan, parallel=parallel)
+    if no_cache:
+        plan = attrs.evolve(plan, use_cache=False)
     return plan
 
 
@@ -233,10 +279,16 @@ def live_state(run: RunState) -> str:
 
 
 def history() -> dict[str, float]:
-    """Task durations of the last runs (for ETAs and the critical path's estimate)."""
+    """Durations by spec hash from the last runs (for ETAs and the critical path's estimate)."""
     from capsule.fold.tasks import durations
 
     return durations(reversed([fold(p) for p in sessions(10)]))
+
+
+def estimates(plan: Plan, known: dict[str, float] | None = None) -> dict[str, float]:
+    """Each task's expected duration (by id): the last success of the same spec hash."""
+    known = history() if known is None else known
+    return {t.id: known[t.spec_hash] for t in plan.tasks if t.spec_hash in known}
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -317,11 +369,17 @@ def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:
 
 def check(plan_file: Path, batch: Path | None = None) -> PlanCheck:
     """Validate a plan; its levels, critical path and maximum parallelism."""
-    from capsule.plan.dag import analyse
+    from capsule.plan.dag import analyse, redundant_edges
 
     plan = load_plan(plan_file, batch)
-    found = analyse(plan, history())
+    found = analyse(plan, estimates(plan))
+    notes = tuple(
+        f"task {task!r}: depends_on {dep!r} is redundant (already through {via!r})"
+        for task, dep, via in redundant_edges(plan)
+    )
     return PlanCheck(
+        notes=notes,
+        expanded={t.id: dict(t.params) for t in plan.tasks if t.params},
         name=plan.name,
         tasks=len(plan.tasks),
         parallel=plan.parallel,
@@ -333,7 +391,14 @@ def check(plan_file: Path, batch: Path | None = None) -> PlanCheck:
     )
 
 
-def spawn(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0) -> str:
+def spawn(
+    plan_file: Path,
+    parallel: int | None = None,
+    wait_s: float = 15.0,
+    *,
+    batch: Path | None = None,
+    no_cache: bool = False,
+) -> str:
     """Start `capsule agents run PLAN` detached (its own session, no terminal); its session id.
 
     The plan is checked here first, so a missing or broken plan fails at once with its one line."""
@@ -342,12 +407,16 @@ def spawn(plan_file: Path, parallel: int | None = None, wait_s: float = 15.0) ->
     from capsule.stages.reader import glance
     from capsule.stages.store import session_dirs
 
-    load_plan(plan_file, None, parallel)
+    load_plan(plan_file, batch, parallel)
     where = home()
     (where / "spool").mkdir(parents=True, exist_ok=True, mode=0o700)
     argv = [sys.executable, "-m", "capsule", "agents", "run", str(plan_file.resolve())]
     if parallel is not None:
         argv += ["--parallel", str(parallel)]
+    if batch is not None:
+        argv += ["--batch", str(batch.resolve())]
+    if no_cache:
+        argv += ["--no-cache"]
     err_path = where / "spool" / f"agents-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
@@ -405,11 +474,13 @@ def reap() -> None:
 
 def status(ref: str = "latest") -> RunStatus:
     """An agents run's state and each task's state, attempts, exit code and duration."""
-    from capsule.fold.tasks import status_dict
+    from capsule.fold.tasks import progress, status_dict
 
     run = fold(session(ref))
     data: dict[str, Any] = status_dict(run, live_state(run))
     return RunStatus(
+        percent=progress(run),
+        eta_s=_eta(run),
         run=data["run"],
         name=data["name"],
         state=data["state"],
@@ -418,15 +489,58 @@ def status(ref: str = "latest") -> RunStatus:
     )
 
 
+def _eta(run: RunState) -> float | None:
+    """Seconds left: the rest of the plan list-scheduled with earlier durations of the same specs, less
+    what the running tasks have done already. None when finished or when no duration is known."""
+    from capsule.plan import PlanError, plan_from_json
+    from capsule.plan.dag import simulate
+
+    if run.finished is not None or not run.plan:
+        return None
+    try:
+        plan = plan_from_json(run.plan)
+    except PlanError:
+        return None
+    known = estimates(plan)
+    if not known:
+        return None
+    now = time.time()
+    left = dict(known)
+    for t in run.tasks.values():
+        if t.state == "running" and t.current is not None and t.id in left:
+            left[t.id] = max(0.0, left[t.id] - (now - t.current.ts))
+    done = {t.id: 0.0 for t in run.tasks.values() if t.final}
+    return round(simulate(plan, left, plan.parallel, done), 1)
+
+
 def result(task: str, ref: str = "latest") -> TaskResult:
-    """One task's result."""
+    """One task's result: with its branch and diff stat (isolate = worktree) and its stored outputs."""
     from capsule.report.policy import blocked_dict
 
-    run = fold(session(ref))
+    path = session(ref)
+    run = fold(path)
     if task not in run.tasks:
         raise NotFound(f"no task {task!r} in run {run.session_id}")
     t = run.tasks[task]
+    c = t.collected
+    kept = c.workspace if c is not None else None
+    if kept is None and t.state != "succeeded":  # a failed isolated task's workspace stays for inspection
+        for where in (
+            home() / "worktrees" / run.session_id / task,
+            home() / "workspaces" / run.session_id / task,
+        ):
+            if where.is_dir():
+                kept = str(where)
     return TaskResult(
+        branch=c.branch if c is not None else (t.cached.branch if t.cached else None),
+        commit=c.commit if c is not None else (t.cached.commit if t.cached else None),
+        files=c.files if c is not None else (),
+        insertions=c.insertions if c is not None else 0,
+        deletions=c.deletions if c is not None else 0,
+        workspace=kept,
+        outputs=c.outputs if c is not None else (t.cached.outputs if t.cached else ()),
+        outputs_dir=str(path / "outputs" / task) if c is not None or t.cached else None,
+        cached_from=t.cached.from_run if t.cached else None,
         id=t.id,
         state=t.state,
         reason=t.reason,
@@ -504,7 +618,8 @@ def ps() -> tuple[RunningTask, ...]:
     rows = []
     for path in sessions(20):
         run = fold(path)
-        if live_state(run) != "running":
+        live = live_state(run)
+        if live not in ("running", "interrupted"):
             continue
         for t in run.tasks.values():
             a = t.current
@@ -513,6 +628,14 @@ def ps() -> tuple[RunningTask, ...]:
             cpu = rss = 0.0
             root = process_if(a.pid, a.started)
             if root is None:
+                if live == "interrupted":  # the fold says running; its scheduler is gone
+                    rows.append(
+                        RunningTask(
+                            session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
+                            started=a.started, cpu_s=0.0, rss=0, elapsed_s=round(time.time() - a.ts, 1),
+                            orphaned=True,
+                        )
+                    )  # fmt: skip
                 continue
             try:
                 for p in [root, *root.children(recursive=True)]:
@@ -529,6 +652,7 @@ def ps() -> tuple[RunningTask, ...]:
                 RunningTask(
                     session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
                     started=a.started, cpu_s=round(cpu, 2), rss=int(rss), elapsed_s=round(time.time() - a.ts, 1),
+                    orphaned=live == "interrupted",
                 )
             )  # fmt: skip
     return tuple(rows)
@@ -593,3 +717,74 @@ def report(session_dir: Path) -> AgentsReport:
             with contextlib.suppress(NotFound, OSError, StopIteration):
                 trees[t.id] = trace_tree(a.trace_session)
     return AgentsReport(run=run, state=live_state(run), trees=trees)
+
+
+# --- workspaces and waiting -----------------------------------------------------------------------
+
+
+def merge(ref: str, tasks: tuple[str, ...] = (), repo: Path | None = None) -> Merged:
+    """Merge the branches of the run's succeeded isolated tasks (all, or `tasks`) into the checkout `repo`
+    (the current folder's) in plan order; at the first conflict the merge is aborted and the rest left.
+
+    The one command that writes the user's checkout, because the user asked for it."""
+    import subprocess
+
+    run = fold(session(ref))
+    wanted = set(tasks)
+    unknown = sorted(wanted - set(run.tasks))
+    if unknown:
+        raise NotFound(f"no task {unknown[0]!r} in run {run.session_id}")
+    where = str(repo or Path.cwd())
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", where, *args], capture_output=True, text=True, check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        )  # fmt: skip
+
+    if git("rev-parse", "--git-dir").returncode != 0:
+        raise UsageError(f"{where} is not a git checkout (run merge inside the repository, or pass --repo)")
+    if git("status", "--porcelain", "--untracked-files=no").stdout.strip():
+        raise CheckFailed(f"{where} has uncommitted changes: commit or stash them before merging")
+    merged: list[str] = []
+    skipped: list[str] = []
+    for task_id in run.order:
+        t = run.tasks[task_id]
+        if wanted and task_id not in wanted:
+            continue
+        branch = t.collected.branch if t.collected else (t.cached.branch if t.cached else None)
+        commit = t.collected.commit if t.collected else (t.cached.commit if t.cached else None)
+        if t.state not in ("succeeded", "cached") or branch is None:
+            if wanted:
+                raise CheckFailed(f"task {task_id!r} is {t.state} with no branch to merge")
+            continue
+        if commit is None or git("merge-base", "--is-ancestor", commit, "HEAD").returncode == 0:
+            skipped.append(task_id)
+            continue
+        done = git(
+            "merge", "--no-edit", "--no-ff", "-m", f"capsule: merge {task_id} of run {run.session_id}", commit
+        )
+        if done.returncode != 0:
+            files = git("diff", "--name-only", "--diff-filter=U").stdout.split()
+            git("merge", "--abort")
+            return Merged(
+                run=run.session_id, merged=tuple(merged), skipped=tuple(skipped), conflict=task_id,
+                conflict_files=tuple(files),
+            )  # fmt: skip
+        merged.append(task_id)
+    return Merged(run=run.session_id, merged=tuple(merged), skipped=tuple(skipped))
+
+
+def wait(ref: str, timeout_s: float | None = None, poll_s: float = 0.1) -> RunStatus:
+    """Block until the run ends (finished, or its scheduler died: `interrupted`); its status.
+
+    Past `timeout_s`, Unavailable (the run goes on)."""
+    path = session(ref)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        run = fold(path)
+        if live_state(run) != "running":
+            return status(str(path))
+        if deadline is not None and time.monotonic() > deadline:
+            raise Unavailable(f"run {run.session_id} still running after {timeout_s:g}s")
+        time.sleep(poll_s)

@@ -1,9 +1,10 @@
-"""Batches of agent tasks: `capsule agents run|check|status|result|logs|ps|top|kill|resume`.
+"""Batches of agent tasks: `capsule agents run|check|status|result|merge|wait|logs|ps|top|kill|resume`.
 
 The work is `capsule.api.agents`; this module parses arguments and renders progress and results.
 
-Exit codes: `run` and `resume` exit 0 only if every task succeeded, 1 otherwise; a malformed plan is 4
-(EXIT_BAD_INPUT) with one line naming the task and field; an unknown session or task is 3.
+Exit codes: `run`, `resume` and `wait` exit 0 only if every task succeeded (or was cached), 1 otherwise;
+a malformed plan is 4 (EXIT_BAD_INPUT) with one line naming the task and field; an unknown session or task
+is 3; `wait --timeout` running out is 5; `merge` stopping at a conflict is 1.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def _summary(run: RunState) -> None:
 def _execute(plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
     from capsule.api import agents
 
-    progress = _Progress(agents.history())
+    progress = _Progress(agents.estimates(plan))
     with progress:
         run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line())
         progress.final(run)
@@ -170,12 +171,73 @@ def run(
     batch: Annotated[
         Path | None, typer.Option("--batch", help="Tasks as JSONL, one object per line.")
     ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; print the run id.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run `cache = true` tasks even when a result is cached.")
+    ] = False,
 ) -> None:
     from capsule.api import agents
 
-    plan = agents.load_plan(plan_file, batch, parallel)
+    if detach:
+        print(agents.spawn(plan_file, parallel, batch=batch, no_cache=no_cache))
+        return
+    plan = agents.load_plan(plan_file, batch, parallel, no_cache=no_cache)
     state = _execute(plan, plan_path=str(batch or plan_file))
     raise typer.Exit(0 if state.state == "succeeded" else EXIT_CHECK_FAILED)
+
+
+@agents_app.command(help="Wait for a run to end; exit with its status (0 only if it succeeded).")
+def wait(
+    session: SessionOpt = "latest",
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", parser=duration, metavar="DURATION", help="Give up after (exit 5)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    from capsule.api import agents
+    from capsule.api.records import plain
+
+    found = agents.wait(session, timeout)
+    if as_json:
+        _print_json(plain(found))
+    else:
+        counts = ", ".join(f"{v} {k}" for k, v in found.counts.items())
+        print(f"{found.run}: {found.state} · {counts}")
+    raise typer.Exit(0 if found.state == "succeeded" else EXIT_CHECK_FAILED)
+
+
+@agents_app.command(
+    help="Merge succeeded tasks' branches (isolate = worktree) in plan order; stop at a conflict."
+)
+def merge(
+    session: SessionOpt,
+    tasks: Annotated[list[str] | None, typer.Argument(help="Only these tasks (default: every one).")] = None,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="The checkout to merge into (default: here).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    from capsule.api import agents
+    from capsule.api.records import plain
+
+    found = agents.merge(session, tuple(tasks or ()), repo)
+    if as_json:
+        _print_json(plain(found))
+    else:
+        for task in found.merged:
+            print(f"merged {task}")
+        for task in found.skipped:
+            print(f"nothing to merge for {task}")
+    if found.conflict is not None:
+        files = ", ".join(found.conflict_files) or "unknown files"
+        fail(
+            f"merging task {found.conflict!r} conflicts in {files}; merge aborted, "
+            f"{len(found.merged)} merged before it",
+            EXIT_CHECK_FAILED,
+        )
 
 
 @agents_app.command(help="Re-run what a killed run left undone, appending to its session.")
@@ -207,6 +269,10 @@ def check(
         _print_json(plain(found))
         return
     print(f"plan {found.name}: {found.tasks} tasks, parallel {found.parallel} — valid")
+    for task_id, params in list(found.expanded.items())[:50]:
+        print(f"  {task_id}: " + ", ".join(f"{k} = {v!r}" for k, v in params.items()))
+    if len(found.expanded) > 50:
+        print(f"  … (+{len(found.expanded) - 50} expanded tasks)")
     for i, level in enumerate(found.levels):
         shown = ", ".join(level[:12]) + (f" … (+{len(level) - 12})" if len(level) > 12 else "")
         print(f"  level {i}: {shown}")
@@ -215,22 +281,45 @@ def check(
     print(f"max parallelism: {found.max_parallelism}")
     if found.estimated_s is not None:
         print(f"estimated run time at parallel {found.parallel}: {found.estimated_s:.1f}s")
+    for note in found.notes:
+        print(f"note: {note}")
 
 
-@agents_app.command(help="The state of an agents run (a fold of its session).")
-def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
+@agents_app.command(help="The state of an agents run (a fold of its session); --watch redraws it live.")
+def status(
+    session: SessionOpt = "latest",
+    as_json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw until the run ends.")] = False,
+) -> None:
     from capsule.api import agents
     from capsule.api.records import plain
 
     found = agents.status(session)
-    data = plain(found)
     if as_json:
-        _print_json(data)
+        _print_json(plain(found))
         return
-    from rich.table import Table
+    if not watch:
+        _console().print(_status_view(found))
+        return
+    from rich.live import Live
 
-    console = _console()
-    console.print(f"[bold]{found.name}[/] {found.run} · {data['state']}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt), Live(_status_view(found), console=_console()) as live:
+        while found.state == "running":
+            time.sleep(0.25)
+            found = agents.status(found.run)
+            live.update(_status_view(found))
+
+
+def _status_view(found: Any) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from capsule.api.records import plain
+
+    data = plain(found)
+    eta = "" if found.eta_s is None else f" · eta {found.eta_s:.0f}s"
+    title = Text.from_markup(f"[bold]{found.name}[/] {found.run} · {data['state']} · {found.percent:g}%{eta}")
     table = Table(box=None, header_style="bold", pad_edge=False)
     guarded = any(t["blocked"] for t in data["tasks"])
     for column in (
@@ -243,12 +332,16 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
         *(["blocked"] if guarded else []),
     ):
         table.add_column(column)
-    for t in data["tasks"]:
+    shown = data["tasks"]
+    if len(shown) > 60:  # a big run: the counts, and what runs now
+        shown = [t for t in shown if t["state"] == "running"][:40]
+        table.caption = " · ".join(f"{k} {v}" for k, v in found.counts.items())
+    for t in shown:
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
             _fmt_s(t["duration_s"]), t["reason"], *([str(t["blocked"])] if guarded else []),
         )  # fmt: skip
-    console.print(table)
+    return Group(title, table)
 
 
 @agents_app.command(help="One task's result: state, attempts, exit codes, checks, hooks, policy.")
@@ -262,6 +355,19 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
         _print_json(data)
         return
     print(f"{t.id}: {t.state}" + (f" ({t.reason})" if t.reason else ""))
+    if t.branch is not None:
+        stat = (
+            f"{len(t.files)} files changed, +{t.insertions} -{t.deletions}" if t.commit else "nothing changed"
+        )
+        print(f"  branch {t.branch}" + (f" at {t.commit[:12]}" if t.commit else "") + f": {stat}")
+        for name in t.files[:20]:
+            print(f"    {name}")
+    if t.workspace is not None:
+        print(f"  workspace {t.workspace}")
+    if t.outputs:
+        print(f"  outputs ({t.outputs_dir}): {', '.join(t.outputs)}")
+    if t.cached_from is not None:
+        print(f"  cached: the result of run {t.cached_from}")
     for a in t.attempts:
         status_text = a.signal or ("" if a.exit_code is None else f"exit {a.exit_code}")
         dur = "" if a.end is None else f"{a.end - a.ts:.2f}s"
@@ -299,12 +405,12 @@ def _ps_table(rows: tuple[RunningTask, ...]) -> Any:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("session", "task", "attempt", "pid", "cpu", "rss", "elapsed"):
+    for column in ("session", "task", "attempt", "pid", "cpu", "rss", "elapsed", ""):
         table.add_column(column)
     for r in rows:
         table.add_row(
             r.session, r.task, str(r.attempt), str(r.pid), f"{r.cpu_s:.1f}s",
-            f"{r.rss / 2**20:.1f} MiB", f"{r.elapsed_s:.1f}s",
+            f"{r.rss / 2**20:.1f} MiB", f"{r.elapsed_s:.1f}s", "orphaned" if r.orphaned else "",
         )  # fmt: skip
     return table
 

@@ -152,6 +152,41 @@ class ObsKill(Event):
     task: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class ObsCollected(Event):
+    """The driver kept what a successful attempt left (see `task.collected`), or says why it could not."""
+
+    KIND: ClassVar[str] = "obs.task.collected"
+
+    task: str
+    attempt: int
+    outputs: tuple[str, ...] = ()
+    workspace: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    files: tuple[str, ...] = ()
+    insertions: int = 0
+    deletions: int = 0
+    cache_key: str | None = None
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ObsCacheLooked(Event):
+    """The cache was looked up for a dispatched attempt: a hit (outputs restored) or a miss (spawn it)."""
+
+    KIND: ClassVar[str] = "obs.task.cache"
+
+    task: str
+    attempt: int
+    cache_key: str
+    hit: bool
+    from_run: str = ""
+    outputs: tuple[str, ...] = ()
+    branch: str | None = None
+    commit: str | None = None
+
+
 Observation = (
     ObsBegin
     | ObsReaped
@@ -165,6 +200,8 @@ Observation = (
     | ObsCompensated
     | ObsDeadline
     | ObsKill
+    | ObsCollected
+    | ObsCacheLooked
 )
 
 EVENTS: tuple[type[Event], ...] = (
@@ -180,4 +217,6 @@ EVENTS: tuple[type[Event], ...] = (
     ObsCompensated,
     ObsDeadline,
     ObsKill,
+    ObsCollected,
+    ObsCacheLooked,
 )

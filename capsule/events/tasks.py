@@ -225,6 +225,43 @@ class TaskCompensated(Event):
 
 
 @attrs.frozen(kw_only=True)
+class TaskCollected(Event):
+    """What a successful attempt left was kept, before its success counts: its stdout and `outputs` stored
+    under the run (`inputs/<task>/`, what dependents get as CAPSULE_INPUTS), its workspace committed on
+    branch `capsule/<run>/<task>` (`isolate = "worktree"`) with the diff stat, its cache entry written."""
+
+    KIND: ClassVar[str] = "task.collected"
+
+    task: str
+    attempt: int
+    outputs: tuple[str, ...] = ()  # paths under inputs/<task>/, stdout first
+    workspace: str | None = None  # the worktree or copy the task ran in, when kept (keep_worktree)
+    branch: str | None = None
+    commit: str | None = None  # None: nothing changed, nothing committed
+    files: tuple[str, ...] = ()  # the files the commit changed
+    insertions: int = 0
+    deletions: int = 0
+    cache_key: str | None = None  # the cache entry written
+    error: str | None = None  # what could not be kept: the task fails with it
+
+
+@attrs.frozen(kw_only=True)
+class TaskCached(Event):
+    """`cache = true`: an earlier success with the same spec and inputs was found; its outputs are restored
+    and the task is not run (state `cached`)."""
+
+    KIND: ClassVar[str] = "task.cached"
+
+    task: str
+    spec_hash: str
+    cache_key: str
+    from_run: str  # the run whose result it is
+    outputs: tuple[str, ...] = ()
+    branch: str | None = None  # that run's branch, for an isolated task
+    commit: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class RunFinished(Event):
     KIND: ClassVar[str] = "run.finished"
 
@@ -254,5 +291,7 @@ EVENTS: tuple[type[Event], ...] = (
     PolicyViolated,
     TaskVerified,
     TaskCompensated,
+    TaskCollected,
+    TaskCached,
     RunFinished,
 )

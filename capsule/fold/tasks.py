@@ -17,6 +17,8 @@ from capsule.events.tasks import (
     RunFinished,
     RunPlanned,
     RunResumed,
+    TaskCached,
+    TaskCollected,
     TaskCompensated,
     TaskDispatched,
     TaskExited,
@@ -71,6 +73,8 @@ class TaskState:
     blocked: list[PolicyBlocked] = attrs.Factory(list)  # what the guard refused in its tree
     limits: list[TaskLimitExceeded] = attrs.Factory(list)
     compensated: TaskCompensated | None = None
+    collected: TaskCollected | None = None  # what its last success kept (outputs, commit)
+    cached: TaskCached | None = None  # the earlier result it was restored from
     # What the scheduler's machine reads about the task's current step (DESIGN §9): the fold of the
     # events it emitted, nothing else.
     base: int = 0  # attempts made before this run (a resume counts its retries afresh)
@@ -279,6 +283,15 @@ class RunState:
                 self.tasks[blocked_task].blocked.append(event)
             case TaskVerified():
                 self.tasks[event.task].verified.append(event)
+            case TaskCollected():
+                self.tasks[event.task].collected = event
+            case TaskCached():
+                self.holding.pop(event.task, None)
+                task = self.tasks[event.task]
+                task.dispatched = None
+                self._move(task, event)
+                task.cached, task.reason, task.finished_ts = event, f"cached from {event.from_run}", event.ts
+                task.succeeded_hash = event.spec_hash
             case TaskCompensated():
                 self.tasks[event.task].compensated = event
                 self.compensated_now.append(event.task)
@@ -296,13 +309,21 @@ def fold_run(events: Iterable[Event]) -> RunState:
 
 
 def durations(states: Iterable[RunState]) -> dict[str, float]:
-    """Each task's latest successful duration across earlier runs (for ETAs and `agents check`)."""
+    """The latest successful duration of each spec hash across earlier runs (for ETAs and `agents
+    check`): by what the task does, not its id, which unrelated plans share (`build`, `test`)."""
     out: dict[str, float] = {}
     for run in states:
         for task in run.tasks.values():
-            if task.state == "succeeded" and task.duration_s is not None:
-                out[task.id] = task.duration_s
+            if task.state == "succeeded" and task.duration_s is not None and task.succeeded_hash:
+                out[task.succeeded_hash] = task.duration_s
     return out
+
+
+def progress(run: RunState) -> float:
+    """The share of the run's tasks that have ended, in percent."""
+    if not run.tasks:
+        return 0.0
+    return round(100.0 * sum(1 for t in run.tasks.values() if t.final) / len(run.tasks), 1)
 
 
 def status_dict(run: RunState, state: str | None = None) -> dict[str, object]:

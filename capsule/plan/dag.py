@@ -1,8 +1,15 @@
 """The plan as a graph: validation (missing dependencies, unknown resources, cycles named task by task),
-levels, the critical path and the widest level, with durations estimated from earlier runs."""
+the order (`graphlib.TopologicalSorter`, level by level, plan order among peers), levels, redundant edges,
+the critical path and the widest level, with durations estimated from earlier runs.
+
+Everything here is linear in tasks plus edges (a 10,000-task chain is checked in milliseconds), except the
+redundant-edge search, which keeps one bitset of ancestors per task (ints: n²/8 bytes at worst).
+"""
 
 from __future__ import annotations
 
+import graphlib
+import heapq
 from collections.abc import Mapping
 
 import attrs
@@ -29,74 +36,66 @@ def validate_graph(plan: Plan) -> None:
                 raise PlanError(
                     f"task {task.id!r}: uses: unknown resource {name!r} (declare it in [resources])"
                 )
+        for ref in sorted(task.input_refs() - set(task.depends_on)):
+            raise PlanError(f"task {task.id!r}: {{inputs.{ref}...}}: {ref!r} is not in its depends_on")
     cycle = find_cycle(plan)
     if cycle:
         raise PlanError(f"dependency cycle: {' -> '.join(cycle)}")
 
 
 def find_cycle(plan: Plan) -> list[str] | None:
-    """A cycle as task ids, first repeated at the end (`a -> b -> a`), or None."""
-    deps = {t.id: t.depends_on for t in plan.tasks}
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(deps, white)
-    for root in deps:
-        if color[root] != white:
-            continue
-        # iterative DFS: a long chain of tasks must not hit the recursion limit
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = [root]
-        color[root] = grey
-        while stack:
-            node, index = stack[-1]
-            children = deps.get(node, ())
-            if index < len(children):
-                stack[-1] = (node, index + 1)
-                child = children[index]
-                if child not in color:
-                    continue
-                if color[child] == grey:
-                    return [*path[path.index(child) :], child]
-                if color[child] == white:
-                    color[child] = grey
-                    stack.append((child, 0))
-                    path.append(child)
-            else:
-                color[node] = black
-                stack.pop()
-                path.pop()
+    """A cycle as task ids, first repeated at the end (`a -> b -> a`: a depends on b), or None."""
+    sorter = graphlib.TopologicalSorter({t.id: t.depends_on for t in plan.tasks})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before the one that depends on it: reversed, it reads as depends_on
+        return list(reversed(exc.args[1]))
     return None
+
+
+def _batches(plan: Plan) -> list[list[str]]:
+    """Task ids level by level (each level's tasks depend on earlier levels only), plan order within."""
+    index = {t.id: i for i, t in enumerate(plan.tasks)}
+    sorter = graphlib.TopologicalSorter({t.id: t.depends_on for t in plan.tasks})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        raise PlanError(f"dependency cycle: {' -> '.join(reversed(exc.args[1]))}") from None
+    out = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=index.__getitem__)
+        out.append(ready)
+        sorter.done(*ready)
+    return out
 
 
 def levels(plan: Plan) -> list[list[str]]:
     """Tasks grouped by depth: level 0 has no dependencies, level n depends on level n-1 at most."""
-    depth: dict[str, int] = {}
-    order = topological(plan)
-    deps = {t.id: t.depends_on for t in plan.tasks}
-    for task_id in order:
-        depth[task_id] = 1 + max((depth[d] for d in deps[task_id]), default=-1)
-    out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for task_id in order:
-        out[depth[task_id]].append(task_id)
-    return out
+    return _batches(plan)
 
 
 def topological(plan: Plan) -> list[str]:
     """Task ids with every dependency before its dependents, plan order kept among peers."""
-    deps = {t.id: list(t.depends_on) for t in plan.tasks}
-    placed: set[str] = set()
-    out: list[str] = []
-    pending = [t.id for t in plan.tasks]
-    while pending:
-        rest = []
-        for task_id in pending:
-            if all(d in placed for d in deps[task_id]):
-                out.append(task_id)
-            else:
-                rest.append(task_id)
-        placed.update(out[len(placed) :])
-        if len(rest) == len(pending):
-            raise PlanError(f"dependency cycle among: {', '.join(rest)}")
-        pending = rest
+    return [task_id for level in _batches(plan) for task_id in level]
+
+
+def redundant_edges(plan: Plan) -> list[tuple[str, str, str]]:
+    """(task, dep, via): `task` depends on `dep` directly and through `via` too (a→c when a→b→c)."""
+    order = topological(plan)
+    bit = {task_id: 1 << i for i, task_id in enumerate(order)}
+    deps = {t.id: t.depends_on for t in plan.tasks}
+    ancestors: dict[str, int] = {}
+    out = []
+    for task_id in order:
+        mask = 0
+        for d in deps[task_id]:
+            mask |= ancestors[d] | bit[d]
+        ancestors[task_id] = mask
+        for d in deps[task_id]:
+            via = next((o for o in deps[task_id] if o != d and ancestors[o] & bit[d]), None)
+            if via is not None:
+                out.append((task_id, d, via))
     return out
 
 
@@ -111,8 +110,11 @@ class Analysis:
 
 
 def analyse(plan: Plan, durations: Mapping[str, float], parallel: int | None = None) -> Analysis:
-    """Levels, critical path and a list-scheduling estimate; tasks without an estimate count 0 s."""
-    order = topological(plan)
+    """Levels, critical path and a list-scheduling estimate; tasks without an estimate count 0 s.
+
+    `durations` is by task id (callers map spec hashes of earlier runs to the plan's ids)."""
+    grouped = _batches(plan)
+    order = [task_id for level in grouped for task_id in level]
     deps = {t.id: t.depends_on for t in plan.tasks}
     finish: dict[str, float] = {}
     hops: dict[str, int] = {}  # tasks on the longest chain: the path when no task has an estimate
@@ -129,35 +131,45 @@ def analyse(plan: Plan, durations: Mapping[str, float], parallel: int | None = N
         path.append(prev)
     path.reverse()
     known = any(t in durations for t in order)
-    grouped = levels(plan)
     return Analysis(
         levels=tuple(tuple(level) for level in grouped),
         critical_path=tuple(path),
         critical_s=finish[end] if known else None,
         max_parallelism=max(len(level) for level in grouped),
-        estimated_s=_simulate(plan, durations, parallel or plan.parallel) if known else None,
+        estimated_s=simulate(plan, durations, parallel or plan.parallel) if known else None,
         estimates=dict(durations),
     )
 
 
-def _simulate(plan: Plan, durations: Mapping[str, float], parallel: int) -> float:
-    """Greedy list scheduling in plan order: a fair ETA, not an optimum."""
-    deps = {t.id: t.depends_on for t in plan.tasks}
-    done: dict[str, float] = {}
+def dispatch_order(plan: Plan) -> list[str]:
+    """The order ready tasks get slots in: higher `priority` first, then plan order."""
+    index = {t.id: i for i, t in enumerate(plan.tasks)}
+    return [t.id for t in sorted(plan.tasks, key=lambda t: (-t.priority, index[t.id]))]
+
+
+def simulate(
+    plan: Plan, durations: Mapping[str, float], parallel: int, done: Mapping[str, float] | None = None
+) -> float:
+    """Greedy list scheduling in dispatch order (`done`: tasks already over, at time 0): a fair ETA."""
+    rank = {task_id: i for i, task_id in enumerate(dispatch_order(plan))}
+    finished = set(done or ())
+    deps = {t.id: [d for d in t.depends_on if d not in finished] for t in plan.tasks}
+    waiting = {t.id: len(deps[t.id]) for t in plan.tasks if t.id not in finished}
+    dependents: dict[str, list[str]] = {t.id: [] for t in plan.tasks}
+    for task_id, ds in deps.items():
+        for d in ds:
+            dependents[d].append(task_id)
+    ready = [(rank[t], t) for t, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     running: list[tuple[float, str]] = []
-    waiting = topological(plan)
     now = 0.0
-    while waiting or running:
-        started = True
-        while started and len(running) < parallel:
-            started = False
-            for task_id in waiting:
-                if all(d in done and done[d] <= now for d in deps[task_id]):
-                    running.append((now + durations.get(task_id, 0.0), task_id))
-                    waiting.remove(task_id)
-                    started = True
-                    break
-        running.sort()
-        now, task_id = running.pop(0)
-        done[task_id] = now
+    while ready or running:
+        while ready and len(running) < parallel:
+            _rank, task_id = heapq.heappop(ready)
+            heapq.heappush(running, (now + durations.get(task_id, 0.0), task_id))
+        now, task_id = heapq.heappop(running)
+        for child in dependents[task_id]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, (rank[child], child))
     return now

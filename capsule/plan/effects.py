@@ -87,13 +87,41 @@ class ReapLeftovers:
 
 
 @attrs.frozen(kw_only=True)
+class Collect:
+    """Keep what a successful attempt left (stdout, outputs, the workspace's commit, the cache entry);
+    answer with `obs.task.collected`. Its success counts only then."""
+
+    task: str
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class LookupCache:
+    """Look the dispatched attempt up in the cache (at once, like Spawn): `obs.task.cache` answers."""
+
+    task: str
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
 class Finish:
     """The run is over (`run.finished` was emitted): the driver stops, once its stops are done."""
 
     state: str
 
 
-Effect = Spawn | StopTree | RunHook | RunVerify | RunCompensate | SetDeadline | ReapLeftovers | Finish
+Effect = (
+    Spawn
+    | StopTree
+    | RunHook
+    | RunVerify
+    | RunCompensate
+    | SetDeadline
+    | ReapLeftovers
+    | Collect
+    | LookupCache
+    | Finish
+)
 
 
 def leftovers(state: RunState) -> tuple[Leftover, ...]:

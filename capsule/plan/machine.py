@@ -25,6 +25,8 @@ import orjson
 from capsule.events import Event
 from capsule.events.observed import (
     ObsBegin,
+    ObsCacheLooked,
+    ObsCollected,
     ObsCompensated,
     ObsDeadline,
     Observation,
@@ -43,6 +45,8 @@ from capsule.events.tasks import (
     PolicyViolated,
     RunFinished,
     RunResumed,
+    TaskCached,
+    TaskCollected,
     TaskCompensated,
     TaskDispatched,
     TaskExited,
@@ -59,6 +63,7 @@ from capsule.events.tasks import (
 )
 from capsule.fold.tasks import RunState, TaskState
 from capsule.plan.config import Config, planned_event
+from capsule.plan.dag import dispatch_order
 from capsule.plan.decide import (
     Abort,
     AskHook,
@@ -72,8 +77,10 @@ from capsule.plan.decide import (
     hook_decision,
 )
 from capsule.plan.effects import (
+    Collect,
     Effect,
     Finish,
+    LookupCache,
     ReapLeftovers,
     RunCompensate,
     RunHook,
@@ -86,7 +93,7 @@ from capsule.plan.effects import (
 from capsule.plan.policy import denied_command
 from capsule.plan.retry import jitter
 from capsule.plan.spec import Hook, TaskSpec
-from capsule.plan.states import StopReason, verdict
+from capsule.plan.states import StopReason, is_done, verdict
 
 SHELL_TIMEOUT_S = 600.0  # a verify or compensate command that runs longer counts as failed
 HALTED = "run halted after a failure"
@@ -101,6 +108,7 @@ class Machine:
         self.config = config
         self.state = state
         self.specs = {t.id: t for t in config.plan.tasks}
+        self.order = [self.specs[t] for t in dispatch_order(config.plan)]  # priority, then plan order
         self.hashes = dict(zip(self.specs, config.spec_hashes, strict=True))
         self.dependents: dict[str, list[str]] = {t.id: [] for t in config.plan.tasks}
         for t in config.plan.tasks:
@@ -154,6 +162,10 @@ class Machine:
                 self._deadline(obs)
             case ObsKill():
                 self._kill(obs.task)
+            case ObsCacheLooked():
+                self._cache_looked(obs)
+            case ObsCollected():
+                self._collected(obs)
         self._settle()
         return self._step_done()
 
@@ -190,7 +202,7 @@ class Machine:
             if (
                 resume
                 and before is not None
-                and before.state == "succeeded"
+                and is_done(before.state)
                 and before.succeeded_hash == self.hashes[spec.id]
             ):
                 continue
@@ -198,6 +210,9 @@ class Machine:
         self._emit(*(TaskQueued(ts=now, task=t, spec_hash=self.hashes[t]) for t in todo))
         self._gate.extend(todo)
         self._ended_any = True  # a run with nothing left to do finishes at once
+        if self.config.plan.timeout_s is not None:
+            at = now + self.config.plan.timeout_s
+            self._effects.append(SetDeadline(task="", attempt=0, what="run", at=at))
 
     def _settle(self) -> None:
         """Gate, halt, dispatch until nothing changes; then compensate or finish."""
@@ -229,7 +244,7 @@ class Machine:
         deps = [self.state.tasks[d] for d in t.depends_on]
         if not all(d.final for d in deps):
             return
-        bad = [d for d in deps if d.state != "succeeded"]
+        bad = [d for d in deps if not is_done(d.state)]
         if bad:
             self._emit(
                 TaskSkipped(ts=self._now, task=task_id, reason=f"dependency {bad[0].id} {bad[0].state}")
@@ -282,7 +297,7 @@ class Machine:
     def _ready(self, t: TaskState) -> bool:
         if t.state != "queued" or t.dispatched is not None:
             return False
-        if not all(self.state.tasks[d].state == "succeeded" for d in t.depends_on):
+        if not all(is_done(self.state.tasks[d].state) for d in t.depends_on):
             return False
         if len(t.pre) != self._pre_hooks or any(h.decision != "continue" for h in t.pre):
             return False
@@ -297,7 +312,7 @@ class Machine:
             r for task_id in s.holding if task_id in self.specs for r in self.specs[task_id].uses
         )
         limits = dict(self.config.plan.resources)
-        for spec in self.config.plan.tasks:
+        for spec in self.order:
             if free <= 0 and not s.halted:
                 break
             t = s.tasks[spec.id]
@@ -310,7 +325,10 @@ class Machine:
                 continue
             attempt = len(t.attempts) + 1
             self._emit(TaskDispatched(ts=self._now, task=t.id, attempt=attempt))
-            self._effects.append(Spawn(task=t.id, attempt=attempt))
+            if spec.cache and self.config.plan.use_cache:
+                self._effects.append(LookupCache(task=t.id, attempt=attempt))
+            else:
+                self._effects.append(Spawn(task=t.id, attempt=attempt))
             free -= 1
             in_use.update(spec.uses)
 
@@ -407,14 +425,32 @@ class Machine:
         )  # fmt: skip
         self._stop(t, "denied")
 
+    def _cache_looked(self, obs: ObsCacheLooked) -> None:
+        t = self._task(obs.task)
+        if t is None or t.dispatched != obs.attempt:
+            return
+        if not obs.hit:
+            self._effects.append(Spawn(task=t.id, attempt=obs.attempt))
+            return
+        self._emit(
+            TaskCached(
+                ts=self._now, task=t.id, spec_hash=self.hashes[t.id], cache_key=obs.cache_key,
+                from_run=obs.from_run, outputs=obs.outputs, branch=obs.branch, commit=obs.commit,
+            )
+        )  # fmt: skip
+
     def _deadline(self, obs: ObsDeadline) -> None:
+        if obs.what == "run":
+            if self.state.finished is None:
+                self._kill(None, f"run timed out after {self.config.plan.timeout_s}s")
+            return
         if obs.what == "timeout":
             t = self._attempt_running(obs.task, obs.attempt)
             if t is not None and t.stopping is None:
                 self._stop(t, "timed_out")
         # a retry's backoff has ended: `_dispatch` finds the task ready now
 
-    def _kill(self, task_id: str | None) -> None:
+    def _kill(self, task_id: str | None, why: str = "run killed") -> None:
         for t in self.state.tasks.values():
             if task_id is not None and t.id != task_id:
                 continue
@@ -424,7 +460,7 @@ class Machine:
             elif (
                 task_id is None and t.state == "queued"
             ):  # a dispatched one's process is stopped when it starts
-                self._emit(TaskSkipped(ts=self._now, task=t.id, reason="run killed"))
+                self._emit(TaskSkipped(ts=self._now, task=t.id, reason=why))
 
     def _exited(self, obs: ObsExited) -> None:
         t = self._attempt_running(obs.task, obs.attempt)
@@ -538,13 +574,10 @@ class Machine:
     def _verdict(self, t: TaskState, spec: TaskSpec, attempt: int, decision: Decision) -> None:
         now = self._now
         match decision:
+            case Succeed() if spec.collects:
+                self._effects.append(Collect(task=t.id, attempt=attempt))  # the verdict follows it
             case Succeed():
-                self._emit(
-                    TaskSucceeded(
-                        ts=now, task=t.id, attempt=attempt, duration_s=t.duration_s or 0.0,
-                        spec_hash=self.hashes[t.id],
-                    )
-                )  # fmt: skip
+                self._succeed(t, attempt)
             case Skip():
                 self._emit(TaskSkipped(ts=now, task=t.id, reason=decision.reason))
             case Fail() | Abort():
@@ -569,6 +602,37 @@ class Machine:
                 )
             case AskHook():
                 raise AssertionError("a hook is asked, not decided")
+
+    def _collected(self, obs: ObsCollected) -> None:
+        t = self._task(obs.task)
+        if (
+            t is None
+            or t.state != "running"
+            or t.exited is None
+            or t.exited.attempt != obs.attempt
+            or (t.collected is not None and t.collected.attempt == obs.attempt)
+        ):
+            return
+        now = self._now
+        self._emit(
+            TaskCollected(
+                ts=now, task=t.id, attempt=obs.attempt, outputs=obs.outputs, workspace=obs.workspace,
+                branch=obs.branch, commit=obs.commit, files=obs.files, insertions=obs.insertions,
+                deletions=obs.deletions, cache_key=obs.cache_key, error=obs.error,
+            )
+        )  # fmt: skip
+        if obs.error is not None:
+            self._emit(TaskFailed(ts=now, task=t.id, attempt=obs.attempt, outcome="failed", reason=obs.error))
+            return
+        self._succeed(t, obs.attempt)
+
+    def _succeed(self, t: TaskState, attempt: int) -> None:
+        self._emit(
+            TaskSucceeded(
+                ts=self._now, task=t.id, attempt=attempt, duration_s=t.duration_s or 0.0,
+                spec_hash=self.hashes[t.id],
+            )
+        )  # fmt: skip
 
     def _hook(self, obs: ObsHook) -> None:
         t = self._task(obs.task)
@@ -634,13 +698,13 @@ class Machine:
                 )
                 return
         counts = s.counts()
-        bad = sum(v for k, v in counts.items() if k not in ("succeeded", "skipped"))
+        bad = sum(v for k, v in counts.items() if k not in ("succeeded", "skipped", "cached"))
         state = verdict([t.state for t in s.tasks.values()], aborted=s.aborted)
         self._emit(
             RunFinished(
                 ts=self._now,
                 state=state,
-                succeeded=counts["succeeded"],
+                succeeded=counts["succeeded"] + counts["cached"],
                 failed=bad,
                 skipped=counts["skipped"],
                 duration_s=round(self._now - (s.planned_ts or self._now), 6),

@@ -1,8 +1,11 @@
-"""A plan: the `[run]`, `[defaults]`, `[resources]`, `[policy]`, `[[task]]` and `[[hook]]` tables of a TOML
-plan (or one task object per line of a `--batch` JSONL file), parsed and validated into frozen records.
+"""A plan: the `[run]`, `[defaults]`, `[resources]`, `[policy]`, `[[template]]`, `[[task]]` and `[[hook]]`
+tables of a TOML plan (or one task object per line of a `--batch` JSONL file), parsed and validated into
+frozen records.
 
-Every error names the task and the field (`task 'fix-lint': timeout: bad duration '15x'`). Validation of
-the graph (cycles, missing dependencies) lives in `capsule.plan.dag`; `parse_plan` runs it too.
+Every error names the task and the field (`task 'fix-lint': timeout: bad duration '15x'`); an unknown key in
+any table is an error naming the table and the key, with a "did you mean" when one is close. Templates and
+matrices are expanded first (`capsule.plan.template`). Validation of the graph (cycles, missing
+dependencies) lives in `capsule.plan.dag`; `parse_plan` runs it too.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import orjson
 
 from capsule import duration
+from capsule.plan.template import TemplateError, did_you_mean, expand
 from capsule.policy.rules import Policy, PolicyError, parse_policy, policy_from_dict
 from capsule.redact import MASK, redact_argv, redact_text
 
@@ -23,7 +28,11 @@ HALTS = ("never", "soon", "now")
 ON_FAILURE = ("stop", "compensate")
 HOOK_EVENTS = ("pre", "post", "error")
 TRACE_LEVELS = ("process", "file", "net", "all")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ISOLATE = ("worktree", "copy")
+EXECUTORS = ("local", "ray")
+# a name, or a matrix task's name with its values in brackets (`fix[a.py,3.12]`, capsule.plan.template)
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._=+,-]*\])?$")
+INPUT_REF = re.compile(r"\{inputs\.([^{}\s]+)\.(stdout|path)\}")  # filled by the scheduler at spawn
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
@@ -72,16 +81,40 @@ class TaskSpec:
     no_retry_exit_codes: tuple[int, ...] = ()
     verify: tuple[str, ...] = ()
     compensate: str | None = None
+    # Fields added after the first plans were recorded: left out of the stored plan and of the spec hash
+    # while they hold their default, so earlier sessions replay and resume as they were (`_ADDED`).
+    priority: int = 0  # higher first among ready tasks
+    isolate: str | None = None  # worktree | copy: the task runs in a workspace of its own
+    keep_worktree: bool = False
+    outputs: tuple[str, ...] = ()  # globs in the task's workspace kept after success, for dependents
+    inputs: tuple[str, ...] = ()  # globs whose contents the cache key covers
+    cache: bool = False
+    params: tuple[tuple[str, str], ...] = ()  # the template params (or matrix values) it was made with
 
     @property
     def spec_hash(self) -> str:
         """The identity of what the task does: resume re-runs a succeeded task whose spec changed.
 
         Env values are not part of it (they are never stored, so a restored plan could not match)."""
-        spec = attrs.asdict(self)
+        spec = _without_defaults(attrs.asdict(self), TaskSpec)
         spec["env"], spec["env_names"] = sorted({*(k for k, _v in self.env), *self.env_names}), ()
         data = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(data).hexdigest()[:16]
+
+    @property
+    def cache_hash(self) -> str:
+        """What the cache matches besides the inputs: the spec hash with the env values (never stored)."""
+        data = orjson.dumps([self.spec_hash, sorted(self.env)])
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    @property
+    def collects(self) -> bool:
+        """Does a success leave something to keep before it counts (outputs, a workspace, a cache entry)?"""
+        return bool(self.outputs or self.isolate or self.cache)
+
+    def input_refs(self) -> set[str]:
+        """The dependencies its command names as `{inputs.<dep>.stdout}` or `{inputs.<dep>.path}`."""
+        return {m[1] for c in (*self.command, *self.verify) for m in INPUT_REF.finditer(c)}
 
     def stored(self) -> TaskSpec:
         """The task as a session keeps it: env names, never their values; its commands redacted."""
@@ -115,6 +148,13 @@ class Plan:
     policy: Policy = Policy()  # noqa: RUF009 - frozen: one shared default is safe
     tasks: tuple[TaskSpec, ...] = ()
     hooks: tuple[Hook, ...] = ()
+    # added later: stored only when not the default (see TaskSpec)
+    timeout_s: float | None = None  # the whole run
+    base: str = "HEAD"  # the commit `isolate = "worktree"` tasks start from
+    author: str | None = None  # "Name <email>" of the commits of isolated tasks
+    use_cache: bool = True  # False: `--no-cache`, every task runs (and refreshes its cache entry)
+    executor: str = "local"  # local | ray (stages/schedule.py's executor seam)
+    address: str | None = None  # the Ray cluster's, for executor = "ray"
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:
@@ -129,7 +169,53 @@ class Plan:
             tasks=tuple(t.stored() for t in self.tasks),
             hooks=tuple(attrs.evolve(h, command=redact_text(h.command)) for h in self.hooks),
         )
-        return orjson.dumps(attrs.asdict(stored)).decode()
+        data = _without_defaults(attrs.asdict(stored, recurse=False), Plan)
+        data["policy"] = attrs.asdict(stored.policy)
+        data["tasks"] = [_without_defaults(attrs.asdict(t), TaskSpec) for t in stored.tasks]
+        data["hooks"] = [attrs.asdict(h) for h in stored.hooks]
+        return orjson.dumps(data).decode()
+
+
+_ADDED = {
+    "TaskSpec": ("priority", "isolate", "keep_worktree", "outputs", "inputs", "cache", "params"),
+    "Plan": ("timeout_s", "base", "author", "use_cache", "executor", "address"),
+}
+
+
+def fill_inputs(task: TaskSpec, outputs_dir: str) -> TaskSpec:
+    """The task with `{inputs.<dep>.stdout}` and `{inputs.<dep>.path}` made paths under `outputs_dir`
+    (`<run>/outputs`, where each dependency's stdout and outputs are kept)."""
+
+    def one(text: str) -> str:
+        return INPUT_REF.sub(
+            lambda m: f"{outputs_dir}/{m[1]}/stdout" if m[2] == "stdout" else f"{outputs_dir}/{m[1]}", text
+        )
+
+    if not task.input_refs():
+        return task
+    return attrs.evolve(task, command=tuple(map(one, task.command)), verify=tuple(map(one, task.verify)))
+
+
+def _without_defaults(data: dict[str, Any], cls: type) -> dict[str, Any]:
+    """`data` without the later-added fields of `cls` that hold their default."""
+    fields = attrs.fields_dict(cls)
+    return {
+        k: v
+        for k, v in data.items()
+        if k not in _ADDED[cls.__name__] or _plain(v) != _plain(fields[k].default)
+    }
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_keys(table: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """An unknown key is an error naming the table and the key, with the closest known one."""
+    known = tuple(known)
+    for key in table:
+        if key not in known:
+            raise PlanError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}")
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -153,10 +239,24 @@ def _int(value: object, where: str, minimum: int = 0) -> int:
     return value
 
 
-_TASK_KEYS = {
+_TASK_KEYS = (
     "id", "command", "cwd", "env", "depends_on", "uses", "timeout", "retries", "backoff", "backoff_cap",
-    "grace", "limits", "no_retry_exit_codes", "verify", "compensate",
-}  # fmt: skip
+    "grace", "limits", "no_retry_exit_codes", "verify", "compensate", "priority", "isolate",
+    "keep_worktree", "outputs", "inputs", "cache", "params",
+)  # fmt: skip
+_RUN_KEYS = (
+    "name", "parallel", "halt", "on_failure", "trace", "trace_level", "timeout", "base", "author",
+    "executor", "address",
+)  # fmt: skip
+_TABLES = ("run", "defaults", "resources", "policy", "template", "task", "hook")
+_HOOK_KEYS = ("on", "command", "timeout")
+_LIMIT_KEYS = ("memory", "cpu_time")
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise PlanError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
@@ -168,9 +268,7 @@ def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
             f"task #{index + 1}: id: expected a name of letters, digits, '.', '_', '-', got {task_id!r}"
         )
     where = f"task {task_id!r}"
-    unknown = sorted(set(raw) - _TASK_KEYS)
-    if unknown:
-        raise PlanError(f"{where}: unknown field {unknown[0]!r}")
+    check_keys(raw, _TASK_KEYS, where)
     merged = {**defaults, **raw}
     if "limits" in defaults and "limits" in raw:
         merged["limits"] = {**defaults["limits"], **raw["limits"]}
@@ -185,8 +283,9 @@ def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise PlanError(f"{where}: env: expected a table of strings")
     limits = merged.get("limits", {})
-    if not isinstance(limits, dict) or set(limits) - {"memory", "cpu_time"}:
+    if not isinstance(limits, dict):
         raise PlanError(f"{where}: limits: expected a table with memory and/or cpu_time")
+    check_keys(limits, _LIMIT_KEYS, f"{where}: limits")
     codes = merged.get("no_retry_exit_codes", [])
     if not isinstance(codes, list):
         raise PlanError(f"{where}: no_retry_exit_codes: expected a list of integers")
@@ -197,6 +296,15 @@ def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
     if not isinstance(cwd, str):
         raise PlanError(f"{where}: cwd: expected a string")
     timeout = merged.get("timeout")
+    isolate = merged.get("isolate")
+    if isolate is not None and isolate not in ISOLATE:
+        raise PlanError(f"{where}: isolate: expected one of {', '.join(ISOLATE)}, got {isolate!r}")
+    params = merged.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise PlanError(f"{where}: params: expected a table of strings (use template = ... or matrix)")
+    priority = merged.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise PlanError(f"{where}: priority: expected an integer, got {priority!r}")
     return TaskSpec(
         id=task_id,
         command=argv,
@@ -216,6 +324,13 @@ def _task(raw: object, defaults: dict[str, Any], index: int) -> TaskSpec:
         no_retry_exit_codes=tuple(_int(c, f"{where}: no_retry_exit_codes") for c in codes),
         verify=_strings(merged.get("verify", []), f"{where}: verify"),
         compensate=compensate,
+        priority=priority,
+        isolate=isolate,
+        keep_worktree=_bool(merged.get("keep_worktree", False), f"{where}: keep_worktree"),
+        outputs=_strings(merged.get("outputs", []), f"{where}: outputs"),
+        inputs=_strings(merged.get("inputs", []), f"{where}: inputs"),
+        cache=_bool(merged.get("cache", False), f"{where}: cache"),
+        params=tuple(sorted(params.items())),
     )
 
 
@@ -223,10 +338,15 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
     """A plan from its decoded tables; validates fields, then the graph."""
     from capsule.plan.dag import validate_graph
 
+    check_keys(data, _TABLES if tasks_key == "task" else (*_TABLES, tasks_key), "the plan")
     run = _table(data, "run")
+    check_keys(run, _RUN_KEYS, "[run]")
     defaults = _table(data, "defaults")
-    if "limits" in defaults and not isinstance(defaults["limits"], dict):
-        raise PlanError("[defaults] limits: expected a table")
+    check_keys(defaults, tuple(k for k in _TASK_KEYS if k not in ("id", "params")), "[defaults]")
+    if "limits" in defaults:
+        if not isinstance(defaults["limits"], dict):
+            raise PlanError("[defaults] limits: expected a table")
+        check_keys(defaults["limits"], _LIMIT_KEYS, "[defaults] limits")
     resources_raw = _table(data, "resources")
     try:
         policy = parse_policy(data.get("policy", {}))
@@ -257,6 +377,10 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
     raw_tasks = data.get(tasks_key, [])
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise PlanError("the plan has no [[task]]")
+    try:
+        raw_tasks = expand(raw_tasks, data.get("template"))
+    except TemplateError as exc:
+        raise PlanError(str(exc)) from None
     tasks = tuple(_task(raw, defaults, i) for i, raw in enumerate(raw_tasks))
     hooks = []
     for i, raw in enumerate(data.get("hook", [])):
@@ -266,6 +390,7 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
             or not isinstance(raw.get("command"), str)
         ):
             raise PlanError(f"hook #{i + 1}: expected on = pre|post|error and a command string")
+        check_keys(raw, _HOOK_KEYS, f"hook #{i + 1}")
         hooks.append(
             Hook(
                 on=raw["on"],
@@ -273,6 +398,13 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
                 timeout_s=parse_duration(raw.get("timeout", 10.0), f"hook #{i + 1}: timeout"),
             )
         )
+    timeout = run.get("timeout")
+    executor = run.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise PlanError(f"[run] executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    for key in ("base", "author", "address"):
+        if key in run and not isinstance(run[key], str):
+            raise PlanError(f"[run] {key}: expected a string, got {run[key]!r}")
     plan = Plan(
         name=str(run.get("name", name)),
         parallel=_int(run.get("parallel", 4), "[run] parallel", minimum=1),
@@ -284,6 +416,11 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
         policy=policy,
         tasks=tasks,
         hooks=tuple(hooks),
+        timeout_s=None if timeout is None else parse_duration(timeout, "[run] timeout"),
+        base=run.get("base", "HEAD"),
+        author=run.get("author"),
+        executor=executor,
+        address=run.get("address"),
     )
     validate_graph(plan)
     return plan
@@ -340,4 +477,5 @@ def plan_from_json(text: str) -> Plan:
         policy=policy_from_dict(data["policy"]),
         tasks=tasks,
         hooks=tuple(Hook(**h) for h in data["hooks"]),
+        **{k: data[k] for k in _ADDED["Plan"] if k in data},
     )

@@ -8,8 +8,9 @@ dependencies, pre hooks, a slot, a backoff) or `running` (stopping, exited, veri
 states of their own: they are read from the events of the current attempt.
 
     queued ──task.started──▶ running ──task.succeeded──▶ succeeded
-      ▲  │                     │ │ └──task.failed──▶ failed | timed_out | killed | limit_exceeded | denied
-      │  └─task.failed/skipped │ └──task.skipped──▶ skipped                         | spawn_failed
+      ▲  │ │                   │ │ └──task.failed──▶ failed | timed_out | killed | limit_exceeded | denied
+      │  │ └─task.failed/skipped └──task.skipped──▶ skipped                         | spawn_failed
+      │  └──task.cached──▶ cached (an earlier success with the same spec and inputs: not run)
       └────task.retrying───────┘     (run.resumed: running ──▶ killed; task.queued: any ──▶ queued)
 
 Adding a state: extend the Literal; mypy then points at every `match` below that must handle it.
@@ -31,6 +32,7 @@ TaskStatus = Literal[
     "skipped",
     "denied",
     "spawn_failed",
+    "cached",
 ]
 FailedOutcome = Literal["failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed"]
 Outcome = Literal["succeeded", "failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed"]
@@ -50,6 +52,7 @@ TRANSITIONS: Final[Mapping[str, Mapping[TaskStatus, Target]]] = {
     "task.started": {"queued": "running"},
     "task.retrying": {"running": "queued"},
     "task.succeeded": {"running": "succeeded"},
+    "task.cached": {"queued": "cached"},
     "task.failed": {"queued": OUTCOME, "running": OUTCOME},  # queued: a pre hook or the policy said no
     "task.skipped": {"queued": "skipped", "running": "skipped"},  # running: a post or error hook said skip
     "run.resumed": {"running": "killed"},  # its scheduler died: the attempt is over
@@ -98,16 +101,21 @@ def is_final(state: TaskStatus) -> bool:
             return False
         case "succeeded" | "failed" | "timed_out" | "killed" | "limit_exceeded" | "skipped" | "denied":
             return True
-        case "spawn_failed":
+        case "spawn_failed" | "cached":
             return True
         case _:
             assert_never(state)
 
 
+def is_done(state: TaskStatus) -> bool:
+    """Did the task end with a result its dependents can use (run now, or restored from the cache)?"""
+    return state in ("succeeded", "cached")
+
+
 def is_bad(state: TaskStatus) -> bool:
     """Does this final state fail the run? (A skipped task fails it too, but is counted apart.)"""
     match state:
-        case "succeeded" | "skipped":
+        case "succeeded" | "skipped" | "cached":
             return False
         case "queued" | "running" | "failed" | "timed_out" | "killed" | "limit_exceeded" | "denied":
             return True

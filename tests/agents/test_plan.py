@@ -32,7 +32,7 @@ TASK = '[[task]]\nid = "a"\ncommand = "true"\n'
         ),
         ('[[task]]\nid = "a"\ncommand = "x"\ndepends_on = ["zz"]\n', "task 'a': depends_on: no task 'zz'"),
         ('[[task]]\nid = "a"\ncommand = "x"\nuses = ["gpu"]\n', "task 'a': uses: unknown resource 'gpu'"),
-        ('[[task]]\nid = "a"\ncommand = "x"\ncolour = 1\n', "task 'a': unknown field 'colour'"),
+        ('[[task]]\nid = "a"\ncommand = "x"\ncolour = 1\n', "task 'a': unknown key 'colour'"),
         (TASK + TASK, "task 'a': id: defined twice"),
         ('[[task]]\nid = "a"\ncommand = "x"\nretries = -1\n', "task 'a': retries"),
         ("[[task]\n", "not valid TOML"),
