@@ -618,7 +618,7 @@ def ps() -> tuple[RunningTask, ...]:
     rows = []
     for path in sessions(20):
         run = fold(path)
-        live = live_state(run)
+        live = live_state(run)  # interrupted: the fold says running, its scheduler is gone (orphaned)
         if live not in ("running", "interrupted"):
             continue
         for t in run.tasks.values():
@@ -628,14 +628,6 @@ def ps() -> tuple[RunningTask, ...]:
             cpu = rss = 0.0
             root = process_if(a.pid, a.started)
             if root is None:
-                if live == "interrupted":  # the fold says running; its scheduler is gone
-                    rows.append(
-                        RunningTask(
-                            session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
-                            started=a.started, cpu_s=0.0, rss=0, elapsed_s=round(time.time() - a.ts, 1),
-                            orphaned=True,
-                        )
-                    )  # fmt: skip
                 continue
             try:
                 for p in [root, *root.children(recursive=True)]:

@@ -28,6 +28,10 @@ class Pruned:
     kept: int
     running_skipped: tuple[str, ...]
     bytes_freed: int
+    cache_entries: int = attrs.field(
+        default=0,
+        metadata={"doc": "Agent-run cache entries unused for --older-than, deleted (bytes counted)."},
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +95,15 @@ def prune(older_than: str | None = None, keep: int = 0, dry_run: bool = False) -
                 raise Unavailable(f"cannot delete {c.path}: {exc.strerror or exc}") from exc
         freed += size
         rows.append(Deleted(id=c.id, started=c.started, archived=c.archived, bytes=size))
+    cached = []
+    if age is not None:
+        from capsule.stages.task_workspace import prune_cache
+
+        found_cache = prune_cache(where, age, time.time(), dry_run=True)
+        freed += sum(_dir_size(p) for p in found_cache)
+        cached = found_cache if dry_run else prune_cache(where, age, time.time())
     return Pruned(
+        cache_entries=len(cached),
         dry_run=dry_run,
         deleted=tuple(rows),
         kept=len(found) - len(rows),

@@ -54,7 +54,9 @@ def prune(
         print(f"{verb} {row['id']} ({_size(row['bytes'])})")
     print(
         f"prune: {verb} {len(rows)} session{'s' if len(rows) != 1 else ''}, {_size(freed)}; "
-        f"kept {kept}" + (f" ({len(running)} running)" if running else ""),
+        f"kept {kept}"
+        + (f" ({len(running)} running)" if running else "")
+        + (f"; {pruned.cache_entries} cache entries" if pruned.cache_entries else ""),
         file=sys.stderr,
     )
 

@@ -97,7 +97,7 @@ from capsule.plan.states import StopReason, is_done, verdict
 
 SHELL_TIMEOUT_S = 600.0  # a verify or compensate command that runs longer counts as failed
 HALTED = "run halted after a failure"
-VERDICTS = (TaskSucceeded, TaskFailed, TaskSkipped)
+VERDICTS = (TaskSucceeded, TaskFailed, TaskSkipped, TaskCached)
 
 
 class Machine:

@@ -18,6 +18,8 @@ import attrs
 from capsule.events import Event, SessionStarted
 from capsule.events.observed import (
     ObsBegin,
+    ObsCacheLooked,
+    ObsCollected,
     ObsCompensated,
     ObsDeadline,
     Observation,
@@ -32,7 +34,9 @@ from capsule.events.observed import (
 from capsule.fold.tasks import RunState
 from capsule.plan.config import Config
 from capsule.plan.effects import (
+    Collect,
     Finish,
+    LookupCache,
     ReapLeftovers,
     RunCompensate,
     RunHook,
@@ -86,6 +90,8 @@ class Sim:
         answer: Answer | None = None,
         verify: Callable[[str, int], int | None] | None = None,
         compensate: Callable[[str], int | None] = lambda _task: 0,
+        cached: Callable[[str], bool] = lambda _task: False,
+        collect_error: Callable[[str], str | None] = lambda _task: None,
         hook_s: float = 0.1,
         sample_s: float | None = None,
         state: RunState | None = None,
@@ -96,6 +102,8 @@ class Sim:
         self.answer = answer or (lambda _t, _on, _i: (0, "continue"))
         self.verify = verify or (lambda _t, _i: 0)
         self.compensate = compensate
+        self.cached = cached
+        self.collect_error = collect_error
         self.hook_s = hook_s
         self.sample_s = sample_s
         if state is None:
@@ -180,6 +188,20 @@ class Sim:
                 self.at(now + 0.05, ObsCompensated(ts=0, task=task, exit_code=self.compensate(task)))
             case SetDeadline(task=task, attempt=attempt, what=what, at=when):
                 self.at(when, ObsDeadline(ts=0, task=task, attempt=attempt, what=what))
+            case LookupCache(task=task, attempt=attempt):
+                hit = self.cached(task)
+                self.feed(
+                    ObsCacheLooked(
+                        ts=now, task=task, attempt=attempt, cache_key=f"k-{task}", hit=hit,
+                        from_run="earlier" if hit else "", outputs=("stdout",) if hit else (),
+                    )
+                )  # fmt: skip
+            case Collect(task=task, attempt=attempt):
+                error = self.collect_error(task)
+                self.at(
+                    now + 0.02,
+                    ObsCollected(ts=0, task=task, attempt=attempt, outputs=("stdout",), error=error),
+                )
             case ReapLeftovers(leftovers=leftovers):
                 reaped = tuple(x.pid for x in leftovers if x.interrupted)
                 self.feed(ObsReaped(ts=now, scheduler_pid=2, scheduler_started=now - 1, reaped=reaped))
