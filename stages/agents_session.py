@@ -17,8 +17,10 @@ from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, create_session
 
 
-def open_run(home: Path, plan: Plan, argv: tuple[str, ...]) -> tuple[str, Path, SessionWriter]:
-    """A new `agents` session with its header written."""
+def open_run(
+    home: Path, plan: Plan, argv: tuple[str, ...], parent: str | None = None
+) -> tuple[str, Path, SessionWriter]:
+    """A new `agents` session with its header written (`parent`: the run a rerun forks from)."""
     session_id, path = create_session(home)
     writer = SessionWriter(path / EVENTS)
     me = psutil.Process()
@@ -27,7 +29,7 @@ def open_run(home: Path, plan: Plan, argv: tuple[str, ...]) -> tuple[str, Path, 
             SessionStarted(
                 ts=time.time(), capsule_version=__version__, session_id=session_id, session_kind="agents",
                 name=plan.name, argv=argv, cwd=os.getcwd(), host=platform.node(), recorder_pid=me.pid,
-                recorder_started=me.create_time(), kinds=kind_versions(),
+                recorder_started=me.create_time(), kinds=kind_versions(), parent=parent,
             )
         ]
     )  # fmt: skip

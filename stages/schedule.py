@@ -70,6 +70,7 @@ from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, trac
 from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
 from capsule.stages.task_workspace import (
     OUTPUTS,
+    CacheHit,
     Workspace,
     WorkspaceError,
     cache_key,
@@ -79,6 +80,7 @@ from capsule.stages.task_workspace import (
     commit_workspace,
     inputs_dir,
     open_workspace,
+    reuse_result,
     store_outputs,
 )
 from capsule.stages.tracer import Tracer
@@ -134,8 +136,10 @@ class Scheduler:
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
         enforcement: Enforcement | None = None,
+        reuse: dict[str, CacheHit] | None = None,
     ) -> None:
         self.plan = plan
+        self.reuse = reuse or {}  # a rerun: the earlier run's results of the tasks it does not rerun
         self.enforcement = enforcement  # the plan's [policy], as guard_probe.enforcement_for decided
         self.writer = writer
         self.dir = session_dir
@@ -411,7 +415,10 @@ class Scheduler:
     async def _lookup(self, effect: LookupCache) -> None:
         task = self.plan.task(effect.task)
         key = cache_key(self.dir, task)
-        hit = cache_lookup(self.home, key, self.dir, task)
+        if self.plan.reuse_from is not None and task.id not in self.plan.rerun:
+            hit = reuse_result(self.home, self.plan.reuse_from, self.dir, task.id, self.reuse)
+        else:
+            hit = cache_lookup(self.home, key, self.dir, task)
         self.cache_keys[task.id] = key
         obs = ObsCacheLooked(
             ts=time.time(), task=task.id, attempt=effect.attempt, cache_key=key, hit=hit is not None

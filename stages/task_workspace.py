@@ -217,6 +217,20 @@ def cache_lookup(home: Path, key: str, run_dir: Path, task: TaskSpec) -> CacheHi
     )
 
 
+def reuse_result(
+    home: Path, run: str, run_dir: Path, task: str, found: dict[str, CacheHit]
+) -> CacheHit | None:
+    """A rerun: the earlier run's result of `task` (from `found`), its stored outputs copied over."""
+    hit = found.get(task)
+    if hit is None:
+        return None
+    source = home / "runs" / run / OUTPUTS / task
+    dest = run_dir / OUTPUTS / task
+    if source.is_dir() and not dest.exists():
+        shutil.copytree(source, dest)
+    return hit
+
+
 def cache_store(
     home: Path, key: str, run: str, run_dir: Path, task: TaskSpec, collected: dict[str, object]
 ) -> None:

@@ -301,6 +301,7 @@ def run(
     plan_path: str | None = None,
     resume: Path | None = None,
     argv: tuple[str, ...] | None = None,
+    reuse: dict[str, Any] | None = None,
 ) -> RunState:
     """Run `plan` in this process until it ends (appending to session `resume` if given); its fold.
 
@@ -330,7 +331,7 @@ def run(
     else:
         # the user's command (`capsule agents run plan.toml`), not the interpreter's argv
         _id, path, writer = open_run(
-            home(), plan, argv or ("capsule", "agents", "run", plan_path or plan.name)
+            home(), plan, argv or ("capsule", "agents", "run", plan_path or plan.name), plan.reuse_from
         )
     scheduler = Scheduler(
         plan,
@@ -341,6 +342,7 @@ def run(
         state=state,
         on_event=on_event,
         enforcement=enforcement,
+        reuse=reuse,
     )
     if state is None:
         scheduler.state.apply(next(iter(iter_events(path))))
@@ -365,6 +367,40 @@ def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:
     except PlanError as exc:  # a stored plan whose commands had secrets masked
         raise BadInput(str(exc)) from None
     return path, plan
+
+
+def rerunnable(ref: str, from_task: str, plan_file: Path | None = None) -> tuple[Plan, dict[str, Any]]:
+    """`agents rerun RUN --from TASK`: the plan of a new run that re-runs `from_task` and everything that
+    depends on it, and the earlier results the rest reuse (succeeded or cached tasks: outputs, branch)."""
+    from capsule.stages.task_workspace import CacheHit
+
+    path, plan = resumable(ref, plan_file)
+    run = fold(path)
+    if from_task not in {t.id for t in plan.tasks}:
+        raise NotFound(f"no task {from_task!r} in the plan of run {run.session_id}")
+    dependents: dict[str, list[str]] = {t.id: [] for t in plan.tasks}
+    for t in plan.tasks:
+        for dep in t.depends_on:
+            dependents[dep].append(t.id)
+    todo, again = [from_task], {from_task}
+    while todo:
+        for child in dependents[todo.pop()]:
+            if child not in again:
+                again.add(child)
+                todo.append(child)
+    reuse = {}
+    for done in run.tasks.values():
+        if done.id in again or done.state not in ("succeeded", "cached"):
+            continue
+        c, k = done.collected, done.cached
+        reuse[done.id] = CacheHit(
+            from_run=k.from_run if k is not None else run.session_id,
+            outputs=c.outputs if c is not None else (k.outputs if k is not None else ()),
+            branch=c.branch if c is not None else (k.branch if k is not None else None),
+            commit=c.commit if c is not None else (k.commit if k is not None else None),
+        )
+    rerun = tuple(t.id for t in plan.tasks if t.id in again)
+    return attrs.evolve(plan, reuse_from=run.session_id, rerun=rerun), reuse
 
 
 def check(plan_file: Path, batch: Path | None = None) -> PlanCheck:

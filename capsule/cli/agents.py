@@ -149,12 +149,16 @@ def _summary(run: RunState) -> None:
     )
 
 
-def _execute(plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
+def _execute(
+    plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None, reuse: Any = None
+) -> RunState:
     from capsule.api import agents
 
     progress = _Progress(agents.estimates(plan))
     with progress:
-        run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line())
+        run = agents.run(
+            plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line(), reuse=reuse
+        )
         progress.final(run)
     _summary(run)
     return run
@@ -253,6 +257,21 @@ def resume(
     path, plan = agents.resumable(session, plan_file)
     result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
+
+
+@agents_app.command(help="Re-run a task and all that depends on it in a new run reusing the rest.")
+def rerun(
+    session: SessionOpt,
+    from_task: Annotated[str, typer.Option("--from", help="The task to run again, with its dependents.")],
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="An edited plan (else the run's own).")
+    ] = None,
+) -> None:
+    from capsule.api import agents
+
+    plan, reuse = agents.rerunnable(session, from_task, plan_file)
+    state = _execute(plan, plan_path=None if plan_file is None else str(plan_file), reuse=reuse)
+    raise typer.Exit(0 if state.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
 @agents_app.command(help="Validate a plan: then its levels, critical path and maximum parallelism.")

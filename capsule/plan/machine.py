@@ -325,12 +325,17 @@ class Machine:
                 continue
             attempt = len(t.attempts) + 1
             self._emit(TaskDispatched(ts=self._now, task=t.id, attempt=attempt))
-            if spec.cache and self.config.plan.use_cache:
+            if (spec.cache and self.config.plan.use_cache) or self._reused(spec.id):
                 self._effects.append(LookupCache(task=t.id, attempt=attempt))
             else:
                 self._effects.append(Spawn(task=t.id, attempt=attempt))
             free -= 1
             in_use.update(spec.uses)
+
+    def _reused(self, task_id: str) -> bool:
+        """A rerun takes this task's result from the run it reruns (looked up like a cache entry)."""
+        plan = self.config.plan
+        return plan.reuse_from is not None and task_id not in plan.rerun
 
     # -- an attempt ----------------------------------------------------------------------------------
 

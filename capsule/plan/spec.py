@@ -155,6 +155,9 @@ class Plan:
     use_cache: bool = True  # False: `--no-cache`, every task runs (and refreshes its cache entry)
     executor: str = "local"  # local | ray (stages/schedule.py's executor seam)
     address: str | None = None  # the Ray cluster's, for executor = "ray"
+    # `agents rerun RUN --from TASK`: the run whose results the tasks not in `rerun` reuse
+    reuse_from: str | None = None
+    rerun: tuple[str, ...] = ()
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:
@@ -178,7 +181,7 @@ class Plan:
 
 _ADDED = {
     "TaskSpec": ("priority", "isolate", "keep_worktree", "outputs", "inputs", "cache", "params"),
-    "Plan": ("timeout_s", "base", "author", "use_cache", "executor", "address"),
+    "Plan": ("timeout_s", "base", "author", "use_cache", "executor", "address", "reuse_from", "rerun"),
 }
 
 
@@ -477,5 +480,5 @@ def plan_from_json(text: str) -> Plan:
         policy=policy_from_dict(data["policy"]),
         tasks=tasks,
         hooks=tuple(Hook(**h) for h in data["hooks"]),
-        **{k: data[k] for k in _ADDED["Plan"] if k in data},
+        **{k: _tuples(data[k]) for k in _ADDED["Plan"] if k in data},
     )

@@ -41,7 +41,7 @@ def states(events: list[dict]) -> dict[str, str]:
 
 
 def test_unchanged_plan_is_cached_and_a_changed_input_reruns_its_dependents(
-    agents, tmp_path: Path, capsule
+    agents, tmp_path: Path, capsule, capsule_home: Path
 ) -> None:
     """Run 2 is all cached with out.bin restored; changing a.txt re-runs a and c, not b; --no-cache runs all."""
     work = tmp_path / "w"
@@ -71,6 +71,9 @@ def test_unchanged_plan_is_cached_and_a_changed_input_reruns_its_dependents(
     done, events = agents(PLAN, "--no-cache")
     assert done.returncode == 0, done.stderr
     assert states(events) == dict.fromkeys("abc", "succeeded")
+    for run in (capsule_home / "runs").iterdir():  # the cache's decisions replay like any other
+        replayed = capsule("replay", "--check", run.name)
+        assert replayed.returncode == 0, replayed.stderr + replayed.stdout
 
 
 def test_prune_removes_old_cache_entries(agents, tmp_path: Path, capsule, capsule_home: Path) -> None:
@@ -133,3 +136,38 @@ def test_ps_marks_tasks_of_a_dead_scheduler_orphaned(capsule, capsule_home: Path
     killed = capsule("agents", "kill", "--all", "--grace", "0.2s")
     assert killed.returncode == 0, killed.stderr
     assert not orjson.loads(capsule("agents", "ps", "--json").stdout)
+
+
+def test_rerun_from_reruns_the_task_and_its_dependents(
+    agents, tmp_path: Path, capsule, capsule_home: Path
+) -> None:
+    """`rerun RUN --from b`: b and what depends on it run again in a new session linked to RUN; a and d
+    are reused (state cached, from RUN) and a's outputs still reach b."""
+    count = tmp_path / "count"
+    plan = (
+        '[[task]]\nid = "a"\ncommand = "echo A; echo r > r.txt"\noutputs = ["r.txt"]\ncwd = "w"\n'
+        f'[[task]]\nid = "b"\ndepends_on = ["a"]\ncommand = "echo b >> {count}; cat {{inputs.a.path}}/r.txt"\n'
+        f'[[task]]\nid = "c"\ndepends_on = ["b"]\ncommand = "echo c >> {count}"\n'
+        f'[[task]]\nid = "d"\ncommand = "echo d >> {count}"\n'
+    )
+    (tmp_path / "w").mkdir()
+    done, events = agents(plan)
+    assert done.returncode == 0, done.stderr
+    first = events[0]["session_id"]
+    again = capsule("agents", "rerun", first, "--from", "b")
+    assert again.returncode == 0, again.stderr
+    events = session_events(capsule_home)
+    assert events[0]["session_id"] != first
+    assert events[0]["parent"] == first
+    assert states(events) == {"a": "cached", "b": "succeeded", "c": "succeeded", "d": "cached"}
+    assert {e["from_run"] for e in of(events, "task.cached")} == {first}
+    ran = count.read_text().split()
+    assert sorted(ran[:3]) == ["b", "c", "d"]
+    assert ran[3:] == ["b", "c"]
+    log = Path(of(events, "task.started", "b")[0]["log_dir"]) / "1.out"
+    assert log.read_text() == "r\n"
+    replayed = capsule("replay", "--check", events[0]["session_id"])
+    assert replayed.returncode == 0, replayed.stderr + replayed.stdout
+    bad = capsule("agents", "rerun", first, "--from", "zz")
+    assert bad.returncode == 3
+    assert "no task 'zz'" in bad.stderr

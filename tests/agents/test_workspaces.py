@@ -76,6 +76,8 @@ def test_parallel_tasks_in_worktrees_commit_on_branches(agents, repo: Path, tmp_
             f"Capsule Bot <bot@example.com> capsule: run {run} task {task}"
         )
     assert git(repo, "worktree", "list").count("\n") == 1  # only the checkout
+    replayed = capsule("replay", "--check", run)
+    assert replayed.returncode == 0, replayed.stderr + replayed.stdout
     shown = capsule("agents", "result", "a", "--json")
     result = orjson.loads(shown.stdout)
     assert result["branch"] == f"capsule/{run}/a"
