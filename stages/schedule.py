@@ -139,6 +139,7 @@ class Scheduler:
         reuse: dict[str, CacheHit] | None = None,
     ) -> None:
         self.plan = plan
+        self.specs = {t.id: t for t in plan.tasks}  # Plan.task scans: a 10,000-task plan asks per spawn
         self.reuse = reuse or {}  # a rerun: the earlier run's results of the tasks it does not rerun
         self.enforcement = enforcement  # the plan's [policy], as guard_probe.enforcement_for decided
         self.writer = writer
@@ -183,7 +184,7 @@ class Scheduler:
     async def _perform(self, effect: Effect) -> None:
         match effect:
             case Spawn():  # at once: its answer comes before any other observation
-                await self._spawn(self.plan.task(effect.task), effect.attempt)
+                await self._spawn(self.specs[effect.task], effect.attempt)
             case StopTree():
                 self._work.start_soon(self._stop, effect)
             case RunHook():
@@ -212,7 +213,7 @@ class Scheduler:
 
     def _here(self, task_id: str) -> TaskSpec:
         """The task as it runs now: in its workspace, its `{inputs.…}` filled."""
-        task = fill_inputs(self.plan.task(task_id), str(self.dir / OUTPUTS))
+        task = fill_inputs(self.specs[task_id], str(self.dir / OUTPUTS))
         ws = self.workspaces.get(task_id)
         return task if ws is None else attrs.evolve(task, cwd=str(ws.cwd))
 
@@ -413,7 +414,7 @@ class Scheduler:
     # -- workspaces, outputs, the cache -----------------------------------------------------------------
 
     async def _lookup(self, effect: LookupCache) -> None:
-        task = self.plan.task(effect.task)
+        task = self.specs[effect.task]
         key = cache_key(self.dir, task)
         if self.plan.reuse_from is not None and task.id not in self.plan.rerun:
             hit = reuse_result(self.home, self.plan.reuse_from, self.dir, task.id, self.reuse)
@@ -463,7 +464,7 @@ class Scheduler:
         """At the end: the workspaces of tasks that succeeded go (unless kept); failed ones stay."""
         for task_id, ws in list(self.workspaces.items()):
             t = self.state.tasks.get(task_id)
-            if t is not None and t.state == "succeeded" and not self.plan.task(task_id).keep_worktree:
+            if t is not None and t.state == "succeeded" and not self.specs[task_id].keep_worktree:
                 with contextlib.suppress(WorkspaceError, OSError):
                     await close_workspace(ws)
                 del self.workspaces[task_id]

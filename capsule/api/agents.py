@@ -208,7 +208,11 @@ def load_plan(
         raise BadInput(f"{exc.filename}: {exc.strerror}") from exc
     except PlanError as exc:
         raise BadInput(f"{batch or path}: {exc}") from exc
-    tasks = tuple(attrs.evolve(t, cwd=str((base_dir / t.cwd).resolve())) for t in plan.tasks)
+    resolved: dict[str, str] = {}  # most tasks share a few cwds: resolve each once
+    for t in plan.tasks:
+        if t.cwd not in resolved:
+            resolved[t.cwd] = str((base_dir / t.cwd).resolve())
+    tasks = tuple(attrs.evolve(t, cwd=resolved[t.cwd]) for t in plan.tasks)
     plan = attrs.evolve(plan, tasks=tasks)
     if parallel is not None:
         if parallel < 1:

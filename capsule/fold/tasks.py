@@ -141,6 +141,7 @@ class RunState:
     aborted: bool = False  # a hook answered abort in this run
     compensated_now: list[str] = attrs.Factory(list)
     holding: dict[str, None] = attrs.Factory(dict)  # tasks holding a slot (dispatched or running), in order
+    unfinished: int = 0  # tasks not in a final state: "has every task ended?" without a scan per event
 
     @property
     def state(self) -> str:
@@ -159,7 +160,15 @@ class RunState:
         return out
 
     def _move(self, task: TaskState, event: Event, outcome: str = "") -> None:
+        before = task.final
         task.state = next_state(task.state, type(event).KIND, outcome)
+        self.unfinished += int(before) - int(task.final)
+
+    def _new_task(self, task_id: str) -> TaskState:
+        self.order.append(task_id)
+        self.unfinished += 1
+        task = self.tasks[task_id] = TaskState(id=task_id)
+        return task
 
     def apply(self, event: Event) -> None:
         self.last_ts = max(self.last_ts, event.ts)
@@ -178,8 +187,7 @@ class RunState:
                     event.tasks, event.spec_hashes, event.depends_on, strict=True
                 ):
                     if task_id not in self.tasks:
-                        self.order.append(task_id)
-                        self.tasks[task_id] = TaskState(id=task_id)
+                        self._new_task(task_id)
                     task = self.tasks[task_id]
                     task.depends_on = tuple(deps.split())
                     task.spec_hash = spec_hash
@@ -197,9 +205,7 @@ class RunState:
                             a.end, a.outcome = event.ts, "killed"
             case TaskQueued():
                 self.holding.pop(event.task, None)
-                task = self.tasks.setdefault(event.task, TaskState(id=event.task))
-                if event.task not in self.order:
-                    self.order.append(event.task)
+                task = self.tasks.get(event.task) or self._new_task(event.task)
                 self._move(task, event)
                 task.spec_hash = event.spec_hash
                 task.pre, task.retry_at, task.dispatched = [], None, None

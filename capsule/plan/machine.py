@@ -17,6 +17,7 @@ of the event that made it due (a dispatch is an event of its own, `task.dispatch
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 
 import attrs
@@ -108,7 +109,14 @@ class Machine:
         self.config = config
         self.state = state
         self.specs = {t.id: t for t in config.plan.tasks}
-        self.order = [self.specs[t] for t in dispatch_order(config.plan)]  # priority, then plan order
+        order = dispatch_order(config.plan)  # priority, then plan order
+        self.rank = {task_id: i for i, task_id in enumerate(order)}
+        # Tasks that may be ready, by rank: every task an event concerns, and the dependents of every
+        # verdict, enter it; `_dispatch` drops the ones that are not ready. A scan of the whole plan per
+        # step made a 10,000-task run quadratic.
+        self._candidates: list[tuple[int, str]] = []
+        self._considered: set[str] = set()
+        self._backoff: set[str] = set()  # retries waiting: ready at the first step past their retry_at
         self.hashes = dict(zip(self.specs, config.spec_hashes, strict=True))
         self.dependents: dict[str, list[str]] = {t.id: [] for t in config.plan.tasks}
         for t in config.plan.tasks:
@@ -176,9 +184,19 @@ class Machine:
         for event in events:
             self.state.apply(event)
             self._events.append(event)
+            task = getattr(event, "task", None)
+            if task in self.specs:
+                self._consider(task)
             if isinstance(event, VERDICTS):
                 self._ended_any = True
                 self._gate.extend(self.dependents.get(event.task, ()))
+                for child in self.dependents.get(event.task, ()):
+                    self._consider(child)
+
+    def _consider(self, task_id: str) -> None:
+        if task_id not in self._considered:
+            self._considered.add(task_id)
+            heapq.heappush(self._candidates, (self.rank[task_id], task_id))
 
     def _task(self, task_id: str) -> TaskState | None:
         return self.state.tasks.get(task_id) if task_id in self.specs else None
@@ -312,16 +330,23 @@ class Machine:
             r for task_id in s.holding if task_id in self.specs for r in self.specs[task_id].uses
         )
         limits = dict(self.config.plan.resources)
-        for spec in self.order:
-            if free <= 0 and not s.halted:
-                break
-            t = s.tasks[spec.id]
+        waiting: list[tuple[int, str]] = []  # ready, but a resource they use is taken
+        for task_id in self._backoff:
+            self._consider(task_id)
+        self._backoff.clear()
+        while self._candidates and (free > 0 or s.halted):
+            rank, task_id = heapq.heappop(self._candidates)
+            self._considered.discard(task_id)
+            t, spec = s.tasks[task_id], self.specs[task_id]
             if not self._ready(t):
-                continue
+                if t.retry_at is not None and t.state == "queued" and t.dispatched is None:
+                    self._backoff.add(task_id)  # any later step may find it ready: look again then
+                continue  # else whatever makes it ready is an event about it
             if s.halted:
                 self._emit(TaskSkipped(ts=self._now, task=t.id, reason=HALTED))
                 continue
             if any(in_use[r] >= limits[r] for r in spec.uses):
+                waiting.append((rank, task_id))
                 continue
             attempt = len(t.attempts) + 1
             self._emit(TaskDispatched(ts=self._now, task=t.id, attempt=attempt))
@@ -331,6 +356,10 @@ class Machine:
                 self._effects.append(Spawn(task=t.id, attempt=attempt))
             free -= 1
             in_use.update(spec.uses)
+        for rank, task_id in waiting:
+            if task_id not in self._considered:
+                self._considered.add(task_id)
+                heapq.heappush(self._candidates, (rank, task_id))
 
     def _reused(self, task_id: str) -> bool:
         """A rerun takes this task's result from the run it reruns (looked up like a cache entry)."""
@@ -453,7 +482,7 @@ class Machine:
             t = self._attempt_running(obs.task, obs.attempt)
             if t is not None and t.stopping is None:
                 self._stop(t, "timed_out")
-        # a retry's backoff has ended: `_dispatch` finds the task ready now
+        # a retry's backoff has ended: `_dispatch` finds the task ready now (`_backoff`)
 
     def _kill(self, task_id: str | None, why: str = "run killed") -> None:
         for t in self.state.tasks.values():
@@ -691,7 +720,7 @@ class Machine:
 
     def _finish_or_compensate(self) -> None:
         s = self.state
-        if s.finished is not None or not all(t.final for t in s.tasks.values()):
+        if s.finished is not None or s.unfinished:
             return
         if self.config.plan.on_failure == "compensate" and (s.failed_now or s.aborted):
             todo = self._to_compensate()
@@ -719,7 +748,7 @@ class Machine:
 
     def _compensated(self, obs: ObsCompensated) -> None:
         todo = self._to_compensate()
-        if not todo or todo[0].id != obs.task or not all(t.final for t in self.state.tasks.values()):
+        if not todo or todo[0].id != obs.task or self.state.unfinished:
             return
         command = self.specs[obs.task].compensate
         assert command is not None

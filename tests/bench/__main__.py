@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "exports": "tests.bench.exports",
     "html": "tests.bench.html",
     "agents": "tests.bench.agents",
+    "agents_scale": "tests.bench.agents_scale",
     "env": "tests.bench.env",
     "mcp": "tests.bench.mcp",
     "ebpf": "tests.bench.ebpf",
