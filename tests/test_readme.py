@@ -29,7 +29,7 @@ def test_capsule_toml_example_parses() -> None:
 def test_plan_example_parses() -> None:
     """The agent plan example is a valid plan."""
     (block,) = [b for b in TOML if "[[task]]" in b]
-    assert [t.id for t in parse_plan(block, name="README").tasks] == ["fix-lint"]
+    assert [t.id for t in parse_plan(block, name="README").tasks] == ["fix-lint", "fix[a.py]", "fix[b.py]"]
 
 
 def test_policy_example_parses() -> None:
