@@ -111,6 +111,7 @@ if TYPE_CHECKING:
     RunStatus: TypeAlias = BaseModel
     TaskResult: TypeAlias = BaseModel
     Killed: TypeAlias = BaseModel
+    Merged: TypeAlias = BaseModel
 else:
     RunResult = create_model(
         "RunResult",
@@ -128,6 +129,7 @@ else:
     RunStatus = model_of(agents.RunStatus)
     TaskResult = model_of(agents.TaskResult)
     Killed = listing("Killed", "killed", agents.RunningTask, "The tasks whose process groups were killed.")
+    Merged = model_of(agents.Merged)
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -381,11 +383,12 @@ def get_process_logs(
 def start_agent_run(
     plan_path: Annotated[str, Field(description="The plan file (TOML) with [run], [defaults] and [[task]].")],
     parallel: Annotated[int | None, Field(description="Tasks at once (overrides [run]).", ge=1)] = None,
+    no_cache: Annotated[bool, Field(description="Run `cache = true` tasks even when cached.")] = False,
 ) -> AgentRunStarted:
-    """Start a plan of agent tasks in the background (as `capsule agents run`); its session id."""
+    """Start a plan of agent tasks in the background (as `capsule agents run --detach`); its session id."""
     _reap()
     with _tool_errors():
-        return AgentRunStarted(session=agents.spawn(Path(plan_path), parallel))
+        return AgentRunStarted(session=agents.spawn(Path(plan_path), parallel, no_cache=no_cache))
 
 
 def get_run_status(session: AgentsRef = "latest") -> RunStatus:
@@ -414,6 +417,19 @@ def kill_task(
     return Killed.model_validate({"killed": plain(killed)})
 
 
+def merge_task_branches(
+    session: AgentsRef,
+    repo: Annotated[str, Field(description="The git checkout to merge into.")],
+    tasks: Annotated[
+        list[str] | None, Field(description="Only these tasks' branches (default: every succeeded one).")
+    ] = None,
+) -> Merged:
+    """Merge the branches of an agent run's `isolate = "worktree"` tasks into `repo`, in plan order; at the
+    first conflict that merge is aborted and `conflict` names the task and files (as `agents merge`)."""
+    with _tool_errors():
+        return Merged.model_validate(plain(agents.merge(session, tuple(tasks or ()), Path(repo))))
+
+
 # name -> (tool, annotations). Read-only tools change nothing (reading a status counts as interaction
 # for an environment's inactivity timeout, which is no change of state); open-world tools run the
 # user's commands, which may reach anything.
@@ -435,6 +451,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "get_run_status": (get_run_status, READ),
     "get_task_result": (get_task_result, READ),
     "kill_task": (kill_task, _hints(destructive=True, idempotent=True)),
+    "merge_task_branches": (merge_task_branches, _hints(destructive=True)),
 }
 
 
