@@ -79,6 +79,11 @@ def test_denied_rm_in_a_shell_string_never_runs(
     text = capsule("report", "latest").stdout
     assert "rm -rf *" in text
     assert "1 blocked" in text
+    page = work.parent / "report.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert "Policy · enforced by seccomp-notify · 1 blocked" in html
+    assert "<td>bash -c rm -rf canary; echo done  (inside: rm -rf canary)</td><td>rm -rf *</td>" in html
 
 
 def test_curl_pipe_sh_inside_a_list_never_runs_the_script(
