@@ -1,4 +1,4 @@
-"""The guard (DESIGN §10): a policy enforced in the kernel around any command line Capsule starts.
+"""The guard (architecture §10): a policy enforced in the kernel around any command line Capsule starts.
 
 `open_guard` probes the mechanisms, refuses or downgrades (`capsule.policy.enforce`), and yields a
 `Guard` whose `wrap(argv)` is the one place a command line is wrapped (`capsule run`, the scheduler's

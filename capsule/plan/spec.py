@@ -123,7 +123,7 @@ class Plan:
         raise KeyError(task_id)
 
     def to_json(self) -> str:
-        """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
+        """The plan as `run.planned` stores it: tasks keep their env names only (architecture §3, Secrets)."""
         stored = attrs.evolve(
             self,
             tasks=tuple(t.stored() for t in self.tasks),

@@ -1,7 +1,7 @@
 """The `[policy]` table, the same in a plan, in `capsule.toml`, in `capsule run --policy FILE` and in
 `$CAPSULE_HOME/config.toml`: parsed and validated into one frozen record.
 
-Each part of a policy needs one kernel mechanism (DESIGN §10): command rules need seccomp user
+Each part of a policy needs one kernel mechanism (architecture §10): command rules need seccomp user
 notification, path rules a mount namespace (bubblewrap), `network` a network namespace.
 """
 
