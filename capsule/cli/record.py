@@ -84,7 +84,7 @@ def run(
 ) -> None:
     from capsule.api import sessions
     from capsule.api.errors import UsageError
-    from capsule.env.config import parse_duration
+    from capsule.duration import parse_duration
 
     try:
         time_limit = parse_duration(timeout) if timeout is not None else None
