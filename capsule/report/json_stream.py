@@ -25,14 +25,20 @@ def json_chunks(obj: dict[str, Any], key: str, items: Iterable[Any]) -> Iterator
             yield head + orjson.dumps(obj[name], option=option).replace(b"\n", b"\n  ") + comma + b"\n"
             continue
         yield head + b"["
+        # One dumps per batch: orjson indents a list's items by two, re-indented by two more is the
+        # four they have under the key; "[" and "\n  ]" are cut, batches joined with commas.
         first = True
-        batch: list[bytes] = []
+        batch: list[Any] = []
         for item in items:
-            text = orjson.dumps(item, option=option).replace(b"\n", b"\n    ")
-            batch.append((b"\n    " if first else b",\n    ") + text)
-            first = False
+            batch.append(item)
             if len(batch) >= BATCH:
-                yield b"".join(batch)
+                yield (b"" if first else b",") + orjson.dumps(batch, option=option).replace(b"\n", b"\n  ")[
+                    1:-4
+                ]
+                first = False
                 batch.clear()
-        yield b"".join(batch) + (b"]" if first else b"\n  ]") + comma + b"\n"
+        if batch:
+            yield (b"" if first else b",") + orjson.dumps(batch, option=option).replace(b"\n", b"\n  ")[1:-4]
+            first = False
+        yield (b"]" if first else b"\n  ]") + comma + b"\n"
     yield b"}\n"
