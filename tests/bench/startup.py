@@ -1,4 +1,4 @@
-"""Fixed start-up cost: `capsule run -- true` minus `true` (aim <= 0.3 s), median of ~10, broken down."""
+"""Fixed start-up cost: `capsule run -- true` minus `true` (aim <= 0.2 s), median of ~10, broken down."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.bench._common import (
 
 REPS = 10
 QUICK_REPS = 2
-AIM_S = 0.3
+AIM_S = 0.2
 
 
 def run(quick: bool = False) -> dict[str, Any]:
