@@ -364,38 +364,69 @@ class SessionRow:
 
 
 def list_sessions(limit: int = 20, include_children: bool = False) -> tuple[SessionRow, ...]:
-    """Sessions newest first; the run sessions of traced services and tasks with `include_children`."""
-    from capsule.stages.reader import glance, recorder_alive
-    from capsule.stages.store import session_dirs
+    """Sessions newest first; the run sessions of traced services and tasks with `include_children`.
 
+    Finished sessions' rows come from the derived index (stages/listing.py) while their events file is
+    unchanged; the others are read from their first line and last 16 KiB."""
+    from capsule.stages import listing
+    from capsule.stages.store import runs_dir
+
+    where = home()
+    runs = runs_dir(where)
+    index = listing.load_index(where)
+    updates: dict[str, list[Any]] = {}
     rows: list[SessionRow] = []
-    for path in session_dirs(home()):
+    listed = listing.session_keys(where)
+    walked = 0
+    for session_id, key in listed:
         if len(rows) >= max(limit, 0):
             break
-        seen = glance(path)
+        walked += 1
+        cached = index.get(session_id)
+        if isinstance(cached, list) and len(cached) == 2 and cached[0] == key:
+            fields = cached[1]
+            if fields["parent"] is None or include_children:
+                rows.append(SessionRow(**{**fields, "argv": tuple(fields["argv"])}))
+            continue
+        # Only a session the index lacks loads the decoder (and every event class: ~0.1 s of start).
+        from capsule.stages.reader import glance, recorder_alive
+
+        path = runs / session_id
+        try:
+            seen = glance(path)
+        except FileNotFoundError:  # removed since it was listed (prune)
+            continue
         header, ended = seen.header, seen.ended
-        if header is None or (header.parent is not None and not include_children):
+        if header is None:
             continue
         if ended is not None:
             status = "recovered" if seen.recovered else "complete"
         else:
             status = "running" if recorder_alive(header) else "incomplete"
-        rows.append(
-            SessionRow(
-                id=path.name,
-                kind=header.session_kind,
-                name=header.name,
-                parent=header.parent,
-                started=header.ts,
-                duration_s=ended.duration_s if ended else None,
-                argv=tuple(header.argv),
-                processes=ended.processes if ended else None,
-                failed=ended.failed if ended else None,
-                exit_code=ended.exit_code if ended else None,
-                signal=ended.signal if ended else None,
-                status=status,
-            )
+        found = SessionRow(
+            id=path.name,
+            kind=header.session_kind,
+            name=header.name,
+            parent=header.parent,
+            started=header.ts,
+            duration_s=ended.duration_s if ended else None,
+            argv=tuple(header.argv),
+            processes=ended.processes if ended else None,
+            failed=ended.failed if ended else None,
+            exit_code=ended.exit_code if ended else None,
+            signal=ended.signal if ended else None,
+            status=status,
         )
+        if ended is not None:
+            updates[session_id] = [key, attrs.asdict(found)]
+        if header.parent is None or include_children:
+            rows.append(found)
+    if walked == len(listed):  # every session seen: rows of sessions since removed go too
+        present = {session_id for session_id, _key in listed}
+        if updates or not present.issuperset(index):
+            listing.save_index(where, {k: v for k, v in {**index, **updates}.items() if k in present})
+    elif updates:
+        listing.save_index(where, {**index, **updates})
     return tuple(rows)
 
 
