@@ -326,14 +326,21 @@ def _snapshot_from(loaded: Loaded, digest: str) -> Path | None:
 
 def snapshot_after_close(session_dir: Path) -> None:
     """At session close (run, import): keep the report snapshot of a session big enough for one."""
-    from capsule.codec import CodecError
-    from capsule.fold.session import paused_gc
     from capsule.stages import snapshot
     from capsule.stages.reader import glance
+    from capsule.stages.store import EVENTS
 
+    try:  # every line is at least ~40 bytes: a small file cannot hold MIN_EVENTS (no header to decode)
+        if (session_dir / EVENTS).stat().st_size < snapshot.MIN_EVENTS * 32:
+            return
+    except FileNotFoundError:
+        return
     seen = glance(session_dir)
     if seen.ended is None or seen.ended.events < snapshot.MIN_EVENTS:
-        return
+        return  # before importing the folds: a small run's close stays as cheap as it was
+    from capsule.codec import CodecError
+    from capsule.fold.session import paused_gc
+
     sources = rule_sources()
     try:
         with paused_gc():
