@@ -1,4 +1,4 @@
-"""Derived report snapshots (DESIGN §11): a finished session's `report --json` bytes kept beside its events.
+"""Derived report snapshots: a finished session's `report --json` bytes kept beside its events.
 
 A cache, never truth. The first line of `report.snapshot` is a JSON key naming everything the report
 was derived from: the snapshot format, Capsule's version, the events file (name, size, mtime in ns) and a
