@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from capsule import __version__
-from capsule.stages.store import EVENTS, private_output, session_file
+from capsule.stages.store import EVENTS, open_private, private_output, session_file
 
 SNAPSHOT = "report.snapshot"
 FORMAT = 1  # bump when the snapshot's layout or the report's bytes change shape
@@ -79,6 +80,48 @@ def write_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[byte
         for chunk in chunks:
             out.write(chunk)
     return path
+
+
+def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes], out: BinaryIO) -> None:
+    """Write `chunks` to `out` and, as they go, to a new snapshot (the first report's one pass instead of
+    writing the snapshot and then copying it). The snapshot is a cache: if it cannot be written (disk
+    full, read-only) the report still goes out whole and no partial snapshot is left behind."""
+    path = session_dir / SNAPSHOT
+    temp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    snap: BinaryIO | None = None
+    try:
+        snap = os.fdopen(open_private(temp, append=False, new=True), "wb")
+        snap.write(orjson.dumps(key) + b"\n")
+    except OSError:
+        _abandon(snap, temp)
+        snap = None
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+            if snap is not None:
+                try:
+                    snap.write(chunk)
+                except OSError:
+                    _abandon(snap, temp)
+                    snap = None
+        out.flush()
+    except BaseException:
+        _abandon(snap, temp)
+        raise
+    if snap is not None:
+        try:
+            snap.close()
+            os.replace(temp, path)
+        except OSError:
+            _abandon(None, temp)
+
+
+def _abandon(snap: BinaryIO | None, temp: Path) -> None:
+    if snap is not None:
+        with contextlib.suppress(OSError):
+            snap.close()
+    with contextlib.suppress(OSError):
+        temp.unlink()
 
 
 def drop_snapshot(session_dir: Path) -> None:

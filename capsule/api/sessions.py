@@ -288,10 +288,14 @@ def write_report_json(session: str | Path, out: BinaryIO) -> None:
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
     with paused_gc():
         loaded = load(session_dir, rules(sources=sources))
-        kept = _snapshot_from(loaded, digest)
-        if kept is not None and loaded.recovery is None:
-            snapshot.copy_report(kept, out)
+        key = snapshot.snapshot_key(session_dir, digest) if _deserves_snapshot(loaded) else None
+        if key is not None and loaded.recovery is None:  # one pass: to `out` and to the snapshot
+            snapshot.tee_snapshot(
+                session_dir, key, json_chunks(*_report_json_parts(loaded, loaded.warnings)), out
+            )
             return
+        if key is not None:  # the recovering report: its snapshot leaves out this load's recovery note
+            _snapshot_from(loaded, digest)
         for chunk in json_chunks(*_report_json_parts(loaded, loaded.warnings)):
             out.write(chunk)
         out.flush()
@@ -305,13 +309,20 @@ def _report_json_parts(loaded: Loaded, warnings: tuple[str, ...]) -> tuple[dict[
     return data, "processes", processes
 
 
+def _deserves_snapshot(loaded: Loaded) -> bool:
+    """An ended session (its report can no longer change) big enough for a snapshot to pay."""
+    from capsule.stages import snapshot
+
+    state = loaded.state
+    return state.ended is not None and not state.live and state.events >= snapshot.MIN_EVENTS
+
+
 def _snapshot_from(loaded: Loaded, digest: str) -> Path | None:
     """Write the snapshot of a loaded session when it has ended and is big enough; its path, or None."""
     from capsule.report.json_stream import json_chunks
     from capsule.stages import snapshot
 
-    state = loaded.state
-    if state.ended is None or state.live or state.events < snapshot.MIN_EVENTS:
+    if not _deserves_snapshot(loaded):
         return None
     key = snapshot.snapshot_key(loaded.path, digest)
     if key is None:

@@ -134,3 +134,19 @@ def test_snapshot_written_at_close(capsule_home: Path) -> None:
     sessions.snapshot_after_close(path)
     assert snapshot.fresh_snapshot(path, sessions.rules_digest(sessions.rule_sources())) is not None
     assert _report(path) == _folded(path)
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_the_report_whole(
+    capsule_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full or read-only at the first report: the report still goes out whole, no snapshot and no
+    temporary file stay behind."""
+    path = _copy(SESSIONS_DIR / "forks", capsule_home)
+    folded = _folded(path)
+
+    def full(*_args: object, **_kw: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "open_private", full)
+    assert _report(path) == folded
+    assert sorted(p.name for p in path.iterdir()) == ["events.jsonl", "trace.strace"]
