@@ -79,6 +79,10 @@ timeout = "60s"
     status = orjson.loads(capsule("agents", "status", "--json").stdout)
     assert status["tasks"][0]["blocked"] == 2
     assert "blocked" in capsule("agents", "status").stdout
+    page = tmp_path / "agents.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert html.count("sudo *: sudo id (seccomp-notify · task agent)") == 2  # one mark per refusal
 
 
 def test_on_violation_kill_ends_the_task(agents, tmp_path: Path, fake_sudo: Path) -> None:
