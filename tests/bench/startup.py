@@ -29,7 +29,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         cmds = {
             "true": ["true"],
             "python -c pass": [PYTHON, "-c", "pass"],
-            "import capsule.cli": [PYTHON, "-c", "import capsule.cli"],
+            # what `capsule run` imports before it runs: the CLI loads only the module registering `run`
+            "import capsule.cli": [PYTHON, "-c", "from capsule.cli import load; load('record')"],
             "strace -- true": [STRACE, *flags, "-o", str(home / "s.strace"), "--", "true"],
             "capsule run -- true": [CAPSULE, "run", "--", "true"],
         }
@@ -42,8 +43,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "rows": [
             row("capsule run -- true  minus  true", overhead, "s", f"<= {AIM_S}", overhead <= AIM_S),
             row("  python -c pass", t["python -c pass"], "s"),
-            row("  python -c 'import capsule.cli'", t["import capsule.cli"], "s"),
-            row("  import capsule.cli minus python", t["import capsule.cli"] - t["python -c pass"], "s"),
+            row("  python -c: capsule.cli with `run` registered", t["import capsule.cli"], "s"),
+            row(
+                "  capsule.cli (run registered) minus python",
+                t["import capsule.cli"] - t["python -c pass"],
+                "s",
+            ),
             row("  strace -- true", t["strace -- true"], "s"),
             row("  true", t["true"], "s"),
             row(
