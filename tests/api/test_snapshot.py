@@ -150,3 +150,19 @@ def test_a_snapshot_that_cannot_be_written_leaves_the_report_whole(
     monkeypatch.setattr(snapshot, "open_private", full)
     assert _report(path) == folded
     assert sorted(p.name for p in path.iterdir()) == ["events.jsonl", "trace.strace"]
+
+
+def test_archive_drops_the_snapshot_and_the_archived_session_gets_its_own(capsule_home: Path) -> None:
+    """`capsule archive` removes the (now stale) snapshot; the next report reads the .zst and keys a new
+    snapshot on it, with the same bytes as before."""
+    from capsule.stages.retention import archive_session
+
+    path = _copy(SESSIONS_DIR / "forks", capsule_home)
+    before = _report(path)
+    assert (path / snapshot.SNAPSHOT).is_file()
+    archive_session(path)
+    assert not (path / snapshot.SNAPSHOT).exists()
+    assert _report(path) == before
+    key = orjson.loads((path / snapshot.SNAPSHOT).read_bytes().split(b"\n", 1)[0])
+    assert key["events"] == "events.jsonl.zst"
+    assert _report(path) == before
