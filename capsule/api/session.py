@@ -461,7 +461,7 @@ def record(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     policy: Policy | Mapping[str, Any] | None = None,
-    policy_fallback: str = "refuse",
+    policy_fallback: str | None = None,
     timeout: float | None = None,
     name: str | None = None,
     home: str | Path | None = None,
@@ -475,7 +475,7 @@ def record(
     "protect_paths": [...], "network": "off", ...}`) is enforced in the kernel as `capsule run --policy`
     does: a denied exec fails with EPERM, a protected path cannot be opened; each refusal is in
     `Session.violations`, one line each. What this machine cannot enforce raises RecordingFailed unless
-    `policy_fallback="detect"`. A command that cannot start still gives a session (exit 127 not found,
+    the policy says `fallback = "detect"` or `policy_fallback="detect"` is given. A command that cannot start still gives a session (exit 127 not found,
     126 not executable)."""
     import tempfile
 
@@ -535,11 +535,11 @@ def _as_policy(policy: Policy | Mapping[str, Any] | None) -> Policy | None:
         raise UsageError(str(exc)) from None
 
 
-def _enforcement(policy: Policy | None, fallback: str) -> Any:
+def _enforcement(policy: Policy | None, fallback: str | None) -> Any:
     """What the guard enforces for `policy` (None: nothing), or a one-line refusal."""
     from capsule.stages.guard_probe import GuardRefused, enforcement_for
 
-    if fallback not in ("refuse", "detect"):
+    if fallback not in (None, "refuse", "detect"):
         raise UsageError(f"unknown policy_fallback {fallback!r}: choose refuse or detect")
     if policy is None or policy.empty:
         return None

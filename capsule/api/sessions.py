@@ -494,7 +494,7 @@ async def record_async(
     tracer: str = "strace",
     sample: float = 0.0,
     policy_file: Path | None = None,
-    policy_fallback: str = "refuse",
+    policy_fallback: str | None = None,
 ) -> Recorded:
     """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
 
@@ -555,11 +555,12 @@ async def record_async(
     )
 
 
-def _enforcement(policy_file: Path | None, fallback: str) -> Any:
-    """What the guard will enforce for `capsule run` (None: no policy), or a one-line refusal."""
+def _enforcement(policy_file: Path | None, fallback: str | None) -> Any:
+    """What the guard will enforce for `capsule run` (None: no policy), or a one-line refusal.
+    `fallback` None: the policy's own `fallback` key."""
     from capsule.stages.guard_probe import GuardRefused, enforcement_for, load_policy
 
-    if fallback not in ("refuse", "detect"):
+    if fallback not in (None, "refuse", "detect"):
         raise UsageError(f"unknown --policy-fallback {fallback!r}: choose refuse or detect")
     try:
         policy = load_policy(policy_file, home())

@@ -73,13 +73,14 @@ def run(
         ),
     ] = None,
     policy_fallback: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--policy-fallback",
             help="When the policy needs a mechanism this machine lacks: refuse to start (exit 125), or "
-            "detect (detect and kill after the fact, with a warning in the session).",
+            "detect (detect and kill after the fact, with a warning in the session). Default: the "
+            "policy's own `fallback` key, else refuse.",
         ),
-    ] = "refuse",
+    ] = None,
 ) -> None:
     from capsule.api import sessions
     from capsule.api.errors import UsageError
