@@ -75,7 +75,7 @@ class TaskState:
     compensated: TaskCompensated | None = None
     collected: TaskCollected | None = None  # what its last success kept (outputs, commit)
     cached: TaskCached | None = None  # the earlier result it was restored from
-    # What the scheduler's machine reads about the task's current step (DESIGN §9): the fold of the
+    # What the scheduler's machine reads about the task's current step (architecture §9): the fold of the
     # events it emitted, nothing else.
     base: int = 0  # attempts made before this run (a resume counts its retries afresh)
     dispatched: int | None = None  # the attempt given a slot whose process has not started yet

@@ -167,14 +167,14 @@ class Plan:
         raise KeyError(task_id)
 
     def to_json(self) -> str:
-        """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
+        """The plan as `run.planned` stores it: tasks keep their env names only (architecture §3, Secrets)."""
         stored = attrs.evolve(
             self,
             tasks=tuple(t.stored() for t in self.tasks),
             hooks=tuple(attrs.evolve(h, command=redact_text(h.command)) for h in self.hooks),
         )
         data = _without_defaults(attrs.asdict(stored, recurse=False), Plan)
-        data["policy"] = attrs.asdict(stored.policy)
+        data["policy"] = attrs.asdict(stored.policy, filter=_stored_field)
         data["tasks"] = [_without_defaults(attrs.asdict(t), TaskSpec) for t in stored.tasks]
         data["hooks"] = [attrs.asdict(h) for h in stored.hooks]
         return orjson.dumps(data).decode()
@@ -223,6 +223,12 @@ def check_keys(table: Mapping[str, Any], known: Iterable[str], where: str) -> No
     for key in table:
         if key not in known:
             raise PlanError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}")
+
+
+def _stored_field(field: attrs.Attribute[Any], value: Any) -> bool:
+    """What `to_json` keeps: a policy's default `fallback` is left out, so plans recorded before the key
+    existed re-derive the same `run.planned` on replay."""
+    return not (field.name == "fallback" and value == "refuse")
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
