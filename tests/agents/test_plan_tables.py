@@ -182,3 +182,28 @@ def test_fill_inputs_makes_paths() -> None:
     )
     filled = fill_inputs(plan.task("a"), "/run/outputs")
     assert filled.command[-1] == "cat /run/outputs/b/stdout /run/outputs/b/r.json"
+
+
+def test_eta_simulation_skips_what_is_done() -> None:
+    """The ETA of a half-done chain counts only the tasks left."""
+    plan = parse_plan(chain(4))
+    durations = {f"t{i}": 2.0 for i in range(4)}
+    assert simulate(plan, durations, 8) == 8.0
+    assert simulate(plan, durations, 8, {"t0": 0.0, "t1": 0.0}) == 4.0
+
+
+def test_check_shows_expansion_notes_and_strict_errors(capsule, tmp_path) -> None:
+    """`agents check` lists expanded tasks and notes; a misspelt key is exit 4 with one line."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(TEMPLATED + '[[task]]\nid = "z"\ncommand = "x"\ndepends_on = ["one", "fix[a.py]"]\n')
+    done = capsule("agents", "check", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert "  fix[a.py]: file = 'a.py', level = '1'" in done.stdout
+    assert "note: task 'z': depends_on 'fix[a.py]' is redundant (already through 'one')" in done.stdout
+    plan.write_text('[run]\nparalel = 8\n[[task]]\nid = "a"\ncommand = "true"\n')
+    bad = capsule("agents", "check", str(plan))
+    assert bad.returncode == 4
+    assert (
+        bad.stderr.strip()
+        == f"capsule: error: {plan}: [run]: unknown key 'paralel' (did you mean 'parallel'?)"
+    )
