@@ -400,13 +400,9 @@ def rerunnable(ref: str, from_task: str, plan_file: Path | None = None) -> tuple
     for done in run.tasks.values():
         if done.id in again or done.state not in ("succeeded", "cached"):
             continue
-        c, k = done.collected, done.cached
-        reuse[done.id] = CacheHit(
-            from_run=k.from_run if k is not None else run.session_id,
-            outputs=c.outputs if c is not None else (k.outputs if k is not None else ()),
-            branch=c.branch if c is not None else (k.branch if k is not None else None),
-            commit=c.commit if c is not None else (k.commit if k is not None else None),
-        )
+        branch, commit, outputs = done.kept
+        from_run = done.cached.from_run if done.cached is not None else run.session_id
+        reuse[done.id] = CacheHit(from_run=from_run, outputs=outputs, branch=branch, commit=commit)
     rerun = tuple(t.id for t in plan.tasks if t.id in again)
     return attrs.evolve(plan, reuse_from=run.session_id, rerun=rerun), reuse
 
@@ -576,13 +572,13 @@ def result(task: str, ref: str = "latest") -> TaskResult:
             if where.is_dir():
                 kept = str(where)
     return TaskResult(
-        branch=c.branch if c is not None else (t.cached.branch if t.cached else None),
-        commit=c.commit if c is not None else (t.cached.commit if t.cached else None),
+        branch=t.kept[0],
+        commit=t.kept[1],
         files=c.files if c is not None else (),
         insertions=c.insertions if c is not None else 0,
         deletions=c.deletions if c is not None else 0,
         workspace=kept,
-        outputs=c.outputs if c is not None else (t.cached.outputs if t.cached else ()),
+        outputs=t.kept[2],
         outputs_dir=str(path / "outputs" / task) if c is not None or t.cached else None,
         cached_from=t.cached.from_run if t.cached else None,
         id=t.id,
@@ -788,8 +784,7 @@ def merge(ref: str, tasks: tuple[str, ...] = (), repo: Path | None = None) -> Me
         t = run.tasks[task_id]
         if wanted and task_id not in wanted:
             continue
-        branch = t.collected.branch if t.collected else (t.cached.branch if t.cached else None)
-        commit = t.collected.commit if t.collected else (t.cached.commit if t.cached else None)
+        branch, commit, _outputs = t.kept
         if t.state not in ("succeeded", "cached") or branch is None:
             if wanted:
                 raise CheckFailed(f"task {task_id!r} is {t.state} with no branch to merge")

@@ -114,6 +114,15 @@ class TaskState:
         """A dispatched or running task holds a run slot and its resources until its verdict."""
         return self.dispatched is not None or self.state == "running"
 
+    @property
+    def kept(self) -> tuple[str | None, str | None, tuple[str, ...]]:
+        """Branch, commit and stored outputs of its result: what it collected, or what it was cached from."""
+        if self.collected is not None:
+            return self.collected.branch, self.collected.commit, self.collected.outputs
+        if self.cached is not None:
+            return self.cached.branch, self.cached.commit, self.cached.outputs
+        return None, None, ()
+
     def current_verified(self) -> list[TaskVerified]:
         a = self.current
         return [v for v in self.verified if a is not None and v.attempt == a.number]
