@@ -113,6 +113,9 @@ def test_detach_then_wait(capsule, capsule_home: Path, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert orjson.loads(done.stdout)["state"] == "failed"
     assert of(session_events(capsule_home), "task.failed", "bad")
+    watched = capsule("agents", "status", run, "--watch")  # an ended run: drawn once, then done
+    assert watched.returncode == 0, watched.stderr
+    assert f"{run} · failed · 100%" in watched.stdout
 
 
 def test_ps_marks_tasks_of_a_dead_scheduler_orphaned(capsule, capsule_home: Path, tmp_path: Path) -> None:
