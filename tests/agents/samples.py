@@ -5,6 +5,8 @@ from __future__ import annotations
 from capsule.events import Event
 from capsule.events.observed import (
     ObsBegin,
+    ObsCacheLooked,
+    ObsCollected,
     ObsCompensated,
     ObsDeadline,
     ObsExited,
@@ -23,6 +25,8 @@ from capsule.events.tasks import (
     RunFinished,
     RunPlanned,
     RunResumed,
+    TaskCached,
+    TaskCollected,
     TaskCompensated,
     TaskDispatched,
     TaskExited,
@@ -94,6 +98,21 @@ def task_samples(t0: float) -> tuple[Event, ...]:
         TaskDispatched(ts=t0 + 0.81, task="a", attempt=3),
         TaskStopping(ts=t0 + 0.82, task="a", attempt=3, reason="timed_out", signal="SIGTERM", grace_s=5.0),
         TaskMembers(ts=t0 + 0.83, task="a", attempt=3, pids=(60, 61), starts=(t0, t0 + 0.01)),
+        TaskCollected(
+            ts=t0 + 0.84,
+            task="d",
+            attempt=1,
+            outputs=("stdout", "r.json"),
+            branch="capsule/r/d",
+            commit="ab12",
+            files=("f.txt",),
+            insertions=1,
+            deletions=1,
+            cache_key="k1",
+        ),
+        TaskCached(
+            ts=t0 + 0.85, task="e", spec_hash="h2", cache_key="k2", from_run="r0", outputs=("stdout",)
+        ),
         *observation_samples(t0 + 0.9),
     )
 
@@ -113,4 +132,8 @@ def observation_samples(t0: float) -> tuple[Event, ...]:
         ObsCompensated(ts=t0, task="a", exit_code=3),
         ObsDeadline(ts=t0, task="a", attempt=1, what="timeout"),
         ObsKill(ts=t0, task=None),
+        ObsCollected(ts=t0, task="d", attempt=1, outputs=("stdout",), error="could not keep the result: x"),
+        ObsCacheLooked(
+            ts=t0, task="e", attempt=1, cache_key="k2", hit=True, from_run="r0", outputs=("stdout",)
+        ),
     )
