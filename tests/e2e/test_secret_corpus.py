@@ -112,7 +112,7 @@ def _through_env(capsule: CapsuleRunner, tmp_path: Path) -> Path:
                     return False
             return True
 
-        _wait_for(all_traced, timeout=60)
+        _wait_for(all_traced, timeout=300)  # a condition, not a time: generous for a loaded machine
         assert capsule("env", "status", str(root), env=env).returncode == 0
     finally:
         capsule("env", "down", str(root), env=env, timeout=120)
