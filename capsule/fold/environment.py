@@ -21,6 +21,7 @@ from capsule.events.env import (
     EnvDeactivated,
     EnvDeactivating,
     EnvIdle,
+    EnvReconfigured,
     EnvReplied,
     EnvSettled,
     EnvTouched,
@@ -28,6 +29,7 @@ from capsule.events.env import (
     SvcExited,
     SvcFailed,
     SvcGaveUp,
+    SvcQueued,
     SvcReady,
     SvcRestarting,
     SvcStarted,
@@ -36,7 +38,15 @@ from capsule.events.env import (
     SvcStopping,
     SvcUnhealthy,
 )
-from capsule.events.env_seen import ObsIdleCheck, ObsMembers, ObsRequest, ObsSpawned, ObsStopped
+from capsule.events.env_seen import (
+    ObsIdleCheck,
+    ObsMembers,
+    ObsProbed,
+    ObsRequest,
+    ObsSpawned,
+    ObsStopped,
+    ObsTraffic,
+)
 
 STATES = ("starting", "running", "ready", "unhealthy", "backoff", "exited", "stopped", "gave_up", "lost")
 KEEP_RESTARTS = 64  # restart times kept per process (the policy looks at those within restart_window)
@@ -88,6 +98,9 @@ class ProcessState:
     stopping: str | None = None  # the reason of a stop in flight (`leftovers` for a dead leader's tree)
     asked_at: float | None = None  # when it was last started on request (svc.starting with attempt 0)
     tree: RunTree | None = None  # the last run's tree, until a stop saw nothing of it left
+    failures: int = 0  # failed health checks in a row since it was last ready (restart_on_unhealthy)
+    stop_reason: str | None = None  # why it is stopped (svc.stopped's reason): `dependency`, `idle`…
+    touched: float | None = None  # its own last activity: a request naming it, traffic on its port
 
     @property
     def run(self) -> int:
@@ -157,9 +170,9 @@ def _move(p: ProcessState, event: Event) -> bool:
     return True
 
 
-def _config(event: EnvConfigured, name: str | None) -> ProjectConfig | None:
+def _config(text: str, path: str, name: str | None) -> ProjectConfig | None:
     try:
-        return parse_config(event.config_text, event.config_path, default_name=name or "project")
+        return parse_config(text, path, default_name=name or "project")
     except ConfigError:
         return None
 
@@ -180,7 +193,16 @@ def apply(state: EnvState, event: Event) -> EnvState:
             state.header = event
         case EnvConfigured():
             state.configured = event
-            state.config = _config(event, state.header.name if state.header else None)
+            state.config = _config(
+                event.config_text, event.config_path, state.header.name if state.header else None
+            )
+        case EnvReconfigured():
+            path = state.configured.config_path if state.configured else "capsule.toml"
+            new = _config(event.config_text, path, state.config.name if state.config else None)
+            if new is not None:
+                state.config = new
+                for name in new.start_order:
+                    state.process(name)
         case EnvActivated():
             state.activated = event
             state.last_touch = event.ts
@@ -194,6 +216,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.attempt = event.attempt
             p.pending_start = False
             p.restart_at = None
+            p.stop_reason = None
+            p.failures = 0
             if event.attempt == 0:  # a requested start begins a new restart history
                 p.restarts_at, p.streak, p.settled, p.asked_at = (), 0, None, event.ts
         case ObsSpawned():
@@ -220,14 +244,14 @@ def apply(state: EnvState, event: Event) -> EnvState:
             _move(p, event)
             p.pid, p.started, p.pgid, p.since = event.pid, event.started, event.pgid, event.ts
             p.health = "pending" if p.health_check is not None else None
-            if p.health_check is None and p.settled is None:
+            if p.health_check is None:  # up (again: a restart that runs lets its dependants start)
                 p.settled = True
         case SvcReady():
             p = state.process(event.name)
             if _move(p, event):  # a health result that lands after the stop moves nothing
                 p.health = event.health
-                if p.settled is None:
-                    p.settled = True
+                p.settled = True
+                p.failures = 0
         case SvcUnhealthy():
             p = state.process(event.name)
             if _move(p, event):
@@ -251,6 +275,16 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.restart_at = event.ts + event.delay_s
         case SvcStopping():
             state.process(event.name).stopping = event.reason
+        case ObsProbed():
+            p = state.process(event.name)
+            if p.run == event.run and p.state in ("ready", "unhealthy"):
+                p.failures = 0 if event.ok else p.failures + 1
+        case ObsTraffic():
+            state.process(event.name).touched = event.ts
+        case SvcQueued():
+            p = state.process(event.name)
+            p.pending_start = True
+            p.stop_reason = None
         case ObsStopped():
             p = state.process(event.name)
             p.stopping = None
@@ -261,6 +295,7 @@ def apply(state: EnvState, event: Event) -> EnvState:
             _move(p, event)
             p.pending_start = False
             p.restart_at = None
+            p.stop_reason = event.reason
             if (
                 p.stopping != "leftovers"
             ):  # a dead leader's tree is still being swept: obs.svc.stopped says when done
@@ -268,6 +303,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
             if event.pid is not None:
                 p.exit_code, p.signal, p.last_exit_ts = event.exit_code, event.signal, event.ts
             _stop(p)
+            if event.reason == "removed" and p.tree is None and p.stopping is None:
+                del state.processes[event.name]  # a reload took it out of the config
         case SvcGaveUp() | SvcFailed():
             p = state.process(event.name)
             _move(p, event)
@@ -280,6 +317,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
         case ObsRequest():
             state.requests[event.request] = event
             state.last_touch = event.ts
+            if event.name in state.processes:
+                state.processes[event.name].touched = event.ts
         case EnvReplied():
             state.requests.pop(event.request, None)
         case ObsIdleCheck():
@@ -308,10 +347,14 @@ def fold(events: list[Event] | tuple[Event, ...], state: EnvState | None = None)
     return state
 
 
-def with_liveness(state: EnvState, alive: dict[str, bool]) -> dict[str, str]:
-    """Each process's state given which pids are alive (`alive[name]`): a live state whose pid is gone is `lost`."""
+def with_liveness(
+    state: EnvState, alive: dict[str, bool], *, supervisor_alive: bool = False
+) -> dict[str, str]:
+    """Each process's state given which pids are alive (`alive[name]`): a live state whose pid is gone is
+    `lost` once its supervisor is dead too; while the supervisor lives it is `exited` (the supervisor
+    has yet to write so, and decides what follows)."""
     shown: dict[str, str] = {}
     for name, p in state.processes.items():
-        lost = p.state in LIVE and p.pid is not None and not alive.get(name, False)
-        shown[name] = "lost" if lost else p.state
+        gone = p.state in LIVE and p.pid is not None and not alive.get(name, False)
+        shown[name] = ("exited" if supervisor_alive else "lost") if gone else p.state
     return shown

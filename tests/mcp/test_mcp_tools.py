@@ -16,13 +16,14 @@ pytestmark = [pytest.mark.strace, pytest.mark.slow]
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tools_are_listed_with_input_and_output_schemas(transport: str, capsule_home: Path) -> None:
-    """All 17 tools are listed, each with a described input schema and an output schema."""
+    """All 19 tools are listed, each with a described input schema and an output schema."""
     async with mcp_session(capsule_home, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == {
         "run_command", "list_sessions", "get_report", "get_process_tree",
         "activate_environment", "deactivate_environment", "list_environments", "get_environment_status",
         "start_process", "stop_process", "restart_process", "list_processes", "get_process_logs",
+        "get_process_status", "kill_all_processes",
         "start_agent_run", "get_run_status", "get_task_result", "kill_task",
     }  # fmt: skip
     for tool in tools.values():
