@@ -124,6 +124,8 @@ class Logs:
     name: str
     path: Path
     lines: tuple[bytes, ...]
+    inode: int | None = None  # the log file those lines were read from, and where they ended:
+    offset: int = 0  # `follow` goes on from there (no line lost or repeated in between)
 
 
 @attrs.frozen(kw_only=True)
@@ -688,35 +690,62 @@ def logs(name: str, env_path: Path | None = None, lines: int = 50) -> Logs:
         raise NotFound(f"no environment has a process named {name!r}")
     _touch(found)
     log = found.path / "logs" / f"{name}.log"
-    old = log.with_name(log.name + ".1")
-    data = (old.read_bytes() if old.is_file() else b"") + (log.read_bytes() if log.is_file() else b"")
-    tail = data.splitlines(keepends=True)[-lines:] if lines > 0 else []
-    return Logs(name=name, path=log, lines=tuple(tail))
-
-
-def follow(log: Path, interval: float = 0.2) -> Iterator[bytes]:
-    """What is appended to `log` from now on, chunk by chunk, forever. Followed by inode like `tail -F`:
-    when the log is rotated, the rest of the old file is read to its end, then the new one from its
-    start, so no line is lost across a rotation."""
+    inode, data = None, b""
     current = _open_log(log)
     if current is not None:
-        current.seek(0, os.SEEK_END)
+        with current:
+            inode, data = os.fstat(current.fileno()).st_ino, current.read()
+    offset = len(data)
+    old = log.with_name(log.name + ".1")
+    with contextlib.suppress(FileNotFoundError):
+        if old.stat().st_ino != inode:  # (rotated since: then it is the file just read)
+            data = old.read_bytes() + data
+    tail = data.splitlines(keepends=True)[-lines:] if lines > 0 else []
+    return Logs(name=name, path=log, lines=tuple(tail), inode=inode, offset=offset)
+
+
+def follow(log: Path, interval: float = 0.2, start: tuple[int | None, int] | None = None) -> Iterator[bytes]:
+    """What is appended to `log` from `start` (an inode and offset, as `logs` returns; else from now),
+    chunk by chunk, forever. Followed by inode like `tail -F`: when the log is rotated the rest of the
+    old file is read to its end, then the one rotated in between if there was one, then the new one from
+    its start, so no line is lost across rotations."""
+    rotated = log.with_name(log.name + ".1")
+    current = None
+    if start is not None and start[0] is not None:
+        for candidate in (log, rotated):
+            file = _open_log(candidate)
+            if file is not None and os.fstat(file.fileno()).st_ino == start[0]:
+                file.seek(start[1])
+                current = file
+                break
+            if file is not None:
+                file.close()
+    if current is None:
+        current = _open_log(log)
+        if current is not None and start is None:
+            current.seek(0, os.SEEK_END)
     try:
         while True:
             if current is not None:
                 chunk = current.read()
                 if chunk:
                     yield chunk
-            try:
-                inode = log.stat().st_ino
-            except FileNotFoundError:
-                inode = None
+            inode = _inode(log)
             if current is None or (inode is not None and inode != os.fstat(current.fileno()).st_ino):
+                was = None
                 if current is not None:
                     rest = current.read()  # what was written before the rename
                     if rest:
                         yield rest
+                    was = os.fstat(current.fileno()).st_ino
                     current.close()
+                between = _open_log(rotated) if was is not None else None
+                if between is not None:
+                    with between:  # rotated twice since the last look: the middle file, whole
+                        if os.fstat(between.fileno()).st_ino not in (was, inode):
+                            chunk = between.read()
+                            if chunk:
+                                yield chunk
                 current = _open_log(log)
                 if current is not None:
                     continue  # the new file: read it at once
@@ -726,6 +755,13 @@ def follow(log: Path, interval: float = 0.2) -> Iterator[bytes]:
     finally:
         if current is not None:
             current.close()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _open_log(log: Path) -> Any:

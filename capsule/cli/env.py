@@ -238,7 +238,7 @@ def logs(
     if not follow:
         return
     pending = b""
-    for chunk in environments.follow(found.path):
+    for chunk in environments.follow(found.path, start=(found.inode, found.offset)):
         *whole, pending = (pending + chunk).split(b"\n")
         if whole:
             write(b"\n".join(whole) + b"\n")

@@ -47,6 +47,7 @@ from capsule.events.env import (
     SvcStopped,
     SvcStopping,
     SvcUnhealthy,
+    SvcWaiting,
 )
 from capsule.events.env_seen import (
     ObsDeadline,
@@ -95,9 +96,6 @@ OBSERVATION_TYPES: tuple[type[Event], ...] = (
     ObsTraffic,
     ObsReload,
 )
-# Stops asked for one process at a time (not the whole environment going down, nor a dead leader's tree):
-# a process's dependants stop before it does.
-ORDERED_STOPS = ("stop", "restart", "dependency", "unhealthy", "reload", "removed", "idle")
 
 
 # -- effects: what the driver is asked to do -----------------------------------------------------------
@@ -213,7 +211,7 @@ class _Out:
         return self.state.config
 
     def cfg(self, name: str) -> ProcessConfig:
-        return self.config.process(name)
+        return self.state.process_config(name)
 
 
 def activate(state: EnvState, configured: EnvConfigured, now: float) -> tuple[list[Event], list[Effect]]:
@@ -383,7 +381,6 @@ def _on_stopped(out: _Out, obs: ObsStopped) -> None:
         )
         cfg = attrs.evolve(out.cfg(obs.name), restart="always")
         _restart_after(out, p, cfg, ran, obs.exit_code, obs.signal or "unhealthy")
-        _release(out, obs.name)
         return
     out.emit(
         SvcStopped(
@@ -396,26 +393,36 @@ def _on_stopped(out: _Out, obs: ObsStopped) -> None:
             reason=reason,
         )
     )
-    if reason in ("restart", "reload") and out.state.deactivating is None:
-        if reason == "reload":
+    back = reason == "removed" and obs.name in out.config.start_order  # a later reload put it back
+    if (reason in ("restart", "reload") or back) and out.state.deactivating is None:
+        if reason in ("reload", "removed"):
             out.emit(SvcQueued(ts=out.now, name=obs.name, reason="reload"))
         else:
             _start_requested(out, p)
-    _release(out, obs.name)
 
 
-def _release(out: _Out, name: str) -> None:
-    """`name`'s stop is over: stop each process that waited for its dependants (`name` the last of them)."""
-    for other in out.config.start_order:
-        q = out.state.processes.get(other)
-        if (
-            q is not None
-            and q.stopping in ORDERED_STOPS
-            and q.pid is not None
-            and name in _dependants(out, other)
-            and not _blocked(out, other)
-        ):
-            _stop_tree(out, q, leader=True)
+def _begin_stop(out: _Out, p: ProcessState, reason: str) -> None:
+    """Stop a live process for `reason` now, or once every process that depends on it is stopped
+    (`svc.waiting`: `_release` stops it then)."""
+    if _blocked(out, p.name):
+        out.emit(SvcWaiting(ts=out.now, name=p.name, reason=reason))
+        return
+    out.emit(_stopping(out, p, reason))
+    if p.pid is not None:  # else it is being spawned: stopped once it is (_on_spawned)
+        _stop_tree(out, p, leader=True)
+
+
+def _release(out: _Out) -> None:
+    """Stop what waited for its dependants to stop, now that none of them is stopping any more."""
+    for name in reversed(out.config.start_order):
+        p = out.state.processes.get(name)
+        if p is None or p.waiting is None or _blocked(out, name):
+            continue
+        reason = p.waiting
+        if p.state in LIVE and p.stopping is None:
+            _begin_stop(out, p, reason)
+        else:  # it ended meanwhile (or is in backoff): it just stays stopped
+            out.emit(SvcStopped(ts=out.now, name=name, reason=reason))
 
 
 def _on_probed(out: _Out, obs: ObsProbed) -> None:
@@ -428,9 +435,7 @@ def _on_probed(out: _Out, obs: ObsProbed) -> None:
         out.emit(SvcUnhealthy(ts=out.now, name=obs.name, reason=obs.reason))
     limit = out.cfg(obs.name).restart_on_unhealthy
     if not obs.ok and limit and p.failures >= limit and out.state.deactivating is None:
-        out.emit(_stopping(out, p, "unhealthy"))
-        if not _blocked(out, p.name):
-            _stop_tree(out, p, leader=True)
+        _begin_stop(out, p, "unhealthy")
 
 
 def _on_deadline(out: _Out, obs: ObsDeadline) -> None:
@@ -501,7 +506,7 @@ def _on_request(out: _Out, obs: ObsRequest) -> None:
     if state.deactivating is not None:
         _reply(out, obs, ok=False, error=f"{out.config.name} is going down")
         return
-    if p.stopping is not None and p.stopping != "leftovers":
+    if (p.stopping is not None and p.stopping != "leftovers") or p.waiting is not None:
         return  # answered once that stop is over (see _answer)
     if p.stopping == "leftovers" and obs.op in ("start", "restart"):
         # A dead leader's leftovers are still being swept: the new run starts once they are gone.
@@ -528,12 +533,10 @@ def _stop_dependants(out: _Out, name: str) -> None:
     """Every process that depends on `name` (directly or not) stops first: `stopped (dependency)`."""
     for other in reversed(_dependants(out, name)):
         q = out.state.processes[other]
-        if q.stopping is not None:
+        if q.stopping is not None or q.waiting is not None:
             continue
         if q.state in LIVE:
-            out.emit(_stopping(out, q, "dependency"))
-            if q.pid is not None and not _blocked(out, other):
-                _stop_tree(out, q, leader=True)
+            _begin_stop(out, q, "dependency")
         elif q.state == "backoff" or q.pending_start:
             out.emit(SvcStopped(ts=out.now, name=other, reason="dependency"))
 
@@ -542,9 +545,7 @@ def _stop_with_dependants(out: _Out, p: ProcessState, reason: str) -> None:
     """Stop `p` for `reason` once everything that depends on it is stopped."""
     _stop_dependants(out, p.name)
     if p.state in LIVE:
-        out.emit(_stopping(out, p, reason))
-        if p.pid is not None and not _blocked(out, p.name):
-            _stop_tree(out, p, leader=True)
+        _begin_stop(out, p, reason)
     elif p.state == "backoff":
         out.emit(SvcStopped(ts=out.now, name=p.name, reason=reason))
 
@@ -616,20 +617,16 @@ def _on_reload(out: _Out, obs: ObsReload) -> None:
         q = out.state.processes.get(n)
         if q is None:
             continue
-        if q.state in LIVE:
-            out.emit(_stopping(out, q, "removed"))
-            if q.pid is not None:
-                _stop_tree(out, q, leader=True)
-        else:
+        if q.state in LIVE and q.stopping is None:
+            _begin_stop(out, q, "removed")
+        elif q.stopping is None:
             out.emit(SvcStopped(ts=out.now, name=n, reason="removed"))
     for n in reversed(new.start_order):
         q = out.state.processes[n]
-        if n not in restarting or q.stopping is not None:
+        if n not in restarting or q.stopping is not None or q.waiting is not None:
             continue
         if q.state in LIVE:
-            out.emit(_stopping(out, q, "reload"))
-            if q.pid is not None and not _blocked(out, n):
-                _stop_tree(out, q, leader=True)
+            _begin_stop(out, q, "reload")
         else:
             out.emit(SvcQueued(ts=out.now, name=n, reason="reload"))
     for n in added:
@@ -763,6 +760,7 @@ def _advance(out: _Out) -> None:
     if state.deactivating is not None:
         _deactivate_step(out)
     else:
+        _release(out)
         _gate(out)
     if (
         state.settled is None
@@ -783,8 +781,8 @@ def _advance(out: _Out) -> None:
 def _gate(out: _Out) -> None:
     for name in out.config.start_order:
         p = out.state.processes[name]
-        if not p.pending_start:
-            continue
+        if not p.pending_start or p.stopping is not None:
+            continue  # (a stop still in flight ends first: a reload put a removed process back)
         deps = [out.state.processes[d] for d in out.cfg(name).depends_on]
         # A dependency that failed but will run again (backoff, a restart under way) is waited for.
         failed = next(
@@ -806,7 +804,9 @@ def _deactivate_step(out: _Out) -> None:
     reason = state.deactivating or "down"
     if state.deactivated is not None:
         return
-    for name in reversed(out.config.start_order):
+    order = out.config.start_order
+    retired = [n for n in state.processes if n not in order]  # a reload removed them: first to go
+    for name in [*retired, *reversed(order)]:
         p = state.processes[name]
         if p.stopping is not None:
             return  # one at a time, in reverse start order

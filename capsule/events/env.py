@@ -239,6 +239,16 @@ class SvcQueued(Event):
 
 
 @attrs.frozen(kw_only=True)
+class SvcWaiting(Event):
+    """A process is to stop for `reason` once every process that depends on it is stopped."""
+
+    KIND: ClassVar[str] = "svc.waiting"
+
+    name: str
+    reason: str  # stop | restart | dependency | unhealthy | reload | removed | idle
+
+
+@attrs.frozen(kw_only=True)
 class EnvReconfigured(Event):
     """`env up` of a changed config: the supervisor runs `config_text` (masked as in env.configured) now."""
 
@@ -272,6 +282,7 @@ EVENTS: tuple[type[Event], ...] = (
     EnvSettled,
     EnvReplied,
     SvcQueued,
+    SvcWaiting,
     EnvReconfigured,
     *_seen.EVENTS,
 )

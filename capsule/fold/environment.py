@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from capsule.env.config import ConfigError, ProjectConfig, parse_config
+from capsule.env.config import ConfigError, ProcessConfig, ProjectConfig, parse_config
 from capsule.env.states import LIVE, State, next_state
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import (
@@ -37,6 +37,7 @@ from capsule.events.env import (
     SvcStopped,
     SvcStopping,
     SvcUnhealthy,
+    SvcWaiting,
 )
 from capsule.events.env_seen import (
     ObsIdleCheck,
@@ -101,6 +102,7 @@ class ProcessState:
     failures: int = 0  # failed health checks in a row since it was last ready (restart_on_unhealthy)
     stop_reason: str | None = None  # why it is stopped (svc.stopped's reason): `dependency`, `idle`…
     touched: float | None = None  # its own last activity: a request naming it, traffic on its port
+    waiting: str | None = None  # to stop for this reason once its dependants are stopped (svc.waiting)
 
     @property
     def run(self) -> int:
@@ -122,6 +124,15 @@ class EnvState:
     ended: SessionEnded | None = None
     last_touch: float | None = None
     last_ts: float | None = None
+    retired: dict[str, ProcessConfig] = attrs.Factory(dict)  # removed by a reload, until stopped
+
+    def process_config(self, name: str) -> ProcessConfig:
+        """A process's config: the running config's, or the last one a reload took it out of."""
+        assert self.config is not None
+        try:
+            return self.config.process(name)
+        except KeyError:
+            return self.retired[name]
 
     @property
     def project(self) -> str | None:
@@ -137,6 +148,7 @@ class EnvState:
             self,
             processes={name: attrs.evolve(p) for name, p in self.processes.items()},
             requests=dict(self.requests),
+            retired=dict(self.retired),
         )
 
     def process(self, name: str) -> ProcessState:
@@ -200,6 +212,10 @@ def apply(state: EnvState, event: Event) -> EnvState:
             path = state.configured.config_path if state.configured else "capsule.toml"
             new = _config(event.config_text, path, state.config.name if state.config else None)
             if new is not None:
+                if state.config is not None:
+                    for c in state.config.processes:
+                        if c.name in event.removed:
+                            state.retired[c.name] = c
                 state.config = new
                 for name in new.start_order:
                     state.process(name)
@@ -274,7 +290,10 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.streak += 1
             p.restart_at = event.ts + event.delay_s
         case SvcStopping():
-            state.process(event.name).stopping = event.reason
+            p = state.process(event.name)
+            p.stopping, p.waiting = event.reason, None
+        case SvcWaiting():
+            state.process(event.name).waiting = event.reason
         case ObsProbed():
             p = state.process(event.name)
             if p.run == event.run and p.state in ("ready", "unhealthy"):
@@ -296,6 +315,7 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.pending_start = False
             p.restart_at = None
             p.stop_reason = event.reason
+            p.waiting = None
             if (
                 p.stopping != "leftovers"
             ):  # a dead leader's tree is still being swept: obs.svc.stopped says when done
@@ -303,8 +323,10 @@ def apply(state: EnvState, event: Event) -> EnvState:
             if event.pid is not None:
                 p.exit_code, p.signal, p.last_exit_ts = event.exit_code, event.signal, event.ts
             _stop(p)
-            if event.reason == "removed" and p.tree is None and p.stopping is None:
+            in_config = state.config is not None and event.name in state.config.start_order
+            if event.reason == "removed" and p.tree is None and p.stopping is None and not in_config:
                 del state.processes[event.name]  # a reload took it out of the config
+                state.retired.pop(event.name, None)
         case SvcGaveUp() | SvcFailed():
             p = state.process(event.name)
             _move(p, event)
@@ -333,6 +355,7 @@ def apply(state: EnvState, event: Event) -> EnvState:
             state.deactivating = event.reason
             for p in state.processes.values():
                 p.pending_start = False
+                p.waiting = None
         case EnvDeactivated():
             state.deactivated = event.reason
         case SessionEnded():

@@ -273,7 +273,18 @@ def _possible(sim: Sim, pending: dict[str, list]) -> list:
     for key in pending["deadline"]:
         options.append(("deadline", key))
     options += [("request", op) for op in ("start", "stop", "restart")] + [("down", None), ("idle", None)]
+    options += [("reload", text) for text in RELOADS]
     return options
+
+
+HONEST = TWO.replace('health_check_interval = "1s"', 'health_check_interval = "1s"\nrestart_on_unhealthy = 2')
+HONEST = HONEST.replace('depends_on = ["db"]', 'depends_on = ["db"]\ninactivity_timeout = "3s"')
+RELOADS = (
+    HONEST,  # unchanged
+    HONEST.replace('"web-server"', '"web-server --v2"'),  # web changed
+    HONEST.replace('"db-server"', '"db-server --v2"'),  # db changed: web restarts after it
+    HONEST.split('[[process]]\nname = "web"')[0] + '[[process]]\nname = "cache"\ncommand = "c"\n',  # web out
+)
 
 
 def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
@@ -312,6 +323,9 @@ def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
             sim.request("down", dt=0)
         case "idle":
             sim.feed(o.ObsIdleCheck(ts=now, last_touch=now - 11))
+        case "reload":
+            sim.request_no += 1
+            sim.feed(o.ObsReload(ts=now, request=sim.request_no, config_text=arg))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -319,7 +333,7 @@ def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
 def test_any_sequence_keeps_the_machine_honest(data: st.DataObject) -> None:
     """Whatever happens: only table transitions, handle is pure and deterministic, the fold is its state,
     nothing starts while going down, at most one stop per process in flight, and down always ends."""
-    sim = Sim(TWO.replace('inactivity_timeout = "10s"', 'inactivity_timeout = "10s"\n'))
+    sim = Sim(HONEST)
     pending: dict[str, list] = {"spawn": [], "stop": [], "deadline": []}
     finished = 0
 

@@ -122,6 +122,12 @@ async def test_environment_tools(transport: str, capsule_home: Path, tmp_path: P
         status = await call(session, "get_environment_status", path=str(project))
         assert status["processes"][0]["state"] in ("ready", "running")
         assert status["processes"][0]["pid"] != first_pid
+        one = await call(session, "get_process_status", name="http")
+        assert (one["project"], one["name"], one["pid"]) == ("web", "http", status["processes"][0]["pid"])
+        assert one["supervisor_alive"]
+        assert "no environment has a process named" in await call_error(
+            session, "get_process_status", name="nope"
+        )
 
         assert "has a process named 'nope'" in await call_error(session, "stop_process", name="nope")
         assert "no environment has a process named" in await call_error(
@@ -133,6 +139,12 @@ async def test_environment_tools(transport: str, capsule_home: Path, tmp_path: P
         assert done["messages"] == ["web: down"]
         envs = await call(session, "list_environments")
         assert [e["state"] for e in envs["environments"]] == ["down"]
+
+        await call(session, "activate_environment", path=str(project), timeout_s=30)
+        killed = await call(session, "kill_all_processes")
+        assert any(m.startswith("web (") and m.endswith("): down") for m in killed["messages"])
+        envs = await call(session, "list_environments")
+        assert [e["state"] for e in envs["environments"]] == ["down"]  # one row: its latest session
         assert (await call(session, "list_processes"))["processes"] == []
 
 
