@@ -42,7 +42,7 @@ def _config(root: Path, services: int) -> None:
     for i in range(services):
         port, kind = _port(), ("http" if i % 2 else "tcp")
         check = f"http://127.0.0.1:{port}/" if kind == "http" else f"tcp://127.0.0.1:{port}"
-        lines.append(  # noqa: PERF401
+        lines.append(
             f'[[process]]\nname = "s{i}"\ncommand = "{PYTHON} listen.py {port} {kind}"\n'
             f'health_check = "{check}"\nhealth_check_interval = "5s"\n'
         )
