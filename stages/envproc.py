@@ -221,8 +221,11 @@ def control(
     return reply
 
 
-def process_stats(pid: int | None, started: float | None) -> tuple[float | None, int | None]:
-    """(average CPU % since start, RSS bytes) of a process and its descendants."""
+def process_stats(
+    pid: int | None, started: float | None, cgroup: str | None = None
+) -> tuple[float | None, int | None]:
+    """(average CPU % since start, RSS bytes) of a process and its descendants: the members of its run's
+    cgroup when it has one (a small read), else its descendants (a scan of every process)."""
     proc = process_if(pid, started)
     if proc is None:
         return None, None
@@ -230,5 +233,14 @@ def process_stats(pid: int | None, started: float | None) -> tuple[float | None,
         age = max(time.time() - proc.create_time(), 1e-3)
     except psutil.Error:
         return None, None
+    pids = procs.cgroup_pids(cgroup)
+    if pids:
+        cpu, rss = 0.0, 0
+        for member in pids:
+            with contextlib.suppress(psutil.Error):
+                one = psutil.Process(member)
+                times = one.cpu_times()
+                cpu, rss = cpu + times.user + times.system, rss + one.memory_info().rss
+        return round(100.0 * cpu / age, 2), rss
     used = procs.usage(procs.Tree(pid=pid, started=started))
     return round(100.0 * used.cpu_s / age, 2), used.rss

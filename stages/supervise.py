@@ -45,7 +45,8 @@ from capsule.stages.procs import returncode_status, started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, capsule_home, create_session, open_private
 
-MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members
+MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members after a change …
+MEMBERS_MAX_S = 8.0  # … doubling while nothing changes, up to this (50 quiet services cost ~nothing)
 TRAFFIC_EVERY_S = 1.0  # how often a health port is looked at for connections (activity = "traffic")
 
 
@@ -226,9 +227,11 @@ class Supervisor:
     async def sample_members(self, spawn: m.Spawn, tree: procs.Tree) -> None:
         """Record the run's members whenever they change; collect the ones that ended as our orphans."""
         seen: tuple[procs.Member, ...] = ()
+        every = MEMBERS_EVERY_S
         while True:
-            now = procs.snapshot(tree)
+            now = _members_now(tree)
             procs.reap([x for x in seen if x.pid != tree.pid])  # never the leader: its waiter collects it
+            every = min(every * 2, MEMBERS_MAX_S) if now == seen else MEMBERS_EVERY_S
             if now != seen:
                 seen = now
                 self.observe(
@@ -240,7 +243,7 @@ class Supervisor:
                         started=tuple(x.started for x in now),
                     )
                 )
-            await trio.sleep(MEMBERS_EVERY_S)
+            await trio.sleep(every)
 
     async def stop_tree(self, stop: m.StopTree) -> None:
         t = stop.tree
@@ -458,6 +461,16 @@ class Supervisor:
             for h in self.handles.values():
                 h.log.close()
         return 0
+
+
+def _members_now(tree: procs.Tree) -> tuple[procs.Member, ...]:
+    """The run's members now. With a cgroup every member is in it (joined before exec, inherited by
+    children): one small read instead of `procs.snapshot`'s scan of every process on the machine (tens
+    of ms each, per service, which pegged a supervisor of 50 services)."""
+    if tree.cgroup:
+        found = (procs.identity(pid) for pid in procs.cgroup_pids(tree.cgroup))
+        return tuple(sorted((m for m in found if m is not None), key=lambda m: m.pid))
+    return procs.snapshot(tree)
 
 
 def _notify(fd: int | None, line: str) -> None:

@@ -256,7 +256,8 @@ def _status(env: EnvSession) -> EnvironmentStatus:
     now = time.time()
     processes = []
     for name, p in env.state.processes.items():
-        cpu, rss = process_stats(p.pid, p.started) if alive.get(name) else (None, None)
+        cgroup = p.tree.cgroup if p.tree is not None and p.tree.run == p.run else None
+        cpu, rss = process_stats(p.pid, p.started, cgroup) if alive.get(name) else (None, None)
         processes.append(
             ProcessStatus(
                 name=name,

@@ -46,6 +46,11 @@ def _config(root: Path, services: int) -> None:
             f'[[process]]\nname = "s{i}"\ncommand = "{PYTHON} listen.py {port} {kind}"\n'
             f'health_check = "{check}"\nhealth_check_interval = "5s"\n'
         )
+    (root / "capsule.toml").write_text("".join(lines))
+
+
+def _crash_config(root: Path) -> None:
+    lines = ['[project]\nname = "bench-crash"\n']
     lines.append(
         f'[[process]]\nname = "crash"\ncommand = "sleep 0.3"\nrestart = "always"\nbackoff = "{BACKOFF}s"\nmax_backoff = "{BACKOFF}s"\nmax_restarts = 1000\nrestart_window = "1s"\n'
     )
@@ -59,6 +64,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         root = home / "project"
         root.mkdir()
         _config(root, SERVICES)
+        crash_root = home / "crash"
+        crash_root.mkdir()
+        _crash_config(crash_root)
         env = env_for(home)
         subprocess.run([CAPSULE, "env", "up", str(root)], env=env, check=False, capture_output=True)
         time.sleep(2.0)  # the start-up's own work (50 spawns, first checks) is not the steady state
@@ -80,7 +88,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                 reps,
                 env,
             )
-            session = home / "runs" / status["session"] / "events.jsonl"
+            # the crash loop runs in an environment of its own: it is not one of the healthy 50
+            subprocess.run([CAPSULE, "env", "up", str(crash_root)], env=env, check=False, capture_output=True)
+            time.sleep(3.0 if quick else 10.0)
+            crash = orjson.loads(
+                subprocess.run(
+                    [CAPSULE, "env", "status", str(crash_root), "--json"],
+                    env=env,
+                    capture_output=True,
+                    check=True,
+                ).stdout
+            )
+            session = home / "runs" / crash["session"] / "events.jsonl"
             evs = [orjson.loads(line) for line in session.read_bytes().splitlines()]
         finally:
             subprocess.run([CAPSULE, "kill-all"], env=env, check=False, capture_output=True)
