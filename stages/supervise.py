@@ -75,6 +75,11 @@ class Supervisor:
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
         self.state = EnvState()
+        self.recorded_text = recorded_config_text(config_text)  # env values and secrets left out
+        try:
+            self.recorded = parse_config(self.recorded_text, str(config_path), default_name=config.name)
+        except ConfigError:  # (a redaction that broke a value's syntax) the live one has the same shape
+            self.recorded = config
         # [policy] applies to every service; `env up` already refused one the kernel cannot enforce
         self.enforcement = enforcement_for(config.policy) if not config.policy.empty else None
         self.handles = {
@@ -138,15 +143,21 @@ class Supervisor:
 
     # -- effects ------------------------------------------------------------------------------------------
 
+    # The machine works from the recorded config (env values masked, secrets in commands and checks
+    # redacted: capsule/env/recorded.py), which replays the same; what a process is started and probed
+    # with comes from the live config (the one a reload brought, once it did).
     def real(self, spawn: m.Spawn) -> m.Spawn:
-        """The spawn with the config's own values: the machine's config is the recorded one, whose env
-        values are masked and commands redacted (`capsule.env.recorded`)."""
         cfg = self.config.process(spawn.name)
         assert self.state.config is not None
         seen = self.state.config.process(spawn.name)
         head = spawn.argv[: len(spawn.argv) - len(seen.argv)]  # `capsule run … --` when traced
         env = {**dict(self.config.env), **dict(cfg.env)}
-        return attrs.evolve(spawn, argv=(*head, *cfg.argv), env=tuple(env.items()))
+        return attrs.evolve(
+            spawn,
+            argv=(*head, *cfg.argv),
+            env=tuple(env.items()),
+            port_check=cfg.health_check if spawn.port_check is not None else None,
+        )
 
     async def run_process(self, spawn: m.Spawn) -> None:
         """One run: spawn it (or say why not), then pump its output and sample its members until it ends."""
@@ -434,7 +445,7 @@ class Supervisor:
                 now = time.time()
                 configured = EnvConfigured(
                     ts=now,
-                    config_text=recorded_config_text(self.config_text),  # env values and secrets left out
+                    config_text=self.recorded_text,
                     config_path=str(self.config_path),
                     root=str(self.config_path.parent),
                     python=sys.executable,
