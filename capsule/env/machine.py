@@ -427,8 +427,8 @@ def _release(out: _Out) -> None:
 
 def _on_probed(out: _Out, obs: ObsProbed) -> None:
     p = _current(out, obs.name, obs.run)
-    if p is None or p.state not in LIVE or p.pid is None or p.stopping is not None:
-        return
+    if p is None or p.state not in LIVE or p.pid is None or p.stopping is not None or p.waiting is not None:
+        return  # (being stopped, or about to be once its dependants are)
     if obs.ok and p.state != "ready":
         out.emit(SvcReady(ts=out.now, name=obs.name))
     elif not obs.ok and p.state == "ready":

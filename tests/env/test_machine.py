@@ -225,6 +225,7 @@ def test_start_that_never_gets_healthy_is_answered_at_its_deadline() -> None:
     sim = Sim(TWO)
     up(sim)
     sim.request("stop", "db")
+    sim.stopped("web")  # what depends on db stops first
     sim.stopped("db")
     sim.request("start", "db")
     assert sim.of(m.SetDeadline)[0].at == pytest.approx(sim.now + 6.0)
