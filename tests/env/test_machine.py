@@ -420,3 +420,26 @@ def test_every_emitted_kind_is_known() -> None:
     """The table names only kinds that exist."""
     known = {cls.KIND for cls in e.EVENTS}
     assert set(TRANSITIONS) <= known
+
+
+def test_a_process_of_its_own_inactivity_timeout_idles_alone_and_requests_naming_it_keep_it() -> None:
+    """inactivity_timeout under [[process]] stops that process (reason idle) once untouched that long;
+    a request naming it counts as its activity; the rest keeps running."""
+    sim = Sim(
+        TWO.replace('inactivity_timeout = "10s"', "").replace(
+            'depends_on = ["db"]', 'depends_on = ["db"]\ninactivity_timeout = "3s"'
+        )
+    )
+    up(sim)
+    assert sim.of(m.CheckIdleAt)
+    sim.at(2.0)
+    sim.request("start", "web")  # touches web: already up, answered at once
+    early = sim.feed(o.ObsIdleCheck(ts=sim.at(2.0), last_touch=sim.now - 2.0))
+    assert kinds(early) == []
+    assert sim.of(m.CheckIdleAt)[0].at > sim.now
+    late = sim.feed(o.ObsIdleCheck(ts=sim.at(1.5), last_touch=sim.now - 3.5))
+    assert kinds(late) == ["svc.stopping:web"]
+    assert late[0].reason == "idle"
+    assert kinds(sim.stopped("web")) == ["svc.stopped:web"]
+    assert sim.state_of("db") == "ready"
+    assert sim.state.processes["web"].stop_reason == "idle"
