@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -373,12 +374,7 @@ def load_rules(home: Path | None, extra: Path | None = None) -> RuleSet:
 
 def open_session(session: str | Path = "latest", home: str | Path | None = None) -> Session:
     """Load a session: an id, a unique id prefix, a session directory, or `latest` (the newest)."""
-    import trio
-
-    from capsule.codec import CodecError, LineDecoder
-    from capsule.fold import SessionState
-    from capsule.stages.derive import recover
-    from capsule.stages.reader import glance, iter_events, recorder_alive
+    from capsule.api.sessions import load
     from capsule.stages.store import SessionNotFound, resolve_session
 
     where = _home(home)
@@ -386,19 +382,7 @@ def open_session(session: str | Path = "latest", home: str | Path | None = None)
         path = resolve_session(where, str(session))
     except SessionNotFound as exc:
         raise NotFound(str(exc)) from exc
-    seen = glance(path)
-    header = seen.header
-    if header is None:
-        raise BadInput(f"{path}: not a capsule session (no session.started header)")
-    if seen.ended is None and not recorder_alive(header):
-        trio.run(lambda: recover(path, header, home=where))
-    state = SessionState.new(load_rules(where))
-    try:
-        for event in iter_events(path, LineDecoder()):
-            state.apply(event)
-    except CodecError as exc:
-        raise BadInput(f"{path / 'events.jsonl'}: {exc}") from exc
-    return from_state(state, path)
+    return from_state(load(path, load_rules(where), where=where).state, path)
 
 
 def from_state(state: SessionState, path: Path) -> Session:
@@ -418,40 +402,28 @@ def list_sessions(
 ) -> list[SessionInfo]:
     """Sessions newest first, like `capsule ls` (`children`: also the run sessions of traced services
     and tasks); `kind` keeps one kind (run, env, agents, import)."""
-    from capsule.stages.reader import glance, recorder_alive
-    from capsule.stages.store import session_dirs
+    from capsule.api.sessions import list_sessions as rows_of
+    from capsule.stages.store import runs_dir
 
     where = _home(home)
-    rows: list[SessionInfo] = []
-    for path in session_dirs(where):
-        if limit is not None and len(rows) >= limit:
-            break
-        seen = glance(path)
-        header, ended = seen.header, seen.ended
-        if header is None or (header.parent is not None and not children):
-            continue
-        if kind is not None and header.session_kind != kind:
-            continue
-        if ended is not None:
-            status = "recovered" if seen.recovered else "complete"
-        else:
-            status = "running" if recorder_alive(header) else "incomplete"
-        rows.append(
-            SessionInfo(
-                id=path.name,
-                kind=header.session_kind,
-                name=header.name,
-                parent=header.parent,
-                argv=tuple(header.argv),
-                started=header.ts,
-                duration_s=ended.duration_s if ended else None,
-                exit_code=ended.exit_code if ended else None,
-                status=status,
-                path=path,
-                home=where,
-            )
+    runs = runs_dir(where)
+    rows = rows_of(sys.maxsize if limit is None else limit, children, kind=kind, where=where)
+    return [
+        SessionInfo(
+            id=row.id,
+            kind=row.kind,
+            name=row.name,
+            parent=row.parent,
+            argv=row.argv,
+            started=row.started,
+            duration_s=row.duration_s,
+            exit_code=row.exit_code,
+            status=row.status,
+            path=runs / row.id,
+            home=where,
         )
-    return rows
+        for row in rows
+    ]
 
 
 def record(

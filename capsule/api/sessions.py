@@ -197,8 +197,9 @@ class Loaded:
         return tuple(w for w in self.warnings if w != self.recovery)
 
 
-def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
-    """Fold a session (recovering it first if its recorder died)."""
+def load(session: str | Path, rule_set: RuleSet | None = None, *, where: Path | None = None) -> Loaded:
+    """Fold a session (recovering it first if its recorder died); `where`: its `$CAPSULE_HOME`
+    (default `home()`)."""
     import trio
 
     from capsule.codec import CodecError, LineDecoder
@@ -216,7 +217,7 @@ def load(session: str | Path, rule_set: RuleSet | None = None) -> Loaded:
     live = seen.ended is None and recorder_alive(header)
     if seen.ended is None and not live:
         try:
-            result = trio.run(lambda: recover(session_dir, header, home=home()))
+            result = trio.run(lambda: recover(session_dir, header, home=where or home()))
         except CodecError as exc:  # a line written by a newer capsule: recovering would misread it
             raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
         recovery = f"recovered: the recorder died; {result.events_added} events re-derived from the raw trace"
@@ -381,15 +382,18 @@ class SessionRow:
     status: str = attrs.field(metadata={"doc": "complete, recovered, running or incomplete."})
 
 
-def list_sessions(limit: int = 20, include_children: bool = False) -> tuple[SessionRow, ...]:
-    """Sessions newest first; the run sessions of traced services and tasks with `include_children`.
+def list_sessions(
+    limit: int = 20, include_children: bool = False, *, kind: str | None = None, where: Path | None = None
+) -> tuple[SessionRow, ...]:
+    """Sessions newest first; the run sessions of traced services and tasks with `include_children`;
+    only those of `kind` (run, env, agents, import) when given; under `where` (default `home()`).
 
     Finished sessions' rows come from the derived index (stages/listing.py) while their events file is
     unchanged; the others are read from their first line and last 16 KiB."""
     from capsule.stages import listing
     from capsule.stages.store import runs_dir
 
-    where = home()
+    where = where if where is not None else home()
     runs = runs_dir(where)
     index = listing.load_index(where)
     updates: dict[str, list[Any]] = {}
@@ -403,7 +407,7 @@ def list_sessions(limit: int = 20, include_children: bool = False) -> tuple[Sess
         cached = index.get(session_id)
         if isinstance(cached, list) and len(cached) == 2 and cached[0] == key:
             fields = cached[1]
-            if fields["parent"] is None or include_children:
+            if (fields["parent"] is None or include_children) and kind in (None, fields["kind"]):
                 rows.append(SessionRow(**{**fields, "argv": tuple(fields["argv"])}))
             continue
         # Only a session the index lacks loads the decoder (and every event class: ~0.1 s of start).
@@ -437,7 +441,7 @@ def list_sessions(limit: int = 20, include_children: bool = False) -> tuple[Sess
         )
         if ended is not None:
             updates[session_id] = [key, attrs.asdict(found)]
-        if header.parent is None or include_children:
+        if (header.parent is None or include_children) and kind in (None, found.kind):
             rows.append(found)
     if walked == len(listed):  # every session seen: rows of sessions since removed go too
         present = {session_id for session_id, _key in listed}
