@@ -7,6 +7,7 @@ which turns the answer into an observation for the machine; none of them decides
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import trio
 
-from capsule.env.config import HealthCheck, parse_env_file
+from capsule.env.config import HealthCheck
 from capsule.env.machine import Spawn
 from capsule.events import Event
 from capsule.events.env import SvcExited, SvcGaveUp, SvcStopped
@@ -86,11 +87,22 @@ def spawn_error(cwd: Path, exe: str, working_dir: str) -> str | None:
     return None
 
 
+def env_file_values(text: str) -> dict[str, str]:
+    """An env file's variables, read by python-dotenv as `load_dotenv` would: `export` prefixes, inline
+    `# comments`, escapes in double quotes, multi-line quoted values, `${VAR}` from the file or this
+    process's environment. A bare `KEY` (no `=`) sets nothing."""
+    from dotenv import dotenv_values
+
+    return {
+        k: v for k, v in dotenv_values(stream=io.StringIO(text), interpolate=True).items() if v is not None
+    }
+
+
 def environ(env_files: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """This process's environment, then each env file in order, then the process's own `env`."""
     out = dict(os.environ)
     for name in env_files:
-        out.update(parse_env_file(Path(name).read_text(encoding="utf-8")))
+        out.update(env_file_values(Path(name).read_text(encoding="utf-8")))
     out.update(dict(env))
     return out
 
@@ -113,8 +125,9 @@ async def port_taken(hc: HealthCheck | None) -> str | None:
     return None
 
 
-async def check(hc: HealthCheck, limit: float, cwd: Path) -> tuple[bool, str]:
-    """One health check: (healthy, why not)."""
+async def check(hc: HealthCheck, limit: float, cwd: Path, client: Any = None) -> tuple[bool, str]:
+    """One health check: (healthy, why not). http(s) goes through httpx (redirects followed, TLS
+    verified, the status within `expect_status`); tcp is a connect; cmd is its exit status."""
     try:
         with trio.fail_after(limit):
             if hc.kind == "cmd":
@@ -127,29 +140,68 @@ async def check(hc: HealthCheck, limit: float, cwd: Path) -> tuple[bool, str]:
                     stdin=subprocess.DEVNULL,
                 )
                 return done.returncode == 0, f"{hc.text} exited with {done.returncode}"
+            if hc.kind == "http":
+                if client is None:
+                    async with http_client() as client:
+                        return await _http_check(client, hc, limit)
+                return await _http_check(client, hc, limit)
             stream = await trio.open_tcp_stream(hc.host, hc.port)
-            async with stream:
-                if hc.kind == "tcp":
-                    return True, ""
-                request = (
-                    f"GET {hc.path} HTTP/1.0\r\nHost: {hc.host}:{hc.port}\r\nUser-Agent: capsule\r\n\r\n"
-                )
-                await stream.send_all(request.encode())
-                data = b""
-                while b"\r\n" not in data and len(data) < 4096:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                parts = data.split(b" ", 2)
-                if len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400:
-                    return True, ""
-                status_line = data.split(b"\r\n")[0].decode(errors="replace")
-                return False, f"{hc.text}: {status_line or 'no HTTP answer'}"
+            await stream.aclose()
+            return True, ""
     except trio.TooSlowError:
         return False, f"{hc.text}: no answer within {limit:g}s"
     except OSError as exc:
         return False, f"{hc.text}: {exc.strerror or exc}"
+
+
+def http_client() -> Any:
+    """The client of one probe loop (its TLS context is made once, not per check)."""
+    import httpx2
+
+    # No keep-alive: each check opens its own connection (that is what it checks), and an idle pooled
+    # one would look like traffic to `activity = "traffic"`. Certificates are not verified: a check
+    # asks whether the service answers, and local services mostly have self-signed ones (curl -k).
+    return httpx2.AsyncClient(
+        follow_redirects=True,
+        headers={"User-Agent": "capsule"},
+        trust_env=False,
+        verify=False,
+        limits=httpx2.Limits(max_keepalive_connections=0),
+    )
+
+
+async def _http_check(client: Any, hc: HealthCheck, limit: float) -> tuple[bool, str]:
+    import httpx2
+
+    try:
+        answer = await client.get(hc.url or f"http://{hc.host}:{hc.port}{hc.path}", timeout=limit)
+    except httpx2.TimeoutException:
+        return False, f"{hc.text}: no answer within {limit:g}s"
+    except httpx2.HTTPError as exc:
+        return False, f"{hc.text}: {exc or type(exc).__name__}"
+    low, high = hc.expect
+    if low <= answer.status_code <= high:
+        return True, ""
+    want = f"{low}" if low == high else f"{low}-{high}"
+    return False, f"{hc.text}: HTTP {answer.status_code} {answer.reason_phrase} (expected {want})"
+
+
+def connections_on(port: int) -> int:
+    """Established TCP connections whose local port is `port` (/proc/net/tcp and tcp6: no psutil scan
+    of every socket on the machine)."""
+    want = f":{port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, "rb") as file:
+                next(file, None)
+                for row in file:
+                    fields = row.split(None, 4)
+                    if len(fields) > 3 and fields[3] == b"01" and fields[1].decode().endswith(want):
+                        count += 1
+        except OSError:
+            continue
+    return count
 
 
 def log_line(event: Event) -> str | None:
@@ -223,16 +275,22 @@ async def probe(
     interval: float,
     poll: float,
     report: Callable[[bool, str], None],
+    every_failure: bool = False,
 ) -> None:
-    """Run a health check forever; `report` each change of its answer (the first answer is a change)."""
+    """Run a health check forever; `report` each change of its answer (the first answer is a change),
+    and every failure after the first pass when `every_failure` (restart_on_unhealthy counts them)."""
     last: bool | None = None
-    while True:
-        ok, reason = await check(hc, limit, cwd)
-        if ok != last:
-            report(ok, reason)
-        if ok or last is not None:
-            last = ok
-        await trio.sleep(interval if last else poll)
+    client = http_client() if hc.kind == "http" else None
+    async with contextlib.AsyncExitStack() as stack:
+        if client is not None:
+            await stack.enter_async_context(client)
+        while True:
+            ok, reason = await check(hc, limit, cwd, client)
+            if ok != last or (every_failure and not ok and last is not None):
+                report(ok, reason)
+            if ok or last is not None:
+                last = ok
+            await trio.sleep(interval if last else poll)
 
 
 async def trace_session(home: Path, pid: int, patience_s: float = 5.0) -> str | None:
@@ -278,7 +336,7 @@ async def _connection(
     async with stream:
         data = b""
         with trio.move_on_after(10):
-            while b"\n" not in data and len(data) < 65536:
+            while b"\n" not in data and len(data) < 1 << 22:  # a reload carries the config
                 chunk = await stream.receive_some(65536)
                 if not chunk:
                     break

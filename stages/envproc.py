@@ -16,15 +16,43 @@ import attrs
 import psutil
 
 from capsule.codec import CodecError
+from capsule.env.config import ProjectConfig
+from capsule.env.merge import Merged
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, RunTree, apply
+from capsule.settings import Settings, SettingsError, parse_settings
 from capsule.stages import procs
 from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
 from capsule.stages.store import EVENTS, session_dirs
 
 SOCKET = "ctl.sock"
+SETTINGS = "config.toml"  # $CAPSULE_HOME/config.toml, the global config (capsule.settings)
+
+
+def read_settings(home: Path) -> Settings:
+    """The global config of `home` (empty when there is none); SettingsError or OSError when unreadable."""
+    path = home / SETTINGS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    return parse_settings(text, str(path))
+
+
+def read_project(path: Path, home: Path) -> tuple[Merged, ProjectConfig]:
+    """A project file with the global defaults merged under it, and its parsed config (ConfigError,
+    SettingsError, OSError or UnicodeDecodeError when either file is broken)."""
+    from capsule.env.config import parse_config
+    from capsule.env.merge import merge
+
+    settings = read_settings(home)
+    merged = merge(path.read_text(encoding="utf-8"), settings.env, str(path), settings.origin("env"))
+    config = parse_config(merged.text, str(path), default_name=path.resolve().parent.name)
+    return merged, config
 
 
 @attrs.frozen
@@ -153,7 +181,13 @@ class ControlError(OSError):
     """The supervisor's socket did not answer."""
 
 
-def control(session_dir: Path, op: str, name: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+def control(
+    session_dir: Path,
+    op: str,
+    name: str | None = None,
+    timeout: float = 120.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One request to a supervisor over its Unix socket; its JSON reply."""
     import socket
 
@@ -169,7 +203,7 @@ def control(session_dir: Path, op: str, name: str | None = None, timeout: float 
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(address)
-            sock.sendall(orjson.dumps({"op": op, "name": name}) + b"\n")
+            sock.sendall(orjson.dumps({"op": op, "name": name, **(extra or {})}) + b"\n")
             data = b""
             while b"\n" not in data:
                 chunk = sock.recv(65536)
@@ -187,8 +221,11 @@ def control(session_dir: Path, op: str, name: str | None = None, timeout: float 
     return reply
 
 
-def process_stats(pid: int | None, started: float | None) -> tuple[float | None, int | None]:
-    """(average CPU % since start, RSS bytes) of a process and its descendants."""
+def process_stats(
+    pid: int | None, started: float | None, cgroup: str | None = None
+) -> tuple[float | None, int | None]:
+    """(average CPU % since start, RSS bytes) of a process and its descendants: the members of its run's
+    cgroup when it has one (a small read), else its descendants (a scan of every process)."""
     proc = process_if(pid, started)
     if proc is None:
         return None, None
@@ -196,5 +233,14 @@ def process_stats(pid: int | None, started: float | None) -> tuple[float | None,
         age = max(time.time() - proc.create_time(), 1e-3)
     except psutil.Error:
         return None, None
+    pids = procs.cgroup_pids(cgroup)
+    if pids:
+        cpu, rss = 0.0, 0
+        for member in pids:
+            with contextlib.suppress(psutil.Error):
+                one = psutil.Process(member)
+                times = one.cpu_times()
+                cpu, rss = cpu + times.user + times.system, rss + one.memory_info().rss
+        return round(100.0 * cpu / age, 2), rss
     used = procs.usage(procs.Tree(pid=pid, started=started))
     return round(100.0 * used.cpu_s / age, 2), used.rss

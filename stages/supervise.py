@@ -29,22 +29,25 @@ import trio
 
 from capsule import __version__
 from capsule.env import machine as m
-from capsule.env.config import ConfigError, HealthCheck, ProjectConfig, parse_config
+from capsule.env.config import ConfigError, ProjectConfig, parse_config, signal_number
 from capsule.env.recorded import recorded_config_text
 from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
 from capsule.events.env import EnvConfigured
 from capsule.fold.environment import EnvState, fold
+from capsule.settings import SettingsError
 from capsule.stages import envio, procs
 from capsule.stages.envio import LogFile
-from capsule.stages.envproc import SOCKET, run_tree
+from capsule.stages.envproc import SOCKET, read_project, run_tree
 from capsule.stages.guard import open_guard
 from capsule.stages.guard_probe import enforcement_for
 from capsule.stages.procs import returncode_status, started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import EVENTS, capsule_home, create_session, open_private
 
-MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members
+MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members after a change …
+MEMBERS_MAX_S = 8.0  # … doubling while nothing changes, up to this (50 quiet services cost ~nothing)
+TRAFFIC_EVERY_S = 1.0  # how often a health port is looked at for connections (activity = "traffic")
 
 
 @attrs.define(eq=False)
@@ -142,23 +145,24 @@ class Supervisor:
 
     # The machine works from the recorded config (env values masked, secrets in commands and checks
     # redacted: capsule/env/recorded.py), which replays the same; what a process is started and probed
-    # with comes from the live config.
-    def live_spawn(self, spawn: m.Spawn) -> m.Spawn:
-        live, recorded = self.config.process(spawn.name), self.recorded.process(spawn.name)
-        prefix = spawn.argv[: len(spawn.argv) - len(recorded.argv)]  # `capsule run …` for a traced one
+    # with comes from the live config (the one a reload brought, once it did).
+    def real(self, spawn: m.Spawn) -> m.Spawn:
+        cfg = self.config.process(spawn.name)
+        assert self.state.config is not None
+        seen = self.state.config.process(spawn.name)
+        head = spawn.argv[: len(spawn.argv) - len(seen.argv)]  # `capsule run … --` when traced
+        env = {**dict(self.config.env), **dict(cfg.env)}
         return attrs.evolve(
             spawn,
-            argv=(*prefix, *live.argv),
-            env=live.env,
-            port_check=live.health_check if spawn.port_check is not None else None,
+            argv=(*head, *cfg.argv),
+            env=tuple(env.items()),
+            port_check=cfg.health_check if spawn.port_check is not None else None,
         )
-
-    def live_check(self, probe: m.Probe) -> HealthCheck:
-        return self.config.process(probe.name).health_check or probe.check
 
     async def run_process(self, spawn: m.Spawn) -> None:
         """One run: spawn it (or say why not), then pump its output and sample its members until it ends."""
         h, cfg = self.handles[spawn.name], self.config.process(spawn.name)
+        spawn = self.real(spawn)
         cgroup = procs.open_cgroup(f"capsule-{self.session_id}-{spawn.name}-{spawn.run}")
 
         def kill_run() -> None:  # on_violation = "kill": the run's whole group (its own session) goes
@@ -174,7 +178,7 @@ class Supervisor:
             where={"service": spawn.name},
             cwd=Path(spawn.cwd),
         )
-        proc = await envio.spawn(self.live_spawn(spawn), cfg.working_dir, cgroup, wrap=guard.wrap)
+        proc = await envio.spawn(spawn, cfg.working_dir, cgroup, wrap=guard.wrap)
         guard.spawned()
         if isinstance(proc, str):
             guard.close()
@@ -234,9 +238,11 @@ class Supervisor:
     async def sample_members(self, spawn: m.Spawn, tree: procs.Tree) -> None:
         """Record the run's members whenever they change; collect the ones that ended as our orphans."""
         seen: tuple[procs.Member, ...] = ()
+        every = MEMBERS_EVERY_S
         while True:
-            now = procs.snapshot(tree)
+            now = _members_now(tree)
             procs.reap([x for x in seen if x.pid != tree.pid])  # never the leader: its waiter collects it
+            every = min(every * 2, MEMBERS_MAX_S) if now == seen else MEMBERS_EVERY_S
             if now != seen:
                 seen = now
                 self.observe(
@@ -248,13 +254,13 @@ class Supervisor:
                         started=tuple(x.started for x in now),
                     )
                 )
-            await trio.sleep(MEMBERS_EVERY_S)
+            await trio.sleep(every)
 
     async def stop_tree(self, stop: m.StopTree) -> None:
         t = stop.tree
         h = self.handles[t.name]
         stopped = await procs.stop_async(
-            run_tree(t), getattr(signal, stop.signal), stop.grace, keep_leader=stop.leader
+            run_tree(t), signal_number(stop.signal), stop.grace, keep_leader=stop.leader
         )
         code = sig = None
         if stop.leader and h.proc is not None and h.proc.pid == t.pid:
@@ -286,10 +292,29 @@ class Supervisor:
         def report(ok: bool, reason: str) -> None:
             self.observe(obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason))
 
+        check = self.config.process(probe.name).health_check or probe.check  # unredacted (see `real`)
         with scope:
+            if probe.watch_traffic:
+                self.nursery_start(self.watch_traffic, probe.name, check.port)
             await envio.probe(
-                self.live_check(probe), Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report
+                check, Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report, probe.every_failure
             )
+
+    def nursery_start(self, fn: Any, *args: Any) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(fn, *args)
+
+    async def watch_traffic(self, name: str, port: int) -> None:
+        """activity = "traffic": established connections on the health port count as use (polled)."""
+        scope = self.handles[name].probe
+        if scope is None:
+            return
+        with scope:
+            while True:
+                count = envio.connections_on(port)
+                if count:
+                    self.observe(obs.ObsTraffic(ts=time.time(), name=name, connections=count))
+                await trio.sleep(TRAFFIC_EVERY_S)
 
     async def watch_deadlines(self) -> None:
         while True:
@@ -317,6 +342,8 @@ class Supervisor:
         op = str(request.get("op"))
         if op in ("status", "touch"):
             return {"ok": True}
+        if op == "reload":
+            return self.reload(request.get("config"))
         self.next_request += 1
         waiter, box = trio.Event(), list[m.Reply]()
         self.replies[self.next_request] = (waiter, box)
@@ -335,6 +362,46 @@ class Supervisor:
         if reply.up is not None:
             out["up"] = reply.up
         return out
+
+    def reload(self, text: object) -> dict[str, Any]:
+        """`env up` of a changed config: the machine decides what restarts; its answer comes back at once."""
+        if not isinstance(text, str):
+            return {"ok": False, "error": "reload needs the config text"}
+        if text == self.config_text:
+            return {"ok": True, "changes": {}}
+        try:
+            new = parse_config(text, str(self.config_path), default_name=self.config.name)
+        except ConfigError as exc:
+            return {"ok": False, "error": str(exc)}
+        before = {p.name: p for p in self.config.processes}
+        env_changed = tuple(
+            p.name
+            for p in new.processes
+            if p.name in before
+            and ((before[p.name].env, before[p.name].argv) != (p.env, p.argv) or self.config.env != new.env)
+        )
+        self.next_request += 1
+        seen = obs.ObsReload(
+            ts=time.time(),
+            request=self.next_request,
+            config_text=recorded_config_text(text),
+            env_changed=env_changed,
+        )
+        waiter, box = trio.Event(), list[m.Reply]()
+        self.replies[self.next_request] = (waiter, box)
+        old_config, old_text = self.config, self.config_text
+        self.config, self.config_text = new, text
+        for p in new.processes:
+            if p.name not in self.handles:
+                log = LogFile(self.dir / "logs" / f"{p.name}.log", new.log_max_bytes)
+                self.handles[p.name] = Handles(log)
+        self.observe(seen)
+        reply = box[0] if box else m.Reply(request=self.next_request, ok=False, error="no answer")
+        self.replies.pop(self.next_request, None)
+        if not reply.ok:
+            self.config, self.config_text = old_config, old_text
+            return {"ok": False, "error": reply.error}
+        return {"ok": True, "changes": {k: list(v) for k, v in reply.changes}}
 
     async def signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as receiver:
@@ -407,6 +474,16 @@ class Supervisor:
         return 0
 
 
+def _members_now(tree: procs.Tree) -> tuple[procs.Member, ...]:
+    """The run's members now. With a cgroup every member is in it (joined before exec, inherited by
+    children): one small read instead of `procs.snapshot`'s scan of every process on the machine (tens
+    of ms each, per service, which pegged a supervisor of 50 services)."""
+    if tree.cgroup:
+        found = (procs.identity(pid) for pid in procs.cgroup_pids(tree.cgroup))
+        return tuple(sorted((m for m in found if m is not None), key=lambda m: m.pid))
+    return procs.snapshot(tree)
+
+
 def _notify(fd: int | None, line: str) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
@@ -414,7 +491,7 @@ def _notify(fd: int | None, line: str) -> None:
 
 
 def load_config(path: Path) -> ProjectConfig:
-    return parse_config(path.read_text(encoding="utf-8"), str(path), default_name=path.resolve().parent.name)
+    return read_project(path, capsule_home())[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,9 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
-        text = args.config.read_text(encoding="utf-8")
-        config = parse_config(text, str(args.config), default_name=args.config.resolve().parent.name)
-    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+        merged, config = read_project(args.config, capsule_home())
+        text = merged.text
+    except (ConfigError, SettingsError, OSError, UnicodeDecodeError) as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)
         return 4
     shown = (

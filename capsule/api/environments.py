@@ -23,6 +23,7 @@ from capsule.api.sessions import home
 
 if TYPE_CHECKING:
     from capsule.env.config import ProjectConfig
+    from capsule.env.merge import Merged
     from capsule.stages.envproc import EnvSession
 
 Note = Callable[[str], None]
@@ -52,12 +53,25 @@ class ProcessStatus:
     rss: int | None
     error: str | None
     trace_session: str | None
+    stop_reason: str | None = attrs.field(
+        default=None, metadata={"doc": "Why it is stopped: stop, down, idle, dependency, removed…"}
+    )
 
 
 @attrs.frozen(kw_only=True)
 class Supervisor:
     pid: int | None
     alive: bool
+
+
+@attrs.frozen(kw_only=True)
+class Reload:
+    """What `env up` of a running environment whose config changed did."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +85,9 @@ class EnvironmentStatus:
     deactivated: str | None
     supervisor: Supervisor
     processes: tuple[ProcessStatus, ...]
+    reloaded: Reload | None = attrs.field(
+        default=None, metadata={"doc": "What `env up` of a changed config changed (None: nothing)."}
+    )
 
     @property
     def not_up(self) -> tuple[str, ...]:
@@ -107,6 +124,8 @@ class Logs:
     name: str
     path: Path
     lines: tuple[bytes, ...]
+    inode: int | None = None  # the log file those lines were read from, and where they ended:
+    offset: int = 0  # `follow` goes on from there (no line lost or repeated in between)
 
 
 @attrs.frozen(kw_only=True)
@@ -121,27 +140,69 @@ class KillAll:
 
 
 def config_file(path: Path) -> Path:
-    """The config file of a project directory (or the file itself), resolved."""
+    """The config file of a project directory (or the file itself), resolved: the nearest `capsule.toml`
+    or `.runcept.toml` in the directory or above it, as git finds `.git`."""
     from capsule.env import CONFIG_NAMES
 
     if path.is_file():
         return path.resolve()
-    for name in CONFIG_NAMES:
-        if (path / name).is_file():
-            return (path / name).resolve()
-    raise NotFound(f"no {' or '.join(CONFIG_NAMES)} in {path.resolve()}")
+    start = path.resolve()
+    if not start.is_dir():
+        raise NotFound(f"no such file or directory: {path}")
+    for folder in (start, *start.parents):
+        for name in CONFIG_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise NotFound(f"no {' or '.join(CONFIG_NAMES)} in {start} or any folder above it")
 
 
-def load_config(config: Path) -> ProjectConfig:
+def _read(config: Path) -> tuple[Merged, ProjectConfig]:
     from capsule.env.config import ConfigError
-    from capsule.stages.supervise import load_config as load
+    from capsule.settings import SettingsError
+    from capsule.stages.envproc import read_project
 
     try:
-        return load(config)
-    except ConfigError as exc:
+        return read_project(config, home())
+    except (ConfigError, SettingsError) as exc:
         raise BadInput(str(exc)) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{config}: {exc}") from exc
+
+
+def load_config(config: Path) -> ProjectConfig:
+    """The project config of `config` with the global defaults merged under it."""
+    return _read(config)[1]
+
+
+@attrs.frozen(kw_only=True)
+class ConfigValue:
+    key: str
+    value: Any
+    origin: str = attrs.field(metadata={"doc": "The file it came from, or 'built-in default'."})
+
+
+@attrs.frozen(kw_only=True)
+class MergedConfig:
+    """`capsule env config --json`: the project config as it runs, and where each value came from."""
+
+    config: str
+    global_config: str
+    text: str
+    values: tuple[ConfigValue, ...]
+
+
+def merged_config(path: Path) -> MergedConfig:
+    """The config of `path` (found upward) with the global defaults under it, value by value."""
+    from capsule.api.settings import path as settings_path
+
+    config = config_file(path)
+    merged, _ = _read(config)
+    return MergedConfig(
+        config=str(config),
+        global_config=str(settings_path()),
+        text=merged.text,
+        values=tuple(ConfigValue(key=k, value=v, origin=o) for k, v, o in merged.origins),
+    )
 
 
 def _latest(config: Path) -> EnvSession | None:
@@ -186,11 +247,17 @@ def _status(env: EnvSession) -> EnvironmentStatus:
     from capsule.stages.envproc import process_stats
 
     alive = env.alive()
-    shown = with_liveness(env.state, alive)
+    shown = with_liveness(env.state, alive, supervisor_alive=env.supervisor_alive)
+    if not env.supervisor_alive:
+        from capsule.stages.envproc import SOCKET
+
+        with contextlib.suppress(OSError):  # nothing answers on it any more
+            (env.path / SOCKET).unlink()
     now = time.time()
     processes = []
     for name, p in env.state.processes.items():
-        cpu, rss = process_stats(p.pid, p.started) if alive.get(name) else (None, None)
+        cgroup = p.tree.cgroup if p.tree is not None and p.tree.run == p.run else None
+        cpu, rss = process_stats(p.pid, p.started, cgroup) if alive.get(name) else (None, None)
         processes.append(
             ProcessStatus(
                 name=name,
@@ -206,6 +273,7 @@ def _status(env: EnvSession) -> EnvironmentStatus:
                 rss=rss,
                 error=p.error,
                 trace_session=p.trace_session,
+                stop_reason=p.stop_reason if p.state == "stopped" else None,
             )
         )
     return EnvironmentStatus(
@@ -256,11 +324,11 @@ def up(
     Raises `Unavailable` if the supervisor does not start, `CheckFailed` if not every process is up
     within `timeout` (the status then says which)."""
     config = config_file(path)
-    loaded = load_config(config)
+    merged, loaded = _read(config)
     with _config_lock(config):
         env = _live(config)
         if env is not None:
-            return _status(env)
+            return _reload(env, config, merged.text, timeout)
         _check_policy(loaded)
         for line in _cleanup_dead(str(config)):
             if note is not None:
@@ -269,6 +337,45 @@ def up(
     env = _live(config) or _latest(config)
     assert env is not None  # the supervisor announced its session
     return _status(env)
+
+
+def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> EnvironmentStatus:
+    """`env up` of a running environment: hand it the config as it is now; wait for what changed."""
+    from capsule.stages.envproc import ControlError
+    from capsule.stages.envproc import control as request
+
+    try:
+        reply = request(env.path, "reload", extra={"config": text})
+    except ControlError as exc:
+        raise Unavailable(str(exc)) from exc
+    if not reply.get("ok"):
+        raise BadInput(str(reply.get("error")))
+    changes = reply.get("changes") or {}
+    if not any(changes.values()):
+        return _status(env)
+    touched = {*changes.get("added", ()), *changes.get("changed", ())}
+    deadline = time.monotonic() + timeout
+    while True:
+        now = _live(config) or env
+        procs = now.state.processes
+        if all(n not in procs for n in changes.get("removed", ())) and all(
+            procs[n].stopping is None and not procs[n].pending_start and procs[n].state != "starting"
+            for n in procs
+            if n in touched or procs[n].stop_reason == "reload"
+        ):
+            break
+        if time.monotonic() > deadline or not now.supervisor_alive:
+            break
+        time.sleep(0.05)
+    status = _status(now)
+    names = [p.name for p in status.processes]
+    reload = Reload(
+        added=tuple(changes.get("added", ())),
+        removed=tuple(changes.get("removed", ())),
+        changed=tuple(changes.get("changed", ())),
+        unchanged=tuple(n for n in names if n not in touched and n not in changes.get("removed", ())),
+    )
+    return attrs.evolve(status, reloaded=reload)
 
 
 def _start_detached(config: Path, timeout: float, argv: tuple[str, ...] | None = None) -> None:
@@ -444,12 +551,22 @@ def status(path: Path) -> EnvironmentStatus:
     return _status(env)
 
 
-def ls() -> tuple[EnvironmentRow, ...]:
-    """Every environment on this machine, newest first."""
+def ls(all: bool = False, name: str | None = None) -> tuple[EnvironmentRow, ...]:
+    """The environments on this machine, newest first: one row each (its latest session), or every
+    session with `all`; `name` keeps the projects it matches (a name or a glob such as `web-*`)."""
+    from fnmatch import fnmatchcase
+
     from capsule.stages.envproc import env_sessions
 
     rows = []
+    seen: set[str] = set()
     for env in env_sessions(home()):
+        key = env.config_path or f"{env.state.project}:{env.id}"
+        if not all and key in seen:
+            continue
+        seen.add(key)
+        if name is not None and not fnmatchcase(env.state.project or "", name):
+            continue
         active = env.state.ended is None and env.supervisor_alive
         state = "up" if active else ("supervisor dead" if env.state.ended is None else "down")
         rows.append(
@@ -483,7 +600,40 @@ def ps() -> tuple[ManagedProcess, ...]:
     return tuple(rows)
 
 
+def touch_all() -> None:
+    """Tell every live supervisor someone is using it (an MCP call counts for `inactivity_timeout`)."""
+    from capsule.stages.envproc import open_envs
+
+    for env in open_envs(home()):
+        _touch(env, "touch")
+
+
 # --- one process --------------------------------------------------------------------------------
+
+
+def process_status(name: str, env_path: Path | None = None) -> ManagedProcess:
+    """One process of an open environment (the only one of that name, or the one of `env_path`)."""
+    from capsule.stages.envproc import open_envs
+
+    if env_path is not None:
+        config = config_file(env_path)
+        found = _latest(config)
+        envs = [found] if found is not None else []
+    else:
+        envs = [e for e in open_envs(home()) if name in e.state.processes]
+    envs = [e for e in envs if name in e.state.processes]
+    if not envs:
+        raise NotFound(f"no environment has a process named {name!r}")
+    if len(envs) > 1:
+        raise UsageError(f"{name!r} is in {len(envs)} environments: say which with --env PATH")
+    env = envs[0]
+    _touch(env)
+    data = _status(env)
+    p = next(p for p in data.processes if p.name == name)
+    return ManagedProcess(
+        project=data.project, session=data.session, supervisor_alive=env.supervisor_alive,
+        **attrs.asdict(p, recurse=False),
+    )  # fmt: skip
 
 
 def _env_with(name: str, env_path: Path | None) -> EnvSession:
@@ -546,25 +696,107 @@ def logs(name: str, env_path: Path | None = None, lines: int = 50) -> Logs:
         raise NotFound(f"no environment has a process named {name!r}")
     _touch(found)
     log = found.path / "logs" / f"{name}.log"
+    inode, data = None, b""
+    current = _open_log(log)
+    if current is not None:
+        with current:
+            inode, data = os.fstat(current.fileno()).st_ino, current.read()
+    offset = len(data)
     old = log.with_name(log.name + ".1")
-    data = (old.read_bytes() if old.is_file() else b"") + (log.read_bytes() if log.is_file() else b"")
+    with contextlib.suppress(FileNotFoundError):
+        if old.stat().st_ino != inode:  # (rotated since: then it is the file just read)
+            data = old.read_bytes() + data
     tail = data.splitlines(keepends=True)[-lines:] if lines > 0 else []
-    return Logs(name=name, path=log, lines=tuple(tail))
+    return Logs(name=name, path=log, lines=tuple(tail), inode=inode, offset=offset)
 
 
-def follow(log: Path, interval: float = 0.2) -> Iterator[bytes]:
-    """What is appended to `log` from now on, chunk by chunk, forever (a rotation starts it over)."""
-    pos = log.stat().st_size if log.is_file() else 0
-    while True:
-        time.sleep(interval)
-        size = log.stat().st_size if log.is_file() else 0
-        if size < pos:  # rotated
-            pos = 0
-        if size > pos:
-            with open(log, "rb") as file:
-                file.seek(pos)
-                yield file.read(size - pos)
-            pos = size
+def follow(log: Path, interval: float = 0.2, start: tuple[int | None, int] | None = None) -> Iterator[bytes]:
+    """What is appended to `log` from `start` (an inode and offset, as `logs` returns; else from now),
+    chunk by chunk, forever. Followed by inode like `tail -F`: when the log is rotated the rest of the
+    old file is read to its end, then the one rotated in between if there was one, then the new one from
+    its start, so no line is lost across rotations."""
+    rotated = log.with_name(log.name + ".1")
+    current = None
+    if start is not None and start[0] is not None:
+        for candidate in (log, rotated):
+            file = _open_log(candidate)
+            if file is not None and os.fstat(file.fileno()).st_ino == start[0]:
+                file.seek(start[1])
+                current = file
+                break
+            if file is not None:
+                file.close()
+    if current is None:
+        current = _open_log(log)
+        if current is not None and start is None:
+            current.seek(0, os.SEEK_END)
+    try:
+        while True:
+            if current is not None:
+                chunk = current.read()
+                if chunk:
+                    yield chunk
+            inode = _inode(log)
+            if current is None or (inode is not None and inode != os.fstat(current.fileno()).st_ino):
+                was = None
+                if current is not None:
+                    rest = current.read()  # what was written before the rename
+                    if rest:
+                        yield rest
+                    was = os.fstat(current.fileno()).st_ino
+                    current.close()
+                between = _open_log(rotated) if was is not None else None
+                if between is not None:
+                    with between:  # rotated twice since the last look: the middle file, whole
+                        if os.fstat(between.fileno()).st_ino not in (was, inode):
+                            chunk = between.read()
+                            if chunk:
+                                yield chunk
+                current = _open_log(log)
+                if current is not None:
+                    continue  # the new file: read it at once
+            elif current.tell() > os.fstat(current.fileno()).st_size:  # truncated in place
+                current.seek(0)
+            time.sleep(interval)
+    finally:
+        if current is not None:
+            current.close()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _open_log(log: Path) -> Any:
+    try:
+        return open(log, "rb")
+    except FileNotFoundError:
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class LogLine:
+    """One line of `env logs --json`."""
+
+    time: str
+    process: str
+    stream: str = attrs.field(metadata={"doc": "stdout, stderr or capsule (the supervisor's own)."})
+    text: str
+
+
+def log_line(process: str, line: bytes) -> LogLine:
+    """A log line (`<time> <stream> <text>`) as its parts; text decoded, undecodable bytes replaced."""
+    stamp, _, rest = line.rstrip(b"\r\n").partition(b" ")
+    stream, _, text = rest.partition(b" ")
+    return LogLine(
+        time=stamp.decode(errors="replace"),
+        process=process,
+        stream=stream.decode(errors="replace"),
+        text=text.decode(errors="replace"),
+    )
 
 
 _spawned: list[Any] = []  # supervisors started by a long-lived caller (the MCP server): reaped by reap()

@@ -1,4 +1,4 @@
-"""Project environments: `capsule env up|down|status|ls`, `start|stop|restart|logs|ps|kill-all`.
+"""Project environments: `capsule env up|down|status|ls|config`, `start|stop|restart|logs|ps|kill-all`.
 
 Exit codes (capsule/api/errors.py): 1 `env up` brought up an environment where something failed (or a
 start/restart did not come up), 3 no config file, no such environment or process, 4 a broken config
@@ -59,7 +59,7 @@ def _print_status(status: EnvironmentStatus) -> None:
         head = f"[bold]{data['project']}[/] · session {data['session']} · down ({data['deactivated'] or 'ended'})"
     console.print(head)
     table = Table(box=None, pad_edge=False)
-    for col in ("name", "state", "pid", "uptime", "restarts", "last exit", "health", "cpu %", "rss"):
+    for col in ("name", "state", "pid", "uptime", "restarts", "last exit", "health", "error", "cpu %", "rss"):
         table.add_column(col)
     colors = {
         "ready": "green",
@@ -72,7 +72,8 @@ def _print_status(status: EnvironmentStatus) -> None:
     for p in data["processes"]:
         last = p["signal"] or (f"code {p['exit_code']}" if p["exit_code"] is not None else "")
         color = colors.get(p["state"])
-        state = f"[{color}]{p['state']}[/]" if color else p["state"]
+        shown = p["state"] + (f" ({p['stop_reason']})" if p.get("stop_reason") else "")
+        state = f"[{color}]{shown}[/]" if color else shown
         table.add_row(
             p["name"],
             state,
@@ -80,7 +81,8 @@ def _print_status(status: EnvironmentStatus) -> None:
             f"{p['uptime_s']:.0f}s" if p["uptime_s"] is not None else "",
             str(p["restarts"]),
             last,
-            p["error"] or p["health"] or "",
+            p["health"] or "",
+            p["error"] or "",
             f"{p['cpu_percent']:.1f}" if p["cpu_percent"] is not None else "",
             f"{p['rss'] / 2**20:.1f}M" if p["rss"] is not None else "",
         )
@@ -106,6 +108,13 @@ def up(
         if code is not None:
             raise typer.Exit(code)
     status = environments.up(path, timeout, note=_note, argv=command_line())
+    if status.reloaded is not None:
+        r = status.reloaded
+        for what, names in (("added", r.added), ("removed", r.removed), ("restarted", r.changed)):
+            if names:
+                _note(f"config changed: {what} {', '.join(names)}")
+        if r.unchanged:
+            _note(f"unchanged (still running): {', '.join(r.unchanged)}")
     if as_json:
         from capsule.api.records import plain
 
@@ -140,12 +149,18 @@ def status(path: PathArg = Path("."), as_json: JsonOption = False) -> None:
         _print_status(found)
 
 
-@env_app.command("ls", help="Every environment on this machine and its state.")
-def ls(as_json: JsonOption = False) -> None:
+@env_app.command("ls", help="Every environment on this machine (its latest session) and its state.")
+def ls(
+    name: Annotated[str | None, typer.Argument(help="Only projects of this name (a glob: 'web-*').")] = None,
+    all_sessions: Annotated[
+        bool, typer.Option("--all", "-a", help="Every session of every environment, not the latest.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     from capsule.api import environments
     from capsule.api.records import plain
 
-    rows = plain(environments.ls())
+    rows = plain(environments.ls(all=all_sessions, name=name))
     if as_json:
         _print_json({"environments": rows})
         return
@@ -198,18 +213,54 @@ def logs(
     env: EnvOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line: time, process, stream, text.")
+    ] = False,
 ) -> None:
     from capsule.api import environments
 
     found = environments.logs(name, env, lines)
     out = sys.stdout.buffer
-    out.write(b"".join(found.lines))
-    out.flush()
+
+    def write(data: bytes) -> None:
+        if as_json:
+            import orjson
+
+            from capsule.api.records import plain
+
+            data = b"".join(
+                orjson.dumps(plain(environments.log_line(name, line))) + b"\n" for line in data.splitlines()
+            )
+        out.write(data)
+        out.flush()
+
+    write(b"".join(found.lines))
     if not follow:
         return
-    for chunk in environments.follow(found.path):
-        out.write(chunk)
-        out.flush()
+    pending = b""
+    for chunk in environments.follow(found.path, start=(found.inode, found.offset)):
+        *whole, pending = (pending + chunk).split(b"\n")
+        if whole:
+            write(b"\n".join(whole) + b"\n")
+
+
+@env_app.command(
+    help="The project config as it runs (global defaults merged under it) and where each value came from."
+)
+def config(path: PathArg = Path("."), as_json: JsonOption = False) -> None:
+    from capsule.api import environments
+    from capsule.api.records import plain
+
+    merged = environments.merged_config(path)
+    if as_json:
+        _print_json(plain(merged))
+        return
+    print(f"# {merged.config} (global defaults: {merged.global_config})")
+    width = max((len(v.key) for v in merged.values), default=0)
+    for v in merged.values:
+        import json
+
+        print(f"{v.key.ljust(width)} = {json.dumps(v.value, ensure_ascii=False, default=str)}  # {v.origin}")
 
 
 @env_app.command(help="Every managed process of every environment.")

@@ -2,7 +2,7 @@
 
 Every error names the file, the process and the field, e.g.
 `capsule.toml: process "web": depends_on: no process named "db"`. Paths stay as written (relative to the
-project root); the shell resolves them. No file is read here: env files are parsed by `parse_env_file`.
+project root); the shell resolves them. No file is read here: env files are read (with python-dotenv) by the shell.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 import shlex
 import tomllib
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -19,8 +20,18 @@ from capsule.env import CONFIG_NAMES as CONFIG_NAMES  # re-exported: callers kno
 from capsule.policy.rules import Policy, PolicyError, parse_policy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2")
+# Linux's signal numbers (signal(7), x86-64 and arm64 alike): the core imports no `signal` module.
+SIGNALS: dict[str, int] = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGBUS": 7,
+    "SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12, "SIGPIPE": 13, "SIGALRM": 14,
+    "SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCONT": 18, "SIGSTOP": 19, "SIGTSTP": 20,
+    "SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23, "SIGXCPU": 24, "SIGXFSZ": 25, "SIGVTALRM": 26,
+    "SIGPROF": 27, "SIGWINCH": 28, "SIGIO": 29, "SIGPWR": 30, "SIGSYS": 31,
+}  # fmt: skip
+SIGNAL_ALIASES = {"SIGIOT": "SIGABRT", "SIGPOLL": "SIGIO", "SIGCLD": "SIGCHLD"}
+SIGRTMIN, SIGRTMAX = 34, 64
 RESTARTS = ("no", "on-failure", "always")
+DEFAULT_STATUS = (200, 399)
 
 
 class ConfigError(ValueError):
@@ -29,14 +40,16 @@ class ConfigError(ValueError):
 
 @attrs.frozen(kw_only=True)
 class HealthCheck:
-    """http://host:port/path, tcp://host:port, or cmd:<command>."""
+    """http(s)://host[:port]/path, tcp://host:port, or cmd:<command>."""
 
-    kind: str  # http | tcp | cmd
+    kind: str  # http (https too: see `url`) | tcp | cmd
     text: str  # as written
     host: str = ""
     port: int = 0
     path: str = "/"
     argv: tuple[str, ...] = ()
+    url: str = ""  # http(s): the URL to GET
+    expect: tuple[int, int] = DEFAULT_STATUS  # http(s): the statuses that count as healthy, inclusive
 
 
 @attrs.frozen(kw_only=True)
@@ -57,8 +70,11 @@ class ProcessConfig:
     max_backoff: float = 30.0
     max_restarts: int = 5
     restart_window: float = 60.0
-    stop_signal: str = "SIGTERM"
+    stop_signal: str = "SIGTERM"  # a name from SIGNALS, or a real-time signal's number ("34")
     stop_timeout: float = 10.0
+    restart_on_unhealthy: int = 0  # restart after this many failed health checks in a row (0: never)
+    inactivity_timeout: float | None = None  # stop this process when untouched this long (None: never)
+    idle_traffic: bool = False  # traffic seen on its health port counts as activity
     trace: bool = False
     tracer: str = "strace"  # `trace = "ebpf"`: recorded by the eBPF tracer (`capsule run --tracer ebpf`)
 
@@ -67,9 +83,11 @@ class ProcessConfig:
 class ProjectConfig:
     name: str
     file: str
+    description: str = ""
     inactivity_timeout: float | None = None  # None: never idle
     working_dir: str = "."
     env_file: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # every process's, under its own `env`
     log_max_bytes: int = 1 << 20
     processes: tuple[ProcessConfig, ...] = ()
     policy: Policy = Policy()  # noqa: RUF009 - frozen: one shared default is safe. For every service.
@@ -91,38 +109,73 @@ def parse_health_check(text: str) -> HealthCheck:
         if not argv:
             raise ValueError("cmd: needs a command")
         return HealthCheck(kind="cmd", text=text, argv=argv)
-    for scheme in ("http", "tcp"):
-        prefix = f"{scheme}://"
-        if text.startswith(prefix):
-            rest = text[len(prefix) :]
-            hostport, _, path = rest.partition("/")
-            host, _, port_text = hostport.rpartition(":")
-            if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(
-                    f"{text!r}: expected {scheme}://host:port{'/path' if scheme == 'http' else ''}"
-                )
-            return HealthCheck(
-                kind=scheme, text=text, host=host.strip("[]"), port=int(port_text), path="/" + path
-            )
-    raise ValueError(f"{text!r}: expected http://host:port/path, tcp://host:port or cmd:<command>")
+    if text.startswith(("http://", "https://")):
+        parts = urlsplit(text)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = 0
+        if not parts.hostname or not 0 < port < 65536:
+            raise ValueError(f"{text!r}: expected {parts.scheme}://host[:port]/path")
+        path = parts.path or "/"
+        return HealthCheck(kind="http", text=text, host=parts.hostname, port=port, path=path, url=text)
+    if text.startswith("tcp://"):
+        hostport = text[len("tcp://") :].partition("/")[0]
+        host, _, port_text = hostport.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{text!r}: expected tcp://host:port")
+        return HealthCheck(kind="tcp", text=text, host=host.strip("[]"), port=int(port_text))
+    raise ValueError(f"{text!r}: expected http(s)://host[:port]/path, tcp://host:port or cmd:<command>")
 
 
-def parse_env_file(text: str) -> dict[str, str]:
-    """KEY=value lines; `#` comments, blank lines, `export ` and matching quotes are understood."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
+def parse_status_range(value: object) -> tuple[int, int]:
+    """`200`, `"200"` or `"200-399"`: the HTTP statuses that count as healthy (inclusive)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d{3}\s*(-\s*\d{3}\s*)?", value):
+        first, _, second = value.partition("-")
+        low, high = int(first), int(second or first)
+    else:
+        raise ValueError(f'expected a status or a range such as "200-399", got {value!r}')
+    if not 100 <= low <= high <= 599:
+        raise ValueError(f"expected statuses between 100 and 599, low first, got {value!r}")
+    return low, high
 
 
-_PROJECT_KEYS = {"name", "inactivity_timeout", "working_dir", "env_file", "log_max_bytes"}
+def parse_signal(value: object) -> str:
+    """Any signal by name (`TERM`, `SIGTERM`, `sigterm`, `SIGRTMIN+2`) or number: its canonical name."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        name = SIGNAL_ALIASES.get(name, name)
+        if name in SIGNALS:
+            return name
+        rt = re.fullmatch(r"SIGRT(MIN|MAX)([+-]\d+)?", name)
+        if rt is None:
+            raise ValueError(f"no such signal: {value!r}")
+        number = (SIGRTMIN if rt[1] == "MIN" else SIGRTMAX) + int(rt[2] or 0)
+    else:
+        raise ValueError(f"expected a signal name or number, got {value!r}")
+    for name, known in SIGNALS.items():
+        if known == number:
+            return name
+    if SIGRTMIN <= number <= SIGRTMAX:
+        return str(number)
+    raise ValueError(f"no such signal: {value!r}")
+
+
+def signal_number(name: str) -> int:
+    """The number of a name `parse_signal` returned."""
+    return int(name) if name.isdigit() else SIGNALS[name]
+
+
+_PROJECT_KEYS = {
+    "name", "description", "inactivity_timeout", "working_dir", "env_file", "env", "log_max_bytes",
+}  # fmt: skip
 
 
 class _Where:
@@ -161,8 +214,29 @@ def _int(where: _Where, table: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _env(where: _Where, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    env = table.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str | int | float | bool) for v in env.values()):
+        raise where.error("env", "expected a table of NAME = value")
+    return tuple((str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in sorted(env.items()))
+
+
+def _timeout(where: _Where, table: dict[str, Any], key: str) -> float | None:
+    """An inactivity timeout: a duration, or `never` / 0 for none."""
+    if key not in table or table[key] in ("never", "0", 0):
+        return None
+    return _duration(where, table, key, 0.0) or None
+
+
+_PROCESS_KEYS = {f.name for f in attrs.fields(ProcessConfig)} - {"argv", "idle_traffic"} | {
+    "auto_restart",
+    "expect_status",
+    "activity",
+}
+
+
 def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
-    fields = {f.name for f in attrs.fields(ProcessConfig)} - {"argv"} | {"auto_restart"}
+    fields = _PROCESS_KEYS
     for key in table:
         if key not in fields:
             raise where.error(key, f"unknown key (known: {', '.join(sorted(fields))})")
@@ -176,12 +250,7 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
         argv = ("/bin/sh", "-c", command) if shell else tuple(shlex.split(command))
     except ValueError as exc:
         raise where.error("command", f"cannot split {command!r}: {exc}") from None
-    env = table.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str | int | float | bool) for v in env.values()):
-        raise where.error("env", "expected a table of NAME = value")
-    env_pairs = tuple(
-        (str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in sorted(env.items())
-    )
+    env_pairs = _env(where, table)
     depends = table.get("depends_on", [])
     if isinstance(depends, str):
         depends = [depends]
@@ -194,6 +263,18 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
             health = parse_health_check(health_text)
         except ValueError as exc:
             raise where.error("health_check", str(exc)) from None
+    if "expect_status" in table:
+        if health is None or health.kind != "http":
+            raise where.error("expect_status", "needs an http:// or https:// health_check")
+        try:
+            health = attrs.evolve(health, expect=parse_status_range(table["expect_status"]))
+        except ValueError as exc:
+            raise where.error("expect_status", str(exc)) from None
+    activity = table.get("activity", "requests")
+    if activity not in ("requests", "traffic"):
+        raise where.error("activity", f'expected "requests" or "traffic", got {activity!r}')
+    if activity == "traffic" and (health is None or health.kind == "cmd"):
+        raise where.error("activity", '"traffic" needs an http(s):// or tcp:// health_check (its port)')
     restart = table.get("restart")
     if "auto_restart" in table:
         auto = table["auto_restart"]
@@ -204,12 +285,10 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
     restart = "on-failure" if restart is None else restart
     if restart not in RESTARTS:
         raise where.error("restart", f"expected one of {', '.join(RESTARTS)}, got {restart!r}")
-    stop_signal = _str(where, table, "stop_signal", "SIGTERM") or "SIGTERM"
-    stop_signal = stop_signal.upper()
-    if not stop_signal.startswith("SIG"):
-        stop_signal = "SIG" + stop_signal
-    if stop_signal not in SIGNALS:
-        raise where.error("stop_signal", f"expected one of {', '.join(SIGNALS)}, got {stop_signal!r}")
+    try:
+        stop_signal = parse_signal(table.get("stop_signal", "SIGTERM"))
+    except ValueError as exc:
+        raise where.error("stop_signal", str(exc)) from None
     trace = table.get("trace", False)
     tracer = "strace"
     if trace == "ebpf":
@@ -235,6 +314,9 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
         restart_window=_duration(where, table, "restart_window", 60.0),
         stop_signal=stop_signal,
         stop_timeout=_duration(where, table, "stop_timeout", 10.0),
+        restart_on_unhealthy=_int(where, table, "restart_on_unhealthy", 0),
+        inactivity_timeout=_timeout(where, table, "inactivity_timeout"),
+        idle_traffic=activity == "traffic",
         trace=trace,
         tracer=tracer,
     )
@@ -262,11 +344,7 @@ def parse_config(text: str, file: str = "capsule.toml", default_name: str = "pro
         if key not in _PROJECT_KEYS:
             raise where.error(key, f"unknown key (known: {', '.join(sorted(_PROJECT_KEYS))})")
     name = _str(where, project, "name", default_name) or default_name
-    timeout = None
-    if "inactivity_timeout" in project:
-        value = project["inactivity_timeout"]
-        if value not in ("never", "0", 0):
-            timeout = _duration(where, project, "inactivity_timeout", 0.0) or None
+    timeout = _timeout(where, project, "inactivity_timeout")
     raw = data.get("process", [])
     if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
         raise top.error("process", "expected [[process]] tables")
@@ -292,9 +370,11 @@ def parse_config(text: str, file: str = "capsule.toml", default_name: str = "pro
     return ProjectConfig(
         name=name,
         file=file,
+        description=_str(where, project, "description", "") or "",
         inactivity_timeout=timeout,
         working_dir=_str(where, project, "working_dir", ".") or ".",
         env_file=_str(where, project, "env_file", None),
+        env=_env(where, project),
         log_max_bytes=_int(where, project, "log_max_bytes", 1 << 20),
         processes=tuple(ordered),
         policy=policy,

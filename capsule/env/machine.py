@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import attrs
 
-from capsule.env.config import HealthCheck, ProcessConfig, ProjectConfig
+from capsule.env.config import ConfigError, HealthCheck, ProcessConfig, ProjectConfig, parse_config
 from capsule.env.policy import RestartHistory, decide
 from capsule.env.states import LIVE
 from capsule.events import Event
@@ -33,11 +33,13 @@ from capsule.events.env import (
     EnvDeactivated,
     EnvDeactivating,
     EnvIdle,
+    EnvReconfigured,
     EnvReplied,
     EnvSettled,
     SvcExited,
     SvcFailed,
     SvcGaveUp,
+    SvcQueued,
     SvcReady,
     SvcRestarting,
     SvcStarted,
@@ -45,6 +47,7 @@ from capsule.events.env import (
     SvcStopped,
     SvcStopping,
     SvcUnhealthy,
+    SvcWaiting,
 )
 from capsule.events.env_seen import (
     ObsDeadline,
@@ -52,11 +55,13 @@ from capsule.events.env_seen import (
     ObsIdleCheck,
     ObsMembers,
     ObsProbed,
+    ObsReload,
     ObsRequest,
     ObsSignal,
     ObsSpawned,
     ObsSpawnFailed,
     ObsStopped,
+    ObsTraffic,
 )
 from capsule.fold.environment import EnvState, ProcessState, RunTree, apply, unit_marker
 
@@ -74,6 +79,8 @@ Observation = (
     | ObsIdleCheck
     | ObsRequest
     | ObsSignal
+    | ObsTraffic
+    | ObsReload
 )
 OBSERVATION_TYPES: tuple[type[Event], ...] = (
     ObsSpawned,
@@ -86,6 +93,8 @@ OBSERVATION_TYPES: tuple[type[Event], ...] = (
     ObsIdleCheck,
     ObsRequest,
     ObsSignal,
+    ObsTraffic,
+    ObsReload,
 )
 
 
@@ -127,6 +136,8 @@ class Probe:
     interval: float
     poll: float
     timeout: float
+    every_failure: bool = False  # report each failure, not only changes (restart_on_unhealthy counts)
+    watch_traffic: bool = False  # also report connections on the checked port (activity = "traffic")
 
 
 @attrs.frozen(kw_only=True)
@@ -155,6 +166,7 @@ class Reply:
     ok: bool
     up: bool | None = None
     error: str | None = None
+    changes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a reload's: added, removed, changed
 
 
 @attrs.frozen(kw_only=True)
@@ -199,7 +211,7 @@ class _Out:
         return self.state.config
 
     def cfg(self, name: str) -> ProcessConfig:
-        return self.config.process(name)
+        return self.state.process_config(name)
 
 
 def activate(state: EnvState, configured: EnvConfigured, now: float) -> tuple[list[Event], list[Effect]]:
@@ -273,6 +285,8 @@ def _on_spawned(out: _Out, obs: ObsSpawned) -> None:
                 interval=cfg.health_check_interval,
                 poll=min(0.1, cfg.health_check_interval),
                 timeout=cfg.health_timeout,
+                every_failure=cfg.restart_on_unhealthy > 0,
+                watch_traffic=cfg.idle_traffic,
             )
         )
 
@@ -304,22 +318,36 @@ def _on_exited(out: _Out, obs: ObsExited) -> None:
         )
     )
     out.do(CancelProbe(name=obs.name))
+    if _restart_after(out, p, cfg, ran, obs.exit_code, obs.signal, obs.last_stderr):
+        # What the dead leader left (its children, their children) goes before the next run starts.
+        _stop_tree(out, p, leader=False, reason="leftovers")
+
+
+def _restart_after(
+    out: _Out,
+    p: ProcessState,
+    cfg: ProcessConfig,
+    ran: float,
+    exit_code: int | None,
+    signal: str | None,
+    last_stderr: str = "",
+) -> bool:
+    """The restart policy after a run ended: restart (True, backoff deadline set), give up or leave it."""
     history = RestartHistory(restarts_at=p.restarts_at, streak=p.streak, total=p.attempt)
-    decision = decide(cfg, history, now=out.now, ran_s=ran, exit_code=obs.exit_code, signal=obs.signal)
+    decision = decide(cfg, history, now=out.now, ran_s=ran, exit_code=exit_code, signal=signal)
     if out.state.deactivating is not None or decision.action == "exit":
-        return
+        return False
     if decision.action == "give_up":
         reason = decision.reason
-        if obs.last_stderr:
-            reason += f"; last stderr: {obs.last_stderr[:300]}"
-        out.emit(SvcGaveUp(ts=out.now, name=obs.name, restarts=decision.history.total, reason=reason))
-        return
+        if last_stderr:
+            reason += f"; last stderr: {last_stderr[:300]}"
+        out.emit(SvcGaveUp(ts=out.now, name=p.name, restarts=decision.history.total, reason=reason))
+        return False
     out.emit(
-        SvcRestarting(ts=out.now, name=obs.name, restarts=decision.history.total, delay_s=decision.delay_s)
+        SvcRestarting(ts=out.now, name=p.name, restarts=decision.history.total, delay_s=decision.delay_s)
     )
-    out.do(SetDeadline(key=f"restart:{obs.name}", at=out.now + decision.delay_s))
-    # What the dead leader left (its children, their children) goes before the next run starts.
-    _stop_tree(out, p, leader=False, reason="leftovers")
+    out.do(SetDeadline(key=f"restart:{p.name}", at=out.now + decision.delay_s))
+    return True
 
 
 def _on_stopped(out: _Out, obs: ObsStopped) -> None:
@@ -339,6 +367,21 @@ def _on_stopped(out: _Out, obs: ObsStopped) -> None:
         return
     if p.state not in LIVE:
         return
+    if reason == "unhealthy":  # restart_on_unhealthy: it ended as a failed run, under the restart policy
+        ran = max(out.now - (p.since or out.now), 0.0)
+        out.emit(
+            SvcExited(
+                ts=out.now,
+                name=obs.name,
+                pid=obs.pid or 0,
+                exit_code=obs.exit_code,
+                signal=obs.signal,
+                ran_s=round(ran, 6),
+            )
+        )
+        cfg = attrs.evolve(out.cfg(obs.name), restart="always")
+        _restart_after(out, p, cfg, ran, obs.exit_code, obs.signal or "unhealthy")
+        return
     out.emit(
         SvcStopped(
             ts=out.now,
@@ -350,18 +393,49 @@ def _on_stopped(out: _Out, obs: ObsStopped) -> None:
             reason=reason,
         )
     )
-    if reason == "restart" and out.state.deactivating is None:
-        _start_requested(out, p)
+    back = reason == "removed" and obs.name in out.config.start_order  # a later reload put it back
+    if (reason in ("restart", "reload") or back) and out.state.deactivating is None:
+        if reason in ("reload", "removed"):
+            out.emit(SvcQueued(ts=out.now, name=obs.name, reason="reload"))
+        else:
+            _start_requested(out, p)
+
+
+def _begin_stop(out: _Out, p: ProcessState, reason: str) -> None:
+    """Stop a live process for `reason` now, or once every process that depends on it is stopped
+    (`svc.waiting`: `_release` stops it then)."""
+    if _blocked(out, p.name):
+        out.emit(SvcWaiting(ts=out.now, name=p.name, reason=reason))
+        return
+    out.emit(_stopping(out, p, reason))
+    if p.pid is not None:  # else it is being spawned: stopped once it is (_on_spawned)
+        _stop_tree(out, p, leader=True)
+
+
+def _release(out: _Out) -> None:
+    """Stop what waited for its dependants to stop, now that none of them is stopping any more."""
+    for name in reversed(out.config.start_order):
+        p = out.state.processes.get(name)
+        if p is None or p.waiting is None or _blocked(out, name):
+            continue
+        reason = p.waiting
+        if p.state in LIVE and p.stopping is None:
+            _begin_stop(out, p, reason)
+        else:  # it ended meanwhile (or is in backoff): it just stays stopped
+            out.emit(SvcStopped(ts=out.now, name=name, reason=reason))
 
 
 def _on_probed(out: _Out, obs: ObsProbed) -> None:
     p = _current(out, obs.name, obs.run)
-    if p is None or p.state not in LIVE or p.pid is None or p.stopping is not None:
-        return
+    if p is None or p.state not in LIVE or p.pid is None or p.stopping is not None or p.waiting is not None:
+        return  # (being stopped, or about to be once its dependants are)
     if obs.ok and p.state != "ready":
         out.emit(SvcReady(ts=out.now, name=obs.name))
     elif not obs.ok and p.state == "ready":
         out.emit(SvcUnhealthy(ts=out.now, name=obs.name, reason=obs.reason))
+    limit = out.cfg(obs.name).restart_on_unhealthy
+    if not obs.ok and limit and p.failures >= limit and out.state.deactivating is None:
+        _begin_stop(out, p, "unhealthy")
 
 
 def _on_deadline(out: _Out, obs: ObsDeadline) -> None:
@@ -385,15 +459,35 @@ def _on_deadline(out: _Out, obs: ObsDeadline) -> None:
 
 
 def _on_idle_check(out: _Out, obs: ObsIdleCheck) -> None:
-    timeout = out.config.inactivity_timeout
-    if timeout is None or out.state.deactivating is not None:
+    if out.state.deactivating is not None:
         return
+    timeout = out.config.inactivity_timeout
     last = out.state.last_touch if out.state.last_touch is not None else obs.last_touch
-    if out.now - last >= timeout - SLACK_S:
+    if timeout is not None and out.now - last >= timeout - SLACK_S:
         out.emit(EnvIdle(ts=out.now, idle_s=round(out.now - last, 3), timeout_s=timeout))
         out.emit(EnvDeactivating(ts=out.now, reason="idle"))
-    else:
-        out.do(CheckIdleAt(at=last + timeout))
+        return
+    for cfg in out.config.processes:
+        p = out.state.processes.get(cfg.name)
+        if cfg.inactivity_timeout is None or p is None or p.state not in LIVE or p.stopping is not None:
+            continue
+        since = max(last, p.touched or 0.0, p.since or 0.0)
+        if out.now - since >= cfg.inactivity_timeout - SLACK_S:
+            _stop_with_dependants(out, p, "idle")
+    due = _idle_due(out)
+    if due is not None:
+        out.do(CheckIdleAt(at=due))
+
+
+def _idle_due(out: _Out) -> float | None:
+    """When the next idle check is due: the environment's timeout, or a live process's own."""
+    last = out.state.last_touch or out.now
+    due = [last + out.config.inactivity_timeout] if out.config.inactivity_timeout is not None else []
+    for cfg in out.config.processes:
+        p = out.state.processes.get(cfg.name)
+        if cfg.inactivity_timeout is not None and p is not None and p.state in LIVE:
+            due.append(max(last, p.touched or 0.0, p.since or 0.0) + cfg.inactivity_timeout)
+    return min(due) if due else None
 
 
 def _on_request(out: _Out, obs: ObsRequest) -> None:
@@ -412,7 +506,7 @@ def _on_request(out: _Out, obs: ObsRequest) -> None:
     if state.deactivating is not None:
         _reply(out, obs, ok=False, error=f"{out.config.name} is going down")
         return
-    if p.stopping is not None and p.stopping != "leftovers":
+    if (p.stopping is not None and p.stopping != "leftovers") or p.waiting is not None:
         return  # answered once that stop is over (see _answer)
     if p.stopping == "leftovers" and obs.op in ("start", "restart"):
         # A dead leader's leftovers are still being swept: the new run starts once they are gone.
@@ -420,25 +514,58 @@ def _on_request(out: _Out, obs: ObsRequest) -> None:
             out.emit(SvcStopped(ts=out.now, name=p.name, reason=obs.op))
         return
     if obs.op == "stop":
-        if p.state in LIVE:
-            out.emit(_stopping(out, p, "stop"))
-            if p.pid is not None:
-                _stop_tree(out, p, leader=True)
-        elif p.state == "backoff":
-            out.emit(SvcStopped(ts=out.now, name=p.name, reason="stop"))
+        _stop_with_dependants(out, p, "stop")
     elif obs.op == "start":
         if p.state in LIVE or p.state == "backoff":
             _reply(out, obs, ok=True, up=p.settled is True)
         else:
             _start_requested(out, p)
     elif p.state in LIVE:  # restart
-        out.emit(_stopping(out, p, "restart"))
-        if p.pid is not None:
-            _stop_tree(out, p, leader=True)
+        _stop_with_dependants(out, p, "restart")
     else:
+        _stop_dependants(out, p.name)
         if p.state == "backoff":
             out.emit(SvcStopped(ts=out.now, name=p.name, reason="restart"))
         _start_requested(out, p)
+
+
+def _stop_dependants(out: _Out, name: str) -> None:
+    """Every process that depends on `name` (directly or not) stops first: `stopped (dependency)`."""
+    for other in reversed(_dependants(out, name)):
+        q = out.state.processes[other]
+        if q.stopping is not None or q.waiting is not None:
+            continue
+        if q.state in LIVE:
+            _begin_stop(out, q, "dependency")
+        elif q.state == "backoff" or q.pending_start:
+            out.emit(SvcStopped(ts=out.now, name=other, reason="dependency"))
+
+
+def _stop_with_dependants(out: _Out, p: ProcessState, reason: str) -> None:
+    """Stop `p` for `reason` once everything that depends on it is stopped."""
+    _stop_dependants(out, p.name)
+    if p.state in LIVE:
+        _begin_stop(out, p, reason)
+    elif p.state == "backoff":
+        out.emit(SvcStopped(ts=out.now, name=p.name, reason=reason))
+
+
+def _dependants(out: _Out, name: str) -> list[str]:
+    """The processes that depend on `name`, directly or through others, in start order."""
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for p in out.config.processes:
+            if p.name not in found and any(d == name or d in found for d in p.depends_on):
+                found.add(p.name)
+                changed = True
+    return [n for n in out.config.start_order if n in found and n in out.state.processes]
+
+
+def _blocked(out: _Out, name: str) -> bool:
+    """A dependant of `name` is still being stopped (one at a time, dependants first)."""
+    return any(out.state.processes[d].stopping not in (None, "leftovers") for d in _dependants(out, name))
 
 
 def _on_signal(out: _Out, obs: ObsSignal) -> None:
@@ -448,6 +575,73 @@ def _on_signal(out: _Out, obs: ObsSignal) -> None:
 
 def _on_members(out: _Out, obs: ObsMembers) -> None:
     """Nothing to decide: the fold keeps them, for whoever stops the tree later."""
+
+
+def _on_traffic(out: _Out, obs: ObsTraffic) -> None:
+    """Nothing to decide: the fold notes the activity, the next idle check sees it."""
+
+
+def _on_reload(out: _Out, obs: ObsReload) -> None:
+    """Run a changed config: new processes start, removed ones stop, changed ones restart (dependency
+    order), the others keep running untouched."""
+    old = out.config
+    path = out.state.configured.config_path if out.state.configured else old.file
+    try:
+        new = parse_config(obs.config_text, path, default_name=old.name)
+    except ConfigError as exc:
+        out.do(Reply(request=obs.request, ok=False, error=str(exc)))
+        return
+    if out.state.deactivating is not None:
+        out.do(Reply(request=obs.request, ok=False, error=f"{old.name} is going down"))
+        return
+    before = {p.name: p for p in old.processes}
+    after = {p.name: p for p in new.processes}
+    added = tuple(n for n in new.start_order if n not in before)
+    removed = tuple(n for n in old.start_order if n not in after)
+    project_changed = (old.env, old.env_file, old.working_dir) != (new.env, new.env_file, new.working_dir)
+    changed = tuple(
+        n
+        for n in new.start_order
+        if n in before and (before[n] != after[n] or project_changed or n in obs.env_changed)
+    )
+    # a process whose dependency restarts restarts after it as well
+    restarting = set(changed)
+    for n in changed:
+        restarting.update(_dependants(out, n))
+    out.emit(
+        EnvReconfigured(
+            ts=out.now, config_text=obs.config_text, added=added, removed=removed, changed=changed
+        )
+    )
+    for n in reversed(removed):
+        q = out.state.processes.get(n)
+        if q is None:
+            continue
+        if q.state in LIVE and q.stopping is None:
+            _begin_stop(out, q, "removed")
+        elif q.stopping is None:
+            out.emit(SvcStopped(ts=out.now, name=n, reason="removed"))
+    for n in reversed(new.start_order):
+        q = out.state.processes[n]
+        if n not in restarting or q.stopping is not None or q.waiting is not None:
+            continue
+        if q.state in LIVE:
+            _begin_stop(out, q, "reload")
+        else:
+            out.emit(SvcQueued(ts=out.now, name=n, reason="reload"))
+    for n in added:
+        out.emit(SvcQueued(ts=out.now, name=n, reason="reload"))
+    out.do(
+        Reply(
+            request=obs.request,
+            ok=True,
+            changes=(
+                ("added", added),
+                ("removed", removed),
+                ("changed", tuple(n for n in new.start_order if n in restarting)),
+            ),
+        )
+    )
 
 
 _STEPS: dict[type[Event], Callable[[_Out, object], None]] = {
@@ -461,6 +655,8 @@ _STEPS: dict[type[Event], Callable[[_Out, object], None]] = {
     ObsRequest: _on_request,  # type: ignore[dict-item]
     ObsSignal: _on_signal,  # type: ignore[dict-item]
     ObsMembers: _on_members,  # type: ignore[dict-item]
+    ObsTraffic: _on_traffic,  # type: ignore[dict-item]
+    ObsReload: _on_reload,  # type: ignore[dict-item]
 }
 
 
@@ -502,7 +698,7 @@ def _start(out: _Out, p: ProcessState, *, attempt: int) -> None:
             run=p.run,
             argv=_argv(out, cfg),
             cwd=cwd,
-            env=cfg.env,
+            env=tuple({**dict(out.config.env), **dict(cfg.env)}.items()),
             env_files=tuple(env_files),
             port_check=cfg.health_check if cfg.health_check and cfg.health_check.kind != "cmd" else None,
             marker=unit_marker(session, p.name, p.run),
@@ -521,6 +717,12 @@ def _start_requested(out: _Out, p: ProcessState) -> None:
                     _reply(out, request, ok=True, up=False)
             return
     _start(out, p, attempt=0)
+    for other in _dependants(out, p.name):  # what stopped (or failed) for want of it comes back after it
+        q = out.state.processes[other]
+        if (q.state == "stopped" and q.stop_reason == "dependency") or (
+            q.state == "gave_up" and (q.error or "").startswith("dependency ")
+        ):
+            out.emit(SvcQueued(ts=out.now, name=other, reason="dependency"))
     cfg = out.cfg(p.name)
     for request in list(out.state.requests.values()):
         if request.name == p.name and request.op in ("start", "restart"):
@@ -558,6 +760,7 @@ def _advance(out: _Out) -> None:
     if state.deactivating is not None:
         _deactivate_step(out)
     else:
+        _release(out)
         _gate(out)
     if (
         state.settled is None
@@ -569,18 +772,30 @@ def _advance(out: _Out) -> None:
         out.emit(EnvSettled(ts=out.now, failed=failed))
         out.do(NotifyUp(failed=failed))
     _answer(out)
+    if state.deactivating is None and any(c.inactivity_timeout is not None for c in out.config.processes):
+        due = _idle_due(out)  # a process of its own timeout started, or was used: look again then
+        if due is not None:
+            out.do(CheckIdleAt(at=due))
 
 
 def _gate(out: _Out) -> None:
     for name in out.config.start_order:
         p = out.state.processes[name]
-        if not p.pending_start:
-            continue
+        if not p.pending_start or p.stopping is not None:
+            continue  # (a stop still in flight ends first: a reload put a removed process back)
         deps = [out.state.processes[d] for d in out.cfg(name).depends_on]
-        failed = next((d for d in deps if d.settled is False), None)
+        # A dependency that failed but will run again (backoff, a restart under way) is waited for.
+        failed = next(
+            (
+                d
+                for d in deps
+                if d.settled is False and d.state in ("stopped", "exited", "gave_up") and not d.pending_start
+            ),
+            None,
+        )
         if failed is not None:
             out.emit(SvcFailed(ts=out.now, name=name, error=f"dependency {failed.name!r} did not come up"))
-        elif all(d.settled is True for d in deps):
+        elif all(d.settled is True and d.stopping is None and not d.pending_start for d in deps):
             _start(out, p, attempt=0)
 
 
@@ -589,7 +804,9 @@ def _deactivate_step(out: _Out) -> None:
     reason = state.deactivating or "down"
     if state.deactivated is not None:
         return
-    for name in reversed(out.config.start_order):
+    order = out.config.start_order
+    retired = [n for n in state.processes if n not in order]  # a reload removed them: first to go
+    for name in [*retired, *reversed(order)]:
         p = state.processes[name]
         if p.stopping is not None:
             return  # one at a time, in reverse start order

@@ -21,7 +21,7 @@ def recorded_config_text(text: str) -> str:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return redact_text(text)
-    return _dump(_masked(data))
+    return dump_toml(_masked(data))
 
 
 def _masked(value: Any, key: str = "") -> Any:
@@ -38,7 +38,7 @@ def _masked(value: Any, key: str = "") -> Any:
     return value
 
 
-def _dump(data: dict[str, Any]) -> str:
+def dump_toml(data: dict[str, Any]) -> str:
     """TOML for the shapes a project file has: tables, arrays of tables, and plain values."""
     lines: list[str] = []
     _table(data, [], lines)

@@ -228,6 +228,38 @@ class EnvReplied(Event):
     error: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class SvcQueued(Event):
+    """A stopped process waits to start again once its dependencies are up (one of them came back)."""
+
+    KIND: ClassVar[str] = "svc.queued"
+
+    name: str
+    reason: str  # dependency | reload
+
+
+@attrs.frozen(kw_only=True)
+class SvcWaiting(Event):
+    """A process is to stop for `reason` once every process that depends on it is stopped."""
+
+    KIND: ClassVar[str] = "svc.waiting"
+
+    name: str
+    reason: str  # stop | restart | dependency | unhealthy | reload | removed | idle
+
+
+@attrs.frozen(kw_only=True)
+class EnvReconfigured(Event):
+    """`env up` of a changed config: the supervisor runs `config_text` (masked as in env.configured) now."""
+
+    KIND: ClassVar[str] = "env.reconfigured"
+
+    config_text: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
 # Every kind defined here, for the registry in capsule/events/__init__.py.
 EVENTS: tuple[type[Event], ...] = (
     EnvActivated,
@@ -249,5 +281,8 @@ EVENTS: tuple[type[Event], ...] = (
     EnvDeactivating,
     EnvSettled,
     EnvReplied,
+    SvcQueued,
+    SvcWaiting,
+    EnvReconfigured,
     *_seen.EVENTS,
 )

@@ -131,6 +131,28 @@ class ObsSignal(Event):
     signal: str
 
 
+@attrs.frozen(kw_only=True)
+class ObsTraffic(Event):
+    """Connections were seen on a process's health port (`activity = "traffic"`): it is in use."""
+
+    KIND: ClassVar[str] = "obs.svc.traffic"
+
+    name: str
+    connections: int
+
+
+@attrs.frozen(kw_only=True)
+class ObsReload(Event):
+    """`env up` asked a running supervisor to run a changed config (`config_text`, masked as recorded);
+    `env_changed` names the processes whose env values changed (the masked text cannot show it)."""
+
+    KIND: ClassVar[str] = "obs.env.reload"
+
+    request: int
+    config_text: str
+    env_changed: tuple[str, ...] = ()
+
+
 EVENTS: tuple[type[Event], ...] = (
     ObsSpawned,
     ObsSpawnFailed,
@@ -142,5 +164,7 @@ EVENTS: tuple[type[Event], ...] = (
     ObsIdleCheck,
     ObsRequest,
     ObsSignal,
+    ObsTraffic,
+    ObsReload,
 )
 OBSERVATIONS = EVENTS

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from capsule.env.config import ConfigError, ProjectConfig, parse_config
+from capsule.env.config import ConfigError, ProcessConfig, ProjectConfig, parse_config
 from capsule.env.states import LIVE, State, next_state
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import (
@@ -21,6 +21,7 @@ from capsule.events.env import (
     EnvDeactivated,
     EnvDeactivating,
     EnvIdle,
+    EnvReconfigured,
     EnvReplied,
     EnvSettled,
     EnvTouched,
@@ -28,6 +29,7 @@ from capsule.events.env import (
     SvcExited,
     SvcFailed,
     SvcGaveUp,
+    SvcQueued,
     SvcReady,
     SvcRestarting,
     SvcStarted,
@@ -35,8 +37,17 @@ from capsule.events.env import (
     SvcStopped,
     SvcStopping,
     SvcUnhealthy,
+    SvcWaiting,
 )
-from capsule.events.env_seen import ObsIdleCheck, ObsMembers, ObsRequest, ObsSpawned, ObsStopped
+from capsule.events.env_seen import (
+    ObsIdleCheck,
+    ObsMembers,
+    ObsProbed,
+    ObsRequest,
+    ObsSpawned,
+    ObsStopped,
+    ObsTraffic,
+)
 
 STATES = ("starting", "running", "ready", "unhealthy", "backoff", "exited", "stopped", "gave_up", "lost")
 KEEP_RESTARTS = 64  # restart times kept per process (the policy looks at those within restart_window)
@@ -88,6 +99,10 @@ class ProcessState:
     stopping: str | None = None  # the reason of a stop in flight (`leftovers` for a dead leader's tree)
     asked_at: float | None = None  # when it was last started on request (svc.starting with attempt 0)
     tree: RunTree | None = None  # the last run's tree, until a stop saw nothing of it left
+    failures: int = 0  # failed health checks in a row since it was last ready (restart_on_unhealthy)
+    stop_reason: str | None = None  # why it is stopped (svc.stopped's reason): `dependency`, `idle`…
+    touched: float | None = None  # its own last activity: a request naming it, traffic on its port
+    waiting: str | None = None  # to stop for this reason once its dependants are stopped (svc.waiting)
 
     @property
     def run(self) -> int:
@@ -109,6 +124,15 @@ class EnvState:
     ended: SessionEnded | None = None
     last_touch: float | None = None
     last_ts: float | None = None
+    retired: dict[str, ProcessConfig] = attrs.Factory(dict)  # removed by a reload, until stopped
+
+    def process_config(self, name: str) -> ProcessConfig:
+        """A process's config: the running config's, or the last one a reload took it out of."""
+        assert self.config is not None
+        try:
+            return self.config.process(name)
+        except KeyError:
+            return self.retired[name]
 
     @property
     def project(self) -> str | None:
@@ -124,6 +148,7 @@ class EnvState:
             self,
             processes={name: attrs.evolve(p) for name, p in self.processes.items()},
             requests=dict(self.requests),
+            retired=dict(self.retired),
         )
 
     def process(self, name: str) -> ProcessState:
@@ -157,9 +182,9 @@ def _move(p: ProcessState, event: Event) -> bool:
     return True
 
 
-def _config(event: EnvConfigured, name: str | None) -> ProjectConfig | None:
+def _config(text: str, path: str, name: str | None) -> ProjectConfig | None:
     try:
-        return parse_config(event.config_text, event.config_path, default_name=name or "project")
+        return parse_config(text, path, default_name=name or "project")
     except ConfigError:
         return None
 
@@ -180,7 +205,20 @@ def apply(state: EnvState, event: Event) -> EnvState:
             state.header = event
         case EnvConfigured():
             state.configured = event
-            state.config = _config(event, state.header.name if state.header else None)
+            state.config = _config(
+                event.config_text, event.config_path, state.header.name if state.header else None
+            )
+        case EnvReconfigured():
+            path = state.configured.config_path if state.configured else "capsule.toml"
+            new = _config(event.config_text, path, state.config.name if state.config else None)
+            if new is not None:
+                if state.config is not None:
+                    for c in state.config.processes:
+                        if c.name in event.removed:
+                            state.retired[c.name] = c
+                state.config = new
+                for name in new.start_order:
+                    state.process(name)
         case EnvActivated():
             state.activated = event
             state.last_touch = event.ts
@@ -194,6 +232,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.attempt = event.attempt
             p.pending_start = False
             p.restart_at = None
+            p.stop_reason = None
+            p.failures = 0
             if event.attempt == 0:  # a requested start begins a new restart history
                 p.restarts_at, p.streak, p.settled, p.asked_at = (), 0, None, event.ts
         case ObsSpawned():
@@ -220,14 +260,14 @@ def apply(state: EnvState, event: Event) -> EnvState:
             _move(p, event)
             p.pid, p.started, p.pgid, p.since = event.pid, event.started, event.pgid, event.ts
             p.health = "pending" if p.health_check is not None else None
-            if p.health_check is None and p.settled is None:
+            if p.health_check is None:  # up (again: a restart that runs lets its dependants start)
                 p.settled = True
         case SvcReady():
             p = state.process(event.name)
             if _move(p, event):  # a health result that lands after the stop moves nothing
                 p.health = event.health
-                if p.settled is None:
-                    p.settled = True
+                p.settled = True
+                p.failures = 0
         case SvcUnhealthy():
             p = state.process(event.name)
             if _move(p, event):
@@ -250,7 +290,20 @@ def apply(state: EnvState, event: Event) -> EnvState:
             p.streak += 1
             p.restart_at = event.ts + event.delay_s
         case SvcStopping():
-            state.process(event.name).stopping = event.reason
+            p = state.process(event.name)
+            p.stopping, p.waiting = event.reason, None
+        case SvcWaiting():
+            state.process(event.name).waiting = event.reason
+        case ObsProbed():
+            p = state.process(event.name)
+            if p.run == event.run and p.state in ("ready", "unhealthy"):
+                p.failures = 0 if event.ok else p.failures + 1
+        case ObsTraffic():
+            state.process(event.name).touched = event.ts
+        case SvcQueued():
+            p = state.process(event.name)
+            p.pending_start = True
+            p.stop_reason = None
         case ObsStopped():
             p = state.process(event.name)
             p.stopping = None
@@ -261,6 +314,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
             _move(p, event)
             p.pending_start = False
             p.restart_at = None
+            p.stop_reason = event.reason
+            p.waiting = None
             if (
                 p.stopping != "leftovers"
             ):  # a dead leader's tree is still being swept: obs.svc.stopped says when done
@@ -268,6 +323,10 @@ def apply(state: EnvState, event: Event) -> EnvState:
             if event.pid is not None:
                 p.exit_code, p.signal, p.last_exit_ts = event.exit_code, event.signal, event.ts
             _stop(p)
+            in_config = state.config is not None and event.name in state.config.start_order
+            if event.reason == "removed" and p.tree is None and p.stopping is None and not in_config:
+                del state.processes[event.name]  # a reload took it out of the config
+                state.retired.pop(event.name, None)
         case SvcGaveUp() | SvcFailed():
             p = state.process(event.name)
             _move(p, event)
@@ -280,6 +339,8 @@ def apply(state: EnvState, event: Event) -> EnvState:
         case ObsRequest():
             state.requests[event.request] = event
             state.last_touch = event.ts
+            if event.name in state.processes:
+                state.processes[event.name].touched = event.ts
         case EnvReplied():
             state.requests.pop(event.request, None)
         case ObsIdleCheck():
@@ -294,6 +355,7 @@ def apply(state: EnvState, event: Event) -> EnvState:
             state.deactivating = event.reason
             for p in state.processes.values():
                 p.pending_start = False
+                p.waiting = None
         case EnvDeactivated():
             state.deactivated = event.reason
         case SessionEnded():
@@ -308,10 +370,14 @@ def fold(events: list[Event] | tuple[Event, ...], state: EnvState | None = None)
     return state
 
 
-def with_liveness(state: EnvState, alive: dict[str, bool]) -> dict[str, str]:
-    """Each process's state given which pids are alive (`alive[name]`): a live state whose pid is gone is `lost`."""
+def with_liveness(
+    state: EnvState, alive: dict[str, bool], *, supervisor_alive: bool = False
+) -> dict[str, str]:
+    """Each process's state given which pids are alive (`alive[name]`): a live state whose pid is gone is
+    `lost` once its supervisor is dead too; while the supervisor lives it is `exited` (the supervisor
+    has yet to write so, and decides what follows)."""
     shown: dict[str, str] = {}
     for name, p in state.processes.items():
-        lost = p.state in LIVE and p.pid is not None and not alive.get(name, False)
-        shown[name] = "lost" if lost else p.state
+        gone = p.state in LIVE and p.pid is not None and not alive.get(name, False)
+        shown[name] = ("exited" if supervisor_alive else "lost") if gone else p.state
     return shown

@@ -108,6 +108,7 @@ if TYPE_CHECKING:
     EnvironmentStatus: TypeAlias = BaseModel
     EnvironmentList: TypeAlias = BaseModel
     ProcessList: TypeAlias = BaseModel
+    ManagedProcessStatus: TypeAlias = BaseModel
     RunStatus: TypeAlias = BaseModel
     TaskResult: TypeAlias = BaseModel
     Killed: TypeAlias = BaseModel
@@ -126,6 +127,7 @@ else:
     ProcessList = listing(
         "ProcessList", "processes", environments.ManagedProcess, "Every process of every open environment."
     )
+    ManagedProcessStatus = model_of(environments.ManagedProcess)
     RunStatus = model_of(agents.RunStatus)
     TaskResult = model_of(agents.TaskResult)
     Killed = listing("Killed", "killed", agents.RunningTask, "The tasks whose process groups were killed.")
@@ -359,6 +361,23 @@ def restart_process(name: ProcessName, env: EnvOption = None) -> Done:
     return _control("restart", name, env)
 
 
+def get_process_status(name: ProcessName, env: EnvOption = None) -> ManagedProcessStatus:
+    """One managed process: state, pid, uptime, restarts, last exit, health, error, CPU %, RSS."""
+    with _tool_errors():
+        found = environments.process_status(name, None if env is None else Path(env))
+    return ManagedProcessStatus.model_validate(plain(found))
+
+
+def kill_all_processes() -> Done:
+    """Bring down every environment on this machine and stop what dead supervisors left running."""
+    with _tool_errors():
+        done = environments.kill_all()
+    _reap()
+    if done.errors:
+        raise ToolError("; ".join(done.errors))
+    return Done(messages=list(done.done) or ["nothing running"])
+
+
 def list_processes() -> ProcessList:
     """Every managed process of every open environment, with its state, pid, CPU and RSS."""
     with _tool_errors():
@@ -445,6 +464,8 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "start_process": (start_process, _hints(idempotent=True, open_world=True)),
     "stop_process": (stop_process, _hints(destructive=True, idempotent=True)),
     "restart_process": (restart_process, _hints(destructive=True, open_world=True)),
+    "get_process_status": (get_process_status, READ),
+    "kill_all_processes": (kill_all_processes, _hints(destructive=True, idempotent=True)),
     "list_processes": (list_processes, READ),
     "get_process_logs": (get_process_logs, READ),
     "start_agent_run": (start_agent_run, _hints(destructive=True, open_world=True)),
@@ -494,6 +515,8 @@ class CapsuleServer(MCPServer):
     """The SDK's server, with arguments that fail a tool's schema reported as one line."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        with contextlib.suppress(CapsuleError):
+            environments.touch_all()  # an MCP call is activity for every environment's inactivity_timeout
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

@@ -92,6 +92,80 @@ backoff = "100ms"
 }
 
 
+PY = sys.executable
+TCP = "import socket,sys;s=socket.socket();s.bind(('127.0.0.1',int(sys.argv[1])));s.listen()\nwhile 1: s.accept()[0].close()"
+# answers 2 requests, then hangs: a service that stops answering
+HANG = (
+    "import http.server,sys,time\nn=[0]\nclass H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n        n[0]+=1\n        if n[0]>2: time.sleep(3600)\n"
+    "        self.send_response(200);self.end_headers()\n    def log_message(self,*a): pass\n"
+    "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()\n"
+)
+SCENARIOS.update(
+    {
+        # stop db: web (depends on db) stops first, `stopped (dependency)`; start db: web comes back after it
+        "dependency-stop": (
+            """
+[[process]]
+name = "db"
+command = "sleep 600"
+[[process]]
+name = "web"
+command = "sleep 600"
+depends_on = ["db"]
+""",
+            lambda evs: sum(e["kind"] == "svc.started" and e["name"] == "web" for e in evs) == 2,
+        ),
+        # a server that stops answering its health check is restarted (restart_on_unhealthy = 2)
+        "unhealthy-restart": (
+            f"""
+[[process]]
+name = "api"
+command = "{PY} hang.py 47811"
+health_check = "http://127.0.0.1:47811/"
+health_check_interval = "100ms"
+health_timeout = "300ms"
+restart_on_unhealthy = 2
+backoff = "100ms"
+""",
+            lambda evs: sum(e["kind"] == "svc.ready" for e in evs) >= 2,
+        ),
+        # env up of a changed config: b changes, c is added, a keeps running
+        "reload": (
+            """
+[[process]]
+name = "a"
+command = "sleep 600"
+[[process]]
+name = "b"
+command = "sleep 600"
+""",
+            lambda evs: any(e["kind"] == "svc.started" and e["name"] == "c" for e in evs),
+        ),
+    }
+)
+
+
+def act(slug: str, project: Path, home: Path, env: dict[str, str]) -> None:
+    """What a scenario does to its running environment before waiting for what it shows."""
+    ctl = [*CAPSULE, "env"]
+    if slug == "leftovers":
+        pid = next(e["pid"] for e in events(home) if e["kind"] == "svc.started")
+        wait(home, lambda evs: any(e["kind"] == "obs.svc.members" and len(e["pids"]) == 3 for e in evs))
+        os.kill(pid, 9)
+    elif slug == "dependency-stop":
+        subprocess.run([*ctl, "stop", "db", "--env", str(project)], env=env, capture_output=True, check=True)
+        subprocess.run([*ctl, "start", "db", "--env", str(project)], env=env, capture_output=True, check=True)
+    elif slug == "reload":
+        text = (
+            (project / "capsule.toml")
+            .read_text()
+            .replace('name = "b"\ncommand = "sleep 600"', 'name = "b"\ncommand = "sleep 601"')
+        )
+        (project / "capsule.toml").write_text(text + '[[process]]\nname = "c"\ncommand = "sleep 600"\n')
+        subprocess.run([*ctl, "up", str(project)], env=env, capture_output=True, check=True)
+
+
 def events(home: Path) -> list[dict]:
     (session,) = list((home / "runs").iterdir())
     return [orjson.loads(line) for line in (session / "events.jsonl").read_bytes().splitlines()]
@@ -111,13 +185,12 @@ def record(slug: str, toml: str, done: Callable[[list[dict]], bool]) -> None:
         project = work / "project"
         project.mkdir()
         (project / "capsule.toml").write_text(toml)
+        (project / "tcp.py").write_text(TCP)
+        (project / "hang.py").write_text(HANG)
         home = work / "home"
         env = {**os.environ, "CAPSULE_HOME": str(home), "NO_COLOR": "1"}
         subprocess.run([*CAPSULE, "env", "up", str(project)], env=env, capture_output=True, check=False)
-        if slug == "leftovers":
-            pid = next(e["pid"] for e in events(home) if e["kind"] == "svc.started")
-            wait(home, lambda evs: any(e["kind"] == "obs.svc.members" and len(e["pids"]) == 3 for e in evs))
-            os.kill(pid, 9)
+        act(slug, project, home, env)
         wait(home, done)
         subprocess.run([*CAPSULE, "env", "down", str(project)], env=env, capture_output=True, check=True)
         wait(home, lambda evs: evs[-1]["kind"] == "session.ended")

@@ -71,4 +71,14 @@ def env_samples(t: float) -> tuple[Event, ...]:
         o.ObsIdleCheck(ts=t + 0.025, last_touch=t + 0.001),
         o.ObsRequest(ts=t + 0.026, request=4, op="restart", name="db"),
         o.ObsSignal(ts=t + 0.027, signal="SIGTERM"),
+        e.SvcQueued(ts=t + 0.028, name="web", reason="dependency"),
+        e.SvcWaiting(ts=t + 0.0285, name="db", reason="stop"),
+        e.EnvReconfigured(
+            ts=t + 0.029,
+            config_text="[[process]]\nname='db'\ncommand='pg'\n",
+            removed=("web",),
+            changed=("db",),
+        ),
+        o.ObsTraffic(ts=t + 0.030, name="db", connections=2),
+        o.ObsReload(ts=t + 0.031, request=5, config_text="[[process]]\nname='db'\ncommand='pg'\n"),
     )

@@ -192,3 +192,10 @@ def test_fold_prefix_law(cut: int) -> None:
     part = fold(events[cut:], fold(events[:cut]))
     assert part == whole
     assert apply(EnvState(), events[0]).project == "p"
+
+
+def test_a_gone_pid_is_exited_while_the_supervisor_lives_and_lost_once_it_is_dead() -> None:
+    """with_liveness: the supervisor alive has yet to write what happened (`exited`); dead, it is `lost`."""
+    state = fold(_events()[:4])
+    assert with_liveness(state, {"db": False}, supervisor_alive=True)["db"] == "exited"
+    assert with_liveness(state, {"db": False}, supervisor_alive=False)["db"] == "lost"

@@ -225,6 +225,7 @@ def test_start_that_never_gets_healthy_is_answered_at_its_deadline() -> None:
     sim = Sim(TWO)
     up(sim)
     sim.request("stop", "db")
+    sim.stopped("web")  # what depends on db stops first
     sim.stopped("db")
     sim.request("start", "db")
     assert sim.of(m.SetDeadline)[0].at == pytest.approx(sim.now + 6.0)
@@ -273,7 +274,18 @@ def _possible(sim: Sim, pending: dict[str, list]) -> list:
     for key in pending["deadline"]:
         options.append(("deadline", key))
     options += [("request", op) for op in ("start", "stop", "restart")] + [("down", None), ("idle", None)]
+    options += [("reload", text) for text in RELOADS]
     return options
+
+
+HONEST = TWO.replace('health_check_interval = "1s"', 'health_check_interval = "1s"\nrestart_on_unhealthy = 2')
+HONEST = HONEST.replace('depends_on = ["db"]', 'depends_on = ["db"]\ninactivity_timeout = "3s"')
+RELOADS = (
+    HONEST,  # unchanged
+    HONEST.replace('"web-server"', '"web-server --v2"'),  # web changed
+    HONEST.replace('"db-server"', '"db-server --v2"'),  # db changed: web restarts after it
+    HONEST.split('[[process]]\nname = "web"')[0] + '[[process]]\nname = "cache"\ncommand = "c"\n',  # web out
+)
 
 
 def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
@@ -312,6 +324,9 @@ def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
             sim.request("down", dt=0)
         case "idle":
             sim.feed(o.ObsIdleCheck(ts=now, last_touch=now - 11))
+        case "reload":
+            sim.request_no += 1
+            sim.feed(o.ObsReload(ts=now, request=sim.request_no, config_text=arg))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -319,7 +334,7 @@ def _drive(sim: Sim, choice: tuple, data: st.DataObject) -> None:
 def test_any_sequence_keeps_the_machine_honest(data: st.DataObject) -> None:
     """Whatever happens: only table transitions, handle is pure and deterministic, the fold is its state,
     nothing starts while going down, at most one stop per process in flight, and down always ends."""
-    sim = Sim(TWO.replace('inactivity_timeout = "10s"', 'inactivity_timeout = "10s"\n'))
+    sim = Sim(HONEST)
     pending: dict[str, list] = {"spawn": [], "stop": [], "deadline": []}
     finished = 0
 
@@ -405,3 +420,26 @@ def test_every_emitted_kind_is_known() -> None:
     """The table names only kinds that exist."""
     known = {cls.KIND for cls in e.EVENTS}
     assert set(TRANSITIONS) <= known
+
+
+def test_a_process_of_its_own_inactivity_timeout_idles_alone_and_requests_naming_it_keep_it() -> None:
+    """inactivity_timeout under [[process]] stops that process (reason idle) once untouched that long;
+    a request naming it counts as its activity; the rest keeps running."""
+    sim = Sim(
+        TWO.replace('inactivity_timeout = "10s"', "").replace(
+            'depends_on = ["db"]', 'depends_on = ["db"]\ninactivity_timeout = "3s"'
+        )
+    )
+    up(sim)
+    assert sim.of(m.CheckIdleAt)
+    sim.at(2.0)
+    sim.request("start", "web")  # touches web: already up, answered at once
+    early = sim.feed(o.ObsIdleCheck(ts=sim.at(2.0), last_touch=sim.now - 2.0))
+    assert kinds(early) == []
+    assert sim.of(m.CheckIdleAt)[0].at > sim.now
+    late = sim.feed(o.ObsIdleCheck(ts=sim.at(1.5), last_touch=sim.now - 3.5))
+    assert kinds(late) == ["svc.stopping:web"]
+    assert late[0].reason == "idle"
+    assert kinds(sim.stopped("web")) == ["svc.stopped:web"]
+    assert sim.state_of("db") == "ready"
+    assert sim.state.processes["web"].stop_reason == "idle"

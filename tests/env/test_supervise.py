@@ -147,8 +147,11 @@ command = "sh -c 'sleep 300 & sleep 300 & sh -c \\"sleep 300 & wait\\" & wait'"
     assert status(capsule, project)["supervisor"]["alive"] is False
 
 
-def test_sigkilled_supervisor_then_status_and_down(project: Path, capsule: CapsuleRunner) -> None:
-    """With the supervisor SIGKILLed, status says so and marks a dead pid lost; down leaves no survivor."""
+def test_sigkilled_supervisor_then_status_and_down(
+    project: Path, capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """With the supervisor SIGKILLed, status says so, marks a dead pid lost and removes its ctl.sock; down
+    leaves no survivor."""
     write(
         project,
         """
@@ -174,6 +177,7 @@ command = "sleep 300"
     data = status(capsule, project)
     states = {p["name"]: p["state"] for p in data["processes"]}
     assert states == {"a": "running", "b": "lost"}
+    assert not (capsule_home / "runs" / data["session"] / "ctl.sock").exists()  # nothing answers on it
     human = capsule("env", "status", str(project))
     assert "is dead" in human.stdout
     done = capsule("env", "down", str(project))

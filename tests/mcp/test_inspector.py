@@ -32,7 +32,7 @@ def run_json(args: list[str], env: dict[str, str]) -> dict:
 
 def check_tools(listed: dict) -> None:
     tools = {t["name"]: t for t in listed["tools"]}
-    assert len(tools) == 18
+    assert len(tools) == 20
     for tool in tools.values():
         assert set(tool["annotations"]) >= {
             "readOnlyHint",

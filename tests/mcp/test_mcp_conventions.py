@@ -19,7 +19,7 @@ async def test_every_tool_carries_every_hint(capsule_home: Path) -> None:
     """readOnlyHint, destructiveHint, idempotentHint and openWorldHint are stated on every tool."""
     async with stdio_session(capsule_home) as session:
         tools = (await session.list_tools()).tools
-    assert len(tools) == 18
+    assert len(tools) == 20
     for tool in tools:
         assert tool.annotations is not None, tool.name
         hints = {h: getattr(tool.annotations, h) for h in HINTS}

@@ -16,13 +16,14 @@ pytestmark = [pytest.mark.strace, pytest.mark.slow]
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tools_are_listed_with_input_and_output_schemas(transport: str, capsule_home: Path) -> None:
-    """All 18 tools are listed, each with a described input schema and an output schema."""
+    """All 20 tools are listed, each with a described input schema and an output schema."""
     async with mcp_session(capsule_home, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == {
         "run_command", "list_sessions", "get_report", "get_process_tree",
         "activate_environment", "deactivate_environment", "list_environments", "get_environment_status",
         "start_process", "stop_process", "restart_process", "list_processes", "get_process_logs",
+        "get_process_status", "kill_all_processes",
         "start_agent_run", "get_run_status", "get_task_result", "kill_task", "merge_task_branches",
     }  # fmt: skip
     for tool in tools.values():
@@ -121,6 +122,12 @@ async def test_environment_tools(transport: str, capsule_home: Path, tmp_path: P
         status = await call(session, "get_environment_status", path=str(project))
         assert status["processes"][0]["state"] in ("ready", "running")
         assert status["processes"][0]["pid"] != first_pid
+        one = await call(session, "get_process_status", name="http")
+        assert (one["project"], one["name"], one["pid"]) == ("web", "http", status["processes"][0]["pid"])
+        assert one["supervisor_alive"]
+        assert "no environment has a process named" in await call_error(
+            session, "get_process_status", name="nope"
+        )
 
         assert "has a process named 'nope'" in await call_error(session, "stop_process", name="nope")
         assert "no environment has a process named" in await call_error(
@@ -132,6 +139,12 @@ async def test_environment_tools(transport: str, capsule_home: Path, tmp_path: P
         assert done["messages"] == ["web: down"]
         envs = await call(session, "list_environments")
         assert [e["state"] for e in envs["environments"]] == ["down"]
+
+        await call(session, "activate_environment", path=str(project), timeout_s=30)
+        killed = await call(session, "kill_all_processes")
+        assert any(m.startswith("web (") and m.endswith("): down") for m in killed["messages"])
+        envs = await call(session, "list_environments")
+        assert [e["state"] for e in envs["environments"]] == ["down"]  # one row: its latest session
         assert (await call(session, "list_processes"))["processes"] == []
 
 
