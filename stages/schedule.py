@@ -51,17 +51,19 @@ from capsule.plan.effects import (
     Spawn,
     StopTree,
 )
+from capsule.plan.executor import ExecutorSpec
 from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
+from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.record import SessionWriter
 from capsule.stages.run import resolve_command
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
-from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
+from capsule.stages.task_units import cgroup_name, marker, measure
 from capsule.stages.tracer import Tracer
 
 __all__ = ["Scheduler", "close_run", "open_run", "reopen_run"]  # the session file's, kept here for callers
@@ -108,6 +110,7 @@ class Scheduler:
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
         enforcement: Enforcement | None = None,
+        executor: ExecutorSpec | None = None,
     ) -> None:
         self.plan = plan
         self.enforcement = enforcement  # the plan's [policy], as guard_probe.enforcement_for decided
@@ -121,10 +124,20 @@ class Scheduler:
         self.me = (os.getpid(), procs.started_at(os.getpid()))
         self._send, self._receive = trio.open_memory_channel[Observation](math.inf)
         self._finished = False
+        self.executor_spec = executor or ExecutorSpec()  # who performs the attempts (stages/executors)
+        self.executor: Executor
 
     async def run(self, *, resume: bool = False, plan_path: str | None = None) -> RunState:
         procs.become_subreaper()  # orphans of a task come back here, and are stopped with its tree
         self.machine = Machine(Config.of(self.plan, plan_path), self.state)
+        self.executor = open_executor(self.executor_spec, self)
+        try:
+            await self._loop(resume)
+        finally:
+            self.executor.close()
+        return self.state
+
+    async def _loop(self, resume: bool) -> None:
         async with trio.open_nursery() as work:
             self._work = work
             async with trio.open_nursery() as timers:
@@ -134,7 +147,6 @@ class Scheduler:
                 while not self._finished:
                     await self._observe(await self._receive.receive())
                 timers.cancel_scope.cancel()
-        return self.state
 
     async def _observe(self, obs: Observation) -> None:
         events, effects = self.machine.handle(obs, obs.ts)
@@ -148,10 +160,10 @@ class Scheduler:
 
     async def _perform(self, effect: Effect) -> None:
         match effect:
-            case Spawn():  # at once: its answer comes before any other observation
-                await self._spawn(self.plan.task(effect.task), effect.attempt)
+            case Spawn():  # locally at once: its answer comes before any other observation
+                await self.executor.spawn(self.plan.task(effect.task), effect.attempt)
             case StopTree():
-                self._work.start_soon(self._stop, effect)
+                self._work.start_soon(self.executor.stop, effect)
             case RunHook():
                 self._work.start_soon(self._hook, effect)
             case RunVerify() | RunCompensate():
@@ -159,8 +171,7 @@ class Scheduler:
             case SetDeadline():
                 self._timers.start_soon(self._deadline, effect)
             case ReapLeftovers():
-                stopped = stop_leftovers(self.state.session_id, effect.leftovers)
-                reaped = tuple(sorted(x.pid for x, _pids in stopped))
+                reaped = await self.executor.reap(effect.leftovers)
                 await self._observe(
                     ObsReaped(
                         ts=time.time(), scheduler_pid=self.me[0], scheduler_started=self.me[1], reaped=reaped
@@ -322,8 +333,8 @@ class Scheduler:
     # -- hooks, verify, compensate, deadlines, signals ----------------------------------------------------
 
     async def _hook(self, effect: RunHook) -> None:
-        code, out = await run_shell(
-            effect.command, self.plan.task(effect.task), effect.payload, effect.timeout_s
+        code, out = await self.executor.shell(
+            effect.command, self.plan.task(effect.task), effect.payload, effect.timeout_s, None
         )
         words = out.decode(errors="replace").split()
         answer = words[0][:100] if words else ""
@@ -339,7 +350,10 @@ class Scheduler:
         )
 
     async def _check(self, effect: RunVerify | RunCompensate) -> None:
-        code, _out = await run_shell(effect.command, self.plan.task(effect.task), b"", effect.timeout_s)
+        attempt = effect.attempt if isinstance(effect, RunVerify) else None  # verify: where it ran
+        code, _out = await self.executor.shell(
+            effect.command, self.plan.task(effect.task), b"", effect.timeout_s, attempt
+        )
         now = time.time()
         if isinstance(effect, RunVerify):
             self._send.send_nowait(

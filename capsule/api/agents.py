@@ -23,6 +23,7 @@ from capsule.fold.tasks import Attempt, RunState  # real imports: the MCP schema
 if TYPE_CHECKING:
     from capsule.events import Event
     from capsule.plan import Plan
+    from capsule.plan.executor import ExecutorSpec
 
 OnEvent = Callable[["Event", "RunState"], None]
 
@@ -49,7 +50,7 @@ class TaskRow:
     id: str
     state: str = attrs.field(
         metadata={
-            "doc": "queued running succeeded failed timed_out killed limit_exceeded skipped denied spawn_failed."
+            "doc": "queued running succeeded failed timed_out killed limit_exceeded skipped denied spawn_failed lost."
         }
     )
     attempts: int
@@ -59,6 +60,9 @@ class TaskRow:
     pid: int | None
     blocked: int = attrs.field(
         default=0, metadata={"doc": "Execs, opens or writes the guard refused in the task's tree."}
+    )
+    node: str | None = attrs.field(
+        default=None, metadata={"doc": "The cluster node its latest attempt ran on; null: this machine."}
     )
 
 
@@ -249,6 +253,7 @@ def run(
     plan_path: str | None = None,
     resume: Path | None = None,
     argv: tuple[str, ...] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> RunState:
     """Run `plan` in this process until it ends (appending to session `resume` if given); its fold.
 
@@ -289,13 +294,40 @@ def run(
         state=state,
         on_event=on_event,
         enforcement=enforcement,
+        executor=executor,
     )
     if state is None:
         scheduler.state.apply(next(iter(iter_events(path))))
+    from capsule.stages.executors.ray_driver import RayMissing
+
     try:
         return trio.run(lambda: scheduler.run(resume=resume is not None, plan_path=plan_path))
+    except RayMissing as exc:
+        raise Unavailable(str(exc)) from None
     finally:
         close_run(writer, started, scheduler.state)
+
+
+def executor_for(
+    plan_file: Path | None, kind: str | None, address: str | None, resume: Path | None = None
+) -> ExecutorSpec:
+    """Who performs the attempts: `--executor`/`--address` over the plan's `[run]` (or, resuming without
+    a plan file, over what the session was run with)."""
+    from capsule.plan import PlanError
+    from capsule.plan.executor import ExecutorSpec, choose, executor_of
+
+    try:
+        if plan_file is not None and plan_file.is_file():
+            base = executor_of(plan_file.read_text(encoding="utf-8"))
+        elif resume is not None and (was := fold(resume).executor) is not None:
+            base = ExecutorSpec(kind=was.executor, address=was.address)
+        else:
+            base = ExecutorSpec()
+        return choose(base, kind, address)
+    except OSError as exc:
+        raise BadInput(f"{exc.filename}: {exc.strerror}") from exc
+    except PlanError as exc:
+        raise BadInput(f"{plan_file or 'plan'}: {exc}") from exc
 
 
 def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:

@@ -148,12 +148,25 @@ def _summary(run: RunState) -> None:
     )
 
 
-def _execute(plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None) -> RunState:
+ExecutorOpt = Annotated[
+    str | None, typer.Option("--executor", help="local or ray: where the attempts run (overrides [run]).")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="The Ray cluster: auto, host:port or ray://host:port.")
+]
+
+
+def _execute(
+    plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None, executor: Any = None
+) -> RunState:
     from capsule.api import agents
 
     progress = _Progress(agents.history())
     with progress:
-        run = agents.run(plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line())
+        run = agents.run(
+            plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line(),
+            executor=executor,
+        )  # fmt: skip
         progress.final(run)
     _summary(run)
     return run
@@ -170,11 +183,14 @@ def run(
     batch: Annotated[
         Path | None, typer.Option("--batch", help="Tasks as JSONL, one object per line.")
     ] = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     from capsule.api import agents
 
     plan = agents.load_plan(plan_file, batch, parallel)
-    state = _execute(plan, plan_path=str(batch or plan_file))
+    where = agents.executor_for(plan_file, executor, address)
+    state = _execute(plan, plan_path=str(batch or plan_file), executor=where)
     raise typer.Exit(0 if state.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
@@ -185,11 +201,16 @@ def resume(
         Path | None,
         typer.Option("--plan", help="An edited plan: a succeeded task whose spec changed is run again."),
     ] = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     from capsule.api import agents
 
     path, plan = agents.resumable(session, plan_file)
-    result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
+    where = agents.executor_for(plan_file, executor, address, resume=path)
+    result = _execute(
+        plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file), executor=where
+    )
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
@@ -233,6 +254,7 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
     console.print(f"[bold]{found.name}[/] {found.run} · {data['state']}", highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
     guarded = any(t["blocked"] for t in data["tasks"])
+    placed = any(t.get("node") for t in data["tasks"])  # ran on a cluster: say where
     for column in (
         "task",
         "state",
@@ -241,12 +263,14 @@ def status(session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
         "duration",
         "reason",
         *(["blocked"] if guarded else []),
+        *(["node"] if placed else []),
     ):
         table.add_column(column)
     for t in data["tasks"]:
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
             _fmt_s(t["duration_s"]), t["reason"], *([str(t["blocked"])] if guarded else []),
+            *([t.get("node") or ""] if placed else []),
         )  # fmt: skip
     console.print(table)
 

@@ -152,6 +152,18 @@ class ObsKill(Event):
     task: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class ObsLost(Event):
+    """The node running the attempt died (or its worker did) before the attempt's end could be seen."""
+
+    KIND: ClassVar[str] = "obs.task.lost"
+
+    task: str
+    attempt: int
+    node: str = ""
+    error: str = ""
+
+
 Observation = (
     ObsBegin
     | ObsReaped
@@ -165,9 +177,11 @@ Observation = (
     | ObsCompensated
     | ObsDeadline
     | ObsKill
+    | ObsLost
 )
 
 EVENTS: tuple[type[Event], ...] = (
+    ObsLost,
     ObsBegin,
     ObsReaped,
     ObsSpawned,

@@ -10,6 +10,7 @@ from capsule.events.observed import (
     ObsExited,
     ObsHook,
     ObsKill,
+    ObsLost,
     ObsReaped,
     ObsSampled,
     ObsSpawned,
@@ -17,6 +18,7 @@ from capsule.events.observed import (
     ObsVerified,
     ObsViolation,
 )
+from capsule.events.placement import RunExecutor, TaskPlaced
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -95,6 +97,8 @@ def task_samples(t0: float) -> tuple[Event, ...]:
         TaskStopping(ts=t0 + 0.82, task="a", attempt=3, reason="timed_out", signal="SIGTERM", grace_s=5.0),
         TaskMembers(ts=t0 + 0.83, task="a", attempt=3, pids=(60, 61), starts=(t0, t0 + 0.01)),
         *observation_samples(t0 + 0.9),
+        RunExecutor(ts=t0 + 0.95, executor="ray", address="auto"),
+        TaskPlaced(ts=t0 + 0.96, task="a", attempt=3, node="node-b", node_ip="127.0.0.1", resources=("gpu",)),
     )
 
 
@@ -113,4 +117,5 @@ def observation_samples(t0: float) -> tuple[Event, ...]:
         ObsCompensated(ts=t0, task="a", exit_code=3),
         ObsDeadline(ts=t0, task="a", attempt=1, what="timeout"),
         ObsKill(ts=t0, task=None),
+        ObsLost(ts=t0, task="a", attempt=2, node="node-b", error="node died"),
     )
