@@ -580,6 +580,16 @@ def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
         raise NotFound(f"no running task {task!r}" if task else "no running tasks")
     for r in rows:
         tree, _cgroup = leftover_tree(r.session, _attempt_of(r))  # the scheduler removes its cgroup
+        run = fold(session(r.session))
+        placed = run.tasks[r.task].placed.get(r.attempt)
+        if placed is not None and run.executor is not None:  # on a cluster node: stopped there
+            from capsule.stages.executors.ray_driver import RayMissing, stop_on_node
+
+            try:
+                stop_on_node(run.executor.address, placed.node_id, tree, "SIGTERM", grace)
+            except RayMissing as exc:
+                raise Unavailable(str(exc)) from None
+            continue
         procs.stop(tree, signal.SIGTERM, grace)
     return tuple(rows) + left
 

@@ -235,6 +235,26 @@ class RayExecutor:
         self.ray.shutdown()
 
 
+def stop_on_node(
+    address: str | None, node_id: str, tree: procs.Tree, signal_name: str, grace_s: float
+) -> None:
+    """`agents kill` of a task running on a cluster node: its tree stopped there (`procs.stop`)."""
+    ray = connect(address)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    pin = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    try:
+        ray.get(
+            ray.remote(ray_node.stop_tree)
+            .options(**ONCE, scheduling_strategy=pin)
+            .remote(tree, signal_name, grace_s)
+        )
+    except ray.exceptions.RayError as exc:
+        raise RayMissing(f"cannot reach node {node_id[:12]}: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        ray.shutdown()
+
+
 def _write_private(path: Path, data: bytes) -> None:
     fd = open_private(path, append=False)
     try:

@@ -43,7 +43,7 @@ def _wait_for(home: Path, found: Any, proc: subprocess.Popen[bytes], what: str) 
     while True:
         try:
             events = session_events(home)
-        except (AssertionError, FileNotFoundError, orjson.JSONDecodeError):
+        except (AssertionError, FileNotFoundError, IndexError, orjson.JSONDecodeError):  # not written yet
             events = []
         if found(events):
             return events
@@ -141,6 +141,8 @@ env = {{ PATH = "{bin_dir}:/usr/bin:/bin" }}
         "prep": "node-a", "build": "node-b", "flaky": "node-a", "slow": "node-b", "sneaky": "node-b"
     }  # fmt: skip
     assert status["flaky"]["attempts"] == 2
+    slow = of(events, "task.started", "slow")[0]
+    assert not _alive(slow["pid"], slow["started"])  # the timeout stopped its tree on node-b
     assert of(events, "task.verified", "build")[0]["ok"] is True  # verify ran where build ran
     # the guard refused sudo on node-b; its decision is in the agents session
     assert not sudo_ran.exists()
@@ -262,6 +264,34 @@ depends_on = ["quick"]
     status = _status(cluster, home)
     assert status["long"]["state"] == "succeeded"
     assert status["quick"]["state"] == "succeeded"
+
+
+def test_agents_kill_stops_the_task_on_its_node(cluster: Cluster, tmp_path: Path) -> None:
+    """`agents kill TASK` of a task running on node-b stops its tree there; the run ends it `killed`."""
+    home = tmp_path / "home"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"""
+[run]
+executor = "ray"
+address = "{cluster.address}"
+[resources]
+beta = 2
+[[task]]
+id = "long"
+command = "sleep 120"
+uses = ["beta"]
+""")
+    driver = _start(cluster, home, "agents", "run", str(plan))
+    try:
+        events = _wait_for(home, lambda ev: of(ev, "task.members", "long"), driver, "long running")
+        done = _capsule(cluster, home, "agents", "kill", "long")
+        assert done.returncode == 0, done.stderr
+        assert driver.wait(60) == 1
+    finally:
+        _end(driver)
+    leader = of(events, "task.started", "long")[0]
+    assert not _alive(leader["pid"], leader["started"])
+    assert of(session_events(home), "task.exited", "long")[0]["outcome"] == "killed"
 
 
 def _end(driver: subprocess.Popen[bytes]) -> None:
