@@ -306,6 +306,9 @@ def run(
         raise Unavailable(str(exc)) from None
     finally:
         close_run(writer, started, scheduler.state)
+        from capsule.api.shipping import ship_closed
+
+        ship_closed(path)  # to the [export] collector of $CAPSULE_HOME/config.toml, if there is one
 
 
 def executor_for(

@@ -424,8 +424,12 @@ def record(argv: list[str], **options: Any) -> Recorded:
     """`record_async` in a trio run of its own (what `capsule run` does)."""
     import trio
 
+    from capsule.api.shipping import ship_closed
+
     os.umask(0o077)
-    return trio.run(lambda: record_async(argv, **options))
+    recorded = trio.run(lambda: record_async(argv, **options))
+    ship_closed(recorded.path)  # to the [export] collector of $CAPSULE_HOME/config.toml, if there is one
+    return recorded
 
 
 @attrs.frozen(kw_only=True)
