@@ -273,6 +273,15 @@ def run(
         except GuardRefused as exc:
             raise RecordingFailed(str(exc)) from None
     os.umask(0o077)
+    from capsule.stages.executors.ray_driver import RayMissing
+
+    if executor is not None and executor.kind == "ray":  # no cluster: refused before a session is made
+        from capsule.stages.executors.ray_driver import connect
+
+        try:
+            connect(executor.address)
+        except RayMissing as exc:
+            raise Unavailable(str(exc)) from None
     started = time.time()
     state = None
     if resume is not None:
@@ -298,8 +307,6 @@ def run(
     )
     if state is None:
         scheduler.state.apply(next(iter(iter_events(path))))
-    from capsule.stages.executors.ray_driver import RayMissing
-
     try:
         return trio.run(lambda: scheduler.run(resume=resume is not None, plan_path=plan_path))
     except RayMissing as exc:

@@ -61,6 +61,7 @@ def connect(address: str | None) -> Any:
     except ImportError:
         raise RayMissing("executor = \"ray\" needs Ray: pip install 'capsule-recorder[ray]'") from None
     if not ray.is_initialized():
+        _reachable(address)  # Ray itself would retry an address nobody answers at for minutes
         try:
             ray.init(
                 address=address or "auto", namespace="capsule", log_to_driver=False,
@@ -69,6 +70,21 @@ def connect(address: str | None) -> Any:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayMissing(f"no Ray cluster at {address or 'auto'}: {str(exc).splitlines()[0]}") from None
     return ray
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A `host:port` (or `ray://host:port`) address must accept a connection; "auto" is Ray's to find."""
+    import socket
+
+    if address is None or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayMissing(f"bad Ray address {address!r}: use auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayMissing(f"no Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 class RayExecutor:

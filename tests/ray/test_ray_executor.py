@@ -294,6 +294,20 @@ uses = ["beta"]
     assert of(session_events(home), "task.exited", "long")[0]["outcome"] == "killed"
 
 
+def test_no_cluster_at_the_address_is_one_line_and_exit_5(cluster: Cluster, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[run]\nexecutor = "ray"\n[[task]]\nid = "t"\ncommand = "true"\n')
+    # a port of the namespace's loopback nobody listens on (the head listens on cluster.port)
+    done = _capsule(cluster, tmp_path / "home", "agents", "run", str(plan), "--address", "127.0.0.1:9")
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.startswith("capsule: error: no Ray cluster at 127.0.0.1:9: Connection refused")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "home" / "runs").exists() or not list((tmp_path / "home" / "runs").iterdir())
+    bad = _capsule(cluster, tmp_path / "home", "agents", "run", str(plan), "--executor", "slurm")
+    assert bad.returncode == 4, bad.stderr
+    assert "--executor: expected one of local, ray" in bad.stderr
+
+
 def _end(driver: subprocess.Popen[bytes]) -> None:
     if driver.poll() is None:
         driver.kill()
