@@ -54,6 +54,13 @@ def _wait_for(home: Path, found: Any, proc: subprocess.Popen[bytes], what: str) 
         time.sleep(0.05)
 
 
+def _plan(tmp_path: Path, cluster: Cluster, rest: str) -> Path:
+    """A plan run on the cluster: [run] executor and address, then `rest` (its [resources] table first)."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'[run]\nexecutor = "ray"\naddress = "{cluster.address}"\n[resources]\n{rest}')
+    return plan
+
+
 def _status(cluster: Cluster, home: Path) -> dict[str, Any]:
     done = _capsule(cluster, home, "agents", "status", session_events(home)[0]["session_id"], "--json")
     assert done.returncode in (0, 1), done.stderr
@@ -182,26 +189,35 @@ env = {{ PATH = "{bin_dir}:/usr/bin:/bin" }}
     }
     assert nodes["build attempt 1"] == "node-b", nodes
     assert nodes["prep attempt 1"] == "node-a", nodes
+    # the fleet's sessions as one dataset: every session of the home, the tasks with their nodes
+    import duckdb
+
+    out = tmp_path / "parquet"
+    assert _capsule(cluster, home, "export", "--all", "--format", "parquet", "-o", str(out)).returncode == 0
+    rows = duckdb.sql(f"SELECT task, node FROM '{out}/tasks.parquet' WHERE session = '{run}'").fetchall()
+    assert dict(rows) == {t: s["node"] for t, s in status.items()}
+    ((traced,),) = duckdb.sql(f"SELECT count(DISTINCT session) FROM '{out}/processes.parquet'").fetchall()
+    # the traced run session of each attempt, shipped from its node
+    assert traced == len({e["trace_session"] for e in of(events, "task.started")})
 
 
 def test_a_node_killed_mid_task_gives_lost_and_a_retry(cluster: Cluster, tmp_path: Path) -> None:
     """The node running an attempt dies: the attempt ends `lost`, the retry runs once a node with the
     resource is back (node-b, restarted), and the run succeeds."""
     home = tmp_path / "home"
-    plan = tmp_path / "plan.toml"
-    plan.write_text(f"""
-[run]
-executor = "ray"
-address = "{cluster.address}"
-[resources]
+    plan = _plan(
+        tmp_path,
+        cluster,
+        """
 beta = 2
 [[task]]
 id = "long"
-command = "test -e long-ran || {{ touch long-ran; sleep 120; }}"
+command = "test -e long-ran || { touch long-ran; sleep 120; }"
 uses = ["beta"]
 retries = 1
 backoff = "0.1s"
-""")
+""",
+    )
     driver = _start(cluster, home, "agents", "run", str(plan))
     try:
         events = _wait_for(home, lambda ev: of(ev, "task.started", "long"), driver, "a started attempt")
@@ -228,12 +244,10 @@ def test_a_killed_driver_resumes_without_rerunning_what_succeeded(cluster: Clust
     """SIGKILL the driver while a task runs on node-b: `agents resume` stops what it left on the node,
     re-runs the interrupted task and leaves the succeeded one alone."""
     home = tmp_path / "home"
-    plan = tmp_path / "plan.toml"
-    plan.write_text(f"""
-[run]
-executor = "ray"
-address = "{cluster.address}"
-[resources]
+    plan = _plan(
+        tmp_path,
+        cluster,
+        """
 alpha = 2
 beta = 2
 [[task]]
@@ -242,10 +256,11 @@ command = "echo ran >> quick-count"
 uses = ["alpha"]
 [[task]]
 id = "long"
-command = "test -e long-ran || {{ touch long-ran; sleep 120; }}"
+command = "test -e long-ran || { touch long-ran; sleep 120; }"
 uses = ["beta"]
 depends_on = ["quick"]
-""")
+""",
+    )
     driver = _start(cluster, home, "agents", "run", str(plan))
     try:
         events = _wait_for(home, lambda ev: of(ev, "task.members", "long"), driver, "long running")
@@ -259,6 +274,7 @@ depends_on = ["quick"]
     assert (tmp_path / "quick-count").read_text() == "ran\n"  # not run again
     events = session_events(home)
     assert not _alive(leader["pid"], leader["started"])  # stopped on its node by the resume
+    assert leader["pid"] in of(events, "run.resumed")[0]["reaped"]
     assert [e["attempt"] for e in of(events, "task.placed", "long")] == [1, 2]
     assert len(of(events, "task.placed", "quick")) == 1
     status = _status(cluster, home)
@@ -269,18 +285,17 @@ depends_on = ["quick"]
 def test_agents_kill_stops_the_task_on_its_node(cluster: Cluster, tmp_path: Path) -> None:
     """`agents kill TASK` of a task running on node-b stops its tree there; the run ends it `killed`."""
     home = tmp_path / "home"
-    plan = tmp_path / "plan.toml"
-    plan.write_text(f"""
-[run]
-executor = "ray"
-address = "{cluster.address}"
-[resources]
+    plan = _plan(
+        tmp_path,
+        cluster,
+        """
 beta = 2
 [[task]]
 id = "long"
 command = "sleep 120"
 uses = ["beta"]
-""")
+""",
+    )
     driver = _start(cluster, home, "agents", "run", str(plan))
     try:
         events = _wait_for(home, lambda ev: of(ev, "task.members", "long"), driver, "long running")
