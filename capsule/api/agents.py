@@ -576,6 +576,25 @@ def ps() -> tuple[RunningTask, ...]:
     return tuple(rows)
 
 
+def _on_nodes() -> list[RunningTask]:
+    """Running tasks of live runs placed on cluster nodes (their processes are not on this machine)."""
+    rows = []
+    for path in sessions(20):
+        run = fold(path)
+        if run.executor is None or live_state(run) != "running":
+            continue
+        for t in run.tasks.values():
+            a = t.current
+            if t.state == "running" and a is not None and a.number in t.placed:
+                rows.append(
+                    RunningTask(
+                        session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
+                        started=a.started, cpu_s=0.0, rss=0, elapsed_s=round(time.time() - a.ts, 1),
+                    )
+                )  # fmt: skip
+    return rows
+
+
 def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
     """Stop running task `task` (None: every running task, and whatever dead schedulers left) with its
     whole tree: SIGTERM, then SIGKILL after `grace`. The tasks stopped."""
@@ -585,6 +604,12 @@ def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
     from capsule.stages.task_units import leftover_tree
 
     rows = [r for r in ps() if task is None or r.task == task]
+    here = {(r.session, r.task, r.attempt) for r in rows}
+    rows += [
+        r
+        for r in _on_nodes()
+        if (task is None or r.task == task) and (r.session, r.task, r.attempt) not in here
+    ]
     left = stop_dead_runs() if task is None else ()
     if not rows and not left:
         raise NotFound(f"no running task {task!r}" if task else "no running tasks")
