@@ -1,4 +1,4 @@
-"""The guard (DESIGN §10): a policy enforced in the kernel around any command line Capsule starts.
+"""The guard (architecture §10): a policy enforced in the kernel around any command line Capsule starts.
 
 `open_guard` probes the mechanisms, refuses or downgrades (`capsule.policy.enforce`), and yields a
 `Guard` whose `wrap(argv)` is the one place a command line is wrapped (`capsule run`, the scheduler's
@@ -26,6 +26,7 @@ import fcntl
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import tempfile
@@ -56,6 +57,7 @@ from capsule.redact import redact_argv
 from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
 from capsule.stages.guard_probe import launcher_command
 from capsule.stages.record import SessionWriter
+from capsule.stages.spools import relay_execs
 
 # <linux/seccomp.h>: struct seccomp_notif is 80 bytes, seccomp_notif_resp 24 (checked at start).
 NOTIF_RECV = 0xC0502100
@@ -113,6 +115,7 @@ class Guard:
         self.hidden: list[tuple[str, bool]] = []
         self._read_only: list[str] = []
         self._infra: list[str] = []
+        self._relay: list[tuple[str, list[str]]] = []
         self._token = trio.lowlevel.current_trio_token()
         self._sock: socket.socket | None = None
         self._child: socket.socket | None = None
@@ -151,9 +154,10 @@ class Guard:
         argv = list(argv)
         if argv and "/" not in argv[0]:
             argv[0] = shutil.which(argv[0]) or argv[0]
-        infra = []
+        infra, relay = [], []
         if argv and os.path.basename(argv[0]) == "strace":
             infra.append(os.path.realpath(argv[0]))
+            relay = [(os.path.realpath(path), list(args)) for path, args in relay_execs(argv)]
         inner = argv
         if MOUNT in enforced:
             assert self._scratch is not None
@@ -175,6 +179,7 @@ class Guard:
             notify_fd = self._child.fileno()
             fds = (notify_fd,)
             self._infra = infra
+            self._relay = relay
         net = self.policy.network if NETNS in enforced else "on"
         return [*launcher_command(), *launcher_args(network=net, notify_fd=notify_fd), "--", *inner], fds
 
@@ -268,7 +273,10 @@ class Guard:
             # would say ENOENT, so say that and record nothing; the search goes on as it would
             self._respond(listener, nid, False, errno_mod.ENOENT)
             return
-        self._respond(listener, nid, verdict is None)
+        if verdict is None or self.policy.on_violation != "kill" or self._kill is None:
+            self._respond(listener, nid, verdict is None)
+        # else on_violation = "kill": no answer, so the exec stays stopped in the kernel until the kill
+        # (queued below) ends the tree; nothing the violator's parent does after it can run before that.
         self.stats.latencies_ns.append(time.perf_counter_ns() - start)
         self.stats.execs += 1
         if verdict is not None:
@@ -293,10 +301,28 @@ class Guard:
             self._infra.pop(0)
             return None, path
         self._infra = []
+        if self._relay and self._is_relay(pid, path, argv):
+            return None, path
         verdict = decide_exec(self.policy, argv, path, script_text=script_text(pid, argv))
         if verdict.allowed:
             return None, path
         return verdict, resolved(pid, path)
+
+    def _is_relay(self, pid: int, path: str, argv: list[str]) -> bool:
+        """strace's own exec of the spool relay (exactly the command line Capsule gave it, by strace's
+        direct child): let through once, since the recording depends on it and no policy names it."""
+        entry = (os.path.realpath(path), argv)
+        if entry not in self._relay:
+            return False
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+            parent = Path(f"/proc/{ppid}/comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            return False
+        if parent != "strace":
+            return False
+        self._relay.remove(entry)
+        return True
 
     def _drain(self) -> None:
         """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
@@ -471,16 +497,41 @@ async def guard_record_stage(
 
 
 def kill_guarded_tree(root: int) -> None:
-    """on_violation = "kill": SIGKILL every process under `root` but Capsule's own strace and bwrap
-    (a killed strace would let its tracees run on untraced)."""
-    try:
-        tree = psutil.Process(root).children(recursive=True)
-    except psutil.Error:
-        return
-    for proc in tree:
-        with contextlib.suppress(psutil.Error):
-            if proc.name() not in ("strace", "bwrap"):
-                proc.kill()
+    """on_violation = "kill": SIGKILL every process strace (at or under `root`) traces, in rounds until a
+    round finds none new. Tracees, not children: a killed shell's children are reparented out of the
+    tree but strace -f still traces them. strace, bwrap and the spool relay are spared (a killed strace
+    would let its tracees run on untraced; a killed relay loses the trace)."""
+    tracer = tracer_of(root)
+    killed: set[int] = set()
+    for _ in range(KILL_ROUNDS):
+        victims = [pid for pid in _tracees(tracer) if pid not in killed]
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(victims)
+
+
+KILL_ROUNDS = 20
+
+
+def _tracees(tracer: int) -> list[int]:
+    """The pids whose TracerPid (/proc/PID/status) is `tracer`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"TracerPid:"):
+                        if int(line.split()[1]) == tracer:
+                            found.append(int(entry.name))
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def tracer_of(pid: int) -> int:

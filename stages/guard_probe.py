@@ -95,10 +95,12 @@ def _probed(mechanism: str) -> str | None:
     return {SECCOMP: _probe_seccomp, MOUNT: _probe_bwrap, NETNS: _probe_netns}[mechanism]()
 
 
-def enforcement_for(policy: Policy, fallback: str = "refuse") -> Enforcement:
-    """Probe what `policy` needs and decide; GuardRefused (one line) when it cannot start."""
+def enforcement_for(policy: Policy, fallback: str | None = None) -> Enforcement:
+    """Probe what `policy` needs and decide; GuardRefused (one line) when it cannot start. `fallback`
+    (`--policy-fallback`) overrides the policy's own `fallback` key."""
     try:
-        return plan_enforcement(policy, probe_mechanisms(policy.mechanisms()), fallback)
+        chosen = fallback if fallback is not None else policy.fallback
+        return plan_enforcement(policy, probe_mechanisms(policy.mechanisms()), chosen)
     except MechanismMissing as exc:
         raise GuardRefused(str(exc)) from None
 

@@ -1,7 +1,7 @@
 """The single writer of events.jsonl: one write() per batch, whole lines only, fsync at the end.
 
 Each batch is written as soon as it arrives, so what is recorded reaches the kernel well within the
-one-second flush bound of DESIGN §3 and survives the recorder being killed.
+one-second flush bound of architecture §3 and survives the recorder being killed.
 
 Every session (run, env, agents) is written here, so this is where the events that do not come from the
 (already redacted) trace are redacted: headers, `svc.starting`, `task.started`, `run.planned`… A header

@@ -19,6 +19,7 @@ import attrs
 
 from capsule.duration import parse_duration
 from capsule.stages.reader import glance, recorder_alive
+from capsule.stages.snapshot import drop_snapshot
 from capsule.stages.store import EVENTS, TRACE, ZST, open_private, spool_path
 
 ARCHIVED_FILES = (EVENTS, TRACE)
@@ -136,6 +137,8 @@ def archive_session(path: Path) -> Archived:
         before += plain.stat().st_size
         after += _compress(plain)
         files.append(name)
+    if files:  # the report snapshot names the plain events file: stale now, and often bigger than them
+        drop_snapshot(path)
     return Archived(
         id=path.name, files=tuple(files), bytes_before=before, bytes_after=after, already=not files
     )

@@ -235,7 +235,6 @@ async def record_run(
     stages/guard.py); `env` (None: Capsule's own) is the command's environment."""
     started = time.time()
     level = trace_level(level, enforcement)
-    level = trace_level(level, enforcement)
     session_id, path = create_session(home, started)
     # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
     # shows the trace's own argv (the command itself still gets the exact bytes).

@@ -1,6 +1,6 @@
 """The psutil sampler: every `interval` seconds, CPU and memory of each process in the recorded tree.
 
-Observations of the live system enter the session only as `proc.sampled` events (DESIGN §3), written by
+Observations of the live system enter the session only as `proc.sampled` events (architecture §3), written by
 the session's one writer, so the folds never look at the live system. The tree is the tracer's
 descendants (strace -f is the parent of the traced command); a process that lives shorter than one
 interval may not be sampled at all, and a peak between two samples is not seen.

@@ -1,4 +1,4 @@
-"""The agent-run scheduler's driver (DESIGN §9): what it sees goes to `capsule.plan.machine`, what the
+"""The agent-run scheduler's driver (architecture §9): what it sees goes to `capsule.plan.machine`, what the
 machine says goes to the session and gets done.
 
 The loop: take an observation, hand it to `Machine.handle`, write it with the events it led to (none: it

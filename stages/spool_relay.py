@@ -1,4 +1,4 @@
-"""The spool relay: strace's output reaches the spool file redacted, never in clear (DESIGN §3 Secrets).
+"""The spool relay: strace's output reaches the spool file redacted, never in clear (architecture §3 Secrets).
 
 Run by strace itself (`strace -o '|CMD'`): it reads the trace from the pipe strace writes, redacts whole
 lines and appends them to the spool (created 0600 by the recorder; opened with O_NOFOLLOW). strace waits

@@ -9,8 +9,10 @@ kind, and removed; a spool with no session, or whose session is complete, is rem
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -24,8 +26,24 @@ def spool_output(spool: Path, *, redact: bool) -> tuple[str, ...]:
     """strace's `-o` argument for `spool`: through the redacting relay, or the file itself."""
     if not redact:
         return ("-o", str(spool))
-    command = shlex.join([sys.executable, "-I", "-m", "capsule.stages.spool_relay", str(spool)])
+    command = shlex.join(_relay_argv(spool))
     return ("-o", f"|{_IGNORE}; exec {command}")
+
+
+def relay_execs(strace_argv: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The execs strace itself makes to start the relay named in `strace_argv` (none when it writes a
+    file): `/bin/sh -c '...'` (strace popens the `-o |CMD` command with sh, strace.c open_output_file)
+    and the shell's exec of Python. The guard lets exactly these through (stages/guard.py)."""
+    for flag, value in itertools.pairwise(strace_argv):
+        if flag == "-o" and value.startswith(f"|{_IGNORE}; exec "):
+            command = value[1:]
+            spool = Path(shlex.split(command.partition("; exec ")[2])[-1])
+            return [("/bin/sh", ("sh", "-c", command)), (sys.executable, _relay_argv(spool))]
+    return []
+
+
+def _relay_argv(spool: Path) -> tuple[str, ...]:
+    return (sys.executable, "-I", "-m", "capsule.stages.spool_relay", str(spool))
 
 
 def tidy_spools(home: Path) -> list[str]:

@@ -29,7 +29,7 @@ import trio
 
 from capsule import __version__
 from capsule.env import machine as m
-from capsule.env.config import ConfigError, ProjectConfig, parse_config
+from capsule.env.config import ConfigError, HealthCheck, ProjectConfig, parse_config
 from capsule.env.recorded import recorded_config_text
 from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
@@ -72,6 +72,11 @@ class Supervisor:
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
         self.state = EnvState()
+        self.recorded_text = recorded_config_text(config_text)  # env values and secrets left out
+        try:
+            self.recorded = parse_config(self.recorded_text, str(config_path), default_name=config.name)
+        except ConfigError:  # (a redaction that broke a value's syntax) the live one has the same shape
+            self.recorded = config
         # [policy] applies to every service; `env up` already refused one the kernel cannot enforce
         self.enforcement = enforcement_for(config.policy) if not config.policy.empty else None
         self.handles = {
@@ -135,6 +140,22 @@ class Supervisor:
 
     # -- effects ------------------------------------------------------------------------------------------
 
+    # The machine works from the recorded config (env values masked, secrets in commands and checks
+    # redacted: capsule/env/recorded.py), which replays the same; what a process is started and probed
+    # with comes from the live config.
+    def live_spawn(self, spawn: m.Spawn) -> m.Spawn:
+        live, recorded = self.config.process(spawn.name), self.recorded.process(spawn.name)
+        prefix = spawn.argv[: len(spawn.argv) - len(recorded.argv)]  # `capsule run …` for a traced one
+        return attrs.evolve(
+            spawn,
+            argv=(*prefix, *live.argv),
+            env=live.env,
+            port_check=live.health_check if spawn.port_check is not None else None,
+        )
+
+    def live_check(self, probe: m.Probe) -> HealthCheck:
+        return self.config.process(probe.name).health_check or probe.check
+
     async def run_process(self, spawn: m.Spawn) -> None:
         """One run: spawn it (or say why not), then pump its output and sample its members until it ends."""
         h, cfg = self.handles[spawn.name], self.config.process(spawn.name)
@@ -153,7 +174,7 @@ class Supervisor:
             where={"service": spawn.name},
             cwd=Path(spawn.cwd),
         )
-        proc = await envio.spawn(spawn, cfg.working_dir, cgroup, wrap=guard.wrap)
+        proc = await envio.spawn(self.live_spawn(spawn), cfg.working_dir, cgroup, wrap=guard.wrap)
         guard.spawned()
         if isinstance(proc, str):
             guard.close()
@@ -266,7 +287,9 @@ class Supervisor:
             self.observe(obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason))
 
         with scope:
-            await envio.probe(probe.check, Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report)
+            await envio.probe(
+                self.live_check(probe), Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report
+            )
 
     async def watch_deadlines(self) -> None:
         while True:
@@ -355,7 +378,7 @@ class Supervisor:
                 now = time.time()
                 configured = EnvConfigured(
                     ts=now,
-                    config_text=recorded_config_text(self.config_text),  # env values and secrets left out
+                    config_text=self.recorded_text,
                     config_path=str(self.config_path),
                     root=str(self.config_path.parent),
                     python=sys.executable,

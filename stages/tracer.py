@@ -1,4 +1,4 @@
-"""Finding strace, probing what it can do, and the exact flags Capsule runs it with (DESIGN §4)."""
+"""Finding strace, probing what it can do, and the exact flags Capsule runs it with (architecture §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Golden sessions (sessions/*/) replayed at the three levels of DESIGN §7, plus their secrets check.
+"""Golden sessions (sessions/*/) replayed at the three levels of architecture §7, plus their secrets check.
 
 1. re-parse: trace.strace parsed whole, byte by byte and in random splits gives the same records, which
    track into the trace-derived events of events.jsonl;

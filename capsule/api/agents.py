@@ -272,6 +272,10 @@ def run(
             enforcement = enforcement_for(plan.policy)  # refused before anything is created
         except GuardRefused as exc:
             raise RecordingFailed(str(exc)) from None
+        if enforcement.detected and not plan.trace:  # detection reads the task's trace: never silently weaker
+            raise RecordingFailed(
+                f"{enforcement.warning}; detecting needs the tasks traced: set [run] trace = true"
+            )
     os.umask(0o077)
     from capsule.stages.executors.ray_driver import RayMissing
 

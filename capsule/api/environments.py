@@ -237,9 +237,14 @@ def _check_policy(config: ProjectConfig) -> None:
     from capsule.stages.guard_probe import GuardRefused, enforcement_for
 
     try:
-        enforcement_for(config.policy)
+        enforcement = enforcement_for(config.policy)
     except GuardRefused as exc:
         raise RecordingFailed(str(exc)) from None
+    if enforcement.detected:  # a service's trace is its own run session: nothing here could detect
+        raise RecordingFailed(
+            f"{enforcement.warning}; services cannot be guarded after the fact: fallback = "
+            '"detect" is for capsule run and traced agent tasks'
+        )
 
 
 def up(

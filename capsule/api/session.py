@@ -461,6 +461,7 @@ def record(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     policy: Policy | Mapping[str, Any] | None = None,
+    policy_fallback: str | None = None,
     timeout: float | None = None,
     name: str | None = None,
     home: str | Path | None = None,
@@ -470,9 +471,12 @@ def record(
     Session's `stdout`/`stderr`) instead of passing the terminal through; stdin is empty.
 
     `env` replaces the environment (None inherits it); after `timeout` seconds the command's whole tree
-    is killed (TERM, then KILL). `policy` (`{"deny_commands": [...], "protect_paths": [...]}`) is
-    checked over the recorded session: what broke it is in `Session.violations`. A command that cannot
-    start still gives a session (exit 127 not found, 126 not executable)."""
+    is killed (TERM, then KILL). `policy` (a `[policy]` table as a dict: `{"deny_commands": [...],
+    "protect_paths": [...], "network": "off", ...}`) is enforced in the kernel as `capsule run --policy`
+    does: a denied exec fails with EPERM, a protected path cannot be opened; each refusal is in
+    `Session.violations`, one line each. What this machine cannot enforce raises RecordingFailed unless
+    the policy says `fallback = "detect"` or `policy_fallback="detect"` is given. A command that cannot start still gives a session (exit 127 not found,
+    126 not executable)."""
     import tempfile
 
     import trio
@@ -485,7 +489,7 @@ def record(
         raise UsageError("the command is empty: give the program and its arguments")
     if level not in LEVELS:
         raise UsageError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
-    rules = _as_policy(policy)
+    enforcement = _enforcement(_as_policy(policy), policy_fallback)
     try:
         tracer = find_tracer()
     except TracerMissing as exc:
@@ -505,6 +509,7 @@ def record(
                     time_limit=timeout,
                     cwd=None if cwd is None else str(cwd),
                     env=None if env is None else dict(env),
+                    enforcement=enforcement,
                 )
             )
         except OSError as exc:
@@ -516,34 +521,38 @@ def record(
     if outcome.error and outcome.exit_code == 125:
         raise RecordingFailed(outcome.error)
     session = open_session(outcome.path, home=where)
-    violations = _violations(session, rules) if rules is not None else ()
-    return attrs.evolve(session, stdout=stdout, stderr=stderr, violations=violations)
+    return attrs.evolve(session, stdout=stdout, stderr=stderr, violations=_violations(session))
 
 
 def _as_policy(policy: Policy | Mapping[str, Any] | None) -> Policy | None:
-    from capsule.policy import Policy
+    from capsule.policy import Policy, PolicyError, parse_policy
 
     if policy is None or isinstance(policy, Policy):
         return policy
-    unknown = set(policy) - {"deny_commands", "protect_paths"}
-    if unknown:
-        raise UsageError(f"policy: unknown key {sorted(unknown)[0]!r} (deny_commands, protect_paths)")
-    return Policy(
-        deny_commands=tuple(policy.get("deny_commands", ())),
-        protect_paths=tuple(policy.get("protect_paths", ())),
-    )
+    try:
+        return parse_policy(dict(policy), "policy")
+    except PolicyError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _violations(session: Session, policy: Policy) -> tuple[str, ...]:
-    from capsule.plan.policy import denied_command, protected_path
+def _enforcement(policy: Policy | None, fallback: str | None) -> Any:
+    """What the guard enforces for `policy` (None: nothing), or a one-line refusal."""
+    from capsule.stages.guard_probe import GuardRefused, enforcement_for
 
-    found: list[str] = []
-    for p in session.processes:
-        rule = denied_command(policy, p.argv) if p.argv else None
-        if rule is not None:
-            found.append(f"deny_commands {rule!r}: {p.pid} {p.command}")
-    for f in session.files:
-        rule = protected_path(policy, f.path)
-        if rule is not None:
-            found.append(f"protect_paths {rule!r}: {f.path} ({', '.join(sorted(f.ops))})")
+    if fallback not in (None, "refuse", "detect"):
+        raise UsageError(f"unknown policy_fallback {fallback!r}: choose refuse or detect")
+    if policy is None or policy.empty:
+        return None
+    try:
+        return enforcement_for(policy, fallback)
+    except GuardRefused as exc:
+        raise RecordingFailed(str(exc)) from None
+
+
+def _violations(session: Session) -> tuple[str, ...]:
+    """The guard's refusals, one line each: the rule, then what was refused."""
+    found = []
+    for b in session.report.get("policy", {}).get("blocked", []):
+        what = " ".join(b["argv"]) if b["argv"] else (b["path"] or "")
+        found.append(f"{b['rule']!r} {b['mechanism']}: {b['pid']} {what}")
     return tuple(found)

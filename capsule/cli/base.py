@@ -159,30 +159,11 @@ def _print_json(obj: Any) -> None:
 
 def _print_json_streaming(obj: dict[str, Any], key: str, items: Iterator[Any]) -> None:
     """Print `obj` as `_print_json` would, with `obj[key]` written from `items` in batches."""
-    import orjson
+    from capsule.report.json_stream import json_chunks
 
-    option = orjson.OPT_INDENT_2
     out = sys.stdout.buffer
-    keys = list(obj)
-    out.write(b"{\n")
-    for i, name in enumerate(keys):
-        comma = b"," if i < len(keys) - 1 else b""
-        out.write(b"  " + orjson.dumps(name) + b": ")
-        if name != key:
-            out.write(orjson.dumps(obj[name], option=option).replace(b"\n", b"\n  ") + comma + b"\n")
-            continue
-        out.write(b"[")
-        first = True
-        batch: list[bytes] = []
-        for item in items:
-            text = orjson.dumps(item, option=option).replace(b"\n", b"\n    ")
-            batch.append((b"\n    " if first else b",\n    ") + text)
-            first = False
-            if len(batch) >= 1000:
-                out.write(b"".join(batch))
-                batch.clear()
-        out.write(b"".join(batch) + (b"]" if first else b"\n  ]") + comma + b"\n")
-    out.write(b"}\n")
+    for chunk in json_chunks(obj, key, items):
+        out.write(chunk)
     out.flush()
 
 

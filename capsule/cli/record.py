@@ -17,7 +17,6 @@ from capsule.cli.base import (
     _Ansi,
     _console,
     _print_json,
-    _print_json_streaming,
     _resolve,
     app,
     fail,
@@ -74,17 +73,18 @@ def run(
         ),
     ] = None,
     policy_fallback: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--policy-fallback",
             help="When the policy needs a mechanism this machine lacks: refuse to start (exit 125), or "
-            "detect (detect and kill after the fact, with a warning in the session).",
+            "detect (detect and kill after the fact, with a warning in the session). Default: the "
+            "policy's own `fallback` key, else refuse.",
         ),
-    ] = "refuse",
+    ] = None,
 ) -> None:
     from capsule.api import sessions
     from capsule.api.errors import UsageError
-    from capsule.env.config import parse_duration
+    from capsule.duration import parse_duration
 
     try:
         time_limit = parse_duration(timeout) if timeout is not None else None
@@ -134,7 +134,7 @@ def report(
 ) -> None:
     from capsule.api import sessions
     from capsule.fold.session import paused_gc
-    from capsule.report import render, report_parts
+    from capsule.report import render
 
     if html_file is not None and as_json:
         fail("--html and --json: choose one", 2)
@@ -158,16 +158,14 @@ def report(
 
         report_agents(session_dir, as_json)
         return
+    if as_json:  # from the session's derived snapshot when it is fresh (stages/snapshot.py)
+        sessions.write_report_json(session_dir, sys.stdout.buffer)
+        return
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
     with paused_gc():
         loaded = sessions.load(session_dir)
         state, warnings = loaded.state, list(loaded.warnings)
-        if as_json:
-            data, processes = report_parts(state)
-            data["warnings"] = [*warnings, *data.get("warnings", [])]
-            _print_json_streaming(data, "processes", processes)
-            return
     console = _console()
     console.print(render(state, full=full))
     for warning in warnings:
@@ -203,12 +201,15 @@ def list_sessions(
         typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),
     ] = False,
 ) -> None:
-    from capsule.api.records import plain
+    import attrs
+
+    from capsule.api.sessions import SessionRow as Row
     from capsule.api.sessions import list_sessions as rows_of
 
     rows = rows_of(limit, show_all)
-    if as_json:
-        _print_json(plain(rows))
+    if as_json:  # the fields are JSON values already: no attrs.asdict walk per row (10,000 rows: 0.3 s)
+        names = [f.name for f in attrs.fields(Row)]
+        _print_json([{name: getattr(row, name) for name in names} for row in rows])
         return
     _print_ls(rows)
 

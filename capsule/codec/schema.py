@@ -27,7 +27,7 @@ _FILENAME = re.compile(r"(?P<kind>[a-z_][a-z0-9_.]*)\.v(?P<version>[1-9][0-9]*)\
 
 _SCALARS: dict[object, str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
-# The line envelope (DESIGN §3): `ts` is a field of every record but belongs to the envelope too.
+# The line envelope (architecture §3): `ts` is a field of every record but belongs to the envelope too.
 _ENVELOPE = ("kind", "v", "seq", "ts")
 
 

@@ -1,4 +1,4 @@
-"""Environment lifecycle events: an environment's supervisor and the services it runs (DESIGN §3).
+"""Environment lifecycle events: an environment's supervisor and the services it runs (architecture §3).
 
 The supervisor's own pid and start time are in the session header (`recorder_pid`, `recorder_started`);
 every process it starts is named by pid *and* start time, so a reused pid is never mistaken for it.

@@ -1,4 +1,4 @@
-"""What the agent-run scheduler saw (DESIGN §9): the inputs of `capsule.plan.machine`, recorded as events.
+"""What the agent-run scheduler saw (architecture §9): the inputs of `capsule.plan.machine`, recorded as events.
 
 An observation is written to the `agents` session, just before the events the machine derived from it,
 only when it led to any: one that changed nothing (a sample within limits, a deadline of an attempt that

@@ -1,4 +1,4 @@
-"""Guard events (DESIGN §10): how a policy is enforced, and every decision that refused something.
+"""Guard events (architecture §10): how a policy is enforced, and every decision that refused something.
 
 They are written beside the trace's facts (by `capsule run`, by a traced task's or service's session)
 and never derived from the trace, so `capsule replay` neither derives nor compares them.

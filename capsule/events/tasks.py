@@ -1,4 +1,4 @@
-"""Agent-run events: a plan of tasks run by the scheduler (DESIGN §3, `run.*`, `task.*`, `hook.*`…).
+"""Agent-run events: a plan of tasks run by the scheduler (architecture §3, `run.*`, `task.*`, `hook.*`…).
 
 A task's life: `task.queued`, then per attempt `task.started` → `task.exited` (→ `task.verified`…) and
 one verdict: `task.retrying` (another attempt follows), `task.succeeded`, `task.failed` (with the

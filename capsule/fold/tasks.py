@@ -73,7 +73,7 @@ class TaskState:
     limits: list[TaskLimitExceeded] = attrs.Factory(list)
     compensated: TaskCompensated | None = None
     placed: dict[int, TaskPlaced] = attrs.Factory(dict)  # attempt -> the cluster node it ran on
-    # What the scheduler's machine reads about the task's current step (DESIGN §9): the fold of the
+    # What the scheduler's machine reads about the task's current step (architecture §9): the fold of the
     # events it emitted, nothing else.
     base: int = 0  # attempts made before this run (a resume counts its retries afresh)
     dispatched: int | None = None  # the attempt given a slot whose process has not started yet

@@ -295,8 +295,8 @@ class StraceParser:
             else:
                 ts = None
             body = line[m.end() :]
-        if pid is not None and pid > g.PID_MAX:
-            return Unparsed(line_no=line_no, pid=None, ts=ts, text=line, reason="pid out of range")
+        if pid is not None and pid > g.PID_MAX:  # the slow path's verdict: no stamp is read past a bad pid
+            return Unparsed(line_no=line_no, pid=None, ts=None, text=line, reason="pid out of range")
         first = body[:1]
         if first == "+":
             return self._parse_exit(body, line, line_no, pid, ts)

@@ -1,4 +1,4 @@
-"""The agent-run machine (DESIGN §9): `Machine.handle(observation, now) -> (events, effects)`, no I/O.
+"""The agent-run machine (architecture §9): `Machine.handle(observation, now) -> (events, effects)`, no I/O.
 
 Theory of operation. The driver (`stages/schedule.py`) feeds what it saw (`capsule.events.observed`);
 the machine answers with the events that follow (the run's record) and the effects to perform

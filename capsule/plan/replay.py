@@ -1,4 +1,4 @@
-"""Replay of an `agents` session (DESIGN §9, Temporal's replayer): feed its recorded observations to a
+"""Replay of an `agents` session (architecture §9, Temporal's replayer): feed its recorded observations to a
 fresh machine and compare what comes out with what was recorded.
 
 Each scheduler's run begins with an observation (`obs.run.begin`, or `obs.run.reaped` for a resume) that is

@@ -123,13 +123,19 @@ class Plan:
         raise KeyError(task_id)
 
     def to_json(self) -> str:
-        """The plan as `run.planned` stores it: tasks keep their env names only (DESIGN §3, Secrets)."""
+        """The plan as `run.planned` stores it: tasks keep their env names only (architecture §3, Secrets)."""
         stored = attrs.evolve(
             self,
             tasks=tuple(t.stored() for t in self.tasks),
             hooks=tuple(attrs.evolve(h, command=redact_text(h.command)) for h in self.hooks),
         )
-        return orjson.dumps(attrs.asdict(stored)).decode()
+        return orjson.dumps(attrs.asdict(stored, filter=_stored_field)).decode()
+
+
+def _stored_field(field: attrs.Attribute[Any], value: Any) -> bool:
+    """What `to_json` keeps: a policy's default `fallback` is left out, so plans recorded before the key
+    existed re-derive the same `run.planned` on replay."""
+    return not (field.name == "fallback" and value == "refuse")
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def plan_enforcement(policy: Policy, missing: Mapping[str, str], fallback: str =
     if fallback != DETECT:
         raise MechanismMissing(
             f"the policy needs {first}, which is unavailable here ({missing[first]}); "
-            "see `capsule doctor`, or pass --policy-fallback=detect to detect and kill instead"
+            'see `capsule doctor`, or set `fallback = "detect"` in [policy] (capsule run: '
+            "--policy-fallback=detect) to detect and kill instead"
         )
     warning = (
         f"policy downgraded: {', '.join(lacking)} unavailable ({'; '.join(missing[m] for m in lacking)}); "

@@ -1,7 +1,7 @@
 """The `[policy]` table, the same in a plan, in `capsule.toml`, in `capsule run --policy FILE` and in
 `$CAPSULE_HOME/config.toml`: parsed and validated into one frozen record.
 
-Each part of a policy needs one kernel mechanism (DESIGN §10): command rules need seccomp user
+Each part of a policy needs one kernel mechanism (architecture §10): command rules need seccomp user
 notification, path rules a mount namespace (bubblewrap), `network` a network namespace.
 """
 
@@ -21,7 +21,15 @@ MOUNT = "mount-namespace"
 NETNS = "network-namespace"
 MECHANISMS = (SECCOMP, MOUNT, NETNS)
 
-_KEYS = ("deny_commands", "allow_commands", "protect_paths", "read_only_paths", "network", "on_violation")
+_KEYS = (
+    "deny_commands",
+    "allow_commands",
+    "protect_paths",
+    "read_only_paths",
+    "network",
+    "on_violation",
+    "fallback",
+)
 
 
 class PolicyError(ValueError):
@@ -36,10 +44,13 @@ class Policy:
     read_only_paths: tuple[str, ...] = ()  # readable, never written
     network: str = "on"  # on | off (no interface at all) | loopback (only lo, up)
     on_violation: str = "block"  # block (EPERM, the program goes on) | kill (block, then stop the tree)
+    # where this machine lacks a mechanism: refuse to start | detect (detect-and-kill, with a warning)
+    fallback: str = "refuse"
 
     @property
     def empty(self) -> bool:
-        return self == Policy()
+        """Nothing to enforce (a `fallback` alone asks for nothing)."""
+        return attrs.evolve(self, fallback="refuse") == Policy()
 
     def mechanisms(self) -> tuple[str, ...]:
         """The kernel mechanisms this policy needs, in `MECHANISMS` order."""
@@ -86,6 +97,7 @@ def parse_policy(raw: object, where: str = "[policy]") -> Policy:
         read_only_paths=_strings(table.get("read_only_paths", []), f"{where} read_only_paths"),
         network=_choice(table.get("network", "on"), NETWORK, f"{where} network"),
         on_violation=_choice(table.get("on_violation", "block"), ON_VIOLATION, f"{where} on_violation"),
+        fallback=_choice(table.get("fallback", "refuse"), FALLBACKS, f"{where} fallback"),
     )
 
 

@@ -31,12 +31,14 @@ from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
 from capsule.report.json_report import sorted_nodes, tool_stats
 from capsule.report.order import tree_order
+from capsule.report.policy import blocked_row, policy_title
 from capsule.report.supervised import Supervised, supervised_rows
 from capsule.report.text import format_duration, format_time, outcome_parts, short_argv
 
 TOP_FAILURES = 200
 TOP_TOOLS = 50
 TOP_PHASES = 200
+TOP_BLOCKED = 200
 _PLACEHOLDER = re.compile(r"%([A-Z]+)%")
 
 # Columns of one timeline row, in the order the page's JS reads them (see `const K = 0, …` there).
@@ -194,7 +196,20 @@ def _summary(state: SessionState, nodes: list[ProcessNode], t0: float) -> str:
         labels[n.label] = labels.get(n.label, 0) + 1
         if n.workflow is not None:
             workflows[n.workflow] = workflows.get(n.workflow, 0) + 1
-    parts = [
+    parts = []
+    title = policy_title(state)
+    if title is not None:  # first: what the guard refused is what a reader of a guarded run looks for
+        parts.append(
+            _table(
+                title[0].upper() + title[1:],
+                ("pid", "blocked", "rule", "by", "at"),
+                [(*blocked_row(b), f"+{format_duration(b.ts - t0)}") for b in state.blocked[:TOP_BLOCKED]],
+                f"… {state.blocked_count - TOP_BLOCKED:,} more (the JSON report lists them)"
+                if state.blocked_count > TOP_BLOCKED
+                else "",
+            )
+        )
+    parts += [
         _table(
             "Processes by label",
             ("label", "processes", "share"),
@@ -370,7 +385,7 @@ def render_supervised_html(
         )
         marks = sorted((ts, u.name, what, detail) for u in sup.units.values() for ts, what, detail in u.marks)
         events = _table(
-            "Restarts, health, retries, hooks",
+            "Restarts, health, retries, hooks, policy",
             ("at", "name", "what", "detail"),
             [(f"+{format_duration(ts - sup.start)}", n, w, d) for ts, n, w, d in marks[:TOP_FAILURES]],
         )

@@ -55,7 +55,8 @@ def _what(argv: tuple[str, ...], path: str | None, command: str) -> str:
     return shown
 
 
-def policy_table(state: SessionState) -> Table | None:
+def policy_title(state: SessionState) -> str | None:
+    """The section's title: how the policy was enforced and how much it refused (None: no policy)."""
     applied = state.policy
     if applied is None and not state.blocked:
         return None
@@ -65,12 +66,26 @@ def policy_table(state: SessionState) -> Table | None:
     title = f"policy · enforced by {how} · {state.blocked_count} blocked"
     if state.checked is not None and state.checked.median_us is not None:
         title += f" · {state.checked.execs:,} execs checked (median {state.checked.median_us:.0f} µs)"
+    return title
+
+
+def blocked_row(b: PolicyBlocked) -> tuple[str, str, str, str]:
+    """pid, what was refused, the rule, and by what (and whether the tree was killed)."""
+    by = b.mechanism + (" · killed" if b.action == "kill" else "")
+    where = f"task {b.task}" if b.task else f"service {b.service}" if b.service else ""
+    return (str(b.pid or ""), _what(b.argv, b.path, b.command), b.rule, f"{by} · {where}" if where else by)
+
+
+def policy_table(state: SessionState) -> Table | None:
+    title = policy_title(state)
+    if title is None:
+        return None
     table = Table(title=title, title_justify="left", show_edge=False, title_style="bold")
     for column in ("pid", "blocked", "rule", "by"):
         table.add_column(column, overflow="fold")
     for b in state.blocked[:SHOWN]:
-        by = b.mechanism + (" · killed" if b.action == "kill" else "")
-        table.add_row(str(b.pid or ""), _what(b.argv, b.path, b.command), Text(b.rule, style="red"), by)
+        pid, what, rule, by = blocked_row(b)
+        table.add_row(pid, what, Text(rule, style="red"), by)
     if state.blocked_count > SHOWN:
         table.add_row("", Text(f"… {state.blocked_count - SHOWN:,} more", style="dim"), "", "")
     return table

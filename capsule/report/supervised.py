@@ -34,6 +34,7 @@ from capsule.events.env import (
     SvcUnhealthy,
 )
 from capsule.events.placement import TaskPlaced
+from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -50,6 +51,7 @@ from capsule.events.tasks import (
 )
 from capsule.fold.session import SessionState
 from capsule.report import otlp, perfetto
+from capsule.report.policy import blocked_row
 
 FAILED_STATES = frozenset(
     {"gave_up", "failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed", "unhealthy"}
@@ -261,6 +263,10 @@ class Supervised:
             self.unit(event.task, "task").marks.append((ts, f"hook {event.on}", event.decision))
         elif isinstance(event, PolicyViolated):
             self.unit(event.task, "task").marks.append((ts, "policy", event.rule))
+        elif isinstance(event, PolicyBlocked) and (event.task or event.service):
+            _, what, rule, by = blocked_row(event)
+            unit = self.unit(event.task or event.service or "", "task" if event.task else "service")
+            unit.marks.append((ts, "blocked", f"{rule}: {what} ({by})"))
         elif isinstance(event, RunFinished):
             self.outcome = event.state
         elif isinstance(event, SessionEnded) and self.outcome is None:

@@ -122,6 +122,9 @@ def open_flags(flags: int) -> str:
     return "|".join(names)
 
 
+GONE_KEPT: Final = 4096  # ended processes remembered (late records come within milliseconds)
+
+
 class _Exec:
     __slots__ = ("argv", "path", "tgid", "truncated", "ts")
 
@@ -131,6 +134,11 @@ class _Exec:
         self.path = rec.path
         self.argv: list[str] = []
         self.truncated = len(rec.path.encode()) >= STRLEN - 1
+
+    @classmethod
+    def unseen(cls, ts: float, tgid: int) -> _Exec:
+        """An exec whose begin record was not read (yet): no path, the argv to come from the area."""
+        return cls(ExecBegun(line_no=0, ts=ts, tid=tgid, tgid=tgid, path=""))
 
 
 def _complete_argv(attempt: _Exec, size: int, area: bytearray) -> None:
@@ -185,6 +193,10 @@ class EbpfTracker:
         self._alive: set[int] = set()
         self._parked: dict[int, list[EbpfRecord]] = {}
         self._parked_tids: dict[int, int] = {}  # tid of a parked exec -> the pid it is parked under
+        # pid -> when it ended, for the last GONE_KEPT processes: a record of one of them read after its
+        # end (from another CPU's buffer) is late, not ahead of a fork to come, and is dropped
+        self._gone: dict[int, float] = {}
+        self._late_tids: set[int] = set()  # a dropped exec's argv lines follow it
         self._execs: dict[int, _Exec] = {}  # tid -> its exec attempt in progress
         self._argv_area: dict[int, tuple[int, bytearray]] = {}  # pid -> (size, bytes so far) of a new program
         self._out: list[Event] = []
@@ -238,13 +250,26 @@ class EbpfTracker:
             self._spawn(self.root_pid, None, "root", rec.ts)
         owner = self._owner(rec)
         if owner is None and isinstance(rec, ExecArg | ExecMore):
+            if rec.tid in self._late_tids:
+                return
             owner = self._parked_tids.get(rec.tid)  # the argv of a parked exec waits with it
+        if owner is not None and owner not in self._alive and self._late(owner, rec):
+            if isinstance(rec, ExecBegun):
+                self._late_tids.add(rec.tid)
+            return
         if owner is not None and owner not in self._alive:
             self._parked.setdefault(owner, []).append(rec)
             if isinstance(rec, ExecBegun):
                 self._parked_tids[rec.tid] = owner
             return
         self._apply(rec)
+
+    def _late(self, owner: int, rec: EbpfRecord) -> bool:
+        """Whether `rec` belongs to the ended process `owner` (not to a new one reusing its pid): a
+        record without a stamp of its own (an argv piece) follows its exec, which came before the end."""
+        ended = self._gone.get(owner)
+        ts = getattr(rec, "ts", None)
+        return ended is not None and (ts is None or ts <= ended)
 
     def _owner(self, rec: EbpfRecord) -> int | None:
         """The process a record belongs to, which must be alive for it to apply."""
@@ -260,6 +285,7 @@ class EbpfTracker:
         if isinstance(rec, Forked):
             self._spawn(rec.pid, rec.parent, rec.via, rec.ts)
         elif isinstance(rec, ExecBegun):
+            self._late_tids.discard(rec.tid)
             self._execs[rec.tid] = _Exec(rec)
         elif isinstance(rec, ExecArg):
             attempt = self._execs.get(rec.tid)
@@ -277,7 +303,9 @@ class EbpfTracker:
                 area += rec.data
         elif isinstance(rec, ExecDone):
             attempt = self._execs.pop(rec.old_pid, None)
-            if (found := self._argv_area.pop(rec.pid, None)) is not None and attempt is not None:
+            if (found := self._argv_area.pop(rec.pid, None)) is not None:
+                if attempt is None:  # its begin is on another CPU's buffer, unread: the area has the argv
+                    attempt = _Exec.unseen(rec.ts, rec.pid)
                 _complete_argv(attempt, *found)
             self._exec_ended(attempt, rec.pid, rec.ts, None, rec.path)
         elif isinstance(rec, ProcessEnded):
@@ -299,6 +327,8 @@ class EbpfTracker:
 
     def _spawn(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
         self._alive.add(pid)
+        self._gone.pop(pid, None)
+        self._late_tids.discard(pid)
         self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
         held = self._parked.pop(pid, ())
         for tid in [t for t, owner in self._parked_tids.items() if owner == pid]:
@@ -323,6 +353,9 @@ class EbpfTracker:
 
     def _ended(self, rec: ProcessEnded) -> None:
         self._alive.discard(rec.tgid)
+        self._gone[rec.tgid] = rec.ts
+        if len(self._gone) > GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
         status = rec.status
         signum = status & 0x7F
         if signum == 0:

@@ -79,6 +79,10 @@ timeout = "60s"
     status = orjson.loads(capsule("agents", "status", "--json").stdout)
     assert status["tasks"][0]["blocked"] == 2
     assert "blocked" in capsule("agents", "status").stdout
+    page = tmp_path / "agents.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert html.count("sudo *: sudo id (seccomp-notify · task agent)") == 2  # one mark per refusal
 
 
 def test_on_violation_kill_ends_the_task(agents, tmp_path: Path, fake_sudo: Path) -> None:
@@ -108,3 +112,29 @@ def test_unavailable_mechanism_refuses_the_run(capsule: CapsuleRunner, tmp_path:
     done = capsule("agents", "run", str(plan), env={"CAPSULE_GUARD_PRETEND_MISSING": "network-namespace"})
     assert done.returncode == 125
     assert done.stderr.startswith("capsule: error: the policy needs network-namespace")
+
+
+def test_fallback_detect_in_a_plan_kills_a_traced_task_after_the_fact(
+    agents, capsule: CapsuleRunner, tmp_path: Path, fake_sudo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fallback = "detect"` in the plan's [policy], seccomp notify missing: a traced task's sudo is
+    detected from its trace and the task is ended; an untraced plan is refused in one line (exit 125)."""
+    monkeypatch.setenv("CAPSULE_GUARD_PRETEND_MISSING", "seccomp-notify")
+    body = (
+        '[policy]\ndeny_commands = ["sudo *"]\nfallback = "detect"\n'
+        '[[task]]\nid = "t"\ncommand = ["bash", "-c", "x=sud; ${x}o id; sleep 60; echo after"]\ntimeout = "90s"\n'
+    )
+    done, events = agents("[run]\ntrace = true\n" + body)
+    assert of(events, "task.failed", "t"), done.stderr
+    assert of(events, "task.failed", "t")[0]["outcome"] == "denied"
+    blocked = of(events, "policy.blocked", "t")
+    assert blocked
+    assert {(b["mechanism"], b["action"]) for b in blocked} == {("detect", "kill")}
+    started = of(events, "task.started", "t")[0]
+    assert "after" not in (Path(started["log_dir"]) / "1.out").read_text()
+    plan = tmp_path / "untraced.toml"
+    plan.write_text(body)
+    done = capsule("agents", "run", str(plan))
+    assert done.returncode == 125
+    assert done.stderr.startswith("capsule: error: policy downgraded: seccomp-notify unavailable")
+    assert done.stderr.strip().endswith("set [run] trace = true")

@@ -56,15 +56,22 @@ def test_record_timeout_not_found_and_policy(tmp_path: Path) -> None:
     assert "never" not in (slow.stdout or "")
     missing = capsule.record(["no-such-command-xyz"], home=home)
     assert missing.exit_code == 127
+    secret = tmp_path / "project" / "hostname"
+    secret.parent.mkdir()
+    secret.write_text("planted\n")
     watched = capsule.record(
-        ["sh", "-c", "ls / >/dev/null; cat /etc/hostname >/dev/null"],
+        # `${x}s`: the string does not say ls, so the shell runs and its exec of ls is what is refused
+        ["sh", "-c", "x=l; ${x}s / && echo listed; cat hostname; echo cat=$?"],
         home=home,
-        level="file",
+        cwd=secret.parent,
         policy={"deny_commands": ["ls *"], "protect_paths": ["hostname"]},
     )
-    assert any(v.startswith("deny_commands 'ls *'") for v in watched.violations)
-    if watched.files:  # the report's files table (trace level file)
-        assert any("protect_paths 'hostname'" in v for v in watched.violations)
+    # enforced, not only checked afterwards: ls never ran, the file could not be read
+    assert "listed" not in (watched.stdout or "")
+    assert "cat=1" in (watched.stdout or "")
+    assert "planted" not in (watched.stdout or "")
+    assert any(v.startswith("'ls *' seccomp-notify:") and v.endswith("ls /") for v in watched.violations)
+    assert any(v.startswith("'hostname' mount-namespace:") for v in watched.violations)
     with pytest.raises(UsageError):
         capsule.record([], home=home)
     with pytest.raises(UsageError):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.bench._common import BENCH_DIR, quick_mode
+from tests.bench._common import BENCH_DIR, compile_sources, load_average, quick_mode
 
 # name -> module; cheapest first so a broken benchmark shows up early
 BENCHMARKS: dict[str, str] = {
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "mcp": "tests.bench.mcp",
     "ebpf": "tests.bench.ebpf",
     "guard": "tests.bench.guard",
+    "rss": "tests.bench.rss",
     "ray": "tests.bench.ray",
 }
 
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick or quick_mode()
     names = args.names or list(BENCHMARKS)
     results: dict[str, dict[str, Any]] = {}
+    compile_sources()
     for name in names:
         print(f"running {name}{' (quick)' if quick else ''}…", file=sys.stderr, flush=True)
         started = time.perf_counter()
@@ -98,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result["elapsed_s"] = time.perf_counter() - started
+        result["load_average"] = load_average()  # after it ran: the load it ran under
         results[name] = result
-        print(f"  {name}: {result['elapsed_s']:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"  {name}: {result['elapsed_s']:.1f} s (load {result['load_average'][0]:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
     print_table(results)
+    one, five, fifteen = load_average()
+    print(f"\nload average now: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)")
     BENCH_DIR.mkdir(exist_ok=True)
     out = BENCH_DIR / "results.json"
     if args.names and out.is_file():  # a partial run updates the figures of the benchmarks it ran

@@ -2,23 +2,28 @@
 jobs (`parallel -j8 true ::: $(seq 1000)`), interleaved, medians: aim capsule <= 1.0x GNU parallel. Also the
 per-task overhead with tracing on (every task under strace), against the untraced run.
 
+Scale (issue 15): `agents run` of 10,000 trivial tasks, time and peak RSS per task against the 1,000-task
+run, with CAPSULE_BENCH_AGENTS_10K=1 (one run: ~5 minutes here); by default the 1,000-task figures only.
+
 GNU parallel is the Debian package `parallel`; `just bench` installs it when missing. Without it the
 comparison row is left out and the capsule figures are still reported.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.bench._common import CAPSULE, env_for, interleave, median, ratio_row, row, temp_home
+from tests.bench._common import CAPSULE, env_for, interleave, median, ratio_row, row, run_once, temp_home
 
 COUNT = 1000
 QUICK_COUNT = 100
 TRACED_COUNT = 200
+SCALE_COUNT = 10_000
 
 
 def write_batch(path: Path, count: int) -> Path:
@@ -55,6 +60,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             1 if quick else 3,
             env,
         )
+        # peak RSS of one run at `count` tasks, and (opt-in) the 10,000-task run
+        _wall, peak_kib = run_once([CAPSULE, "agents", "run", str(plain), "--batch", str(batch)], env)
+        scale: tuple[float, int] | None = None
+        if not quick and os.environ.get("CAPSULE_BENCH_AGENTS_10K", "") not in ("", "0"):
+            big = write_batch(home / "big.jsonl", SCALE_COUNT)
+            scale = run_once([CAPSULE, "agents", "run", str(plain), "--batch", str(big)], env)
     t = {name: median(values) for name, values in samples.items()}
     s = {name: median(values) for name, values in untraced_small.items()}
     rows = [row(f"capsule agents run, {count} x true, -j8 (median)", t["capsule"], "s")]
@@ -70,6 +81,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         )
     )
     rows.append(ratio_row(f"traced / untraced ({traced_count} tasks)", s["traced"], s["untraced"]))
+    rows.append(row(f"peak RSS, {count} tasks", peak_kib / 1024, "MiB"))
+    rows.append(row(f"  per task, {count} tasks", peak_kib / count, "KiB"))
+    if scale is not None:
+        wall_10k, rss_10k = scale
+        rows.append(row(f"capsule agents run, {SCALE_COUNT:,} x true (one run)", wall_10k, "s"))
+        rows.append(row(f"  per task, {SCALE_COUNT:,} tasks", wall_10k / SCALE_COUNT * 1000, "ms"))
+        rows.append(ratio_row("  time per task 10,000 / 1,000", wall_10k / SCALE_COUNT, t["capsule"] / count))
+        rows.append(row(f"  peak RSS, {SCALE_COUNT:,} tasks", rss_10k / 1024, "MiB"))
+        rows.append(ratio_row("  peak RSS 10,000 / 1,000", rss_10k, peak_kib))
+    else:
+        rows.append(row("10,000 tasks: set CAPSULE_BENCH_AGENTS_10K=1", 0, "s"))
     return {
         "params": {"count": count, "traced_count": traced_count, "reps": reps, "gnu_parallel": gnu},
         "samples_s": {**samples, **untraced_small},

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import psutil
 
-from tests.bench._common import CAPSULE, PYTHON, env_for, interleave, median, row, temp_home
+from tests.bench._common import CAPSULE, PYTHON, env_for, interleave, median, ratio_row, row, temp_home
 
 BACKOFF = 0.2
 
@@ -79,5 +79,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             row("crash -> restart minus backoff (median)", over, "s", "<= 0.1", over <= 0.1),
             row("python -c pass (median)", t["python -c pass"], "s"),
             row("capsule env status (median)", t["capsule env status"], "s"),
+            ratio_row("env status / python -c pass", t["capsule env status"], t["python -c pass"], 3.0),
         ],
     }

@@ -9,13 +9,13 @@ import math
 
 import pytest
 
-from tests.bench import activity, cli, env, exports, fork, guard, html, mcp, report, startup
+from tests.bench import activity, cli, env, exports, fork, guard, html, mcp, report, rss, startup
 
 
 @pytest.mark.strace
 @pytest.mark.parametrize(
     "bench",
-    [startup, cli, fork, report, activity, exports, env, html, mcp, guard],
+    [startup, cli, fork, report, activity, exports, env, html, mcp, guard, rss],
     ids=lambda m: m.__name__.rsplit(".", 1)[-1],
 )
 def test_quick_benchmark_yields_figures(bench) -> None:

@@ -79,7 +79,8 @@ def test_level_all_reports_files_changed_and_network(
     assert any(Path(pids[pid]["exe"]).name == "rm" for pid in final["pids"])
     (peer,) = [n for n in report["network"] if n["port"] == port]
     assert (peer["family"], peer["address"], peer["op"], peer["ok"]) == ("inet", "127.0.0.1", "connect", True)
-    assert pids[peer["pids"][0]]["network"] == {"connect": 1}
+    # at least this connect (where nscd runs, glibc's lookups also connect to its socket first)
+    assert pids[peer["pids"][0]]["network"]["connect"] >= 1
     assert capsule("replay", "--check").returncode == 0  # the cwd is followed from the trace alone
     text = capsule("report").stdout
     assert "files changed" in text

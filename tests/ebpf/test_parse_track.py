@@ -185,6 +185,35 @@ def test_tracker_live_count_follows_the_tree() -> None:
     assert 0 not in counts[:-1]
 
 
+def test_an_exec_begin_read_after_its_process_ended_is_late_not_parked() -> None:
+    """Seen live (a CI hang): a child's exec begin and argv lines were read from another CPU's buffer
+    after its exit. They belong to the ended process: dropped, not parked for a fork that never comes
+    (the live count reaches 0 and the tracer stops); the exec's argv comes from the argv area; a new
+    process reusing the pid later is tracked as usual."""
+    area = b"sh\0-c\0kill -TERM $$\0"
+    data = header(100) + printf(
+        "F 10 101 100 2 4100",
+        f"V 101 {len(area)} 0 {hexed(area)}",
+        "S 12 101 101 /usr/bin/sh",
+        "Q 13 101 15",
+        "E 11 101 101 /usr/bin/sh",  # late: stamped before the exit, read after it
+        "A 101 0 sh",
+        "A 101 1 -c",
+        "A 101 2 kill -TERM $$",
+        "F 20 101 100 1 17",  # pid 101 again, a new process
+        "Q 21 101 0",
+        "Q 22 100 0",
+    )
+    tracker, events = track(data)
+    assert tracker.live == 0
+    (exec_,) = [e for e in events if isinstance(e, ProcExec)]
+    assert (exec_.path, exec_.argv) == ("/usr/bin/sh", ("sh", "-c", "kill -TERM $$"))
+    spawned = [e.pid for e in events if isinstance(e, ProcSpawned)]
+    assert spawned == [100, 101, 101]
+    exits = [(e.pid, e.exit_code, e.signal) for e in events if isinstance(e, ProcExited)]
+    assert exits == [(101, None, "SIGTERM"), (101, 0, None), (100, 0, None)]
+
+
 def test_argv_cut_by_the_program_is_completed_from_the_argv_area() -> None:
     """Elements cut at 199 bytes are filled from the new program's argv area, aligned from the end
     (a #! script's area starts with its interpreter); a read that failed takes the area whole."""

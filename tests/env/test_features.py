@@ -280,6 +280,35 @@ health_check_interval = "100ms"
     assert starting["argv"][:2] == ["/bin/sh", "-c"]
 
 
+def test_secret_values_reach_the_process_but_not_the_session(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """The session keeps the config masked, yet the process gets the real env value, argument and
+    health check (the supervisor starts and probes from the live config, the machine from the recorded)."""
+    root = roots[0]
+    token = "sk-planted-4b8e2d1c9a7f6e5d3c2b1a09"  # noqa: S105 - planted on purpose
+    write(
+        root,
+        f"""
+[[process]]
+name = "svc"
+env = {{ API_TOKEN = "{token}" }}
+command = '''sh -c 'echo "$API_TOKEN $1" > seen.txt; exec sleep 300' sh --api-key={token}'''
+health_check = "cmd:grep -q {token} seen.txt"
+health_check_interval = "100ms"
+""",
+    )
+    done = capsule("env", "up", str(root))
+    assert done.returncode == 0, done.stderr
+    svc = proc_of(status(capsule, root), "svc")
+    assert (svc["state"], svc["health"]) == ("ready", "ok")
+    assert (root / "seen.txt").read_text() == f"{token} --api-key={token}\n"
+    assert capsule("env", "down", str(root)).returncode == 0
+    for path in (capsule_home / "runs").rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
 def test_two_environments_ls_ps_and_kill_all(roots: tuple[Path, Path], capsule: CapsuleRunner) -> None:
     """`env ls --json` and `ps --json` list both environments; kill-all leaves no survivor."""
     for i, root in enumerate(roots):

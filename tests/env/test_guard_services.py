@@ -61,3 +61,12 @@ def test_unavailable_mechanism_refuses_env_up(project: Path, capsule: CapsuleRun
     done = capsule("env", "up", str(project), env={"CAPSULE_GUARD_PRETEND_MISSING": "network-namespace"})
     assert done.returncode == 125
     assert done.stderr.startswith("capsule: error: the policy needs network-namespace")
+    # fallback = "detect" cannot help a service (nothing reads its trace for the environment): refused too
+    write(
+        project,
+        '[policy]\nnetwork = "off"\nfallback = "detect"\n[[process]]\nname = "w"\ncommand = "sleep 60"\n',
+    )
+    done = capsule("env", "up", str(project), env={"CAPSULE_GUARD_PRETEND_MISSING": "network-namespace"})
+    assert done.returncode == 125
+    assert done.stderr.startswith("capsule: error: policy downgraded: network-namespace unavailable")
+    assert "services cannot be guarded after the fact" in done.stderr

@@ -79,6 +79,11 @@ def test_denied_rm_in_a_shell_string_never_runs(
     text = capsule("report", "latest").stdout
     assert "rm -rf *" in text
     assert "1 blocked" in text
+    page = work.parent / "report.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert "Policy · enforced by seccomp-notify · 1 blocked" in html
+    assert "<td>bash -c rm -rf canary; echo done  (inside: rm -rf canary)</td><td>rm -rf *</td>" in html
 
 
 def test_curl_pipe_sh_inside_a_list_never_runs_the_script(
@@ -141,6 +146,9 @@ def test_allow_commands_blocks_the_rest(capsule: CapsuleRunner, capsule_home: Pa
     (blocked,) = _events(capsule_home, "policy.blocked")
     assert blocked["rule"] == "allow_commands"
     assert blocked["argv"] == ["ls"]
+    # the recording itself is not refused: strace's spool relay runs, and the tree is in the record
+    execs = _events(capsule_home, "proc.exec")
+    assert {Path(e["path"]).name for e in execs if e["ok"]} >= {Path(sys.executable).name, "true"}
 
 
 def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
@@ -165,7 +173,7 @@ def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     blocked = _events(capsule_home, "policy.blocked")
-    assert {b["path"] for b in blocked} >= {".env", "sub/server.key"}
+    assert {b["path"] for b in blocked} >= {str(work / ".env"), str(work / "sub" / "server.key")}
     assert {b["mechanism"] for b in blocked} == {"mount-namespace"}
     (applied,) = _events(capsule_home, "policy.applied")
     assert applied["hidden"] == 2
@@ -245,6 +253,24 @@ def test_network_modes(
     assert inside in done.stdout
     # the recording itself is unaffected: the whole tree is in the session
     assert len([e for e in _events(capsule_home, "proc.exec") if e["ok"]]) >= 3
+
+
+def test_on_violation_kill_reaches_children_reparented_out_of_the_tree(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """on_violation = "kill" kills what strace traces, not only the shell's children: a sleeper whose
+    subshell exited (reparented away) dies too, and the spool relay lives (the record is whole)."""
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"], on_violation="kill")
+    script = "(sleep 600 &); sleep 0.2; x=sud; ${x}o id; echo after"
+    # Were the sleeper spared, strace would wait for it (600 s) and this run would time out.
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script, timeout=300)
+    assert "after" not in done.stdout
+    assert done.returncode == 128 + 9
+    execs = {e["pid"]: e for e in _events(capsule_home, "proc.exec") if e["ok"]}
+    (sleeper,) = [pid for pid, e in execs.items() if e["argv"] == ["sleep", "600"]]
+    exits = {e["pid"]: e for e in _events(capsule_home, "proc.exited")}
+    assert exits[sleeper]["signal"] == "SIGKILL"
+    assert _events(capsule_home, "session.ended")[0]["lines"] > 0
 
 
 def test_on_violation_kill_stops_the_tree(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:

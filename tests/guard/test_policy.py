@@ -250,3 +250,14 @@ def test_detect_violation_and_refused_open() -> None:
     assert hit is not None
     assert hit.rule == "/etc"
     assert refused_open(policy, FileOpened(ts=1.0, pid=6, path="/x", ok=False, errno="ENOENT")) is None
+
+
+def test_fallback_key_is_part_of_the_policy() -> None:
+    """`fallback` is validated, defaults to refuse, asks for nothing by itself, and decides the downgrade."""
+    assert parse_policy({}).fallback == "refuse"
+    assert parse_policy({"fallback": "detect"}).empty
+    with pytest.raises(PolicyError, match="fallback"):
+        parse_policy({"fallback": "warn"})
+    policy = parse_policy({"deny_commands": ["sudo *"], "fallback": "detect"})
+    downgraded = plan_enforcement(policy, {"seccomp-notify": "pretend"}, policy.fallback)
+    assert downgraded.detected == ("seccomp-notify",)

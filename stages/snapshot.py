@@ -1,0 +1,129 @@
+"""Derived report snapshots: a finished session's `report --json` bytes kept beside its events.
+
+A cache, never truth. The first line of `report.snapshot` is a JSON key naming everything the report
+was derived from: the snapshot format, Capsule's version, the events file (name, size, mtime in ns) and a
+digest of the label and workflow rules. A snapshot whose key differs from the session's key now (the
+events grew or were archived, the rules or Capsule changed, another format) is ignored and rebuilt;
+`replay --check` never reads it. Only ended sessions of at least MIN_EVENTS events get one: a smaller
+session folds faster than a snapshot would save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from capsule import __version__
+from capsule.stages.store import EVENTS, open_private, private_output, session_file
+
+SNAPSHOT = "report.snapshot"
+FORMAT = 1  # bump when the snapshot's layout or the report's bytes change shape
+MIN_EVENTS = 20_000
+COPY_CHUNK = 1 << 20
+
+
+def snapshot_key(session_dir: Path, rules_digest: str) -> dict[str, Any] | None:
+    """What a snapshot of this session must have been derived from; None without an events file."""
+    found = session_file(session_dir, EVENTS)
+    if found is None:
+        return None
+    stat = found.stat()
+    return {
+        "format": FORMAT,
+        "capsule": __version__,
+        "events": found.name,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "rules": rules_digest,
+    }
+
+
+def fresh_snapshot(session_dir: Path, rules_digest: str) -> Path | None:
+    """The session's snapshot if its key is the session's key now; None if missing, stale or foreign."""
+    path = session_dir / SNAPSHOT
+    key = snapshot_key(session_dir, rules_digest)
+    if key is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(4096)
+    except OSError:
+        return None
+    try:
+        found = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return None
+    return path if found == key else None
+
+
+def copy_report(path: Path, out: BinaryIO) -> None:
+    """Write a snapshot's report (everything after its key line) to `out`."""
+    with open(path, "rb") as file:
+        file.readline(4096)
+        shutil.copyfileobj(file, out, COPY_CHUNK)
+    out.flush()
+
+
+def write_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes]) -> Path:
+    """Write the snapshot (0600, into a temporary file renamed into place: a reader sees the old one or
+    the whole new one)."""
+    path = session_dir / SNAPSHOT
+    with private_output(path) as out:
+        out.write(orjson.dumps(key) + b"\n")
+        for chunk in chunks:
+            out.write(chunk)
+    return path
+
+
+def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes], out: BinaryIO) -> None:
+    """Write `chunks` to `out` and, as they go, to a new snapshot (the first report's one pass instead of
+    writing the snapshot and then copying it). The snapshot is a cache: if it cannot be written (disk
+    full, read-only) the report still goes out whole and no partial snapshot is left behind."""
+    path = session_dir / SNAPSHOT
+    temp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    snap: BinaryIO | None = None
+    try:
+        snap = os.fdopen(open_private(temp, append=False, new=True), "wb")
+        snap.write(orjson.dumps(key) + b"\n")
+    except OSError:
+        _abandon(snap, temp)
+        snap = None
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+            if snap is not None:
+                try:
+                    snap.write(chunk)
+                except OSError:
+                    _abandon(snap, temp)
+                    snap = None
+        out.flush()
+    except BaseException:
+        _abandon(snap, temp)
+        raise
+    if snap is not None:
+        try:
+            snap.close()
+            os.replace(temp, path)
+        except OSError:
+            _abandon(None, temp)
+
+
+def _abandon(snap: BinaryIO | None, temp: Path) -> None:
+    if snap is not None:
+        with contextlib.suppress(OSError):
+            snap.close()
+    with contextlib.suppress(OSError):
+        temp.unlink()
+
+
+def drop_snapshot(session_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(session_dir / SNAPSHOT)

@@ -1,0 +1,108 @@
+"""Lazy registration of the CLI's command groups: the table in capsule/cli/__init__.py is the truth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import capsule.cli as cli_package
+
+
+def _registered() -> dict[str, str]:
+    """Every top-level name each capsule.cli module registers, by loading them one by one in a fresh
+    interpreter (this one may have loaded them all already)."""
+    script = (
+        "import importlib, json, capsule.cli.base as b\n"
+        "out = {}\n"
+        f"for m in {list(cli_package.MODULES)!r}:\n"
+        "    c, g = len(b.app.registered_commands), len(b.app.registered_groups)\n"
+        "    importlib.import_module('capsule.cli.' + m)\n"
+        "    for cmd in b.app.registered_commands[c:]:\n"
+        "        out[cmd.name or cmd.callback.__name__.replace('_', '-')] = m\n"
+        "    for grp in b.app.registered_groups[g:]:\n"
+        "        out[grp.name] = m\n"
+        "print(json.dumps(out))\n"
+    )
+    import json
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    found: dict[str, str] = json.loads(done.stdout)
+    return found
+
+
+def test_table_names_every_command_of_its_module() -> None:
+    """COMMANDS maps each top-level command and group to the module that registers it, and no other."""
+    assert _registered() == cli_package.COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["run", "--", "true"], "record"),
+        (["ls", "--json"], "record"),
+        (["env", "status"], "env"),
+        (["agents", "run", "plan.toml"], "agents"),
+        (["--help"], None),
+        (["--version"], None),
+        (["no-such-command"], None),
+        ([], None),
+    ],
+)
+def test_command_of(argv: list[str], module: str | None) -> None:
+    """The first word picks the module; an option first or an unknown word loads everything."""
+    assert cli_package.command_of(argv) == module
+
+
+def test_a_command_loads_only_its_module() -> None:
+    """`capsule ls` imports capsule.cli.record and not the agents or env groups."""
+    script = (
+        "import sys\n"
+        "from capsule.cli import command_of, load\n"
+        "load(command_of(['ls']))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('capsule.cli.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['capsule.cli.base', 'capsule.cli.record']"
+
+
+def test_app_attribute_has_every_command() -> None:
+    """`from capsule.cli import app` (CliRunner in tests) sees the whole CLI."""
+    from capsule.cli import app
+
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
+    names |= {g.name for g in app.registered_groups if g.name}
+    assert names == set(cli_package.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [["ls", "--json"], ["env", "--help"], ["--help"], ["nope"]])
+def test_entry_point_still_behaves(argv: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The console script with lazy loading answers as the whole app does (help, errors, commands)."""
+    import os
+
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home")}
+    lazy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from capsule.cli import main; sys.argv[0] = 'capsule'; main()",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    whole = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; import capsule.cli as c; c.load(); from capsule.cli.base import main; "
+            "sys.argv[0] = 'capsule'; main()",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (lazy.returncode, lazy.stdout, lazy.stderr) == (whole.returncode, whole.stdout, whole.stderr)
