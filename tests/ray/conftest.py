@@ -22,6 +22,12 @@ pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 READY = b"Ray runtime started"
+# The head's GCS marks a killed node dead in about a second, not Ray's default ~30 s: until then it may
+# still place the retry of a lost attempt on the dead node's free resources.
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "300",
+    "RAY_health_check_timeout_ms": "300", "RAY_health_check_failure_threshold": "3",
+}  # fmt: skip
 
 
 class Cluster:
@@ -60,7 +66,7 @@ class Cluster:
             args += [f"--address={self.address}"]
         log = self.root / f"{name}.log"
         env = {"CAPSULE_HOME": str(home), "CAPSULE_NODE": name, "PATH": f"{BIN}:{os.environ['PATH']}",
-               "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+               "RAY_USAGE_STATS_ENABLED": "0", **FAST_HEALTH}  # fmt: skip
         answer = self._send(f"start {name} {json.dumps({'args': args, 'env': env, 'log': str(log)})}")
         self.pids[name] = int(answer.split()[-1])
         deadline = time.monotonic() + 60

@@ -229,7 +229,7 @@ backoff = "0.1s"
         assert "node-b" in exited["reason"]
         assert not _alive(leader["pid"], leader["started"])  # gone with its node
         cluster.start("node-b", {"beta": 2})
-        assert driver.wait(120) == 0, driver.stderr.read() if driver.stderr else ""
+        assert driver.wait(180) == 0, driver.stderr.read() if driver.stderr else ""
     finally:
         _end(driver)
     events = session_events(home)
