@@ -13,7 +13,7 @@ default:
 # create .venv, install capsule with its dev tools, and make sure strace is installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
-    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     sh quickstart packages strace:strace
 

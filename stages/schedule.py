@@ -57,17 +57,19 @@ from capsule.plan.effects import (
     Spawn,
     StopTree,
 )
+from capsule.plan.executor import ExecutorSpec
 from capsule.plan.machine import Machine
 from capsule.plan.spec import Plan, TaskSpec, fill_inputs
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
+from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.record import SessionWriter
 from capsule.stages.run import resolve_command
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
-from capsule.stages.task_units import cgroup_name, marker, measure, run_shell, stop_leftovers
+from capsule.stages.task_units import cgroup_name, marker, measure
 from capsule.stages.task_workspace import (
     OUTPUTS,
     CacheHit,
@@ -137,6 +139,7 @@ class Scheduler:
         on_event: Callable[[Event, RunState], None] | None = None,
         enforcement: Enforcement | None = None,
         reuse: dict[str, CacheHit] | None = None,
+        executor: ExecutorSpec | None = None,
     ) -> None:
         self.plan = plan
         self.specs = {t.id: t for t in plan.tasks}  # Plan.task scans: a 10,000-task plan asks per spawn
@@ -155,11 +158,21 @@ class Scheduler:
         self.workspaces: dict[str, Workspace] = {}  # the current attempt's, by task
         self.bases: dict[Path, str] = {}  # repository -> the base commit its worktrees start from
         self.cache_keys: dict[str, str] = {}  # task -> the key its cache lookup found no entry for
+        self.executor_spec = executor or ExecutorSpec()  # who performs the attempts (stages/executors)
+        self.executor: Executor
 
     async def run(self, *, resume: bool = False, plan_path: str | None = None) -> RunState:
         procs.become_subreaper()  # orphans of a task come back here, and are stopped with its tree
         set_title(f"capsule: scheduler {self.state.session_id}")
         self.machine = Machine(Config.of(self.plan, plan_path), self.state)
+        self.executor = open_executor(self.executor_spec, self)
+        try:
+            await self._loop(resume)
+        finally:
+            self.executor.close()
+        return self.state
+
+    async def _loop(self, resume: bool) -> None:
         async with trio.open_nursery() as work:
             self._work = work
             async with trio.open_nursery() as timers:
@@ -169,7 +182,6 @@ class Scheduler:
                 while not self._finished:
                     await self._observe(await self._receive.receive())
                 timers.cancel_scope.cancel()
-        return self.state
 
     async def _observe(self, obs: Observation) -> None:
         events, effects = self.machine.handle(obs, obs.ts)
@@ -183,10 +195,10 @@ class Scheduler:
 
     async def _perform(self, effect: Effect) -> None:
         match effect:
-            case Spawn():  # at once: its answer comes before any other observation
-                await self._spawn(self.specs[effect.task], effect.attempt)
+            case Spawn():  # locally at once: its answer comes before any other observation
+                await self.executor.spawn(self.specs[effect.task], effect.attempt)
             case StopTree():
-                self._work.start_soon(self._stop, effect)
+                self._work.start_soon(self.executor.stop, effect)
             case RunHook():
                 self._work.start_soon(self._hook, effect)
             case RunVerify() | RunCompensate():
@@ -198,8 +210,7 @@ class Scheduler:
             case Collect():
                 self._work.start_soon(self._collect, effect)
             case ReapLeftovers():
-                stopped = stop_leftovers(self.state.session_id, effect.leftovers)
-                reaped = tuple(sorted(x.pid for x, _pids in stopped))
+                reaped = await self.executor.reap(effect.leftovers)
                 await self._observe(
                     ObsReaped(
                         ts=time.time(), scheduler_pid=self.me[0], scheduler_started=self.me[1], reaped=reaped
@@ -385,7 +396,9 @@ class Scheduler:
     # -- hooks, verify, compensate, deadlines, signals ----------------------------------------------------
 
     async def _hook(self, effect: RunHook) -> None:
-        code, out = await run_shell(effect.command, self._here(effect.task), effect.payload, effect.timeout_s)
+        code, out = await self.executor.shell(
+            effect.command, self._here(effect.task), effect.payload, effect.timeout_s, None
+        )
         words = out.decode(errors="replace").split()
         answer = words[0][:100] if words else ""
         self._send.send_nowait(
@@ -400,7 +413,10 @@ class Scheduler:
         )
 
     async def _check(self, effect: RunVerify | RunCompensate) -> None:
-        code, _out = await run_shell(effect.command, self._here(effect.task), b"", effect.timeout_s)
+        attempt = effect.attempt if isinstance(effect, RunVerify) else None  # verify: where it ran
+        code, _out = await self.executor.shell(
+            effect.command, self._here(effect.task), b"", effect.timeout_s, attempt
+        )
         now = time.time()
         if isinstance(effect, RunVerify):
             self._send.send_nowait(

@@ -23,6 +23,7 @@ from capsule.fold.tasks import Attempt, RunState  # real imports: the MCP schema
 if TYPE_CHECKING:
     from capsule.events import Event
     from capsule.plan import Plan
+    from capsule.plan.executor import ExecutorSpec
 
 OnEvent = Callable[["Event", "RunState"], None]
 
@@ -55,7 +56,7 @@ class TaskRow:
     id: str
     state: str = attrs.field(
         metadata={
-            "doc": "queued running succeeded failed timed_out killed limit_exceeded skipped denied spawn_failed."
+            "doc": "queued running succeeded failed timed_out killed limit_exceeded skipped denied spawn_failed lost."
         }
     )
     attempts: int
@@ -65,6 +66,9 @@ class TaskRow:
     pid: int | None
     blocked: int = attrs.field(
         default=0, metadata={"doc": "Execs, opens or writes the guard refused in the task's tree."}
+    )
+    node: str | None = attrs.field(
+        default=None, metadata={"doc": "The cluster node its latest attempt ran on; null: this machine."}
     )
 
 
@@ -306,6 +310,7 @@ def run(
     resume: Path | None = None,
     argv: tuple[str, ...] | None = None,
     reuse: dict[str, Any] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> RunState:
     """Run `plan` in this process until it ends (appending to session `resume` if given); its fold.
 
@@ -329,6 +334,15 @@ def run(
                 f"{enforcement.warning}; detecting needs the tasks traced: set [run] trace = true"
             )
     os.umask(0o077)
+    from capsule.stages.executors.ray_driver import RayMissing
+
+    if executor is not None and executor.kind == "ray":  # no cluster: refused before a session is made
+        from capsule.stages.executors.ray_driver import connect
+
+        try:
+            connect(executor.address)
+        except RayMissing as exc:
+            raise Unavailable(str(exc)) from None
     started = time.time()
     state = None
     if resume is not None:
@@ -351,13 +365,41 @@ def run(
         on_event=on_event,
         enforcement=enforcement,
         reuse=reuse,
+        executor=executor,
     )
     if state is None:
         scheduler.state.apply(next(iter(iter_events(path))))
     try:
         return trio.run(lambda: scheduler.run(resume=resume is not None, plan_path=plan_path))
+    except RayMissing as exc:
+        raise Unavailable(str(exc)) from None
     finally:
         close_run(writer, started, scheduler.state)
+        from capsule.api.shipping import ship_closed
+
+        ship_closed(path)  # to the [export] collector of $CAPSULE_HOME/config.toml, if there is one
+
+
+def executor_for(
+    plan_file: Path | None, kind: str | None, address: str | None, resume: Path | None = None
+) -> ExecutorSpec:
+    """Who performs the attempts: `--executor`/`--address` over the plan's `[run]` (or, resuming without
+    a plan file, over what the session was run with)."""
+    from capsule.plan import PlanError
+    from capsule.plan.executor import ExecutorSpec, choose, executor_of
+
+    try:
+        if plan_file is not None and plan_file.is_file():
+            base = executor_of(plan_file.read_text(encoding="utf-8"))
+        elif resume is not None and (was := fold(resume).executor) is not None:
+            base = ExecutorSpec(kind=was.executor, address=was.address)
+        else:
+            base = ExecutorSpec()
+        return choose(base, kind, address)
+    except OSError as exc:
+        raise BadInput(f"{exc.filename}: {exc.strerror}") from exc
+    except PlanError as exc:
+        raise BadInput(f"{plan_file or 'plan'}: {exc}") from exc
 
 
 def resumable(ref: str, plan_file: Path | None = None) -> tuple[Path, Plan]:
@@ -438,6 +480,8 @@ def spawn(
     *,
     batch: Path | None = None,
     no_cache: bool = False,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> str:
     """Start `capsule agents run PLAN` detached (its own session, no terminal); its session id.
 
@@ -457,6 +501,8 @@ def spawn(
         argv += ["--batch", str(batch.resolve())]
     if no_cache:
         argv += ["--no-cache"]
+    executor_for(plan_file, executor, address)  # a bad --executor fails here, in one line
+    argv += [*(["--executor", executor] if executor else []), *(["--address", address] if address else [])]
     err_path = where / "spool" / f"agents-{os.getpid()}-{time.monotonic_ns()}.log"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
@@ -690,6 +736,25 @@ def ps() -> tuple[RunningTask, ...]:
     return tuple(rows)
 
 
+def _on_nodes() -> list[RunningTask]:
+    """Running tasks of live runs placed on cluster nodes (their processes are not on this machine)."""
+    rows = []
+    for path in sessions(20):
+        run = fold(path)
+        if run.executor is None or live_state(run) != "running":
+            continue
+        for t in run.tasks.values():
+            a = t.current
+            if t.state == "running" and a is not None and a.number in t.placed:
+                rows.append(
+                    RunningTask(
+                        session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
+                        started=a.started, cpu_s=0.0, rss=0, elapsed_s=round(time.time() - a.ts, 1),
+                    )
+                )  # fmt: skip
+    return rows
+
+
 def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
     """Stop running task `task` (None: every running task, and whatever dead schedulers left) with its
     whole tree: SIGTERM, then SIGKILL after `grace`. The tasks stopped."""
@@ -699,11 +764,27 @@ def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
     from capsule.stages.task_units import leftover_tree
 
     rows = [r for r in ps() if task is None or r.task == task]
+    here = {(r.session, r.task, r.attempt) for r in rows}
+    rows += [
+        r
+        for r in _on_nodes()
+        if (task is None or r.task == task) and (r.session, r.task, r.attempt) not in here
+    ]
     left = stop_dead_runs() if task is None else ()
     if not rows and not left:
         raise NotFound(f"no running task {task!r}" if task else "no running tasks")
     for r in rows:
         tree, _cgroup = leftover_tree(r.session, _attempt_of(r))  # the scheduler removes its cgroup
+        run = fold(session(r.session))
+        placed = run.tasks[r.task].placed.get(r.attempt)
+        if placed is not None and run.executor is not None:  # on a cluster node: stopped there
+            from capsule.stages.executors.ray_driver import RayMissing, stop_on_node
+
+            try:
+                stop_on_node(run.executor.address, placed.node_id, tree, "SIGTERM", grace)
+            except RayMissing as exc:
+                raise Unavailable(str(exc)) from None
+            continue
         procs.stop(tree, signal.SIGTERM, grace)
     return tuple(rows) + left
 

@@ -579,10 +579,14 @@ def record(argv: list[str], **options: Any) -> Recorded:
     """`record_async` in a trio run of its own (what `capsule run` does)."""
     import trio
 
+    from capsule.api.shipping import ship_closed
+
     os.umask(0o077)
     recorded = trio.run(lambda: record_async(argv, **options))
     if recorded.error is None and recorded.path.is_dir():
         snapshot_after_close(recorded.path)
+    if recorded.path.is_dir():
+        ship_closed(recorded.path)  # to the [export] collector of $CAPSULE_HOME/config.toml, if there is one
     return recorded
 
 

@@ -149,15 +149,34 @@ def _summary(run: RunState) -> None:
     )
 
 
+ExecutorOpt = Annotated[
+    str | None, typer.Option("--executor", help="local or ray: where the attempts run (overrides [run]).")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="The Ray cluster: auto, host:port or ray://host:port.")
+]
+
+
 def _execute(
-    plan: Any, *, resume_dir: Path | None = None, plan_path: str | None = None, reuse: Any = None
+    plan: Any,
+    *,
+    resume_dir: Path | None = None,
+    plan_path: str | None = None,
+    reuse: Any = None,
+    executor: Any = None,
 ) -> RunState:
     from capsule.api import agents
 
     progress = _Progress(agents.estimates(plan))
     with progress:
         run = agents.run(
-            plan, on_event=progress, plan_path=plan_path, resume=resume_dir, argv=command_line(), reuse=reuse
+            plan,
+            on_event=progress,
+            plan_path=plan_path,
+            resume=resume_dir,
+            argv=command_line(),
+            reuse=reuse,
+            executor=executor,
         )
         progress.final(run)
     _summary(run)
@@ -181,14 +200,21 @@ def run(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Run `cache = true` tasks even when a result is cached.")
     ] = False,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     from capsule.api import agents
 
     if detach:
-        print(agents.spawn(plan_file, parallel, batch=batch, no_cache=no_cache))
+        print(
+            agents.spawn(
+                plan_file, parallel, batch=batch, no_cache=no_cache, executor=executor, address=address
+            )
+        )
         return
     plan = agents.load_plan(plan_file, batch, parallel, no_cache=no_cache)
-    state = _execute(plan, plan_path=str(batch or plan_file))
+    where = agents.executor_for(plan_file, executor, address)
+    state = _execute(plan, plan_path=str(batch or plan_file), executor=where)
     raise typer.Exit(0 if state.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
@@ -251,11 +277,16 @@ def resume(
         Path | None,
         typer.Option("--plan", help="An edited plan: a succeeded task whose spec changed is run again."),
     ] = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     from capsule.api import agents
 
     path, plan = agents.resumable(session, plan_file)
-    result = _execute(plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file))
+    where = agents.executor_for(plan_file, executor, address, resume=path)
+    result = _execute(
+        plan, resume_dir=path, plan_path=None if plan_file is None else str(plan_file), executor=where
+    )
     raise typer.Exit(0 if result.state == "succeeded" else EXIT_CHECK_FAILED)
 
 
@@ -341,6 +372,7 @@ def _status_view(found: Any) -> Any:
     title = Text.from_markup(f"[bold]{found.name}[/] {found.run} · {data['state']} · {found.percent:g}%{eta}")
     table = Table(box=None, header_style="bold", pad_edge=False)
     guarded = any(t["blocked"] for t in data["tasks"])
+    placed = any(t.get("node") for t in data["tasks"])  # ran on a cluster: say where
     for column in (
         "task",
         "state",
@@ -349,6 +381,7 @@ def _status_view(found: Any) -> Any:
         "duration",
         "reason",
         *(["blocked"] if guarded else []),
+        *(["node"] if placed else []),
     ):
         table.add_column(column)
     shown = data["tasks"]
@@ -359,6 +392,7 @@ def _status_view(found: Any) -> Any:
         table.add_row(
             t["id"], t["state"], str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
             _fmt_s(t["duration_s"]), t["reason"], *([str(t["blocked"])] if guarded else []),
+            *([t.get("node") or ""] if placed else []),
         )  # fmt: skip
     return Group(title, table)
 

@@ -119,7 +119,14 @@ def export(
             help="OTLP encoding. Default: http/protobuf to a collector, http/json to a file or stdout.",
         ),
     ] = None,
+    flush: Annotated[
+        bool,
+        typer.Option("--flush", help="Send the sessions queued for the [export] collector of config.toml."),
+    ] = False,
 ) -> None:
+    if flush:
+        _flush()
+        return
     if fmt is not Format.otlp and (endpoint is not None or protocol is not None):
         fail("--endpoint and --protocol need --format otlp", 2)
     if fmt is Format.otlp:
@@ -172,31 +179,25 @@ def _write(output: Path | None, produce: Callable[[BinaryIO], object]) -> None:
         fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_OUTPUT)
 
 
-def _traces_url(endpoint: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        fail(f"bad --endpoint {endpoint!r}: give an http(s) URL, e.g. http://localhost:4318", 2)
-    # The OTLP/HTTP convention: a base URL gets /v1/traces appended; a URL with a path is used as is.
-    path = parts.path if parts.path not in ("", "/") else "/v1/traces"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
 def _post(endpoint: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-    import urllib.error
-    import urllib.request
+    from capsule.api.errors import BadInput
+    from capsule.api.shipping import ShipFailed, post, traces_url
 
-    url = _traces_url(endpoint)
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked to be http or https)
-        url, data=body, method="POST", headers={**headers, "Content-Type": content_type}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=POST_TIMEOUT_S) as response:  # noqa: S310
-            response.read()
-    except urllib.error.HTTPError as exc:
-        fail(f"collector {url} refused the export: HTTP {exc.code} {exc.reason}", EXIT_OUTPUT)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        fail(f"cannot reach collector {url}: {reason}", EXIT_OUTPUT)
+        url = traces_url(endpoint)
+    except BadInput:
+        fail(f"bad --endpoint {endpoint!r}: give an http(s) URL, e.g. http://localhost:4318", 2)
+    try:
+        post(url, body, content_type, headers, POST_TIMEOUT_S)
+    except ShipFailed as exc:
+        fail(str(exc), EXIT_OUTPUT)
     print(f"capsule: exported to {url}", file=sys.stderr)
+
+
+def _flush() -> None:
+    from capsule.api import shipping
+
+    sent, waiting = shipping.flush()
+    print(f"capsule: {len(sent)} session(s) exported, {len(waiting)} still queued", file=sys.stderr)
+    if waiting:
+        raise typer.Exit(EXIT_OUTPUT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from capsule.events import env as _env
 from capsule.events import observed as _observed
+from capsule.events import placement as _placement
 from capsule.events import policy as _policy
 from capsule.events import tasks as _tasks
 from capsule.events.base import Event
@@ -48,6 +49,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     *_tasks.EVENTS,
     *_observed.EVENTS,
     *_policy.EVENTS,
+    *_placement.EVENTS,
 )
 
 KINDS: dict[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}

@@ -187,6 +187,18 @@ class ObsCacheLooked(Event):
     commit: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class ObsLost(Event):
+    """The node running the attempt died (or its worker did) before the attempt's end could be seen."""
+
+    KIND: ClassVar[str] = "obs.task.lost"
+
+    task: str
+    attempt: int
+    node: str = ""
+    error: str = ""
+
+
 Observation = (
     ObsBegin
     | ObsReaped
@@ -202,6 +214,7 @@ Observation = (
     | ObsKill
     | ObsCollected
     | ObsCacheLooked
+    | ObsLost
 )
 
 EVENTS: tuple[type[Event], ...] = (
@@ -219,4 +232,5 @@ EVENTS: tuple[type[Event], ...] = (
     ObsKill,
     ObsCollected,
     ObsCacheLooked,
+    ObsLost,
 )

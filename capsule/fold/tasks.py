@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import attrs
 
 from capsule.events import Event, SessionStarted
+from capsule.events.placement import RunExecutor, TaskPlaced
 from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
     HookDecided,
@@ -75,6 +76,7 @@ class TaskState:
     compensated: TaskCompensated | None = None
     collected: TaskCollected | None = None  # what its last success kept (outputs, commit)
     cached: TaskCached | None = None  # the earlier result it was restored from
+    placed: dict[int, TaskPlaced] = attrs.Factory(dict)  # attempt -> the cluster node it ran on
     # What the scheduler's machine reads about the task's current step (architecture §9): the fold of the
     # events it emitted, nothing else.
     base: int = 0  # attempts made before this run (a resume counts its retries afresh)
@@ -123,6 +125,11 @@ class TaskState:
             return self.cached.branch, self.cached.commit, self.cached.outputs
         return None, None, ()
 
+    @property
+    def node(self) -> str | None:
+        """The cluster node its latest placed attempt ran on; None when it ran on this machine."""
+        return self.placed[max(self.placed)].node if self.placed else None
+
     def current_verified(self) -> list[TaskVerified]:
         a = self.current
         return [v for v in self.verified if a is not None and v.attempt == a.number]
@@ -151,6 +158,7 @@ class RunState:
     compensated_now: list[str] = attrs.Factory(list)
     holding: dict[str, None] = attrs.Factory(dict)  # tasks holding a slot (dispatched or running), in order
     unfinished: int = 0  # tasks not in a final state: "has every task ended?" without a scan per event
+    executor: RunExecutor | None = None  # who performed the attempts, when not this machine
 
     @property
     def state(self) -> str:
@@ -312,6 +320,10 @@ class RunState:
                 self.compensated_now.append(event.task)
             case RunFinished():
                 self.finished = event
+            case TaskPlaced(task=str() as placed_task) if placed_task in self.tasks:
+                self.tasks[placed_task].placed[event.attempt] = event
+            case RunExecutor():
+                self.executor = event
             case _:
                 pass
 
@@ -358,6 +370,7 @@ def status_dict(run: RunState, state: str | None = None) -> dict[str, object]:
                 "reason": t.reason,
                 "pid": t.current.pid if t.current else None,
                 "blocked": len(t.blocked),  # refusals by the guard in the task's tree
+                "node": t.node,  # the cluster node its latest attempt ran on (None: this machine)
             }
             for t in (run.tasks[i] for i in run.order)
         ],

@@ -34,6 +34,7 @@ from capsule.events.observed import (
     ObsExited,
     ObsHook,
     ObsKill,
+    ObsLost,
     ObsReaped,
     ObsSampled,
     ObsSpawned,
@@ -156,6 +157,8 @@ class Machine:
                 self._started(obs)
             case ObsExited():
                 self._exited(obs)
+            case ObsLost():
+                self._lost(obs)
             case ObsSampled():
                 self._sampled(obs)
             case ObsViolation():
@@ -517,6 +520,22 @@ class Machine:
         self._effects.append(StopTree(task=t.id, attempt=obs.attempt, signal="SIGKILL", grace_s=0.0))
         self._verify_or_decide(t)
 
+    def _lost(self, obs: ObsLost) -> None:
+        """The node running the attempt died: the attempt ended `lost` (retried as a failure is), unless
+        it was being stopped, which then ends it as it would have."""
+        t = self._attempt_running(obs.task, obs.attempt)
+        if t is None or t.current is None:
+            return
+        outcome = t.stopping.reason if t.stopping is not None else "lost"
+        self._emit(
+            TaskExited(
+                ts=self._now, task=t.id, attempt=obs.attempt, outcome=outcome,
+                duration_s=round(self._now - t.current.ts, 6),
+                reason=f"node {obs.node or '?'} lost: {obs.error}" if outcome == "lost" else "",
+            )
+        )  # fmt: skip
+        self._decide(t)
+
     # -- after an attempt: verify, post/error hooks, the verdict ---------------------------------------
 
     def _verify_or_decide(self, t: TaskState) -> None:
@@ -575,6 +594,7 @@ class Machine:
             "limit_exceeded": "limit exceeded",
             "denied": "policy violation",
             "spawn_failed": e.reason,
+            "lost": e.reason,
         }.get(e.outcome, e.outcome)
         return Ended(outcome=e.outcome, exit_code=code, reason=reason)
 

@@ -1,6 +1,7 @@
 """Retry decisions: which outcomes are worth another attempt, and after how long.
 
-Retryable: a non-zero exit (unless listed in `no_retry_exit_codes`), a timeout, a failing verify.
+Retryable: a non-zero exit (unless listed in `no_retry_exit_codes`), a timeout, a failing verify, an
+attempt lost with the cluster node it ran on.
 Not retryable: limits, policy denials, kills by the user, a command that cannot start. The delay doubles
 per attempt from `backoff`, grows by up to `JITTER` of itself (`jitter`: a hash of the run, the task and
 the attempt, so a replay draws the same), and never exceeds `backoff_cap`.
@@ -13,7 +14,7 @@ import hashlib
 from capsule.plan.spec import TaskSpec
 
 JITTER = 0.25
-RETRYABLE = ("failed", "timed_out")
+RETRYABLE = ("failed", "timed_out", "lost")
 
 
 def should_retry(task: TaskSpec, attempt: int, outcome: str, exit_code: int | None) -> bool:

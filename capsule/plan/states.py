@@ -33,9 +33,12 @@ TaskStatus = Literal[
     "denied",
     "spawn_failed",
     "cached",
+    "lost",
 ]
-FailedOutcome = Literal["failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed"]
-Outcome = Literal["succeeded", "failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed"]
+FailedOutcome = Literal["failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed", "lost"]
+Outcome = Literal[
+    "succeeded", "failed", "timed_out", "killed", "limit_exceeded", "denied", "spawn_failed", "lost"
+]
 StopReason = Literal["timed_out", "killed", "limit_exceeded", "denied"]
 RunStatus = Literal["running", "succeeded", "failed", "aborted"]
 Halt = Literal["never", "soon", "now"]
@@ -101,7 +104,7 @@ def is_final(state: TaskStatus) -> bool:
             return False
         case "succeeded" | "failed" | "timed_out" | "killed" | "limit_exceeded" | "skipped" | "denied":
             return True
-        case "spawn_failed" | "cached":
+        case "spawn_failed" | "cached" | "lost":  # lost: the node running it died (a cluster executor)
             return True
         case _:
             assert_never(state)
@@ -119,7 +122,7 @@ def is_bad(state: TaskStatus) -> bool:
             return False
         case "queued" | "running" | "failed" | "timed_out" | "killed" | "limit_exceeded" | "denied":
             return True
-        case "spawn_failed":
+        case "spawn_failed" | "lost":  # lost: the node running it died (a cluster executor)
             return True
         case _:
             assert_never(state)

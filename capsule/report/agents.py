@@ -84,7 +84,8 @@ def render_agents(run: RunState, state: str, trees: Mapping[str, Sequence[tuple[
         last = t.current
         exit_text = "" if t.exit_code is None else f" exit {t.exit_code}"
         reason = f" — {t.reason}" if t.reason else ""
-        lines.append(f"  {t.id}: {t.state}{exit_text}, {len(t.attempts)} attempt(s){reason}")
+        where = f" on {t.node}" if t.node else ""  # a cluster node (executor = "ray")
+        lines.append(f"  {t.id}: {t.state}{exit_text}, {len(t.attempts)} attempt(s){where}{reason}")
         lines += [f"    policy: {v.rule!r} matched {' '.join(v.argv) or v.path}" for v in t.violations]
         lines += [
             f"    blocked: {' '.join(b.argv) or b.path} ({b.rule!r}, {b.mechanism}{', killed' if b.action == 'kill' else ''})"

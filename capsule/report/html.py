@@ -361,9 +361,10 @@ def render_supervised_html(
         grid = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta)
         warn = "".join(f"<li>{_e(w)}</li>" for w in warnings)
         header = f'<dl class="meta">{grid}</dl>' + (f'<ul class="warnings">{warn}</ul>' if warn else "")
+        placed = bool(sup.placed)  # ran on a cluster: a column says where each task's last attempt ran
         units = _table(
             "Services" if sup.kind == "env" else "Tasks",
-            ("name", "state", "runs", "restarts", "last exit"),
+            ("name", "state", "runs", "restarts", "last exit", *(["node"] if placed else [])),
             [
                 (
                     u.name,
@@ -377,6 +378,7 @@ def render_supervised_html(
                             else r.signal or ("" if r.exit_code is None else f"exit {r.exit_code}")
                         )
                     )(u.run_of()),
+                    *([(lambda r: (r.node or "") if r is not None else "")(u.run_of())] if placed else []),
                 )
                 for u in sup.units.values()
             ],

@@ -33,6 +33,7 @@ from capsule.events.env import (
     SvcStopped,
     SvcUnhealthy,
 )
+from capsule.events.placement import TaskPlaced
 from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
     HookDecided,
@@ -77,6 +78,7 @@ class UnitRun:
     signal: str | None = None
     outcome: str | None = None
     trace_session: str | None = None
+    node: str | None = None  # the cluster node it ran on (executor = "ray"); None: this machine
 
     @property
     def failed(self) -> bool:
@@ -130,6 +132,7 @@ class Supervised:
     first_ts: float | None = None
     last_ts: float | None = None
     outcome: str | None = None  # run.finished state, env.deactivated reason
+    placed: dict[tuple[str, int], str] = attrs.Factory(dict)  # (task, attempt) -> node, from task.placed
 
     @property
     def kind(self) -> str:
@@ -214,6 +217,8 @@ class Supervised:
                 self.unit(task, "task")
         elif isinstance(event, TaskQueued):
             self.unit(event.task, "task").enter("queued", ts)
+        elif isinstance(event, TaskPlaced):
+            self.placed[(event.task, event.attempt)] = event.node
         elif isinstance(event, TaskStarted):
             unit = self.unit(event.task, "task")
             unit.argv = event.argv
@@ -224,6 +229,7 @@ class Supervised:
                     pid=event.pid,
                     argv=event.argv,
                     trace_session=event.trace_session,
+                    node=self.placed.get((event.task, event.attempt)),
                 )
             )
             unit.enter("running", ts)
@@ -344,6 +350,7 @@ def supervised_trace(sup: Supervised, children: Mapping[str, SessionState]) -> d
                         "argv": list(run.argv),
                         "exit_code": run.exit_code,
                         "signal": run.signal,
+                        **({"node": run.node} if run.node else {}),
                         "outcome": run.outcome,
                         "trace_session": run.trace_session,
                     },
@@ -479,6 +486,7 @@ def supervised_request(
                             "capsule.signal": run.signal,
                             "capsule.outcome": run.outcome,
                             "capsule.trace_session": run.trace_session,
+                            "capsule.node": run.node,
                         }
                     ),
                     "status": (

@@ -71,6 +71,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("exit_code", "BIGINT"),
         ("duration_s", "DOUBLE"),
         ("reason", "VARCHAR"),
+        ("node", "VARCHAR"),  # the cluster node its latest attempt ran on (executor = "ray"); null: local
     ),
 }
 

@@ -12,6 +12,7 @@ from capsule.events.observed import (
     ObsExited,
     ObsHook,
     ObsKill,
+    ObsLost,
     ObsReaped,
     ObsSampled,
     ObsSpawned,
@@ -19,6 +20,7 @@ from capsule.events.observed import (
     ObsVerified,
     ObsViolation,
 )
+from capsule.events.placement import RunExecutor, TaskPlaced
 from capsule.events.tasks import (
     HookDecided,
     PolicyViolated,
@@ -114,6 +116,8 @@ def task_samples(t0: float) -> tuple[Event, ...]:
             ts=t0 + 0.85, task="e", spec_hash="h2", cache_key="k2", from_run="r0", outputs=("stdout",)
         ),
         *observation_samples(t0 + 0.9),
+        RunExecutor(ts=t0 + 0.95, executor="ray", address="auto"),
+        TaskPlaced(ts=t0 + 0.96, task="a", attempt=3, node="node-b", node_ip="127.0.0.1", resources=("gpu",)),
     )
 
 
@@ -136,4 +140,5 @@ def observation_samples(t0: float) -> tuple[Event, ...]:
         ObsCacheLooked(
             ts=t0, task="e", attempt=1, cache_key="k2", hit=True, from_run="r0", outputs=("stdout",)
         ),
+        ObsLost(ts=t0, task="a", attempt=2, node="node-b", error="node died"),
     )

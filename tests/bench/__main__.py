@@ -1,7 +1,7 @@
 """`just bench`: run every benchmark (or those named), print a table of figures and ratios, and write
 `.bench/results.json`. `--quick` (or CAPSULE_BENCH_QUICK=1) runs small versions, as a smoke test.
 
-    python -m tests.bench [--quick] [syscall fork startup import report activity exports html cli mcp ebpf guard]
+    python -m tests.bench [--quick] [syscall fork startup import report activity exports html cli mcp ebpf guard ray]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "ebpf": "tests.bench.ebpf",
     "guard": "tests.bench.guard",
     "rss": "tests.bench.rss",
+    "ray": "tests.bench.ray",
 }
 
 

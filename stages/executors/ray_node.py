@@ -1,0 +1,182 @@
+"""The node's side of `executor = "ray"`: one task attempt, run on the Ray node that took it by the
+scheduler's own attempt code (`Scheduler._spawn`, `_watch`, `_sample`, `_follow`, `_stop`: the recorder
+when the plan traces, the guard for its policy, the limits' sampling, the final sweep of its tree through
+`capsule.stages.procs`), with what it observes streamed back to the driver instead of to a machine.
+
+`run_attempt` is a Ray streaming generator; each item it yields is one of
+    ("placed", {"node", "node_ip", "node_id"})    first, where the attempt runs
+    ("tree", procs.Tree)                          the attempt's tree (before its obs.task.spawned)
+    ("obs", Observation)                          spawned / spawn_failed, sampled, violation, exited
+    ("events", [Event, ...])                      the guard's decisions, for the agents session
+    ("files", {"logs": {name: bytes}, "trace": (session id, {name: bytes}) | None})  before exited
+    ("error", message)                            the node could not run it (no tracer, guard refused)
+The node keeps nothing of the run: its logs and the traced session go to the driver, then are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import trio
+
+from capsule.events import Event
+from capsule.events.observed import Observation, ObsExited, ObsSpawned
+from capsule.fold.tasks import RunState
+from capsule.plan.effects import Leftover, StopTree
+from capsule.plan.spec import Plan, TaskSpec
+from capsule.stages import procs
+from capsule.stages.schedule import Scheduler
+from capsule.stages.store import capsule_home, runs_dir
+from capsule.stages.task_units import run_shell, stop_leftovers
+
+Put = Callable[[tuple[str, Any]], None]
+_DONE = ("done", None)
+
+
+@attrs.frozen(kw_only=True)
+class NodeJob:
+    """What the driver sends with an attempt: the plan (with its env values: held in memory by Ray,
+    never stored), which attempt, and the agents session it belongs to."""
+
+    plan: Plan
+    task: str
+    attempt: int
+    session_id: str
+
+
+class _Forward:
+    """The writer the scheduler's code writes the guard's events to: they go to the driver."""
+
+    def __init__(self, put: Put) -> None:
+        self.put = put
+
+    def write(self, events: list[Event]) -> None:
+        self.put(("events", list(events)))
+
+
+class AttemptHost(Scheduler):
+    """The scheduler's attempt code on a node; no machine here: observations go to the driver."""
+
+    def __init__(self, job: NodeJob, put: Put) -> None:
+        home = capsule_home()
+        work = home / "ray" / job.session_id  # named after the agents session: the traced runs' parent
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tracer = enforcement = None
+        if job.plan.trace:
+            from capsule.stages.tracer import find_tracer
+
+            tracer = find_tracer()
+        if not job.plan.policy.empty:
+            from capsule.stages.guard_probe import enforcement_for
+
+            enforcement = enforcement_for(job.plan.policy)
+        super().__init__(
+            job.plan, _Forward(put), work, home=home, tracer=tracer,  # type: ignore[arg-type]
+            state=RunState(session_id=job.session_id), enforcement=enforcement,
+        )  # fmt: skip
+        self.put = put
+        self.job = job
+        self.trace_session: str | None = None
+
+    async def _observe(self, obs: Observation) -> None:
+        if isinstance(obs, ObsSpawned):
+            self.trace_session = obs.trace_session
+            self.put(("tree", self.attempts[(obs.task, obs.attempt)].tree))
+        self.put(("obs", obs))
+
+    async def host(self) -> None:
+        procs.become_subreaper()  # orphans of the task come back to this worker, stopped with its tree
+        task = self.plan.task(self.job.task)
+        async with trio.open_nursery() as work:
+            self._work = work
+            await self._spawn(task, self.job.attempt)
+            handle = self.attempts.get((task.id, self.job.attempt))
+            if handle is None:  # it could not start: obs.task.spawn_failed went
+                self.put(("files", self._files(task, None)))
+                return
+            async for obs in self._receive:
+                if isinstance(obs, ObsExited):
+                    await self._stop(
+                        StopTree(task=task.id, attempt=obs.attempt, signal="SIGKILL", grace_s=0.0)
+                    )
+                    self.put(("files", self._files(task, self.trace_session)))
+                    self.put(("obs", obs))
+                    break
+                self.put(("obs", obs))
+
+    def _files(self, task: TaskSpec, trace: str | None) -> dict[str, Any]:
+        logs = self.dir / "tasks" / task.id
+        out: dict[str, Any] = {"logs": {}, "trace": None}
+        for name in (f"{self.job.attempt}.out", f"{self.job.attempt}.err"):
+            path = logs / name
+            if path.is_file():
+                out["logs"][name] = path.read_bytes()
+                path.unlink()
+        if trace is not None:
+            where = runs_dir(self.home) / trace
+            out["trace"] = (trace, {p.name: p.read_bytes() for p in where.iterdir() if p.is_file()})
+            shutil.rmtree(where, ignore_errors=True)
+        return out
+
+
+def _where() -> dict[str, str]:
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    name = _names.get(node_id)
+    if name is None:
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
+            _names[node["NodeID"]] = node.get("NodeName") or node.get("NodeManagerAddress", "")
+        name = _names.get(node_id, "")
+    return {
+        "node": os.environ.get("CAPSULE_NODE") or name,
+        "node_ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+        "node_id": node_id,
+    }
+
+
+_names: dict[str, str] = {}
+
+
+def run_attempt(job: NodeJob) -> Iterator[tuple[str, Any]]:
+    """The Ray task: run the attempt here, yielding what it observes as it happens."""
+    yield ("placed", _where())
+    items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def host() -> None:
+        try:
+            trio.run(AttemptHost(job, items.put).host)
+        except BaseException as exc:
+            items.put(("error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            items.put(_DONE)
+
+    thread = threading.Thread(target=host, name=f"capsule {job.task}#{job.attempt}", daemon=True)
+    thread.start()
+    while (item := items.get()) != _DONE:
+        yield item
+    thread.join()
+
+
+def stop_tree(tree: procs.Tree, signal_name: str, grace_s: float) -> None:
+    """The Ray task the driver sends to the attempt's node to stop its tree (StopTree)."""
+    import signal
+
+    procs.stop(tree, signal.Signals[signal_name], grace_s, keep_leader=True)
+
+
+def reap(session_id: str, found: tuple[Leftover, ...]) -> list[int]:
+    """Resume: what a dead scheduler's attempts left on this node, stopped (pid + start time, marker,
+    cgroup: nothing of another node can match); the leading pids stopped."""
+    return sorted(x.pid for x, _pids in stop_leftovers(session_id, found))
+
+
+def shell(command: str, task: TaskSpec, stdin: bytes, limit_s: float) -> tuple[int | None, bytes]:
+    """A hook, verify or compensate command of the task, run on a node as the task runs there."""
+    return trio.run(run_shell, command, task, stdin, limit_s)
