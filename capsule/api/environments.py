@@ -358,7 +358,7 @@ def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> Environ
     while True:
         now = _live(config) or env
         procs = now.state.processes
-        if all(n not in procs for n in changes.get("removed", ())) and all(
+        if all(_removed(procs.get(n)) for n in changes.get("removed", ())) and all(
             procs[n].stopping is None and not procs[n].pending_start and procs[n].state != "starting"
             for n in procs
             if n in touched or procs[n].stop_reason == "reload"
@@ -376,6 +376,12 @@ def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> Environ
         unchanged=tuple(n for n in names if n not in touched and n not in changes.get("removed", ())),
     )
     return attrs.evolve(status, reloaded=reload)
+
+
+def _removed(p: Any) -> bool:
+    """A process the reload removed is done with: gone from the fold, or stopped for good (the fold keeps
+    one whose tree outlived the stop until its leftovers are cleared)."""
+    return p is None or (p.stopping is None and p.state in ("stopped", "exited", "gave_up"))
 
 
 def _start_detached(config: Path, timeout: float, argv: tuple[str, ...] | None = None) -> None:
