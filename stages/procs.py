@@ -363,6 +363,13 @@ def reap(found: Collection[Member]) -> int:
 # -- containment ---------------------------------------------------------------------------------------
 
 
+def set_title(title: str) -> None:
+    """This process's title in ps and top (`capsule: scheduler <run>`, `capsule: supervisor <env>`)."""
+    import setproctitle  # here: `env status` and `ps` import this module and must start fast
+
+    setproctitle.setproctitle(title)
+
+
 def become_subreaper() -> bool:
     """Make this process a child subreaper (Linux): orphans below it are reparented to it, not to init."""
     try:

@@ -92,13 +92,6 @@ __all__ = ["Scheduler", "close_run", "open_run", "reopen_run"]  # the session fi
 SAMPLE_S = 0.15  # how often a task's tree is sampled for limits and members
 
 
-def set_title(title: str) -> None:
-    """The process's title in ps and top (`capsule: scheduler <run>`)."""
-    import setproctitle
-
-    setproctitle.setproctitle(title)
-
-
 @attrs.define
 class Attempt:
     """The handles of one attempt: its process, its tree, and what sampling measured of it."""
@@ -163,7 +156,7 @@ class Scheduler:
 
     async def run(self, *, resume: bool = False, plan_path: str | None = None) -> RunState:
         procs.become_subreaper()  # orphans of a task come back here, and are stopped with its tree
-        set_title(f"capsule: scheduler {self.state.session_id}")
+        procs.set_title(f"capsule: scheduler {self.state.session_id}")
         self.machine = Machine(Config.of(self.plan, plan_path), self.state)
         self.executor = open_executor(self.executor_spec, self)
         try:

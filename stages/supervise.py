@@ -420,6 +420,7 @@ class Supervisor:
         began = time.time()
         self.notify = notify
         procs.become_subreaper()
+        procs.set_title(f"capsule: supervisor {self.config.name}")
         self.record(
             [
                 SessionStarted(

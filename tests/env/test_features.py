@@ -330,6 +330,8 @@ def test_two_environments_ls_ps_and_kill_all(roots: tuple[Path, Path], capsule: 
         assert e["processes"] == 2
         assert e["supervisor"]["alive"] is True
         assert psutil.pid_exists(e["supervisor"]["pid"])
+        supervisor = psutil.Process(e["supervisor"]["pid"])
+        assert " ".join(supervisor.cmdline()).strip() == f"capsule: supervisor p{i}"  # setproctitle
     rows = orjson.loads(capsule("ps", "--json").stdout)["processes"]
     assert sorted((r["project"], r["name"]) for r in rows) == [
         ("p0", "a"),
