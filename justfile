@@ -13,9 +13,14 @@ default:
 # create .venv, install capsule with its dev tools, and make sure strace is installed
 setup:
     test -x {{bin}}/python || python3 -m venv {{venv}}
-    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
+    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     {{bin}}/python -c 'import capsule, trio, typer' 
     sh quickstart packages strace:strace
+
+# the optional `ray` extra (agent runs on a Ray cluster), for the tests of tests/ray (not needed otherwise)
+ray: setup
+    {{bin}}/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
+    {{bin}}/python -c 'import ray'
 
 # record the demo agent (examples/demo: a script declared an agent by a user rule) and show its report
 demo: setup
@@ -44,7 +49,7 @@ demo: setup
     echo "demo: this session is in $home; see it again with: CAPSULE_HOME=$home capsule report"
 
 # lint, then the whole test suite (real strace included)
-test: setup browser jstools kernel lint
+test: setup ray browser jstools kernel lint
     {{bin}}/python -m pytest -q -p no:cacheprovider
 
 # headless Chromium and its driver, for the HTML report's browser test (not needed to use capsule)
