@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from capsule.events import SessionStarted
 from capsule.fold.agents import tool_name
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
@@ -169,15 +170,21 @@ def _trace_events(state: SessionState) -> dict[str, Any]:
                     "args": {"exit_code": node.exit_code, "signal": node.signal},
                 }
             )
+    return envelope(
+        events,
+        header,
+        argv=" ".join(header.argv) if header is not None else None,
+        host=header.host if header is not None else None,
+        started=origin,
+        status=state.status,
+    )
+
+
+def envelope(events: list[dict[str, Any]], header: SessionStarted | None, **other: Any) -> dict[str, Any]:
+    """The Trace Event Format object around `events`; `otherData` names Capsule and the session."""
+    session = header.session_id if header is not None else None
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",
-        "otherData": {
-            "producer": "capsule",
-            "session": header.session_id if header is not None else None,
-            "argv": " ".join(header.argv) if header is not None else None,
-            "host": header.host if header is not None else None,
-            "started": origin,
-            "status": state.status,
-        },
+        "otherData": {"producer": "capsule", "session": session, **other},
     }

@@ -384,18 +384,9 @@ def supervised_trace(sup: Supervised, children: Mapping[str, SessionState]) -> d
                     ev["ts"] = round(ev["ts"] + shift, 3)
                 events.append(ev)
     header = sup.header
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ms",
-        "otherData": {
-            "producer": "capsule",
-            "session": header.session_id if header is not None else None,
-            "kind": sup.kind,
-            "title": sup.title,
-            "started": origin,
-            "outcome": sup.outcome,
-        },
-    }
+    return perfetto.envelope(
+        events, header, kind=sup.kind, title=sup.title, started=origin, outcome=sup.outcome
+    )
 
 
 # --- OTLP ------------------------------------------------------------------------------------------------

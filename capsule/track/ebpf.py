@@ -37,7 +37,7 @@ from capsule.parse.ebpf import (
     ProcessEnded,
 )
 from capsule.parse.records import Unparsed
-from capsule.track.tracker import Level
+from capsule.track.tracker import Level, level_parts
 
 # Linux's signal numbers (x86-64, arm64 and most others; signal(7)), named as strace names them.
 _SIGNALS: Final = [
@@ -182,10 +182,7 @@ class EbpfTracker:
     """Fold eBPF records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
 
     def __init__(self, level: Level = "process") -> None:
-        if level not in ("process", "file", "net", "all"):
-            raise ValueError(f"unknown trace level {level!r}")
-        self._files = level in ("file", "all")
-        self._net = level in ("net", "all")
+        self._files, self._net = level_parts(level)
         self.root_pid: int | None = None
         self.root_status: tuple[int | None, str | None] | None = None
         self.unparsed = 0

@@ -86,6 +86,13 @@ _UNIX = re.compile(r"sun_path=(@?)(\".*\"(?:\.\.\.)?)")
 _Held = tuple[Record, float, int | None]  # a record, its effective ts, its pid (None: not yet known)
 
 
+def level_parts(level: str) -> tuple[bool, bool]:
+    """Whether a trace level keeps files and network (both trackers); ValueError for an unknown one."""
+    if level not in ("process", "file", "net", "all"):
+        raise ValueError(f"unknown trace level {level!r}")
+    return level in ("file", "all"), level in ("net", "all")
+
+
 class Tracker:
     """Fold parser records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
 
@@ -103,10 +110,7 @@ class Tracker:
         return wanted
 
     def __init__(self, level: Level = "process", default_ts: float = 0.0) -> None:
-        if level not in ("process", "file", "net", "all"):
-            raise ValueError(f"unknown trace level {level!r}")
-        self._files = level in ("file", "all")
-        self._net = level in ("net", "all")
+        self._files, self._net = level_parts(level)
         self.root_pid: int | None = None
         self.root_status: tuple[int | None, str | None] | None = None
         self.unparsed = 0
