@@ -32,7 +32,8 @@ Containment
     orphans of the trees it started are reparented to it instead of init, so they stay findable as its
     children, and `reap(members)` collects those of them that ended. `open_cgroup(name)` creates a cgroup
     v2 child of Capsule's own cgroup for one unit when the cgroup v2 hierarchy is mounted and writable
-    (probed once: create a directory under our cgroup); `Cgroup.add(pid)` moves a process in, `.kill()`
+    (probed once: create a directory under our cgroup); `Cgroup.joining(argv, env)` is argv behind a `sh`
+    that moves itself in and execs it (nothing forked before the move), `Cgroup.add(pid)` moves a process in, `.kill()`
     writes `cgroup.kill` (kernel 5.14+; without it every listed pid gets SIGKILL), `.remove()` removes the
     directory once empty. When cgroups are not available (no cgroup2 mount, read-only, not permitted),
     `open_cgroup` returns None and a tree is found by leader, group, record and marker alone: a process
@@ -379,6 +380,15 @@ def become_subreaper() -> bool:
         return False
 
 
+SH = "/bin/sh"
+# $0: the cgroup's cgroup.procs; $1: "" when the environment had no PWD, else "=" and its value (the shell
+# sets PWD itself at start); then the command. 125: as `env`, when the wrapper itself cannot do its part.
+JOIN_SCRIPT = (
+    'echo 0 >"$0" || { echo "capsule: cannot join the cgroup $0" >&2; exit 125; }; '
+    'case $1 in =*) PWD=${1#=};; *) unset PWD;; esac; shift; exec "$@"'
+)
+
+
 @attrs.frozen
 class Cgroup:
     """A cgroup v2 directory that holds one unit."""
@@ -392,8 +402,19 @@ class Cgroup:
         except OSError:
             return False
 
+    def joining(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        """`argv` behind `sh -c`, which moves itself into the cgroup and then execs `argv` unchanged (same
+        pid, argv and environment: the shell's own `PWD` is put back as `env` had it). So nothing the
+        command forks escapes the cgroup, and the spawn stays a vfork: `join_in_child` as a `preexec_fn`
+        would cost a fork of the whole scheduler plus Python in the child (docs/agents-performance.md), `sh`
+        one small exec. The command must have been resolved first: a missing
+        program fails inside the shell (exit 127), not at spawn."""
+        pwd = "" if (was := env.get("PWD")) is None else "=" + was
+        return [SH, "-c", JOIN_SCRIPT, str(self.path / "cgroup.procs"), pwd, *argv]
+
     def join_in_child(self) -> None:
-        """A `preexec_fn`: the new process moves itself in before exec, so nothing it forks escapes."""
+        """A `preexec_fn`: the new process moves itself in before exec, so nothing it forks escapes. For
+        services (a few spawns); the scheduler's attempts use `joining`, which keeps their spawn a vfork."""
         fd = os.open(self.path / "cgroup.procs", os.O_WRONLY)
         try:
             os.write(fd, b"0\n")  # "0" is the writing process itself

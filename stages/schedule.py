@@ -249,14 +249,17 @@ class Scheduler:
         }
         if task.depends_on:
             env["CAPSULE_INPUTS"] = str(inputs_dir(self.dir, task))
-        if (self.enforcement is not None or self.plan.trace) and task.command:
-            # Wrapped (guard, strace), a missing program would start the wrapper and fail inside it:
-            # it is a spawn failure, as it is unwrapped.
+        cgroup = procs.open_cgroup(cgroup_name(self.state.session_id, task.id, attempt))
+        if (self.enforcement is not None or self.plan.trace or cgroup is not None) and task.command:
+            # Wrapped (guard, strace, the cgroup's join), a missing program would start the wrapper and
+            # fail inside it: it is a spawn failure, as it is unwrapped.
             _found, missing = resolve_command(task.command[0], task.cwd, env)
             if missing is not None:
                 error = (
                     f"cannot start {task.command[0]}: {os.strerror(getattr(errno, missing, errno.ENOENT))}"
                 )
+                if cgroup is not None:
+                    cgroup.remove()
                 await self._observe(
                     ObsSpawnFailed(
                         ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs)
@@ -282,7 +285,8 @@ class Scheduler:
             cwd=Path(task.cwd) if task.cwd else None,
         )
         argv, fds = guard.wrap(argv, writable=[str(trace.spool)] if trace is not None else [])
-        cgroup = procs.open_cgroup(cgroup_name(self.state.session_id, task.id, attempt))
+        if cgroup is not None:
+            argv = cgroup.joining(argv, env)
         out = open_private(logs / f"{attempt}.out", append=False)
         err = open_private(logs / f"{attempt}.err", append=False)
         try:
@@ -295,8 +299,7 @@ class Scheduler:
                 stderr=err,
                 pass_fds=fds,
                 start_new_session=True,
-                preexec_fn=cgroup.join_in_child if cgroup is not None else None,
-            )  # fmt: skip (joining before exec costs a fork, not a vfork; but nothing escapes the cgroup)
+            )  # no preexec_fn: it would make the spawn a fork of the whole scheduler (procs.Cgroup.joining)
         except OSError as exc:
             guard.close()
             if cgroup is not None:
@@ -361,7 +364,11 @@ class Scheduler:
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:
+        """Every SAMPLE_S while the attempt's leader lives, the first one SAMPLE_S after the spawn: at once,
+        it would only see the command being exec'd (nothing of it to limit, no member but the leader,
+        which task.started records), and it cost a third of the scheduler's time per trivial task."""
         while True:
+            await trio.sleep(SAMPLE_S)
             rss, cpu = measure(handle.sample_tree(), handle.seen)
             handle.peak_rss, handle.cpu_s = max(handle.peak_rss, rss), max(handle.cpu_s, cpu)
             pids = tuple(handle.seen)
@@ -371,7 +378,6 @@ class Scheduler:
                     starts=tuple(handle.seen[p] for p in pids),
                 )
             )  # fmt: skip
-            await trio.sleep(SAMPLE_S)
 
     async def _stop(self, effect: StopTree) -> None:
         handle = self.attempts.get((effect.task, effect.attempt))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.agents.conftest import of, session_events
 
@@ -88,3 +89,40 @@ def test_resume_reruns_a_succeeded_task_whose_spec_changed(
     done = capsule("agents", "resume", session, "--plan", str(plan))
     assert done.returncode == 0, done.stderr
     assert len(counter.read_text().split()) == 5
+
+
+def test_a_task_runs_in_its_attempts_cgroup_with_its_pid_argv_and_environment(
+    capsule, capsule_home: Path, tmp_path: Path
+) -> None:
+    """The attempt's process is the recorded pid, in the cgroup `capsule-<run>-<task>-<attempt>` from
+    before its first fork (a child it starts at once is in it too), with its argv and environment as
+    the scheduler gave them (the joining shell leaves no trace: PWD stays as it was)."""
+    from capsule.stages import procs
+
+    if procs.cgroup_status().startswith("no cgroup"):
+        pytest.skip(procs.cgroup_status())
+    out = tmp_path / "seen.json"
+    probe = (
+        "import json, os, subprocess, sys; "
+        "child = subprocess.run(['cat', '/proc/self/cgroup'], capture_output=True, text=True).stdout; "
+        f"json.dump([os.getpid(), sys.argv[1:], dict(os.environ), open('/proc/self/cgroup').read(), child], "
+        f"open({str(out)!r}, 'w'))"
+    )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        "[[task]]\nid = 'p'\ncommand = " + orjson.dumps([PY, "-c", probe, "a b", "$X"]).decode() + "\n"
+        "env = { FOO = 'bar' }\n"
+    )
+    done = capsule("agents", "run", str(plan), env={"PWD": "/stale-pwd"})
+    assert done.returncode == 0, done.stderr
+    events = session_events(capsule_home)
+    started = of(events, "task.started", "p")[0]
+    pid, argv, env, groups, child = orjson.loads(out.read_bytes())
+    assert pid == started["pid"]
+    assert argv == ["a b", "$X"]
+    assert env["PWD"] == "/stale-pwd"  # noqa: S105 (a directory, not a password)
+    assert env["FOO"] == "bar"
+    assert env["CAPSULE_TASK"] == "p"
+    name = f"capsule-{events[0]['session_id']}-p-1"
+    for text in (groups, child):
+        assert any(g.startswith("0::") and g.endswith("/" + name) for g in text.splitlines()), text

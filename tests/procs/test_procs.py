@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -200,7 +201,12 @@ def test_cgroup_holds_what_escapes_everything_else(spawned: list) -> None:
     if cgroup is None:
         pytest.skip(procs.cgroup_status())
     try:
-        proc = spawn(spawned, "env -i setsid sleep 600 & sleep 600", preexec_fn=cgroup.join_in_child)
+        marker = f"test-{os.getpid()}-cgroup"
+        proc = subprocess.Popen(
+            cgroup.joining(["sh", "-c", "env -i setsid sleep 600 & sleep 600", f"{procs.MARKER}={marker}"], {}),
+            start_new_session=True, env={**os.environ, procs.MARKER: marker}, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        spawned.append(proc)
         wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
         escaped = [p.pid for p in sleeps_of(proc.pid)]
         proc.kill()
@@ -213,3 +219,34 @@ def test_cgroup_holds_what_escapes_everything_else(spawned: list) -> None:
         wait_for(lambda: cgroup.pids() == [])
     finally:
         wait_for(cgroup.remove)
+
+
+def test_joining_runs_the_command_unchanged_inside_the_cgroup(tmp_path) -> None:
+    """Behind `Cgroup.joining` the command keeps its pid, argv and environment (PWD as it was, or absent)
+    and runs in the cgroup from its first instruction; a missing program exits 127, a gone cgroup 125."""
+    cgroup = procs.open_cgroup(f"capsule-test-join-{os.getpid()}")
+    if cgroup is None:
+        pytest.skip(procs.cgroup_status())
+    probe = (
+        "import os, sys, json; "
+        "print(json.dumps([os.getpid(), sys.argv[1:], dict(os.environ), open('/proc/self/cgroup').read()]))"
+    )
+    try:
+        for env in ({"FOO": "1"}, {"FOO": "1", "PWD": "/stale"}):
+            argv = [sys.executable, "-c", probe, "a b", "", "$HOME"]
+            p = subprocess.Popen(cgroup.joining(argv, env), env=env, cwd=tmp_path, stdout=subprocess.PIPE)
+            out, _ = p.communicate(timeout=60)
+            pid, args, seen, groups = json.loads(out)
+            assert pid == p.pid
+            assert args == ["a b", "", "$HOME"]
+            assert {k: v for k, v in seen.items() if k != "LC_CTYPE"} == env  # python may set LC_CTYPE
+            assert any(
+                g.startswith("0::") and g.endswith("/" + cgroup.path.name) for g in groups.splitlines()
+            )
+        missing = subprocess.run(cgroup.joining([str(tmp_path / "nothing")], {}), env={}, capture_output=True)
+        assert missing.returncode == 127
+    finally:
+        wait_for(cgroup.remove)
+    gone_group = subprocess.run(cgroup.joining(["true"], {}), env={}, capture_output=True, text=True)
+    assert gone_group.returncode == 125
+    assert "capsule: cannot join the cgroup" in gone_group.stderr
