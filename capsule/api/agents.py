@@ -576,10 +576,9 @@ def status(ref: str = "latest") -> RunStatus:
 
 
 def _eta(run: RunState) -> float | None:
-    """Seconds left: the rest of the plan list-scheduled with earlier durations of the same specs, less
-    what the running tasks have done already. None when finished or when no duration is known."""
+    """Seconds left (`capsule.fold.tasks.eta`), with the durations of the last runs and the clock now."""
+    from capsule.fold.tasks import eta
     from capsule.plan import PlanError, plan_from_json
-    from capsule.plan.dag import simulate
 
     if run.finished is not None or not run.plan:
         return None
@@ -587,16 +586,7 @@ def _eta(run: RunState) -> float | None:
         plan = plan_from_json(run.plan)
     except PlanError:
         return None
-    known = estimates(plan)
-    if not known:
-        return None
-    now = time.time()
-    left = dict(known)
-    for t in run.tasks.values():
-        if t.state == "running" and t.current is not None and t.id in left:
-            left[t.id] = max(0.0, left[t.id] - (now - t.current.ts))
-    done = {t.id: 0.0 for t in run.tasks.values() if t.final}
-    return round(simulate(plan, left, plan.parallel, done), 1)
+    return eta(run, plan, estimates(plan), time.time())
 
 
 def result(task: str, ref: str = "latest") -> TaskResult:

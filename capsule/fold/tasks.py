@@ -5,7 +5,8 @@ and by which process). Folding a prefix then the rest equals folding everything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -35,6 +36,9 @@ from capsule.events.tasks import (
     TaskVerified,
 )
 from capsule.plan.states import TASK_STATES, TaskStatus, is_final, next_state
+
+if TYPE_CHECKING:
+    from capsule.plan.spec import Plan
 
 FINAL = frozenset(s for s in TASK_STATES if is_final(s))
 
@@ -351,6 +355,28 @@ def progress(run: RunState) -> float:
     if not run.tasks:
         return 0.0
     return round(100.0 * sum(1 for t in run.tasks.values() if t.final) / len(run.tasks), 1)
+
+
+def eta(run: RunState, plan: Plan, known: Mapping[str, float], now: float) -> float | None:
+    """Seconds left of a run at `now`: what is left of the plan list-scheduled as the scheduler dispatches
+    (`capsule.plan.dag.simulate`) with `known` durations by task id (earlier successes of the same spec
+    hash; unknown ones count 0); tasks over count nothing, tasks holding a slot what is left of their
+    duration. None when the run is over or no duration is known."""
+    from capsule.plan.dag import simulate
+
+    if run.finished is not None or not known:
+        return None
+    done = {t.id: 0.0 for t in run.tasks.values() if t.final}
+    running = {}
+    for t in run.tasks.values():
+        if t.final or not t.holds_slot():
+            continue
+        a, full = t.current, known.get(t.id, 0.0)
+        if a is None or (t.dispatched is not None and a.number != t.dispatched):
+            running[t.id] = full  # dispatched, not started yet
+        else:
+            running[t.id] = 0.0 if a.end is not None else max(0.0, full - (now - a.ts))
+    return round(simulate(plan, known, plan.parallel, done, running), 1)
 
 
 def status_dict(run: RunState, state: str | None = None) -> dict[str, object]:

@@ -148,28 +148,36 @@ def dispatch_order(plan: Plan) -> list[str]:
 
 
 def simulate(
-    plan: Plan, durations: Mapping[str, float], parallel: int, done: Mapping[str, float] | None = None
+    plan: Plan,
+    durations: Mapping[str, float],
+    parallel: int,
+    done: Mapping[str, float] | None = None,
+    running: Mapping[str, float] | None = None,
 ) -> float:
-    """Greedy list scheduling in dispatch order (`done`: tasks already over, at time 0): a fair ETA."""
+    """Greedy list scheduling in dispatch order, as the scheduler dispatches: a fair ETA. `done`: tasks
+    already over at time 0; `running`: tasks holding a slot at time 0, with the seconds they have left."""
     rank = {task_id: i for i, task_id in enumerate(dispatch_order(plan))}
     finished = set(done or ())
     deps = {t.id: [d for d in t.depends_on if d not in finished] for t in plan.tasks}
-    waiting = {t.id: len(deps[t.id]) for t in plan.tasks if t.id not in finished}
+    started = dict(running or {})
+    waiting = {t.id: len(deps[t.id]) for t in plan.tasks if t.id not in finished and t.id not in started}
     dependents: dict[str, list[str]] = {t.id: [] for t in plan.tasks}
     for task_id, ds in deps.items():
         for d in ds:
             dependents[d].append(task_id)
     ready = [(rank[t], t) for t, n in waiting.items() if n == 0]
     heapq.heapify(ready)
-    running: list[tuple[float, str]] = []
+    slots = [(left, task_id) for task_id, left in started.items()]  # (when it ends, task)
+    heapq.heapify(slots)
     now = 0.0
-    while ready or running:
-        while ready and len(running) < parallel:
+    while ready or slots:
+        while ready and len(slots) < parallel:
             _rank, task_id = heapq.heappop(ready)
-            heapq.heappush(running, (now + durations.get(task_id, 0.0), task_id))
-        now, task_id = heapq.heappop(running)
+            heapq.heappush(slots, (now + durations.get(task_id, 0.0), task_id))
+        now, task_id = heapq.heappop(slots)
         for child in dependents[task_id]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, (rank[child], child))
+            if child in waiting:  # not one of `running` (whose dependencies are all over)
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    heapq.heappush(ready, (rank[child], child))
     return now
