@@ -196,3 +196,89 @@ def test_top_on_a_terminal_shows_the_running_task_and_ends_on_sigint(
     assert code == 0
     assert capsule("agents", "kill", "--all", "--grace", "0.5").returncode == 0
     assert proc.wait(15) == 1
+
+
+class PtyReader:
+    """A command on a pseudo-terminal, read as it draws: `until(pattern)` waits for it on the screen text."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: exec at once, nothing else
+            os.execve(argv[0], argv, env)  # noqa: S606 - the test's own fixed argv, no shell wanted
+        self.out = b""
+        self.closed = False
+        self.status: int | None = None
+
+    @property
+    def text(self) -> str:
+        return ANSI.sub(b"", self.out).decode(errors="replace")
+
+    def _read(self, wait: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], wait)
+        if ready:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            self.out += chunk
+            self.closed = not chunk
+
+    def until(self, pattern: str, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while not re.search(pattern, self.text):
+            assert not self.closed, f"ended before {pattern!r}: {self.text[-2000:]}"
+            assert time.time() < deadline, f"never drew {pattern!r}: {self.text[-2000:]}"
+            self._read(0.1)
+
+    def wait(self, timeout: float = 30) -> int:
+        """Read to the end; its exit code (it must end by itself)."""
+        deadline = time.time() + timeout
+        while not self.closed:
+            assert time.time() < deadline, f"still running: {self.text[-2000:]}"
+            self._read(0.1)
+        _, status = os.waitpid(self.pid, 0)
+        self.status = os.waitstatus_to_exitcode(status)
+        return self.status
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def test_status_watch_redraws_a_live_detached_run_and_ends_with_it(
+    capsule, capsule_home: Path, tmp_path: Path
+) -> None:
+    """`agents status RUN --watch` on a running detached run redraws as tasks end (0, 25, 50, 75 %: each
+    task is let go by a file once the previous figure is on the screen) and ends by itself, exit 0, with
+    the run's final state once the last task ended."""
+    gates = [tmp_path / f"go{i}" for i in range(4)]
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        "[run]\nparallel = 4\n"
+        + "".join(
+            f'[[task]]\nid = "t{i}"\ncommand = "while [ ! -e {g} ]; do sleep 0.02; done"\n'
+            for i, g in enumerate(gates)
+        )
+    )
+    started = capsule("agents", "run", str(plan), "--detach")
+    assert started.returncode == 0, started.stderr
+    run = started.stdout.strip()
+    env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
+    watcher = PtyReader([sys.executable, "-m", "capsule", "agents", "status", run, "--watch"], env)
+    try:
+        watcher.until(rf"{run} · running · 0%")
+        for gate, percent in zip(gates[:3], (25, 50, 75), strict=True):
+            gate.touch()
+            watcher.until(rf"{run} · running · {percent}%")
+        gates[3].touch()
+        assert watcher.wait() == 0
+        drawn = re.findall(rf"{run} · (\w+) · (\d+)%", watcher.text)
+        assert drawn[-1] == ("succeeded", "100")  # the last screen: the run as it ended
+        assert "Traceback" not in watcher.text
+    finally:
+        for gate in gates:
+            gate.touch()  # a failed test must not leave the tasks' loops behind
+        watcher.close()
+    assert capsule("agents", "wait", run, timeout=60).returncode == 0
