@@ -451,13 +451,19 @@ def rerunnable(ref: str, from_task: str, plan_file: Path | None = None) -> tuple
 
 def check(plan_file: Path, batch: Path | None = None) -> PlanCheck:
     """Validate a plan; its levels, critical path and maximum parallelism."""
-    from capsule.plan.dag import analyse, redundant_edges
+    from capsule.plan.dag import analyse, past_timeout, redundant_edges
 
     plan = load_plan(plan_file, batch)
-    found = analyse(plan, estimates(plan))
+    known = estimates(plan)
+    found = analyse(plan, known)
     notes = tuple(
         f"task {task!r}: depends_on {dep!r} is redundant (already through {via!r})"
         for task, dep, via in redundant_edges(plan)
+    ) + tuple(
+        f"task {task!r} is unreachable: at earlier durations it starts {at:.1f}s into the run at the "
+        f"earliest, past [run] timeout ({plan.timeout_s:g}s)"
+        + (f"; so are the {n} tasks that depend on it" if n else "")
+        for task, at, n in past_timeout(plan, known)
     )
     return PlanCheck(
         notes=notes,

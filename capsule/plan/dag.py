@@ -99,6 +99,39 @@ def redundant_edges(plan: Plan) -> list[tuple[str, str, str]]:
     return out
 
 
+def past_timeout(plan: Plan, durations: Mapping[str, float]) -> list[tuple[str, float, int]]:
+    """Tasks the run cannot reach: at `durations` (earlier runs; unknown ones count 0) their dependencies
+    end no earlier than `[run] timeout`, so the run's deadline skips them before they start. Each as
+    (task, its earliest start in seconds, how many tasks depend on it, all unreachable too), for the
+    first such task of each branch only. Empty without a run timeout or any known duration.
+
+    The earliest start is a longest path over dependencies alone: slots and resources only delay it."""
+    timeout = plan.timeout_s
+    if timeout is None or not any(t.id in durations for t in plan.tasks):
+        return []
+    deps = {t.id: t.depends_on for t in plan.tasks}
+    start: dict[str, float] = {}
+    end: dict[str, float] = {}
+    for task_id in topological(plan):
+        start[task_id] = max((end[d] for d in deps[task_id]), default=0.0)
+        end[task_id] = start[task_id] + durations.get(task_id, 0.0)
+    late = {t for t, at in start.items() if at >= timeout}
+    dependents: dict[str, list[str]] = {t: [] for t in deps}
+    for task_id, ds in deps.items():
+        for d in ds:
+            dependents[d].append(task_id)
+    out = []
+    for task_id in start:  # in dependency order
+        if task_id in late and not any(d in late for d in deps[task_id]):
+            below, todo = set(), list(dependents[task_id])
+            while todo:
+                if (t := todo.pop()) not in below:
+                    below.add(t)
+                    todo.extend(dependents[t])
+            out.append((task_id, start[task_id], len(below)))
+    return out
+
+
 @attrs.frozen(kw_only=True)
 class Analysis:
     levels: tuple[tuple[str, ...], ...]

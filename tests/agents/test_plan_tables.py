@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 
 import attrs
 import orjson
 import pytest
 
 from capsule.plan import PlanError, parse_plan, plan_from_json
-from capsule.plan.dag import dispatch_order, find_cycle, levels, redundant_edges, simulate, topological
+from capsule.plan.dag import (
+    dispatch_order,
+    find_cycle,
+    levels,
+    past_timeout,
+    redundant_edges,
+    simulate,
+    topological,
+)
 from capsule.plan.spec import TaskSpec, fill_inputs
 
 TASK = '[[task]]\nid = "a"\ncommand = "true"\n'
@@ -207,3 +216,43 @@ def test_check_shows_expansion_notes_and_strict_errors(capsule, tmp_path) -> Non
         bad.stderr.strip()
         == f"capsule: error: {plan}: [run]: unknown key 'paralel' (did you mean 'parallel'?)"
     )
+
+
+def test_tasks_past_the_run_timeout_are_unreachable() -> None:
+    """At earlier durations, a task whose dependencies end after [run] timeout never starts: reported
+    once per branch, with how many tasks below it go with it; nothing without a timeout or durations."""
+    text = (
+        '[run]\ntimeout = "10s"\n'
+        '[[task]]\nid = "slow"\ncommand = "x"\n'
+        '[[task]]\nid = "after"\ncommand = "x"\ndepends_on = ["slow"]\n'
+        '[[task]]\nid = "last"\ncommand = "x"\ndepends_on = ["after"]\n'
+        '[[task]]\nid = "quick"\ncommand = "x"\n'
+        '[[task]]\nid = "fine"\ncommand = "x"\ndepends_on = ["quick"]\n'
+    )
+    plan = parse_plan(text)
+    known = {"slow": 12.0, "after": 1.0, "quick": 9.0}
+    assert past_timeout(plan, known) == [("after", 12.0, 1)]
+    assert past_timeout(plan, {"slow": 10.0}) == [("after", 10.0, 1)]  # the deadline at its start: gone
+    assert past_timeout(plan, {"slow": 9.9}) == []
+    assert past_timeout(plan, {}) == []
+    assert past_timeout(parse_plan(text.replace('timeout = "10s"', "")), known) == []
+
+
+def test_check_notes_unreachable_tasks_from_earlier_durations(capsule, tmp_path) -> None:
+    """`agents check` after a run: the task behind a dependency that took longer than the run timeout
+    allows is noted as unreachable (earlier durations found by spec hash)."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[task]]\nid = "slow"\ncommand = "sleep 0.3"\n'
+        '[[task]]\nid = "after"\ncommand = "true"\ndepends_on = ["slow"]\n'
+    )
+    assert capsule("agents", "run", str(plan)).returncode == 0
+    plan.write_text('[run]\ntimeout = "0.2s"\n' + plan.read_text())
+    done = capsule("agents", "check", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"note: task 'after' is unreachable: at earlier durations it starts \d+\.\ds into the run at the "
+        r"earliest, past \[run\] timeout \(0\.2s\)$",
+        done.stdout,
+        re.MULTILINE,
+    ), done.stdout
