@@ -101,7 +101,7 @@ class Attempt:
     cgroup: procs.Cgroup | None
     guard: Guard
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
-    cpu_s: float = 0.0
+    cpu_s: float | None = None  # None: never sampled (it ended within the first interval)
     peak_rss: int = 0
 
     def full_tree(self) -> procs.Tree:
@@ -370,7 +370,7 @@ class Scheduler:
         while True:
             await trio.sleep(SAMPLE_S)
             rss, cpu = measure(handle.sample_tree(), handle.seen)
-            handle.peak_rss, handle.cpu_s = max(handle.peak_rss, rss), max(handle.cpu_s, cpu)
+            handle.peak_rss, handle.cpu_s = max(handle.peak_rss, rss), max(handle.cpu_s or 0.0, cpu)
             pids = tuple(handle.seen)
             self._send.send_nowait(
                 ObsSampled(

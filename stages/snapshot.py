@@ -71,10 +71,12 @@ def copy_report(path: Path, out: BinaryIO) -> None:
     out.flush()
 
 
-def write_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes]) -> Path:
+def write_snapshot(
+    session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes], name: str = SNAPSHOT
+) -> Path:
     """Write the snapshot (0600, into a temporary file renamed into place: a reader sees the old one or
     the whole new one)."""
-    path = session_dir / SNAPSHOT
+    path = session_dir / name
     with private_output(path) as out:
         out.write(orjson.dumps(key) + b"\n")
         for chunk in chunks:
@@ -122,6 +124,36 @@ def _abandon(snap: BinaryIO | None, temp: Path) -> None:
             snap.close()
     with contextlib.suppress(OSError):
         temp.unlink()
+
+
+# An ended agents session's durations by spec hash (`capsule.fold.tasks.durations` of its fold), which
+# `agents run`, `check` and `status` take from the last ten runs for estimates and ETAs: folding those ten
+# again at every command cost ~80 ms per 1,000-task run here, more than the scheduler's start. The same
+# key as the report snapshot, so it is rebuilt when the events change.
+DURATIONS = "durations.snapshot"
+DURATIONS_RULES = "durations"  # in place of the rules' digest: no rules go into durations
+
+
+def read_durations(session_dir: Path) -> dict[str, float] | None:
+    """The session's durations snapshot if it is fresh, else None."""
+    key = snapshot_key(session_dir, DURATIONS_RULES)
+    try:
+        with open(session_dir / DURATIONS, "rb") as file:
+            first, rest = file.readline(4096), file.read()
+        if key is None or orjson.loads(first) != key:
+            return None
+        found = orjson.loads(rest)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def write_durations(session_dir: Path, durations: dict[str, float]) -> None:
+    """Keep an ended session's durations beside it; a cache: if it cannot be written, nothing is lost."""
+    key = snapshot_key(session_dir, DURATIONS_RULES)
+    if key is not None:
+        with contextlib.suppress(OSError):
+            write_snapshot(session_dir, key, [orjson.dumps(durations)], name=DURATIONS)
 
 
 def drop_snapshot(session_dir: Path) -> None:

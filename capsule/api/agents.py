@@ -287,10 +287,21 @@ def live_state(run: RunState) -> str:
 
 
 def history() -> dict[str, float]:
-    """Durations by spec hash from the last runs (for ETAs and the critical path's estimate)."""
+    """Durations by spec hash from the last runs (for ETAs and the critical path's estimate), the newest
+    winning; an ended run's are kept beside it (stages.snapshot.DURATIONS) and not folded again."""
     from capsule.fold.tasks import durations
+    from capsule.stages.snapshot import read_durations, write_durations
 
-    return durations(reversed([fold(p) for p in sessions(10)]))
+    out: dict[str, float] = {}
+    for path in reversed(sessions(10)):
+        found = read_durations(path)
+        if found is None:
+            state = fold(path)
+            found = durations([state])
+            if state.finished is not None:
+                write_durations(path, found)
+        out.update(found)
+    return out
 
 
 def estimates(plan: Plan, known: dict[str, float] | None = None) -> dict[str, float]:

@@ -4,6 +4,8 @@ rest of the run then takes, durations taken from the first run by spec hash."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from capsule.events.observed import ObsBegin
@@ -109,3 +111,28 @@ def test_a_running_task_counts_what_is_left_of_it() -> None:
     assert {t.id for t in sim.state.tasks.values() if t.state == "running"} == {"x1", "b"}
     assert eta(sim.state, plan, SECONDS, T0 + 1.5) == 6.0
     assert simulate(plan, {**SECONDS, "x1": 0.5, "b": 1.5}, 2, {"a": 0.0}) == 5.5  # the old reading
+
+
+def test_earlier_durations_are_kept_beside_an_ended_run(capsule, capsule_home: Path, tmp_path: Path) -> None:
+    """`history` folds an ended run once and keeps its durations beside it (0600); the kept copy is what
+    the fold says, is used while the events are unchanged, and is rebuilt once they change."""
+    from capsule.api import agents
+    from capsule.stages import snapshot
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[task]]\nid = "a"\ncommand = "true"\n[[task]]\nid = "b"\ncommand = "sleep 0.05"\n')
+    assert capsule("agents", "run", str(plan)).returncode == 0
+    (run,) = agents.sessions()
+    kept = run / snapshot.DURATIONS
+    assert not kept.exists()
+    folded = durations([agents.fold(run)])
+    assert agents.history() == folded
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert snapshot.read_durations(run) == folded
+    planted = dict.fromkeys(folded, 99.0)  # what a fresh snapshot says is what history answers
+    snapshot.write_durations(run, planted)
+    assert agents.history() == planted
+    with open(run / "events.jsonl", "ab") as events:  # the session changed: the snapshot is stale
+        events.write(b"\n")
+    assert snapshot.read_durations(run) is None
+    assert agents.history() == folded
