@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from capsule.stages.store import is_session, runs_dir
+from capsule.stages.home import runs_dir
+from capsule.stages.store import is_session
 
 # Ignored before exec, so inherited by Python (which then installs no SIGINT handler of its own).
 _IGNORE = "trap '' INT TERM HUP QUIT"
