@@ -299,28 +299,28 @@ class Supervisor:
             self.observe(obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason))
 
         check = self.config.process(probe.name).health_check or probe.check  # unredacted (see `real`)
+        # The traffic watch lives and ends with the probe: both in the probe's scope, one nursery.
         with scope:
-            if probe.watch_traffic:
-                self.nursery_start(self.watch_traffic, probe.name, check.port)
-            await envio.probe(
-                check, Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report, probe.every_failure
-            )
-
-    def nursery_start(self, fn: Any, *args: Any) -> None:
-        assert self.nursery is not None
-        self.nursery.start_soon(fn, *args)
+            async with trio.open_nursery() as both:
+                if probe.watch_traffic:
+                    both.start_soon(self.watch_traffic, probe.name, check.port)
+                await envio.probe(
+                    check,
+                    Path(probe.cwd),
+                    probe.timeout,
+                    probe.interval,
+                    probe.poll,
+                    report,
+                    probe.every_failure,
+                )
 
     async def watch_traffic(self, name: str, port: int) -> None:
         """activity = "traffic": established connections on the health port count as use (polled)."""
-        scope = self.handles[name].probe
-        if scope is None:
-            return
-        with scope:
-            while True:
-                count = envio.connections_on(port)
-                if count:
-                    self.observe(obs.ObsTraffic(ts=time.time(), name=name, connections=count))
-                await trio.sleep(TRAFFIC_EVERY_S)
+        while True:
+            count = envio.connections_on(port)
+            if count:
+                self.observe(obs.ObsTraffic(ts=time.time(), name=name, connections=count))
+            await trio.sleep(TRAFFIC_EVERY_S)
 
     async def watch_deadlines(self) -> None:
         while True:
