@@ -43,8 +43,13 @@ def relay_execs(strace_argv: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]
     return []
 
 
-def _relay_argv(spool: Path) -> tuple[str, ...]:
+def _relay_argv(spool: Path | str) -> tuple[str, ...]:
     return (sys.executable, "-I", "-m", "capsule.stages.spool_relay", str(spool))
+
+
+def relay_to_stdout() -> tuple[str, ...]:
+    """The relay as a filter, stdin to stdout (redacting a finished trace on another core)."""
+    return _relay_argv("-")
 
 
 def tidy_spools(home: Path) -> list[str]:
