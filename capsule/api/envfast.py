@@ -18,7 +18,7 @@ def live_status(path: str, render: str, color: bool) -> str | None:
     from capsule.stages.home import capsule_home, check_home
 
     home = capsule_home()
-    if check_home(home) is not None:
+    if check_home(home) is not None or _spools_left(home):
         return None
     try:
         config = find_config(Path(path))
@@ -33,3 +33,14 @@ def live_status(path: str, render: str, color: bool) -> str | None:
         return None
     out = reply.get("out")
     return out if reply.get("ok") is True and isinstance(out, str) else None
+
+
+def _spools_left(home: Path) -> bool:
+    """Whether a spool is there: every command but this one first recovers the spools no recorder owns
+    (capsule/cli/base.py `_tidy_spools`), so with one present the ordinary path runs and does that."""
+    import os
+
+    try:
+        return bool(os.listdir(home / "spool"))
+    except OSError:
+        return False

@@ -115,6 +115,13 @@ def test_the_supervisor_answers_what_the_fold_says(
     assert fast(project / "src", "--json")[1] == "exit=0 heavy="
     assert "heavy=typer" in fast(project, "--help")[1]
 
+    # A spool no recorder owns: every other command first recovers or removes it, so this one does too.
+    orphan = capsule_home / "spool" / "20200101-000000-000aa.strace"
+    orphan.write_bytes(b"")
+    assert "heavy=typer" in fast(project, "--json")[1]
+    assert not orphan.exists()
+    assert fast(project, "--json")[1] == "exit=0 heavy="
+
 
 def test_a_dead_supervisor_or_a_planted_pointer_falls_back_to_the_fold(
     project: Path, capsule: CapsuleRunner, capsule_home: Path
