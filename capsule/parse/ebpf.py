@@ -20,6 +20,13 @@ seconds). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects 
     C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
     R <ns>                                                   the readiness handshake (ignored)
 
+Capsule also writes, under the guard, one line for each exec the guard refuses (seccomp answers it
+before the `sys_enter` tracepoints, so the program prints only its `X`):
+
+    {"type": "capsule", "refused": {"ns": N, "tid": T, "tgid": G, "path": P, "argv": [...]}}
+
+which parses as the `E` and `A` lines of that attempt would.
+
 Text fields come last on their line, so spaces in them need no quoting, and JSON carries any byte
 (a newline inside an argument stays inside its `data`). Other bpftrace objects (attached_probes,
 lost_events, …) and anything malformed become `Unparsed` records: counted, never fatal.
@@ -207,6 +214,12 @@ class EbpfParser:
         kind = obj.get("type")
         if kind == "printf" and isinstance(obj.get("data"), str):
             record = self._printf(obj["data"], line_no)
+        elif kind == "capsule" and "refused" in obj:
+            records = self._refused(obj["refused"], line_no)
+            if records:
+                out += records
+                return
+            record = None
         elif kind == "capsule":
             record = self._header(obj, line_no)
         elif kind in _IGNORED_TYPES:
@@ -223,6 +236,27 @@ class EbpfParser:
             return None
         self._clock_ns = clock
         return Header(line_no=line_no, root=root, clock_ns=clock)
+
+    def _refused(self, obj: object, line_no: int) -> list[EbpfRecord]:
+        """An exec the guard refused (written by Capsule): its begin and argv, as `E` and `A` lines give
+        them; the kernel's `X` line (the error it returned) follows."""
+        if not isinstance(obj, dict):
+            return []
+        ns, tid, tgid, path, argv = (obj.get(k) for k in ("ns", "tid", "tgid", "path", "argv"))
+        if not (
+            isinstance(ns, int)
+            and isinstance(tid, int)
+            and isinstance(tgid, int)
+            and 0 < tid < 2**31
+            and 0 < tgid < 2**31
+            and isinstance(path, str)
+            and isinstance(argv, list)
+            and all(isinstance(a, str) for a in argv)
+        ):
+            return []
+        ts = self._ts(str(ns))
+        begun: list[EbpfRecord] = [ExecBegun(line_no=line_no, ts=ts, tid=tid, tgid=tgid, path=path)]
+        return begun + [ExecArg(line_no=line_no, tid=tid, index=i, text=a) for i, a in enumerate(argv)]
 
     def _ts(self, ns: str) -> float:
         return (int(ns) + self._clock_ns) * _NS

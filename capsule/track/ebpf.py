@@ -10,6 +10,7 @@ does with pids no clone ever claimed. Threads never reach here: the program prin
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Set
 from typing import Final
 
 from capsule.events import Event
@@ -202,6 +203,11 @@ class EbpfTracker:
     def unexited(self) -> int:
         """Processes the trace showed start and never end (after `close`: the tree was cut short)."""
         return len(self._alive)
+
+    @property
+    def alive(self) -> Set[int]:
+        """The processes of the tree started and not yet ended (a view: it follows the trace)."""
+        return self._alive
 
     @property
     def live(self) -> int:

@@ -21,25 +21,14 @@ from typing import Any
 
 import pytest
 
+from tests.ebpf.available import needs_ebpf
 from tests.ebpf.trees import canonical, differences, spawn_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPSULE = [sys.executable, "-m", "capsule"]
 
 
-def _ebpf_unavailable() -> str | None:
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
-
-    try:
-        find_ebpf()
-    except EbpfUnavailable as exc:
-        return str(exc)
-    return None
-
-
 pytestmark = [pytest.mark.strace, pytest.mark.ebpf]
-WHY = _ebpf_unavailable()
-needs_ebpf = pytest.mark.skipif(WHY is not None, reason=f"eBPF recording unavailable here: {WHY}")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +94,71 @@ def test_both_tracers_record_the_same_tree(tmp_path: Path, programs: Path) -> No
     assert by_ebpf["unparsed_lines"] == 0
     signals = {p["signal"] for p in by_ebpf["processes"]}
     assert {"SIGSEGV", "SIGABRT", "SIGKILL", "SIGTERM"} <= signals
+
+
+def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
+    """`capsule agents run` a one-task plan running `sh WORK` with `[run] trace = TRACE`; the task's run
+    session's report (as `record`), with the agents session's status and report text."""
+    env = dict(os.environ, CAPSULE_HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", NO_COLOR="1")
+    plan = cwd / f"plan-{home.name}.toml"
+    plan.write_text(
+        f'[run]\nname = "par"\ntrace = {trace}\n'
+        f'[[task]]\nid = "work"\ncommand = ["sh", "{work}"]\ncwd = "{cwd}"\ntimeout = "120s"\n'
+    )
+    done = subprocess.run(
+        [*CAPSULE, "agents", "run", str(plan)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (task,) = status["tasks"]
+    (agents_run,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
+    events = [json.loads(line) for line in (agents_run / "events.jsonl").read_text().splitlines()]
+    (run_id,) = [e["trace_session"] for e in events if e["kind"] == "task.started"]
+    report = subprocess.run([*CAPSULE, "report", run_id, "--json"], env=env, capture_output=True, check=True)
+    data: dict[str, Any] = json.loads(report.stdout)
+    data["_exit"] = done.returncode
+    data["_task"] = task
+    data["_via"] = spawn_kinds(home / "runs" / run_id / "events.jsonl")
+    data["_header"] = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
+    data["_text"] = subprocess.run(
+        [*CAPSULE, "report", status["run"]], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    check = subprocess.run([*CAPSULE, "replay", "--check", run_id], env=env, capture_output=True, text=True)
+    data["_replay"] = (check.returncode, check.stdout + check.stderr)
+    return data
+
+
+@needs_ebpf
+def test_a_task_traced_by_ebpf_records_the_same_tree(tmp_path: Path, programs: Path) -> None:
+    """`[run] trace = "ebpf"`: the task's run session holds the same tree as with `trace = true`
+    (argv, exits, signals, every exec attempt); agents status and report show it; replay --check
+    re-derives it from trace.ebpf."""
+    work = programs / "work.sh"
+    work.write_text(WORK)
+    by_strace = run_task(tmp_path / "s", programs, "true", work)
+    by_ebpf = run_task(tmp_path / "e", programs, '"ebpf"', work)
+    assert by_ebpf["_header"]["tracer"].endswith("bpftrace")
+    assert by_strace["_header"]["tracer"].endswith("strace")
+    assert by_ebpf["_exit"] == by_strace["_exit"] == 1  # the task exits 3: the run failed
+    assert by_ebpf["_task"]["state"] == by_strace["_task"]["state"] == "failed"
+    assert by_ebpf["_task"]["exit_code"] == 3
+    assert len(by_ebpf["processes"]) == len(by_strace["processes"]) >= 20
+    ours, theirs = canonical(by_ebpf, via=by_ebpf["_via"]), canonical(by_strace, via=by_strace["_via"])
+    assert differences(ours, theirs) == []
+    assert by_ebpf["unparsed_lines"] == 0
+    assert "./procs" in by_ebpf["_text"]
+    assert "/bin/true orphan" in by_ebpf["_text"]
+    code, said = by_ebpf["_replay"]
+    assert code == 0, said
+    assert "re-derived from trace.ebpf, identical" in said
 
 
 @needs_ebpf
