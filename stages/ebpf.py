@@ -128,10 +128,14 @@ def _env() -> dict[str, str]:
     return dict(os.environ, BPFTRACE_STRLEN=STRLEN)
 
 
-def write_header(spool_fd: int, root: int) -> None:
-    """The trace's first line, written by Capsule: the root pid and the clock to make epoch seconds."""
+def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
+    """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
+    the root's working directory (relative paths the tree opens are made absolute from it)."""
     offset = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
-    os.write(spool_fd, b'{"type":"capsule","root":%d,"clock":%d}\n' % (root, offset))
+    header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
+    if cwd is not None:
+        header["cwd"] = os.path.abspath(cwd)
+    os.write(spool_fd, orjson.dumps(header) + b"\n")
 
 
 def refusal_line(tid: int, path: str, argv: Sequence[str]) -> bytes:
@@ -311,7 +315,7 @@ async def launch(
     finally:
         gate.spawned()
     on_spawn(process)
-    return await attach(tracer, process, gate, spool=spool, level=level, on_ready=on_ready)
+    return await attach(tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd)
 
 
 async def attach(
@@ -322,6 +326,7 @@ async def attach(
     spool: Path,
     level: str,
     on_ready: Callable[[], None] = lambda: None,
+    cwd: str | None = None,
 ) -> Launched:
     """bpftrace on the stub `gate` started as (or, under the guard's wrappers, below) `process`: find
     the stub, start bpftrace on it, wait until every probe is attached, call `on_ready`, release the
@@ -337,7 +342,7 @@ async def attach(
     errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     prog_file = spool.with_suffix(".bt")
     try:
-        write_header(spool_fd, root)
+        write_header(spool_fd, root, cwd or os.getcwd())
         prog_file.write_text(program(level))
         # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
         # when the spawning *thread* ends, and trio retires idle workers after 10 s.

@@ -129,7 +129,9 @@ async def follow_trace(
     else:
         assert isinstance(tracer, EbpfTracer)
         try:
-            launched = await attach(tracer, process, gate, spool=files.spool, level=plan.trace_level)
+            launched = await attach(
+                tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd
+            )
         except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
             header(tracer_pid=None, tracer_started=None)
             _ended(files, None, error=str(exc))

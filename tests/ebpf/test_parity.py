@@ -175,9 +175,11 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     accepting = threading.Thread(target=accept_two, daemon=True)
     accepting.start()
     script = tmp_path / "io.py"
+    (tmp_path / "sub").mkdir()
     script.write_text(
-        "import socket\n"
+        "import os, socket\n"
         "open('note.txt', 'w').write('hi')\n"
+        "os.chdir('sub'); open('../note.txt').read(); open('here.txt', 'w').close(); os.chdir('..')\n"
         "try:\n    open('missing.txt')\nexcept OSError:\n    pass\n"
         f"socket.create_connection(('127.0.0.1', {port})).close()\n"
         "s = socket.socket(); s.connect_ex(('127.0.0.1', 9)); s.close()\n"
@@ -187,10 +189,10 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
         (run,) = (home / "runs").iterdir()
         rows = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
         return sorted(
-            # strace's paths are absolute (-y, cwd followed); eBPF's are as the program passed them
+            # both absolute: strace's from -y, eBPF's from the cwd its trace follows (header, chdir)
             (
                 r["kind"],
-                os.path.basename(r["path"]) if r.get("path") else None,
+                r.get("path"),
                 r.get("flags"),
                 r.get("address"),
                 r["ok"],
@@ -211,7 +213,8 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     assert by_ebpf == by_strace
     assert ("net.connected", None, None, f"127.0.0.1:{port}", True, None) in by_ebpf
     assert ("net.connected", None, None, "127.0.0.1:9", False, "ECONNREFUSED") in by_ebpf
-    assert any(r[1] == "missing.txt" and r[5] == "ENOENT" for r in by_ebpf)
+    assert any(r[1] == str(tmp_path / "missing.txt") and r[5] == "ENOENT" for r in by_ebpf)
+    assert any(r[1] == str(tmp_path / "sub" / "here.txt") and r[4] for r in by_ebpf)
 
 
 @needs_ebpf
