@@ -138,27 +138,30 @@ def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
     os.write(spool_fd, orjson.dumps(header) + b"\n")
 
 
-def refusal_line(tid: int, path: str, argv: Sequence[str]) -> bytes:
-    """The trace line Capsule writes for an exec the guard is about to refuse (the kernel's tracepoints
-    see only its failed return, the `X` line that follows): the attempt's thread, path and argv, as the
-    guard read them from the process's memory. Its clock is bpftrace's (CLOCK_MONOTONIC)."""
+def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
+    """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
+    answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
+    thread, path and argv as the guard read them from the process's memory, and the error. Its clock
+    is bpftrace's (CLOCK_MONOTONIC)."""
     try:
         with open(f"/proc/{tid}/status", "rb") as status:
             tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
     except (OSError, ValueError, IndexError):
         tgid = tid
-    refused = {"ns": time.monotonic_ns(), "tid": tid, "tgid": tgid, "path": path, "argv": list(argv)}
+    refused = {
+        "ns": time.monotonic_ns(), "tid": tid, "tgid": tgid, "path": path, "argv": list(argv), "errno": errno,
+    }  # fmt: skip
     return orjson.dumps({"type": "capsule", "refused": refused}) + b"\n"
 
 
-def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str]], None]:
+def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
     """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
     single write to an O_APPEND file: never torn by bpftrace's own lines)."""
 
-    def note(tid: int, path: str, argv: Sequence[str]) -> None:
+    def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
         fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            os.write(fd, refusal_line(tid, path, argv))
+            os.write(fd, refusal_line(tid, path, argv, errno))
         finally:
             os.close(fd)
 

@@ -23,11 +23,11 @@ seconds, and the root's working directory: older traces have none, and keep rela
     R <ns>                                                   the readiness handshake (ignored)
 
 Capsule also writes, under the guard, one line for each exec the guard refuses (seccomp answers it
-before the `sys_enter` tracepoints, so the program prints only its `X`):
+before the `sys_enter` tracepoints, and the program prints an `X` only after its own `E`):
 
-    {"type": "capsule", "refused": {"ns": N, "tid": T, "tgid": G, "path": P, "argv": [...]}}
+    {"type": "capsule", "refused": {"ns": N, "tid": T, "tgid": G, "path": P, "argv": [...], "errno": 1}}
 
-which parses as the `E` and `A` lines of that attempt would.
+which parses as the `E`, `A` and `X` lines of that attempt would.
 
 Text fields come last on their line, so spaces in them need no quoting, and JSON carries any byte
 (a newline inside an argument stays inside its `data`). Other bpftrace objects (attached_probes,
@@ -253,13 +253,17 @@ class EbpfParser:
         )
 
     def _refused(self, obj: object, line_no: int) -> list[EbpfRecord]:
-        """An exec the guard refused (written by Capsule): its begin and argv, as `E` and `A` lines give
-        them; the kernel's `X` line (the error it returned) follows."""
+        """An exec the guard refused (written by Capsule): its begin, argv and error, as the `E`, `A` and
+        `X` lines of an attempt give them (the program prints none of them for it)."""
         if not isinstance(obj, dict):
             return []
-        ns, tid, tgid, path, argv = (obj.get(k) for k in ("ns", "tid", "tgid", "path", "argv"))
+        ns, tid, tgid, path, argv, errno = (
+            obj.get(k) for k in ("ns", "tid", "tgid", "path", "argv", "errno")
+        )
         if not (
-            isinstance(ns, int)
+            isinstance(errno, int)
+            and 0 < errno < 4096
+            and isinstance(ns, int)
             and isinstance(tid, int)
             and isinstance(tgid, int)
             and 0 < tid < 2**31
@@ -271,7 +275,10 @@ class EbpfParser:
             return []
         ts = self._ts(str(ns))
         begun: list[EbpfRecord] = [ExecBegun(line_no=line_no, ts=ts, tid=tid, tgid=tgid, path=path)]
-        return begun + [ExecArg(line_no=line_no, tid=tid, index=i, text=a) for i, a in enumerate(argv)]
+        args: list[EbpfRecord] = [
+            ExecArg(line_no=line_no, tid=tid, index=i, text=a) for i, a in enumerate(argv)
+        ]
+        return [*begun, *args, ExecFailed(line_no=line_no, ts=ts, tid=tid, tgid=tgid, errno=errno)]
 
     def _ts(self, ns: str) -> float:
         return (int(ns) + self._clock_ns) * _NS

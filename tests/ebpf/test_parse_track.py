@@ -362,24 +362,24 @@ def test_relative_opens_are_made_absolute_from_the_cwd_the_trace_follows() -> No
 
 
 def test_a_refused_exec_written_by_capsule_is_a_failed_attempt_with_its_argv() -> None:
-    """The guard's refusal line (seccomp answered before sys_enter, so only the X line is the
-    kernel's) gives the attempt's path and argv; a malformed one is unparsed, never fatal."""
-    refused = {"ns": 5, "tid": 101, "tgid": 100, "path": "/usr/bin/sudo", "argv": ["sudo", "id"]}
+    """The guard's refusal line (seccomp answered before sys_enter: the program prints nothing of the
+    attempt) gives the attempt's path, argv and error; a malformed one is unparsed, never fatal."""
+    refused = {"ns": 5, "tid": 101, "tgid": 100, "path": "/usr/bin/sudo", "argv": ["sudo", "id"], "errno": 1}
     data = (
         header()
         + printf("S 1 100 100 /bin/sh")
         + orjson.dumps({"type": "capsule", "refused": refused})
         + b"\n"
-        + printf("X 6 101 100 1", "Q 7 100 0")
+        + orjson.dumps({"type": "capsule", "refused": {**refused, "ns": 6, "errno": 2, "path": "/bin/sudo"}})
+        + b"\n"
+        + printf("Q 7 100 0")
         + b'{"type":"capsule","refused":{"tid":"x"}}\n'
     )
     tracker, events = track(data)
     execs = [e for e in events if isinstance(e, ProcExec)]
-    assert [(e.path, e.argv, e.ok, e.errno) for e in execs][-1] == (
-        "/usr/bin/sudo",
-        ("sudo", "id"),
-        False,
-        "EPERM",
-    )
-    assert execs[-1].ts == (5 + CLOCK) * 1e-9
+    assert [(e.path, e.argv, e.ok, e.errno) for e in execs][-2:] == [
+        ("/usr/bin/sudo", ("sudo", "id"), False, "EPERM"),
+        ("/bin/sudo", ("sudo", "id"), False, "ENOENT"),
+    ]
+    assert execs[-2].ts == (5 + CLOCK) * 1e-9
     assert tracker.unparsed == 1
