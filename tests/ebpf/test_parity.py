@@ -271,33 +271,44 @@ def test_unknown_or_unavailable_tracer_is_one_line(tmp_path: Path) -> None:
     assert auto.returncode == 0, auto.stderr  # auto falls back to strace
 
 
+def project(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A $CAPSULE_HOME, a project directory for a capsule.toml, and the environment naming the home."""
+    home, root = tmp_path / "h", tmp_path / "proj"
+    root.mkdir()
+    return home, root, dict(os.environ, CAPSULE_HOME=str(home))
+
+
+def service_up(root: Path, env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`capsule env up ROOT` (one service); its `env status --json` and that service's entry, which
+    names the run session recording it."""
+    up = subprocess.run(
+        [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (svc,) = status["processes"]
+    assert svc["trace_session"], status
+    return status, svc
+
+
 @needs_ebpf
 def test_service_traced_by_ebpf(tmp_path: Path) -> None:
     """`trace = "ebpf"` in capsule.toml: the service runs under `capsule run --tracer ebpf`, linked from
     svc.started; its run session's header names bpftrace and its tree holds the service's work."""
-    home = tmp_path / "h"
-    root = tmp_path / "proj"
-    root.mkdir()
+    home, root, env = project(tmp_path)
     ready = root / "ready"
     (root / "capsule.toml").write_text(
         '[project]\nname = "eb"\n[[process]]\nname = "svc"\n'
         f"command = \"sh -c 'ls / >/dev/null; touch {ready}; exec sleep 600'\"\n"
         'restart = "no"\ntrace = "ebpf"\n'
     )
-    env = dict(os.environ, CAPSULE_HOME=str(home))
     try:
-        up = subprocess.run(
-            [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = json.loads(
-            subprocess.run(
-                [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
-            ).stdout
-        )
-        (svc,) = status["processes"]
+        status, svc = service_up(root, env)
         run_id = svc["trace_session"]
-        assert run_id, status
         header = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
         assert header["tracer"].endswith("bpftrace")
         assert header["parent"] == status["session"]
@@ -313,9 +324,7 @@ def test_service_with_a_policy_traced_by_ebpf(tmp_path: Path) -> None:
     """`trace = "ebpf"` with a [policy]: the service's own `capsule run --policy` guards it (bpftrace
     cannot run inside the guard); the refused exec is a failed attempt (EPERM) in its run session,
     with the `policy.blocked` event, the protected file's refused open too, and the service runs on."""
-    home = tmp_path / "h"
-    root = tmp_path / "proj"
-    root.mkdir()
+    home, root, env = project(tmp_path)
     (root / ".env").write_text("K=1\n")
     ready = root / "ready"
     (root / "capsule.toml").write_text(
@@ -324,20 +333,9 @@ def test_service_with_a_policy_traced_by_ebpf(tmp_path: Path) -> None:
         f"command = \"sh -c 'cat .env; x=l; ${{x}}s /; touch {ready}; exec sleep 600'\"\n"
         'restart = "no"\ntrace = "ebpf"\n'
     )
-    env = dict(os.environ, CAPSULE_HOME=str(home))
     try:
-        up = subprocess.run(
-            [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = json.loads(
-            subprocess.run(
-                [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
-            ).stdout
-        )
-        (svc,) = status["processes"]
+        _status, svc = service_up(root, env)
         run_id = svc["trace_session"]
-        assert run_id, status
         events_file = home / "runs" / run_id / "events.jsonl"
 
         def events() -> list[dict[str, Any]]:
