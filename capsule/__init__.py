@@ -10,7 +10,9 @@ The Python API is exported here lazily (`capsule --help` must not pay for it):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of every command)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

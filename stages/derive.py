@@ -54,7 +54,7 @@ from capsule.stages.store import (
     trace_name,
     tracer_kind,
 )
-from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage
+from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage, relayed_read_stage
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (
@@ -176,6 +176,7 @@ class _Log:
     mtime: float
     cut: bool  # a file ends mid-line: strace was killed while writing it
     elapsed: float  # the sum of `-r` stamps
+    path: Path | None = None  # the one file it reads (not the merged files of `strace -ff`)
 
 
 def _read_log(inputs: list[tuple[int | None, Path]]) -> _Log:
@@ -203,6 +204,7 @@ def _read_log(inputs: list[tuple[int | None, Path]]) -> _Log:
             mtime,
             bool(tail) and not tail.endswith(b"\n"),
             elapsed,
+            path,
         )
     files = [(pid, p.read_bytes()) for pid, p in inputs if pid is not None]
     merged = b"".join(merge_per_pid(files))
@@ -227,12 +229,19 @@ def _midnight(ts: float) -> float:
 
 
 async def import_log(
-    log: Path, *, home: Path, name: str | None, level: str = "process", redact: bool = True
+    log: Path,
+    *,
+    home: Path,
+    name: str | None,
+    level: str = "process",
+    redact: bool = True,
+    relay: bool = True,
 ) -> Imported:
     """Turn an `strace -f` log recorded elsewhere (or the files of `strace -ff`) into a session.
 
     The session's times are the trace's: it starts at the first stamp and ends at the last. A failed
-    import leaves no session behind.
+    import leaves no session behind. With `relay` a single file is redacted by the spool relay in a
+    second process while this one parses (both cores; the same redaction, line by line).
     """
     inputs = trace_inputs(log)
     read = await trio.to_thread.run_sync(_read_log, inputs)
@@ -242,7 +251,7 @@ async def import_log(
     session_id, path = create_session(home, time.time())
     try:
         return await _import_into(
-            session_id, path, log, read, origin, started, name=name, level=level, redact=redact
+            session_id, path, log, read, origin, started, name=name, level=level, redact=redact, relay=relay
         )
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
@@ -260,7 +269,10 @@ async def _import_into(
     name: str | None,
     level: str,
     redact: bool,
+    relay: bool,
 ) -> Imported:
+    relayed = redact and relay and read.path is not None
+    source = partial(relayed_read_stage, read.path) if relayed and read.path is not None else read.source
     header = SessionStarted(
         ts=started,
         capsule_version=__version__,
@@ -281,10 +293,10 @@ async def _import_into(
     try:
         writer.write([header])
         stats = await run_pipeline(
-            read.source,
+            source,
             partial(record_stage, writer=writer),
             level=level,
-            redact=redact,
+            redact=redact and not relayed,
             trace_fd=trace_fd,
             tt_origin=header.trace_origin or 0.0,
             default_ts=header.ts if header.trace_clock != "epoch" else 0.0,

@@ -24,18 +24,9 @@ from capsule.env.machine import Spawn
 from capsule.events import Event
 from capsule.events.env import SvcExited, SvcGaveUp, SvcStopped
 from capsule.stages import procs
-from capsule.stages.envproc import SOCKET
+from capsule.stages.envctl import SOCKET, socket_address
 from capsule.stages.reader import glance
 from capsule.stages.store import open_private, session_dirs
-
-
-def socket_address(session_dir: Path) -> tuple[str, int | None]:
-    """An AF_UNIX address for the session's socket, short enough for sun_path (108 bytes) via /proc."""
-    path = session_dir / SOCKET
-    if len(str(path)) < 100:
-        return str(path), None
-    fd = os.open(session_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    return f"/proc/self/fd/{fd}/{SOCKET}", fd
 
 
 class LogFile:

@@ -10,7 +10,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import psutil
@@ -23,11 +22,11 @@ from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, RunTree, apply
 from capsule.settings import Settings, SettingsError, parse_settings
 from capsule.stages import procs
+from capsule.stages.envctl import LOCKS, config_digest
 from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
 from capsule.stages.store import EVENTS, session_dirs
 
-SOCKET = "ctl.sock"
 SETTINGS = "config.toml"  # $CAPSULE_HOME/config.toml, the global config (capsule.settings)
 
 
@@ -164,61 +163,19 @@ def config_lock(home: Path, config_path: str) -> Iterator[None]:
     An exclusive `fcntl.flock` on `$CAPSULE_HOME/locks/<hash of the path>.lock`: a second `env up` of the
     same config waits here, then finds the environment the first one started and joins it."""
     import fcntl
-    import hashlib
 
-    locks = home / "locks"
+    locks = home / LOCKS
     locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-    digest = hashlib.sha256(config_path.encode()).hexdigest()[:24]
-    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        locks / f"{config_digest(config_path)}.lock",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
-
-
-class ControlError(OSError):
-    """The supervisor's socket did not answer."""
-
-
-def control(
-    session_dir: Path,
-    op: str,
-    name: str | None = None,
-    timeout: float = 120.0,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One request to a supervisor over its Unix socket; its JSON reply."""
-    import socket
-
-    import orjson
-
-    path = session_dir / SOCKET
-    dirfd = None
-    address = str(path)
-    if len(address) >= 100:
-        dirfd = os.open(session_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        address = f"/proc/self/fd/{dirfd}/{SOCKET}"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.sendall(orjson.dumps({"op": op, "name": name, **(extra or {})}) + b"\n")
-            data = b""
-            while b"\n" not in data:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError as exc:
-        raise ControlError(f"supervisor of {session_dir.name} does not answer: {exc}") from None
-    finally:
-        if dirfd is not None:
-            os.close(dirfd)
-    if not data.strip():
-        raise ControlError(f"supervisor of {session_dir.name} closed the connection")
-    reply: dict[str, Any] = orjson.loads(data)
-    return reply
 
 
 def process_stats(

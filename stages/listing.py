@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from capsule import __version__
-from capsule.stages.store import EVENTS, ZST, private_output, runs_dir
+from capsule.stages.home import runs_dir
+from capsule.stages.store import EVENTS, ZST, private_output
 
 INDEX = "ls.index"
 FORMAT = 1

@@ -175,14 +175,24 @@ async def run_pipeline(
     kept_send, kept_receive = trio.open_memory_channel[bytes](DEPTH)
     records_send, records_receive = trio.open_memory_channel[list[Any]](DEPTH)
     events_send, events_receive = trio.open_memory_channel[list[Event]](DEPTH)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(source, raw_send)
-        nursery.start_soon(
-            lambda: keep_trace_stage(raw_receive, kept_send, trace_fd=trace_fd, redact=redact, tracer=tracer)
-        )
-        nursery.start_soon(parse_stage, kept_receive, records_send, parser)
-        nursery.start_soon(track_stage, records_receive, events_send, tracker, live)
-        nursery.start_soon(sink, events_receive)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(source, raw_send)
+            nursery.start_soon(
+                lambda: keep_trace_stage(
+                    raw_receive, kept_send, trace_fd=trace_fd, redact=redact, tracer=tracer
+                )
+            )
+            nursery.start_soon(parse_stage, kept_receive, records_send, parser)
+            nursery.start_soon(track_stage, records_receive, events_send, tracker, live)
+            nursery.start_soon(sink, events_receive)
+    except BaseExceptionGroup as group:
+        # One stage failed and the others were cancelled: raise its error as it raised it, so that
+        # callers catch an OSError (a read error, a failed relay) as the OSError it is.
+        only = _single(group)
+        if only is None:
+            raise
+        raise only from None
     return TraceStats(
         lines=parser.lines,
         unparsed=tracker.unparsed,
@@ -191,6 +201,19 @@ async def run_pipeline(
         unexited=tracker.unexited,
         cut=parser.ended_mid_line,
     )
+
+
+def _single(group: BaseExceptionGroup) -> BaseException | None:
+    """The one error inside `group` (nested groups flattened), or None when there are several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 async def collect_stage(receive: trio.MemoryReceiveChannel[list[Event]], into: list[Event]) -> None:

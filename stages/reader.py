@@ -13,11 +13,11 @@ import psutil
 
 from capsule.codec import CodecError, LineDecoder, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
+from capsule.stages.home import capsule_home
 from capsule.stages.procs import process_if
 from capsule.stages.store import (
     EVENTS,
     ZST,
-    capsule_home,
     open_readable,
     open_session_file,
     session_file,

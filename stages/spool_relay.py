@@ -8,6 +8,7 @@ recovery. Terminal signals are ignored, as strace ignores them (`-I3`); the shel
 that before exec, so there is no window in Python's start-up.
 
     python -m capsule.stages.spool_relay SPOOL
+    python -m capsule.stages.spool_relay -      (to stdout: `capsule import` redacting on a second core)
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import sys
 
 from capsule.redact import redact_bytes
 
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # a read returns what the pipe holds: large reads only mean fewer redact calls
 
 
 def relay(source: int, spool: str) -> None:
-    out = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if spool == "-":
+        out = os.dup(sys.stdout.fileno())
+    else:
+        out = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
     held = b""
     try:
         while data := os.read(source, CHUNK):

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from capsule.stages.store import is_session, runs_dir
+from capsule.stages.home import runs_dir
+from capsule.stages.store import is_session
 
 # Ignored before exec, so inherited by Python (which then installs no SIGINT handler of its own).
 _IGNORE = "trap '' INT TERM HUP QUIT"
@@ -42,8 +43,13 @@ def relay_execs(strace_argv: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]
     return []
 
 
-def _relay_argv(spool: Path) -> tuple[str, ...]:
+def _relay_argv(spool: Path | str) -> tuple[str, ...]:
     return (sys.executable, "-I", "-m", "capsule.stages.spool_relay", str(spool))
+
+
+def relay_to_stdout() -> tuple[str, ...]:
+    """The relay as a filter, stdin to stdout (redacting a finished trace on another core)."""
+    return _relay_argv("-")
 
 
 def tidy_spools(home: Path) -> list[str]:

@@ -22,11 +22,12 @@ import contextlib
 import io
 import os
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from capsule.stages.home import check_home, runs_dir
 
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
@@ -50,47 +51,12 @@ class SessionNotFound(LookupError):
     """No session matches the reference (or several do)."""
 
 
-def capsule_home() -> Path:
-    return Path(os.environ.get("CAPSULE_HOME") or Path.home() / ".capsule")
-
-
-def runs_dir(home: Path) -> Path:
-    return home / "runs"
-
-
 def spool_path(home: Path, session_id: str) -> Path:
     return home / "spool" / f"{session_id}.strace"
 
 
 class HomeRefused(PermissionError):
     """$CAPSULE_HOME (or a folder in it) is not safe to record into."""
-
-
-def check_home(home: Path) -> str | None:
-    """Why `home` must not be used (one sentence), or None: each of home, runs/ and spool/ that exists
-    must be a directory (not a symlink, but home itself may be one) owned by this user and not writable
-    by group or others."""
-    me = os.geteuid()
-    for path in (home, runs_dir(home), home / "spool"):
-        try:
-            st = os.stat(path) if path == home else os.lstat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            return f"$CAPSULE_HOME {home}: cannot inspect {path}: {exc.strerror or exc}"
-        if not stat.S_ISDIR(st.st_mode):
-            return f"$CAPSULE_HOME {home}: {path} is not a directory (a symlink?); refusing to record there"
-        if st.st_uid != me:
-            return (
-                f"$CAPSULE_HOME {home}: {path} is owned by uid {st.st_uid}, not by you (uid {me}); "
-                "refusing to record there (chown it or set CAPSULE_HOME)"
-            )
-        if st.st_mode & 0o022:
-            return (
-                f"$CAPSULE_HOME {home}: {path} is writable by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):o}); refusing to record there (chmod 700 it)"
-            )
-    return None
 
 
 def _private_dir(path: Path) -> None:

@@ -35,15 +35,20 @@ from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
 from capsule.events.env import EnvConfigured
 from capsule.fold.environment import EnvState, fold
+from capsule.report.envstatus import render_status
 from capsule.settings import SettingsError
 from capsule.stages import envio, procs
+from capsule.stages.envctl import SOCKET, remove_pointer, write_pointer
 from capsule.stages.envio import LogFile
-from capsule.stages.envproc import SOCKET, read_project, run_tree
+from capsule.stages.envproc import EnvSession, read_project, run_tree
+from capsule.stages.envstatus import status_of
 from capsule.stages.guard import open_guard
 from capsule.stages.guard_probe import enforcement_for
+from capsule.stages.home import capsule_home
+from capsule.stages.plain import plain
 from capsule.stages.procs import returncode_status, started_at
 from capsule.stages.record import SessionWriter
-from capsule.stages.store import EVENTS, capsule_home, create_session, open_private
+from capsule.stages.store import EVENTS, create_session, open_private
 
 MEMBERS_EVERY_S = 0.5  # how often a run's tree is sampled for its members after a change …
 MEMBERS_MAX_S = 8.0  # … doubling while nothing changes, up to this (50 quiet services cost ~nothing)
@@ -75,6 +80,7 @@ class Supervisor:
         self.session_id, self.dir = create_session(home)
         self.writer = SessionWriter(self.dir / EVENTS)
         self.state = EnvState()
+        self.header: SessionStarted | None = None
         self.recorded_text = recorded_config_text(config_text)  # env values and secrets left out
         try:
             self.recorded = parse_config(self.recorded_text, str(config_path), default_name=config.name)
@@ -294,28 +300,28 @@ class Supervisor:
             self.observe(obs.ObsProbed(ts=time.time(), name=probe.name, run=probe.run, ok=ok, reason=reason))
 
         check = self.config.process(probe.name).health_check or probe.check  # unredacted (see `real`)
+        # The traffic watch lives and ends with the probe: both in the probe's scope, one nursery.
         with scope:
-            if probe.watch_traffic:
-                self.nursery_start(self.watch_traffic, probe.name, check.port)
-            await envio.probe(
-                check, Path(probe.cwd), probe.timeout, probe.interval, probe.poll, report, probe.every_failure
-            )
-
-    def nursery_start(self, fn: Any, *args: Any) -> None:
-        assert self.nursery is not None
-        self.nursery.start_soon(fn, *args)
+            async with trio.open_nursery() as both:
+                if probe.watch_traffic:
+                    both.start_soon(self.watch_traffic, probe.name, check.port)
+                await envio.probe(
+                    check,
+                    Path(probe.cwd),
+                    probe.timeout,
+                    probe.interval,
+                    probe.poll,
+                    report,
+                    probe.every_failure,
+                )
 
     async def watch_traffic(self, name: str, port: int) -> None:
         """activity = "traffic": established connections on the health port count as use (polled)."""
-        scope = self.handles[name].probe
-        if scope is None:
-            return
-        with scope:
-            while True:
-                count = envio.connections_on(port)
-                if count:
-                    self.observe(obs.ObsTraffic(ts=time.time(), name=name, connections=count))
-                await trio.sleep(TRAFFIC_EVERY_S)
+        while True:
+            count = envio.connections_on(port)
+            if count:
+                self.observe(obs.ObsTraffic(ts=time.time(), name=name, connections=count))
+            await trio.sleep(TRAFFIC_EVERY_S)
 
     async def watch_deadlines(self) -> None:
         while True:
@@ -341,6 +347,8 @@ class Supervisor:
         """status and touch only touch; every other request goes to the machine and waits for its answer."""
         self.last_touch = time.time()
         op = str(request.get("op"))
+        if op == "status" and request.get("render") in ("json", "text"):
+            return {"ok": True, "out": self.status_out(str(request["render"]), request.get("color") is True)}
         if op in ("status", "touch"):
             return {"ok": True}
         if op == "reload":
@@ -363,6 +371,15 @@ class Supervisor:
         if reply.up is not None:
             out["up"] = reply.up
         return out
+
+    def status_out(self, render: str, color: bool) -> str:
+        """`env status` (text or --json) as the CLI would print it from the session: the same records
+        from the same fold (the state this supervisor folded as it wrote), the same renderer."""
+        assert self.header is not None
+        data = plain(status_of(EnvSession(self.dir, self.header, self.state, supervisor_alive=True)))
+        if render == "json":
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
+        return render_status(data, color)
 
     def reload(self, text: object) -> dict[str, Any]:
         """`env up` of a changed config: the machine decides what restarts; its answer comes back at once."""
@@ -422,28 +439,26 @@ class Supervisor:
         self.notify = notify
         procs.become_subreaper()
         procs.set_title(f"capsule: supervisor {self.config.name}")
-        self.record(
-            [
-                SessionStarted(
-                    ts=began,
-                    capsule_version=__version__,
-                    session_id=self.session_id,
-                    session_kind="env",
-                    name=self.config.name,
-                    argv=self.argv,
-                    cwd=str((self.config_path.parent / self.config.working_dir).resolve()),
-                    host=platform.node(),
-                    recorder_pid=os.getpid(),
-                    recorder_started=started_at(os.getpid()),
-                    kinds=kind_versions(),
-                )
-            ]
+        self.header = SessionStarted(
+            ts=began,
+            capsule_version=__version__,
+            session_id=self.session_id,
+            session_kind="env",
+            name=self.config.name,
+            argv=self.argv,
+            cwd=str((self.config_path.parent / self.config.working_dir).resolve()),
+            host=platform.node(),
+            recorder_pid=os.getpid(),
+            recorder_started=started_at(os.getpid()),
+            kinds=kind_versions(),
         )
+        self.record([self.header])
         _notify(notify, f"session {self.session_id}")
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 await nursery.start(envio.serve_control, self.dir, self.request)
+                write_pointer(self.home, str(self.config_path), self.dir)
                 now = time.time()
                 configured = EnvConfigured(
                     ts=now,
@@ -463,6 +478,7 @@ class Supervisor:
         finally:
             self.close_notify()
             with contextlib.suppress(OSError):
+                remove_pointer(self.home, str(self.config_path), self.dir)
                 (self.dir / SOCKET).unlink()
             for h in self.handles.values():
                 for cgroup in h.cgroups.values():

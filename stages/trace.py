@@ -47,6 +47,74 @@ async def read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
             await send.send(tail)
 
 
+async def relayed_read_stage(path: Path, send: trio.MemorySendChannel[bytes]) -> None:
+    """`read_stage`, redacted by a second process while this one parses: the file goes through the spool
+    relay (the same `redact_bytes`, line by line), so an import uses both cores. RelayFailed if the
+    relay does not end well (nothing it wrote is then trusted: the import fails and leaves nothing)."""
+    from capsule.stages.spools import relay_to_stdout
+
+    aligner = LineAligner()
+    feed_read, feed_write = os.pipe()
+    out_read, out_write = os.pipe()
+    for fd in (feed_write, out_read):
+        _widen_pipe(fd)
+    try:
+        process = await trio.lowlevel.open_process(relay_to_stdout(), stdin=feed_read, stdout=out_write)
+    except BaseException:
+        os.close(feed_write)
+        os.close(out_read)
+        raise
+    finally:
+        os.close(feed_read)
+        os.close(out_write)
+    to_relay, from_relay = trio.lowlevel.FdStream(feed_write), trio.lowlevel.FdStream(out_read)
+    async with send, from_relay, to_relay:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_feed, path, to_relay)
+                held = bytearray()
+                while data := await from_relay.receive_some(CHUNK):
+                    held += data
+                    if len(held) >= CHUNK:
+                        chunk = aligner.feed(bytes(held))
+                        held.clear()
+                        if chunk:
+                            await send.send(chunk)
+                if chunk := aligner.feed(bytes(held)):
+                    await send.send(chunk)
+            await process.wait()
+        finally:
+            if process.returncode is None:  # cancelled, or the parse failed: the relay goes too
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        if process.returncode != 0:
+            raise RelayFailed(f"the redacting relay ended with status {process.returncode}")
+        if tail := aligner.close():
+            await send.send(tail)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A pipe of CHUNK bytes where Linux allows it (64 KiB by default): fewer, larger chunks through the
+    stages, whose cost is per chunk."""
+    import contextlib
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+
+
+class RelayFailed(OSError):
+    """The redacting relay of an import did not end well."""
+
+
+async def _feed(path: Path, stdin: trio.abc.SendStream) -> None:
+    opened = await trio.to_thread.run_sync(open_readable, path)
+    async with stdin, trio.wrap_file(opened) as file:
+        while data := await file.read(CHUNK):
+            await stdin.send_all(data)
+
+
 async def bytes_stage(data: bytes, send: trio.MemorySendChannel[bytes]) -> None:
     """Send bytes already in memory (the merged files of `strace -ff`) in line-aligned chunks."""
     async with send:

@@ -20,6 +20,13 @@ import attrs
 
 from capsule.api.errors import BadInput, CheckFailed, NotFound, RecordingFailed, Unavailable, UsageError
 from capsule.api.sessions import home
+from capsule.stages.envstatus import (
+    EnvironmentStatus,
+    ProcessStatus,
+    Reload,
+    Supervisor,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from capsule.env.config import ProjectConfig
@@ -28,71 +35,9 @@ if TYPE_CHECKING:
 
 Note = Callable[[str], None]
 Op = Literal["start", "stop", "restart"]
-UP_STATES = ("ready", "running", "exited")
 
 
 # --- records ------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ProcessStatus:
-    """One process of an environment, as `env status --json` shows it."""
-
-    name: str
-    state: str = attrs.field(
-        metadata={"doc": "starting running ready unhealthy backoff exited stopped gave_up lost (or queued)."}
-    )
-    pid: int | None
-    restarts: int
-    health: str | None
-    exit_code: int | None
-    signal: str | None
-    uptime_s: float | None
-    last_exit: float | None
-    cpu_percent: float | None
-    rss: int | None
-    error: str | None
-    trace_session: str | None
-    stop_reason: str | None = attrs.field(
-        default=None, metadata={"doc": "Why it is stopped: stop, down, idle, dependency, removed…"}
-    )
-
-
-@attrs.frozen(kw_only=True)
-class Supervisor:
-    pid: int | None
-    alive: bool
-
-
-@attrs.frozen(kw_only=True)
-class Reload:
-    """What `env up` of a running environment whose config changed did."""
-
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    changed: tuple[str, ...]
-    unchanged: tuple[str, ...]
-
-
-@attrs.frozen(kw_only=True)
-class EnvironmentStatus:
-    """`capsule env status --json`."""
-
-    project: str | None
-    config: str | None
-    session: str
-    active: bool
-    deactivated: str | None
-    supervisor: Supervisor
-    processes: tuple[ProcessStatus, ...]
-    reloaded: Reload | None = attrs.field(
-        default=None, metadata={"doc": "What `env up` of a changed config changed (None: nothing)."}
-    )
-
-    @property
-    def not_up(self) -> tuple[str, ...]:
-        """The processes that are not ready, running or exited (cleanly done)."""
-        return tuple(p.name for p in self.processes if p.state not in UP_STATES)
 
 
 @attrs.frozen(kw_only=True)
@@ -142,18 +87,12 @@ class KillAll:
 def config_file(path: Path) -> Path:
     """The config file of a project directory (or the file itself), resolved: the nearest `capsule.toml`
     or `.runcept.toml` in the directory or above it, as git finds `.git`."""
-    from capsule.env import CONFIG_NAMES
+    from capsule.stages.envctl import find_config
 
-    if path.is_file():
-        return path.resolve()
-    start = path.resolve()
-    if not start.is_dir():
-        raise NotFound(f"no such file or directory: {path}")
-    for folder in (start, *start.parents):
-        for name in CONFIG_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    raise NotFound(f"no {' or '.join(CONFIG_NAMES)} in {start} or any folder above it")
+    try:
+        return find_config(path)
+    except FileNotFoundError as exc:
+        raise NotFound(str(exc)) from None
 
 
 def _read(config: Path) -> tuple[Merged, ProjectConfig]:
@@ -235,56 +174,11 @@ def _cleanup_dead(config: str | None) -> list[str]:
 
 def _touch(env: EnvSession, op: str = "status") -> None:
     """Tell a live supervisor someone looked (it counts for `inactivity_timeout`)."""
-    from capsule.stages.envproc import ControlError, control
+    from capsule.stages.envctl import ControlError, control
 
     if env.supervisor_alive and env.state.ended is None:
         with contextlib.suppress(ControlError):
             control(env.path, op, timeout=5)
-
-
-def _status(env: EnvSession) -> EnvironmentStatus:
-    from capsule.fold.environment import with_liveness
-    from capsule.stages.envproc import process_stats
-
-    alive = env.alive()
-    shown = with_liveness(env.state, alive, supervisor_alive=env.supervisor_alive)
-    if not env.supervisor_alive:
-        from capsule.stages.envproc import SOCKET
-
-        with contextlib.suppress(OSError):  # nothing answers on it any more
-            (env.path / SOCKET).unlink()
-    now = time.time()
-    processes = []
-    for name, p in env.state.processes.items():
-        cgroup = p.tree.cgroup if p.tree is not None and p.tree.run == p.run else None
-        cpu, rss = process_stats(p.pid, p.started, cgroup) if alive.get(name) else (None, None)
-        processes.append(
-            ProcessStatus(
-                name=name,
-                state=shown[name],
-                pid=p.pid,
-                restarts=p.restarts,
-                health=p.health,
-                exit_code=p.exit_code,
-                signal=p.signal,
-                uptime_s=round(now - p.since, 3) if p.since and p.pid else None,
-                last_exit=p.last_exit_ts,
-                cpu_percent=cpu,
-                rss=rss,
-                error=p.error,
-                trace_session=p.trace_session,
-                stop_reason=p.stop_reason if p.state == "stopped" else None,
-            )
-        )
-    return EnvironmentStatus(
-        project=env.state.project,
-        config=env.config_path,
-        session=env.id,
-        active=env.state.ended is None and env.supervisor_alive,
-        deactivated=env.state.deactivated,
-        supervisor=Supervisor(pid=env.header.recorder_pid, alive=env.supervisor_alive),
-        processes=tuple(processes),
-    )
 
 
 # --- up and down --------------------------------------------------------------------------------
@@ -336,13 +230,13 @@ def up(
         _start_detached(config, timeout, argv)
     env = _live(config) or _latest(config)
     assert env is not None  # the supervisor announced its session
-    return _status(env)
+    return status_of(env)
 
 
 def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> EnvironmentStatus:
     """`env up` of a running environment: hand it the config as it is now; wait for what changed."""
-    from capsule.stages.envproc import ControlError
-    from capsule.stages.envproc import control as request
+    from capsule.stages.envctl import ControlError
+    from capsule.stages.envctl import control as request
 
     try:
         reply = request(env.path, "reload", extra={"config": text})
@@ -352,7 +246,7 @@ def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> Environ
         raise BadInput(str(reply.get("error")))
     changes = reply.get("changes") or {}
     if not any(changes.values()):
-        return _status(env)
+        return status_of(env)
     touched = {*changes.get("added", ()), *changes.get("changed", ())}
     deadline = time.monotonic() + timeout
     while True:
@@ -367,7 +261,7 @@ def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> Environ
         if time.monotonic() > deadline or not now.supervisor_alive:
             break
         time.sleep(0.05)
-    status = _status(now)
+    status = status_of(now)
     names = [p.name for p in status.processes]
     reload = Reload(
         added=tuple(changes.get("added", ())),
@@ -505,7 +399,7 @@ def _wait_gone(env: EnvSession, seconds: float = 10.0) -> None:
 
 def down(path: Path) -> tuple[str, ...]:
     """Bring the environment of `path` down (and what dead supervisors left); say what was done."""
-    from capsule.stages.envproc import ControlError, control
+    from capsule.stages.envctl import ControlError, control
 
     config = config_file(path)
     env = _live(config)
@@ -523,7 +417,8 @@ def down(path: Path) -> tuple[str, ...]:
 
 def kill_all() -> KillAll:
     """Bring down every environment on this machine, and stop what dead supervisors left running."""
-    from capsule.stages.envproc import ControlError, control, open_envs
+    from capsule.stages.envctl import ControlError, control
+    from capsule.stages.envproc import open_envs
 
     done: list[str] = []
     errors: list[str] = []
@@ -554,7 +449,7 @@ def status(path: Path) -> EnvironmentStatus:
     if env is None:
         raise NotFound(f"no environment for {config} yet; start one with `capsule env up`")
     _touch(env)
-    return _status(env)
+    return status_of(env)
 
 
 def ls(all: bool = False, name: str | None = None) -> tuple[EnvironmentRow, ...]:
@@ -595,7 +490,7 @@ def ps() -> tuple[ManagedProcess, ...]:
 
     rows: list[ManagedProcess] = []
     for env in open_envs(home()):
-        data = _status(env)
+        data = status_of(env)
         rows.extend(
             ManagedProcess(
                 project=data.project, session=data.session, supervisor_alive=env.supervisor_alive,
@@ -634,7 +529,7 @@ def process_status(name: str, env_path: Path | None = None) -> ManagedProcess:
         raise UsageError(f"{name!r} is in {len(envs)} environments: say which with --env PATH")
     env = envs[0]
     _touch(env)
-    data = _status(env)
+    data = status_of(env)
     p = next(p for p in data.processes if p.name == name)
     return ManagedProcess(
         project=data.project, session=data.session, supervisor_alive=env.supervisor_alive,
@@ -661,8 +556,8 @@ def _env_with(name: str, env_path: Path | None) -> EnvSession:
 
 def control(op: Op, name: str, env_path: Path | None = None) -> str:
     """start, stop or restart one process of a running environment; returns what was done."""
-    from capsule.stages.envproc import ControlError
-    from capsule.stages.envproc import control as request
+    from capsule.stages.envctl import ControlError
+    from capsule.stages.envctl import control as request
 
     env = _env_with(name, env_path)
     if name not in env.state.processes:
@@ -811,3 +706,40 @@ _spawned: list[Any] = []  # supervisors started by a long-lived caller (the MCP 
 def reap() -> None:
     """Collect exited supervisors this process started, so none lingers as a zombie."""
     _spawned[:] = [p for p in _spawned if p.poll() is None]
+
+
+__all__ = [
+    "ConfigValue",
+    "EnvironmentRow",
+    "EnvironmentStatus",
+    "KillAll",
+    "LogLine",
+    "Logs",
+    "ManagedProcess",
+    "MergedConfig",
+    "Note",
+    "Op",
+    "ProcessStatus",
+    "Reload",
+    "Supervisor",
+    "config_file",
+    "control",
+    "down",
+    "follow",
+    "kill_all",
+    "load_config",
+    "log_line",
+    "logs",
+    "ls",
+    "merged_config",
+    "process_status",
+    "ps",
+    "reap",
+    "restart",
+    "start",
+    "status",
+    "stop",
+    "touch_all",
+    "up",
+    "up_foreground",
+]

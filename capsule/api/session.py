@@ -347,7 +347,7 @@ class SessionInfo:
 
 
 def _home(home: str | Path | None) -> Path:
-    from capsule.stages.store import capsule_home
+    from capsule.stages.home import capsule_home
 
     return Path(home).expanduser().absolute() if home is not None else capsule_home()
 
@@ -403,7 +403,7 @@ def list_sessions(
     """Sessions newest first, like `capsule ls` (`children`: also the run sessions of traced services
     and tasks); `kind` keeps one kind (run, env, agents, import)."""
     from capsule.api.sessions import list_sessions as rows_of
-    from capsule.stages.store import runs_dir
+    from capsule.stages.home import runs_dir
 
     where = _home(home)
     runs = runs_dir(where)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def home() -> Path:
     """`$CAPSULE_HOME`, default `~/.capsule`; refused (`Unavailable`, exit 5) when another user owns it
     or group/others can write it."""
-    from capsule.stages.store import capsule_home, check_home
+    from capsule.stages.home import capsule_home, check_home
 
     where = capsule_home()
     problem = check_home(where)
@@ -77,7 +77,7 @@ def tidy_spools() -> None:
     """Spools that no live recorder owns are recovered into their sessions (or removed), so an
     unredacted trace never outlives the recording that made it. Quiet on an unsafe home (the command
     itself refuses it)."""
-    from capsule.stages.store import capsule_home, check_home
+    from capsule.stages.home import capsule_home, check_home
 
     where = capsule_home()
     spool = where / "spool"
@@ -392,7 +392,7 @@ def list_sessions(
     Finished sessions' rows come from the derived index (stages/listing.py) while their events file is
     unchanged; the others are read from their first line and last 16 KiB."""
     from capsule.stages import listing
-    from capsule.stages.store import runs_dir
+    from capsule.stages.home import runs_dir
 
     where = where if where is not None else home()
     runs = runs_dir(where)
@@ -841,7 +841,7 @@ def doctor() -> Doctor:
     except TracerMissing:
         checks.append(Check(check="strace", ok=False, detail=f"not found; {INSTALL_HINT}"))
     checks.append(_ebpf_check())
-    from capsule.stages.store import capsule_home, check_home
+    from capsule.stages.home import capsule_home, check_home
 
     where = capsule_home()  # not home(): doctor reports an unsafe home instead of refusing to run
     unsafe = check_home(where)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,7 @@ from capsule.cli.base import (
     EXIT_CHECK_FAILED,
     HELP_SETTINGS,
     JsonOption,
+    _Ansi,
     _console,
     _print_json,
     app,
@@ -44,49 +45,11 @@ def _note(line: str) -> None:
 
 
 def _print_status(status: EnvironmentStatus) -> None:
-    from rich.table import Table
-
     from capsule.api.records import plain
+    from capsule.report.envstatus import render_status
 
-    data: dict[str, Any] = plain(status)
-    console = _console()
-    sup = data["supervisor"]
-    if data["active"]:
-        head = f"[bold]{data['project']}[/] · session {data['session']} · supervisor {sup['pid']}"
-    elif not sup["alive"] and data["deactivated"] is None:
-        head = f"[bold]{data['project']}[/] · session {data['session']} · [bold red]supervisor {sup['pid']} is dead[/]"
-    else:
-        head = f"[bold]{data['project']}[/] · session {data['session']} · down ({data['deactivated'] or 'ended'})"
-    console.print(head)
-    table = Table(box=None, pad_edge=False)
-    for col in ("name", "state", "pid", "uptime", "restarts", "last exit", "health", "error", "cpu %", "rss"):
-        table.add_column(col)
-    colors = {
-        "ready": "green",
-        "running": "green",
-        "gave_up": "red",
-        "lost": "red",
-        "unhealthy": "yellow",
-        "backoff": "yellow",
-    }
-    for p in data["processes"]:
-        last = p["signal"] or (f"code {p['exit_code']}" if p["exit_code"] is not None else "")
-        color = colors.get(p["state"])
-        shown = p["state"] + (f" ({p['stop_reason']})" if p.get("stop_reason") else "")
-        state = f"[{color}]{shown}[/]" if color else shown
-        table.add_row(
-            p["name"],
-            state,
-            str(p["pid"] or ""),
-            f"{p['uptime_s']:.0f}s" if p["uptime_s"] is not None else "",
-            str(p["restarts"]),
-            last,
-            p["health"] or "",
-            p["error"] or "",
-            f"{p['cpu_percent']:.1f}" if p["cpu_percent"] is not None else "",
-            f"{p['rss'] / 2**20:.1f}M" if p["rss"] is not None else "",
-        )
-    console.print(table)
+    sys.stdout.write(render_status(plain(status), color=_Ansi(sys.stdout).enabled))
+    sys.stdout.flush()
 
 
 @env_app.command(help="Start the project's processes under a supervisor (detached unless --foreground).")

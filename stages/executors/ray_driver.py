@@ -29,7 +29,8 @@ from capsule.plan.executor import ExecutorSpec
 from capsule.plan.spec import TaskSpec
 from capsule.stages import procs
 from capsule.stages.executors import ray_node
-from capsule.stages.store import open_private, runs_dir
+from capsule.stages.home import runs_dir
+from capsule.stages.store import open_private
 
 if TYPE_CHECKING:
     from capsule.stages.schedule import Scheduler

@@ -31,8 +31,8 @@ from capsule.fold.tasks import RunState
 from capsule.plan.effects import Leftover, StopTree
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.stages import procs
+from capsule.stages.home import capsule_home, runs_dir
 from capsule.stages.schedule import Scheduler
-from capsule.stages.store import capsule_home, runs_dir
 from capsule.stages.task_units import run_shell, stop_leftovers
 
 Put = Callable[[tuple[str, Any]], None]
