@@ -24,11 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from pathlib import Path
 
 import attrs
+import orjson
+import psutil
 import trio
 
 from capsule.stages.pipeline import LiveCount
@@ -40,7 +42,12 @@ BTF = Path("/sys/kernel/btf/vmlinux")
 TRACEFS = Path("/sys/kernel/tracing")
 READY_TIMEOUT_S = 60.0
 _READY = re.compile(rb'"data": "R \d+')
-_STUB = "import os,sys\ng=int(sys.argv[1])\nos.read(g,1)\nos.close(g)\nos.execv(sys.argv[2],sys.argv[3:])"
+# The guard's `wrap`: a command line -> the guarded command line and the descriptors it needs.
+Wrap = Callable[[Sequence[str]], tuple[list[str], tuple[int, ...]]]
+_STUB = (  # a failed exec (one the guard refused) ends as strace's does: one line, exit 1
+    "import os,sys\ng=int(sys.argv[1])\nos.read(g,1)\nos.close(g)\ntry:os.execv(sys.argv[2],sys.argv[3:])\n"
+    "except OSError as e:sys.stderr.write('capsule: exec: %s\\n'%e.strerror);os._exit(1)"
+)
 
 
 class EbpfUnavailable(RuntimeError):
@@ -121,10 +128,71 @@ def _env() -> dict[str, str]:
     return dict(os.environ, BPFTRACE_STRLEN=STRLEN)
 
 
-def write_header(spool_fd: int, root: int) -> None:
-    """The trace's first line, written by Capsule: the root pid and the clock to make epoch seconds."""
+def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
+    """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
+    the root's working directory (relative paths the tree opens are made absolute from it)."""
     offset = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
-    os.write(spool_fd, b'{"type":"capsule","root":%d,"clock":%d}\n' % (root, offset))
+    header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
+    if cwd is not None:
+        header["cwd"] = os.path.abspath(cwd)
+    os.write(spool_fd, orjson.dumps(header) + b"\n")
+
+
+def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
+    """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
+    answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
+    thread, path and argv as the guard read them from the process's memory, and the error. Its clock
+    is bpftrace's (CLOCK_MONOTONIC)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as status:
+            tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
+    except (OSError, ValueError, IndexError):
+        tgid = tid
+    refused = {
+        "ns": time.monotonic_ns(), "tid": tid, "tgid": tgid, "path": path, "argv": list(argv), "errno": errno,
+    }  # fmt: skip
+    return orjson.dumps({"type": "capsule", "refused": refused}) + b"\n"
+
+
+def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
+    """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
+    single write to an O_APPEND file: never torn by bpftrace's own lines)."""
+
+    def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
+        fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, refusal_line(tid, path, argv, errno))
+        finally:
+            os.close(fd)
+
+    return note
+
+
+def kill_tree(root: int, traced: Collection[int] = (), rounds: int = 20) -> None:
+    """on_violation = "kill" under the eBPF tracer: SIGKILL the command, every process the trace shows
+    alive (`traced`: orphans re-parented out of the tree too, as strace's tracees) and their
+    descendants. Each round stops (SIGSTOP) the ones not seen yet, so none forks or exits away while
+    the rest are found; then every one is killed (the guard's wrappers are spared: they exit with it)."""
+    seen: dict[int, psutil.Process] = {}
+    new: list[psutil.Process] = []
+    for pid in {root, *traced}:
+        with contextlib.suppress(psutil.Error):
+            new.append(psutil.Process(pid))
+    for _ in range(rounds):
+        if not new:
+            break
+        for proc in new:
+            with contextlib.suppress(psutil.Error):
+                proc.suspend()
+            seen[proc.pid] = proc
+        found: dict[int, psutil.Process] = {}
+        for proc in new:
+            with contextlib.suppress(psutil.Error):
+                found.update((c.pid, c) for c in proc.children(recursive=True) if c.pid not in seen)
+        new = list(found.values())
+    for proc in seen.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 class MainThreadProcess:
@@ -166,7 +234,7 @@ async def _stop_tracer(launched: Launched, patience_s: float = 10.0) -> None:
     with trio.move_on_after(patience_s):
         while launched.tracer.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(launched.command.pid, 0)
+                os.kill(launched.root, 0)
             await trio.sleep(0.05)
     if launched.tracer.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -175,8 +243,44 @@ async def _stop_tracer(launched: Launched, patience_s: float = 10.0) -> None:
 
 @attrs.define
 class Launched:
-    command: trio.Process
+    """A recording under way: `process` is Capsule's child (the command itself, or the guard's wrapper
+    around it), `root` the command's pid (what the program follows), `tracer` bpftrace."""
+
+    process: trio.Process
+    root: int
     tracer: MainThreadProcess
+
+    @property
+    def wrapped(self) -> bool:
+        """The command runs inside the guard's launcher and bubblewrap, not as Capsule's own child."""
+        return self.root != self.process.pid
+
+
+@attrs.frozen
+class Gated:
+    """The command as a stub blocked on a pipe: `argv` to spawn (wrapped or not) with `gate_r` passed
+    down, `gate_w` to close once bpftrace is attached (see `attach`)."""
+
+    argv: tuple[str, ...]
+    gate_r: int
+    gate_w: int
+
+    def spawned(self) -> None:
+        """The stub is started: Capsule's copy of the read end goes."""
+        with contextlib.suppress(OSError):
+            os.close(self.gate_r)
+
+    def release(self) -> None:
+        """The stub's read returns: the command starts, traced or not."""
+        with contextlib.suppress(OSError):
+            os.close(self.gate_w)
+
+
+def gated(resolved: str, argv: Sequence[str]) -> Gated:
+    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own)."""
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    stub = (sys.executable, "-I", "-S", "-c", _STUB, str(gate_r), resolved, *argv)
+    return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
 
 
 async def launch(
@@ -190,44 +294,64 @@ async def launch(
     on_ready: Callable[[], None] = lambda: None,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
+    wrap: Wrap | None = None,
+    on_spawn: Callable[[trio.Process], None] = lambda _process: None,
 ) -> Launched:
-    """Start the stub, bpftrace on it, wait until every probe is attached, call `on_ready`, then let
-    the command go."""
-    gate_r, gate_w = os.pipe()
+    """Start the stub (inside `wrap`, the guard's command line, when given; `on_spawn` hears it started),
+    bpftrace on it, wait until every probe is attached, call `on_ready`, then let the command go."""
+    gate = gated(resolved, argv)
+    command, fds = wrap(gate.argv) if wrap is not None else (list(gate.argv), ())
     stdin, stdout, stderr = stdio
     try:
-        command = await trio.lowlevel.open_process(
-            [sys.executable, "-I", "-S", "-c", _STUB, str(gate_r), resolved, *argv],
+        process = await trio.lowlevel.open_process(
+            command,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            pass_fds=(gate_r,),
+            pass_fds=(gate.gate_r, *fds),
             cwd=cwd,
             env=env,
         )
+    except BaseException:
+        gate.release()
+        raise
     finally:
-        os.close(gate_r)
+        gate.spawned()
+    on_spawn(process)
+    return await attach(tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd)
+
+
+async def attach(
+    tracer: EbpfTracer,
+    process: trio.Process,
+    gate: Gated,
+    *,
+    spool: Path,
+    level: str,
+    on_ready: Callable[[], None] = lambda: None,
+    cwd: str | None = None,
+) -> Launched:
+    """bpftrace on the stub `gate` started as (or, under the guard's wrappers, below) `process`: find
+    the stub, start bpftrace on it, wait until every probe is attached, call `on_ready`, release the
+    command. Under the guard, its answers to the wrappers' execs must have started (`Guard.spawned`):
+    the stub is found only once they are done."""
+    try:
+        root = await _find_stub(process, gate.argv)
+    except BaseException:
+        gate.release()
+        raise
     spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     errors = spool.with_suffix(".err")
     errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    prog_file = spool.with_suffix(".bt")
     try:
-        write_header(spool_fd, command.pid)
-        prog_file = spool.with_suffix(".bt")
+        write_header(spool_fd, root, cwd or os.getcwd())
         prog_file.write_text(program(level))
         # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
         # when the spawning *thread* ends, and trio retires idle workers after 10 s.
         bpftrace = MainThreadProcess(
             subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
-                [
-                    "setpriv",
-                    "--pdeathsig",
-                    "TERM",
-                    tracer.path,
-                    "-f",
-                    "json",
-                    str(prog_file),
-                    str(command.pid),
-                ],
+                ["setpriv", "--pdeathsig", "TERM", tracer.path, "-f", "json", str(prog_file), str(root)],
                 stdin=subprocess.DEVNULL,
                 stdout=spool_fd,
                 stderr=errors_fd,
@@ -236,41 +360,64 @@ async def launch(
             )
         )
     except BaseException:
-        os.close(gate_w)
-        command.kill()
+        gate.release()
+        _kill(process)
         raise
     finally:
         os.close(spool_fd)
         os.close(errors_fd)
+    launched = Launched(process=process, root=root, tracer=bpftrace)
     try:
-        await _wait_ready(spool, command, bpftrace, errors)
+        await _wait_ready(spool, launched, errors)
         on_ready()
     finally:
-        os.close(gate_w)  # the stub's read returns: the command starts, traced or not
+        gate.release()
         with contextlib.suppress(OSError):
             prog_file.unlink()
         with contextlib.suppress(OSError):
             errors.unlink()
-    return Launched(command=command, tracer=bpftrace)
+    return launched
 
 
-async def _wait_ready(spool: Path, command: trio.Process, bpftrace: MainThreadProcess, errors: Path) -> None:
+async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> int:
+    """The stub's pid: `process` itself, or (inside the guard's launcher and bubblewrap) the descendant
+    whose command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
+    wanted = list(stub)
+    with trio.move_on_after(timeout_s):
+        while process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                top = psutil.Process(process.pid)
+                for proc in (top, *top.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        if proc.cmdline() == wanted:
+                            return proc.pid
+            await trio.sleep(0.005)
+    _kill(process)
+    raise EbpfUnavailable(f"the command's guard wrapper ended (exit {process.returncode}) before it started")
+
+
+def _kill(process: trio.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+
+
+async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
     fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     seen = b""
     try:
         with trio.move_on_after(READY_TIMEOUT_S):
-            while bpftrace.poll() is None:
+            while launched.tracer.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(command.pid, 0)
+                    os.kill(launched.root, 0)
                 seen = seen[-256:] + os.read(fd, 1 << 16)  # a regular file: never blocks
                 if _READY.search(seen):
                     return
                 await trio.sleep(0.005)
     finally:
         os.close(fd)
-    command.kill()
+    _kill(launched.process)
     with contextlib.suppress(ProcessLookupError):
-        bpftrace.terminate()
+        launched.tracer.terminate()
     raise EbpfUnavailable(f"bpftrace did not attach its probes{_last_error(errors)} (run `capsule doctor`)")
 
 
@@ -286,7 +433,7 @@ async def stop_when_tree_gone(
 ) -> None:
     """Once the command has exited and the tracker has seen every process of its tree end (for
     `quiet_s` in a row, so a fork read late from another CPU's buffer is not missed), stop bpftrace."""
-    await launched.command.wait()
+    await launched.process.wait()
     quiet_since: float | None = None
     while launched.tracer.poll() is None:
         now = trio.current_time()

@@ -14,6 +14,13 @@ exec would never reach strace that way. A guarded trace therefore runs strace wi
 (`tracer_flags`): ptrace's syscall-entry stop comes before seccomp, so strace still records every exec,
 allowed ones and the refused attempt (`= -1 EPERM`). The price is a ptrace stop on every syscall
 (measured in tests/bench/guard.py).
+
+Coexistence with the eBPF tracer: bpftrace runs outside the guard (it needs the privileges the guard
+drops) on the stub the guard wraps (launcher -> bwrap -> stub -> the command; `wrap(helper=True)` lets
+the stub's own exec through as it lets strace's). A refused exec never reaches the syscall tracepoints
+(seccomp answers before `sys_enter`; the program prints no `X` for it), so the guard tells the
+recorder what the refused attempt was (`on_refused`) before answering, and the recorder writes it into
+the trace (stages/ebpf.py, `refusal_line`) with its error: the trace shows the attempt, as strace does.
 """
 
 from __future__ import annotations
@@ -126,6 +133,9 @@ class Guard:
         self._applied = False
         self._last_blocked: tuple[int, str, tuple[str, ...]] | None = None
         self._pending: collections.deque[PolicyBlocked] = collections.deque()  # thread -> trio thread
+        # Hears (tid, path, argv, errno) of each exec about to be answered with an error, from the
+        # notification thread: a refused exec never reaches the syscall tracepoints (eBPF records it so).
+        self.on_refused: Callable[[int, str, Sequence[str], int], None] | None = None
 
     @property
     def notify(self) -> bool:
@@ -142,9 +152,12 @@ class Guard:
             os.chmod(Path(self._scratch, "file"), 0)
             os.chmod(Path(self._scratch, "dir"), 0)
 
-    def wrap(self, argv: Sequence[str], *, writable: Sequence[str] = ()) -> tuple[list[str], tuple[int, ...]]:
+    def wrap(
+        self, argv: Sequence[str], *, writable: Sequence[str] = (), helper: bool = False
+    ) -> tuple[list[str], tuple[int, ...]]:
         """The guarded command line for `argv` (strace's or the command's own), and the descriptors the
-        child must inherit. `writable`: the recording's own files, kept writable under read_only_paths."""
+        child must inherit. `writable`: the recording's own files, kept writable under read_only_paths;
+        `helper`: argv[0] is Capsule's own (the eBPF tracer's stub), let through as strace is."""
         enforced = self.enforcement.enforced
         if self.enforcement.active and not self._applied:
             self._applied = True
@@ -155,7 +168,7 @@ class Guard:
         if argv and "/" not in argv[0]:
             argv[0] = shutil.which(argv[0]) or argv[0]
         infra, relay = [], []
-        if argv and os.path.basename(argv[0]) == "strace":
+        if argv and (helper or os.path.basename(argv[0]) == "strace"):
             infra.append(os.path.realpath(argv[0]))
             relay = [(os.path.realpath(path), list(args)) for path, args in relay_execs(argv)]
         inner = argv
@@ -271,9 +284,12 @@ class Guard:
         if verdict is not None and program is None:
             # a denied program that is not there (a PATH search trying each directory): the kernel
             # would say ENOENT, so say that and record nothing; the search goes on as it would
+            self._refused(pid, path, argv, errno_mod.ENOENT)
             self._respond(listener, nid, False, errno_mod.ENOENT)
             return
         if verdict is None or self.policy.on_violation != "kill" or self._kill is None:
+            if verdict is not None:
+                self._refused(pid, path, argv, errno_mod.EPERM)
             self._respond(listener, nid, verdict is None)
         # else on_violation = "kill": no answer, so the exec stays stopped in the kernel until the kill
         # (queued below) ends the tree; nothing the violator's parent does after it can run before that.
@@ -293,6 +309,11 @@ class Guard:
             event = _blocked_event(self, found, SECCOMP)
             self._pending.append(event)
             self._token.run_sync_soon(self._drain)
+
+    def _refused(self, pid: int, path: str, argv: list[str], errno: int) -> None:
+        if self.on_refused is not None:
+            with contextlib.suppress(OSError):
+                self.on_refused(pid, path, redact_argv(argv) if self.redact else argv, errno)
 
     def _decide(self, pid: int, path: str, argv: list[str]) -> tuple[Verdict | None, str | None]:
         """The verdict (None: allow) and, for a refusal, the program as the process sees it resolved

@@ -10,7 +10,7 @@ Each stage owns the channel ends it is given and closes them; end of stream trav
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol, cast, get_args
 
 import attrs
@@ -55,6 +55,7 @@ class LiveCount:
     recorder stops its tracer when the whole tree is gone; strace stops by itself)."""
 
     value: int = 1
+    pids: Collection[int] = ()  # the eBPF tracker's live processes (its own set, kept up to date)
 
 
 def open_parser_tracker(
@@ -144,6 +145,7 @@ async def track_stage(
             events = tracker.feed(records)
             if live is not None:  # only the eBPF tracker counts live processes
                 live.value = getattr(tracker, "live", live.value)
+                live.pids = getattr(tracker, "alive", live.pids)
             if events:
                 await send.send(events)
         if events := tracker.close():

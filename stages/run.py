@@ -26,7 +26,14 @@ import psutil
 import trio
 
 from capsule import __version__
-from capsule.events import ProcSpawnFailed, SessionEnded, SessionStarted, SessionTimedOut, kind_versions
+from capsule.events import (
+    Event,
+    ProcSpawnFailed,
+    SessionEnded,
+    SessionStarted,
+    SessionTimedOut,
+    kind_versions,
+)
 from capsule.fold.tally import Tally
 from capsule.policy.enforce import Enforcement
 from capsule.redact import redact_argv
@@ -34,7 +41,9 @@ from capsule.stages.ebpf import (
     EbpfTracer,
     EbpfUnavailable,
     MainThreadProcess,
+    kill_tree,
     launch,
+    note_refusals,
     stop_when_tree_gone,
 )
 from capsule.stages.guard import (
@@ -273,15 +282,27 @@ async def record_run(
         spool = spool_path(home, session_id)
         os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
         flags = tracer_flags(tracer.flags(level), enforcement)
-        pid: list[int] = []
+        pid: list[int] = []  # what the guard's kill starts from: strace's wrapper, or the command (eBPF)
+        ebpf = isinstance(tracer, EbpfTracer)
+        live = LiveCount()
+        # The guard's events wait for the header (eBPF writes it when its probes are attached, after the
+        # guard's `policy.applied`): a session's first event is its header.
+        before_header: list[Event] | None = []
+
+        def emit(events: list[Event]) -> None:
+            if before_header is None:
+                writer.write(events)
+            else:
+                before_header.extend(events)
+
         with (
             trio.open_signal_receiver(
                 signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
             ) as signals,
             guarding(
                 enforcement,
-                emit=writer.write,
-                kill=lambda: kill_guarded_tree(pid[0]),
+                emit=emit,
+                kill=lambda: kill_tree(pid[0], list(live.pids)) if ebpf else kill_guarded_tree(pid[0]),
                 redact=redact,
                 cwd=Path(cwd) if cwd else None,
             ) as guard,
@@ -290,6 +311,7 @@ async def record_run(
             # once, and a session without its header could not be recovered. strace's pid is not in it;
             # while the recorder is dead, a live strace is known by its open spool (reader.recorder_alive).
             def write_header(at: float) -> None:
+                nonlocal before_header
                 writer.write(
                     [
                         _header(
@@ -304,22 +326,17 @@ async def record_run(
                             redacted=redact,
                             parent=parent,
                             cwd=cwd,
-                        )
+                        ),
+                        *(before_header or ()),
                     ]
                 )
+                before_header = None
 
-            ebpf = isinstance(tracer, EbpfTracer)
             if not ebpf:
                 write_header(started)
             stdin, stdout, stderr = stdio
-            live = LiveCount()
             command: trio.Process | None = None
             process: trio.Process | MainThreadProcess
-            if isinstance(tracer, EbpfTracer) and enforcement is not None:
-                message = "a policy is enforced with the strace tracer only (for now): drop --tracer ebpf"
-                write_header(started)
-                _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, message)
-                return RunOutcome(session_id, path, EXIT_RECORDER_FAILED, None, 0.0, writer.tally, message)
             if isinstance(tracer, EbpfTracer):
                 # bpftrace takes a second or more to compile its program: the session starts when the
                 # probes are attached, just before the command is let go (so its header still comes
@@ -330,6 +347,8 @@ async def record_run(
                     ready.append(time.time())
                     write_header(ready[0])
 
+                if guard.notify:
+                    guard.on_refused = note_refusals(spool)
                 try:
                     launched = await launch(
                         tracer,
@@ -341,7 +360,10 @@ async def record_run(
                         on_ready=on_ready,
                         cwd=cwd,
                         env=env,
+                        wrap=partial(guard.wrap, helper=True) if enforcement is not None else None,
+                        on_spawn=lambda _process: guard.spawned(),
                     )
+                    pid.append(launched.root)
                     started = ready[0]
                 except EbpfUnavailable as exc:
                     if not ready:
@@ -352,7 +374,7 @@ async def record_run(
                     return RunOutcome(
                         session_id, path, EXIT_RECORDER_FAILED, None, elapsed, writer.tally, str(exc)
                     )
-                process, command = launched.tracer, launched.command
+                process, command = launched.tracer, launched.process
             else:
                 wrapped, fds = guard.wrap(
                     [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
@@ -369,7 +391,7 @@ async def record_run(
                 await process.wait()
                 tracer_done.set()
 
-            top = command.pid if command is not None else process.pid
+            top = launched.root if ebpf else process.pid
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_tracer)
                 nursery.start_soon(partial(_relay_signals, top, signals, is_command=ebpf))
@@ -387,7 +409,7 @@ async def record_run(
                     partial(tail_stage, spool, tracer_done),
                     partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
-                    redact=False,  # the relay redacted the spool already
+                    redact=redact and ebpf,  # strace: its relay redacted the spool already
                     trace_fd=trace_fd,
                     tracer="ebpf" if ebpf else "strace",
                     live=live,
@@ -395,11 +417,16 @@ async def record_run(
                 nursery.cancel_scope.cancel()
         assert process.returncode is not None
         error = None
-        if command is not None:
+        if command is not None and not launched.wrapped:
             # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
             await command.wait()
             exit_code, sig = returncode_status(command.returncode)
             code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)
+        elif command is not None:
+            # Inside the guard's wrappers: the trace has the command's own exit (bubblewrap's is a copy).
+            await command.wait()
+            assert command.returncode is not None
+            code, sig = _exit_status(stats.root_status, command.returncode)
         elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "

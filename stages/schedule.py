@@ -63,6 +63,7 @@ from capsule.plan.spec import Plan, TaskSpec, fill_inputs
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
+from capsule.stages.ebpf import EbpfTracer, Gated, note_refusals
 from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.record import SessionWriter
@@ -100,6 +101,7 @@ class Attempt:
     tree: procs.Tree
     cgroup: procs.Cgroup | None
     guard: Guard
+    gate: Gated | None = None  # eBPF: the stub waiting for bpftrace (task_trace.follow_trace releases it)
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
     cpu_s: float | None = None  # None: never sampled (it ended within the first interval)
     peak_rss: int = 0
@@ -127,7 +129,7 @@ class Scheduler:
         session_dir: Path,
         *,
         home: Path,
-        tracer: Tracer | None = None,
+        tracer: Tracer | EbpfTracer | None = None,
         state: RunState | None = None,
         on_event: Callable[[Event, RunState], None] | None = None,
         enforcement: Enforcement | None = None,
@@ -250,10 +252,11 @@ class Scheduler:
         if task.depends_on:
             env["CAPSULE_INPUTS"] = str(inputs_dir(self.dir, task))
         cgroup = procs.open_cgroup(cgroup_name(self.state.session_id, task.id, attempt))
+        found: str | None = None
         if (self.enforcement is not None or self.plan.trace or cgroup is not None) and task.command:
             # Wrapped (guard, strace, the cgroup's join), a missing program would start the wrapper and
             # fail inside it: it is a spawn failure, as it is unwrapped.
-            _found, missing = resolve_command(task.command[0], task.cwd, env)
+            found, missing = resolve_command(task.command[0], task.cwd, env)
             if missing is not None:
                 error = (
                     f"cannot start {task.command[0]}: {os.strerror(getattr(errno, missing, errno.ENOENT))}"
@@ -267,10 +270,10 @@ class Scheduler:
                 )
                 return
         trace = open_trace(self.home) if self.plan.trace and self.tracer is not None else None
-        argv = list(task.command)
+        traced = None
         if trace is not None and self.tracer is not None:
-            argv = traced_argv(
-                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement
+            traced = traced_argv(
+                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement, found
             )
         key = (task.id, attempt)
         # The guard's decisions are facts about the attempt, written beside the machine's events (replay
@@ -284,7 +287,14 @@ class Scheduler:
             where={"task": task.id, "attempt": attempt},
             cwd=Path(task.cwd) if task.cwd else None,
         )
-        argv, fds = guard.wrap(argv, writable=[str(trace.spool)] if trace is not None else [])
+        if traced is not None and traced.gate is not None and trace is not None and guard.notify:
+            guard.on_refused = note_refusals(trace.spool)  # eBPF: a refused exec's attempt, in the trace
+        argv, fds = guard.wrap(
+            traced.argv if traced is not None else list(task.command),
+            writable=[str(trace.spool)] if trace is not None else [],
+            helper=traced is not None and traced.helper,
+        )
+        gate = traced.gate if traced is not None else None
         if cgroup is not None:
             argv = cgroup.joining(argv, env)
         out = open_private(logs / f"{attempt}.out", append=False)
@@ -297,10 +307,12 @@ class Scheduler:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                pass_fds=fds,
+                pass_fds=(*fds, *(traced.fds if traced is not None else ())),
                 start_new_session=True,
             )  # no preexec_fn: it would make the spawn a fork of the whole scheduler (procs.Cgroup.joining)
         except OSError as exc:
+            if gate is not None:
+                gate.release()
             guard.close()
             if cgroup is not None:
                 cgroup.remove()
@@ -314,13 +326,17 @@ class Scheduler:
         finally:
             os.close(out)
             os.close(err)
+            if gate is not None:
+                gate.spawned()
         started = procs.started_at(process.pid)
         tree = procs.Tree(
             pid=process.pid, started=started, pgid=process.pid, cgroup=str(cgroup.path) if cgroup else None,
             marker=f"{procs.MARKER}={unit}",
         )  # fmt: skip
         guard.spawned()
-        handle = self.attempts[key] = Attempt(process=process, tree=tree, cgroup=cgroup, guard=guard)
+        handle = self.attempts[key] = Attempt(
+            process=process, tree=tree, cgroup=cgroup, guard=guard, gate=gate
+        )
         await self._observe(
             ObsSpawned(
                 ts=time.time(), task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
@@ -361,6 +377,7 @@ class Scheduler:
             parent=self.dir.name, recorder=self.me, tracer_started=handle.tree.started or 0.0,
             observe=self._send.send_nowait, enforcement=self.enforcement,
             checked=lambda batch: self.writer.write(found) if (found := check_events(handle.guard, batch)) else None,
+            gate=handle.gate,
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:

@@ -176,9 +176,10 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(h.proc.pid, signal.SIGKILL)
 
-        # The guard's decisions are written beside the machine's events (replay leaves them out).
+        # The guard's decisions are written beside the machine's events (replay leaves them out). An
+        # eBPF-traced service is guarded by its own `capsule run --policy` (machine._argv): its session.
         guard = open_guard(
-            self.enforcement,
+            None if cfg.guarded_by_its_recorder else self.enforcement,
             emit=self.writer.write,
             kill=kill_run,
             where={"service": spawn.name},

@@ -1,7 +1,9 @@
-"""A traced task attempt: the strace command line around its command, and its strace output followed
+"""A traced task attempt: the tracer's command line around its command, and the trace followed
 through parse -> track into the attempt's own `run` session, every event checked against the policy.
 
-`traced_argv` is the one place the traced command line is built (the guard wraps it).
+`traced_argv` is the one place the traced command line is built (the guard wraps it): strace around
+the command, or (`trace = "ebpf"`) the eBPF tracer's gated stub, which `follow_trace` attaches bpftrace
+to and releases, as `capsule run --tracer ebpf` does (stages/ebpf.py: the same `attach`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ from capsule.events.observed import ObsViolation
 from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.policy.enforce import Enforcement
+from capsule.stages.ebpf import (
+    EbpfTracer,
+    EbpfUnavailable,
+    Gated,
+    Launched,
+    attach,
+    gated,
+    stop_when_tree_gone,
+)
 from capsule.stages.guard import tracer_flags
-from capsule.stages.pipeline import run_pipeline
+from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
+from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import spool_output
-from capsule.stages.store import EVENTS, TRACE, create_session, open_private, spool_path
+from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
@@ -51,20 +63,46 @@ def open_trace(home: Path) -> TraceFiles:
     )
 
 
+@attrs.frozen
+class Traced:
+    """The traced command line; for eBPF (`gate`), the stub to spawn with `gate.gate_r` passed down
+    (`helper`: the guard lets its exec through)."""
+
+    argv: list[str]
+    gate: Gated | None = None
+
+    @property
+    def helper(self) -> bool:
+        return self.gate is not None
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return () if self.gate is None else (self.gate.gate_r,)
+
+
 def traced_argv(
-    tracer: Tracer, level: str, spool: Path, command: tuple[str, ...], enforcement: Enforcement | None = None
-) -> list[str]:
+    tracer: Tracer | EbpfTracer,
+    level: str,
+    spool: Path,
+    command: tuple[str, ...],
+    enforcement: Enforcement | None = None,
+    resolved: str | None = None,
+) -> Traced:
     """The command line that runs `command` under strace, writing its trace to `spool` through the
-    redacting relay: the spool of a live task holds no secret in clear."""
+    redacting relay (the spool of a live task holds no secret in clear); under eBPF, the gated stub
+    that execs `resolved` (the command's program, found on PATH) once bpftrace is attached."""
+    if isinstance(tracer, EbpfTracer):
+        gate = gated(resolved or command[0], command)
+        return Traced(argv=list(gate.argv), gate=gate)
     flags = tracer_flags(tracer.flags(level), enforcement)  # the guard answers execs: no --seccomp-bpf
-    return [tracer.path, *flags, *spool_output(spool, redact=True), "--", *command]
+    return Traced(argv=[tracer.path, *flags, *spool_output(spool, redact=True), "--", *command])
 
 
 async def follow_trace(
     files: TraceFiles,
     *,
     plan: Plan,
-    tracer: Tracer,
+    tracer: Tracer | EbpfTracer,
     task: TaskSpec,
     attempt: int,
     process: trio.Process,
@@ -74,37 +112,39 @@ async def follow_trace(
     observe: Callable[[ObsViolation], None],
     enforcement: Enforcement | None = None,
     checked: Callable[[list[Event]], None] | None = None,
+    gate: Gated | None = None,
 ) -> None:
-    """Record the attempt's process tree into its run session until strace exits; violations observed.
-    `checked` hears each batch of trace events (the guard turns refused opens into `policy.blocked`)."""
-    files.writer.write(
-        [
-            SessionStarted(
-                ts=time.time(),
-                capsule_version=__version__,
-                session_id=files.session_id,
-                session_kind="run",
-                name=f"{plan.name}/{task.id}#{attempt}",
-                argv=task.command,
-                cwd=task.cwd,
-                host=platform.node(),
-                tracer=tracer.path,
-                tracer_version=tracer.version,
-                tracer_flags=tracer_flags(tracer.flags(plan.trace_level), enforcement),
-                trace_level=plan.trace_level,
-                recorder_pid=recorder[0],
-                recorder_started=recorder[1],
-                parent=parent,
-                tracer_pid=process.pid,
-                tracer_started=tracer_started,
-                kinds=kind_versions(),
+    """Record the attempt's process tree into its run session until the tracer exits; violations
+    observed. `checked` hears each batch of trace events (the guard turns refused opens into
+    `policy.blocked`). Under eBPF (`gate`: the stub `process` is, or runs under the guard's wrappers),
+    bpftrace is attached first; the session starts when its probes are, and the trace ends when the
+    whole tree has."""
+    header = partial(
+        _header, files, plan=plan, tracer=tracer, task=task, attempt=attempt, parent=parent,
+        recorder=recorder, enforcement=enforcement,
+    )  # fmt: skip
+    launched: Launched | None = None
+    if gate is None:
+        header(tracer_pid=process.pid, tracer_started=tracer_started)
+    else:
+        assert isinstance(tracer, EbpfTracer)
+        try:
+            launched = await attach(
+                tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd
             )
-        ]
-    )
+        except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
+            header(tracer_pid=None, tracer_started=None)
+            _ended(files, None, error=str(exc))
+            return
+        header(tracer_pid=launched.tracer.pid, tracer_started=started_at(launched.tracer.pid))
     tracer_done = trio.Event()
+    live = LiveCount()
 
     async def wait() -> None:
-        await process.wait()
+        if launched is not None:
+            await stop_when_tree_gone(launched, live)
+        else:
+            await process.wait()
         tracer_done.set()
 
     async def sink(receive: trio.MemoryReceiveChannel[list[Event]]) -> None:
@@ -123,17 +163,68 @@ async def follow_trace(
                             )
                         )  # fmt: skip
 
-    trace_fd = open_private(files.dir / TRACE)
+    trace_fd = open_private(files.dir / trace_name(tracer.path))
     t0 = time.time()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait)
             stats = await run_pipeline(
-                partial(tail_stage, files.spool, tracer_done), sink, level=plan.trace_level, trace_fd=trace_fd
+                partial(tail_stage, files.spool, tracer_done),
+                sink,
+                level=plan.trace_level,
+                trace_fd=trace_fd,
+                tracer="strace" if launched is None else "ebpf",
+                live=live,
             )
     finally:
         os.close(trace_fd)
-    code, sig = stats.root_status if stats.root_status is not None else (None, None)
+    _ended(files, stats, duration=time.time() - t0)
+
+
+def _header(
+    files: TraceFiles,
+    *,
+    plan: Plan,
+    tracer: Tracer | EbpfTracer,
+    task: TaskSpec,
+    attempt: int,
+    parent: str,
+    recorder: tuple[int, float],
+    enforcement: Enforcement | None,
+    tracer_pid: int | None,
+    tracer_started: float | None,
+) -> None:
+    files.writer.write(
+        [
+            SessionStarted(
+                ts=time.time(),
+                capsule_version=__version__,
+                session_id=files.session_id,
+                session_kind="run",
+                name=f"{plan.name}/{task.id}#{attempt}",
+                argv=task.command,
+                cwd=task.cwd,
+                host=platform.node(),
+                tracer=tracer.path,
+                tracer_version=tracer.version,
+                tracer_flags=tracer_flags(tracer.flags(plan.trace_level), enforcement),
+                trace_level=plan.trace_level,
+                recorder_pid=recorder[0],
+                recorder_started=recorder[1],
+                parent=parent,
+                tracer_pid=tracer_pid,
+                tracer_started=tracer_started,
+                kinds=kind_versions(),
+            )
+        ]
+    )
+
+
+def _ended(
+    files: TraceFiles, stats: TraceStats | None, *, duration: float = 0.0, error: str | None = None
+) -> None:
+    """The attempt's run session ends: its root's exit as the trace showed it, and the tallies."""
+    code, sig = stats.root_status if stats is not None and stats.root_status is not None else (None, None)
     t = files.writer.tally
     files.writer.write(
         [
@@ -141,12 +232,13 @@ async def follow_trace(
                 ts=time.time(),
                 exit_code=code,
                 signal=sig,
-                duration_s=round(time.time() - t0, 6),
-                lines=stats.lines,
+                duration_s=round(duration, 6),
+                lines=stats.lines if stats is not None else 0,
                 events=t.events,
                 processes=t.processes,
                 failed=t.failed,
-                unparsed=stats.unparsed,
+                unparsed=stats.unparsed if stats is not None else 0,
+                error=error,
             )
         ]
     )

@@ -331,7 +331,7 @@ def run(
     from capsule.stages.reader import iter_events
     from capsule.stages.schedule import Scheduler, close_run, open_run, reopen_run
 
-    tracer = require_tracer() if plan.trace else None
+    tracer = require_tracer(plan.tracer) if plan.trace else None
     enforcement = None
     if not plan.policy.empty:
         from capsule.stages.guard_probe import GuardRefused, enforcement_for

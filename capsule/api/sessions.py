@@ -18,6 +18,7 @@ from capsule.api.errors import BadInput, NotFound, RecordingFailed, Unavailable,
 if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
+    from capsule.stages.ebpf import EbpfTracer
     from capsule.stages.tracer import Tracer
 
 
@@ -889,12 +890,13 @@ def _ebpf_check() -> Check:
     return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (bpftrace {tracer.version})")
 
 
-def require_tracer() -> Tracer:
-    """The strace to trace tasks with, or `Unavailable` (exit 5) saying how to install it."""
-    from capsule.stages.tracer import TracerMissing, find_tracer
+def require_tracer(kind: str = "strace") -> Tracer | EbpfTracer:
+    """The tracer to trace tasks with (strace, or ebpf: a plan's `trace = "ebpf"`), or `Unavailable`
+    (exit 5) saying how to install it or why eBPF cannot record here."""
+    from capsule.stages.tracer import TracerMissing, find_recorder
 
     try:
-        return find_tracer()
+        return find_recorder(kind)
     except TracerMissing as exc:
         raise Unavailable(str(exc)) from exc
 

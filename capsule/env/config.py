@@ -78,6 +78,12 @@ class ProcessConfig:
     trace: bool = False
     tracer: str = "strace"  # `trace = "ebpf"`: recorded by the eBPF tracer (`capsule run --tracer ebpf`)
 
+    @property
+    def guarded_by_its_recorder(self) -> bool:
+        """The [policy] is enforced by the service's own `capsule run --policy`, not around it: bpftrace
+        needs the privileges the guard drops, so it must run outside the guard (eBPF-traced services)."""
+        return self.trace and self.tracer == "ebpf"
+
 
 @attrs.frozen(kw_only=True)
 class ProjectConfig:

@@ -678,7 +678,9 @@ def _argv(out: _Out, cfg: ProcessConfig) -> tuple[str, ...]:
     session = out.state.header.session_id if out.state.header else ""
     python = out.state.configured.python if out.state.configured else "python3"
     name = f"{out.config.name}.{cfg.name}"
-    tracer = ("--tracer", cfg.tracer) if cfg.tracer != "strace" else ()
+    tracer: tuple[str, ...] = ("--tracer", cfg.tracer) if cfg.tracer != "strace" else ()
+    if cfg.guarded_by_its_recorder and not out.config.policy.empty and out.state.configured:
+        tracer += ("--policy", out.state.configured.config_path)  # its [policy] table
     return (python, "-m", "capsule", "run", "--name", name, "--parent", session, *tracer, "--", *cfg.argv)
 
 

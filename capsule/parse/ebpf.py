@@ -3,10 +3,10 @@ r"""The eBPF trace parser: sans-I/O, `feed(bytes) -> records`, like the strace p
 Theory of operation. `capsule run --tracer ebpf` runs `bpftrace -f json` with Capsule's program
 (`stages/ebpf.bt`); the trace file is one JSON object per line. Capsule writes the first one itself:
 
-    {"type": "capsule", "root": 4242, "clock": 1796149857245714449}
+    {"type": "capsule", "root": 4242, "clock": 1796149857245714449, "cwd": "/home/me/project"}
 
-(the root pid, and CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, so the kernel's `nsecs` become epoch
-seconds). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects whose data is one of:
+(the root pid, CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, so the kernel's `nsecs` become epoch
+seconds, and the root's working directory: older traces have none, and keep relative paths). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects whose data is one of:
 
     F <ns> <child> <parent tgid> <via 0-4> <clone flags hex>   a new process (never a thread)
     E <ns> <tid> <tgid> <path>                               an execve/execveat attempt begins
@@ -16,9 +16,18 @@ seconds). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects 
     V <pid> <size> <offset> <\xNN…>                          a piece of a new program's argv area
     S <ns> <pid> <old pid> <path>                            an exec succeeded (old pid: the thread)
     Q <ns> <tgid> <exit status>                              the last thread of a process exited
-    O <ns> <tgid> <flags> <ret> <path>                       an open (trace level file)
+    O <ns> <tgid> <flags> <ret> <path>                       an open (traces before P was written)
+    P <ns> <tgid> <dirfd> <flags> <ret> <path>               an open (trace level file; -100: AT_FDCWD)
+    D <ns> <tgid> <path>                                     a chdir (empty path: an fchdir)
     C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
     R <ns>                                                   the readiness handshake (ignored)
+
+Capsule also writes, under the guard, one line for each exec the guard refuses (seccomp answers it
+before the `sys_enter` tracepoints, and the program prints an `X` only after its own `E`):
+
+    {"type": "capsule", "refused": {"ns": N, "tid": T, "tgid": G, "path": P, "argv": [...], "errno": 1}}
+
+which parses as the `E`, `A` and `X` lines of that attempt would.
 
 Text fields come last on their line, so spaces in them need no quoting, and JSON carries any byte
 (a newline inside an argument stays inside its `data`). Other bpftrace objects (attached_probes,
@@ -47,6 +56,7 @@ class Header:
     root: int
     clock_ns: int
     ts: float | None = None
+    cwd: str | None = None  # the root's working directory (traces before it was written have none)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +139,15 @@ class FileOpen:
     flags: int
     ret: int
     path: str
+    dirfd: int | None = None  # what a relative path is relative to (-100: the cwd); None: `O`, not said
+
+
+@attrs.frozen(kw_only=True)
+class CwdChanged:
+    line_no: int
+    ts: float
+    tgid: int
+    path: str  # as chdir was given it; "" for an fchdir (a directory the trace does not name)
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +172,7 @@ EbpfRecord = (
     | ExecDone
     | ProcessEnded
     | FileOpen
+    | CwdChanged
     | NetConnect
     | Unparsed
 )
@@ -207,6 +227,12 @@ class EbpfParser:
         kind = obj.get("type")
         if kind == "printf" and isinstance(obj.get("data"), str):
             record = self._printf(obj["data"], line_no)
+        elif kind == "capsule" and "refused" in obj:
+            records = self._refused(obj["refused"], line_no)
+            if records:
+                out += records
+                return
+            record = None
         elif kind == "capsule":
             record = self._header(obj, line_no)
         elif kind in _IGNORED_TYPES:
@@ -218,11 +244,41 @@ class EbpfParser:
         out.append(record if record is not None else _unparsed(line_no, raw, f"unknown {kind!r} line"))
 
     def _header(self, obj: dict[str, object], line_no: int) -> Header | None:
-        root, clock = obj.get("root"), obj.get("clock")
+        root, clock, cwd = obj.get("root"), obj.get("clock"), obj.get("cwd")
         if not isinstance(root, int) or not isinstance(clock, int) or not 0 < root < 2**31:
             return None
         self._clock_ns = clock
-        return Header(line_no=line_no, root=root, clock_ns=clock)
+        return Header(
+            line_no=line_no, root=root, clock_ns=clock, cwd=cwd if isinstance(cwd, str) and cwd else None
+        )
+
+    def _refused(self, obj: object, line_no: int) -> list[EbpfRecord]:
+        """An exec the guard refused (written by Capsule): its begin, argv and error, as the `E`, `A` and
+        `X` lines of an attempt give them (the program prints none of them for it)."""
+        if not isinstance(obj, dict):
+            return []
+        ns, tid, tgid, path, argv, errno = (
+            obj.get(k) for k in ("ns", "tid", "tgid", "path", "argv", "errno")
+        )
+        if not (
+            isinstance(errno, int)
+            and 0 < errno < 4096
+            and isinstance(ns, int)
+            and isinstance(tid, int)
+            and isinstance(tgid, int)
+            and 0 < tid < 2**31
+            and 0 < tgid < 2**31
+            and isinstance(path, str)
+            and isinstance(argv, list)
+            and all(isinstance(a, str) for a in argv)
+        ):
+            return []
+        ts = self._ts(str(ns))
+        begun: list[EbpfRecord] = [ExecBegun(line_no=line_no, ts=ts, tid=tid, tgid=tgid, path=path)]
+        args: list[EbpfRecord] = [
+            ExecArg(line_no=line_no, tid=tid, index=i, text=a) for i, a in enumerate(argv)
+        ]
+        return [*begun, *args, ExecFailed(line_no=line_no, ts=ts, tid=tid, tgid=tgid, errno=errno)]
 
     def _ts(self, ns: str) -> float:
         return (int(ns) + self._clock_ns) * _NS
@@ -278,6 +334,15 @@ class EbpfParser:
             return FileOpen(
                 line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), flags=int(flags), ret=int(ret), path=path
             )
+        if tag == "P":
+            ns, tgid, dirfd, flags, ret, path = _fields(rest, 5)
+            return FileOpen(
+                line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), flags=int(flags), ret=int(ret),
+                path=path, dirfd=int(dirfd),
+            )  # fmt: skip
+        if tag == "D":
+            ns, tgid, path = _fields(rest, 2)
+            return CwdChanged(line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), path=path)
         if tag == "C":
             ns, tgid, family, port, ret, address = _fields(rest, 5)
             return NetConnect(

@@ -159,6 +159,7 @@ class Plan:
     # `agents rerun RUN --from TASK`: the run whose results the tasks not in `rerun` reuse
     reuse_from: str | None = None
     rerun: tuple[str, ...] = ()
+    tracer: str = "strace"  # `[run] trace = "ebpf"`: the tasks recorded by the eBPF tracer
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:
@@ -183,7 +184,17 @@ class Plan:
 _TASK_FIELDS = tuple(attrs.fields_dict(TaskSpec))
 _ADDED = {
     "TaskSpec": ("priority", "isolate", "keep_worktree", "outputs", "inputs", "cache", "params"),
-    "Plan": ("timeout_s", "base", "author", "use_cache", "executor", "address", "reuse_from", "rerun"),
+    "Plan": (
+        "timeout_s",
+        "base",
+        "author",
+        "use_cache",
+        "executor",
+        "address",
+        "reuse_from",
+        "rerun",
+        "tracer",
+    ),
 }
 
 
@@ -372,6 +383,9 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
     if on_failure not in ON_FAILURE:
         raise PlanError(f"[run] on_failure: expected one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
     raw_trace = run.get("trace", False)
+    tracer = "strace"
+    if raw_trace == "ebpf":  # traced by the eBPF tracer, at trace_level
+        raw_trace, tracer = True, "ebpf"
     if raw_trace is True:
         trace, level = True, str(run.get("trace_level", "process"))
     elif raw_trace is False:
@@ -380,7 +394,7 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
         trace, level = True, raw_trace
     else:
         raise PlanError(
-            f"[run] trace: expected true, false or one of {', '.join(TRACE_LEVELS)}, got {raw_trace!r}"
+            f'[run] trace: expected true, false, "ebpf" or one of {", ".join(TRACE_LEVELS)}, got {raw_trace!r}'
         )
     if level not in TRACE_LEVELS:
         raise PlanError(f"[run] trace_level: expected one of {', '.join(TRACE_LEVELS)}, got {level!r}")
@@ -434,6 +448,7 @@ def build_plan(data: dict[str, Any], *, name: str, tasks_key: str = "task") -> P
         author=run.get("author"),
         executor=executor,
         address=run.get("address"),
+        tracer=tracer,
     )
     validate_graph(plan)
     return plan

@@ -10,6 +10,7 @@ does with pids no clone ever claimed. Threads never reach here: the program prin
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Set
 from typing import Final
 
 from capsule.events import Event
@@ -24,6 +25,7 @@ from capsule.events.process import (
 from capsule.parse.ebpf import (
     STRLEN,
     ArgvPiece,
+    CwdChanged,
     EbpfRecord,
     ExecArg,
     ExecBegun,
@@ -37,6 +39,7 @@ from capsule.parse.ebpf import (
     ProcessEnded,
 )
 from capsule.parse.records import Unparsed
+from capsule.track.paths import resolve
 from capsule.track.tracker import Level, level_parts
 
 # Linux's signal numbers (x86-64, arm64 and most others; signal(7)), named as strace names them.
@@ -122,6 +125,7 @@ def open_flags(flags: int) -> str:
     return "|".join(names)
 
 
+AT_FDCWD: Final = -100
 GONE_KEPT: Final = 4096  # ended processes remembered (late records come within milliseconds)
 
 
@@ -196,12 +200,19 @@ class EbpfTracker:
         self._late_tids: set[int] = set()  # a dropped exec's argv lines follow it
         self._execs: dict[int, _Exec] = {}  # tid -> its exec attempt in progress
         self._argv_area: dict[int, tuple[int, bytearray]] = {}  # pid -> (size, bytes so far) of a new program
+        # pid -> its working directory (None: unknown, after an fchdir or in a trace that does not say)
+        self._cwd: dict[int, str | None] = {}
         self._out: list[Event] = []
 
     @property
     def unexited(self) -> int:
         """Processes the trace showed start and never end (after `close`: the tree was cut short)."""
         return len(self._alive)
+
+    @property
+    def alive(self) -> Set[int]:
+        """The processes of the tree started and not yet ended (a view: it follows the trace)."""
+        return self._alive
 
     @property
     def live(self) -> int:
@@ -241,6 +252,7 @@ class EbpfTracker:
         if isinstance(rec, Header):
             self.root_pid = rec.root
             self._root_pending = True
+            self._cwd[rec.root] = rec.cwd
             return
         if self._root_pending and rec.ts is not None and self.root_pid is not None:
             self._root_pending = False
@@ -272,7 +284,7 @@ class EbpfTracker:
         """The process a record belongs to, which must be alive for it to apply."""
         if isinstance(rec, Forked):
             return rec.parent
-        if isinstance(rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | NetConnect):
+        if isinstance(rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | CwdChanged | NetConnect):
             return rec.tgid
         if isinstance(rec, ExecDone | ArgvPiece):
             return rec.pid
@@ -307,13 +319,19 @@ class EbpfTracker:
             self._exec_ended(attempt, rec.pid, rec.ts, None, rec.path)
         elif isinstance(rec, ProcessEnded):
             self._ended(rec)
+        elif isinstance(rec, CwdChanged):
+            cwd = self._cwd.get(rec.tgid)
+            if not rec.path:
+                self._cwd[rec.tgid] = None  # fchdir: the trace does not name the directory
+            elif rec.path.startswith("/") or cwd is not None:
+                self._cwd[rec.tgid] = resolve(cwd, rec.path)
         elif isinstance(rec, FileOpen):
             if self._files:
                 self._out.append(
                     FileOpened(
                         ts=rec.ts,
                         pid=rec.tgid,
-                        path=rec.path,
+                        path=self._absolute(rec),
                         flags=open_flags(rec.flags),
                         ok=rec.ret >= 0,
                         errno=errno_name(-rec.ret) if rec.ret < 0 else None,
@@ -322,7 +340,19 @@ class EbpfTracker:
         elif isinstance(rec, NetConnect) and self._net:
             self._connected(rec)
 
+    def _absolute(self, rec: FileOpen) -> str:
+        """An open's path as strace -y shows it: absolute from the cwd (AT_FDCWD) where the trace says
+        which that is; relative to another descriptor, or in a trace without dirfds, as given."""
+        if rec.dirfd is None or (rec.dirfd != AT_FDCWD and not rec.path.startswith("/")):
+            return rec.path
+        cwd = self._cwd.get(rec.tgid)
+        if cwd is None and not rec.path.startswith("/"):
+            return rec.path
+        return resolve(cwd, rec.path)
+
     def _spawn(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
+        if ppid is not None:
+            self._cwd[pid] = self._cwd.get(ppid)
         self._alive.add(pid)
         self._gone.pop(pid, None)
         self._late_tids.discard(pid)
@@ -350,6 +380,8 @@ class EbpfTracker:
 
     def _ended(self, rec: ProcessEnded) -> None:
         self._alive.discard(rec.tgid)
+        if rec.tgid != self.root_pid:
+            self._cwd.pop(rec.tgid, None)
         self._gone[rec.tgid] = rec.ts
         if len(self._gone) > GONE_KEPT:
             del self._gone[next(iter(self._gone))]

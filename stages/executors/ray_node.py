@@ -69,9 +69,9 @@ class AttemptHost(Scheduler):
         work.mkdir(mode=0o700, parents=True, exist_ok=True)
         tracer = enforcement = None
         if job.plan.trace:
-            from capsule.stages.tracer import find_tracer
+            from capsule.stages.tracer import find_recorder
 
-            tracer = find_tracer()
+            tracer = find_recorder(job.plan.tracer)
         if not job.plan.policy.empty:
             from capsule.stages.guard_probe import enforcement_for
 

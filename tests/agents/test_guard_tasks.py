@@ -12,6 +12,7 @@ import pytest
 
 from tests.agents.conftest import of
 from tests.conftest import CapsuleRunner
+from tests.ebpf.available import needs_ebpf
 
 pytestmark = pytest.mark.strace
 
@@ -43,7 +44,9 @@ def _agent(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("trace", ["false", "true"])
+@pytest.mark.parametrize(
+    "trace", ["false", "true", pytest.param('"ebpf"', id="ebpf", marks=[needs_ebpf, pytest.mark.ebpf])]
+)
 def test_sudo_deep_in_a_task_tree_is_blocked(
     agents, capsule: CapsuleRunner, tmp_path: Path, fake_sudo: Path, trace: str
 ) -> None:
@@ -78,6 +81,12 @@ timeout = "60s"
     assert [b["rule"] for b in shown] == ["sudo *", "sudo *"]
     status = orjson.loads(capsule("agents", "status", "--json").stdout)
     assert status["tasks"][0]["blocked"] == 2
+    if trace != "false":  # the task's own run session: every allowed exec, and the refused attempts
+        report = orjson.loads(capsule("report", started["trace_session"], "--json").stdout)
+        execs = [x for p in report["processes"] for x in p["execs"]]
+        assert {Path(x["path"]).name for x in execs if x["ok"]} >= {"node", Path(sys.executable).name}
+        refused = [x for x in execs if not x["ok"] and x["errno"] == "EPERM"]
+        assert [x["argv"] for x in refused] == [["sudo", "id"], ["sudo", "id"]]
     assert "blocked" in capsule("agents", "status").stdout
     page = tmp_path / "agents.html"
     assert capsule("report", "latest", "--html", str(page)).returncode == 0

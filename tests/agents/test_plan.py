@@ -212,3 +212,32 @@ def test_live_violation_from_traced_events() -> None:
     assert hit is not None
     assert hit.path == "/work/.env"
     assert live_violation(policy, FileOpened(ts=1.0, pid=8, path="/work/a.txt"), task="t", attempt=1) is None
+
+
+@pytest.mark.parametrize(
+    ("trace", "traced", "tracer", "level"),
+    [
+        ("true", True, "strace", "process"),
+        ('"file"', True, "strace", "file"),
+        ('"ebpf"', True, "ebpf", "process"),
+        ("false", False, "strace", "process"),
+    ],
+)
+def test_run_trace_takes_ebpf(trace: str, traced: bool, tracer: str, level: str) -> None:
+    """`[run] trace = "ebpf"`: traced by the eBPF tracer at `trace_level`; the stored plan keeps
+    `tracer` only when it is not strace, so plans recorded before it store (and hash) the same."""
+    plan = parse_plan(f"[run]\ntrace = {trace}\n" + TASK)
+    assert (plan.trace, plan.tracer, plan.trace_level) == (traced, tracer, level)
+    stored = plan.to_json()
+    assert ('"tracer"' in stored) == (tracer == "ebpf")
+    assert plan_from_json(stored) == plan
+    at_file = parse_plan('[run]\ntrace = "ebpf"\ntrace_level = "file"\n' + TASK)
+    assert (at_file.tracer, at_file.trace_level) == ("ebpf", "file")
+
+
+def test_run_trace_rejects_unknown_values_in_one_line() -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan('[run]\ntrace = "ebfp"\n' + TASK)
+    assert str(caught.value) == (
+        "[run] trace: expected true, false, \"ebpf\" or one of process, file, net, all, got 'ebfp'"
+    )

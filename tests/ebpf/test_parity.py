@@ -21,25 +21,14 @@ from typing import Any
 
 import pytest
 
+from tests.ebpf.available import needs_ebpf
 from tests.ebpf.trees import canonical, differences, spawn_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPSULE = [sys.executable, "-m", "capsule"]
 
 
-def _ebpf_unavailable() -> str | None:
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
-
-    try:
-        find_ebpf()
-    except EbpfUnavailable as exc:
-        return str(exc)
-    return None
-
-
 pytestmark = [pytest.mark.strace, pytest.mark.ebpf]
-WHY = _ebpf_unavailable()
-needs_ebpf = pytest.mark.skipif(WHY is not None, reason=f"eBPF recording unavailable here: {WHY}")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +96,71 @@ def test_both_tracers_record_the_same_tree(tmp_path: Path, programs: Path) -> No
     assert {"SIGSEGV", "SIGABRT", "SIGKILL", "SIGTERM"} <= signals
 
 
+def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
+    """`capsule agents run` a one-task plan running `sh WORK` with `[run] trace = TRACE`; the task's run
+    session's report (as `record`), with the agents session's status and report text."""
+    env = dict(os.environ, CAPSULE_HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", NO_COLOR="1")
+    plan = cwd / f"plan-{home.name}.toml"
+    plan.write_text(
+        f'[run]\nname = "par"\ntrace = {trace}\n'
+        f'[[task]]\nid = "work"\ncommand = ["sh", "{work}"]\ncwd = "{cwd}"\ntimeout = "120s"\n'
+    )
+    done = subprocess.run(
+        [*CAPSULE, "agents", "run", str(plan)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (task,) = status["tasks"]
+    (agents_run,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
+    events = [json.loads(line) for line in (agents_run / "events.jsonl").read_text().splitlines()]
+    (run_id,) = [e["trace_session"] for e in events if e["kind"] == "task.started"]
+    report = subprocess.run([*CAPSULE, "report", run_id, "--json"], env=env, capture_output=True, check=True)
+    data: dict[str, Any] = json.loads(report.stdout)
+    data["_exit"] = done.returncode
+    data["_task"] = task
+    data["_via"] = spawn_kinds(home / "runs" / run_id / "events.jsonl")
+    data["_header"] = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
+    data["_text"] = subprocess.run(
+        [*CAPSULE, "report", status["run"]], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    check = subprocess.run([*CAPSULE, "replay", "--check", run_id], env=env, capture_output=True, text=True)
+    data["_replay"] = (check.returncode, check.stdout + check.stderr)
+    return data
+
+
+@needs_ebpf
+def test_a_task_traced_by_ebpf_records_the_same_tree(tmp_path: Path, programs: Path) -> None:
+    """`[run] trace = "ebpf"`: the task's run session holds the same tree as with `trace = true`
+    (argv, exits, signals, every exec attempt); agents status and report show it; replay --check
+    re-derives it from trace.ebpf."""
+    work = programs / "work.sh"
+    work.write_text(WORK)
+    by_strace = run_task(tmp_path / "s", programs, "true", work)
+    by_ebpf = run_task(tmp_path / "e", programs, '"ebpf"', work)
+    assert by_ebpf["_header"]["tracer"].endswith("bpftrace")
+    assert by_strace["_header"]["tracer"].endswith("strace")
+    assert by_ebpf["_exit"] == by_strace["_exit"] == 1  # the task exits 3: the run failed
+    assert by_ebpf["_task"]["state"] == by_strace["_task"]["state"] == "failed"
+    assert by_ebpf["_task"]["exit_code"] == 3
+    assert len(by_ebpf["processes"]) == len(by_strace["processes"]) >= 20
+    ours, theirs = canonical(by_ebpf, via=by_ebpf["_via"]), canonical(by_strace, via=by_strace["_via"])
+    assert differences(ours, theirs) == []
+    assert by_ebpf["unparsed_lines"] == 0
+    assert "./procs" in by_ebpf["_text"]
+    assert "/bin/true orphan" in by_ebpf["_text"]
+    code, said = by_ebpf["_replay"]
+    assert code == 0, said
+    assert "re-derived from trace.ebpf, identical" in said
+
+
 @needs_ebpf
 def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     """At --level all, eBPF sees the same opens (path, flags, result) and connects as strace."""
@@ -121,9 +175,11 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     accepting = threading.Thread(target=accept_two, daemon=True)
     accepting.start()
     script = tmp_path / "io.py"
+    (tmp_path / "sub").mkdir()
     script.write_text(
-        "import socket\n"
+        "import os, socket\n"
         "open('note.txt', 'w').write('hi')\n"
+        "os.chdir('sub'); open('../note.txt').read(); open('here.txt', 'w').close(); os.chdir('..')\n"
         "try:\n    open('missing.txt')\nexcept OSError:\n    pass\n"
         f"socket.create_connection(('127.0.0.1', {port})).close()\n"
         "s = socket.socket(); s.connect_ex(('127.0.0.1', 9)); s.close()\n"
@@ -133,10 +189,10 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
         (run,) = (home / "runs").iterdir()
         rows = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
         return sorted(
-            # strace's paths are absolute (-y, cwd followed); eBPF's are as the program passed them
+            # both absolute: strace's from -y, eBPF's from the cwd its trace follows (header, chdir)
             (
                 r["kind"],
-                os.path.basename(r["path"]) if r.get("path") else None,
+                r.get("path"),
                 r.get("flags"),
                 r.get("address"),
                 r["ok"],
@@ -157,7 +213,8 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     assert by_ebpf == by_strace
     assert ("net.connected", None, None, f"127.0.0.1:{port}", True, None) in by_ebpf
     assert ("net.connected", None, None, "127.0.0.1:9", False, "ECONNREFUSED") in by_ebpf
-    assert any(r[1] == "missing.txt" and r[5] == "ENOENT" for r in by_ebpf)
+    assert any(r[1] == str(tmp_path / "missing.txt") and r[5] == "ENOENT" for r in by_ebpf)
+    assert any(r[1] == str(tmp_path / "sub" / "here.txt") and r[4] for r in by_ebpf)
 
 
 @needs_ebpf
@@ -214,33 +271,44 @@ def test_unknown_or_unavailable_tracer_is_one_line(tmp_path: Path) -> None:
     assert auto.returncode == 0, auto.stderr  # auto falls back to strace
 
 
+def project(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A $CAPSULE_HOME, a project directory for a capsule.toml, and the environment naming the home."""
+    home, root = tmp_path / "h", tmp_path / "proj"
+    root.mkdir()
+    return home, root, dict(os.environ, CAPSULE_HOME=str(home))
+
+
+def service_up(root: Path, env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`capsule env up ROOT` (one service); its `env status --json` and that service's entry, which
+    names the run session recording it."""
+    up = subprocess.run(
+        [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (svc,) = status["processes"]
+    assert svc["trace_session"], status
+    return status, svc
+
+
 @needs_ebpf
 def test_service_traced_by_ebpf(tmp_path: Path) -> None:
     """`trace = "ebpf"` in capsule.toml: the service runs under `capsule run --tracer ebpf`, linked from
     svc.started; its run session's header names bpftrace and its tree holds the service's work."""
-    home = tmp_path / "h"
-    root = tmp_path / "proj"
-    root.mkdir()
+    home, root, env = project(tmp_path)
     ready = root / "ready"
     (root / "capsule.toml").write_text(
         '[project]\nname = "eb"\n[[process]]\nname = "svc"\n'
         f"command = \"sh -c 'ls / >/dev/null; touch {ready}; exec sleep 600'\"\n"
         'restart = "no"\ntrace = "ebpf"\n'
     )
-    env = dict(os.environ, CAPSULE_HOME=str(home))
     try:
-        up = subprocess.run(
-            [*CAPSULE, "env", "up", str(root)], env=env, capture_output=True, text=True, timeout=180
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = json.loads(
-            subprocess.run(
-                [*CAPSULE, "env", "status", str(root), "--json"], env=env, capture_output=True, check=True
-            ).stdout
-        )
-        (svc,) = status["processes"]
+        status, svc = service_up(root, env)
         run_id = svc["trace_session"]
-        assert run_id, status
         header = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
         assert header["tracer"].endswith("bpftrace")
         assert header["parent"] == status["session"]
@@ -249,3 +317,45 @@ def test_service_traced_by_ebpf(tmp_path: Path) -> None:
     report = subprocess.run([*CAPSULE, "report", run_id, "--json"], env=env, capture_output=True, check=True)
     argvs = [" ".join(p["argv"] or ()) for p in json.loads(report.stdout)["processes"]]
     assert "ls /" in argvs
+
+
+@needs_ebpf
+def test_service_with_a_policy_traced_by_ebpf(tmp_path: Path) -> None:
+    """`trace = "ebpf"` with a [policy]: the service's own `capsule run --policy` guards it (bpftrace
+    cannot run inside the guard); the refused exec is a failed attempt (EPERM) in its run session,
+    with the `policy.blocked` event, the protected file's refused open too, and the service runs on."""
+    home, root, env = project(tmp_path)
+    (root / ".env").write_text("K=1\n")
+    ready = root / "ready"
+    (root / "capsule.toml").write_text(
+        '[project]\nname = "ebg"\n[policy]\ndeny_commands = ["ls *"]\nprotect_paths = [".env"]\n'
+        '[[process]]\nname = "svc"\n'
+        f"command = \"sh -c 'cat .env; x=l; ${{x}}s /; touch {ready}; exec sleep 600'\"\n"
+        'restart = "no"\ntrace = "ebpf"\n'
+    )
+    try:
+        _status, svc = service_up(root, env)
+        run_id = svc["trace_session"]
+        events_file = home / "runs" / run_id / "events.jsonl"
+
+        def events() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in events_file.read_text().splitlines()]
+
+        # the service's tree is followed live: wait (on the record itself) for what it did to be in it
+        for _ in range(6000):
+            if ready.exists() and any(e["kind"] == "policy.blocked" and e["path"] for e in events()):
+                break
+            threading.Event().wait(0.01)
+        assert svc["state"] == "running"
+    finally:
+        subprocess.run([*CAPSULE, "env", "down", str(root)], env=env, capture_output=True, timeout=120)
+    recorded = events()
+    blocked = [e for e in recorded if e["kind"] == "policy.blocked"]
+    assert {b["rule"] for b in blocked} == {"ls *", ".env"}
+    assert [b["path"] for b in blocked if b["rule"] == ".env"] == [str(root / ".env")]
+    refused = [e for e in recorded if e["kind"] == "proc.exec" and not e["ok"] and e["errno"] == "EPERM"]
+    assert refused
+    assert all(e["argv"] == ["ls", "/"] for e in refused)
+    ran = {os.path.basename(e["path"]) for e in recorded if e["kind"] == "proc.exec" and e["ok"]}
+    assert {"sh", "cat", "touch", "sleep"} <= ran
+    assert (root / ".env").read_text() == "K=1\n"

@@ -325,3 +325,61 @@ def test_redactor_masks_secrets_in_argv_lines_and_the_hex_area() -> None:
     _, events = track(once)
     exec_ = next(e for e in events if isinstance(e, ProcExec))
     assert exec_.argv == ("/bin/echo", "--password", "***", "--token=***", "z" * 300)
+
+
+def test_relative_opens_are_made_absolute_from_the_cwd_the_trace_follows() -> None:
+    """P lines (with their dirfd) and D lines (chdir; empty: fchdir): a relative open at AT_FDCWD is
+    absolute from the header's cwd and the chdirs since, inherited at fork; relative to another fd,
+    after an fchdir, or in an old O line, it stays as given."""
+    data = b'{"type":"capsule","root":100,"clock":%d,"cwd":"/work/p"}\n' % CLOCK + printf(
+        "P 1 100 -100 0 3 a.txt",
+        "D 2 100 sub",
+        "P 3 100 -100 0 3 ../b.txt",
+        "F 4 101 100 1 11",
+        "P 5 101 -100 0 3 c.txt",
+        "P 6 101 7 0 3 d.txt",
+        "P 7 101 7 0 3 /etc//hosts",
+        "D 8 101 ",
+        "P 9 101 -100 0 3 e.txt",
+        "O 10 100 0 3 f.txt",
+        "Q 11 101 0",
+        "Q 12 100 0",
+    )
+    _tracker, events = track(data, level="file")
+    paths = [e.path for e in events if isinstance(e, FileOpened)]
+    assert paths == [
+        "/work/p/a.txt",
+        "/work/p/b.txt",
+        "/work/p/sub/c.txt",
+        "d.txt",
+        "/etc/hosts",
+        "e.txt",
+        "f.txt",
+    ]
+    # a trace without the header's cwd keeps relative paths as they were given
+    _tracker, events = track(header() + printf("P 1 100 -100 0 3 a.txt", "Q 2 100 0"), level="file")
+    assert [e.path for e in events if isinstance(e, FileOpened)] == ["a.txt"]
+
+
+def test_a_refused_exec_written_by_capsule_is_a_failed_attempt_with_its_argv() -> None:
+    """The guard's refusal line (seccomp answered before sys_enter: the program prints nothing of the
+    attempt) gives the attempt's path, argv and error; a malformed one is unparsed, never fatal."""
+    refused = {"ns": 5, "tid": 101, "tgid": 100, "path": "/usr/bin/sudo", "argv": ["sudo", "id"], "errno": 1}
+    data = (
+        header()
+        + printf("S 1 100 100 /bin/sh")
+        + orjson.dumps({"type": "capsule", "refused": refused})
+        + b"\n"
+        + orjson.dumps({"type": "capsule", "refused": {**refused, "ns": 6, "errno": 2, "path": "/bin/sudo"}})
+        + b"\n"
+        + printf("Q 7 100 0")
+        + b'{"type":"capsule","refused":{"tid":"x"}}\n'
+    )
+    tracker, events = track(data)
+    execs = [e for e in events if isinstance(e, ProcExec)]
+    assert [(e.path, e.argv, e.ok, e.errno) for e in execs][-2:] == [
+        ("/usr/bin/sudo", ("sudo", "id"), False, "EPERM"),
+        ("/bin/sudo", ("sudo", "id"), False, "ENOENT"),
+    ]
+    assert execs[-2].ts == (5 + CLOCK) * 1e-9
+    assert tracker.unparsed == 1

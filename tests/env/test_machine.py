@@ -443,3 +443,26 @@ def test_a_process_of_its_own_inactivity_timeout_idles_alone_and_requests_naming
     assert kinds(sim.stopped("web")) == ["svc.stopped:web"]
     assert sim.state_of("db") == "ready"
     assert sim.state.processes["web"].stop_reason == "idle"
+
+
+@pytest.mark.parametrize(
+    ("policy", "trace", "expected"),
+    [
+        ("", 'trace = "ebpf"', ("--tracer", "ebpf", "--")),
+        ('[policy]\ndeny_commands = ["sudo *"]\n', 'trace = "ebpf"', ("--tracer", "ebpf", "--policy")),
+        ('[policy]\ndeny_commands = ["sudo *"]\n', "trace = true", ("--name",)),
+    ],
+)
+def test_an_ebpf_traced_service_is_guarded_by_its_own_recorder(
+    policy: str, trace: str, expected: tuple
+) -> None:
+    """With a [policy], an eBPF-traced service runs `capsule run --tracer ebpf --policy CONFIG`: the
+    guard goes inside the recording (bpftrace cannot run under it); strace-traced ones are wrapped."""
+    sim = Sim(policy + f'[[process]]\nname = "x"\ncommand = "x"\n{trace}\n')
+    (spawn,) = [fx for fx in sim.effects if isinstance(fx, m.Spawn)]
+    argv = spawn.argv
+    assert argv[:4] == ("/py", "-m", "capsule", "run")
+    assert argv[-2:] == ("--", "x")
+    joined = " ".join(argv)
+    assert " ".join(expected) in joined
+    assert ("--policy /p/capsule.toml" in joined) == ("--policy" in expected)
