@@ -70,11 +70,18 @@ class EnvSession:
         return self.state.activated.config_path if self.state.activated else None
 
     def alive(self) -> dict[str, bool]:
-        return {
-            p.name: process_if(p.pid, p.started) is not None
-            for p in self.state.processes.values()
-            if p.pid is not None
-        }
+        live = self.live()
+        return {p.name: p.name in live for p in self.state.processes.values() if p.pid is not None}
+
+    def live(self) -> dict[str, psutil.Process]:
+        """The processes alive now, by name, each looked up once (a status reads liveness and usage of
+        every process of an environment; scripts ask for it in a loop)."""
+        found = {}
+        for p in self.state.processes.values():
+            proc = process_if(p.pid, p.started)
+            if proc is not None:
+                found[p.name] = proc
+        return found
 
 
 def load_env(path: Path) -> EnvSession | None:
@@ -178,14 +185,9 @@ def config_lock(home: Path, config_path: str) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor releases the lock
 
 
-def process_stats(
-    pid: int | None, started: float | None, cgroup: str | None = None
-) -> tuple[float | None, int | None]:
-    """(average CPU % since start, RSS bytes) of a process and its descendants: the members of its run's
-    cgroup when it has one (a small read), else its descendants (a scan of every process)."""
-    proc = process_if(pid, started)
-    if proc is None:
-        return None, None
+def process_stats(proc: psutil.Process, cgroup: str | None = None) -> tuple[float | None, int | None]:
+    """(average CPU % since start, RSS bytes) of a live process and its descendants: the members of its
+    run's cgroup when it has one (a small read), else its descendants (a scan of every process)."""
     try:
         age = max(time.time() - proc.create_time(), 1e-3)
     except psutil.Error:
@@ -195,9 +197,10 @@ def process_stats(
         cpu, rss = 0.0, 0
         for member in pids:
             with contextlib.suppress(psutil.Error):
-                one = psutil.Process(member)
-                times = one.cpu_times()
-                cpu, rss = cpu + times.user + times.system, rss + one.memory_info().rss
+                one = proc if member == proc.pid else psutil.Process(member)
+                with one.oneshot():  # /proc/PID/stat read once for both figures
+                    times, mem = one.cpu_times(), one.memory_info()
+                cpu, rss = cpu + times.user + times.system, rss + mem.rss
         return round(100.0 * cpu / age, 2), rss
-    used = procs.usage(procs.Tree(pid=pid, started=started))
+    used = procs.usage(procs.Tree(pid=proc.pid, started=proc.create_time()))
     return round(100.0 * used.cpu_s / age, 2), used.rss

@@ -85,7 +85,8 @@ def status_of(env: EnvSession) -> EnvironmentStatus:
     computes it from the state it holds (the same fold), for `env status`'s fast path."""
     from capsule.fold.environment import with_liveness
 
-    alive = env.alive()
+    live = env.live()
+    alive = {p.name: p.name in live for p in env.state.processes.values() if p.pid is not None}
     shown = with_liveness(env.state, alive, supervisor_alive=env.supervisor_alive)
     if not env.supervisor_alive:
         with contextlib.suppress(OSError):  # nothing answers on it any more
@@ -96,7 +97,8 @@ def status_of(env: EnvSession) -> EnvironmentStatus:
     processes = []
     for name, p in env.state.processes.items():
         cgroup = p.tree.cgroup if p.tree is not None and p.tree.run == p.run else None
-        cpu, rss = process_stats(p.pid, p.started, cgroup) if alive.get(name) else (None, None)
+        proc = live.get(name)
+        cpu, rss = process_stats(proc, cgroup) if proc is not None else (None, None)
         processes.append(
             ProcessStatus(
                 name=name,

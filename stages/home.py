@@ -5,23 +5,36 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+
+TYPE_CHECKING = False  # no typing or pathlib import at run time: `env status`'s fast path uses this
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def capsule_home() -> Path:
-    return Path(os.environ.get("CAPSULE_HOME") or Path.home() / ".capsule")
+    from pathlib import Path
+
+    return Path(home_path())
+
+
+def home_path() -> str:
+    """$CAPSULE_HOME (default ~/.capsule) as a string, for the fast path."""
+    return os.environ.get("CAPSULE_HOME") or os.path.join(os.path.expanduser("~"), ".capsule")
+
+
+RUNS = "runs"  # the sessions, under home
 
 
 def runs_dir(home: Path) -> Path:
-    return home / "runs"
+    return home / RUNS
 
 
-def check_home(home: Path) -> str | None:
+def check_home(home: str | os.PathLike[str]) -> str | None:
     """Why `home` must not be used (one sentence), or None: each of home, runs/ and spool/ that exists
     must be a directory (not a symlink, but home itself may be one) owned by this user and not writable
     by group or others."""
     me = os.geteuid()
-    for path in (home, runs_dir(home), home / "spool"):
+    for path in (home, os.path.join(home, RUNS), os.path.join(home, "spool")):
         try:
             st = os.stat(path) if path == home else os.lstat(path)
         except FileNotFoundError:

@@ -9,22 +9,22 @@ caller then takes the ordinary path, which folds the session and says what is wr
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 def live_status(path: str, render: str, color: bool) -> str | None:
     """The output of `capsule env status PATH` (`render` "text" or "json"), or None."""
-    from capsule.stages.envctl import ControlError, control, find_config, read_pointer
-    from capsule.stages.home import capsule_home, check_home
+    from capsule.stages.envctl import ControlError, control, find_config_file, read_pointer
+    from capsule.stages.home import check_home, home_path
 
-    home = capsule_home()
+    home = home_path()
     if check_home(home) is not None or _spools_left(home):
         return None
     try:
-        config = find_config(Path(path))
+        config = find_config_file(path)
     except OSError:
         return None
-    session = read_pointer(home, str(config))
+    session = read_pointer(home, config)
     if session is None:
         return None
     try:
@@ -35,12 +35,10 @@ def live_status(path: str, render: str, color: bool) -> str | None:
     return out if reply.get("ok") is True and isinstance(out, str) else None
 
 
-def _spools_left(home: Path) -> bool:
+def _spools_left(home: str) -> bool:
     """Whether a spool is there: every command but this one first recovers the spools no recorder owns
     (capsule/cli/base.py `_tidy_spools`), so with one present the ordinary path runs and does that."""
-    import os
-
     try:
-        return bool(os.listdir(home / "spool"))
+        return bool(os.listdir(os.path.join(home, "spool")))
     except OSError:
         return False

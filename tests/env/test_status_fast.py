@@ -4,6 +4,7 @@ rich, attrs, orjson or the event classes. Real supervisor, real processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import pytest
 from capsule.api import environments
 from capsule.api.records import plain
 from capsule.report.envstatus import render_status
-from capsule.stages.envctl import pointer_path, read_pointer
+from capsule.stages.envctl import decode_reply, encode_request, pointer_path, read_pointer
 from tests.conftest import CapsuleRunner
 from tests.env.test_supervise import status, wait_for, write
 
@@ -53,7 +54,7 @@ try:
     main()
 except SystemExit as exc:
     code = exc.code
-heavy = [m for m in ("typer", "rich", "attrs", "orjson", "psutil", "capsule.events", "capsule.codec") if m in sys.modules]
+heavy = [m for m in ("typer", "rich", "attrs", "orjson", "psutil", "pathlib", "re", "json", "socket", "capsule.events", "capsule.codec") if m in sys.modules]
 sys.stderr.write(f"exit={code} heavy={','.join(heavy)}\\n")
 """
 
@@ -70,6 +71,28 @@ def fast(project: Path, *args: str) -> tuple[str, str]:
     return done.stdout, done.stderr.strip().splitlines()[-1]
 
 
+REQUESTS = [
+    {"op": "status", "name": None, "render": "text", "color": False},
+    {"op": "reload", "name": 'wéb "1"\n', "config": '[[process]]\nname = "\u2603\\t\x01"\n', "n": -3},
+    {},
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_the_light_json_is_json(request_: dict) -> None:
+    """The fast path's socket talk skips the json module; what it writes and reads is JSON all the same."""
+    line = encode_request(request_)
+    assert json.loads(line) == request_
+    reply = {"ok": True, "out": "a\tb\u00e9\n", "up": ["x", 1.5, None, {"k": []}]}
+    assert decode_reply(json.dumps(reply).encode() + b"\n") == reply
+    assert decode_reply(orjson.dumps(reply)) == reply
+    for bad in (b"", b"{", b'{"ok": true} x', b"\xff"):
+        with pytest.raises(ValueError):  # noqa: PT011 (JSONDecodeError and UnicodeDecodeError alike)
+            decode_reply(bad)
+    with pytest.raises(TypeError):
+        encode_request({"op": ["not", "flat"]})
+
+
 def steady(data: dict) -> dict:
     return {
         **data,
@@ -82,7 +105,7 @@ def masked(text: str) -> str:
     return re.sub(r" +", " ", re.sub(r"\b\d+(\.\d+)?[sM]?\b", "#", text))
 
 
-def started(project: Path, capsule: CapsuleRunner, home: Path) -> tuple[str, Path | None]:
+def started(project: Path, capsule: CapsuleRunner, home: Path) -> tuple[str, str | None]:
     """Bring CONFIG up in `project`; its config path and the session its live pointer names."""
     write(project, CONFIG)
     assert capsule("env", "up", str(project)).returncode == 0
@@ -128,7 +151,7 @@ def test_a_dead_supervisor_or_a_planted_pointer_falls_back_to_the_fold(
 ) -> None:
     config, session = started(project, capsule, capsule_home)
     assert session is not None
-    pointer = pointer_path(capsule_home, config)
+    pointer = Path(pointer_path(capsule_home, config))
 
     # A pointer naming a directory outside $CAPSULE_HOME/runs is not followed.
     elsewhere = project / "fake-session"
@@ -148,7 +171,7 @@ def test_a_dead_supervisor_or_a_planted_pointer_falls_back_to_the_fold(
 
 def test_down_takes_the_pointer_back(project: Path, capsule: CapsuleRunner, capsule_home: Path) -> None:
     config, _session = started(project, capsule, capsule_home)
-    pointer = pointer_path(capsule_home, config)
+    pointer = Path(pointer_path(capsule_home, config))
     assert pointer.exists()
     assert capsule("env", "down", str(project)).returncode == 0
     wait_for(lambda: not pointer.exists())
