@@ -77,7 +77,11 @@ def program(level: str) -> str:
             continue
         if keep:
             kept.append(line)
-    return "".join(kept)
+    body = "".join(kept)
+    maps = dict.fromkeys(
+        re.findall(r"@\w+", "".join(line for line in kept if not line.lstrip().startswith("//")))
+    )
+    return body + "END { " + " ".join(f"clear({name});" for name in maps) + " }\n"
 
 
 def find_ebpf() -> EbpfTracer:
