@@ -403,3 +403,28 @@ def test_the_program_ends_by_clearing_every_map_it_uses(level: str) -> None:
     assert code.count("END {") == 1
     assert ("@open" in used) == (level in ("file", "all"))
     assert ("@conn" in used) == (level in ("net", "all"))
+
+
+def test_an_exec_from_a_thread_read_after_its_success_is_that_exec() -> None:
+    """Seen live (a flaky parity test): a thread's exec begin (E, its tid) sat in one CPU's buffer
+    while the exec itself (S, in the process's pid, naming the thread as old pid) was read first from
+    another. The begin and its argv lines are that same exec, read late: not a second attempt left
+    pending, which ended the process with a failed exec it never made."""
+    area = b"echo\0exec-from-thread\0"
+    data = header(100) + printf(
+        f"V 100 {len(area)} 0 {hexed(area)}",
+        "S 12 100 105 /bin/echo",
+        "E 11 105 100 /bin/echo",  # late: stamped before the exec, read after it
+        "A 105 0 echo",
+        "A 105 1 exec-from-thread",
+        "M 105",
+        "F 20 101 100 1 17",
+        "Q 21 101 0",
+        "Q 22 100 0",
+    )
+    tracker, events = track(data)
+    assert tracker.live == 0
+    execs = [e for e in events if isinstance(e, ProcExec)]
+    assert [(e.pid, e.path, e.argv, e.ok) for e in execs] == [
+        (100, "/bin/echo", ("echo", "exec-from-thread"), True)
+    ]
