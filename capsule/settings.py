@@ -7,10 +7,21 @@
     log_max_bytes = 2000000
     env = { LOG_LEVEL = "debug" }
 
-    [export]                    read by `capsule export` (kept here as the table it is)
+    [policy]                    the default policy of `capsule run` (capsule.policy.rules, as in a plan)
+    deny_commands = ["sudo *"]
 
-Any other top-level section is an error naming the file and the key. `Settings.origins` says, per
-section, which file it came from (for `capsule env config`). Loading the file is `capsule.api.settings`.
+    [export]                    ship every session to an OpenTelemetry collector when it closes
+    endpoint = "http://collector:4318"   # OTLP/HTTP; a base URL gets /v1/traces; none: nothing shipped
+    protocol = "http/protobuf"           # or "http/json"
+    headers = { authorization = "Bearer …" }
+    retries = 3                          # attempts after the first, `backoff` doubling between them
+    backoff = "0.5s"
+    timeout = "10s"                      # per POST
+
+This module is the one parser of the file: `capsule env`, `capsule run` and the shipping of sessions all
+read it through `parse_settings`. An unknown section, or an unknown key of a section, is an error naming
+the file, the section and the key. `Settings.origins` says, per section, which file it came from (for
+`capsule env config`). Loading the file is `capsule.api.settings` (and `stages.envproc.read_settings`).
 """
 
 from __future__ import annotations
@@ -21,9 +32,12 @@ from typing import Any
 import attrs
 
 from capsule.duration import parse_duration
+from capsule.policy.rules import Policy, PolicyError, parse_policy
 
-SECTIONS = ("env", "export")
+SECTIONS = ("env", "policy", "export")
 ENV_KEYS = ("inactivity_timeout", "health_check_interval", "stop_timeout", "log_max_bytes", "env")
+EXPORT_KEYS = ("endpoint", "protocol", "headers", "retries", "backoff", "timeout")
+PROTOCOLS = ("http/protobuf", "http/json")
 
 
 class SettingsError(ValueError):
@@ -42,17 +56,28 @@ class EnvDefaults:
 
 
 @attrs.frozen(kw_only=True)
+class ExportConfig:
+    """`[export]` with an endpoint: where closed sessions are shipped, and how."""
+
+    endpoint: str
+    protocol: str = "http/protobuf"
+    headers: tuple[tuple[str, str], ...] = ()
+    retries: int = 3
+    backoff_s: float = 0.5
+    timeout_s: float = 10.0
+
+
+@attrs.frozen(kw_only=True)
 class Settings:
     env: EnvDefaults = EnvDefaults()
-    export: tuple[tuple[str, Any], ...] = ()  # `[export]` as written, for its reader (capsule export)
+    policy: Policy = attrs.field(
+        factory=Policy
+    )  # `[policy]`: capsule run's default (empty when the file has none)
+    export: ExportConfig | None = None  # `[export]`; None: no section, or no endpoint (nothing shipped)
     origins: tuple[tuple[str, str], ...] = ()  # section -> the file it came from
 
     def origin(self, section: str) -> str | None:
         return dict(self.origins).get(section)
-
-    @property
-    def export_table(self) -> dict[str, Any]:
-        return dict(self.export)
 
 
 def parse_settings(text: str, file: str = "config.toml") -> Settings:
@@ -65,12 +90,17 @@ def parse_settings(text: str, file: str = "config.toml") -> Settings:
         if key not in SECTIONS:
             raise SettingsError(f"{file}: {key}: unknown section (known: {', '.join(SECTIONS)})")
     origins = tuple((key, file) for key in SECTIONS if key in data)
-    env = data.get("env", {})
-    export = data.get("export", {})
-    for key, value in (("env", env), ("export", export)):
-        if not isinstance(value, dict):
+    for key in SECTIONS:
+        if not isinstance(data.get(key, {}), dict):
             raise SettingsError(f"{file}: {key}: expected a [{key}] table")
-    return Settings(env=_env(env, file), export=tuple(export.items()), origins=origins)
+    try:
+        policy = parse_policy(data.get("policy", {}))
+    except PolicyError as exc:
+        raise SettingsError(f"{file}: {exc}") from None
+    return Settings(
+        env=_env(data.get("env", {}), file), policy=policy, export=_export(data.get("export", {}), file),
+        origins=origins,
+    )  # fmt: skip
 
 
 def _env(table: dict[str, Any], file: str) -> EnvDefaults:
@@ -106,3 +136,38 @@ def _env(table: dict[str, Any], file: str) -> EnvDefaults:
             (str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in sorted(variables.items())
         ),
     )
+
+
+def _export(table: dict[str, Any], file: str) -> ExportConfig | None:
+    def error(key: str, message: str) -> SettingsError:
+        return SettingsError(f"{file}: export.{key}: {message}")
+
+    for key in table:
+        if key not in EXPORT_KEYS:
+            raise error(key, f"unknown key (known: {', '.join(EXPORT_KEYS)})")
+    endpoint = table.get("endpoint")
+    if endpoint is not None and (
+        not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://"))
+    ):
+        raise error("endpoint", f"expected an http(s) URL, got {endpoint!r}")
+    protocol = table.get("protocol", "http/protobuf")
+    if protocol not in PROTOCOLS:
+        raise error("protocol", f"expected {' or '.join(PROTOCOLS)}, got {protocol!r}")
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise error("headers", "expected a table of strings")
+    retries = table.get("retries", 3)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise error("retries", f"expected an integer >= 0, got {retries!r}")
+    seconds: dict[str, float] = {}
+    for key, default in (("timeout", 10.0), ("backoff", 0.5)):
+        try:
+            seconds[key] = parse_duration(table.get(key, default))
+        except ValueError as exc:
+            raise error(key, str(exc)) from None
+    if endpoint is None:
+        return None
+    return ExportConfig(
+        endpoint=endpoint, protocol=protocol, headers=tuple(sorted(headers.items())), retries=retries,
+        backoff_s=seconds["backoff"], timeout_s=seconds["timeout"],
+    )  # fmt: skip

@@ -77,7 +77,11 @@ def program(level: str) -> str:
             continue
         if keep:
             kept.append(line)
-    return "".join(kept)
+    body = "".join(kept)
+    maps = dict.fromkeys(
+        re.findall(r"@\w+", "".join(line for line in kept if not line.lstrip().startswith("//")))
+    )
+    return body + "END { " + " ".join(f"clear({name});" for name in maps) + " }\n"
 
 
 def find_ebpf() -> EbpfTracer:
@@ -429,10 +433,16 @@ def _last_error(errors: Path) -> str:
 
 
 async def stop_when_tree_gone(
-    launched: Launched, live: LiveCount, *, quiet_s: float = 0.1, poll_s: float = 0.02
+    launched: Launched,
+    live: LiveCount,
+    *,
+    quiet_s: float = 0.1,
+    poll_s: float = 0.02,
+    on_gone: Callable[[], None] | None = None,
 ) -> None:
     """Once the command has exited and the tracker has seen every process of its tree end (for
-    `quiet_s` in a row, so a fork read late from another CPU's buffer is not missed), stop bpftrace."""
+    `quiet_s` in a row, so a fork read late from another CPU's buffer is not missed), stop bpftrace
+    (`on_gone` first: a task's exit is observed then)."""
     await launched.process.wait()
     quiet_since: float | None = None
     while launched.tracer.poll() is None:
@@ -440,6 +450,8 @@ async def stop_when_tree_gone(
         if live.value == 0:
             quiet_since = quiet_since if quiet_since is not None else now
             if now - quiet_since >= quiet_s:
+                if on_gone is not None:
+                    on_gone()
                 await _stop_tracer(launched)
                 break
         else:

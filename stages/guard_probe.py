@@ -107,20 +107,23 @@ def enforcement_for(policy: Policy, fallback: str | None = None) -> Enforcement:
 
 def load_policy(path: Path | None, home: Path) -> Policy:
     """`capsule run`'s policy: the `[policy]` table of FILE (or the file's top level), else the
-    `[policy]` table of `$CAPSULE_HOME/config.toml`, else none. PolicyError names the file."""
-    source = path if path is not None else home / "config.toml"
-    if path is None and not source.is_file():
-        return Policy()
+    `[policy]` table of `$CAPSULE_HOME/config.toml` (capsule.settings, the file's one parser), else
+    none. PolicyError (or SettingsError) names the file."""
+    if path is None:
+        from capsule.stages.envproc import read_settings
+
+        try:
+            return read_settings(home).policy
+        except OSError as exc:
+            raise PolicyError(f"{home / 'config.toml'}: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise PolicyError(f"{source}: {exc.strerror or exc}") from None
+        raise PolicyError(f"{path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    if path is None and "policy" not in data:
-        return Policy()
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from None
     table = data["policy"] if isinstance(data.get("policy"), dict) else data
     try:
         return parse_policy(table)
     except PolicyError as exc:
-        raise PolicyError(f"{source}: {exc}") from None
+        raise PolicyError(f"{path}: {exc}") from None

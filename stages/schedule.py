@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,8 @@ class Attempt:
     cgroup: procs.Cgroup | None
     guard: Guard
     gate: Gated | None = None  # eBPF: the stub waiting for bpftrace (task_trace.follow_trace releases it)
+    on_released: Callable[[], None] | None = None  # eBPF: observes the spawn once the stub is let go
+    on_tree_gone: Callable[[], None] | None = None  # eBPF: observes the exit before bpftrace detaches
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
     cpu_s: float | None = None  # None: never sampled (it ended within the first interval)
     peak_rss: int = 0
@@ -337,17 +340,38 @@ class Scheduler:
         handle = self.attempts[key] = Attempt(
             process=process, tree=tree, cgroup=cgroup, guard=guard, gate=gate
         )
-        await self._observe(
-            ObsSpawned(
-                ts=time.time(), task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
-                log_dir=str(logs), trace_session=trace.session_id if trace else None,
-            )
+        spawned = partial(
+            ObsSpawned, task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
+            log_dir=str(logs), trace_session=trace.session_id if trace else None,
         )  # fmt: skip
+        if gate is None:
+            await self._observe(spawned(ts=time.time()))
+        else:  # eBPF: the task starts (its timeout runs) once bpftrace is attached and lets it go
+            handle.on_released = lambda: self._send.send_nowait(spawned(ts=time.time()))
         self._work.start_soon(self._watch, task, attempt, handle, trace)
 
     async def _watch(self, task: TaskSpec, attempt: int, handle: Attempt, trace: TraceFiles | None) -> None:
         """Until the attempt's process (and its trace) ended: sample it; then observe the exit."""
         process = handle.process
+        told = False
+
+        def exited() -> None:
+            """Observe the exit, once: when the trace has ended, or under eBPF as soon as the tracker has
+            seen the whole tree end (bpftrace then takes a second or more to detach, which is not the
+            task's time and must not run into its timeout)."""
+            nonlocal told
+            if told:
+                return
+            told = True
+            code, sig = procs.returncode_status(process.returncode)
+            self._send.send_nowait(
+                ObsExited(
+                    ts=time.time(), task=task.id, attempt=attempt, exit_code=code, signal=sig,
+                    cpu_s=handle.cpu_s, peak_rss=handle.peak_rss,
+                )
+            )  # fmt: skip
+
+        handle.on_tree_gone = exited
         try:
             async with trio.open_nursery() as nursery:
                 if trace is not None and self.tracer is not None:
@@ -362,13 +386,7 @@ class Scheduler:
                     await procs.stop_async(handle.full_tree(), signal.SIGKILL, 0.0, keep_leader=True)
                     await process.wait()
         handle.guard.close()
-        code, sig = procs.returncode_status(process.returncode)
-        self._send.send_nowait(
-            ObsExited(
-                ts=time.time(), task=task.id, attempt=attempt, exit_code=code, signal=sig, cpu_s=handle.cpu_s,
-                peak_rss=handle.peak_rss,
-            )
-        )  # fmt: skip
+        exited()
 
     async def _follow(self, task: TaskSpec, attempt: int, handle: Attempt, trace: TraceFiles) -> None:
         assert self.tracer is not None
@@ -377,7 +395,7 @@ class Scheduler:
             parent=self.dir.name, recorder=self.me, tracer_started=handle.tree.started or 0.0,
             observe=self._send.send_nowait, enforcement=self.enforcement,
             checked=lambda batch: self.writer.write(found) if (found := check_events(handle.guard, batch)) else None,
-            gate=handle.gate,
+            gate=handle.gate, on_released=handle.on_released, on_tree_gone=handle.on_tree_gone,
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:

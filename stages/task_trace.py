@@ -113,12 +113,16 @@ async def follow_trace(
     enforcement: Enforcement | None = None,
     checked: Callable[[list[Event]], None] | None = None,
     gate: Gated | None = None,
+    on_released: Callable[[], None] | None = None,
+    on_tree_gone: Callable[[], None] | None = None,
 ) -> None:
     """Record the attempt's process tree into its run session until the tracer exits; violations
     observed. `checked` hears each batch of trace events (the guard turns refused opens into
     `policy.blocked`). Under eBPF (`gate`: the stub `process` is, or runs under the guard's wrappers),
     bpftrace is attached first; the session starts when its probes are, and the trace ends when the
-    whole tree has."""
+    whole tree has. `on_released` is called once the stub is let go (or attaching failed and it was
+    killed): the scheduler observes the spawn then, so bpftrace's start-up is not the task's time;
+    `on_tree_gone` once the whole tree has ended, before bpftrace is stopped (its detach is slow too)."""
     header = partial(
         _header, files, plan=plan, tracer=tracer, task=task, attempt=attempt, parent=parent,
         recorder=recorder, enforcement=enforcement,
@@ -129,20 +133,24 @@ async def follow_trace(
     else:
         assert isinstance(tracer, EbpfTracer)
         try:
-            launched = await attach(
-                tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd
-            )
-        except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
-            header(tracer_pid=None, tracer_started=None)
-            _ended(files, None, error=str(exc))
-            return
-        header(tracer_pid=launched.tracer.pid, tracer_started=started_at(launched.tracer.pid))
+            try:
+                launched = await attach(
+                    tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd
+                )
+            except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
+                header(tracer_pid=None, tracer_started=None)
+                _ended(files, None, error=str(exc))
+                return
+            header(tracer_pid=launched.tracer.pid, tracer_started=started_at(launched.tracer.pid))
+        finally:  # the session's header comes first, then the task's start
+            if on_released is not None:
+                on_released()
     tracer_done = trio.Event()
     live = LiveCount()
 
     async def wait() -> None:
         if launched is not None:
-            await stop_when_tree_gone(launched, live)
+            await stop_when_tree_gone(launched, live, on_gone=on_tree_gone)
         else:
             await process.wait()
         tracer_done.set()

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated $CAPSULE_HOME and a way to run the real `capsule` command."""
+"""Shared fixtures: an isolated $CAPSULE_HOME, a way to run the real `capsule` command, a fake `sudo`."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("capsule: error: ")
     return lines[0]
+
+
+@pytest.fixture
+def fake_sudo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `sudo` first on PATH that leaves a marker if it ever runs; returns the marker's path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "sudo-ran"
+    (bin_dir / "sudo").write_text(f"#!/bin/sh\necho ran >> {marker}\n")
+    (bin_dir / "sudo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return marker

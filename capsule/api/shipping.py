@@ -2,18 +2,14 @@
 `$CAPSULE_HOME/config.toml`.
 
     [export]
-    endpoint = "http://collector:4318"   # OTLP/HTTP; a base URL gets /v1/traces
-    protocol = "http/protobuf"           # or "http/json"
-    headers = { authorization = "Bearer …" }
-    retries = 3                          # attempts after the first, 0.5 s doubling between them
-    timeout = "10s"                      # per POST
+    endpoint = "http://collector:4318"   # the section is parsed by capsule.settings
 
 When a session closes (`capsule run`, `capsule agents run` / `resume`), it is sent; a collector that is
 down (or answers 5xx or 429) after the retries leaves the session in a local queue
 (`$CAPSULE_HOME/export-queue/<session id>`), sent first at the next close or by `capsule export --flush`.
 A collector refusing a session for good (4xx) drops it from the queue, with one warning.
 
-`export_config` is a small pure parser of this one section (the global config module may take it over).
+The section is parsed, with the rest of the file, by `capsule.settings` (`Settings.export`).
 """
 
 from __future__ import annotations
@@ -21,26 +17,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 
-import attrs
-
-from capsule import duration
 from capsule.api.errors import BadInput
+from capsule.settings import ExportConfig
 
 QUEUE = "export-queue"
 CONTENT_TYPES = {"http/json": "application/json", "http/protobuf": "application/x-protobuf"}
-
-
-@attrs.frozen(kw_only=True)
-class ExportConfig:
-    endpoint: str
-    protocol: str = "http/protobuf"
-    headers: tuple[tuple[str, str], ...] = ()
-    retries: int = 3
-    backoff_s: float = 0.5
-    timeout_s: float = 10.0
 
 
 class ShipFailed(Exception):
@@ -49,47 +32,6 @@ class ShipFailed(Exception):
     def __init__(self, message: str, *, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
-
-
-def export_config(text: str) -> ExportConfig | None:
-    """The `[export]` section of a config.toml's text; None when it has none (or no endpoint)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"config.toml: not valid TOML: {exc}") from None
-    section = data.get("export")
-    if section is None:
-        return None
-    if not isinstance(section, dict):
-        raise BadInput("config.toml: [export] must be a table")
-    unknown = sorted(set(section) - {"endpoint", "protocol", "headers", "retries", "timeout", "backoff"})
-    if unknown:
-        raise BadInput(f"config.toml: [export] {unknown[0]}: unknown key")
-    endpoint = section.get("endpoint")
-    if endpoint is None:
-        return None
-    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-        raise BadInput(f"config.toml: [export] endpoint: expected an http(s) URL, got {endpoint!r}")
-    protocol = section.get("protocol", "http/protobuf")
-    if protocol not in CONTENT_TYPES:
-        raise BadInput(
-            f"config.toml: [export] protocol: expected http/protobuf or http/json, got {protocol!r}"
-        )
-    headers = section.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise BadInput("config.toml: [export] headers: expected a table of strings")
-    retries = section.get("retries", 3)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise BadInput(f"config.toml: [export] retries: expected an integer >= 0, got {retries!r}")
-    try:
-        timeout_s = duration.parse_duration(section.get("timeout", 10.0))
-        backoff_s = duration.parse_duration(section.get("backoff", 0.5))
-    except ValueError as exc:
-        raise BadInput(f"config.toml: [export]: {exc}") from None
-    return ExportConfig(
-        endpoint=endpoint, protocol=protocol, headers=tuple(sorted(headers.items())), retries=retries,
-        backoff_s=backoff_s, timeout_s=timeout_s,
-    )  # fmt: skip
 
 
 def traces_url(endpoint: str) -> str:
@@ -124,14 +66,9 @@ def post(url: str, body: bytes, content_type: str, headers: dict[str, str], time
 
 
 def _config() -> ExportConfig | None:
-    from capsule.api.sessions import home
+    from capsule.api.settings import load
 
-    path = home() / "config.toml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    return export_config(text)
+    return load().export
 
 
 def _send(config: ExportConfig, session_dir: Path) -> None:

@@ -119,6 +119,7 @@ class Tracker:
         self._live: set[int] = set()  # tids that have not exited
         self._exited: set[int] = set()  # leaders that got their ProcExited
         self._pending: dict[int, Syscall] = {}  # tid -> its unfinished call
+        self._took_over: set[int] = set()  # leaders whose pending exec is a thread's that took their pid
         self._unclaimed: dict[int, list[_Held]] = {}  # pids no clone has returned yet, in order seen
         self._hold: list[_Held] | None = None  # records held while a pid-less root is unresolved
         self._anon_open: str | None = None  # the pid-less stream's call in progress, while held
@@ -257,9 +258,10 @@ class Tracker:
             if partner is not None and (partner.name == name or name == "???"):
                 name = partner.name
                 args = partner.args + args
-                changed = partner.pid_changed_to is not None
+                changed = partner.pid_changed_to is not None or pid in self._took_over
             elif name in _EXEC:
                 args = ""  # only the tail of the call survived: path and argv are unknown
+            self._took_over.discard(pid)
         if name in _SPAWN:
             self._spawn(rec, name, args, ts, tgid)
         elif name in _EXEC:
@@ -367,6 +369,10 @@ class Tracker:
         call = self._pending.pop(thread, None)
         if call is not None and leader not in self._pending:
             self._pending[leader] = call
+            # The kernel takes the leader's pid (de_thread) only past an exec's point of no return: the
+            # call succeeded, whatever its resumed line says. strace 6.1, when it printed the thread's
+            # line as a plain `<unfinished ...>`, resumes it as `= 231` (exit_group's number).
+            self._took_over.add(leader)
         self._live.discard(thread)
         self._tgid.pop(thread, None)
 

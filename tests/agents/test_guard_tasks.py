@@ -3,7 +3,6 @@ is refused by seccomp notify; on_violation = "kill" ends the task; agents result
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,18 +14,6 @@ from tests.conftest import CapsuleRunner
 from tests.ebpf.available import needs_ebpf
 
 pytestmark = pytest.mark.strace
-
-
-@pytest.fixture
-def fake_sudo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `sudo` first on PATH that leaves a marker if it ever runs; returns the marker's path."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    marker = tmp_path / "sudo-ran"
-    (bin_dir / "sudo").write_text(f"#!/bin/sh\necho ran >> {marker}\n")
-    (bin_dir / "sudo").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    return marker
 
 
 def _agent(tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from capsule.api.errors import BadInput
-from capsule.api.shipping import ExportConfig, export_config
+from capsule.settings import ExportConfig, SettingsError, parse_settings
 from tests.conftest import CapsuleRunner
 
 pytestmark = pytest.mark.strace
@@ -123,18 +122,20 @@ def test_sessions_ship_on_close_and_wait_in_a_queue_while_the_collector_is_down(
 
 
 def test_the_export_section() -> None:
-    assert export_config("") is None
-    assert export_config('[export]\nprotocol = "http/json"\n') is None  # no endpoint: nothing shipped
-    found = export_config('[export]\nendpoint = "https://otel:4318"\nheaders = { a = "b" }\ntimeout = "2s"\n')
-    assert found == ExportConfig(endpoint="https://otel:4318", headers=(("a", "b"),), timeout_s=2.0)
+    assert parse_settings("").export is None
+    assert parse_settings('[export]\nprotocol = "http/json"\n').export is None  # no endpoint: nothing shipped
+    found = parse_settings(
+        '[export]\nendpoint = "https://otel:4318"\nheaders = { a = "b" }\ntimeout = "2s"\n'
+    )
+    assert found.export == ExportConfig(endpoint="https://otel:4318", headers=(("a", "b"),), timeout_s=2.0)
     for bad, says in [
-        ('[export]\nendpoint = "otel:4318"\n', "http(s) URL"),
-        ('[export]\nendpoint = "http://x"\nprotocol = "grpc"\n', "protocol"),
-        ('[export]\nendpoint = "http://x"\nretries = -1\n', "retries"),
-        ('[export]\nendpoint = "http://x"\ntimeout = "soon"\n', "[export]"),
-        ('[export]\nendpoint = "http://x"\nurl = "y"\n', "unknown key"),
+        ('[export]\nendpoint = "otel:4318"\n', "export.endpoint: expected an http(s) URL"),
+        ('[export]\nendpoint = "http://x"\nprotocol = "grpc"\n', "export.protocol"),
+        ('[export]\nendpoint = "http://x"\nretries = -1\n', "export.retries"),
+        ('[export]\nendpoint = "http://x"\ntimeout = "soon"\n', "export.timeout"),
+        ('[export]\nendpoint = "http://x"\nurl = "y"\n', "export.url: unknown key"),
         ("[export\n", "not valid TOML"),
     ]:
-        with pytest.raises(BadInput, match=None) as caught:
-            export_config(bad)
+        with pytest.raises(SettingsError) as caught:
+            parse_settings(bad)
         assert says in str(caught.value), bad

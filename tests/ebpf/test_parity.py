@@ -90,7 +90,8 @@ def test_both_tracers_record_the_same_tree(tmp_path: Path, programs: Path) -> No
     assert by_ebpf["_exit"] == by_strace["_exit"] == 3
     assert len(by_ebpf["processes"]) == len(by_strace["processes"]) >= 20
     ours, theirs = canonical(by_ebpf, via=by_ebpf["_via"]), canonical(by_strace, via=by_strace["_via"])
-    assert differences(ours, theirs) == []
+    found = differences(ours, theirs)
+    assert found == [], "\n".join(d[-600:] for d in found)
     assert by_ebpf["unparsed_lines"] == 0
     signals = {p["signal"] for p in by_ebpf["processes"]}
     assert {"SIGSEGV", "SIGABRT", "SIGKILL", "SIGTERM"} <= signals
@@ -134,6 +135,41 @@ def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
     check = subprocess.run([*CAPSULE, "replay", "--check", run_id], env=env, capture_output=True, text=True)
     data["_replay"] = (check.returncode, check.stdout + check.stderr)
     return data
+
+
+@needs_ebpf
+def test_a_tasks_timeout_runs_from_when_ebpf_lets_it_go(tmp_path: Path) -> None:
+    """bpftrace takes seconds to compile and attach (more than the timeout here) while the task waits
+    in its stub: the timeout and the task's duration start when the task is let go, not at the spawn."""
+    home = tmp_path / "h"
+    env = dict(os.environ, CAPSULE_HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", NO_COLOR="1")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[run]\nname = "quick"\ntrace = "ebpf"\n'
+        '[[task]]\nid = "quick"\ncommand = ["sh", "-c", "sleep 0.2"]\ntimeout = "1.5s"\n'
+    )
+    done = subprocess.run(
+        [*CAPSULE, "agents", "run", str(plan)], env=env, stdin=subprocess.DEVNULL, capture_output=True
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (task,) = status["tasks"]
+    assert task["state"] == "succeeded", (task, done.stderr.decode())
+    assert done.returncode == 0
+    (agents_run,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
+    events = [json.loads(line) for line in (agents_run / "events.jsonl").read_text().splitlines()]
+    (started,) = [e for e in events if e["kind"] == "task.started"]
+    (exited,) = [e for e in events if e["kind"] == "task.exited"]
+    assert exited["duration_s"] < 1.5
+    # the task's trace session was open (its probes attached) before the task started
+    session = json.loads(
+        (home / "runs" / started["trace_session"] / "events.jsonl").read_text().splitlines()[0]
+    )
+    assert session["ts"] <= started["ts"]
 
 
 @needs_ebpf

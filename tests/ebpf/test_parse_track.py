@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -383,3 +385,46 @@ def test_a_refused_exec_written_by_capsule_is_a_failed_attempt_with_its_argv() -
     ]
     assert execs[-2].ts == (5 + CLOCK) * 1e-9
     assert tracker.unparsed == 1
+
+
+@pytest.mark.parametrize("level", ["process", "file", "net", "all"])
+def test_the_program_ends_by_clearing_every_map_it_uses(level: str) -> None:
+    """bpftrace prints every non-empty map when it exits (a call still in flight when the run ends),
+    which would reach the record as output: END clears each map of the sections kept at this level,
+    and bpftrace accepts only one END."""
+    from capsule.stages.ebpf import program
+
+    text = program(level)
+    code = "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("//"))
+    *body, end = code.rstrip("\n").splitlines()
+    used = set(re.findall(r"@\w+", "\n".join(body)))
+    assert end.startswith("END {")
+    assert set(re.findall(r"clear\((@\w+)\)", end)) == used
+    assert code.count("END {") == 1
+    assert ("@open" in used) == (level in ("file", "all"))
+    assert ("@conn" in used) == (level in ("net", "all"))
+
+
+def test_an_exec_from_a_thread_read_after_its_success_is_that_exec() -> None:
+    """Seen live (a flaky parity test): a thread's exec begin (E, its tid) sat in one CPU's buffer
+    while the exec itself (S, in the process's pid, naming the thread as old pid) was read first from
+    another. The begin and its argv lines are that same exec, read late: not a second attempt left
+    pending, which ended the process with a failed exec it never made."""
+    area = b"echo\0exec-from-thread\0"
+    data = header(100) + printf(
+        f"V 100 {len(area)} 0 {hexed(area)}",
+        "S 12 100 105 /bin/echo",
+        "E 11 105 100 /bin/echo",  # late: stamped before the exec, read after it
+        "A 105 0 echo",
+        "A 105 1 exec-from-thread",
+        "M 105",
+        "F 20 101 100 1 17",
+        "Q 21 101 0",
+        "Q 22 100 0",
+    )
+    tracker, events = track(data)
+    assert tracker.live == 0
+    execs = [e for e in events if isinstance(e, ProcExec)]
+    assert [(e.pid, e.path, e.argv, e.ok) for e in execs] == [
+        (100, "/bin/echo", ("echo", "exec-from-thread"), True)
+    ]

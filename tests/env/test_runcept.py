@@ -370,7 +370,7 @@ def test_global_config_is_merged_under_the_project(
     """$CAPSULE_HOME/config.toml [env] defaults go under the project's; `env config` says where each came from."""
     capsule_home.mkdir(parents=True, exist_ok=True)
     (capsule_home / "config.toml").write_text(
-        '[env]\nstop_timeout = "3s"\nenv = { GLOBAL_ONLY = "g", SHARED = "global" }\n[export]\nformat = "otlp"\n'
+        '[env]\nstop_timeout = "3s"\nenv = { GLOBAL_ONLY = "g", SHARED = "global" }\n[export]\nprotocol = "http/json"\n'
     )
     (project / "capsule.toml").write_text(f"""
 [project]
