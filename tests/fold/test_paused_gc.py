@@ -21,7 +21,8 @@ def test_resuming_moves_what_was_built_to_the_oldest_generation() -> None:
         built = [[i] for i in range(50_000)]
     assert gc.isenabled()
     oldest = {id(o) for o in gc.get_objects(generation=2)}
-    assert id(built[0]) in oldest and id(built[-1]) in oldest
+    assert id(built[0]) in oldest
+    assert id(built[-1]) in oldest
 
 
 def test_a_cycle_made_while_paused_is_still_collected() -> None:
