@@ -74,14 +74,20 @@ def connect(address: str | None) -> Any:
 
 
 def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` (or `ray://host:port`) address must accept a connection; "auto" is Ray's to find."""
+    """A `host:port` address must accept a connection; "auto" is Ray's to find; `ray://` is refused."""
     import socket
 
     if address is None or address == "auto":
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address.startswith("ray://"):
+        raise RayMissing(
+            f"{address}: Ray Client addresses are not supported (each task's events come back through "
+            "a streaming generator, which Ray Client does not carry); run capsule on a node of the "
+            "cluster, with address auto or the head's host:port (6379)"
+        )
+    host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise RayMissing(f"bad Ray address {address!r}: use auto, host:port or ray://host:port")
+        raise RayMissing(f"bad Ray address {address!r}: use auto or host:port")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:

@@ -319,6 +319,16 @@ def test_no_cluster_at_the_address_is_one_line_and_exit_5(cluster: Cluster, tmp_
     assert done.stderr.startswith("capsule: error: no Ray cluster at 127.0.0.1:9: Connection refused")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "home" / "runs").exists() or not list((tmp_path / "home" / "runs").iterdir())
+    # Ray Client: refused in one line, before anything is made, rather than failing at the first task
+    client = _capsule(
+        cluster, tmp_path / "home", "agents", "run", str(plan), "--address", "ray://127.0.0.1:10001"
+    )
+    assert client.returncode == 5, client.stderr
+    assert client.stderr.startswith(
+        "capsule: error: ray://127.0.0.1:10001: Ray Client addresses are not supported"
+    )
+    assert len(client.stderr.strip().splitlines()) == 1, client.stderr
+    assert not (tmp_path / "home" / "runs").exists() or not list((tmp_path / "home" / "runs").iterdir())
     bad = _capsule(cluster, tmp_path / "home", "agents", "run", str(plan), "--executor", "slurm")
     assert bad.returncode == 4, bad.stderr
     assert "--executor: expected one of local, ray" in bad.stderr
