@@ -153,7 +153,10 @@ ExecutorOpt = Annotated[
     str | None, typer.Option("--executor", help="local or ray: where the attempts run (overrides [run]).")
 ]
 AddressOpt = Annotated[
-    str | None, typer.Option("--address", help="The Ray cluster: auto (this machine is one of its nodes) or the head's host:port.")
+    str | None,
+    typer.Option(
+        "--address", help="The Ray cluster: auto (this machine is one of its nodes) or the head's host:port."
+    ),
 ]
 
 

@@ -29,9 +29,7 @@ def executor_from_table(run: dict[str, Any]) -> ExecutorSpec:
         raise PlanError(f"[run] executor: expected one of {', '.join(EXECUTORS)}, got {kind!r}")
     address = run.get("address")
     if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise PlanError(
-            f"[run] address: expected a Ray address (auto or host:port), got {address!r}"
-        )
+        raise PlanError(f"[run] address: expected a Ray address (auto or host:port), got {address!r}")
     return ExecutorSpec(kind=kind, address=address)
 
 
