@@ -1,4 +1,4 @@
-"""The environment supervisor: `python -m capsule.stages.supervise CONFIG [--foreground] [--notify-fd N]`.
+"""The environment supervisor: `python -m capsule.api.supervisor CONFIG [--foreground] [--notify-fd N]`.
 
 A driver for the pure machine `capsule.env.machine`: every observation (a spawn, an exit, a stop finished, a
 probe's answer, a tree's members, a deadline, a request on the Unix socket, a signal) is recorded, handed to
@@ -513,8 +513,14 @@ def load_config(path: Path) -> ProjectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return serve(argv)[0]
+
+
+def serve(argv: list[str] | None = None) -> tuple[int, Path | None]:
+    """Run the supervisor to its end: its exit code and the session it wrote (None: it never started),
+    for `capsule.api.supervisor`, which ships the closed session."""
     parser = argparse.ArgumentParser(
-        prog="python -m capsule.stages.supervise", description=__doc__.splitlines()[0]
+        prog="python -m capsule.api.supervisor", description=__doc__.splitlines()[0]
     )
     parser.add_argument("config", type=Path)
     parser.add_argument("--foreground", action="store_true")
@@ -529,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         text = merged.text
     except (ConfigError, SettingsError, OSError, UnicodeDecodeError) as exc:
         print(f"capsule: error: {exc}", file=sys.stderr)
-        return 4
+        return 4, None
     shown = (
         tuple(orjson.loads(args.command_line))
         if args.command_line
@@ -540,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         fd = open_private(supervisor.dir / "supervisor.log")
         os.dup2(fd, 2)
         os.close(fd)
-    return trio.run(supervisor.run, args.notify_fd)
+    return trio.run(supervisor.run, args.notify_fd), supervisor.dir
 
 
 if __name__ == "__main__":

@@ -292,7 +292,7 @@ def _start_detached(config: Path, timeout: float, argv: tuple[str, ...] | None =
             [
                 sys.executable,
                 "-m",
-                "capsule.stages.supervise",
+                "capsule.api.supervisor",  # the supervisor, then the shipping of its closed session
                 str(config),
                 "--notify-fd",
                 str(write),

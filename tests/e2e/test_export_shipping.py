@@ -139,3 +139,32 @@ def test_the_export_section() -> None:
         with pytest.raises(SettingsError) as caught:
             parse_settings(bad)
         assert says in str(caught.value), bad
+
+
+def test_an_environment_session_ships_when_its_supervisor_ends(
+    capsule: CapsuleRunner, capsule_home: Path, port: int, tmp_path: Path
+) -> None:
+    """The supervisor's session closes in the background process `env up` started: that process ships it
+    once it has ended, as `capsule run` and `agents run` ship theirs."""
+    receiver = Receiver(port)
+    try:
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "capsule.toml").write_text('[[process]]\nname = "idle"\ncommand = "sleep 600"\n')
+        assert capsule("env", "up", str(project)).returncode == 0
+        (session,) = [p.name for p in (capsule_home / "runs").iterdir()]
+        assert receiver.sessions() == []  # nothing is shipped while the session is open
+        assert capsule("env", "down", str(project)).returncode == 0
+        deadline = time.monotonic() + 30
+        with receiver.arrived:
+            while not receiver.got:
+                assert time.monotonic() < deadline, "the environment's session never arrived"
+                receiver.arrived.wait(timeout=1)
+        assert receiver.sessions() == [session]
+        kind = {a.key: a.value.string_value for a in receiver.got[0].resource_spans[0].resource.attributes}
+        assert kind["capsule.session.kind"] == "env"
+        assert not (capsule_home / "export-queue").exists() or not list(
+            (capsule_home / "export-queue").iterdir()
+        )
+    finally:
+        receiver.stop()

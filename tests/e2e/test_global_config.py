@@ -48,10 +48,15 @@ def test_policy_and_export_sections_work_for_env_and_run(
     run = capsule("run", "--", "bash", "-c", "x=sud; ${x}o id; echo rc=$?")
     assert "rc=126" in run.stdout, run.stderr  # config.toml's [policy] refused the exec
     assert not fake_sudo.exists()
-    # config.toml's [export]: the collector is down, so the closed session waits in the queue
-    assert f"cannot reach collector http://127.0.0.1:{port}/v1/traces" in run.stderr
-    (session,) = [p for p in (capsule_home / "runs").iterdir() if p.name in run.stderr]
-    assert (capsule_home / "export-queue" / session.name).exists()
+    # config.toml's [export]: the collector is down, so each closed session waits in the queue: the
+    # environment's (shipped by its supervisor once it ended, its warning in supervisor.log) and the run's
+    assert "collector down: 2 session(s) queued" in run.stderr, run.stderr
+    queued = {p.name for p in (capsule_home / "export-queue").iterdir()}
+    assert queued == {p.name for p in (capsule_home / "runs").iterdir()}
+    assert len(queued) == 2
+    (env_session,) = [p for p in (capsule_home / "runs").iterdir() if p.name not in run.stderr]
+    said = (env_session / "supervisor.log").read_text()
+    assert f"cannot reach collector http://127.0.0.1:{port}/v1/traces" in said, said
 
 
 @pytest.mark.parametrize(
