@@ -97,6 +97,24 @@ def test_both_tracers_record_the_same_tree(tmp_path: Path, programs: Path) -> No
     assert {"SIGSEGV", "SIGABRT", "SIGKILL", "SIGTERM"} <= signals
 
 
+def agents_run(
+    home: Path, plan: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any], list[dict[str, Any]]]:
+    """`capsule agents run PLAN`: the finished command, `agents status --json`, the agents session's events."""
+    done = subprocess.run(
+        [*CAPSULE, "agents", "run", str(plan)], env=env, stdin=subprocess.DEVNULL, capture_output=True
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    status = json.loads(
+        subprocess.run(
+            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
+        ).stdout
+    )
+    (session,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
+    events = [json.loads(line) for line in (session / "events.jsonl").read_text().splitlines()]
+    return done, status, events
+
+
 def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
     """`capsule agents run` a one-task plan running `sh WORK` with `[run] trace = TRACE`; the task's run
     session's report (as `record`), with the agents session's status and report text."""
@@ -106,22 +124,8 @@ def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
         f'[run]\nname = "par"\ntrace = {trace}\n'
         f'[[task]]\nid = "work"\ncommand = ["sh", "{work}"]\ncwd = "{cwd}"\ntimeout = "120s"\n'
     )
-    done = subprocess.run(
-        [*CAPSULE, "agents", "run", str(plan)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=False,
-    )
-    assert b"Traceback" not in done.stderr, done.stderr.decode()
-    status = json.loads(
-        subprocess.run(
-            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
-        ).stdout
-    )
+    done, status, events = agents_run(home, plan, env)
     (task,) = status["tasks"]
-    (agents_run,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
-    events = [json.loads(line) for line in (agents_run / "events.jsonl").read_text().splitlines()]
     (run_id,) = [e["trace_session"] for e in events if e["kind"] == "task.started"]
     report = subprocess.run([*CAPSULE, "report", run_id, "--json"], env=env, capture_output=True, check=True)
     data: dict[str, Any] = json.loads(report.stdout)
@@ -148,20 +152,10 @@ def test_a_tasks_timeout_runs_from_when_ebpf_lets_it_go(tmp_path: Path) -> None:
         '[run]\nname = "quick"\ntrace = "ebpf"\n'
         '[[task]]\nid = "quick"\ncommand = ["sh", "-c", "sleep 0.2"]\ntimeout = "1.5s"\n'
     )
-    done = subprocess.run(
-        [*CAPSULE, "agents", "run", str(plan)], env=env, stdin=subprocess.DEVNULL, capture_output=True
-    )
-    assert b"Traceback" not in done.stderr, done.stderr.decode()
-    status = json.loads(
-        subprocess.run(
-            [*CAPSULE, "agents", "status", "--json"], env=env, capture_output=True, check=True
-        ).stdout
-    )
+    done, status, events = agents_run(home, plan, env)
     (task,) = status["tasks"]
     assert task["state"] == "succeeded", (task, done.stderr.decode())
     assert done.returncode == 0
-    (agents_run,) = [d for d in (home / "runs").iterdir() if d.name == status["run"]]
-    events = [json.loads(line) for line in (agents_run / "events.jsonl").read_text().splitlines()]
     (started,) = [e for e in events if e["kind"] == "task.started"]
     (exited,) = [e for e in events if e["kind"] == "task.exited"]
     assert exited["duration_s"] < 1.5
