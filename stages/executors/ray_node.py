@@ -84,8 +84,7 @@ class AttemptHost(Scheduler):
 
     def __init__(self, job: NodeJob, put: Put) -> None:
         home = capsule_home()
-        (home / "ray").mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix="attempt-", dir=home / "ray"))  # this attempt's alone
+        self.scratch = _scratch(home, "attempt-")  # this attempt's alone: removed when it ends
         work = self.scratch / job.session_id  # named after the agents session: the traced runs' parent
         work.mkdir(mode=0o700)
         for dep, files in job.inputs.items():  # read by the task through CAPSULE_INPUTS, {inputs.…}
@@ -126,8 +125,10 @@ class AttemptHost(Scheduler):
         procs.become_subreaper()  # orphans of the task come back to this worker, stopped with its tree
         task = self.plan.task(self.job.task)
         if task.cwd and not os.path.isdir(task.cwd):  # noqa: ASYNC240 (one stat, before anything runs)
-            await self._observe(ObsSpawnFailed(ts=time.time(), task=task.id, attempt=self.job.attempt,
-                                               error=_elsewhere(task)))  # fmt: skip
+            failed = ObsSpawnFailed(
+                ts=time.time(), task=task.id, attempt=self.job.attempt, error=_elsewhere(task)
+            )
+            await self._observe(failed)
             self.put(("files", self._files(task, None)))
             return
         async with trio.open_nursery() as work:
@@ -160,6 +161,12 @@ class AttemptHost(Scheduler):
             out["trace"] = (trace, {p.name: p.read_bytes() for p in where.iterdir() if p.is_file()})
             shutil.rmtree(where, ignore_errors=True)
         return out
+
+
+def _scratch(home: Path, prefix: str) -> Path:
+    """A private folder for one Ray task under the node's `$CAPSULE_HOME/ray/`."""
+    (home / "ray").mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=home / "ray"))
 
 
 def _elsewhere(task: TaskSpec) -> str:
@@ -233,9 +240,7 @@ def keep(
     """The keep step of a succeeded attempt, on the node that ran it (`task_workspace.keep_result`, as
     locally): what was kept, the outputs' contents for the driver (stdout aside: the driver has it), and
     whether the workspace is still open."""
-    home = capsule_home()
-    (home / "ray").mkdir(mode=0o700, parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="keep-", dir=home / "ray"))
+    scratch = _scratch(capsule_home(), "keep-")
     try:
         logs = scratch / "tasks" / task.id
         logs.mkdir(parents=True, mode=0o700)

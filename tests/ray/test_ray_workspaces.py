@@ -35,6 +35,12 @@ command = "echo from-a > f.txt; mkdir out; echo a-on-$CAPSULE_NODE > out/a.txt; 
 outputs = ["out/*.txt"]
 verify = ["grep -q from-a f.txt"]
 [[task]]
+id = "r"
+uses = ["beta"]
+command = "test -e {flags}/r-ran || { touch {flags}/r-ran; echo junk > junk.txt; exit 3; }; test ! -e junk.txt && echo r > r.txt"
+retries = 1
+backoff = "0.1s"
+[[task]]
 id = "b"
 uses = ["beta"]
 command = "touch {flags}/b.started; echo from-b > f.txt"
@@ -59,8 +65,9 @@ def test_worktree_tasks_on_both_nodes_commit_branches_and_feed_a_dependent(
     repo: Path,  # noqa: F811
 ) -> None:
     """Two tasks writing the same file at once, each in a worktree on its node: both succeed, each branch
-    holds its change, the checkout is untouched; a's outputs reach c on the other node; a second run is
-    all cached; `agents merge` merges a's branch and stops at b's conflict."""
+    holds its change, the checkout is untouched; a retried task starts afresh from the base; a's outputs
+    reach c on the other node; a second run is all cached; `agents merge` merges a's and r's branches and
+    stops at b's conflict."""
     home = tmp_path / "home"
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -70,8 +77,10 @@ def test_worktree_tasks_on_both_nodes_commit_branches_and_feed_a_dependent(
     assert done.returncode == 0, done.stderr
     events = session_events(home)
     run = events[0]["session_id"]
-    placed = {e["task"]: e["node"] for e in of(events, "task.placed")}
-    assert placed == {"a": "node-a", "b": "node-b", "c": "node-b"}
+    placed = [(e["task"], e["attempt"], e["node"]) for e in of(events, "task.placed")]
+    assert sorted(placed) == [
+        ("a", 1, "node-a"), ("b", 1, "node-b"), ("c", 1, "node-b"), ("r", 1, "node-b"), ("r", 2, "node-b")
+    ]  # fmt: skip
     # the checkout is untouched; each branch holds its task's change, from the checkout's HEAD
     assert (repo / "f.txt").read_text() == "base\n"
     assert git(repo, "status", "--porcelain") == ""
@@ -80,6 +89,7 @@ def test_worktree_tasks_on_both_nodes_commit_branches_and_feed_a_dependent(
     assert sorted(collected["a"]["files"]) == ["f.txt", "out/a.txt"]
     assert collected["b"]["files"] == ["f.txt"]
     assert collected["c"]["commit"] is None  # c changed nothing
+    assert collected["r"]["files"] == ["r.txt"]  # the retry started afresh: no junk of the first attempt
     for task, text in (("a", "from-a\n"), ("b", "from-b\n")):
         branch = f"capsule/{run}/{task}"
         assert collected[task]["branch"] == branch
@@ -104,15 +114,17 @@ def test_worktree_tasks_on_both_nodes_commit_branches_and_feed_a_dependent(
     second = session_events(home)
     assert second[0]["session_id"] != run
     assert not of(second, "task.placed")
-    assert {t: s["state"] for t, s in _status(cluster, home).items()} == dict.fromkeys("abc", "cached")
-    # the branches are in the repository: merge a, then b's conflict in one line
+    assert {t: s["state"] for t, s in _status(cluster, home).items()} == dict.fromkeys("arbc", "cached")
+    # the branches are in the repository: merge a and r, then b's conflict in one line
     merged = _capsule(cluster, home, "agents", "merge", run, "--repo", str(repo))
     assert merged.returncode == 1, merged.stderr
     assert "merged a" in merged.stdout
+    assert "merged r" in merged.stdout
     assert merged.stderr.strip() == (
-        "capsule: error: merging task 'b' conflicts in f.txt; merge aborted, 1 merged before it"
+        "capsule: error: merging task 'b' conflicts in f.txt; merge aborted, 2 merged before it"
     )
     assert (repo / "f.txt").read_text() == "from-a\n"
+    assert (repo / "r.txt").read_text() == "r\n"
     assert git(repo, "status", "--porcelain") == ""
 
 
