@@ -194,3 +194,23 @@ timeout = "20s"
     assert not worktree.exists()
     assert git(repo, "worktree", "list").count("\n") == 1
     assert git(repo, "show", f"capsule/{run}/s:s.txt") == "s\n"
+
+
+def test_a_cwd_missing_on_the_node_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    """A task whose cwd is not on the node that takes it ends `spawn_failed`, saying so in one line."""
+    home = tmp_path / "home"
+    plan = _plan(
+        tmp_path,
+        cluster,
+        '[run]\n[resources]\nbeta = 2\n[[task]]\nid = "t"\nuses = ["beta"]\ncwd = "gone"\n'
+        'isolate = "worktree"\ncommand = "true"\n',
+    )
+    done = _capsule(cluster, home, "agents", "run", str(plan))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    failed = of(session_events(home), "task.failed", "t")[0]
+    assert failed["outcome"] == "spawn_failed"
+    assert failed["reason"] == (
+        f"cannot start sh: {tmp_path / 'gone'} is not on node node-b: on a Ray cluster the task's cwd (its repository) "
+        "must be at the same path on every node that may take it"
+    )
