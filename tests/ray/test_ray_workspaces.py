@@ -100,7 +100,9 @@ def test_worktree_tasks_on_both_nodes_commit_branches_and_feed_a_dependent(
     assert git(repo, "worktree", "list").count("\n") == 1
     for node in ("node-a", "node-b"):
         assert (cluster.homes[node] / "worktrees" / run).is_dir(), node
-        assert not list((cluster.homes[node] / "ray").iterdir()), node  # no scratch left on the node
+        scratch = cluster.homes[node] / "ray"  # shared with the other tests' runs: this run's, none left
+        assert not list(scratch.glob(f"attempt-*/{run}")), node
+        assert not list(scratch.glob("keep-*")), node
     assert not (home / "worktrees").exists()
     # a's outputs came back to the driver, and went on to c on node-b
     outputs = home / "runs" / run / "outputs"
