@@ -15,9 +15,10 @@ import attrs
 import orjson
 from cattrs.preconf.orjson import make_converter
 
+from capsule import events
 from capsule.codec.errors import MalformedLine, NewerVersion, UnknownKind
 from capsule.codec.upcast import upcast
-from capsule.events import FORMAT_VERSION, KINDS, Event, SessionStarted
+from capsule.events import FORMAT_VERSION, Event, SessionStarted
 
 converter = make_converter(forbid_extra_keys=True, detailed_validation=False)
 
@@ -135,6 +136,9 @@ def _spell(annotation: object) -> str:
     return str(annotation)
 
 
+# Every kind by name, filled by the first decode: a writer (`capsule run`) never loads the kinds it
+# does not write (capsule/events/__init__.py). Kept here, not looked up in capsule.events per line.
+KINDS: dict[str, type[Event]] = {}
 _structure: dict[str, Callable[[dict[str, Any]], Event]] = _Hooks(lambda kind: _fast_structure(KINDS[kind]))
 
 
@@ -181,6 +185,8 @@ def from_dict(obj: Any) -> tuple[int, Event]:
             raise MalformedLine(f"bad {kind} fields: {exc}") from None
     if not isinstance(kind, str):
         raise MalformedLine("`kind` must be a string")
+    if not KINDS:  # the first decode of this process: the slow path below handles its line too
+        KINDS.update(events.KINDS)
     cls = KINDS.get(kind)
     if cls is None:
         raise UnknownKind(f"unknown event kind {kind!r}")

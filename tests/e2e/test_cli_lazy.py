@@ -106,3 +106,41 @@ def test_entry_point_still_behaves(argv: list[str], tmp_path) -> None:  # type: 
         env=env,
     )
     assert (lazy.returncode, lazy.stdout, lazy.stderr) == (whole.returncode, whole.stdout, whole.stderr)
+
+
+# What `capsule run` must not load: the event kinds it never writes, the environments' modules, the folds
+# and parsers of the readers (each import is start-up time of every recording; issue 15).
+NOT_ON_THE_RUN_PATH = (
+    "capsule.events.env",
+    "capsule.events.tasks",
+    "capsule.events.observed",
+    "capsule.events.placement",
+    "capsule.stages.envproc",
+    "capsule.fold.environment",
+    "capsule.fold.session",
+    "capsule.report",
+    "capsule.cli.env",
+    "capsule.cli.agents",
+)
+
+
+def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real `capsule run -- true` (strace and all), through the console entry point, records its
+    session without importing any module of NOT_ON_THE_RUN_PATH."""
+    import json
+    import os
+
+    script = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.__stdout__))\n"
+        "from capsule.cli import main\n"
+        "sys.argv = ['capsule', 'run', '--', 'true']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 process" in done.stderr  # it did record
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "capsule.stages.run" in loaded
+    assert sorted(loaded & set(NOT_ON_THE_RUN_PATH)) == []
