@@ -81,25 +81,32 @@ def main() -> None:
     import gc
     import sys
 
-    if sys.argv[1:3] == ["env", "status"]:
-        from capsule.cli.fast import env_status
-
-        code = env_status(sys.argv[3:])
-        if code is not None:
-            sys.exit(code)
-    # The CLI's modules load with the collector off: everything they build lives to the exit.
-    gc.disable()
-    load(command_of(sys.argv[1:]))
-    from capsule.cli.base import main as run_main
-
-    gc.freeze()
-    gc.enable()
     try:
-        run_main()
+        _main(sys.argv[1:])
     finally:
         # The interpreter's exit would otherwise run the collector over every object still alive
         # (~40 ms after `capsule run`, whose start built ~300,000): frozen ones it skips.
         gc.freeze()
+
+
+def _main(argv: list[str]) -> None:
+    import gc
+    import sys
+
+    if argv[:2] == ["env", "status"] or argv[:1] == ["run"]:
+        from capsule.cli import fast
+
+        code = fast.env_status(argv[2:]) if argv[0] == "env" else fast.run(argv[1:])
+        if code is not None:
+            sys.exit(code)
+    # The CLI's modules load with the collector off: everything they build lives to the exit.
+    gc.disable()
+    load(command_of(argv))
+    from capsule.cli.base import main as run_main
+
+    gc.freeze()
+    gc.enable()
+    run_main()
 
 
 def __getattr__(name: str) -> Any:

@@ -64,7 +64,7 @@ def test_a_command_loads_only_its_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('capsule.cli.')))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "['capsule.cli.base', 'capsule.cli.record']"
+    assert done.stdout.strip() == "['capsule.cli.base', 'capsule.cli.fast', 'capsule.cli.record']"
 
 
 def test_app_attribute_has_every_command() -> None:
@@ -121,6 +121,8 @@ NOT_ON_THE_RUN_PATH = (
     "capsule.report",
     "capsule.cli.env",
     "capsule.cli.agents",
+    "capsule.cli.record",  # the common forms of `run` are parsed without typer (capsule/cli/fast.py)
+    "typer",
 )
 
 
@@ -144,3 +146,111 @@ def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "capsule.stages.run" in loaded
     assert sorted(loaded & set(NOT_ON_THE_RUN_PATH)) == []
+
+
+def test_fast_run_options_are_the_typer_commands() -> None:
+    """capsule/cli/fast.py parses the options of `capsule run` that capsule/cli/record.py declares
+    (every one but --policy, left to typer), each taking a value or not as there, and its body's
+    defaults are the command's."""
+    import inspect
+
+    import typer.main
+
+    from capsule.cli import app as whole
+    from capsule.cli import fast
+
+    run = typer.main.get_command(whole).commands["run"]  # type: ignore[attr-defined]
+    declared = {
+        spelling: (param.name, not param.is_flag)
+        for param in run.params
+        if param.param_type_name == "option"
+        for spelling in param.opts
+    }
+    assert {k: v for k, v in declared.items() if k not in ("--policy", "--help", "-h")} == fast.RUN_OPTIONS
+    defaults = {p.name: p.default for p in run.params if p.param_type_name == "option"}
+    body = inspect.signature(fast.record_and_report).parameters
+    assert {name: body[name].default for name in defaults} == defaults
+
+
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (["--", "true"], (["true"], {})),
+        (["make", "-j4"], (["make", "-j4"], {})),
+        (
+            ["-l", "file", "--name=x", "--no-redact", "--", "-x"],
+            (["-x"], {"level": "file", "name": "x", "no_redact": True}),
+        ),
+        (["--sample", "0.25", "--sample=1", "sh"], (["sh"], {"sample": 1.0})),
+        (["--", "--", "a"], (["--", "a"], {})),
+        (["-"], (["-"], {})),
+    ],
+)
+def test_fast_run_parses_the_common_forms(args: list[str], parsed: object) -> None:
+    from capsule.cli.fast import parse_run
+
+    assert parse_run(args) == parsed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--"],
+        ["--help", "--", "true"],
+        ["-h"],
+        ["-x", "true"],
+        ["-lfile", "true"],
+        ["-l=file", "true"],
+        ["--no-redact=1", "true"],
+        ["--name"],
+        ["--name", "", "true"],
+        ["--name", "-x", "true"],
+        ["--sample", "abc", "true"],
+        ["--policy", "p.toml", "true"],
+        ["--lev", "file", "true"],
+    ],
+)
+def test_fast_run_leaves_the_rest_to_typer(args: list[str]) -> None:
+    """Help, unknown, clustered or abbreviated options, doubtful values, no command: typer's."""
+    from capsule.cli.fast import parse_run
+
+    assert parse_run(args) is None
+
+
+def _masked(text: str) -> str:
+    import re
+
+    text = re.sub(r"\d{8}-\d{6}-[0-9a-f]{5}", "ID", text)
+    return re.sub(r"\d+\.\d\ds ·", "Ts ·", text)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--", "true"],
+        ["-n", "x", "--level=file", "--sample", "0", "sh", "-c", "exit 3"],
+        ["--no-redact", "--", "/no/such/program"],
+        ["--timeout", "nope", "--", "true"],
+        ["--tracer", "nope", "--", "true"],
+        ["--sample", "abc", "--", "true"],
+        [],
+    ],
+)
+def test_fast_run_answers_as_typer_does(args: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`capsule run ARGS` through the entry point (the typer-free path where it applies) prints and
+    exits exactly as the typer command does (session ids and durations aside)."""
+    import os
+
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    prelude = "import sys; sys.argv[0] = 'capsule'; "
+    entry = prelude + "from capsule.cli import main; main()"
+    typer_only = (
+        prelude + "import capsule.cli as c; c.load('record'); from capsule.cli.base import main; main()"
+    )
+    answers = [
+        subprocess.run([sys.executable, "-c", script, "run", *args], capture_output=True, text=True, env=env)
+        for script in (entry, typer_only)
+    ]
+    fast, typed = ((a.returncode, a.stdout, _masked(a.stderr)) for a in answers)
+    assert fast == typed
