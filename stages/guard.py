@@ -152,12 +152,23 @@ class Guard:
             os.chmod(Path(self._scratch, "file"), 0)
             os.chmod(Path(self._scratch, "dir"), 0)
 
+    @property
+    def launches(self) -> bool:
+        """Whether `wrap` puts the launcher in front (which then gives its program the `argv0` asked)."""
+        return bool(self.enforcement.enforced)
+
     def wrap(
-        self, argv: Sequence[str], *, writable: Sequence[str] = (), helper: bool = False
+        self,
+        argv: Sequence[str],
+        *,
+        writable: Sequence[str] = (),
+        helper: bool = False,
+        argv0: str | None = None,
     ) -> tuple[list[str], tuple[int, ...]]:
         """The guarded command line for `argv` (strace's or the command's own), and the descriptors the
         child must inherit. `writable`: the recording's own files, kept writable under read_only_paths;
-        `helper`: argv[0] is Capsule's own (the eBPF tracer's stub), let through as strace is."""
+        `helper`: argv[0] is Capsule's own (the eBPF tracer's stub), let through as strace is; `argv0`:
+        the title of the process the launcher execs (bwrap, which stays as the tree's top, or strace)."""
         enforced = self.enforcement.enforced
         if self.enforcement.active and not self._applied:
             self._applied = True
@@ -194,7 +205,8 @@ class Guard:
             self._infra = infra
             self._relay = relay
         net = self.policy.network if NETNS in enforced else "on"
-        return [*launcher_command(), *launcher_args(network=net, notify_fd=notify_fd), "--", *inner], fds
+        launcher = [*launcher_command(), *launcher_args(network=net, notify_fd=notify_fd, argv0=argv0)]
+        return [*launcher, "--", *inner], fds
 
     def spawned(self) -> None:
         """The wrapped command has been started: drop our copy of its end, start answering."""

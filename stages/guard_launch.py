@@ -1,12 +1,13 @@
 """The guard's launcher: a stand-alone script (standard library only, run as `python -I -S THIS`) that
 puts itself under the policy's kernel mechanisms and then execs the rest of its command line.
 
-    guard_launch.py [--net off|loopback] [--notify FD] [--probe] -- PROG ARGS...
+    guard_launch.py [--net off|loopback] [--notify FD] [--argv0 NAME] [--probe] -- PROG ARGS...
 
 `--net` unshares a network namespace (`off`: no interface is up; `loopback`: lo is brought up).
 `--notify FD` sets no_new_privs and installs a seccomp filter that sends every execve/execveat to a
 user-notification listener, passes the listener to Capsule over the unix socket FD (SCM_RIGHTS) and
-closes both before exec, so nothing in the tree can answer its own notifications. `--probe` stops
+closes both before exec, so nothing in the tree can answer its own notifications. `--argv0` gives PROG
+that argv[0] (Capsule's own processes' titles: strace as `capsule: task <id>`). `--probe` stops
 before exec (capsule doctor). Exit 125 when a mechanism cannot be set up, with one line on stderr.
 
 Why Python and not a small C program: it needs no compiler where Capsule is installed, and its cost is
@@ -134,7 +135,7 @@ def unshare_net(mode: str) -> None:
 
 
 def main(args: list[str]) -> None:
-    net = notify = None
+    net = notify = argv0 = None
     probe = False
     while args and args[0] != "--":
         flag = args.pop(0)
@@ -142,6 +143,8 @@ def main(args: list[str]) -> None:
             net = args.pop(0)
         elif flag == "--notify":
             notify = int(args.pop(0))
+        elif flag == "--argv0":
+            argv0 = args.pop(0)
         elif flag == "--probe":
             probe = True
         else:
@@ -160,7 +163,7 @@ def main(args: list[str]) -> None:
     if not argv:
         _fail("launcher: nothing to run")
     try:
-        os.execv(argv[0], argv)  # noqa: S606 - exec, not a shell, is the point
+        os.execv(argv[0], [argv[0] if argv0 is None else argv0, *argv[1:]])  # noqa: S606 - exec is the point
     except OSError as exc:
         # the first exec is the guard's own (bwrap, strace) or the command, both resolved beforehand
         sys.stderr.write(f"capsule: error: {argv[0]}: {exc.strerror}\n")

@@ -387,6 +387,11 @@ JOIN_SCRIPT = (
     'echo 0 >"$0" || { echo "capsule: cannot join the cgroup $0" >&2; exit 125; }; '
     'case $1 in =*) PWD=${1#=};; *) unset PWD;; esac; shift; exec "$@"'
 )
+# The same for a program Capsule names (its own strace as `capsule: task <id>`; $2: the name): `exec -a`
+# needs bash, in POSIX mode so that no BASH_ENV is read. Its exec puts SHLVL back as the environment had
+# it, or sets SHLVL=0 when it had none (the caller keeps that from the command: strace's `-E SHLVL`).
+BASH = "/bin/bash"
+NAMED_JOIN_SCRIPT = JOIN_SCRIPT.replace('shift; exec "$@"', 'n=$2; shift 2; exec -a "$n" "$@"')
 
 
 @attrs.frozen
@@ -402,15 +407,19 @@ class Cgroup:
         except OSError:
             return False
 
-    def joining(self, argv: list[str], env: dict[str, str]) -> list[str]:
+    def joining(self, argv: list[str], env: dict[str, str], *, argv0: str | None = None) -> list[str]:
         """`argv` behind `sh -c`, which moves itself into the cgroup and then execs `argv` unchanged (same
         pid, argv and environment: the shell's own `PWD` is put back as `env` had it). So nothing the
         command forks escapes the cgroup, and the spawn stays a vfork: `join_in_child` as a `preexec_fn`
         would cost a fork of the whole scheduler plus Python in the child (docs/agents-performance.md), `sh`
         one small exec. The command must have been resolved first: a missing
-        program fails inside the shell (exit 127), not at spawn."""
+        program fails inside the shell (exit 127), not at spawn. `argv0`: the program's argv[0] instead
+        (through bash; unnamed where there is no /bin/bash)."""
         pwd = "" if (was := env.get("PWD")) is None else "=" + was
-        return [SH, "-c", JOIN_SCRIPT, str(self.path / "cgroup.procs"), pwd, *argv]
+        procs = str(self.path / "cgroup.procs")
+        if argv0 is not None and os.path.exists(BASH):
+            return [BASH, "--posix", "-c", NAMED_JOIN_SCRIPT, procs, pwd, argv0, *argv]
+        return [SH, "-c", JOIN_SCRIPT, procs, pwd, *argv]
 
     def join_in_child(self) -> None:
         """A `preexec_fn`: the new process moves itself in before exec, so nothing it forks escapes. For

@@ -276,8 +276,9 @@ class Scheduler:
         traced = None
         if trace is not None and self.tracer is not None:
             traced = traced_argv(
-                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement, found
-            )
+                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement, found,
+                title=f"capsule: task {task.id}", env=env,
+            )  # fmt: skip
         key = (task.id, attempt)
         # The guard's decisions are facts about the attempt, written beside the machine's events (replay
         # leaves them out); on_violation = "kill" reaches the machine as a violation it stops the tree for.
@@ -292,19 +293,27 @@ class Scheduler:
         )
         if traced is not None and traced.gate is not None and trace is not None and guard.notify:
             guard.on_refused = note_refusals(trace.spool)  # eBPF: a refused exec's attempt, in the trace
+        title = traced.title if traced is not None else None
         argv, fds = guard.wrap(
             traced.argv if traced is not None else list(task.command),
             writable=[str(trace.spool)] if trace is not None else [],
             helper=traced is not None and traced.helper,
+            argv0=title,
         )
         gate = traced.gate if traced is not None else None
+        if guard.launches:
+            title = None  # the launcher gave it
+        executable = None
         if cgroup is not None:
-            argv = cgroup.joining(argv, env)
+            argv = cgroup.joining(argv, env, argv0=title)
+        elif title is not None:
+            executable, argv = argv[0], [title, *argv[1:]]
         out = open_private(logs / f"{attempt}.out", append=False)
         err = open_private(logs / f"{attempt}.err", append=False)
         try:
             process = await trio.lowlevel.open_process(
                 argv,
+                executable=executable,
                 cwd=task.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -66,10 +66,11 @@ def open_trace(home: Path) -> TraceFiles:
 @attrs.frozen
 class Traced:
     """The traced command line; for eBPF (`gate`), the stub to spawn with `gate.gate_r` passed down
-    (`helper`: the guard lets its exec through)."""
+    (`helper`: the guard lets its exec through). `title`: strace's argv[0], its name in ps and top."""
 
     argv: list[str]
     gate: Gated | None = None
+    title: str | None = None
 
     @property
     def helper(self) -> bool:
@@ -87,15 +88,21 @@ def traced_argv(
     command: tuple[str, ...],
     enforcement: Enforcement | None = None,
     resolved: str | None = None,
+    title: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Traced:
     """The command line that runs `command` under strace, writing its trace to `spool` through the
     redacting relay (the spool of a live task holds no secret in clear); under eBPF, the gated stub
-    that execs `resolved` (the command's program, found on PATH) once bpftrace is attached."""
+    that execs `resolved` (the command's program, found on PATH) once bpftrace is attached. strace is
+    Capsule's own process for the task: it carries `title` (the stub becomes the command: no title)."""
     if isinstance(tracer, EbpfTracer):
         gate = gated(resolved or command[0], command)
         return Traced(argv=list(gate.argv), gate=gate)
     flags = tracer_flags(tracer.flags(level), enforcement)  # the guard answers execs: no --seccomp-bpf
-    return Traced(argv=[tracer.path, *flags, *spool_output(spool, redact=True), "--", *command])
+    if title is not None and env is not None and "SHLVL" not in env:
+        flags = (*flags, "-E", "SHLVL")  # naming it may go through bash, which adds one (procs.BASH)
+    output = spool_output(spool, redact=True)
+    return Traced(argv=[tracer.path, *flags, *output, "--", *command], title=title)
 
 
 async def follow_trace(

@@ -82,12 +82,14 @@ def bwrap_args(
     return [*args, "--cap-drop", "ALL"]
 
 
-def launcher_args(*, network: str, notify_fd: int | None) -> list[str]:
+def launcher_args(*, network: str, notify_fd: int | None, argv0: str | None = None) -> list[str]:
     args = []
     if network != "on":
         args += ["--net", network]
     if notify_fd is not None:
         args += ["--notify", str(notify_fd)]
+    if argv0 is not None:
+        args += ["--argv0", argv0]
     return args
 
 
