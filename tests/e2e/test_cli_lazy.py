@@ -123,18 +123,29 @@ NOT_ON_THE_RUN_PATH = (
     "capsule.cli.agents",
     "capsule.cli.record",  # the common forms of `run` are parsed without typer (capsule/cli/fast.py)
     "typer",
+    "capsule.stages.ebpf",  # --tracer ebpf's alone
 )
+# What it loads only once strace is started, while strace and its relay start on the other core.
+AFTER_STRACE_STARTS = ("capsule.stages.pipeline", "capsule.parse", "capsule.track")
 
 
 def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A real `capsule run -- true` (strace and all), through the console entry point, records its
-    session without importing any module of NOT_ON_THE_RUN_PATH."""
+    session without importing any module of NOT_ON_THE_RUN_PATH, and those of AFTER_STRACE_STARTS only
+    once strace (not its `-V` probe) has been spawned."""
     import json
     import os
 
     script = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.__stdout__))\n"
+        "import atexit, json, subprocess, sys\n"
+        "at_spawn = []\n"
+        "popen = subprocess.Popen.__init__\n"
+        "def spy(self, args, *a, **k):\n"
+        "    if args[0].endswith('strace') and '-V' not in args:\n"
+        "        at_spawn.extend(sys.modules)\n"
+        "    popen(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "atexit.register(lambda: print(json.dumps([sorted(at_spawn), sorted(sys.modules)]), file=sys.__stdout__))\n"
         "from capsule.cli import main\n"
         "sys.argv = ['capsule', 'run', '--', 'true']\n"
         "main()\n"
@@ -143,9 +154,11 @@ def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "1 process" in done.stderr  # it did record
-    loaded = set(json.loads(done.stdout.splitlines()[-1]))
-    assert "capsule.stages.run" in loaded
+    at_spawn, loaded = (set(names) for names in json.loads(done.stdout.splitlines()[-1]))
+    assert "capsule.stages.run" in at_spawn
     assert sorted(loaded & set(NOT_ON_THE_RUN_PATH)) == []
+    assert sorted(at_spawn & set(AFTER_STRACE_STARTS)) == []
+    assert set(AFTER_STRACE_STARTS) <= loaded
 
 
 def test_fast_run_options_are_the_typer_commands() -> None:
