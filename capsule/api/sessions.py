@@ -577,23 +577,21 @@ def _enforcement(policy_file: Path | None, fallback: str | None) -> Any:
         raise BadInput(str(exc)) from None
 
 
+def load_recorder() -> None:
+    """Import what `record` runs (trio, the recorder's stages) now: for a caller that loads them with
+    its own settings (`capsule run` pauses the garbage collector for them)."""
+    import trio  # noqa: F401
+
+    from capsule.api import shipping  # noqa: F401
+    from capsule.stages import run  # noqa: F401
+
+
 def record(argv: list[str], **options: Any) -> Recorded:
     """`record_async` in a trio run of its own (what `capsule run` does)."""
-    import gc
+    import trio
 
-    # The recorder's modules load with the collector off, and what they build is frozen: it all lives
-    # to the exit, and collections (the exit's too) would only rescan it (~60 ms of each `capsule run`).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        import trio
+    from capsule.api.shipping import ship_closed
 
-        from capsule.api.shipping import ship_closed
-        from capsule.stages import run  # noqa: F401 (record_async's, loaded here with the collector off)
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
     os.umask(0o077)
     recorded = trio.run(lambda: record_async(argv, **options))
     if recorded.error is None and recorded.path.is_dir():
