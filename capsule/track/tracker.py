@@ -366,6 +366,12 @@ class Tracker:
             )
         if thread is None or thread == leader:
             return
+        if thread not in self._tgid and thread in self._unclaimed:
+            # Its clone never returned in the leader (`<... clone3 resumed> <unfinished ...>) = ?`): the
+            # exec took the leader's pid first. The superseded line says whose thread it was.
+            self._tgid[thread] = leader
+            self._live.add(thread)
+            self._claim(thread)
         call = self._pending.pop(thread, None)
         if call is not None and leader not in self._pending:
             self._pending[leader] = call
