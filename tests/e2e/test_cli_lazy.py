@@ -124,6 +124,7 @@ NOT_ON_THE_RUN_PATH = (
     "capsule.cli.record",  # the common forms of `run` are parsed without typer (capsule/cli/fast.py)
     "typer",
     "capsule.stages.ebpf",  # --tracer ebpf's alone
+    "cattrs",  # the writer's records encode through generated code (capsule/codec/lines.py)
 )
 # What it loads only once strace is started, while strace and its relay start on the other core.
 AFTER_STRACE_STARTS = ("capsule.stages.pipeline", "capsule.parse", "capsule.track")
