@@ -12,7 +12,8 @@ record shows the exec exactly as strace would); bpftrace is started on the stub'
 session (Ctrl-C at the terminal must reach the command, not the tracer) and with a parent-death signal
 (a SIGKILLed Capsule leaves no tracer behind); Capsule sends signal 0 to the stub until the program's
 readiness line is in the trace, then closes the pipe. bpftrace does not know when the tree is gone:
-the tracker's live count tells Capsule, which stops bpftrace with SIGTERM (it drains and exits).
+the tracker's live count tells Capsule, which confirms it with a flush barrier through every CPU's
+buffer (`flush_barrier`) and then SIGKILLs bpftrace, whose trace is complete by then.
 """
 
 from __future__ import annotations
@@ -229,22 +230,6 @@ class MainThreadProcess:
         return self._popen.wait()
 
 
-async def _stop_tracer(launched: Launched, patience_s: float = 10.0) -> None:
-    """SIGTERM bpftrace, then make it notice: it only looks at its stop flag between events, and the
-    tree it follows is gone, so a signal-0 `kill` of the root (the readiness probe, a no-op otherwise)
-    makes one. KILL if it has not gone after `patience_s` (what it had printed is in the spool)."""
-    with contextlib.suppress(ProcessLookupError):
-        launched.tracer.terminate()
-    with trio.move_on_after(patience_s):
-        while launched.tracer.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(launched.root, 0)
-            await trio.sleep(0.05)
-    if launched.tracer.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            launched.tracer.kill()
-
-
 @attrs.define
 class Launched:
     """A recording under way: `process` is Capsule's child (the command itself, or the guard's wrapper
@@ -432,29 +417,69 @@ def _last_error(errors: Path) -> str:
     return f": {said[-1].strip()}" if said else ""
 
 
+BARRIER_TIMEOUT_S = 5.0
+# bpftrace processes SIGKILLed once their trace was complete, still detaching their probes (~90 ms
+# each, in the kernel): held so that they are reaped by a later `reap_stopped`, never waited for.
+_STOPPED: list[MainThreadProcess] = []
+
+
+def reap_stopped() -> None:
+    """Reap the stopped bpftrace processes that have finished exiting."""
+    _STOPPED[:] = [p for p in _STOPPED if p.poll() is None]
+
+
+async def flush_barrier(launched: Launched, live: LiveCount, timeout_s: float = BARRIER_TIMEOUT_S) -> bool:
+    """Wait until the tracker has read everything the tree did until now. The program prints a `B`
+    line for each signal-0 kill of -root, into the perf buffer of the CPU that made it, and each CPU's
+    buffer is read in order: so one such kill from every CPU this thread can be placed on (a CPU it
+    cannot be placed on is one the tree cannot run on either: the same cpuset), and once the tracker
+    has counted that many markers, every line the tree caused before them has been tracked. False if
+    bpftrace ended first or a marker did not come (its buffer overflowed) within `timeout_s`."""
+    want = live.flushed
+    mask = os.sched_getaffinity(0)
+    try:
+        for cpu in range(os.cpu_count() or 1):
+            try:
+                os.sched_setaffinity(0, {cpu})  # this thread only, and it runs there before returning
+            except OSError:
+                continue  # offline, or outside our cpuset
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(-launched.root, 0)  # the probe fires on entry, whatever the kill's result
+            want += 1
+    finally:
+        os.sched_setaffinity(0, mask)
+    with trio.move_on_after(timeout_s):
+        while launched.tracer.poll() is None:
+            if live.flushed >= want:
+                return True
+            await trio.sleep(0.002)
+    return False
+
+
 async def stop_when_tree_gone(
     launched: Launched,
     live: LiveCount,
     *,
-    quiet_s: float = 0.1,
     poll_s: float = 0.02,
     on_gone: Callable[[], None] | None = None,
 ) -> None:
-    """Once the command has exited and the tracker has seen every process of its tree end (for
-    `quiet_s` in a row, so a fork read late from another CPU's buffer is not missed), stop bpftrace
-    (`on_gone` first: a task's exit is observed then)."""
+    """Once the command has exited and the tracker has seen every process of its tree end, confirmed
+    by a flush barrier (a fork still unread in another CPU's buffer would show up by then), stop
+    bpftrace (`on_gone` first: a task's exit is observed then). The trace is complete at that point,
+    so bpftrace is SIGKILLed rather than asked to drain, and not waited for: its probes take about
+    90 ms each to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a
+    process that exits leaves it to init, already dying). Returns at once if bpftrace ended itself."""
     await launched.process.wait()
-    quiet_since: float | None = None
     while launched.tracer.poll() is None:
-        now = trio.current_time()
         if live.value == 0:
-            quiet_since = quiet_since if quiet_since is not None else now
-            if now - quiet_since >= quiet_s:
+            await flush_barrier(launched, live)  # on a timeout (lost markers): the tree still looks gone
+            if live.value == 0:
                 if on_gone is not None:
                     on_gone()
-                await _stop_tracer(launched)
-                break
-        else:
-            quiet_since = None
+                with contextlib.suppress(ProcessLookupError):
+                    launched.tracer.kill()
+                reap_stopped()
+                if launched.tracer.poll() is None:
+                    _STOPPED.append(launched.tracer)
+                return
         await trio.sleep(poll_s)
-    await launched.tracer.wait()

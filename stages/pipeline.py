@@ -56,6 +56,7 @@ class LiveCount:
 
     value: int = 1
     pids: Collection[int] = ()  # the eBPF tracker's live processes (its own set, kept up to date)
+    flushed: int = 0  # the eBPF tracker's count of flush barrier markers read (stages/ebpf.py)
 
 
 def open_parser_tracker(
@@ -146,6 +147,7 @@ async def track_stage(
             if live is not None:  # only the eBPF tracker counts live processes
                 live.value = getattr(tracker, "live", live.value)
                 live.pids = getattr(tracker, "alive", live.pids)
+                live.flushed = getattr(tracker, "flushed", live.flushed)
             if events:
                 await send.send(events)
         if events := tracker.close():

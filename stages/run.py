@@ -392,7 +392,10 @@ async def record_run(
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
-                await process.wait()
+                if ebpf:  # bpftrace does not end by itself: stopped once the whole tree has
+                    await bpf.stop_when_tree_gone(launched, live)
+                else:
+                    await process.wait()
                 tracer_done.set()
 
             top = launched.root if ebpf else process.pid
@@ -403,8 +406,6 @@ async def record_run(
                     nursery.start_soon(
                         partial(_kill_after, top, time_limit, writer, tracer_done, is_command=ebpf)
                     )
-                if ebpf:
-                    nursery.start_soon(bpf.stop_when_tree_gone, launched, live)
                 if sample_interval > 0:
                     nursery.start_soon(
                         partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
@@ -419,7 +420,6 @@ async def record_run(
                     live=live,
                 )
                 nursery.cancel_scope.cancel()
-        assert process.returncode is not None
         error = None
         if command is not None and not launched.wrapped:
             # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
@@ -438,6 +438,7 @@ async def record_run(
             )
             code, sig = EXIT_RECORDER_FAILED, None
         else:
+            assert process.returncode is not None  # strace: waited for
             code, sig = _exit_status(stats.root_status, process.returncode)
         # bpftrace is stopped a little after the tree is gone; the trace says when that was.
         ended = writer.tally.last_ts if command is not None else None

@@ -10,7 +10,6 @@ subreaper, each attempt runs in its own session, cgroup (where available) and wi
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -80,12 +78,9 @@ from capsule.stages.task_workspace import (
     cache_key,
     cache_lookup,
     cache_store,
-    close_workspace,
-    commit_workspace,
     inputs_dir,
     open_workspace,
     reuse_result,
-    store_outputs,
 )
 from capsule.stages.tracer import Tracer
 
@@ -490,33 +485,20 @@ class Scheduler:
         await self._observe(obs)
 
     async def _collect(self, effect: Collect) -> None:
-        """Keep what the attempt left: outputs, then the workspace's commit, then the cache entry."""
+        """Keep what the attempt left (outputs, then the workspace's commit: where the attempt ran), then
+        its cache entry here."""
         task = self._here(effect.task)
-        ws = self.workspaces.get(task.id)
-        found: dict[str, Any] = {}
-        try:
-            found["outputs"] = store_outputs(
-                self.dir, task, Path(task.cwd), self.dir / "tasks" / task.id / f"{effect.attempt}.out"
-            )
-            if ws is not None and ws.kind == "worktree":
-                done = await commit_workspace(ws, self.state.session_id, task.id, self.plan.author)
-                found.update(
-                    branch=ws.branch, commit=done.commit, files=done.files, insertions=done.insertions,
-                    deletions=done.deletions,
-                )  # fmt: skip
-            if ws is not None:
-                if task.keep_worktree:
-                    found["workspace"] = str(ws.path)
-                elif task.compensate is None:  # else compensate may still need it: closed at the end
-                    await close_workspace(ws)
-                    del self.workspaces[task.id]
-            if task.cache:
+        found, still_open = await self.executor.keep(task, effect.attempt, self.workspaces.get(task.id))
+        if not still_open:
+            self.workspaces.pop(task.id, None)
+        if task.cache and "error" not in found:
+            try:
                 key = self.cache_keys.get(task.id) or cache_key(self.dir, task)
                 meta = {k: found.get(k) for k in ("outputs", "branch", "commit")}
                 cache_store(self.home, key, self.state.session_id, self.dir, task, meta)
                 found["cache_key"] = key
-        except (WorkspaceError, OSError) as exc:
-            found["error"] = f"could not keep the result: {exc}"
+            except OSError as exc:
+                found["error"] = f"could not keep the result: {exc}"
         self._send.send_nowait(ObsCollected(ts=time.time(), task=task.id, attempt=effect.attempt, **found))
 
     async def _close_workspaces(self) -> None:
@@ -524,8 +506,7 @@ class Scheduler:
         for task_id, ws in list(self.workspaces.items()):
             t = self.state.tasks.get(task_id)
             if t is not None and t.state == "succeeded" and not self.specs[task_id].keep_worktree:
-                with contextlib.suppress(WorkspaceError, OSError):
-                    await close_workspace(ws)
+                await self.executor.close_workspace(task_id, ws)
                 del self.workspaces[task_id]
 
     async def _deadline(self, effect: SetDeadline) -> None:

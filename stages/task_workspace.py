@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import orjson
@@ -70,10 +71,7 @@ async def open_workspace(
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         await trio.to_thread.run_sync(lambda: shutil.copytree(source, path, symlinks=True))
         return Workspace(kind="copy", path=path, cwd=path)
-    repo = Path(await git("rev-parse", "--show-toplevel", cwd=source))
-    if repo not in bases:
-        bases[repo] = await git("rev-parse", "--verify", f"{plan.base}^{{commit}}", cwd=repo)
-    base = bases[repo]
+    repo, base = await base_commit(plan, task, bases)
     rel = os.path.relpath(os.path.realpath(source), os.path.realpath(repo))  # noqa: ASYNC240 (no I/O: a name)
     path = home / "worktrees" / run / task.id
     branch = branch_name(run, task.id)
@@ -84,6 +82,15 @@ async def open_workspace(
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         await git("worktree", "add", "-q", "-B", branch, str(path), base, cwd=repo)
     return Workspace(kind="worktree", path=path, cwd=path / rel, repo=repo, branch=branch, base=base)
+
+
+async def base_commit(plan: Plan, task: TaskSpec, bases: dict[Path, str]) -> tuple[Path, str]:
+    """The repository holding the task's cwd, and the commit its worktrees start from (resolved once
+    per repository and run, in `bases`: every task starts from the same commit)."""
+    repo = Path(await git("rev-parse", "--show-toplevel", cwd=Path(task.cwd)))
+    if repo not in bases:
+        bases[repo] = await git("rev-parse", "--verify", f"{plan.base}^{{commit}}", cwd=repo)
+    return repo, bases[repo]
 
 
 @attrs.frozen(kw_only=True)
@@ -132,10 +139,7 @@ async def close_workspace(ws: Workspace) -> None:
 def store_outputs(run_dir: Path, task: TaskSpec, cwd: Path, stdout: Path) -> tuple[str, ...]:
     """Copy the attempt's stdout and the task's `outputs` globs (relative to `cwd`) to
     `<run>/outputs/<task>/`; the stored paths, relative to that folder, stdout first."""
-    dest = run_dir / OUTPUTS / task.id
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, mode=0o700)
+    dest = _fresh(run_dir / OUTPUTS / task.id)
     shutil.copyfile(stdout, dest / "stdout")
     stored = ["stdout"]
     for pattern in task.outputs:
@@ -147,6 +151,59 @@ def store_outputs(run_dir: Path, task: TaskSpec, cwd: Path, stdout: Path) -> tup
             shutil.copyfile(source, dest / found)
             stored.append(found)
     return tuple(stored)
+
+
+async def keep_result(
+    run_dir: Path, run: str, task: TaskSpec, attempt: int, ws: Workspace | None, author: str | None
+) -> tuple[dict[str, Any], bool]:
+    """The keep step of a succeeded attempt, where it ran: its outputs stored under `run_dir`, then its
+    worktree committed; the workspace closed unless kept or compensate may still need it (closed at the
+    run's end). What was kept (obs.task.collected's fields), and whether the workspace is still open."""
+    found: dict[str, Any] = {}
+    try:
+        stdout = run_dir / "tasks" / task.id / f"{attempt}.out"
+        found["outputs"] = store_outputs(run_dir, task, Path(task.cwd), stdout)
+        if ws is not None and ws.kind == "worktree":
+            done = await commit_workspace(ws, run, task.id, author)
+            found.update(
+                branch=ws.branch, commit=done.commit, files=done.files, insertions=done.insertions,
+                deletions=done.deletions,
+            )  # fmt: skip
+        if ws is not None:
+            if task.keep_worktree:
+                found["workspace"] = str(ws.path)
+            elif task.compensate is None:
+                await close_workspace(ws)
+                return found, False
+    except (WorkspaceError, OSError) as exc:
+        found["error"] = f"could not keep the result: {exc}"
+    return found, ws is not None
+
+
+def read_outputs(run_dir: Path, task: str) -> dict[str, bytes]:
+    """A task's stored outputs, by path relative to its folder: what a cluster node is sent, or sends."""
+    root = run_dir / OUTPUTS / task
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_outputs(run_dir: Path, task: str, files: dict[str, bytes]) -> None:
+    """A task's outputs as `read_outputs` gave them, stored under `<run>/outputs/<task>/`."""
+    dest = _fresh(run_dir / OUTPUTS / task)
+    for name, data in files.items():
+        path = dest / name
+        if not path.resolve().is_relative_to(dest.resolve()):
+            raise ValueError(f"{task}: output {name!r} is outside its folder")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_bytes(data)
+
+
+def _fresh(dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, mode=0o700)
+    return dest
 
 
 def inputs_dir(run_dir: Path, task: TaskSpec) -> Path:

@@ -21,6 +21,7 @@ seconds, and the root's working directory: older traces have none, and keep rela
     D <ns> <tgid> <path>                                     a chdir (empty path: an fchdir)
     C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
     R <ns>                                                   the readiness handshake (ignored)
+    B <ns> <cpu>                                             a flush barrier's marker from one CPU
 
 Capsule also writes, under the guard, one line for each exec the guard refuses (seccomp answers it
 before the `sys_enter` tracepoints, and the program prints an `X` only after its own `E`):
@@ -161,6 +162,16 @@ class NetConnect:
     address: str
 
 
+@attrs.frozen(kw_only=True)
+class Flushed:
+    """A flush barrier's marker (Capsule's own signal-0 kill of -root, made from CPU `cpu`): every line
+    that CPU's buffer held before it has been read. It makes no event; the tracker counts them."""
+
+    line_no: int
+    ts: float
+    cpu: int
+
+
 EbpfRecord = (
     Header
     | Forked
@@ -174,6 +185,7 @@ EbpfRecord = (
     | FileOpen
     | CwdChanged
     | NetConnect
+    | Flushed
     | Unparsed
 )
 
@@ -357,6 +369,9 @@ class EbpfParser:
         if tag == "R":
             int(rest)
             return _SKIP
+        if tag == "B":
+            ns, cpu = rest.split(" ")
+            return Flushed(line_no=line_no, ts=self._ts(ns), cpu=_small(cpu))
         return None
 
 

@@ -33,6 +33,7 @@ from capsule.parse.ebpf import (
     ExecFailed,
     ExecMore,
     FileOpen,
+    Flushed,
     Forked,
     Header,
     NetConnect,
@@ -190,6 +191,7 @@ class EbpfTracker:
         self.root_pid: int | None = None
         self.root_status: tuple[int | None, str | None] | None = None
         self.unparsed = 0
+        self.flushed = 0  # flush barrier markers read (capsule/stages/ebpf.py stop_when_tree_gone)
         self._root_pending = False  # the header named the root; its spawn waits for a first timestamp
         self._alive: set[int] = set()
         self._parked: dict[int, list[EbpfRecord]] = {}
@@ -248,6 +250,9 @@ class EbpfTracker:
             self._out.append(
                 TraceUnparsed(ts=rec.ts or 0.0, line_no=rec.line_no, text=rec.text, reason=rec.reason)
             )
+            return
+        if isinstance(rec, Flushed):
+            self.flushed += 1
             return
         if isinstance(rec, Header):
             self.root_pid = rec.root

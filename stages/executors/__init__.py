@@ -7,17 +7,19 @@ driver and where the attempt's processes live.
   what it observes comes back to the driver as observations.
 
 An executor answers `spawn` with `obs.task.spawned` or `obs.task.spawn_failed` (locally at once, on a
-cluster once a node took it), stops trees, runs a task's shell commands (hooks, verify, compensate) where
-the task runs, and stops what a dead scheduler left (`reap`, on resume).
+cluster once a node took it), stops trees, runs a task's shell commands (hooks, verify, compensate) and
+its keep step (outputs, the worktree's commit) where the task runs, closes its workspace there, and stops
+what a dead scheduler left (`reap`, on resume).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from capsule.plan.effects import Leftover, StopTree
 from capsule.plan.executor import ExecutorSpec
 from capsule.plan.spec import TaskSpec
+from capsule.stages.task_workspace import Workspace
 
 if TYPE_CHECKING:
     from capsule.stages.schedule import Scheduler
@@ -33,6 +35,12 @@ class Executor(Protocol):
     async def shell(
         self, command: str, task: TaskSpec, stdin: bytes, limit_s: float, attempt: int | None
     ) -> tuple[int | None, bytes]: ...
+
+    async def keep(
+        self, task: TaskSpec, attempt: int, ws: Workspace | None
+    ) -> tuple[dict[str, Any], bool]: ...
+
+    async def close_workspace(self, task: str, ws: Workspace) -> None: ...
 
     def close(self) -> None: ...
 

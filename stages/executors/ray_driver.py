@@ -7,7 +7,13 @@ the guard's events and `task.placed` (where it ran) are written to the agents se
 traced session are written under this machine's Capsule home. A node or worker that dies before the
 attempt's end was seen gives `obs.task.lost`. Stops, hooks, verify and compensate are Ray tasks too: a
 stop goes to the attempt's node (`procs.stop` there), verify runs where the attempt ran, a hook or a
-compensate on a node with the task's resources; a resume reaps leftovers on every live node.
+compensate where the task's latest attempt ran (a hook before any attempt: on a node with the task's
+resources); a resume reaps leftovers on every live node.
+
+Workspaces (`isolate`) live on the node that ran the attempt: opened there by the scheduler's own code,
+from the base commit the driver resolved (every node starts from the same one); the keep step of a
+success runs there too (`ray_node.keep`: outputs, the worktree's commit), and its outputs come back here,
+under the run, where the cache and the dependents' inputs (sent with their jobs) are taken from.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from capsule.stages import procs
 from capsule.stages.executors import ray_node
 from capsule.stages.home import runs_dir
 from capsule.stages.store import open_private
+from capsule.stages.task_workspace import (
+    Workspace,
+    WorkspaceError,
+    base_commit,
+    read_outputs,
+    write_outputs,
+)
 
 if TYPE_CHECKING:
     from capsule.stages.schedule import Scheduler
@@ -105,7 +118,10 @@ class RayExecutor:
         self._stop = self.ray.remote(ray_node.stop_tree)
         self._reap = self.ray.remote(ray_node.reap)
         self._shell = self.ray.remote(ray_node.shell)
+        self._keep = self.ray.remote(ray_node.keep)
+        self._discard = self.ray.remote(ray_node.discard)
         self.remotes: dict[tuple[str, int], Remote] = {}
+        self.latest: dict[str, str] = {}  # task -> the node its latest attempt ran on (its workspace's)
         # one thread per attempt in flight waits on its stream; hooks, stops and shells on top
         self.limiter = trio.CapacityLimiter(scheduler.plan.parallel * 2 + 8)
         scheduler.writer.write([RunExecutor(ts=time.time(), executor="ray", address=spec.address or "auto")])
@@ -119,9 +135,16 @@ class RayExecutor:
     # -- attempts ------------------------------------------------------------------------------------
 
     async def spawn(self, task: TaskSpec, attempt: int) -> None:
+        if task.isolate == "worktree":  # resolved here, once: the node's checkout may have moved on
+            with contextlib.suppress(WorkspaceError, OSError):  # the node says why in its spawn failure
+                await base_commit(self.s.plan, task, self.s.bases)
+        earlier = self.s.workspaces.pop(task.id, None)
+        if earlier is not None:  # a retry starts afresh, on whichever node takes it
+            await self.close_workspace(task.id, earlier)
         job = ray_node.NodeJob(
-            plan=self.s.plan, task=task.id, attempt=attempt, session_id=self.s.state.session_id
-        )
+            plan=self.s.plan, task=task.id, attempt=attempt, session_id=self.s.state.session_id,
+            bases=dict(self.s.bases), inputs={dep: read_outputs(self.s.dir, dep) for dep in task.depends_on},
+        )  # fmt: skip
         stream = self._attempt.options(
             **ONCE, resources=self._resources(task), name=f"capsule {task.id}#{attempt}"
         ).remote(job)
@@ -168,6 +191,7 @@ class RayExecutor:
         match kind:
             case "placed":
                 remote.node, remote.node_id = value["node"], value["node_id"]
+                self.latest[task.id] = remote.node_id
                 self.s.writer.write(
                     [
                         TaskPlaced(
@@ -178,6 +202,8 @@ class RayExecutor:
                 )  # fmt: skip
             case "tree":
                 remote.tree = value
+            case "workspace":
+                self.s.workspaces[task.id] = value
             case "events":
                 self.s.writer.write(value)
             case "files":
@@ -247,12 +273,43 @@ class RayExecutor:
         remote = self.remotes.get((task.id, attempt)) if attempt is not None else None
         if remote is not None and remote.node_id:  # verify: on the node the attempt ran on
             options = {"scheduling_strategy": self._pin(remote.node_id, soft=False)}
+        elif task.id in self.latest:  # a hook or compensate: there too, while that node lives
+            options = {"scheduling_strategy": self._pin(self.latest[task.id], soft=True)}
         ref = self._shell.options(**ONCE, **options).remote(command, task, stdin, limit_s)
         try:
             result: tuple[int | None, bytes] = await self._call(self.ray.get, ref)
         except self.ray.exceptions.RayError:
             return None, b""  # as a command that did not finish
         return result
+
+    async def keep(self, task: TaskSpec, attempt: int, ws: Workspace | None) -> tuple[dict[str, Any], bool]:
+        remote = self.remotes.get((task.id, attempt))
+        node = remote.node if remote is not None else "?"
+        if remote is None or not remote.node_id:
+            return {"error": f"could not keep the result: no node for {task.id}#{attempt}"}, ws is not None
+        ref = self._keep.options(**ONCE, scheduling_strategy=self._pin(remote.node_id, soft=False)).remote(
+            task, attempt, self.s.state.session_id, self.s.plan.author, ws
+        )
+        try:
+            found, files, still_open = await self._call(self.ray.get, ref)
+        except self.ray.exceptions.RayError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return {"error": f"could not keep the result on node {node}: {reason}"}, ws is not None
+        if "outputs" in found:
+            stdout = self.s.dir / "tasks" / task.id / f"{attempt}.out"
+            try:
+                write_outputs(self.s.dir, task.id, {"stdout": stdout.read_bytes(), **files})
+            except (OSError, ValueError) as exc:
+                found["error"] = f"could not keep the result: {exc}"
+        return found, still_open
+
+    async def close_workspace(self, task: str, ws: Workspace) -> None:
+        node = self.latest.get(task)
+        if node is None:
+            return
+        ref = self._discard.options(**ONCE, scheduling_strategy=self._pin(node, soft=False)).remote(ws)
+        with contextlib.suppress(self.ray.exceptions.RayError):  # its node is gone: so is the workspace
+            await self._call(self.ray.get, ref)
 
     def close(self) -> None:
         self.ray.shutdown()

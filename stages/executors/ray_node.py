@@ -5,28 +5,36 @@ when the plan traces, the guard for its policy, the limits' sampling, the final 
 
 `run_attempt` is a Ray streaming generator; each item it yields is one of
     ("placed", {"node", "node_ip", "node_id"})    first, where the attempt runs
+    ("workspace", Workspace)                      its isolated workspace, opened here (before spawned)
     ("tree", procs.Tree)                          the attempt's tree (before its obs.task.spawned)
     ("obs", Observation)                          spawned / spawn_failed, sampled, violation, exited
     ("events", [Event, ...])                      the guard's decisions, for the agents session
     ("files", {"logs": {name: bytes}, "trace": (session id, {name: bytes}) | None})  before exited
     ("error", message)                            the node could not run it (no tracer, guard refused)
-The node keeps nothing of the run: its logs and the traced session go to the driver, then are removed.
+The node keeps nothing of the run but the attempt's workspace (`isolate`): its logs and the traced
+session go to the driver, then are removed. The dependencies' outputs come in the job (`CAPSULE_INPUTS`
+is filled from them here); the keep step of a success (`keep`: its outputs, the worktree's commit) and
+the closing of its workspace are Ray tasks sent to the node that holds that workspace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
 from capsule.events import Event
-from capsule.events.observed import Observation, ObsExited, ObsSpawned
+from capsule.events.observed import Observation, ObsExited, ObsSpawned, ObsSpawnFailed
 from capsule.fold.tasks import RunState
 from capsule.plan.effects import Leftover, StopTree
 from capsule.plan.spec import Plan, TaskSpec
@@ -34,6 +42,14 @@ from capsule.stages import procs
 from capsule.stages.home import capsule_home, runs_dir
 from capsule.stages.schedule import Scheduler
 from capsule.stages.task_units import run_shell, stop_leftovers
+from capsule.stages.task_workspace import (
+    Workspace,
+    WorkspaceError,
+    close_workspace,
+    keep_result,
+    read_outputs,
+    write_outputs,
+)
 
 Put = Callable[[tuple[str, Any]], None]
 _DONE = ("done", None)
@@ -42,12 +58,15 @@ _DONE = ("done", None)
 @attrs.frozen(kw_only=True)
 class NodeJob:
     """What the driver sends with an attempt: the plan (with its env values: held in memory by Ray,
-    never stored), which attempt, and the agents session it belongs to."""
+    never stored), which attempt, the agents session it belongs to, the commit each repository's
+    worktrees start from (resolved once, by the driver), and its dependencies' stored outputs."""
 
     plan: Plan
     task: str
     attempt: int
     session_id: str
+    bases: dict[Path, str] = attrs.Factory(dict)
+    inputs: dict[str, dict[str, bytes]] = attrs.Factory(dict)
 
 
 class _Forward:
@@ -65,8 +84,11 @@ class AttemptHost(Scheduler):
 
     def __init__(self, job: NodeJob, put: Put) -> None:
         home = capsule_home()
-        work = home / "ray" / job.session_id  # named after the agents session: the traced runs' parent
-        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.scratch = _scratch(home, "attempt-")  # this attempt's alone: removed when it ends
+        work = self.scratch / job.session_id  # named after the agents session: the traced runs' parent
+        work.mkdir(mode=0o700)
+        for dep, files in job.inputs.items():  # read by the task through CAPSULE_INPUTS, {inputs.…}
+            write_outputs(work, dep, files)
         tracer = enforcement = None
         if job.plan.trace:
             from capsule.stages.tracer import find_recorder
@@ -82,17 +104,33 @@ class AttemptHost(Scheduler):
         )  # fmt: skip
         self.put = put
         self.job = job
+        self.bases.update(job.bases)
         self.trace_session: str | None = None
 
     async def _observe(self, obs: Observation) -> None:
+        if isinstance(obs, ObsSpawned | ObsSpawnFailed) and (ws := self.workspaces.get(obs.task)):
+            self.put(("workspace", ws))
         if isinstance(obs, ObsSpawned):
             self.trace_session = obs.trace_session
             self.put(("tree", self.attempts[(obs.task, obs.attempt)].tree))
         self.put(("obs", obs))
 
     async def host(self) -> None:
+        try:
+            await self._host()
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    async def _host(self) -> None:
         procs.become_subreaper()  # orphans of the task come back to this worker, stopped with its tree
         task = self.plan.task(self.job.task)
+        if task.cwd and not os.path.isdir(task.cwd):  # noqa: ASYNC240 (one stat, before anything runs)
+            failed = ObsSpawnFailed(
+                ts=time.time(), task=task.id, attempt=self.job.attempt, error=_elsewhere(task)
+            )
+            await self._observe(failed)
+            self.put(("files", self._files(task, None)))
+            return
         async with trio.open_nursery() as work:
             self._work = work
             await self._spawn(task, self.job.attempt)
@@ -123,6 +161,20 @@ class AttemptHost(Scheduler):
             out["trace"] = (trace, {p.name: p.read_bytes() for p in where.iterdir() if p.is_file()})
             shutil.rmtree(where, ignore_errors=True)
         return out
+
+
+def _scratch(home: Path, prefix: str) -> Path:
+    """A private folder for one Ray task under the node's `$CAPSULE_HOME/ray/`."""
+    (home / "ray").mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=home / "ray"))
+
+
+def _elsewhere(task: TaskSpec) -> str:
+    what = "its repository" if task.isolate == "worktree" else "its folder"
+    return (
+        f"{task.cwd} is not on node {_where()['node']}: on a Ray cluster the task's cwd ({what}) must be "
+        "at the same path on every node that may take it"
+    )
 
 
 def _where() -> dict[str, str]:
@@ -180,3 +232,28 @@ def reap(session_id: str, found: tuple[Leftover, ...]) -> list[int]:
 def shell(command: str, task: TaskSpec, stdin: bytes, limit_s: float) -> tuple[int | None, bytes]:
     """A hook, verify or compensate command of the task, run on a node as the task runs there."""
     return trio.run(run_shell, command, task, stdin, limit_s)
+
+
+def keep(
+    task: TaskSpec, attempt: int, session_id: str, author: str | None, ws: Workspace | None
+) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+    """The keep step of a succeeded attempt, on the node that ran it (`task_workspace.keep_result`, as
+    locally): what was kept, the outputs' contents for the driver (stdout aside: the driver has it), and
+    whether the workspace is still open."""
+    scratch = _scratch(capsule_home(), "keep-")
+    try:
+        logs = scratch / "tasks" / task.id
+        logs.mkdir(parents=True, mode=0o700)
+        (logs / f"{attempt}.out").write_bytes(b"")  # a stand-in: the driver stores its own copy of stdout
+        found, still_open = trio.run(keep_result, scratch, session_id, task, attempt, ws, author)
+        files = read_outputs(scratch, task.id)
+        files.pop("stdout", None)
+        return found, files, still_open
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def discard(ws: Workspace) -> None:
+    """The end of a run: a workspace this node holds, removed (its branch stays)."""
+    with contextlib.suppress(WorkspaceError, OSError):
+        trio.run(close_workspace, ws)
