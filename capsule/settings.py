@@ -21,7 +21,7 @@
 This module is the one parser of the file: `capsule env`, `capsule run` and the shipping of sessions all
 read it through `parse_settings`. An unknown section, or an unknown key of a section, is an error naming
 the file, the section and the key. `Settings.origins` says, per section, which file it came from (for
-`capsule env config`). Loading the file is `capsule.api.settings` (and `stages.envproc.read_settings`).
+`capsule env config`). Loading the file is `capsule.api.settings` (and `stages.settings_file.read_settings`).
 """
 
 from __future__ import annotations

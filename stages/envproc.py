@@ -20,26 +20,12 @@ from capsule.env.merge import Merged
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, RunTree, apply
-from capsule.settings import Settings, SettingsError, parse_settings
 from capsule.stages import procs
 from capsule.stages.envctl import LOCKS, config_digest
 from capsule.stages.procs import process_if
 from capsule.stages.reader import glance, iter_events, recorder_alive
+from capsule.stages.settings_file import read_settings
 from capsule.stages.store import EVENTS, session_dirs
-
-SETTINGS = "config.toml"  # $CAPSULE_HOME/config.toml, the global config (capsule.settings)
-
-
-def read_settings(home: Path) -> Settings:
-    """The global config of `home` (empty when there is none); SettingsError or OSError when unreadable."""
-    path = home / SETTINGS
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Settings()
-    except UnicodeDecodeError as exc:
-        raise SettingsError(f"{path}: {exc}") from None
-    return parse_settings(text, str(path))
 
 
 def read_project(path: Path, home: Path) -> tuple[Merged, ProjectConfig]:

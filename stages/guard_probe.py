@@ -110,7 +110,7 @@ def load_policy(path: Path | None, home: Path) -> Policy:
     `[policy]` table of `$CAPSULE_HOME/config.toml` (capsule.settings, the file's one parser), else
     none. PolicyError (or SettingsError) names the file."""
     if path is None:
-        from capsule.stages.envproc import read_settings
+        from capsule.stages.settings_file import read_settings
 
         try:
             return read_settings(home).policy

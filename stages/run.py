@@ -37,15 +37,6 @@ from capsule.events import (
 from capsule.fold.tally import Tally
 from capsule.policy.enforce import Enforcement
 from capsule.redact import redact_argv
-from capsule.stages.ebpf import (
-    EbpfTracer,
-    EbpfUnavailable,
-    MainThreadProcess,
-    kill_tree,
-    launch,
-    note_refusals,
-    stop_when_tree_gone,
-)
 from capsule.stages.guard import (
     guard_record_stage,
     guarding,
@@ -54,17 +45,16 @@ from capsule.stages.guard import (
     tracer_flags,
     tracer_of,
 )
-from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
-from capsule.stages.sample import sample_stage
 from capsule.stages.spools import spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
-from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
+    from capsule.stages.ebpf import EbpfTracer, MainThreadProcess
+    from capsule.stages.pipeline import TraceStats
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -283,8 +273,10 @@ async def record_run(
         os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
         flags = tracer_flags(tracer.flags(level), enforcement)
         pid: list[int] = []  # what the guard's kill starts from: strace's wrapper, or the command (eBPF)
-        ebpf = isinstance(tracer, EbpfTracer)
-        live = LiveCount()
+        ebpf = not isinstance(tracer, Tracer)
+        if ebpf:
+            from capsule.stages import ebpf as bpf  # (and the pipeline, which strace loads once it runs)
+        live: LiveCount | None = None  # the pipeline's count of live processes (eBPF's kill reads it)
         # The guard's events wait for the header (eBPF writes it when its probes are attached, after the
         # guard's `policy.applied`): a session's first event is its header.
         before_header: list[Event] | None = []
@@ -302,7 +294,11 @@ async def record_run(
             guarding(
                 enforcement,
                 emit=emit,
-                kill=lambda: kill_tree(pid[0], list(live.pids)) if ebpf else kill_guarded_tree(pid[0]),
+                kill=lambda: (
+                    bpf.kill_tree(pid[0], list(live.pids if live else ()))
+                    if ebpf
+                    else kill_guarded_tree(pid[0])
+                ),
                 redact=redact,
                 cwd=Path(cwd) if cwd else None,
             ) as guard,
@@ -337,7 +333,8 @@ async def record_run(
             stdin, stdout, stderr = stdio
             command: trio.Process | None = None
             process: trio.Process | MainThreadProcess
-            if isinstance(tracer, EbpfTracer):
+            if ebpf:
+                assert not isinstance(tracer, Tracer)
                 # bpftrace takes a second or more to compile its program: the session starts when the
                 # probes are attached, just before the command is let go (so its header still comes
                 # first, and a duration is the command's, not the tracer's start-up).
@@ -348,9 +345,9 @@ async def record_run(
                     write_header(ready[0])
 
                 if guard.notify:
-                    guard.on_refused = note_refusals(spool)
+                    guard.on_refused = bpf.note_refusals(spool)
                 try:
-                    launched = await launch(
+                    launched = await bpf.launch(
                         tracer,
                         resolved,
                         argv,
@@ -365,7 +362,7 @@ async def record_run(
                     )
                     pid.append(launched.root)
                     started = ready[0]
-                except EbpfUnavailable as exc:
+                except bpf.EbpfUnavailable as exc:
                     if not ready:
                         write_header(started)
                     _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, str(exc))
@@ -385,11 +382,18 @@ async def record_run(
                 )
                 pid.append(process.pid)
                 guard.spawned()
+            # Loaded here, not with this module: under strace they load while strace and its relay
+            # start on the other core (~10 ms of each recording's start).
+            from capsule.stages.pipeline import LiveCount, run_pipeline
+            from capsule.stages.sample import sample_stage
+            from capsule.stages.trace import tail_stage
+
+            live = LiveCount()
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
                 if ebpf:  # bpftrace does not end by itself: stopped once the whole tree has
-                    await stop_when_tree_gone(launched, live)
+                    await bpf.stop_when_tree_gone(launched, live)
                 else:
                     await process.wait()
                 tracer_done.set()

@@ -86,9 +86,9 @@ def probe_ptrace(tracer: Tracer) -> str | None:
 def find_recorder(kind: str) -> Tracer | EbpfTracer:
     """The tracer for `--tracer KIND`: strace, ebpf (or TracerMissing saying why not), or auto, which
     takes eBPF where its requirements are met and strace elsewhere."""
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
-
     if kind in ("ebpf", "auto"):
+        from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
+
         try:
             return find_ebpf()
         except EbpfUnavailable as exc:

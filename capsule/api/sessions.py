@@ -340,7 +340,6 @@ def _snapshot_from(loaded: Loaded, digest: str) -> Path | None:
 def snapshot_after_close(session_dir: Path) -> None:
     """At session close (run, import): keep the report snapshot of a session big enough for one."""
     from capsule.stages import snapshot
-    from capsule.stages.reader import glance
     from capsule.stages.store import EVENTS
 
     try:  # every line is at least ~40 bytes: a small file cannot hold MIN_EVENTS (no header to decode)
@@ -348,6 +347,8 @@ def snapshot_after_close(session_dir: Path) -> None:
             return
     except FileNotFoundError:
         return
+    from capsule.stages.reader import glance
+
     seen = glance(session_dir)
     if seen.ended is None or seen.ended.events < snapshot.MIN_EVENTS:
         return  # before importing the folds: a small run's close stays as cheap as it was
@@ -574,6 +575,15 @@ def _enforcement(policy_file: Path | None, fallback: str | None) -> Any:
         raise RecordingFailed(str(exc)) from None
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def load_recorder() -> None:
+    """Import what `record` runs (trio, the recorder's stages) now: for a caller that loads them with
+    its own settings (`capsule run` pauses the garbage collector for them)."""
+    import trio  # noqa: F401
+
+    from capsule.api import shipping  # noqa: F401
+    from capsule.stages import run  # noqa: F401
 
 
 def record(argv: list[str], **options: Any) -> Recorded:

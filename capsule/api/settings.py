@@ -16,13 +16,13 @@ from capsule.settings import Settings, SettingsError
 
 def path() -> Path:
     """Where the global config is (whether or not it exists)."""
-    from capsule.stages.envproc import SETTINGS
+    from capsule.stages.settings_file import SETTINGS
 
     return home() / SETTINGS
 
 
 def load() -> Settings:
-    from capsule.stages.envproc import read_settings
+    from capsule.stages.settings_file import read_settings
 
     try:
         return read_settings(home())

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from capsule.api.errors import CapsuleError, error
+from capsule.cli.fast import answer
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,14 +97,6 @@ def _home() -> Path:
     return home()
 
 
-def _tidy_spools() -> None:
-    """Before any command: spools that no live recorder owns are recovered into their sessions (or
-    removed), so an unredacted trace never outlives the recording that made it."""
-    from capsule.api.sessions import tidy_spools
-
-    tidy_spools()
-
-
 def output_width(stream: Any) -> int | None:
     """The width to render for: the terminal's (rich finds it), else $COLUMNS, else no limit.
 
@@ -120,34 +113,6 @@ def _console(stderr: bool = False) -> Console:
 
     width = output_width(sys.stderr if stderr else sys.stdout)
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
-
-
-class _Ansi:
-    """Styling for `capsule run`'s one summary line, by the rules rich follows: colour only on a
-    terminal and never with NO_COLOR set. Importing rich for one line cost 28 ms of every run."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty() and not os.environ.get("NO_COLOR")
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
-
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
-
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
-
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-    def bold_red(self, text: str) -> str:
-        return self._wrap("1;31", text)
-
-    def line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 def _print_json(obj: Any) -> None:
@@ -190,34 +155,29 @@ def _resolve(ref: str) -> Path:
 
 
 def main() -> None:
-    """Console entry point: one clear line and an exit code for every expected failure."""
+    """Console entry point: one clear line and an exit code for every expected failure (`answer`)."""
     # typer 0.28 vendors click (typer._click); older ones use click itself: take the classes from the
     # exception typer exports rather than naming either module.
     errors = sys.modules[typer.BadParameter.__mro__[2].__module__]
-    try:
-        _tidy_spools()
+
+    def through_click() -> int:
         try:
             code = app(standalone_mode=False, prog_name="capsule")
         except errors.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             if type(exc).__name__ == "NoArgsIsHelpError":  # `capsule` or `capsule env` alone: the help
                 print(ctx.get_help() if ctx is not None else exc.format_message())
-                sys.exit(2)
+                return 2
             # click's usage errors (unknown command or option, a bad value): one line, exit 2, with the
             # command whose help to read. Never click's "Usage: … Try …" block or a rich panel.
             message = " ".join(exc.format_message().split())
             hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, errors.UsageError) and ctx else ""
             print(f"capsule: error: {message}{hint}", file=sys.stderr)
-            sys.exit(exc.exit_code)
-    except CliError as exc:
-        print(f"capsule: error: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
-    except (KeyboardInterrupt, typer.Abort):
-        print("capsule: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:
-        # `capsule report | head`: the reader left; that is not an error.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
-    if isinstance(code, int) and code:
+            return int(exc.exit_code)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        return code if isinstance(code, int) else 0
+
+    code = answer(through_click)
+    if code:
         sys.exit(code)

@@ -17,13 +17,13 @@ from capsule.cli.base import (
     EXIT_CHECK_FAILED,
     HELP_SETTINGS,
     JsonOption,
-    _Ansi,
     _console,
     _print_json,
     app,
     command_line,
     duration,
 )
+from capsule.cli.fast import Ansi
 
 if TYPE_CHECKING:
     from capsule.api.environments import EnvironmentStatus, Op
@@ -48,7 +48,7 @@ def _print_status(status: EnvironmentStatus) -> None:
     from capsule.api.records import plain
     from capsule.report.envstatus import render_status
 
-    sys.stdout.write(render_status(plain(status), color=_Ansi(sys.stdout).enabled))
+    sys.stdout.write(render_status(plain(status), color=Ansi(sys.stdout).enabled))
     sys.stdout.flush()
 
 

@@ -1,15 +1,46 @@
 """Commands answered before typer is imported, when their common form allows it.
 
 `capsule env status [PATH] [--json]` of a running environment is read by scripts and dashboards in a
-loop; through typer, rich and the session's fold it took ~40x `python -c pass`. Any other form (help,
-another option, no running supervisor) returns None and the ordinary command runs, with its checks and
-errors, so the two paths never differ in what they print.
+loop; through typer, rich and the session's fold it took ~40x `python -c pass`. `capsule run`'s start
+is every recording's overhead, and typer (import and building the command) was ~20 ms of it. Any other
+form (help, another option, a value this parser is not sure of, no running supervisor) returns None
+and the ordinary command runs, with its checks and errors, so the two paths never differ in what they
+print. `answer` is how every command runs, fast or through typer (capsule/cli/base.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+
+def answer(body: Callable[[], int]) -> int:
+    """Run a command's body the way every command runs, and return its exit code: first, spools that
+    no live recorder owns are recovered into their sessions (or removed), so an unredacted trace never
+    outlives the recording that made it; then one clear line and an exit code for every expected
+    failure (the codes: capsule/cli/base.py)."""
+    from capsule.api.errors import CapsuleError
+    from capsule.api.sessions import tidy_spools
+
+    try:
+        tidy_spools()
+        return body()
+    except CapsuleError as exc:
+        print(f"capsule: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("capsule: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `capsule report | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def env_status(args: list[str]) -> int | None:
@@ -26,3 +57,176 @@ def env_status(args: list[str]) -> int | None:
     sys.stdout.write(out)
     sys.stdout.flush()
     return 0
+
+
+# `capsule run`'s options as capsule/cli/record.py declares them for typer (with their help): each
+# spelling -> (keyword of `record_and_report`, whether it takes a value). tests/e2e/test_cli_lazy.py
+# checks the table against the typer command. `--policy` is left to typer: its path check (readable)
+# has an error of its own.
+RUN_OPTIONS: dict[str, tuple[str, bool]] = {
+    "--level": ("level", True),
+    "-l": ("level", True),
+    "--name": ("name", True),
+    "-n": ("name", True),
+    "--no-redact": ("no_redact", False),
+    "--sample": ("sample", True),
+    "--parent": ("parent", True),
+    "--tracer": ("tracer_name", True),
+    "--timeout": ("timeout", True),
+    "--policy-fallback": ("policy_fallback", True),
+}
+
+
+def parse_run(args: list[str]) -> tuple[list[str], dict[str, Any]] | None:
+    """`capsule run ARGS` as typer would parse it, for the forms this parser is sure of: options of
+    RUN_OPTIONS (a value after a space, or after `=` for a long one), then `--` or the first word that
+    is no option, and the command. None for any other form (typer explains it): help, an unknown or
+    clustered option, a missing, empty or dash-led value, `--sample` that is no number, no command."""
+    options: dict[str, Any] = {}
+    at = 0
+    while at < len(args) and args[at].startswith("-") and args[at] != "-":
+        word = args[at]
+        at += 1
+        if word == "--":
+            break
+        spelling, equals, value = word.partition("=")
+        known = RUN_OPTIONS.get(spelling)
+        if known is None or (equals and not (known[1] and spelling.startswith("--"))):
+            return None
+        keyword, takes_value = known
+        if not takes_value:
+            options[keyword] = True
+            continue
+        if not equals:
+            if at == len(args):
+                return None
+            value = args[at]
+            at += 1
+        if not value or value.startswith("-"):
+            return None
+        options[keyword] = value
+    command = args[at:]
+    if not command:
+        return None
+    if "sample" in options:
+        try:
+            options["sample"] = float(options["sample"])  # as click's FLOAT converts
+        except ValueError:
+            return None
+    return command, options
+
+
+def run(args: list[str]) -> int | None:
+    """`capsule run ARGS` without typer: its exit code, or None when typer must parse ARGS."""
+    parsed = parse_run(args)
+    if parsed is None:
+        return None
+    command, options = parsed
+    return answer(lambda: _as_typer_would(lambda: record_and_report(command, **options)))
+
+
+def _as_typer_would(body: Callable[[], int]) -> int:
+    """What typer does around a command's body: Ctrl-C is exit 130, silently; a closed pipe is exit 1,
+    with the broken stream quiet from then on (typer/core.py `_main`)."""
+    import errno
+
+    try:
+        return body()
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        return 1
+
+
+def record_and_report(
+    command: list[str],
+    *,
+    level: str = "process",
+    name: str | None = None,
+    no_redact: bool = False,
+    sample: float = 0.5,
+    parent: str | None = None,
+    tracer_name: str = "strace",
+    timeout: str | None = None,
+    policy_file: Path | None = None,
+    policy_fallback: str | None = None,
+) -> int:
+    """`capsule run`'s body (both parsers call it; the defaults are typer's, checked by a test):
+    record COMMAND, print the one summary line and the session's path; the exit code to end with."""
+    import gc
+
+    from capsule.api import sessions
+    from capsule.api.errors import UsageError
+    from capsule.duration import parse_duration
+
+    try:
+        time_limit = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+    # The recorder's modules load with the collector off, and what they build is frozen: it all lives
+    # to the exit, and collections (the exit's too) would only rescan it (~60 ms of each `capsule run`).
+    gc.disable()
+    try:
+        sessions.load_recorder()
+    finally:
+        gc.freeze()
+        gc.enable()
+    outcome = sessions.record(
+        command,
+        level=level,
+        name=name,
+        redact=not no_redact,
+        parent=parent,
+        tracer=tracer_name,
+        sample=sample,
+        time_limit=time_limit,
+        policy_file=policy_file,
+        policy_fallback=policy_fallback,
+    )
+    if outcome.warning:
+        sys.stderr.write(f"capsule: warning: {outcome.warning}\n")
+    style = Ansi(sys.stderr)
+    if outcome.error:
+        style.line(style.bold_red(f"capsule: error: {outcome.error}"))
+    failures = ", " + style.red(f"{outcome.failed} failed") if outcome.failed else ""
+    status = outcome.signal or f"exit {outcome.exit_code}"
+    plural = "es" if outcome.processes != 1 else ""
+    style.line(
+        f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {outcome.processes} process{plural}{failures}"
+        f" · {outcome.duration_s:.2f}s · {status}"
+    )
+    style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")
+    return outcome.exit_code
+
+
+class Ansi:
+    """Styling for `capsule run`'s one summary line, by the rules rich follows: colour only on a
+    terminal and never with NO_COLOR set. Importing rich for one line cost 28 ms of every run."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty() and not os.environ.get("NO_COLOR")
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def bold_red(self, text: str) -> str:
+        return self._wrap("1;31", text)
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()

@@ -14,7 +14,6 @@ from capsule.cli.base import (
     EXIT_ENVIRONMENT,
     JsonOption,
     SessionArg,
-    _Ansi,
     _console,
     _print_json,
     _resolve,
@@ -82,40 +81,22 @@ def run(
         ),
     ] = None,
 ) -> None:
-    from capsule.api import sessions
-    from capsule.api.errors import UsageError
-    from capsule.duration import parse_duration
+    # `capsule run …` itself mostly takes the typer-free path (capsule/cli/fast.py) to the same body.
+    from capsule.cli.fast import record_and_report
 
-    try:
-        time_limit = parse_duration(timeout) if timeout is not None else None
-    except ValueError as exc:
-        raise UsageError(f"--timeout: {exc}") from None
-    outcome = sessions.record(
+    code = record_and_report(
         command,
         level=level,
         name=name,
-        redact=not no_redact,
-        parent=parent,
-        tracer=tracer_name,
+        no_redact=no_redact,
         sample=sample,
-        time_limit=time_limit,
+        parent=parent,
+        tracer_name=tracer_name,
+        timeout=timeout,
         policy_file=policy_file,
         policy_fallback=policy_fallback,
     )
-    if outcome.warning:
-        sys.stderr.write(f"capsule: warning: {outcome.warning}\n")
-    style = _Ansi(sys.stderr)
-    if outcome.error:
-        style.line(style.bold_red(f"capsule: error: {outcome.error}"))
-    failures = ", " + style.red(f"{outcome.failed} failed") if outcome.failed else ""
-    status = outcome.signal or f"exit {outcome.exit_code}"
-    plural = "es" if outcome.processes != 1 else ""
-    style.line(
-        f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {outcome.processes} process{plural}{failures}"
-        f" · {outcome.duration_s:.2f}s · {status}"
-    )
-    style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")
-    raise typer.Exit(outcome.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command(help="Analyse a recorded session: process tree, failures, tools, agent phases.")

@@ -1,4 +1,5 @@
-"""The edge between records and bytes: JSONL lines via cattrs + orjson, with upcasters for old versions."""
+"""The edge between records and bytes: JSONL lines via orjson (cattrs for any field type the line format
+does not spell), with upcasters for old versions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Encode events as JSONL lines and decode them back: one converter (cattrs, orjson preconf) at the edge.
+"""Encode events as JSONL lines and decode them back: orjson at the edge, generated code per record.
 
 A line is one flat JSON object: `kind`, `v`, `seq`, `ts`, then the record's fields. Decoding refuses
 unknown fields (forbid_extra_keys) and versions newer than this reader, and upcasts older ones.
@@ -13,13 +13,11 @@ from typing import Any
 
 import attrs
 import orjson
-from cattrs.preconf.orjson import make_converter
 
+from capsule import events
 from capsule.codec.errors import MalformedLine, NewerVersion, UnknownKind
 from capsule.codec.upcast import upcast
-from capsule.events import FORMAT_VERSION, KINDS, Event, SessionStarted
-
-converter = make_converter(forbid_extra_keys=True, detailed_validation=False)
+from capsule.events import FORMAT_VERSION, Event, SessionStarted
 
 
 class _Hooks(dict[Any, Any]):
@@ -34,7 +32,46 @@ class _Hooks(dict[Any, Any]):
         return hook
 
 
-_unstructure: dict[type[Event], Callable[[Any], dict[str, Any]]] = _Hooks(converter.get_unstructure_hook)
+def converter() -> Any:
+    """The cattrs converter (orjson preconf) for records with a field the line format does not spell;
+    built on first use: every record today has only spelled fields, and cattrs cost ~11 ms to import."""
+    global _converter
+    if _converter is None:
+        from cattrs.preconf.orjson import make_converter
+
+        _converter = make_converter(forbid_extra_keys=True, detailed_validation=False)
+    return _converter
+
+
+_converter: Any = None
+
+
+def _fast_unstructure(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
+    """A record's fields as a line's object, in field order, as cattrs' unstructure hook makes it
+    (tuples become lists, dicts are copied) when every field is of a type the line format spells
+    (`_check`); for any other, cattrs' own hook. `capsule run` writes its header before strace starts:
+    it need not import cattrs first (tests/codec/test_codec_roundtrip.py compares the two)."""
+    hints = typing.get_type_hints(cls)
+    fields = attrs.fields(cls)
+    if any(_check(hints[f.name], "v") is None for f in fields):
+        hook: Callable[[Any], dict[str, Any]] = converter().get_unstructure_hook(cls)
+        return hook
+    items = []
+    for f in fields:
+        hint, value = hints[f.name], f"e.{f.name}"
+        optional = type(None) in typing.get_args(hint)
+        inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        make = {tuple: "list", dict: "dict"}.get(typing.get_origin(inner))
+        if make is not None:
+            value = f"(None if {value} is None else {make}({value}))" if optional else f"{make}({value})"
+        items.append(f"{f.name!r}: {value}")
+    scope: dict[str, Any] = {}
+    exec(f"def unstructure(e):\n    return {{{', '.join(items)}}}\n", scope)  # noqa: S102 (our own fields)
+    made: Callable[[Any], dict[str, Any]] = scope["unstructure"]
+    return made
+
+
+_unstructure: dict[type[Event], Callable[[Any], dict[str, Any]]] = _Hooks(_fast_unstructure)
 
 
 def _check(annotation: object, v: str) -> str | None:
@@ -135,6 +172,9 @@ def _spell(annotation: object) -> str:
     return str(annotation)
 
 
+# Every kind by name, filled by the first decode: a writer (`capsule run`) never loads the kinds it
+# does not write (capsule/events/__init__.py). Kept here, not looked up in capsule.events per line.
+KINDS: dict[str, type[Event]] = {}
 _structure: dict[str, Callable[[dict[str, Any]], Event]] = _Hooks(lambda kind: _fast_structure(KINDS[kind]))
 
 
@@ -181,6 +221,8 @@ def from_dict(obj: Any) -> tuple[int, Event]:
             raise MalformedLine(f"bad {kind} fields: {exc}") from None
     if not isinstance(kind, str):
         raise MalformedLine("`kind` must be a string")
+    if not KINDS:  # the first decode of this process: the slow path below handles its line too
+        KINDS.update(events.KINDS)
     cls = KINDS.get(kind)
     if cls is None:
         raise UnknownKind(f"unknown event kind {kind!r}")

@@ -280,7 +280,8 @@ def paused_gc() -> Iterator[None]:
             # Move what was built into the oldest generation unscanned: re-enabled with millions of
             # objects in the youngest one, the next allocation would run a collection over all of them
             # (measured: 0.55 s after a 1,000,000-event report). A later full collection still sees them.
-            # (unfreeze takes every frozen object along; Capsule freezes nothing else.)
+            # (unfreeze takes every frozen object along, the CLI's start-up ones too: they are only
+            # scanned again by full collections, as before they were frozen.)
             gc.freeze()
             gc.enable()
             gc.unfreeze()

@@ -154,3 +154,12 @@ def test_write_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "proc.exec.v2.json").write_text("{}\n")
     assert schemas_stage.main(["check", "--dir", str(tmp_path)]) == schemas_stage.DRIFT
     assert "proc.exec.v2.json: differs" in capsys.readouterr().err
+
+
+def test_kind_versions_table_matches_the_records() -> None:
+    """capsule.events.VERSIONS (the session header's `kinds`, kept as a table so a writer need not load
+    every kind) lists every record's kind and current version, in EVENT_TYPES order."""
+    from capsule.events import VERSIONS, kind_versions
+
+    assert list(VERSIONS.items()) == [(cls.KIND, cls.VERSION) for cls in EVENT_TYPES]
+    assert kind_versions() == VERSIONS

@@ -64,7 +64,7 @@ def test_a_command_loads_only_its_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('capsule.cli.')))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "['capsule.cli.base', 'capsule.cli.record']"
+    assert done.stdout.strip() == "['capsule.cli.base', 'capsule.cli.fast', 'capsule.cli.record']"
 
 
 def test_app_attribute_has_every_command() -> None:
@@ -106,3 +106,165 @@ def test_entry_point_still_behaves(argv: list[str], tmp_path) -> None:  # type: 
         env=env,
     )
     assert (lazy.returncode, lazy.stdout, lazy.stderr) == (whole.returncode, whole.stdout, whole.stderr)
+
+
+# What `capsule run` must not load: the event kinds it never writes, the environments' modules, the folds
+# and parsers of the readers (each import is start-up time of every recording; issue 15).
+NOT_ON_THE_RUN_PATH = (
+    "capsule.events.env",
+    "capsule.events.tasks",
+    "capsule.events.observed",
+    "capsule.events.placement",
+    "capsule.stages.envproc",
+    "capsule.fold.environment",
+    "capsule.fold.session",
+    "capsule.report",
+    "capsule.cli.env",
+    "capsule.cli.agents",
+    "capsule.cli.record",  # the common forms of `run` are parsed without typer (capsule/cli/fast.py)
+    "typer",
+    "capsule.stages.ebpf",  # --tracer ebpf's alone
+    "cattrs",  # the writer's records encode through generated code (capsule/codec/lines.py)
+)
+# What it loads only once strace is started, while strace and its relay start on the other core.
+AFTER_STRACE_STARTS = ("capsule.stages.pipeline", "capsule.parse", "capsule.track")
+
+
+def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real `capsule run -- true` (strace and all), through the console entry point, records its
+    session without importing any module of NOT_ON_THE_RUN_PATH, and those of AFTER_STRACE_STARTS only
+    once strace (not its `-V` probe) has been spawned."""
+    import json
+    import os
+
+    script = (
+        "import atexit, json, subprocess, sys\n"
+        "at_spawn = []\n"
+        "popen = subprocess.Popen.__init__\n"
+        "def spy(self, args, *a, **k):\n"
+        "    if args[0].endswith('strace') and '-V' not in args:\n"
+        "        at_spawn.extend(sys.modules)\n"
+        "    popen(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "atexit.register(lambda: print(json.dumps([sorted(at_spawn), sorted(sys.modules)]), file=sys.__stdout__))\n"
+        "from capsule.cli import main\n"
+        "sys.argv = ['capsule', 'run', '--', 'true']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 process" in done.stderr  # it did record
+    at_spawn, loaded = (set(names) for names in json.loads(done.stdout.splitlines()[-1]))
+    assert "capsule.stages.run" in at_spawn
+    assert sorted(loaded & set(NOT_ON_THE_RUN_PATH)) == []
+    assert sorted(at_spawn & set(AFTER_STRACE_STARTS)) == []
+    assert set(AFTER_STRACE_STARTS) <= loaded
+
+
+def test_fast_run_options_are_the_typer_commands() -> None:
+    """capsule/cli/fast.py parses the options of `capsule run` that capsule/cli/record.py declares
+    (every one but --policy, left to typer), each taking a value or not as there, and its body's
+    defaults are the command's."""
+    import inspect
+
+    import typer.main
+
+    from capsule.cli import app as whole
+    from capsule.cli import fast
+
+    run = typer.main.get_command(whole).commands["run"]  # type: ignore[attr-defined]
+    declared = {
+        spelling: (param.name, not param.is_flag)
+        for param in run.params
+        if param.param_type_name == "option"
+        for spelling in param.opts
+    }
+    assert {k: v for k, v in declared.items() if k not in ("--policy", "--help", "-h")} == fast.RUN_OPTIONS
+    defaults = {p.name: p.default for p in run.params if p.param_type_name == "option"}
+    body = inspect.signature(fast.record_and_report).parameters
+    assert {name: body[name].default for name in defaults} == defaults
+
+
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (["--", "true"], (["true"], {})),
+        (["make", "-j4"], (["make", "-j4"], {})),
+        (
+            ["-l", "file", "--name=x", "--no-redact", "--", "-x"],
+            (["-x"], {"level": "file", "name": "x", "no_redact": True}),
+        ),
+        (["--sample", "0.25", "--sample=1", "sh"], (["sh"], {"sample": 1.0})),
+        (["--", "--", "a"], (["--", "a"], {})),
+        (["-"], (["-"], {})),
+    ],
+)
+def test_fast_run_parses_the_common_forms(args: list[str], parsed: object) -> None:
+    from capsule.cli.fast import parse_run
+
+    assert parse_run(args) == parsed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--"],
+        ["--help", "--", "true"],
+        ["-h"],
+        ["-x", "true"],
+        ["-lfile", "true"],
+        ["-l=file", "true"],
+        ["--no-redact=1", "true"],
+        ["--name"],
+        ["--name", "", "true"],
+        ["--name", "-x", "true"],
+        ["--sample", "abc", "true"],
+        ["--policy", "p.toml", "true"],
+        ["--lev", "file", "true"],
+    ],
+)
+def test_fast_run_leaves_the_rest_to_typer(args: list[str]) -> None:
+    """Help, unknown, clustered or abbreviated options, doubtful values, no command: typer's."""
+    from capsule.cli.fast import parse_run
+
+    assert parse_run(args) is None
+
+
+def _masked(text: str) -> str:
+    import re
+
+    text = re.sub(r"\d{8}-\d{6}-[0-9a-f]{5}", "ID", text)
+    return re.sub(r"\d+\.\d\ds ·", "Ts ·", text)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--", "true"],
+        ["-n", "x", "--level=file", "--sample", "0", "sh", "-c", "exit 3"],
+        ["--no-redact", "--", "/no/such/program"],
+        ["--timeout", "nope", "--", "true"],
+        ["--tracer", "nope", "--", "true"],
+        ["--sample", "abc", "--", "true"],
+        [],
+    ],
+)
+def test_fast_run_answers_as_typer_does(args: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`capsule run ARGS` through the entry point (the typer-free path where it applies) prints and
+    exits exactly as the typer command does (session ids and durations aside)."""
+    import os
+
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    prelude = "import sys; sys.argv[0] = 'capsule'; "
+    entry = prelude + "from capsule.cli import main; main()"
+    typer_only = (
+        prelude + "import capsule.cli as c; c.load('record'); from capsule.cli.base import main; main()"
+    )
+    answers = [
+        subprocess.run([sys.executable, "-c", script, "run", *args], capture_output=True, text=True, env=env)
+        for script in (entry, typer_only)
+    ]
+    fast, typed = ((a.returncode, a.stdout, _masked(a.stderr)) for a in answers)
+    assert fast == typed
