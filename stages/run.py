@@ -47,7 +47,7 @@ from capsule.stages.guard import (
 )
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import spool_output
+from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.tracer import Tracer
 
@@ -242,6 +242,7 @@ async def record_run(
     writer = SessionWriter(path / EVENTS, answers=answers, redact=redact)
     trace_fd = open_private(path / trace_name(tracer.path), new=True)
     error: str | None = None
+    spool_claim: int | None = None
     try:
         resolved, failure = resolve_command(argv[0], cwd, env)
         if resolved is None:
@@ -270,7 +271,7 @@ async def record_run(
             return RunOutcome(session_id, path, code, None, time.time() - started, writer.tally, error)
 
         spool = spool_path(home, session_id)
-        os.close(open_private(spool, new=True))  # 0600 before strace (or its relay) opens it
+        spool_claim = claim_spool(spool)  # 0600 before strace (or its relay) opens it; held to the end
         flags = tracer_flags(tracer.flags(level), enforcement)
         pid: list[int] = []  # what the guard's kill starts from: strace's wrapper, or the command (eBPF)
         ebpf = not isinstance(tracer, Tracer)
@@ -459,6 +460,8 @@ async def record_run(
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)
+        if spool_claim is not None:
+            os.close(spool_claim)
 
 
 def _signal_number(name: str) -> int:

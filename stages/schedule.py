@@ -324,7 +324,7 @@ class Scheduler:
             if cgroup is not None:
                 cgroup.remove()
             if trace is not None:
-                trace.writer.close()
+                trace.discard()
             error = exc.strerror or str(exc)
             await self._observe(
                 ObsSpawnFailed(ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs))

@@ -4,12 +4,15 @@ the spools that no live recorder owns.
 A redacting recording sends strace's output through the relay (`capsule.stages.spool_relay`), so the
 spool holds redacted lines only. A spool left behind (the recorder was killed, or an older capsule or a
 `--no-redact` run wrote it in clear) is recovered into its session on the next capsule command of any
-kind, and removed; a spool with no session, or whose session is complete, is removed.
+kind, and removed; a spool with no session, or whose session is complete, is removed. A spool its
+recorder still holds (`claim_spool`) is left alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -17,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from capsule.stages.home import runs_dir
-from capsule.stages.store import is_session
+from capsule.stages.store import is_session, open_private
 
 # Ignored before exec, so inherited by Python (which then installs no SIGINT handler of its own).
 _IGNORE = "trap '' INT TERM HUP QUIT"
@@ -53,6 +56,39 @@ def relay_to_stdout() -> tuple[str, ...]:
     return _relay_argv("-")
 
 
+def claim_spool(spool: Path) -> int:
+    """Create the spool (0600, new) and hold it: an exclusive flock on a descriptor the recorder keeps
+    until the recording ends (close it then). Between the spool's creation and the session's header,
+    another capsule's tidying would find a spool no session owns yet and remove it (seen with eight
+    traced services starting at once); it leaves a held spool alone. The lock dies with its holder."""
+    claiming = spool.with_name(spool.name + ".claim")  # not a spool's name: no tidying looks at it
+    fd = open_private(claiming, new=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.link(claiming, spool)  # it appears already held (and, as O_EXCL would, only if it was not there)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        claiming.unlink(missing_ok=True)
+    return fd
+
+
+def _held(spool: Path) -> bool:
+    """Is the spool claimed by a live recorder (or gone already)?"""
+    try:
+        fd = os.open(spool, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def tidy_spools(home: Path) -> list[str]:
     """Recover or remove every spool no live recorder owns; the ids of the sessions recovered."""
     import trio
@@ -62,6 +98,8 @@ def tidy_spools(home: Path) -> list[str]:
 
     recovered = []
     for spool in sorted((home / "spool").glob("*.strace")):
+        if _held(spool):
+            continue
         session = runs_dir(home) / spool.name.removesuffix(".strace")
         try:
             seen = glance(session) if is_session(session) else None

@@ -37,7 +37,7 @@ from capsule.stages.guard import tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import spool_output
+from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
@@ -51,16 +51,24 @@ class TraceFiles:
     dir: Path
     spool: Path
     writer: SessionWriter
+    lock: int  # the spool's claim (stages/spools.py claim_spool), held until the session ends
+
+    def discard(self) -> None:
+        """The attempt never started: close the session's writer, drop the spool and its claim."""
+        self.writer.close()
+        self.spool.unlink(missing_ok=True)
+        os.close(self.lock)
 
 
 def open_trace(home: Path) -> TraceFiles:
     """A new run session for one attempt, and the spool file strace will write."""
     session_id, trace_dir = create_session(home)
     spool = spool_path(home, session_id)
-    os.close(open_private(spool, new=True))
+    lock = claim_spool(spool)
     return TraceFiles(
-        session_id=session_id, dir=trace_dir, spool=spool, writer=SessionWriter(trace_dir / EVENTS)
-    )
+        session_id=session_id, dir=trace_dir, spool=spool, writer=SessionWriter(trace_dir / EVENTS),
+        lock=lock,
+    )  # fmt: skip
 
 
 @attrs.frozen
@@ -259,3 +267,4 @@ def _ended(
     )
     files.writer.close()
     files.spool.unlink(missing_ok=True)
+    os.close(files.lock)

@@ -234,6 +234,26 @@ def test_an_orphaned_clear_spool_is_redacted_on_the_next_command(
     assert b"--token=***" in (session / "trace.strace").read_bytes()
 
 
+def test_a_claimed_spool_is_left_to_its_recorder(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A recorder that has created its spool but not yet its session's header (traced services starting
+    together) holds it: another command's tidying leaves it; once the claim is let go it is tidied."""
+    from capsule.stages.spools import claim_spool
+
+    capsule_home.mkdir(mode=0o700, exist_ok=True)
+    (capsule_home / "spool").mkdir(mode=0o700)
+    (capsule_home / "runs" / "20000101-000000-000bb").mkdir(parents=True, mode=0o700)  # no header yet
+    spool = capsule_home / "spool" / "20000101-000000-000bb.strace"
+    claim = claim_spool(spool)
+    try:
+        done = capsule("ls", "--json")
+        assert done.returncode == 0, done.stderr
+        assert spool.exists()
+    finally:
+        os.close(claim)
+    assert capsule("ls", "--json").returncode == 0
+    assert not spool.exists()
+
+
 def test_the_live_spool_of_a_traced_task_never_holds_a_secret(capsule_home: Path, tmp_path: Path) -> None:
     """`capsule agents` with `trace = true`: the task's spool goes through the same relay."""
     ready, go = tmp_path / "ready", tmp_path / "go"
