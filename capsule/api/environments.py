@@ -228,9 +228,28 @@ def up(
             if note is not None:
                 note(line)
         _start_detached(config, timeout, argv)
-    env = _live(config) or _latest(config)
-    assert env is not None  # the supervisor announced its session
-    return status_of(env)
+    return _caught_up(config)
+
+
+def _caught_up(config: Path, patience_s: float = 2.0) -> EnvironmentStatus:
+    """The status once the session says what became of every process whose pid is gone. A process can
+    exit between the supervisor's answer and this read: the fold still says it runs, and the status
+    would call it `exited`, which reads as done — a crash loop between two runs would look up. Re-read
+    (the supervisor writes the exit within milliseconds) until nothing is in that state, or
+    `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        env = _live(config) or _latest(config)
+        assert env is not None  # the supervisor announced its session
+        status = status_of(env)
+        pending = [
+            p.name
+            for p in status.processes
+            if p.state == "exited" and env.state.processes[p.name].state != "exited"
+        ]
+        if not pending or not env.supervisor_alive or time.monotonic() > deadline:
+            return status
+        time.sleep(0.02)  # polling the session for the supervisor's record of those exits
 
 
 def _reload(env: EnvSession, config: Path, text: str, timeout: float) -> EnvironmentStatus:

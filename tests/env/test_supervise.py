@@ -68,7 +68,7 @@ TCP_SERVER = (
 
 def test_full_environment_up_and_down(project: Path, capsule: CapsuleRunner) -> None:
     """http + dependent tcp service ready in order, a crash loop gives up, down kills stubborn and forked trees."""
-    web, tcp = free_port(), free_port()
+    web, tcp, closed = free_port(), free_port(), free_port()
     (project / "tcp.py").write_text(TCP_SERVER.replace("\\n", "\n"))
     write(
         project,
@@ -88,6 +88,7 @@ health_check = "tcp://127.0.0.1:{tcp}"
 [[process]]
 name = "crash"
 command = "sh -c 'echo dying >&2; exit 3'"
+health_check = "tcp://127.0.0.1:{closed}"
 backoff = "50ms"
 max_restarts = 3
 restart_window = "30s"
@@ -101,7 +102,9 @@ command = "sh -c 'sleep 300 & sleep 300 & sh -c \\"sleep 300 & wait\\" & wait'"
 """,
     )
     done = capsule("env", "up", str(project))
-    assert done.returncode == 1, done.stderr  # crash never comes up
+    # crash never comes up: its health check never passes (without one a process is up while it runs,
+    # and `env up` could answer in that moment)
+    assert done.returncode == 1, done.stderr
     assert "crash" in done.stderr
     wait_for(
         lambda: {p["name"]: p["state"] for p in status(capsule, project)["processes"]}["crash"] == "gave_up"
