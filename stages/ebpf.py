@@ -34,6 +34,7 @@ import orjson
 import psutil
 import trio
 
+from capsule.stages.launch import MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
 PROGRAM = "ebpf.bt"
@@ -198,36 +199,6 @@ def kill_tree(root: int, traced: Collection[int] = (), rounds: int = 20) -> None
     for proc in seen.values():
         with contextlib.suppress(psutil.Error):
             proc.kill()
-
-
-class MainThreadProcess:
-    """A child started with subprocess.Popen, awaited through a pidfd (as trio.Process is)."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
-    def poll(self) -> int | None:
-        return self._popen.poll()
-
-    def terminate(self) -> None:
-        self._popen.terminate()
-
-    def kill(self) -> None:
-        self._popen.kill()
-
-    async def wait(self) -> int:
-        if self._popen.poll() is None:
-            pidfd = os.pidfd_open(self.pid)
-            try:
-                await trio.lowlevel.wait_readable(pidfd)
-            finally:
-                os.close(pidfd)
-        return self._popen.wait()
 
 
 @attrs.define

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import trio
-
 from capsule.codec import encode_lines
 from capsule.events import Event, SessionStarted
 from capsule.fold.tally import Tally
@@ -23,6 +21,8 @@ from capsule.redact import redact_event
 from capsule.stages.store import open_private
 
 if TYPE_CHECKING:
+    import trio
+
     from capsule.fold.labels import RuleSet
 
 

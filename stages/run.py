@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -25,18 +23,14 @@ import attrs
 import psutil
 import trio
 
-from capsule import __version__
 from capsule.events import (
     Event,
     ProcSpawnFailed,
     SessionEnded,
-    SessionStarted,
     SessionTimedOut,
-    kind_versions,
 )
 from capsule.fold.tally import Tally
 from capsule.policy.enforce import Enforcement
-from capsule.redact import redact_argv
 from capsule.stages.guard import (
     guard_record_stage,
     guarding,
@@ -45,15 +39,24 @@ from capsule.stages.guard import (
     tracer_flags,
     tracer_of,
 )
+from capsule.stages.launch import (
+    Early,
+    MainThreadProcess,
+    header,
+    open_recording,
+    resolve_command,
+    shown_argv,
+    traced_header,
+)
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
-from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
+from capsule.stages.store import spool_path
 from capsule.stages.tracer import Tracer
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf import EbpfTracer, MainThreadProcess
+    from capsule.stages.ebpf import EbpfTracer
     from capsule.stages.pipeline import TraceStats
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
@@ -72,22 +75,6 @@ class RunOutcome:
     error: str | None = None
 
 
-def resolve_command(
-    name: str, cwd: str | None = None, env: dict[str, str] | None = None
-) -> tuple[str | None, str | None]:
-    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail (from
-    `cwd`, with `env`'s PATH when they are given)."""
-    if "/" in name:
-        where = os.path.join(cwd, name) if cwd is not None else name
-        if not os.path.exists(where):
-            return None, "ENOENT"
-        if os.path.isdir(where) or not os.access(where, os.X_OK):
-            return None, "EACCES"
-        return name, None
-    found = shutil.which(name, path=None if env is None else env.get("PATH", os.defpath))
-    return (found, None) if found else (None, "ENOENT")
-
-
 def _exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -> tuple[int, str | None]:
     if status is not None:
         code, sig = status
@@ -98,27 +85,6 @@ def _exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -
     if tracer_rc < 0:
         return 128 - tracer_rc, signal.Signals(-tracer_rc).name
     return tracer_rc, None
-
-
-def _header(
-    session_id: str, argv: tuple[str, ...], name: str | None, started: float, **fields: object
-) -> SessionStarted:
-    # `started` is taken before strace is spawned, so the header never postdates the trace's first line.
-    cwd = fields.pop("cwd", None)
-    return SessionStarted(
-        ts=started,
-        capsule_version=__version__,
-        session_id=session_id,
-        session_kind="run",
-        name=name,
-        argv=argv,
-        cwd=os.path.abspath(str(cwd or os.getcwd())),
-        host=platform.node(),
-        recorder_pid=os.getpid(),
-        recorder_started=psutil.Process().create_time(),
-        kinds=kind_versions(),
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
@@ -189,12 +155,14 @@ async def _kill_after(
     grace: float = GRACE_S,
     *,
     is_command: bool = False,
+    since: float = 0.0,
 ) -> None:
     """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
 
     strace -f waits for every traced process, orphans included, so the tree goes, not just the root;
-    a process is stopped only if it is the one seen (pid and start time: psutil checks both)."""
-    await trio.sleep(after_s)
+    a process is stopped only if it is the one seen (pid and start time: psutil checks both). `since`:
+    how long the command has run already."""
+    await trio.sleep(max(0.0, after_s - since))
     at = time.time()
     tree = _traced(top_pid, is_command=is_command)
     terminated = _signal_tree(tree, signal.SIGTERM)
@@ -225,34 +193,37 @@ async def record_run(
     sample_interval: float = 0.0,
     enforcement: Enforcement | None = None,
     env: dict[str, str] | None = None,
+    early: Early | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
     `cwd` is the directory it runs in (default: this process's). `answers` (exit rules) keep `grep` 1
     out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
     (`proc.sampled`); `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see
-    stages/guard.py); `env` (None: Capsule's own) is the command's environment."""
-    started = time.time()
+    stages/guard.py); `env` (None: Capsule's own) is the command's environment. `early`: strace was
+    started already (`launch.start`: no policy, strace, Capsule's own streams and environment)."""
     level = trace_level(level, enforcement)
-    session_id, path = create_session(home, started)
-    # sys.argv holds bytes that are not UTF-8 as surrogates; the record shows them as U+FFFD, as it
-    # shows the trace's own argv (the command itself still gets the exact bytes).
-    text_argv = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
-    shown_argv = redact_argv(text_argv) if redact else tuple(text_argv)
-    writer = SessionWriter(path / EVENTS, answers=answers, redact=redact)
-    trace_fd = open_private(path / trace_name(tracer.path), new=True)
+    shown = shown_argv(argv, redact)
+    if early is not None:
+        started, session_id, path = early.started, early.session_id, early.path
+        writer, trace_fd, spool_claim = early.writer, early.trace_fd, early.spool_claim
+    else:
+        started = time.time()
+        session_id, path, writer, trace_fd = open_recording(
+            home, started, tracer.path, answers=answers, redact=redact
+        )
+        spool_claim = None
     error: str | None = None
-    spool_claim: int | None = None
     try:
-        resolved, failure = resolve_command(argv[0], cwd, env)
+        resolved, failure = (argv[0], None) if early else resolve_command(argv[0], cwd, env)
         if resolved is None:
             assert failure is not None
             message = "command not found" if failure == "ENOENT" else "permission denied"
             writer.write(
                 [
-                    _header(
+                    header(
                         session_id,
-                        shown_argv,
+                        shown,
                         name,
                         started,
                         trace_level=level,
@@ -261,18 +232,21 @@ async def record_run(
                         cwd=cwd,
                     ),
                     ProcSpawnFailed(
-                        ts=time.time(), path=shown_argv[0], argv=shown_argv, errno=failure, message=message
+                        ts=time.time(), path=shown[0], argv=shown, errno=failure, message=message
                     ),
                 ]
             )
             code = EXIT_NOT_FOUND if failure == "ENOENT" else EXIT_NOT_EXECUTABLE
-            error = f"{message}: {shown_argv[0]}"
+            error = f"{message}: {shown[0]}"
             _close(writer, started, code, None, 0, 0, error)
             return RunOutcome(session_id, path, code, None, time.time() - started, writer.tally, error)
 
-        spool = spool_path(home, session_id)
-        spool_claim = claim_spool(spool)  # 0600 before strace (or its relay) opens it; held to the end
-        flags = tracer_flags(tracer.flags(level), enforcement)
+        if early is not None:
+            spool, flags = early.spool, early.flags
+        else:
+            spool = spool_path(home, session_id)
+            spool_claim = claim_spool(spool)  # 0600 before strace (or its relay) opens it; held to the end
+            flags = tracer_flags(tracer.flags(level), enforcement)
         pid: list[int] = []  # what the guard's kill starts from: strace's wrapper, or the command (eBPF)
         ebpf = not isinstance(tracer, Tracer)
         if ebpf:
@@ -311,19 +285,7 @@ async def record_run(
                 nonlocal before_header
                 writer.write(
                     [
-                        _header(
-                            session_id,
-                            shown_argv,
-                            name,
-                            at,
-                            tracer=tracer.path,
-                            tracer_version=tracer.version,
-                            tracer_flags=flags,
-                            trace_level=level,
-                            redacted=redact,
-                            parent=parent,
-                            cwd=cwd,
-                        ),
+                        traced_header(session_id, shown, name, at, tracer, flags, level, redact, parent, cwd),
                         *(before_header or ()),
                     ]
                 )
@@ -373,6 +335,12 @@ async def record_run(
                         session_id, path, EXIT_RECORDER_FAILED, None, elapsed, writer.tally, str(exc)
                     )
                 process, command = launched.tracer, launched.process
+            elif early is not None:
+                process = early.process
+                pid.append(process.pid)
+                guard.spawned()
+                for signum in early.signals:  # what arrived before the recorder listened: as if now
+                    signal.raise_signal(signum)
             else:
                 wrapped, fds = guard.wrap(
                     [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
@@ -404,8 +372,12 @@ async def record_run(
                 nursery.start_soon(wait_tracer)
                 nursery.start_soon(partial(_relay_signals, top, signals, is_command=ebpf))
                 if time_limit is not None:
+                    # from the spawn: strace started early ran a little before this
+                    since = time.monotonic() - early.spawned if early is not None else 0.0
                     nursery.start_soon(
-                        partial(_kill_after, top, time_limit, writer, tracer_done, is_command=ebpf)
+                        partial(
+                            _kill_after, top, time_limit, writer, tracer_done, is_command=ebpf, since=since
+                        )
                     )
                 if sample_interval > 0:
                     nursery.start_soon(

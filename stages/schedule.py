@@ -65,8 +65,8 @@ from capsule.stages.agents_session import close_run, open_run, reopen_run
 from capsule.stages.ebpf import EbpfTracer, Gated, note_refusals
 from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
+from capsule.stages.launch import resolve_command
 from capsule.stages.record import SessionWriter
-from capsule.stages.run import resolve_command
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
 from capsule.stages.task_units import cgroup_name, marker, measure

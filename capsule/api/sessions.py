@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
     from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.launch import Early
     from capsule.stages.tracer import Tracer
 
 
@@ -487,6 +488,85 @@ def check_level(level: str) -> None:
         raise UsageError(f"unknown --level {level!r}: choose one of {', '.join(LEVELS)}")
 
 
+@attrs.frozen
+class _Plan:
+    """A recording's checked options: what `record_async` runs with."""
+
+    answers: RuleSet
+    enforcement: Any
+    found: Tracer | EbpfTracer
+
+
+def _plan(
+    argv: list[str],
+    level: str,
+    tracer: str,
+    sample: float,
+    cwd: str | Path | None,
+    policy_file: Path | None,
+    policy_fallback: str | None,
+) -> _Plan:
+    from capsule.stages.tracer import TRACERS, TracerMissing, find_recorder
+
+    if not argv or not argv[0]:
+        raise UsageError("the command is empty: give the program and its arguments")
+    check_level(level)
+    if tracer not in TRACERS:
+        raise UsageError(f"unknown --tracer {tracer!r}: choose one of {', '.join(TRACERS)}")
+    if sample < 0:
+        raise UsageError(f"--sample {sample}: the interval must be 0 (off) or a positive number of seconds")
+    answers = rules(packaged=("exits.toml",))  # so the summary's failure count leaves `grep` 1 out
+    enforcement = _enforcement(policy_file, policy_fallback)
+    if cwd is not None and not os.path.isdir(cwd):
+        raise NotFound(f"cwd {str(cwd)!r}: no such directory")
+    try:
+        found = find_recorder(tracer)
+    except TracerMissing as exc:
+        raise RecordingFailed(str(exc)) from exc
+    return _Plan(answers=answers, enforcement=enforcement, found=found)
+
+
+@attrs.frozen
+class Launched:
+    """A recording checked, and started already in the common case (`launch`): give it to `record`."""
+
+    plan: _Plan
+    early: Early | None
+
+
+def launch(
+    argv: list[str],
+    *,
+    level: str = "process",
+    name: str | None = None,
+    redact: bool = True,
+    parent: str | None = None,
+    tracer: str = "strace",
+    sample: float = 0.0,
+    policy_file: Path | None = None,
+    policy_fallback: str | None = None,
+    **_options: Any,
+) -> Launched:
+    """Check `record`'s options (raising as it would) and, for strace without a policy, start strace on
+    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do.
+    `capsule run` calls this, then `record(argv, launched=..., **the same options)`."""
+    from capsule.stages.launch import resolve_command, start
+    from capsule.stages.tracer import Tracer
+
+    os.umask(0o077)
+    plan = _plan(argv, level, tracer, sample, None, policy_file, policy_fallback)
+    early = None
+    if plan.enforcement is None and isinstance(plan.found, Tracer):
+        resolved, _failure = resolve_command(argv[0])
+        if resolved is not None:  # else `record_run` writes the session of a command not found
+            where = home()
+            try:
+                early = start(list(argv), where, plan.found, plan.answers, level, name, redact, parent)
+            except OSError as exc:
+                raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    return Launched(plan=plan, early=early)
+
+
 async def record_async(
     argv: list[str],
     *,
@@ -501,6 +581,7 @@ async def record_async(
     sample: float = 0.0,
     policy_file: Path | None = None,
     policy_fallback: str | None = None,
+    launched: Launched | None = None,
 ) -> Recorded:
     """Record `argv` on the caller's trio loop (its signals are relayed only from the main thread).
 
@@ -509,31 +590,20 @@ async def record_async(
     strace, ebpf or auto (eBPF where it works); `sample` > 0 samples the tree's CPU and memory that
     often (`proc.sampled`). The policy (`policy_file`, else `[policy]` in `$CAPSULE_HOME/config.toml`) is
     enforced in the kernel; `policy_fallback` "detect" downgrades what this machine cannot enforce to
-    detect-and-kill (with a warning) instead of refusing to start."""
+    detect-and-kill (with a warning) instead of refusing to start. `launched`: from `launch` (the same
+    `argv` and options; `cwd`, `stdio` left as they are)."""
     from capsule.stages.run import record_run
-    from capsule.stages.tracer import TRACERS, TracerMissing, find_recorder
 
-    if not argv or not argv[0]:
-        raise UsageError("the command is empty: give the program and its arguments")
-    check_level(level)
-    if tracer not in TRACERS:
-        raise UsageError(f"unknown --tracer {tracer!r}: choose one of {', '.join(TRACERS)}")
-    if sample < 0:
-        raise UsageError(f"--sample {sample}: the interval must be 0 (off) or a positive number of seconds")
-    answers = rules(packaged=("exits.toml",))  # so the summary's failure count leaves `grep` 1 out
-    enforcement = _enforcement(policy_file, policy_fallback)
-    if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 (one stat, before anything starts)
-        raise NotFound(f"cwd {str(cwd)!r}: no such directory")
-    try:
-        found = find_recorder(tracer)
-    except TracerMissing as exc:
-        raise RecordingFailed(str(exc)) from exc
+    plan = launched.plan if launched is not None else None
+    if plan is None:
+        plan = _plan(argv, level, tracer, sample, cwd, policy_file, policy_fallback)
+    enforcement = plan.enforcement
     where = home()
     try:
         outcome = await record_run(
             list(argv),
             home=where,
-            tracer=found,
+            tracer=plan.found,
             level=level,
             name=name,
             redact=redact,
@@ -541,9 +611,10 @@ async def record_async(
             stdio=stdio,
             time_limit=time_limit,
             cwd=None if cwd is None else str(cwd),
-            answers=answers,
+            answers=plan.answers,
             sample_interval=sample,
             enforcement=enforcement,
+            early=launched.early if launched is not None else None,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
@@ -586,14 +657,18 @@ def load_recorder() -> None:
     from capsule.stages import run  # noqa: F401
 
 
-def record(argv: list[str], **options: Any) -> Recorded:
-    """`record_async` in a trio run of its own (what `capsule run` does)."""
+def record(argv: list[str], launched: Launched | None = None, **options: Any) -> Recorded:
+    """`record_async` in a trio run of its own (what `capsule run` does); `launched` from `launch`."""
     import trio
 
     from capsule.api.shipping import ship_closed
 
     os.umask(0o077)
-    recorded = trio.run(lambda: record_async(argv, **options))
+    try:
+        recorded = trio.run(lambda: record_async(argv, launched=launched, **options))
+    finally:
+        if launched is not None and launched.early is not None:
+            launched.early.restore_signals()
     if recorded.error is None and recorded.path.is_dir():
         snapshot_after_close(recorded.path)
     if recorded.path.is_dir():

@@ -168,26 +168,28 @@ def record_and_report(
         time_limit = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--timeout: {exc}") from None
+    options: dict[str, Any] = {
+        "level": level,
+        "name": name,
+        "redact": not no_redact,
+        "parent": parent,
+        "tracer": tracer_name,
+        "sample": sample,
+        "time_limit": time_limit,
+        "policy_file": policy_file,
+        "policy_fallback": policy_fallback,
+    }
     # The recorder's modules load with the collector off, and what they build is frozen: it all lives
     # to the exit, and collections (the exit's too) would only rescan it (~60 ms of each `capsule run`).
+    # strace starts first (without a policy): the command runs while trio and the recorder load.
     gc.disable()
     try:
+        launched = sessions.launch(command, **options)
         sessions.load_recorder()
     finally:
         gc.freeze()
         gc.enable()
-    outcome = sessions.record(
-        command,
-        level=level,
-        name=name,
-        redact=not no_redact,
-        parent=parent,
-        tracer=tracer_name,
-        sample=sample,
-        time_limit=time_limit,
-        policy_file=policy_file,
-        policy_fallback=policy_fallback,
-    )
+    outcome = sessions.record(command, launched=launched, **options)
     if outcome.warning:
         sys.stderr.write(f"capsule: warning: {outcome.warning}\n")
     style = Ansi(sys.stderr)

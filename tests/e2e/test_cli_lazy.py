@@ -126,8 +126,15 @@ NOT_ON_THE_RUN_PATH = (
     "capsule.stages.ebpf",  # --tracer ebpf's alone
     "cattrs",  # the writer's records encode through generated code (capsule/codec/lines.py)
 )
-# What it loads only once strace is started, while strace and its relay start on the other core.
-AFTER_STRACE_STARTS = ("capsule.stages.pipeline", "capsule.parse", "capsule.track")
+# What it loads only once strace is started, while the command runs (and strace's relay starts) on the
+# other core: strace starts before trio and the recorder load (stages/launch.py).
+AFTER_STRACE_STARTS = (
+    "trio",
+    "capsule.stages.run",
+    "capsule.stages.pipeline",
+    "capsule.parse",
+    "capsule.track",
+)
 
 
 def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -156,7 +163,7 @@ def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[
     assert done.returncode == 0, done.stderr
     assert "1 process" in done.stderr  # it did record
     at_spawn, loaded = (set(names) for names in json.loads(done.stdout.splitlines()[-1]))
-    assert "capsule.stages.run" in at_spawn
+    assert "capsule.stages.launch" in at_spawn
     assert sorted(loaded & set(NOT_ON_THE_RUN_PATH)) == []
     assert sorted(at_spawn & set(AFTER_STRACE_STARTS)) == []
     assert set(AFTER_STRACE_STARTS) <= loaded

@@ -287,3 +287,28 @@ def test_no_recovery_while_strace_still_writes(
         assert {"sh", "sleep", "true", "touch"} <= set(_by_exe(late))
     finally:
         go.touch()  # whatever failed, the command ends: no strace and loop are left behind
+
+
+def test_sigterm_before_the_recorder_listens_reaches_the_command(tmp_path: Path) -> None:
+    """`capsule run` starts strace before trio loads (stages/launch.py): a SIGTERM to Capsule in that
+    window is kept, then relayed to the command once the recorder listens, as it would be later."""
+    ready = tmp_path / "ready"
+    script = (
+        "import os, signal, sys, time\n"
+        "from capsule.api import sessions\n"
+        f"ready = {str(ready)!r}\n"
+        "cmd = ['sh', '-c', f'touch {ready}; exec sleep 60']\n"
+        "launched = sessions.launch(cmd)\n"
+        "assert launched.early is not None\n"
+        "while not os.path.exists(ready):\n"
+        "    time.sleep(0.01)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # before trio, before the recorder listens\n"
+        "done = sessions.record(cmd, launched=launched)\n"
+        "print(done.signal, done.exit_code)\n"
+    )
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SIGTERM", "143"]

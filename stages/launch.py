@@ -1,0 +1,246 @@
+"""`capsule run`'s first steps, without trio: the session, its header, the spool and strace itself.
+
+Importing trio and the recorder's stages takes ~60-100 ms, all of it before the command could start
+when strace was spawned from inside the trio run. `capsule run` without a policy (the common case)
+starts strace here instead, then loads the recorder while the command already runs on the other core;
+`record_run` takes the recording over as it is (`Early`). Everything else (a policy, eBPF, a server's
+own trio loop) starts strace from `record_run` as before, through the same steps.
+
+Terminal signals that arrive between strace's start and the recorder's listening are kept and raised
+again once it listens, to be handled as then (SIGTERM relayed to the command, the others ignored while
+the command runs); kept by a handler, not SIG_IGN, which strace and the command would inherit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from capsule import __version__
+from capsule.events import SessionStarted, kind_versions
+from capsule.stages.record import SessionWriter
+from capsule.stages.spools import claim_spool, spool_output
+from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
+
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
+    from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.tracer import Tracer
+
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def resolve_command(
+    name: str, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[str | None, str | None]:
+    """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail (from
+    `cwd`, with `env`'s PATH when they are given)."""
+    if "/" in name:
+        where = os.path.join(cwd, name) if cwd is not None else name
+        if not os.path.exists(where):
+            return None, "ENOENT"
+        if os.path.isdir(where) or not os.access(where, os.X_OK):
+            return None, "EACCES"
+        return name, None
+    found = shutil.which(name, path=None if env is None else env.get("PATH", os.defpath))
+    return (found, None) if found else (None, "ENOENT")
+
+
+class MainThreadProcess:
+    """A child started with subprocess.Popen, awaited through a pidfd (as trio.Process is)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        import trio
+
+        if self._popen.poll() is None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+        return self._popen.wait()
+
+
+def header(
+    session_id: str, argv: tuple[str, ...], name: str | None, started: float, **fields: object
+) -> SessionStarted:
+    """A run's session.started. `started` is taken before strace is spawned, so the header never
+    postdates the trace's first line."""
+    import psutil
+
+    cwd = fields.pop("cwd", None)
+    return SessionStarted(
+        ts=started,
+        capsule_version=__version__,
+        session_id=session_id,
+        session_kind="run",
+        name=name,
+        argv=argv,
+        cwd=os.path.abspath(str(cwd or os.getcwd())),
+        host=platform.node(),
+        recorder_pid=os.getpid(),
+        recorder_started=psutil.Process().create_time(),
+        kinds=kind_versions(),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def traced_header(
+    session_id: str,
+    argv: tuple[str, ...],
+    name: str | None,
+    started: float,
+    tracer: Tracer | EbpfTracer,
+    flags: tuple[str, ...],
+    level: str,
+    redact: bool,
+    parent: str | None,
+    cwd: str | None,
+) -> SessionStarted:
+    """The header of a run that a tracer records (`header` with the tracer's fields)."""
+    return header(
+        session_id,
+        argv,
+        name,
+        started,
+        tracer=tracer.path,
+        tracer_version=tracer.version,
+        tracer_flags=flags,
+        trace_level=level,
+        redacted=redact,
+        parent=parent,
+        cwd=cwd,
+    )
+
+
+def shown_argv(argv: Sequence[str], redact: bool) -> tuple[str, ...]:
+    """argv as the record shows it: bytes that are not UTF-8 (surrogates in sys.argv) as U+FFFD, as the
+    trace's own argv shows them (the command itself still gets the exact bytes); redacted."""
+    from capsule.redact import redact_argv
+
+    text = [os.fsencode(a).decode("utf-8", "replace") for a in argv]
+    return redact_argv(text) if redact else tuple(text)
+
+
+def open_recording(
+    home: Path, started: float, tracer_path: str, *, answers: RuleSet | None, redact: bool
+) -> tuple[str, Path, SessionWriter, int]:
+    """A new session for a run: its id, directory, writer and the descriptor of its kept trace."""
+    session_id, path = create_session(home, started)
+    writer = SessionWriter(path / EVENTS, answers=answers, redact=redact)
+    try:
+        trace_fd = open_private(path / trace_name(tracer_path), new=True)
+    except BaseException:
+        writer.close()
+        raise
+    return session_id, path, writer, trace_fd
+
+
+@attrs.define
+class Early:
+    """A recording whose strace `start` has spawned: what `record_run` takes over."""
+
+    session_id: str
+    path: Path
+    started: float
+    writer: SessionWriter
+    trace_fd: int
+    spool: Path
+    spool_claim: int
+    flags: tuple[str, ...]
+    process: MainThreadProcess
+    spawned: float  # time.monotonic() at the spawn: a time limit counts from there
+    signals: list[int] = attrs.field(factory=list)  # terminal signals that arrived before the recorder
+    _handlers: dict[signal.Signals, Any] = attrs.field(factory=dict, repr=False)
+
+    def restore_signals(self) -> None:
+        """Put back the terminal signals' handlers as they were before `start` (after the recording)."""
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers.clear()
+
+
+def start(
+    argv: list[str],
+    home: Path,
+    tracer: Tracer,
+    answers: RuleSet | None,
+    level: str,
+    name: str | None,
+    redact: bool,
+    parent: str | None,
+) -> Early:
+    """Create the session, write its header, claim the spool and spawn strace on `argv` (a command
+    `resolve_command` found; in this directory, with this environment and these streams), in the main
+    thread and before trio is loaded. OSError if any of it fails (the session then ends as `record_run`
+    would leave it: a header without a trace)."""
+    started = time.time()
+    session_id, path, writer, trace_fd = open_recording(
+        home, started, tracer.path, answers=answers, redact=redact
+    )
+    spool_claim: int | None = None
+    try:
+        flags = tracer.flags(level)
+        shown = shown_argv(argv, redact)
+        writer.write(
+            [traced_header(session_id, shown, name, started, tracer, flags, level, redact, parent, None)]
+        )
+        spool = spool_path(home, session_id)
+        spool_claim = claim_spool(spool)
+        early_signals: list[int] = []
+        handlers = {
+            signum: signal.signal(signum, lambda signum, _frame: early_signals.append(signum))
+            for signum in TERMINAL_SIGNALS
+        }
+        try:
+            popen = subprocess.Popen([tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv])
+        except BaseException:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            raise
+    except BaseException:
+        writer.close()
+        os.close(trace_fd)
+        if spool_claim is not None:
+            os.close(spool_claim)
+        raise
+    return Early(
+        session_id=session_id,
+        path=path,
+        started=started,
+        writer=writer,
+        trace_fd=trace_fd,
+        spool=spool,
+        spool_claim=spool_claim,
+        flags=flags,
+        process=MainThreadProcess(popen),
+        spawned=time.monotonic(),
+        signals=early_signals,
+        handlers=handlers,
+    )
