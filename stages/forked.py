@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from capsule.codec import LineDecoder
-from capsule.codec.flat import build, flatten_line
+from capsule.codec.flat import BUILDERS as builders
+from capsule.codec.flat import flatten_line
 from capsule.events import Event
 from capsule.stages.store import EVENTS, open_session_file
 
@@ -76,8 +77,8 @@ def iter_events_forked(session_dir: Path, decoder: LineDecoder) -> Iterator[Even
                     decoder.line_no, decoder.torn_tail, done = line_no, tail, True
                     break
                 for item in items:
-                    if type(item[0]) is str:
-                        yield build(item)
+                    if type(head := item[0]) is str:
+                        yield builders[head](item)
                     elif (decoded := decoder.decode(item[0], item[1])) is not None:
                         yield decoded[1]
                 decoder.line_no = line_no

@@ -121,3 +121,5 @@ def _make_build(kind: str) -> Callable[[Flat], Event]:
 
 _flatten: dict[str, Callable[[dict[str, Any]], Flat | None]] = _Hooks(_make_flatten)
 _build: dict[str, Callable[[Flat], Event]] = _Hooks(_make_build)
+# `build` by kind, for a loop over a million flat lines (one call less per line than `build`).
+BUILDERS: dict[str, Callable[[Flat], Event]] = _build
