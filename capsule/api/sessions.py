@@ -20,6 +20,7 @@ from capsule.api.errors import BadInput, NotFound, RecordingFailed, Unavailable,
 if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
+    from capsule.report.json_stream import Chunk
     from capsule.stages.ebpf import EbpfTracer
     from capsule.stages.tracer import Tracer
 
@@ -317,7 +318,7 @@ def write_report_json(session: str | Path, out: BinaryIO) -> None:
 @contextlib.contextmanager
 def _report_json_chunks(
     loaded: Loaded, warnings: tuple[str, ...], *, forked: bool
-) -> Iterator[Iterator[bytes]]:
+) -> Iterator[Iterator[Chunk]]:
     """The chunks of `report --json`, to be drawn inside the block. `forked`: a big report's last
     processes and the members after them (the summary's statistics: a third of the work) are made by
     a child while this process makes and writes the first ones."""
@@ -327,13 +328,13 @@ def _report_json_chunks(
     head, nodes, tail = report_split(loaded.state)
     split = len(nodes) if not forked or len(nodes) < FORK_MIN_PROCESSES else int(len(nodes) * FORK_SHARE)
 
-    def rest() -> Iterator[bytes]:
+    def rest() -> Iterator[Chunk]:
         data = tail()  # first: a child makes it while this process writes the first processes
         data["warnings"] = [*warnings, *data.get("warnings", [])]
         yield from items_chunks(map(process_dict, nodes[split:]), first=split == 0)
         yield closing(empty=not nodes, last=False) + members(data, last=True) + b"}\n"
 
-    def chunks(rest: Callable[[], Iterable[bytes]]) -> Iterator[bytes]:
+    def chunks(rest: Callable[[], Iterable[Chunk]]) -> Iterator[Chunk]:
         yield opening(head, "processes")
         yield from items_chunks(map(process_dict, nodes[:split]), first=True)
         yield from rest()
