@@ -30,6 +30,7 @@ from capsule.codec import LineDecoder
 from capsule.codec.flat import BUILDERS as builders
 from capsule.codec.flat import flatten_line
 from capsule.events import Event
+from capsule.report.json_stream import Chunk
 from capsule.stages.store import EVENTS, open_session_file
 
 CHUNK = 1 << 20
@@ -131,8 +132,8 @@ def _resume(session_dir: Path, decoder: LineDecoder, consumed: int) -> Iterator[
 
 @contextlib.contextmanager
 def forked_chunks(
-    produce: Callable[[], Iterable[bytes]], where: Path
-) -> Iterator[Callable[[], Iterator[bytes]]]:
+    produce: Callable[[], Iterable[Chunk]], where: Path
+) -> Iterator[Callable[[], Iterator[Chunk]]]:
     """Start drawing `produce()` in a child, into a nameless file in the folder `where`; the block gets
     a function giving those chunks back once the child is done (drawn here instead if it failed).
 
@@ -155,7 +156,7 @@ def forked_chunks(
         finally:
             os._exit(code)
 
-    def result() -> Iterator[bytes]:
+    def result() -> Iterator[Chunk]:
         _, status = os.waitpid(pid, 0)
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             yield from produce()
