@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from capsule.events import (
 )
 from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.tally import Tally
+from capsule.parse import StraceParser
 from capsule.parse.forms import (
     ClockProbe,
     anchor,
@@ -40,13 +41,14 @@ from capsule.parse.forms import (
     probe_clock,
     relative_elapsed,
 )
-from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
+from capsule.stages.pipeline import Source, TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.run import _exit_status, incompleteness
 from capsule.stages.store import (
     EVENTS,
     TRACE,
+    ZST,
     create_session,
     open_private,
     open_readable,
@@ -54,7 +56,18 @@ from capsule.stages.store import (
     trace_name,
     tracer_kind,
 )
-from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage, relayed_read_stage
+from capsule.stages.trace import (
+    CHUNK,
+    SPLIT_MIN,
+    LineAligner,
+    bytes_stage,
+    read_stage,
+    relayed_read_stage,
+    split_point,
+    split_read_stage,
+)
+from capsule.track import Tracker
+from capsule.track.tracker import Level
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (
@@ -258,6 +271,38 @@ async def import_log(
         raise
 
 
+def _import_source(
+    read: _Log, scratch: Path, *, level: str, redact: bool, relay: bool
+) -> tuple[Source, bool]:
+    """How an import reads its log: split between two processes (a large plain `-ttt` log), through the
+    redacting relay, or here alone; and whether that source redacts (then the pipeline does not)."""
+    log = read.path
+    if log is None or not relay:
+        return read.source, False
+    size = log.stat().st_size
+    if (
+        read.probe.clock == "epoch"
+        and size >= SPLIT_MIN
+        and log.suffix != ZST
+        and StraceParser.filters_from(read.head)
+    ):
+        tracker = Tracker(level=cast(Level, level))
+        split = partial(
+            split_read_stage,
+            log,
+            cut=split_point(log, size),
+            size=size,
+            redact=redact,
+            keep=tracker.wanted_syscalls,
+            drop_signals=tracker.ignored_signals,
+            scratch=scratch,
+        )
+        return split, False
+    if redact:
+        return partial(relayed_read_stage, log), True
+    return read.source, False
+
+
 async def _import_into(
     session_id: str,
     path: Path,
@@ -271,8 +316,7 @@ async def _import_into(
     redact: bool,
     relay: bool,
 ) -> Imported:
-    relayed = redact and relay and read.path is not None
-    source = partial(relayed_read_stage, read.path) if relayed and read.path is not None else read.source
+    source, relayed = _import_source(read, path, level=level, redact=redact, relay=relay)
     header = SessionStarted(
         ts=started,
         capsule_version=__version__,

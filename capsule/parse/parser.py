@@ -19,6 +19,7 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
+from typing import NamedTuple
 
 from capsule.parse import grammar as g
 from capsule.parse.records import (
@@ -46,6 +47,40 @@ class _Sentinel(Enum):
 
 NEED_DATA = _Sentinel.NEED_DATA
 """Returned by `StraceParser.next_record()` when no complete line is buffered."""
+
+
+class Selected(NamedTuple):
+    """The lines of one chunk (whole lines) the keep filter lets through, as `select_wanted` found them.
+
+    `lines`: (line number within the chunk, 1-based; text; pid or None): a line with a pid was kept only
+    as that pid's first line in the part read (kept if the parser has not seen the pid before).
+    `new_pids`: the pids first seen in this chunk of the part; `lines_in`: the chunk's lines."""
+
+    lines_in: int
+    lines: list[tuple[int, str, str | None]]
+    new_pids: list[str]
+
+
+def select_wanted(text: str, wanted: re.Pattern[str], seen: set[str]) -> Selected:
+    """The lines of `text` (whole lines) that `wanted` (grammar.wanted_lines) finds, plus the first line
+    of every pid not in `seen` (marked with its pid); `seen` is not changed."""
+    framed = "\n" + text  # a match at framed[i] (its newline) is the line starting at text[i]
+    starts = [m.start() for m in wanted.finditer(framed)]
+    # dict.fromkeys keeps first occurrences in order, so each new pid's first line lies after the
+    # previous one's: every search starts where the last stopped (one pass over the chunk in all).
+    new_pids = [pid for pid in dict.fromkeys(g.LINE_PID.findall(framed)) if pid not in seen]
+    first: dict[int, str | None] = dict.fromkeys(starts)
+    at = 0
+    for pid in new_pids:
+        at = framed.find("\n" + pid + " ", at)
+        first.setdefault(at, pid)
+    lines: list[tuple[int, str, str | None]] = []
+    line_no, counted = 0, 0
+    for start in sorted(first):
+        line_no += text.count("\n", counted, start)
+        counted = start
+        lines.append((line_no + 1, text[start : text.find("\n", start)], first[start]))
+    return Selected(text.count("\n"), lines, new_pids)
 
 
 class StraceParser:
@@ -211,27 +246,31 @@ class StraceParser:
         assert keep is not None
         if self._wanted_rx is None:
             self._wanted_rx = g.wanted_lines(keep, self._drop_signals)
+        self.feed_selected(select_wanted(text, self._wanted_rx, self._seen), out)
+
+    def feed_selected(self, chunk: Selected, out: list[Record] | None = None) -> list[Record]:
+        """Parse a chunk's lines as `select_wanted` chose them (in this process or another): the same
+        records as feeding the chunk itself, once the keep filter is on (`filters_from`).
+
+        A line kept only as its pid's first one in a part read elsewhere is dropped if this parser has
+        already seen the pid (the other process could not know it had been seen before its part)."""
+        if out is None:
+            out = []
         seen = self._seen
-        framed = "\n" + text  # a match at framed[i] (its newline) is the line starting at text[i]
-        starts = [m.start() for m in self._wanted_rx.finditer(framed)]
-        # dict.fromkeys keeps first occurrences in order, so each new pid's first line lies after the
-        # previous one's: every search starts where the last stopped (one pass over the chunk in all).
-        # The pids join `seen` only after parsing, or the loop would drop the very lines kept here.
-        new_pids = [pid for pid in dict.fromkeys(g.LINE_PID.findall(framed)) if pid not in seen]
-        at = 0
-        for pid in new_pids:
-            at = framed.find("\n" + pid + " ", at)
-            starts.append(at)
-        starts = sorted(set(starts))
-        numbered: list[tuple[int, str]] = []
-        line_no, counted = self.lines, 0
-        for start in starts:
-            line_no += text.count("\n", counted, start)
-            counted = start
-            numbered.append((line_no + 1, text[start : text.find("\n", start)]))
+        base = self.lines
+        numbered = [(base + n, text) for n, text, pid in chunk.lines if pid is None or pid not in seen]
         self._parse_numbered(numbered, out)
-        seen.update(new_pids)
-        self.lines += text.count("\n")
+        # The pids join `seen` only after parsing, or the loop would drop the very lines kept here.
+        seen.update(chunk.new_pids)
+        self.lines += chunk.lines_in
+        return out
+
+    @staticmethod
+    def filters_from(head: bytes) -> bool:
+        """Whether a log starting with `head` (whole lines, at least the first stamp's) is read through
+        the keep filter from its first line on: its first stamp is an epoch one (`-ttt`)."""
+        m = g.FIRST_STAMP.search(head.decode("utf-8", "replace"))
+        return m is not None and m["epoch"] is not None and len(m["epoch"]) >= g.EPOCH_MIN_DIGITS
 
     def _rejoin(self, line: str, out: list[Record]) -> str:
         assert self._cut is not None

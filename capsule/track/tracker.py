@@ -44,7 +44,7 @@ from capsule.parse import (
     Unparsed,
 )
 from capsule.parse.grammar import PID_MAX
-from capsule.track.args import decode_array, decode_string, split_args
+from capsule.track.args import decode_array, decode_string, exec_head, split_args
 from capsule.track.paths import descriptor, resolve, sockaddr, written_path
 
 Level = Literal["process", "file", "net", "all"]
@@ -314,6 +314,21 @@ class Tracker:
         self._out.append(ProcSpawned(ts=ts, pid=pid, ppid=ppid, via=via))
 
     def _exec(self, rec: Syscall, name: str, args: str, ts: float, tgid: int, changed: bool) -> None:
+        head = exec_head(args) if name == "execve" else None
+        if head is not None:  # the common shape, decoded by one regex (split_args: ~8 us an exec)
+            errno = rec.errno
+            self._out.append(
+                ProcExec(
+                    ts=ts,
+                    pid=tgid,
+                    path=head[0],
+                    argv=head[1],
+                    ok=changed or (errno is None and rec.result == "0"),
+                    errno=errno,
+                    argv_truncated=False,
+                )
+            )
+            return
         parts = split_args(args)
         if name == "execveat":
             parts = parts[1:]
