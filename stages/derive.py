@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
@@ -41,6 +41,8 @@ from capsule.parse.forms import (
     probe_clock,
     relative_elapsed,
 )
+from capsule.stages import import_part
+from capsule.stages.import_part import SPLIT_MIN
 from capsule.stages.pipeline import Source, TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
@@ -58,16 +60,12 @@ from capsule.stages.store import (
 )
 from capsule.stages.trace import (
     CHUNK,
-    SPLIT_MIN,
     LineAligner,
     bytes_stage,
     read_stage,
     relayed_read_stage,
-    split_point,
     split_read_stage,
 )
-from capsule.track import Tracker
-from capsule.track.tracker import Level
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (
@@ -256,19 +254,31 @@ async def import_log(
     import leaves no session behind. With `relay` a single file is redacted by the spool relay in a
     second process while this one parses (both cores; the same redaction, line by line).
     """
-    inputs = trace_inputs(log)
-    read = await trio.to_thread.run_sync(_read_log, inputs)
-    origin, started = anchor(
-        read.probe, mtime=read.mtime, midnight=_midnight(read.mtime), elapsed=read.elapsed
-    )
-    session_id, path = create_session(home, time.time())
     try:
-        return await _import_into(
-            session_id, path, log, read, origin, started, name=name, level=level, redact=redact, relay=relay
+        inputs = trace_inputs(log)
+        read = await trio.to_thread.run_sync(_read_log, inputs)
+        origin, started = anchor(
+            read.probe, mtime=read.mtime, midnight=_midnight(read.mtime), elapsed=read.elapsed
         )
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+        session_id, path = create_session(home, time.time())
+        try:
+            return await _import_into(
+                session_id,
+                path,
+                log,
+                read,
+                origin,
+                started,
+                name=name,
+                level=level,
+                redact=redact,
+                relay=relay,
+            )
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+    finally:
+        import_part.discard()  # a second process started for this log and not used (it was not split)
 
 
 def _import_source(
@@ -286,17 +296,7 @@ def _import_source(
         and log.suffix != ZST
         and StraceParser.filters_from(read.head)
     ):
-        tracker = Tracker(level=cast(Level, level))
-        split = partial(
-            split_read_stage,
-            log,
-            cut=split_point(log, size),
-            size=size,
-            redact=redact,
-            keep=tracker.wanted_syscalls,
-            drop_signals=tracker.ignored_signals,
-            scratch=scratch,
-        )
+        split = partial(split_read_stage, log, size=size, redact=redact, level=level, scratch=scratch)
         return split, False
     if redact:
         return partial(relayed_read_stage, log), True

@@ -4,29 +4,208 @@ bytes to a file of its own and chooses, chunk by chunk, the lines the parser nee
 `capsule import` of a large `-ttt` log reads the head itself and this process reads the rest on the other
 core (stages/trace.py `split_read_stage`); the importer then appends the redacted part to the kept trace and
 parses the chosen lines after its own. What it writes is the importer's to trust or drop: a part whose
-process did not end with status 0 fails the import.
+process did not end with status 0, or stopped before its last frame, fails the import.
 
-    python -I -c 'from capsule.stages.import_part import main; main()' LOG START END REDACT KEEP DROP TRACE
+    python -I -c 'from capsule.stages.import_part import main; main()' TRACE_FD
 
-reads bytes START to END of LOG (START and END on line starts, END may be the size), redacts them if
-REDACT is 1 and writes them to TRACE (created private by the importer, opened with O_NOFOLLOW). The
-choice goes to stdout as it is made, one frame a chunk (8 bytes of length, then marshal of a `Selected`
-as a tuple), then a last frame holding a 1-tuple: the part's redacted unfinished last line (or b"").
-KEEP and DROP are the tracker's wanted syscalls and ignored signals, comma-separated. SIGINT is the
-importer's to handle (it kills this process); if the importer dies, this process stops at its next chunk.
+starts, loads what it needs and waits for its job on stdin: LOG, START, END, REDACT and LEVEL separated
+by NUL bytes (no job, only the end of stdin: it exits 0). It reads bytes START to END of LOG
+(START and END on line starts, END may be the size), redacts them if REDACT is 1 and writes them to the
+file TRACE_FD (an unnamed private file, O_TMPFILE, opened by the importer). The choice goes to stdout as it
+is made, one frame a chunk (8 bytes of length, then marshal of a `Selected` as a tuple), then a last frame
+holding a 1-tuple: the part's redacted unfinished last line (or b""). The lines chosen are those the
+tracker of LEVEL may need (its wanted syscalls and ignored signals).
+
+`capsule import` starts it first thing (`prestart`, before the importer loads its own modules) with the job
+its arguments imply, so that it works while the importer starts up; the importer uses it if that is the
+job it needs (else it stops it and starts another). It runs in a process group of its own (Ctrl-C is the importer's to handle: it kills this
+process); if the importer dies, this process stops at its next chunk or write.
 """
 
 from __future__ import annotations
 
 import marshal
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
     from typing import Any
+
+SPLIT_SHARE = 0.75  # of a split log, the share the second process reads (the importer also parses it all)
+SPLIT_MIN = 8 << 20  # a log smaller than this is read by one process: a second start costs more
+
+
+Job = tuple[str, int, int, bool, str]  # log (absolute), start, end, redact, level
+
+
+class Part:
+    """A started second process and the job it was given (None: waiting for one)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], job: int, frames: int, trace: int) -> None:
+        self.process, self.frames, self.trace = process, frames, trace
+        self.job: Job | None = None
+        self._job = job
+
+    def begin(self, job: Job) -> None:
+        log, start, end, redact, level = job
+        self.job = job
+        try:
+            _write_all(
+                self._job, "\0".join((log, str(start), str(end), "1" if redact else "0", level)).encode()
+            )
+        except BrokenPipeError:
+            pass  # it is gone already: its status and its missing frames will say so
+        finally:
+            self._close_job()
+
+    def _close_job(self) -> None:
+        if self._job >= 0:
+            os.close(self._job)
+            self._job = -1
+
+    def close(self) -> None:
+        """Stop it if it still runs (an unused or interrupted part), reap it, close what it wrote to."""
+        self._close_job()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for fd in (self.frames, self.trace):
+            if fd >= 0:
+                os.close(fd)
+        self.frames = self.trace = -1
+
+
+def split_point(path: str, size: int, share: float = SPLIT_SHARE) -> int:
+    """Where a split import hands over: the start of the line holding byte (1 - share) * size."""
+    at = int(size * (1 - share))
+    with open(path, "rb") as file:
+        file.seek(at)
+        while block := file.read(1 << 16):
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return at + newline + 1
+            at += len(block)
+    return size
+
+
+def job_for(log: str, size: int, *, redact: bool, level: str) -> Job:
+    """The job of the second process of a split import of `log` (`size` bytes)."""
+    return (os.path.abspath(log), split_point(log, size), size, redact, level)
+
+
+def part_argv(trace: int) -> tuple[str, ...]:
+    """The command of the second process, writing the redacted part to its fd `trace`."""
+    return (sys.executable, "-I", "-c", "from capsule.stages.import_part import main; main()", str(trace))
+
+
+def start(scratch: str) -> Part:
+    """Start a second process, its redacted part going to an unnamed private file in the folder `scratch`
+    (gone with the last descriptor: nothing to tidy, whatever happens to either process)."""
+    import subprocess
+
+    trace = os.open(scratch, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fds = [trace]
+    try:
+        job_read, job = os.pipe()
+        fds += [job_read, job]
+        frames, frames_write = os.pipe()
+        fds += [frames, frames_write]
+        _widen_pipe(frames)
+        process = subprocess.Popen(
+            part_argv(trace),
+            stdin=job_read,
+            stdout=frames_write,
+            pass_fds=(trace,),
+            process_group=0,
+        )
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    os.close(job_read)
+    os.close(frames_write)
+    return Part(process, job, frames, trace)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A pipe of a MiB where Linux allows it (64 KiB by default): fewer wake-ups of the reader."""
+    import contextlib
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+
+
+_prestarted: dict[str, Part] = {}
+
+
+def prestart(args: list[str], home: str, runs: str) -> None:
+    """Start the second process of `capsule import ARGS` now, with the job they imply, if its log is a file
+    big enough to be split (its part is written in the folder `runs` of `home`, made 0700 if missing, as
+    the import would make it); the import takes it (`take`) if it is the job it needs."""
+    parsed = _import_arguments(args)
+    if parsed is None:
+        return
+    log, redact, level = parsed
+    try:
+        size = os.stat(log).st_size
+        if size < SPLIT_MIN:
+            return
+        for folder in (home, runs):
+            if not os.path.isdir(folder):
+                os.mkdir(folder, 0o700)
+        part = start(runs)
+    except (OSError, ValueError):
+        return  # the import will say what is wrong, or start its second process itself
+    _prestarted[os.path.abspath(log)] = part
+    try:
+        part.begin(job_for(log, size, redact=redact, level=level))
+    except OSError:
+        discard()  # the log went away, or cannot be read: the import will say so
+    except BaseException:
+        discard()  # interrupted already
+        raise
+
+
+def _import_arguments(args: list[str]) -> tuple[str, bool, str] | None:
+    """LOG, whether to redact and the level of `capsule import` arguments, when they are of the forms it
+    knows (else None: the import decides alone)."""
+    found: list[str] = []
+    redact, level = True, "process"
+    words = iter(args)
+    for word in words:
+        if word in ("--name", "-n"):
+            next(words, None)
+        elif word in ("--level", "-l"):
+            level = next(words, "")
+        elif word.startswith("--level="):
+            level = word.partition("=")[2]
+        elif word.startswith("--name="):
+            continue
+        elif word == "--no-redact":
+            redact = False
+        elif word.startswith("-"):
+            return None  # --help, or anything this does not know: no guessing
+        else:
+            found.append(word)
+    if len(found) != 1 or level not in ("process", "file", "net", "all"):
+        return None
+    return found[0], redact, level
+
+
+def take(log: str) -> Part | None:
+    """The second process started for `log` (and not yet taken), if there is one."""
+    return _prestarted.pop(os.path.abspath(log), None)
+
+
+def discard() -> None:
+    """Stop every second process started and not taken (the import did not split its log)."""
+    while _prestarted:
+        _prestarted.popitem()[1].close()
+
 
 CHUNK = 1 << 20
 
@@ -37,8 +216,7 @@ def part(
     end: int,
     *,
     redact: bool,
-    keep: frozenset[str],
-    drop_signals: frozenset[str],
+    level: str,
     trace: int,
     out: int,
 ) -> None:
@@ -52,7 +230,10 @@ def part(
         from capsule.redact import redact_bytes
 
         redactor = redact_bytes
-    wanted = wanted_lines(keep, drop_signals)
+    from capsule.track.tracker import Tracker
+
+    tracker = Tracker(level=level)  # type: ignore[arg-type]
+    wanted = wanted_lines(tracker.wanted_syscalls, tracker.ignored_signals)
     parent = os.getppid()
     seen: set[str] = set()
     held = b""
@@ -96,27 +277,43 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _open_out(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log, start, end, redact, keep, drop, trace_path = sys.argv[1:8]
-    trace = _open_out(trace_path)
+    trace = int(sys.argv[1])
+    # Loaded while the job is on its way (the importer is still starting up itself).
+    import capsule.parse.parser
+    import capsule.redact
+    import capsule.track.tracker  # noqa: F401
+
+    job = _read_all(sys.stdin.fileno())
+    if not job:
+        return  # not needed after all
+    log, first, end, redact, level = job.decode().split("\0")
     try:
-        part(
+        _part_or_gone(
             log,
-            int(start),
+            int(first),
             int(end),
             redact=redact == "1",
-            keep=frozenset(keep.split(",")),
-            drop_signals=frozenset(drop.split(",")) - {""},
+            level=level,
             trace=trace,
             out=sys.stdout.fileno(),
         )
     finally:
         os.close(trace)
+
+
+def _part_or_gone(*args: Any, **kwargs: Any) -> None:
+    try:
+        part(*args, **kwargs)
+    except BrokenPipeError:
+        raise SystemExit(1) from None  # the importer is gone (interrupted): nobody reads what this writes
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 1 << 16):
+        data += chunk
+    return data
 
 
 if __name__ == "__main__":

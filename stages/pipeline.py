@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Collection
-from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
 import attrs
@@ -28,10 +27,10 @@ from capsule.track.tracker import Level
 @attrs.frozen
 class ReadElsewhere:
     """A piece of the rest of a trace, read by another process (stages/import_part.py): the lines chosen
-    from some of its chunks; the last piece also names the file of its kept (redacted) bytes, `trace`,
-    and its unfinished last line."""
+    from some of its chunks; the last piece also holds the file of its kept (redacted) bytes, `trace` (a
+    descriptor, closed by the keep stage), and its unfinished last line."""
 
-    trace: Path | None
+    trace: int | None
     chunks: list[tuple[Any, ...]]  # Selected, as marshal gives them back
     tail: bytes
 
@@ -131,9 +130,11 @@ async def keep_trace_stage(
         async for chunk in receive:
             if isinstance(chunk, ReadElsewhere):
                 if chunk.trace is not None:
-                    if trace_fd is not None:
-                        _append_file(trace_fd, chunk.trace)
-                    chunk.trace.unlink()
+                    try:
+                        if trace_fd is not None:
+                            _append_file(trace_fd, chunk.trace)
+                    finally:
+                        os.close(chunk.trace)
                 await send.send(chunk)
                 continue
             if redact:
@@ -144,27 +145,28 @@ async def keep_trace_stage(
             await keep(tail)
 
 
-def _append_file(fd: int, path: Path) -> None:
-    """Append the whole file at `path` to `fd` (opened O_APPEND), copied in the kernel where it can be."""
+def _append_file(fd: int, part: int) -> None:
+    """Append the whole file `part` (from its start) to `fd` (opened O_APPEND), in the kernel where it can."""
     import fcntl
 
+    size = os.fstat(part).st_size
+    done = 0
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    with open(path, "rb", buffering=0) as part:
-        size = os.fstat(part.fileno()).st_size
-        try:
-            # copy_file_range refuses an O_APPEND target: the append is done at the end by hand.
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
-            os.lseek(fd, 0, os.SEEK_END)
-            while size > 0 and (n := os.copy_file_range(part.fileno(), fd, size)):
-                size -= n
-        except OSError:
-            pass  # not between these files: the rest by read and write
-        finally:
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        while data := part.read(1 << 20):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+    try:
+        # copy_file_range refuses an O_APPEND target: the append is done at the end by hand.
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
+        os.lseek(fd, 0, os.SEEK_END)
+        while done < size and (n := os.copy_file_range(part, fd, size - done, done)):
+            done += n
+    except OSError:
+        pass  # not between these files: the rest by read and write
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    while done < size and (data := os.pread(part, min(1 << 20, size - done), done)):
+        done += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 async def parse_stage(

@@ -93,6 +93,10 @@ def _main(argv: list[str]) -> None:
     import gc
     import sys
 
+    if argv[:1] == ["import"]:
+        from capsule.api.importfast import prestart
+
+        prestart(argv[1:])  # a large log's second process starts up while this one does
     if argv[:2] == ["env", "status"] or argv[:1] == ["run"]:
         from capsule.cli import fast
 

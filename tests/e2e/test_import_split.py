@@ -1,6 +1,6 @@
 """`capsule import` of a large `-ttt` log splits it between two processes (stages/trace.py
-`split_read_stage`, stages/import_part.py): the second reads, redacts and chooses the lines of the last part
-while the importer reads its head. It must give exactly what one process gives, redact every planted
+`split_read_stage`, stages/import_part.py, started by the CLI first thing): the second reads, redacts and
+chooses the lines of the last part while the importer reads its head. It must give exactly what one process gives, redact every planted
 secret shape, fail whole (and leave no session) when the second process fails, and leave no process
 behind when the import is interrupted or refuses its input."""
 
@@ -17,9 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from capsule.stages import derive
-from capsule.stages import trace as trace_stages
-from capsule.stages.derive import ImportRefused
+from capsule.stages import derive, import_part
 from tests.conftest import CapsuleRunner, one_error_line
 from tests.e2e.test_import_relay import GOLDEN_TRACES, imported, secrets_log
 from tests.secret_shapes import SHAPES
@@ -65,16 +63,21 @@ def test_split_import_redacts_every_shape(tmp_path: Path, splits: list[Path]) ->
 
 @pytest.mark.parametrize(
     "command",
-    ["head -c 100 >/dev/null; exit 3", "printf 'xxxxxxxxxxxx'", "exit 0"],
-    ids=["fails", "half-a-frame", "says-nothing"],
+    [
+        "head -c 100 >/dev/null; exit 3",
+        "printf 'xxxxxxxxxxxx'",
+        "printf '\\002\\0\\0\\0\\0\\0\\0\\0xx'",
+        "exit 0",
+    ],
+    ids=["fails", "half-a-frame", "not-a-frame", "says-nothing"],
 )
 def test_a_failing_second_process_fails_the_import_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splits: list[Path], command: str
 ) -> None:
-    monkeypatch.setattr(trace_stages, "part_argv", lambda *_args: ("sh", "-c", command))
+    monkeypatch.setattr(import_part, "part_argv", lambda *_args: ("sh", "-c", command))
     home = tmp_path / "home"
     log = next(log for log in GOLDEN_TRACES if _epoch_stamped(log))
-    with pytest.raises((OSError, ImportRefused)):
+    with pytest.raises(OSError, match="the process reading the log's last part"):
         imported_or_raise(log, home)
     assert list((home / "runs").iterdir()) == []
 
@@ -94,7 +97,7 @@ def _big_log(path: Path, *, lines: int, parseable: bool = True) -> Path:
     with open(path, "w") as out:
         out.write(head)
         out.write(body * lines)
-    assert path.stat().st_size >= trace_stages.SPLIT_MIN
+    assert path.stat().st_size >= import_part.SPLIT_MIN
     return path
 
 
@@ -113,6 +116,16 @@ def _parts(pid: int) -> list[psutil.Process]:
     return found
 
 
+def _reading(pid: int, log: Path) -> bool:
+    for part in _parts(pid):
+        try:
+            if any(f.path == str(log) for f in part.open_files()):
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
+
+
 def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -125,7 +138,8 @@ def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
 def test_an_interrupted_split_import_leaves_no_process_and_no_session(
     capsule_home: Path, tmp_path: Path, to_group: bool
 ) -> None:
-    log = _big_log(tmp_path / "big.log", lines=600_000)
+    # Large enough that the import is far from done when it is interrupted (~150 MB: seconds of work).
+    log = _big_log(tmp_path / "big.log", lines=1_500_000)
     env = {**os.environ, "CAPSULE_HOME": str(capsule_home), "NO_COLOR": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "capsule", "import", str(log)],
@@ -135,8 +149,14 @@ def test_an_interrupted_split_import_leaves_no_process_and_no_session(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    runs = capsule_home / "runs"
     try:
-        _wait_for(lambda: _parts(proc.pid) or proc.poll() is not None)
+        # Under way: the session is made and the second process reads the log (its job has come).
+        _wait_for(
+            lambda: (
+                (runs.is_dir() and any(runs.iterdir()) and _reading(proc.pid, log)) or proc.poll() is not None
+            )
+        )
         parts = _parts(proc.pid)
         assert parts, "the import ended before its second process was seen"
         if to_group:
@@ -152,7 +172,6 @@ def test_an_interrupted_split_import_leaves_no_process_and_no_session(
     assert "Traceback" not in err.decode()
     for part in parts:
         _wait_for(lambda part=part: not part.is_running())
-    runs = capsule_home / "runs"
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
