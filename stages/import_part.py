@@ -142,14 +142,12 @@ def _widen_pipe(fd: int) -> None:
 _prestarted: dict[str, Part] = {}
 
 
-def prestart(args: list[str], home: str, runs: str) -> None:
-    """Start the second process of `capsule import ARGS` now, with the job they imply, if its log is a file
-    big enough to be split (its part is written in the folder `runs` of `home`, made 0700 if missing, as
-    the import would make it); the import takes it (`take`) if it is the job it needs."""
-    parsed = _import_arguments(args)
-    if parsed is None:
+def prestart(log: str, home: str, runs: str, *, redact: bool, level: str) -> None:
+    """Start the second process of `capsule import LOG` now, with the job its arguments imply, if LOG is a
+    file big enough to be split (its part is written in the folder `runs` of `home`, made 0700 if missing,
+    as the import would make it); the import takes it (`take`) if it is the job it needs."""
+    if level not in ("process", "file", "net", "all"):
         return
-    log, redact, level = parsed
     try:
         size = os.stat(log).st_size
         if size < SPLIT_MIN:
@@ -168,32 +166,6 @@ def prestart(args: list[str], home: str, runs: str) -> None:
     except BaseException:
         discard()  # interrupted already
         raise
-
-
-def _import_arguments(args: list[str]) -> tuple[str, bool, str] | None:
-    """LOG, whether to redact and the level of `capsule import` arguments, when they are of the forms it
-    knows (else None: the import decides alone)."""
-    found: list[str] = []
-    redact, level = True, "process"
-    words = iter(args)
-    for word in words:
-        if word in ("--name", "-n"):
-            next(words, None)
-        elif word in ("--level", "-l"):
-            level = next(words, "")
-        elif word.startswith("--level="):
-            level = word.partition("=")[2]
-        elif word.startswith("--name="):
-            continue
-        elif word == "--no-redact":
-            redact = False
-        elif word.startswith("-"):
-            return None  # --help, or anything this does not know: no guessing
-        else:
-            found.append(word)
-    if len(found) != 1 or level not in ("process", "file", "net", "all"):
-        return None
-    return found[0], redact, level
 
 
 def take(log: str) -> Part | None:
