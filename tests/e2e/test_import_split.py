@@ -168,7 +168,9 @@ def test_an_interrupted_split_import_leaves_no_process_and_no_session(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    # 130, or killed by the SIGINT itself when it lands outside the handler (at the very end): a shell
+    # says 130 either way.
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err.decode()
     for part in parts:
         _wait_for(lambda part=part: not part.is_running())
