@@ -16,13 +16,15 @@ import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from capsule import __version__
-from capsule.report.json_stream import Chunk
 from capsule.stages.store import EVENTS, open_private, private_output, session_file
+
+if TYPE_CHECKING:  # the report (rich with it) loads only for a session that gets a snapshot: ~50 ms
+    from capsule.report.json_stream import Chunk
 
 SNAPSHOT = "report.snapshot"
 FORMAT = 1  # bump when the snapshot's layout or the report's bytes change shape
