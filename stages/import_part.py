@@ -106,7 +106,7 @@ def start(scratch: str) -> Part:
     (gone with the last descriptor: nothing to tidy, whatever happens to either process)."""
     import subprocess
 
-    trace = os.open(scratch, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    trace = _unnamed_file(scratch)
     fds = [trace]
     try:
         job_read, job = os.pipe()
@@ -128,6 +128,20 @@ def start(scratch: str) -> Part:
     os.close(job_read)
     os.close(frames_write)
     return Part(process, job, frames, trace)
+
+
+def _unnamed_file(folder: str) -> int:
+    """A private file in `folder` that no name reaches (O_TMPFILE; where the file system has none, a new
+    file unlinked at once)."""
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        import secrets
+
+        path = os.path.join(folder, f".import-part-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.unlink(path)
+        return fd
 
 
 def _widen_pipe(fd: int) -> None:

@@ -193,3 +193,23 @@ def test_a_large_log_of_no_strace_lines_is_refused_in_one_line(
     runs = capsule_home / "runs"
     assert not runs.exists() or list(runs.iterdir()) == []
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(log) in (p.info["cmdline"] or [])]
+
+
+def test_without_o_tmpfile_the_part_goes_to_a_file_unlinked_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splits: list[Path]
+) -> None:
+    """A file system without O_TMPFILE: the same import, and no file left beside the session."""
+    real_open = os.open
+
+    def no_tmpfile(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(95, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    log = next(log for log in GOLDEN_TRACES if _epoch_stamped(log))
+    split = imported(log, tmp_path / "a", relay=True)
+    assert splits == [log]
+    assert split == imported(log, tmp_path / "b", relay=False)
+    for session in (tmp_path / "a" / "runs").iterdir():
+        assert sorted(p.name for p in session.iterdir() if p.name.startswith(".")) == []
