@@ -209,17 +209,16 @@ def part(
     """Write bytes start..end of `log` (redacted) to fd `trace` and the frames of the lines chosen from
     each chunk, then of the unfinished last line, to fd `out`."""
     from capsule.parse.grammar import wanted_lines
-    from capsule.parse.parser import select_wanted
+    from capsule.parse.wanted import select_wanted
 
     redactor: Callable[[bytes], bytes] | None = None
     if redact:
         from capsule.redact import redact_bytes
 
         redactor = redact_bytes
-    from capsule.track.tracker import Tracker
+    from capsule.track.levels import IGNORED_SIGNALS, level_parts, wanted_syscalls
 
-    tracker = Tracker(level=level)  # type: ignore[arg-type]
-    wanted = wanted_lines(tracker.wanted_syscalls, tracker.ignored_signals)
+    wanted = wanted_lines(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
     parent = os.getppid()
     seen: set[str] = set()
     held = b""
@@ -266,9 +265,9 @@ def _write_all(fd: int, data: bytes) -> None:
 def main() -> None:
     trace = int(sys.argv[1])
     # Loaded while the job is on its way (the importer is still starting up itself).
-    import capsule.parse.parser
+    import capsule.parse.wanted
     import capsule.redact
-    import capsule.track.tracker  # noqa: F401
+    import capsule.track.levels  # noqa: F401
 
     job = _read_all(sys.stdin.fileno())
     if not job:

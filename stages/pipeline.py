@@ -18,7 +18,7 @@ import trio
 
 from capsule.events import Event
 from capsule.parse import StraceParser
-from capsule.parse.parser import Selected
+from capsule.parse.wanted import Selected
 from capsule.redact import redact_bytes
 from capsule.track import Tracker
 from capsule.track.tracker import Level

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from capsule.events import Event
 from capsule.parse import Record, StraceParser
 from capsule.parse.grammar import wanted_lines
-from capsule.parse.parser import Selected, select_wanted
+from capsule.parse.wanted import Selected, select_wanted
 from capsule.track import Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
