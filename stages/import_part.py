@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-SPLIT_SHARE = 0.75  # of a split log, the share the second process reads (the importer also parses it all)
+SPLIT_SHARE = 0.78  # of a split log, the share the second process reads (the importer also parses it all)
 SPLIT_MIN = 8 << 20  # a log smaller than this is read by one process: a second start costs more
 
 
