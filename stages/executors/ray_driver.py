@@ -1,6 +1,11 @@
-"""The driver's side of `executor = "ray"`: each attempt is a Ray task (`ray_node.run_attempt`, a
-streaming generator) placed on a node that has the task's named resources as Ray custom resources (one
-unit of each name in `uses`); the plan's `parallel` bounds how many are in flight (the machine's slots).
+"""The driver's side of `executor = "ray"`: each attempt is a Ray task placed on a node that has the
+task's named resources as Ray custom resources (one unit of each name in `uses`); the plan's `parallel`
+bounds how many are in flight (the machine's slots). What the attempt observes comes back, in order, by
+one of two transports chosen when connecting, read by the same consumer (`_follow`): on a node of the
+cluster, the Ray task is a streaming generator (`ray_node.run_attempt`, `_Stream`); through Ray Client
+(`ray://`), which carries no streaming generators, it puts batches into the driver's mailbox actor on
+the driver's node (`ray_node.run_attempt_to`, `ray_node.Mailbox`, `_Mail`), and `agents kill` asks this
+driver to stop a task (`request_stop`) rather than opening a second client connection.
 
 What the node streams comes back here: its observations go to the scheduler's machine as if seen locally,
 the guard's events and `task.placed` (where it ran) are written to the agents session, and its logs and

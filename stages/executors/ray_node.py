@@ -3,7 +3,8 @@ scheduler's own attempt code (`Scheduler._spawn`, `_watch`, `_sample`, `_follow`
 when the plan traces, the guard for its policy, the limits' sampling, the final sweep of its tree through
 `capsule.stages.procs`), with what it observes streamed back to the driver instead of to a machine.
 
-`run_attempt` is a Ray streaming generator; each item it yields is one of
+`run_attempt` is a Ray streaming generator (`run_attempt_to` puts the same items, in batches, into the
+driver's `Mailbox` actor: over Ray Client, then `("end", None)`); each item is one of
     ("placed", {"node", "node_ip", "node_id"})    first, where the attempt runs
     ("workspace", Workspace)                      its isolated workspace, opened here (before spawned)
     ("tree", procs.Tree)                          the attempt's tree (before its obs.task.spawned)
@@ -12,7 +13,8 @@ when the plan traces, the guard for its policy, the limits' sampling, the final 
     ("files", {"logs": {name: bytes}, "trace": (session id, {name: bytes}) | None})  before exited
     ("error", message)                            the node could not run it (no tracer, guard refused)
 The node keeps nothing of the run but the attempt's workspace (`isolate`): its logs and the traced
-session go to the driver, then are removed. The dependencies' outputs come in the job (`CAPSULE_INPUTS`
+session go to the driver, then are removed, with the attempt's scratch folder (`_Scratch`: claimed by
+its worker's flock, swept by a later attempt once that worker is gone). The dependencies' outputs come in the job (`CAPSULE_INPUTS`
 is filled from them here); the keep step of a success (`keep`: its outputs, the worktree's commit) and
 the closing of its workspace are Ray tasks sent to the node that holds that workspace.
 """
