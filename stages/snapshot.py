@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from capsule import __version__
+from capsule.report.json_stream import Chunk
 from capsule.stages.store import EVENTS, open_private, private_output, session_file
 
 SNAPSHOT = "report.snapshot"
@@ -72,7 +73,7 @@ def copy_report(path: Path, out: BinaryIO) -> None:
 
 
 def write_snapshot(
-    session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes], name: str = SNAPSHOT
+    session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk], name: str = SNAPSHOT
 ) -> Path:
     """Write the snapshot (0600, into a temporary file renamed into place: a reader sees the old one or
     the whole new one)."""
@@ -84,7 +85,7 @@ def write_snapshot(
     return path
 
 
-def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[bytes], out: BinaryIO) -> None:
+def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk], out: BinaryIO) -> None:
     """Write `chunks` to `out` and, as they go, to a new snapshot (the first report's one pass instead of
     writing the snapshot and then copying it). The snapshot is a cache: if it cannot be written (disk
     full, read-only) the report still goes out whole and no partial snapshot is left behind."""

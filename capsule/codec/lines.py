@@ -90,9 +90,14 @@ def _check(annotation: object, v: str) -> str | None:
         inner = _check(next(a for a in args if a is not type(None)), v)
         return None if inner is None else f"({v} is None or {inner})"
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if args[0] in _EXACT:  # every item of exactly that type: one C-level pass, not a generator
+            return f"(type({v}) is list and only_{args[0].__name__}.issuperset(map(type, {v})))"
         item = _check(args[0], "x")
         return None if item is None else f"(type({v}) is list and all({item} for x in {v}))"
     if origin is dict and len(args) == 2 and args[0] is str:
+        if args[1] in _EXACT:
+            values = f"only_{args[1].__name__}.issuperset(map(type, {v}.values()))"
+            return f"(type({v}) is dict and only_str.issuperset(map(type, {v})) and {values})"
         item = _check(args[1], "x")
         return (
             None
@@ -100,6 +105,11 @@ def _check(annotation: object, v: str) -> str | None:
             else f"(type({v}) is dict and all(type(k) is str and {item} for k, x in {v}.items()))"
         )
     return None  # a type the line format does not spell: left to the schema tests
+
+
+_EXACT = (bool, int, str)
+# The names `_check`'s expressions use, for the scope of the code generated from them.
+CHECK_SCOPE: dict[str, Any] = {f"only_{t.__name__}": frozenset({t}) for t in _EXACT}
 
 
 def _fast_structure(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
@@ -113,7 +123,9 @@ def _fast_structure(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
     """
     fields = attrs.fields(cls)
     hints = typing.get_type_hints(cls)
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, "names": frozenset(f.name for f in fields)}
+    scope: dict[str, Any] = {
+        **CHECK_SCOPE, "new": object.__new__, "cls": cls, "names": frozenset(f.name for f in fields)
+    }  # fmt: skip
     body = []
     for i, f in enumerate(fields):
         owner = next(k for k in cls.__mro__ if f.name in getattr(k, "__slots__", ()))
@@ -282,12 +294,19 @@ class LineDecoder:
             self.line_no += 1
             if not line.strip():
                 continue
-            try:
-                yield decode_line(line)
-            except NewerVersion:
-                raise
-            except MalformedLine as exc:
-                self.bad_lines.append((self.line_no, str(exc)))
+            decoded = self.decode(self.line_no, line)
+            if decoded is not None:
+                yield decoded
+
+    def decode(self, line_no: int, line: bytes) -> tuple[int, Event] | None:
+        """One line (number `line_no`) as `feed` decodes it: None, and noted in `bad_lines`, if malformed."""
+        try:
+            return decode_line(line)
+        except NewerVersion:
+            raise
+        except MalformedLine as exc:
+            self.bad_lines.append((line_no, str(exc)))
+            return None
 
     def close(self) -> None:
         self.torn_tail, self._buffer = self._buffer, b""

@@ -86,7 +86,7 @@ A guarded session (one with a policy) also has, after "session":
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from capsule.fold.activity import FILE_OPS, Activity
@@ -175,21 +175,30 @@ def tool_stats(nodes: list[ProcessNode], tree: ProcessTree | None = None) -> lis
 
     `wall_s` is the time any process of the tool was running (nested runs, a python running python,
     count once); `self_s` sums each process's own time, its children's left out (needs the tree)."""
-    count: Counter[str] = Counter()
+    # Once per process of a big session (~330k): attributes read once, a leaf's own time inline.
+    count: dict[str, int] = {}
     spans: dict[str, list[tuple[float, float]]] = {}
     own: dict[str, float] = {}
-    failed: Counter[str] = Counter()
+    failed: dict[str, int] = {}
     for node in nodes:
-        if node.label != "tool" or (node.argv is None and not node.execs):
+        if node.classification.label != "tool" or (node.argv is None and not node.execs):
             continue  # forks that never exec'd are part of their parent's work
         name = tool_name(node)
-        count[name] += 1
-        if node.end is not None:
-            spans.setdefault(name, []).append((node.start, max(node.start, node.end)))
-        own[name] = own.get(name, 0.0) + (
-            self_time(tree, node) if tree is not None else (node.duration or 0.0)
-        )
-        failed[name] += node.failed
+        start, end = node.start, node.end
+        if name in count:
+            count[name] += 1
+        else:
+            count[name], own[name], failed[name] = 1, 0.0, 0
+        if end is not None:
+            spans.setdefault(name, []).append((start, end if end > start else start))
+        if tree is None:
+            own[name] += node.duration or 0.0
+        elif node.children:
+            own[name] += self_time(tree, node)
+        elif end is not None:  # no children: its own time is its lifetime (self_time's answer)
+            own[name] += end - start if end > start else 0.0
+        if node.failed:
+            failed[name] += 1
     ordered = sorted(count, key=lambda n: (-count[n], n))
     out = []
     for n in ordered:
@@ -329,17 +338,42 @@ def report_parts(state: SessionState) -> tuple[dict[str, Any], Iterator[dict[str
         return _report_dict(state, nodes, processes=None), (_process(n) for n in nodes)
 
 
+def report_split(
+    state: SessionState,
+) -> tuple[dict[str, Any], list[ProcessNode], Callable[[], dict[str, Any]]]:
+    """The report in the three parts a writer can make apart, in output order: the members before
+    `processes`, the nodes whose dicts `processes` holds (`process_dict` each), and a
+    function making the members after it (the summary's tool statistics are the costly part of those)."""
+    nodes = sorted_nodes(state)
+    return _head(state), nodes, lambda: _tail(state, nodes)
+
+
+process_dict = _process
+
+
 def _report_dict(
     state: SessionState, nodes: list[ProcessNode] | None = None, *, processes: Any = ...
 ) -> dict[str, Any]:
     nodes = sorted_nodes(state) if nodes is None else nodes
-    labels = Counter(n.label for n in nodes)
-    workflows = Counter(n.workflow for n in nodes if n.workflow is not None)
+    return {
+        **_head(state),
+        "processes": [_process(n) for n in nodes] if processes is ... else processes,
+        **_tail(state, nodes),
+    }
+
+
+def _head(state: SessionState) -> dict[str, Any]:
     policy = policy_dict(state)
     return {
         "session": session_dict(state),
         **({"policy": policy} if policy is not None else {}),  # only for guarded sessions
-        "processes": [_process(n) for n in nodes] if processes is ... else processes,
+    }
+
+
+def _tail(state: SessionState, nodes: list[ProcessNode]) -> dict[str, Any]:
+    labels = Counter(n.label for n in nodes)
+    workflows = Counter(n.workflow for n in nodes if n.workflow is not None)
+    return {
         "summary": {
             "processes": len(nodes),
             "failed": sum(n.failed for n in nodes),
