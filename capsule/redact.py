@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     _S = TypeVar("_S", str, bytes)
 
 MASK = "***"
+_MASK_B = MASK.encode()
 
 # The placeholders of shapes.toml, the same in both forms (the text form of a trace line is its bytes
 # decoded as Latin-1, which changes no ASCII character the patterns look at).
@@ -40,14 +41,18 @@ class Rule:
     """One rule of shapes.toml, compiled for bytes (the trace) and for text each on first use.
 
     The spool relay starts with every `capsule run`, on its critical path (strace waits for it), and
-    most traces hold no hint of most rules: compiling them all up front cost ~7 ms of each run."""
+    most traces hold no hint of most rules: compiling them all up front cost ~7 ms of each run.
+    `need` (optional) is a regex that every match of the rule contains: a line without it is left as it
+    is, unread by the rule itself (whose leading `[\\w.\\-]*` makes it slow to fail on a long line)."""
 
-    __slots__ = ("_raw", "_text", "hints", "name", "pattern")
+    __slots__ = ("_need_raw", "_need_text", "_raw", "_text", "hints", "name", "need", "pattern")
 
-    def __init__(self, name: str, hints: tuple[str, ...], pattern: str) -> None:
-        self.name, self.hints, self.pattern = name, hints, pattern
+    def __init__(self, name: str, hints: tuple[str, ...], pattern: str, need: str | None = None) -> None:
+        self.name, self.hints, self.pattern, self.need = name, hints, pattern, need
         self._raw: re.Pattern[bytes] | None = None
         self._text: re.Pattern[str] | None = None
+        self._need_raw: re.Pattern[bytes] | None = None
+        self._need_text: re.Pattern[str] | None = None
 
     @property
     def raw(self) -> re.Pattern[bytes]:
@@ -61,6 +66,31 @@ class Rule:
             self._text = re.compile(self.pattern)
         return self._text
 
+    def mask_raw(self, line: bytes) -> bytes:
+        if self.need is not None:
+            if self._need_raw is None:
+                self._need_raw = re.compile(self.need.encode())
+            if self._need_raw.search(line) is None:
+                return line
+        return _mask(line, self.raw, _MASK_B)
+
+    def mask_text(self, line: str) -> str:
+        if self.need is not None:
+            if self._need_text is None:
+                self._need_text = re.compile(self.need)
+            if self._need_text.search(line) is None:
+                return line
+        return _mask(line, self.text, MASK)
+
+
+def _fill(pattern: str, names: dict[str, Any]) -> str:
+    return (
+        pattern.replace("{name}", names["pattern"])
+        .replace("{v}", _VALUE)
+        .replace("{q}", _QUOTE)
+        .replace("{sep}", _SEP)
+    )
+
 
 def _load() -> tuple[tuple[Rule, ...], tuple[str, ...], dict[str, re.Pattern[bytes]]]:
     # Package data, read once at import (like a compiled-in table; the core opens no user files),
@@ -73,15 +103,9 @@ def _load() -> tuple[tuple[Rule, ...], tuple[str, ...], dict[str, re.Pattern[byt
     names = data["names"]
     rules = []
     for raw in data["rule"]:
-        pattern = (
-            raw["pattern"]
-            .replace("{name}", names["pattern"])
-            .replace("{v}", _VALUE)
-            .replace("{q}", _QUOTE)
-            .replace("{sep}", _SEP)
-        )
         hints = tuple(names["hints"]) if raw.get("names") else tuple(raw["hints"])
-        rules.append(Rule(raw["name"], hints, pattern))
+        need = _fill(raw["need"], names) if "need" in raw else None
+        rules.append(Rule(raw["name"], hints, _fill(raw["pattern"], names), need))
     checks = {h["literal"]: re.compile(h["check"].encode()) for h in data.get("hint", [])}
     hints = tuple(dict.fromkeys(h for rule in rules for h in rule.hints))
     return tuple(rules), hints, checks
@@ -92,7 +116,6 @@ _AUTOMATON = ahocorasick_rs.BytesAhoCorasick([h.encode() for h in _HINTS])
 _RULES_BY_HINT: dict[int, tuple[int, ...]] = {
     i: tuple(r for r, rule in enumerate(RULES) if hint in rule.hints) for i, hint in enumerate(_HINTS)
 }
-_MASK_B = MASK.encode()
 
 
 def _hits(lowered: bytes) -> Iterable[tuple[int, int]]:
@@ -133,7 +156,7 @@ def redact_bytes(data: bytes) -> bytes:
         end = len(data) if end < 0 else end + 1
         line = data[start:end]
         for r in sorted(flagged[start]):
-            line = _mask(line, RULES[r].raw, _MASK_B)
+            line = RULES[r].mask_raw(line)
         pieces += (data[done:start], line)
         done = end
     pieces.append(data[done:])
@@ -164,7 +187,7 @@ def _redact_rendered(line: str) -> str:
     for _at, index in _hits(lowered):
         wanted.update(_RULES_BY_HINT[index])
     for r in sorted(wanted):
-        line = _mask(line, RULES[r].text, MASK)
+        line = RULES[r].mask_text(line)
     return line
 
 

@@ -32,6 +32,7 @@ from capsule.events import (
 )
 from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.tally import Tally
+from capsule.parse import StraceParser
 from capsule.parse.forms import (
     ClockProbe,
     anchor,
@@ -40,13 +41,16 @@ from capsule.parse.forms import (
     probe_clock,
     relative_elapsed,
 )
-from capsule.stages.pipeline import TraceStats, collect_stage, run_pipeline
+from capsule.stages import import_part
+from capsule.stages.import_part import SPLIT_MIN
+from capsule.stages.pipeline import Source, TraceStats, collect_stage, run_pipeline
 from capsule.stages.reader import iter_events
 from capsule.stages.record import SessionWriter, record_stage
 from capsule.stages.run import _exit_status, incompleteness
 from capsule.stages.store import (
     EVENTS,
     TRACE,
+    ZST,
     create_session,
     open_private,
     open_readable,
@@ -54,7 +58,14 @@ from capsule.stages.store import (
     trace_name,
     tracer_kind,
 )
-from capsule.stages.trace import CHUNK, LineAligner, bytes_stage, read_stage, relayed_read_stage
+from capsule.stages.trace import (
+    CHUNK,
+    LineAligner,
+    bytes_stage,
+    read_stage,
+    relayed_read_stage,
+    split_read_stage,
+)
 
 # Kinds that do not come from the trace: a replay neither derives nor compares them.
 NOT_FROM_TRACE = (
@@ -243,19 +254,53 @@ async def import_log(
     import leaves no session behind. With `relay` a single file is redacted by the spool relay in a
     second process while this one parses (both cores; the same redaction, line by line).
     """
-    inputs = trace_inputs(log)
-    read = await trio.to_thread.run_sync(_read_log, inputs)
-    origin, started = anchor(
-        read.probe, mtime=read.mtime, midnight=_midnight(read.mtime), elapsed=read.elapsed
-    )
-    session_id, path = create_session(home, time.time())
     try:
-        return await _import_into(
-            session_id, path, log, read, origin, started, name=name, level=level, redact=redact, relay=relay
+        inputs = trace_inputs(log)
+        read = await trio.to_thread.run_sync(_read_log, inputs)
+        origin, started = anchor(
+            read.probe, mtime=read.mtime, midnight=_midnight(read.mtime), elapsed=read.elapsed
         )
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+        session_id, path = create_session(home, time.time())
+        try:
+            return await _import_into(
+                session_id,
+                path,
+                log,
+                read,
+                origin,
+                started,
+                name=name,
+                level=level,
+                redact=redact,
+                relay=relay,
+            )
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+    finally:
+        import_part.discard()  # a second process started for this log and not used (it was not split)
+
+
+def _import_source(
+    read: _Log, scratch: Path, *, level: str, redact: bool, relay: bool
+) -> tuple[Source, bool]:
+    """How an import reads its log: split between two processes (a large plain `-ttt` log), through the
+    redacting relay, or here alone; and whether that source redacts (then the pipeline does not)."""
+    log = read.path
+    if log is None or not relay:
+        return read.source, False
+    size = log.stat().st_size
+    if (
+        read.probe.clock == "epoch"
+        and size >= SPLIT_MIN
+        and log.suffix != ZST
+        and StraceParser.filters_from(read.head)
+    ):
+        split = partial(split_read_stage, log, size=size, redact=redact, level=level, scratch=scratch)
+        return split, False
+    if redact:
+        return partial(relayed_read_stage, log), True
+    return read.source, False
 
 
 async def _import_into(
@@ -271,8 +316,7 @@ async def _import_into(
     redact: bool,
     relay: bool,
 ) -> Imported:
-    relayed = redact and relay and read.path is not None
-    source = partial(relayed_read_stage, read.path) if relayed and read.path is not None else read.source
+    source, relayed = _import_source(read, path, level=level, redact=redact, relay=relay)
     header = SessionStarted(
         ts=started,
         capsule_version=__version__,

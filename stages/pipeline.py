@@ -18,11 +18,25 @@ import trio
 
 from capsule.events import Event
 from capsule.parse import StraceParser
+from capsule.parse.wanted import Selected
 from capsule.redact import redact_bytes
 from capsule.track import Tracker
 from capsule.track.tracker import Level
 
-Source = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
+
+@attrs.frozen
+class ReadElsewhere:
+    """A piece of the rest of a trace, read by another process (stages/import_part.py): the lines chosen
+    from some of its chunks; the last piece also holds the file of its kept (redacted) bytes, `trace` (a
+    descriptor, closed by the keep stage), and its unfinished last line."""
+
+    trace: int | None
+    chunks: list[tuple[Any, ...]]  # Selected, as marshal gives them back
+    tail: bytes
+
+
+Piece = bytes | ReadElsewhere  # what a source sends: trace bytes (whole lines), or a part read elsewhere
+Source = Callable[[trio.MemorySendChannel[Piece]], Awaitable[None]]
 Sink = Callable[[trio.MemoryReceiveChannel[list[Event]]], Awaitable[None]]
 
 DEPTH = 8  # batches in flight between two stages
@@ -91,8 +105,8 @@ class TraceStats:
 
 
 async def keep_trace_stage(
-    receive: trio.MemoryReceiveChannel[bytes],
-    send: trio.MemorySendChannel[bytes],
+    receive: trio.MemoryReceiveChannel[Piece],
+    send: trio.MemorySendChannel[Piece],
     *,
     trace_fd: int | None,
     redact: bool,
@@ -114,6 +128,15 @@ async def keep_trace_stage(
 
     async with receive, send:
         async for chunk in receive:
+            if isinstance(chunk, ReadElsewhere):
+                if chunk.trace is not None:
+                    try:
+                        if trace_fd is not None:
+                            _append_file(trace_fd, chunk.trace)
+                    finally:
+                        os.close(chunk.trace)
+                await send.send(chunk)
+                continue
             if redact:
                 chunk = redactor.feed(chunk) if redactor is not None else redact_bytes(chunk)
             if chunk:
@@ -122,17 +145,54 @@ async def keep_trace_stage(
             await keep(tail)
 
 
+def _append_file(fd: int, part: int) -> None:
+    """Append the whole file `part` (from its start) to `fd` (opened O_APPEND), in the kernel where it can."""
+    import fcntl
+
+    size = os.fstat(part).st_size
+    done = 0
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        # copy_file_range refuses an O_APPEND target: the append is done at the end by hand.
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_APPEND)
+        os.lseek(fd, 0, os.SEEK_END)
+        while done < size and (n := os.copy_file_range(part, fd, size - done, done)):
+            done += n
+    except OSError:
+        pass  # not between these files: the rest by read and write
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    while done < size and (data := os.pread(part, min(1 << 20, size - done), done)):
+        done += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
 async def parse_stage(
-    receive: trio.MemoryReceiveChannel[bytes],
+    receive: trio.MemoryReceiveChannel[Piece],
     send: trio.MemorySendChannel[list[Any]],
     parser: TraceParser,
 ) -> None:
     async with receive, send:
         async for chunk in receive:
-            if records := parser.feed(chunk):
+            if isinstance(chunk, ReadElsewhere):
+                records = _parse_elsewhere(chunk, cast(StraceParser, parser))
+            else:
+                records = parser.feed(chunk)
+            if records:
                 await send.send(records)
         if records := parser.close():
             await send.send(records)
+
+
+def _parse_elsewhere(part: ReadElsewhere, parser: StraceParser) -> list[Any]:
+    records: list[Any] = []
+    for chunk in part.chunks:
+        parser.feed_selected(Selected(*chunk), records)
+    if part.tail:
+        records += parser.feed(part.tail)  # no newline: held, and read whole by close()
+    return records
 
 
 async def track_stage(
@@ -173,8 +233,8 @@ async def run_pipeline(
     `tracer` names what wrote the trace (strace, or ebpf); `live` gets the tracker's live count.
     """
     parser, tracker = open_parser_tracker(tracer, level, tt_origin, default_ts)
-    raw_send, raw_receive = trio.open_memory_channel[bytes](DEPTH)
-    kept_send, kept_receive = trio.open_memory_channel[bytes](DEPTH)
+    raw_send, raw_receive = trio.open_memory_channel[Piece](DEPTH)
+    kept_send, kept_receive = trio.open_memory_channel[Piece](DEPTH)
     records_send, records_receive = trio.open_memory_channel[list[Any]](DEPTH)
     events_send, events_receive = trio.open_memory_channel[list[Event]](DEPTH)
     try:

@@ -23,7 +23,7 @@ import orjson
 from capsule import __version__
 from capsule.stages.store import EVENTS, open_private, private_output, session_file
 
-if TYPE_CHECKING:  # a type only: `capsule run`'s close must not load the report (tests/e2e/test_cli_lazy.py)
+if TYPE_CHECKING:  # the report (rich with it) loads only for a session that gets a snapshot: ~50 ms
     from capsule.report.json_stream import Chunk
 
 SNAPSHOT = "report.snapshot"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from capsule.stages.pipeline import Piece, ReadElsewhere
 from capsule.stages.store import open_readable
 
 CHUNK = 1 << 20  # one read; large, since per-chunk channel and parser overhead dominates small reads
@@ -106,6 +108,114 @@ def _widen_pipe(fd: int) -> None:
 
 class RelayFailed(OSError):
     """The redacting relay of an import did not end well."""
+
+
+async def split_read_stage(
+    path: Path,
+    send: trio.MemorySendChannel[Piece],
+    *,
+    size: int,
+    redact: bool,
+    level: str,
+    scratch: Path,
+) -> None:
+    """`read_stage` over bytes 0..cut of a plain log, while a second process (stages/import_part.py,
+    started by `capsule import` first thing, or now) reads, redacts and chooses the lines of cut..size;
+    what it chose follows, chunk by chunk, as ReadElsewhere pieces (the last one holds the file of its
+    redacted bytes, to be appended to the kept trace).
+
+    Both cores work on the log: this one reads, redacts and parses its head, then parses what the other
+    chose as it comes. The second process is killed if this stage is cancelled or fails (an interrupted
+    import); RelayFailed if it does not end with status 0 (nothing it wrote is then used)."""
+    import math
+
+    from capsule.stages import import_part
+
+    job = import_part.job_for(str(path), size, redact=redact, level=level)
+    cut = job[1]
+    part = import_part.take(str(path))
+    if part is not None and part.job != job:
+        part.close()  # started for another job (the log changed, or its arguments were not understood)
+        part = None
+    if part is None:
+        part = import_part.start(str(scratch))
+        try:
+            part.begin(job)
+        except BaseException:
+            part.close()
+            raise
+    try:
+        frames_send, frames_receive = trio.open_memory_channel[tuple[Any, ...]](math.inf)
+        chosen = trio.lowlevel.FdStream(os.dup(part.frames))
+        async with send, chosen, trio.open_nursery() as nursery:
+            nursery.start_soon(_read_frames, chosen, frames_send)
+            opened = await trio.to_thread.run_sync(open, path, "rb")
+            aligner = LineAligner()
+            async with trio.wrap_file(opened) as file:
+                left = cut
+                while left > 0 and (data := await file.read(min(CHUNK, left))):
+                    left -= len(data)
+                    if chunk := aligner.feed(data):
+                        await send.send(chunk)
+            if rest := aligner.close():  # none: cut is a line start
+                await send.send(rest)
+            tail: bytes | None = None
+            wrong = None
+            async for frame in frames_receive:
+                if len(frame) == 1:
+                    tail = frame[0]
+                elif len(frame) == 2:
+                    wrong = frame[1]
+                else:
+                    await send.send(ReadElsewhere(None, [frame], b""))
+            status = part.process.wait()  # its stdout is closed: it has ended, or is ending
+            if status != 0:
+                raise RelayFailed(f"the process reading the log's last part ended with status {status}")
+            if wrong is not None or tail is None:
+                raise RelayFailed(
+                    f"the process reading the log's last part {wrong or 'ended before its last frame'}"
+                )
+            await send.send(ReadElsewhere(os.dup(part.trace), [], tail))
+    finally:
+        part.close()  # killed first if it still runs: cancelled, or a stage failed
+
+
+async def _read_frames(stream: trio.abc.ReceiveStream, send: trio.MemorySendChannel[tuple[Any, ...]]) -> None:
+    """The frames of stages/import_part.py (8 bytes of length, then marshal), decoded as they come: a
+    chunk's `Selected` as a 3-tuple, the last frame as a 1-tuple; what is not a frame ends the stream
+    with a 2-tuple saying what was wrong (the stage raises one error, after the process's status)."""
+    import marshal
+
+    held = bytearray()
+    async with send:
+        while data := await stream.receive_some(CHUNK):
+            held += data
+            while len(held) >= 8 and len(held) >= 8 + (n := int.from_bytes(held[:8], "little")):
+                try:
+                    # Our own child's frames, through a pipe only it holds: not input from elsewhere.
+                    frame = marshal.loads(held[8 : 8 + n])  # noqa: S302
+                except (EOFError, ValueError, TypeError):
+                    frame = None
+                if not _is_frame(frame):
+                    await send.send(("!", "wrote what is not a frame"))
+                    return
+                await send.send(frame)
+                del held[: 8 + n]
+        if held:
+            await send.send(("!", "wrote half a frame"))
+
+
+def _is_frame(frame: object) -> bool:
+    if not isinstance(frame, tuple):
+        return False
+    if len(frame) == 1:
+        return isinstance(frame[0], bytes)
+    return (
+        len(frame) == 3
+        and isinstance(frame[0], int)
+        and isinstance(frame[1], list)
+        and isinstance(frame[2], list)
+    )
 
 
 async def _feed(path: Path, stdin: trio.abc.SendStream) -> None:

@@ -180,6 +180,13 @@ class RunningTask:
     orphaned: bool = attrs.field(
         default=False, metadata={"doc": "Its scheduler died: nobody watches it (`agents kill --all`)."}
     )
+    node: str = attrs.field(
+        default="",
+        metadata={
+            "doc": 'The cluster node it runs on (`executor = "ray"`), empty on this machine; its pid is '
+            "the node's, its CPU and RSS as last sampled there."
+        },
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -703,7 +710,8 @@ def _task_log_chunks(path: Path, task: str, attempts: list[int], follow: bool) -
 
 
 def ps() -> tuple[RunningTask, ...]:
-    """Running tasks on this machine: pid, CPU, RSS, elapsed."""
+    """Running tasks: on this machine (pid, CPU and RSS measured now, elapsed), then those of live runs
+    on cluster nodes (as last sampled on the node)."""
     import psutil
 
     from capsule.stages.procs import process_if
@@ -716,7 +724,7 @@ def ps() -> tuple[RunningTask, ...]:
             continue
         for t in run.tasks.values():
             a = t.current
-            if t.state != "running" or a is None:
+            if t.state != "running" or a is None or a.number in t.placed:  # on a node: `_on_nodes`
                 continue
             cpu = rss = 0.0
             root = process_if(a.pid, a.started)
@@ -740,7 +748,7 @@ def ps() -> tuple[RunningTask, ...]:
                     orphaned=live == "interrupted",
                 )
             )  # fmt: skip
-    return tuple(rows)
+    return (*rows, *_on_nodes())
 
 
 def _on_nodes() -> list[RunningTask]:
@@ -753,10 +761,13 @@ def _on_nodes() -> list[RunningTask]:
         for t in run.tasks.values():
             a = t.current
             if t.state == "running" and a is not None and a.number in t.placed:
+                sampled = a.sampled
                 rows.append(
                     RunningTask(
                         session=run.session_id, task=t.id, attempt=a.number, pid=a.pid, pgid=a.pgid,
-                        started=a.started, cpu_s=0.0, rss=0, elapsed_s=round(time.time() - a.ts, 1),
+                        started=a.started, cpu_s=round(sampled.cpu_s, 2) if sampled else 0.0,
+                        rss=sampled.rss if sampled else 0, elapsed_s=round(time.time() - a.ts, 1),
+                        node=t.placed[a.number].node,
                     )
                 )  # fmt: skip
     return rows
@@ -770,13 +781,7 @@ def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
     from capsule.stages import procs
     from capsule.stages.task_units import leftover_tree
 
-    rows = [r for r in ps() if task is None or r.task == task]
-    here = {(r.session, r.task, r.attempt) for r in rows}
-    rows += [
-        r
-        for r in _on_nodes()
-        if (task is None or r.task == task) and (r.session, r.task, r.attempt) not in here
-    ]
+    rows = [r for r in ps() if task is None or r.task == task]  # this machine's, then the nodes'
     left = stop_dead_runs() if task is None else ()
     if not rows and not left:
         raise NotFound(f"no running task {task!r}" if task else "no running tasks")
@@ -785,8 +790,11 @@ def kill(task: str | None, grace: float = 2.0) -> tuple[RunningTask, ...]:
         run = fold(session(r.session))
         placed = run.tasks[r.task].placed.get(r.attempt)
         if placed is not None and run.executor is not None:  # on a cluster node: stopped there
-            from capsule.stages.executors.ray_driver import RayMissing, stop_on_node
+            from capsule.stages.executors.ray_driver import RayMissing, request_stop, stop_on_node
 
+            if (run.executor.address or "").startswith("ray://"):  # its driver stops it, connected
+                request_stop(session(r.session), r.task, r.attempt, grace)
+                continue
             try:
                 stop_on_node(run.executor.address, placed.node_id, tree, "SIGTERM", grace)
             except RayMissing as exc:

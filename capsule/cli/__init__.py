@@ -93,6 +93,14 @@ def _main(argv: list[str]) -> None:
     import gc
     import sys
 
+    if argv[:1] == ["import"]:
+        from capsule.api.importfast import prestart
+        from capsule.cli import fast
+
+        prestart(argv[1:])  # a large log's second process starts up (and works) while this one does
+        code = fast.import_(argv[1:])
+        if code is not None:
+            sys.exit(code)
     if argv[:2] == ["env", "status"] or argv[:1] == ["run"]:
         from capsule.cli import fast
 

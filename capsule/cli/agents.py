@@ -461,17 +461,29 @@ def _ps_table(rows: tuple[RunningTask, ...]) -> Any:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("session", "task", "attempt", "pid", "cpu", "rss", "elapsed", ""):
+    nodes = any(r.node for r in rows)
+    columns = (
+        "session",
+        "task",
+        "attempt",
+        *(("node",) if nodes else ()),
+        "pid",
+        "cpu",
+        "rss",
+        "elapsed",
+        "",
+    )
+    for column in columns:
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r.session, r.task, str(r.attempt), str(r.pid), f"{r.cpu_s:.1f}s",
-            f"{r.rss / 2**20:.1f} MiB", f"{r.elapsed_s:.1f}s", "orphaned" if r.orphaned else "",
+            r.session, r.task, str(r.attempt), *((r.node or "-",) if nodes else ()), str(r.pid),
+            f"{r.cpu_s:.1f}s", f"{r.rss / 2**20:.1f} MiB", f"{r.elapsed_s:.1f}s", "orphaned" if r.orphaned else "",
         )  # fmt: skip
     return table
 
 
-@agents_app.command(help="Running tasks on this machine: pid, CPU, RSS, elapsed.")
+@agents_app.command(help="Running tasks: pid, CPU, RSS, elapsed (and node, for a task on a Ray cluster).")
 def ps(as_json: JsonOption = False) -> None:
     from capsule.api.records import plain
 

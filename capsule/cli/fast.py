@@ -125,6 +125,30 @@ def run(args: list[str]) -> int | None:
     return answer(lambda: _as_typer_would(lambda: record_and_report(command, **options)))
 
 
+def import_(args: list[str]) -> int | None:
+    """`capsule import ARGS` without typer: its exit code, or None when typer must parse ARGS."""
+    from capsule.api.importfast import parse_import
+
+    parsed = parse_import(args)
+    if parsed is None:
+        return None
+    log, options = parsed
+    return answer(lambda: import_and_print(log, **options))  # Ctrl-C: `capsule: interrupted`, 130
+
+
+def import_and_print(
+    log: str, *, name: str | None = None, level: str = "process", no_redact: bool = False
+) -> int:
+    """`capsule import`'s body (both parsers call it; the defaults are typer's): the new session's id."""
+    from pathlib import Path
+
+    from capsule.api.sessions import import_log
+
+    imported = import_log(Path(log), name=name, level=level, redact=not no_redact)
+    print(imported.session)
+    return 0
+
+
 def _as_typer_would(body: Callable[[], int]) -> int:
     """What typer does around a command's body: Ctrl-C is exit 130, silently; a closed pipe is exit 1,
     with the broken stream quiet from then on (typer/core.py `_main`)."""

@@ -253,10 +253,9 @@ def import_(
     ] = "process",
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep secret-looking values.")] = False,
 ) -> None:
-    from capsule.api.sessions import import_log
+    from capsule.cli.fast import import_and_print
 
-    imported = import_log(log, name=name, level=level, redact=not no_redact)
-    print(imported.session)
+    import_and_print(str(log), name=name, level=level, no_redact=no_redact)
 
 
 @app.command(help="Re-derive a session's events from its raw trace; --check compares them.")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from capsule.events import Event, SessionStarted
+from capsule.events.observed import ObsSampled
 from capsule.events.placement import RunExecutor, TaskPlaced
 from capsule.events.policy import PolicyBlocked
 from capsule.events.tasks import (
@@ -59,6 +60,7 @@ class Attempt:
     outcome: str | None = None
     cpu_s: float | None = None
     peak_rss: int | None = None
+    sampled: ObsSampled | None = None  # the latest sample of its tree (a cluster node's: shown by `ps`)
 
 
 @attrs.define(kw_only=True)
@@ -326,6 +328,10 @@ class RunState:
                 self.finished = event
             case TaskPlaced(task=str() as placed_task) if placed_task in self.tasks:
                 self.tasks[placed_task].placed[event.attempt] = event
+            case ObsSampled(task=str() as sampled_task) if sampled_task in self.tasks:
+                a = self.tasks[sampled_task].current
+                if a is not None and a.number == event.attempt:
+                    a.sampled = event
             case RunExecutor():
                 self.executor = event
             case _:

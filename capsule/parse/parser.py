@@ -33,6 +33,7 @@ from capsule.parse.records import (
     Unparsed,
     make_syscall,
 )
+from capsule.parse.wanted import Selected, select_wanted
 
 _DAY = 86400.0
 _HALF_DAY = 43200.0
@@ -211,27 +212,31 @@ class StraceParser:
         assert keep is not None
         if self._wanted_rx is None:
             self._wanted_rx = g.wanted_lines(keep, self._drop_signals)
+        self.feed_selected(select_wanted(text, self._wanted_rx, self._seen), out)
+
+    def feed_selected(self, chunk: Selected, out: list[Record] | None = None) -> list[Record]:
+        """Parse a chunk's lines as `select_wanted` chose them (in this process or another): the same
+        records as feeding the chunk itself, once the keep filter is on (`filters_from`).
+
+        A line kept only as its pid's first one in a part read elsewhere is dropped if this parser has
+        already seen the pid (the other process could not know it had been seen before its part)."""
+        if out is None:
+            out = []
         seen = self._seen
-        framed = "\n" + text  # a match at framed[i] (its newline) is the line starting at text[i]
-        starts = [m.start() for m in self._wanted_rx.finditer(framed)]
-        # dict.fromkeys keeps first occurrences in order, so each new pid's first line lies after the
-        # previous one's: every search starts where the last stopped (one pass over the chunk in all).
-        # The pids join `seen` only after parsing, or the loop would drop the very lines kept here.
-        new_pids = [pid for pid in dict.fromkeys(g.LINE_PID.findall(framed)) if pid not in seen]
-        at = 0
-        for pid in new_pids:
-            at = framed.find("\n" + pid + " ", at)
-            starts.append(at)
-        starts = sorted(set(starts))
-        numbered: list[tuple[int, str]] = []
-        line_no, counted = self.lines, 0
-        for start in starts:
-            line_no += text.count("\n", counted, start)
-            counted = start
-            numbered.append((line_no + 1, text[start : text.find("\n", start)]))
+        base = self.lines
+        numbered = [(base + n, text) for n, text, pid in chunk.lines if pid is None or pid not in seen]
         self._parse_numbered(numbered, out)
-        seen.update(new_pids)
-        self.lines += text.count("\n")
+        # The pids join `seen` only after parsing, or the loop would drop the very lines kept here.
+        seen.update(chunk.new_pids)
+        self.lines += chunk.lines_in
+        return out
+
+    @staticmethod
+    def filters_from(head: bytes) -> bool:
+        """Whether a log starting with `head` (whole lines, at least the first stamp's) is read through
+        the keep filter from its first line on: its first stamp is an epoch one (`-ttt`)."""
+        m = g.FIRST_STAMP.search(head.decode("utf-8", "replace"))
+        return m is not None and m["epoch"] is not None and len(m["epoch"]) >= g.EPOCH_MIN_DIGITS
 
     def _rejoin(self, line: str, out: list[Record]) -> str:
         assert self._cut is not None

@@ -1,5 +1,5 @@
 """Who performs a plan's attempts: `[run] executor = "local" | "ray"` and `[run] address` (a Ray address:
-`"auto"` or `"host:port"`; `ray://` is refused when connecting), overridden by `--executor` and `--address`.
+`"auto"`, the head's `"host:port"`, or a Ray Client server's `"ray://host:port"`), overridden by `--executor` and `--address`.
 
 Kept beside the plan rather than in it: where a run happens is not part of what it does (a plan's
 `run.planned` record, and so its replay, stay the same on either executor).
@@ -29,7 +29,9 @@ def executor_from_table(run: dict[str, Any]) -> ExecutorSpec:
         raise PlanError(f"[run] executor: expected one of {', '.join(EXECUTORS)}, got {kind!r}")
     address = run.get("address")
     if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise PlanError(f"[run] address: expected a Ray address (auto or host:port), got {address!r}")
+        raise PlanError(
+            f"[run] address: expected a Ray address (auto, host:port or ray://host:port), got {address!r}"
+        )
     return ExecutorSpec(kind=kind, address=address)
 
 

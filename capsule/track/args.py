@@ -41,6 +41,23 @@ def split_args(text: str) -> list[str]:
     return out
 
 
+# `"/bin/ls", ["ls", "-l"], 0x7ffd /* 35 vars */` -- the common head of an execve's arguments: a path and an
+# argv of plain strings (no backslash, no cut), then the end or a comma.
+_PLAIN_EXEC = re.compile(r'"([^"\\]*)", \[((?:"[^"\\]*", )*"[^"\\]*")?\](?=, |\Z)')
+_PLAIN_ITEM = re.compile(r'"([^"\\]*)"')
+
+
+def exec_head(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """The path and argv of execve arguments whose first two are a plain string and a plain, whole
+    array: what `split_args`, `decode_string` and `decode_array` make of them (argv not truncated);
+    None for any other shape (escapes, a cut string or array, `[/* 3 vars */]`...)."""
+    m = _PLAIN_EXEC.match(text)
+    if m is None:
+        return None
+    items = m[2]
+    return m[1], tuple(_PLAIN_ITEM.findall(items)) if items is not None else ()
+
+
 def _unescape(body: str) -> str:
     raw = bytearray()
     pos = 0

@@ -40,8 +40,9 @@ from capsule.parse.ebpf import (
     ProcessEnded,
 )
 from capsule.parse.records import Unparsed
+from capsule.track.levels import level_parts
 from capsule.track.paths import resolve
-from capsule.track.tracker import Level, level_parts
+from capsule.track.tracker import Level
 
 # Linux's signal numbers (x86-64, arm64 and most others; signal(7)), named as strace names them.
 _SIGNALS: Final = [

@@ -1,6 +1,11 @@
-"""The driver's side of `executor = "ray"`: each attempt is a Ray task (`ray_node.run_attempt`, a
-streaming generator) placed on a node that has the task's named resources as Ray custom resources (one
-unit of each name in `uses`); the plan's `parallel` bounds how many are in flight (the machine's slots).
+"""The driver's side of `executor = "ray"`: each attempt is a Ray task placed on a node that has the
+task's named resources as Ray custom resources (one unit of each name in `uses`); the plan's `parallel`
+bounds how many are in flight (the machine's slots). What the attempt observes comes back, in order, by
+one of two transports chosen when connecting, read by the same consumer (`_follow`): on a node of the
+cluster, the Ray task is a streaming generator (`ray_node.run_attempt`, `_Stream`); through Ray Client
+(`ray://`), which carries no streaming generators, it puts batches into the driver's mailbox actor on
+the driver's node (`ray_node.run_attempt_to`, `ray_node.Mailbox`, `_Mail`), and `agents kill` asks this
+driver to stop a task (`request_stop`) rather than opening a second client connection.
 
 What the node streams comes back here: its observations go to the scheduler's machine as if seen locally,
 the guard's events and `task.placed` (where it ran) are written to the agents session, and its logs and
@@ -23,7 +28,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -51,6 +56,23 @@ if TYPE_CHECKING:
 
 # no CPU reserved (the plan's `parallel` bounds what runs); no retry by Ray: a lost attempt is the plan's
 ONCE: dict[str, Any] = {"num_cpus": 0, "max_retries": 0}
+# Ray Client's proxy forks a server for each connection, and that server sometimes dies as it starts
+# while other clients are busy (ray-project/ray#63202): the connection is tried again, at once
+CLIENT_TRIES = 5
+STOP_POLL_S = 0.2
+
+
+def stop_requests(run_dir: Path) -> Path:
+    """Where `agents kill` leaves a Ray Client driver its requests: one file per attempt, `<task>#<n>`,
+    holding the grace in seconds."""
+    return run_dir / "stop-requests"
+
+
+def request_stop(run_dir: Path, task: str, attempt: int, grace_s: float) -> None:
+    where = stop_requests(run_dir)
+    where.mkdir(mode=0o700, exist_ok=True)
+    _write_private(where / f".{task}#{attempt}", str(grace_s).encode())
+    os.replace(where / f".{task}#{attempt}", where / f"{task}#{attempt}")  # whole, or not seen
 
 
 class RayMissing(RuntimeError):
@@ -76,31 +98,38 @@ def connect(address: str | None) -> Any:
         raise RayMissing("executor = \"ray\" needs Ray: pip install 'capsule-recorder[ray]'") from None
     if not ray.is_initialized():
         _reachable(address)  # Ray itself would retry an address nobody answers at for minutes
-        try:
-            ray.init(
-                address=address or "auto", namespace="capsule", log_to_driver=False,
-                logging_level=logging.ERROR, configure_logging=True,
-            )  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayMissing(f"no Ray cluster at {address or 'auto'}: {str(exc).splitlines()[0]}") from None
+        for tries in range(CLIENT_TRIES, 0, -1):
+            try:
+                ray.init(
+                    address=address or "auto", namespace="capsule", log_to_driver=False,
+                    logging_level=logging.ERROR, configure_logging=True,
+                )  # fmt: skip
+                break
+            except ConnectionAbortedError as exc:  # Ray Client: its server for us died as it started
+                if tries == 1:
+                    raise RayMissing(f"no Ray cluster at {address}: {_first(exc)}") from None
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise RayMissing(f"no Ray cluster at {address or 'auto'}: {_first(exc)}") from None
     return ray
 
 
+def _first(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` address must accept a connection; "auto" is Ray's to find; `ray://` is refused."""
+    """A `host:port` address (the GCS's, or a Ray Client server's after `ray://`) must accept a
+    connection; "auto" is Ray's to find."""
     import socket
 
     if address is None or address == "auto":
         return
-    if address.startswith("ray://"):
-        raise RayMissing(
-            f"{address}: Ray Client addresses are not supported (each task's events come back through "
-            "a streaming generator, which Ray Client does not carry); run capsule on a node of the "
-            "cluster, with address auto or the head's host:port (6379)"
-        )
-    host, sep, port = address.rpartition(":")
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
     if not sep or not port.isdigit():
-        raise RayMissing(f"bad Ray address {address!r}: use auto or host:port")
+        raise RayMissing(f"bad Ray address {address!r}: use auto, host:port or ray://host:port")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
@@ -115,6 +144,9 @@ class RayExecutor:
 
         self._pin = NodeAffinitySchedulingStrategy
         self._attempt = self.ray.remote(ray_node.run_attempt)
+        self._attempt_to = self.ray.remote(ray_node.run_attempt_to)
+        self.mailbox = _mailbox(self.ray) if _client(self.ray) else None
+        self._asked = False
         self._stop = self.ray.remote(ray_node.stop_tree)
         self._reap = self.ray.remote(ray_node.reap)
         self._shell = self.ray.remote(ray_node.shell)
@@ -145,20 +177,47 @@ class RayExecutor:
             plan=self.s.plan, task=task.id, attempt=attempt, session_id=self.s.state.session_id,
             bases=dict(self.s.bases), inputs={dep: read_outputs(self.s.dir, dep) for dep in task.depends_on},
         )  # fmt: skip
-        stream = self._attempt.options(
-            **ONCE, resources=self._resources(task), name=f"capsule {task.id}#{attempt}"
-        ).remote(job)
+        options = {**ONCE, "resources": self._resources(task), "name": f"capsule {task.id}#{attempt}"}
+        items: _Items
+        if self.mailbox is None:
+            items = _Stream(self.ray, self._attempt.options(**options).remote(job))
+        else:
+            key = f"{task.id}#{attempt}"
+            ref = self._attempt_to.options(**options).remote(job, self.mailbox, key)
+            items = _Mail(self.ray, self.mailbox, key, ref)
         self.remotes[(task.id, attempt)] = Remote()
-        self.s._work.start_soon(self._follow, task, attempt, stream)
+        if self.mailbox is not None and not self._asked:
+            self._asked = True
+            self.s._work.start_soon(self._stop_requests)
+        self.s._work.start_soon(self._follow, task, attempt, items)
 
-    async def _follow(self, task: TaskSpec, attempt: int, stream: Any) -> None:
+    async def _stop_requests(self) -> None:
+        """Ray Client: `agents kill` of a task of this run asks this driver (`request_stop`), which stops
+        it through its own connection: a second Ray Client connection while this one is busy may take
+        Ray's proxy tens of seconds (ray-project/ray#63202)."""
+        where = trio.Path(stop_requests(self.s.dir))
+        while any(not r.ended for r in self.remotes.values()):  # while attempts run (then started again)
+            await trio.sleep(STOP_POLL_S)
+            for request in await where.glob("*#*") if await where.is_dir() else ():
+                task, _, attempt = request.name.rpartition("#")
+                grace = await request.read_text()
+                await request.unlink(missing_ok=True)
+                if attempt.isdigit():
+                    stop = StopTree(
+                        task=task, attempt=int(attempt), signal="SIGTERM", grace_s=float(grace or 2)
+                    )
+                    self.s._work.start_soon(self.stop, stop)
+        self._asked = False
+
+    async def _follow(self, task: TaskSpec, attempt: int, items: _Items) -> None:
         remote = self.remotes[(task.id, attempt)]
         error = ""
         try:
-            while (item := await self._call(self._next, stream)) is not None:
-                self._received(task, attempt, remote, *item)
+            while (batch := await self._call(items.next)) is not None:
+                for item in batch:
+                    self._received(task, attempt, remote, *item)
         except self.ray.exceptions.RayError as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error = _first(exc)
         if remote.ended:
             return
         if not remote.spawned:  # it never started: the node could not run it
@@ -178,14 +237,6 @@ class RayExecutor:
                 )
             )
         remote.ended = True
-
-    def _next(self, stream: Any) -> tuple[str, Any] | None:
-        try:
-            ref = next(stream)
-        except StopIteration:
-            return None
-        item: tuple[str, Any] = self.ray.get(ref)
-        return item
 
     def _received(self, task: TaskSpec, attempt: int, remote: Remote, kind: str, value: Any) -> None:
         match kind:
@@ -293,7 +344,7 @@ class RayExecutor:
         try:
             found, files, still_open = await self._call(self.ray.get, ref)
         except self.ray.exceptions.RayError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = _first(exc)
             return {"error": f"could not keep the result on node {node}: {reason}"}, ws is not None
         if "outputs" in found:
             stdout = self.s.dir / "tasks" / task.id / f"{attempt}.out"
@@ -315,6 +366,74 @@ class RayExecutor:
         self.ray.shutdown()
 
 
+class _Items(Protocol):
+    def next(self) -> list[tuple[str, Any]] | None:
+        """The attempt's next items (blocking: called in a thread), None once it has sent them all;
+        raises the Ray error of a node or worker that died before."""
+
+
+class _Stream:
+    """A cluster node's driver: the attempt's items through its streaming generator, one at a time."""
+
+    def __init__(self, ray: Any, stream: Any) -> None:
+        self.ray, self.stream = ray, stream
+
+    def next(self) -> list[tuple[str, Any]] | None:
+        try:
+            ref = next(self.stream)
+        except StopIteration:
+            return None
+        return [self.ray.get(ref)]
+
+
+class _Mail:
+    """A Ray Client driver: the attempt's items taken from the driver's mailbox (`ray_node.Mailbox`),
+    with the attempt's Ray task looked at when none came within `wait_s`: one that ended without its last
+    put (`("end", None)`) died, and its Ray error is raised once what it did put is taken."""
+
+    def __init__(self, ray: Any, mailbox: Any, key: str, ref: Any, wait_s: float = 1.0) -> None:
+        self.ray, self.mailbox, self.key, self.ref, self.wait_s = ray, mailbox, key, ref, wait_s
+        self.over = self.finished = False
+
+    def next(self) -> list[tuple[str, Any]] | None:
+        while not self.over:
+            if self.finished:  # what it put is taken: its end (raises how it died)
+                self.over = True
+                self.mailbox.drop.remote(self.key)
+                self.ray.get(self.ref)
+                return None
+            items: list[tuple[str, Any]] = self.ray.get(self.mailbox.take.remote(self.key, self.wait_s))
+            if items and items[-1] == ray_node.END:
+                items.pop()
+                self.over = True
+            if items:
+                return items
+            if not self.over:
+                ready, _ = self.ray.wait([self.ref], timeout=0)
+                self.finished = bool(ready)
+        return None
+
+
+def _client(ray: Any) -> bool:
+    """Connected through Ray Client (`ray://`): no streaming generators there."""
+    return bool(ray.util.client.ray.is_connected())
+
+
+def _mailbox(ray: Any) -> Any:
+    """The driver's mailbox, on the driver's node (Ray Client: the client server's node, the head), so
+    a task's node dying leaves it be; owned by the driver, it ends with the driver's Ray job."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return (
+        ray.remote(ray_node.Mailbox)
+        .options(
+            num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+        )
+        .remote()
+    )
+
+
 def stop_on_node(
     address: str | None, node_id: str, tree: procs.Tree, signal_name: str, grace_s: float
 ) -> None:
@@ -330,7 +449,7 @@ def stop_on_node(
             .remote(tree, signal_name, grace_s)
         )
     except ray.exceptions.RayError as exc:
-        raise RayMissing(f"cannot reach node {node_id[:12]}: {str(exc).strip().splitlines()[0]}") from None
+        raise RayMissing(f"cannot reach node {node_id[:12]}: {_first(exc)}") from None
     finally:
         ray.shutdown()
 

@@ -3,7 +3,8 @@ scheduler's own attempt code (`Scheduler._spawn`, `_watch`, `_sample`, `_follow`
 when the plan traces, the guard for its policy, the limits' sampling, the final sweep of its tree through
 `capsule.stages.procs`), with what it observes streamed back to the driver instead of to a machine.
 
-`run_attempt` is a Ray streaming generator; each item it yields is one of
+`run_attempt` is a Ray streaming generator (`run_attempt_to` puts the same items, in batches, into the
+driver's `Mailbox` actor: over Ray Client, then `("end", None)`); each item is one of
     ("placed", {"node", "node_ip", "node_id"})    first, where the attempt runs
     ("workspace", Workspace)                      its isolated workspace, opened here (before spawned)
     ("tree", procs.Tree)                          the attempt's tree (before its obs.task.spawned)
@@ -12,7 +13,8 @@ when the plan traces, the guard for its policy, the limits' sampling, the final 
     ("files", {"logs": {name: bytes}, "trace": (session id, {name: bytes}) | None})  before exited
     ("error", message)                            the node could not run it (no tracer, guard refused)
 The node keeps nothing of the run but the attempt's workspace (`isolate`): its logs and the traced
-session go to the driver, then are removed. The dependencies' outputs come in the job (`CAPSULE_INPUTS`
+session go to the driver, then are removed, with the attempt's scratch folder (`_Scratch`: claimed by
+its worker's flock, swept by a later attempt once that worker is gone). The dependencies' outputs come in the job (`CAPSULE_INPUTS`
 is filled from them here); the keep step of a success (`keep`: its outputs, the worktree's commit) and
 the closing of its workspace are Ray tasks sent to the node that holds that workspace.
 """
@@ -20,6 +22,7 @@ the closing of its workspace are Ray tasks sent to the node that holds that work
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import shutil
@@ -53,6 +56,7 @@ from capsule.stages.task_workspace import (
 
 Put = Callable[[tuple[str, Any]], None]
 _DONE = ("done", None)
+END = ("end", None)  # the mailbox's last item of an attempt
 
 
 @attrs.frozen(kw_only=True)
@@ -82,10 +86,9 @@ class _Forward:
 class AttemptHost(Scheduler):
     """The scheduler's attempt code on a node; no machine here: observations go to the driver."""
 
-    def __init__(self, job: NodeJob, put: Put) -> None:
+    def __init__(self, job: NodeJob, put: Put, scratch: Path) -> None:
         home = capsule_home()
-        self.scratch = _scratch(home, "attempt-")  # this attempt's alone: removed when it ends
-        work = self.scratch / job.session_id  # named after the agents session: the traced runs' parent
+        work = scratch / job.session_id  # named after the agents session: the traced runs' parent
         work.mkdir(mode=0o700)
         for dep, files in job.inputs.items():  # read by the task through CAPSULE_INPUTS, {inputs.…}
             write_outputs(work, dep, files)
@@ -116,12 +119,6 @@ class AttemptHost(Scheduler):
         self.put(("obs", obs))
 
     async def host(self) -> None:
-        try:
-            await self._host()
-        finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-
-    async def _host(self) -> None:
         procs.become_subreaper()  # orphans of the task come back to this worker, stopped with its tree
         task = self.plan.task(self.job.task)
         if task.cwd and not os.path.isdir(task.cwd):  # noqa: ASYNC240 (one stat, before anything runs)
@@ -163,10 +160,48 @@ class AttemptHost(Scheduler):
         return out
 
 
-def _scratch(home: Path, prefix: str) -> Path:
-    """A private folder for one Ray task under the node's `$CAPSULE_HOME/ray/`."""
-    (home / "ray").mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=home / "ray"))
+class _Scratch:
+    """A private folder for one Ray task under the node's `$CAPSULE_HOME/ray/`, claimed by this worker
+    while it lives: an flock on the folder, taken before the folder gets its name (made as `.new-…`,
+    then renamed), released when the worker ends, however it ends. Made after a sweep of the folders
+    whose worker is gone (killed before it could remove its own); `close` removes it."""
+
+    def __init__(self, home: Path, prefix: str) -> None:
+        root = home / "ray"
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sweep(root)
+        made = Path(tempfile.mkdtemp(prefix=".new-", dir=root))
+        self.fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY)  # not inherited by the task (O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.path = root / f"{prefix}{made.name.removeprefix('.new-')}"
+        os.rename(made, self.path)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self.fd)
+
+
+def sweep(root: Path) -> list[Path]:
+    """The scratch folders under `root` whose worker is gone (their flock is free), removed. One being
+    made (`.new-…`, not yet claimed) is left be: so is one whose worker died in that instant."""
+    swept = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else ():
+        if entry.name.startswith(".") or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its worker lives
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            swept.append(entry)
+        finally:
+            os.close(fd)
+    return swept
 
 
 def _elsewhere(task: TaskSpec) -> str:
@@ -196,24 +231,91 @@ def _where() -> dict[str, str]:
 _names: dict[str, str] = {}
 
 
-def run_attempt(job: NodeJob) -> Iterator[tuple[str, Any]]:
-    """The Ray task: run the attempt here, yielding what it observes as it happens."""
-    yield ("placed", _where())
+def _batches(job: NodeJob) -> Iterator[list[tuple[str, Any]]]:
+    """The attempt run here, on a thread of its own; what it observes, in batches: each what came since
+    the last one was taken (one item while the attempt is quiet, many when it is busy)."""
     items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    items.put(("placed", _where()))
 
     def host() -> None:
+        scratch = None
         try:
-            trio.run(AttemptHost(job, items.put).host)
+            scratch = _Scratch(capsule_home(), "attempt-")  # this attempt's alone: removed when it ends
+            trio.run(AttemptHost(job, items.put, scratch.path).host)
         except BaseException as exc:
             items.put(("error", f"{type(exc).__name__}: {exc}"))
         finally:
+            if scratch is not None:
+                scratch.close()
             items.put(_DONE)
 
     thread = threading.Thread(target=host, name=f"capsule {job.task}#{job.attempt}", daemon=True)
     thread.start()
-    while (item := items.get()) != _DONE:
-        yield item
+    done = False
+    while not done:
+        batch = [items.get()]
+        with contextlib.suppress(queue.Empty):
+            while batch[-1] != _DONE:
+                batch.append(items.get_nowait())
+        if done := batch[-1] == _DONE:
+            batch.pop()
+        if batch:
+            yield batch
     thread.join()
+
+
+def run_attempt(job: NodeJob) -> Iterator[tuple[str, Any]]:
+    """The Ray task (a streaming generator): run the attempt here, yielding what it observes."""
+    for batch in _batches(job):
+        for item in batch:  # noqa: UP028 (Ray drives the generator with send(): a list's iterator has none)
+            yield item
+
+
+def run_attempt_to(job: NodeJob, mailbox: Any, key: str) -> None:
+    """The Ray task (over Ray Client, which carries no streaming generator): run the attempt here, each
+    batch of what it observes put in the driver's mailbox (in order: one put in flight at a time), then
+    `("end", None)`. A put that fails (the mailbox's node, or the driver that owns it, gone) ends it."""
+    import ray
+
+    for batch in _batches(job):
+        ray.get(mailbox.put.remote(key, batch))
+    ray.get(mailbox.put.remote(key, [END]))
+
+
+class Mailbox:
+    """A Ray actor (asyncio) of the driver's, on the driver's node (Ray Client: its client server's, the
+    head): each attempt's items, put by its node, taken by the driver. `take` answers as soon as there
+    are items for the key, else after `wait_s` with none (the driver then looks whether the attempt's Ray
+    task has ended without its last put: its node or worker died)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.boxes: dict[str, list[tuple[str, Any]]] = {}
+        self.ready: dict[str, asyncio.Event] = {}
+        self.asyncio = asyncio
+
+    def _ready(self, key: str) -> Any:
+        return self.ready.setdefault(key, self.asyncio.Event())
+
+    async def put(self, key: str, items: list[tuple[str, Any]]) -> None:
+        self.boxes.setdefault(key, []).extend(items)
+        self._ready(key).set()
+
+    async def take(self, key: str, wait_s: float) -> list[tuple[str, Any]]:
+        ready = self._ready(key)
+        if not ready.is_set() and wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await self.asyncio.wait_for(ready.wait(), wait_s)
+        items = self.boxes.pop(key, [])
+        ready.clear()
+        if items and items[-1] == END:  # the last of it: nothing more comes for this key
+            self.ready.pop(key, None)
+        return items
+
+    async def drop(self, key: str) -> None:
+        self.boxes.pop(key, None)
+        self.ready.pop(key, None)
 
 
 def stop_tree(tree: procs.Tree, signal_name: str, grace_s: float) -> None:
@@ -225,7 +327,9 @@ def stop_tree(tree: procs.Tree, signal_name: str, grace_s: float) -> None:
 
 def reap(session_id: str, found: tuple[Leftover, ...]) -> list[int]:
     """Resume: what a dead scheduler's attempts left on this node, stopped (pid + start time, marker,
-    cgroup: nothing of another node can match); the leading pids stopped."""
+    cgroup: nothing of another node can match); the leading pids stopped. The scratch folders of
+    workers killed here are swept too."""
+    sweep(capsule_home() / "ray")
     return sorted(x.pid for x, _pids in stop_leftovers(session_id, found))
 
 
@@ -240,7 +344,8 @@ def keep(
     """The keep step of a succeeded attempt, on the node that ran it (`task_workspace.keep_result`, as
     locally): what was kept, the outputs' contents for the driver (stdout aside: the driver has it), and
     whether the workspace is still open."""
-    scratch = _scratch(capsule_home(), "keep-")
+    claim = _Scratch(capsule_home(), "keep-")
+    scratch = claim.path
     try:
         logs = scratch / "tasks" / task.id
         logs.mkdir(parents=True, mode=0o700)
@@ -250,7 +355,7 @@ def keep(
         files.pop("stdout", None)
         return found, files, still_open
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        claim.close()
 
 
 def discard(ws: Workspace) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import capsule.cli as cli_package
+from tests.conftest import CapsuleRunner
 
 
 def _registered() -> dict[str, str]:
@@ -275,3 +277,91 @@ def test_fast_run_answers_as_typer_does(args: list[str], tmp_path) -> None:  # t
     ]
     fast, typed = ((a.returncode, a.stdout, _masked(a.stderr)) for a in answers)
     assert fast == typed
+
+
+def test_fast_import_options_are_the_typer_commands() -> None:
+    """capsule/api/importfast.py parses the options `capsule import` declares (capsule/cli/record.py),
+    each taking a value or not as there, and the body's defaults are the command's."""
+    import inspect
+
+    import typer.main
+
+    from capsule.api.importfast import IMPORT_OPTIONS
+    from capsule.cli import app as whole
+    from capsule.cli import fast
+
+    command = typer.main.get_command(whole).commands["import"]  # type: ignore[attr-defined]
+    declared = {
+        spelling: (param.name, not param.is_flag)
+        for param in command.params
+        if param.param_type_name == "option"
+        for spelling in param.opts
+    }
+    assert {k: v for k, v in declared.items() if k not in ("--help", "-h")} == IMPORT_OPTIONS
+    defaults = {p.name: p.default for p in command.params if p.param_type_name == "option"}
+    body = inspect.signature(fast.import_and_print).parameters
+    assert {name: body[name].default for name in defaults} == defaults
+
+
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (["x.log"], ("x.log", {})),
+        (
+            ["-l", "file", "x.log", "--name=n", "--no-redact"],
+            ("x.log", {"level": "file", "name": "n", "no_redact": True}),
+        ),
+        (["--level=all", "-n", "a b", "x.log"], ("x.log", {"level": "all", "name": "a b"})),
+        (["-"], ("-", {})),
+    ],
+)
+def test_fast_import_parses_the_common_forms(args: list[str], parsed: object) -> None:
+    from capsule.api.importfast import parse_import
+
+    assert parse_import(args) == parsed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *(
+            [],
+            ["a", "b"],
+            ["--help"],
+            ["-h", "x"],
+            ["--", "x"],
+            ["-lfile", "x"],
+            ["-l=file", "x"],
+            ["--name", "x"],
+        ),
+        *(["--name", "", "x"], ["--name", "-x", "x"], ["--no-redact=1", "x"], ["--lev", "file", "x"], [""]),
+    ],
+)
+def test_fast_import_leaves_the_rest_to_typer(args: list[str]) -> None:
+    from capsule.api.importfast import parse_import
+
+    assert parse_import(args) is None
+
+
+def test_fast_import_answers_as_typer_does(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """The same output and exit code on both paths: a session id, or one error line."""
+    import re
+
+    log = tmp_path / "x.log"
+    log.write_text(
+        '7 1795239818.000000 execve("/bin/true", ["true"], 0x1 /* 1 vars */) = 0\n7 1795239818.1 +++ exited with 0 +++\n'
+    )
+    for fast_form in (
+        ["import", str(log)],
+        ["import", str(log), "--level", "bogus"],
+        ["import", str(tmp_path / "nope")],
+    ):
+        from capsule.api.importfast import parse_import
+
+        typer_form = [*fast_form, "--name="]  # an empty name: typer takes it, the fast parser does not
+        assert parse_import(fast_form[1:]) is not None
+        assert parse_import(typer_form[1:]) is None
+        one, other = capsule(*fast_form), capsule(*typer_form)
+        assert one.returncode == other.returncode, (one.stderr, other.stderr)
+        masked = [re.sub(r"\d{8}-\d{6}-[0-9a-f]{5}", "ID", p.stdout) + p.stderr for p in (one, other)]
+        assert masked[0] == masked[1]

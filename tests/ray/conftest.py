@@ -41,6 +41,8 @@ class Cluster:
         )  # fmt: skip
         assert self._answer() == "ready"
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = 10001  # the head's Ray Client server (ray://), at Ray's default port
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"
         self.homes: dict[str, Path] = {}
         self.pids: dict[str, int] = {}
 
@@ -61,7 +63,8 @@ class Cluster:
         args = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                 f"--resources={json.dumps(resources)}", f"--node-name={name}", "--disable-usage-stats"]  # fmt: skip
         if head:
-            args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp}"]
+            args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp}",
+                     f"--ray-client-server-port={self.client_port}"]  # fmt: skip
         else:
             args += [f"--address={self.address}"]
         log = self.root / f"{name}.log"
@@ -90,7 +93,8 @@ class Cluster:
             self.holder.wait(30)
         if self.holder.stdout is not None:
             self.holder.stdout.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
+        if not os.environ.get("KEEPRAY"):
+            shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

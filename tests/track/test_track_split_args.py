@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capsule.track.args import split_args
+from capsule.track.args import decode_array, decode_string, exec_head, split_args
 
 
 def _reference(text: str) -> list[str]:
@@ -55,3 +55,48 @@ def test_execve_arguments() -> None:
         '["sh", "-c", "echo \\"a, b\\" [x]"]',
         "0x7ffd2efff448 /* 35 vars */",
     ]
+
+
+EXEC_ALPHABET = st.sampled_from(
+    [*list('ab ,"\\[]{}()/*x0.'), '", "', '"/bin/sh", [', "], ", "/*", "*/", "..."]
+)
+
+
+def _agrees(text: str) -> None:
+    head = exec_head(text)
+    if head is None:
+        return
+    parts = split_args(text)
+    path = decode_string(parts[0])
+    argv = decode_array(parts[1])
+    assert path is not None
+    assert argv is not None
+    assert head == (path[0], argv[0])
+    assert argv[1] is False
+
+
+@given(st.lists(EXEC_ALPHABET, max_size=30).map("".join))
+def test_exec_head_decodes_as_the_general_path(text: str) -> None:
+    """The execve fast path gives the path and argv the general decoding gives, or stands aside."""
+    _agrees(text)
+
+
+def test_exec_head_takes_the_common_shape() -> None:
+    text = '"/usr/bin/ls", ["ls", "-l", "a, [b]"], 0x7ffd2efff448 /* 35 vars */'
+    assert exec_head(text) == ("/usr/bin/ls", ("ls", "-l", "a, [b]"))
+    assert exec_head('"/x", []') == ("/x", ())
+    assert exec_head('"/x", ["a\\n"], 0x1') is None  # an escape: the general path decodes it
+    assert exec_head('"/x", ["a"...], 0x1') is None
+
+
+_TEXT = st.text(st.sampled_from(list('ab ,[](){}/*."\\\n')), max_size=8)
+
+
+@given(_TEXT, st.lists(_TEXT, max_size=4), st.sampled_from(["", ", 0x1 /* 3 vars */", ",x", "x", ", [", "]"]))
+def test_exec_head_on_execve_shapes(path: str, argv: list[str], rest: str) -> None:
+    """Arguments shaped like execve's (any characters inside the strings): the fast path agrees."""
+    text = f'"{path}", [' + ", ".join(f'"{a}"' for a in argv) + "]" + rest
+    _agrees(text)
+    plain = not any(c in s for s in (path, *argv) for c in '"\\')
+    if plain and rest[:2] in ("", ", "):
+        assert exec_head(text) == (path, tuple(argv))
