@@ -291,7 +291,9 @@ async def record_run(
                 )
                 before_header = None
 
-            if not ebpf:
+            if early is not None:
+                before_header = None  # `launch.start` wrote the header before it spawned strace
+            elif not ebpf:
                 write_header(started)
             stdin, stdout, stderr = stdio
             command: trio.Process | None = None

@@ -33,6 +33,25 @@ def test_exit_code_is_the_commands(capsule: CapsuleRunner) -> None:
     assert report["processes"][0]["exit_code"] == 3
 
 
+@pytest.mark.parametrize("policy", [False, True], ids=["plain", "guarded"])
+def test_the_header_is_the_first_line_and_the_only_one(
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path, policy: bool
+) -> None:
+    """One session.started, first, numbered 0 — whether strace was started early (no policy) or by the
+    recorder — and the report has no warning about it."""
+    args = ["run"]
+    if policy:
+        (tmp_path / "p.toml").write_text('[policy]\ndeny_commands = ["sudo *"]\n')
+        args += ["--policy", str(tmp_path / "p.toml")]
+    assert capsule(*args, "--", "sh", "-c", "true").returncode == 0
+    (events,) = (capsule_home / "runs").glob("*/events.jsonl")
+    lines = [orjson.loads(line) for line in events.read_bytes().splitlines()]
+    assert [line["kind"] for line in lines].count("session.started") == 1
+    assert lines[0]["kind"] == "session.started"
+    assert [line["seq"] for line in lines] == list(range(len(lines)))
+    assert report_json(capsule)["warnings"] == []
+
+
 def test_signal_exit_is_128_plus_n(capsule: CapsuleRunner) -> None:
     """A command killed by signal N makes capsule exit 128+N and records the signal name."""
     done = capsule("run", "--", "sh", "-c", "kill -KILL $$")
