@@ -290,4 +290,10 @@ SHAPES: list[tuple[str, str, list[str], str]] = [
         ["x", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=planted+azure/key==;EndpointSuffix=x"],
         "planted+azure/key==",
     ),
+    (
+        "azure-shared-access-signature",
+        "name-equals-value",
+        ["x", "--shared_access_signature=plantedsharedsig42"],
+        "plantedsharedsig42",
+    ),
 ]
