@@ -8,6 +8,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # option spelling -> (keyword of import's body, takes a value)
@@ -31,22 +32,34 @@ def parse_import(args: list[str]) -> tuple[str, dict[str, Any]] | None:
         if not word.startswith("-") or word == "-":
             found.append(word)
             continue
-        spelling, equals, value = word.partition("=")
-        known = IMPORT_OPTIONS.get(spelling)
-        if known is None or (equals and not (known[1] and spelling.startswith("--"))):
+        read = option_value(word, IMPORT_OPTIONS, lambda: next(words, None))
+        if read is None:
             return None
-        keyword, takes_value = known
-        if not takes_value:
-            options[keyword] = True
-            continue
-        if not equals:
-            value = next(words, "")
-        if not value or value.startswith("-"):
-            return None
-        options[keyword] = value
+        options[read[0]] = read[1]
     if len(found) != 1 or not found[0]:
         return None
     return found[0], options
+
+
+def option_value(
+    word: str, table: dict[str, tuple[str, bool]], following: Callable[[], str | None]
+) -> tuple[str, Any] | None:
+    """One option `word` as typer reads it, by `table` (spelling -> (keyword, takes a value)):
+    (keyword, True) for a flag, (keyword, value) for an option, its value after `=` (long options only)
+    or the word `following()` gives (None: no word left). None for a form left to typer: an unknown
+    option, `=` where it does not belong, a missing, empty or dash-led value."""
+    spelling, equals, value = word.partition("=")
+    known = table.get(spelling)
+    if known is None or (equals and not (known[1] and spelling.startswith("--"))):
+        return None
+    keyword, takes_value = known
+    if not takes_value:
+        return keyword, True
+    if not equals:
+        value = following() or ""
+    if not value or value.startswith("-"):
+        return None
+    return keyword, value
 
 
 def prestart(args: list[str]) -> None:

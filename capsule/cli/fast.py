@@ -82,29 +82,27 @@ def parse_run(args: list[str]) -> tuple[list[str], dict[str, Any]] | None:
     RUN_OPTIONS (a value after a space, or after `=` for a long one), then `--` or the first word that
     is no option, and the command. None for any other form (typer explains it): help, an unknown or
     clustered option, a missing, empty or dash-led value, `--sample` that is no number, no command."""
+    from capsule.api.importfast import option_value
+
     options: dict[str, Any] = {}
     at = 0
+
+    def following() -> str | None:  # an option's value after a space: the next word, used up
+        nonlocal at
+        if at == len(args):
+            return None
+        at += 1
+        return args[at - 1]
+
     while at < len(args) and args[at].startswith("-") and args[at] != "-":
         word = args[at]
         at += 1
         if word == "--":
             break
-        spelling, equals, value = word.partition("=")
-        known = RUN_OPTIONS.get(spelling)
-        if known is None or (equals and not (known[1] and spelling.startswith("--"))):
+        read = option_value(word, RUN_OPTIONS, following)
+        if read is None:
             return None
-        keyword, takes_value = known
-        if not takes_value:
-            options[keyword] = True
-            continue
-        if not equals:
-            if at == len(args):
-                return None
-            value = args[at]
-            at += 1
-        if not value or value.startswith("-"):
-            return None
-        options[keyword] = value
+        options[read[0]] = read[1]
     command = args[at:]
     if not command:
         return None

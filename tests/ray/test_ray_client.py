@@ -17,6 +17,7 @@ from tests.agents.conftest import of, session_events
 from tests.ray.conftest import Cluster
 from tests.ray.test_ray_executor import (
     DAG,
+    RESUMED,
     _alive,
     _capsule,
     _end,
@@ -98,24 +99,10 @@ def test_agents_kill_and_resume_through_ray_client(cluster: Cluster, tmp_path: P
     plan = _plan(
         tmp_path,
         cluster,
-        """parallel = 3
-[resources]
-alpha = 2
-beta = 2
-[[task]]
-id = "quick"
-command = "echo ran >> quick-count"
-uses = ["alpha"]
-[[task]]
-id = "doomed"
-command = "test -e doomed-ran || { touch doomed-ran; sleep 120; }"
-uses = ["alpha"]
-[[task]]
-id = "long"
-command = "test -e long-ran || { touch long-ran; sleep 120; }"
-uses = ["beta"]
-depends_on = ["quick"]
-""",
+        "parallel = 3\n[resources]\nalpha = 2\nbeta = 2\n"
+        + RESUMED
+        + '[[task]]\nid = "doomed"\ncommand = "test -e doomed-ran || { touch doomed-ran; sleep 120; }"\n'
+        + 'uses = ["alpha"]\n',
     )
     driver = _start(cluster, home, "agents", "run", str(plan))
     try:

@@ -250,17 +250,8 @@ backoff = "0.1s"
     assert status["long"]["attempts"] == 2
 
 
-def test_a_killed_driver_resumes_without_rerunning_what_succeeded(cluster: Cluster, tmp_path: Path) -> None:
-    """SIGKILL the driver while a task runs on node-b: `agents resume` stops what it left on the node,
-    re-runs the interrupted task and leaves the succeeded one alone."""
-    home = tmp_path / "home"
-    plan = _plan(
-        tmp_path,
-        cluster,
-        """
-alpha = 2
-beta = 2
-[[task]]
+# A driver killed while `long` runs on node-b: `quick` (node-a) succeeded, `long` runs until killed once.
+RESUMED = """[[task]]
 id = "quick"
 command = "echo ran >> quick-count"
 uses = ["alpha"]
@@ -269,7 +260,17 @@ id = "long"
 command = "test -e long-ran || { touch long-ran; sleep 120; }"
 uses = ["beta"]
 depends_on = ["quick"]
-""",
+"""
+
+
+def test_a_killed_driver_resumes_without_rerunning_what_succeeded(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL the driver while a task runs on node-b: `agents resume` stops what it left on the node,
+    re-runs the interrupted task and leaves the succeeded one alone."""
+    home = tmp_path / "home"
+    plan = _plan(
+        tmp_path,
+        cluster,
+        "\nalpha = 2\nbeta = 2\n" + RESUMED,
     )
     driver = _start(cluster, home, "agents", "run", str(plan))
     try:
