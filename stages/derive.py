@@ -118,6 +118,7 @@ class Imported:
     path: Path
     tally: Tally
     lines: int
+    events: int  # what session.ended says: the events before it
 
 
 class ImportRefused(ValueError):
@@ -350,23 +351,20 @@ async def _import_into(
             raise ImportRefused(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
         code, sig = _exit_status(stats.root_status, 0) if stats.root_status else (None, None)
         timed = read.probe.clock != "none"
-        writer.write(
-            [
-                SessionEnded(
-                    ts=tally.last_ts if tally.last_ts is not None else started,
-                    exit_code=code if sig is None else None,
-                    signal=sig,
-                    duration_s=round(max(0.0, (tally.last_ts or started) - started), 6) if timed else None,
-                    lines=stats.lines,
-                    events=tally.events,
-                    processes=tally.processes,
-                    failed=tally.failed,
-                    unparsed=stats.unparsed,
-                    incomplete=incompleteness(stats, cut=read.cut or stats.cut),
-                )
-            ]
+        ended = SessionEnded(
+            ts=tally.last_ts if tally.last_ts is not None else started,
+            exit_code=code if sig is None else None,
+            signal=sig,
+            duration_s=round(max(0.0, (tally.last_ts or started) - started), 6) if timed else None,
+            lines=stats.lines,
+            events=tally.events,
+            processes=tally.processes,
+            failed=tally.failed,
+            unparsed=stats.unparsed,
+            incomplete=incompleteness(stats, cut=read.cut or stats.cut),
         )
-        return Imported(session_id, path, writer.tally, stats.lines)
+        writer.write([ended])
+        return Imported(session_id, path, writer.tally, stats.lines, ended.events)
     finally:
         writer.close()
         os.fsync(trace_fd)

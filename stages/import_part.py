@@ -1,5 +1,5 @@
 """The second process of a split import: it reads the last part of a log, redacts it, writes the redacted
-bytes to a file of its own and chooses, chunk by chunk, the lines the parser needs (`select_wanted`).
+bytes to a file of its own and chooses, chunk by chunk, the lines the parser needs (capsule/parse/wanted.py).
 
 `capsule import` of a large `-ttt` log reads the head itself and this process reads the rest on the other
 core (stages/trace.py `split_read_stage`); the importer then appends the redacted part to the kept trace and
@@ -208,8 +208,7 @@ def part(
 ) -> None:
     """Write bytes start..end of `log` (redacted) to fd `trace` and the frames of the lines chosen from
     each chunk, then of the unfinished last line, to fd `out`."""
-    from capsule.parse.grammar import wanted_lines
-    from capsule.parse.wanted import select_wanted
+    from capsule.parse.wanted import Wanted
 
     redactor: Callable[[bytes], bytes] | None = None
     if redact:
@@ -218,7 +217,7 @@ def part(
         redactor = redact_bytes
     from capsule.track.levels import IGNORED_SIGNALS, level_parts, wanted_syscalls
 
-    wanted = wanted_lines(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
+    wanted = Wanted(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
     parent = os.getppid()
     seen: set[str] = set()
     held = b""
@@ -239,7 +238,7 @@ def part(
             if redactor is not None:
                 block = redactor(block)
             _write_all(trace, block)
-            chosen = select_wanted(block.decode("utf-8", "replace"), wanted, seen)
+            chosen = wanted.select(block, seen)
             seen.update(chosen.new_pids)
             _frame(out, tuple(chosen))
     finally:

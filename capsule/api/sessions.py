@@ -393,11 +393,15 @@ def _snapshot_from(loaded: Loaded, digest: str) -> Path | None:
         return None
 
 
-def snapshot_after_close(session_dir: Path) -> None:
-    """At session close (run, import): keep the report snapshot of a session big enough for one."""
+def snapshot_after_close(session_dir: Path, events: int | None = None) -> None:
+    """At session close (run, import): keep the report snapshot of a session big enough for one.
+    `events`: what its session.ended says, if the caller knows (then a small session is not read again:
+    reading its footer loaded every event class, ~35 ms of an import's close)."""
     from capsule.stages import snapshot
     from capsule.stages.store import EVENTS
 
+    if events is not None and events < snapshot.MIN_EVENTS:
+        return
     try:  # every line is at least ~40 bytes: a small file cannot hold MIN_EVENTS (no header to decode)
         if (session_dir / EVENTS).stat().st_size < snapshot.MIN_EVENTS * 32:
             return
@@ -758,7 +762,7 @@ def import_log(
         raise BadInput(f"{exc.filename or log}: {exc.strerror or exc}") from None
     if done.lines and done.tally.processes == 0:
         raise BadInput(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
-    snapshot_after_close(done.path)
+    snapshot_after_close(done.path, done.events)
     return Imported(session=done.session_id, path=done.path, processes=done.tally.processes, lines=done.lines)
 
 
