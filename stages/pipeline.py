@@ -10,6 +10,7 @@ Each stage owns the channel ends it is given and closes them; end of stream trav
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol, cast, get_args
 
@@ -102,6 +103,31 @@ class TraceStats:
     root_status: tuple[int | None, str | None] | None = None
     unexited: int = 0  # processes whose exit the trace never showed
     cut: bool = False  # the trace ends mid-line (strace was killed while writing it)
+
+
+def exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -> tuple[int, str | None]:
+    """What capsule exits with for a command whose root ended with `status` (exit code, signal name), or
+    whose tracer ended with `tracer_rc` when the trace never showed the root's end."""
+    if status is not None:
+        code, sig = status
+        if sig is not None:
+            number = getattr(signal.Signals, sig, None) if sig.startswith("SIG") else None
+            return 128 + (int(number) if number is not None else 0), sig
+        return code or 0, None
+    if tracer_rc < 0:
+        return 128 - tracer_rc, signal.Signals(-tracer_rc).name
+    return tracer_rc, None
+
+
+def incompleteness(stats: TraceStats, *, cut: bool) -> str | None:
+    """Why a trace stops before the command ended (None when it is whole), with how much is missing."""
+    if not cut and stats.root_status is not None:
+        return None
+    why = "the trace ends mid-line (strace was killed)" if cut else "the trace ends before the command exited"
+    if stats.unexited:
+        many = stats.unexited != 1
+        why += f"; {stats.unexited} process{'es' if many else ''} ha{'ve' if many else 's'} no recorded exit"
+    return why
 
 
 async def keep_trace_stage(

@@ -48,6 +48,7 @@ from capsule.stages.launch import (
     shown_argv,
     traced_header,
 )
+from capsule.stages.pipeline import exit_status, incompleteness
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
@@ -57,7 +58,6 @@ from capsule.stages.tracer import Tracer
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
     from capsule.stages.ebpf import EbpfTracer
-    from capsule.stages.pipeline import TraceStats
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -73,18 +73,6 @@ class RunOutcome:
     duration_s: float
     tally: Tally
     error: str | None = None
-
-
-def _exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -> tuple[int, str | None]:
-    if status is not None:
-        code, sig = status
-        if sig is not None:
-            number = getattr(signal.Signals, sig, None) if sig.startswith("SIG") else None
-            return 128 + (int(number) if number is not None else 0), sig
-        return code or 0, None
-    if tracer_rc < 0:
-        return 128 - tracer_rc, signal.Signals(-tracer_rc).name
-    return tracer_rc, None
 
 
 def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
@@ -405,7 +393,7 @@ async def record_run(
             # Inside the guard's wrappers: the trace has the command's own exit (bubblewrap's is a copy).
             await command.wait()
             assert command.returncode is not None
-            code, sig = _exit_status(stats.root_status, command.returncode)
+            code, sig = exit_status(stats.root_status, command.returncode)
         elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "
@@ -414,7 +402,7 @@ async def record_run(
             code, sig = EXIT_RECORDER_FAILED, None
         else:
             assert process.returncode is not None  # strace: waited for
-            code, sig = _exit_status(stats.root_status, process.returncode)
+            code, sig = exit_status(stats.root_status, process.returncode)
         # bpftrace is stopped a little after the tree is gone; the trace says when that was.
         ended = writer.tally.last_ts if command is not None else None
         _close(
@@ -473,14 +461,3 @@ def _close(
             )
         ]
     )
-
-
-def incompleteness(stats: TraceStats, *, cut: bool) -> str | None:
-    """Why a trace stops before the command ended (None when it is whole), with how much is missing."""
-    if not cut and stats.root_status is not None:
-        return None
-    why = "the trace ends mid-line (strace was killed)" if cut else "the trace ends before the command exited"
-    if stats.unexited:
-        many = stats.unexited != 1
-        why += f"; {stats.unexited} process{'es' if many else ''} ha{'ve' if many else 's'} no recorded exit"
-    return why
