@@ -354,6 +354,7 @@ async def _import_into(
             trace_fd=trace_fd,
             tt_origin=header.trace_origin or 0.0,
             default_ts=header.ts if header.trace_clock != "epoch" else 0.0,
+            writeback=True,
         )
         tally = writer.tally
         if tally.processes == 0:

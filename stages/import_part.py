@@ -12,7 +12,8 @@ starts, loads what it needs and waits for its job on stdin: LOG, START, END, RED
 by NUL bytes (no job, only the end of stdin: it exits 0). It reads bytes START to END of LOG
 (START and END on line starts, END may be the size), redacts them if REDACT is 1 and writes them to the
 file TRACE_FD (an unnamed private file, O_TMPFILE, opened by the importer). The choice goes to stdout as it
-is made, one frame a chunk (8 bytes of length, then marshal of a `Selected` as a tuple), then a last frame
+is made, one frame a chunk (8 bytes of length, then marshal of a `Selected` as a tuple followed by the bytes
+written to TRACE_FD so far, all of them final: the importer may copy them at once), then a last frame
 holding a 1-tuple: the part's redacted unfinished last line (or b""). The lines chosen are those the
 tracker of LEVEL may need (its wanted syscalls and ignored signals).
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-SPLIT_SHARE = 0.78  # of a split log, the share the second process reads (the importer also parses it all)
+SPLIT_SHARE = 0.9  # of a split log, the share the second process reads (the importer also parses it all)
 SPLIT_MIN = 8 << 20  # a log smaller than this is read by one process: a second start costs more
 
 
@@ -221,6 +222,7 @@ def part(
     parent = os.getppid()
     seen: set[str] = set()
     held = b""
+    written = 0
     fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.lseek(fd, start, os.SEEK_SET)
@@ -238,9 +240,10 @@ def part(
             if redactor is not None:
                 block = redactor(block)
             _write_all(trace, block)
+            written += len(block)
             chosen = wanted.select(block, seen)
             seen.update(chosen.new_pids)
-            _frame(out, tuple(chosen))
+            _frame(out, (*chosen, written))
     finally:
         os.close(fd)
     if held:
