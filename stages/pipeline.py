@@ -9,6 +9,7 @@ Each stage owns the channel ends it is given and closes them; end of stream trav
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable, Collection
@@ -155,8 +156,10 @@ async def keep_trace_stage(
     def written(n: int) -> None:
         nonlocal kept
         if writeback and trace_fd is not None:
-            # Linux starts the writeback of the range's dirty pages (and drops none that are dirty).
-            os.posix_fadvise(trace_fd, kept, n, os.POSIX_FADV_DONTNEED)
+            # Linux starts the writeback of the range's dirty pages (and drops none that are dirty); a
+            # file system that refuses the advice only leaves it all to the fsync.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(trace_fd, kept, n, os.POSIX_FADV_DONTNEED)
         kept += n
 
     async def keep(chunk: bytes) -> None:
