@@ -1,19 +1,20 @@
-"""The eBPF tracer: bpftrace running Capsule's program (`ebpf.bt`), a second source for the pipeline.
+"""The eBPF tracer: Capsule's own recorder (stages/bpf), a second source for the pipeline.
 
-Why bpftrace: it ships in Debian, compiles the program against the running kernel's BTF at start, and
-needs no toolchain on the user's machine; its `-f json` output escapes every byte, so argv with
-newlines or quotes cannot forge a line. The price is its start-up (LLVM, about a second), paid once per
-recording while the command waits. libbpf with a precompiled CO-RE object would start in milliseconds
-and is the step to take if that second matters.
+Why libbpf and a CO-RE object of our own, not bpftrace (which this replaced): bpftrace compiles its
+program with LLVM at every start (~0.45 s here, a second or more on a loaded machine) while the
+command waits; the object is built once (`ebpf_build`) and loads and attaches in ~40 ms. It also
+puts every record in one ring buffer shared by the CPUs, in the order the kernel made them (bpftrace's
+per-CPU buffers were read one after another). Its output is bpftrace's line format (`-f json`: JSON
+escapes every byte, so argv with newlines or quotes cannot forge a line), read by the same parser.
 
 How a recording starts (`launch`): the command is spawned as a stub blocked on a pipe (a minimal
 `python -I -S` that reads one byte, then execv's the resolved command with the user's argv, so the
-record shows the exec exactly as strace would); bpftrace is started on the stub's pid, in its own
+record shows the exec exactly as strace would); the recorder is started on the stub's pid, in its own
 session (Ctrl-C at the terminal must reach the command, not the tracer) and with a parent-death signal
 (a SIGKILLed Capsule leaves no tracer behind); Capsule sends signal 0 to the stub until the program's
-readiness line is in the trace, then closes the pipe. bpftrace does not know when the tree is gone:
-the tracker's live count tells Capsule, which confirms it with a flush barrier through every CPU's
-buffer (`flush_barrier`) and then SIGKILLs bpftrace, whose trace is complete by then.
+readiness line is in the trace, then closes the pipe. The recorder does not know when the tree is
+gone: the tracker's live count tells Capsule, which confirms it with a flush barrier (`flush_barrier`)
+and then SIGKILLs the recorder, whose trace is complete by then.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
-from importlib import resources
 from pathlib import Path
 
 import attrs
@@ -34,12 +34,10 @@ import orjson
 import psutil
 import trio
 
+from capsule.stages.ebpf_build import BuildFailed, ensure_built
 from capsule.stages.launch import MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
-PROGRAM = "ebpf.bt"
-TRACE_NAME = "bpftrace"
-STRLEN = "200"  # BPFTRACE_STRLEN: bpftrace 0.17's maximum, argv elements longer are cut (and marked)
 BTF = Path("/sys/kernel/btf/vmlinux")
 TRACEFS = Path("/sys/kernel/tracing")
 READY_TIMEOUT_S = 60.0
@@ -58,49 +56,30 @@ class EbpfUnavailable(RuntimeError):
 
 @attrs.frozen
 class EbpfTracer:
-    path: str
-    version: str
+    path: str  # the loader (stages/bpf/recorder.c, built)
+    object: str  # the kernel half (stages/bpf/recorder.bpf.c, built)
+    version: str  # the libbpf the loader runs with
     kind: str = "ebpf"
 
     def flags(self, level: str) -> tuple[str, ...]:
-        return ("-f", "json", f"{PROGRAM}[{level}]")
-
-
-def program(level: str) -> str:
-    """Capsule's bpftrace program for a trace level: the process part plus the `//@ file`/`//@ net`
-    sections the level asks for (the `//@ always` part closes it)."""
-    text = resources.files("capsule.stages").joinpath(PROGRAM).read_text()
-    wanted = {"file": level in ("file", "all"), "net": level in ("net", "all"), "always": True}
-    kept: list[str] = []
-    keep = True
-    for line in text.splitlines(keepends=True):
-        if line.startswith("//@ "):
-            keep = wanted.get(line[4:].strip(), False)
-            continue
-        if keep:
-            kept.append(line)
-    body = "".join(kept)
-    maps = dict.fromkeys(
-        re.findall(r"@\w+", "".join(line for line in kept if not line.lstrip().startswith("//")))
-    )
-    return body + "END { " + " ".join(f"clear({name});" for name in maps) + " }\n"
+        """The loader's arguments but the root pid: the object and the trace level."""
+        return (self.object, level)
 
 
 def find_ebpf() -> EbpfTracer:
-    """bpftrace with what it needs, or EbpfUnavailable saying what is missing."""
+    """The built recorder with what it needs, or EbpfUnavailable saying what is missing."""
     if os.geteuid() != 0:
         raise EbpfUnavailable("eBPF recording needs root (bpf() and tracepoints are privileged)")
-    path = shutil.which("bpftrace")
-    if path is None:
-        raise EbpfUnavailable("bpftrace not found on PATH; install it with `apt-get install bpftrace`")
     if shutil.which("setpriv") is None:
         raise EbpfUnavailable("setpriv (util-linux) not found on PATH")
     if not BTF.exists():
         raise EbpfUnavailable(f"the kernel has no BTF ({BTF} is missing)")
     _mount_tracefs()
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)", out)
-    return EbpfTracer(path=path, version=match[1] if match else "unknown")
+    try:
+        built = ensure_built()
+    except BuildFailed as e:
+        raise EbpfUnavailable(str(e)) from None
+    return EbpfTracer(path=str(built.loader), object=str(built.object), version=built.version)
 
 
 def _mount_tracefs() -> None:
@@ -114,30 +93,20 @@ def _mount_tracefs() -> None:
 
 
 def probe_ebpf(tracer: EbpfTracer) -> str | None:
-    """Attach the real program to a `true` once: None if it works, else bpftrace's last error line."""
-    prog = program("process")
+    """Load and attach every program once: None if it works, else the recorder's last error line."""
     done = subprocess.run(
-        [tracer.path, "-f", "json", "-e", prog, "-c", "/bin/true", "1"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=_env(),
+        [tracer.path, tracer.object, "--probe"], capture_output=True, text=True, check=False, timeout=120
     )
-    if done.returncode == 0 and '"attached_probes"' in done.stdout:
+    if done.returncode == 0:
         return None
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and "RLIMIT_MEMLOCK" not in ln]
-    return lines[-1] if lines else f"bpftrace exited with {done.returncode}"
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, BPFTRACE_STRLEN=STRLEN)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"the eBPF recorder exited with {done.returncode}"
 
 
 def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
     """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
     the root's working directory (relative paths the tree opens are made absolute from it)."""
-    offset = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
+    offset = time.time_ns() - time.monotonic_ns()  # the recorder's clock is CLOCK_MONOTONIC
     header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
     if cwd is not None:
         header["cwd"] = os.path.abspath(cwd)
@@ -148,7 +117,7 @@ def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
     """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
     answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
     thread, path and argv as the guard read them from the process's memory, and the error. Its clock
-    is bpftrace's (CLOCK_MONOTONIC)."""
+    is the recorder's (CLOCK_MONOTONIC)."""
     try:
         with open(f"/proc/{tid}/status", "rb") as status:
             tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
@@ -162,7 +131,8 @@ def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
 
 def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
     """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
-    single write to an O_APPEND file: never torn by bpftrace's own lines)."""
+    single write to an O_APPEND file: never torn by the recorder's own lines, each batch of which is
+    one write of whole lines too)."""
 
     def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
         fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -204,7 +174,7 @@ def kill_tree(root: int, traced: Collection[int] = (), rounds: int = 20) -> None
 @attrs.define
 class Launched:
     """A recording under way: `process` is Capsule's child (the command itself, or the guard's wrapper
-    around it), `root` the command's pid (what the program follows), `tracer` bpftrace."""
+    around it), `root` the command's pid (what the program follows), `tracer` the recorder."""
 
     process: trio.Process
     root: int
@@ -219,7 +189,7 @@ class Launched:
 @attrs.frozen
 class Gated:
     """The command as a stub blocked on a pipe: `argv` to spawn (wrapped or not) with `gate_r` passed
-    down, `gate_w` to close once bpftrace is attached (see `attach`)."""
+    down, `gate_w` to close once the recorder is attached (see `attach`)."""
 
     argv: tuple[str, ...]
     gate_r: int
@@ -258,7 +228,7 @@ async def launch(
     on_spawn: Callable[[trio.Process], None] = lambda _process: None,
 ) -> Launched:
     """Start the stub (inside `wrap`, the guard's command line, when given; `on_spawn` hears it started),
-    bpftrace on it, wait until every probe is attached, call `on_ready`, then let the command go."""
+    the recorder on it, wait until every probe is attached, call `on_ready`, then let the command go."""
     gate = gated(resolved, argv)
     command, fds = wrap(gate.argv) if wrap is not None else (list(gate.argv), ())
     stdin, stdout, stderr = stdio
@@ -291,8 +261,8 @@ async def attach(
     on_ready: Callable[[], None] = lambda: None,
     cwd: str | None = None,
 ) -> Launched:
-    """bpftrace on the stub `gate` started as (or, under the guard's wrappers, below) `process`: find
-    the stub, start bpftrace on it, wait until every probe is attached, call `on_ready`, release the
+    """The recorder on the stub `gate` started as (or, under the guard's wrappers, below) `process`:
+    find the stub, start the recorder on it, wait until every probe is attached, call `on_ready`, release the
     command. Under the guard, its answers to the wrappers' execs must have started (`Guard.spawned`):
     the stub is found only once they are done."""
     try:
@@ -303,20 +273,17 @@ async def attach(
     spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     errors = spool.with_suffix(".err")
     errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    prog_file = spool.with_suffix(".bt")
     try:
         write_header(spool_fd, root, cwd or os.getcwd())
-        prog_file.write_text(program(level))
         # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
         # when the spawning *thread* ends, and trio retires idle workers after 10 s.
-        bpftrace = MainThreadProcess(
+        recorder = MainThreadProcess(
             subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
-                ["setpriv", "--pdeathsig", "TERM", tracer.path, "-f", "json", str(prog_file), str(root)],
+                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, str(root), level],
                 stdin=subprocess.DEVNULL,
                 stdout=spool_fd,
                 stderr=errors_fd,
                 start_new_session=True,
-                env=_env(),
             )
         )
     except BaseException:
@@ -326,14 +293,12 @@ async def attach(
     finally:
         os.close(spool_fd)
         os.close(errors_fd)
-    launched = Launched(process=process, root=root, tracer=bpftrace)
+    launched = Launched(process=process, root=root, tracer=recorder)
     try:
         await _wait_ready(spool, launched, errors)
         on_ready()
     finally:
         gate.release()
-        with contextlib.suppress(OSError):
-            prog_file.unlink()
         with contextlib.suppress(OSError):
             errors.unlink()
     return launched
@@ -378,47 +343,38 @@ async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
     _kill(launched.process)
     with contextlib.suppress(ProcessLookupError):
         launched.tracer.terminate()
-    raise EbpfUnavailable(f"bpftrace did not attach its probes{_last_error(errors)} (run `capsule doctor`)")
+    raise EbpfUnavailable(f"the eBPF recorder did not attach{_last_error(errors)} (run `capsule doctor`)")
 
 
 def _last_error(errors: Path) -> str:
-    """`: <bpftrace's last line on stderr>`, or "" (its RLIMIT_MEMLOCK warning is harmless here)."""
+    """`: <the recorder's last line on stderr>`, or ""."""
     text = errors.read_text(errors="replace")
-    said = [ln for ln in text.splitlines() if ln.strip() and "MEMLOCK" not in ln]
+    said = [ln for ln in text.splitlines() if ln.strip()]
     return f": {said[-1].strip()}" if said else ""
 
 
 BARRIER_TIMEOUT_S = 5.0
-# bpftrace processes SIGKILLed once their trace was complete, still detaching their probes (~90 ms
-# each, in the kernel): held so that they are reaped by a later `reap_stopped`, never waited for.
+# Recorders SIGKILLed once their trace was complete, still detaching their programs in the kernel
+# (tens of ms each, mostly waiting for RCU grace periods): held so that they are reaped by a later
+# `reap_stopped`, never waited for.
 _STOPPED: list[MainThreadProcess] = []
 
 
 def reap_stopped() -> None:
-    """Reap the stopped bpftrace processes that have finished exiting."""
+    """Reap the stopped recorders that have finished exiting."""
     _STOPPED[:] = [p for p in _STOPPED if p.poll() is None]
 
 
 async def flush_barrier(launched: Launched, live: LiveCount, timeout_s: float = BARRIER_TIMEOUT_S) -> bool:
-    """Wait until the tracker has read everything the tree did until now. The program prints a `B`
-    line for each signal-0 kill of -root, into the perf buffer of the CPU that made it, and each CPU's
-    buffer is read in order: so one such kill from every CPU this thread can be placed on (a CPU it
-    cannot be placed on is one the tree cannot run on either: the same cpuset), and once the tracker
-    has counted that many markers, every line the tree caused before them has been tracked. False if
-    bpftrace ended first or a marker did not come (its buffer overflowed) within `timeout_s`."""
-    want = live.flushed
-    mask = os.sched_getaffinity(0)
-    try:
-        for cpu in range(os.cpu_count() or 1):
-            try:
-                os.sched_setaffinity(0, {cpu})  # this thread only, and it runs there before returning
-            except OSError:
-                continue  # offline, or outside our cpuset
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(-launched.root, 0)  # the probe fires on entry, whatever the kill's result
-            want += 1
-    finally:
-        os.sched_setaffinity(0, mask)
+    """Wait until the tracker has read everything the tree did until now. The program puts a `B`
+    record in the ring buffer for a signal-0 kill of -root; the buffer is one for every CPU, read in
+    the order its records were reserved (a record still being written holds back the ones after it),
+    so once the tracker has counted the marker, every record the tree caused before it has been
+    tracked. False if the recorder ended first or the marker did not come (the buffer was full)
+    within `timeout_s`."""
+    want = live.flushed + 1
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(-launched.root, 0)  # the program sees it on entry, whatever the kill's result
     with trio.move_on_after(timeout_s):
         while launched.tracer.poll() is None:
             if live.flushed >= want:
@@ -435,11 +391,11 @@ async def stop_when_tree_gone(
     on_gone: Callable[[], None] | None = None,
 ) -> None:
     """Once the command has exited and the tracker has seen every process of its tree end, confirmed
-    by a flush barrier (a fork still unread in another CPU's buffer would show up by then), stop
-    bpftrace (`on_gone` first: a task's exit is observed then). The trace is complete at that point,
-    so bpftrace is SIGKILLed rather than asked to drain, and not waited for: its probes take about
-    90 ms each to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a
-    process that exits leaves it to init, already dying). Returns at once if bpftrace ended itself."""
+    by a flush barrier (a fork still unread in the buffer would show up by then), stop the recorder
+    (`on_gone` first: a task's exit is observed then). The trace is complete at that point, so the
+    recorder is SIGKILLed rather than asked to drain, and not waited for: its programs take a while
+    to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a process that
+    exits leaves it to init, already dying). Returns at once if the recorder ended itself."""
     await launched.process.wait()
     while launched.tracer.poll() is None:
         if live.value == 0:

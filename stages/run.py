@@ -300,8 +300,8 @@ async def record_run(
             process: trio.Process | MainThreadProcess
             if ebpf:
                 assert not isinstance(tracer, Tracer)
-                # bpftrace takes a second or more to compile its program: the session starts when the
-                # probes are attached, just before the command is let go (so its header still comes
+                # the recorder takes a while to start (tens of ms; a second when it is first built):
+                # the session starts when its programs are attached, just before the command is let go (so its header still comes
                 # first, and a duration is the command's, not the tracer's start-up).
                 ready: list[float] = []
 
@@ -363,7 +363,7 @@ async def record_run(
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
-                if ebpf:  # bpftrace does not end by itself: stopped once the whole tree has
+                if ebpf:  # the recorder does not end by itself: stopped once the whole tree has
                     await bpf.stop_when_tree_gone(launched, live)
                 else:
                     await process.wait()
@@ -415,7 +415,7 @@ async def record_run(
         else:
             assert process.returncode is not None  # strace: waited for
             code, sig = _exit_status(stats.root_status, process.returncode)
-        # bpftrace is stopped a little after the tree is gone; the trace says when that was.
+        # the recorder is stopped a little after the tree is gone; the trace says when that was.
         ended = writer.tally.last_ts if command is not None else None
         _close(
             writer,

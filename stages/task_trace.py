@@ -2,8 +2,8 @@
 through parse -> track into the attempt's own `run` session, every event checked against the policy.
 
 `traced_argv` is the one place the traced command line is built (the guard wraps it): strace around
-the command, or (`trace = "ebpf"`) the eBPF tracer's gated stub, which `follow_trace` attaches bpftrace
-to and releases, as `capsule run --tracer ebpf` does (stages/ebpf.py: the same `attach`).
+the command, or (`trace = "ebpf"`) the eBPF tracer's gated stub, which `follow_trace` attaches the eBPF
+recorder to and releases, as `capsule run --tracer ebpf` does (stages/ebpf.py: the same `attach`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def traced_argv(
 ) -> Traced:
     """The command line that runs `command` under strace, writing its trace to `spool` through the
     redacting relay (the spool of a live task holds no secret in clear); under eBPF, the gated stub
-    that execs `resolved` (the command's program, found on PATH) once bpftrace is attached. strace is
+    that execs `resolved` (the command's program, found on PATH) once the recorder is attached. strace is
     Capsule's own process for the task: it carries `title` (the stub becomes the command: no title)."""
     if isinstance(tracer, EbpfTracer):
         gate = gated(resolved or command[0], command)
@@ -134,10 +134,10 @@ async def follow_trace(
     """Record the attempt's process tree into its run session until the tracer exits; violations
     observed. `checked` hears each batch of trace events (the guard turns refused opens into
     `policy.blocked`). Under eBPF (`gate`: the stub `process` is, or runs under the guard's wrappers),
-    bpftrace is attached first; the session starts when its probes are, and the trace ends when the
+    the recorder is attached first; the session starts when its programs are, and the trace ends when the
     whole tree has. `on_released` is called once the stub is let go (or attaching failed and it was
-    killed): the scheduler observes the spawn then, so bpftrace's start-up is not the task's time;
-    `on_tree_gone` once the whole tree has ended, before bpftrace is stopped (its detach is slow too)."""
+    killed): the scheduler observes the spawn then, so the recorder's start-up is not the task's time;
+    `on_tree_gone` once the whole tree has ended, before the recorder is stopped (its detach is slow too)."""
     header = partial(
         _header, files, plan=plan, tracer=tracer, task=task, attempt=attempt, parent=parent,
         recorder=recorder, enforcement=enforcement,

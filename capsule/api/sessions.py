@@ -1027,7 +1027,7 @@ def _ebpf_check() -> Check:
     problem = probe_ebpf(tracer)
     if problem is not None:
         return Check(check="ebpf", ok=False, detail=f"--tracer ebpf unavailable: {problem}")
-    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (bpftrace {tracer.version})")
+    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (Capsule's recorder, {tracer.version})")
 
 
 def require_tracer(kind: str = "strace") -> Tracer | EbpfTracer:
