@@ -7,12 +7,13 @@ puts every record in one ring buffer shared by the CPUs, in the order the kernel
 per-CPU buffers were read one after another). Its output is bpftrace's line format (`-f json`: JSON
 escapes every byte, so argv with newlines or quotes cannot forge a line), read by the same parser.
 
-How a recording starts (`launch`): the command is spawned as a stub blocked on a pipe (a minimal
-`python -I -S` that reads one byte, then execv's the resolved command with the user's argv, so the
-record shows the exec exactly as strace would); the recorder is started on the stub's pid, in its own
-session (Ctrl-C at the terminal must reach the command, not the tracer) and with a parent-death signal
-(a SIGKILLed Capsule leaves no tracer behind); Capsule sends signal 0 to the stub until the program's
-readiness line is in the trace, then closes the pipe. The recorder does not know when the tree is
+How a recording starts (`launch`): the recorder is started first, in its own session (Ctrl-C at the
+terminal must reach the command, not the tracer) and with a parent-death signal (a SIGKILLed Capsule
+leaves no tracer behind), and loads its programs while the command is spawned as a stub blocked on a
+pipe (the recorder's binary in `--stub` mode: it reads one byte, then execv's the resolved command
+with the user's argv, so the record shows the exec exactly as strace would); Capsule gives the
+recorder the stub's pid, waits until its readiness line is in the trace (sending the stub signal 0,
+which the program also answers), then closes the pipe. The recorder does not know when the tree is
 gone: the tracker's live count tells Capsule, which confirms it with a flush barrier (`flush_barrier`)
 and then SIGKILLs the recorder, whose trace is complete by then.
 """
@@ -22,9 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -34,83 +32,14 @@ import orjson
 import psutil
 import trio
 
-from capsule.stages.ebpf_build import BuildFailed, ensure_built
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Starting, start_recorder
 from capsule.stages.launch import MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
-BTF = Path("/sys/kernel/btf/vmlinux")
-TRACEFS = Path("/sys/kernel/tracing")
 READY_TIMEOUT_S = 60.0
 _READY = re.compile(rb'"data": "R \d+')
 # The guard's `wrap`: a command line -> the guarded command line and the descriptors it needs.
 Wrap = Callable[[Sequence[str]], tuple[list[str], tuple[int, ...]]]
-_STUB = (  # a failed exec (one the guard refused) ends as strace's does: one line, exit 1
-    "import os,sys\ng=int(sys.argv[1])\nos.read(g,1)\nos.close(g)\ntry:os.execv(sys.argv[2],sys.argv[3:])\n"
-    "except OSError as e:sys.stderr.write('capsule: exec: %s\\n'%e.strerror);os._exit(1)"
-)
-
-
-class EbpfUnavailable(RuntimeError):
-    """eBPF recording cannot work here; the message says why in one line."""
-
-
-@attrs.frozen
-class EbpfTracer:
-    path: str  # the loader (stages/bpf/recorder.c, built)
-    object: str  # the kernel half (stages/bpf/recorder.bpf.c, built)
-    version: str  # the libbpf the loader runs with
-    kind: str = "ebpf"
-
-    def flags(self, level: str) -> tuple[str, ...]:
-        """The loader's arguments but the root pid: the object and the trace level."""
-        return (self.object, level)
-
-
-def find_ebpf() -> EbpfTracer:
-    """The built recorder with what it needs, or EbpfUnavailable saying what is missing."""
-    if os.geteuid() != 0:
-        raise EbpfUnavailable("eBPF recording needs root (bpf() and tracepoints are privileged)")
-    if shutil.which("setpriv") is None:
-        raise EbpfUnavailable("setpriv (util-linux) not found on PATH")
-    if not BTF.exists():
-        raise EbpfUnavailable(f"the kernel has no BTF ({BTF} is missing)")
-    _mount_tracefs()
-    try:
-        built = ensure_built()
-    except BuildFailed as e:
-        raise EbpfUnavailable(str(e)) from None
-    return EbpfTracer(path=str(built.loader), object=str(built.object), version=built.version)
-
-
-def _mount_tracefs() -> None:
-    if (TRACEFS / "events").is_dir():
-        return
-    with contextlib.suppress(OSError):
-        TRACEFS.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, check=False)
-    if not (TRACEFS / "events").is_dir():
-        raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted")
-
-
-def probe_ebpf(tracer: EbpfTracer) -> str | None:
-    """Load and attach every program once: None if it works, else the recorder's last error line."""
-    done = subprocess.run(
-        [tracer.path, tracer.object, "--probe"], capture_output=True, text=True, check=False, timeout=120
-    )
-    if done.returncode == 0:
-        return None
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else f"the eBPF recorder exited with {done.returncode}"
-
-
-def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
-    """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
-    the root's working directory (relative paths the tree opens are made absolute from it)."""
-    offset = time.time_ns() - time.monotonic_ns()  # the recorder's clock is CLOCK_MONOTONIC
-    header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
-    if cwd is not None:
-        header["cwd"] = os.path.abspath(cwd)
-    os.write(spool_fd, orjson.dumps(header) + b"\n")
 
 
 def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
@@ -206,10 +135,11 @@ class Gated:
             os.close(self.gate_w)
 
 
-def gated(resolved: str, argv: Sequence[str]) -> Gated:
-    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own)."""
+def gated(tracer: EbpfTracer, resolved: str, argv: Sequence[str]) -> Gated:
+    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own):
+    the recorder's own binary in its `--stub` mode (a C program: no interpreter to start)."""
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-    stub = (sys.executable, "-I", "-S", "-c", _STUB, str(gate_r), resolved, *argv)
+    stub = (tracer.path, "--stub", str(gate_r), resolved, *argv)
     return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
 
 
@@ -226,10 +156,14 @@ async def launch(
     env: dict[str, str] | None = None,
     wrap: Wrap | None = None,
     on_spawn: Callable[[trio.Process], None] = lambda _process: None,
+    starting: Starting | None = None,
 ) -> Launched:
-    """Start the stub (inside `wrap`, the guard's command line, when given; `on_spawn` hears it started),
-    the recorder on it, wait until every probe is attached, call `on_ready`, then let the command go."""
-    gate = gated(resolved, argv)
+    """Start the recorder (or take `starting`, started earlier at this `level`), then the stub (inside
+    `wrap`, the guard's command line, when given; `on_spawn` hears it started), point the recorder at
+    it, wait until every program is attached, call `on_ready`, then let the command go."""
+    if starting is None:
+        starting = start_recorder(tracer, level)
+    gate = gated(tracer, resolved, argv)
     command, fds = wrap(gate.argv) if wrap is not None else (list(gate.argv), ())
     stdin, stdout, stderr = stdio
     try:
@@ -244,11 +178,15 @@ async def launch(
         )
     except BaseException:
         gate.release()
+        starting.stop()
         raise
     finally:
         gate.spawned()
     on_spawn(process)
-    return await attach(tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd)
+    return await attach(
+        tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd, starting=starting,
+        wrapped=wrap is not None,
+    )  # fmt: skip
 
 
 async def attach(
@@ -260,53 +198,41 @@ async def attach(
     level: str,
     on_ready: Callable[[], None] = lambda: None,
     cwd: str | None = None,
+    starting: Starting | None = None,
+    wrapped: bool = True,
 ) -> Launched:
-    """The recorder on the stub `gate` started as (or, under the guard's wrappers, below) `process`:
-    find the stub, start the recorder on it, wait until every probe is attached, call `on_ready`, release the
-    command. Under the guard, its answers to the wrappers' execs must have started (`Guard.spawned`):
-    the stub is found only once they are done."""
+    """The recorder on the stub `gate` started as (`wrapped` False) or, under the guard's wrappers,
+    below `process`: find the stub, point the recorder (`starting`, or one started now) at it and at
+    `spool`, wait until every program is attached, call `on_ready`, release the command. Under the
+    guard, its answers to the wrappers' execs must have started (`Guard.spawned`): the stub is found
+    only once they are done."""
+    if starting is None:
+        try:
+            starting = start_recorder(tracer, level)
+        except BaseException:
+            gate.release()
+            _kill(process)
+            raise
     try:
-        root = await _find_stub(process, gate.argv)
+        root = await _find_stub(process, gate.argv) if wrapped else process.pid
     except BaseException:
         gate.release()
+        starting.stop()
         raise
-    spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    errors = spool.with_suffix(".err")
-    errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    starting.follow(root, spool, cwd)
+    launched = Launched(process=process, root=root, tracer=starting.process)
     try:
-        write_header(spool_fd, root, cwd or os.getcwd())
-        # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
-        # when the spawning *thread* ends, and trio retires idle workers after 10 s.
-        recorder = MainThreadProcess(
-            subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
-                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, str(root), level],
-                stdin=subprocess.DEVNULL,
-                stdout=spool_fd,
-                stderr=errors_fd,
-                start_new_session=True,
-            )
-        )
-    except BaseException:
-        gate.release()
-        _kill(process)
-        raise
-    finally:
-        os.close(spool_fd)
-        os.close(errors_fd)
-    launched = Launched(process=process, root=root, tracer=recorder)
-    try:
-        await _wait_ready(spool, launched, errors)
+        await _wait_ready(spool, launched, starting)
         on_ready()
     finally:
         gate.release()
-        with contextlib.suppress(OSError):
-            errors.unlink()
+        starting.errors.close()
     return launched
 
 
 async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> int:
-    """The stub's pid: `process` itself, or (inside the guard's launcher and bubblewrap) the descendant
-    whose command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
+    """The stub's pid: the descendant of `process` (the guard's launcher, then bubblewrap) whose
+    command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
     wanted = list(stub)
     with trio.move_on_after(timeout_s):
         while process.poll() is None:
@@ -326,7 +252,7 @@ def _kill(process: trio.Process) -> None:
         process.kill()
 
 
-async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
+async def _wait_ready(spool: Path, launched: Launched, starting: Starting) -> None:
     fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     seen = b""
     try:
@@ -337,23 +263,21 @@ async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
                 seen = seen[-256:] + os.read(fd, 1 << 16)  # a regular file: never blocks
                 if _READY.search(seen):
                     return
-                await trio.sleep(0.005)
+                await trio.sleep(0.002)
     finally:
         os.close(fd)
     _kill(launched.process)
     with contextlib.suppress(ProcessLookupError):
         launched.tracer.terminate()
-    raise EbpfUnavailable(f"the eBPF recorder did not attach{_last_error(errors)} (run `capsule doctor`)")
-
-
-def _last_error(errors: Path) -> str:
-    """`: <the recorder's last line on stderr>`, or ""."""
-    text = errors.read_text(errors="replace")
-    said = [ln for ln in text.splitlines() if ln.strip()]
-    return f": {said[-1].strip()}" if said else ""
+    raise EbpfUnavailable(f"the eBPF recorder did not attach{starting.last_error()} (run `capsule doctor`)")
 
 
 BARRIER_TIMEOUT_S = 5.0
+# How often the end of a recording is looked for (the tree's last exit read, then the barrier's
+# marker), and the trace file read while the recorder runs: the recorder already writes in batches,
+# so a short interval costs a few wake-ups a second, and it is the whole wait between the command's
+# end and Capsule's (strace's recording reads every 20 ms and batches the lines it finds).
+POLL_S = 0.005
 # Recorders SIGKILLed once their trace was complete, still detaching their programs in the kernel
 # (tens of ms each, mostly waiting for RCU grace periods): held so that they are reaped by a later
 # `reap_stopped`, never waited for.
@@ -387,7 +311,7 @@ async def stop_when_tree_gone(
     launched: Launched,
     live: LiveCount,
     *,
-    poll_s: float = 0.02,
+    poll_s: float = POLL_S,
     on_gone: Callable[[], None] | None = None,
 ) -> None:
     """Once the command has exited and the tracker has seen every process of its tree end, confirmed

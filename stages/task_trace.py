@@ -24,21 +24,16 @@ from capsule.events.observed import ObsViolation
 from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.policy.enforce import Enforcement
-from capsule.stages.ebpf import (
-    EbpfTracer,
-    EbpfUnavailable,
-    Gated,
-    Launched,
-    attach,
-    gated,
-    stop_when_tree_gone,
-)
+from capsule.stages.ebpf import POLL_S as EBPF_POLL_S
+from capsule.stages.ebpf import Gated, Launched, attach, gated, stop_when_tree_gone
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable
 from capsule.stages.guard import tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
+from capsule.stages.trace import POLL_S as TAIL_POLL_S
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
@@ -104,7 +99,7 @@ def traced_argv(
     that execs `resolved` (the command's program, found on PATH) once the recorder is attached. strace is
     Capsule's own process for the task: it carries `title` (the stub becomes the command: no title)."""
     if isinstance(tracer, EbpfTracer):
-        gate = gated(resolved or command[0], command)
+        gate = gated(tracer, resolved or command[0], command)
         return Traced(argv=list(gate.argv), gate=gate)
     flags = tracer_flags(tracer.flags(level), enforcement)  # the guard answers execs: no --seccomp-bpf
     if title is not None and env is not None and "SHLVL" not in env:
@@ -192,7 +187,12 @@ async def follow_trace(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait)
             stats = await run_pipeline(
-                partial(tail_stage, files.spool, tracer_done),
+                partial(
+                    tail_stage,
+                    files.spool,
+                    tracer_done,
+                    poll_s=TAIL_POLL_S if launched is None else EBPF_POLL_S,
+                ),
                 sink,
                 level=plan.trace_level,
                 trace_fd=trace_fd,

@@ -5,19 +5,29 @@
 // printed for the program this replaced, so one parser reads both.
 //
 //   capsule-ebpf-recorder OBJECT ROOT_PID LEVEL    LEVEL: process | file | net | all
+//   capsule-ebpf-recorder OBJECT - LEVEL           the same, once every program is attached (so
+//                                                  loading overlaps Capsule's and the command's
+//                                                  start) reading `ROOT_PID TRACE_PATH` from stdin:
+//                                                  the trace is opened there (appending) as stdout,
+//                                                  and `R` printed to it at once
 //   capsule-ebpf-recorder OBJECT --probe           load and attach everything once, then exit 0
 //   capsule-ebpf-recorder --version                the libbpf it runs with
+//   capsule-ebpf-recorder --stub FD PATH ARGV...   the command's stub: wait until FD is closed,
+//                                                  then execv(PATH, ARGV) (one line and exit 1 if
+//                                                  that fails, as strace does)
 //
 // Lines are written to stdout only whole, in one write() per batch: the trace is a file opened with
 // O_APPEND that Capsule also appends to (a refused exec's line), so no line of either is ever torn.
 // Errors: one line on stderr, exit 1. SIGTERM/SIGINT: drain what is in the buffer, then exit 0.
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -167,7 +177,44 @@ static __u64 lost_total(int fd, int cpus) {
     return sum;
 }
 
+// The stub the command starts as: blocked on a pipe until Capsule has the recorder attached to it.
+static int stub(int argc, char **argv) {
+    if (argc < 5) return 2;
+    int gate = atoi(argv[2]);
+    char byte;
+    while (read(gate, &byte, 1) < 0 && errno == EINTR) {}
+    close(gate);
+    execv(argv[3], argv + 4);
+    fprintf(stderr, "capsule: exec: %s\n", strerror(errno));
+    return 1;
+}
+
+// `ROOT_PID TRACE_PATH`, a line on stdin (`-`): the trace becomes stdout; the root pid, or 0 if the
+// line never comes (Capsule ended, or did not need the recorder after all) or names no trace.
+static int read_root(void) {
+    static char line[4200];
+    size_t n = 0;
+    char *end = NULL;
+    while (n < sizeof(line) - 1 && !end) {
+        ssize_t got = read(0, line + n, sizeof(line) - 1 - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        n += (size_t)got;
+        end = memchr(line, '\n', n);
+    }
+    if (!end) return 0;
+    *end = 0;
+    char *path = strchr(line, ' ');
+    if (!path) return 0;
+    *path++ = 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0 || dup2(fd, 1) < 0) return 0;
+    close(fd);
+    return atoi(line);
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "--stub") == 0) return stub(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("libbpf %u.%u\n", libbpf_major_version(), libbpf_minor_version());
         return 0;
@@ -178,7 +225,8 @@ int main(int argc, char **argv) {
     }
     int probe = argc == 3;
     const char *level = probe ? "all" : argv[3];
-    int root = probe ? getpid() : atoi(argv[2]);
+    int later = !probe && strcmp(argv[2], "-") == 0;
+    int root = probe ? getpid() : later ? 1 : atoi(argv[2]);
     int files = !strcmp(level, "file") || !strcmp(level, "all");
     int net = !strcmp(level, "net") || !strcmp(level, "all");
     if (root <= 0 || (!files && !net && strcmp(level, "process"))) {
@@ -200,12 +248,6 @@ int main(int argc, char **argv) {
     }
     int err = bpf_object__load(obj);
     if (err) return fail("load the programs", err);
-    __u32 zero = 0;
-    __s32 root_pid = root;
-    __u8 one = 1;
-    if (bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "config"), &zero, &root_pid, BPF_ANY) ||
-        bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "tracked"), &root_pid, &one, BPF_ANY))
-        return fail("set the root", errno);
     int attached = 0;
     bpf_object__for_each_program(prog, obj) {
         if (!bpf_program__autoload(prog)) continue;
@@ -218,12 +260,26 @@ int main(int argc, char **argv) {
         attached++;
     }
     if (probe) return 0;
+    if (later && (root = read_root()) <= 0) return fail("read the root pid and trace", EINVAL);
+    // Followed from here on: every program is attached, so nothing the root does is missed.
+    __u32 zero = 0;
+    __s32 root_pid = root;
+    __u8 one = 1;
+    if (bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "config"), &zero, &root_pid, BPF_ANY) ||
+        bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "tracked"), &root_pid, &one, BPF_ANY))
+        return fail("set the root", errno);
     struct ring_buffer *rb = ring_buffer__new(bpf_object__find_map_fd_by_name(obj, "events"), on_record, NULL, NULL);
     if (!rb) return fail("open the ring buffer", errno);
     int lost_fd = bpf_object__find_map_fd_by_name(obj, "lost");
     int cpus = libbpf_num_possible_cpus();
     __u64 lost_said = 0;
     putf("{\"type\": \"attached_probes\", \"data\": {\"probes\": %d}}\n", attached);
+    if (later) {  // the handshake Capsule waits for; a signal-0 kill of the root gives another
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        putf("{\"type\": \"printf\", \"data\": \"R %llu\\n\"}\n",
+             (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec);
+    }
     flush_out();
     while (!stopping && !failed_write) {
         err = ring_buffer__poll(rb, 100);
