@@ -10,7 +10,7 @@ escapes every byte, so argv with newlines or quotes cannot forge a line), read b
 How a recording starts (`launch`): the recorder is started first, in its own session (Ctrl-C at the
 terminal must reach the command, not the tracer) and with a parent-death signal (a SIGKILLed Capsule
 leaves no tracer behind), and loads its programs while the command is spawned as a stub blocked on a
-pipe (the recorder's binary in `--stub` mode: it reads one byte, then execv's the resolved command
+pipe (stages/bpf/stub.c, static: it reads one byte, then execv's the resolved command
 with the user's argv, so the record shows the exec exactly as strace would); Capsule gives the
 recorder the stub's pid, waits until its readiness line is in the trace (sending the stub signal 0,
 which the program also answers), then closes the pipe. The recorder does not know when the tree is
@@ -137,9 +137,9 @@ class Gated:
 
 def gated(tracer: EbpfTracer, resolved: str, argv: Sequence[str]) -> Gated:
     """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own):
-    the recorder's own binary in its `--stub` mode (a C program: no interpreter to start)."""
+    a static C program (no interpreter to start, no library to load)."""
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-    stub = (tracer.path, "--stub", str(gate_r), resolved, *argv)
+    stub = (tracer.stub, str(gate_r), resolved, *argv)
     return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
 
 

@@ -1,10 +1,10 @@
 """Build the eBPF recorder (stages/bpf: the kernel half, a CO-RE object, and its libbpf loader) once.
 
 The sources ship with Capsule; the build needs clang (the BPF target), a C compiler and libbpf's
-headers and library (Debian: `apt-get install clang libbpf-dev`; `just setup kernel` installs them).
+headers and library (Debian: `apt-get install clang libbpf-dev`; the stub links glibc statically, libc6-dev; `just setup kernel` installs them).
 It runs at the first `--tracer ebpf` recording or `capsule doctor` after an install or upgrade, takes
 about a second, and is kept in the user's cache directory under a name that is the hash of the
-sources, so an upgraded Capsule builds again and an unchanged one never does (the loader links
+sources and of this module (the recipe), so an upgraded Capsule builds again and an unchanged one never does (the loader links
 libbpf's shared library, whose ABI is stable across its upgrades; a removed compiler does not
 matter once it is built). The object is CO-RE (relocated against the running kernel's BTF when it is
 loaded), so a kernel upgrade needs no rebuild. Concurrent first recordings build once: a lock, and
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import attrs
 
-SOURCES = ("recorder.bpf.c", "recorder.c", "record.h", "types.h")
+SOURCES = ("recorder.bpf.c", "recorder.c", "record.h", "types.h", "stub.c")
 OBJECT = "recorder.bpf.o"
 LOADER = "capsule-ebpf-recorder"
+STUB = "capsule-ebpf-stub"
 VERSION = "version"
 ARCH_DEFINES = {"x86_64": "x86"}  # the kernel half reads x86_64 syscall numbers and registers
 
@@ -40,6 +41,7 @@ class BuildFailed(RuntimeError):
 class Built:
     loader: Path
     object: Path
+    stub: Path  # the command's stub (static: it opens nothing before its exec)
     version: str  # the libbpf the loader runs with, as it says (`libbpf 1.1`)
 
 
@@ -72,12 +74,16 @@ def ensure_built() -> Built:
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update(name.encode() + b"\0" + sources[name] + b"\0")
+    digest.update(Path(__file__).read_bytes())  # how they are built is part of what is built
     home = cache_dir()
     target = home / f"ebpf-{digest.hexdigest()[:16]}"
     if not (target / VERSION).exists():
         _build_once(sources, arch, home, target)
     return Built(
-        loader=target / LOADER, object=target / OBJECT, version=(target / VERSION).read_text().strip()
+        loader=target / LOADER,
+        object=target / OBJECT,
+        stub=target / STUB,
+        version=(target / VERSION).read_text().strip(),
     )
 
 
@@ -102,6 +108,7 @@ def _build(sources: dict[str, bytes], clang: str, cc: str, arch: str, home: Path
         _compile([clang, "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", str(work),
                   "-I", include, "-c", str(work / "recorder.bpf.c"), "-o", str(work / OBJECT)])  # fmt: skip
         _compile([cc, "-O2", "-o", str(work / LOADER), str(work / "recorder.c"), "-lbpf"])
+        _compile([cc, "-O2", "-static", "-o", str(work / STUB), str(work / "stub.c")])
         said = subprocess.run([str(work / LOADER), "--version"], capture_output=True, text=True, check=False)
         if said.returncode != 0:
             raise BuildFailed(

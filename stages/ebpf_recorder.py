@@ -33,6 +33,7 @@ class EbpfTracer:
     path: str  # the loader (stages/bpf/recorder.c, built)
     object: str  # the kernel half (stages/bpf/recorder.bpf.c, built)
     version: str  # the libbpf the loader runs with
+    stub: str = ""  # the command's stub (stages/bpf/stub.c, built)
     kind: str = "ebpf"
 
     def flags(self, level: str) -> tuple[str, ...]:
@@ -53,7 +54,9 @@ def find_ebpf() -> EbpfTracer:
         built = ensure_built()
     except BuildFailed as e:
         raise EbpfUnavailable(str(e)) from None
-    return EbpfTracer(path=str(built.loader), object=str(built.object), version=built.version)
+    return EbpfTracer(
+        path=str(built.loader), object=str(built.object), version=built.version, stub=str(built.stub)
+    )
 
 
 def _mount_tracefs() -> None:

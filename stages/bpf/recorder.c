@@ -12,9 +12,6 @@
 //                                                  and `R` printed to it at once
 //   capsule-ebpf-recorder OBJECT --probe           load and attach everything once, then exit 0
 //   capsule-ebpf-recorder --version                the libbpf it runs with
-//   capsule-ebpf-recorder --stub FD PATH ARGV...   the command's stub: wait until FD is closed,
-//                                                  then execv(PATH, ARGV) (one line and exit 1 if
-//                                                  that fails, as strace does)
 //
 // Lines are written to stdout only whole, in one write() per batch: the trace is a file opened with
 // O_APPEND that Capsule also appends to (a refused exec's line), so no line of either is ever torn.
@@ -34,6 +31,7 @@
 #include "record.h"
 
 #define OUT_SIZE (4 << 20)
+#define READ_EVERY_MS 4  // how often the ring buffer is read (32 MiB: ~130k records of room)
 #define OUT_ROOM (64 << 10)  // flush before a record could overflow: a V record prints at most ~16 KiB
 
 static char out[OUT_SIZE];
@@ -177,18 +175,6 @@ static __u64 lost_total(int fd, int cpus) {
     return sum;
 }
 
-// The stub the command starts as: blocked on a pipe until Capsule has the recorder attached to it.
-static int stub(int argc, char **argv) {
-    if (argc < 5) return 2;
-    int gate = atoi(argv[2]);
-    char byte;
-    while (read(gate, &byte, 1) < 0 && errno == EINTR) {}
-    close(gate);
-    execv(argv[3], argv + 4);
-    fprintf(stderr, "capsule: exec: %s\n", strerror(errno));
-    return 1;
-}
-
 // `ROOT_PID TRACE_PATH`, a line on stdin (`-`): the trace becomes stdout; the root pid, or 0 if the
 // line never comes (Capsule ended, or did not need the recorder after all) or names no trace.
 static int read_root(void) {
@@ -214,7 +200,6 @@ static int read_root(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "--stub") == 0) return stub(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("libbpf %u.%u\n", libbpf_major_version(), libbpf_minor_version());
         return 0;
@@ -282,7 +267,10 @@ int main(int argc, char **argv) {
     }
     flush_out();
     while (!stopping && !failed_write) {
-        err = ring_buffer__poll(rb, 100);
+        // The programs never wake the loader (QUIET in recorder.bpf.c): it reads what is there.
+        struct timespec nap = {0, READ_EVERY_MS * 1000000L};
+        nanosleep(&nap, NULL);
+        err = ring_buffer__consume(rb);
         if (err < 0 && err != -EINTR) return fail("read the ring buffer", err);
         __u64 lost = lost_total(lost_fd, cpus);
         if (lost > lost_said) {

@@ -36,7 +36,7 @@ def test_built_once_then_taken_from_the_cache(tmp_path: Path, monkeypatch: pytes
     assert again.loader.stat().st_mtime_ns == stamp
     # only the build's products are kept: no sources, no half-built directory beside it
     assert sorted(p.name for p in first.loader.parent.iterdir()) == sorted(
-        [ebpf_build.LOADER, ebpf_build.OBJECT, ebpf_build.VERSION]
+        [ebpf_build.LOADER, ebpf_build.OBJECT, ebpf_build.STUB, ebpf_build.VERSION]
     )
     assert sorted(p.name for p in (tmp_path / "capsule").iterdir()) == sorted(
         ["ebpf.lock", first.loader.parent.name]
