@@ -1,7 +1,7 @@
 """The pipeline: source -> keep trace (redact, write the raw trace) -> parse -> track -> sink.
 
-The parser and tracker pair depends on the tracer that wrote the trace (`strace`, or `ebpf`: bpftrace
-running Capsule's program); everything downstream of track is the same for both.
+The parser and tracker pair depends on the tracer that wrote the trace (`strace`, or `ebpf`: Capsule's
+eBPF recorder, stages/bpf); everything downstream of track is the same for both.
 
 Stages are trio tasks joined by bounded memory channels carrying batches: backpressure, never loss.
 Each stage owns the channel ends it is given and closes them; end of stream travels downstream.

@@ -243,7 +243,9 @@ async def bytes_stage(data: bytes, send: trio.MemorySendChannel[bytes]) -> None:
             start = end
 
 
-async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes]) -> None:
+async def tail_stage(
+    path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes], poll_s: float = POLL_S
+) -> None:
     """Follow a file being written by strace; stop once strace has exited and every byte is read.
 
     Everything available is read, sent as one batch, and then the stage waits a poll interval: strace
@@ -270,7 +272,7 @@ async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendC
                     if tail := aligner.close():
                         await send.send(tail)
                     return
-                with trio.move_on_after(POLL_S):
+                with trio.move_on_after(poll_s):
                     await tracer_done.wait()
     finally:
         os.close(fd)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
     from capsule.report.json_stream import Chunk
-    from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.ebpf_recorder import EbpfTracer, Starting
     from capsule.stages.launch import Early
     from capsule.stages.tracer import Tracer
 
@@ -591,6 +591,7 @@ class Launched:
 
     plan: _Plan
     early: Early | None
+    ebpf: Starting | None = None  # eBPF without a policy: its recorder, loading already
 
 
 def launch(
@@ -607,7 +608,8 @@ def launch(
     **_options: Any,
 ) -> Launched:
     """Check `record`'s options (raising as it would) and, for strace without a policy, start strace on
-    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do.
+    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do;
+    for eBPF without a policy, start its recorder, which loads its programs while they do.
     `capsule run` calls this, then `record(argv, launched=..., **the same options)`."""
     from capsule.stages.launch import resolve_command, start
     from capsule.stages.tracer import Tracer
@@ -623,6 +625,10 @@ def launch(
                 early = start(list(argv), where, plan.found, plan.answers, level, name, redact, parent)
             except OSError as exc:
                 raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    elif plan.enforcement is None and not isinstance(plan.found, Tracer):
+        from capsule.stages.ebpf_recorder import start_recorder
+
+        return Launched(plan=plan, early=None, ebpf=start_recorder(plan.found, level))
     return Launched(plan=plan, early=early)
 
 
@@ -674,6 +680,7 @@ async def record_async(
             sample_interval=sample,
             enforcement=enforcement,
             early=launched.early if launched is not None else None,
+            ebpf_early=launched.ebpf if launched is not None else None,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
@@ -1022,7 +1029,7 @@ GUARD_CHECKS = (
 
 def _ebpf_check() -> Check:
     """Whether `--tracer ebpf` records here: its requirements, then one real attach of the program."""
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf, probe_ebpf
+    from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf, probe_ebpf
 
     try:
         tracer = find_ebpf()
@@ -1031,7 +1038,7 @@ def _ebpf_check() -> Check:
     problem = probe_ebpf(tracer)
     if problem is not None:
         return Check(check="ebpf", ok=False, detail=f"--tracer ebpf unavailable: {problem}")
-    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (bpftrace {tracer.version})")
+    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (Capsule's recorder, {tracer.version})")
 
 
 def require_tracer(kind: str = "strace") -> Tracer | EbpfTracer:
