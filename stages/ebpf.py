@@ -32,12 +32,12 @@ import orjson
 import psutil
 import trio
 
-from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Starting, start_recorder
-from capsule.stages.launch import MainThreadProcess
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Gated, Starting, gated, start_recorder
+from capsule.stages.launch import EarlyEbpf, MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
 READY_TIMEOUT_S = 60.0
-_READY = re.compile(rb'"data": "R \d+')
+_READY = re.compile(rb'"data": "R (\d+)')
 # The guard's `wrap`: a command line -> the guarded command line and the descriptors it needs.
 Wrap = Callable[[Sequence[str]], tuple[list[str], tuple[int, ...]]]
 
@@ -105,7 +105,7 @@ class Launched:
     """A recording under way: `process` is Capsule's child (the command itself, or the guard's wrapper
     around it), `root` the command's pid (what the program follows), `tracer` the recorder."""
 
-    process: trio.Process
+    process: trio.Process | MainThreadProcess
     root: int
     tracer: MainThreadProcess
 
@@ -115,32 +115,23 @@ class Launched:
         return self.root != self.process.pid
 
 
-@attrs.frozen
-class Gated:
-    """The command as a stub blocked on a pipe: `argv` to spawn (wrapped or not) with `gate_r` passed
-    down, `gate_w` to close once the recorder is attached (see `attach`)."""
-
-    argv: tuple[str, ...]
-    gate_r: int
-    gate_w: int
-
-    def spawned(self) -> None:
-        """The stub is started: Capsule's copy of the read end goes."""
-        with contextlib.suppress(OSError):
-            os.close(self.gate_r)
-
-    def release(self) -> None:
-        """The stub's read returns: the command starts, traced or not."""
-        with contextlib.suppress(OSError):
-            os.close(self.gate_w)
-
-
-def gated(tracer: EbpfTracer, resolved: str, argv: Sequence[str]) -> Gated:
-    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own):
-    a static C program (no interpreter to start, no library to load)."""
-    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-    stub = (tracer.stub, str(gate_r), resolved, *argv)
-    return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
+async def take_over(
+    early: EarlyEbpf, stub: MainThreadProcess, spool: Path, on_ready: Callable[[float], None]
+) -> Launched:
+    """A recording `launch.start_ebpf` started before trio: wait until the recorder follows the stub
+    (and has let it go), call `on_ready` with that time, and go on as `launch` would have."""
+    launched = Launched(process=stub, root=stub.pid, tracer=early.starting.process)
+    try:
+        ready_ns = await _wait_ready(spool, launched, early.starting)
+    except BaseException:
+        _kill(stub)
+        early.gate.abandon()
+        raise
+    finally:
+        early.starting.errors.close()
+    early.gate.release()
+    on_ready(early.starting.epoch(ready_ns))
+    return launched
 
 
 async def launch(
@@ -151,7 +142,7 @@ async def launch(
     spool: Path,
     level: str,
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
-    on_ready: Callable[[], None] = lambda: None,
+    on_ready: Callable[[float], None] = lambda _ts: None,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
     wrap: Wrap | None = None,
@@ -161,9 +152,14 @@ async def launch(
     """Start the recorder (or take `starting`, started earlier at this `level`), then the stub (inside
     `wrap`, the guard's command line, when given; `on_spawn` hears it started), point the recorder at
     it, wait until every program is attached, call `on_ready`, then let the command go."""
-    if starting is None:
-        starting = start_recorder(tracer, level)
     gate = gated(tracer, resolved, argv)
+    if starting is None:
+        try:
+            starting = start_recorder(tracer, level, gate)
+        except BaseException:
+            gate.spawned()
+            gate.abandon()
+            raise
     command, fds = wrap(gate.argv) if wrap is not None else (list(gate.argv), ())
     stdin, stdout, stderr = stdio
     try:
@@ -177,7 +173,7 @@ async def launch(
             env=env,
         )
     except BaseException:
-        gate.release()
+        gate.abandon()
         starting.stop()
         raise
     finally:
@@ -196,7 +192,7 @@ async def attach(
     *,
     spool: Path,
     level: str,
-    on_ready: Callable[[], None] = lambda: None,
+    on_ready: Callable[[float], None] = lambda _ts: None,
     cwd: str | None = None,
     starting: Starting | None = None,
     wrapped: bool = True,
@@ -208,25 +204,30 @@ async def attach(
     only once they are done."""
     if starting is None:
         try:
-            starting = start_recorder(tracer, level)
+            starting = start_recorder(tracer, level, gate)
         except BaseException:
-            gate.release()
             _kill(process)
+            gate.abandon()
             raise
     try:
         root = await _find_stub(process, gate.argv) if wrapped else process.pid
     except BaseException:
-        gate.release()
+        _kill(process)
+        gate.abandon()
         starting.stop()
         raise
     starting.follow(root, spool, cwd)
     launched = Launched(process=process, root=root, tracer=starting.process)
     try:
-        await _wait_ready(spool, launched, starting)
-        on_ready()
+        ready_ns = await _wait_ready(spool, launched, starting)
+    except BaseException:
+        _kill(process)
+        gate.abandon()
+        raise
     finally:
-        gate.release()
         starting.errors.close()
+    gate.release()
+    on_ready(starting.epoch(ready_ns))
     return launched
 
 
@@ -247,22 +248,22 @@ async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: floa
     raise EbpfUnavailable(f"the command's guard wrapper ended (exit {process.returncode}) before it started")
 
 
-def _kill(process: trio.Process) -> None:
+def _kill(process: trio.Process | MainThreadProcess) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
 
 
-async def _wait_ready(spool: Path, launched: Launched, starting: Starting) -> None:
+async def _wait_ready(spool: Path, launched: Launched, starting: Starting) -> int:
+    """The recorder's readiness line, which it writes once it follows the root (then it lets the stub
+    go): its time (the recorder's clock, ns)."""
     fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     seen = b""
     try:
         with trio.move_on_after(READY_TIMEOUT_S):
             while launched.tracer.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(launched.root, 0)
                 seen = seen[-256:] + os.read(fd, 1 << 16)  # a regular file: never blocks
-                if _READY.search(seen):
-                    return
+                if found := _READY.search(seen):
+                    return int(found[1])
                 await trio.sleep(0.002)
     finally:
         os.close(fd)

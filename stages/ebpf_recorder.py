@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -80,14 +81,52 @@ def probe_ebpf(tracer: EbpfTracer) -> str | None:
     return lines[-1] if lines else f"the eBPF recorder exited with {done.returncode}"
 
 
-def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
+def write_header(spool_fd: int, root: int, cwd: str | None = None, clock_ns: int | None = None) -> None:
     """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
     the root's working directory (relative paths the tree opens are made absolute from it)."""
-    offset = time.time_ns() - time.monotonic_ns()  # the recorder's clock is CLOCK_MONOTONIC
+    offset = (
+        time.time_ns() - time.monotonic_ns() if clock_ns is None else clock_ns
+    )  # the recorder's: MONOTONIC
     header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
     if cwd is not None:
         header["cwd"] = os.path.abspath(cwd)
     os.write(spool_fd, orjson.dumps(header) + b"\n")
+
+
+@attrs.frozen
+class Gated:
+    """The command as a stub blocked on a pipe: `argv` to spawn (wrapped or not) with `gate_r` passed
+    down; the recorder holds `gate_w` too, and writes the byte that lets the stub go once it follows
+    it. A stub whose gate closes with no byte (the recorder failed, or Capsule gave up) exits at once,
+    never running the command untraced."""
+
+    argv: tuple[str, ...]
+    gate_r: int
+    gate_w: int
+
+    def spawned(self) -> None:
+        """The stub is started: Capsule's copy of the read end goes."""
+        with contextlib.suppress(OSError):
+            os.close(self.gate_r)
+
+    def release(self) -> None:
+        """The recorder follows the stub: the command starts (if the recorder has not let it go already)."""
+        with contextlib.suppress(OSError):  # the stub is gone already (the pipe has no reader)
+            os.write(self.gate_w, b"1")
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Capsule's copy of the write end goes, with no byte: a stub that still waits will not run."""
+        with contextlib.suppress(OSError):
+            os.close(self.gate_w)
+
+
+def gated(tracer: EbpfTracer, resolved: str, argv: Sequence[str]) -> Gated:
+    """The stub that execv's `resolved` with `argv` once its gate gives a byte (two pipe ends to own):
+    a static C program (no interpreter to start, no library to load)."""
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    stub = (tracer.stub, str(gate_r), resolved, *argv)
+    return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
 
 
 @attrs.define
@@ -99,13 +138,15 @@ class Starting:
     pid_w: int  # the recorder's stdin: one line, `ROOT_PID TRACE_PATH`
     errors: IO[bytes]  # its stderr, read back when it fails
     followed: bool = False
+    clock_ns: int = 0  # CLOCK_REALTIME minus CLOCK_MONOTONIC (the recorder's clock), taken at `follow`
 
     def follow(self, root: int, spool: Path, cwd: str | None) -> None:
         """The trace's header, then the root's pid and the trace's path to the recorder, which opens
         the trace (appending, after the header) and starts following the root."""
+        self.clock_ns = time.time_ns() - time.monotonic_ns()
         spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            write_header(spool_fd, root, cwd or os.getcwd())
+            write_header(spool_fd, root, cwd or os.getcwd(), self.clock_ns)
         finally:
             os.close(spool_fd)
         self.followed = True
@@ -126,6 +167,10 @@ class Starting:
             self.process.kill()
         self.errors.close()
 
+    def epoch(self, ns: int) -> float:
+        """A time of the recorder's clock (CLOCK_MONOTONIC ns) as epoch seconds, as the trace's are."""
+        return (ns + self.clock_ns) / 1e9
+
     def discard_unused(self) -> None:
         """`stop` it if it was never given a root (the recording ended before its command started)."""
         if not self.followed:
@@ -138,8 +183,9 @@ class Starting:
         return f": {said[-1].strip()}" if said else ""
 
 
-def start_recorder(tracer: EbpfTracer, level: str) -> Starting:
-    """Start the recorder at trace `level` on a root and trace to be named (`Starting.follow`). Spawned
+def start_recorder(tracer: EbpfTracer, level: str, gate: Gated) -> Starting:
+    """Start the recorder at trace `level` on a root and trace to be named (`Starting.follow`), holding
+    the write end of `gate`, the stub's: it lets the command go as soon as it follows it. Spawned
     from the calling thread, which must be the main one, not one of trio's workers: the parent-death
     signal fires when the spawning *thread* ends, and trio retires idle workers after 10 s."""
     errors = tempfile.TemporaryFile()  # noqa: SIM115 (Starting owns it: closed by stop or its user)
@@ -147,8 +193,9 @@ def start_recorder(tracer: EbpfTracer, level: str) -> Starting:
     try:
         process = MainThreadProcess(
             subprocess.Popen(
-                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, "-", level],
+                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, "-", level, str(gate.gate_w)],
                 stdin=pid_r,
+                pass_fds=(gate.gate_w,),
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,

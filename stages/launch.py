@@ -33,7 +33,7 @@ from capsule.stages.store import EVENTS, create_session, open_private, spool_pat
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf_recorder import EbpfTracer
+    from capsule.stages.ebpf_recorder import EbpfTracer, Gated, Starting
     from capsule.stages.tracer import Tracer
 
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -176,6 +176,7 @@ class Early:
     flags: tuple[str, ...]
     process: MainThreadProcess
     spawned: float  # time.monotonic() at the spawn: a time limit counts from there
+    ebpf: EarlyEbpf | None = None  # eBPF: `process` is the command's stub, this its recorder and gate
     signals: list[int] = attrs.field(factory=list)  # terminal signals that arrived before the recorder
     _handlers: dict[signal.Signals, Any] = attrs.field(factory=dict, repr=False)
 
@@ -184,6 +185,90 @@ class Early:
         for signum, handler in self._handlers.items():
             signal.signal(signum, handler)
         self._handlers.clear()
+
+
+@attrs.frozen
+class EarlyEbpf:
+    """An eBPF recording started before trio: the recorder (following the stub already, or about to)
+    and the stub's gate, which the recorder opens as soon as it follows the stub."""
+
+    starting: Starting
+    gate: Gated
+
+
+def _hold_terminal_signals() -> tuple[list[int], dict[signal.Signals, Any]]:
+    """Keep the terminal signals that arrive from now on (to be raised again once the recorder
+    listens), with the handlers they had."""
+    early_signals: list[int] = []
+    handlers = {
+        signum: signal.signal(signum, lambda signum, _frame: early_signals.append(signum))
+        for signum in TERMINAL_SIGNALS
+    }
+    return early_signals, handlers
+
+
+def start_ebpf(
+    argv: list[str],
+    home: Path,
+    tracer: EbpfTracer,
+    resolved: str,
+    answers: RuleSet | None,
+    level: str,
+    redact: bool,
+) -> Early:
+    """Create the session and claim the spool, start the eBPF recorder, spawn the command's stub on
+    `argv` (`resolved`: its program) and point the recorder at it, in the main thread and before trio is
+    loaded: the recorder loads its programs meanwhile and lets the command go itself once it follows
+    it, while Capsule's own modules load. The session's header is `record_run`'s to write (its time is
+    the recorder's readiness). OSError if any of it fails."""
+    from capsule.stages.ebpf_recorder import gated, start_recorder
+
+    started = time.time()
+    session_id, path, writer, trace_fd = open_recording(
+        home, started, tracer.path, answers=answers, redact=redact
+    )
+    spool_claim: int | None = None
+    starting: Starting | None = None
+    gate = gated(tracer, resolved, argv)
+    try:
+        spool = spool_path(home, session_id)
+        spool_claim = claim_spool(spool)
+        starting = start_recorder(tracer, level, gate)
+        early_signals, handlers = _hold_terminal_signals()
+        try:
+            stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,))
+        except BaseException:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            raise
+        finally:
+            gate.spawned()
+        starting.follow(stub.pid, spool, None)
+    except BaseException:
+        gate.spawned()
+        gate.abandon()
+        if starting is not None:
+            starting.stop()
+        writer.close()
+        os.close(trace_fd)
+        if spool_claim is not None:
+            os.close(spool_claim)
+        raise
+    return Early(
+        session_id=session_id,
+        path=path,
+        started=started,
+        writer=writer,
+        trace_fd=trace_fd,
+        spool=spool,
+        spool_claim=spool_claim,
+        flags=tracer.flags(level),
+        process=MainThreadProcess(stub),
+        spawned=time.monotonic(),
+        ebpf=EarlyEbpf(starting=starting, gate=gate),
+        signals=early_signals,
+        handlers=handlers,
+    )
 
 
 def start(
@@ -213,11 +298,7 @@ def start(
         )
         spool = spool_path(home, session_id)
         spool_claim = claim_spool(spool)
-        early_signals: list[int] = []
-        handlers = {
-            signum: signal.signal(signum, lambda signum, _frame: early_signals.append(signum))
-            for signum in TERMINAL_SIGNALS
-        }
+        early_signals, handlers = _hold_terminal_signals()
         try:
             popen = subprocess.Popen([tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv])
         except BaseException:

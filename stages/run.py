@@ -57,7 +57,7 @@ from capsule.stages.tracer import Tracer
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf_recorder import EbpfTracer, Starting
+    from capsule.stages.ebpf_recorder import EbpfTracer
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -182,7 +182,6 @@ async def record_run(
     enforcement: Enforcement | None = None,
     env: dict[str, str] | None = None,
     early: Early | None = None,
-    ebpf_early: Starting | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
@@ -190,8 +189,8 @@ async def record_run(
     out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
     (`proc.sampled`); `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see
     stages/guard.py); `env` (None: Capsule's own) is the command's environment. `early`: strace was
-    started already (`launch.start`: no policy, strace, Capsule's own streams and environment);
-    `ebpf_early`: the eBPF recorder was (`ebpf_recorder.start_recorder`, at this level)."""
+    started already (`launch.start`: no policy, strace, Capsule's own streams and environment), or
+    the eBPF recorder and the command's stub (`launch.start_ebpf`)."""
     level = trace_level(level, enforcement)
     shown = shown_argv(argv, redact)
     if early is not None:
@@ -282,12 +281,12 @@ async def record_run(
                 )
                 before_header = None
 
-            if early is not None:
+            if early is not None and early.ebpf is None:
                 before_header = None  # `launch.start` wrote the header before it spawned strace
             elif not ebpf:
                 write_header(started)
             stdin, stdout, stderr = stdio
-            command: trio.Process | None = None
+            command: trio.Process | MainThreadProcess | None = None
             process: trio.Process | MainThreadProcess
             if ebpf:
                 assert not isinstance(tracer, Tracer)
@@ -296,27 +295,32 @@ async def record_run(
                 # (so its header still comes first, and a duration is the command's, not the tracer's).
                 ready: list[float] = []
 
-                def on_ready() -> None:
-                    ready.append(time.time())
-                    write_header(ready[0])
+                def on_ready(at: float) -> None:  # the recorder's own time of it
+                    ready.append(at)
+                    write_header(at)
 
                 if guard.notify:
                     guard.on_refused = bpf.note_refusals(spool)
                 try:
-                    launched = await bpf.launch(
-                        tracer,
-                        resolved,
-                        argv,
-                        spool=spool,
-                        level=level,
-                        stdio=stdio,
-                        on_ready=on_ready,
-                        cwd=cwd,
-                        env=env,
-                        wrap=partial(guard.wrap, helper=True) if enforcement is not None else None,
-                        on_spawn=lambda _process: guard.spawned(),
-                        starting=ebpf_early,
-                    )
+                    if early is not None:
+                        assert early.ebpf is not None
+                        launched = await bpf.take_over(early.ebpf, early.process, spool, on_ready)
+                        for signum in early.signals:  # what arrived before the recorder listened
+                            signal.raise_signal(signum)
+                    else:
+                        launched = await bpf.launch(
+                            tracer,
+                            resolved,
+                            argv,
+                            spool=spool,
+                            level=level,
+                            stdio=stdio,
+                            on_ready=on_ready,
+                            cwd=cwd,
+                            env=env,
+                            wrap=partial(guard.wrap, helper=True) if enforcement is not None else None,
+                            on_spawn=lambda _process: guard.spawned(),
+                        )
                     pid.append(launched.root)
                     started = ready[0]
                 except EbpfUnavailable as exc:
@@ -424,8 +428,6 @@ async def record_run(
         spool.unlink(missing_ok=True)
         return RunOutcome(session_id, path, code, sig, (ended or time.time()) - started, writer.tally, error)
     finally:
-        if ebpf_early is not None:
-            ebpf_early.discard_unused()
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)

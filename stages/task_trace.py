@@ -25,8 +25,8 @@ from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.policy.enforce import Enforcement
 from capsule.stages.ebpf import POLL_S as EBPF_POLL_S
-from capsule.stages.ebpf import Gated, Launched, attach, gated, stop_when_tree_gone
-from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable
+from capsule.stages.ebpf import Launched, attach, stop_when_tree_gone
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Gated, gated
 from capsule.stages.guard import tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
@@ -143,15 +143,19 @@ async def follow_trace(
     else:
         assert isinstance(tracer, EbpfTracer)
         try:
+            ready: list[float] = []  # when the recorder followed the stub (and let it go)
             try:
                 launched = await attach(
-                    tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd
-                )
+                    tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd,
+                    on_ready=ready.append,
+                )  # fmt: skip
             except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
                 header(tracer_pid=None, tracer_started=None)
                 _ended(files, None, error=str(exc))
                 return
-            header(tracer_pid=launched.tracer.pid, tracer_started=started_at(launched.tracer.pid))
+            header(
+                tracer_pid=launched.tracer.pid, tracer_started=started_at(launched.tracer.pid), ts=ready[0]
+            )
         finally:  # the session's header comes first, then the task's start
             if on_released is not None:
                 on_released()
@@ -216,11 +220,12 @@ def _header(
     enforcement: Enforcement | None,
     tracer_pid: int | None,
     tracer_started: float | None,
+    ts: float | None = None,
 ) -> None:
     files.writer.write(
         [
             SessionStarted(
-                ts=time.time(),
+                ts=time.time() if ts is None else ts,
                 capsule_version=__version__,
                 session_id=files.session_id,
                 session_kind="run",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
     from capsule.report.json_stream import Chunk
-    from capsule.stages.ebpf_recorder import EbpfTracer, Starting
+    from capsule.stages.ebpf_recorder import EbpfTracer
     from capsule.stages.launch import Early
     from capsule.stages.tracer import Tracer
 
@@ -591,7 +591,6 @@ class Launched:
 
     plan: _Plan
     early: Early | None
-    ebpf: Starting | None = None  # eBPF without a policy: its recorder, loading already
 
 
 def launch(
@@ -609,9 +608,9 @@ def launch(
 ) -> Launched:
     """Check `record`'s options (raising as it would) and, for strace without a policy, start strace on
     `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do;
-    for eBPF without a policy, start its recorder, which loads its programs while they do.
+    for eBPF without a policy, start its recorder and the command's stub, which the recorder lets go.
     `capsule run` calls this, then `record(argv, launched=..., **the same options)`."""
-    from capsule.stages.launch import resolve_command, start
+    from capsule.stages.launch import resolve_command, start, start_ebpf
     from capsule.stages.tracer import Tracer
 
     os.umask(0o077)
@@ -626,9 +625,14 @@ def launch(
             except OSError as exc:
                 raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
     elif plan.enforcement is None and not isinstance(plan.found, Tracer):
-        from capsule.stages.ebpf_recorder import start_recorder
-
-        return Launched(plan=plan, early=None, ebpf=start_recorder(plan.found, level))
+        # eBPF: the recorder loads and the command starts while trio and the recorder's stages load
+        resolved, _failure = resolve_command(argv[0])
+        if resolved is not None:
+            where = home()
+            try:
+                early = start_ebpf(list(argv), where, plan.found, resolved, plan.answers, level, redact)
+            except OSError as exc:
+                raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
     return Launched(plan=plan, early=early)
 
 
@@ -680,7 +684,6 @@ async def record_async(
             sample_interval=sample,
             enforcement=enforcement,
             early=launched.early if launched is not None else None,
-            ebpf_early=launched.ebpf if launched is not None else None,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc

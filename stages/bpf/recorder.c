@@ -5,11 +5,12 @@
 // printed for the program this replaced, so one parser reads both.
 //
 //   capsule-ebpf-recorder OBJECT ROOT_PID LEVEL    LEVEL: process | file | net | all
-//   capsule-ebpf-recorder OBJECT - LEVEL           the same, once every program is attached (so
+//   capsule-ebpf-recorder OBJECT - LEVEL [GATE_FD]  the same, once every program is attached (so
 //                                                  loading overlaps Capsule's and the command's
 //                                                  start) reading `ROOT_PID TRACE_PATH` from stdin:
 //                                                  the trace is opened there (appending) as stdout,
-//                                                  and `R` printed to it at once
+//                                                  and `R` printed to it at once; then one byte
+//                                                  to GATE_FD lets the command's stub go
 //   capsule-ebpf-recorder OBJECT --probe           load and attach everything once, then exit 0
 //   capsule-ebpf-recorder --version                the libbpf it runs with
 //
@@ -204,10 +205,12 @@ int main(int argc, char **argv) {
         printf("libbpf %u.%u\n", libbpf_major_version(), libbpf_minor_version());
         return 0;
     }
-    if (argc != 4 && !(argc == 3 && strcmp(argv[2], "--probe") == 0)) {
-        fprintf(stderr, "usage: %s OBJECT ROOT_PID process|file|net|all  |  %s OBJECT --probe\n", argv[0], argv[0]);
+    if (argc != 4 && argc != 5 && !(argc == 3 && strcmp(argv[2], "--probe") == 0)) {
+        fprintf(stderr, "usage: %s OBJECT ROOT_PID|- process|file|net|all [GATE_FD]  |  %s OBJECT --probe\n",
+                argv[0], argv[0]);
         return 2;
     }
+    int gate = argc == 5 ? atoi(argv[4]) : -1;  // the stub's gate: one byte lets the command go
     int probe = argc == 3;
     const char *level = probe ? "all" : argv[3];
     int later = !probe && strcmp(argv[2], "-") == 0;
@@ -266,6 +269,10 @@ int main(int argc, char **argv) {
              (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec);
     }
     flush_out();
+    if (gate >= 0) {  // following the root, the readiness line written: the command may start
+        if (write(gate, "1", 1) != 1) return fail("let the command go", errno);
+        close(gate);
+    }
     while (!stopping && !failed_write) {
         // The programs never wake the loader (QUIET in recorder.bpf.c): it reads what is there.
         struct timespec nap = {0, READ_EVERY_MS * 1000000L};

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-// The command's stub under the eBPF recorder: `capsule-ebpf-stub FD PATH ARGV...` waits until FD (a
-// pipe) is closed, then execv(PATH, ARGV); if that fails, one line and exit 1, as strace does.
+// The command's stub under the eBPF recorder: `capsule-ebpf-stub FD PATH ARGV...` waits for one byte on
+// FD (a pipe: the recorder writes it once it follows the stub), then execv(PATH, ARGV); if that
+// fails, one line and exit 1, as strace does. The pipe closing with no byte: exit 1, nothing run.
 // Linked statically: it opens no file before the exec (a dynamic loader's opens would be recorded at
 // trace level file, since the recorder may start following the stub while it loads).
 #include <errno.h>
@@ -16,9 +17,14 @@ int main(int argc, char **argv) {
     }
     int gate = atoi(argv[1]);
     char byte;
-    while (read(gate, &byte, 1) < 0 && errno == EINTR) {
+    ssize_t got;
+    while ((got = read(gate, &byte, 1)) < 0 && errno == EINTR) {
     }
     close(gate);
+    if (got != 1) {  // the gate closed with no byte: the recorder is not following, nothing may run
+        fprintf(stderr, "capsule: the eBPF recorder ended before the command started\n");
+        return 1;
+    }
     execv(argv[2], argv + 3);
     fprintf(stderr, "capsule: exec: %s\n", strerror(errno));
     return 1;

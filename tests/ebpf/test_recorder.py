@@ -83,3 +83,25 @@ def test_the_recorder_follows_the_root_it_is_given(tmp_path: Path) -> None:
     assert header["tracer"].endswith("capsule-ebpf-recorder")
     assert header["tracer_flags"][-1] == "process"
     assert no_recorder_left(t0) == []
+
+
+def test_a_stub_whose_gate_closes_with_no_byte_runs_nothing(tmp_path: Path) -> None:
+    """The recorder lets the stub go with one byte; a gate that closes without it (the recorder died,
+    or Capsule gave up) makes the stub exit 1: the command never runs untraced."""
+    from capsule.stages.ebpf_recorder import find_ebpf, gated
+
+    marker = tmp_path / "ran"
+    gate = gated(find_ebpf(), "/usr/bin/touch", ["touch", str(marker)])
+    stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,), stderr=subprocess.PIPE, text=True)
+    gate.spawned()
+    gate.abandon()
+    _, err = stub.communicate(timeout=30)
+    assert stub.returncode == 1
+    assert "recorder ended before the command started" in err
+    assert not marker.exists()
+    released = gated(find_ebpf(), "/usr/bin/touch", ["touch", str(marker)])
+    stub = subprocess.Popen(released.argv, pass_fds=(released.gate_r,))
+    released.spawned()
+    released.release()
+    assert stub.wait(timeout=30) == 0
+    assert marker.exists()
