@@ -237,14 +237,14 @@ def load(
     decoder = LineDecoder()
     state = SessionState.new(rule_set)
     state.live = live  # a session still being recorded reads `running`, not `incomplete`
-    events = iter_events(session_dir, decoder)
-    if forked and _big(session_dir):
-        from capsule.stages.forked import iter_events_forked
-
-        events = iter_events_forked(session_dir, decoder)
     try:
-        for event in events:
-            state.apply(event)
+        if forked and _big(session_dir):
+            from capsule.stages.forked import fold_forked
+
+            fold_forked(session_dir, decoder, state)
+        else:
+            for event in iter_events(session_dir, decoder):
+                state.apply(event)
     except CodecError as exc:
         raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
     warnings += [f"line {n}: skipped, {reason}" for n, reason in decoder.bad_lines]
