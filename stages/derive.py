@@ -30,7 +30,6 @@ from capsule.events import (
     SessionTimedOut,
     kind_versions,
 )
-from capsule.events.policy import EVENTS as POLICY_EVENTS
 from capsule.fold.tally import Tally
 from capsule.parse import StraceParser
 from capsule.parse.forms import (
@@ -43,10 +42,15 @@ from capsule.parse.forms import (
 )
 from capsule.stages import import_part
 from capsule.stages.import_part import SPLIT_MIN
-from capsule.stages.pipeline import Source, TraceStats, collect_stage, run_pipeline
-from capsule.stages.reader import iter_events
+from capsule.stages.pipeline import (
+    Source,
+    TraceStats,
+    collect_stage,
+    exit_status,
+    incompleteness,
+    run_pipeline,
+)
 from capsule.stages.record import SessionWriter, record_stage
-from capsule.stages.run import _exit_status, incompleteness
 from capsule.stages.store import (
     EVENTS,
     TRACE,
@@ -67,20 +71,25 @@ from capsule.stages.trace import (
     split_read_stage,
 )
 
-# Kinds that do not come from the trace: a replay neither derives nor compares them.
-NOT_FROM_TRACE = (
-    SessionStarted,
-    SessionEnded,
-    SessionRecovered,
-    SessionTimedOut,
-    ProcSampled,
-    ProcSpawnFailed,
-    *POLICY_EVENTS,
-)
+
+def not_from_trace() -> tuple[type[Event], ...]:
+    """Kinds that do not come from the trace: a replay neither derives nor compares them."""
+    from capsule.events.policy import EVENTS as POLICY_EVENTS  # not loaded by an import (~5 ms)
+
+    return (
+        SessionStarted,
+        SessionEnded,
+        SessionRecovered,
+        SessionTimedOut,
+        ProcSampled,
+        ProcSpawnFailed,
+        *POLICY_EVENTS,
+    )
 
 
 def from_trace(events: list[Event]) -> list[Event]:
-    return [e for e in events if not isinstance(e, NOT_FROM_TRACE)]
+    kinds = not_from_trace()
+    return [e for e in events if not isinstance(e, kinds)]
 
 
 async def rederive(
@@ -118,6 +127,7 @@ class Imported:
     path: Path
     tally: Tally
     lines: int
+    events: int  # what session.ended says: the events before it
 
 
 class ImportRefused(ValueError):
@@ -344,29 +354,27 @@ async def _import_into(
             trace_fd=trace_fd,
             tt_origin=header.trace_origin or 0.0,
             default_ts=header.ts if header.trace_clock != "epoch" else 0.0,
+            writeback=True,
         )
         tally = writer.tally
         if tally.processes == 0:
             raise ImportRefused(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
-        code, sig = _exit_status(stats.root_status, 0) if stats.root_status else (None, None)
+        code, sig = exit_status(stats.root_status, 0) if stats.root_status else (None, None)
         timed = read.probe.clock != "none"
-        writer.write(
-            [
-                SessionEnded(
-                    ts=tally.last_ts if tally.last_ts is not None else started,
-                    exit_code=code if sig is None else None,
-                    signal=sig,
-                    duration_s=round(max(0.0, (tally.last_ts or started) - started), 6) if timed else None,
-                    lines=stats.lines,
-                    events=tally.events,
-                    processes=tally.processes,
-                    failed=tally.failed,
-                    unparsed=stats.unparsed,
-                    incomplete=incompleteness(stats, cut=read.cut or stats.cut),
-                )
-            ]
+        ended = SessionEnded(
+            ts=tally.last_ts if tally.last_ts is not None else started,
+            exit_code=code if sig is None else None,
+            signal=sig,
+            duration_s=round(max(0.0, (tally.last_ts or started) - started), 6) if timed else None,
+            lines=stats.lines,
+            events=tally.events,
+            processes=tally.processes,
+            failed=tally.failed,
+            unparsed=stats.unparsed,
+            incomplete=incompleteness(stats, cut=read.cut or stats.cut),
         )
-        return Imported(session_id, path, writer.tally, stats.lines)
+        writer.write([ended])
+        return Imported(session_id, path, writer.tally, stats.lines, ended.events)
     finally:
         writer.close()
         os.fsync(trace_fd)
@@ -397,10 +405,13 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
     The recorder wrote the events of a prefix of the trace; derivation is deterministic, so re-deriving
     the whole trace yields those same events first. Only the rest is appended: the file stays append-only.
     """
+    from capsule.stages.reader import iter_events
+
     events_file = session_dir / EVENTS
     _drop_torn_tail(events_file)
     decoder = LineDecoder()
-    recorded = [e for e in iter_events(session_dir, decoder) if not isinstance(e, NOT_FROM_TRACE)]
+    kinds = not_from_trace()
+    recorded = [e for e in iter_events(session_dir, decoder) if not isinstance(e, kinds)]
     spool = spool_path(home, header.session_id)
     derived: list[Event] = []
     if spool.exists():
@@ -429,7 +440,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
     tally = Tally()
     for event in derived:
         tally.apply(event)
-    code, sig = _exit_status(stats.root_status, 0) if stats.root_status else (None, None)
+    code, sig = exit_status(stats.root_status, 0) if stats.root_status else (None, None)
     now = time.time()
     writer = SessionWriter(events_file, next_seq=decoder.line_no)
     try:

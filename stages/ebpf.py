@@ -1,19 +1,21 @@
-"""The eBPF tracer: bpftrace running Capsule's program (`ebpf.bt`), a second source for the pipeline.
+"""The eBPF tracer: Capsule's own recorder (stages/bpf), a second source for the pipeline.
 
-Why bpftrace: it ships in Debian, compiles the program against the running kernel's BTF at start, and
-needs no toolchain on the user's machine; its `-f json` output escapes every byte, so argv with
-newlines or quotes cannot forge a line. The price is its start-up (LLVM, about a second), paid once per
-recording while the command waits. libbpf with a precompiled CO-RE object would start in milliseconds
-and is the step to take if that second matters.
+Why libbpf and a CO-RE object of our own, not bpftrace (which this replaced): bpftrace compiles its
+program with LLVM at every start (~0.45 s here, a second or more on a loaded machine) while the
+command waits; the object is built once (`ebpf_build`) and loads and attaches in ~40 ms. It also
+puts every record in one ring buffer shared by the CPUs, in the order the kernel made them (bpftrace's
+per-CPU buffers were read one after another). Its output is bpftrace's line format (`-f json`: JSON
+escapes every byte, so argv with newlines or quotes cannot forge a line), read by the same parser.
 
-How a recording starts (`launch`): the command is spawned as a stub blocked on a pipe (a minimal
-`python -I -S` that reads one byte, then execv's the resolved command with the user's argv, so the
-record shows the exec exactly as strace would); bpftrace is started on the stub's pid, in its own
-session (Ctrl-C at the terminal must reach the command, not the tracer) and with a parent-death signal
-(a SIGKILLed Capsule leaves no tracer behind); Capsule sends signal 0 to the stub until the program's
-readiness line is in the trace, then closes the pipe. bpftrace does not know when the tree is gone:
-the tracker's live count tells Capsule, which confirms it with a flush barrier through every CPU's
-buffer (`flush_barrier`) and then SIGKILLs bpftrace, whose trace is complete by then.
+How a recording starts (`launch`): the recorder is started first, in its own session (Ctrl-C at the
+terminal must reach the command, not the tracer) and with a parent-death signal (a SIGKILLed Capsule
+leaves no tracer behind), and loads its programs while the command is spawned as a stub blocked on a
+pipe (stages/bpf/stub.c, static: it reads one byte, then execv's the resolved command
+with the user's argv, so the record shows the exec exactly as strace would); Capsule gives the
+recorder the stub's pid, waits until its readiness line is in the trace (sending the stub signal 0,
+which the program also answers), then closes the pipe. The recorder does not know when the tree is
+gone: the tracker's live count tells Capsule, which confirms it with a flush barrier (`flush_barrier`)
+and then SIGKILLs the recorder, whose trace is complete by then.
 """
 
 from __future__ import annotations
@@ -21,12 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Collection, Sequence
-from importlib import resources
 from pathlib import Path
 
 import attrs
@@ -34,121 +32,21 @@ import orjson
 import psutil
 import trio
 
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Starting, start_recorder
 from capsule.stages.launch import MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
-PROGRAM = "ebpf.bt"
-TRACE_NAME = "bpftrace"
-STRLEN = "200"  # BPFTRACE_STRLEN: bpftrace 0.17's maximum, argv elements longer are cut (and marked)
-BTF = Path("/sys/kernel/btf/vmlinux")
-TRACEFS = Path("/sys/kernel/tracing")
 READY_TIMEOUT_S = 60.0
 _READY = re.compile(rb'"data": "R \d+')
 # The guard's `wrap`: a command line -> the guarded command line and the descriptors it needs.
 Wrap = Callable[[Sequence[str]], tuple[list[str], tuple[int, ...]]]
-_STUB = (  # a failed exec (one the guard refused) ends as strace's does: one line, exit 1
-    "import os,sys\ng=int(sys.argv[1])\nos.read(g,1)\nos.close(g)\ntry:os.execv(sys.argv[2],sys.argv[3:])\n"
-    "except OSError as e:sys.stderr.write('capsule: exec: %s\\n'%e.strerror);os._exit(1)"
-)
-
-
-class EbpfUnavailable(RuntimeError):
-    """eBPF recording cannot work here; the message says why in one line."""
-
-
-@attrs.frozen
-class EbpfTracer:
-    path: str
-    version: str
-    kind: str = "ebpf"
-
-    def flags(self, level: str) -> tuple[str, ...]:
-        return ("-f", "json", f"{PROGRAM}[{level}]")
-
-
-def program(level: str) -> str:
-    """Capsule's bpftrace program for a trace level: the process part plus the `//@ file`/`//@ net`
-    sections the level asks for (the `//@ always` part closes it)."""
-    text = resources.files("capsule.stages").joinpath(PROGRAM).read_text()
-    wanted = {"file": level in ("file", "all"), "net": level in ("net", "all"), "always": True}
-    kept: list[str] = []
-    keep = True
-    for line in text.splitlines(keepends=True):
-        if line.startswith("//@ "):
-            keep = wanted.get(line[4:].strip(), False)
-            continue
-        if keep:
-            kept.append(line)
-    body = "".join(kept)
-    maps = dict.fromkeys(
-        re.findall(r"@\w+", "".join(line for line in kept if not line.lstrip().startswith("//")))
-    )
-    return body + "END { " + " ".join(f"clear({name});" for name in maps) + " }\n"
-
-
-def find_ebpf() -> EbpfTracer:
-    """bpftrace with what it needs, or EbpfUnavailable saying what is missing."""
-    if os.geteuid() != 0:
-        raise EbpfUnavailable("eBPF recording needs root (bpf() and tracepoints are privileged)")
-    path = shutil.which("bpftrace")
-    if path is None:
-        raise EbpfUnavailable("bpftrace not found on PATH; install it with `apt-get install bpftrace`")
-    if shutil.which("setpriv") is None:
-        raise EbpfUnavailable("setpriv (util-linux) not found on PATH")
-    if not BTF.exists():
-        raise EbpfUnavailable(f"the kernel has no BTF ({BTF} is missing)")
-    _mount_tracefs()
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)", out)
-    return EbpfTracer(path=path, version=match[1] if match else "unknown")
-
-
-def _mount_tracefs() -> None:
-    if (TRACEFS / "events").is_dir():
-        return
-    with contextlib.suppress(OSError):
-        TRACEFS.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, check=False)
-    if not (TRACEFS / "events").is_dir():
-        raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted")
-
-
-def probe_ebpf(tracer: EbpfTracer) -> str | None:
-    """Attach the real program to a `true` once: None if it works, else bpftrace's last error line."""
-    prog = program("process")
-    done = subprocess.run(
-        [tracer.path, "-f", "json", "-e", prog, "-c", "/bin/true", "1"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=_env(),
-    )
-    if done.returncode == 0 and '"attached_probes"' in done.stdout:
-        return None
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and "RLIMIT_MEMLOCK" not in ln]
-    return lines[-1] if lines else f"bpftrace exited with {done.returncode}"
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, BPFTRACE_STRLEN=STRLEN)
-
-
-def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
-    """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
-    the root's working directory (relative paths the tree opens are made absolute from it)."""
-    offset = time.time_ns() - time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
-    header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
-    if cwd is not None:
-        header["cwd"] = os.path.abspath(cwd)
-    os.write(spool_fd, orjson.dumps(header) + b"\n")
 
 
 def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
     """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
     answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
     thread, path and argv as the guard read them from the process's memory, and the error. Its clock
-    is bpftrace's (CLOCK_MONOTONIC)."""
+    is the recorder's (CLOCK_MONOTONIC)."""
     try:
         with open(f"/proc/{tid}/status", "rb") as status:
             tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
@@ -162,7 +60,8 @@ def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
 
 def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
     """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
-    single write to an O_APPEND file: never torn by bpftrace's own lines)."""
+    single write to an O_APPEND file: never torn by the recorder's own lines, each batch of which is
+    one write of whole lines too)."""
 
     def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
         fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -204,7 +103,7 @@ def kill_tree(root: int, traced: Collection[int] = (), rounds: int = 20) -> None
 @attrs.define
 class Launched:
     """A recording under way: `process` is Capsule's child (the command itself, or the guard's wrapper
-    around it), `root` the command's pid (what the program follows), `tracer` bpftrace."""
+    around it), `root` the command's pid (what the program follows), `tracer` the recorder."""
 
     process: trio.Process
     root: int
@@ -219,7 +118,7 @@ class Launched:
 @attrs.frozen
 class Gated:
     """The command as a stub blocked on a pipe: `argv` to spawn (wrapped or not) with `gate_r` passed
-    down, `gate_w` to close once bpftrace is attached (see `attach`)."""
+    down, `gate_w` to close once the recorder is attached (see `attach`)."""
 
     argv: tuple[str, ...]
     gate_r: int
@@ -236,10 +135,11 @@ class Gated:
             os.close(self.gate_w)
 
 
-def gated(resolved: str, argv: Sequence[str]) -> Gated:
-    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own)."""
+def gated(tracer: EbpfTracer, resolved: str, argv: Sequence[str]) -> Gated:
+    """The stub that execv's `resolved` with `argv` once its gate is closed (two pipe ends to own):
+    a static C program (no interpreter to start, no library to load)."""
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-    stub = (sys.executable, "-I", "-S", "-c", _STUB, str(gate_r), resolved, *argv)
+    stub = (tracer.stub, str(gate_r), resolved, *argv)
     return Gated(argv=stub, gate_r=gate_r, gate_w=gate_w)
 
 
@@ -256,10 +156,14 @@ async def launch(
     env: dict[str, str] | None = None,
     wrap: Wrap | None = None,
     on_spawn: Callable[[trio.Process], None] = lambda _process: None,
+    starting: Starting | None = None,
 ) -> Launched:
-    """Start the stub (inside `wrap`, the guard's command line, when given; `on_spawn` hears it started),
-    bpftrace on it, wait until every probe is attached, call `on_ready`, then let the command go."""
-    gate = gated(resolved, argv)
+    """Start the recorder (or take `starting`, started earlier at this `level`), then the stub (inside
+    `wrap`, the guard's command line, when given; `on_spawn` hears it started), point the recorder at
+    it, wait until every program is attached, call `on_ready`, then let the command go."""
+    if starting is None:
+        starting = start_recorder(tracer, level)
+    gate = gated(tracer, resolved, argv)
     command, fds = wrap(gate.argv) if wrap is not None else (list(gate.argv), ())
     stdin, stdout, stderr = stdio
     try:
@@ -274,11 +178,15 @@ async def launch(
         )
     except BaseException:
         gate.release()
+        starting.stop()
         raise
     finally:
         gate.spawned()
     on_spawn(process)
-    return await attach(tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd)
+    return await attach(
+        tracer, process, gate, spool=spool, level=level, on_ready=on_ready, cwd=cwd, starting=starting,
+        wrapped=wrap is not None,
+    )  # fmt: skip
 
 
 async def attach(
@@ -290,58 +198,41 @@ async def attach(
     level: str,
     on_ready: Callable[[], None] = lambda: None,
     cwd: str | None = None,
+    starting: Starting | None = None,
+    wrapped: bool = True,
 ) -> Launched:
-    """bpftrace on the stub `gate` started as (or, under the guard's wrappers, below) `process`: find
-    the stub, start bpftrace on it, wait until every probe is attached, call `on_ready`, release the
-    command. Under the guard, its answers to the wrappers' execs must have started (`Guard.spawned`):
-    the stub is found only once they are done."""
+    """The recorder on the stub `gate` started as (`wrapped` False) or, under the guard's wrappers,
+    below `process`: find the stub, point the recorder (`starting`, or one started now) at it and at
+    `spool`, wait until every program is attached, call `on_ready`, release the command. Under the
+    guard, its answers to the wrappers' execs must have started (`Guard.spawned`): the stub is found
+    only once they are done."""
+    if starting is None:
+        try:
+            starting = start_recorder(tracer, level)
+        except BaseException:
+            gate.release()
+            _kill(process)
+            raise
     try:
-        root = await _find_stub(process, gate.argv)
+        root = await _find_stub(process, gate.argv) if wrapped else process.pid
     except BaseException:
         gate.release()
+        starting.stop()
         raise
-    spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    errors = spool.with_suffix(".err")
-    errors_fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    prog_file = spool.with_suffix(".bt")
+    starting.follow(root, spool, cwd)
+    launched = Launched(process=process, root=root, tracer=starting.process)
     try:
-        write_header(spool_fd, root, cwd or os.getcwd())
-        prog_file.write_text(program(level))
-        # Spawned from this (the main) thread, not trio's worker threads: the parent-death signal fires
-        # when the spawning *thread* ends, and trio retires idle workers after 10 s.
-        bpftrace = MainThreadProcess(
-            subprocess.Popen(  # noqa: ASYNC220 (a fork+exec of a few ms, on purpose: see above)
-                ["setpriv", "--pdeathsig", "TERM", tracer.path, "-f", "json", str(prog_file), str(root)],
-                stdin=subprocess.DEVNULL,
-                stdout=spool_fd,
-                stderr=errors_fd,
-                start_new_session=True,
-                env=_env(),
-            )
-        )
-    except BaseException:
-        gate.release()
-        _kill(process)
-        raise
-    finally:
-        os.close(spool_fd)
-        os.close(errors_fd)
-    launched = Launched(process=process, root=root, tracer=bpftrace)
-    try:
-        await _wait_ready(spool, launched, errors)
+        await _wait_ready(spool, launched, starting)
         on_ready()
     finally:
         gate.release()
-        with contextlib.suppress(OSError):
-            prog_file.unlink()
-        with contextlib.suppress(OSError):
-            errors.unlink()
+        starting.errors.close()
     return launched
 
 
 async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> int:
-    """The stub's pid: `process` itself, or (inside the guard's launcher and bubblewrap) the descendant
-    whose command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
+    """The stub's pid: the descendant of `process` (the guard's launcher, then bubblewrap) whose
+    command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
     wanted = list(stub)
     with trio.move_on_after(timeout_s):
         while process.poll() is None:
@@ -361,7 +252,7 @@ def _kill(process: trio.Process) -> None:
         process.kill()
 
 
-async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
+async def _wait_ready(spool: Path, launched: Launched, starting: Starting) -> None:
     fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     seen = b""
     try:
@@ -372,53 +263,42 @@ async def _wait_ready(spool: Path, launched: Launched, errors: Path) -> None:
                 seen = seen[-256:] + os.read(fd, 1 << 16)  # a regular file: never blocks
                 if _READY.search(seen):
                     return
-                await trio.sleep(0.005)
+                await trio.sleep(0.002)
     finally:
         os.close(fd)
     _kill(launched.process)
     with contextlib.suppress(ProcessLookupError):
         launched.tracer.terminate()
-    raise EbpfUnavailable(f"bpftrace did not attach its probes{_last_error(errors)} (run `capsule doctor`)")
-
-
-def _last_error(errors: Path) -> str:
-    """`: <bpftrace's last line on stderr>`, or "" (its RLIMIT_MEMLOCK warning is harmless here)."""
-    text = errors.read_text(errors="replace")
-    said = [ln for ln in text.splitlines() if ln.strip() and "MEMLOCK" not in ln]
-    return f": {said[-1].strip()}" if said else ""
+    raise EbpfUnavailable(f"the eBPF recorder did not attach{starting.last_error()} (run `capsule doctor`)")
 
 
 BARRIER_TIMEOUT_S = 5.0
-# bpftrace processes SIGKILLed once their trace was complete, still detaching their probes (~90 ms
-# each, in the kernel): held so that they are reaped by a later `reap_stopped`, never waited for.
+# How often the end of a recording is looked for (the tree's last exit read, then the barrier's
+# marker), and the trace file read while the recorder runs: the recorder already writes in batches,
+# so a short interval costs a few wake-ups a second, and it is the whole wait between the command's
+# end and Capsule's (strace's recording reads every 20 ms and batches the lines it finds).
+POLL_S = 0.005
+# Recorders SIGKILLed once their trace was complete, still detaching their programs in the kernel
+# (tens of ms each, mostly waiting for RCU grace periods): held so that they are reaped by a later
+# `reap_stopped`, never waited for.
 _STOPPED: list[MainThreadProcess] = []
 
 
 def reap_stopped() -> None:
-    """Reap the stopped bpftrace processes that have finished exiting."""
+    """Reap the stopped recorders that have finished exiting."""
     _STOPPED[:] = [p for p in _STOPPED if p.poll() is None]
 
 
 async def flush_barrier(launched: Launched, live: LiveCount, timeout_s: float = BARRIER_TIMEOUT_S) -> bool:
-    """Wait until the tracker has read everything the tree did until now. The program prints a `B`
-    line for each signal-0 kill of -root, into the perf buffer of the CPU that made it, and each CPU's
-    buffer is read in order: so one such kill from every CPU this thread can be placed on (a CPU it
-    cannot be placed on is one the tree cannot run on either: the same cpuset), and once the tracker
-    has counted that many markers, every line the tree caused before them has been tracked. False if
-    bpftrace ended first or a marker did not come (its buffer overflowed) within `timeout_s`."""
-    want = live.flushed
-    mask = os.sched_getaffinity(0)
-    try:
-        for cpu in range(os.cpu_count() or 1):
-            try:
-                os.sched_setaffinity(0, {cpu})  # this thread only, and it runs there before returning
-            except OSError:
-                continue  # offline, or outside our cpuset
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(-launched.root, 0)  # the probe fires on entry, whatever the kill's result
-            want += 1
-    finally:
-        os.sched_setaffinity(0, mask)
+    """Wait until the tracker has read everything the tree did until now. The program puts a `B`
+    record in the ring buffer for a signal-0 kill of -root; the buffer is one for every CPU, read in
+    the order its records were reserved (a record still being written holds back the ones after it),
+    so once the tracker has counted the marker, every record the tree caused before it has been
+    tracked. False if the recorder ended first or the marker did not come (the buffer was full)
+    within `timeout_s`."""
+    want = live.flushed + 1
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(-launched.root, 0)  # the program sees it on entry, whatever the kill's result
     with trio.move_on_after(timeout_s):
         while launched.tracer.poll() is None:
             if live.flushed >= want:
@@ -431,15 +311,15 @@ async def stop_when_tree_gone(
     launched: Launched,
     live: LiveCount,
     *,
-    poll_s: float = 0.02,
+    poll_s: float = POLL_S,
     on_gone: Callable[[], None] | None = None,
 ) -> None:
     """Once the command has exited and the tracker has seen every process of its tree end, confirmed
-    by a flush barrier (a fork still unread in another CPU's buffer would show up by then), stop
-    bpftrace (`on_gone` first: a task's exit is observed then). The trace is complete at that point,
-    so bpftrace is SIGKILLed rather than asked to drain, and not waited for: its probes take about
-    90 ms each to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a
-    process that exits leaves it to init, already dying). Returns at once if bpftrace ended itself."""
+    by a flush barrier (a fork still unread in the buffer would show up by then), stop the recorder
+    (`on_gone` first: a task's exit is observed then). The trace is complete at that point, so the
+    recorder is SIGKILLed rather than asked to drain, and not waited for: its programs take a while
+    to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a process that
+    exits leaves it to init, already dying). Returns at once if the recorder ended itself."""
     await launched.process.wait()
     while launched.tracer.poll() is None:
         if live.value == 0:

@@ -286,7 +286,7 @@ async def probe(
 
 async def trace_session(home: Path, pid: int, patience_s: float = 5.0) -> str | None:
     """The `run` session that `capsule run` (pid) is writing, once its header exists (the eBPF tracer
-    writes it once bpftrace has compiled its program: a second or more)."""
+    writes it once its recorder is attached: tens of ms, a second the first time, when it is built)."""
     with trio.move_on_after(patience_s):
         while True:
             for path in session_dirs(home)[:20]:

@@ -15,7 +15,7 @@ exec would never reach strace that way. A guarded trace therefore runs strace wi
 allowed ones and the refused attempt (`= -1 EPERM`). The price is a ptrace stop on every syscall
 (measured in tests/bench/guard.py).
 
-Coexistence with the eBPF tracer: bpftrace runs outside the guard (it needs the privileges the guard
+Coexistence with the eBPF tracer: its recorder runs outside the guard (it needs the privileges the guard
 drops) on the stub the guard wraps (launcher -> bwrap -> stub -> the command; `wrap(helper=True)` lets
 the stub's own exec through as it lets strace's). A refused exec never reaches the syscall tracepoints
 (seccomp answers before `sys_enter`; the program prints no `X` for it), so the guard tells the

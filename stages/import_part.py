@@ -1,5 +1,5 @@
 """The second process of a split import: it reads the last part of a log, redacts it, writes the redacted
-bytes to a file of its own and chooses, chunk by chunk, the lines the parser needs (`select_wanted`).
+bytes to a file of its own and chooses, chunk by chunk, the lines the parser needs (capsule/parse/wanted.py).
 
 `capsule import` of a large `-ttt` log reads the head itself and this process reads the rest on the other
 core (stages/trace.py `split_read_stage`); the importer then appends the redacted part to the kept trace and
@@ -12,7 +12,8 @@ starts, loads what it needs and waits for its job on stdin: LOG, START, END, RED
 by NUL bytes (no job, only the end of stdin: it exits 0). It reads bytes START to END of LOG
 (START and END on line starts, END may be the size), redacts them if REDACT is 1 and writes them to the
 file TRACE_FD (an unnamed private file, O_TMPFILE, opened by the importer). The choice goes to stdout as it
-is made, one frame a chunk (8 bytes of length, then marshal of a `Selected` as a tuple), then a last frame
+is made, one frame a chunk (8 bytes of length, then marshal of a `Selected` as a tuple followed by the bytes
+written to TRACE_FD so far, all of them final: the importer may copy them at once), then a last frame
 holding a 1-tuple: the part's redacted unfinished last line (or b""). The lines chosen are those the
 tracker of LEVEL may need (its wanted syscalls and ignored signals).
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-SPLIT_SHARE = 0.78  # of a split log, the share the second process reads (the importer also parses it all)
+SPLIT_SHARE = 0.9  # of a split log, the share the second process reads (the importer also parses it all)
 SPLIT_MIN = 8 << 20  # a log smaller than this is read by one process: a second start costs more
 
 
@@ -208,8 +209,7 @@ def part(
 ) -> None:
     """Write bytes start..end of `log` (redacted) to fd `trace` and the frames of the lines chosen from
     each chunk, then of the unfinished last line, to fd `out`."""
-    from capsule.parse.grammar import wanted_lines
-    from capsule.parse.wanted import select_wanted
+    from capsule.parse.wanted import Wanted
 
     redactor: Callable[[bytes], bytes] | None = None
     if redact:
@@ -218,10 +218,11 @@ def part(
         redactor = redact_bytes
     from capsule.track.levels import IGNORED_SIGNALS, level_parts, wanted_syscalls
 
-    wanted = wanted_lines(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
+    wanted = Wanted(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
     parent = os.getppid()
     seen: set[str] = set()
     held = b""
+    written = 0
     fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.lseek(fd, start, os.SEEK_SET)
@@ -239,9 +240,10 @@ def part(
             if redactor is not None:
                 block = redactor(block)
             _write_all(trace, block)
-            chosen = select_wanted(block.decode("utf-8", "replace"), wanted, seen)
+            written += len(block)
+            chosen = wanted.select(block, seen)
             seen.update(chosen.new_pids)
-            _frame(out, tuple(chosen))
+            _frame(out, (*chosen, written))
     finally:
         os.close(fd)
     if held:

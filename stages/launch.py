@@ -33,7 +33,7 @@ from capsule.stages.store import EVENTS, create_session, open_private, spool_pat
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.ebpf_recorder import EbpfTracer
     from capsule.stages.tracer import Tracer
 
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)

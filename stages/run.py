@@ -48,6 +48,7 @@ from capsule.stages.launch import (
     shown_argv,
     traced_header,
 )
+from capsule.stages.pipeline import exit_status, incompleteness
 from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
@@ -56,8 +57,7 @@ from capsule.stages.tracer import Tracer
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf import EbpfTracer
-    from capsule.stages.pipeline import TraceStats
+    from capsule.stages.ebpf_recorder import EbpfTracer, Starting
 
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
@@ -73,18 +73,6 @@ class RunOutcome:
     duration_s: float
     tally: Tally
     error: str | None = None
-
-
-def _exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) -> tuple[int, str | None]:
-    if status is not None:
-        code, sig = status
-        if sig is not None:
-            number = getattr(signal.Signals, sig, None) if sig.startswith("SIG") else None
-            return 128 + (int(number) if number is not None else 0), sig
-        return code or 0, None
-    if tracer_rc < 0:
-        return 128 - tracer_rc, signal.Signals(-tracer_rc).name
-    return tracer_rc, None
 
 
 def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
@@ -194,6 +182,7 @@ async def record_run(
     enforcement: Enforcement | None = None,
     env: dict[str, str] | None = None,
     early: Early | None = None,
+    ebpf_early: Starting | None = None,
 ) -> RunOutcome:
     """Record `argv` as a new session. `stdio` (stdin, stdout, stderr; None inherits) lets a server keep
     its own streams; after `time_limit` seconds the command's whole tree is killed (TERM, then KILL);
@@ -201,7 +190,8 @@ async def record_run(
     out of the failure count; `sample_interval` > 0 samples the tree's CPU and memory that often
     (`proc.sampled`); `enforcement` (from `guard.enforcement_for`) guards the tree with a policy (see
     stages/guard.py); `env` (None: Capsule's own) is the command's environment. `early`: strace was
-    started already (`launch.start`: no policy, strace, Capsule's own streams and environment)."""
+    started already (`launch.start`: no policy, strace, Capsule's own streams and environment);
+    `ebpf_early`: the eBPF recorder was (`ebpf_recorder.start_recorder`, at this level)."""
     level = trace_level(level, enforcement)
     shown = shown_argv(argv, redact)
     if early is not None:
@@ -251,6 +241,7 @@ async def record_run(
         ebpf = not isinstance(tracer, Tracer)
         if ebpf:
             from capsule.stages import ebpf as bpf  # (and the pipeline, which strace loads once it runs)
+            from capsule.stages.ebpf_recorder import EbpfUnavailable
         live: LiveCount | None = None  # the pipeline's count of live processes (eBPF's kill reads it)
         # The guard's events wait for the header (eBPF writes it when its probes are attached, after the
         # guard's `policy.applied`): a session's first event is its header.
@@ -300,9 +291,9 @@ async def record_run(
             process: trio.Process | MainThreadProcess
             if ebpf:
                 assert not isinstance(tracer, Tracer)
-                # bpftrace takes a second or more to compile its program: the session starts when the
-                # probes are attached, just before the command is let go (so its header still comes
-                # first, and a duration is the command's, not the tracer's start-up).
+                # the recorder takes a while to start (tens of ms; a second when it is first built):
+                # the session starts when its programs are attached, just before the command is let go
+                # (so its header still comes first, and a duration is the command's, not the tracer's).
                 ready: list[float] = []
 
                 def on_ready() -> None:
@@ -324,10 +315,11 @@ async def record_run(
                         env=env,
                         wrap=partial(guard.wrap, helper=True) if enforcement is not None else None,
                         on_spawn=lambda _process: guard.spawned(),
+                        starting=ebpf_early,
                     )
                     pid.append(launched.root)
                     started = ready[0]
-                except bpf.EbpfUnavailable as exc:
+                except EbpfUnavailable as exc:
                     if not ready:
                         write_header(started)
                     _close(writer, started, EXIT_RECORDER_FAILED, None, 0, 0, str(exc))
@@ -357,13 +349,14 @@ async def record_run(
             # start on the other core (~10 ms of each recording's start).
             from capsule.stages.pipeline import LiveCount, run_pipeline
             from capsule.stages.sample import sample_stage
+            from capsule.stages.trace import POLL_S as TAIL_POLL_S
             from capsule.stages.trace import tail_stage
 
             live = LiveCount()
             tracer_done = trio.Event()
 
             async def wait_tracer() -> None:
-                if ebpf:  # bpftrace does not end by itself: stopped once the whole tree has
+                if ebpf:  # the recorder does not end by itself: stopped once the whole tree has
                     await bpf.stop_when_tree_gone(launched, live)
                 else:
                     await process.wait()
@@ -386,7 +379,7 @@ async def record_run(
                         partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
                     )
                 stats = await run_pipeline(
-                    partial(tail_stage, spool, tracer_done),
+                    partial(tail_stage, spool, tracer_done, poll_s=bpf.POLL_S if ebpf else TAIL_POLL_S),
                     partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=redact and ebpf,  # strace: its relay redacted the spool already
@@ -405,7 +398,7 @@ async def record_run(
             # Inside the guard's wrappers: the trace has the command's own exit (bubblewrap's is a copy).
             await command.wait()
             assert command.returncode is not None
-            code, sig = _exit_status(stats.root_status, command.returncode)
+            code, sig = exit_status(stats.root_status, command.returncode)
         elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "
@@ -414,8 +407,8 @@ async def record_run(
             code, sig = EXIT_RECORDER_FAILED, None
         else:
             assert process.returncode is not None  # strace: waited for
-            code, sig = _exit_status(stats.root_status, process.returncode)
-        # bpftrace is stopped a little after the tree is gone; the trace says when that was.
+            code, sig = exit_status(stats.root_status, process.returncode)
+        # the recorder is stopped a little after the tree is gone; the trace says when that was.
         ended = writer.tally.last_ts if command is not None else None
         _close(
             writer,
@@ -431,6 +424,8 @@ async def record_run(
         spool.unlink(missing_ok=True)
         return RunOutcome(session_id, path, code, sig, (ended or time.time()) - started, writer.tally, error)
     finally:
+        if ebpf_early is not None:
+            ebpf_early.discard_unused()
         writer.close()
         os.fsync(trace_fd)
         os.close(trace_fd)
@@ -473,14 +468,3 @@ def _close(
             )
         ]
     )
-
-
-def incompleteness(stats: TraceStats, *, cut: bool) -> str | None:
-    """Why a trace stops before the command ended (None when it is whole), with how much is missing."""
-    if not cut and stats.root_status is not None:
-        return None
-    why = "the trace ends mid-line (strace was killed)" if cut else "the trace ends before the command exited"
-    if stats.unexited:
-        many = stats.unexited != 1
-        why += f"; {stats.unexited} process{'es' if many else ''} ha{'ve' if many else 's'} no recorded exit"
-    return why

@@ -62,7 +62,8 @@ from capsule.plan.spec import Plan, TaskSpec, fill_inputs
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
-from capsule.stages.ebpf import EbpfTracer, Gated, note_refusals
+from capsule.stages.ebpf import Gated, note_refusals
+from capsule.stages.ebpf_recorder import EbpfTracer
 from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.launch import resolve_command
@@ -97,9 +98,9 @@ class Attempt:
     tree: procs.Tree
     cgroup: procs.Cgroup | None
     guard: Guard
-    gate: Gated | None = None  # eBPF: the stub waiting for bpftrace (task_trace.follow_trace releases it)
+    gate: Gated | None = None  # eBPF: the stub waiting for the recorder (task_trace.follow_trace releases it)
     on_released: Callable[[], None] | None = None  # eBPF: observes the spawn once the stub is let go
-    on_tree_gone: Callable[[], None] | None = None  # eBPF: observes the exit before bpftrace detaches
+    on_tree_gone: Callable[[], None] | None = None  # eBPF: observes the exit before the recorder detaches
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
     cpu_s: float | None = None  # None: never sampled (it ended within the first interval)
     peak_rss: int = 0
@@ -350,7 +351,7 @@ class Scheduler:
         )  # fmt: skip
         if gate is None:
             await self._observe(spawned(ts=time.time()))
-        else:  # eBPF: the task starts (its timeout runs) once bpftrace is attached and lets it go
+        else:  # eBPF: the task starts (its timeout runs) once the recorder is attached and lets it go
             handle.on_released = lambda: self._send.send_nowait(spawned(ts=time.time()))
         self._work.start_soon(self._watch, task, attempt, handle, trace)
 
@@ -361,7 +362,7 @@ class Scheduler:
 
         def exited() -> None:
             """Observe the exit, once: when the trace has ended, or under eBPF as soon as the tracker has
-            seen the whole tree end (bpftrace then takes a second or more to detach, which is not the
+            seen the whole tree end (the recorder then takes a while to detach, which is not the
             task's time and must not run into its timeout)."""
             nonlocal told
             if told:

@@ -31,12 +31,15 @@ from capsule.stages.home import check_home, runs_dir
 
 EVENTS = "events.jsonl"
 TRACE = "trace.strace"
-TRACE_EBPF = "trace.ebpf"  # bpftrace's JSON lines, from `capsule run --tracer ebpf`
+TRACE_EBPF = "trace.ebpf"  # the eBPF recorder's JSON lines, from `capsule run --tracer ebpf`
+# The eBPF tracers a session header can name: Capsule's recorder, and bpftrace (which recorded the
+# same line format before it; its sessions still replay).
+EBPF_TRACERS = frozenset({"capsule-ebpf-recorder", "bpftrace"})
 
 
 def tracer_kind(tracer: str | None) -> str:
-    """`ebpf` for a session recorded by bpftrace (its header's tracer path), else `strace`."""
-    return "ebpf" if tracer is not None and tracer.rsplit("/", 1)[-1] == "bpftrace" else "strace"
+    """`ebpf` for a session recorded by an eBPF tracer (its header's tracer path), else `strace`."""
+    return "ebpf" if tracer is not None and tracer.rsplit("/", 1)[-1] in EBPF_TRACERS else "strace"
 
 
 def trace_name(tracer: str | None) -> str:

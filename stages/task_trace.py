@@ -2,8 +2,8 @@
 through parse -> track into the attempt's own `run` session, every event checked against the policy.
 
 `traced_argv` is the one place the traced command line is built (the guard wraps it): strace around
-the command, or (`trace = "ebpf"`) the eBPF tracer's gated stub, which `follow_trace` attaches bpftrace
-to and releases, as `capsule run --tracer ebpf` does (stages/ebpf.py: the same `attach`).
+the command, or (`trace = "ebpf"`) the eBPF tracer's gated stub, which `follow_trace` attaches the eBPF
+recorder to and releases, as `capsule run --tracer ebpf` does (stages/ebpf.py: the same `attach`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,16 @@ from capsule.events.observed import ObsViolation
 from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
 from capsule.policy.enforce import Enforcement
-from capsule.stages.ebpf import (
-    EbpfTracer,
-    EbpfUnavailable,
-    Gated,
-    Launched,
-    attach,
-    gated,
-    stop_when_tree_gone,
-)
+from capsule.stages.ebpf import POLL_S as EBPF_POLL_S
+from capsule.stages.ebpf import Gated, Launched, attach, gated, stop_when_tree_gone
+from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable
 from capsule.stages.guard import tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
+from capsule.stages.trace import POLL_S as TAIL_POLL_S
 from capsule.stages.trace import tail_stage
 from capsule.stages.tracer import Tracer
 
@@ -101,10 +96,10 @@ def traced_argv(
 ) -> Traced:
     """The command line that runs `command` under strace, writing its trace to `spool` through the
     redacting relay (the spool of a live task holds no secret in clear); under eBPF, the gated stub
-    that execs `resolved` (the command's program, found on PATH) once bpftrace is attached. strace is
+    that execs `resolved` (the command's program, found on PATH) once the recorder is attached. strace is
     Capsule's own process for the task: it carries `title` (the stub becomes the command: no title)."""
     if isinstance(tracer, EbpfTracer):
-        gate = gated(resolved or command[0], command)
+        gate = gated(tracer, resolved or command[0], command)
         return Traced(argv=list(gate.argv), gate=gate)
     flags = tracer_flags(tracer.flags(level), enforcement)  # the guard answers execs: no --seccomp-bpf
     if title is not None and env is not None and "SHLVL" not in env:
@@ -134,10 +129,10 @@ async def follow_trace(
     """Record the attempt's process tree into its run session until the tracer exits; violations
     observed. `checked` hears each batch of trace events (the guard turns refused opens into
     `policy.blocked`). Under eBPF (`gate`: the stub `process` is, or runs under the guard's wrappers),
-    bpftrace is attached first; the session starts when its probes are, and the trace ends when the
+    the recorder is attached first; the session starts when its programs are, and the trace ends when the
     whole tree has. `on_released` is called once the stub is let go (or attaching failed and it was
-    killed): the scheduler observes the spawn then, so bpftrace's start-up is not the task's time;
-    `on_tree_gone` once the whole tree has ended, before bpftrace is stopped (its detach is slow too)."""
+    killed): the scheduler observes the spawn then, so the recorder's start-up is not the task's time;
+    `on_tree_gone` once the whole tree has ended, before the recorder is stopped (its detach is slow too)."""
     header = partial(
         _header, files, plan=plan, tracer=tracer, task=task, attempt=attempt, parent=parent,
         recorder=recorder, enforcement=enforcement,
@@ -192,7 +187,12 @@ async def follow_trace(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait)
             stats = await run_pipeline(
-                partial(tail_stage, files.spool, tracer_done),
+                partial(
+                    tail_stage,
+                    files.spool,
+                    tracer_done,
+                    poll_s=TAIL_POLL_S if launched is None else EBPF_POLL_S,
+                ),
                 sink,
                 level=plan.trace_level,
                 trace_fd=trace_fd,

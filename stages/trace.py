@@ -121,8 +121,8 @@ async def split_read_stage(
 ) -> None:
     """`read_stage` over bytes 0..cut of a plain log, while a second process (stages/import_part.py,
     started by `capsule import` first thing, or now) reads, redacts and chooses the lines of cut..size;
-    what it chose follows, chunk by chunk, as ReadElsewhere pieces (the last one holds the file of its
-    redacted bytes, to be appended to the kept trace).
+    what it chose follows, chunk by chunk, as ReadElsewhere pieces (with the file of its redacted bytes,
+    appended to the kept trace as it grows).
 
     Both cores work on the log: this one reads, redacts and parses its head, then parses what the other
     chose as it comes. The second process is killed if this stage is cancelled or fails (an interrupted
@@ -161,13 +161,17 @@ async def split_read_stage(
                 await send.send(rest)
             tail: bytes | None = None
             wrong = None
+            given = False  # whether the file of the part went downstream (with the first piece)
             async for frame in frames_receive:
                 if len(frame) == 1:
                     tail = frame[0]
                 elif len(frame) == 2:
                     wrong = frame[1]
                 else:
-                    await send.send(ReadElsewhere(None, [frame], b""))
+                    await send.send(
+                        ReadElsewhere(None if given else os.dup(part.trace), [frame[:3]], b"", frame[3])
+                    )
+                    given = True
             status = part.process.wait()  # its stdout is closed: it has ended, or is ending
             if status != 0:
                 raise RelayFailed(f"the process reading the log's last part ended with status {status}")
@@ -175,14 +179,15 @@ async def split_read_stage(
                 raise RelayFailed(
                     f"the process reading the log's last part {wrong or 'ended before its last frame'}"
                 )
-            await send.send(ReadElsewhere(os.dup(part.trace), [], tail))
+            size = os.fstat(part.trace).st_size
+            await send.send(ReadElsewhere(None if given else os.dup(part.trace), [], tail, size))
     finally:
         part.close()  # killed first if it still runs: cancelled, or a stage failed
 
 
 async def _read_frames(stream: trio.abc.ReceiveStream, send: trio.MemorySendChannel[tuple[Any, ...]]) -> None:
     """The frames of stages/import_part.py (8 bytes of length, then marshal), decoded as they come: a
-    chunk's `Selected` as a 3-tuple, the last frame as a 1-tuple; what is not a frame ends the stream
+    chunk's `Selected` and the part's bytes written as a 4-tuple, the last frame as a 1-tuple; what is not a frame ends the stream
     with a 2-tuple saying what was wrong (the stage raises one error, after the process's status)."""
     import marshal
 
@@ -211,10 +216,11 @@ def _is_frame(frame: object) -> bool:
     if len(frame) == 1:
         return isinstance(frame[0], bytes)
     return (
-        len(frame) == 3
+        len(frame) == 4
         and isinstance(frame[0], int)
         and isinstance(frame[1], list)
         and isinstance(frame[2], list)
+        and isinstance(frame[3], int)
     )
 
 
@@ -237,7 +243,9 @@ async def bytes_stage(data: bytes, send: trio.MemorySendChannel[bytes]) -> None:
             start = end
 
 
-async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes]) -> None:
+async def tail_stage(
+    path: Path, tracer_done: trio.Event, send: trio.MemorySendChannel[bytes], poll_s: float = POLL_S
+) -> None:
     """Follow a file being written by strace; stop once strace has exited and every byte is read.
 
     Everything available is read, sent as one batch, and then the stage waits a poll interval: strace
@@ -264,7 +272,7 @@ async def tail_stage(path: Path, tracer_done: trio.Event, send: trio.MemorySendC
                     if tail := aligner.close():
                         await send.send(tail)
                     return
-                with trio.move_on_after(POLL_S):
+                with trio.move_on_after(poll_s):
                     await tracer_done.wait()
     finally:
         os.close(fd)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.ebpf_recorder import EbpfTracer
 
 # Syscall classes per trace level. `%process` covers fork/clone/exec/exit/wait/kill.
 # fchdir is a descriptor call (%desc), traced with %file so paths stay absolute after `cd` by fd.
@@ -87,7 +87,7 @@ def find_recorder(kind: str) -> Tracer | EbpfTracer:
     """The tracer for `--tracer KIND`: strace, ebpf (or TracerMissing saying why not), or auto, which
     takes eBPF where its requirements are met and strace elsewhere."""
     if kind in ("ebpf", "auto"):
-        from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
+        from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf
 
         try:
             return find_ebpf()

@@ -151,3 +151,37 @@ def test_arbitrary_bytes_never_crash_and_keep_line_count(data: bytes) -> None:
 def test_arbitrary_argv_keeps_its_length(argv: list[str]) -> None:
     """Any argv redacts to one of the same length."""
     assert len(redact_argv(argv)) == len(argv)
+
+
+_NEAR_SECRET = st.lists(
+    st.sampled_from(
+        [
+            *(b"TOKEN", b"token", b"Pass", b"pAsSwOrD", b"_key", b"Api-Key", b"Dsn", b"COOKIE", b"auth"),
+            *(
+                b"=",
+                b":",
+                b" ",
+                b"\t",
+                b'"',
+                b"'",
+                b"\\",
+                b"abc",
+                b"\xc3\x89",
+                b"\xff",
+                b"-",
+                b".",
+                b"_",
+                b"K",
+            ),
+        ]
+    ),
+    max_size=24,
+).map(b"".join)
+
+
+@given(_NEAR_SECRET)
+def test_a_rule_reads_a_lowered_line_as_the_line(line: bytes) -> None:
+    """A rule's `need` read over the lowered line (what redact_bytes has at hand) lets through exactly
+    the lines it lets through read over the line itself: the same line comes out, masked or not."""
+    for rule in RULES:
+        assert rule.mask_raw(line, line.lower()) == rule.mask_raw(line), rule.name

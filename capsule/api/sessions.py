@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from capsule.fold import SessionState
     from capsule.fold.labels import RuleSet
     from capsule.report.json_stream import Chunk
-    from capsule.stages.ebpf import EbpfTracer
+    from capsule.stages.ebpf_recorder import EbpfTracer, Starting
     from capsule.stages.launch import Early
     from capsule.stages.tracer import Tracer
 
@@ -394,11 +394,15 @@ def _snapshot_from(loaded: Loaded, digest: str) -> Path | None:
         return None
 
 
-def snapshot_after_close(session_dir: Path) -> None:
-    """At session close (run, import): keep the report snapshot of a session big enough for one."""
+def snapshot_after_close(session_dir: Path, events: int | None = None) -> None:
+    """At session close (run, import): keep the report snapshot of a session big enough for one.
+    `events`: what its session.ended says, if the caller knows (then a small session is not read again:
+    reading its footer loaded every event class, ~35 ms of an import's close)."""
     from capsule.stages import snapshot
     from capsule.stages.store import EVENTS
 
+    if events is not None and events < snapshot.MIN_EVENTS:
+        return
     try:  # every line is at least ~40 bytes: a small file cannot hold MIN_EVENTS (no header to decode)
         if (session_dir / EVENTS).stat().st_size < snapshot.MIN_EVENTS * 32:
             return
@@ -588,6 +592,7 @@ class Launched:
 
     plan: _Plan
     early: Early | None
+    ebpf: Starting | None = None  # eBPF without a policy: its recorder, loading already
 
 
 def launch(
@@ -604,7 +609,8 @@ def launch(
     **_options: Any,
 ) -> Launched:
     """Check `record`'s options (raising as it would) and, for strace without a policy, start strace on
-    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do.
+    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do;
+    for eBPF without a policy, start its recorder, which loads its programs while they do.
     `capsule run` calls this, then `record(argv, launched=..., **the same options)`."""
     from capsule.stages.launch import resolve_command, start
     from capsule.stages.tracer import Tracer
@@ -620,6 +626,10 @@ def launch(
                 early = start(list(argv), where, plan.found, plan.answers, level, name, redact, parent)
             except OSError as exc:
                 raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    elif plan.enforcement is None and not isinstance(plan.found, Tracer):
+        from capsule.stages.ebpf_recorder import start_recorder
+
+        return Launched(plan=plan, early=None, ebpf=start_recorder(plan.found, level))
     return Launched(plan=plan, early=early)
 
 
@@ -671,6 +681,7 @@ async def record_async(
             sample_interval=sample,
             enforcement=enforcement,
             early=launched.early if launched is not None else None,
+            ebpf_early=launched.ebpf if launched is not None else None,
         )
     except OSError as exc:
         raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
@@ -759,7 +770,7 @@ def import_log(
         raise BadInput(f"{exc.filename or log}: {exc.strerror or exc}") from None
     if done.lines and done.tally.processes == 0:
         raise BadInput(f"{log}: no strace lines recognised (is it an `strace -f` log?)")
-    snapshot_after_close(done.path)
+    snapshot_after_close(done.path, done.events)
     return Imported(session=done.session_id, path=done.path, processes=done.tally.processes, lines=done.lines)
 
 
@@ -1019,7 +1030,7 @@ GUARD_CHECKS = (
 
 def _ebpf_check() -> Check:
     """Whether `--tracer ebpf` records here: its requirements, then one real attach of the program."""
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf, probe_ebpf
+    from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf, probe_ebpf
 
     try:
         tracer = find_ebpf()
@@ -1028,7 +1039,7 @@ def _ebpf_check() -> Check:
     problem = probe_ebpf(tracer)
     if problem is not None:
         return Check(check="ebpf", ok=False, detail=f"--tracer ebpf unavailable: {problem}")
-    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (bpftrace {tracer.version})")
+    return Check(check="ebpf", ok=True, detail=f"--tracer ebpf works (Capsule's recorder, {tracer.version})")
 
 
 def require_tracer(kind: str = "strace") -> Tracer | EbpfTracer:

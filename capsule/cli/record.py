@@ -52,7 +52,7 @@ def run(
         str,
         typer.Option(
             "--tracer",
-            help="strace (default), ebpf (bpftrace: root, BTF, tracefs) or auto (ebpf where it works).",
+            help="strace (default), ebpf (root, BTF, tracefs; built once with clang) or auto (ebpf where it works).",
         ),
     ] = "strace",
     timeout: Annotated[

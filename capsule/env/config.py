@@ -80,8 +80,8 @@ class ProcessConfig:
 
     @property
     def guarded_by_its_recorder(self) -> bool:
-        """The [policy] is enforced by the service's own `capsule run --policy`, not around it: bpftrace
-        needs the privileges the guard drops, so it must run outside the guard (eBPF-traced services)."""
+        """The [policy] is enforced by the service's own `capsule run --policy`, not around it: the eBPF
+        recorder needs the privileges the guard drops, so it must run outside the guard (eBPF-traced services)."""
         return self.trace and self.tracer == "ebpf"
 
 

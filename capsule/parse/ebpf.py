@@ -1,12 +1,13 @@
 r"""The eBPF trace parser: sans-I/O, `feed(bytes) -> records`, like the strace parser beside it.
 
-Theory of operation. `capsule run --tracer ebpf` runs `bpftrace -f json` with Capsule's program
-(`stages/ebpf.bt`); the trace file is one JSON object per line. Capsule writes the first one itself:
+Theory of operation. `capsule run --tracer ebpf` runs Capsule's eBPF recorder
+(`stages/bpf`), which prints the lines bpftrace's `-f json` printed for the program it replaced (traces
+of either read the same); the trace file is one JSON object per line. Capsule writes the first one itself:
 
     {"type": "capsule", "root": 4242, "clock": 1796149857245714449, "cwd": "/home/me/project"}
 
 (the root pid, CLOCK_REALTIME minus CLOCK_MONOTONIC in ns, so the kernel's `nsecs` become epoch
-seconds, and the root's working directory: older traces have none, and keep relative paths). bpftrace then writes `{"type": "printf", "data": "<line>\n"}` objects whose data is one of:
+seconds, and the root's working directory: older traces have none, and keep relative paths). The recorder then writes `{"type": "printf", "data": "<line>\n"}` objects whose data is one of:
 
     F <ns> <child> <parent tgid> <via 0-4> <clone flags hex>   a new process (never a thread)
     E <ns> <tid> <tgid> <path>                               an execve/execveat attempt begins
@@ -31,7 +32,7 @@ before the `sys_enter` tracepoints, and the program prints an `X` only after its
 which parses as the `E`, `A` and `X` lines of that attempt would.
 
 Text fields come last on their line, so spaces in them need no quoting, and JSON carries any byte
-(a newline inside an argument stays inside its `data`). Other bpftrace objects (attached_probes,
+(a newline inside an argument stays inside its `data`). Other objects (attached_probes,
 lost_events, …) and anything malformed become `Unparsed` records: counted, never fatal.
 """
 
@@ -45,7 +46,8 @@ import orjson
 
 from capsule.parse.records import Unparsed
 
-# bpftrace's str() reads at most BPFTRACE_STRLEN - 1 bytes; Capsule runs it with 200 (its maximum).
+# A path or argv element is read up to STRLEN - 1 bytes (stages/bpf/record.h; bpftrace's str() with
+# BPFTRACE_STRLEN=200, its maximum, before it): one that long may have been cut.
 STRLEN: Final = 200
 _VIA: Final = {1: "fork", 2: "vfork", 3: "clone", 4: "clone3"}
 _NS: Final = 1e-9
@@ -228,7 +230,7 @@ class EbpfParser:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            try:  # bpftrace copies bytes that are not UTF-8 into its JSON as they are
+            try:  # bytes that are not UTF-8 are copied into the JSON as they are
                 obj = json.loads(raw.decode("utf-8", "replace"))
             except ValueError:
                 out.append(_unparsed(line_no, raw, "not JSON"))
@@ -390,7 +392,7 @@ def _fields(rest: str, n: int) -> list[str]:
 
 
 def _unhex(text: str) -> bytes:
-    r"""`\x61\x62` (bpftrace's %rx) -> b"ab"."""
+    r"""`\x61\x62` (the recorder's hex, bpftrace's %rx) -> b"ab"."""
     if len(text) % 4 or text[::4].strip("\\") or text[1::4].strip("x"):
         raise ValueError(text[:40])
     return bytes.fromhex(text.replace("\\x", ""))

@@ -133,7 +133,7 @@ def _printf_data(line: bytes) -> str | None:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        try:  # bytes that are not UTF-8, copied by bpftrace as they are
+        try:  # bytes that are not UTF-8, copied by the recorder as they are
             obj = json.loads(line.decode("utf-8", "replace"))
         except ValueError:
             return None

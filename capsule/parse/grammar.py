@@ -100,6 +100,15 @@ PID_MAX = 1 << 22
 LINE_PID = re.compile(r"\n(\d+) ")
 
 
+def _skippable(keep: frozenset[str], drop_signals: frozenset[str]) -> str:
+    """`PID TS name(` or `PID TS <... name resumed>` for a name outside `keep`, or `PID TS --- SIG ` for a
+    signal in `drop_signals`, as a pattern (its pid, then the rest: `wanted_runs` repeats the rest)."""
+    names = "|".join(sorted(re.escape(n) for n in keep if n.isidentifier()))
+    unwanted = rf"(?!(?:{names})\b)[A-Za-z_]\w*"
+    signals = "|".join(sorted(re.escape(n) for n in drop_signals)) or "(?!)"
+    return rf" +\d[\d.:]* +(?:{unwanted}\(|<\.\.\. {unwanted} resumed>|--- (?:{signals}) )"
+
+
 def wanted_lines(keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> re.Pattern[str]:
     """Lines (each found at its leading newline) that are NOT `PID TS name(` or `PID TS <... name
     resumed>` for a name outside `keep`.
@@ -108,8 +117,16 @@ def wanted_lines(keep: frozenset[str], drop_signals: frozenset[str] = frozenset(
     when SIGCHLD is in `drop_signals`; `+++ exited`, other signals, `[pid N]` lines, lines without a
     stamp and wanted calls all match.
     """
-    names = "|".join(sorted(re.escape(n) for n in keep if n.isidentifier()))
-    unwanted = rf"(?!(?:{names})\b)[A-Za-z_]\w*"
-    signals = "|".join(sorted(re.escape(n) for n in drop_signals)) or "(?!)"
-    skippable = rf"\d+ +\d[\d.:]* +(?:{unwanted}\(|<\.\.\. {unwanted} resumed>|--- (?:{signals}) )"
-    return re.compile(rf"\n(?!{skippable})[^\n]+")
+    return re.compile(rf"\n(?!\d+{_skippable(keep, drop_signals)})[^\n]+")
+
+
+def wanted_runs(keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
+    """`wanted_lines` for ASCII bytes, in one pass with the pids: each match (at its leading newline) is
+    either a run of skippable lines of one pid (group 1: that pid) or one line `wanted_lines` finds
+    (group 2: the line). Over ASCII bytes and str patterns match alike (digits, word characters and
+    word boundaries are ASCII ones in both).
+
+    A run costs one match however long it is (a process's calls mostly follow each other), so the pids
+    come without a match per line; the possessive repeats keep no backtracking state."""
+    skip = _skippable(keep, drop_signals)
+    return re.compile(rf"\n(?:(\d+){skip}[^\n]*+(?:\n\1{skip}[^\n]*+)*+|([^\n]++))".encode())

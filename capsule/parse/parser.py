@@ -15,7 +15,6 @@ pid or exit code no kernel could produce makes the line `Unparsed`, never a reco
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
@@ -33,7 +32,7 @@ from capsule.parse.records import (
     Unparsed,
     make_syscall,
 )
-from capsule.parse.wanted import Selected, select_wanted
+from capsule.parse.wanted import Selected, Wanted
 
 _DAY = 86400.0
 _HALF_DAY = 43200.0
@@ -65,7 +64,7 @@ class StraceParser:
         self._keep = keep
         self._drop_signals = drop_signals  # `--- SIG… ---` lines the consumer ignores (with `keep` only)
         self._seen: set[str] = set()
-        self._wanted_rx: re.Pattern[str] | None = None
+        self._wanted: Wanted | None = None
         self.lines = 0  # lines seen so far (empty ones included: line numbers match the file)
         self._tt_origin = tt_origin  # epoch seconds of the midnight `-tt`/`-t` stamps count from
         self._buf = bytearray()
@@ -99,13 +98,16 @@ class StraceParser:
         else:
             block = data[: end + 1]
         buf += data[end + 1 :]
-        text = block.decode("utf-8", "replace")
+        text = None
         if self._relative is None:
+            text = block.decode("utf-8", "replace")
             self._detect_clock(text)
         if self._keep is not None and self._relative is False:
             # `-r` stamps are deltas: every line counts, so none may be skipped unread.
-            self._parse_wanted(text, out)
+            self._parse_wanted(block, out)
             return out
+        if text is None:
+            text = block.decode("utf-8", "replace")
         lines = text.split("\n")
         lines.pop()  # the empty string after the last newline
         self._parse_lines(lines, out)
@@ -200,19 +202,18 @@ class StraceParser:
             if line:
                 append(parse(line, line_no))
 
-    def _parse_wanted(self, text: str, out: list[Record]) -> None:
-        """Parse only the lines of `text` (whole lines) the consumer may need, found at C speed.
+    def _parse_wanted(self, block: bytes, out: list[Record]) -> None:
+        """Parse only the lines of `block` (whole lines) the consumer may need, found at C speed.
 
         Dropped: `PID TIMESTAMP name(…` and `PID TIMESTAMP <... name resumed>` of a pid already seen,
-        for names not in `keep`. One regex (`_skippable`, a negative lookahead) finds every other line;
-        `findall` plus `dict.fromkeys` finds each new pid's first line. Python then loops over ~5% of a
-        full-syscall log instead of all of it.
+        for names not in `keep`. One regex pass (capsule/parse/wanted.py) finds every other line and each
+        new pid's first line. Python then loops over ~5% of a full-syscall log instead of all of it.
         """
         keep = self._keep
         assert keep is not None
-        if self._wanted_rx is None:
-            self._wanted_rx = g.wanted_lines(keep, self._drop_signals)
-        self.feed_selected(select_wanted(text, self._wanted_rx, self._seen), out)
+        if self._wanted is None:
+            self._wanted = Wanted(keep, self._drop_signals)
+        self.feed_selected(self._wanted.select(block, self._seen), out)
 
     def feed_selected(self, chunk: Selected, out: list[Record] | None = None) -> list[Record]:
         """Parse a chunk's lines as `select_wanted` chose them (in this process or another): the same

@@ -8,6 +8,9 @@ from typing import NamedTuple
 
 from capsule.parse import grammar as g
 
+# `1234 ` -- the pid that starts a line (LINE_PID, at a line start of ASCII bytes)
+_PID_AT = re.compile(rb"(\d+) ")
+
 
 class Selected(NamedTuple):
     """The lines of one chunk (whole lines) the keep filter lets through, as `select_wanted` found them.
@@ -19,6 +22,33 @@ class Selected(NamedTuple):
     lines_in: int
     lines: list[tuple[int, str, str | None]]
     new_pids: list[str]
+
+
+class Wanted:
+    """The keep filter of a tracker (its syscall names and ignored signals) choosing the lines of chunks:
+    `select(block, seen)` is `select_wanted` of the block decoded, by one pass over its bytes when they
+    are ASCII (nearly every strace log: strace escapes what is not), by the text patterns otherwise.
+    Each pattern is compiled on first use."""
+
+    def __init__(self, keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> None:
+        self.keep, self.drop_signals = keep, drop_signals
+        self._runs: re.Pattern[bytes] | None = None
+        self._lines: re.Pattern[str] | None = None
+
+    def select(self, block: bytes, seen: set[str]) -> Selected:
+        """The lines of `block` (whole lines) the filter lets through, and the first line of each pid
+        not in `seen` (`seen` is not changed)."""
+        if block.isascii():
+            if self._runs is None:
+                self._runs = g.wanted_runs(self.keep, self.drop_signals)
+            return select_ascii(block, self._runs, seen)
+        return select_wanted(block.decode("utf-8", "replace"), self.lines(), seen)
+
+    def lines(self) -> re.Pattern[str]:
+        """The text pattern (grammar.wanted_lines) of this filter."""
+        if self._lines is None:
+            self._lines = g.wanted_lines(self.keep, self.drop_signals)
+        return self._lines
 
 
 def select_wanted(text: str, wanted: re.Pattern[str], seen: set[str]) -> Selected:
@@ -41,3 +71,35 @@ def select_wanted(text: str, wanted: re.Pattern[str], seen: set[str]) -> Selecte
         counted = start
         lines.append((line_no + 1, text[start : text.find("\n", start)], first[start]))
     return Selected(text.count("\n"), lines, new_pids)
+
+
+def select_ascii(block: bytes, runs: re.Pattern[bytes], seen: set[str]) -> Selected:
+    """`select_wanted` of ASCII `block` (whole lines) decoded, with `runs` (grammar.wanted_runs) of the
+    same filter: the same lines, marks and pids, from one pass that yields a match per wanted line and
+    per run of one pid's skippable lines (a pid's first line starts a run or is a wanted line)."""
+    framed = b"\n" + block  # a match at framed[i] (its newline) is the line starting at block[i]
+    lines: list[tuple[int, str, str | None]] = []
+    new: dict[str, None] = {}
+    count = block.count
+    line_no, counted = 0, 0
+    for m in runs.finditer(framed):
+        run_pid, line = m.groups()
+        start = m.start()
+        if line is None:  # a run of skippable lines: kept only as the first line of a new pid
+            pid = run_pid.decode()
+            if pid in seen or pid in new:
+                continue
+            new[pid] = None
+            mark: str | None = pid
+            line = framed[start + 1 : framed.find(b"\n", start + 1)]
+        else:
+            mark = None
+            p = _PID_AT.match(line)
+            if p is not None:
+                pid = p[1].decode()
+                if pid not in seen:
+                    new.setdefault(pid)
+        line_no += count(b"\n", counted, start)
+        counted = start
+        lines.append((line_no + 1, line.decode("ascii"), mark))
+    return Selected(line_no + count(b"\n", counted), lines, list(new))

@@ -1,7 +1,9 @@
 """The eBPF tracker: `capsule.parse.ebpf` records -> the same process events the strace tracker emits.
 
-bpftrace prints each CPU's events in order, but reads the CPUs' buffers one after another, so a child's
-exec may be read before the fork that made it (the fork is reported on the parent's CPU). Records of a
+Capsule's recorder reads one ring buffer in the order the kernel reserved its records, but traces
+written by bpftrace (which recorded this format before it) hold each CPU's events in order, read one
+CPU's buffer after another, so a child's exec may be read before the fork that made it (the fork is
+reported on the parent's CPU). Records of a
 process that is not alive yet are parked under its pid and replayed, in order, when its fork arrives;
 whatever is still parked at the end becomes a process with no known parent, as the strace tracker
 does with pids no clone ever claimed. Threads never reach here: the program prints only processes.

@@ -2,8 +2,8 @@
 
 In one run, interleaved: the work bare, under strace alone (capsule's flags, to a file), under
 `capsule run` (strace) and under `capsule run --tracer ebpf`. Aims (issue: eBPF tracer):
-ebpf fork-heavy <= 1.10x bare, syscall-heavy <= 1.02x bare. bpftrace's start-up (compiling the
-program against the kernel's BTF) is a fixed cost per recording and is measured apart, as
+ebpf fork-heavy <= 1.10x bare, syscall-heavy <= 1.02x bare. The recorder's start-up (loading and
+attaching its programs, Capsule's own start) is a fixed cost per recording and is measured apart, as
 `capsule run --tracer ebpf -- true` minus `true`, so the ratios show the per-process cost too.
 """
 

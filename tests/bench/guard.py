@@ -4,6 +4,8 @@ Also the per-exec decision latency the guard itself measured (policy.checked: me
 
 The policy is a realistic one (deny rules, a protected file, a read-only path), so every mechanism is in
 the measurement: seccomp notification per exec, bubblewrap, and strace without --seccomp-bpf.
+Where eBPF recording works (root), the same pairs again with `--tracer ebpf`: the guard's own cost
+(seccomp notification, bubblewrap), without strace's loss of --seccomp-bpf under it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ def _latencies(home: Path) -> tuple[list[float], list[float], int]:
     return medians, p99s, execs
 
 
+def _ebpf_works() -> bool:
+    from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf
+
+    try:
+        find_ebpf()
+    except EbpfUnavailable:
+        return False
+    return True
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     count = QUICK_COUNT if quick else COUNT
     files = QUICK_FILES if quick else FILES
@@ -81,23 +93,26 @@ def run(quick: bool = False) -> dict[str, Any]:
             policy.write_text(POLICY)
             build = make_project(work / "proj", files)
             subprocess.run(build, check=True, capture_output=True)  # warm the compiler's caches
-            for name, cmd in (("fork", shell(count)), ("make", build)):
-                timed = interleave(
-                    {
-                        "plain": [CAPSULE, "run", "--", *cmd],
-                        "policy": [CAPSULE, "run", "--policy", str(policy), "--", *cmd],
-                    },
-                    reps,
-                    env,
-                )
-                samples[name] = timed
-                plain, guarded = median(timed["plain"]), median(timed["policy"])
-                label = f"{count:,} /bin/true" if name == "fork" else f"make -j2 ({files + 1} C files)"
-                rows += [
-                    row(f"{label}: capsule run (median)", plain, "s"),
-                    row(f"{label}: capsule run --policy (median)", guarded, "s"),
-                    ratio_row(f"{label}: --policy / no policy", guarded, plain, 1.25),
-                ]
+            tracers = [[]] + ([["--tracer", "ebpf"]] if _ebpf_works() else [])
+            for tracer in tracers:
+                for name, cmd in (("fork", shell(count)), ("make", build)):
+                    timed = interleave(
+                        {
+                            "plain": [CAPSULE, "run", *tracer, "--", *cmd],
+                            "policy": [CAPSULE, "run", *tracer, "--policy", str(policy), "--", *cmd],
+                        },
+                        reps,
+                        env,
+                    )
+                    samples[" ".join([name, *tracer])] = timed
+                    plain, guarded = median(timed["plain"]), median(timed["policy"])
+                    label = f"{count:,} /bin/true" if name == "fork" else f"make -j2 ({files + 1} C files)"
+                    label += " --tracer ebpf" if tracer else ""
+                    rows += [
+                        row(f"{label}: capsule run (median)", plain, "s"),
+                        row(f"{label}: capsule run --policy (median)", guarded, "s"),
+                        ratio_row(f"{label}: --policy / no policy", guarded, plain, 1.25),
+                    ]
             medians, p99s, execs = _latencies(home)
         finally:
             shutil.rmtree(work, ignore_errors=True)

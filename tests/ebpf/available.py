@@ -6,7 +6,7 @@ import pytest
 
 
 def _ebpf_unavailable() -> str | None:
-    from capsule.stages.ebpf import EbpfUnavailable, find_ebpf
+    from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf
 
     try:
         find_ebpf()

@@ -1,6 +1,6 @@
 """`capsule run --tracer ebpf` against strace on the same real work: the same process trees.
 
-Needs root, bpftrace, BTF and tracefs (this machine and CI have them); elsewhere each test says why it
+Needs root, BTF, tracefs and the recorder built (clang, libbpf) (this machine and CI have them); elsewhere each test says why it
 skips. Work that is the same on every run (forks, vfork, clone3, threads, an exec from a thread,
 signals and core dumps, orphans, exec chains, failed execs, quoting) is recorded by both tracers and
 the two trees are compared process by process: argv, exe, how it was made, exit code or signal, every
@@ -148,8 +148,9 @@ def run_task(home: Path, cwd: Path, trace: str, work: Path) -> dict[str, Any]:
 
 @needs_ebpf
 def test_a_tasks_timeout_runs_from_when_ebpf_lets_it_go(tmp_path: Path) -> None:
-    """bpftrace takes seconds to compile and attach (more than the timeout here) while the task waits
-    in its stub: the timeout and the task's duration start when the task is let go, not at the spawn."""
+    """The recorder's start (building it the first time, loading and attaching; bpftrace's took
+    seconds) is not the task's: the timeout and the task's duration start when the task is let go,
+    not at the spawn."""
     home = tmp_path / "h"
     env = dict(os.environ, CAPSULE_HOME=str(home), PATH="/usr/local/bin:/usr/bin:/bin", NO_COLOR="1")
     plan = tmp_path / "plan.toml"
@@ -180,7 +181,7 @@ def test_a_task_traced_by_ebpf_records_the_same_tree(tmp_path: Path, programs: P
     work.write_text(WORK)
     by_strace = run_task(tmp_path / "s", programs, "true", work)
     by_ebpf = run_task(tmp_path / "e", programs, '"ebpf"', work)
-    assert by_ebpf["_header"]["tracer"].endswith("bpftrace")
+    assert by_ebpf["_header"]["tracer"].endswith("capsule-ebpf-recorder")
     assert by_strace["_header"]["tracer"].endswith("strace")
     assert by_ebpf["_exit"] == by_strace["_exit"] == 1  # the task exits 3: the run failed
     assert by_ebpf["_task"]["state"] == by_strace["_task"]["state"] == "failed"
@@ -281,8 +282,9 @@ def test_only_the_commands_tree_is_recorded(tmp_path: Path) -> None:
 
 
 def test_unknown_or_unavailable_tracer_is_one_line(tmp_path: Path) -> None:
-    """`--tracer nope` is a usage error (2); eBPF without bpftrace is one line and exit 125."""
-    env = dict(os.environ, CAPSULE_HOME=str(tmp_path / "h"))
+    """`--tracer nope` is a usage error (2); eBPF where the recorder cannot be built (no clang, nothing
+    cached) is one line and exit 125."""
+    env = dict(os.environ, CAPSULE_HOME=str(tmp_path / "h"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     bad = subprocess.run(
         [*CAPSULE, "run", "--tracer", "nope", "--", "true"], env=env, capture_output=True, text=True
     )
@@ -333,7 +335,7 @@ def service_up(root: Path, env: dict[str, str]) -> tuple[dict[str, Any], dict[st
 @needs_ebpf
 def test_service_traced_by_ebpf(tmp_path: Path) -> None:
     """`trace = "ebpf"` in capsule.toml: the service runs under `capsule run --tracer ebpf`, linked from
-    svc.started; its run session's header names bpftrace and its tree holds the service's work."""
+    svc.started; its run session's header names the eBPF recorder and its tree holds the service's work."""
     home, root, env = project(tmp_path)
     ready = root / "ready"
     (root / "capsule.toml").write_text(
@@ -345,7 +347,7 @@ def test_service_traced_by_ebpf(tmp_path: Path) -> None:
         status, svc = service_up(root, env)
         run_id = svc["trace_session"]
         header = json.loads((home / "runs" / run_id / "events.jsonl").read_text().splitlines()[0])
-        assert header["tracer"].endswith("bpftrace")
+        assert header["tracer"].endswith("capsule-ebpf-recorder")
         assert header["parent"] == status["session"]
     finally:
         subprocess.run([*CAPSULE, "env", "down", str(root)], env=env, capture_output=True, timeout=120)
@@ -356,8 +358,8 @@ def test_service_traced_by_ebpf(tmp_path: Path) -> None:
 
 @needs_ebpf
 def test_service_with_a_policy_traced_by_ebpf(tmp_path: Path) -> None:
-    """`trace = "ebpf"` with a [policy]: the service's own `capsule run --policy` guards it (bpftrace
-    cannot run inside the guard); the refused exec is a failed attempt (EPERM) in its run session,
+    """`trace = "ebpf"` with a [policy]: the service's own `capsule run --policy` guards it (the eBPF
+    recorder cannot run inside the guard); the refused exec is a failed attempt (EPERM) in its run session,
     with the `policy.blocked` event, the protected file's refused open too, and the service runs on."""
     home, root, env = project(tmp_path)
     (root / ".env").write_text("K=1\n")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -243,7 +241,9 @@ def test_argv_cut_by_the_program_is_completed_from_the_argv_area() -> None:
 def test_non_utf8_argv_bytes_become_replacement_characters() -> None:
     """Bytes that are not UTF-8 read as U+FFFD; a literal backslash sequence stays itself."""
     area = b"echo\0\xff\xfe\0\\x41\0"
-    raw_arg = b'{"type": "printf", "data": "A 100 1 \xff\xfe\\n"}\n'  # bpftrace copies the bytes as they are
+    raw_arg = (
+        b'{"type": "printf", "data": "A 100 1 \xff\xfe\\n"}\n'  # the recorder copies the bytes as they are
+    )
     data = (
         header(100)
         + printf("E 10 100 100 /bin/echo", "A 100 0 echo")
@@ -385,24 +385,6 @@ def test_a_refused_exec_written_by_capsule_is_a_failed_attempt_with_its_argv() -
     ]
     assert execs[-2].ts == (5 + CLOCK) * 1e-9
     assert tracker.unparsed == 1
-
-
-@pytest.mark.parametrize("level", ["process", "file", "net", "all"])
-def test_the_program_ends_by_clearing_every_map_it_uses(level: str) -> None:
-    """bpftrace prints every non-empty map when it exits (a call still in flight when the run ends),
-    which would reach the record as output: END clears each map of the sections kept at this level,
-    and bpftrace accepts only one END."""
-    from capsule.stages.ebpf import program
-
-    text = program(level)
-    code = "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("//"))
-    *body, end = code.rstrip("\n").splitlines()
-    used = set(re.findall(r"@\w+", "\n".join(body)))
-    assert end.startswith("END {")
-    assert set(re.findall(r"clear\((@\w+)\)", end)) == used
-    assert code.count("END {") == 1
-    assert ("@open" in used) == (level in ("file", "all"))
-    assert ("@conn" in used) == (level in ("net", "all"))
 
 
 def test_an_exec_from_a_thread_read_after_its_success_is_that_exec() -> None:

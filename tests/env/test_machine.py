@@ -457,7 +457,7 @@ def test_an_ebpf_traced_service_is_guarded_by_its_own_recorder(
     policy: str, trace: str, expected: tuple
 ) -> None:
     """With a [policy], an eBPF-traced service runs `capsule run --tracer ebpf --policy CONFIG`: the
-    guard goes inside the recording (bpftrace cannot run under it); strace-traced ones are wrapped."""
+    guard goes inside the recording (the eBPF recorder cannot run under it); strace-traced ones are wrapped."""
     sim = Sim(policy + f'[[process]]\nname = "x"\ncommand = "x"\n{trace}\n')
     (spawn,) = [fx for fx in sim.effects if isinstance(fx, m.Spawn)]
     argv = spawn.argv

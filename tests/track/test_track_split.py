@@ -1,6 +1,7 @@
 """A split import (stages/import_part.py) reads a log's last part in another process, which only chooses the
-lines (`select_wanted`) that the importer's parser then reads (`feed_selected`): the same events as reading
-the whole log in one process, whatever the split point and the other process's chunking."""
+lines (`Wanted.select`) that the importer's parser then reads (`feed_selected`): the same events as reading
+the whole log in one process, whatever the split point and the other process's chunking. The one-pass
+choice over ASCII bytes (`select_ascii`) is the text one (`select_wanted`) to the line, mark and pid."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 
 from capsule.events import Event
 from capsule.parse import Record, StraceParser
-from capsule.parse.grammar import wanted_lines
-from capsule.parse.wanted import Selected, select_wanted
+from capsule.parse.grammar import wanted_lines, wanted_runs
+from capsule.parse.wanted import Selected, Wanted, select_ascii, select_wanted
 from capsule.track import Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def _split(data: bytes, level: str, cut: int, sizes: list[int]) -> tuple[list[Re
     tracker = Tracker(level=level)  # type: ignore[arg-type]
     parser = StraceParser(keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals)
     records = parser.feed(data[:cut])
-    wanted = wanted_lines(tracker.wanted_syscalls, tracker.ignored_signals)
+    wanted = Wanted(tracker.wanted_syscalls, tracker.ignored_signals)
     rest = data[cut:]
     end = rest.rfind(b"\n") + 1
     body, tail = rest[:end], rest[end:]
@@ -48,7 +49,7 @@ def _split(data: bytes, level: str, cut: int, sizes: list[int]) -> tuple[list[Re
         if at >= len(body):
             break
         stop = body.find(b"\n", at + max(size, 1) - 1) + 1 or len(body)
-        chosen = select_wanted(body[at:stop].decode("utf-8", "replace"), wanted, seen)
+        chosen = wanted.select(body[at:stop], seen)
         seen.update(chosen.new_pids)
         chosen = Selected(*tuple(chosen))  # as marshal gives it back: a plain tuple
         records += parser.feed_selected(chosen)
@@ -118,3 +119,51 @@ def test_split_reading_is_one_process_reading(
     starts = _line_starts(data)
     at = starts[min(max(cut, 1), len(starts) - 1)]
     assert _split(data, level, at, sizes) == _one_process(data, level)
+
+
+# Lines of fields: pid, spaces, stamp, spaces, body (skippable or not at each level), most of them
+# well-formed, some with a field a near miss, some a few pieces of anything.
+_BODY = st.sampled_from(
+    [
+        *(b"execve(", b"clone3(", b"fork(x) = 1", b"read(3) = 1", b"_x(", b"a1(", b"openat(", b"connect("),
+        *(b"<... execve resumed>", b"<... read resumed>) = 0", b"<... openat resumed>", b"<... x y resumed>"),
+        *(b"--- SIGCHLD {} ---", b"--- SIGCHLD", b"--- SIGINT {} ---", b"+++ exited with 1 +++", b"(", b""),
+    ]
+)
+_WELL_FORMED = st.tuples(
+    st.sampled_from([b"12", b"13", b"014", b"9"]),
+    st.sampled_from([b" ", b"  "]),
+    st.sampled_from([b"1795239818.277003", b"1.5:2"]),
+    st.just(b" "),
+    _BODY,
+)
+_NEAR_MISS = st.tuples(
+    st.sampled_from([b"12", b"[pid 3]", b"x", b""]),
+    st.sampled_from([b" ", b""]),
+    st.sampled_from([b"1795239818.277003", b"0", b".5", b""]),
+    st.sampled_from([b" ", b"  ", b""]),
+    _BODY,
+)
+_PIECES = st.lists(
+    st.sampled_from([b"12 ", b"read(", b"strace: x", b" ", b"<... ", b"--- ", b"\n"]), max_size=4
+)
+_ASCII_LINE = st.one_of(
+    _WELL_FORMED.map(b"".join), _WELL_FORMED.map(b"".join), _NEAR_MISS.map(b"".join), _PIECES.map(b"".join)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lines=st.lists(_ASCII_LINE, max_size=40),
+    level=st.sampled_from(LEVELS),
+    seen=st.sets(st.sampled_from(["9", "12", "13", "14", "014", "3"])),
+)
+def test_one_pass_choice_is_the_text_choice(lines: list[bytes], level: str, seen: set[str]) -> None:
+    """Any ASCII chunk of near-miss lines, any pids seen before: `select_ascii` chooses the lines (with
+    their numbers and marks) and finds the new pids (in order) that `select_wanted` does."""
+    block = b"".join(line + b"\n" for line in lines)
+    tracker = Tracker(level=level)  # type: ignore[arg-type]
+    keep, signals = tracker.wanted_syscalls, tracker.ignored_signals
+    text = select_wanted(block.decode("ascii"), wanted_lines(keep, signals), seen)
+    assert select_ascii(block, wanted_runs(keep, signals), seen) == text
+    assert Wanted(keep, signals).select(block, seen) == text

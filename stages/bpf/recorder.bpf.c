@@ -1,0 +1,392 @@
+// SPDX-License-Identifier: GPL-2.0
+// Capsule's eBPF recorder: the kernel half. Built once with clang into a CO-RE object (see
+// capsule/stages/ebpf_build.py) and loaded by recorder.c, which prints each record as the line the
+// trace format names (capsule/parse/ebpf.py). Only the root's descendants are followed: `tracked`
+// holds their thread-group ids, and every program returns at once for any other process.
+//
+// Processes are followed with BTF tracepoints (task_newtask, sched_process_exec/exit), which cost
+// nothing outside them. Exec attempts (a failed one fires nothing else), Capsule's handshakes and the
+// file and net levels need syscall tracepoints; enabling any of them sends every syscall of the
+// machine through the kernel's syscall-work path (~7 ns each, measured here). fentry/fexit on the
+// syscall functions would not, but this kernel refuses BPF trampolines (EPERM), and has no kprobes.
+#include "types.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define CLONE_THREAD 0x10000
+// Records wake nobody: the loader reads the buffer every READ_EVERY_MS instead. Waking it on each
+// record (libbpf's default, through epoll) cost the loader a context switch per record (~8 us of its
+// CPU per trace line on fork-heavy work, measured), on the cores the traced tree needs.
+#define QUIET BPF_RB_NO_WAKEUP
+#define MAX_ARGS 48     // elements read at an exec attempt; an M record says there were more
+#define AT_FDCWD -100
+
+// The context of a syscall tracepoint (tracefs' format: 8 bytes of common fields, the number).
+struct sys_enter { u64 common; s32 nr; u32 pad; u64 args[6]; };
+struct sys_exit { u64 common; s32 nr; u32 pad; s64 ret; };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
+    __type(value, u8);
+} tracked SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
+    __type(value, u8);
+} in_exec SEC(".maps");  // threads whose execve began (an X is printed only after an E)
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 32 << 20);
+} events SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u64);
+} lost SEC(".maps");  // records the ring buffer had no room for
+
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, s32);
+} config SEC(".maps");  // [0]: the root's pid, set by the loader before it attaches
+
+static __always_inline s32 root_pid(void) {
+    u32 zero = 0;
+    s32 *root = bpf_map_lookup_elem(&config, &zero);
+    return root ? *root : 0;
+}
+
+static __always_inline bool followed(u32 tgid) { return bpf_map_lookup_elem(&tracked, &tgid) != 0; }
+
+static __always_inline u32 self_tgid(void) { return bpf_get_current_pid_tgid() >> 32; }
+
+static __always_inline void count_lost(void) {
+    u32 zero = 0;
+    u64 *n = bpf_map_lookup_elem(&lost, &zero);
+    if (n) *n += 1;
+}
+
+static __always_inline struct rec *reserve(u8 tag) {
+    struct rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+    if (!r) {
+        count_lost();
+        return 0;
+    }
+    r->tag = tag;
+    r->ns = bpf_ktime_get_ns();
+    r->tid = (u32)bpf_get_current_pid_tgid();
+    r->tgid = self_tgid();
+    r->a = 0;
+    r->b = 0;
+    r->c = 0;
+    r->text[0] = 0;
+    return r;
+}
+
+// A new process (never a thread): how it was made is the syscall its parent is in.
+SEC("tp_btf/task_newtask")
+int BPF_PROG(newtask, struct task_struct *task, u64 clone_flags) {
+    u32 parent = self_tgid();
+    if (!followed(parent) || (clone_flags & CLONE_THREAD)) return 0;
+    u32 child = BPF_CORE_READ(task, pid);
+    u8 one = 1;
+    bpf_map_update_elem(&tracked, &child, &one, BPF_ANY);
+    struct rec *r = reserve('F');
+    if (!r) return 0;
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    long nr = BPF_CORE_READ(regs, orig_ax);
+    r->a = child;
+    r->b = nr == SYS_FORK ? 1 : nr == SYS_VFORK ? 2 : nr == SYS_CLONE ? 3 : nr == SYS_CLONE3 ? 4 : 0;
+    r->c = clone_flags;
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+struct args_walk { const char *const *argv; u32 tid; bool done; };
+
+// One argv element of an exec attempt (bpf_loop's callback); returns 1 after the last.
+static long exec_arg(u32 i, struct args_walk *w) {
+    const char *p = 0;
+    if (bpf_probe_read_user(&p, sizeof(p), &w->argv[i]) || !p) {
+        w->done = true;
+        return 1;
+    }
+    struct rec *r = reserve('A');
+    if (!r) {
+        w->done = true;
+        return 1;
+    }
+    r->a = i;
+    bpf_probe_read_user_str(r->text, STRLEN, p);
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+// An exec attempt: its path and argv as the caller gave them (E, A…, M when there were more).
+static __always_inline void exec_begun(const char *filename, const char *const *argv) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u8 one = 1;
+    bpf_map_update_elem(&in_exec, &tid, &one, BPF_ANY);
+    struct rec *r = reserve('E');
+    if (!r) return;
+    bpf_probe_read_user_str(r->text, STRLEN, filename);
+    bpf_ringbuf_submit(r, QUIET);
+    struct args_walk walk = {.argv = argv, .tid = tid};
+    bpf_loop(MAX_ARGS, exec_arg, &walk, 0);
+    if (walk.done) return;
+    r = reserve('M');
+    if (r) bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int execve_enter(struct sys_enter *ctx) {
+    if (!followed(self_tgid())) return 0;
+    exec_begun((const char *)ctx->args[0], (const char *const *)ctx->args[1]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int execveat_enter(struct sys_enter *ctx) {
+    if (!followed(self_tgid())) return 0;
+    exec_begun((const char *)ctx->args[1], (const char *const *)ctx->args[2]);
+    return 0;
+}
+
+static __always_inline void exec_returned(long ret) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    if (!bpf_map_lookup_elem(&in_exec, &tid)) return;
+    bpf_map_delete_elem(&in_exec, &tid);
+    if (ret >= 0) return;
+    struct rec *r = reserve('X');
+    if (!r) return;
+    r->a = -ret;
+    bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int execve_exit(struct sys_exit *ctx) {
+    exec_returned(ctx->ret);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int execveat_exit(struct sys_exit *ctx) {
+    exec_returned(ctx->ret);
+    return 0;
+}
+
+struct area_walk { u64 start, size; u32 tgid; };
+
+// Piece `i` of the argv area: bytes i * (AREA_BIG - 1) onwards (bpf_loop's callback: the verifier
+// checks it once, which it can only do if nothing it carries over changes; hence the fixed stride).
+// Returns 1 when the area is done or cannot be read.
+static long area_piece(u32 i, struct area_walk *w) {
+    u64 off = (u64)(i & (AREA_PIECES - 1)) * (AREA_BIG - 1);
+    if (off >= w->size) return 1;
+    u64 left = w->size - off;
+    bool small = left < AREA_SMALL;
+    struct area *v = bpf_ringbuf_reserve(&events, sizeof(*v) + (small ? AREA_SMALL : AREA_BIG), 0);
+    if (!v) {
+        count_lost();
+        return 1;
+    }
+    u32 n = small ? (left & (AREA_SMALL - 1)) : (left < AREA_BIG ? left : AREA_BIG - 1) & (AREA_BIG - 1);
+    v->tag = 'V';
+    v->pid = w->tgid;
+    v->size = w->size;
+    v->offset = off;
+    v->len = n;
+    if (n == 0 || bpf_probe_read_user(v->data, n, (void *)(w->start + off))) {
+        bpf_ringbuf_discard(v, 0);
+        return 1;
+    }
+    bpf_ringbuf_submit(v, QUIET);
+    return 0;
+}
+
+// A successful exec: the new program's whole argv area (arg_start..arg_end, NUL separated), then the
+// exec itself (S, with the pid of the thread that exec'd: a thread's exec returns in the leader).
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_done, struct task_struct *p, s32 old_pid, struct linux_binprm *bprm) {
+    u32 tgid = self_tgid();
+    if (!followed(tgid)) return 0;
+    bpf_map_delete_elem(&in_exec, &old_pid);
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct area_walk walk = {.tgid = tgid};
+    walk.start = BPF_CORE_READ(task, mm, arg_start);
+    walk.size = BPF_CORE_READ(task, mm, arg_end) - walk.start;
+    bpf_loop(AREA_PIECES, area_piece, &walk, 0);
+    struct rec *r = reserve('S');
+    if (!r) return 0;
+    r->a = old_pid;
+    bpf_probe_read_kernel_str(r->text, STRLEN, BPF_CORE_READ(bprm, filename));
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+// The last thread of a process: signal->live has just dropped to 0 (do_exit, before this tracepoint).
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(process_exit, struct task_struct *p) {
+    u32 tgid = self_tgid();
+    if (!followed(tgid)) return 0;
+    struct task_struct *task = bpf_get_current_task_btf();
+    if (BPF_CORE_READ(task, signal, live.counter) != 0) return 0;
+    struct rec *r = reserve('Q');
+    if (r) {
+        r->a = BPF_CORE_READ(task, exit_code);
+        bpf_ringbuf_submit(r, QUIET);
+    }
+    bpf_map_delete_elem(&tracked, &tgid);
+    return 0;
+}
+
+// Readiness and flush barrier, both signal-0 kills by Capsule: of the root (R: every program is
+// attached) and of -root (B: everything the tree did before it is in the ring buffer, which is one
+// buffer in reservation order for all CPUs).
+SEC("tracepoint/syscalls/sys_enter_kill")
+int kill_enter(struct sys_enter *ctx) {
+    if (ctx->args[1] != 0) return 0;
+    s32 pid = (s32)ctx->args[0];  // the raw 8-byte register: its low half is the pid_t
+    s32 root = root_pid();
+    if (root == 0 || (pid != root && pid != -root)) return 0;
+    struct rec *r = reserve(pid == root ? 'R' : 'B');
+    if (!r) return 0;
+    r->a = bpf_get_smp_processor_id();
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+// Trace level file: opens with the directory they are relative to, and working-directory changes.
+// The arguments are kept at the syscall's entry (by thread) for its exit, which has only the result.
+struct call { s32 dirfd; u32 flags; u64 ptr; };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
+    __type(value, struct call);
+} calls SEC(".maps");
+
+static __always_inline void call_begun(s32 dirfd, u32 flags, u64 ptr) {
+    if (!followed(self_tgid())) return;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct call c = {.dirfd = dirfd, .flags = flags, .ptr = ptr};
+    bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+}
+
+static __always_inline bool call_ended(struct call *c) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct call *found = bpf_map_lookup_elem(&calls, &tid);
+    if (!found) return false;
+    *c = *found;
+    bpf_map_delete_elem(&calls, &tid);
+    return true;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int file_openat_enter(struct sys_enter *ctx) {
+    call_begun(ctx->args[0], ctx->args[2], ctx->args[1]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int file_open_enter(struct sys_enter *ctx) {
+    call_begun(AT_FDCWD, ctx->args[1], ctx->args[0]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int file_creat_enter(struct sys_enter *ctx) {
+    call_begun(AT_FDCWD, 0x241, ctx->args[0]);
+    return 0;
+}
+
+static __always_inline void opened(long ret) {
+    struct call c;
+    if (!call_ended(&c)) return;
+    struct rec *r = reserve('P');
+    if (!r) return;
+    r->a = c.dirfd;
+    r->b = c.flags;
+    r->c = ret;
+    bpf_probe_read_user_str(r->text, STRLEN, (const char *)c.ptr);
+    bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int file_openat_exit(struct sys_exit *ctx) {
+    opened(ctx->ret);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int file_open_exit(struct sys_exit *ctx) {
+    opened(ctx->ret);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int file_creat_exit(struct sys_exit *ctx) {
+    opened(ctx->ret);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chdir")
+int file_chdir_enter(struct sys_enter *ctx) {
+    call_begun(0, 0, ctx->args[0]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_chdir")
+int file_chdir_exit(struct sys_exit *ctx) {
+    struct call c;
+    if (!call_ended(&c) || ctx->ret != 0) return 0;
+    struct rec *r = reserve('D');
+    if (!r) return 0;
+    bpf_probe_read_user_str(r->text, STRLEN, (const char *)c.ptr);
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_fchdir")
+int file_fchdir_exit(struct sys_exit *ctx) {
+    if (ctx->ret != 0 || !followed(self_tgid())) return 0;
+    struct rec *r = reserve('D');
+    if (r) bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+// Trace level net: connects, with the address as the caller gave it (the loader formats it).
+SEC("tracepoint/syscalls/sys_enter_connect")
+int net_connect_enter(struct sys_enter *ctx) {
+    call_begun(0, 0, ctx->args[1]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int net_connect_exit(struct sys_exit *ctx) {
+    struct call c;
+    if (!call_ended(&c)) return 0;
+    struct rec *r = reserve('C');
+    if (!r) return 0;
+    r->c = ctx->ret;
+    const void *sa = (const void *)c.ptr;
+    u16 family = 0;
+    bpf_probe_read_user(&family, sizeof(family), sa);
+    r->a = family;
+    if (family == 1)
+        bpf_probe_read_user_str(r->text, STRLEN, sa + 2);  // sun_path
+    else
+        bpf_probe_read_user(r->text, 28, sa);  // sockaddr_in / sockaddr_in6, read whole
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}

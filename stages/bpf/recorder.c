@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+// Capsule's eBPF recorder: the user half. Loads the CO-RE object built from recorder.bpf.c, follows
+// the root pid it is given, and prints each ring-buffer record as one line of the trace format
+// (capsule/parse/ebpf.py): `{"type": "printf", "data": "<line>\n"}`, JSON-escaped, the lines bpftrace
+// printed for the program this replaced, so one parser reads both.
+//
+//   capsule-ebpf-recorder OBJECT ROOT_PID LEVEL    LEVEL: process | file | net | all
+//   capsule-ebpf-recorder OBJECT - LEVEL           the same, once every program is attached (so
+//                                                  loading overlaps Capsule's and the command's
+//                                                  start) reading `ROOT_PID TRACE_PATH` from stdin:
+//                                                  the trace is opened there (appending) as stdout,
+//                                                  and `R` printed to it at once
+//   capsule-ebpf-recorder OBJECT --probe           load and attach everything once, then exit 0
+//   capsule-ebpf-recorder --version                the libbpf it runs with
+//
+// Lines are written to stdout only whole, in one write() per batch: the trace is a file opened with
+// O_APPEND that Capsule also appends to (a refused exec's line), so no line of either is ever torn.
+// Errors: one line on stderr, exit 1. SIGTERM/SIGINT: drain what is in the buffer, then exit 0.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "record.h"
+
+#define OUT_SIZE (4 << 20)
+#define READ_EVERY_MS 4  // how often the ring buffer is read (32 MiB: ~130k records of room)
+#define OUT_ROOM (64 << 10)  // flush before a record could overflow: a V record prints at most ~16 KiB
+
+static char out[OUT_SIZE];
+static size_t used;
+static volatile sig_atomic_t stopping;
+static int failed_write;
+
+static void flush_out(void) {
+    size_t done = 0;
+    while (done < used) {
+        ssize_t n = write(1, out + done, used - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            failed_write = 1;  // the trace file is gone: nothing more can be recorded
+            break;
+        }
+        done += (size_t)n;
+    }
+    used = 0;
+}
+
+static void put(const char *s, size_t n) {
+    memcpy(out + used, s, n);
+    used += n;
+}
+
+static void puts_raw(const char *s) { put(s, strlen(s)); }
+
+static void putf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out + used, OUT_SIZE - used, fmt, ap);
+    va_end(ap);
+    if (n > 0) used += (size_t)n;
+}
+
+// A text field as JSON string content: quotes, backslashes and control bytes escaped; other bytes as
+// they are (bpftrace did the same; the parser reads bytes that are not UTF-8 with replacement).
+static void put_text(const char *s, size_t max) {
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < max && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[used++] = '\\';
+            out[used++] = (char)c;
+        } else if (c < 0x20) {
+            put("\\u00", 4);
+            out[used++] = hex[c >> 4];
+            out[used++] = hex[c & 15];
+        } else {
+            out[used++] = (char)c;
+        }
+    }
+}
+
+static void begin(void) { puts_raw("{\"type\": \"printf\", \"data\": \""); }
+static void end(void) { puts_raw("\\n\"}\n"); }
+
+static void print_area(const struct area *v) {
+    static const char hex[] = "0123456789abcdef";
+    begin();
+    putf("V %u %u %u ", v->pid, v->size, v->offset);
+    for (__u32 i = 0; i < v->len; i++) {  // \xNN, the backslash escaped for JSON
+        unsigned char c = (unsigned char)v->data[i];
+        put("\\\\x", 3);
+        out[used++] = hex[c >> 4];
+        out[used++] = hex[c & 15];
+    }
+    end();
+}
+
+static void print_connect(const struct rec *r) {
+    putf("C %llu %u %d ", (unsigned long long)r->ns, r->tgid, r->a);
+    char addr[INET6_ADDRSTRLEN] = "";
+    unsigned port = 0;
+    const unsigned char *sa = (const unsigned char *)r->text;
+    if (r->a == AF_INET || r->a == AF_INET6) {
+        port = ((unsigned)sa[2] << 8) | sa[3];
+        inet_ntop(r->a, r->a == AF_INET ? (const void *)(sa + 4) : (const void *)(sa + 8), addr, sizeof(addr));
+        putf("%u %lld %s", port, (long long)r->c, addr);
+    } else if (r->a == AF_UNIX) {
+        putf("0 %lld ", (long long)r->c);
+        put_text(r->text, STRLEN);
+    } else {
+        putf("0 %lld ", (long long)r->c);
+    }
+}
+
+static int on_record(void *ctx, void *data, size_t size) {
+    (void)ctx;
+    if (size < 1) return 0;
+    if (used > OUT_SIZE - OUT_ROOM) flush_out();
+    if (*(const __u8 *)data == 'V') {
+        const struct area *v = data;
+        if (size >= sizeof(*v) && v->len <= size - sizeof(*v)) print_area(v);
+        return 0;
+    }
+    if (size < sizeof(struct rec)) return 0;
+    const struct rec *r = data;
+    unsigned long long ns = r->ns;
+    begin();
+    switch (r->tag) {
+    case 'F': putf("F %llu %d %u %lld %llx", ns, r->a, r->tgid, (long long)r->b, (unsigned long long)r->c); break;
+    case 'E': putf("E %llu %u %u ", ns, r->tid, r->tgid); put_text(r->text, STRLEN); break;
+    case 'A': putf("A %u %d ", r->tid, r->a); put_text(r->text, STRLEN); break;
+    case 'M': putf("M %u", r->tid); break;
+    case 'X': putf("X %llu %u %u %d", ns, r->tid, r->tgid, r->a); break;
+    case 'S': putf("S %llu %u %d ", ns, r->tgid, r->a); put_text(r->text, STRLEN); break;
+    case 'Q': putf("Q %llu %u %d", ns, r->tgid, r->a); break;
+    case 'P': putf("P %llu %u %d %lld %lld ", ns, r->tgid, r->a, (long long)r->b, (long long)r->c); put_text(r->text, STRLEN); break;
+    case 'D': putf("D %llu %u ", ns, r->tgid); put_text(r->text, STRLEN); break;
+    case 'C': print_connect(r); break;
+    case 'R': putf("R %llu", ns); break;
+    case 'B': putf("B %llu %d", ns, r->a); break;
+    default: putf("? %d", r->tag); break;
+    }
+    end();
+    return 0;
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static int libbpf_errors_only(enum libbpf_print_level level, const char *fmt, va_list ap) {
+    return level == LIBBPF_WARN ? vfprintf(stderr, fmt, ap) : 0;
+}
+
+static int fail(const char *what, int err) {
+    fprintf(stderr, "capsule-ebpf-recorder: %s: %s\n", what, strerror(err < 0 ? -err : err));
+    return 1;
+}
+
+static __u64 lost_total(int fd, int cpus) {
+    __u64 values[cpus];
+    __u32 zero = 0;
+    __u64 sum = 0;
+    if (bpf_map_lookup_elem(fd, &zero, values)) return 0;
+    for (int i = 0; i < cpus; i++) sum += values[i];
+    return sum;
+}
+
+// `ROOT_PID TRACE_PATH`, a line on stdin (`-`): the trace becomes stdout; the root pid, or 0 if the
+// line never comes (Capsule ended, or did not need the recorder after all) or names no trace.
+static int read_root(void) {
+    static char line[4200];
+    size_t n = 0;
+    char *end = NULL;
+    while (n < sizeof(line) - 1 && !end) {
+        ssize_t got = read(0, line + n, sizeof(line) - 1 - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        n += (size_t)got;
+        end = memchr(line, '\n', n);
+    }
+    if (!end) return 0;
+    *end = 0;
+    char *path = strchr(line, ' ');
+    if (!path) return 0;
+    *path++ = 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0 || dup2(fd, 1) < 0) return 0;
+    close(fd);
+    return atoi(line);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("libbpf %u.%u\n", libbpf_major_version(), libbpf_minor_version());
+        return 0;
+    }
+    if (argc != 4 && !(argc == 3 && strcmp(argv[2], "--probe") == 0)) {
+        fprintf(stderr, "usage: %s OBJECT ROOT_PID process|file|net|all  |  %s OBJECT --probe\n", argv[0], argv[0]);
+        return 2;
+    }
+    int probe = argc == 3;
+    const char *level = probe ? "all" : argv[3];
+    int later = !probe && strcmp(argv[2], "-") == 0;
+    int root = probe ? getpid() : later ? 1 : atoi(argv[2]);
+    int files = !strcmp(level, "file") || !strcmp(level, "all");
+    int net = !strcmp(level, "net") || !strcmp(level, "all");
+    if (root <= 0 || (!files && !net && strcmp(level, "process"))) {
+        fprintf(stderr, "capsule-ebpf-recorder: bad root pid or level\n");
+        return 2;
+    }
+    libbpf_set_print(libbpf_errors_only);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
+    if (!obj) return fail("open the object", errno);
+    struct bpf_program *prog;
+    bpf_object__for_each_program(prog, obj) {
+        const char *name = bpf_program__name(prog);
+        if ((!strncmp(name, "file_", 5) && !files) || (!strncmp(name, "net_", 4) && !net))
+            bpf_program__set_autoload(prog, false);
+    }
+    int err = bpf_object__load(obj);
+    if (err) return fail("load the programs", err);
+    int attached = 0;
+    bpf_object__for_each_program(prog, obj) {
+        if (!bpf_program__autoload(prog)) continue;
+        if (!bpf_program__attach(prog)) {
+            int e = errno;
+            char what[160];
+            snprintf(what, sizeof(what), "attach %s", bpf_program__name(prog));
+            return fail(what, e);
+        }
+        attached++;
+    }
+    if (probe) return 0;
+    if (later && (root = read_root()) <= 0) return fail("read the root pid and trace", EINVAL);
+    // Followed from here on: every program is attached, so nothing the root does is missed.
+    __u32 zero = 0;
+    __s32 root_pid = root;
+    __u8 one = 1;
+    if (bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "config"), &zero, &root_pid, BPF_ANY) ||
+        bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "tracked"), &root_pid, &one, BPF_ANY))
+        return fail("set the root", errno);
+    struct ring_buffer *rb = ring_buffer__new(bpf_object__find_map_fd_by_name(obj, "events"), on_record, NULL, NULL);
+    if (!rb) return fail("open the ring buffer", errno);
+    int lost_fd = bpf_object__find_map_fd_by_name(obj, "lost");
+    int cpus = libbpf_num_possible_cpus();
+    __u64 lost_said = 0;
+    putf("{\"type\": \"attached_probes\", \"data\": {\"probes\": %d}}\n", attached);
+    if (later) {  // the handshake Capsule waits for; a signal-0 kill of the root gives another
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        putf("{\"type\": \"printf\", \"data\": \"R %llu\\n\"}\n",
+             (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec);
+    }
+    flush_out();
+    while (!stopping && !failed_write) {
+        // The programs never wake the loader (QUIET in recorder.bpf.c): it reads what is there.
+        struct timespec nap = {0, READ_EVERY_MS * 1000000L};
+        nanosleep(&nap, NULL);
+        err = ring_buffer__consume(rb);
+        if (err < 0 && err != -EINTR) return fail("read the ring buffer", err);
+        __u64 lost = lost_total(lost_fd, cpus);
+        if (lost > lost_said) {
+            putf("{\"type\": \"lost_events\", \"data\": {\"events\": %llu}}\n", (unsigned long long)(lost - lost_said));
+            lost_said = lost;
+        }
+        flush_out();
+    }
+    ring_buffer__consume(rb);
+    flush_out();
+    return failed_write;
+}

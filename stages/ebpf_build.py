@@ -1,0 +1,131 @@
+"""Build the eBPF recorder (stages/bpf: the kernel half, a CO-RE object, and its libbpf loader) once.
+
+The sources ship with Capsule; the build needs clang (the BPF target), a C compiler and libbpf's
+headers and library (Debian: `apt-get install clang libbpf-dev`; the stub links glibc statically, libc6-dev; `just setup kernel` installs them).
+It runs at the first `--tracer ebpf` recording or `capsule doctor` after an install or upgrade, takes
+about a second, and is kept in the user's cache directory under a name that is the hash of the
+sources and of this module (the recipe), so an upgraded Capsule builds again and an unchanged one never does (the loader links
+libbpf's shared library, whose ABI is stable across its upgrades; a removed compiler does not
+matter once it is built). The object is CO-RE (relocated against the running kernel's BTF when it is
+loaded), so a kernel upgrade needs no rebuild. Concurrent first recordings build once: a lock, and
+the result is moved into place whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import attrs
+
+SOURCES = ("recorder.bpf.c", "recorder.c", "record.h", "types.h", "stub.c")
+OBJECT = "recorder.bpf.o"
+LOADER = "capsule-ebpf-recorder"
+STUB = "capsule-ebpf-stub"
+VERSION = "version"
+ARCH_DEFINES = {"x86_64": "x86"}  # the kernel half reads x86_64 syscall numbers and registers
+
+
+class BuildFailed(RuntimeError):
+    """The recorder cannot be built here; the message says why in one line."""
+
+
+@attrs.frozen
+class Built:
+    loader: Path
+    object: Path
+    stub: Path  # the command's stub (static: it opens nothing before its exec)
+    version: str  # the libbpf the loader runs with, as it says (`libbpf 1.1`)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "capsule"
+
+
+def _sources() -> dict[str, bytes]:
+    folder = resources.files("capsule.stages").joinpath("bpf")
+    return {name: folder.joinpath(name).read_bytes() for name in SOURCES}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BuildFailed(
+            f"{name} not found: the eBPF recorder is built with it (apt-get install clang libbpf-dev)"
+        )
+    return path
+
+
+def ensure_built() -> Built:
+    """The built recorder: from the cache, or built now (BuildFailed says why it cannot be)."""
+    machine = os.uname().machine
+    arch = ARCH_DEFINES.get(machine)
+    if arch is None:
+        raise BuildFailed(f"the eBPF recorder supports x86_64 only, not {machine}")
+    sources = _sources()
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + sources[name] + b"\0")
+    digest.update(Path(__file__).read_bytes())  # how they are built is part of what is built
+    home = cache_dir()
+    target = home / f"ebpf-{digest.hexdigest()[:16]}"
+    if not (target / VERSION).exists():
+        _build_once(sources, arch, home, target)
+    return Built(
+        loader=target / LOADER,
+        object=target / OBJECT,
+        stub=target / STUB,
+        version=(target / VERSION).read_text().strip(),
+    )
+
+
+def _build_once(sources: dict[str, bytes], arch: str, home: Path, target: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / "ebpf.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.exists():
+                _build(sources, _tool("clang"), _tool("cc"), arch, home, target)
+    except OSError as e:
+        raise BuildFailed(f"cannot build the eBPF recorder in {home}: {e.strerror or e}") from None
+
+
+def _build(sources: dict[str, bytes], clang: str, cc: str, arch: str, home: Path, target: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix="ebpf-build-", dir=home))
+    try:
+        for name, data in sources.items():
+            (work / name).write_bytes(data)
+        multiarch = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True, check=False)
+        include = f"/usr/include/{multiarch.stdout.strip()}"
+        _compile([clang, "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", str(work),
+                  "-I", include, "-c", str(work / "recorder.bpf.c"), "-o", str(work / OBJECT)])  # fmt: skip
+        _compile([cc, "-O2", "-o", str(work / LOADER), str(work / "recorder.c"), "-lbpf"])
+        _compile([cc, "-O2", "-static", "-o", str(work / STUB), str(work / "stub.c")])
+        said = subprocess.run([str(work / LOADER), "--version"], capture_output=True, text=True, check=False)
+        if said.returncode != 0:
+            raise BuildFailed(
+                f"the built eBPF recorder does not run: {said.stderr.strip() or said.returncode}"
+            )
+        (work / VERSION).write_text(said.stdout)  # written last: its presence means the build is whole
+        for name in SOURCES:
+            (work / name).unlink()
+        os.rename(work, target)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+
+
+def _compile(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = [ln for ln in done.stderr.splitlines() if "error" in ln] or done.stderr.splitlines() or [""]
+        hint = " (apt-get install libbpf-dev)" if "bpf/" in done.stderr else ""
+        raise BuildFailed(f"building the eBPF recorder failed: {said[0].strip()}{hint}")

@@ -1,0 +1,163 @@
+"""The eBPF recorder's process: found, probed and started, without trio (so `capsule run` can start it
+before trio and the recording's stages load: its ~40 ms of loading and attaching then overlap theirs).
+stages/ebpf.py follows the recording it makes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import attrs
+import orjson
+
+from capsule.stages.ebpf_build import BuildFailed, ensure_built
+from capsule.stages.launch import MainThreadProcess
+
+BTF = Path("/sys/kernel/btf/vmlinux")
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+class EbpfUnavailable(RuntimeError):
+    """eBPF recording cannot work here; the message says why in one line."""
+
+
+@attrs.frozen
+class EbpfTracer:
+    path: str  # the loader (stages/bpf/recorder.c, built)
+    object: str  # the kernel half (stages/bpf/recorder.bpf.c, built)
+    version: str  # the libbpf the loader runs with
+    stub: str = ""  # the command's stub (stages/bpf/stub.c, built)
+    kind: str = "ebpf"
+
+    def flags(self, level: str) -> tuple[str, ...]:
+        """The loader's arguments but the root pid: the object and the trace level."""
+        return (self.object, level)
+
+
+def find_ebpf() -> EbpfTracer:
+    """The built recorder with what it needs, or EbpfUnavailable saying what is missing."""
+    if os.geteuid() != 0:
+        raise EbpfUnavailable("eBPF recording needs root (bpf() and tracepoints are privileged)")
+    if shutil.which("setpriv") is None:
+        raise EbpfUnavailable("setpriv (util-linux) not found on PATH")
+    if not BTF.exists():
+        raise EbpfUnavailable(f"the kernel has no BTF ({BTF} is missing)")
+    _mount_tracefs()
+    try:
+        built = ensure_built()
+    except BuildFailed as e:
+        raise EbpfUnavailable(str(e)) from None
+    return EbpfTracer(
+        path=str(built.loader), object=str(built.object), version=built.version, stub=str(built.stub)
+    )
+
+
+def _mount_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    with contextlib.suppress(OSError):
+        TRACEFS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, check=False)
+    if not (TRACEFS / "events").is_dir():
+        raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted")
+
+
+def probe_ebpf(tracer: EbpfTracer) -> str | None:
+    """Load and attach every program once: None if it works, else the recorder's last error line."""
+    done = subprocess.run(
+        [tracer.path, tracer.object, "--probe"], capture_output=True, text=True, check=False, timeout=120
+    )
+    if done.returncode == 0:
+        return None
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"the eBPF recorder exited with {done.returncode}"
+
+
+def write_header(spool_fd: int, root: int, cwd: str | None = None) -> None:
+    """The trace's first line, written by Capsule: the root pid, the clock to make epoch seconds and
+    the root's working directory (relative paths the tree opens are made absolute from it)."""
+    offset = time.time_ns() - time.monotonic_ns()  # the recorder's clock is CLOCK_MONOTONIC
+    header: dict[str, object] = {"type": "capsule", "root": root, "clock": offset}
+    if cwd is not None:
+        header["cwd"] = os.path.abspath(cwd)
+    os.write(spool_fd, orjson.dumps(header) + b"\n")
+
+
+@attrs.define
+class Starting:
+    """The recorder started before its root and trace are known, loading and attaching its programs
+    meanwhile (while Capsule's own modules load and the command's stub starts); `follow` names them."""
+
+    process: MainThreadProcess
+    pid_w: int  # the recorder's stdin: one line, `ROOT_PID TRACE_PATH`
+    errors: IO[bytes]  # its stderr, read back when it fails
+    followed: bool = False
+
+    def follow(self, root: int, spool: Path, cwd: str | None) -> None:
+        """The trace's header, then the root's pid and the trace's path to the recorder, which opens
+        the trace (appending, after the header) and starts following the root."""
+        spool_fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            write_header(spool_fd, root, cwd or os.getcwd())
+        finally:
+            os.close(spool_fd)
+        self.followed = True
+        with contextlib.suppress(OSError):  # it ended: the wait for its readiness says why
+            os.write(self.pid_w, b"%d %s\n" % (root, os.fsencode(spool)))
+        self.close()
+
+    def close(self) -> None:
+        """No root will come (or it came): the recorder reads its end of stdin."""
+        if self.pid_w >= 0:
+            os.close(self.pid_w)
+            self.pid_w = -1
+
+    def stop(self) -> None:
+        """Not needed after all: the recorder is killed (it was not following anything yet)."""
+        self.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.errors.close()
+
+    def discard_unused(self) -> None:
+        """`stop` it if it was never given a root (the recording ended before its command started)."""
+        if not self.followed:
+            self.stop()
+
+    def last_error(self) -> str:
+        """`: <the recorder's last line on stderr>`, or ""."""
+        self.errors.seek(0)
+        said = [ln for ln in self.errors.read().decode(errors="replace").splitlines() if ln.strip()]
+        return f": {said[-1].strip()}" if said else ""
+
+
+def start_recorder(tracer: EbpfTracer, level: str) -> Starting:
+    """Start the recorder at trace `level` on a root and trace to be named (`Starting.follow`). Spawned
+    from the calling thread, which must be the main one, not one of trio's workers: the parent-death
+    signal fires when the spawning *thread* ends, and trio retires idle workers after 10 s."""
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (Starting owns it: closed by stop or its user)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = MainThreadProcess(
+            subprocess.Popen(
+                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, "-", level],
+                stdin=pid_r,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
+        )
+    except BaseException:
+        os.close(pid_w)
+        errors.close()
+        raise
+    finally:
+        os.close(pid_r)
+    return Starting(process=process, pid_w=pid_w, errors=errors)

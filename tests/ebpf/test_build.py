@@ -1,0 +1,86 @@
+"""Building the eBPF recorder (stages/bpf) once per source version, into the user's cache directory.
+
+Real clang and cc (the machine and CI have them: `just setup kernel`); elsewhere the tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capsule.stages import ebpf_build
+from capsule.stages.ebpf_build import BuildFailed, ensure_built
+
+TOOLS = [t for t in ("clang", "cc") if shutil.which(t) is None]
+needs_toolchain = pytest.mark.skipif(bool(TOOLS), reason=f"no {', '.join(TOOLS)} here to build the recorder")
+
+
+@needs_toolchain
+def test_built_once_then_taken_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = ensure_built()
+    assert first.loader.parent.parent == tmp_path / "capsule"
+    assert os.access(first.loader, os.X_OK)
+    assert first.object.stat().st_size > 0
+    assert first.version.startswith("libbpf ")
+    said = subprocess.run([str(first.loader), "--version"], capture_output=True, text=True, check=True)
+    assert said.stdout.strip() == first.version
+    stamp = first.loader.stat().st_mtime_ns
+    again = ensure_built()
+    assert again == first
+    assert again.loader.stat().st_mtime_ns == stamp
+    # only the build's products are kept: no sources, no half-built directory beside it
+    assert sorted(p.name for p in first.loader.parent.iterdir()) == sorted(
+        [ebpf_build.LOADER, ebpf_build.OBJECT, ebpf_build.STUB, ebpf_build.VERSION]
+    )
+    assert sorted(p.name for p in (tmp_path / "capsule").iterdir()) == sorted(
+        ["ebpf.lock", first.loader.parent.name]
+    )
+
+
+@needs_toolchain
+def test_concurrent_first_builds_build_once(tmp_path: Path) -> None:
+    """Two recordings starting together on a fresh cache: one builds, the other waits for it."""
+    code = "from capsule.stages.ebpf_build import ensure_built; print(ensure_built().loader)"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outs = {p.communicate()[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outs) == 1
+    assert len([p for p in (tmp_path / "capsule").iterdir() if p.name.startswith("ebpf-")]) == 1
+
+
+def test_without_clang_the_build_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BuildFailed) as failed:
+        ensure_built()
+    said = str(failed.value)
+    assert "\n" not in said
+    assert "clang not found" in said
+    assert "apt-get install clang libbpf-dev" in said
+    assert not [p for p in (tmp_path / "capsule").iterdir() if p.name.startswith("ebpf-")]
+
+
+@needs_toolchain
+def test_a_compile_error_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real = ebpf_build._sources
+    monkeypatch.setattr(ebpf_build, "_sources", lambda: {**real(), "recorder.bpf.c": b"this is not C;\n"})
+    with pytest.raises(BuildFailed) as failed:
+        ensure_built()
+    assert str(failed.value).startswith("building the eBPF recorder failed: ")
+    assert "\n" not in str(failed.value)
+    assert [p.name for p in (tmp_path / "capsule").iterdir()] == ["ebpf.lock"]
