@@ -1,7 +1,7 @@
 """Work done beside the main one, in a forked child of this process: a second core for big reports.
 
 A report is one pass that cannot be split (the fold is sequential), but its pieces can be pipelined:
-- `iter_events_forked`: a child reads and checks the lines (`capsule.codec.flat.flatten_line`: JSON
+- `iter_events_forked`: a child reads and checks the lines (`capsule.codec.flat.flatten_lines`: JSON
   parsing and type checks, ~60 % of decoding) while this process builds the records and folds them;
   what crosses the pipe is `marshal` of flat tuples (~0.3 us per event both ends);
 - `forked_chunks`: a child makes the end of some output from the state this process holds
@@ -24,14 +24,17 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capsule.codec import LineDecoder
 from capsule.codec.flat import BUILDERS as builders
-from capsule.codec.flat import flatten_line
+from capsule.codec.flat import flatten_lines
 from capsule.events import Event
 from capsule.report.json_stream import Chunk
 from capsule.stages.store import EVENTS, open_session_file
+
+if TYPE_CHECKING:
+    from capsule.fold import SessionState
 
 CHUNK = 1 << 20
 # What the decoding child reads per frame: small enough that the pipe holds several frames, so that
@@ -53,6 +56,36 @@ def worth_forking() -> bool:
 def iter_events_forked(session_dir: Path, decoder: LineDecoder) -> Iterator[Event]:
     """The events of `iter_events(session_dir, decoder)`, the same ones with the same notes in
     `decoder`, decoded half in a child process."""
+    for flat, batch in forked_batches(session_dir, decoder):
+        if not flat:
+            yield from batch
+            continue
+        for item in batch:
+            if type(head := item[0]) is str:
+                yield builders[head](item)
+            elif (decoded := decoder.decode(item[0], item[1])) is not None:
+                yield decoded[1]
+
+
+def fold_forked(session_dir: Path, decoder: LineDecoder, state: SessionState) -> None:
+    """Fold the events of `iter_events(session_dir, decoder)` into `state`, a batch at a time: the
+    lines are read and checked in a child process, the records built and folded here (the common kinds
+    folded without a record: `SessionState.apply_flat`)."""
+    apply = state.apply
+    for flat, batch in forked_batches(session_dir, decoder):
+        if flat:
+            state.apply_flat(batch, decoder.decode)
+        else:
+            for event in batch:
+                apply(event)
+
+
+def forked_batches(session_dir: Path, decoder: LineDecoder) -> Iterator[tuple[bool, list[Any]]]:
+    """The session's lines in batches, in order: `(True, items)`, the flat lines of one frame of the
+    child (`flatten_line`'s tuples, or `(line_no, line)` for `decoder.decode`), `decoder.line_no` set
+    after each; or `(False, events)`, decoded here (after the child died: from the end of the last whole
+    frame it sent). `decoder` has the torn tail and notes of `iter_events(session_dir, decoder)` at the
+    end."""
     read_end, write_end = os.pipe()
     _widen(write_end)
     pid = os.fork()
@@ -77,11 +110,7 @@ def iter_events_forked(session_dir: Path, decoder: LineDecoder) -> Iterator[Even
                 if items is None:
                     decoder.line_no, decoder.torn_tail, done = line_no, tail, True
                     break
-                for item in items:
-                    if type(head := item[0]) is str:
-                        yield builders[head](item)
-                    elif (decoded := decoder.decode(item[0], item[1])) is not None:
-                        yield decoded[1]
+                yield True, items
                 decoder.line_no = line_no
     finally:
         _end(pid)
@@ -102,13 +131,7 @@ def _flatten_into(session_dir: Path, write: Callable[[bytes], object]) -> None:
                 buffer = data
                 continue
             buffer = data[end + 1 :]
-            items = []
-            for line in data[:end].split(b"\n"):
-                line_no += 1
-                if not line.strip():
-                    continue
-                flat = flatten_line(line)
-                items.append(flat if flat is not None else (line_no, line))
+            items, line_no = flatten_lines(data[:end].split(b"\n"), line_no)
             consumed += end + 1
             _frame(write, (consumed, line_no, items, b""))
     _frame(write, (consumed, line_no, None, buffer))
@@ -119,14 +142,13 @@ def _frame(write: Callable[[bytes], object], value: tuple[Any, ...]) -> None:
     write(len(payload).to_bytes(_LENGTH, "little") + payload)
 
 
-def _resume(session_dir: Path, decoder: LineDecoder, consumed: int) -> Iterator[Event]:
+def _resume(session_dir: Path, decoder: LineDecoder, consumed: int) -> Iterator[tuple[bool, list[Any]]]:
     with open_session_file(session_dir, EVENTS) as file:
         skip = consumed
         while skip > 0 and (data := file.read(min(skip, CHUNK))):  # archived sessions cannot seek
             skip -= len(data)
         while data := file.read(CHUNK):
-            for _seq, event in decoder.feed(data):
-                yield event
+            yield False, [event for _seq, event in decoder.feed(data)]
     decoder.close()
 
 

@@ -208,11 +208,8 @@ def load(
     """Fold a session (recovering it first if its recorder died); `where`: its `$CAPSULE_HOME`
     (default `home()`); `forked`: a big session's lines are read and checked by a child process on
     another core (for a command that forks safely: no threads of its own at work)."""
-    import trio
-
     from capsule.codec import CodecError, LineDecoder
     from capsule.fold import SessionState
-    from capsule.stages.derive import recover
     from capsule.stages.reader import glance, iter_events, recorder_alive
 
     session_dir = session if isinstance(session, Path) else resolve(session)
@@ -224,6 +221,10 @@ def load(
         raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
     live = seen.ended is None and recorder_alive(header)
     if seen.ended is None and not live:
+        import trio  # only here: ~60 ms of every report's start with the recovery stages
+
+        from capsule.stages.derive import recover
+
         try:
             result = trio.run(lambda: recover(session_dir, header, home=where or home()))
         except CodecError as exc:  # a line written by a newer capsule: recovering would misread it
@@ -237,14 +238,14 @@ def load(
     decoder = LineDecoder()
     state = SessionState.new(rule_set)
     state.live = live  # a session still being recorded reads `running`, not `incomplete`
-    events = iter_events(session_dir, decoder)
-    if forked and _big(session_dir):
-        from capsule.stages.forked import iter_events_forked
-
-        events = iter_events_forked(session_dir, decoder)
     try:
-        for event in events:
-            state.apply(event)
+        if forked and _big(session_dir):
+            from capsule.stages.forked import fold_forked
+
+            fold_forked(session_dir, decoder, state)
+        else:
+            for event in iter_events(session_dir, decoder):
+                state.apply(event)
     except CodecError as exc:
         raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
     warnings += [f"line {n}: skipped, {reason}" for n, reason in decoder.bad_lines]

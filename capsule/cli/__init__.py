@@ -101,6 +101,12 @@ def _main(argv: list[str]) -> None:
         code = fast.import_(argv[1:])
         if code is not None:
             sys.exit(code)
+    if argv[:1] == ["report"] and "--json" in argv:
+        from capsule.cli import fast
+
+        code = fast.report_json(argv[1:])
+        if code is not None:
+            sys.exit(code)
     if argv[:2] == ["env", "status"] or argv[:1] == ["run"]:
         from capsule.cli import fast
 

@@ -147,6 +147,40 @@ def import_and_print(
     return 0
 
 
+def report_json(args: list[str]) -> int | None:
+    """`capsule report --json [SESSION]` (the option before or after it) without typer, rich or the text
+    renderer: its exit code, or None when typer must parse ARGS (another option or form) or the session
+    is an agents session (its report is the DAG's, capsule/cli/agents.py)."""
+    words = [a for a in args if a != "--json"]
+    if len(args) - len(words) != 1 or len(words) > 1 or any(w.startswith("-") for w in words):
+        return None
+    from capsule.api import sessions
+
+    def body() -> int:
+        session_dir = sessions.resolve(words[0] if words else "latest")
+        if sessions.is_agents(session_dir):
+            return -1
+        sessions.write_report_json(session_dir, sys.stdout.buffer)
+        sys.stdout.flush()
+        exiting_with_heap()
+        return 0
+
+    code = answer(lambda: _as_typer_would(body))
+    return None if code == -1 else code
+
+
+def exiting_with_heap() -> None:
+    """The report is out and the process exits next: leave its heap to the operating system.
+
+    What a big report built can outlive its frames (a caught exception's traceback somewhere holds them
+    in a cycle), so the interpreter's last collection would scan and free millions of objects: ~1 s
+    after a 1,000,000-event report. Frozen objects are skipped by that collection.
+    """
+    import gc
+
+    gc.freeze()
+
+
 def _as_typer_would(body: Callable[[], int]) -> int:
     """What typer does around a command's body: Ctrl-C is exit 130, silently; a closed pipe is exit 1,
     with the broken stream quiet from then on (typer/core.py `_main`)."""

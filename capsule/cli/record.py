@@ -141,7 +141,9 @@ def report(
         return
     if as_json:  # from the session's derived snapshot when it is fresh (stages/snapshot.py)
         sessions.write_report_json(session_dir, sys.stdout.buffer)
-        _exiting_with_heap()
+        from capsule.cli.fast import exiting_with_heap
+
+        exiting_with_heap()
         return
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
@@ -152,18 +154,6 @@ def report(
     console.print(render(state, full=full))
     for warning in warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)
-
-
-def _exiting_with_heap() -> None:
-    """The report is out and the process exits next: leave its heap to the operating system.
-
-    What a big report built can outlive its frames (a caught exception's traceback somewhere holds them
-    in a cycle), so the interpreter's last collection would scan and free millions of objects: ~1 s
-    after a 1,000,000-event report. Frozen objects are skipped by that collection.
-    """
-    import gc
-
-    gc.freeze()
 
 
 def _write_html(path: Path, state: Any, warnings: list[str]) -> None:

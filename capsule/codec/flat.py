@@ -30,25 +30,30 @@ def flatten_line(line: bytes) -> Flat | None:
     """The line's kind and field values, checked as `decode_line` checks them; None to decline."""
     try:
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        flat: Flat | None = _flatten[obj["kind"]](obj)
+    except (ValueError, TypeError, KeyError):  # not JSON, not an object, no kind or an unknown one
         return None
-    if type(obj) is not dict:
-        return None
-    kind = obj.pop("kind", None)
-    version = obj.pop("v", None)
-    seq = obj.pop("seq", None)
-    if type(seq) is not int or seq < 0 or type(version) is not int or type(kind) is not str:
-        return None
-    if not KINDS:
-        KINDS.update(events.KINDS)
-    cls = KINDS.get(kind)
-    if cls is None or version != cls.VERSION:
-        return None
-    flatten = _flatten[kind]
-    try:
-        return flatten(obj)
-    except (TypeError, KeyError):
-        return None
+    return flat
+
+
+def flatten_lines(lines: list[bytes], line_no: int) -> tuple[list[Any], int]:
+    """`flatten_line` of each line (numbered on from `line_no`) or, where it declines, `(number, line)`;
+    blank lines left out. Returns those and the last line's number. One loop for a frame of lines: a
+    call less per line than `flatten_line` in a loop."""
+    items: list[Any] = []
+    append, loads, hooks = items.append, orjson.loads, _flatten
+    for line in lines:
+        line_no += 1
+        try:
+            obj = loads(line)
+            flat = hooks[obj["kind"]](obj)
+        except (ValueError, TypeError, KeyError):
+            flat = None
+        if flat is not None:
+            append(flat)
+        elif line.strip():
+            append((line_no, line))
+    return items, line_no
 
 
 def build(flat: Flat) -> Event:
@@ -61,6 +66,10 @@ def _decline(_obj: dict[str, Any]) -> None:
 
 
 def _make_flatten(kind: str) -> Callable[[dict[str, Any]], Flat | None]:
+    """The flattener of a line of `kind` (a KeyError for an unknown one): its `v` and `seq` checked,
+    then its fields, each of its type (a TypeError, or a KeyError for a missing one, to decline)."""
+    if not KINDS:
+        KINDS.update(events.KINDS)
     cls = KINDS[kind]
     if cls is SessionStarted:  # the header's `format` is checked by decode_line; one line per session
         return _decline
@@ -68,7 +77,10 @@ def _make_flatten(kind: str) -> Callable[[dict[str, Any]], Flat | None]:
     fields = attrs.fields(cls)
     if any(_check(hints[f.name], "v") is None for f in fields):
         return _decline  # a field the line format does not spell: decode_line's cattrs path
-    scope: dict[str, Any] = {**CHECK_SCOPE, "names": frozenset(f.name for f in fields), "kind": kind}
+    scope: dict[str, Any] = {
+        **CHECK_SCOPE, "names": frozenset(("kind", "v", "seq", *(f.name for f in fields))), "kind": kind,
+        "version": cls.VERSION,
+    }  # fmt: skip
     body = []
     for i, f in enumerate(fields):
         x, name = f"x{i}", repr(f.name)
@@ -92,6 +104,9 @@ def _make_flatten(kind: str) -> Callable[[dict[str, Any]], Flat | None]:
     source = "\n".join(
         [
             "def flatten(d):",
+            "    v, seq = d['v'], d['seq']",
+            "    if type(v) is not int or v != version or type(seq) is not int or seq < 0:",
+            "        return None",
             "    if not names.issuperset(d):",
             "        return None",
             *(f"    {line}" for line in body),

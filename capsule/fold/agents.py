@@ -91,10 +91,11 @@ def _call(tree: ProcessTree, node: ProcessNode) -> ToolCall:
     size = 1
     if workflow in _GENERIC:
         inner: Counter[str] = Counter()
-        for child in tree.descendants(node):
+        for child in tree.descendants(node):  # a big session's agent: ~all its processes, once each
             size += 1
-            if child.workflow not in _GENERIC and child.label != "system" and child.workflow is not None:
-                inner[child.workflow] += 1
+            c = child.classification
+            if (w := c.workflow) not in _GENERIC and c.label != "system":  # (None is generic)
+                inner[w] += 1
         # most_common keeps first-seen order among ties: the earliest inner workflow wins a tie
         workflow = inner.most_common(1)[0][0] if inner else "execute"
     else:

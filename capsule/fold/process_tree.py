@@ -230,29 +230,33 @@ class ProcessTree:
         return self._new_node(pid, None, "unseen", ts)
 
     def _spawned(self, event: ProcSpawned) -> None:
-        key = self.current.get(event.pid)
+        self.spawned(event.ts, event.pid, event.ppid, event.via)
+
+    def spawned(self, ts: float, pid: int, ppid: int | None, via: str) -> None:
+        """The fold of a `proc.spawned` of these fields (a big report folds them without the record)."""
+        key = self.current.get(pid)
         if key is not None:
             old = self.nodes[key]
             if old.via == "unseen" and old.end is None and not old.children:
                 # An exec or sample arrived first: this is the spawn of that same process.
-                self._adopt(old, event)
+                self._adopt(old, ts, ppid, via)
                 return
             if old.end is None:
-                self.warn(f"pid {event.pid} spawned again before its exit was seen")
-        self._new_node(event.pid, event.ppid, event.via, event.ts)
+                self.warn(f"pid {pid} spawned again before its exit was seen")
+        self._new_node(pid, ppid, via, ts)
 
-    def _adopt(self, node: ProcessNode, event: ProcSpawned) -> None:
-        if node.key in self.roots and event.ppid is not None and event.ppid in self.current:
+    def _adopt(self, node: ProcessNode, ts: float, ppid: int | None, via: str) -> None:
+        if node.key in self.roots and ppid is not None and ppid in self.current:
             self.roots.remove(node.key)
-            parent = self.nodes[self.current[event.ppid]]
+            parent = self.nodes[self.current[ppid]]
             parent.children.append(node.key)
             node.parent = parent.key
             node.inherited_argv = parent.display_argv
             if node.argv is None:
                 node.classification = parent.classification
-        node.ppid = event.ppid
-        node.via = event.via
-        node.start = min(node.start, event.ts)
+        node.ppid = ppid
+        node.via = via
+        node.start = min(node.start, ts)
 
     def _exec(self, event: ProcExec) -> None:
         node = self._node_for(event.pid, event.ts, "exec")
@@ -274,14 +278,20 @@ class ProcessTree:
             node.classification = self.rules.classify([(event.path, event.argv or ())])
 
     def _exited(self, event: ProcExited) -> None:
-        node = self._node_for(event.pid, event.ts, "exit")
+        self.exited(event.ts, event.pid, event.exit_code, event.signal, event.core_dumped)
+
+    def exited(
+        self, ts: float, pid: int, exit_code: int | None, signal: str | None, core_dumped: bool
+    ) -> None:
+        """The fold of a `proc.exited` of these fields (a big report folds them without the record)."""
+        node = self._node_for(pid, ts, "exit")
         if node.end is not None:
-            self.warn(f"pid {event.pid} exited twice")
+            self.warn(f"pid {pid} exited twice")
             return
-        node.end = event.ts
-        node.exit_code = event.exit_code
-        node.signal = event.signal
-        node.core_dumped = event.core_dumped
+        node.end = ts
+        node.exit_code = exit_code
+        node.signal = signal
+        node.core_dumped = core_dumped
 
     def _signaled(self, event: ProcSignaled) -> None:
         key = self.current.get(event.pid)

@@ -91,6 +91,7 @@ from typing import Any
 
 from capsule.fold.activity import FILE_OPS, Activity
 from capsule.fold.agents import AgentRun, agent_runs, tool_name
+from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState, paused_gc
 from capsule.report.policy import policy_dict
@@ -180,10 +181,15 @@ def tool_stats(nodes: list[ProcessNode], tree: ProcessTree | None = None) -> lis
     spans: dict[str, list[tuple[float, float]]] = {}
     own: dict[str, float] = {}
     failed: dict[str, int] = {}
+    names: dict[str, str] = {}  # argv[0] -> tool_name's answer for it (no runner's tool)
     for node in nodes:
-        if node.classification.label != "tool" or (node.argv is None and not node.execs):
+        c, argv = node.classification, node.argv
+        if c.label != "tool" or (argv is None and not node.execs):
             continue  # forks that never exec'd are part of their parent's work
-        name = tool_name(node)
+        if c.tool is None and argv and (first := argv[0]):
+            name = names.get(first) or names.setdefault(first, basename(first))
+        else:
+            name = tool_name(node)
         start, end = node.start, node.end
         if name in count:
             count[name] += 1
@@ -370,16 +376,28 @@ def _head(state: SessionState) -> dict[str, Any]:
     }
 
 
+def _outcomes(nodes: list[ProcessNode]) -> dict[str, int]:
+    """The summary's counts of failed, answered, signaled and exec-failed processes (one pass)."""
+    failed = answered = signaled = exec_failed = 0
+    for n in nodes:
+        if n.failed:
+            failed += 1
+        if n.answered:
+            answered += 1
+        if n.signal is not None:
+            signaled += 1
+        if n.exec_failed:
+            exec_failed += 1
+    return {"failed": failed, "answered": answered, "signaled": signaled, "exec_failed": exec_failed}
+
+
 def _tail(state: SessionState, nodes: list[ProcessNode]) -> dict[str, Any]:
     labels = Counter(n.label for n in nodes)
     workflows = Counter(n.workflow for n in nodes if n.workflow is not None)
     return {
         "summary": {
             "processes": len(nodes),
-            "failed": sum(n.failed for n in nodes),
-            "answered": sum(n.answered for n in nodes),
-            "signaled": sum(n.signal is not None for n in nodes),
-            "exec_failed": sum(n.exec_failed for n in nodes),
+            **_outcomes(nodes),
             "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
             "workflows": dict(sorted(workflows.items(), key=lambda kv: (-kv[1], kv[0]))),
             "tools": tool_stats(nodes, state.tree),

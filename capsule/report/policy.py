@@ -3,10 +3,10 @@ Present only when the session had a policy (so reports of unguarded runs do not 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.table import Table
 
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.session import SessionState
@@ -80,6 +80,9 @@ def policy_table(state: SessionState) -> Table | None:
     title = policy_title(state)
     if title is None:
         return None
+    from rich.table import Table  # here: the JSON report (policy_dict) does without rich
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left", show_edge=False, title_style="bold")
     for column in ("pid", "blocked", "rule", "by"):
         table.add_column(column, overflow="fold")

@@ -119,15 +119,15 @@ def test_a_newer_version_stops_both_alike(tmp_path: Path) -> None:
 def test_a_child_that_dies_is_replaced_by_reading_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """The child exits mid-session: the rest is read in this process, from its last whole frame."""
     golden = max(RUN_AND_IMPORT, key=lambda p: (p / "events.jsonl").stat().st_size)
-    parent, real, calls = os.getpid(), forked.flatten_line, [0]
+    parent, real, calls = os.getpid(), forked.flatten_lines, [0]
 
-    def dying(line: bytes) -> object:
+    def dying(lines: list[bytes], line_no: int) -> object:
         calls[0] += 1
-        if os.getpid() != parent and calls[0] > 25:
+        if os.getpid() != parent and calls[0] > 5:
             os._exit(3)
-        return real(line)
+        return real(lines, line_no)
 
-    monkeypatch.setattr(forked, "flatten_line", dying)
+    monkeypatch.setattr(forked, "flatten_lines", dying)
     _same(golden)
 
 

@@ -365,3 +365,57 @@ def test_fast_import_answers_as_typer_does(capsule: CapsuleRunner, tmp_path: Pat
         assert one.returncode == other.returncode, (one.stderr, other.stderr)
         masked = [re.sub(r"\d{8}-\d{6}-[0-9a-f]{5}", "ID", p.stdout) + p.stderr for p in (one, other)]
         assert masked[0] == masked[1]
+
+
+# What `capsule report --json` of a run or import session must not load: typer, rich and the text
+# renderer, the recovery stages (trio) when the session needs no recovery.
+NOT_ON_THE_REPORT_JSON_PATH = ("typer", "rich", "capsule.cli.record", "capsule.report.text", "trio")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [["--json", "{s}"], ["{s}", "--json"], ["--json"], ["--json", "nosuch"], ["--json", "{agents}"],
+     ["--json", "{s}", "--full"], ["--json", "--json", "{s}"], ["--json", "-x"]],
+)  # fmt: skip
+def test_fast_report_json_answers_as_typer_does(form: list[str], tmp_path: Path) -> None:
+    """`capsule report --json [SESSION]` through the entry point (typer-free where it applies) prints
+    and exits exactly as the typer command does; another form, or an agents session, is typer's."""
+    import json
+    import os
+    import shutil
+
+    from capsule.codec import encode_line
+    from capsule.events import SessionStarted, kind_versions
+    from tests.golden import discover
+
+    runs = tmp_path / "home" / "runs"
+    run = next(g for g in discover() if g.name == "parallel")
+    shutil.copytree(run, runs / run.name, ignore=shutil.ignore_patterns("expected"))
+    (runs / "agents-1").mkdir(mode=0o700)
+    header = SessionStarted(
+        ts=1.0, capsule_version="0.1.0", session_id="agents-1", session_kind="agents", argv=("x",), cwd="/",
+        host="h", tracer="strace", tracer_version="6.1", tracer_flags=(), kinds=kind_versions(),
+    )  # fmt: skip
+    (runs / "agents-1" / "events.jsonl").write_bytes(encode_line(0, header))
+    args = [w.format(s=run.name, agents="agents-1") for w in form]
+    env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    prelude = "import sys; sys.argv[0] = 'capsule'; "
+    entry = (
+        prelude + "import atexit, json\n"
+        "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.__stderr__))\n"
+        "from capsule.cli import main; main()"
+    )
+    typer_only = (
+        prelude + "import capsule.cli as c; c.load('record'); from capsule.cli.base import main; main()"
+    )
+    answers = [
+        subprocess.run([sys.executable, "-c", script, "report", *args], capture_output=True, env=env)
+        for script in (entry, typer_only)
+    ]
+    *rest, loaded = answers[0].stderr.decode().rstrip("\n").split("\n")
+    fast = (answers[0].returncode, answers[0].stdout, "\n".join(rest))
+    typed = (answers[1].returncode, answers[1].stdout, answers[1].stderr.decode().rstrip("\n"))
+    assert fast == typed
+    if form in (["--json", "{s}"], ["{s}", "--json"]):
+        assert json.loads(fast[1])["processes"]
+        assert sorted(set(json.loads(loaded)) & set(NOT_ON_THE_REPORT_JSON_PATH)) == []

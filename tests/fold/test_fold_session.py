@@ -129,3 +129,42 @@ def test_prefix_law(events: list[Event], data: st.DataObject) -> None:
     for event in events[cut:]:
         resumed = apply(resumed, event)
     assert report_dict(resumed) == report_dict(whole)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=event_streams(), data=st.data())
+def test_folding_flat_lines_equals_folding_records(events: list[Event], data: st.DataObject) -> None:
+    """`apply_flat` (a big report's fold, capsule/codec/flat.py tuples, the common kinds folded without a
+    record) gives the state `apply` gives: any stream, any timestamps, lines it declined (not JSON, an
+    old version) through the decoder, any batching."""
+    import attrs
+
+    from capsule.codec import LineDecoder, encode_line
+    from capsule.codec.flat import flatten_lines
+
+    events = [attrs.evolve(e, ts=data.draw(st.sampled_from([e.ts, e.ts - 5, 0.5]))) for e in events]
+    lines = [encode_line(seq, e).rstrip(b"\n") for seq, e in enumerate(events)]
+    for at in sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=3)), reverse=True):
+        lines.insert(at, data.draw(st.sampled_from([b"not json", b"", b'{"kind": "proc.exited", "v": 0}'])))
+    decoder, one = LineDecoder(), LineDecoder()
+    whole = SessionState.new(RULES)
+    for _seq, event in one.feed(b"\n".join(lines) + b"\n"):
+        whole.apply(event)
+    flat = SessionState.new(RULES)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=3)))
+    line_no = 0
+    for a, b in zip([0, *cuts], [*cuts, len(lines)], strict=True):
+        items, line_no = flatten_lines(lines[a:b], line_no)
+        flat.apply_flat(items, decoder.decode)
+    assert report_dict(flat) == report_dict(whole)
+    assert (flat.events, flat.first_ts, flat.last_ts, flat.earliest_ts) == (
+        whole.events, whole.first_ts, whole.last_ts, whole.earliest_ts
+    )  # fmt: skip
+    assert decoder.bad_lines == one.bad_lines
+
+
+def test_the_common_kinds_fold_flat() -> None:
+    """The fast kinds of `apply_flat` still match their records' fields (else they would be built)."""
+    from capsule.fold import session
+
+    assert (session._SPAWNED, session._EXITED) == ("proc.spawned", "proc.exited")
