@@ -7,21 +7,32 @@ A glob matches a path whole, as a suffix (`.git/config` covers `/repo/.git/confi
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
-from fnmatch import fnmatchcase
+from fnmatch import translate
 
 from capsule.policy.rules import Policy
 
 
+@functools.lru_cache(maxsize=256)
+def _covers(rule: str, home: str | None) -> re.Pattern[str]:
+    """One pattern for the five ways a rule covers a path (fnmatch's, case-sensitive): the path whole,
+    as a suffix, the name alone, or inside a directory matched either way. The guard matches every
+    name under the working directory against each rule when a tree starts: one match, not five."""
+    pattern = home + rule[1:] if home is not None and rule.startswith("~") else rule
+    pattern = pattern.rstrip("/") or "/"
+    forms = [pattern, "*/" + pattern, pattern.rstrip("/") + "/*", "*/" + pattern + "/*"]
+    whole = "|".join(f"(?:{translate(form)})" for form in forms)
+    name = translate(pattern)
+    # the name alone: the text after the last slash (a name has none, so a pattern with one never matches it)
+    return re.compile(f"(?:{whole})|(?s:.*/)?(?=[^/]*\\Z)(?:{name})" if "/" not in pattern else whole)
+
+
 def _match(rules: Iterable[str], path: str, home: str | None) -> str | None:
-    name = path.rsplit("/", 1)[-1]
     for rule in rules:
-        pattern = home + rule[1:] if home is not None and rule.startswith("~") else rule
-        pattern = pattern.rstrip("/") or "/"
-        if fnmatchcase(path, pattern) or fnmatchcase(path, "*/" + pattern) or fnmatchcase(name, pattern):
+        if _covers(rule, home).match(path):
             return rule
-        if fnmatchcase(path, pattern.rstrip("/") + "/*") or fnmatchcase(path, "*/" + pattern + "/*"):
-            return rule  # inside a covered directory
     return None
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from capsule.events import FileOpened, NetConnected, ProcExec
 from capsule.policy import Policy, PolicyError, decide_exec, parse_policy, protected_path, read_only_path
@@ -261,3 +263,69 @@ def test_fallback_key_is_part_of_the_policy() -> None:
     policy = parse_policy({"deny_commands": ["sudo *"], "fallback": "detect"})
     downgraded = plan_enforcement(policy, {"seccomp-notify": "pretend"}, policy.fallback)
     assert downgraded.detected == ("seccomp-notify",)
+
+
+def _covered_by_fnmatch(rules: list[str], path: str, home: str | None) -> str | None:
+    """What a path rule covers, spelled with fnmatch's five calls (as the guard matched them before
+    they became one pattern per rule)."""
+    from fnmatch import fnmatchcase
+
+    name = path.rsplit("/", 1)[-1]
+    for rule in rules:
+        pattern = home + rule[1:] if home is not None and rule.startswith("~") else rule
+        pattern = pattern.rstrip("/") or "/"
+        if fnmatchcase(path, pattern) or fnmatchcase(path, "*/" + pattern) or fnmatchcase(name, pattern):
+            return rule
+        if fnmatchcase(path, pattern.rstrip("/") + "/*") or fnmatchcase(path, "*/" + pattern + "/*"):
+            return rule
+    return None
+
+
+_RULES = [
+    ".env",
+    "*.key",
+    ".git/config",
+    "~/.ssh",
+    "/etc",
+    "secret*",
+    "a/*/b",
+    "[ab]c",
+    "x?y",
+    "/",
+    "dir/",
+    "~",
+    "*",
+]
+_PARTS = [
+    "a",
+    "b",
+    "c",
+    ".env",
+    "x.key",
+    ".git",
+    "config",
+    ".ssh",
+    "etc",
+    "secret1",
+    "ac",
+    "xzy",
+    "dir",
+    "",
+    "ü",
+    "a\nb",
+]
+
+
+@hypothesis.given(
+    rules=st.lists(st.sampled_from(_RULES), min_size=1, max_size=3),
+    parts=st.lists(st.sampled_from(_PARTS), min_size=1, max_size=5),
+    absolute=st.booleans(),
+    home=st.sampled_from([None, "/root"]),
+)
+def test_one_pattern_per_rule_covers_what_fnmatch_did(
+    rules: list[str], parts: list[str], absolute: bool, home: str | None
+) -> None:
+    from capsule.policy.paths import _match
+
+    path = ("/" if absolute else "") + "/".join(parts)
+    assert _match(rules, path, home) == _covered_by_fnmatch(rules, path, home)
