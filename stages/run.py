@@ -357,7 +357,7 @@ async def record_run(
             # start on the other core (~10 ms of each recording's start).
             from capsule.stages.pipeline import LiveCount, run_pipeline
             from capsule.stages.sample import sample_stage
-            from capsule.stages.trace import tail_stage
+            from capsule.stages.trace import POLL_IDLE_S, POLL_S, tail_stage
 
             live = LiveCount()
             tracer_done = trio.Event()
@@ -385,8 +385,11 @@ async def record_run(
                     nursery.start_soon(
                         partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
                     )
+                # A quiet trace is looked at less often, unless a guard kills on it or (eBPF) the end
+                # of the tree is seen in it: strace's own exit ends the wait at once.
+                idle_poll = POLL_IDLE_S if enforcement is None and not ebpf else POLL_S
                 stats = await run_pipeline(
-                    partial(tail_stage, spool, tracer_done),
+                    partial(tail_stage, spool, tracer_done, idle_poll=idle_poll),
                     partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=redact and ebpf,  # strace: its relay redacted the spool already
