@@ -48,7 +48,6 @@ from capsule.stages.launch import (
     shown_argv,
     traced_header,
 )
-from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import spool_path
@@ -402,6 +401,8 @@ async def record_run(
         if command is not None and not launched.wrapped:
             # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
             await command.wait()
+            from capsule.stages.processes import returncode_status  # (eBPF only: stages.procs is ~2 ms)
+
             exit_code, sig = returncode_status(command.returncode)
             code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)
         elif command is not None:
