@@ -12,15 +12,15 @@ once; only the lines holding a hint, and only the rules whose hints they hold, r
 
 from __future__ import annotations
 
-import re
-import tomllib
-from collections.abc import Iterable
-
 import ahocorasick_rs
 
 # typing.TYPE_CHECKING without importing typing: the relay imports this module at every `capsule run`.
+# So do `re` and `tomllib` (~13 ms of the relay's start): the relay's trace rarely holds a hint, and it
+# takes the parsed rules from its cache (`use_shapes`), so they load on first need.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterable
     from typing import Any, TypeVar
 
     from capsule.events import Event
@@ -35,6 +35,12 @@ _MASK_B = MASK.encode()
 _VALUE = r"(?:[^\s\"'\\,;&|<>()`]|\\\\|\\x[0-9a-fA-F]{2}|\\[0-7]{1,3})+"
 _QUOTE = r"(?:\\?[\"'])?"
 _SEP = r"(?:\", \"|[ \t]+)"
+
+
+def _compile(pattern: str | bytes) -> Any:
+    import re
+
+    return re.compile(pattern)
 
 
 class Rule:
@@ -68,18 +74,20 @@ class Rule:
         # `need` ignores case and names no upper-case letter (nor an upper-case class such as \S): over
         # a lowered line the case-sensitive search finds what it finds over the line (bytes patterns
         # fold ASCII case only, as bytes.lower lowers ASCII only), ~7x faster on a trace's long lines.
-        self._folds = need is not None and _LOWER_NEED.fullmatch(need) is not None
+        self._folds = (
+            need is not None and need.startswith("(?i)") and not any("A" <= c <= "Z" for c in need[4:])
+        )
 
     @property
     def raw(self) -> re.Pattern[bytes]:
         if self._raw is None:
-            self._raw = re.compile(self.pattern.encode())
+            self._raw = _compile(self.pattern.encode())
         return self._raw
 
     @property
     def text(self) -> re.Pattern[str]:
         if self._text is None:
-            self._text = re.compile(self.pattern)
+            self._text = _compile(self.pattern)
         return self._text
 
     def mask_raw(self, line: bytes, lowered: bytes | None = None) -> bytes:
@@ -87,12 +95,12 @@ class Rule:
         if self.need is not None:
             if lowered is not None and self._folds:
                 if self._need_lowered is None:
-                    self._need_lowered = re.compile(self.need[4:].encode())
+                    self._need_lowered = _compile(self.need[4:].encode())
                 if self._need_lowered.search(lowered) is None:
                     return line
             else:
                 if self._need_raw is None:
-                    self._need_raw = re.compile(self.need.encode())
+                    self._need_raw = _compile(self.need.encode())
                 if self._need_raw.search(line) is None:
                     return line
         return _mask(line, self.raw, _MASK_B)
@@ -100,13 +108,10 @@ class Rule:
     def mask_text(self, line: str) -> str:
         if self.need is not None:
             if self._need_text is None:
-                self._need_text = re.compile(self.need)
+                self._need_text = _compile(self.need)
             if self._need_text.search(line) is None:
                 return line
         return _mask(line, self.text, MASK)
-
-
-_LOWER_NEED = re.compile(r"\(\?i\)[^A-Z]*")
 
 
 def _fill(pattern: str, names: dict[str, Any]) -> str:
@@ -118,36 +123,77 @@ def _fill(pattern: str, names: dict[str, Any]) -> str:
     )
 
 
-def _load() -> tuple[tuple[Rule, ...], tuple[str, ...], dict[str, re.Pattern[bytes]]]:
-    # Package data, read once at import (like a compiled-in table; the core opens no user files),
-    # through the package's loader as pkgutil.get_data does: the relay imports this module on every
-    # run, and importlib.resources cost ~40 ms of it, pkgutil (and the typing it imports) ~7 ms.
-    # (This module's own loader reads the file beside it, in a directory or a zip alike.)
+def shapes_source() -> bytes:
+    """The bytes of shapes.toml. Package data, read like a compiled-in table (the core opens no user
+    files), through the package's loader as pkgutil.get_data does: the relay imports this module on
+    every run, and importlib.resources cost ~40 ms of it, pkgutil (and the typing it imports) ~7 ms.
+    (This module's own loader reads the file beside it, in a directory or a zip alike.)"""
     loader: Any = __spec__.loader
-    source = loader.get_data(__file__.rpartition("/")[0] + "/rules/secrets/shapes.toml")
-    data = tomllib.loads(source.decode("utf-8"))
-    names = data["names"]
-    rules = []
-    for raw in data["rule"]:
-        hints = tuple(names["hints"]) if raw.get("names") else tuple(raw["hints"])
-        need = _fill(raw["need"], names) if "need" in raw else None
-        rules.append(Rule(raw["name"], hints, _fill(raw["pattern"], names), need))
-    checks = {h["literal"]: re.compile(h["check"].encode()) for h in data.get("hint", [])}
-    hints = tuple(dict.fromkeys(h for rule in rules for h in rule.hints))
-    return tuple(rules), hints, checks
+    data: bytes = loader.get_data(__file__.rpartition("/")[0] + "/rules/secrets/shapes.toml")
+    return data
 
 
-RULES, _HINTS, _CHECKS = _load()
-_AUTOMATON = ahocorasick_rs.BytesAhoCorasick([h.encode() for h in _HINTS])
-_RULES_BY_HINT: dict[int, tuple[int, ...]] = {
-    i: tuple(r for r, rule in enumerate(RULES) if hint in rule.hints) for i, hint in enumerate(_HINTS)
-}
+def parse_shapes(source: bytes) -> dict[str, Any]:
+    """shapes.toml's bytes as TOML data (what `use_shapes` takes; plain dicts, lists and strings)."""
+    import tomllib
+
+    return tomllib.loads(source.decode("utf-8"))
 
 
-def _hits(lowered: bytes) -> Iterable[tuple[int, int]]:
+class _Shapes:
+    """The rules of one parse of shapes.toml, with the automaton of their hints."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        names = data["names"]
+        rules = []
+        for raw in data["rule"]:
+            hints = tuple(names["hints"]) if raw.get("names") else tuple(raw["hints"])
+            need = _fill(raw["need"], names) if "need" in raw else None
+            rules.append(Rule(raw["name"], hints, _fill(raw["pattern"], names), need))
+        self.rules = tuple(rules)
+        self.hints = tuple(dict.fromkeys(h for rule in rules for h in rule.hints))
+        self.check_sources = {h["literal"]: h["check"] for h in data.get("hint", [])}
+        self.checks: dict[str, re.Pattern[bytes]] = {}  # compiled on first use
+        self.automaton = ahocorasick_rs.BytesAhoCorasick([h.encode() for h in self.hints])
+        self.rules_by_hint: dict[int, tuple[int, ...]] = {
+            i: tuple(r for r, rule in enumerate(rules) if hint in rule.hints)
+            for i, hint in enumerate(self.hints)
+        }
+
+    def check(self, hint: str) -> re.Pattern[bytes] | None:
+        found = self.checks.get(hint)
+        if found is None and hint in self.check_sources:
+            found = self.checks[hint] = _compile(self.check_sources[hint].encode())
+        return found
+
+
+_shapes: _Shapes | None = None
+
+
+def use_shapes(data: dict[str, Any]) -> None:
+    """Redact with these rules: `parse_shapes` of `shapes_source()`, kept by a caller that can keep it
+    (the spool relay's cache); otherwise this module parses shapes.toml itself, on first use."""
+    global _shapes
+    _shapes = _Shapes(data)
+
+
+def _loaded() -> _Shapes:
+    if _shapes is None:
+        use_shapes(parse_shapes(shapes_source()))
+    assert _shapes is not None
+    return _shapes
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RULES":  # every rule, in shapes.toml's order
+        return _loaded().rules
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _hits(shapes: _Shapes, lowered: bytes) -> Iterable[tuple[int, int]]:
     """(position, hint index) of every hint that counts (its check, if any, matches there)."""
-    for index, start, _end in _AUTOMATON.find_matches_as_indexes(lowered, overlapping=True):
-        check = _CHECKS.get(_HINTS[index])
+    for index, start, _end in shapes.automaton.find_matches_as_indexes(lowered, overlapping=True):
+        check = shapes.check(shapes.hints[index])
         if check is None or check.match(lowered, start):
             yield start, index
 
@@ -168,11 +214,12 @@ def _mask(line: _S, pattern: re.Pattern[_S], mask: _S) -> _S:
 
 def redact_bytes(data: bytes) -> bytes:
     """Redact a chunk of raw trace (whole lines; no pattern spans a newline)."""
+    shapes = _loaded()
     lowered = data.lower()
     flagged: dict[int, set[int]] = {}  # line start -> rules to run on it
-    for at, index in _hits(lowered):
+    for at, index in _hits(shapes, lowered):
         start = lowered.rfind(b"\n", 0, at) + 1
-        flagged.setdefault(start, set()).update(_RULES_BY_HINT[index])
+        flagged.setdefault(start, set()).update(shapes.rules_by_hint[index])
     if not flagged:
         return data
     pieces: list[bytes] = []
@@ -183,7 +230,7 @@ def redact_bytes(data: bytes) -> bytes:
         line = data[start:end]
         low: bytes | None = lowered[start:end]
         for r in sorted(flagged[start]):
-            masked = RULES[r].mask_raw(line, low)
+            masked = shapes.rules[r].mask_raw(line, low)
             if masked != line:
                 line, low = masked, None  # a mask changed the line: what follows reads it as it is now
         pieces += (data[done:start], line)
@@ -195,28 +242,38 @@ def redact_bytes(data: bytes) -> bytes:
 # -- argv and strings, through their strace-quoted rendering ---------------------------------------------
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
-_ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
+# A string's escapes, its quoted elements, and their unescapes: compiled on first use (never by the relay).
+_PATTERNS: list[re.Pattern[str]] = []
+
+
+def _patterns() -> list[re.Pattern[str]]:
+    if not _PATTERNS:
+        _PATTERNS.extend(
+            _compile(p) for p in (r'[\\"\x00-\x1f\x7f]', r'"((?:[^"\\]|\\.)*)"', r"\\(x[0-9a-fA-F]{2}|.)")
+        )
+    return _PATTERNS
+
+
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
 
 def _quote(arg: str) -> str:
-    escaped = _NEEDS_ESCAPE.sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", arg)
+    escaped = _patterns()[0].sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", arg)
     return f'"{escaped}"'
 
 
 def _unquote(body: str) -> str:
-    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m[1]) or chr(int(m[1][1:], 16)), body)
+    return _patterns()[2].sub(lambda m: _UNESCAPES.get(m[1]) or chr(int(m[1][1:], 16)), body)
 
 
 def _redact_rendered(line: str) -> str:
+    shapes = _loaded()
     lowered = line.lower().encode("utf-8", "surrogatepass")
     wanted: set[int] = set()
-    for _at, index in _hits(lowered):
-        wanted.update(_RULES_BY_HINT[index])
+    for _at, index in _hits(shapes, lowered):
+        wanted.update(shapes.rules_by_hint[index])
     for r in sorted(wanted):
-        line = RULES[r].mask_text(line)
+        line = shapes.rules[r].mask_text(line)
     return line
 
 
@@ -228,7 +285,7 @@ def redact_argv(argv: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     redacted = _redact_rendered(rendered)
     if redacted == rendered:
         return tuple(argv)
-    out = tuple(_unquote(m[1]) for m in _ELEMENT.finditer(redacted))
+    out = tuple(_unquote(m[1]) for m in _patterns()[1].finditer(redacted))
     # Masks never span a quote, so the elements are the same in number; if not, keep nothing.
     return out if len(out) == len(argv) else tuple(MASK for _ in argv)
 

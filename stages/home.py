@@ -23,6 +23,7 @@ def home_path() -> str:
 
 
 RUNS = "runs"  # the sessions, under home
+SETTINGS = "config.toml"  # the global config, under home (capsule.settings parses it)
 
 
 def runs_dir(home: Path) -> Path:

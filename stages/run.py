@@ -48,8 +48,6 @@ from capsule.stages.launch import (
     shown_argv,
     traced_header,
 )
-from capsule.stages.pipeline import exit_status, incompleteness
-from capsule.stages.processes import returncode_status
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import claim_spool, spool_output
 from capsule.stages.store import spool_path
@@ -351,10 +349,9 @@ async def record_run(
                 guard.spawned()
             # Loaded here, not with this module: under strace they load while strace and its relay
             # start on the other core (~10 ms of each recording's start).
-            from capsule.stages.pipeline import LiveCount, run_pipeline
+            from capsule.stages.pipeline import LiveCount, exit_status, incompleteness, run_pipeline
             from capsule.stages.sample import sample_stage
-            from capsule.stages.trace import POLL_S as TAIL_POLL_S
-            from capsule.stages.trace import tail_stage
+            from capsule.stages.trace import POLL_IDLE_S, POLL_S, tail_stage
 
             live = LiveCount()
             tracer_done = trio.Event()
@@ -382,8 +379,17 @@ async def record_run(
                     nursery.start_soon(
                         partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
                     )
+                # A quiet trace is looked at less often, unless a guard kills on it or (eBPF) the end
+                # of the tree is seen in it: strace's own exit ends the wait at once.
+                idle_poll = POLL_IDLE_S if enforcement is None and not ebpf else None
                 stats = await run_pipeline(
-                    partial(tail_stage, spool, tracer_done, poll_s=bpf.POLL_S if ebpf else TAIL_POLL_S),
+                    partial(
+                        tail_stage,
+                        spool,
+                        tracer_done,
+                        poll_s=bpf.POLL_S if ebpf else POLL_S,
+                        idle_poll=idle_poll,
+                    ),
                     partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=redact and ebpf,  # strace: its relay redacted the spool already
@@ -396,6 +402,8 @@ async def record_run(
         if command is not None and not launched.wrapped:
             # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
             await command.wait()
+            from capsule.stages.processes import returncode_status  # (eBPF only: stages.procs is ~2 ms)
+
             exit_code, sig = returncode_status(command.returncode)
             code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)
         elif command is not None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from capsule.settings import Settings, SettingsError, parse_settings
+from capsule.stages.home import SETTINGS
 
-SETTINGS = "config.toml"  # $CAPSULE_HOME/config.toml, the global config (capsule.settings)
+__all__ = ["SETTINGS", "read_settings"]
 
 
 def read_settings(home: Path) -> Settings:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -92,7 +91,7 @@ def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk]
     writing the snapshot and then copying it). The snapshot is a cache: if it cannot be written (disk
     full, read-only) the report still goes out whole and no partial snapshot is left behind."""
     path = session_dir / SNAPSHOT
-    temp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     snap: BinaryIO | None = None
     try:
         snap = os.fdopen(open_private(temp, append=False, new=True), "wb")

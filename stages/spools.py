@@ -47,8 +47,15 @@ def relay_execs(strace_argv: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]
 
 
 def _relay_argv(spool: Path | str) -> tuple[str, ...]:
-    # -c rather than -m: runpy was ~3 ms of the relay's start, which every recording waits for.
-    return (sys.executable, "-I", "-c", "from capsule.stages.spool_relay import main; main()", str(spool))
+    # -c rather than -m: runpy was ~3 ms of the relay's start, which every recording waits for; -S
+    # (no site, ~3 ms) with the paths it needs given: capsule's and ahocorasick-rs's (capsule.redact).
+    import ahocorasick_rs
+
+    import capsule
+
+    paths = [os.path.dirname(os.path.dirname(m.__file__ or "")) for m in (capsule, ahocorasick_rs)]
+    code = f"import sys; sys.path[:0] = {list(dict.fromkeys(paths))!r}; from capsule.stages.spool_relay import main; main()"
+    return (sys.executable, "-I", "-S", "-c", code, str(spool))
 
 
 def relay_to_stdout() -> tuple[str, ...]:

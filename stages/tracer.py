@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +12,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from capsule.stages.ebpf_recorder import EbpfTracer
 
 # Syscall classes per trace level. `%process` covers fork/clone/exec/exit/wait/kill.
@@ -26,6 +30,8 @@ LEVELS = {
 SECCOMP_MIN = (5, 3)
 
 INSTALL_HINT = "install it with `apt-get install strace` (Debian/Ubuntu) or `dnf install strace`"
+
+PROBES = "tracer-probes.json"  # under $CAPSULE_HOME: what `strace -V` said, per binary (`probed_version`)
 
 
 TRACERS = ("strace", "ebpf", "auto")
@@ -55,16 +61,57 @@ class Tracer:
         return tuple(flags)
 
 
-def find_tracer() -> Tracer:
+def find_tracer(probes: Path | None = None) -> Tracer:
+    """strace on PATH, its version and whether it has --seccomp-bpf. `probes`: a file that keeps what
+    `strace -V` said per binary (`probed_version`), so a run need not start strace twice."""
     path = shutil.which("strace")
     if path is None:
         raise TracerMissing(f"strace not found on PATH; {INSTALL_HINT}")
-    out = subprocess.run([path, "-V"], capture_output=True, text=True, check=False).stdout
+    out = probed_version(path, probes) if probes is not None else _version_output(path)
     match = re.search(r"version (\d+)\.(\d+)", out)
     if match is None:
         return Tracer(path=path, version="unknown", seccomp_bpf=False)
     version = (int(match[1]), int(match[2]))
     return Tracer(path=path, version=f"{version[0]}.{version[1]}", seccomp_bpf=version >= SECCOMP_MIN)
+
+
+def _version_output(path: str) -> str:
+    return subprocess.run([path, "-V"], capture_output=True, text=True, check=False).stdout
+
+
+def probed_version(path: str, probes: Path) -> str:
+    """`strace -V`'s output for the binary at `path`, from `probes` when it was kept for this very file
+    (device, inode, size, modification and change times: a binary replaced or upgraded in place, or
+    another strace first on PATH, is probed again), else probed and kept there. The file is a cache:
+    unreadable, malformed or not writable, it costs a probe, never a failure."""
+    import orjson
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _version_output(path)
+    key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    try:
+        kept = orjson.loads(probes.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        kept = {}
+    if not isinstance(kept, dict):
+        kept = {}
+    entry = kept.get(path)
+    if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("out"), str):
+        return str(entry["out"])
+    out = _version_output(path)
+    kept[path] = {"key": key, "out": out}
+    tmp = probes.with_name(f".{probes.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(orjson.dumps(kept))
+        os.replace(tmp, probes)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return out
 
 
 def probe_ptrace(tracer: Tracer) -> str | None:
@@ -83,9 +130,9 @@ def probe_ptrace(tracer: Tracer) -> str | None:
     return lines[-1] if lines else f"strace exited with {done.returncode}"
 
 
-def find_recorder(kind: str) -> Tracer | EbpfTracer:
+def find_recorder(kind: str, probes: Path | None = None) -> Tracer | EbpfTracer:
     """The tracer for `--tracer KIND`: strace, ebpf (or TracerMissing saying why not), or auto, which
-    takes eBPF where its requirements are met and strace elsewhere."""
+    takes eBPF where its requirements are met and strace elsewhere. `probes`: as for `find_tracer`."""
     if kind in ("ebpf", "auto"):
         from capsule.stages.ebpf_recorder import EbpfUnavailable, find_ebpf
 
@@ -94,4 +141,4 @@ def find_recorder(kind: str) -> Tracer | EbpfTracer:
         except EbpfUnavailable as exc:
             if kind == "ebpf":
                 raise TracerMissing(f"eBPF recording is not available: {exc}") from None
-    return find_tracer()
+    return find_tracer(probes)

@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 from capsule.api.errors import BadInput
-from capsule.settings import ExportConfig
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from capsule.settings import ExportConfig
 
 QUEUE = "export-queue"
 CONTENT_TYPES = {"http/json": "application/json", "http/protobuf": "application/x-protobuf"}
@@ -138,8 +141,12 @@ def ship_closed(session_dir: Path) -> None:
     """A session just closed: send it (after the queue) to the `[export]` collector, or queue it.
     Never fails the command that closed it: problems are one warning line."""
     from capsule.api.errors import CapsuleError
+    from capsule.api.sessions import home
+    from capsule.stages.home import SETTINGS
 
     try:
+        if not os.path.lexists(home() / SETTINGS):
+            return  # no config.toml, no collector: the settings parser need not load (~3 ms of each run)
         config = _config()
         if config is None:
             return

@@ -55,3 +55,60 @@ def test_lines_reach_the_spool_while_the_writer_is_open_and_redacted(tmp_path: P
     kept = spool.read_bytes()
     assert kept == redact_bytes(sent)
     assert b"hunter" not in kept
+
+
+def _relay_all(spool: Path, data: bytes) -> bytes:
+    """Send `data` through a live relay into `spool` (new) and return what the spool kept."""
+    spool.unlink(missing_ok=True)
+    relay, pipe = _start_relay(spool)
+    try:
+        os.write(pipe, data)
+    finally:
+        os.close(pipe)
+    assert relay.wait(timeout=60) == 0
+    return spool.read_bytes()
+
+
+def test_a_live_relay_keeps_the_parsed_shapes_and_parses_them_again_when_they_differ(tmp_path: Path) -> None:
+    """The relay of a home's spool keeps shapes.toml parsed beside spool/; a cache of other bytes, or
+    one that is no cache at all, is parsed again and rewritten, and the redaction is the same each time."""
+    import marshal
+
+    from capsule import redact
+    from capsule.stages.spool_relay import SHAPES_CACHE
+
+    def kept() -> object:
+        return marshal.loads(cache.read_bytes())  # noqa: S302 (the relay's own file, in this test's folder)
+
+    (tmp_path / "spool").mkdir()
+    spool = tmp_path / "spool" / "x.strace"
+    cache = tmp_path / SHAPES_CACHE
+    source = redact.shapes_source()
+    sent = b'7 1700000000.000001 execve("/bin/x", ["x", "--password=hunter2x", "-H", "X-Api-Key: abcdef123456"], 0x1) = 0\n'
+    expected = redact_bytes(sent)
+    assert b"hunter2x" not in expected
+
+    assert _relay_all(spool, sent) == expected
+    assert kept() == (source, redact.parse_shapes(source))
+    assert (cache.stat().st_mode & 0o777) == 0o600
+
+    assert _relay_all(spool, sent) == expected  # from the cache
+
+    # kept for other bytes (a shapes.toml since changed): those rules are not used, the file is parsed
+    cache.write_bytes(marshal.dumps((b"# another shapes.toml", {"names": {}, "rule": []})))
+    assert _relay_all(spool, sent) == expected
+    assert kept()[0] == source  # type: ignore[index]
+
+    cache.write_bytes(b"not marshal at all")
+    assert _relay_all(spool, sent) == expected
+    assert kept()[0] == source  # type: ignore[index]
+
+
+def test_a_relay_outside_a_home_keeps_no_cache(tmp_path: Path) -> None:
+    """A spool that is not in a home's spool/ (a test's, a tool's) leaves no cache beside it."""
+    from capsule.stages.spool_relay import SHAPES_CACHE
+
+    sent = b'7 1700000000.000001 execve("/bin/x", ["x", "--password=hunter2x"], 0x1) = 0\n'
+    assert _relay_all(tmp_path / "live.strace", sent) == redact_bytes(sent)
+    assert not (tmp_path / SHAPES_CACHE).exists()
+    assert not (tmp_path.parent / SHAPES_CACHE).exists()
