@@ -222,6 +222,14 @@ def _hold_terminal_signals() -> tuple[list[int], dict[signal.Signals, Any]]:
     return early_signals, handlers
 
 
+def _undo(writer: SessionWriter, trace_fd: int, spool_claim: int | None) -> None:
+    """A start that failed: what it opened is closed (the session stays, a header without a trace)."""
+    writer.close()
+    os.close(trace_fd)
+    if spool_claim is not None:
+        os.close(spool_claim)
+
+
 def start_ebpf(
     argv: list[str],
     home: Path,
@@ -264,10 +272,7 @@ def start_ebpf(
         gate.abandon()
         if starting is not None:
             starting.stop()
-        writer.close()
-        os.close(trace_fd)
-        if spool_claim is not None:
-            os.close(spool_claim)
+        _undo(writer, trace_fd, spool_claim)
         raise
     return Early(
         session_id=session_id,
@@ -321,10 +326,7 @@ def start(
                 signal.signal(signum, handler)
             raise
     except BaseException:
-        writer.close()
-        os.close(trace_fd)
-        if spool_claim is not None:
-            os.close(spool_claim)
+        _undo(writer, trace_fd, spool_claim)
         raise
     return Early(
         session_id=session_id,
