@@ -246,7 +246,9 @@ class ProcessTree:
         self._new_node(pid, ppid, via, ts)
 
     def _adopt(self, node: ProcessNode, ts: float, ppid: int | None, via: str) -> None:
-        if node.key in self.roots and ppid is not None and ppid in self.current:
+        # (never under itself: a spawn naming its own pid as parent, in a hostile or torn stream, would
+        # make the node its own ancestor, and every walk up the tree endless)
+        if node.key in self.roots and ppid is not None and self.current.get(ppid, node.key) != node.key:
             self.roots.remove(node.key)
             parent = self.nodes[self.current[ppid]]
             parent.children.append(node.key)

@@ -178,3 +178,19 @@ def test_durations_and_timestamps() -> None:
     s.spawn(1, None, via="root", dt=1.0).exec(1, "/bin/x", "x", dt=0.5).exit(1, dt=2.0)
     node = fold_session(s.events).tree.nodes[0]
     assert node.duration == pytest.approx(2.5)
+
+
+def test_a_spawn_naming_its_own_pid_as_parent_is_no_cycle() -> None:
+    """Found by the prefix law's hypothesis search (it hung the report): an exec seen before its spawn
+    makes an unseen root; a spawn of that pid naming the same pid as parent must not put the node
+    under itself, or every walk up the tree (agent runs, ancestors) never ends."""
+    s = Script().start("sh")
+    s.exec(100, "/bin/sh", "sh").spawn(100, 100, via="fork").exit(100, 0).end()
+    state = fold_session(s.events, packaged_rules())
+    assert len(state.tree) == 1
+    node = state.tree.nodes[0]
+    assert node.parent is None
+    assert list(state.tree.ancestors(node)) == []
+    from capsule.report import report_dict
+
+    assert report_dict(state)["processes"]
