@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,97 +230,32 @@ def _undo(writer: SessionWriter, trace_fd: int, spool_claim: int | None) -> None
         os.close(spool_claim)
 
 
-def start_ebpf(
-    argv: list[str],
+def _start(
     home: Path,
-    tracer: EbpfTracer,
-    resolved: str,
+    tracer_path: str,
     answers: RuleSet | None,
-    level: str,
     redact: bool,
+    flags: tuple[str, ...],
+    spawn: Callable[[Path], tuple[subprocess.Popen[bytes], EarlyEbpf | None]],
+    header: Callable[[str, float, SessionWriter], None] | None = None,
 ) -> Early:
-    """Create the session and claim the spool, start the eBPF recorder, spawn the command's stub on
-    `argv` (`resolved`: its program) and point the recorder at it, in the main thread and before trio is
-    loaded: the recorder loads its programs meanwhile and lets the command go itself once it follows
-    it, while Capsule's own modules load. The session's header is `record_run`'s to write (its time is
-    the recorder's readiness). OSError if any of it fails."""
-    from capsule.stages.ebpf_recorder import gated, start_recorder
-
+    """The steps every early start takes around its own `spawn` (given the spool): the session, its
+    `header` (given the session's id, start time and writer) if the start writes one, the spool, the
+    terminal signals held while it spawns, and on any failure all of it undone but the session (a
+    header, if any, without a trace)."""
     started = time.time()
     session_id, path, writer, trace_fd = open_recording(
-        home, started, tracer.path, answers=answers, redact=redact
-    )
-    spool_claim: int | None = None
-    starting: Starting | None = None
-    gate = gated(tracer, resolved, argv)
-    try:
-        spool = spool_path(home, session_id)
-        spool_claim = claim_spool(spool)
-        starting = start_recorder(tracer, level, gate)
-        early_signals, handlers = _hold_terminal_signals()
-        try:
-            stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,))
-        except BaseException:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-            raise
-        finally:
-            gate.spawned()
-        starting.follow(stub.pid, spool, None)
-    except BaseException:
-        gate.spawned()
-        gate.abandon()
-        if starting is not None:
-            starting.stop()
-        _undo(writer, trace_fd, spool_claim)
-        raise
-    return Early(
-        session_id=session_id,
-        path=path,
-        started=started,
-        writer=writer,
-        trace_fd=trace_fd,
-        spool=spool,
-        spool_claim=spool_claim,
-        flags=tracer.flags(level),
-        process=MainThreadProcess(stub),
-        spawned=time.monotonic(),
-        ebpf=EarlyEbpf(starting=starting, gate=gate),
-        signals=early_signals,
-        handlers=handlers,
-    )
-
-
-def start(
-    argv: list[str],
-    home: Path,
-    tracer: Tracer,
-    answers: RuleSet | None,
-    level: str,
-    name: str | None,
-    redact: bool,
-    parent: str | None,
-) -> Early:
-    """Create the session, write its header, claim the spool and spawn strace on `argv` (a command
-    `resolve_command` found; in this directory, with this environment and these streams), in the main
-    thread and before trio is loaded. OSError if any of it fails (the session then ends as `record_run`
-    would leave it: a header without a trace)."""
-    started = time.time()
-    session_id, path, writer, trace_fd = open_recording(
-        home, started, tracer.path, answers=answers, redact=redact
+        home, started, tracer_path, answers=answers, redact=redact
     )
     spool_claim: int | None = None
     try:
-        flags = tracer.flags(level)
-        shown = shown_argv(argv, redact)
-        writer.write(
-            [traced_header(session_id, shown, name, started, tracer, flags, level, redact, parent, None)]
-        )
+        if header is not None:
+            header(session_id, started, writer)
         spool = spool_path(home, session_id)
         spool_claim = claim_spool(spool)
         early_signals, handlers = _hold_terminal_signals()
         try:
-            popen = subprocess.Popen([tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv])
+            popen, ebpf = spawn(spool)
         except BaseException:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -339,6 +274,72 @@ def start(
         flags=flags,
         process=MainThreadProcess(popen),
         spawned=time.monotonic(),
+        ebpf=ebpf,
         signals=early_signals,
         handlers=handlers,
     )
+
+
+def start_ebpf(
+    argv: list[str],
+    home: Path,
+    tracer: EbpfTracer,
+    resolved: str,
+    answers: RuleSet | None,
+    level: str,
+    redact: bool,
+) -> Early:
+    """Create the session and claim the spool, start the eBPF recorder, spawn the command's stub on
+    `argv` (`resolved`: its program) and point the recorder at it, in the main thread and before trio is
+    loaded: the recorder loads its programs meanwhile and lets the command go itself once it follows
+    it, while Capsule's own modules load. The session's header is `record_run`'s to write (its time is
+    the recorder's readiness). OSError if any of it fails."""
+    from capsule.stages.ebpf_recorder import gated, start_recorder
+
+    def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], EarlyEbpf]:
+        gate = gated(tracer, resolved, argv)
+        starting: Starting | None = None
+        try:
+            starting = start_recorder(tracer, level, gate)
+            try:
+                stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,))
+            finally:
+                gate.spawned()
+            starting.follow(stub.pid, spool, None)
+        except BaseException:
+            gate.spawned()
+            gate.abandon()
+            if starting is not None:
+                starting.stop()
+            raise
+        return stub, EarlyEbpf(starting=starting, gate=gate)
+
+    return _start(home, tracer.path, answers, redact, tracer.flags(level), spawn)
+
+
+def start(
+    argv: list[str],
+    home: Path,
+    tracer: Tracer,
+    answers: RuleSet | None,
+    level: str,
+    name: str | None,
+    redact: bool,
+    parent: str | None,
+) -> Early:
+    """Create the session, write its header, claim the spool and spawn strace on `argv` (a command
+    `resolve_command` found; in this directory, with this environment and these streams), in the main
+    thread and before trio is loaded. OSError if any of it fails (the session then ends as `record_run`
+    would leave it: a header without a trace)."""
+    flags = tracer.flags(level)
+
+    def header(session_id: str, started: float, writer: SessionWriter) -> None:
+        shown = shown_argv(argv, redact)
+        writer.write(
+            [traced_header(session_id, shown, name, started, tracer, flags, level, redact, parent, None)]
+        )
+
+    def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], None]:
+        return subprocess.Popen([tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv]), None
+
+    return _start(home, tracer.path, answers, redact, flags, spawn, header)
