@@ -50,6 +50,7 @@ import trio
 from capsule.events import Event
 from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from capsule.policy import Policy, Verdict, decide_exec
+from capsule.policy.commands import shell_file
 from capsule.policy.enforce import (
     DETECT,
     Detected,
@@ -61,11 +62,13 @@ from capsule.policy.enforce import (
 )
 from capsule.policy.rules import MOUNT, NETNS, SECCOMP
 from capsule.redact import redact_argv
+from capsule.stages import shell_grammar
 from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
 from capsule.stages.guard_probe import launcher_command
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import relay_execs
 
+ALLOWED_KEPT = 4096  # allowed (path, argv) pairs a guard remembers
 # <linux/seccomp.h>: struct seccomp_notif is 80 bytes, seccomp_notif_resp 24 (checked at start).
 NOTIF_RECV = 0xC0502100
 NOTIF_SEND = 0xC0182101
@@ -132,6 +135,7 @@ class Guard:
         self.killed = False
         self._applied = False
         self._last_blocked: tuple[int, str, tuple[str, ...]] | None = None
+        self._allowed: set[tuple[str, tuple[str, ...]]] = set()  # (path, argv) judged allowed before
         self._pending: collections.deque[PolicyBlocked] = collections.deque()  # thread -> trio thread
         # Hears (tid, path, argv, errno) of each exec about to be answered with an error, from the
         # notification thread: a refused exec never reaches the syscall tracepoints (eBPF records it so).
@@ -142,7 +146,12 @@ class Guard:
         return SECCOMP in self.enforcement.enforced
 
     def prepare(self) -> None:
-        """Expand the paths and make the empty stand-ins (blocking: call in a thread)."""
+        """Expand the paths and make the empty stand-ins, load the shell parser (blocking: call in a
+        thread)."""
+        if self.notify and (self.policy.deny_commands or self.policy.allow_commands):
+            # from its cached tables: building them (~0.15 s) would stall the tree's first `sh -c` exec
+            with contextlib.suppress(Exception):
+                shell_grammar.load()
         if MOUNT in self.enforcement.enforced:
             self.hidden = expand_paths(self.policy, self.cwd, self.home)
             self._read_only = read_only_paths(self.policy, self.cwd, self.home)
@@ -336,8 +345,17 @@ class Guard:
         self._infra = []
         if self._relay and self._is_relay(pid, path, argv):
             return None, path
+        key = (path, tuple(argv))
+        if key in self._allowed:
+            return None, path
         verdict = decide_exec(self.policy, argv, path, script_text=script_text(pid, argv))
         if verdict.allowed:
+            # A verdict depends on the path and argv alone, unless a script file is read: kept, so a
+            # loop exec'ing the same command line is judged once (bounded: cleared when full).
+            if shell_file(argv) is None:
+                if len(self._allowed) >= ALLOWED_KEPT:
+                    self._allowed.clear()
+                self._allowed.add(key)
             return None, path
         return verdict, resolved(pid, path)
 

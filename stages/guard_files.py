@@ -5,6 +5,7 @@ process's memory (/proc/PID/mem), each as that process sees it (its root, its cw
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Iterable, Sequence
@@ -128,10 +129,15 @@ class ProcessMemory:
     def argv(self, address: int, limit: int = 4096) -> list[str]:
         if address == 0:
             return []
-        args = []
-        for i in range(limit):
-            (pointer,) = struct.unpack("Q", os.pread(self.fd, 8, address + 8 * i))
-            if pointer == 0:
-                break
-            args.append(self.string(pointer))
+        args: list[str] = []
+        while len(args) < limit:
+            # the pointers up to the end of their page in one read (a page holds 512 of them)
+            at = address + 8 * len(args)
+            raw = os.pread(self.fd, 4096 - at % 4096, at)
+            if len(raw) < 8:
+                raise OSError(errno.EFAULT, "execve's argv is not readable")
+            for (pointer,) in struct.iter_unpack("Q", raw[: len(raw) // 8 * 8]):
+                if pointer == 0 or len(args) == limit:
+                    return args
+                args.append(self.string(pointer))
         return args

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -86,6 +85,8 @@ def probed_version(path: str, probes: Path) -> str:
     unreadable, malformed or not writable, it costs a probe, never a failure."""
     import orjson
 
+    from capsule.stages import cache_file
+
     try:
         st = os.stat(path)
     except OSError:
@@ -102,15 +103,7 @@ def probed_version(path: str, probes: Path) -> str:
         return str(entry["out"])
     out = _version_output(path)
     kept[path] = {"key": key, "out": out}
-    tmp = probes.with_name(f".{probes.name}.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(orjson.dumps(kept))
-        os.replace(tmp, probes)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    cache_file.keep(probes, orjson.dumps(kept))
     return out
 
 

@@ -1027,7 +1027,7 @@ def doctor() -> Doctor:
         checks.append(Check(check="$CAPSULE_HOME", ok=False, detail=f"{where}: {exc.strerror or exc}"))
     from capsule.stages.guard_probe import probe_mechanisms
 
-    missing = probe_mechanisms()
+    missing = probe_mechanisms(fresh=True)
     guard = []
     for mechanism, needed_by in GUARD_CHECKS:
         why = missing.get(mechanism)

@@ -156,6 +156,38 @@ def test_sudo_deep_in_the_tree_is_blocked(capsule: CapsuleRunner, capsule_home: 
     assert all(Path(e["path"]).name == "sudo" for e in refused)
 
 
+def test_a_command_line_is_judged_again_when_its_script_changes(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """The guard remembers allowed command lines (a loop of the same exec is judged once), but never
+    one that runs a script file: `sh s.sh`, allowed, is refused once s.sh says sudo; and an allowed
+    line stays allowed while a refused one is refused each time."""
+    (work / "s.sh").write_text("echo one\n")
+    (work / "tool.py").write_text(
+        "import subprocess\n"
+        "def run(argv):\n"
+        "    try:\n        return subprocess.run(argv).returncode\n"
+        "    except PermissionError:\n        return 'EPERM'\n"
+        "print('true:', [run(['true']) for _ in range(3)])\n"
+        "print('script:', run(['sh', 's.sh']))\n"
+        "open('s.sh', 'w').write('sudo id\\n')\n"
+        "print('script:', run(['sh', 's.sh']))\n"
+        "print('sudo:', [run(['sudo', 'id']) for _ in range(2)])\n"
+    )
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"])
+    done = capsule("run", "--policy", policy, "--", sys.executable, "tool.py")
+    assert done.returncode == 0, done.stderr
+    assert "true: [0, 0, 0]" in done.stdout
+    assert done.stdout.count("script:") == 2
+    assert "script: 0" in done.stdout and "script: EPERM" in done.stdout
+    assert "sudo: ['EPERM', 'EPERM']" in done.stdout
+    assert not (work.parent / "sudo-ran").exists()
+    blocked = _events(capsule_home, "policy.blocked")
+    assert [b["argv"] for b in blocked] == [["sh", "s.sh"], ["sudo", "id"], ["sudo", "id"]]
+    (checked,) = _events(capsule_home, "policy.checked")
+    assert checked["execs"] >= 8 and checked["blocked"] >= 3  # a PATH search may try sudo twice
+
+
 def test_allow_commands_blocks_the_rest(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
     """allow_commands: `true` runs, `ls` (not allowed) is refused and the program goes on."""
     (work / "tool.py").write_text(
