@@ -3,10 +3,12 @@
 `open_guard` probes the mechanisms, refuses or downgrades (`capsule.policy.enforce`), and yields a
 `Guard` whose `wrap(argv)` is the one place a command line is wrapped (`capsule run`, the scheduler's
 tasks, the supervisor's services): the launcher (network namespace, seccomp filter), bubblewrap (hidden
-and read-only paths), then the traced command line. A thread answers the seccomp notifications: it
+and read-only paths), then the traced command line. A forked child of Capsule (stages/guard_server.py;
+a thread where no child can be made) answers the seccomp notifications: it
 reads the exec's path and argv from `/proc/PID/mem`, checks the notification is still valid (the
 process may have died and its pid been reused), asks `decide_exec`, and answers CONTINUE or EPERM.
-Refusals become `policy.blocked` events through `emit`, on the trio thread; `on_violation = "kill"`
+Refusals become `policy.blocked` events through `emit`, on the trio thread (from the child, each sent as
+decided); `on_violation = "kill"`
 then calls `kill`.
 
 Coexistence with strace: a USER_NOTIF answer outranks strace's `--seccomp-bpf` SECCOMP_RET_TRACE, so an
@@ -65,6 +67,7 @@ from capsule.redact import redact_argv
 from capsule.stages import shell_grammar
 from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
 from capsule.stages.guard_probe import launcher_command
+from capsule.stages.guard_server import Reports, fork_server
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import relay_execs
 
@@ -140,6 +143,8 @@ class Guard:
         # Hears (tid, path, argv, errno) of each exec about to be answered with an error, from the
         # notification thread: a refused exec never reaches the syscall tracepoints (eBPF records it so).
         self.on_refused: Callable[[int, str, Sequence[str], int], None] | None = None
+        self._server: Reports | None = None
+        self._report: Callable[[PolicyBlocked], None] = self._queue  # a refusal, to be emitted
 
     @property
     def notify(self) -> bool:
@@ -218,20 +223,29 @@ class Guard:
         return [*launcher, "--", *inner], fds
 
     def spawned(self) -> None:
-        """The wrapped command has been started: drop our copy of its end, start answering."""
+        """The wrapped command has been started: drop our copy of its end, start answering (in a
+        child process: stages/guard_server.py; in a thread where no child can be made)."""
         if self._child is not None:
             self._child.close()
             self._child = None
-        if self._sock is not None and self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="capsule-guard", daemon=True)
-            self._thread.start()
+        if self._sock is None or self._thread is not None or self._server is not None:
+            return
+        forked = fork_server(self._serve_child, keep=(self._sock.fileno(), self._wake_r))
+        if forked is not None:
+            self._server = Reports(*forked, on_item=self._from_server)
+            return
+        self._thread = threading.Thread(target=self._serve, name="capsule-guard", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        """Stop answering (the tree is gone), clean up, and emit the totals. The thread only ever
-        queues work for the trio thread (run_sync_soon), so joining it here cannot deadlock."""
+        """Stop answering (the tree is gone), clean up, and emit the totals. The thread (or the
+        server's reader) only ever queues work for the trio thread (run_sync_soon), so joining it here
+        cannot deadlock."""
         os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join()
+        if self._server is not None:
+            self._server.join()
         self._drain()  # what the thread queued after the tree was already gone
         if self._child is not None:
             self._child.close()
@@ -247,7 +261,24 @@ class Guard:
         if self.notify and self._applied:
             self._emit([self.stats.event(time.time(), **self.where)])
 
-    # --- the notification thread -------------------------------------------------------------------
+    # --- the notification loop (in the server child, or a thread) -------------------------------------
+
+    def _serve_child(self, send: Callable[[Any], None]) -> tuple[int, int, list[int]]:
+        """The server child's work: answer until told to stop, each refusal sent as it is decided."""
+        self._report = lambda event: send(("blocked", _fields(event)))
+        self._serve()
+        return self.stats.execs, self.stats.blocked, self.stats.latencies_ns
+
+    def _from_server(self, item: Any) -> None:
+        """On the reader thread: a frame from the server child."""
+        if item[0] == "blocked":
+            self._report(PolicyBlocked(**item[1]))
+        elif item[0] == "done":
+            self.stats = GuardStats(*item[1])
+
+    def _queue(self, event: PolicyBlocked) -> None:
+        self._pending.append(event)
+        self._token.run_sync_soon(self._drain)
 
     def _serve(self) -> None:
         assert self._sock is not None
@@ -327,9 +358,7 @@ class Guard:
             if self.redact:
                 command = " ".join(redact_argv(command.split()))
             found = Detected(rule=verdict.rule or "", pid=pid, argv=shown, path=path, command=command)
-            event = _blocked_event(self, found, SECCOMP)
-            self._pending.append(event)
-            self._token.run_sync_soon(self._drain)
+            self._report(_blocked_event(self, found, SECCOMP))
 
     def _refused(self, pid: int, path: str, argv: list[str], errno: int) -> None:
         if self.on_refused is not None:
@@ -421,6 +450,10 @@ class Guard:
             resp = struct.pack("QqiI", nid, 0, -error, 0)
         with contextlib.suppress(OSError):  # ENOENT: the process died meanwhile
             fcntl.ioctl(listener, NOTIF_SEND, resp)
+
+
+def _fields(event: PolicyBlocked) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in attrs.fields(PolicyBlocked) if f.init}
 
 
 def applied_event(guard: Guard) -> PolicyApplied:
