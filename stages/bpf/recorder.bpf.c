@@ -28,6 +28,7 @@ struct sys_exit { u64 common; s32 nr; u32 pad; s64 ret; };
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);  // entries made as used: a preallocated one costs ~1-20 ms at load
     __type(key, u32);
     __type(value, u8);
 } tracked SEC(".maps");
@@ -35,6 +36,7 @@ struct {
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);  // entries made as used: a preallocated one costs ~1-20 ms at load
     __type(key, u32);
     __type(value, u8);
 } in_exec SEC(".maps");  // threads whose execve began (an X is printed only after an E)
@@ -272,6 +274,7 @@ struct call { s32 dirfd; u32 flags; u64 ptr; };
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);  // entries made as used: a preallocated one costs ~1-20 ms at load
     __type(key, u32);
     __type(value, struct call);
 } calls SEC(".maps");
