@@ -233,6 +233,10 @@ class Guard:
         forked = fork_server(self._serve_child, keep=(self._sock.fileno(), self._wake_r))
         if forked is not None:
             self._server = Reports(*forked, on_item=self._from_server)
+            # Only the child takes the listener off this socket: should it die first, the listener
+            # in flight closes with the last copy, and the tree's execs fail (ENOSYS) instead of waiting.
+            self._sock.close()
+            self._sock = None
             return
         self._thread = threading.Thread(target=self._serve, name="capsule-guard", daemon=True)
         self._thread.start()
