@@ -15,15 +15,16 @@ import attrs
 
 from capsule.policy import Policy
 from capsule.policy.commands import shell_file
-from capsule.policy.paths import is_glob, protected_path
-from capsule.stages.guard_probe import GuardRefused
+from capsule.policy.paths import is_glob
+from capsule.stages.guard_walk import MAX_WALK, glob_matches
 
-MAX_WALK = 200_000  # entries looked at when expanding protect_paths globs under the working directory
+__all__ = ["MAX_WALK", "ProcessMemory", "expand_paths", "read_only_paths", "resolved", "script_text"]
 
 
-def expand_paths(policy: Policy, cwd: Path, home: str) -> list[tuple[str, bool]]:
+def expand_paths(policy: Policy, cwd: Path, home: str, *, cache: bool = True) -> list[tuple[str, bool]]:
     """The existing files and directories `protect_paths` covers: literal paths (relative to `cwd`,
-    `~` for `home`) and globs, matched over the names under `cwd` (at most MAX_WALK entries)."""
+    `~` for `home`) and globs, matched over the names under `cwd` (at most MAX_WALK entries; `cache`:
+    the walk kept under $CAPSULE_HOME, see stages/guard_walk.py)."""
     found: dict[str, bool] = {}
     walk_rules = []
     for rule in policy.protect_paths:
@@ -39,18 +40,8 @@ def expand_paths(policy: Policy, cwd: Path, home: str) -> list[tuple[str, bool]]
             walk_rules.append(rule)
     if walk_rules:
         scoped = attrs.evolve(policy, protect_paths=tuple(walk_rules))
-        seen = 0
-        for root, dirs, files in os.walk(cwd):
-            for name in (*dirs, *files):
-                seen += 1
-                if seen > MAX_WALK:
-                    raise GuardRefused(
-                        f"protect_paths: more than {MAX_WALK} entries under {cwd} to match globs against; "
-                        "name the paths instead"
-                    )
-                full = os.path.join(root, name)
-                if protected_path(scoped, full, home=home) is not None:
-                    found[os.path.realpath(full)] = name in dirs
+        for name, is_dir in glob_matches(scoped, cwd, home, cache=cache):
+            found[os.path.realpath(name)] = is_dir  # resolved now: a link's target may have moved
     return sorted(found.items())
 
 

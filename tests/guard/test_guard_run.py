@@ -238,6 +238,30 @@ def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
     assert applied["hidden"] == 2
 
 
+@ONCE
+def test_a_key_made_between_two_runs_is_protected_on_the_second(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """The glob walk kept from the first run (stages/guard_walk.py) still finds a `*.key` made after it:
+    the second run cannot read it, and its secret is nowhere under $CAPSULE_HOME."""
+    (work / "sub").mkdir()
+    (work / "sub" / "old.key").write_text("old")
+    policy = _policy(work.parent / "p.toml", protect_paths=["*.key"])
+    first = capsule("run", "--policy", policy, "--", "bash", "-c", "cat sub/old.key; echo old=$?")
+    assert "old=1" in first.stdout, first.stderr
+    assert list((capsule_home / "guard-walk").iterdir())  # the walk was kept
+    (work / "sub" / "new.key").write_text(SECRET)
+    (work / "new.key").write_text(SECRET)
+    script = "cat sub/new.key; echo sub=$?; cat new.key; echo top=$?"
+    second = capsule("run", "--policy", policy, "--", "bash", "-c", script)
+    assert "sub=1" in second.stdout, second.stderr
+    assert "top=1" in second.stdout
+    assert SECRET not in second.stdout + second.stderr
+    for path in capsule_home.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
 def test_read_only_path_cannot_be_written(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
     """A write into a read_only_paths directory fails with EROFS; reading it works."""
     frozen = work / "frozen"
