@@ -13,19 +13,20 @@ The file is a cache: unreadable, not ours, malformed or of another version, the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import stat
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from capsule.policy import Policy
 from capsule.policy.paths import protected_path
+from capsule.stages import cache_file
 from capsule.stages.guard_probe import GuardRefused
 from capsule.stages.home import home_path
 
@@ -240,20 +241,8 @@ def _load(path: str, key: list[Any]) -> dict[str, Any] | None:
 
 
 def _save(path: str, kept: dict[str, Any]) -> None:
-    """Written whole or not at all (a temporary file renamed over), mode 0600; any failure leaves the
-    next start to walk again."""
     try:
         data = orjson.dumps(kept)
     except TypeError:  # a name with surrogate escapes: orjson writes only valid UTF-8
         data = json.dumps(kept, separators=(",", ":")).encode()
-    folder = os.path.dirname(path)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}")
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+    cache_file.keep(Path(path), data)
