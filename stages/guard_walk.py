@@ -9,10 +9,13 @@ from the cache, any other (changed, new, racy, unlistable) is listed and matched
 subdirectories are reached in turn. The matches are unresolved paths: the caller resolves them, and a
 symlink's is_dir is asked again, at use time (a link's target changes without its directory changing).
 The file is a cache: unreadable, not ours, malformed or of another version, the tree is walked afresh.
+Like config.toml beside it, it is trusted as this user's own: a process that can write $CAPSULE_HOME
+can make a later start protect less, as it can by editing the [policy] there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +37,7 @@ MAX_WALK = 200_000  # entries looked at when expanding protect_paths globs under
 VERSION = 1
 FOLDER = "guard-walk"  # under $CAPSULE_HOME
 MAX_FILE = 64 << 20  # a larger cache file is not ours to trust (200k entries take a few MB)
+MAX_KEPT = 64  # walks kept (one per working directory and globs): the least recently written go first
 
 # Racy timestamps (git's "racy index" problem). The kernel stamps a directory with its coarse clock
 # (a jiffy on ext4, xfs, btrfs, tmpfs; a second on some; two seconds on FAT), so a change made just
@@ -246,3 +250,19 @@ def _save(path: str, kept: dict[str, Any]) -> None:
     except TypeError:  # a name with surrogate escapes: orjson writes only valid UTF-8
         data = json.dumps(kept, separators=(",", ":")).encode()
     cache_file.keep(Path(path), data)
+    _prune(os.path.dirname(path))
+
+
+def _prune(folder: str) -> None:
+    """Keep the MAX_KEPT walks written last: every guarded start in a new directory (a temporary one,
+    each test's) leaves one, and nothing else would ever remove them."""
+    try:
+        with os.scandir(folder) as entries:
+            kept = [
+                (entry.stat().st_mtime_ns, entry.path) for entry in entries if entry.name.endswith(".json")
+            ]
+    except OSError:
+        return
+    for _, stale in sorted(kept)[:-MAX_KEPT]:
+        with contextlib.suppress(OSError):
+            os.unlink(stale)

@@ -313,3 +313,19 @@ def test_symlinked_directories_are_not_followed(tree: Path, tmp_path: Path) -> N
         assert found == _walked(POLICY, tree, HOME)
         assert str(tmp_path / "outside" / "far.key") not in dict(found)
         _next_tick(tmp_path / "tick")
+
+
+def test_only_the_latest_walks_are_kept(
+    tree: Path, capsule_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new working directory leaves a walk; past MAX_KEPT the least recently written are removed."""
+    monkeypatch.setattr(guard_walk, "MAX_KEPT", 3)
+    folder = capsule_home / guard_walk.FOLDER
+    folder.mkdir(parents=True, mode=0o700)
+    for i in range(5):
+        (folder / f"old{i}.json").write_text("{}")
+        os.utime(folder / f"old{i}.json", ns=(i, i))
+    expand_paths(POLICY, tree, HOME)
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 3
+    assert names[1:] == ["old3.json", "old4.json"]  # after this walk's own file, a hex digest
