@@ -82,7 +82,7 @@ class _Walk:
         self.old: dict[str, Any] = kept["dirs"] if kept is not None else {}
         self.trusted_before = kept["start"] - RACY_NS if kept is not None else 0
         self.memo: dict[str, list[Any]] = {}
-        self.listed = False  # whether anything was listed (else the kept cache is still exact)
+        self.listed = False  # whether a directory was listed (else the kept cache is still exact)
         self.seen = 0
         self.top = ""
 
@@ -118,10 +118,10 @@ class _Walk:
                 matches.append((match, kind == DIR or (kind == LINK and os.path.isdir(match))))
             self.memo[rel] = entry
             return subdirs
-        self.listed = True
         listing = _list(full)
         if listing is None:
             return ()  # unreadable: skipped, as os.walk does, and never kept (listed again next time)
+        self.listed = True
         self._count(len(listing))
         subdirs, kept = [], []
         for name, kind, is_dir in listing:

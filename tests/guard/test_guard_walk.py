@@ -329,3 +329,23 @@ def test_only_the_latest_walks_are_kept(
     names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 3
     assert names[1:] == ["old3.json", "old4.json"]  # after this walk's own file, a hex digest
+
+
+def test_an_unlistable_directory_is_tried_again_at_every_start(
+    tree: Path, tmp_path: Path, capsule_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory that cannot be listed is skipped as os.walk skips it, never kept as empty: the next
+    start lists it again (and finds what it holds once it can), without rewriting the cache for it."""
+    real = guard_walk._list
+    refused = {str(tree / "a/b")}
+    monkeypatch.setattr(guard_walk, "_list", lambda full: None if full in refused else real(full))
+    found = dict(expand_paths(POLICY, tree, HOME))
+    assert str(tree / "a/b/c/one.key") not in found
+    _next_tick(tmp_path / "tick")
+    written = _cache_file(capsule_home).stat().st_mtime_ns
+    listed = _listed(monkeypatch)
+    assert dict(expand_paths(POLICY, tree, HOME)) == found
+    assert listed == [str(tree / "a/b")]
+    assert _cache_file(capsule_home).stat().st_mtime_ns == written
+    refused.clear()
+    assert expand_paths(POLICY, tree, HOME) == _walked(POLICY, tree, HOME)
