@@ -64,7 +64,6 @@ from capsule.policy.enforce import (
 )
 from capsule.policy.rules import MOUNT, NETNS, SECCOMP
 from capsule.redact import redact_argv
-from capsule.stages import shell_grammar
 from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
 from capsule.stages.guard_probe import launcher_command
 from capsule.stages.guard_server import Reports, fork_server
@@ -151,15 +150,14 @@ class Guard:
         return SECCOMP in self.enforcement.enforced
 
     def prepare(self) -> None:
-        """Expand the paths and make the empty stand-ins, load the shell parser (blocking: call in a
-        thread)."""
-        if self.notify and (self.policy.deny_commands or self.policy.allow_commands):
-            # from its cached tables: building them (~0.15 s) would stall the tree's first `sh -c` exec
-            with contextlib.suppress(Exception):
-                shell_grammar.load()
+        """Expand the paths and make the empty stand-ins (blocking: call in a thread)."""
         if MOUNT in self.enforcement.enforced:
             self.hidden = expand_paths(self.policy, self.cwd, self.home)
-            self._read_only = read_only_paths(self.policy, self.cwd, self.home)
+            # Capsule's own state is read-only to the tree as well: its sessions (the record of what the
+            # tree did), its config (a policy's default) and its caches (the kept walk above, the eBPF
+            # recorder Capsule runs as root) are not the agent's to rewrite. The recording's own files
+            # are writable again (`wrap`'s `writable`).
+            self._read_only = [*read_only_paths(self.policy, self.cwd, self.home), *_own_state()]
             self._scratch = tempfile.mkdtemp(prefix="capsule-guard-")
             Path(self._scratch, "file").touch()
             Path(self._scratch, "dir").mkdir()
@@ -270,6 +268,11 @@ class Guard:
     def _serve_child(self, send: Callable[[Any], None]) -> tuple[int, int, list[int]]:
         """The server child's work: answer until told to stop, each refusal sent as it is decided."""
         self._report = lambda event: send(("blocked", _fields(event)))
+        if self.policy.deny_commands or self.policy.allow_commands:
+            # bashlex builds its parse tables at import (~0.15 s): begun here, beside the tree's own
+            # start, rather than when its first `sh -c` exec waits for an answer (which then waits for
+            # the import only if it has not ended; the module lock makes it wait, not import twice).
+            threading.Thread(target=_import_shell_parser, daemon=True).start()
         self._serve()
         return self.stats.execs, self.stats.blocked, self.stats.latencies_ns
 
@@ -454,6 +457,18 @@ class Guard:
             resp = struct.pack("QqiI", nid, 0, -error, 0)
         with contextlib.suppress(OSError):  # ENOENT: the process died meanwhile
             fcntl.ioctl(listener, NOTIF_SEND, resp)
+
+
+def _import_shell_parser() -> None:
+    with contextlib.suppress(Exception):  # an import that fails fails again where it is needed
+        import bashlex  # type: ignore[import-untyped]  # noqa: F401
+
+
+def _own_state() -> list[str]:
+    from capsule.stages.ebpf_build import cache_dir
+    from capsule.stages.home import home_path
+
+    return [os.path.realpath(p) for p in (home_path(), cache_dir()) if os.path.isdir(p)]
 
 
 def _fields(event: PolicyBlocked) -> dict[str, Any]:

@@ -561,3 +561,32 @@ def test_the_guard_server_holds_nothing_else_and_dies_with_capsule(
             proc.kill()
     assert not out.exists() or "after" not in out.read_text()
     assert (work / "rc").read_text().strip() != "rc=0"
+
+
+def test_capsules_own_state_is_read_only_to_the_tree(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path, tmp_path: Path
+) -> None:
+    """With path rules, the tree cannot rewrite Capsule's config, caches or records (a later run's
+    policy, the kept glob walk, the session being recorded), while the recording itself goes on."""
+    cache = tmp_path / "xdg-cache"
+    (cache / "capsule").mkdir(parents=True)
+    capsule_home.mkdir(exist_ok=True)
+    (capsule_home / "config.toml").write_text("")
+    policy = _policy(work.parent / "p.toml", protect_paths=["*.key"])
+    script = (
+        f'echo "[policy]" >> {capsule_home}/config.toml; echo config=$?; '
+        f"mkdir {capsule_home}/guard-walk/x; echo walk=$?; "
+        f"touch {capsule_home}/runs/forged; echo runs=$?; "
+        f"touch {cache}/capsule/forged; echo cache=$?; echo ok > {work}/mine; echo own=$?"
+    )
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script, env={"XDG_CACHE_HOME": str(cache)})
+    assert done.returncode == 0, done.stderr
+    for part in ("config", "walk", "runs", "cache"):
+        assert f"{part}=1" in done.stdout, done.stdout
+    assert "own=0" in done.stdout  # the working directory is the tree's
+    assert (capsule_home / "config.toml").read_text() == ""
+    assert not (capsule_home / "runs" / "forged").exists()
+    assert not (cache / "capsule" / "forged").exists()
+    assert _events(capsule_home, "session.ended")  # the recording itself was written
+    execs = _events(capsule_home, "proc.exec")
+    assert any(Path(e["path"]).name == "touch" for e in execs)

@@ -1,10 +1,8 @@
-"""What a guarded start keeps between runs: the shell parser's tables and the mechanisms that worked."""
+"""What a guarded start keeps between runs: the mechanisms that worked."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,67 +10,6 @@ import pytest
 from capsule.policy.rules import MOUNT, NETNS, SECCOMP
 from capsule.stages import guard_probe
 from capsule.stages.guard_probe import probe_mechanisms
-
-SCRIPTS = [
-    "a; b | c",
-    "echo a && sudo rm -rf / || true",
-    "x=$(curl -s file:///tmp/x.sh | sh); echo `id` <(ls)",
-    "for i in 1 2; do if [ $i = 1 ]; then git push --force; fi; done",
-    "sh -c 'bash -c \"rm -rf ~/x\"'",
-    "cat <<EOF\nhello\nEOF\n",
-]
-
-# Prints what the parser is: its tables and what it makes of SCRIPTS, with or without the kept tables.
-PROBE = """
-import sys
-if sys.argv[1] == "kept":
-    from capsule.stages import shell_grammar
-    bashlex = shell_grammar.load()
-else:
-    import bashlex
-import bashlex.parser as p
-y = p.yaccparser
-print(repr(sorted(y.action.items())), repr(sorted(y.goto.items())))
-print([(q.name, q.prod, q.func, q.len, q.str) for q in y.productions], sorted(y.defaulted_states.items()))
-for script in sys.argv[2:]:
-    print([t.dump() for t in bashlex.parse(script)])
-"""
-
-
-def _parser_says(how: str, cache: Path) -> str:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, how, *SCRIPTS], env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout
-
-
-def _tables(cache: Path) -> list[Path]:
-    return sorted((cache / "capsule").glob("bashlex-*.tables"))
-
-
-def test_kept_tables_make_the_same_parser(tmp_path: Path) -> None:
-    fresh = _parser_says("fresh", tmp_path)
-    assert _tables(tmp_path) == []
-    assert _parser_says("kept", tmp_path) == fresh  # built, then kept
-    [kept] = _tables(tmp_path)
-    assert kept.stat().st_mode & 0o777 == 0o600
-    assert _parser_says("kept", tmp_path) == fresh  # read from what was kept
-
-
-@pytest.mark.parametrize("content", [b"", b"\x00garbage", b"\xe3\x03\x00\x00\x00", None])
-def test_a_broken_table_file_is_rebuilt(tmp_path: Path, content: bytes | None) -> None:
-    import marshal
-
-    fresh = _parser_says("fresh", tmp_path)
-    _parser_says("kept", tmp_path)
-    [kept] = _tables(tmp_path)
-    # None: well-formed data of the wrong shape (a production naming no function of the grammar)
-    kept.write_bytes(
-        content if content is not None else marshal.dumps((((0, "x", ("y",), "p_nope"),), {}, {}))
-    )
-    assert _parser_says("kept", tmp_path) == fresh
-    assert _parser_says("kept", tmp_path) == fresh
 
 
 @pytest.fixture
