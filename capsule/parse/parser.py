@@ -197,28 +197,16 @@ class StraceParser:
         for line_no, line in lines:
             if self._cut is not None:
                 line = self._rejoin(line, out)
-            if keep is not None:
-                # `PID TS name(…`: two string operations read the name of a call the consumer does not
-                # want, before the regex (a third of the cost of a full-syscall log at the process level).
-                # Only `PID TIMESTAMP name(` qualifies: without a stamp the third field is no name.
-                parts = line.split(None, 2)
-                if len(parts) == 3 and parts[0] in seen and parts[1][:1].isdigit():
-                    rest = parts[2]
-                    paren = rest.find("(")
-                    if paren > 0 and rest[0].isalpha() and rest[:paren] not in keep:
-                        continue
             end = line[-4:]
             if end == "...>" or end == " +++" or end == " ---":
                 o = other(line)
                 if o is not None and (rec := _other_record(o, line_no, keep)) is not None:
-                    append(rec)
+                    append(rec)  # a wanted call, an exit or a signal: the pre-check below keeps them all
                     continue
             m = fast(line)
-            if m is not None:
+            if m is not None and int(m[1]) <= g.PID_MAX:
+                # The pre-check below is not needed: what it drops, the filter here drops too.
                 pid, ts, resumed, name, args, tail = m.groups()
-                if int(pid) > g.PID_MAX:
-                    append(parse(line, line_no))
-                    continue
                 if keep is not None and name not in keep:
                     if pid in seen:
                         continue
@@ -226,7 +214,19 @@ class StraceParser:
                 if tail[-5:] != " ...>":  # `f("x) = 1" <unfinished ...>` is not a whole call
                     state: SyscallState = "complete" if resumed is None else "resumed"
                     append(make_syscall(line_no, int(pid), float(ts), name, args, state, tail))
-                    continue
+                else:
+                    append(parse(line, line_no))
+                continue
+            if keep is not None:
+                # `PID TS name(…`: two string operations read the name of a call the consumer does not
+                # want. Only `PID TIMESTAMP name(` qualifies: without a stamp the third field is no name.
+                # (The lines come from `select_wanted`: such a call is rare here, a pid's first line.)
+                parts = line.split(None, 2)
+                if len(parts) == 3 and parts[0] in seen and parts[1][:1].isdigit():
+                    rest = parts[2]
+                    paren = rest.find("(")
+                    if paren > 0 and rest[0].isalpha() and rest[:paren] not in keep:
+                        continue
             if line:
                 append(parse(line, line_no))
 
