@@ -132,10 +132,11 @@ def wanted_lines(keep: frozenset[str], drop_signals: frozenset[str] = frozenset(
 def wanted_runs(keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
     """`wanted_lines` for ASCII bytes, in one pass with the pids: each match (at its leading newline) is
     either a run of skippable lines of one pid (group 1: that pid) or one line `wanted_lines` finds
-    (group 2: the line). Over ASCII bytes and str patterns match alike (digits, word characters and
-    word boundaries are ASCII ones in both).
+    (group 2: the line; group 3: the pid it starts with, `1234 `, if any). Over ASCII bytes and str
+    patterns match alike (digits, word characters and word boundaries are ASCII ones in both).
 
     A run costs one match however long it is (a process's calls mostly follow each other), so the pids
     come without a match per line; the possessive repeats keep no backtracking state."""
     skip = _skippable(keep, drop_signals)
-    return re.compile(rf"\n(?:(\d+){skip}[^\n]*+(?:\n\1{skip}[^\n]*+)*+|([^\n]++))".encode())
+    line = r"(?=[^\n])(?:(\d+) )?[^\n]*+"  # a non-empty line, with its leading pid
+    return re.compile(rf"\n(?:(\d+){skip}[^\n]*+(?:\n\1{skip}[^\n]*+)*+|({line}))".encode())
