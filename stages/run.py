@@ -351,7 +351,7 @@ async def record_run(
             # start on the other core (~10 ms of each recording's start).
             from capsule.stages.pipeline import LiveCount, exit_status, incompleteness, run_pipeline
             from capsule.stages.sample import sample_stage
-            from capsule.stages.trace import POLL_IDLE_S, POLL_S, tail_stage
+            from capsule.stages.trace import POLL_IDLE_S, POLL_S, POLL_UNGUARDED_S, tail_stage
 
             live = LiveCount()
             tracer_done = trio.Event()
@@ -379,17 +379,13 @@ async def record_run(
                     nursery.start_soon(
                         partial(sample_stage, top, writer.write, sample_interval, include_root=ebpf)
                     )
-                # A quiet trace is looked at less often, unless a guard kills on it or (eBPF) the end
-                # of the tree is seen in it: strace's own exit ends the wait at once.
-                idle_poll = POLL_IDLE_S if enforcement is None and not ebpf else None
+                # A trace is looked at less often, and a quiet one less still, unless a guard kills on
+                # it or (eBPF) the end of the tree is seen in it: strace's own exit ends the wait at once.
+                unguarded = enforcement is None and not ebpf
+                idle_poll = POLL_IDLE_S if unguarded else None
+                poll_s = bpf.POLL_S if ebpf else (POLL_UNGUARDED_S if unguarded else POLL_S)
                 stats = await run_pipeline(
-                    partial(
-                        tail_stage,
-                        spool,
-                        tracer_done,
-                        poll_s=bpf.POLL_S if ebpf else POLL_S,
-                        idle_poll=idle_poll,
-                    ),
+                    partial(tail_stage, spool, tracer_done, poll_s=poll_s, idle_poll=idle_poll),
                     partial(guard_record_stage, writer=writer, guard=guard),
                     level=level,
                     redact=redact and ebpf,  # strace: its relay redacted the spool already

@@ -79,6 +79,15 @@ SUPERSEDED = re.compile(r"\+\+\+ superseded by execve(?: in pid (?P<bypid>\d+))?
 SIGNAL = re.compile(r"--- (?P<signal>SIG\w+|\d+) (?P<info>\{.*\}) ---$")
 # `--- stopped by SIGSTOP ---`
 STOPPED = re.compile(r"--- stopped by (?P<signal>SIG\w+|\d+) ---$")
+# The other frequent lines of `strace -f -ttt -o FILE` (a fork-heavy trace is mostly these), matched in
+# one go on the hot path by the very patterns the slow path applies after PREFIX_FAST:
+# `1234  1795239818.277003 vfork( <unfinished ...>` (OPEN_CALL: name, args, tail),
+# `1234  1795239818.277003 +++ exited with 0 +++` (EXITED: code),
+# `1234  1795239818.277003 --- SIGCHLD {si_signo=SIGCHLD, ...} ---` (SIGNAL: signal, info).
+# The three bodies start with a word character (or `?`), `+` and `-`: at most one alternative matches.
+FAST_OTHER = re.compile(
+    rf"(\d{{1,7}}) +(\d{{9,11}}\.\d+) (?:{OPEN_CALL.pattern}|{EXITED.pattern}|{SIGNAL.pattern})"
+)
 # `strace: Process 3819 attached`, `strace: Process 3819 detached` -- may also end another line in
 # stderr style: `clone3({...}strace: Process 3819 attached` followed by ` <unfinished ...>`.
 ATTACH = re.compile(r"strace: Process (?P<apid>\d{1,7}) (?P<what>attached|detached)$")
@@ -123,10 +132,11 @@ def wanted_lines(keep: frozenset[str], drop_signals: frozenset[str] = frozenset(
 def wanted_runs(keep: frozenset[str], drop_signals: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
     """`wanted_lines` for ASCII bytes, in one pass with the pids: each match (at its leading newline) is
     either a run of skippable lines of one pid (group 1: that pid) or one line `wanted_lines` finds
-    (group 2: the line). Over ASCII bytes and str patterns match alike (digits, word characters and
-    word boundaries are ASCII ones in both).
+    (group 2: the line; group 3: the pid it starts with, `1234 `, if any). Over ASCII bytes and str
+    patterns match alike (digits, word characters and word boundaries are ASCII ones in both).
 
     A run costs one match however long it is (a process's calls mostly follow each other), so the pids
     come without a match per line; the possessive repeats keep no backtracking state."""
     skip = _skippable(keep, drop_signals)
-    return re.compile(rf"\n(?:(\d+){skip}[^\n]*+(?:\n\1{skip}[^\n]*+)*+|([^\n]++))".encode())
+    line = r"(?=[^\n])(?:(\d+) )?[^\n]*+"  # a non-empty line, with its leading pid
+    return re.compile(rf"\n(?:(\d+){skip}[^\n]*+(?:\n\1{skip}[^\n]*+)*+|({line}))".encode())

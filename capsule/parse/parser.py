@@ -15,6 +15,7 @@ pid or exit code no kernel could produce makes the line `Unparsed`, never a reco
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
@@ -46,6 +47,25 @@ class _Sentinel(Enum):
 
 NEED_DATA = _Sentinel.NEED_DATA
 """Returned by `StraceParser.next_record()` when no complete line is buffered."""
+
+
+def _other_record(m: re.Match[str], line_no: int, keep: frozenset[str] | None) -> Record | None:
+    """The record of a FAST_OTHER match, exactly as `_parse_line` makes it; None where the line must take
+    the ordinary way: a pid or exit code out of range (the slow path's verdict), or an unfinished call
+    the keep filter may drop (FAST_CALL can match such a line too, and decides on the name)."""
+    pid_text, ts_text, name, args, tail, code, signal, info = m.groups()
+    pid = int(pid_text)
+    if pid > g.PID_MAX:
+        return None
+    if name is not None:
+        if keep is not None and name not in keep:
+            return None
+        return make_syscall(line_no, pid, float(ts_text), name, args, "unfinished", tail)
+    if code is not None:
+        if len(code) > 3 or not 0 <= int(code) <= _EXIT_MAX:
+            return None
+        return Exited(line_no=line_no, pid=pid, ts=float(ts_text), code=int(code))
+    return Signal(line_no=line_no, pid=pid, ts=float(ts_text), signal=signal, info=info)
 
 
 class StraceParser:
@@ -164,33 +184,29 @@ class StraceParser:
     def _parse_numbered(
         self, lines: Iterable[tuple[int, str]], out: list[Record], *, filtered: bool = True
     ) -> None:
-        # The hot loop: a whole `-f -ttt` call line is matched by one regex right here; every other
+        # The hot loop: a whole `-f -ttt` call line is matched by one regex right here, and so are its
+        # unfinished calls, exits and signals (FAST_OTHER, tried on lines ending as those do); every other
         # shape goes through `_parse_line`.
         # `keep` drops lines unread: only once the trace is known to carry epoch stamps, since every `-r`
         # stamp counts (FAST_CALL itself takes epoch stamps only, so it needs no such check).
         fast = g.FAST_CALL.match
+        other = g.FAST_OTHER.match
         parse = self._parse_line
         append = out.append
         keep, seen = (self._keep, self._seen) if filtered and self._relative is False else (None, self._seen)
         for line_no, line in lines:
             if self._cut is not None:
                 line = self._rejoin(line, out)
-            if keep is not None:
-                # `PID TS name(…`: two string operations read the name of a call the consumer does not
-                # want, before the regex (a third of the cost of a full-syscall log at the process level).
-                # Only `PID TIMESTAMP name(` qualifies: without a stamp the third field is no name.
-                parts = line.split(None, 2)
-                if len(parts) == 3 and parts[0] in seen and parts[1][:1].isdigit():
-                    rest = parts[2]
-                    paren = rest.find("(")
-                    if paren > 0 and rest[0].isalpha() and rest[:paren] not in keep:
-                        continue
-            m = fast(line)
-            if m is not None:
-                pid, ts, resumed, name, args, tail = m.groups()
-                if int(pid) > g.PID_MAX:
-                    append(parse(line, line_no))
+            end = line[-4:]
+            if end == "...>" or end == " +++" or end == " ---":
+                o = other(line)
+                if o is not None and (rec := _other_record(o, line_no, keep)) is not None:
+                    append(rec)  # a wanted call, an exit or a signal: the pre-check below keeps them all
                     continue
+            m = fast(line)
+            if m is not None and int(m[1]) <= g.PID_MAX:
+                # The pre-check below is not needed: what it drops, the filter here drops too.
+                pid, ts, resumed, name, args, tail = m.groups()
                 if keep is not None and name not in keep:
                     if pid in seen:
                         continue
@@ -198,7 +214,19 @@ class StraceParser:
                 if tail[-5:] != " ...>":  # `f("x) = 1" <unfinished ...>` is not a whole call
                     state: SyscallState = "complete" if resumed is None else "resumed"
                     append(make_syscall(line_no, int(pid), float(ts), name, args, state, tail))
-                    continue
+                else:
+                    append(parse(line, line_no))
+                continue
+            if keep is not None:
+                # `PID TS name(…`: two string operations read the name of a call the consumer does not
+                # want. Only `PID TIMESTAMP name(` qualifies: without a stamp the third field is no name.
+                # (The lines come from `select_wanted`: such a call is rare here, a pid's first line.)
+                parts = line.split(None, 2)
+                if len(parts) == 3 and parts[0] in seen and parts[1][:1].isdigit():
+                    rest = parts[2]
+                    paren = rest.find("(")
+                    if paren > 0 and rest[0].isalpha() and rest[:paren] not in keep:
+                        continue
             if line:
                 append(parse(line, line_no))
 

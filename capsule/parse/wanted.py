@@ -8,9 +8,6 @@ from typing import NamedTuple
 
 from capsule.parse import grammar as g
 
-# `1234 ` -- the pid that starts a line (LINE_PID, at a line start of ASCII bytes)
-_PID_AT = re.compile(rb"(\d+) ")
-
 
 class Selected(NamedTuple):
     """The lines of one chunk (whole lines) the keep filter lets through, as `select_wanted` found them.
@@ -80,25 +77,30 @@ def select_ascii(block: bytes, runs: re.Pattern[bytes], seen: set[str]) -> Selec
     framed = b"\n" + block  # a match at framed[i] (its newline) is the line starting at block[i]
     lines: list[tuple[int, str, str | None]] = []
     new: dict[str, None] = {}
+    # The pids (as bytes) already in `seen` or `new`: a pid's later lines cost one lookup, not a decode.
+    known: set[bytes] = set()
     count = block.count
     line_no, counted = 0, 0
     for m in runs.finditer(framed):
-        run_pid, line = m.groups()
+        run_pid, line, line_pid = m.groups()
         start = m.start()
         if line is None:  # a run of skippable lines: kept only as the first line of a new pid
+            if run_pid in known:
+                continue
+            known.add(run_pid)
             pid = run_pid.decode()
-            if pid in seen or pid in new:
+            if pid in seen:
                 continue
             new[pid] = None
             mark: str | None = pid
             line = framed[start + 1 : framed.find(b"\n", start + 1)]
         else:
             mark = None
-            p = _PID_AT.match(line)
-            if p is not None:
-                pid = p[1].decode()
+            if line_pid is not None and line_pid not in known:
+                known.add(line_pid)
+                pid = line_pid.decode()
                 if pid not in seen:
-                    new.setdefault(pid)
+                    new[pid] = None
         line_no += count(b"\n", counted, start)
         counted = start
         lines.append((line_no + 1, line.decode("ascii"), mark))

@@ -67,7 +67,8 @@ _INET = re.compile(r'sin_port=htons\((\d+)\), sin_addr=inet_addr\("([^"]*)"\)')
 _INET6 = re.compile(r'sin6_port=htons\((\d+)\).*inet_pton\(AF_INET6, "([^"]*)"')
 _UNIX = re.compile(r"sun_path=(@?)(\".*\"(?:\.\.\.)?)")
 
-_Held = tuple[Record, float, int | None]  # a record, its effective ts, its pid (None: not yet known)
+_Held = tuple[Record, float, int | None]
+_UNFINISHED = "<unfinished ...>"  # the tail of an interrupted call that neither changed pid nor detached  # a record, its effective ts, its pid (None: not yet known)
 
 
 class Tracker:
@@ -141,11 +142,13 @@ class Tracker:
     # --- routing -----------------------------------------------------------------------------------
 
     def _route(self, rec: Record, ts: float) -> None:
-        if isinstance(rec, Unparsed):
+        # Records are final classes: `type(rec) is` is their isinstance, and cheaper (an isinstance of a
+        # union most of all); a fork-heavy trace has ~5 records a process, each through here and _process.
+        if type(rec) is Unparsed:
             self.unparsed += 1
             self._out.append(TraceUnparsed(ts=ts, line_no=rec.line_no, text=rec.text, reason=rec.reason))
             return
-        if isinstance(rec, Message):
+        if type(rec) is Message:
             return
         if self.root_pid is not None:
             self._process(rec, ts, rec.pid)
@@ -189,7 +192,8 @@ class Tracker:
     # --- processing --------------------------------------------------------------------------------
 
     def _process(self, rec: Record, ts: float, pid: int | None) -> None:
-        if isinstance(rec, Attached | Message | Unparsed):
+        kind = type(rec)
+        if kind is Attached or kind is Message or kind is Unparsed:
             return
         if pid is None:
             pid = self._anon_pid()
@@ -197,11 +201,11 @@ class Tracker:
         if tgid is None:
             self._unclaimed.setdefault(pid, []).append((rec, ts, pid))
             return
-        if isinstance(rec, Syscall):
+        if type(rec) is Syscall:
             self._syscall(rec, ts, pid, tgid)
-        elif isinstance(rec, Exited | Killed):
+        elif type(rec) is Exited or type(rec) is Killed:
             self._exit(rec, ts, pid, tgid)
-        elif isinstance(rec, Superseded):
+        elif type(rec) is Superseded:
             self._superseded(rec, tgid)
         elif isinstance(rec, Signal) and not rec.stopped and rec.signal not in self.ignored_signals:
             sender = _SI_PID.search(rec.info)
@@ -220,6 +224,10 @@ class Tracker:
 
     def _syscall(self, rec: Syscall, ts: float, pid: int, tgid: int) -> None:
         if rec.state == "unfinished":
+            # The common mark first: `<unfinished ...>` changes no pid and is no detach.
+            if rec.tail == _UNFINISHED:
+                self._pending[pid] = rec
+                return
             changed = rec.pid_changed_to
             if not rec.detached:  # a detached call never resumes
                 self._pending[changed if changed is not None else pid] = rec
@@ -230,7 +238,9 @@ class Tracker:
             if partner is not None and (partner.name == name or name == "???"):
                 name = partner.name
                 args = partner.args + args
-                changed = partner.pid_changed_to is not None or pid in self._took_over
+                changed = (
+                    partner.tail != _UNFINISHED and partner.pid_changed_to is not None
+                ) or pid in self._took_over
             elif name in _EXEC:
                 args = ""  # only the tail of the call survived: path and argv are unknown
             self._took_over.discard(pid)
@@ -288,14 +298,15 @@ class Tracker:
     def _exec(self, rec: Syscall, name: str, args: str, ts: float, tgid: int, changed: bool) -> None:
         head = exec_head(args) if name == "execve" else None
         if head is not None:  # the common shape, decoded by one regex (split_args: ~8 us an exec)
-            errno = rec.errno
+            # A tail of `0` (an exec that worked) is result 0 without errno: no regex over it.
+            errno = None if rec.tail == "0" else rec.errno
             self._out.append(
                 ProcExec(
                     ts=ts,
                     pid=tgid,
                     path=head[0],
                     argv=head[1],
-                    ok=changed or (errno is None and rec.result == "0"),
+                    ok=changed or (errno is None and (rec.tail == "0" or rec.result == "0")),
                     errno=errno,
                     argv_truncated=False,
                 )

@@ -28,9 +28,15 @@ TRACES = Path(__file__).parent.parent / "data" / "traces"
 FIXTURES = sorted(TRACES.glob("*.strace"))
 
 
-def parse(data: bytes, chunks: list[int] | None = None, tt_origin: float = 0.0) -> list[Record]:
+def parse(
+    data: bytes,
+    chunks: list[int] | None = None,
+    tt_origin: float = 0.0,
+    keep: frozenset[str] | None = None,
+    drop_signals: frozenset[str] = frozenset(),
+) -> list[Record]:
     """Parse `data` fed in pieces of the given sizes (the rest in one piece), then close."""
-    p = StraceParser(tt_origin=tt_origin)
+    p = StraceParser(tt_origin=tt_origin, keep=keep, drop_signals=drop_signals)
     out: list[Record] = []
     pos = 0
     for size in chunks or []:
@@ -366,16 +372,36 @@ def test_strace_like_bytes_never_crash(parts: list[bytes], cuts: list[int]) -> N
 
 
 def _parse_slow(data: bytes, cuts: list[int] | None = None) -> list[Record]:
-    """`parse` with both fast paths (FAST_CALL, PREFIX_FAST) switched off: every line by `_parse_line`."""
+    """`parse` with every fast path (FAST_CALL, FAST_OTHER, PREFIX_FAST) switched off: every line by
+    `_parse_line`."""
     from capsule.parse import grammar
 
     never = re.compile(r"(?!)")
-    saved = grammar.FAST_CALL, grammar.PREFIX_FAST
-    grammar.FAST_CALL = grammar.PREFIX_FAST = never
+    saved = grammar.FAST_CALL, grammar.FAST_OTHER, grammar.PREFIX_FAST
+    grammar.FAST_CALL = grammar.FAST_OTHER = grammar.PREFIX_FAST = never
     try:
         return parse(data, cuts)
     finally:
-        grammar.FAST_CALL, grammar.PREFIX_FAST = saved
+        grammar.FAST_CALL, grammar.FAST_OTHER, grammar.PREFIX_FAST = saved
+
+
+# The keep filter of a process-level recording (Tracker.wanted_syscalls, Tracker.ignored_signals).
+_KEEP = frozenset({"???", "clone", "clone2", "clone3", "execve", "execveat", "fork", "vfork"})
+_DROP = frozenset({"SIGCHLD"})
+
+
+def _parse_kept(data: bytes, cuts: list[int] | None = None, *, other: bool = True) -> list[Record]:
+    """Parse through the keep filter, in pieces of the given sizes, with FAST_OTHER on or off. (FAST_CALL
+    stays on: it is part of the filter, dropping the unwanted calls the pre-check lets through.)"""
+    from capsule.parse import grammar
+
+    saved = grammar.FAST_OTHER
+    if not other:
+        grammar.FAST_OTHER = re.compile(r"(?!)")
+    try:
+        return parse(data, cuts, keep=_KEEP, drop_signals=_DROP)
+    finally:
+        grammar.FAST_OTHER = saved
 
 
 SESSION_TRACES = sorted((TRACES.parent.parent.parent / "sessions").glob("*/trace.strace"))
@@ -383,9 +409,11 @@ SESSION_TRACES = sorted((TRACES.parent.parent.parent / "sessions").glob("*/trace
 
 @pytest.mark.parametrize("path", [*FIXTURES, *SESSION_TRACES], ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fast_path_is_no_fast_path_on_real_traces(path: Path) -> None:
-    """Every real trace (each strace form) parses to the same records with the fast paths off."""
+    """Every real trace (each strace form) parses to the same records with the fast paths off, and to the
+    same through the keep filter with FAST_OTHER off."""
     data = path.read_bytes()
     assert _parse_slow(data) == parse(data)
+    assert _parse_kept(data, other=False) == _parse_kept(data)
 
 
 _FAST_ALPHABET = st.sampled_from(
@@ -394,6 +422,26 @@ _FAST_ALPHABET = st.sampled_from(
         *(b"     0.5 ", b"99999999999.5 ", b"05:00:00.25 ", b"execve(", b"clone(", b"read(", b")", b" = "),
         *(b"0", b"3366", b"-1 ENOENT (x)", b"<... ", b"execve resumed>", b" <unfinished ...>", b"\n"),
         *(b"+++ exited with 1 +++", b"+++ exited with 999 +++", b"strace: Process 4 attached", b'"a"'),
+        # the shapes FAST_OTHER takes, and near misses of them
+        *(b"vfork(", b"wait4(-1, ", b" <unfinished ...>", b"<detached ...>", b" <pid changed to 12 ...>"),
+        *(b"+++ exited with 0 +++", b"+++ exited with -1 +++", b"+++ exited with 0256 +++", b" +++", b"..."),
+        *(
+            b"--- SIGCHLD {si_pid=3} ---",
+            b"--- SIGUSR1 {} ---",
+            b"--- 7 {x} ---",
+            b" ---",
+            b"---",
+            b"{",
+            b"}",
+        ),
+        *(
+            b"+++ killed by SIGKILL +++",
+            b"--- stopped by SIGSTOP ---",
+            b"???(",
+            b"_x(",
+            b"\xc3\xa9(",
+            b" ...>",
+        ),
     ]
 )
 
@@ -404,3 +452,85 @@ def test_fast_path_is_no_fast_path(parts: list[bytes], cuts: list[int]) -> None:
     """Near-miss `-f -ttt` text (big pids, `-r` and huge stamps, cut lines): the fast paths change nothing."""
     data = b"".join(parts)
     assert _parse_slow(data, cuts) == parse(data)
+
+
+# Whole lines of a fork-heavy `-f -ttt` trace and near misses of them: prefixes with good and bad pids and
+# stamps, bodies FAST_OTHER takes (unfinished calls, exits, signals) and ones it must leave alone.
+_PREFIXES = [b"12 ", b"13  ", b"9999999 ", b"99999999 ", b"4194305 ", b"[pid 3] ", b""]
+_STAMPS = [b"1795239818.277003 ", b"1795239818.5 ", b"0.000123 ", b"99999999999.5 ", b"05:00:00.25 ", b""]
+_BODIES = [
+    *(b"vfork( <unfinished ...>", b"wait4(-1,  <unfinished ...>", b"read(3, <detached ...>"),
+    b'execve("/bin/true", ["/bin/true"], 0x5 /* 3 vars */ <unfinished ...>',
+    *(b'write(1, "f(x) = 1", 8 <unfinished ...>', b'execve("/x", [], 0x1 <pid changed to 12 ...>'),
+    *(
+        b"_x( <unfinished ...>",
+        b"???( <unfinished ...>",
+        b"\xc3\xa9( <unfinished ...>",
+        b"x(<unfinished ...>",
+    ),
+    *(
+        b"vfork( <unfinished ...> ",
+        b"vfork( <unfinished ..>",
+        b"<... vfork resumed>) = 13",
+        b"exit_group(0) = ?",
+    ),
+    *(
+        b"<... execve resumed>) = 0",
+        b"<... wait4 resumed>x) = 1 <unfinished ...>",
+        b"clone(child_stack=NULL) = 14",
+    ),
+    *(
+        b"+++ exited with 0 +++",
+        b"+++ exited with 255 +++",
+        b"+++ exited with 256 +++",
+        b"+++ exited with -1 +++",
+    ),
+    *(
+        b"+++ exited with 0000 +++",
+        b"+++ exited with 007 +++",
+        b"+++ exited with 0 ++",
+        b"+++ killed by SIGKILL +++",
+    ),
+    *(b"--- SIGCHLD {si_signo=SIGCHLD, si_pid=13} ---", b"--- SIGUSR1 {} ---", b"--- 33 {x} ---"),
+    *(
+        b"--- SIGCHLD {x} --- ",
+        b"--- SIGCHLD x ---",
+        b"--- stopped by SIGSTOP ---",
+        b"strace: Process 4 attached",
+    ),
+    *(b"clone(flags=X" + b"strace: Process 4 attached", b" <unfinished ...>", b", x) = 4", b"\xff ---", b""),
+    b"9x() = 0",  # a name the line choice keeps (not [A-Za-z_]) and FAST_CALL drops for a pid seen
+]
+_LINE = st.builds(
+    lambda p, t, b: p + t + b, st.sampled_from(_PREFIXES), st.sampled_from(_STAMPS), st.sampled_from(_BODIES)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(_LINE, max_size=25),
+    end=st.sampled_from([b"\n", b""]),
+    cuts=st.lists(st.integers(1, 60), max_size=10),
+)
+def test_fast_other_is_no_fast_path(lines: list[bytes], end: bytes, cuts: list[int]) -> None:
+    """Fork-heavy lines and near misses: FAST_OTHER changes no record, however the bytes are chunked, with
+    or without the keep filter (wanted calls, dropped signals, each pid's first line); without it the
+    records do not depend on the chunking. (Through the filter they may: a line dropped as a later line
+    of a pid in one chunking can be that pid's first of its chunk in another; events never differ,
+    tests/track/test_track_keep.py.)"""
+    data = b"\n".join(lines) + end
+    whole = parse(data)
+    assert _parse_slow(data, cuts) == whole
+    assert parse(data, cuts) == whole
+    assert _parse_kept(data, other=False) == _parse_kept(data)
+    assert _parse_kept(data, cuts, other=False) == _parse_kept(data, cuts)
+    assert _parse_kept(data, [1] * len(data), other=False) == _parse_kept(data, [1] * len(data))
+
+
+def test_fast_other_leaves_unwanted_calls_to_fast_call() -> None:
+    """An unwanted unfinished call FAST_CALL also matches (a `) = ` in its arguments) marks its pid as
+    seen there, so that a later unwanted call of the pid is dropped: FAST_OTHER does not take it."""
+    data = b'12 1795239818.277003 write(1, "f(x) = 1", 8 <unfinished ...>\n12 1795239818.3 9x() = 0\n'
+    kept = _parse_kept(data)
+    assert _parse_kept(data, other=False) == kept
+    assert len(kept) == 1
