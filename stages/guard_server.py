@@ -30,6 +30,7 @@ from typing import Any
 
 _LENGTH = struct.Struct("<I")
 _PR_SET_PDEATHSIG = 1
+PRIORITY = -10  # the server's nice value, where it may raise its own priority
 _QUIET = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP)
 
 
@@ -68,6 +69,10 @@ def _become_server(keep: tuple[int, ...]) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Ahead of the tree and the recording for a CPU when an exec waits on it (it sleeps otherwise):
+    # 5,000 `true` under a deny rule, eBPF tracer, 1.5x -> 1.28x of no policy. Only where permitted (root).
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
     if os.getppid() == 1:  # Capsule died before the line above: nobody to serve
         os._exit(1)
     null = os.open(os.devnull, os.O_RDWR)
