@@ -70,7 +70,7 @@ def _become_server(keep: tuple[int, ...]) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # Ahead of the tree and the recording for a CPU when an exec waits on it (it sleeps otherwise):
-    # 5,000 `true` under a deny rule, eBPF tracer, 1.5x -> 1.28x of no policy. Only where permitted (root).
+    # 3,000 `true` under a deny rule, eBPF tracer, 1.5x -> 1.28x of no policy. Only where permitted (root).
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
     if os.getppid() == 1:  # Capsule died before the line above: nobody to serve
