@@ -268,11 +268,6 @@ class Guard:
     def _serve_child(self, send: Callable[[Any], None]) -> tuple[int, int, list[int]]:
         """The server child's work: answer until told to stop, each refusal sent as it is decided."""
         self._report = lambda event: send(("blocked", _fields(event)))
-        if self.policy.deny_commands or self.policy.allow_commands:
-            # bashlex builds its parse tables at import (~0.15 s): begun here, beside the tree's own
-            # start, rather than when its first `sh -c` exec waits for an answer (which then waits for
-            # the import only if it has not ended; the module lock makes it wait, not import twice).
-            threading.Thread(target=_import_shell_parser, daemon=True).start()
         self._serve()
         return self.stats.execs, self.stats.blocked, self.stats.latencies_ns
 
@@ -289,6 +284,10 @@ class Guard:
 
     def _serve(self) -> None:
         assert self._sock is not None
+        if self.policy.deny_commands or self.policy.allow_commands:
+            # The shell parser, ~15 ms with its kept tables (stages/bash_tables.py), while the launcher
+            # starts (~20 ms before the listener arrives), not when the first `sh -c` waits for it.
+            _import_shell_parser()
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -460,8 +459,10 @@ class Guard:
 
 
 def _import_shell_parser() -> None:
+    from capsule.stages.bash_tables import load_bashlex
+
     with contextlib.suppress(Exception):  # an import that fails fails again where it is needed
-        import bashlex  # type: ignore[import-untyped]  # noqa: F401
+        load_bashlex()
 
 
 def _own_state() -> list[str]:
