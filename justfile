@@ -52,7 +52,7 @@ demo: setup
 # system's python3 where that is another Python than .venv's
 test: setup ray browser jstools kernel lint
     {{bin}}/python -m pytest -q -p no:cacheprovider
-    just system-python
+    {{just_executable()}} system-python
 
 # the parser, trackers, folds, codec and golden sessions under the system's /usr/bin/python3, in
 # .venv-system, when it is another Python than .venv's: Debian 12's 3.11.2 once matched one of the
