@@ -234,18 +234,47 @@ async def attach(
 async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> int:
     """The stub's pid: the descendant of `process` (the guard's launcher, then bubblewrap) whose
     command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
-    wanted = list(stub)
+    wanted = "\0".join(stub).encode() + b"\0"
     with trio.move_on_after(timeout_s):
         while process.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                top = psutil.Process(process.pid)
-                for proc in (top, *top.children(recursive=True)):
-                    with contextlib.suppress(psutil.Error):
-                        if proc.cmdline() == wanted:
-                            return proc.pid
+            if (pid := _descendant_running(process.pid, wanted)) is not None:
+                return pid
             await trio.sleep(0.005)
     _kill(process)
     raise EbpfUnavailable(f"the command's guard wrapper ended (exit {process.returncode}) before it started")
+
+
+def _descendant_running(top: int, cmdline: bytes) -> int | None:
+    """The first of `top` and its descendants whose /proc cmdline is `cmdline`."""
+    for pid in _descendants(top):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                return pid
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and its descendants, from the kernel's children lists (/proc/PID/task/TID/children):
+    a few small reads for the guard's two wrappers, where psutil's children() scans every process of
+    the machine (~13 ms a poll here, five polls a guarded start, beside the wrappers' own start)."""
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        found.append(here)
+        try:
+            tasks = os.listdir(f"/proc/{here}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo.extend(
+                    int(child) for child in Path(f"/proc/{here}/task/{task}/children").read_bytes().split()
+                )
+    if len(found) == 1 and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        # a kernel without CONFIG_PROC_CHILDREN
+        with contextlib.suppress(psutil.Error):
+            found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    return found
 
 
 def _kill(process: trio.Process | MainThreadProcess) -> None:
