@@ -143,6 +143,7 @@ class Guard:
         # notification thread: a refused exec never reaches the syscall tracepoints (eBPF records it so).
         self.on_refused: Callable[[int, str, Sequence[str], int], None] | None = None
         self._server: Reports | None = None
+        self._parser_pending = bool(self.policy.deny_commands or self.policy.allow_commands)
         self._report: Callable[[PolicyBlocked], None] = self._queue  # a refusal, to be emitted
 
     @property
@@ -284,13 +285,10 @@ class Guard:
 
     def _serve(self) -> None:
         assert self._sock is not None
-        if self.policy.deny_commands or self.policy.allow_commands:
-            # The shell parser, ~15 ms with its kept tables (stages/bash_tables.py), while the launcher
-            # starts (~20 ms before the listener arrives), not when the first `sh -c` waits for it.
-            _import_shell_parser()
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        self._when_idle(poller)
         if not any(fd == self._sock.fileno() for fd, _ in poller.poll()):
             return
         _, fds, _, _ = socket.recv_fds(self._sock, 4, 1)
@@ -302,6 +300,7 @@ class Guard:
             poller.register(listener, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
             while True:
+                self._when_idle(poller)
                 ready = dict(poller.poll())
                 if self._wake_r in ready:
                     return
@@ -312,6 +311,17 @@ class Guard:
                     return  # every process under the filter is gone
         finally:
             os.close(listener)
+
+    def _when_idle(self, poller: select.poll) -> None:
+        """Load the shell parser (~15 ms with its kept tables: stages/bash_tables.py) the first time
+        nothing waits for an answer: while the launcher starts, or between the wrappers' execs and the
+        command's, rather than when a `sh -c` waits for it (`_decide` loads it then if it must)."""
+        if self._parser_pending and not poller.poll(0):
+            self._load_parser()
+
+    def _load_parser(self) -> None:
+        self._parser_pending = False
+        _import_shell_parser()
 
     def _answer(self, listener: int) -> None:
         buf = bytearray(80)
@@ -383,6 +393,8 @@ class Guard:
         key = (path, tuple(argv))
         if key in self._allowed:
             return None, path
+        if self._parser_pending:
+            self._load_parser()
         verdict = decide_exec(self.policy, argv, path, script_text=script_text(pid, argv))
         if verdict.allowed:
             # A verdict depends on the path and argv alone, unless a script file is read: kept, so a
