@@ -549,6 +549,10 @@ class Recorded:
         default=None,
         metadata={"doc": "A policy part downgraded to detect-and-kill (--policy-fallback detect)."},
     )
+    blocked: int = attrs.field(
+        default=0,
+        metadata={"doc": "What the policy refused (execs, opens): the session's policy.blocked events."},
+    )
 
 
 def check_level(level: str) -> None:
@@ -709,6 +713,7 @@ async def record_async(
         failed=outcome.tally.failed,
         error=outcome.error,
         warning=enforcement.warning if enforcement is not None else None,
+        blocked=outcome.tally.blocked,
     )
 
 

@@ -252,6 +252,8 @@ def record_and_report(
     if outcome.error:
         style.line(style.bold_red(f"capsule: error: {outcome.error}"))
     failures = ", " + style.red(f"{outcome.failed} failed") if outcome.failed else ""
+    if outcome.blocked:  # the refusals themselves: the policy section of `capsule report`
+        failures += " · " + style.bold_red(f"{outcome.blocked} blocked by the policy")
     status = outcome.signal or f"exit {outcome.exit_code}"
     plural = "es" if outcome.processes != 1 else ""
     style.line(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from capsule.events import Event, ProcExec, ProcExited, ProcSpawned, ProcSpawnFailed, TraceUnparsed
+from capsule.events.policy import PolicyBlocked
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
@@ -21,6 +22,7 @@ class Tally:
     processes: int = 0
     failed: int = 0
     unparsed: int = 0
+    blocked: int = 0  # what the policy refused (policy.blocked)
     root_pid: int | None = None
     root_exit: tuple[int | None, str | None] | None = None  # (exit code, signal name) of the root
     first_ts: float | None = None
@@ -56,4 +58,6 @@ class Tally:
             self.unparsed += 1
         elif isinstance(event, ProcSpawnFailed):
             self.failed += 1
+        elif isinstance(event, PolicyBlocked):
+            self.blocked += 1
         return self

@@ -89,6 +89,7 @@ def test_denied_rm_in_a_shell_string_never_runs(
     assert (work / "canary" / "keep").exists()
     assert "done" not in done.stdout
     assert done.returncode != 0
+    assert " · 1 blocked by the policy · " in done.stderr  # the run's own summary line says so
     (blocked,) = _events(capsule_home, "policy.blocked")
     assert blocked["rule"] == "rm -rf *"
     assert blocked["command"] == "rm -rf canary"
