@@ -2,7 +2,7 @@
 
 Why libbpf and a CO-RE object of our own, not bpftrace (which this replaced): bpftrace compiles its
 program with LLVM at every start (~0.45 s here, a second or more on a loaded machine) while the
-command waits; the object is built once (`ebpf_build`) and loads and attaches in ~40 ms. It also
+command waits; the object is built once (`ebpf_build`) and loads and attaches in ~20 ms. It also
 puts every record in one ring buffer shared by the CPUs, in the order the kernel made them (bpftrace's
 per-CPU buffers were read one after another). Its output is bpftrace's line format (`-f json`: JSON
 escapes every byte, so argv with newlines or quotes cannot forge a line), read by the same parser.
