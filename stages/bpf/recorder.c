@@ -347,6 +347,8 @@ int main(int argc, char **argv) {
         if ((!strncmp(name, "file_", 5) && !files) || (!strncmp(name, "net_", 4) && !net))
             bpf_program__set_autoload(prog, false);
     }
+    if (!files && !net)  // only the file and net programs use it: not made (a 65536-bucket table, ~1 ms)
+        bpf_map__set_autocreate(bpf_object__find_map_by_name(obj, "calls"), false);
     int err = bpf_object__load(obj);
     if (err) return fail("load the programs", err);
     int attached = 0;
