@@ -320,11 +320,19 @@ async def stop_when_tree_gone(
     (`on_gone` first: a task's exit is observed then). The trace is complete at that point, so the
     recorder is SIGKILLed rather than asked to drain, and not waited for: its programs take a while
     to detach in the kernel, which no record needs (`reap_stopped` reaps it later; a process that
-    exits leaves it to init, already dying). Returns at once if the recorder ended itself."""
+    exits leaves it to init, already dying). Returns at once if the recorder ended itself.
+
+    The first barrier goes as soon as the command has exited, without waiting for the tracker to see
+    the tree gone: its exit record is in the buffer by then (the tracepoint fires before the parent is
+    told), so once the marker is counted the tracker has read as far as waiting would have, and a tree
+    that ended with its command (the common case) ends after one round trip through the recorder and
+    the trace (each ~2-9 ms: it reads every READ_EVERY_MS, the trace is read every POLL_S), not two."""
     await launched.process.wait()
+    barriers = 0
     while launched.tracer.poll() is None:
-        if live.value == 0:
+        if live.value == 0 or barriers == 0:
             await flush_barrier(launched, live)  # on a timeout (lost markers): the tree still looks gone
+            barriers += 1
             if live.value == 0:
                 if on_gone is not None:
                     on_gone()
