@@ -23,6 +23,8 @@
 // Lines are written to stdout only whole, in one write() per batch: the trace is a file opened with
 // O_APPEND that Capsule also appends to (a refused exec's line), so no line of either is ever torn.
 // Errors: one line on stderr, exit 1. SIGTERM/SIGINT: drain what is in the buffer, then exit 0.
+// SIGUSR1: read the buffer now rather than at the end of the current READ_EVERY_MS nap (Capsule's
+// flush barrier sends it after its marker, so that the marker does not wait for the next read).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -164,6 +166,8 @@ static void on_signal(int sig) {
     (void)sig;
     stopping = 1;
 }
+
+static void on_poke(int sig) { (void)sig; }  // nanosleep returns early (EINTR, never restarted)
 
 static int libbpf_errors_only(enum libbpf_print_level level, const char *fmt, va_list ap) {
     return level == LIBBPF_WARN ? vfprintf(stderr, fmt, ap) : 0;
@@ -337,6 +341,7 @@ int main(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_poke);
 
     LIBBPF_OPTS(bpf_object_open_opts, options, .btf_custom_path = btf);
     struct bpf_object *obj = bpf_object__open_file(argv[1], &options);
