@@ -9,6 +9,10 @@ libbpf's shared library, whose ABI is stable across its upgrades; a removed comp
 matter once it is built). The object is CO-RE (relocated against the running kernel's BTF when it is
 loaded), so a kernel upgrade needs no rebuild. Concurrent first recordings build once: a lock, and
 the result is moved into place whole.
+
+The kernel's types for those relocations (`kernel_btf`): the loader writes the few the object reads,
+from the kernel's own BTF, once per boot into the build's directory (~1 KB, 10-30 ms to make),
+so that no recording's start reads the kernel's whole BTF again (~20 ms, see stages/bpf/recorder.bpf.c).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ OBJECT = "recorder.bpf.o"
 LOADER = "capsule-ebpf-recorder"
 STUB = "capsule-ebpf-stub"
 VERSION = "version"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # new at every boot, so at every kernel
 ARCH_DEFINES = {"x86_64": "x86"}  # the kernel half reads x86_64 syscall numbers and registers
 
 
@@ -85,6 +90,38 @@ def ensure_built() -> Built:
         stub=target / STUB,
         version=(target / VERSION).read_text().strip(),
     )
+
+
+def kernel_btf(built: Built) -> Path | None:
+    """The running kernel's types that `built`'s object reads (made now at the first use since boot),
+    or None if they cannot be made (the loader then reads the kernel's own BTF, as it did before)."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    # Keyed by boot: only a reboot changes the running kernel, and its layout is what the file holds
+    # (the kernel's own BTF, /sys/kernel/btf/vmlinux, is too big to hash at each start).
+    path = built.loader.parent / f"kernel-{boot}.btf"
+    if path.exists():
+        return path
+    part = path.with_name(f"{path.name}.{os.getpid()}")
+    done = subprocess.run(
+        [str(built.loader), str(built.object), "--make-btf", str(part)], capture_output=True, check=False
+    )
+    try:
+        if done.returncode != 0:
+            return None
+        os.rename(part, path)  # whole or not at all: a concurrent start makes the same file
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink()
+    for old in built.loader.parent.glob("kernel-*.btf"):  # earlier boots'
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
 
 
 def _build_once(sources: dict[str, bytes], arch: str, home: Path, target: Path) -> None:

@@ -1,5 +1,5 @@
 """The eBPF recorder's process: found, probed and started, without trio (so `capsule run` can start it
-before trio and the recording's stages load: its ~40 ms of loading and attaching then overlap theirs).
+before trio and the recording's stages load: its ~20 ms of loading and attaching then overlap theirs).
 stages/ebpf.py follows the recording it makes.
 """
 
@@ -18,7 +18,7 @@ from typing import IO
 import attrs
 import orjson
 
-from capsule.stages.ebpf_build import BuildFailed, ensure_built
+from capsule.stages.ebpf_build import BuildFailed, ensure_built, kernel_btf
 from capsule.stages.launch import MainThreadProcess
 
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -35,11 +35,16 @@ class EbpfTracer:
     object: str  # the kernel half (stages/bpf/recorder.bpf.c, built)
     version: str  # the libbpf the loader runs with
     stub: str = ""  # the command's stub (stages/bpf/stub.c, built)
+    btf: str = ""  # the kernel's types for the object's CO-RE reads (`kernel_btf`; "": the kernel's own)
     kind: str = "ebpf"
 
     def flags(self, level: str) -> tuple[str, ...]:
         """The loader's arguments but the root pid: the object and the trace level."""
         return (self.object, level)
+
+    def loader(self) -> list[str]:
+        """The loader's command line up to its object."""
+        return [self.path, *(("--btf", self.btf) if self.btf else ()), self.object]
 
 
 def find_ebpf() -> EbpfTracer:
@@ -55,8 +60,13 @@ def find_ebpf() -> EbpfTracer:
         built = ensure_built()
     except BuildFailed as e:
         raise EbpfUnavailable(str(e)) from None
+    btf = kernel_btf(built)
     return EbpfTracer(
-        path=str(built.loader), object=str(built.object), version=built.version, stub=str(built.stub)
+        path=str(built.loader),
+        object=str(built.object),
+        version=built.version,
+        stub=str(built.stub),
+        btf="" if btf is None else str(btf),
     )
 
 
@@ -73,7 +83,7 @@ def _mount_tracefs() -> None:
 def probe_ebpf(tracer: EbpfTracer) -> str | None:
     """Load and attach every program once: None if it works, else the recorder's last error line."""
     done = subprocess.run(
-        [tracer.path, tracer.object, "--probe"], capture_output=True, text=True, check=False, timeout=120
+        [*tracer.loader(), "--probe"], capture_output=True, text=True, check=False, timeout=120
     )
     if done.returncode == 0:
         return None
@@ -193,7 +203,7 @@ def start_recorder(tracer: EbpfTracer, level: str, gate: Gated) -> Starting:
     try:
         process = MainThreadProcess(
             subprocess.Popen(
-                ["setpriv", "--pdeathsig", "TERM", tracer.path, tracer.object, "-", level, str(gate.gate_w)],
+                ["setpriv", "--pdeathsig", "TERM", *tracer.loader(), "-", level, str(gate.gate_w)],
                 stdin=pid_r,
                 pass_fds=(gate.gate_w,),
                 stdout=subprocess.DEVNULL,

@@ -75,6 +75,9 @@ class MainThreadProcess:
     def kill(self) -> None:
         self._popen.kill()
 
+    def send_signal(self, signum: int) -> None:
+        self._popen.send_signal(signum)
+
     async def wait(self) -> int:
         import trio
 

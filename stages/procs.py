@@ -59,6 +59,10 @@ from pathlib import Path
 import attrs
 import psutil
 
+from capsule.stages.exits import (
+    returncode_status as returncode_status,  # its old home: still imported from here
+)
+
 # create_time is boot time plus start ticks (10 ms): the same process always reads the same value, and a
 # recorded start time that came from time.time() (when psutil could not read it) is close, not equal.
 CLOCK_SLACK = 1.0
@@ -108,18 +112,6 @@ def identity(pid: int) -> Member | None:
         return Member(pid=pid, started=float(psutil.Process(pid).create_time()))
     except psutil.Error:
         return None
-
-
-def returncode_status(returncode: int | None) -> tuple[int | None, str | None]:
-    """(exit code, signal name) from a Popen-style returncode: negative means killed by that signal."""
-    if returncode is None:
-        return None, None
-    if returncode < 0:
-        try:
-            return None, signal.Signals(-returncode).name
-        except ValueError:
-            return None, f"SIG{-returncode}"
-    return returncode, None
 
 
 # -- trees ---------------------------------------------------------------------------------------------

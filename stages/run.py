@@ -398,7 +398,7 @@ async def record_run(
         if command is not None and not launched.wrapped:
             # The command is Capsule's own child here: its wait status is exact, whatever the trace lost.
             await command.wait()
-            from capsule.stages.processes import returncode_status  # (eBPF only: stages.procs is ~2 ms)
+            from capsule.stages.exits import returncode_status  # (eBPF only; not stages.procs: ~3.5 ms)
 
             exit_code, sig = returncode_status(command.returncode)
             code = 128 + _signal_number(sig) if sig is not None else (exit_code or 0)

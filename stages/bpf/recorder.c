@@ -12,11 +12,19 @@
 //                                                  and `R` printed to it at once; then one byte
 //                                                  to GATE_FD lets the command's stub go
 //   capsule-ebpf-recorder OBJECT --probe           load and attach everything once, then exit 0
+//   capsule-ebpf-recorder OBJECT --make-btf OUT    write the minimal BTF of the running kernel the
+//                                                  object's CO-RE reads need (see make_btf)
 //   capsule-ebpf-recorder --version                the libbpf it runs with
+//
+// `--btf PATH` first (any form with OBJECT): the CO-RE reads are relocated against PATH, a BTF that
+// --make-btf wrote on this kernel, instead of the kernel's own (/sys/kernel/btf/vmlinux), which libbpf
+// would otherwise read and search whole at every start (~20 ms of the load here, see recorder.bpf.c).
 //
 // Lines are written to stdout only whole, in one write() per batch: the trace is a file opened with
 // O_APPEND that Capsule also appends to (a refused exec's line), so no line of either is ever torn.
 // Errors: one line on stderr, exit 1. SIGTERM/SIGINT: drain what is in the buffer, then exit 0.
+// SIGUSR1: read the buffer now rather than at the end of the current READ_EVERY_MS nap (Capsule's
+// flush barrier sends it after its marker, so that the marker does not wait for the next read).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include "record.h"
 
@@ -158,6 +167,8 @@ static void on_signal(int sig) {
     stopping = 1;
 }
 
+static void on_poke(int sig) { (void)sig; }  // nanosleep returns early (EINTR, never restarted)
+
 static int libbpf_errors_only(enum libbpf_print_level level, const char *fmt, va_list ap) {
     return level == LIBBPF_WARN ? vfprintf(stderr, fmt, ap) : 0;
 }
@@ -174,6 +185,101 @@ static __u64 lost_total(int fd, int cpus) {
     if (bpf_map_lookup_elem(fd, &zero, values)) return 0;
     for (int i = 0; i < cpus; i++) sum += values[i];
     return sum;
+}
+
+// Type `id` of `b` with its modifiers and typedefs skipped (their target's id in *res).
+static const struct btf_type *skip_mods(const struct btf *b, __u32 id, __u32 *res) {
+    const struct btf_type *t = btf__type_by_id(b, id);
+    while (t && (btf_is_mod(t) || btf_is_typedef(t))) t = btf__type_by_id(b, id = t->type);
+    *res = id;
+    return t;
+}
+
+// The member `name` of the kernel's composite `kt`, looked for through its anonymous members as CO-RE
+// does; *bits: its bit offset in `kt`.
+static const struct btf_member *find_member(const struct btf *kb, const struct btf_type *kt, const char *name,
+                                            __u32 *bits) {
+    const struct btf_member *m = btf_members(kt);
+    for (int i = 0; i < btf_vlen(kt); i++, m++) {
+        const char *mine = btf__name_by_offset(kb, m->name_off);
+        if (mine && *mine) {
+            if (strcmp(mine, name)) continue;
+            *bits = btf_member_bit_offset(kt, i);
+            return m;
+        }
+        __u32 id, sub;
+        const struct btf_type *inner = skip_mods(kb, m->type, &id);
+        const struct btf_member *found = inner && btf_is_composite(inner) ? find_member(kb, inner, name, &sub) : 0;
+        if (found) {
+            *bits = btf_member_bit_offset(kt, i) + sub;
+            return found;
+        }
+    }
+    return 0;
+}
+
+// The kernel's type `kid` (of `kb`) into `out` as the object's type `lid` (of `lb`) reads it: a
+// struct or union keeps its name and size and only the members the object's names, at the kernel's
+// offsets; a pointer becomes void * (CO-RE matches any pointer with any pointer); an int stays as it
+// is. Its id in `out`, or a negative errno (-ENOENT: the kernel's type lacks a member).
+static int copy_type(struct btf *out, const struct btf *kb, __u32 kid, const struct btf *lb, __u32 lid) {
+    const struct btf_type *kt = skip_mods(kb, kid, &kid), *lt = skip_mods(lb, lid, &lid);
+    if (!kt || !lt || btf_kind(kt) != btf_kind(lt)) return -EINVAL;
+    if (btf_is_ptr(kt)) return btf__add_ptr(out, 0);
+    if (btf_is_int(kt)) return btf__add_int(out, btf__name_by_offset(kb, kt->name_off), kt->size, btf_int_encoding(kt));
+    if (!btf_is_composite(kt) || btf_vlen(lt) > 32) return -EINVAL;
+    int types[32];
+    __u32 bits[32];
+    const struct btf_member *m = btf_members(lt);
+    for (int i = 0; i < btf_vlen(lt); i++, m++) {  // the members' types first: fields follow their struct
+        const struct btf_member *k = find_member(kb, kt, btf__name_by_offset(lb, m->name_off), &bits[i]);
+        if (!k) return -ENOENT;
+        if ((types[i] = copy_type(out, kb, k->type, lb, m->type)) < 0) return types[i];
+    }
+    const char *name = btf__name_by_offset(kb, kt->name_off);
+    int id = btf_is_struct(kt) ? btf__add_struct(out, name, kt->size) : btf__add_union(out, name, kt->size);
+    m = btf_members(lt);
+    for (int i = 0; id > 0 && i < btf_vlen(lt); i++, m++) {
+        int err = btf__add_field(out, btf__name_by_offset(lb, m->name_off), types[i], bits[i], 0);
+        if (err) return err;
+    }
+    return id;
+}
+
+// --make-btf: every named struct or union of the object (types.h) that the running kernel has, with
+// the members the object reads, written to `path` as raw BTF: the only types its CO-RE relocations
+// look up, so relocating against this file gives exactly the offsets the kernel's own BTF would (a
+// type the object reads that is missing here fails the load, never a read at a wrong offset). The
+// object's own types (its records) are skipped: the kernel has none of their names, or not with
+// their members. Valid for this kernel only: Capsule keys the file by boot (ebpf_recorder.py).
+static int make_btf(const char *object, const char *path) {
+    struct btf *lb = btf__parse_elf(object, NULL);
+    if (!lb) return fail("read the object's BTF", errno);
+    struct btf *kb = btf__load_vmlinux_btf();
+    if (!kb) return fail("read the kernel's BTF", errno);
+    struct btf *out = btf__new_empty();
+    if (!out) return fail("make a BTF", errno);
+    for (__u32 id = 1; id < btf__type_cnt(lb); id++) {
+        const struct btf_type *t = btf__type_by_id(lb, id);
+        const char *name = btf__name_by_offset(lb, t->name_off);
+        if (!btf_is_composite(t) || !name || !*name) continue;
+        int kid = btf__find_by_name_kind(kb, name, btf_kind(t));
+        if (kid < 0) continue;
+        int err = copy_type(out, kb, kid, lb, id);
+        if (err == -ENOENT) continue;
+        if (err < 0) {
+            char what[160];
+            snprintf(what, sizeof(what), "copy the kernel's struct %s", name);
+            return fail(what, err);
+        }
+    }
+    __u32 size;
+    const void *raw = btf__raw_data(out, &size);
+    if (!raw) return fail("write the BTF", errno);
+    FILE *f = fopen(path, "wbx");
+    if (!f) return fail("create the BTF file", errno);
+    if (fwrite(raw, 1, size, f) != size || fclose(f)) return fail("write the BTF file", errno);
+    return 0;
 }
 
 // `ROOT_PID TRACE_PATH`, a line on stdin (`-`): the trace becomes stdout; the root pid, or 0 if the
@@ -205,9 +311,20 @@ int main(int argc, char **argv) {
         printf("libbpf %u.%u\n", libbpf_major_version(), libbpf_minor_version());
         return 0;
     }
+    libbpf_set_print(libbpf_errors_only);
+    if (argc == 4 && strcmp(argv[2], "--make-btf") == 0) return make_btf(argv[1], argv[3]);
+    const char *self = argv[0];
+    const char *btf = NULL;  // the kernel's types for the CO-RE reads (NULL: libbpf reads the kernel's own)
+    if (argc > 2 && strcmp(argv[1], "--btf") == 0) {
+        btf = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc != 4 && argc != 5 && !(argc == 3 && strcmp(argv[2], "--probe") == 0)) {
-        fprintf(stderr, "usage: %s OBJECT ROOT_PID|- process|file|net|all [GATE_FD]  |  %s OBJECT --probe\n",
-                argv[0], argv[0]);
+        fprintf(stderr,
+                "usage: %s [--btf BTF] OBJECT ROOT_PID|- process|file|net|all [GATE_FD]  |  %s [--btf BTF] OBJECT "
+                "--probe  |  %s OBJECT --make-btf OUT\n",
+                self, self, self);
         return 2;
     }
     int gate = argc == 5 ? atoi(argv[4]) : -1;  // the stub's gate: one byte lets the command go
@@ -221,12 +338,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "capsule-ebpf-recorder: bad root pid or level\n");
         return 2;
     }
-    libbpf_set_print(libbpf_errors_only);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_poke);
 
-    struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
+    LIBBPF_OPTS(bpf_object_open_opts, options, .btf_custom_path = btf);
+    struct bpf_object *obj = bpf_object__open_file(argv[1], &options);
     if (!obj) return fail("open the object", errno);
     struct bpf_program *prog;
     bpf_object__for_each_program(prog, obj) {
@@ -234,6 +352,8 @@ int main(int argc, char **argv) {
         if ((!strncmp(name, "file_", 5) && !files) || (!strncmp(name, "net_", 4) && !net))
             bpf_program__set_autoload(prog, false);
     }
+    if (!files && !net)  // only the file and net programs use it: not made (a 65536-bucket table, ~1 ms)
+        bpf_map__set_autocreate(bpf_object__find_map_by_name(obj, "calls"), false);
     int err = bpf_object__load(obj);
     if (err) return fail("load the programs", err);
     int attached = 0;

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 // The few kernel types the recorder reads, declared with preserve_access_index: libbpf relocates each
 // field access against the running kernel's BTF at load time (CO-RE), so no vmlinux.h is needed and
-// the object built once runs on any kernel with BTF.
+// the object built once runs on any kernel with BTF. These declarations are also what the loader
+// copies from the kernel's BTF into the minimal one it is given (recorder.c, make_btf): a member named
+// here is looked up in the kernel's struct of the same name.
 #ifndef CAPSULE_TYPES_H
 #define CAPSULE_TYPES_H
 #include <linux/types.h>

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from capsule.stages import ebpf_build
-from capsule.stages.ebpf_build import BuildFailed, ensure_built
+from capsule.stages.ebpf_build import BuildFailed, ensure_built, kernel_btf
 
 TOOLS = [t for t in ("clang", "cc") if shutil.which(t) is None]
 needs_toolchain = pytest.mark.skipif(bool(TOOLS), reason=f"no {', '.join(TOOLS)} here to build the recorder")
@@ -84,3 +84,44 @@ def test_a_compile_error_is_one_line_and_leaves_nothing(
     assert str(failed.value).startswith("building the eBPF recorder failed: ")
     assert "\n" not in str(failed.value)
     assert [p.name for p in (tmp_path / "capsule").iterdir()] == ["ebpf.lock"]
+
+
+needs_kernel_btf = pytest.mark.skipif(
+    not Path("/sys/kernel/btf/vmlinux").exists(), reason="the kernel has no BTF to take the types from"
+)
+
+
+@needs_toolchain
+@needs_kernel_btf
+def test_the_kernel_btf_is_made_once_per_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's types the object reads: made at the first use since boot, beside the build, then
+    reused; an earlier boot's file goes when this boot's is made."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = ensure_built()
+    earlier = built.loader.parent / "kernel-an-earlier-boot.btf"
+    earlier.write_bytes(b"stale")
+    made = kernel_btf(built)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert made == built.loader.parent / f"kernel-{boot}.btf"
+    assert made.read_bytes()[:2] == b"\x9f\xeb"  # raw BTF's magic (0xeb9f, little-endian)
+    assert not earlier.exists()
+    stamp = made.stat().st_mtime_ns
+    assert kernel_btf(built) == made
+    assert made.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in built.loader.parent.iterdir()) == sorted(
+        [ebpf_build.LOADER, ebpf_build.OBJECT, ebpf_build.STUB, ebpf_build.VERSION, made.name]
+    )
+
+
+def test_no_kernel_btf_without_a_boot_id_or_when_the_loader_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Either way the loader reads the kernel's own BTF instead (None); a failed make leaves no file."""
+    loader = tmp_path / "loader"
+    loader.write_text("#!/bin/sh\necho 'capsule-ebpf-recorder: read the kernel BTF: gone' >&2\nexit 1\n")
+    loader.chmod(0o755)
+    built = ebpf_build.Built(loader=loader, object=tmp_path / "o", stub=tmp_path / "s", version="libbpf 1.1")
+    assert kernel_btf(built) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["loader"]
+    monkeypatch.setattr(ebpf_build, "BOOT_ID", tmp_path / "no-boot-id")
+    assert kernel_btf(built) is None

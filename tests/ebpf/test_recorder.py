@@ -105,3 +105,25 @@ def test_a_stub_whose_gate_closes_with_no_byte_runs_nothing(tmp_path: Path) -> N
     released.release()
     assert stub.wait(timeout=30) == 0
     assert marker.exists()
+
+
+def test_the_programs_load_with_the_kernel_btf_or_the_kernels_own_and_not_without_its_types(
+    tmp_path: Path,
+) -> None:
+    """With the minimal BTF made for this kernel, or with none (libbpf reads the kernel's); a BTF that
+    lacks the kernel's types fails the load in one line, never reads at a wrong offset."""
+    import struct
+
+    import attrs
+
+    from capsule.stages.ebpf_recorder import find_ebpf, probe_ebpf
+
+    tracer = find_ebpf()
+    assert tracer.btf
+    assert probe_ebpf(tracer) is None
+    assert probe_ebpf(attrs.evolve(tracer, btf="")) is None
+    empty = tmp_path / "empty.btf"  # a valid BTF with no types: header, then one empty string
+    empty.write_bytes(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 0, 0, 1) + b"\0")
+    said = probe_ebpf(attrs.evolve(tracer, btf=str(empty)))
+    assert said is not None
+    assert said.startswith("capsule-ebpf-recorder: load the programs: ")
