@@ -9,7 +9,8 @@ reads the exec's path and argv from `/proc/PID/mem`, checks the notification is 
 process may have died and its pid been reused), asks `decide_exec`, and answers CONTINUE or EPERM.
 Refusals become `policy.blocked` events through `emit`, on the trio thread (from the child, each sent as
 decided); `on_violation = "kill"`
-then calls `kill`.
+then calls `kill`. A command line allowed before is answered by the C fast path (stages/guard_answer.py)
+without waking any Python; every other exec comes back to the code here.
 
 Coexistence with strace: a USER_NOTIF answer outranks strace's `--seccomp-bpf` SECCOMP_RET_TRACE, so an
 exec would never reach strace that way. A guarded trace therefore runs strace without `--seccomp-bpf`
@@ -146,8 +147,8 @@ class Guard:
         self._server: Reports | None = None
         self._parser_pending = bool(self.policy.deny_commands or self.policy.allow_commands)
         # The C fast path (stages/guard_answer.py), built and loaded in prepare: loaded here, before any
-        # guarded tree runs, so no tree can swap the file under a server about to load it. Served with
-        # in the forked server only: its memo and counts are the library's globals, one per process.
+        # guarded tree runs, so no tree can swap the file under a server about to load it. Used by the
+        # forked server only: its memo and counts are the library's globals, one per process.
         self._answerer: Answerer | None = None
         self._fast: Answerer | None = None  # while it serves: what _decide's memo is mirrored into
         self._fast_read = False  # the library read the current notification (and may remember it)
