@@ -1,4 +1,5 @@
-"""Build the eBPF recorder (stages/bpf: the kernel half, a CO-RE object, and its libbpf loader) once.
+"""Build the eBPF recorder (stages/bpf: the kernel half, a CO-RE object, and its libbpf loader) once;
+`cached_build` is the same cache for the guard's C fast path (stages/guard_answer.py).
 
 The sources ship with Capsule; the build needs clang (the BPF target), a C compiler and libbpf's
 headers and library (Debian: `apt-get install clang libbpf-dev`; the stub links glibc statically, libc6-dev; `just setup kernel` installs them).
@@ -24,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -76,14 +78,23 @@ def ensure_built() -> Built:
     if arch is None:
         raise BuildFailed(f"the eBPF recorder supports x86_64 only, not {machine}")
     sources = _sources()
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update(name.encode() + b"\0" + sources[name] + b"\0")
-    digest.update(Path(__file__).read_bytes())  # how they are built is part of what is built
-    home = cache_dir()
-    target = home / f"ebpf-{digest.hexdigest()[:16]}"
-    if not (target / VERSION).exists():
-        _build_once(sources, arch, home, target)
+
+    def build(work: Path) -> str:
+        clang, cc = _tool("clang"), _tool("cc")
+        multiarch = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True, check=False)
+        include = f"/usr/include/{multiarch.stdout.strip()}"
+        _compile([clang, "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", str(work),
+                  "-I", include, "-c", str(work / "recorder.bpf.c"), "-o", str(work / OBJECT)])  # fmt: skip
+        _compile([cc, "-O2", "-o", str(work / LOADER), str(work / "recorder.c"), "-lbpf"])
+        _compile([cc, "-O2", "-static", "-o", str(work / STUB), str(work / "stub.c")])
+        said = subprocess.run([str(work / LOADER), "--version"], capture_output=True, text=True, check=False)
+        if said.returncode != 0:
+            raise BuildFailed(
+                f"the built eBPF recorder does not run: {said.stderr.strip() or said.returncode}"
+            )
+        return said.stdout
+
+    target = cached_build("ebpf", sources, build, what="the eBPF recorder")
     return Built(
         loader=target / LOADER,
         object=target / OBJECT,
@@ -124,35 +135,41 @@ def kernel_btf(built: Built) -> Path | None:
     return path
 
 
-def _build_once(sources: dict[str, bytes], arch: str, home: Path, target: Path) -> None:
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with open(home / "ebpf.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not target.exists():
-                _build(sources, _tool("clang"), _tool("cc"), arch, home, target)
-    except OSError as e:
-        raise BuildFailed(f"cannot build the eBPF recorder in {home}: {e.strerror or e}") from None
+def cached_build(
+    kind: str, sources: dict[str, bytes], build: Callable[[Path], str], *, what: str, recipe: str = ""
+) -> Path:
+    """The folder `build(work)` made from `sources` (written into `work`; it returns the text kept as
+    VERSION), from the cache or built now, named by the hash of the sources and of the recipe (this
+    module, and the caller's `recipe`). BuildFailed says why it cannot be built."""
+    digest = hashlib.sha256()
+    for name, data in sources.items():
+        digest.update(name.encode() + b"\0" + data + b"\0")
+    digest.update(Path(__file__).read_bytes())  # how they are built is part of what is built
+    digest.update(recipe.encode())
+    home = cache_dir()
+    target = home / f"{kind}-{digest.hexdigest()[:16]}"
+    if not (target / VERSION).exists():
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            with open(home / f"{kind}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not target.exists():
+                    _build(kind, sources, build, home, target)
+        except OSError as e:
+            raise BuildFailed(f"cannot build {what} in {home}: {e.strerror or e}") from None
+    return target
 
 
-def _build(sources: dict[str, bytes], clang: str, cc: str, arch: str, home: Path, target: Path) -> None:
-    work = Path(tempfile.mkdtemp(prefix="ebpf-build-", dir=home))
+def _build(
+    kind: str, sources: dict[str, bytes], build: Callable[[Path], str], home: Path, target: Path
+) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"{kind}-build-", dir=home))
     try:
         for name, data in sources.items():
             (work / name).write_bytes(data)
-        multiarch = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True, check=False)
-        include = f"/usr/include/{multiarch.stdout.strip()}"
-        _compile([clang, "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", str(work),
-                  "-I", include, "-c", str(work / "recorder.bpf.c"), "-o", str(work / OBJECT)])  # fmt: skip
-        _compile([cc, "-O2", "-o", str(work / LOADER), str(work / "recorder.c"), "-lbpf"])
-        _compile([cc, "-O2", "-static", "-o", str(work / STUB), str(work / "stub.c")])
-        said = subprocess.run([str(work / LOADER), "--version"], capture_output=True, text=True, check=False)
-        if said.returncode != 0:
-            raise BuildFailed(
-                f"the built eBPF recorder does not run: {said.stderr.strip() or said.returncode}"
-            )
-        (work / VERSION).write_text(said.stdout)  # written last: its presence means the build is whole
-        for name in SOURCES:
+        version = build(work)
+        (work / VERSION).write_text(version)  # written last: its presence means the build is whole
+        for name in sources:
             (work / name).unlink()
         os.rename(work, target)
     finally:
@@ -160,9 +177,9 @@ def _build(sources: dict[str, bytes], clang: str, cc: str, arch: str, home: Path
             shutil.rmtree(work)
 
 
-def _compile(argv: list[str]) -> None:
+def _compile(argv: list[str], what: str = "the eBPF recorder") -> None:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         said = [ln for ln in done.stderr.splitlines() if "error" in ln] or done.stderr.splitlines() or [""]
         hint = " (apt-get install libbpf-dev)" if "bpf/" in done.stderr else ""
-        raise BuildFailed(f"building the eBPF recorder failed: {said[0].strip()}{hint}")
+        raise BuildFailed(f"building {what} failed: {said[0].strip()}{hint}")

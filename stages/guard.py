@@ -9,7 +9,8 @@ reads the exec's path and argv from `/proc/PID/mem`, checks the notification is 
 process may have died and its pid been reused), asks `decide_exec`, and answers CONTINUE or EPERM.
 Refusals become `policy.blocked` events through `emit`, on the trio thread (from the child, each sent as
 decided); `on_violation = "kill"`
-then calls `kill`.
+then calls `kill`. A command line allowed before is answered by the C fast path (stages/guard_answer.py)
+without waking any Python; every other exec comes back to the code here.
 
 Coexistence with strace: a USER_NOTIF answer outranks strace's `--seccomp-bpf` SECCOMP_RET_TRACE, so an
 exec would never reach strace that way. A guarded trace therefore runs strace without `--seccomp-bpf`
@@ -64,6 +65,7 @@ from capsule.policy.enforce import (
 )
 from capsule.policy.rules import MOUNT, NETNS, SECCOMP
 from capsule.redact import redact_argv
+from capsule.stages.guard_answer import Answerer, Handed, library
 from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_paths, resolved, script_text
 from capsule.stages.guard_probe import launcher_command
 from capsule.stages.guard_server import Reports, fork_server
@@ -144,6 +146,12 @@ class Guard:
         self.on_refused: Callable[[int, str, Sequence[str], int], None] | None = None
         self._server: Reports | None = None
         self._parser_pending = bool(self.policy.deny_commands or self.policy.allow_commands)
+        # The C fast path (stages/guard_answer.py), built and loaded in prepare: loaded here, before any
+        # guarded tree runs, so no tree can swap the file under a server about to load it. Used by the
+        # forked server only: its memo and counts are the library's globals, one per process.
+        self._answerer: Answerer | None = None
+        self._fast: Answerer | None = None  # while it serves: what _decide's memo is mirrored into
+        self._fast_read = False  # the library read the current notification (and may remember it)
         self._report: Callable[[PolicyBlocked], None] = self._queue  # a refusal, to be emitted
 
     @property
@@ -151,7 +159,10 @@ class Guard:
         return SECCOMP in self.enforcement.enforced
 
     def prepare(self) -> None:
-        """Expand the paths and make the empty stand-ins (blocking: call in a thread)."""
+        """Expand the paths, make the empty stand-ins, build the C fast path (blocking: call in a
+        thread)."""
+        if self.notify:
+            self._answerer = Answerer.load(library())
         if MOUNT in self.enforcement.enforced:
             self.hidden = expand_paths(self.policy, self.cwd, self.home)
             # Capsule's own state is read-only to the tree as well: its sessions (the record of what the
@@ -269,7 +280,7 @@ class Guard:
     def _serve_child(self, send: Callable[[Any], None]) -> tuple[int, int, list[int]]:
         """The server child's work: answer until told to stop, each refusal sent as it is decided."""
         self._report = lambda event: send(("blocked", _fields(event)))
-        self._serve()
+        self._serve(self._answerer)
         return self.stats.execs, self.stats.blocked, self.stats.latencies_ns
 
     def _from_server(self, item: Any) -> None:
@@ -283,7 +294,7 @@ class Guard:
         self._pending.append(event)
         self._token.run_sync_soon(self._drain)
 
-    def _serve(self) -> None:
+    def _serve(self, fast: Answerer | None = None) -> None:
         assert self._sock is not None
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
@@ -299,6 +310,8 @@ class Guard:
             poller = select.poll()
             poller.register(listener, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
+            if fast is not None and self._serve_fast(fast, listener, poller):
+                return
             while True:
                 self._when_idle(poller)
                 ready = dict(poller.poll())
@@ -323,6 +336,27 @@ class Guard:
         self._parser_pending = False
         _import_shell_parser()
 
+    def _serve_fast(self, fast: Answerer, listener: int, poller: select.poll) -> bool:
+        """Serve through the C fast path, which answers the execs remembered as allowed and hands every
+        other to `_judge`; its answers are counted into the totals. False: it failed with no
+        notification in hand, and the Python loop serves on."""
+        self._fast = fast
+        try:
+            while True:
+                self._when_idle(poller)
+                got = fast.next(listener, self._wake_r)
+                if isinstance(got, bool):
+                    return got
+                # only a (path, argv) the library read itself is given back to it to remember: one
+                # Python read at its limits (truncated) is never looked up there
+                self._fast_read = got[5] is not None
+                self._judge(listener, got)
+        finally:
+            self._fast = None
+            answered = fast.totals()
+            self.stats.execs += len(answered)
+            self.stats.latencies_ns += answered
+
     def _answer(self, listener: int) -> None:
         buf = bytearray(80)
         try:
@@ -331,17 +365,26 @@ class Guard:
             if exc.errno in (errno_mod.ENOENT, errno_mod.EINTR):
                 return  # the process died (or was signalled) before we read its notification
             raise
-        start = time.perf_counter_ns()
+        start = time.monotonic_ns()
         nid, pid = struct.unpack_from("QI", buf, 0)
         (nr,) = struct.unpack_from("i", buf, 16)
         args = struct.unpack_from("6Q", buf, 32)
-        try:
-            path, argv = self._read(pid, nr, args)
-            valid = self._valid(listener, nid)
-        except OSError:
-            path, argv, valid = "", [], False
-        if not valid:
-            return  # the process is gone; nothing to answer
+        self._judge(listener, (nid, pid, nr, args, start, None))
+
+    def _judge(self, listener: int, handed: Handed) -> None:
+        """Decide and answer one notification (path and argv already read, and the id checked valid,
+        by the C fast path; or None: read them here)."""
+        nid, pid, nr, args, start, read = handed
+        if read is not None:
+            path, argv = read
+        else:
+            try:
+                path, argv = self._read(pid, nr, args)
+                valid = self._valid(listener, nid)
+            except OSError:
+                path, argv, valid = "", [], False
+            if not valid:
+                return  # the process is gone; nothing to answer
         try:
             verdict, program = self._decide(pid, path, argv)
         except Exception as exc:  # every notification must be answered: fail closed, never die
@@ -361,7 +404,7 @@ class Guard:
             self._respond(listener, nid, verdict is None)
         # else on_violation = "kill": no answer, so the exec stays stopped in the kernel until the kill
         # (queued below) ends the tree; nothing the violator's parent does after it can run before that.
-        self.stats.latencies_ns.append(time.perf_counter_ns() - start)
+        self.stats.latencies_ns.append(time.monotonic_ns() - start)
         self.stats.execs += 1
         if verdict is not None:
             self.stats.blocked += 1
@@ -402,7 +445,13 @@ class Guard:
             if shell_file(argv) is None:
                 if len(self._allowed) >= ALLOWED_KEPT:
                     self._allowed.clear()
+                    if self._fast is not None:
+                        self._fast.forget()
                 self._allowed.add(key)
+                # Mirrored into the C fast path, which then answers this line before `_is_relay` would
+                # see it: only ever a line the policy allows anyway.
+                if self._fast is not None and self._fast_read:
+                    self._fast.remember(path, argv)
             return None, path
         return verdict, resolved(pid, path)
 
@@ -434,7 +483,8 @@ class Guard:
             self.killed = True
             self._kill()
 
-    def _read(self, pid: int, nr: int, args: tuple[int, ...]) -> tuple[str, list[str]]:
+    @staticmethod
+    def _read(pid: int, nr: int, args: tuple[int, ...]) -> tuple[str, list[str]]:
         memory = ProcessMemory(pid)
         try:
             if nr == EXECVE[1]:  # execveat(dirfd, path, argv, envp, flags)
