@@ -380,10 +380,16 @@ class Guard:
         else:
             try:
                 path, argv = self._read(pid, nr, args)
-                valid = self._valid(listener, nid)
             except OSError:
-                path, argv, valid = "", [], False
-            if not valid:
+                # Alive (checked next) but its path or argv cannot be read: a pointer to nothing, for
+                # which the kernel fails the exec with EFAULT. Said so rather than left unanswered
+                # (the exec would wait in the kernel until the tree ended); not a policy decision.
+                if self._valid(listener, nid):
+                    self._respond(listener, nid, False, errno_mod.EFAULT)
+                    self.stats.latencies_ns.append(time.monotonic_ns() - start)
+                    self.stats.execs += 1
+                return
+            if not self._valid(listener, nid):
                 return  # the process is gone; nothing to answer
         try:
             verdict, program = self._decide(pid, path, argv)

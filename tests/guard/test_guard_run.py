@@ -211,6 +211,24 @@ def test_allow_commands_blocks_the_rest(capsule: CapsuleRunner, capsule_home: Pa
     assert {Path(e["path"]).name for e in execs if e["ok"]} >= {Path(sys.executable).name, "true"}
 
 
+def test_an_exec_whose_argv_cannot_be_read_fails_as_the_kernel_would(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """execve with argv pointing at nothing: the guard cannot read it, so it answers what the kernel
+    would (EFAULT) instead of leaving the exec waiting in the kernel (the tree hung until killed)."""
+    (work / "bad.py").write_text(
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "result = libc.execve(b'/bin/true', ctypes.c_void_p(8), None)\n"
+        "print('execve:', result, os.strerror(ctypes.get_errno()))\n"
+    )
+    policy = _policy(work.parent / "p.toml", deny_commands=["sudo *"])
+    done = capsule("run", "--policy", policy, "--", sys.executable, "bad.py", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "execve: -1 Bad address" in done.stdout
+    assert _events(capsule_home, "policy.blocked") == []
+
+
 def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
     capsule: CapsuleRunner, capsule_home: Path, work: Path
 ) -> None:
