@@ -553,6 +553,9 @@ class Recorded:
         default=0,
         metadata={"doc": "What the policy refused (execs, opens): the session's policy.blocked events."},
     )
+    events: int | None = attrs.field(
+        default=None, metadata={"doc": "Events the session holds (the lines of its events.jsonl)."}
+    )
 
 
 def check_level(level: str) -> None:
@@ -714,6 +717,7 @@ async def record_async(
         error=outcome.error,
         warning=enforcement.warning if enforcement is not None else None,
         blocked=outcome.tally.blocked,
+        events=outcome.tally.events,
     )
 
 
@@ -760,7 +764,9 @@ def record(argv: list[str], launched: Launched | None = None, **options: Any) ->
         if launched is not None and launched.early is not None:
             launched.early.restore_signals()
     if recorded.error is None and recorded.path.is_dir():
-        snapshot_after_close(recorded.path)
+        # the tally's count: a session too small for a snapshot is not read again (its footer's
+        # decoding was ~40 ms of the close of every run whose events.jsonl passed 640 KB)
+        snapshot_after_close(recorded.path, recorded.events)
     if recorded.path.is_dir():
         ship_closed(recorded.path)  # to the [export] collector of $CAPSULE_HOME/config.toml, if there is one
     return recorded

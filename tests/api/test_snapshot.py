@@ -136,6 +136,30 @@ def test_snapshot_written_at_close(capsule_home: Path) -> None:
     assert _report(path) == _folded(path)
 
 
+@pytest.mark.strace
+def test_a_recorded_run_gets_its_snapshot_and_a_small_one_is_not_read_again(
+    capsule_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sessions.record (what `capsule run` does) keeps the snapshot of a big enough session at its
+    close; below MIN_EVENTS it decides from the recorder's own count, without reading the session
+    (its footer's decoding cost ~40 ms of the close of every run past 640 KB)."""
+    big = sessions.record(["sh", "-c", "true"])
+    assert big.events is not None
+    assert big.events > 0
+    assert (big.path / snapshot.SNAPSHOT).is_file()  # MIN_EVENTS is 0 here
+
+    monkeypatch.setattr(snapshot, "MIN_EVENTS", big.events + 1)
+    import capsule.stages.reader as reader
+
+    def no_glance(_path: Path) -> None:
+        raise AssertionError("the session was read again to learn its size")
+
+    monkeypatch.setattr(reader, "glance", no_glance)
+    small = sessions.record(["sh", "-c", "true"])
+    assert small.events == big.events
+    assert not (small.path / snapshot.SNAPSHOT).exists()
+
+
 def test_a_snapshot_that_cannot_be_written_leaves_the_report_whole(
     capsule_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
