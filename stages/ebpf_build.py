@@ -155,9 +155,27 @@ def cached_build(
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if not target.exists():
                     _build(kind, sources, build, home, target)
+                    _drop_old_builds(home, kind, target)
         except OSError as e:
             raise BuildFailed(f"cannot build {what} in {home}: {e.strerror or e}") from None
     return target
+
+
+KEPT_BUILDS = 3  # of each kind: the new one and the two before (another install of Capsule may use one)
+
+
+def _drop_old_builds(home: Path, kind: str, target: Path) -> None:
+    """Remove all but the newest KEPT_BUILDS builds of `kind` (every upgrade of Capsule builds anew, and
+    nothing else ever removed the old ones). Under the build lock; a recording already running from a
+    removed build keeps its open files, and a start that finds its build gone builds it again."""
+    builds = [
+        p
+        for p in home.glob(f"{kind}-*")
+        if p.is_dir() and p != target and not p.name.startswith(f"{kind}-build-")
+    ]
+    builds.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in builds[KEPT_BUILDS - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(

@@ -125,3 +125,26 @@ def test_no_kernel_btf_without_a_boot_id_or_when_the_loader_fails(
     assert [p.name for p in tmp_path.iterdir()] == ["loader"]
     monkeypatch.setattr(ebpf_build, "BOOT_ID", tmp_path / "no-boot-id")
     assert kernel_btf(built) is None
+
+
+def test_old_builds_are_removed_but_the_newest_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upgrade of Capsule builds anew under a new hash: a new build removes all but the newest
+    KEPT_BUILDS of its kind (another kind's are not touched)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    home = tmp_path / "capsule"
+    other = ebpf_build.cached_build("other", {"x.c": b"x"}, lambda work: "1\n", what="another helper")
+
+    def build(work: Path) -> str:
+        (work / "made").write_text("yes")
+        return "1\n"
+
+    made = []
+    for version in range(5):
+        made.append(ebpf_build.cached_build("kind", {"s.c": b"v%d" % version}, build, what="a test build"))
+        os.utime(made[-1], ns=(version * 10**9, version * 10**9))  # each older than the next
+    kept = sorted(p for p in home.iterdir() if p.name.startswith("kind-"))
+    assert kept == sorted(made[-ebpf_build.KEPT_BUILDS :])
+    assert all((p / "made").read_text() == "yes" for p in kept)
+    assert other.is_dir()
+    # a build still in the cache is taken from it, untouched
+    assert ebpf_build.cached_build("kind", {"s.c": b"v4"}, build, what="a test build") == made[-1]
