@@ -61,8 +61,8 @@ def env_status(args: list[str]) -> int | None:
 
 # `capsule run`'s options as capsule/cli/record.py declares them for typer (with their help): each
 # spelling -> (keyword of `record_and_report`, whether it takes a value). tests/e2e/test_cli_lazy.py
-# checks the table against the typer command. `--policy` is left to typer: its path check (readable)
-# has an error of its own.
+# checks the table against the typer command. (`--policy` is a plain path to typer as here: a missing or
+# unreadable file is the recording's own one-line error either way.)
 RUN_OPTIONS: dict[str, tuple[str, bool]] = {
     "--level": ("level", True),
     "-l": ("level", True),
@@ -74,6 +74,7 @@ RUN_OPTIONS: dict[str, tuple[str, bool]] = {
     "--tracer": ("tracer_name", True),
     "--timeout": ("timeout", True),
     "--policy-fallback": ("policy_fallback", True),
+    "--policy": ("policy_file", True),
 }
 
 
@@ -111,6 +112,10 @@ def parse_run(args: list[str]) -> tuple[list[str], dict[str, Any]] | None:
             options["sample"] = float(options["sample"])  # as click's FLOAT converts
         except ValueError:
             return None
+    if "policy_file" in options:
+        from pathlib import Path
+
+        options["policy_file"] = Path(options["policy_file"])  # as typer's Path converts
     return command, options
 
 

@@ -173,7 +173,7 @@ def test_run_loads_only_what_recording_needs(tmp_path) -> None:  # type: ignore[
 
 def test_fast_run_options_are_the_typer_commands() -> None:
     """capsule/cli/fast.py parses the options of `capsule run` that capsule/cli/record.py declares
-    (every one but --policy, left to typer), each taking a value or not as there, and its body's
+    (every one), each taking a value or not as there, and its body's
     defaults are the command's."""
     import inspect
 
@@ -189,7 +189,7 @@ def test_fast_run_options_are_the_typer_commands() -> None:
         if param.param_type_name == "option"
         for spelling in param.opts
     }
-    assert {k: v for k, v in declared.items() if k not in ("--policy", "--help", "-h")} == fast.RUN_OPTIONS
+    assert {k: v for k, v in declared.items() if k not in ("--help", "-h")} == fast.RUN_OPTIONS
     defaults = {p.name: p.default for p in run.params if p.param_type_name == "option"}
     body = inspect.signature(fast.record_and_report).parameters
     assert {name: body[name].default for name in defaults} == defaults
@@ -207,6 +207,8 @@ def test_fast_run_options_are_the_typer_commands() -> None:
         (["--sample", "0.25", "--sample=1", "sh"], (["sh"], {"sample": 1.0})),
         (["--", "--", "a"], (["--", "a"], {})),
         (["-"], (["-"], {})),
+        (["--policy", "p.toml", "true"], (["true"], {"policy_file": Path("p.toml")})),
+        (["--policy=../p.toml", "--", "true"], (["true"], {"policy_file": Path("../p.toml")})),
     ],
 )
 def test_fast_run_parses_the_common_forms(args: list[str], parsed: object) -> None:
@@ -230,7 +232,8 @@ def test_fast_run_parses_the_common_forms(args: list[str], parsed: object) -> No
         ["--name", "", "true"],
         ["--name", "-x", "true"],
         ["--sample", "abc", "true"],
-        ["--policy", "p.toml", "true"],
+        ["--policy", "", "true"],
+        ["--policy=", "true"],
         ["--lev", "file", "true"],
     ],
 )
@@ -258,6 +261,8 @@ def _masked(text: str) -> str:
         ["--tracer", "nope", "--", "true"],
         ["--sample", "abc", "--", "true"],
         [],
+        ["--policy", "/no/such/policy.toml", "--", "true"],
+        ["--policy", "{policy}", "--", "sh", "-c", "sudo x; exit 3"],
     ],
 )
 def test_fast_run_answers_as_typer_does(args: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -265,6 +270,9 @@ def test_fast_run_answers_as_typer_does(args: list[str], tmp_path) -> None:  # t
     exits exactly as the typer command does (session ids and durations aside)."""
     import os
 
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[policy]\ndeny_commands = ["sudo *"]\n')
+    args = [a.replace("{policy}", str(policy)) for a in args]
     env = {**os.environ, "CAPSULE_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
     prelude = "import sys; sys.argv[0] = 'capsule'; "
     entry = prelude + "from capsule.cli import main; main()"
