@@ -9,6 +9,7 @@ strace made on the way (`infra`) are Capsule's own and always allowed; every lat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -75,11 +76,27 @@ def bwrap_args(
     args = ["--dev-bind", "/", "/"]
     for path in read_only:
         args += ["--ro-bind", path, path]
-    for path, is_dir in hidden:
+    for path, is_dir in outermost(hidden):
         args += ["--ro-bind", empty_dir if is_dir else empty_file, path]
     for path in writable:
         args += ["--bind", path, path]
     return [*args, "--cap-drop", "ALL"]
+
+
+def outermost(hidden: Sequence[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The hidden paths (absolute, resolved) not inside another hidden directory: what such a directory
+    holds is hidden with it, and bubblewrap could not make the mount point of a path inside the empty
+    directory bound over it (it failed to start: "Can't mkdir parents", with `*.key` matching a
+    directory named `vault.key` and a file in it)."""
+    dirs = {path for path, is_dir in hidden if is_dir}
+    kept = []
+    for path, is_dir in hidden:
+        inside, parent = False, path
+        while not inside and parent != (parent := os.path.dirname(parent)):
+            inside = parent in dirs
+        if not inside:
+            kept.append((path, is_dir))
+    return kept
 
 
 def launcher_args(*, network: str, notify_fd: int | None, argv0: str | None = None) -> list[str]:

@@ -257,6 +257,27 @@ def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
     assert applied["hidden"] == 2
 
 
+def test_a_protected_directory_holding_protected_files_starts_and_hides_them(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path
+) -> None:
+    """`*.key` matching a directory (`vault.key/`) and a file inside it: the directory is hidden whole
+    (bubblewrap failed to start when it was asked to bind over the file inside it too)."""
+    (work / "vault.key").mkdir()
+    (work / "vault.key" / "inner.key").write_text(SECRET)
+    (work / "vault.key" / "notes").write_text(SECRET)
+    (work / "plain.key").write_text(SECRET)
+    policy = _policy(work.parent / "p.toml", protect_paths=["*.key"])
+    script = "cat vault.key/inner.key; echo in=$?; cat vault.key/notes; echo notes=$?; cat plain.key; echo plain=$?"
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script)
+    assert "in=1" in done.stdout, done.stderr
+    assert "notes=1" in done.stdout
+    assert "plain=1" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+    for path in capsule_home.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
 @ONCE
 def test_a_key_made_between_two_runs_is_protected_on_the_second(
     capsule: CapsuleRunner, capsule_home: Path, work: Path
