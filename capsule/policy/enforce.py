@@ -9,7 +9,6 @@ strace made on the way (`infra`) are Capsule's own and always allowed; every lat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -92,7 +91,8 @@ def outermost(hidden: Sequence[tuple[str, bool]]) -> list[tuple[str, bool]]:
     kept = []
     for path, is_dir in hidden:
         inside, parent = False, path
-        while not inside and parent != (parent := os.path.dirname(parent)):
+        while not inside and parent != "/":
+            parent = parent.rpartition("/")[0] or "/"  # the paths are absolute and resolved (no os here)
             inside = parent in dirs
         if not inside:
             kept.append((path, is_dir))
