@@ -24,16 +24,22 @@ import contextlib
 import os
 import re
 import signal
-import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import attrs
-import orjson
 import psutil
 import trio
 
-from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Gated, Starting, gated, start_recorder
+from capsule.stages.ebpf_recorder import (
+    EbpfTracer,
+    EbpfUnavailable,
+    Gated,
+    Starting,
+    descendant_running,
+    gated,
+    start_recorder,
+)
 from capsule.stages.launch import EarlyEbpf, MainThreadProcess
 from capsule.stages.pipeline import LiveCount
 
@@ -41,37 +47,6 @@ READY_TIMEOUT_S = 60.0
 _READY = re.compile(rb'"data": "R (\d+)')
 # The guard's `wrap`: a command line -> the guarded command line and the descriptors it needs.
 Wrap = Callable[[Sequence[str]], tuple[list[str], tuple[int, ...]]]
-
-
-def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
-    """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
-    answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
-    thread, path and argv as the guard read them from the process's memory, and the error. Its clock
-    is the recorder's (CLOCK_MONOTONIC)."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as status:
-            tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
-    except (OSError, ValueError, IndexError):
-        tgid = tid
-    refused = {
-        "ns": time.monotonic_ns(), "tid": tid, "tgid": tgid, "path": path, "argv": list(argv), "errno": errno,
-    }  # fmt: skip
-    return orjson.dumps({"type": "capsule", "refused": refused}) + b"\n"
-
-
-def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
-    """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
-    single write to an O_APPEND file: never torn by the recorder's own lines, each batch of which is
-    one write of whole lines too)."""
-
-    def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
-        fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, refusal_line(tid, path, argv, errno))
-        finally:
-            os.close(fd)
-
-    return note
 
 
 def kill_tree(root: int, traced: Collection[int] = (), rounds: int = 20) -> None:
@@ -120,8 +95,23 @@ async def take_over(
     early: EarlyEbpf, stub: MainThreadProcess, spool: Path, on_ready: Callable[[float], None]
 ) -> Launched:
     """A recording `launch.start_ebpf` started before trio: wait until the recorder follows the stub
-    (and has let it go), call `on_ready` with that time, and go on as `launch` would have."""
-    launched = Launched(process=stub, root=stub.pid, tracer=early.starting.process)
+    (and has let it go), call `on_ready` with that time, and go on as `launch` would have. Under the
+    guard's wrappers (`stub` is their top), the stub is the one `early.finder` found."""
+    root = stub.pid
+    if early.finder is not None:
+        found = await trio.to_thread.run_sync(early.finder.join)
+        if found is None:
+            _kill(stub)
+            early.gate.abandon()
+            early.starting.stop()
+            code = stub.poll()
+            raise EbpfUnavailable(
+                f"the command's guard wrapper ended (exit {code}) before it started"
+                if code is not None
+                else "the command's guard wrappers did not start it in time"
+            )
+        root = found
+    launched = Launched(process=stub, root=root, tracer=early.starting.process)
     try:
         ready_ns = await _wait_ready(spool, launched, early.starting)
     except BaseException:
@@ -188,7 +178,7 @@ async def launch(
 
 async def attach(
     tracer: EbpfTracer,
-    process: trio.Process,
+    process: trio.Process | MainThreadProcess,
     gate: Gated,
     *,
     spool: Path,
@@ -232,50 +222,19 @@ async def attach(
     return launched
 
 
-async def _find_stub(process: trio.Process, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> int:
+async def _find_stub(
+    process: trio.Process | MainThreadProcess, stub: Sequence[str], timeout_s: float = READY_TIMEOUT_S
+) -> int:
     """The stub's pid: the descendant of `process` (the guard's launcher, then bubblewrap) whose
     command line is exactly the stub's; EbpfUnavailable if the wrappers end first."""
     wanted = "\0".join(stub).encode() + b"\0"
     with trio.move_on_after(timeout_s):
         while process.poll() is None:
-            if (pid := _descendant_running(process.pid, wanted)) is not None:
+            if (pid := descendant_running(process.pid, wanted)) is not None:
                 return pid
             await trio.sleep(0.005)
     _kill(process)
     raise EbpfUnavailable(f"the command's guard wrapper ended (exit {process.returncode}) before it started")
-
-
-def _descendant_running(top: int, cmdline: bytes) -> int | None:
-    """The first of `top` and its descendants whose /proc cmdline is `cmdline`."""
-    for pid in _descendants(top):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
-                return pid
-    return None
-
-
-def _descendants(pid: int) -> list[int]:
-    """`pid` and its descendants, from the kernel's children lists (/proc/PID/task/TID/children):
-    a few small reads for the guard's two wrappers, where psutil's children() scans every process of
-    the machine (~13 ms a poll here, five polls a guarded start, beside the wrappers' own start)."""
-    found, todo = [], [pid]
-    while todo:
-        here = todo.pop()
-        found.append(here)
-        try:
-            tasks = os.listdir(f"/proc/{here}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError):
-                todo.extend(
-                    int(child) for child in Path(f"/proc/{here}/task/{task}/children").read_bytes().split()
-                )
-    if len(found) == 1 and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-        # a kernel without CONFIG_PROC_CHILDREN
-        with contextlib.suppress(psutil.Error):
-            found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    return found
 
 
 def _kill(process: trio.Process | MainThreadProcess) -> None:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -218,3 +218,117 @@ def start_recorder(tracer: EbpfTracer, level: str, gate: Gated) -> Starting:
     finally:
         os.close(pid_r)
     return Starting(process=process, pid_w=pid_w, errors=errors)
+
+
+def refusal_line(tid: int, path: str, argv: Sequence[str], errno: int) -> bytes:
+    """The trace line Capsule writes for an exec the guard is about to refuse with `errno` (seccomp
+    answers it before the syscall tracepoints, so the program prints nothing of it): the attempt's
+    thread, path and argv as the guard read them from the process's memory, and the error. Its clock
+    is the recorder's (CLOCK_MONOTONIC)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as status:
+            tgid = next((int(ln.split()[1]) for ln in status if ln.startswith(b"Tgid:")), tid)
+    except (OSError, ValueError, IndexError):
+        tgid = tid
+    refused = {
+        "ns": time.monotonic_ns(), "tid": tid, "tgid": tgid, "path": path, "argv": list(argv), "errno": errno,
+    }  # fmt: skip
+    return orjson.dumps({"type": "capsule", "refused": refused}) + b"\n"
+
+
+def note_refusals(spool: Path) -> Callable[[int, str, Sequence[str], int], None]:
+    """The guard's `on_refused` for a recording into `spool`: one appended line a refused exec (a
+    single write to an O_APPEND file: never torn by the recorder's own lines, each batch of which is
+    one write of whole lines too)."""
+
+    def note(tid: int, path: str, argv: Sequence[str], errno: int) -> None:
+        fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, refusal_line(tid, path, argv, errno))
+        finally:
+            os.close(fd)
+
+    return note
+
+
+def descendant_running(top: int, cmdline: bytes) -> int | None:
+    """The first of `top` and its descendants whose /proc cmdline is `cmdline`."""
+    for pid in _descendants(top):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                return pid
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and its descendants, from the kernel's children lists (/proc/PID/task/TID/children):
+    a few small reads for the guard's two wrappers, where psutil's children() scans every process of
+    the machine (~13 ms a poll here, five polls a guarded start, beside the wrappers' own start)."""
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        found.append(here)
+        try:
+            tasks = os.listdir(f"/proc/{here}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo.extend(
+                    int(child) for child in Path(f"/proc/{here}/task/{task}/children").read_bytes().split()
+                )
+    if len(found) == 1 and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        # a kernel without CONFIG_PROC_CHILDREN
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    return found
+
+
+class StubFinder:
+    """Points `starting` at the command's stub as soon as it runs below `top` (the guard's launcher,
+    then bubblewrap), from a thread: a guarded start made before trio loads (`launch.start_ebpf`) lets
+    the command go once the wrappers are through, not once Capsule's own modules have loaded too.
+    Polls the wrappers' children lists every FIND_EVERY_S until the stub's command line shows, the top
+    ends, or `timeout_s` passes."""
+
+    FIND_EVERY_S = 0.002
+
+    def __init__(
+        self,
+        top: MainThreadProcess,
+        stub: Sequence[str],
+        starting: Starting,
+        spool: Path,
+        timeout_s: float = 60.0,
+    ) -> None:
+        import threading
+
+        self.root: int | None = None
+        self._top, self._starting, self._spool = top, starting, spool
+        self._wanted = "\0".join(stub).encode() + b"\0"
+        self._deadline = time.monotonic() + timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._find, name="capsule-stub-finder", daemon=True)
+        self._thread.start()
+
+    def _find(self) -> None:
+        while self._top.poll() is None and time.monotonic() < self._deadline:
+            if (pid := descendant_running(self._top.pid, self._wanted)) is not None:
+                if not self._stop.is_set():
+                    self._starting.follow(pid, self._spool, None)
+                    self.root = pid
+                return
+            if self._stop.wait(self.FIND_EVERY_S):
+                return
+
+    def join(self) -> int | None:
+        """The stub's pid, once it is followed; None when the wrappers ended first (or time ran out)."""
+        self._thread.join()
+        return self.root
+
+    def cancel(self) -> None:
+        """Stop looking (the start failed): nothing is followed after this returns."""
+        self._stop.set()
+        self._thread.join()

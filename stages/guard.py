@@ -44,11 +44,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import psutil
-import trio
 
 from capsule.events import Event
 from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
@@ -71,6 +69,9 @@ from capsule.stages.guard_probe import launcher_command
 from capsule.stages.guard_server import Reports, fork_server
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import relay_execs
+
+if TYPE_CHECKING:
+    import trio
 
 ALLOWED_KEPT = 4096  # allowed (path, argv) pairs a guard remembers
 # <linux/seccomp.h>: struct seccomp_notif is 80 bytes, seccomp_notif_resp 24 (checked at start).
@@ -111,7 +112,7 @@ class Guard:
         self,
         enforcement: Enforcement,
         *,
-        emit: Callable[[list[Event]], None],
+        emit: Callable[[list[Event]], None] | None,
         kill: Callable[[], None] | None,
         where: dict[str, Any],
         redact: bool,
@@ -119,7 +120,10 @@ class Guard:
     ) -> None:
         self.enforcement = enforcement
         self.policy = enforcement.policy
-        self._emit = emit
+        self._held: list[Event] = []  # emitted before `bind` (emit None: a guard made before trio runs)
+        self._emit = emit if emit is not None else self._held.extend
+        self._bound_later = emit is None  # `bind` gives the emit and the kill (the server forks before)
+        self.bound = not self._bound_later
         self._kill = kill
         self.where = where
         self.redact = redact
@@ -130,7 +134,7 @@ class Guard:
         self._read_only: list[str] = []
         self._infra: list[str] = []
         self._relay: list[tuple[str, list[str]]] = []
-        self._token = trio.lowlevel.current_trio_token()
+        self._token = _running_trio_token()  # None before trio runs: `bind` gives it one
         self._sock: socket.socket | None = None
         self._child: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -292,6 +296,20 @@ class Guard:
 
     def _queue(self, event: PolicyBlocked) -> None:
         self._pending.append(event)
+        if (token := self._token) is not None:  # else `bind` drains what waits
+            token.run_sync_soon(self._drain)
+
+    def bind(self, emit: Callable[[list[Event]], None], kill: Callable[[], None] | None) -> None:
+        """A guard made before trio ran (`launch`: emit None) joins its recording, in the trio thread:
+        what it emitted so far (`policy.applied`), then everything from now on, goes to `emit`; refusals
+        its server reported meanwhile are emitted on the trio thread, as later ones will be."""
+        import trio
+
+        held, self._held = self._held, []
+        self._emit, self._kill, self.bound = emit, kill, True
+        if held:
+            emit(held)
+        self._token = trio.lowlevel.current_trio_token()
         self._token.run_sync_soon(self._drain)
 
     def _serve(self, fast: Answerer | None = None) -> None:
@@ -404,7 +422,7 @@ class Guard:
             self._refused(pid, path, argv, errno_mod.ENOENT)
             self._respond(listener, nid, False, errno_mod.ENOENT)
             return
-        if verdict is None or self.policy.on_violation != "kill" or self._kill is None:
+        if verdict is None or self.policy.on_violation != "kill" or not (self._kill or self._bound_later):
             if verdict is not None:
                 self._refused(pid, path, argv, errno_mod.EPERM)
             self._respond(listener, nid, verdict is None)
@@ -565,17 +583,32 @@ def applied_event(guard: Guard) -> PolicyApplied:
 NO_POLICY = Enforcement(policy=Policy(), enforced=())
 
 
+def _running_trio_token() -> trio.lowlevel.TrioToken | None:
+    """The token of the trio run this thread is in; None before trio is loaded or outside a run (a
+    guard `launch` makes before trio loads, so the guarded command starts while it does)."""
+    import sys
+
+    loaded = sys.modules.get("trio")
+    if loaded is None:
+        return None
+    try:
+        return loaded.lowlevel.current_trio_token()  # type: ignore[no-any-return]
+    except RuntimeError:
+        return None
+
+
 def open_guard(
     enforcement: Enforcement | None,
     *,
-    emit: Callable[[list[Event]], None],
+    emit: Callable[[list[Event]], None] | None,
     kill: Callable[[], None] | None = None,
     where: dict[str, Any] | None = None,
     redact: bool = True,
     cwd: Path | None = None,
 ) -> Guard:
     """A prepared guard whose owner calls `close()` when the tree is gone (`guarding` is the block form,
-    for callers whose tree lives inside one block). None guards nothing and wraps nothing."""
+    for callers whose tree lives inside one block). None guards nothing and wraps nothing. `emit` None:
+    made before trio runs (`launch`), its events held until `bind`."""
     guard = Guard(
         enforcement or NO_POLICY,
         emit=emit,
@@ -597,14 +630,19 @@ def guarding(
     where: dict[str, Any] | None = None,
     redact: bool = True,
     cwd: Path | None = None,
+    made: Guard | None = None,
 ) -> Iterator[Guard]:
     """A guard for one tree, as `enforcement_for` decided (call that before creating anything, so a
     refusal leaves nothing behind); None guards nothing and wraps nothing. Call in the trio thread.
-    `policy.applied` is emitted at the first `wrap`, `policy.checked` when the block ends."""
-    guard = open_guard(enforcement, emit=emit, kill=kill, where=where, redact=redact, cwd=cwd)
+    `policy.applied` is emitted at the first `wrap`, `policy.checked` when the block ends. `made`: the
+    guard `launch` made before trio ran (its tree started already); the caller binds it (`bind`) once
+    the tree's top is known, which `kill` needs."""
+    guard = made or open_guard(enforcement, emit=emit, kill=kill, where=where, redact=redact, cwd=cwd)
     try:
         yield guard
     finally:
+        if not guard.bound:  # `made`, and the recording failed before it knew the tree's top
+            guard.bind(emit, None)
         guard.close()
 
 
@@ -709,6 +747,8 @@ def _tracees(tracer: int) -> list[int]:
 def tracer_of(pid: int) -> int:
     """The strace process at or under `pid` (a guarded trace starts as launcher -> bwrap -> strace), or
     `pid` itself: signals meant for the command go to strace's children, never to strace or bwrap."""
+    import psutil  # here: a guarded start (`launch`) spawns before psutil would load (~6 ms)
+
     try:
         proc = psutil.Process(pid)
         for candidate in (proc, *proc.children(recursive=True)):

@@ -1,10 +1,12 @@
 """`capsule run`'s first steps, without trio: the session, its header, the spool and strace itself.
 
 Importing trio and the recorder's stages takes ~60-100 ms, all of it before the command could start
-when strace was spawned from inside the trio run. `capsule run` without a policy (the common case)
-starts strace here instead, then loads the recorder while the command already runs on the other core;
-`record_run` takes the recording over as it is (`Early`). Everything else (a policy, eBPF, a server's
-own trio loop) starts strace from `record_run` as before, through the same steps.
+when strace was spawned from inside the trio run. `capsule run` starts strace (or the eBPF recorder
+and the command's stub) here instead, then loads the recorder while the command already runs on the
+other core; `record_run` takes the recording over as it is (`Early`). With a policy, the guard is made
+here too (stages/guard.py: made before trio runs, bound to the recording later) and the command starts
+inside its wrappers, its server answering. Tasks and services (a trio loop of their own) start their
+trees from there, through the same steps.
 
 Terminal signals that arrive between strace's start and the recorder's listening are kept and raised
 again once it listens, to be handled as then (SIGTERM relayed to the command, the others ignored while
@@ -33,7 +35,8 @@ from capsule.stages.store import EVENTS, create_session, open_private, spool_pat
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
-    from capsule.stages.ebpf_recorder import EbpfTracer, Gated, Starting
+    from capsule.stages.ebpf_recorder import EbpfTracer, Gated, Starting, StubFinder
+    from capsule.stages.guard import Guard
     from capsule.stages.tracer import Tracer
 
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -195,6 +198,7 @@ class Early:
     process: MainThreadProcess
     spawned: float  # time.monotonic() at the spawn: a time limit counts from there
     ebpf: EarlyEbpf | None = None  # eBPF: `process` is the command's stub, this its recorder and gate
+    guard: Guard | None = None  # a policy's: `process` is its launcher, the command inside its wrappers
     signals: list[int] = attrs.field(factory=list)  # terminal signals that arrived before the recorder
     _handlers: dict[signal.Signals, Any] = attrs.field(factory=dict, repr=False)
 
@@ -212,6 +216,7 @@ class EarlyEbpf:
 
     starting: Starting
     gate: Gated
+    finder: StubFinder | None = None  # inside the guard's wrappers: what points the recorder at the stub
 
 
 def _hold_terminal_signals() -> tuple[list[int], dict[signal.Signals, Any]]:
@@ -241,6 +246,7 @@ def _start(
     flags: tuple[str, ...],
     spawn: Callable[[Path], tuple[subprocess.Popen[bytes], EarlyEbpf | None]],
     header: Callable[[str, float, SessionWriter], None] | None = None,
+    guard: Guard | None = None,
 ) -> Early:
     """The steps every early start takes around its own `spawn` (given the spool): the session, its
     `header` (given the session's id, start time and writer) if the start writes one, the spool, the
@@ -278,6 +284,7 @@ def _start(
         process=MainThreadProcess(popen),
         spawned=time.monotonic(),
         ebpf=ebpf,
+        guard=guard,
         signals=early_signals,
         handlers=handlers,
     )
@@ -291,33 +298,49 @@ def start_ebpf(
     answers: RuleSet | None,
     level: str,
     redact: bool,
+    guard: Guard | None = None,
 ) -> Early:
     """Create the session and claim the spool, start the eBPF recorder, spawn the command's stub on
     `argv` (`resolved`: its program) and point the recorder at it, in the main thread and before trio is
     loaded: the recorder loads its programs meanwhile and lets the command go itself once it follows
     it, while Capsule's own modules load. The session's header is `record_run`'s to write (its time is
-    the recorder's readiness). OSError if any of it fails."""
-    from capsule.stages.ebpf_recorder import gated, start_recorder
+    the recorder's readiness). With a `guard`, the stub starts inside its wrappers and its server starts
+    answering; `record_run` finds the stub below them and points the recorder at it. OSError if any of
+    it fails."""
+    from capsule.stages.ebpf_recorder import StubFinder, gated, note_refusals, start_recorder
 
     def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], EarlyEbpf]:
         gate = gated(tracer, resolved, argv)
         starting: Starting | None = None
+        finder: StubFinder | None = None
         try:
             starting = start_recorder(tracer, level, gate)
             try:
-                stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,))
+                if guard is None:
+                    stub = subprocess.Popen(gate.argv, pass_fds=(gate.gate_r,))
+                else:
+                    if guard.notify:  # set before its server forks: a refused exec, into the trace
+                        guard.on_refused = note_refusals(spool)
+                    command, fds = guard.wrap(gate.argv, helper=True)
+                    stub = subprocess.Popen(command, pass_fds=(gate.gate_r, *fds))
             finally:
                 gate.spawned()
-            starting.follow(stub.pid, spool, None)
+            if guard is None:
+                starting.follow(stub.pid, spool, None)
+            else:
+                guard.spawned()
+                finder = StubFinder(MainThreadProcess(stub), gate.argv, starting, spool)
         except BaseException:
+            if finder is not None:
+                finder.cancel()
             gate.spawned()
             gate.abandon()
             if starting is not None:
                 starting.stop()
             raise
-        return stub, EarlyEbpf(starting=starting, gate=gate)
+        return stub, EarlyEbpf(starting=starting, gate=gate, finder=finder)
 
-    return _start(home, tracer.path, answers, redact, tracer.flags(level), spawn)
+    return _start(home, tracer.path, answers, redact, tracer.flags(level), spawn, guard=guard)
 
 
 def start(
@@ -329,12 +352,18 @@ def start(
     name: str | None,
     redact: bool,
     parent: str | None,
+    guard: Guard | None = None,
 ) -> Early:
     """Create the session, write its header, claim the spool and spawn strace on `argv` (a command
     `resolve_command` found; in this directory, with this environment and these streams), in the main
-    thread and before trio is loaded. OSError if any of it fails (the session then ends as `record_run`
-    would leave it: a header without a trace)."""
+    thread and before trio is loaded; with a `guard`, inside its wrappers, its server answering. OSError
+    if any of it fails (the session then ends as `record_run` would leave it: a header without a
+    trace)."""
     flags = tracer.flags(level)
+    if guard is not None:
+        from capsule.stages.guard import tracer_flags
+
+        flags = tracer_flags(flags, guard.enforcement)
 
     def header(session_id: str, started: float, writer: SessionWriter) -> None:
         shown = shown_argv(argv, redact)
@@ -343,6 +372,12 @@ def start(
         )
 
     def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], None]:
-        return subprocess.Popen([tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv]), None
+        traced = [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv]
+        if guard is None:
+            return subprocess.Popen(traced), None
+        wrapped, fds = guard.wrap(traced, writable=[str(spool)])
+        popen = subprocess.Popen(wrapped, pass_fds=fds)
+        guard.spawned()
+        return popen, None
 
-    return _start(home, tracer.path, answers, redact, flags, spawn, header)
+    return _start(home, tracer.path, answers, redact, flags, spawn, header, guard=guard)

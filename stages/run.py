@@ -238,17 +238,24 @@ async def record_run(
         ebpf = not isinstance(tracer, Tracer)
         if ebpf:
             from capsule.stages import ebpf as bpf  # (and the pipeline, which strace loads once it runs)
-            from capsule.stages.ebpf_recorder import EbpfUnavailable
+            from capsule.stages.ebpf_recorder import EbpfUnavailable, note_refusals
         live: LiveCount | None = None  # the pipeline's count of live processes (eBPF's kill reads it)
         # The guard's events wait for the header (eBPF writes it when its probes are attached, after the
         # guard's `policy.applied`): a session's first event is its header.
-        before_header: list[Event] | None = []
+        # (`launch.start` wrote strace's before it spawned strace: a guard made there emits at once)
+        before_header: list[Event] | None = None if early is not None and early.ebpf is None else []
 
         def emit(events: list[Event]) -> None:
             if before_header is None:
                 writer.write(events)
             else:
                 before_header.extend(events)
+
+        def kill_tree() -> None:  # on_violation = "kill" (called once `pid` has the tree's top)
+            if ebpf:
+                bpf.kill_tree(pid[0], list(live.pids if live else ()))
+            else:
+                kill_guarded_tree(pid[0])
 
         with (
             trio.open_signal_receiver(
@@ -257,13 +264,10 @@ async def record_run(
             guarding(
                 enforcement,
                 emit=emit,
-                kill=lambda: (
-                    bpf.kill_tree(pid[0], list(live.pids if live else ()))
-                    if ebpf
-                    else kill_guarded_tree(pid[0])
-                ),
+                kill=kill_tree,
                 redact=redact,
                 cwd=Path(cwd) if cwd else None,
+                made=early.guard if early is not None else None,
             ) as guard,
         ):
             # The header is on disk before strace starts: the command may run (and Capsule be killed) at
@@ -279,9 +283,7 @@ async def record_run(
                 )
                 before_header = None
 
-            if early is not None and early.ebpf is None:
-                before_header = None  # `launch.start` wrote the header before it spawned strace
-            elif not ebpf:
+            if early is None and not ebpf:
                 write_header(started)
             stdin, stdout, stderr = stdio
             command: trio.Process | MainThreadProcess | None = None
@@ -298,7 +300,7 @@ async def record_run(
                     write_header(at)
 
                 if guard.notify:
-                    guard.on_refused = bpf.note_refusals(spool)
+                    guard.on_refused = note_refusals(spool)
                 try:
                     if early is not None:
                         assert early.ebpf is not None
@@ -320,6 +322,8 @@ async def record_run(
                             on_spawn=lambda _process: guard.spawned(),
                         )
                     pid.append(launched.root)
+                    if early is not None and early.guard is not None:
+                        guard.bind(emit, kill_tree)  # what it decided meanwhile, the tree's top known
                     started = ready[0]
                 except EbpfUnavailable as exc:
                     if not ready:
@@ -334,6 +338,8 @@ async def record_run(
             elif early is not None:
                 process = early.process
                 pid.append(process.pid)
+                if early.guard is not None:
+                    guard.bind(emit, kill_tree)  # what it decided meanwhile, the tree's top known
                 guard.spawned()
                 for signum in early.signals:  # what arrived before the recorder listened: as if now
                     signal.raise_signal(signum)

@@ -62,8 +62,7 @@ from capsule.plan.spec import Plan, TaskSpec, fill_inputs
 from capsule.policy.enforce import Enforcement
 from capsule.stages import procs
 from capsule.stages.agents_session import close_run, open_run, reopen_run
-from capsule.stages.ebpf import note_refusals
-from capsule.stages.ebpf_recorder import EbpfTracer, Gated
+from capsule.stages.ebpf_recorder import EbpfTracer, Gated, note_refusals
 from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.launch import resolve_command

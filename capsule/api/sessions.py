@@ -624,33 +624,43 @@ def launch(
     policy_fallback: str | None = None,
     **_options: Any,
 ) -> Launched:
-    """Check `record`'s options (raising as it would) and, for strace without a policy, start strace on
-    `argv` now, before trio and the recorder load (stages/launch.py): the command runs while they do;
-    for eBPF without a policy, start its recorder and the command's stub, which the recorder lets go.
+    """Check `record`'s options (raising as it would) and start the recording now, before trio and the
+    recorder load (stages/launch.py): the command runs while they do. strace is spawned on `argv`; for
+    eBPF, its recorder and the command's stub, which the recorder lets go. With a policy, the guard is
+    made and started here too (its wrappers, its server), the command inside them.
     `capsule run` calls this, then `record(argv, launched=..., **the same options)`."""
     from capsule.stages.launch import resolve_command, start, start_ebpf
     from capsule.stages.tracer import Tracer
 
     os.umask(0o077)
     plan = _plan(argv, level, tracer, sample, None, policy_file, policy_fallback)
-    early = None
-    if plan.enforcement is None and isinstance(plan.found, Tracer):
-        resolved, _failure = resolve_command(argv[0])
-        if resolved is not None:  # else `record_run` writes the session of a command not found
-            where = home()
-            try:
-                early = start(list(argv), where, plan.found, plan.answers, level, name, redact, parent)
-            except OSError as exc:
-                raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
-    elif plan.enforcement is None and not isinstance(plan.found, Tracer):
-        # eBPF: the recorder loads and the command starts while trio and the recorder's stages load
-        resolved, _failure = resolve_command(argv[0])
-        if resolved is not None:
-            where = home()
-            try:
-                early = start_ebpf(list(argv), where, plan.found, resolved, plan.answers, level, redact)
-            except OSError as exc:
-                raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    resolved, _failure = resolve_command(argv[0])
+    if resolved is None:  # `record_run` writes the session of a command not found
+        return Launched(plan=plan, early=None)
+    guard = None
+    if plan.enforcement is not None:
+        from capsule.stages.guard import open_guard, trace_level
+        from capsule.stages.guard_probe import GuardRefused
+
+        level = trace_level(level, plan.enforcement)
+        try:
+            guard = open_guard(plan.enforcement, emit=None, redact=redact, cwd=Path.cwd())
+        except GuardRefused as exc:
+            raise RecordingFailed(str(exc)) from None
+    where = home()
+    try:
+        if isinstance(plan.found, Tracer):
+            early = start(list(argv), where, plan.found, plan.answers, level, name, redact, parent, guard)
+        else:
+            early = start_ebpf(list(argv), where, plan.found, resolved, plan.answers, level, redact, guard)
+    except OSError as exc:
+        if guard is not None:
+            guard.close()
+        raise RecordingFailed(f"cannot record under {where}: {exc.strerror or exc}") from exc
+    except BaseException:
+        if guard is not None:
+            guard.close()
+        raise
     return Launched(plan=plan, early=early)
 
 
