@@ -76,7 +76,9 @@ def test_at_level_process_only_the_refused_opens_are_recorded(
     _, trace = _session(capsule_home)
     opens = [line for line in trace.splitlines() if b'"data": "P ' in line]
     assert len(opens) == 3, opens
-    assert report_json(capsule)["policy"]["blocked_count"] == 3
+    report = report_json(capsule)
+    assert report["policy"]["blocked_count"] == 3
+    assert report["files"] == []  # a refused open is no file read or written
 
 
 @needs_ebpf
