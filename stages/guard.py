@@ -646,16 +646,34 @@ def guarding(
         guard.close()
 
 
-def trace_level(level: str, enforcement: Enforcement | None) -> str:
-    """Path rules record at level file at least, so each open the mount namespace refused is on
-    record (as a `policy.blocked` event); a detected network rule needs level net."""
+def trace_level(level: str, enforcement: Enforcement | None, *, ebpf: bool = False) -> str:
+    """The level the tracer records at. Path rules record at level file at least, so each open the
+    mount namespace refused is on record (as a `policy.blocked` event); a detected network rule needs
+    level net. Under the eBPF tracer (`ebpf`), path rules the kernel enforces need only the refused
+    opens: `refused` (or `refused+net`), whose programs print an open only when it failed as the
+    mount namespace fails it (the strace tracer cannot choose opens by their result, and detecting a
+    path rule after the fact needs every open). `session_level` is what the session then says."""
     if enforcement is None or not enforcement.active:
         return level
-    files = MOUNT in enforcement.enforced or MOUNT in enforcement.detected
+    detect = MOUNT in enforcement.detected
+    files = MOUNT in enforcement.enforced or detect
     net = NETNS in enforcement.detected
     has_file, has_net = level in ("file", "all"), level in ("net", "all")
-    files, net = files or has_file, net or has_net
+    net = net or has_net
+    if ebpf and files and not detect and not has_file:
+        return "refused+net" if net else "refused"
+    files = files or has_file
     return "all" if files and net else "file" if files else "net" if net else "process"
+
+
+_REFUSED_LEVELS = {"refused": "process", "refused+net": "net"}
+
+
+def session_level(recorded: str) -> str:
+    """The trace level a session recorded at `recorded` (`trace_level`'s) says it has, and its trace is
+    derived at: the refused opens alone are not level file (the eBPF tracker keeps those at any
+    level: capsule/track/ebpf.py `REFUSED`)."""
+    return _REFUSED_LEVELS.get(recorded, recorded)
 
 
 def _blocked_event(guard: Guard, found: Detected, mechanism: str) -> PolicyBlocked:

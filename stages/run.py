@@ -35,6 +35,7 @@ from capsule.stages.guard import (
     guard_record_stage,
     guarding,
     kill_guarded_tree,
+    session_level,
     trace_level,
     tracer_flags,
     tracer_of,
@@ -189,7 +190,8 @@ async def record_run(
     stages/guard.py); `env` (None: Capsule's own) is the command's environment. `early`: strace was
     started already (`launch.start`: no policy, strace, Capsule's own streams and environment), or
     the eBPF recorder and the command's stub (`launch.start_ebpf`)."""
-    level = trace_level(level, enforcement)
+    recorded = trace_level(level, enforcement, ebpf=not isinstance(tracer, Tracer))  # the tracer's
+    level = session_level(recorded)  # the header's and the tracker's
     shown = shown_argv(argv, redact)
     if early is not None:
         started, session_id, path = early.started, early.session_id, early.path
@@ -233,7 +235,7 @@ async def record_run(
         else:
             spool = spool_path(home, session_id)
             spool_claim = claim_spool(spool)  # 0600 before strace (or its relay) opens it; held to the end
-            flags = tracer_flags(tracer.flags(level), enforcement)
+            flags = tracer_flags(tracer.flags(recorded), enforcement)
         pid: list[int] = []  # what the guard's kill starts from: strace's wrapper, or the command (eBPF)
         ebpf = not isinstance(tracer, Tracer)
         if ebpf:
@@ -313,7 +315,7 @@ async def record_run(
                             resolved,
                             argv,
                             spool=spool,
-                            level=level,
+                            level=recorded,
                             stdio=stdio,
                             on_ready=on_ready,
                             cwd=cwd,

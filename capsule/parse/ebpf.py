@@ -18,8 +18,10 @@ seconds, and the root's working directory: older traces have none, and keep rela
     S <ns> <pid> <old pid> <path>                            an exec succeeded (old pid: the thread)
     Q <ns> <tgid> <exit status>                              the last thread of a process exited
     O <ns> <tgid> <flags> <ret> <path>                       an open (traces before P was written)
-    P <ns> <tgid> <dirfd> <flags> <ret> <path>               an open (trace level file; -100: AT_FDCWD)
-    D <ns> <tgid> <path>                                     a chdir (empty path: an fchdir)
+    P <ns> <tgid> <dirfd> <flags> <ret> <path>               an open (trace level file; -100: AT_FDCWD;
+                                                             level refused: only EACCES, EROFS ones)
+    D <ns> <tgid> <path>                                     a chdir (empty path: an fchdir; levels
+                                                             file and refused)
     C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
     R <ns>                                                   the readiness handshake (ignored)
     B <ns> <cpu>                                             a flush barrier's marker from one CPU

@@ -155,7 +155,7 @@ def detect_violation(
 
 def refused_open(policy: Policy, event: Event, *, home: str | None = None) -> Detected | None:
     """An open the mount namespace refused (EACCES on a hidden path, EROFS on a read-only one): the
-    kernel's decision, seen in the trace at level file."""
+    kernel's decision, seen in the trace at level file (eBPF: at level refused, which records only these)."""
     if not isinstance(event, FileOpened) or event.ok:
         return None
     if event.errno == "EACCES":

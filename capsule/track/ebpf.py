@@ -130,6 +130,11 @@ def open_flags(flags: int) -> str:
 
 
 AT_FDCWD: Final = -100
+# The errors of the opens the recorder prints at level refused (stages/bpf/recorder.bpf.c), the guard's
+# path rules enforced: those the mount namespace fails (capsule/policy/enforce.py `refused_open`). A
+# session recorded so says the user's level (stages/guard.py `session_level`), without files, and keeps
+# these opens as file.opened events at it, so that its refusals are derived from its trace again.
+REFUSED: Final = frozenset((_errno.EACCES, _errno.EROFS))
 GONE_KEPT: Final = 4096  # ended processes remembered (late records come within milliseconds)
 
 
@@ -334,7 +339,7 @@ class EbpfTracker:
             elif rec.path.startswith("/") or cwd is not None:
                 self._cwd[rec.tgid] = resolve(cwd, rec.path)
         elif isinstance(rec, FileOpen):
-            if self._files:
+            if self._files or -rec.ret in REFUSED:
                 self._out.append(
                     FileOpened(
                         ts=rec.ts,

@@ -364,11 +364,77 @@ int file_chdir_exit(struct sys_exit *ctx) {
     return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_fchdir")
-int file_fchdir_exit(struct sys_exit *ctx) {
-    if (ctx->ret != 0 || !followed(self_tgid())) return 0;
+// An fchdir: the working directory is no longer known (the record names none).
+static __always_inline void cwd_unknown(long ret) {
+    if (ret != 0 || !followed(self_tgid())) return;
     struct rec *r = reserve('D');
     if (r) bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("tracepoint/syscalls/sys_exit_fchdir")
+int file_fchdir_exit(struct sys_exit *ctx) {
+    cwd_unknown(ctx->ret);
+    return 0;
+}
+
+// Trace levels refused and refused+net (the guard enforces path rules; the user did not ask for files):
+// only the opens the guard's mount namespace refuses (capsule/policy/enforce.py `refused_open`: EACCES
+// on a hidden path, EROFS on a read-only one) and the working-directory changes their relative paths
+// are resolved with. The result is tested first, so every other open of the machine costs one
+// comparison, and no enter programs run: the arguments are read at the exit from the registers the
+// syscall was entered with (x86-64: di, si, dx; the kernel leaves them as they were, as `newtask` reads
+// orig_ax). An open refused before the path's memory is faulted in records an empty path, as at level
+// file.
+#define EACCES 13
+#define EROFS 30
+
+static __always_inline struct pt_regs *entry_regs(void) {
+    return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+static __always_inline void refused(long ret, bool at, bool creat) {
+    if ((ret != -EACCES && ret != -EROFS) || !followed(self_tgid())) return;
+    struct pt_regs *regs = entry_regs();
+    struct rec *r = reserve('P');
+    if (!r) return;
+    r->a = at ? (s32)BPF_CORE_READ(regs, di) : AT_FDCWD;
+    r->b = creat ? 0x241 : (u32)(at ? BPF_CORE_READ(regs, dx) : BPF_CORE_READ(regs, si));
+    r->c = ret;
+    bpf_probe_read_user_str(r->text, STRLEN, (const char *)(at ? BPF_CORE_READ(regs, si) : BPF_CORE_READ(regs, di)));
+    bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int refused_openat_exit(struct sys_exit *ctx) {
+    refused(ctx->ret, true, false);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int refused_open_exit(struct sys_exit *ctx) {
+    refused(ctx->ret, false, false);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int refused_creat_exit(struct sys_exit *ctx) {
+    refused(ctx->ret, false, true);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_chdir")
+int refused_chdir_exit(struct sys_exit *ctx) {
+    if (ctx->ret != 0 || !followed(self_tgid())) return 0;
+    struct rec *r = reserve('D');
+    if (!r) return 0;
+    bpf_probe_read_user_str(r->text, STRLEN, (const char *)BPF_CORE_READ(entry_regs(), di));
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_fchdir")
+int refused_fchdir_exit(struct sys_exit *ctx) {
+    cwd_unknown(ctx->ret);
     return 0;
 }
 

@@ -4,7 +4,9 @@
 // (capsule/parse/ebpf.py): `{"type": "printf", "data": "<line>\n"}`, JSON-escaped, the lines bpftrace
 // printed for the program this replaced, so one parser reads both.
 //
-//   capsule-ebpf-recorder OBJECT ROOT_PID LEVEL    LEVEL: process | file | net | all
+//   capsule-ebpf-recorder OBJECT ROOT_PID LEVEL    LEVEL: process | file | net | all | refused |
+//                                                  refused+net (refused: process, and only the opens
+//                                                  a path rule refuses; see recorder.bpf.c)
 //   capsule-ebpf-recorder OBJECT - LEVEL [GATE_FD]  the same, once every program is attached (so
 //                                                  loading overlaps Capsule's and the command's
 //                                                  start) reading `ROOT_PID TRACE_PATH` from stdin:
@@ -322,7 +324,7 @@ int main(int argc, char **argv) {
     }
     if (argc != 4 && argc != 5 && !(argc == 3 && strcmp(argv[2], "--probe") == 0)) {
         fprintf(stderr,
-                "usage: %s [--btf BTF] OBJECT ROOT_PID|- process|file|net|all [GATE_FD]  |  %s [--btf BTF] OBJECT "
+                "usage: %s [--btf BTF] OBJECT ROOT_PID|- process|file|net|all|refused|refused+net [GATE_FD]  |  %s [--btf BTF] OBJECT "
                 "--probe  |  %s OBJECT --make-btf OUT\n",
                 self, self, self);
         return 2;
@@ -333,8 +335,9 @@ int main(int argc, char **argv) {
     int later = !probe && strcmp(argv[2], "-") == 0;
     int root = probe ? getpid() : later ? 1 : atoi(argv[2]);
     int files = !strcmp(level, "file") || !strcmp(level, "all");
-    int net = !strcmp(level, "net") || !strcmp(level, "all");
-    if (root <= 0 || (!files && !net && strcmp(level, "process"))) {
+    int refused = !strcmp(level, "refused") || !strcmp(level, "refused+net");
+    int net = !strcmp(level, "net") || !strcmp(level, "all") || !strcmp(level, "refused+net");
+    if (root <= 0 || (!files && !net && !refused && strcmp(level, "process"))) {
         fprintf(stderr, "capsule-ebpf-recorder: bad root pid or level\n");
         return 2;
     }
@@ -349,10 +352,11 @@ int main(int argc, char **argv) {
     struct bpf_program *prog;
     bpf_object__for_each_program(prog, obj) {
         const char *name = bpf_program__name(prog);
-        if ((!strncmp(name, "file_", 5) && !files) || (!strncmp(name, "net_", 4) && !net))
+        if ((!strncmp(name, "file_", 5) && !files) || (!strncmp(name, "net_", 4) && !net) ||
+            (!strncmp(name, "refused_", 8) && !refused && !probe))
             bpf_program__set_autoload(prog, false);
     }
-    if (!files && !net)  // only the file and net programs use it: not made (a 65536-bucket table, ~1 ms)
+    if (!files && !net)  // only the file and net programs use it (not the refused ones): not made (a 65536-bucket table, ~1 ms)
         bpf_map__set_autocreate(bpf_object__find_map_by_name(obj, "calls"), false);
     int err = bpf_object__load(obj);
     if (err) return fail("load the programs", err);

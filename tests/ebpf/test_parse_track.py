@@ -256,12 +256,19 @@ def test_non_utf8_argv_bytes_become_replacement_characters() -> None:
 
 
 def test_file_and_net_records_at_their_levels() -> None:
-    """Opens and connects become file.opened / net.connected only at the levels that ask for them."""
+    """Opens and connects become file.opened / net.connected only at the levels that ask for them;
+    an open that failed as the guard's mount namespace fails it (the loader's level refused) at any."""
     data = header(100) + printf(
         "O 5 100 524865 3 note.txt", "O 6 100 0 -2 missing", "C 7 100 2 8080 -111 127.0.0.1"
     )
     _, process_level = track(data)
     assert not [e for e in process_level if isinstance(e, FileOpened | NetConnected)]
+    refusals = header(100) + printf("P 5 100 -100 0 -13 .env", "P 6 100 -100 577 -30 /ro/f")
+    _, refused = track(refusals)
+    assert [(e.path, e.ok, e.errno) for e in refused if isinstance(e, FileOpened)] == [
+        (".env", False, "EACCES"),
+        ("/ro/f", False, "EROFS"),
+    ]
     _, events = track(data, "all")
     opened = [e for e in events if isinstance(e, FileOpened)]
     assert [(e.path, e.flags, e.ok, e.errno) for e in opened] == [
