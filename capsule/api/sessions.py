@@ -642,7 +642,7 @@ def launch(
         from capsule.stages.guard import open_guard, trace_level
         from capsule.stages.guard_probe import GuardRefused
 
-        level = trace_level(level, plan.enforcement)
+        level = trace_level(level, plan.enforcement, ebpf=not isinstance(plan.found, Tracer))  # the tracer's
         try:
             guard = open_guard(plan.enforcement, emit=None, redact=redact, cwd=Path.cwd())
         except GuardRefused as exc:
