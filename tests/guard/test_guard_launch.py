@@ -274,3 +274,19 @@ def test_launcher_command_is_the_c_one_unless_pretended_missing(monkeypatch: pyt
     assert launcher_command() == LAUNCHERS["c"]
     monkeypatch.setenv(PRETEND_MISSING, "c-launcher")
     assert launcher_command() == LAUNCHERS["python"]
+
+
+def test_concurrent_first_starts_build_once(tmp_path: Path) -> None:
+    """Several Capsule processes asking at once on an empty cache: one build, the same launcher for all."""
+    ask = "from capsule.stages.guard_build import launcher; print(launcher())"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop(PRETEND_MISSING, None)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ask], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    said = {proc.communicate(timeout=120)[0].strip() for proc in procs}
+    assert [proc.returncode for proc in procs] == [0, 0, 0]
+    (built,) = said
+    assert [p.name for p in (tmp_path / "capsule").glob("guard-*")] == [Path(built).parent.name]
+    assert _run([built, "--", "/bin/true"]) == (0, "", "")
