@@ -2,7 +2,7 @@
 as the eBPF recorder): the fast path's library (stages/bpf/guard_answer.c, loaded by
 stages/guard_answer.py) and the launcher (stages/bpf/guard_launch.c, the C twin of
 stages/guard_launch.py). One build makes both, the first time either is asked for (the guard's start
-probes its mechanisms with the launcher: that first start builds, ~0.5 s; every later one finds the
+probes its mechanisms with the launcher: that first start builds, ~0.3 s here; every later one finds the
 build by its hash). Read-only to a guarded tree under path rules, as the rest of Capsule's cache.
 
 No compiler, a failed build, or a machine other than x86_64 and aarch64: each is None, and the Python

@@ -13,6 +13,11 @@
 //
 // The filter is filter_program of the Python launcher, instruction for instruction (the test reads the
 // installed one back from the kernel and compares it with filter_program's bytes).
+//
+// Security: as the fast path's library (guard_answer.c), the built program lives in Capsule's cache,
+// read-only to a guarded tree under path rules, so no tree can swap the launcher of a later one;
+// without path rules the cache is as writable to the tree as the rest of the user's files (as is the
+// Python launcher in a user's own install).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
