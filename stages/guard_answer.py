@@ -6,27 +6,21 @@ notifications off the listener with the interpreter lock released and answers CO
 (path, argv) the guard judged allowed before (`remember`, exactly what guard.py keeps in `_allowed`);
 everything else comes back to Python (`next`), which decides and answers it as it always has.
 
-Built once with the system C compiler into Capsule's cache (`cached_build`, as the eBPF recorder),
+Built once with the system C compiler into Capsule's cache with the C launcher (stages/guard_build.py),
 read-only to a guarded tree under path rules. No compiler, a failed build or a library that does not
 load: `library()` is None and the Python server serves alone, unchanged. For tests,
-`CAPSULE_GUARD_PRETEND_MISSING=c-answerer` makes the build fail.
+`CAPSULE_GUARD_PRETEND_MISSING=c-answerer` makes it missing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-import shutil
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
-from capsule.stages.ebpf_build import BuildFailed, _compile, cached_build
-from capsule.stages.guard_probe import PRETEND_MISSING
+from capsule.stages.guard_build import LIBRARY, library
 
-SOURCE = "guard_answer.c"
-LIBRARY = "capsule-guard-answer.so"
-PRETEND = "c-answerer"
+__all__ = ["LIBRARY", "Answerer", "Handed", "library"]
 
 
 class _Handed(ctypes.Structure):
@@ -47,27 +41,6 @@ class _Handed(ctypes.Structure):
 
 # (id, pid, nr, args, start_ns, (path, argv) or None when Python must read them)
 Handed = tuple[int, int, int, tuple[int, ...], int, "tuple[str, list[str]] | None"]
-
-
-def library() -> Path | None:
-    """The built library, from the cache or built now; None where it cannot be (no compiler, ...)."""
-    pretend = {m.strip() for m in os.environ.get(PRETEND_MISSING, "").split(",")}
-    cc = shutil.which("cc")
-    if PRETEND in pretend or cc is None or os.uname().machine not in ("x86_64", "aarch64"):
-        return None
-    source = resources.files("capsule.stages").joinpath("bpf", SOURCE).read_bytes()
-
-    def build(work: Path) -> str:
-        _compile([cc, "-O2", "-shared", "-fPIC", "-o", str(work / LIBRARY), str(work / SOURCE)],
-                 what="the guard's fast path")  # fmt: skip
-        return "1\n"
-
-    try:
-        target = cached_build("guard", {SOURCE: source}, build, what="the guard's fast path",
-                              recipe=Path(__file__).read_text())  # fmt: skip
-    except BuildFailed:
-        return None
-    return target / LIBRARY
 
 
 class Answerer:

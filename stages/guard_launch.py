@@ -8,14 +8,21 @@ puts itself under the policy's kernel mechanisms and then execs the rest of its 
 user-notification listener, passes the listener to Capsule over the unix socket FD (SCM_RIGHTS) and
 closes both before exec, so nothing in the tree can answer its own notifications. `--argv0` gives PROG
 that argv[0] (Capsule's own processes' titles: strace as `capsule: task <id>`). `--probe` stops
-before exec (capsule doctor). Exit 125 when a mechanism cannot be set up, with one line on stderr.
+before exec (capsule doctor). Exit 125 when a mechanism cannot be set up or the command line is bad,
+with one line on stderr; 126/127 when the exec fails.
 
-Why Python and not a small C program: it needs no compiler where Capsule is installed, and its cost is
-one interpreter start per guarded tree (~20 ms), not per exec. ctypes reaches prctl/seccomp/unshare.
+The same program in C (stages/bpf/guard_launch.c, built by stages/guard_build.py) is what Capsule runs
+where a C compiler is: this one costs an interpreter start per guarded tree (25-66 ms measured, on the
+critical path of every guarded start), that one about a millisecond. This one stays as the fallback
+(no compiler, a failed build) and as the definition: same options, order, messages and exit codes, and
+its `filter_program` is the C one's instruction for instruction (tests/guard/test_guard_launch.py runs
+both on the same cases). One difference neither can remove: under a C locale the interpreter sets
+LC_CTYPE=C.UTF-8 in its environment (PEP 538), which the tree then inherits from this one only.
 """
 
 import ctypes
 import os
+import signal
 import socket
 import struct
 import sys
@@ -128,10 +135,29 @@ def unshare_net(mode: str) -> None:
     if mode == "loopback":
         import fcntl
 
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            ifreq = struct.pack("16sH14s", b"lo", 0, b"")
-            flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
-            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                ifreq = struct.pack("16sH14s", b"lo", 0, b"")
+                flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
+                fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
+        except OSError as exc:
+            _fail(f"network namespace: loopback: {exc.strerror}")
+
+
+def send_listener(channel_fd: int, listener: int) -> None:
+    try:
+        channel = socket.socket(fileno=channel_fd)
+        socket.send_fds(channel, [b"L"], [listener])
+    except OSError as exc:
+        _fail(f"seccomp user notification: passing the listener: {exc.strerror}")
+    os.close(listener)
+    channel.close()
+
+
+def _value(args: list[str], flag: str) -> str:
+    if not args:
+        _fail(f"launcher: {flag} needs a value")
+    return args.pop(0)
 
 
 def main(args: list[str]) -> None:
@@ -140,11 +166,19 @@ def main(args: list[str]) -> None:
     while args and args[0] != "--":
         flag = args.pop(0)
         if flag == "--net":
-            net = args.pop(0)
+            net = _value(args, flag)
+            if net not in ("off", "loopback"):
+                _fail(f"launcher: --net is off or loopback, not {net}")
         elif flag == "--notify":
-            notify = int(args.pop(0))
+            value = _value(args, flag)
+            # decimal digits only, at most INT_MAX (as the C launcher reads it)
+            if not (value.isascii() and value.isdigit() and int(value) <= 0x7FFFFFFF):
+                _fail(f"launcher: --notify takes a descriptor number, not {value}")
+            notify = int(value)
         elif flag == "--argv0":
-            argv0 = args.pop(0)
+            argv0 = _value(args, flag)
+            if not argv0:
+                _fail("launcher: --argv0 is empty")
         elif flag == "--probe":
             probe = True
         else:
@@ -153,16 +187,19 @@ def main(args: list[str]) -> None:
     if net is not None:
         unshare_net(net)
     if notify is not None:
-        listener = install_notify()
-        channel = socket.socket(fileno=notify)
-        socket.send_fds(channel, [b"L"], [listener])
-        os.close(listener)
-        channel.close()
+        send_listener(notify, install_notify())
     if probe:
         sys.exit(0)
     if not argv:
         _fail("launcher: nothing to run")
+    # The interpreter ignores these two at its start, and an exec keeps what is ignored: put back the
+    # default Capsule started this with (else every guarded tree ran with SIGPIPE ignored: `yes | head`
+    # said "Broken pipe").
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
+        if not argv[0]:  # os.execv refuses an empty argv[0] itself; the kernel's answer to an empty path
+            raise FileNotFoundError(2, os.strerror(2))
         os.execv(argv[0], [argv[0] if argv0 is None else argv0, *argv[1:]])  # noqa: S606 - exec is the point
     except OSError as exc:
         # the first exec is the guard's own (bwrap, strace) or the command, both resolved beforehand

@@ -27,7 +27,8 @@ LAUNCHER = Path(__file__).with_name("guard_launch.py")
 
 
 # Tests only: a comma-separated list of mechanisms the guard treats as missing, to exercise the refusal
-# and `--policy-fallback=detect` on a machine that has them all (documented in the README).
+# and `--policy-fallback=detect` on a machine that has them all (documented in the README); also the
+# guard's C programs (stages/guard_build.py: `c-answerer`, `c-launcher`), to exercise their fallbacks.
 PRETEND_MISSING = "CAPSULE_GUARD_PRETEND_MISSING"
 
 
@@ -36,7 +37,12 @@ class GuardRefused(RuntimeError):
 
 
 def launcher_command() -> list[str]:
-    return [sys.executable, "-I", "-S", str(LAUNCHER)]
+    """The guard's launcher: the C one (stages/guard_build.py: from the cache, or built now the first
+    time), else the Python one (no compiler, a failed build, `c-launcher` pretended missing)."""
+    from capsule.stages.guard_build import launcher
+
+    built = launcher()
+    return [str(built)] if built is not None else [sys.executable, "-I", "-S", str(LAUNCHER)]
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -137,7 +143,7 @@ def _probe_key(mechanism: str) -> str | None:
                 parts.append(file.read(256).decode(errors="replace").strip())
         except OSError:
             parts.append("-")
-    programs = [sys.executable, str(LAUNCHER)]
+    programs = [part for part in launcher_command() if not part.startswith("-")]  # the one probed
     if mechanism == MOUNT:
         found = shutil.which("bwrap")
         if found is None:

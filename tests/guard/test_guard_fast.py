@@ -149,10 +149,10 @@ def test_a_script_run_in_a_loop_is_judged_each_time(
 
 
 def test_without_the_library_the_python_server_serves(capsule: CapsuleRunner, tmp_path: Path) -> None:
-    """Where the fast path cannot be built (here: pretended), nothing is built and the guard decides
-    as before."""
+    """Where the guard's C programs cannot be built (here: both pretended), nothing is built and the
+    guard decides as before, started by the Python launcher."""
     cache = tmp_path / "cache"
-    env = {"CAPSULE_GUARD_PRETEND_MISSING": "c-answerer", "XDG_CACHE_HOME": str(cache)}
+    env = {"CAPSULE_GUARD_PRETEND_MISSING": "c-answerer,c-launcher", "XDG_CACHE_HOME": str(cache)}
     checked = _checked(capsule, tmp_path, "strace", 5, env)
     assert checked["execs"] >= 7
     assert not list(cache.glob("capsule/guard-*"))

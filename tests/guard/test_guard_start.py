@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,30 @@ def test_a_changed_setting_or_program_is_probed_again(probes, monkeypatch, tmp_p
     _new_process()
     assert probe_mechanisms((MOUNT,)) == {MOUNT: "bwrap fails"}
     assert asked[MOUNT] == [None, None, "bwrap fails"]
+
+
+def test_the_key_names_the_launcher_probed(probes, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A success kept for one launcher is probed again with the other (the C one built, or gone)."""
+    answers, asked = probes
+    answers[SECCOMP] += [None, None]
+    monkeypatch.setenv(guard_probe.PRETEND_MISSING, "c-launcher")
+    python_key = guard_probe._probe_key(SECCOMP)
+    assert python_key is not None
+    assert str(guard_probe.LAUNCHER) in python_key
+    assert probe_mechanisms((SECCOMP,)) == {}
+    monkeypatch.delenv(guard_probe.PRETEND_MISSING)
+    c_launcher = guard_probe.launcher_command()
+    if c_launcher[0] == sys.executable:
+        pytest.skip("the C launcher cannot be built here")
+    key = guard_probe._probe_key(SECCOMP)
+    assert key is not None
+    assert c_launcher[0] in key
+    assert str(guard_probe.LAUNCHER) not in key
+    _new_process()
+    assert probe_mechanisms((SECCOMP,)) == {}
+    _new_process()
+    assert probe_mechanisms((SECCOMP,)) == {}  # kept for the C one now
+    assert asked[SECCOMP] == [None, None]
 
 
 def test_a_broken_probe_file_costs_a_probe(probes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
