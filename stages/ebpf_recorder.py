@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,15 +82,31 @@ def _mount_tracefs() -> None:
         raise EbpfUnavailable(f"tracefs is not mounted at {TRACEFS} and could not be mounted")
 
 
-def probe_ebpf(tracer: EbpfTracer) -> str | None:
-    """Load and attach every program once: None if it works, else the recorder's last error line."""
-    done = subprocess.run(
-        [*tracer.loader(), "--probe"], capture_output=True, text=True, check=False, timeout=120
-    )
-    if done.returncode == 0:
-        return None
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else f"the eBPF recorder exited with {done.returncode}"
+def probe_ebpf(tracer: EbpfTracer, timeout_s: float = 120.0) -> str | None:
+    """Load and attach every program once: None if it works, else the recorder's last error line.
+    It works once the recorder says every program is attached: its exit is not waited for, since the
+    kernel's teardown of its tracepoints takes ~1.3 s here (`capsule doctor` took 1.65 s, nearly all
+    of it that); a thread reaps it meanwhile (init, should Capsule exit first)."""
+    with tempfile.TemporaryFile() as errors:
+        probe = subprocess.Popen(
+            [*tracer.loader(), "--probe"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+        )
+        assert probe.stdout is not None
+        with probe.stdout:
+            ready, _, _ = select.select([probe.stdout], [], [], timeout_s)
+            said = probe.stdout.readline() if ready else b""
+        if said.startswith(b"attached "):
+            threading.Thread(target=probe.wait, name="capsule-probe-reaper", daemon=True).start()
+            return None
+        try:
+            code = probe.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            probe.kill()
+            probe.wait()
+            return f"the eBPF recorder did not attach its programs within {timeout_s:.0f} s"
+        errors.seek(0)
+        lines = [ln for ln in errors.read().decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else f"the eBPF recorder exited with {code}"
 
 
 def write_header(spool_fd: int, root: int, cwd: str | None = None, clock_ns: int | None = None) -> None:
