@@ -309,7 +309,10 @@ def write_report_json(session: str | Path, out: BinaryIO, *, keep: list[object] 
     digest = rules_digest(sources)
     fresh = snapshot.fresh_snapshot(session_dir, digest)
     if fresh is not None:
-        snapshot.copy_report(fresh, out)
+        try:
+            snapshot.copy_report(fresh, out)
+        except snapshot.DamagedSnapshot as exc:  # only a hand-edited one: it is written whole or not at all
+            raise BadInput(f"{exc}; delete it (a derived cache) and report again") from None
         return
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
