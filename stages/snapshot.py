@@ -2,7 +2,7 @@
 
 A cache, never truth. The first line of `report.snapshot` is a JSON key naming everything the report
 was derived from: the snapshot format, Capsule's version, the events file (name, size, mtime in ns) and a
-digest of the label and workflow rules. A snapshot whose key differs from the session's key now (the
+digest of the label and workflow rules; the report follows as one zstd frame. A snapshot whose key differs from the session's key now (the
 events grew or were archived, the rules or Capsule changed, another format) is ignored and rebuilt;
 `replay --check` never reads it. Only ended sessions of at least MIN_EVENTS events get one: a smaller
 session folds faster than a snapshot would save.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -26,9 +25,17 @@ if TYPE_CHECKING:  # the report (rich with it) loads only for a session that get
     from capsule.report.json_stream import Chunk
 
 SNAPSHOT = "report.snapshot"
-FORMAT = 1  # bump when the snapshot's layout or the report's bytes change shape
+FORMAT = 2  # bump when the snapshot's layout or the report's bytes change shape (2: compressed)
 MIN_EVENTS = 20_000
 COPY_CHUNK = 1 << 20
+# The report is stored compressed: a 1,000,000-event report is 320 MB of JSON, and writing it into the
+# page cache took ~0.8 s of the first report here; zstd's fastest level makes it ~10 MB in ~0.15 s
+# (reading it back costs the next report ~0.2 s). Its indented JSON repeats itself, so level 1 is enough.
+LEVEL = 1
+
+
+class DamagedSnapshot(Exception):
+    """The snapshot's report does not decompress (it was changed by hand: it is written whole or not)."""
 
 
 def snapshot_key(session_dir: Path, rules_digest: str) -> dict[str, Any] | None:
@@ -66,22 +73,38 @@ def fresh_snapshot(session_dir: Path, rules_digest: str) -> Path | None:
 
 
 def copy_report(path: Path, out: BinaryIO) -> None:
-    """Write a snapshot's report (everything after its key line) to `out`."""
+    """Write a snapshot's report (everything after its key line, decompressed) to `out`."""
+    import zstandard
+
     with open(path, "rb") as file:
         file.readline(4096)
-        shutil.copyfileobj(file, out, COPY_CHUNK)
+        try:
+            zstandard.ZstdDecompressor().copy_stream(file, out, read_size=COPY_CHUNK, write_size=COPY_CHUNK)
+        except zstandard.ZstdError as exc:
+            raise DamagedSnapshot(f"{path}: {exc}") from None
     out.flush()
+
+
+def packed(chunks: Iterable[Chunk]) -> Iterator[bytes]:
+    """The report's chunks as the snapshot stores them: one zstd frame, compressed as they come."""
+    import zstandard
+
+    packer = zstandard.ZstdCompressor(level=LEVEL).compressobj()
+    for chunk in chunks:
+        if data := packer.compress(chunk):
+            yield data
+    yield packer.flush()
 
 
 def write_snapshot(
     session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk], name: str = SNAPSHOT
 ) -> Path:
     """Write the snapshot (0600, into a temporary file renamed into place: a reader sees the old one or
-    the whole new one)."""
+    the whole new one); the report's compressed (`packed`), another snapshot's (`name`) as given."""
     path = session_dir / name
     with private_output(path) as out:
         out.write(orjson.dumps(key) + b"\n")
-        for chunk in chunks:
+        for chunk in packed(chunks) if name == SNAPSHOT else chunks:
             out.write(chunk)
     return path
 
@@ -90,6 +113,8 @@ def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk]
     """Write `chunks` to `out` and, as they go, to a new snapshot (the first report's one pass instead of
     writing the snapshot and then copying it). The snapshot is a cache: if it cannot be written (disk
     full, read-only) the report still goes out whole and no partial snapshot is left behind."""
+    import zstandard
+
     path = session_dir / SNAPSHOT
     temp = path.with_name(f".{SNAPSHOT}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     snap: BinaryIO | None = None
@@ -99,16 +124,23 @@ def tee_snapshot(session_dir: Path, key: dict[str, Any], chunks: Iterable[Chunk]
     except OSError:
         _abandon(snap, temp)
         snap = None
+    packer = zstandard.ZstdCompressor(level=LEVEL).compressobj()  # as `packed`, a chunk at a time
     try:
         for chunk in chunks:
             out.write(chunk)
             if snap is not None:
                 try:
-                    snap.write(chunk)
+                    snap.write(packer.compress(chunk))
                 except OSError:
                     _abandon(snap, temp)
                     snap = None
         out.flush()
+        if snap is not None:
+            try:
+                snap.write(packer.flush())
+            except OSError:
+                _abandon(snap, temp)
+                snap = None
     except BaseException:
         _abandon(snap, temp)
         raise

@@ -294,12 +294,13 @@ def report(session: str | Path) -> Reported:
     return Reported(session=loaded.id, data=data, warnings=loaded.warnings)
 
 
-def write_report_json(session: str | Path, out: BinaryIO) -> None:
+def write_report_json(session: str | Path, out: BinaryIO, *, keep: list[object] | None = None) -> None:
     """Write `capsule report --json` of a run or import session to `out`, from its derived snapshot when
     that is fresh (stages/snapshot.py); else fold the events, and keep a snapshot of an ended session
     big enough to be worth one. The bytes are the same either way. A big session is read and written
     with a second process on another core (stages/forked.py): for a command's own process, not one with
-    threads at work (it forks)."""
+    threads at work (it forks). `keep`: a caller about to exit passes a list that is given the fold, so
+    that it is not freed object by object on the way out (capsule/cli/fast.py `exiting_with_heap`)."""
     from capsule.fold.session import paused_gc
     from capsule.stages import snapshot
 
@@ -308,12 +309,17 @@ def write_report_json(session: str | Path, out: BinaryIO) -> None:
     digest = rules_digest(sources)
     fresh = snapshot.fresh_snapshot(session_dir, digest)
     if fresh is not None:
-        snapshot.copy_report(fresh, out)
+        try:
+            snapshot.copy_report(fresh, out)
+        except snapshot.DamagedSnapshot as exc:  # only a hand-edited one: it is written whole or not at all
+            raise BadInput(f"{exc}; delete it (a derived cache) and report again") from None
         return
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).
     with paused_gc():
         loaded = load(session_dir, rules(sources=sources), forked=True)
+        if keep is not None:
+            keep.append(loaded)
         key = snapshot.snapshot_key(session_dir, digest) if _deserves_snapshot(loaded) else None
         if key is not None and loaded.recovery is None:  # one pass: to `out` and to the snapshot
             with _report_json_chunks(loaded, loaded.warnings, forked=True) as chunks:

@@ -140,10 +140,11 @@ def report(
         report_agents(session_dir, as_json)
         return
     if as_json:  # from the session's derived snapshot when it is fresh (stages/snapshot.py)
-        sessions.write_report_json(session_dir, sys.stdout.buffer)
+        kept: list[object] = []
+        sessions.write_report_json(session_dir, sys.stdout.buffer, keep=kept)
         from capsule.cli.fast import exiting_with_heap
 
-        exiting_with_heap()
+        exiting_with_heap(kept)
         return
     # A report builds hundreds of thousands of acyclic objects and then exits: the cyclic collector
     # would only rescan them (measured: decode + fold 154k -> 192k events/s on 1M events).

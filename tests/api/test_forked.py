@@ -67,6 +67,18 @@ def test_forked_reading_gives_the_same_events(golden: Path) -> None:
     _same(golden)
 
 
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_frames_flattened_here_give_the_same_events(
+    every: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever share of the frames the child leaves raw for this process (all, every other, every third):
+    the same events, notes and line numbers, the hostile lines and the biggest golden session alike."""
+    monkeypatch.setattr(forked, "HERE_EVERY", every)
+    _hostile(tmp_path / "s")
+    _same(tmp_path / "s")
+    _same(max(RUN_AND_IMPORT, key=lambda p: (p / "events.jsonl").stat().st_size))
+
+
 def _hostile(path: Path) -> None:
     path.mkdir(parents=True)
     header = SessionStarted(
@@ -162,7 +174,9 @@ def test_a_forked_report_has_the_same_bytes(
     """`report --json` made by two processes (and its snapshot) is byte for byte the one-process one."""
     path = _copy(golden, capsule_home)
     two = _report(path)
-    assert (path / snapshot.SNAPSHOT).read_bytes().split(b"\n", 1)[1] == two
+    stored = io.BytesIO()
+    snapshot.copy_report(path / snapshot.SNAPSHOT, stored)
+    assert stored.getvalue() == two
     monkeypatch.setattr(forked, "worth_forking", lambda: False)
     assert _report(path) == two
 

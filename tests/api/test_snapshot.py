@@ -63,7 +63,7 @@ def _tamper(path: Path) -> bytes:
     """Keep the snapshot's key, replace its report: what a report prints shows whether it was used."""
     snap = path / snapshot.SNAPSHOT
     key = snap.read_bytes().split(b"\n", 1)[0]
-    snap.write_bytes(key + b"\n" + b'{"tampered": true}\n')
+    snap.write_bytes(key + b"\n" + b"".join(snapshot.packed([b'{"tampered": true}\n'])))
     return b'{"tampered": true}\n'
 
 
@@ -190,3 +190,33 @@ def test_archive_drops_the_snapshot_and_the_archived_session_gets_its_own(capsul
     key = orjson.loads((path / snapshot.SNAPSHOT).read_bytes().split(b"\n", 1)[0])
     assert key["events"] == "events.jsonl.zst"
     assert _report(path) == before
+
+
+def test_the_snapshot_stores_the_report_compressed(capsule_home: Path) -> None:
+    """After its key line the snapshot holds the report as one zstd frame, smaller than the report."""
+    path = _copy(SESSIONS_DIR / "forks", capsule_home)
+    folded = _folded(path)
+    _report(path)
+    stored = (path / snapshot.SNAPSHOT).read_bytes().split(b"\n", 1)[1]
+    assert stored.startswith(b"\x28\xb5\x2f\xfd")  # zstd's frame magic number
+    assert len(stored) < len(folded)
+    out = io.BytesIO()
+    snapshot.copy_report(path / snapshot.SNAPSHOT, out)
+    assert out.getvalue() == folded
+
+
+def test_a_damaged_snapshot_is_one_clear_error(capsule_home: Path) -> None:
+    """A fresh key over a report that does not decompress (edited by hand): BadInput naming the file,
+    no traceback; without the snapshot the report folds again."""
+    from capsule.api.errors import BadInput
+
+    path = _copy(SESSIONS_DIR / "forks", capsule_home)
+    folded = _folded(path)
+    _report(path)
+    snap = path / snapshot.SNAPSHOT
+    key = snap.read_bytes().split(b"\n", 1)[0]
+    snap.write_bytes(key + b"\n" + b"not zstd at all\n")
+    with pytest.raises(BadInput, match=r"report\.snapshot"):
+        _report(path)
+    snapshot.drop_snapshot(path)
+    assert _report(path) == folded
