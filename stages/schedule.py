@@ -68,7 +68,7 @@ from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.launch import resolve_command
 from capsule.stages.record import SessionWriter
 from capsule.stages.store import open_private
-from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, traced_argv
+from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, recorded_level, traced_argv
 from capsule.stages.task_units import cgroup_name, marker, measure
 from capsule.stages.task_workspace import (
     OUTPUTS,
@@ -271,7 +271,8 @@ class Scheduler:
         traced = None
         if trace is not None and self.tracer is not None:
             traced = traced_argv(
-                self.tracer, self.plan.trace_level, trace.spool, task.command, self.enforcement, found,
+                self.tracer, recorded_level(self.plan, self.tracer, self.enforcement), trace.spool,
+                task.command, self.enforcement, found,
                 title=f"capsule: task {task.id}", env=env,
             )  # fmt: skip
         key = (task.id, attempt)

@@ -27,7 +27,7 @@ from capsule.policy.enforce import Enforcement
 from capsule.stages.ebpf import POLL_S as EBPF_POLL_S
 from capsule.stages.ebpf import Launched, attach, stop_when_tree_gone
 from capsule.stages.ebpf_recorder import EbpfTracer, EbpfUnavailable, Gated, gated
-from capsule.stages.guard import tracer_flags
+from capsule.stages.guard import session_level, trace_level, tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
@@ -84,6 +84,13 @@ class Traced:
         return () if self.gate is None else (self.gate.gate_r,)
 
 
+def recorded_level(plan: Plan, tracer: Tracer | EbpfTracer, enforcement: Enforcement | None) -> str:
+    """The level an attempt's tracer records at: the plan's, raised as path rules need (stages/guard.py
+    `trace_level`: strace at level file, the eBPF recorder at `refused`), so each open the mount
+    namespace refused is on record as a `policy.blocked` event of the task, as under `capsule run`."""
+    return trace_level(plan.trace_level, enforcement, ebpf=isinstance(tracer, EbpfTracer))
+
+
 def traced_argv(
     tracer: Tracer | EbpfTracer,
     level: str,
@@ -133,9 +140,10 @@ async def follow_trace(
     whole tree has. `on_released` is called once the stub is let go (or attaching failed and it was
     killed): the scheduler observes the spawn then, so the recorder's start-up is not the task's time;
     `on_tree_gone` once the whole tree has ended, before the recorder is stopped (its detach is slow too)."""
+    recorded = recorded_level(plan, tracer, enforcement)
     header = partial(
         _header, files, plan=plan, tracer=tracer, task=task, attempt=attempt, parent=parent,
-        recorder=recorder, enforcement=enforcement,
+        recorder=recorder, enforcement=enforcement, recorded=recorded,
     )  # fmt: skip
     launched: Launched | None = None
     if gate is None:
@@ -146,7 +154,7 @@ async def follow_trace(
             ready: list[float] = []  # when the recorder followed the stub (and let it go)
             try:
                 launched = await attach(
-                    tracer, process, gate, spool=files.spool, level=plan.trace_level, cwd=task.cwd,
+                    tracer, process, gate, spool=files.spool, level=recorded, cwd=task.cwd,
                     on_ready=ready.append,
                 )  # fmt: skip
             except EbpfUnavailable as exc:  # the attempt was killed: it fails, its session says why
@@ -198,7 +206,7 @@ async def follow_trace(
                     poll_s=TAIL_POLL_S if launched is None else EBPF_POLL_S,
                 ),
                 sink,
-                level=plan.trace_level,
+                level=session_level(recorded),
                 trace_fd=trace_fd,
                 tracer="strace" if launched is None else "ebpf",
                 live=live,
@@ -218,6 +226,7 @@ def _header(
     parent: str,
     recorder: tuple[int, float],
     enforcement: Enforcement | None,
+    recorded: str,
     tracer_pid: int | None,
     tracer_started: float | None,
     ts: float | None = None,
@@ -235,8 +244,8 @@ def _header(
                 host=platform.node(),
                 tracer=tracer.path,
                 tracer_version=tracer.version,
-                tracer_flags=tracer_flags(tracer.flags(plan.trace_level), enforcement),
-                trace_level=plan.trace_level,
+                tracer_flags=tracer_flags(tracer.flags(recorded), enforcement),
+                trace_level=session_level(recorded),
                 recorder_pid=recorder[0],
                 recorder_started=recorder[1],
                 parent=parent,

@@ -483,6 +483,11 @@ def check(plan_file: Path, batch: Path | None = None) -> PlanCheck:
         + (f"; so are the {n} tasks that depend on it" if n else "")
         for task, at, n in past_timeout(plan, known)
     )
+    if (plan.policy.protect_paths or plan.policy.read_only_paths) and not plan.trace:
+        notes += (
+            "[policy] path rules on untraced tasks: a refused open fails in the kernel but is no "
+            'policy.blocked event, as no trace sees it; [run] trace = true or "ebpf" records each',
+        )
     return PlanCheck(
         notes=notes,
         expanded={t.id: dict(t.params) for t in plan.tasks if t.params},

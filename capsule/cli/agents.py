@@ -430,10 +430,18 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
         print(
             f"  attempt {a.number}: pid {a.pid} {a.outcome or 'running'} {status_text} {dur} logs {a.log_dir}/{a.number}.out"
         )
-    labels = {"verified": "verify", "hooks": "hook", "violations": "violation", "blocked": "blocked"}
-    for key in (*labels, "limits"):
-        for item in data[key]:
-            print(f"  {labels.get(key, 'limit')}: {item}")
+    for v in t.verified:
+        print(f"  verify: {v.command}: " + ("ok" if v.ok else f"failed (exit {v.exit_code})"))
+    for h in t.hooks:
+        print(f"  hook {h.on}: {h.decision}" + (f" ({h.reason})" if h.reason else ""))
+    for x in t.violations:
+        print(f"  violation: {x.rule!r} matched {' '.join(x.argv) or x.path}" + (" (live)" if x.live else ""))
+    for b in t.blocked:
+        what = " ".join(b["argv"]) or b["path"]
+        kill = ", killed" if b["action"] == "kill" else ""
+        print(f"  blocked: {what} (rule {b['rule']!r}, {b['mechanism']}{kill}, pid {b['pid']})")
+    for m in t.limits:
+        print(f"  limit: {m.limit} measured {m.measured:g} > {m.allowed:g}")
 
 
 @agents_app.command(help="A task's stdout and stderr, per attempt; -f follows the running attempt.")

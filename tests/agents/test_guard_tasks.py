@@ -81,6 +81,49 @@ timeout = "60s"
     assert html.count("sudo *: sudo id (seccomp-notify · task agent)") == 2  # one mark per refusal
 
 
+@pytest.mark.parametrize(
+    ("trace", "level", "loader"),
+    [
+        ("true", "file", "trace=%process,%file,fchdir"),
+        pytest.param('"ebpf"', "process", "refused", id="ebpf", marks=[needs_ebpf, pytest.mark.ebpf]),
+    ],
+)
+def test_a_refused_open_of_a_traced_task_is_recorded_at_the_default_level(
+    agents, capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path, trace: str, level: str, loader: str
+) -> None:
+    """Path rules raise a traced attempt's level as `capsule run --policy` does (strace: file; eBPF:
+    only the refused opens), so a `cat .env` at the plan's default level is a policy.blocked event
+    of the task, and `agents result` says what was refused in one readable line."""
+    (tmp_path / ".env").write_text("SECRET=s3cr3t-value-42\n")
+    plan = f"""
+[run]
+trace = {trace}
+[policy]
+protect_paths = [".env"]
+[[task]]
+id = "peek"
+command = "cat .env; echo rc=$?"
+timeout = "60s"
+"""
+    done, events = agents(plan)
+    assert done.returncode == 0, done.stderr
+    started = of(events, "task.started", "peek")[0]
+    assert "rc=1" in (Path(started["log_dir"]) / "1.out").read_text()
+    (blocked,) = of(events, "policy.blocked", "peek")
+    assert (blocked["path"], blocked["rule"]) == (str(tmp_path / ".env"), ".env")
+    header = orjson.loads(
+        (capsule_home / "runs" / started["trace_session"] / "events.jsonl").read_bytes().splitlines()[0]
+    )
+    assert (header["trace_level"], header["tracer_flags"][-1]) == (level, loader)
+    shown = capsule("agents", "result", "peek").stdout
+    assert f"blocked: {tmp_path / '.env'} (rule '.env', mount-namespace, pid {blocked['pid']})" in shown
+    check = capsule("agents", "check", str(tmp_path / "plan.toml")).stdout
+    assert "path rules on untraced tasks" not in check
+    untraced = (tmp_path / "plan.toml").read_text().replace(f"trace = {trace}", "trace = false")
+    (tmp_path / "plan.toml").write_text(untraced)
+    assert "path rules on untraced tasks" in capsule("agents", "check", str(tmp_path / "plan.toml")).stdout
+
+
 def test_on_violation_kill_ends_the_task(agents, tmp_path: Path, fake_sudo: Path) -> None:
     """on_violation = "kill": the first refusal ends the task as denied; nothing after it runs."""
     _agent(tmp_path)
