@@ -84,6 +84,7 @@ def test_parallel_tasks_in_worktrees_commit_on_branches(agents, repo: Path, tmp_
     assert result["commit"] == collected["a"]["commit"]
     assert f"branch capsule/{run}/a at " in (text := capsule("agents", "result", "a").stdout)
     assert "2 files changed, +1 -1" in text
+    assert "\n  verify: grep -q from-a f.txt: ok\n" in text  # one readable line, not a dict
 
 
 def test_merge_merges_in_plan_order_and_stops_at_conflict(
