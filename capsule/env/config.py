@@ -247,15 +247,23 @@ def _process(where: _Where, table: dict[str, Any]) -> ProcessConfig:
         if key not in fields:
             raise where.error(key, f"unknown key (known: {', '.join(sorted(fields))})")
     command = table.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise where.error("command", "required: the command line to run")
     shell = table.get("shell", False)
     if not isinstance(shell, bool):
         raise where.error("shell", f"expected true or false, got {shell!r}")
-    try:
-        argv = ("/bin/sh", "-c", command) if shell else tuple(shlex.split(command))
-    except ValueError as exc:
-        raise where.error("command", f"cannot split {command!r}: {exc}") from None
+    if isinstance(command, list):  # the argv itself, as a plan's task may give it
+        if shell or not command or not all(isinstance(word, str) and word for word in command):
+            raise where.error(
+                "command", "a list must be the argv itself: non-empty strings, without shell = true"
+            )
+        argv: tuple[str, ...] = tuple(command)
+        command = shlex.join(argv)
+    elif not isinstance(command, str) or not command.strip():
+        raise where.error("command", "required: the command line to run (a string, or the argv as a list)")
+    else:
+        try:
+            argv = ("/bin/sh", "-c", command) if shell else tuple(shlex.split(command))
+        except ValueError as exc:
+            raise where.error("command", f"cannot split {command!r}: {exc}") from None
     env_pairs = _env(where, table)
     depends = table.get("depends_on", [])
     if isinstance(depends, str):

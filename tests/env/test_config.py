@@ -84,6 +84,9 @@ def test_good_config_parses_in_dependency_order() -> None:
         ),
         ("[[process]]\nname='a'", "process 'a': command: required"),
         ("[[process]]\ncommand='x'", "process '#1': name: required"),
+        ("[[process]]\nname='a'\ncommand=['sh', 2]", "process 'a': command: a list must be the argv"),
+        ("[[process]]\nname='a'\ncommand=[]", "process 'a': command: a list must be the argv"),
+        ("[[process]]\nname='a'\nshell=true\ncommand=['x']", "process 'a': command: a list must be the argv"),
         ("[[process]]\nname='a'\ncommand='x'\nhealth_check='ftp://h:1'", "process 'a': health_check:"),
         ("[[process]]\nname='a'\ncommand='x'\nrestart='sometimes'", "process 'a': restart: expected one of"),
         ("[[process]]\nname='a'\ncommand='x'\nstop_signal='SIGFOO'", "process 'a': stop_signal:"),
@@ -100,6 +103,14 @@ def test_config_errors_name_file_process_and_field(text: str, expected: str) -> 
         parse_config(text, "capsule.toml")
     assert expected in str(info.value)
     assert str(info.value).startswith("capsule.toml")
+
+
+def test_a_command_given_as_a_list_is_the_argv_itself() -> None:
+    """`command = [...]` (as a plan's task may give it) is the argv, no splitting: spaces stay inside."""
+    config = parse_config("[[process]]\nname='a'\ncommand=['sh', '-c', 'cat .env; sleep 1']", "c.toml")
+    (process,) = config.processes
+    assert process.argv == ("sh", "-c", "cat .env; sleep 1")
+    assert process.command == "sh -c 'cat .env; sleep 1'"
 
 
 @pytest.mark.parametrize(
