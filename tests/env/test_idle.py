@@ -44,6 +44,12 @@ def stops(home: Path, session: str) -> list[tuple[str, str]]:
     return [(e["name"], e["reason"]) for e in session_events(home, session) if e["kind"] == "svc.stopping"]
 
 
+def stopped(home: Path, session: str) -> list[tuple[str, str]]:
+    """(process, reason) of every stop the supervisor has finished (`svc.stopped`): until then a stopping
+    process whose pid is gone shows as `exited` in `env status`."""
+    return [(e["name"], e["reason"]) for e in session_events(home, session) if e["kind"] == "svc.stopped"]
+
+
 def test_a_process_idles_alone_and_traffic_keeps_another_up(
     project: Path, capsule: CapsuleRunner, capsule_home: Path
 ) -> None:
@@ -77,7 +83,7 @@ health_check = "tcp://127.0.0.1:{api}"
     client = socket.create_connection(("127.0.0.1", used), timeout=10)  # someone uses `used`
     try:
         # `quiet` (the same timeout as `used`, started with it) idles, its dependant stopped first.
-        wait_for(lambda: ("quiet", "idle") in stops(capsule_home, session), timeout=60)
+        wait_for(lambda: ("quiet", "idle") in stopped(capsule_home, session), timeout=60)
         assert stops(capsule_home, session) == [("quiet-client", "dependency"), ("quiet", "idle")]
         traffic = [e for e in session_events(capsule_home, session) if e["kind"] == "obs.svc.traffic"]
         assert {e["name"] for e in traffic} == {"used"}  # the open connection counted as use
@@ -90,7 +96,7 @@ health_check = "tcp://127.0.0.1:{api}"
     finally:
         client.close()
     # Once nobody holds a connection, `used` idles too; `api` runs on.
-    wait_for(lambda: ("used", "idle") in stops(capsule_home, session), timeout=60)
+    wait_for(lambda: ("used", "idle") in stopped(capsule_home, session), timeout=60)
     now = states(capsule, project)
     assert now["used"] == ("stopped", "idle")
     assert now["api"][0] == "ready"
