@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -111,8 +111,37 @@ def output_width(stream: Any) -> int | None:
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    width = output_width(sys.stderr if stderr else sys.stdout)
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    stream = sys.stderr if stderr else sys.stdout
+    width = output_width(stream)
+    file = (
+        None if width is None else cast("IO[str]", TrimmedLines(stream))
+    )  # duck-typed: write, flush, the rest
+    return Console(file=file, stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+class TrimmedLines:
+    """A text stream that drops the spaces ending each line: rich pads every cell to its column's width,
+    so a table or a header grid sent to a file or a pipe had lines ending in runs of spaces (a diff of
+    two reports, or `grep 'exit 3$'`, tripped on them). A terminal is left as rich draws it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._held = ""  # the unfinished last line: its spaces may yet be followed by text
+
+    def write(self, text: str) -> int:
+        head, newline, self._held = (self._held + text).rpartition("\n")
+        if newline:
+            self._stream.write("\n".join(line.rstrip(" ") for line in head.split("\n")) + newline)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._held:  # a line without its end yet (a prompt): written as it is
+            self._stream.write(self._held)
+            self._held = ""
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
 
 
 def _print_json(obj: Any) -> None:

@@ -266,8 +266,11 @@ def record_and_report(
         failures += " · " + style.bold_red(f"{outcome.blocked} blocked by the policy")
     status = outcome.signal or f"exit {outcome.exit_code}"
     plural = "es" if outcome.processes != 1 else ""
+    counts = f"{outcome.processes} process{plural}{failures}"
+    if outcome.processes == 0 and outcome.failed:  # the command itself could not start (said above)
+        counts = style.red("not started")
     style.line(
-        f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {outcome.processes} process{plural}{failures}"
+        f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {counts}"
         f" · {outcome.duration_s:.2f}s · {status}"
     )
     style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")

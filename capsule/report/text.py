@@ -340,7 +340,9 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
     return top
 
 
-def _labels_table(state: SessionState, nodes: list[ProcessNode]) -> Table:
+def _labels_table(state: SessionState, nodes: list[ProcessNode]) -> Table | None:
+    if not nodes:  # a command that never started: its failure is the report's, not an empty table
+        return None
     table = Table(title="processes by label", title_justify="left", show_edge=False)
     table.add_column("label")
     table.add_column("processes", justify="right")

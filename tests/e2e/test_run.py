@@ -96,10 +96,26 @@ def test_missing_command_exits_127_and_is_recorded(capsule: CapsuleRunner) -> No
     assert done.returncode == 127
     assert "Traceback" not in done.stderr
     assert "command not found: no-such-command-xyz" in done.stderr
+    assert " · not started · " in done.stderr  # not "0 processes, 1 failed"
     report = report_json(capsule)
     assert report["session"]["exit_code"] == 127
     assert report["processes"] == []
     assert any("no-such-command-xyz" in w for w in report["warnings"])
+    text = capsule("report").stdout
+    assert "not started: command not found" in text
+    assert "processes by label" not in text  # no empty table
+
+
+def test_report_to_a_pipe_has_no_padded_lines(capsule: CapsuleRunner) -> None:
+    """rich pads each cell to its column: sent to a pipe, the report's lines end without spaces."""
+    assert (
+        capsule("run", "--", "sh", "-c", "/bin/true one two three four five six seven; exit 3").returncode
+        == 3
+    )
+    for args in (["report"], ["report", "--full"], ["ls"]):
+        text = capsule(*args).stdout
+        assert "exit 3" in text
+        assert [line for line in text.splitlines() if line.endswith(" ")] == [], args
 
 
 def test_stdin_passes_through(capsule: CapsuleRunner) -> None:
