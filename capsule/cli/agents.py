@@ -58,6 +58,7 @@ class _Progress:
         self.estimates = estimates
         self.live: Any = None
         self.last = 0.0
+        self.refused: set[str] = set()  # tasks whose refusal has its line (the rule and the argv)
 
     def __enter__(self) -> _Progress:
         if self.tty:
@@ -123,6 +124,10 @@ class _Progress:
                 line = f"started   {event.task} (attempt {event.attempt}, pid {event.pid})"
             case TaskSucceeded():
                 line = f"succeeded {event.task} in {event.duration_s:.2f}s"
+            case TaskFailed() if (
+                event.outcome == "denied" and event.attempt == 0 and event.task in self.refused
+            ):
+                pass  # refused before it started: the refusal's line said it all, rule included
             case TaskFailed():
                 line = f"{event.outcome:<9} {event.task}: {event.reason}"
             case TaskSkipped():
@@ -132,7 +137,11 @@ class _Progress:
             case TaskLimitExceeded():
                 line = f"limit     {event.task}: {event.limit} {event.measured:g} > {event.allowed:g}"
             case PolicyViolated():
-                line = f"denied    {event.task}: {' '.join(event.argv) or event.path} (rule {event.rule!r})"
+                self.refused.add(event.task)
+                from capsule.report.text import short_argv
+
+                shown = short_argv(event.argv, width=200) if event.argv else event.path  # control chars shown
+                line = f"denied    {event.task}: {shown} (rule {event.rule!r})"
         if line is not None:
             print(line, flush=True)
 

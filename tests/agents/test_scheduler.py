@@ -90,11 +90,15 @@ id = "sneaky"
 command = "{inner}"
 timeout = "20s"
 """
-    _done, events = agents(plan)
+    done, events = agents(plan)
     assert of(events, "task.started", "sneaky") == []
     violation = of(events, "policy.violated", "sneaky")[0]
     assert violation["rule"] == "sudo *"
     assert not marker.exists()
+    # one progress line: the command as a shell reads it, and the rule (not a second "denied" line)
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("denied")]
+    assert line.startswith("denied    sneaky: sh -c "), line
+    assert line.endswith("(rule 'sudo *')"), line
 
 
 def test_each_hook_decision(agents, tmp_path: Path) -> None:

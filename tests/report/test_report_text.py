@@ -212,3 +212,21 @@ def test_shell_command_lines_are_told_from_scripts() -> None:
         assert _is_command_line("/bin/bash", tuple(argv)), argv
     for argv in (["bash", "script.sh"], ["bash", "--", "-c"], ["python3", "-c", "x"]):
         assert not _is_command_line(f"/usr/bin/{argv[0]}", tuple(argv)), argv
+
+
+def test_quoted_argument_reads_back_as_itself() -> None:
+    """Law: a shell (shlex) reads every shown argument back as the argument itself, whatever its quotes."""
+    import shlex
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from capsule.report.text import quote_arg
+
+    @given(st.text(alphabet=st.sampled_from("ab '\"$`\\!;|&()*?~\t"), max_size=12))
+    def law(arg: str) -> None:
+        assert shlex.split(quote_arg(arg)) == [arg]
+
+    law()
+    assert quote_arg("bash -c 'rm -rf x; echo after'") == "\"bash -c 'rm -rf x; echo after'\""
+    assert quote_arg("it's $HOME") == shlex.quote("it's $HOME")  # $ would expand inside double quotes
