@@ -290,8 +290,16 @@ def report(session: str | Path) -> Reported:
 
     loaded = load(session_dir)
     data = report_dict(loaded.state)
-    data["warnings"] = [*loaded.warnings, *data.get("warnings", [])]
-    return Reported(session=loaded.id, data=data, warnings=loaded.warnings)
+    warnings = loaded.warnings
+    if is_supervised(session_dir):  # an env session: the keys every report has, and its services
+        from capsule.report.services import services_list
+
+        sup = load_supervised(session_dir)
+        data["session"]["outcome"] = sup.timeline.outcome
+        data["services"] = services_list(sup.timeline, sup.children)
+        warnings = (*warnings, *sup.warnings)
+    data["warnings"] = [*warnings, *data.get("warnings", [])]
+    return Reported(session=loaded.id, data=data, warnings=warnings)
 
 
 def write_report_json(session: str | Path, out: BinaryIO, *, keep: list[object] | None = None) -> None:

@@ -155,7 +155,7 @@ def import_and_print(
 def report_json(args: list[str]) -> int | None:
     """`capsule report --json [SESSION]` (the option before or after it) without typer, rich or the text
     renderer: its exit code, or None when typer must parse ARGS (another option or form) or the session
-    is an agents session (its report is the DAG's, capsule/cli/agents.py)."""
+    is an agents or env session (its report is the DAG's or the services', capsule/cli/record.py)."""
     words = [a for a in args if a != "--json"]
     if len(args) - len(words) != 1 or len(words) > 1 or any(w.startswith("-") for w in words):
         return None
@@ -163,7 +163,7 @@ def report_json(args: list[str]) -> int | None:
 
     def body() -> int:
         session_dir = sessions.resolve(words[0] if words else "latest")
-        if sessions.is_agents(session_dir):
+        if sessions.is_supervised(session_dir):
             return -1
         kept: list[object] = []
         sessions.write_report_json(session_dir, sys.stdout.buffer, keep=kept)

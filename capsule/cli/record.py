@@ -139,6 +139,18 @@ def report(
 
         report_agents(session_dir, as_json)
         return
+    if sessions.is_supervised(session_dir):  # an env session: its services, not a process tree
+        from capsule.report.services import render_services
+
+        if as_json:
+            _print_json(sessions.report(session_dir).data)
+            return
+        sup = sessions.load_supervised(session_dir)
+        console = _console()
+        console.print(render_services(sup.timeline, sup.children))
+        for warning in sup.warnings:
+            console.print(f"warning: {warning}", style="yellow", markup=False)
+        return
     if as_json:  # from the session's derived snapshot when it is fresh (stages/snapshot.py)
         kept: list[object] = []
         sessions.write_report_json(session_dir, sys.stdout.buffer, keep=kept)

@@ -241,6 +241,14 @@ def _report(session: str, format: str, full: bool) -> Report:
         run = agents.report(session_dir)
         text = render_agents(run.run, run.state, run.trees)
         return Report(session=session_dir.name, format="text", report=None, text=text, warnings=[])
+    if sessions.is_supervised(session_dir):  # an env session: its services
+        from capsule.report.services import render_services
+
+        sup = sessions.load_supervised(session_dir)
+        text = _plain(render_services(sup.timeline, sup.children))
+        return Report(
+            session=session_dir.name, format="text", report=None, text=text, warnings=list(sup.warnings)
+        )
     from capsule.report import render
 
     loaded = sessions.load(session_dir)
@@ -266,7 +274,9 @@ def _plain(renderable: Any) -> str:
     console = Console(width=160, no_color=True, color_system=None, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     try:
         console.print(renderable)
-        return console.export_text()
+        return "".join(
+            line.rstrip(" ") + "\n" for line in console.export_text().splitlines()
+        )  # no cell padding
     finally:
         console.file.close()
 

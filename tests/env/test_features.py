@@ -104,6 +104,60 @@ trace = true
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
 
 
+def test_report_of_an_env_session_shows_its_services(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """`capsule report` of an env session: each service's state, starts, restarts and last exit, what
+    happened to it, and the run session of a traced start (was: an empty process tree)."""
+    root = roots[0]
+    write(
+        root,
+        f"""
+[project]
+name = "rep"
+[[process]]
+name = "worker"
+command = "sh -c 'ls / >/dev/null; exec sleep 300'"
+trace = true
+[[process]]
+name = "crash"
+command = "{PY} -c 'raise SystemExit(4)'"
+backoff = "100ms"
+max_restarts = 2
+""",
+    )
+    capsule("env", "up", str(root))  # exit 1: crash is not up
+    wait_for(lambda: proc_of(status(capsule, root), "crash")["state"] == "gave_up", timeout=20)
+    data = status(capsule, root)
+    session, run_id = data["session"], proc_of(data, "worker")["trace_session"]
+    assert run_id
+    assert capsule("env", "down", str(root)).returncode == 0
+    text = capsule("report", session).stdout
+    assert "services" in text
+    assert "no processes recorded" not in text
+    rows: dict[str, list[str]] = {}  # the services table's rows (the traced starts' come later)
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        rows.setdefault(cells[0], cells)
+    assert rows["crash"][1:5] == ["gave_up", "3", "2", "exit 4"], rows["crash"]
+    assert rows["worker"][1:4] == ["stopped", "1", "0"], rows["worker"]
+    assert rows["worker"][4].startswith("stopped"), rows["worker"]  # the stop's, not a failure
+    assert "gave up" in text
+    assert run_id in text
+    report = orjson.loads(capsule("report", session, "--json").stdout)
+    assert report["session"]["kind"] == "env"
+    assert report["session"]["outcome"] == "down"
+    assert {"processes", "summary", "files", "network"} <= set(report)  # every report's keys stay
+    services = {s["name"]: s for s in report["services"]}
+    assert services["crash"]["state"] == "gave_up"
+    assert services["crash"]["failed"] is True
+    assert [r["exit_code"] for r in services["crash"]["runs"]] == [4, 4, 4]
+    (run,) = services["worker"]["runs"]
+    assert run["trace_session"] == run_id
+    assert run["outcome"] == "stopped"
+    assert run["processes"] >= 2  # sh and ls, in the traced start's own session
+
+
 def test_port_in_use_and_missing_working_dir_are_per_process_errors(
     roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
 ) -> None:

@@ -62,6 +62,7 @@ async def test_recording_tools(transport: str, capsule_home: Path) -> None:
         text = await call(session, "get_report", session=sid[:12], format="text")
         assert "ls /; false" in text["text"]
         assert "\x1b[" not in text["text"]
+        assert [line for line in text["text"].splitlines() if line.endswith(" ")] == []
 
         tree = await call(session, "get_process_tree", session="latest")
         assert [(n["depth"], n["argv"][0]) for n in tree["processes"]] == [(0, "sh"), (1, "ls")]
