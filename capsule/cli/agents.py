@@ -138,7 +138,7 @@ class _Progress:
                 line = f"limit     {event.task}: {event.limit} {event.measured:g} > {event.allowed:g}"
             case PolicyViolated():
                 self.refused.add(event.task)
-                from capsule.report.text import short_argv
+                from capsule.report.argv import short_argv
 
                 shown = short_argv(event.argv, width=200) if event.argv else event.path  # control chars shown
                 line = f"denied    {event.task}: {shown} (rule {event.rule!r})"

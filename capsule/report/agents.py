@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from capsule.fold.tasks import RunState
+from capsule.report.argv import short_argv
 
 WIDTH = 50
 
@@ -86,9 +87,12 @@ def render_agents(run: RunState, state: str, trees: Mapping[str, Sequence[tuple[
         reason = f" — {t.reason}" if t.reason else ""
         where = f" on {t.node}" if t.node else ""  # a cluster node (executor = "ray")
         lines.append(f"  {t.id}: {t.state}{exit_text}, {len(t.attempts)} attempt(s){where}{reason}")
-        lines += [f"    policy: {v.rule!r} matched {' '.join(v.argv) or v.path}" for v in t.violations]
         lines += [
-            f"    blocked: {' '.join(b.argv) or b.path} ({b.rule!r}, {b.mechanism}{', killed' if b.action == 'kill' else ''})"
+            f"    policy: {v.rule!r} matched {short_argv(v.argv, width=200) if v.argv else v.path}"
+            for v in t.violations
+        ]
+        lines += [
+            f"    blocked: {short_argv(b.argv, width=200) if b.argv else b.path} ({b.rule!r}, {b.mechanism}{', killed' if b.action == 'kill' else ''})"
             for b in t.blocked[:20]
         ]
         lines += [f"    limit: {x.limit} measured {x.measured:g} > {x.allowed:g}" for x in t.limits]
@@ -96,5 +100,5 @@ def render_agents(run: RunState, state: str, trees: Mapping[str, Sequence[tuple[
             for depth, row in trees[t.id][:30]:
                 lines.append("    " + "  " * depth + row)
         elif last is not None:
-            lines.append(f"    pid {last.pid}: {' '.join(last.argv)[:100]} (untraced)")
+            lines.append(f"    pid {last.pid}: {short_argv(last.argv, width=100)} (untraced)")
     return "\n".join(lines)

@@ -29,11 +29,12 @@ from capsule.fold.activity import FILE_OPS
 from capsule.fold.agents import agent_runs
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
+from capsule.report.argv import short_argv
 from capsule.report.json_report import sorted_nodes, tool_stats
 from capsule.report.order import tree_order
 from capsule.report.policy import blocked_row, policy_title
 from capsule.report.supervised import Supervised, supervised_rows
-from capsule.report.text import format_duration, format_time, outcome_parts, short_argv
+from capsule.report.text import format_duration, format_time, outcome_parts
 
 TOP_FAILURES = 200
 TOP_TOOLS = 50

@@ -9,7 +9,6 @@ summarised in one line (a pyenv shim alone spawns 60 processes). Times are shown
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -22,12 +21,12 @@ from capsule.fold.agents import AgentRun, agent_runs
 from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState
+from capsule.report.argv import ARGV_WIDTH, short_argv
 from capsule.report.json_report import resources, sorted_nodes, tool_stats
 from capsule.report.policy import policy_table
 
 COLLAPSE_AFTER = 3  # siblings of one kind shown before the rest are summarised
 COLLAPSE_MIN = 6  # ... when there are more than this many of them
-ARGV_WIDTH = 72
 TOP_TOOLS = 20
 TOP_FAILURES = 30
 TOP_PHASES = 40
@@ -54,28 +53,6 @@ def format_time(ts: float | None) -> str:
     if ts is None:
         return "?"
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-# Control characters in argv are shown, not obeyed: a terminal would drop, expand or act on them.
-_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {ord("\n"): "⏎", ord("\t"): "\\t"}
-
-
-def quote_arg(arg: str) -> str:
-    """One argument as a shell would read it, in the quotes a person would write: `sh -c "echo 'a'"`
-    rather than shlex's `sh -c 'echo '"'"'a'"'"''` (double quotes only where nothing in them expands)."""
-    quoted = shlex.quote(arg)
-    if quoted == arg or "'" not in arg or any(c in arg for c in '"$`\\!'):
-        return quoted
-    return f'"{arg}"'
-
-
-def short_argv(argv: tuple[str, ...] | list[str] | None, width: int = ARGV_WIDTH) -> str:
-    """argv as a shell would read it, the program as its basename, cut to `width` characters."""
-    if not argv:
-        return "?"
-    text = " ".join([basename(argv[0]) or argv[0], *(quote_arg(a) for a in argv[1:])])
-    text = text.translate(_VISIBLE)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:

@@ -75,7 +75,7 @@ def test_memory_limit_hit_by_a_python_allocator(agents) -> None:
     assert of(events, "task.failed", "hog")[0]["outcome"] == "limit_exceeded"
 
 
-def test_denied_command_inside_the_task_string_never_starts(agents, tmp_path: Path) -> None:
+def test_denied_command_inside_the_task_string_never_starts(agents, capsule, tmp_path: Path) -> None:
     """A shell string hiding sudo two `sh -c` levels down is denied before it starts (parsed, not
     matched as text); the live guard in the tree is tests/agents/test_guard_tasks.py."""
     marker = tmp_path / "after"
@@ -99,6 +99,9 @@ timeout = "20s"
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("denied")]
     assert line.startswith("denied    sneaky: sh -c "), line
     assert line.endswith("(rule 'sudo *')"), line
+    shown = line.removeprefix("denied    sneaky: ").removesuffix(" (rule 'sudo *')")
+    report = capsule("report").stdout.replace("\n", " ")  # (the test's terminal width may wrap it)
+    assert f"policy: 'sudo *' matched {shown} " in report  # the report quotes it alike
 
 
 def test_each_hook_decision(agents, tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ def test_quoted_argument_reads_back_as_itself() -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from capsule.report.text import quote_arg
+    from capsule.report.argv import quote_arg
 
     @given(st.text(alphabet=st.sampled_from("ab '\"$`\\!;|&()*?~\t"), max_size=12))
     def law(arg: str) -> None:
