@@ -82,6 +82,10 @@ class UnitRun:
 
     @property
     def failed(self) -> bool:
+        if (
+            self.outcome == "stopped"
+        ):  # the supervisor stopped it (env down, a reload): its signal is the stop's
+            return False
         return self.outcome in FAILED_STATES or self.signal is not None or bool(self.exit_code)
 
 

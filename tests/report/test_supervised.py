@@ -55,6 +55,32 @@ def test_env_states_runs_and_marks() -> None:
     assert trace_sessions(sup) == [TRACED]
 
 
+def test_a_stopped_run_is_not_a_failure_but_a_crash_is() -> None:
+    """`env down`'s SIGTERM ends a run `stopped`, not failed (the HTML drew it red); an exit 4 or a
+    signal the supervisor did not send is a failure."""
+    from capsule.events.env import SvcExited, SvcStarted, SvcStopped
+
+    def started(name: str, pid: int, at: float) -> SvcStarted:
+        return SvcStarted(ts=T0 + at, name=name, pid=pid, started=T0 + at, pgid=pid)
+
+    sup = fold_supervised(
+        [
+            header("env"),
+            started("db", 10, 0.1),
+            started("crash", 11, 0.1),
+            started("oom", 12, 0.1),
+            SvcExited(ts=T0 + 0.2, name="crash", pid=11, exit_code=4),
+            SvcExited(ts=T0 + 0.3, name="oom", pid=12, signal="SIGKILL"),
+            SvcStopped(ts=T0 + 1, name="db", pid=10, signal="SIGTERM", reason="down"),
+        ]
+    )
+    runs = {name: unit.runs[-1] for name, unit in sup.units.items()}
+    assert (runs["db"].outcome, runs["db"].failed) == ("stopped", False)
+    assert runs["crash"].failed
+    assert runs["oom"].failed
+    assert not sup.units["db"].failed
+
+
 def test_exports_put_the_traced_tree_beneath_its_start() -> None:
     """Perfetto: the traced run gets a track after its service's; OTLP: its span's parent is the start."""
     sup = fold_supervised([header("env"), *env_samples(T0 + 0.01)])
