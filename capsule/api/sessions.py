@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -172,13 +173,15 @@ def load_supervised(session: str | Path) -> Supervised:
     cannot be found (pruned) is a warning, not an error."""
     from capsule.codec import CodecError
     from capsule.report.supervised import fold_supervised, trace_sessions
-    from capsule.stages.reader import iter_events
+    from capsule.stages.reader import iter_events, recorder_alive
 
     session_dir = session if isinstance(session, Path) else resolve(session)
     try:
         timeline = fold_supervised(iter_events(session_dir))
     except CodecError as exc:
         raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from exc
+    if timeline.outcome is None and timeline.header is not None and recorder_alive(timeline.header):
+        timeline.live_at = time.time()  # its services are up till now, not till their last event
     children: dict[str, SessionState] = {}
     warnings: list[str] = []
     rule_set = rules()
@@ -230,7 +233,9 @@ def load(
     if header is None:
         raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
     live = seen.ended is None and recorder_alive(header)
-    if seen.ended is None and not live:
+    # an env session has no trace of its own (its services' traced starts are run sessions): nothing to
+    # re-derive when its supervisor died, and what that supervisor left running is `env down`'s to stop
+    if seen.ended is None and not live and header.tracer is not None:
         import trio  # only here: ~60 ms of every report's start with the recovery stages
 
         from capsule.stages.derive import recover
@@ -295,7 +300,7 @@ def report(session: str | Path) -> Reported:
         from capsule.report.services import services_list
 
         sup = load_supervised(session_dir)
-        data["session"]["outcome"] = sup.timeline.outcome
+        data["session"]["outcome"] = sup.timeline.final_outcome
         data["services"] = services_list(sup.timeline, sup.children)
         warnings = (*warnings, *sup.warnings)
     data["warnings"] = [*warnings, *data.get("warnings", [])]

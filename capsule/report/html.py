@@ -356,7 +356,7 @@ def render_supervised_html(
             ("host · cwd", f"{h.host} · {h.cwd}" if h is not None else "?"),
             ("started", format_time(sup.start)),
             ("duration", format_duration(sup.end - sup.start)),
-            ("outcome", sup.outcome or "running or interrupted"),
+            ("outcome", sup.shown_outcome),
             ("traced runs", f"{len(children):,}"),
         ]
         grid = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta)

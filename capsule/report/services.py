@@ -87,7 +87,7 @@ def render_services(sup: Supervised, children: Mapping[str, SessionState]) -> Re
         grid.add_row("session", f"{h.session_id} ({h.session_kind}) {sup.title}")
     grid.add_row("started", format_time(sup.start))
     grid.add_row("duration", format_duration(sup.end - sup.start))
-    grid.add_row("outcome", sup.outcome or "running, or its supervisor died")
+    grid.add_row("outcome", sup.shown_outcome)
     parts: list[RenderableType] = [grid, Text("")]
 
     units = list(sup.units.values())

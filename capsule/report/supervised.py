@@ -137,6 +137,25 @@ class Supervised:
     last_ts: float | None = None
     outcome: str | None = None  # run.finished state, env.deactivated reason
     placed: dict[tuple[str, int], str] = attrs.Factory(dict)  # (task, attempt) -> node, from task.placed
+    # set by the loader, not by events: the time it found the writer of a session with no end alive
+    live_at: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.live_at is not None
+
+    @property
+    def final_outcome(self) -> str:
+        """The outcome `--json` gives: a session without an end is `running` or, its writer dead, `interrupted`."""
+        return self.outcome or ("running" if self.live else "interrupted")
+
+    @property
+    def shown_outcome(self) -> str:
+        """The outcome as a report says it, with who died when it is interrupted."""
+        if self.outcome is not None or self.live:
+            return self.final_outcome
+        writer = "supervisor" if self.kind == "env" else "agents run"
+        return f"interrupted: its {writer} died before the session ended"
 
     @property
     def kind(self) -> str:
@@ -150,7 +169,9 @@ class Supervised:
 
     @property
     def end(self) -> float:
-        return self.last_ts if self.last_ts is not None else self.start
+        """The last event's time; when the loader found its writer alive, then (its units are up till then)."""
+        last = self.last_ts if self.last_ts is not None else self.start
+        return last if self.live_at is None else max(last, self.live_at)
 
     def unit(self, name: str, kind: str) -> Unit:
         unit = self.units.get(name)

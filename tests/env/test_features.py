@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -156,6 +157,32 @@ max_restarts = 2
     assert run["trace_session"] == run_id
     assert run["outcome"] == "stopped"
     assert run["processes"] >= 2  # sh and ls, in the traced start's own session
+
+
+def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(
+    roots: tuple[Path, Path], capsule: CapsuleRunner, capsule_home: Path
+) -> None:
+    """The report of an env session with no end asks whether its supervisor lives, as `env status`
+    does (was: "running, or its supervisor died", whichever it was)."""
+    root = roots[0]
+    write(root, '[project]\nname = "live"\n[[process]]\nname = "a"\ncommand = "sleep 600"\n')
+    assert capsule("env", "up", str(root)).returncode == 0
+    data = status(capsule, root)
+    session = data["session"]
+    text = capsule("report", session).stdout
+    assert re.search(r"^outcome +running$", text, re.M), text
+    first, again = (orjson.loads(capsule("report", session, "--json").stdout) for _ in range(2))
+    assert first["session"]["outcome"] == "running"
+    ups = [report["services"][0]["up_s"] for report in (first, again)]
+    assert ups[1] > ups[0], ups  # up till now, not till its last event (no event came between them)
+    os.kill(data["supervisor"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not status(capsule, root)["supervisor"]["alive"])
+    text = capsule("report", session).stdout
+    assert re.search(r"^outcome +interrupted: its supervisor died", text, re.M), text
+    done = capsule("report", session, "--json")  # was: a traceback, recovering a trace it never had
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["session"]["outcome"] == "interrupted"
+    assert capsule("env", "down", str(root)).returncode == 0  # stops what the dead supervisor left
 
 
 def test_port_in_use_and_missing_working_dir_are_per_process_errors(
