@@ -17,7 +17,7 @@ import psutil
 from capsule.codec import CodecError
 from capsule.env.config import ProjectConfig
 from capsule.env.merge import Merged
-from capsule.events import Event, SessionEnded, SessionStarted
+from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
 from capsule.events.env import EnvDeactivated, SvcStopped
 from capsule.fold.environment import EnvState, RunTree, apply
 from capsule.stages import procs
@@ -139,7 +139,12 @@ def recover(env: EnvSession, reason: str = "recovered") -> list[str]:
             if name in live:
                 events.append(SvcStopped(ts=time.time(), name=name, pid=pid, reason=reason, killed=bool(n)))
         events.append(EnvDeactivated(ts=time.time(), reason=reason))
-        events.append(SessionEnded(ts=time.time(), error="supervisor died; cleaned up by a later command"))
+        why = "supervisor died; cleaned up by a later command"
+        events.append(
+            SessionRecovered(ts=time.time(), reason=why, events_before=count, events_added=len(events))
+        )
+        # when it died is not recorded: its duration is unknown, not 0 (`ls` showed 0.00s)
+        events.append(SessionEnded(ts=time.time(), duration_s=None, error=why))
         writer.write(events)
     finally:
         writer.close()

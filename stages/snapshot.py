@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # the report (rich with it) loads only for a session that get
     from capsule.report.json_stream import Chunk
 
 SNAPSHOT = "report.snapshot"
-FORMAT = 2  # bump when the snapshot's layout or the report's bytes change shape (2: compressed)
+FORMAT = (
+    3  # bump when the snapshot's layout or the report's bytes change shape (2: compressed, 3: spawn_failures)
+)
 MIN_EVENTS = 20_000
 COPY_CHUNK = 1 << 20
 # The report is stored compressed: a 1,000,000-event report is 320 MB of JSON, and writing it into the

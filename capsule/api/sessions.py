@@ -253,6 +253,7 @@ def load(
     decoder = LineDecoder()
     state = SessionState.new(rule_set)
     state.live = live  # a session still being recorded reads `running`, not `incomplete`
+    state.parent_writer = _parent_writer(session_dir, header)
     try:
         if forked and _big(session_dir):
             from capsule.stages.forked import fold_forked
@@ -270,6 +271,25 @@ def load(
     if recovery is not None and digest is not None:  # after recovery: keep the report snapshot too
         _snapshot_from(loaded, digest)
     return loaded
+
+
+WRITERS = {"env": "supervisor", "agents": "agents run"}  # who writes a session of that kind
+
+
+def _parent_writer(session_dir: Path, header: Any) -> tuple[int, str] | None:
+    """(pid, what it is) of the writer of the env or agents session this one is a traced part of: a
+    signal it sent (a service stopped by `env down`) is named in the report, not just its pid."""
+    from capsule.stages.reader import glance
+
+    if header.parent is None:
+        return None
+    try:
+        parent = glance(session_dir.parent / header.parent).header
+    except (FileNotFoundError, NotADirectoryError):  # pruned before its part
+        return None
+    if parent is None or parent.recorder_pid is None:
+        return None
+    return parent.recorder_pid, WRITERS.get(parent.session_kind, f"{parent.session_kind} writer")
 
 
 @attrs.frozen(kw_only=True)

@@ -62,6 +62,7 @@ class ProcessNode:
     core_dumped: bool = False
     signals: list[tuple[float, str]] = attrs.Factory(list)  # signals delivered (first MAX_SIGNALS_KEPT)
     signals_received: int = 0
+    last_sender: tuple[str, int] | None = None  # (signal, pid) of the latest signal a process sent it
     peak_cpu_percent: float | None = None
     peak_rss_bytes: int | None = None
     peak_cpu_s: float | None = None  # CPU seconds used, from the last sample (cumulative)
@@ -127,6 +128,13 @@ class ProcessNode:
             and self.signal is None
             and code in self.classification.answers
         )
+
+    @property
+    def killed_by(self) -> int | None:
+        """The pid that sent the signal it died of, when a process sent it (`kill`, a supervisor) and the
+        trace saw it delivered; None for the kernel's signals (SIGSEGV) and for SIGKILL, never seen."""
+        sent = self.last_sender
+        return sent[1] if sent is not None and self.signal is not None and sent[0] == self.signal else None
 
     @property
     def failed(self) -> bool:
@@ -303,6 +311,8 @@ class ProcessTree:
         node.signals_received += 1
         if len(node.signals) < MAX_SIGNALS_KEPT:
             node.signals.append((event.ts, event.signal))
+        if event.sender_pid:  # si_pid of a signal a process sent (strace prints none for the kernel's)
+            node.last_sender = (event.signal, event.sender_pid)
 
     def _sampled(self, event: ProcSampled) -> None:
         key = self.current.get(event.pid)

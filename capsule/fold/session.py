@@ -58,6 +58,9 @@ class SessionState:
     activity: Activity = attrs.Factory(Activity)  # files and network (trace levels file, net, all)
     # Set by the shell, never folded: the session's recorder is alive, so "no end yet" means running.
     live: bool = False
+    # Set by the shell too: (pid, what it is) of the process writing the session this one is part of,
+    # e.g. (3516, "supervisor"), so a signal it sent is named in the report.
+    parent_writer: tuple[int, str] | None = None
     policy: PolicyApplied | None = None  # the guard's policy, when the run had one
     blocked: list[PolicyBlocked] = attrs.Factory(list)  # decisions that refused something (first MAX_BLOCKED)
     blocked_count: int = 0

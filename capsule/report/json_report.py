@@ -26,6 +26,7 @@ since the epoch (floats), durations seconds; a value not known is null.
           "agent": str | null,  # the agent's name for label "agent", e.g. "claude-code"
           "start": float, "end": float | null, "duration_s": float | null,
           "exit_code": int | null, "signal": str | null, "core_dumped": bool,
+          "killed_by": int | null,  # pid that sent the signal it died of (a process's, not the kernel's)
           "execs": [{"ts": float, "path": str, "argv": [str] | null, "ok": bool, "errno": str | null}],
           "signals": [{"ts": float, "signal": str}],   # delivered to it (SIGCHLD excluded)
           "failure": bool,      # it failed: non-zero exit that is not an answer, a signal, no exec
@@ -38,7 +39,9 @@ since the epoch (floats), durations seconds; a value not known is null.
       ],
       "summary": {
         "processes": int,
-        "failed": int,          # failures: non-zero exits that are not answers, signals, failed execs
+        "failed": int,          # failures: non-zero exits that are not answers, signals, failed execs,
+                                # and spawn_failed (as `capsule run`'s tally counts them)
+        "spawn_failed": int,    # the command could not be started at all: no process (`spawn_failures`)
         "answered": int,        # non-zero exits that are answers (capsule/rules/exits.toml)
         "signaled": int,        # killed by a signal
         "exec_failed": int,     # never managed to exec (command not found)
@@ -56,6 +59,7 @@ since the epoch (floats), durations seconds; a value not known is null.
                    "op": "connect" | "bind" | "listen" | "accept" | "send", "ok": bool,
                    "error": str | null, "count": int, "pids": [int], "ids": [int],
                    "first": float, "last": float}],
+      "spawn_failures": [{"ts": float, "path": str, "argv": [str], "errno": str, "message": str}],
       "agents": [
         {
           "id": int, "pid": int, "name": str, "argv": [str] | null,
@@ -127,6 +131,7 @@ def _process(node: ProcessNode) -> dict[str, Any]:
         "duration_s": None if end is None or node.untimed else round(max(0.0, end - node.start), 6),
         "exit_code": node.exit_code,
         "signal": node.signal,
+        "killed_by": node.killed_by,
         "core_dumped": node.core_dumped,
         "execs": [
             {"ts": e.ts, "path": e.path, "argv": e.argv, "ok": e.ok, "errno": e.errno} for e in node.execs
@@ -394,10 +399,14 @@ def _outcomes(nodes: list[ProcessNode]) -> dict[str, int]:
 def _tail(state: SessionState, nodes: list[ProcessNode]) -> dict[str, Any]:
     labels = Counter(n.label for n in nodes)
     workflows = Counter(n.workflow for n in nodes if n.workflow is not None)
+    outcomes = _outcomes(nodes)
+    spawn_failed = len(state.spawn_failures)  # no process of theirs exists, but they failed all the same
     return {
         "summary": {
             "processes": len(nodes),
-            **_outcomes(nodes),
+            **outcomes,
+            "failed": outcomes["failed"] + spawn_failed,
+            "spawn_failed": spawn_failed,
             "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
             "workflows": dict(sorted(workflows.items(), key=lambda kv: (-kv[1], kv[0]))),
             "tools": tool_stats(nodes, state.tree),
@@ -405,6 +414,10 @@ def _tail(state: SessionState, nodes: list[ProcessNode]) -> dict[str, Any]:
         },
         "files": files_list(state.activity),
         "network": network_list(state.activity),
+        "spawn_failures": [
+            {"ts": f.ts, "path": f.path, "argv": list(f.argv), "errno": f.errno, "message": f.message}
+            for f in state.spawn_failures
+        ],
         "agents": [_agent(run) for run in agent_runs(state.tree)],
         "unparsed_lines": state.unparsed_lines,
         "warnings": state.warnings,

@@ -40,10 +40,24 @@ def _up_s(unit: Unit, sup: Supervised) -> float:
     return sum((run.end if run.end is not None else sup.end) - run.start for run in unit.runs)
 
 
-def _traced_nodes(run: UnitRun, children: Mapping[str, SessionState]) -> list[Any] | None:
-    """The processes of the start's run session; None if it was not traced or its session is gone."""
+def _traced(
+    run: UnitRun, sup: Supervised, children: Mapping[str, SessionState]
+) -> tuple[int, int, int] | None:
+    """(processes, failed, stopped) of a traced start's run session; None if it was not traced or its
+    session is gone.
+
+    In a start the supervisor stopped (`env down`, a reload), a process that died of a signal from the
+    supervisor, or from the start's own `capsule run` passing the supervisor's SIGTERM on, was stopped
+    like the start itself, not failed."""
     child = children.get(run.trace_session) if run.trace_session else None
-    return None if child is None else list(child.tree.nodes)
+    if child is None:
+        return None
+    stoppers: set[int] = set()
+    if run.outcome == "stopped":
+        stoppers = {h.recorder_pid for h in (sup.header, child.header) if h is not None and h.recorder_pid}
+    failed = [n for n in child.tree.nodes if n.failed]
+    stopped = sum(1 for n in failed if n.killed_by in stoppers)
+    return len(child.tree.nodes), len(failed) - stopped, stopped
 
 
 def services_list(sup: Supervised, children: Mapping[str, SessionState]) -> list[dict[str, Any]]:
@@ -66,7 +80,13 @@ def services_list(sup: Supervised, children: Mapping[str, SessionState]) -> list
                     "signal": run.signal,
                     "outcome": run.outcome,
                     "trace_session": run.trace_session,
-                    "processes": None if (nodes := _traced_nodes(run, children)) is None else len(nodes),
+                    **dict(
+                        zip(
+                            ("processes", "failed", "stopped"),
+                            _traced(run, sup, children) or (None, None, None),
+                            strict=True,
+                        )
+                    ),
                 }
                 for run in unit.runs
             ],
@@ -131,18 +151,21 @@ def render_services(sup: Supervised, children: Mapping[str, SessionState]) -> Re
     traced = [(unit, run) for unit in units for run in unit.runs if run.trace_session]
     if traced:
         table = Table(title="traced starts", title_justify="left", show_edge=False)
-        for column in ("service", "start", "session", "processes", "failed"):
-            table.add_column(
-                column, justify="right" if column in ("start", "processes", "failed") else "left"
-            )
+        for column in ("service", "start", "session", "processes", "failed", "stopped"):
+            table.add_column(column, justify="left" if column in ("service", "session") else "right")
         for unit, run in traced:
-            nodes = _traced_nodes(run, children)
+            counts = _traced(run, sup, children)
+            if counts is None:
+                table.add_row(unit.name, str(run.number), run.trace_session or "", "gone", "", "")
+                continue
+            processes, failures, stopped = counts
             table.add_row(
                 unit.name,
                 str(run.number),
                 run.trace_session or "",
-                "gone" if nodes is None else f"{len(nodes):,}",
-                "" if nodes is None else f"{sum(n.failed for n in nodes):,}",
+                f"{processes:,}",
+                Text(f"{failures:,}", style="bold red" if failures else ""),
+                f"{stopped:,}",
             )
         parts.extend((table, Text("`capsule report SESSION` shows a start's process tree", style="dim")))
     return Group(*parts)

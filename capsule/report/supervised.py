@@ -151,7 +151,9 @@ class Supervised:
 
     @property
     def shown_outcome(self) -> str:
-        """The outcome as a report says it, with who died when it is interrupted."""
+        """The outcome as a report says it, with who died when it is interrupted or was recovered."""
+        if self.outcome == "recovered":  # env.deactivated by the command that found its supervisor dead
+            return "recovered: its supervisor died; a later command stopped what it left running"
         if self.outcome is not None or self.live:
             return self.final_outcome
         writer = "supervisor" if self.kind == "env" else "agents run"

@@ -10,6 +10,7 @@ summarised in one line (a pyenv shim alone spawns 60 processes). Times are shown
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from rich.console import Group, RenderableType
@@ -370,18 +371,45 @@ def _tools_table(nodes: list[ProcessNode], tree: ProcessTree) -> Table | None:
     return table
 
 
+def sender_name(state: SessionState, node: ProcessNode, pid: int, by_pid: Mapping[int, ProcessNode]) -> str:
+    """Who sent `node` a signal, as a report names it, short (it shares a row with the command): itself,
+    capsule, the supervisor of the env or agents session this one is part of, a process of the tree by
+    its command's name, or the pid of a process outside the tree."""
+    header = state.header
+    if pid == node.pid:
+        return "itself"
+    if header is not None and pid == header.recorder_pid:
+        return f"capsule ({pid})"
+    if state.parent_writer is not None and pid == state.parent_writer[0]:
+        return f"{state.parent_writer[1]} ({pid})"
+    sender = by_pid.get(pid)
+    argv = sender.display_argv if sender is not None else None
+    return f"{basename(argv[0])} ({pid})" if argv else f"pid {pid}"
+
+
 def _failures_table(state: SessionState, nodes: list[ProcessNode]) -> Table | None:
     """Failures grouped by command and outcome: fifteen identical `readlink` probes are one row."""
     failures = [n for n in nodes if n.failed]
     if not failures and not state.spawn_failures:
         return None
+    by_pid: dict[int, ProcessNode] = {}  # the latest process of each pid, built only if one was killed
+
+    def result(node: ProcessNode) -> Text:
+        """How it ended, and who sent the signal it died of when a process did."""
+        text = outcome(node)
+        if node.killed_by is not None:
+            if not by_pid:
+                by_pid.update((n.pid, n) for n in nodes)
+            text.append(f" by {sender_name(state, node, node.killed_by, by_pid)}")
+        return text
+
     groups: dict[tuple[str, str], list[ProcessNode]] = {}
     for node in failures:
-        groups.setdefault((short_argv(node.display_argv), outcome(node).plain), []).append(node)
+        groups.setdefault((short_argv(node.display_argv), result(node).plain), []).append(node)
     table = Table(title="failures", title_justify="left", show_edge=False, title_style="bold red")
     table.add_column("pid", justify="right")
     table.add_column("command")
-    table.add_column("result")
+    table.add_column("result", no_wrap=True)
     table.add_column("times", justify="right")
     for spawn in state.spawn_failures:
         table.add_row(
@@ -390,7 +418,9 @@ def _failures_table(state: SessionState, nodes: list[ProcessNode]) -> Table | No
     for (command, _result), members in list(groups.items())[:TOP_FAILURES]:
         first = members[0]
         pids = str(first.pid) if len(members) == 1 else f"{first.pid}…"
-        table.add_row(pids, command, outcome(first), f"{len(members):,}")
+        # one line per failure, to scan them: a long command is cut to the width its column gets
+        cell = Text(command, no_wrap=True, overflow="ellipsis")
+        table.add_row(pids, cell, result(first), f"{len(members):,}")
     if len(groups) > TOP_FAILURES:
         rest = sum(len(m) for m in list(groups.values())[TOP_FAILURES:])
         table.add_row("", Text(f"… {rest:,} more failures", style="dim"), "", "")

@@ -157,6 +157,11 @@ max_restarts = 2
     assert run["trace_session"] == run_id
     assert run["outcome"] == "stopped"
     assert run["processes"] >= 2  # sh and ls, in the traced start's own session
+    # sleep died of the SIGTERM of `env down`: stopped, as its start was, not failed
+    assert (run["failed"], run["stopped"]) == (0, 1), run
+    assert re.search(rf"^ worker +│ +1 │ {run_id} │ +\d+ │ +0 │ +1$", text, re.M), text
+    child = capsule("report", run_id).stdout
+    assert re.search(r"│ sleep 300 +│ SIGTERM by (supervisor|capsule) \(\d+\)", child), child
 
 
 def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(
@@ -183,6 +188,10 @@ def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["session"]["outcome"] == "interrupted"
     assert capsule("env", "down", str(root)).returncode == 0  # stops what the dead supervisor left
+    text = capsule("report", session).stdout
+    assert re.search(r"^outcome +recovered: its supervisor died", text, re.M), text
+    (row,) = [r for r in orjson.loads(capsule("ls", "--json").stdout) if r["id"] == session]
+    assert (row["status"], row["duration_s"]) == ("recovered", None)  # was: complete, 0 s
 
 
 def test_port_in_use_and_missing_working_dir_are_per_process_errors(

@@ -121,6 +121,22 @@ def test_killed_by_signal_with_core_dump() -> None:
     assert node.failed
 
 
+def test_killed_by_names_the_sender_of_the_signal_it_died_of() -> None:
+    """The pid that sent the fatal signal is kept; a signal it did not die of, or one the kernel sent
+    (no si_pid), names no one."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "30")
+    s.signaled(2, "SIGTERM", sender=1).exit(2, signal="SIGTERM")
+    s.spawn(3, 1).exec(3, "/usr/bin/python3", "python3", "crash.py")
+    s.signaled(3, "SIGTERM", sender=1).exit(3, signal="SIGSEGV", core=True)  # died of another signal
+    s.spawn(4, 1).exec(4, "/bin/sleep", "sleep", "30")
+    s.signaled(4, "SIGINT").exit(4, signal="SIGINT")  # the terminal's Ctrl-C: the kernel's
+    s.exit(1).end()
+    nodes = fold_session(s.events).tree.nodes
+    assert [only(nodes, pid).killed_by for pid in (1, 2, 3, 4)] == [None, 1, None, None]
+
+
 def test_pid_reuse_makes_a_new_node() -> None:
     """A spawn of a pid that already exited is a new process with its own key."""
     s = Script().start("sh")

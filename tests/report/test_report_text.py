@@ -48,6 +48,36 @@ def test_header_tree_and_summary() -> None:
     assert "git log" in text
 
 
+def test_a_failure_by_a_signal_names_who_sent_it() -> None:
+    """A process killed by another's signal: the failures table says by whom (a process of the tree by
+    its command, the writer of the env session this one is part of, or a pid outside the tree)."""
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "work")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "30")
+    s.spawn(3, 1).exec(3, "/bin/kill", "kill", "2").exit(3)
+    s.signaled(2, "SIGTERM", sender=3).exit(2, signal="SIGTERM")
+    s.spawn(4, 1).exec(4, "/bin/sleep", "sleep", "40")
+    s.signaled(4, "SIGTERM", sender=777).exit(4, signal="SIGTERM")
+    s.spawn(5, 1).exec(5, "/bin/sleep", "sleep", "50")
+    s.signaled(5, "SIGHUP", sender=888).exit(5, signal="SIGHUP")
+    s.spawn(6, 1).exec(6, "/bin/sleep", "sleep", "60")
+    s.signaled(6, "SIGTERM", sender=6).exit(6, signal="SIGTERM")
+    s.exit(1).end()
+    state = fold_session(s.events, packaged_rules())
+    state.parent_writer = (888, "supervisor")
+    lines = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in to_text(render(state)).splitlines()
+        if line.count("│") == 3 and "sleep" in line
+    }
+    assert lines == {
+        "sleep 30": "SIGTERM by kill (3)",
+        "sleep 40": "SIGTERM by pid 777",
+        "sleep 50": "SIGHUP by supervisor (888)",
+        "sleep 60": "SIGTERM by itself",
+    }
+
+
 def test_agent_phases_rendered() -> None:
     """Where an agent ran, its name, tool calls and phases are shown."""
     text = to_text(render(fold_session(agent_session().events, packaged_rules())))
