@@ -72,6 +72,7 @@ class RunOutcome:
     duration_s: float
     tally: Tally
     error: str | None = None
+    timed_out: SessionTimedOut | None = None  # `time_limit` ran out: the tree was stopped
 
 
 def _command_of(top_pid: int, is_command: bool) -> list[psutil.Process]:
@@ -99,20 +100,19 @@ GRACE_S = 2.0  # `--timeout`: between SIGTERM and SIGKILL
 
 
 def _traced(top_pid: int, *, is_command: bool = False) -> dict[int, psutil.Process]:
-    """Every process of the command's tree: strace's descendants and orphans re-parented away from it
-    (TracerPid); under the eBPF tracer (`is_command`), the command itself and its descendants."""
+    """Every process of the command's tree: what strace traces (TracerPid), its descendants and orphans
+    re-parented away from it, not strace's own spool relay; under the eBPF tracer (`is_command`), the
+    command itself and its descendants."""
     found: dict[int, psutil.Process] = {}
-    if not is_command:
-        top_pid = tracer_of(top_pid)  # strace itself, inside the guard's wrappers when there is a policy
-    with contextlib.suppress(psutil.Error):
-        top = psutil.Process(top_pid)
-        found = {p.pid: p for p in top.children(recursive=True)}
-        if is_command:
-            found[top.pid] = top
     if is_command:
+        with contextlib.suppress(psutil.Error):
+            top = psutil.Process(top_pid)
+            found = {p.pid: p for p in top.children(recursive=True)}
+            found[top.pid] = top
         return found
+    top_pid = tracer_of(top_pid)  # strace itself, inside the guard's wrappers when there is a policy
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in found:
+        if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/status", "rb") as status:
@@ -143,8 +143,10 @@ async def _kill_after(
     *,
     is_command: bool = False,
     since: float = 0.0,
+    fired: list[SessionTimedOut] | None = None,
 ) -> None:
-    """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it.
+    """The command ran out of time: TERM its whole tree, KILL what is left after `grace`, and record it
+    (in `fired` too, for the run's outcome).
 
     strace -f waits for every traced process, orphans included, so the tree goes, not just the root;
     a process is stopped only if it is the one seen (pid and start time: psutil checks both). `since`:
@@ -159,9 +161,10 @@ async def _kill_after(
     if not tracer_done.is_set():
         # The tree as it was (a process dying of SIGTERM orphans its children) and as it is now.
         killed = _signal_tree({**tree, **_traced(top_pid, is_command=is_command)}, signal.SIGKILL)
-    writer.write(
-        [SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)]
-    )
+    timed_out = SessionTimedOut(ts=at, limit_s=after_s, grace_s=grace, terminated=terminated, killed=killed)
+    writer.write([timed_out])
+    if fired is not None:
+        fired.append(timed_out)
 
 
 async def record_run(
@@ -372,6 +375,7 @@ async def record_run(
                 tracer_done.set()
 
             top = launched.root if ebpf else process.pid
+            fired: list[SessionTimedOut] = []
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_tracer)
                 nursery.start_soon(partial(_relay_signals, top, signals, is_command=ebpf))
@@ -380,7 +384,14 @@ async def record_run(
                     since = time.monotonic() - early.spawned if early is not None else 0.0
                     nursery.start_soon(
                         partial(
-                            _kill_after, top, time_limit, writer, tracer_done, is_command=ebpf, since=since
+                            _kill_after,
+                            top,
+                            time_limit,
+                            writer,
+                            tracer_done,
+                            is_command=ebpf,
+                            since=since,
+                            fired=fired,
                         )
                     )
                 if sample_interval > 0:
@@ -438,7 +449,9 @@ async def record_run(
             ended=ended,
         )
         spool.unlink(missing_ok=True)
-        return RunOutcome(session_id, path, code, sig, (ended or time.time()) - started, writer.tally, error)
+        duration = (ended or time.time()) - started
+        timed_out = fired[0] if fired else None
+        return RunOutcome(session_id, path, code, sig, duration, writer.tally, error, timed_out)
     finally:
         writer.close()
         os.fsync(trace_fd)

@@ -759,7 +759,7 @@ async def record_async(
         path=outcome.path,
         exit_code=outcome.exit_code,
         signal=outcome.signal,
-        timed_out=time_limit is not None and outcome.signal is not None and outcome.duration_s >= time_limit,
+        timed_out=outcome.timed_out is not None,
         duration_s=round(outcome.duration_s, 6),
         processes=outcome.tally.processes,
         failed=outcome.tally.failed,

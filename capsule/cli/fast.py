@@ -265,6 +265,8 @@ def record_and_report(
     if outcome.blocked:  # the refusals themselves: the policy section of `capsule report`
         failures += " · " + style.bold_red(f"{outcome.blocked} blocked by the policy")
     status = outcome.signal or f"exit {outcome.exit_code}"
+    if outcome.timed_out:  # `--timeout`: why the command was stopped, before how it ended
+        status = style.bold_red(f"timed out after {time_limit:g}s") + f" · {status}"
     plural = "es" if outcome.processes != 1 else ""
     counts = f"{outcome.processes} process{plural}{failures}"
     if outcome.processes == 0 and outcome.failed:  # the command itself could not start (said above)

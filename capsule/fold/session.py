@@ -47,6 +47,7 @@ class SessionState:
     header: SessionStarted | None = None
     ended: SessionEnded | None = None
     recovered: SessionRecovered | None = None
+    timed_out: SessionTimedOut | None = None  # `capsule run --timeout` stopped the command's tree
     events: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
@@ -197,6 +198,7 @@ class SessionState:
         elif isinstance(event, SessionRecovered):
             self.recovered = event
         elif isinstance(event, SessionTimedOut):
+            self.timed_out = event
             killed = f", {event.killed} SIGKILLed after {event.grace_s:g} s" if event.killed else ""
             self.notes.append(
                 f"timed out: the command's tree was stopped after {event.limit_s:g} s (--timeout): "

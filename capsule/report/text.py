@@ -134,6 +134,8 @@ def header(state: SessionState) -> RenderableType:
     grid.add_row("started", format_time(state.started))
     grid.add_row("duration", format_duration(state.duration))
     status = Text(state.status, style="green" if state.status in ("complete", "running") else "yellow")
+    if state.timed_out is not None:
+        status.append(f" · timed out after {format_duration(state.timed_out.limit_s)}", style="bold red")
     if state.signal is not None:
         status.append(f" · {state.signal}", style="bold red")
     elif state.exit_code is not None:
@@ -608,6 +610,8 @@ def summary_line(state: SessionState) -> str:
         f"{failed:,} failed",
         format_duration(state.duration),
     ]
+    if state.timed_out is not None:
+        parts.append(f"timed out after {format_duration(state.timed_out.limit_s)}")
     if state.signal is not None:
         parts.append(f"killed by {state.signal}")
     elif state.exit_code is not None:
