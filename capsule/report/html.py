@@ -19,7 +19,7 @@ import base64
 import hashlib
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,7 +34,7 @@ from capsule.report.json_report import sorted_nodes, tool_stats
 from capsule.report.order import tree_order
 from capsule.report.policy import blocked_row, policy_title
 from capsule.report.supervised import Supervised, supervised_rows
-from capsule.report.text import format_duration, format_time, outcome_parts
+from capsule.report.text import format_duration, format_time, outcome_parts, sender_name
 
 TOP_FAILURES = 200
 TOP_TOOLS = 50
@@ -56,7 +56,7 @@ COLUMNS = (
     "workflow",
     "failed",  # 1 or 0
     "argv",  # its own argv, else the last attempted one, else its spawner's
-    "note",  # "exec ENOENT", "fork", "core dumped" or null
+    "note",  # "exec ENOENT", "fork", "core dumped", "by kill (3)" (who sent the fatal signal) or null
 )
 
 
@@ -78,13 +78,15 @@ class HtmlAssets:
 TOP_FILES = 5000  # file rows embedded in the page (changed files first); the JSON report has them all
 
 
-def _note(node: ProcessNode) -> str | None:
+def _note(node: ProcessNode, sender: Callable[[ProcessNode, int], str]) -> str | None:
     if node.answered:
         return "answer"
     if node.exec_failed:
         return f"exec {node.execs[-1].errno or 'failed'}"
     if node.core_dumped:
         return "core dumped"
+    if node.killed_by is not None:
+        return f"by {sender(node, node.killed_by)}"
     if node.argv is None and not node.execs:
         return "fork"
     return None
@@ -108,6 +110,13 @@ def timeline_data(state: SessionState) -> dict[str, Any]:
     """The JSON embedded in the page: session fields, the time span and one row per process."""
     t0, length = _span(state)
     rows = []
+    by_pid: dict[int, ProcessNode] = {}  # built at the first process another killed
+
+    def sender(node: ProcessNode, pid: int) -> str:
+        if not by_pid:
+            by_pid.update((n.pid, n) for n in state.tree.nodes)
+        return sender_name(state, node, pid, by_pid)
+
     for node, depth in tree_order(state):
         c = node.classification
         argv = node.display_argv
@@ -125,7 +134,7 @@ def timeline_data(state: SessionState) -> dict[str, Any]:
                 c.workflow,
                 1 if node.failed else 0,
                 list(argv) if argv is not None else None,
-                _note(node),
+                _note(node, sender),
             ]
         )
     h = state.header
@@ -286,6 +295,8 @@ def _summary(state: SessionState, nodes: list[ProcessNode], t0: float) -> str:
 def _header(state: SessionState, nodes: list[ProcessNode], warnings: Sequence[str]) -> str:
     h = state.header
     status = state.status
+    if state.timed_out is not None:
+        status += f" · timed out after {format_duration(state.timed_out.limit_s)}"
     if state.signal is not None:
         status += f" · {state.signal}"
     elif state.exit_code is not None:

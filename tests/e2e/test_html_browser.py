@@ -38,6 +38,7 @@ SCRIPT = (
     f"/bin/echo '{NASTY}\nsecond line' >/dev/null; "
     'sh -c "cat /etc/hostname >/dev/null; ls /nonexistent-dir 2>/dev/null; exit 3"; '
     "nosuchcommand-xyz 2>/dev/null; "
+    "sleep 30 & kill $!; wait; "
     "true"
 )
 
@@ -161,6 +162,10 @@ def test_recorded_session_in_chromium(capsule: CapsuleRunner, tmp_path: Path, br
     assert "日本" in tip
     assert "second line" in tip
     assert browser.execute_script("return window.pwned === undefined && document.images.length === 0")
+    # a process another killed: who sent the signal (the shell's `kill`, a builtin: the shell itself)
+    killed = next(p for p in processes if p["signal"] == "SIGTERM")  # sleep, or its fork before the exec
+    assert killed["killed_by"] == root["pid"], killed
+    assert f"SIGTERM by sh ({root['pid']})" in _hover(browser, killed["id"])
 
     # colour by workflow redraws
     frames = _api(browser)["frames"]

@@ -42,7 +42,10 @@ function dur(s) {
   return h ? h + "h " + ("0" + (m % 60)).slice(-2) + "m" : m + "m " + ("0" + Math.floor(s % 60)).slice(-2) + "s";
 }
 function outcome(p) {
-  if (p[SIG] !== null) return p[SIG] + (p[NOTE] === "core dumped" ? " (core dumped)" : "");
+  if (p[SIG] !== null) {
+    if (p[NOTE] === "core dumped") return p[SIG] + " (core dumped)";
+    return p[SIG] + (p[NOTE] && p[NOTE].indexOf("by ") === 0 ? " " + p[NOTE] : "");  // who sent it
+  }
   if (p[NOTE] && p[NOTE].indexOf("exec ") === 0) return p[NOTE];
   if (p[EX] !== null) return "exit " + p[EX] + (p[NOTE] === "answer" ? " (an answer)" : "");
   return p[EN] === null ? "no exit seen" : "exited";
