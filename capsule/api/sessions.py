@@ -872,7 +872,7 @@ def replay(session: str | Path) -> Replayed:
     env or agents session by feeding its recorded observations to the machine again."""
     import trio
 
-    from capsule.codec import CodecError, to_dict
+    from capsule.codec import CodecError, LineDecoder, to_dict
     from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
     from capsule.stages.store import session_file, trace_name, tracer_kind
@@ -883,17 +883,18 @@ def replay(session: str | Path) -> Replayed:
         raise BadInput(f"{session_dir}: not a capsule session")
     TRACE = trace_name(header.tracer)
     kind, source = header.session_kind, TRACE
+    decoder = LineDecoder()  # what it could not read is a difference too: the file was changed
     if kind in ("env", "agents"):
         from capsule.redact import redact_event
 
         if kind == "env":
             from capsule.env.replay import rederive as rederive_env
 
-            recorded, derived = rederive_env(list(iter_events(session_dir)))
+            recorded, derived = rederive_env(list(iter_events(session_dir, decoder)))
         else:
             from capsule.plan.replay import rederive_agents
 
-            replayed = rederive_agents(list(iter_events(session_dir)))
+            replayed = rederive_agents(list(iter_events(session_dir, decoder)))
             recorded, derived = list(replayed.recorded), list(replayed.derived)
         if header.redacted:  # the writer redacted what the machine emitted: so is the re-derivation
             derived = [redact_event(e) for e in derived]
@@ -908,12 +909,13 @@ def replay(session: str | Path) -> Replayed:
             )
         )
         try:
-            recorded = from_trace(list(iter_events(session_dir)))
+            recorded = from_trace(list(iter_events(session_dir, decoder)))
         except CodecError as exc:
             raise BadInput(f"{session_dir / 'events.jsonl'}: {exc}") from None
-    same = derived == recorded
-    diff: list[str] = []
-    if not same:
+    unread = [f"events.jsonl line {n}: not an event ({reason})" for n, reason in decoder.bad_lines]
+    same = derived == recorded and not unread
+    diff: list[str] = unread[:]
+    if derived != recorded:
         import difflib
 
         import orjson
@@ -923,7 +925,7 @@ def replay(session: str | Path) -> Replayed:
                 orjson.dumps({k: v for k, v in to_dict(0, e).items() if k != "seq"}).decode() for e in events
             ]
 
-        diff = list(
+        diff += list(
             difflib.unified_diff(
                 lines(recorded), lines(derived), "events.jsonl", "re-derived", lineterm="", n=1
             )

@@ -286,7 +286,8 @@ def replay(
             )
         else:
             console.print(
-                f"replay: re-derived events differ from events.jsonl ({len(diff)} diff lines)", style="red"
+                f"replay: events.jsonl does not match its re-derivation (below, {len(diff)} lines)",
+                style="red",
             )
             for line in diff[:200]:
                 console.print(line, markup=False, highlight=False)

@@ -173,6 +173,12 @@ def test_replay_check_passes_then_detects_tampering(capsule: CapsuleRunner, caps
     done = capsule("replay", "--check")
     assert done.returncode == 1
     assert "/bin/TRUE" in done.stdout
+    # a line that is no event at all (the reader skips it, with a warning): a difference too, not identical
+    lines = events.read_bytes().replace(b'"/bin/TRUE"', b'"/bin/true"').splitlines(keepends=True)
+    events.write_bytes(b"".join([*lines, b"[1, 2, 3]\n"]))
+    done = capsule("replay", "--check")
+    assert done.returncode == 1, done.stdout
+    assert f"line {len(lines) + 1}: not an event (a session line must be a JSON object)" in done.stdout
 
 
 def test_doctor_reports_a_working_setup(capsule: CapsuleRunner) -> None:
