@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 import psutil
 
-from capsule.codec import CodecError, LineDecoder, decode_line
+from capsule.codec import CodecError, LineDecoder, NewerVersion, decode_line
 from capsule.events import Event, SessionEnded, SessionRecovered, SessionStarted
 from capsule.stages.home import capsule_home
 from capsule.stages.procs import process_if
@@ -48,6 +48,13 @@ class Glance:
     recovered: bool
     # No whole first line: a start killed before its header was written. Nothing to show or report.
     blank: bool = False
+    unread: str | None = None  # why its first line is no header it can read (a newer capsule wrote it)
+
+    def not_a_session(self) -> str:
+        """The one line saying why this is no session to read."""
+        if self.unread is not None:
+            return f"{self.path}: its {self.unread}: upgrade capsule to read it"
+        return f"{self.path}: not a capsule session (no session.started header)"
 
 
 def glance(session_dir: Path) -> Glance:
@@ -68,9 +75,12 @@ def glance(session_dir: Path) -> Glance:
             tail = file.read()
     header = ended = None
     recovered = False
+    unread = None
     try:
         _seq, event = decode_line(first)
         header = event if isinstance(event, SessionStarted) else None
+    except NewerVersion as exc:  # say so: "upgrade capsule", not "not a session"
+        unread = str(exc)
     except CodecError:
         pass
     for line in tail.split(b"\n")[-3:]:
@@ -84,7 +94,7 @@ def glance(session_dir: Path) -> Glance:
             ended = event
         elif isinstance(event, SessionRecovered):
             recovered = True
-    return Glance(session_dir, header, ended, recovered, blank=not first.endswith(b"\n"))
+    return Glance(session_dir, header, ended, recovered, blank=not first.endswith(b"\n"), unread=unread)
 
 
 def recorder_alive(header: SessionStarted) -> bool:

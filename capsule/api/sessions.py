@@ -231,7 +231,7 @@ def load(
     seen = glance(session_dir)
     header = seen.header
     if header is None:
-        raise BadInput(f"{session_dir}: not a capsule session (no session.started header)")
+        raise BadInput(seen.not_a_session())
     live = seen.ended is None and recorder_alive(header)
     # an env session has no trace of its own (its services' traced starts are run sessions): nothing to
     # re-derive when its supervisor died, and what that supervisor left running is `env down`'s to stop
@@ -878,9 +878,10 @@ def replay(session: str | Path) -> Replayed:
     from capsule.stages.store import session_file, trace_name, tracer_kind
 
     session_dir = session if isinstance(session, Path) else resolve(session)
-    header = glance(session_dir).header
+    seen = glance(session_dir)
+    header = seen.header
     if header is None:
-        raise BadInput(f"{session_dir}: not a capsule session")
+        raise BadInput(seen.not_a_session())
     TRACE = trace_name(header.tracer)
     kind, source = header.session_kind, TRACE
     decoder = LineDecoder()  # what it could not read is a difference too: the file was changed

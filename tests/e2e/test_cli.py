@@ -88,6 +88,14 @@ def test_report_refuses_a_newer_format(capsule: CapsuleRunner, capsule_home: Pat
     done = capsule("report", "--json")
     assert done.returncode == 4
     assert "newer" in _one_error_line(done)
+    header["format"], header["v"] = 1, 99  # a newer header: said so by every reader (was: "not a session")
+    lines[0] = orjson.dumps(header)
+    events.write_bytes(b"\n".join(lines))
+    for args in (("report",), ("report", "--json"), ("replay", "--check"), ("export", "--format", "otlp")):
+        done = capsule(*args)
+        assert done.returncode == 4, (args, done.stderr)
+        assert "session.started v99 was written by a newer capsule" in _one_error_line(done), args
+        assert "upgrade capsule" in done.stderr
 
 
 def test_broken_user_rules_exit_4(capsule: CapsuleRunner, capsule_home: Path) -> None:
