@@ -54,6 +54,7 @@ class Process:
     exit_code: int | None
     signal: str | None
     failure: bool  # the report's verdict: a non-zero exit or a signal that is an error
+    killed_by: int | None = None  # the pid that sent the signal it died of (None: the kernel's, SIGKILL)
 
     @property
     def command(self) -> str:
@@ -186,6 +187,7 @@ def _process(entry: dict[str, Any], failed: bool) -> Process:
         exit_code=entry.get("exit_code"),
         signal=entry.get("signal"),
         failure=bool(failure) if isinstance(failure, bool) else failed,
+        killed_by=entry.get("killed_by"),
     )
 
 

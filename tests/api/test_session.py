@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,10 @@ def test_record_timeout_not_found_and_policy(tmp_path: Path) -> None:
     home = tmp_path / "home"
     slow = capsule.record(["sh", "-c", "sleep 30; echo never"], home=home, timeout=0.5)
     assert slow.signal == "SIGTERM" or slow.exit_code != 0
+    # the timeout's SIGTERM was sent by the recorder: here, this process (capsule.record records in it)
+    stopped = [p for p in slow.processes if p.signal == "SIGTERM"]
+    assert stopped
+    assert {p.killed_by for p in stopped} == {os.getpid()}, stopped
     assert "never" not in (slow.stdout or "")
     missing = capsule.record(["no-such-command-xyz"], home=home)
     assert missing.exit_code == 127
