@@ -1016,15 +1016,17 @@ def copy_events(session: str | Path, out: BinaryIO) -> tuple[str, ...]:
 
 
 def trace_tree(session_id: str, limit: int = 200) -> list[tuple[int, str]]:
-    """A traced attempt's or service's process tree as (depth, line) rows, depth first."""
+    """A traced attempt's or service's process tree as (depth, line) rows, depth first; argv shown as a
+    person reads it, control characters escaped (it is an untrusted command line)."""
+    from capsule.report.argv import short_argv
+
     tree = fold(resolve(session_id)).tree
     rows: list[tuple[int, str]] = []
     stack = [(0, tree.nodes[k]) for k in reversed(tree.roots)]
     while stack and len(rows) < limit:
         depth, node = stack.pop()
-        argv = node.display_argv or ()
         end = node.signal or ("" if node.exit_code is None else f"exit {node.exit_code}")
-        rows.append((depth, f"{node.pid} {' '.join(argv)[:100]} {end}".rstrip()))
+        rows.append((depth, f"{node.pid} {short_argv(node.display_argv, width=100)} {end}".rstrip()))
         stack.extend((depth + 1, c) for c in reversed(list(tree.children(node))))
     return rows
 

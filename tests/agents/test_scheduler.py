@@ -5,6 +5,7 @@ tests/agents/test_machine.py.)"""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import orjson
 import psutil
 
 from tests.agents.conftest import alive, of
+from tests.conftest import CapsuleRunner
 
 PY = sys.executable
 
@@ -102,6 +104,23 @@ timeout = "20s"
     shown = line.removeprefix("denied    sneaky: ").removesuffix(" (rule 'sudo *')")
     report = capsule("report").stdout.replace("\n", " ")  # (the test's terminal width may wrap it)
     assert f"policy: 'sudo *' matched {shown} " in report  # the report quotes it alike
+
+
+def test_the_report_shows_a_traced_task_tree_as_a_shell_reads_it(agents, capsule: CapsuleRunner) -> None:
+    """A traced task's tree in the agents report: argv quoted as a shell reads it, a control character
+    shown escaped, not sent to the terminal (was: ' '.join of the raw argv)."""
+    plan = """
+[run]
+trace = true
+[[task]]
+id = "t"
+command = "sh -c 'echo hi; true x\\u001b[31m; exit 3'"
+"""
+    done, _events = agents(plan)
+    assert done.returncode == 1, done.stdout
+    report = capsule("report").stdout
+    assert "\x1b" not in report
+    assert re.search(r"^ +\d+ sh -c 'echo hi; true x\\x1b\[31m; exit 3' exit 3$", report, re.M), report
 
 
 def test_each_hook_decision(agents, tmp_path: Path) -> None:
