@@ -27,6 +27,7 @@ import attrs
 
 from capsule.api.errors import BadInput, NotFound, RecordingFailed, UsageError
 from capsule.plan.policy import command_matches, path_matches
+from capsule.report.argv import full_argv
 
 if TYPE_CHECKING:
     from capsule.fold import SessionState
@@ -527,6 +528,6 @@ def _violations(session: Session) -> tuple[str, ...]:
     """The guard's refusals, one line each: the rule, then what was refused."""
     found = []
     for b in session.report.get("policy", {}).get("blocked", []):
-        what = " ".join(b["argv"]) if b["argv"] else (b["path"] or "")
+        what = full_argv(b["argv"]) if b["argv"] else (b["path"] or "")
         found.append(f"{b['rule']!r} {b['mechanism']}: {b['pid']} {what}")
     return tuple(found)

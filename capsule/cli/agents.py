@@ -413,6 +413,7 @@ def _status_view(found: Any) -> Any:
 def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = False) -> None:
     from capsule.api import agents
     from capsule.api.records import plain
+    from capsule.report.argv import full_argv, visible
 
     t = agents.result(task, session)
     data = plain(t)
@@ -444,9 +445,10 @@ def result(task: str, session: SessionOpt = "latest", as_json: JsonOption = Fals
     for h in t.hooks:
         print(f"  hook {h.on}: {h.decision}" + (f" ({h.reason})" if h.reason else ""))
     for x in t.violations:
-        print(f"  violation: {x.rule!r} matched {' '.join(x.argv) or x.path}" + (" (live)" if x.live else ""))
+        what = full_argv(x.argv) if x.argv else visible(x.path or "")
+        print(f"  violation: {x.rule!r} matched {what}" + (" (live)" if x.live else ""))
     for b in t.blocked:
-        what = " ".join(b["argv"]) or b["path"]
+        what = full_argv(b["argv"]) if b["argv"] else visible(b["path"] or "")
         kill = ", killed" if b["action"] == "kill" else ""
         print(f"  blocked: {what} (rule {b['rule']!r}, {b['mechanism']}{kill}, pid {b['pid']})")
     for m in t.limits:

@@ -29,5 +29,15 @@ def short_argv(argv: tuple[str, ...] | list[str] | None, width: int = ARGV_WIDTH
     if not argv:
         return "?"
     text = " ".join([basename(argv[0]) or argv[0], *(quote_arg(a) for a in argv[1:])])
-    text = text.translate(_VISIBLE)
+    text = visible(text)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def full_argv(argv: tuple[str, ...] | list[str]) -> str:
+    """The whole argv as a shell would read it, the program as given (what a refusal names)."""
+    return visible(" ".join(quote_arg(a) for a in argv))
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters shown (`\\x1b`), never sent to a terminal as they are."""
+    return text.translate(_VISIBLE)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.session import SessionState
+from capsule.report.argv import full_argv, visible
 
 SHOWN = 20  # refusals listed in the text report; the JSON report has them all (up to MAX_BLOCKED)
 
@@ -49,9 +50,10 @@ def policy_dict(state: SessionState) -> dict[str, Any] | None:
 
 
 def _what(argv: tuple[str, ...], path: str | None, command: str) -> str:
-    shown = " ".join(argv) if argv else (path or "")
-    if command and command != shown:
-        shown += f"  (inside: {command})"
+    """What was refused, as a person reads it; the command inside a shell string when it was that."""
+    shown = full_argv(argv) if argv else visible(path or "")
+    if command and command != " ".join(argv):
+        shown += f"  (inside: {visible(command)})"
     return shown
 
 

@@ -108,7 +108,9 @@ def test_denied_rm_in_a_shell_string_never_runs(
     assert capsule("report", "latest", "--html", str(page)).returncode == 0
     html = page.read_text()
     assert "Policy · enforced by seccomp-notify · 1 blocked" in html
-    assert "<td>bash -c rm -rf canary; echo done  (inside: rm -rf canary)</td><td>rm -rf *</td>" in html
+    # argv as a shell reads it (was `bash -c rm -rf canary; echo done`, which reads as two commands)
+    shown = "bash -c &#x27;rm -rf canary; echo done&#x27;  (inside: rm -rf canary)"
+    assert f"<td>{shown}</td><td>rm -rf *</td>" in html
 
 
 def test_curl_pipe_sh_inside_a_list_never_runs_the_script(

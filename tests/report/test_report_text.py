@@ -260,3 +260,22 @@ def test_quoted_argument_reads_back_as_itself() -> None:
     law()
     assert quote_arg("bash -c 'rm -rf x; echo after'") == "\"bash -c 'rm -rf x; echo after'\""
     assert quote_arg("it's $HOME") == shlex.quote("it's $HOME")  # $ would expand inside double quotes
+
+
+def test_a_refusal_is_shown_as_a_shell_reads_it() -> None:
+    """The policy table's refused argv: quoted as typed, the program as given, control characters shown;
+    the command inside a shell string after it (was: ' '.join of the raw argv)."""
+    from capsule.events.policy import PolicyBlocked
+    from capsule.report.policy import blocked_row
+
+    blocked = PolicyBlocked(
+        ts=1.0,
+        pid=7,
+        argv=("/bin/bash", "-c", "rm -rf x\x1b[2J; echo done"),
+        path="/bin/bash",
+        rule="rm -rf *",
+        command="rm -rf x\x1b[2J",
+        mechanism="seccomp-notify",
+    )
+    _pid, what, _rule, _by = blocked_row(blocked)
+    assert what == "/bin/bash -c 'rm -rf x\\x1b[2J; echo done'  (inside: rm -rf x\\x1b[2J)"
