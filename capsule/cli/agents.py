@@ -74,6 +74,7 @@ class _Progress:
 
     def table(self, run: RunState) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         now = time.time()
         table = Table(
@@ -96,7 +97,7 @@ class _Progress:
             )
             colour = {"succeeded": "green", "running": "cyan", "queued": "dim"}.get(t.state, "red")
             table.add_row(
-                t.id, f"[{colour}]{t.state}[/]", str(len(t.attempts)), _fmt_s(elapsed), _fmt_s(eta),
+                t.id, Text(t.state, style=colour), str(len(t.attempts)), _fmt_s(elapsed), _fmt_s(eta),
                 "" if t.exit_code is None else str(t.exit_code),
             )  # fmt: skip
         return table

@@ -116,7 +116,9 @@ def _console(stderr: bool = False) -> Console:
     file = (
         None if width is None else cast("IO[str]", TrimmedLines(stream))
     )  # duck-typed: write, flush, the rest
-    return Console(file=file, stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    # markup off: a recorded argv such as `echo "[/]"` is text, not a style tag (it raised MarkupError
+    # from `ls` and `report`); what is styled is styled with Text
+    return Console(file=file, stderr=stderr, highlight=False, soft_wrap=False, width=width, markup=False)
 
 
 class TrimmedLines:

@@ -216,6 +216,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
     import time
 
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
     if not rows:
@@ -235,7 +236,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
             "" if row.duration_s is None else f"{row.duration_s:.2f}s",
             shlex.join(row.argv),  # whole: the terminal wraps it; a pipe gets all of it
             "" if row.processes is None else str(row.processes),
-            f"[{exit_style}]{exit_text}[/]" if exit_style else exit_text,
+            Text(exit_text, style=exit_style),
             row.status,
         )
     console.print(table)
@@ -300,18 +301,21 @@ def replay(
     "policy mechanisms (seccomp notify, bubblewrap, network namespaces) work."
 )
 def doctor(as_json: JsonOption = False) -> None:
+    from rich.text import Text
+
     from capsule.api.records import plain
     from capsule.api.sessions import doctor as check_here
 
     found = check_here()
+
     ok, checks = found.ok, plain(found.checks)
     if as_json:
         _print_json({"ok": ok, "checks": checks})
     else:
         console = _console()
         for c in checks:
-            mark = "[green]ok[/green]  " if c["ok"] else "[red]FAIL[/red]"
-            console.print(f"{mark} {c['check']:<17} {c['detail']}", highlight=False)
-        console.print("recording works here" if ok else "[red]recording cannot work here[/red]")
+            mark = Text("ok  ", style="green") if c["ok"] else Text("FAIL", style="red")
+            console.print(Text.assemble(mark, f" {c['check']:<17} {c['detail']}"))
+        console.print(Text("recording works here") if ok else Text("recording cannot work here", style="red"))
     if not ok:
         raise typer.Exit(EXIT_ENVIRONMENT)

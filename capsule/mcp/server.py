@@ -271,7 +271,14 @@ def get_report(
 def _plain(renderable: Any) -> str:
     from rich.console import Console
 
-    console = Console(width=160, no_color=True, color_system=None, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(  # markup off: an argv's "[/]" is text
+        width=160,
+        no_color=True,
+        color_system=None,
+        record=True,
+        markup=False,
+        file=open(os.devnull, "w"),  # noqa: SIM115
+    )
     try:
         console.print(renderable)
         return "".join(

@@ -347,3 +347,14 @@ def test_sigterm_before_the_recorder_listens_reaches_the_command(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["SIGTERM", "143"]
+
+
+def test_an_argv_that_looks_like_style_markup_is_shown_as_text(capsule: CapsuleRunner) -> None:
+    """`echo "[/]" "[bold]x"`: ls, report and doctor print it as text (was: rich's MarkupError, a
+    traceback, from `ls` and `report`)."""
+    assert capsule("run", "--", "echo", "[/]", "[bold]x").returncode == 0
+    for args in (("ls",), ("report",), ("report", "--full")):
+        done = capsule(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "echo '[/]' '[bold]x'" in done.stdout, (args, done.stdout)
+    assert "Traceback" not in capsule("doctor").stderr
