@@ -495,10 +495,16 @@ class SessionRow:
 
 
 def list_sessions(
-    limit: int = 20, include_children: bool = False, *, kind: str | None = None, where: Path | None = None
+    limit: int = 20,
+    include_children: bool = False,
+    *,
+    kind: str | None = None,
+    where: Path | None = None,
+    unreadable: list[str] | None = None,
 ) -> tuple[SessionRow, ...]:
     """Sessions newest first; the run sessions of traced services and tasks with `include_children`;
     only those of `kind` (run, env, agents, import) when given; under `where` (default `home()`).
+    `unreadable` gets the ids of sessions whose header cannot be read (damaged, or a newer capsule's).
 
     Finished sessions' rows come from the derived index (stages/listing.py) while their events file is
     unchanged; the others are read from their first line and last 16 KiB."""
@@ -532,6 +538,8 @@ def list_sessions(
             continue
         header, ended = seen.header, seen.ended
         if header is None:
+            if unreadable is not None and not seen.blank:  # blank: killed before its header, nothing lost
+                unreadable.append(session_id)
             continue
         if ended is not None:
             status = "recovered" if seen.recovered else "complete"

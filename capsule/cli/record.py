@@ -203,7 +203,15 @@ def list_sessions(
     from capsule.api.sessions import SessionRow as Row
     from capsule.api.sessions import list_sessions as rows_of
 
-    rows = rows_of(limit, show_all)
+    unreadable: list[str] = []
+    rows = rows_of(limit, show_all, unreadable=unreadable)
+    if unreadable:  # said, not silently left out: `capsule report ID` tells what is wrong with each
+        some = ", ".join(unreadable[:3]) + (", …" if len(unreadable) > 3 else "")
+        plural = "s" if len(unreadable) != 1 else ""
+        sys.stderr.write(
+            f"capsule: {len(unreadable)} session{plural} could not be read ({some}); "
+            "`capsule report ID` says why\n"
+        )
     if as_json:  # the fields are JSON values already: no attrs.asdict walk per row (10,000 rows: 0.3 s)
         names = [f.name for f in attrs.fields(Row)]
         _print_json([{name: getattr(row, name) for name in names} for row in rows])

@@ -302,3 +302,20 @@ def test_child_sessions_stay_out_of_ls_and_latest(capsule: CapsuleRunner, capsul
     everything = orjson.loads(capsule("ls", "--json", "--all").stdout)
     assert [(r["name"], r["parent"]) for r in everything] == [("child", own), ("own", None)]
     assert report_json(capsule)["session"]["id"] == own
+
+
+def test_ls_says_which_sessions_it_could_not_read(capsule: CapsuleRunner, capsule_home: Path) -> None:
+    """A damaged session is not listed, and `ls` says so on stderr (was: left out without a word)."""
+    capsule("run", "--", "true")
+    good = _session(capsule_home)
+    bad = good.parent / "20260101-000000-0dead"
+    bad.mkdir()
+    (bad / "events.jsonl").write_bytes(b"\x00garbage, no header\n")
+    for args in (("ls",), ("ls", "--json")):
+        done = capsule(*args)
+        assert done.returncode == 0, done.stderr
+        assert good.name in done.stdout
+        assert bad.name not in done.stdout
+        assert done.stderr == (
+            f"capsule: 1 session could not be read ({bad.name}); `capsule report ID` says why\n"
+        ), done.stderr
