@@ -91,7 +91,9 @@ def format_bytes(n: int | None) -> str:
     return f"{size:.1f} GiB"
 
 
-def _node_line(node: ProcessNode, live: bool = False) -> Text:
+def _node_line(node: ProcessNode, live_until: float | None = None) -> Text:
+    """One process of the tree; `live_until`: a live session's last event, which a process still
+    running has lived to at least (its duration so far, not `?`)."""
     line = Text()
     line.append(f"{node.pid} ", style="dim")
     argv_style = "red" if node.failed else ""
@@ -115,8 +117,11 @@ def _node_line(node: ProcessNode, live: bool = False) -> Text:
     if node.workflow is not None and node.label != "agent":
         line.append(f"·{node.workflow}", style=LABEL_STYLES.get(node.label, ""))
     line.append("]", style=LABEL_STYLES.get(node.label, ""))
-    line.append(f"  {format_duration(node.duration)}  ", style="dim")
-    line.append_text(outcome(node, live))
+    if node.end is None and live_until is not None and not node.untimed:
+        line.append(f"  {format_duration(max(0.0, live_until - node.start))} so far  ", style="dim")
+    else:
+        line.append(f"  {format_duration(node.duration)}  ", style="dim")
+    line.append_text(outcome(node, live_until is not None))
     if node.peak_rss_bytes is not None:
         line.append(f"  {format_bytes(node.peak_rss_bytes)}", style="dim")
     return line
@@ -285,7 +290,7 @@ def process_tree(state: SessionState, *, full: bool = False) -> RenderableType:
             parent_branch.add(item)
             continue
         node = tree.nodes[item]
-        line = _node_line(node, state.live)
+        line = _node_line(node, state.last_ts if state.live else None)
         if depth > MAX_DEPTH:
             line = Text(f"[level {depth}] ", style="dim") + line
         added = parent_branch.add(line)

@@ -279,3 +279,20 @@ def test_a_refusal_is_shown_as_a_shell_reads_it() -> None:
     )
     _pid, what, _rule, _by = blocked_row(blocked)
     assert what == "/bin/bash -c 'rm -rf x\\x1b[2J; echo done'  (inside: rm -rf x\\x1b[2J)"
+
+
+def test_a_live_sessions_running_processes_show_their_time_so_far() -> None:
+    """While the recorder lives, a process with no exit yet shows how long it has run up to the last
+    event (`… so far  running`), not `?`; once the session is over, a missing exit is `no exit seen`."""
+    s = Script(step=0.5).start("sh", "-c", "sleep 30")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "sleep 30")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "30")
+    s.sample(2, 0.0, 1 << 20)
+    state = fold_session(s.events, packaged_rules())
+    state.live = True
+    line = next(line for line in to_text(render(state)).splitlines() if " sleep 30  [" in line)
+    assert line.endswith("1.00 s so far  running  1.0 MiB"), line
+    state.live = False
+    line = next(line for line in to_text(render(state)).splitlines() if " sleep 30  [" in line)
+    assert "so far" not in line
+    assert "no exit seen" in line
