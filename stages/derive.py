@@ -411,7 +411,9 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
     _drop_torn_tail(events_file)
     decoder = LineDecoder()
     kinds = not_from_trace()
-    recorded = [e for e in iter_events(session_dir, decoder) if not isinstance(e, kinds)]
+    written = list(iter_events(session_dir, decoder))
+    recorded = [e for e in written if not isinstance(e, kinds)]
+    timed_out = next((e.limit_s for e in written if isinstance(e, SessionTimedOut)), None)
     spool = spool_path(home, header.session_id)
     derived: list[Event] = []
     if spool.exists():
@@ -464,6 +466,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
                     failed=tally.failed,
                     unparsed=stats.unparsed,
                     incomplete=incompleteness(stats, cut=stats.cut) if stats.lines else None,
+                    timed_out_s=timed_out,
                 ),
             ]
         )

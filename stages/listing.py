@@ -21,7 +21,7 @@ from capsule.stages.home import runs_dir
 from capsule.stages.store import EVENTS, ZST, private_output
 
 INDEX = "ls.index"
-FORMAT = 1
+FORMAT = 2  # 2: rows have `timed_out_s`
 
 
 def session_keys(home: Path) -> list[tuple[str, list[Any]]]:

@@ -447,6 +447,7 @@ async def record_run(
             error,
             incomplete=incompleteness(stats, cut=stats.cut) if stats.lines else None,
             ended=ended,
+            timed_out_s=fired[0].limit_s if fired else None,
         )
         spool.unlink(missing_ok=True)
         duration = (ended or time.time()) - started
@@ -475,6 +476,7 @@ def _close(
     error: str | None,
     incomplete: str | None = None,
     ended: float | None = None,
+    timed_out_s: float | None = None,
 ) -> None:
     tally = writer.tally
     now = time.time()
@@ -492,6 +494,7 @@ def _close(
                 unparsed=unparsed,
                 error=error,
                 incomplete=incomplete,
+                timed_out_s=timed_out_s,
             )
         ]
     )

@@ -339,6 +339,7 @@ class SessionInfo:
     status: str
     path: Path
     home: Path
+    timed_out_s: float | None = None  # the `--timeout` limit, when it stopped the command
 
     def open(self) -> Session:
         return open_session(self.path, home=self.home)
@@ -424,6 +425,7 @@ def list_sessions(
             status=row.status,
             path=runs / row.id,
             home=where,
+            timed_out_s=row.timed_out_s,
         )
         for row in rows
     ]

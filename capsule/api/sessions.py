@@ -492,6 +492,9 @@ class SessionRow:
     exit_code: int | None
     signal: str | None
     status: str = attrs.field(metadata={"doc": "complete, recovered, running or incomplete."})
+    timed_out_s: float | None = attrs.field(
+        default=None, metadata={"doc": "The `--timeout` limit, when it stopped the command; else null."}
+    )
 
 
 def list_sessions(
@@ -558,6 +561,7 @@ def list_sessions(
             exit_code=ended.exit_code if ended else None,
             signal=ended.signal if ended else None,
             status=status,
+            timed_out_s=ended.timed_out_s if ended else None,
         )
         if ended is not None:
             updates[session_id] = [key, attrs.asdict(found)]

@@ -235,7 +235,9 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
         table.add_column(column, no_wrap=column != "command", overflow="ellipsis")
     for row in rows:
         exit_text = row.signal or ("" if row.exit_code is None else str(row.exit_code))
-        exit_style = "red" if row.signal or row.exit_code else ""
+        exit_style = "red" if row.signal or row.exit_code or row.timed_out_s else ""
+        if row.timed_out_s is not None:  # why it ended, before how: as `capsule run` says it
+            exit_text = f"timed out ({exit_text})" if exit_text else "timed out"
         table.add_row(
             row.id,
             row.kind,
@@ -243,11 +245,20 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)),
             "" if row.duration_s is None else f"{row.duration_s:.2f}s",
             shlex.join(row.argv),  # whole: the terminal wraps it; a pipe gets all of it
-            "" if row.processes is None else str(row.processes),
+            _procs(row),
             Text(exit_text, style=exit_style),
             row.status,
         )
     console.print(table)
+
+
+def _procs(row: SessionRow) -> str:
+    """The processes column: blank where nothing was counted. An env or agents session records its
+    services' and tasks' lives as events, their processes in child sessions when traced, so its 0 is not
+    "nothing ran"."""
+    if row.processes is None or (row.kind in ("env", "agents") and not row.processes):
+        return ""
+    return str(row.processes)
 
 
 @app.command(name="import", help="Turn an `strace -f` log recorded elsewhere into a session.")

@@ -34,6 +34,11 @@ def _session_ended_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "incomplete": None}
 
 
+def _session_ended_v2_to_v3(fields: dict[str, Any]) -> dict[str, Any]:
+    """v3 added `timed_out_s`: unknown (null) for older sessions, whose session.timed_out still says it."""
+    return {**fields, "timed_out_s": None}
+
+
 def _proc_exec_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     """v2 made `argv` nullable (unknown); v1 always had a list."""
     return fields
@@ -60,6 +65,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("task.exited", 1): _task_exited_v1_to_v2,
     ("session.started", 2): _session_started_v2_to_v3,
     ("session.ended", 1): _session_ended_v1_to_v2,
+    ("session.ended", 2): _session_ended_v2_to_v3,
     ("proc.exec", 1): _proc_exec_v1_to_v2,
     ("proc.sampled", 1): _proc_sampled_v1_to_v2,
     ("run.planned", 1): _run_planned_v1_to_v2,

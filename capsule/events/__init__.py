@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # Every kind and its current version, in EVENT_TYPES order (the order the session header lists them).
 VERSIONS: dict[str, int] = {
     "session.started": 3,
-    "session.ended": 2,
+    "session.ended": 3,
     "session.recovered": 1,
     "session.timed_out": 1,
     "proc.spawned": 1,

@@ -54,7 +54,7 @@ class SessionEnded(Event):
     """The last line of a session: how it ended, and whether its trace is whole."""
 
     KIND: ClassVar[str] = "session.ended"
-    VERSION: ClassVar[int] = 2  # v2: `duration_s` may be null, `incomplete`
+    VERSION: ClassVar[int] = 3  # v2: `duration_s` may be null, `incomplete`; v3: `timed_out_s`
 
     exit_code: int | None = None
     signal: str | None = None
@@ -69,6 +69,9 @@ class SessionEnded(Event):
     # Why the trace stops before the command ended (strace killed: a cut last line, processes with no
     # exit), with how much is missing when known; None when the trace is whole.
     incomplete: str | None = None
+    # The `--timeout` limit when it stopped the command (its session.timed_out may be far from the end,
+    # where `capsule ls` reads); None when the command ran to its own end.
+    timed_out_s: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -118,6 +118,11 @@ def test_timeout_stops_the_whole_tree_and_says_why(capsule: CapsuleRunner, tmp_p
     assert (timed_out["limit_s"], timed_out["grace_s"]) == (3.0, 2.0)
     assert capsule("replay", "--check").returncode == 0
     assert re.search(r"^status +complete · timed out after 3\.00 s · SIG", capsule("report").stdout, re.M)
+    # `ls` reads only the session's ends, where session.ended says it timed out (session.timed_out may be
+    # far above): it is not shown as an ordinary SIGKILL
+    (row,) = orjson.loads(capsule("ls", "--json").stdout)
+    assert (row["timed_out_s"], row["status"]) == (3.0, "complete")
+    assert re.search(r" timed out \(SIG(KILL|TERM)\) +complete$", capsule("ls").stdout, re.M)
 
 
 def test_timeout_must_be_a_duration(capsule: CapsuleRunner) -> None:

@@ -192,6 +192,10 @@ def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(
     assert re.search(r"^outcome +recovered: its supervisor died", text, re.M), text
     (row,) = [r for r in orjson.loads(capsule("ls", "--json").stdout) if r["id"] == session]
     assert (row["status"], row["duration_s"]) == ("recovered", None)  # was: complete, 0 s
+    # its services were not traced: no process count, rather than a 0 that reads "nothing ran"
+    (line,) = [line for line in capsule("ls").stdout.splitlines() if line.startswith(session)]
+    assert line.endswith(" recovered"), line
+    assert not re.search(r" 0 +recovered$", line), line
 
 
 def test_port_in_use_and_missing_working_dir_are_per_process_errors(
