@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # the report (rich with it) loads only for a session that get
 
 SNAPSHOT = "report.snapshot"
 FORMAT = (
-    3  # bump when the snapshot's layout or the report's bytes change shape (2: compressed, 3: spawn_failures)
+    # bump when the snapshot's layout or the report's bytes change (2: compressed, 3: spawn_failures,
+    # 4: a sample of rss 0 is no peak)
+    4
 )
 MIN_EVENTS = 20_000
 COPY_CHUNK = 1 << 20

@@ -334,7 +334,9 @@ class ProcessTree:
             node.peak_cpu_s = event.cpu_s
         if node.peak_cpu_percent is None or event.cpu_percent > node.peak_cpu_percent:
             node.peak_cpu_percent = event.cpu_percent
-        if node.peak_rss_bytes is None or event.rss_bytes > node.peak_rss_bytes:
+        # rss 0: the process had no address space left when sampled (exiting, or a zombie not yet
+        # reaped), so the sample says nothing of its memory; its CPU time is still its own
+        if event.rss_bytes and (node.peak_rss_bytes is None or event.rss_bytes > node.peak_rss_bytes):
             node.peak_rss_bytes = event.rss_bytes
 
     def _file_opened(self, event: FileOpened) -> None:

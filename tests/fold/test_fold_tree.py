@@ -188,6 +188,17 @@ def test_samples_keep_peaks() -> None:
     assert node.peak_rss_bytes == 4000
 
 
+def test_a_sample_of_no_address_space_is_no_memory_peak() -> None:
+    """rss 0 is a process sampled as it exited (or a zombie not yet reaped): no memory figure, not "0 B"
+    (Claude Code's short `rg` children were shown so); its CPU time still counts."""
+    s = Script().start("x")
+    s.spawn(1, None, via="root").exec(1, "/bin/x", "x").spawn(2, 1).exec(2, "/bin/rg", "rg")
+    s.sample(1, 5.0, 0, cpu_s=0.01).sample(2, 5.0, 2000).sample(2, 0.0, 0).exit(2).exit(1)
+    first, second = (only(fold_session(s.events).tree.nodes, pid) for pid in (1, 2))
+    assert (first.samples, first.peak_rss_bytes, first.peak_cpu_s) == (1, None, 0.01)
+    assert second.peak_rss_bytes == 2000
+
+
 def test_durations_and_timestamps() -> None:
     """start is the spawn time, end the exit time."""
     s = Script().start("x")
