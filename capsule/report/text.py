@@ -9,6 +9,7 @@ summarised in one line (a pyenv shim alone spawns 60 processes). Times are shown
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -457,7 +458,14 @@ def _device(path: str) -> bool:
     return path.startswith(("/dev/", "/proc/", "/sys/"))
 
 
+_PER_PROCESS = re.compile(r"/proc/\d+(?:/task/\d+)?/")
+
+
 def _dir(path: str) -> str:
+    """The directory a file is counted under; every process's own /proc/PID counts as one, `/proc/<pid>`
+    (`ps` reads four files of each process on the machine: 100 rows of one read otherwise)."""
+    if _PER_PROCESS.match(path):
+        return "/proc/<pid>"
     head, _, _ = path.rpartition("/")
     return head or ("/" if path.startswith("/") else ".")
 

@@ -296,3 +296,25 @@ def test_a_live_sessions_running_processes_show_their_time_so_far() -> None:
     line = next(line for line in to_text(render(state)).splitlines() if " sleep 30  [" in line)
     assert "so far" not in line
     assert "no exit seen" in line
+
+
+def test_every_process_own_proc_directory_is_one_row_of_files_read() -> None:
+    """`ps aux` reads /proc/PID/stat, status and cmdline of every process on the machine: those are one
+    `/proc/<pid>` row, not a row per pid pushing the project's directories out of the table."""
+    from capsule.events import FileOpened
+
+    s = Script().start("sh", "-c", "ps aux; cat src/a.py", level="file")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "ps aux; cat src/a.py")
+    s.spawn(2, 1).exec(2, "/bin/ps", "ps", "aux")
+    for pid in range(100, 130):
+        for name in ("stat", "status", f"task/{pid}/cmdline"):
+            s.add(FileOpened(ts=s._tick(None), pid=2, path=f"/proc/{pid}/{name}", flags="O_RDONLY"))
+    s.add(FileOpened(ts=s._tick(None), pid=2, path="/proc/self/status", flags="O_RDONLY"))
+    s.exit(2).spawn(3, 1).exec(3, "/bin/cat", "cat", "src/a.py")
+    s.add(FileOpened(ts=s._tick(None), pid=3, path="/w/src/a.py", flags="O_RDONLY")).exit(3).exit(1)
+    text = to_text(render(fold_session(s.events, packaged_rules())))
+    assert "files read (92)" in text, text
+    assert " /proc/<pid> │    90" in text, text
+    assert " /w/src      │     1" in text, text
+    assert " /proc/self  │     1" in text, text
+    assert "/proc/101" not in text, text
