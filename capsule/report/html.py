@@ -186,14 +186,18 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(caption: str, head: Sequence[str], rows: Sequence[Sequence[object]], note: str = "") -> str:
+def _table(
+    caption: str, head: Sequence[str], rows: Sequence[Sequence[object]], note: str = "", *, wide: bool = False
+) -> str:
+    """A summary table; `wide` (command lines) takes the grid's whole row instead of one column."""
+    kind = "tbl wide" if wide else "tbl"
     if not rows:
-        return f'<section class="tbl"><h3>{_e(caption)}</h3><p class="dim">none</p></section>'
+        return f'<section class="{kind}"><h3>{_e(caption)}</h3><p class="dim">none</p></section>'
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
     extra = f'<p class="dim">{_e(note)}</p>' if note else ""
     return (
-        f'<section class="tbl"><h3>{_e(caption)}</h3>'
+        f'<section class="{kind}"><h3>{_e(caption)}</h3>'
         f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>{extra}</section>"
     )
 
@@ -217,6 +221,7 @@ def _summary(state: SessionState, nodes: list[ProcessNode], t0: float) -> str:
                 f"… {state.blocked_count - TOP_BLOCKED:,} more (the JSON report lists them)"
                 if state.blocked_count > TOP_BLOCKED
                 else "",
+                wide=True,
             )
         )
     parts += [
@@ -267,6 +272,7 @@ def _summary(state: SessionState, nodes: list[ProcessNode], t0: float) -> str:
             f"… {len(failed) - TOP_FAILURES:,} more failures (the timeline marks them all)"
             if len(failed) > TOP_FAILURES
             else "",
+            wide=True,
         )
     )
     for run in agent_runs(state.tree):

@@ -307,3 +307,49 @@ def test_files_and_network_panels_link_to_the_timeline(
     shot = tmp_path / "panels.png"  # looked at by hand when the panels change
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.browser
+def test_summary_tables_stay_in_their_place(capsule: CapsuleRunner, tmp_path: Path, browser: Any) -> None:
+    """Claude Code's failures (command lines with a 100-character word) spilled over the agent's phases
+    table beside them: the two were drawn over each other. No summary table overlaps another or leaves
+    the page's width, at a wide and a narrow window."""
+    agent = tmp_path / "claude"  # an agent by its name: the summary gets the agent's phases table
+    word = "|".join(["code", "cursor", "windsurf", "idea", "pycharm", "webstorm"] * 4)
+    agent.write_text(
+        f"#!/bin/sh\nls / >/dev/null\ngit --version >/dev/null\nsh -c 'exit 1 # {word}'\nexit 0\n"
+    )
+    agent.chmod(0o755)
+    assert capsule("run", "--", str(agent)).returncode == 0
+    page = tmp_path / "report.html"
+    assert capsule("report", "latest", "--html", str(page)).returncode == 0
+    try:
+        for width in (1400, 900):
+            browser.set_window_size(width, 1100)
+            _open(browser, page)
+            boxes = browser.execute_script(
+                """
+                var grid = document.querySelector('.tables'), g = grid.getBoundingClientRect();
+                return {grid: [g.left, g.right], tables: Array.from(grid.children).map(function (s) {
+                  var r = s.getBoundingClientRect();
+                  return {title: s.querySelector('h3').textContent, box: [r.left, r.top, r.right, r.bottom],
+                          overflow: s.scrollWidth - s.clientWidth};
+                })};
+                """
+            )
+            titles = [t["title"] for t in boxes["tables"]]
+            assert any(t.startswith("Failures") for t in titles), titles
+            assert any(t.startswith("Agent") for t in titles), titles
+            left, right = boxes["grid"]
+            for one in boxes["tables"]:
+                x0, _y0, x1, _y1 = one["box"]
+                assert left - 1 <= x0, (width, one)
+                assert x1 <= right + 1, (width, one)
+                assert one["overflow"] <= 1, (width, one)  # wrapped, not scrolled
+            for i, one in enumerate(boxes["tables"]):
+                for other in boxes["tables"][i + 1 :]:
+                    a, b = one["box"], other["box"]
+                    apart = a[2] <= b[0] + 1 or b[2] <= a[0] + 1 or a[3] <= b[1] + 1 or b[3] <= a[1] + 1
+                    assert apart, (width, one, other)
+    finally:
+        browser.set_window_size(1400, 1100)
