@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.session import SessionState
@@ -78,14 +78,17 @@ def blocked_row(b: PolicyBlocked) -> tuple[str, str, str, str]:
     return (str(b.pid or ""), _what(b.argv, b.path, b.command), b.rule, f"{by} · {where}" if where else by)
 
 
-def policy_table(state: SessionState) -> Table | None:
+def policy_table(state: SessionState) -> RenderableType | None:
     title = policy_title(state)
     if title is None:
         return None
-    from rich.table import Table  # here: the JSON report (policy_dict) does without rich
+    from rich.console import Group  # here: the JSON report (policy_dict) does without rich
+    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title, title_justify="left", show_edge=False, title_style="bold")
+    # The title above the table, not in it: rich folds a table's title to the table's width, and a
+    # table of one short path is narrower than "enforced by seccomp-notify, mount-namespace, …".
+    table = Table(show_edge=False)
     for column in ("pid", "blocked", "rule", "by"):
         table.add_column(column, overflow="fold")
     for b in state.blocked[:SHOWN]:
@@ -93,4 +96,4 @@ def policy_table(state: SessionState) -> Table | None:
         table.add_row(pid, what, Text(rule, style="red"), by)
     if state.blocked_count > SHOWN:
         table.add_row("", Text(f"… {state.blocked_count - SHOWN:,} more", style="dim"), "", "")
-    return table
+    return Group(Text(title, style="bold"), table) if state.blocked else Text(title, style="bold")

@@ -449,7 +449,8 @@ def _resources_line(nodes: list[ProcessNode]) -> Text | None:
     line.append(f"  peak RSS {format_bytes(res['peak_rss'])}")
     if res["cpu_s"] is not None:
         line.append(f" · CPU {format_duration(res['cpu_s'])}")
-    line.append(f" · {res['sampled']:,} processes sampled", style="dim")
+    sampled = res["sampled"]
+    line.append(f" · {sampled:,} process{'es' if sampled != 1 else ''} sampled", style="dim")
     return line
 
 

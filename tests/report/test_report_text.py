@@ -318,3 +318,24 @@ def test_every_process_own_proc_directory_is_one_row_of_files_read() -> None:
     assert " /w/src      │     1" in text, text
     assert " /proc/self  │     1" in text, text
     assert "/proc/101" not in text, text
+
+
+def test_the_policy_title_is_one_line_above_a_narrow_table() -> None:
+    """rich folds a table's title to the table's width: with one short path refused, "policy · enforced
+    by seccomp-notify, mount-namespace, network-namespace · …" came out over three lines."""
+    from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
+
+    s = Script().start("cat", ".env")
+    s.add(
+        PolicyApplied(ts=s._tick(None), mechanisms=("seccomp-notify", "mount-namespace", "network-namespace"))
+    )
+    s.spawn(1, None, via="root").exec(1, "/bin/cat", "cat", ".env")
+    s.add(PolicyBlocked(ts=s._tick(None), pid=1, path="/w/.env", rule=".env", mechanism="mount-namespace"))
+    s.exit(1, 1).add(PolicyChecked(ts=s._tick(None), execs=244, blocked=0, median_us=661.0, p99_us=900.0))
+    text = to_text(render(fold_session(s.events, packaged_rules())))
+    title = (
+        "policy · enforced by seccomp-notify, mount-namespace, network-namespace · 1 blocked · 244 execs"
+        " checked (median 661 µs)"
+    )
+    assert title in text.splitlines(), text
+    assert "/w/.env │ .env │ mount-namespace" in text, text
