@@ -162,16 +162,36 @@ def _parse(script: str) -> tuple[list[tuple[str, ...]], list[tuple[tuple[str, ..
     return commands, pipelines
 
 
+# Parsed shell texts, by text: bashlex takes 5-40 ms for one of pyenv's scripts, and a `python3` run
+# through pyenv's shim executes ~10 of them (~0.15 s) every time, the same texts each time. Bounded:
+# texts up to KEPT_TEXT characters, at most KEPT_PARSES of them (cleared when full).
+KEPT_PARSES = 256
+KEPT_TEXT = 1 << 16
+_parsed: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = {}
+
+
 def shell_commands(script: str, depth: int = 0) -> tuple[list[tuple[str, ...]], list[str]]:
     """The commands inside a shell string (nested `sh -c` strings opened too) and its pipelines, each
     pipeline as one line `a x | b y`."""
+    if depth == 0 and len(script) <= KEPT_TEXT:
+        kept = _parsed.get(script)
+        if kept is None:
+            if len(_parsed) >= KEPT_PARSES:
+                _parsed.clear()
+            found, found_lines = _shell_commands(script, 0)
+            kept = _parsed[script] = (tuple(found), tuple(found_lines))
+        return list(kept[0]), list(kept[1])
+    return _shell_commands(script, depth)
+
+
+def _shell_commands(script: str, depth: int) -> tuple[list[tuple[str, ...]], list[str]]:
     commands, pipelines = _parse(script)
     lines = [" | ".join(" ".join(c) for c in p) for p in pipelines if len(p) > 1]
     if depth < MAX_DEPTH:
         for words in list(commands):
             inner = shell_script(words)
             if inner is not None:
-                more, more_lines = shell_commands(inner, depth + 1)
+                more, more_lines = _shell_commands(inner, depth + 1)
                 commands += more
                 lines += more_lines
     return commands, lines

@@ -142,6 +142,33 @@ def test_shell_commands_lists_pipelines_as_lines() -> None:
     assert pipelines == ["a x | b y", "c | d"]
 
 
+def test_a_shell_text_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyenv's shim executes the same ~10 bash scripts at every `python3` (5-40 ms of bashlex each): a
+    text judged again is not parsed again, and its answer is the same, copied (a caller's change to
+    the lists it got does not reach the next caller)."""
+    from capsule.policy import commands
+
+    parsed: list[str] = []
+    parse = commands._parse
+    monkeypatch.setattr(commands, "_parse", lambda text: parsed.append(text) or parse(text))
+    monkeypatch.setattr(commands, "_parsed", {})
+    script = "set -e\nfor v in $(pyenv-version-name); do sh -c 'rm -rf x | cat'; done\n"
+    first = shell_commands(script)
+    first[0].clear()
+    again = shell_commands(script)
+    assert ("rm", "-rf", "x") in again[0]
+    assert again[1] == ["rm -rf x | cat"]
+    assert parsed == [script, "rm -rf x | cat"]  # the text, and the -c string inside it: once each
+    policy = parse_policy({"deny_commands": ["rm -rf *"]})
+    for _ in range(2):
+        verdict = decide_exec(policy, ["bash", "/s"], "/bin/bash", script_text=script)
+        assert (verdict.allowed, verdict.rule) == (False, "rm -rf *")
+    assert len(parsed) == 2
+    monkeypatch.setattr(commands, "KEPT_PARSES", 1)
+    shell_commands("true")  # full: the kept parses are cleared, not grown past the bound
+    assert list(commands._parsed) == ["true"]
+
+
 @pytest.mark.parametrize(
     ("argv", "allowed", "command"),
     [
