@@ -66,8 +66,9 @@ class Policy:
 
 def _strings(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,)
+        value = [value]  # one pattern, written without its list
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # `protect_paths = ""` covered the working directory, and the run failed inside bwrap
         if any(not v.strip() for v in value):
             raise PolicyError(f"{where}: empty pattern")
         return tuple(value)

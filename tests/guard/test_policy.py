@@ -54,6 +54,7 @@ def test_parse_policy_reads_every_key() -> None:
         ({"on_violation": "warn"}, "on_violation: expected one of block, kill"),
         ({"protect_paths": [1]}, "protect_paths: expected a string or a list of strings"),
         ({"deny_commands": [" "]}, "deny_commands: empty pattern"),
+        ({"protect_paths": ""}, "protect_paths: empty pattern"),  # was a rule covering the cwd
         ([], "must be a table"),
     ],
 )
