@@ -192,7 +192,7 @@ def _write_page(path: Path, page: str) -> None:
 @app.command(name="ls", help="List recorded sessions, newest first.")
 def list_sessions(
     as_json: JsonOption = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N sessions.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N sessions.")] = 20,
     show_all: Annotated[
         bool,
         typer.Option("--all", "-a", help="Also list the run sessions of traced services and tasks."),

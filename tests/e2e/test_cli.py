@@ -222,6 +222,16 @@ def test_run_unknown_level_is_a_usage_error(capsule: CapsuleRunner) -> None:
     assert "--level" in _one_error_line(done)
 
 
+def test_ls_limit_below_one_is_a_usage_error(capsule: CapsuleRunner) -> None:
+    """`ls --limit 0` (or -1) said "no sessions yet — record one" beside sessions it did not show."""
+    assert capsule("run", "--", "true").returncode == 0
+    for limit in ("0", "-1"):
+        done = capsule("ls", "--limit", limit)
+        assert done.returncode == 2, done
+        assert "--limit" in _one_error_line(done)
+    assert len(orjson.loads(capsule("ls", "--json", "-n", "1").stdout)) == 1
+
+
 def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
     """--help works and names each command."""
     done = capsule("--help")
