@@ -132,6 +132,7 @@ class Guard:
         self.stats = GuardStats()
         self.hidden: list[tuple[str, bool]] = []
         self._read_only: list[str] = []
+        self._own: list[str] = []
         self._infra: list[str] = []
         self._relay: list[tuple[str, list[str]]] = []
         self._token = _running_trio_token()  # None before trio runs: `bind` gives it one
@@ -173,7 +174,8 @@ class Guard:
             # tree did), its config (a policy's default) and its caches (the kept walk above, the eBPF
             # recorder Capsule runs as root) are not the agent's to rewrite. The recording's own files
             # are writable again (`wrap`'s `writable`).
-            self._read_only = [*read_only_paths(self.policy, self.cwd, self.home), *_own_state()]
+            self._read_only = read_only_paths(self.policy, self.cwd, self.home)
+            self._own = _own_state()
             self._scratch = tempfile.mkdtemp(prefix="capsule-guard-")
             Path(self._scratch, "file").touch()
             Path(self._scratch, "dir").mkdir()
@@ -217,6 +219,7 @@ class Guard:
             options = bwrap_args(
                 hidden=self.hidden,
                 read_only=self._read_only,
+                own=self._own,
                 writable=[str(Path(w).resolve()) for w in writable],
                 empty_file=str(Path(self._scratch, "file")),
                 empty_dir=str(Path(self._scratch, "dir")),

@@ -426,6 +426,13 @@ async def record_run(
             await command.wait()
             assert command.returncode is not None
             code, sig = exit_status(stats.root_status, command.returncode)
+        elif stats.lines == 0 and process.returncode != 0 and enforcement is not None:
+            # the sandbox (bubblewrap, the seccomp launcher) may have failed, not strace: not "ptrace?"
+            error = (
+                f"strace or the policy's sandbox around it exited with {process.returncode} before the "
+                "command started (its message is above; `capsule doctor` checks both)"
+            )
+            code, sig = EXIT_RECORDER_FAILED, None
         elif stats.lines == 0 and process.returncode != 0:
             error = (
                 f"strace exited with {process.returncode} before the command started "

@@ -68,18 +68,39 @@ def bwrap_args(
     writable: Sequence[str],
     empty_file: str,
     empty_dir: str,
+    own: Sequence[str] = (),
 ) -> list[str]:
     """bubblewrap's options: the whole filesystem as it is, each read-only path bound read-only, each
-    hidden path (path, is_dir) covered by an empty mode-000 file or directory, the recording's own files
-    writable again, and every capability dropped (so root cannot read through mode 000 or unmount)."""
+    hidden path (path, is_dir) covered by an empty mode-000 file or directory, Capsule's `own` state
+    read-only, the recording's own files writable again, and every capability dropped (so root cannot
+    read through mode 000 or unmount).
+
+    A hidden directory holding Capsule's own state (`protect_paths = ["~"]` over `~/.capsule`) is
+    covered by a tmpfs instead, so that the recording's paths can be bound inside it (over the empty
+    directory, bubblewrap could not make their mount points: "Can't mkdir parents"); once they are,
+    the tmpfs is made mode 111 and read-only, and nothing of what the directory held is there."""
     args = ["--dev-bind", "/", "/"]
     for path in read_only:
         args += ["--ro-bind", path, path]
+    kept = [*own, *writable]
+    covered = []
     for path, is_dir in outermost(hidden):
-        args += ["--ro-bind", empty_dir if is_dir else empty_file, path]
+        if is_dir and any(_within(k, path) for k in kept):
+            args += ["--tmpfs", path]
+            covered.append(path)
+        else:
+            args += ["--ro-bind", empty_dir if is_dir else empty_file, path]
+    for path in own:
+        args += ["--ro-bind", path, path]
     for path in writable:
         args += ["--bind", path, path]
+    for path in covered:
+        args += ["--chmod", "0111", path, "--remount-ro", path]
     return [*args, "--cap-drop", "ALL"]
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def outermost(hidden: Sequence[tuple[str, bool]]) -> list[tuple[str, bool]]:

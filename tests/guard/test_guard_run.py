@@ -7,6 +7,7 @@ The tests of what the guard does to a recorded tree run with each tracer (`capsu
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -441,6 +442,30 @@ def test_fake_failing_bwrap_refuses_path_rules(
     assert "No permissions to create new namespace" in done.stderr
 
 
+@ONCE
+def test_a_sandbox_failing_at_the_start_is_not_blamed_on_ptrace(
+    capsule: CapsuleRunner, capsule_home: Path, work: Path, tmp_path: Path, tracer: str
+) -> None:
+    """bubblewrap passing its probe but failing around strace: its own message, then Capsule's line
+    says the sandbox may have failed (it said "is ptrace permitted?")."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    real = shutil.which("bwrap")
+    assert real is not None
+    (fake / "bwrap").write_text(
+        "#!/bin/sh\n"
+        'for a; do case $a in */strace) echo "bwrap: Can\'t mkdir parents" >&2; exit 1;; esac; done\n'
+        f'exec {real} "$@"\n'
+    )
+    (fake / "bwrap").chmod(0o755)
+    policy = _policy(work.parent / "p.toml", protect_paths=[".env"])
+    done = capsule("run", "--policy", policy, "--", "true", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert done.returncode == 125, done.stderr
+    assert "bwrap: Can't mkdir parents" in done.stderr
+    assert "strace or the policy's sandbox around it exited with 1" in done.stderr
+    assert "ptrace" not in done.stderr
+
+
 def test_fallback_detect_kills_after_the_fact(capsule: CapsuleRunner, capsule_home: Path, work: Path) -> None:
     """--policy-fallback=detect without seccomp notify: sudo runs, is detected, the tree is killed, and
     the session carries the warning."""
@@ -632,3 +657,34 @@ def test_capsules_own_state_is_read_only_to_the_tree(
     assert _events(capsule_home, "session.ended")  # the recording itself was written
     execs = _events(capsule_home, "proc.exec")
     assert any(Path(e["path"]).name == "touch" for e in execs)
+
+
+def test_a_protected_home_holding_capsules_own_state_is_hidden_and_the_run_recorded(
+    capsule: CapsuleRunner, work: Path, tmp_path: Path
+) -> None:
+    """`protect_paths = ["~"]` with Capsule's home in ~/.capsule: bubblewrap could not make the
+    recording's mount points inside the empty directory over ~ and the run failed to start ("Can't
+    mkdir parents"). Now ~ is an empty, read-only, unlistable tmpfs with only Capsule's own state in it."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text(SECRET)
+    home = user / ".capsule"
+    policy = _policy(work.parent / "p.toml", protect_paths=["~"])
+    script = (
+        "cat ~/notes.txt; echo cat=$?; ls ~ >/dev/null; echo ls=$?; touch ~/new; echo touch=$?; "
+        "ls ~/.capsule/runs >/dev/null; echo own=$?"
+    )
+    env = {"HOME": str(user), "CAPSULE_HOME": str(home), "XDG_CACHE_HOME": str(user / ".cache")}
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script, env=env)
+    assert done.returncode == 0, done.stderr
+    for part, code in (("cat", 1), ("ls", 2), ("touch", 1), ("own", 0)):
+        assert f"{part}={code}" in done.stdout, done.stdout
+    assert SECRET not in done.stdout + done.stderr
+    assert not (user / "new").exists()
+    assert (user / "notes.txt").read_text() == SECRET  # hidden, not harmed
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert _events(home, "session.ended")
+    blocked = _events(home, "policy.blocked")
+    assert str(user) in {b["path"] for b in blocked}, blocked  # the listing refused

@@ -258,6 +258,32 @@ def test_bwrap_args_hide_freeze_and_drop_capabilities() -> None:
     assert args[-2:] == ["--cap-drop", "ALL"]
 
 
+def test_a_hidden_directory_holding_capsules_state_is_a_tmpfs_sealed_after_the_binds() -> None:
+    """Over the empty directory bubblewrap cannot make the recording's mount points: the directory
+    that holds them gets a tmpfs, Capsule's own state is bound read-only and the spool writable inside
+    it, and only then is the tmpfs made mode 111 and read-only; other hidden directories are as before."""
+    args = bwrap_args(
+        hidden=[("/home/u", True), ("/srv/vault", True)],
+        read_only=[],
+        own=["/home/u/.capsule"],
+        writable=["/home/u/.capsule/spool/x"],
+        empty_file="/tmp/g/file",
+        empty_dir="/tmp/g/dir",
+    )
+    text = " ".join(args)
+    assert "--tmpfs /home/u" in text
+    assert "--ro-bind /tmp/g/dir /srv/vault" in text
+    order = [
+        "--tmpfs /home/u",
+        "--ro-bind /home/u/.capsule /home/u/.capsule",
+        "--bind /home/u/.capsule/spool/x",
+        "--chmod 0111 /home/u --remount-ro /home/u",
+    ]
+    assert [text.index(part) for part in order] == sorted(text.index(part) for part in order)
+    assert "/tmp/g/dir /home/u" not in text
+    assert args[-2:] == ["--cap-drop", "ALL"]
+
+
 def test_detect_violation_and_refused_open() -> None:
     """After the fact: a denied exec that ran, an open of a protected path, a refused open, a connect."""
     policy = Policy(
