@@ -220,11 +220,12 @@ def list_sessions(
 
 
 def _print_ls(rows: tuple[SessionRow, ...]) -> None:
-    import shlex
     import time
 
     from rich.table import Table
     from rich.text import Text
+
+    from capsule.report.argv import full_argv
 
     console = _console()
     if not rows:
@@ -244,7 +245,7 @@ def _print_ls(rows: tuple[SessionRow, ...]) -> None:
             row.name or "",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started)),
             "" if row.duration_s is None else f"{row.duration_s:.2f}s",
-            shlex.join(row.argv),  # whole: the terminal wraps it; a pipe gets all of it
+            full_argv(row.argv),  # whole (the terminal wraps it; a pipe gets all of it), as one types it
             _procs(row),
             Text(exit_text, style=exit_style),
             row.status,

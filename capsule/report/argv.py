@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import shlex
 
-from capsule.fold.labels import basename
-
 ARGV_WIDTH = 72
 
 # Control characters in argv are shown, not obeyed: a terminal would drop, expand or act on them.
@@ -28,7 +26,8 @@ def short_argv(argv: tuple[str, ...] | list[str] | None, width: int = ARGV_WIDTH
     """argv as a shell would read it, the program as its basename, cut to `width` characters."""
     if not argv:
         return "?"
-    text = " ".join([basename(argv[0]) or argv[0], *(quote_arg(a) for a in argv[1:])])
+    program = argv[0].rsplit("/", 1)[-1]  # (fold.labels' basename: not imported, for `capsule ls`)
+    text = " ".join([program or argv[0], *(quote_arg(a) for a in argv[1:])])
     text = visible(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -232,6 +232,18 @@ def test_ls_limit_below_one_is_a_usage_error(capsule: CapsuleRunner) -> None:
     assert len(orjson.loads(capsule("ls", "--json", "-n", "1").stdout)) == 1
 
 
+def test_ls_shows_a_command_as_one_types_it_and_never_sends_its_control_characters(
+    capsule: CapsuleRunner,
+) -> None:
+    """`ls` printed shlex's `sh -c 'echo '"'"'a'"'"''`, and an argv's escape sequence raw to the terminal."""
+    assert capsule("run", "--", "sh", "-c", "echo 'a'").returncode == 0
+    assert capsule("run", "--", "echo", "\x1b[31mred").returncode == 0
+    shown = capsule("ls").stdout
+    assert "\x1b" not in shown
+    assert "echo '\\x1b[31mred'" in shown, shown
+    assert "sh -c \"echo 'a'\"" in shown, shown
+
+
 def test_help_lists_every_command(capsule: CapsuleRunner) -> None:
     """--help works and names each command."""
     done = capsule("--help")
