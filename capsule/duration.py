@@ -1,4 +1,5 @@
-"""The one duration parser: every duration Capsule reads (plans, capsule.toml, `--older-than`, the API).
+"""The one duration parser (every duration Capsule reads: plans, capsule.toml, `--older-than`, the API)
+and the one way reports show a duration.
 
 `500ms`, `90s`, `15m`, `1.5h`, `1d`, `2w`, and compounds such as `1h30m` or `1d 12h`; a bare number, in
 TOML or on the command line, is seconds. Negative and empty durations are errors.
@@ -36,3 +37,18 @@ def parse_duration(value: object) -> float:
     if not text or at != len(text):
         raise ValueError(f"not a duration: {value!r} ({HINT})")
     return total
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration as the reports show it: `12 ms`, `1.72 s`, `3m 05s`, `2h 01m`; `?` when unknown."""
+    if seconds is None:
+        return "?"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import orjson
 
+from capsule.duration import format_duration
 from capsule.fold.activity import FILE_OPS
 from capsule.fold.agents import agent_runs
 from capsule.fold.process_tree import ProcessNode
@@ -34,7 +35,7 @@ from capsule.report.json_report import sorted_nodes, tool_stats
 from capsule.report.order import tree_order
 from capsule.report.policy import blocked_row, policy_title
 from capsule.report.supervised import Supervised, supervised_rows
-from capsule.report.text import format_duration, format_time, outcome_parts, sender_name
+from capsule.report.text import format_time, outcome_parts, sender_name
 
 TOP_FAILURES = 200
 TOP_TOOLS = 50
@@ -403,7 +404,7 @@ def render_supervised_html(
         )
         marks = sorted((ts, u.name, what, detail) for u in sup.units.values() for ts, what, detail in u.marks)
         events = _table(
-            "Restarts, health, retries, hooks, policy",
+            "What happened: exits, restarts, health, retries, hooks, policy",
             ("at", "name", "what", "detail"),
             [(f"+{format_duration(ts - sup.start)}", n, w, d) for ts, n, w, d in marks[:TOP_FAILURES]],
         )

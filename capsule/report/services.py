@@ -16,10 +16,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from capsule.duration import format_duration
 from capsule.fold.session import SessionState
 from capsule.report.argv import short_argv
 from capsule.report.supervised import FAILED_STATES, Supervised, Unit, UnitRun
-from capsule.report.text import format_duration, format_time
+from capsule.report.text import format_time
 
 MARKS_SHOWN = 8  # per service, the newest: a crash-looping service restarts hundreds of times
 

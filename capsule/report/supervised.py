@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from capsule.duration import format_duration
 from capsule.events import Event, SessionEnded, SessionStarted
 from capsule.events.env import (
     EnvActivated,
@@ -225,6 +226,9 @@ class Supervised:
                 run.end, run.exit_code, run.signal = ts, event.exit_code, event.signal
                 run.outcome = "stopped" if isinstance(event, SvcStopped) else "exited"
             unit.enter("stopped" if isinstance(event, SvcStopped) else "exited", ts)
+            if isinstance(event, SvcExited):  # what a restart that follows answers: said before it
+                how = event.signal or f"exit {event.exit_code if event.exit_code is not None else '?'}"
+                unit.marks.append((ts, "exited", f"{how} after {format_duration(event.ran_s)}"))
         elif isinstance(event, SvcRestarting):
             unit = self.unit(event.name, "service")
             unit.restarts = event.restarts

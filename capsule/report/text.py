@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from capsule.duration import format_duration
 from capsule.fold.agents import AgentRun, agent_runs
 from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
@@ -35,20 +36,6 @@ TOP_PHASES = 40
 MAX_DEPTH = 16  # tree levels drawn nested; deeper ones are drawn flat with their depth
 
 LABEL_STYLES = {"agent": "bold magenta", "tool": "cyan", "system": "dim", "unknown": "yellow"}
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def format_time(ts: float | None) -> str:

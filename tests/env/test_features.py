@@ -144,6 +144,12 @@ max_restarts = 2
     assert rows["worker"][1:4] == ["stopped", "1", "0"], rows["worker"]
     assert rows["worker"][4].startswith("stopped"), rows["worker"]  # the stop's, not a failure
     assert "gave up" in text
+    # each restart says what it answers: the exit just before it
+    marks = [
+        line.split(None, 5)[4:] for line in text.splitlines() if re.match(r"^ +\+ +[\d.]+ m?s +crash ", line)
+    ]
+    assert [m[0] for m in marks] == ["exited", "restart", "exited", "restart", "exited", "gave"], text
+    assert marks[0][1].startswith("exit 4 after "), marks
     assert run_id in text
     report = orjson.loads(capsule("report", session, "--json").stdout)
     assert report["session"]["kind"] == "env"
