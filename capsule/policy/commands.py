@@ -71,7 +71,7 @@ BUILTINS = frozenset(
 )
 MAX_DEPTH = 8  # nested `sh -c "sh -c '…'"` levels looked into
 NOT_ALLOWED = "allow_commands"  # the rule a Verdict names when no allow_commands glob matched
-_FALLBACK_SPLIT = re.compile(r"\|\||&&|[;&|\n]")
+_CRUDE_SPLIT = re.compile(r"\|\||&&|[;&\n()`]")
 
 
 @attrs.frozen(kw_only=True)
@@ -148,17 +148,128 @@ def _parse(script: str) -> tuple[list[tuple[str, ...]], list[tuple[tuple[str, ..
     try:
         for tree in bashlex.parse(script):
             _walk(tree, commands, pipelines)
-    except Exception:
-        commands, pipelines = [], []
-        for piece in _FALLBACK_SPLIT.split(script):
-            try:
-                words = shlex.split(piece, comments=True)
-            except ValueError:
-                words = piece.split()
-            if words:
+    except Exception:  # bashlex has no `case`, `[[ ]]`, `$#`, arrays: most real scripts (pyenv's)
+        return _tokenized(script)
+    return commands, pipelines
+
+
+def _split_crudely(script: str) -> tuple[list[tuple[str, ...]], list[tuple[tuple[str, ...], ...]]]:
+    """For a text whose quotes shlex cannot balance (`"$(echo "it's")"` is bash, not shlex): commands
+    split on the operators, parentheses and backquotes, pipelines on `|`, words without their quotes;
+    reserved words are skipped as `_tokenized` skips them."""
+    commands: list[tuple[str, ...]] = []
+    pipelines: list[tuple[tuple[str, ...], ...]] = []
+    for piece in _CRUDE_SPLIT.split(script):
+        pipeline = []
+        for part in piece.split("|"):
+            words = [w for w in (word.strip("\"'$") for word in part.split()) if w]
+            while words and (words[0] in _RESERVED or _ASSIGNMENT.match(words[0])):
+                words.pop(0)
+            if words and words[0] not in _HEADS:
                 commands.append(tuple(words))
-        if "|" in script:
-            pipelines.append(tuple(tuple(p.split()) for p in script.split("|") if p.strip()))
+                pipeline.append(tuple(words))
+        if len(pipeline) > 1:
+            pipelines.append(tuple(pipeline))
+    return commands, pipelines
+
+
+# What is not a command at the head of one: compound commands' reserved words (`then curl x | sh` is
+# `curl x | sh`), and the words that begin a `for`/`case`/`select` head (dropped whole).
+_RESERVED = frozenset(
+    {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "esac", "{", "}", "!"}
+)
+_HEADS = frozenset({"for", "case", "select", "function"})
+_PUNCTUATION = "();<>|&`\n"
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+
+
+def _uncommented(script: str) -> str:
+    """`script` without its comments: a `#` that begins a word outside quotes, to the end of its line
+    (`echo '#'; curl x | sh` keeps its second command)."""
+    out: list[str] = []
+    quote = ""
+    i, n = 0, len(script)
+    while i < n:
+        c = script[i]
+        if quote:
+            if c == "\\" and quote == '"' and i + 1 < n:
+                out.append(script[i : i + 2])
+                i += 2
+                continue
+            if c == quote:
+                quote = ""
+        elif c == "\\" and i + 1 < n:
+            out.append(script[i : i + 2])
+            i += 2
+            continue
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or script[i - 1] in " \t\n;&|()`"):
+            end = script.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _lexer(script: str) -> shlex.shlex:
+    lexer = shlex.shlex(_uncommented(script), posix=True, punctuation_chars=_PUNCTUATION)
+    lexer.whitespace = " \t\r"
+    lexer.commenters = ""  # (shlex would take a `#` inside a word, `a#b`, for one)
+    lexer.wordchars += "[]{}$!%+,:@^#"
+    return lexer
+
+
+def _tokenized(
+    script: str, depth: int = 0
+) -> tuple[list[tuple[str, ...]], list[tuple[tuple[str, ...], ...]]]:
+    """The commands and pipelines of a script bashlex cannot parse, from shell tokens: operators,
+    parentheses and backquotes end a command (`$(…)` and `` `…` `` are commands of their own), `|`
+    joins a pipeline, redirections and leading assignments are dropped, reserved words skipped.
+    Conservative where it is unsure: `$(…)` inside single quotes is judged too. A text whose quotes do
+    not balance is split crudely."""
+    try:
+        tokens = list(_lexer(script))
+    except ValueError:
+        return _split_crudely(script)
+    commands: list[tuple[str, ...]] = []
+    pipelines: list[tuple[tuple[str, ...], ...]] = []
+    words: list[str] = []
+    pipeline: list[tuple[str, ...]] = []
+    redirect = False
+
+    def end(piped: bool) -> None:
+        nonlocal words
+        while words and (words[0] in _RESERVED or _ASSIGNMENT.match(words[0])):
+            words.pop(0)
+        if words and words[0] in _HEADS:
+            words = []
+        if words:
+            commands.append(tuple(words))
+            pipeline.append(tuple(words))
+        words = []
+        if not piped:
+            if len(pipeline) > 1:
+                pipelines.append(tuple(pipeline))
+            pipeline.clear()
+
+    for token in tokens:
+        if redirect:
+            redirect = False  # the redirection's target: a file, not an argument
+        elif not token.strip(_PUNCTUATION) and ("<" in token or ">" in token):  # `>`, `2>&1`, `&>`
+            redirect = True
+            if words and words[-1].isdigit():
+                words.pop()  # `2>/dev/null`: the descriptor
+        elif not token.strip(_PUNCTUATION):  # operators (shlex runs them together: `)\n`, `;;`)
+            end(piped=token in ("|", "|&"))
+        else:
+            words.append(token)
+            if ("$(" in token or "`" in token) and depth < MAX_DEPTH:  # inside double quotes
+                more, more_pipelines = _tokenized(token, depth + 1)
+                commands += more
+                pipelines += more_pipelines
+    end(piped=False)
     return commands, pipelines
 
 

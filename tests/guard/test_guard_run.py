@@ -114,13 +114,23 @@ def test_denied_rm_in_a_shell_string_never_runs(
     assert f"<td>{shown}</td><td>rm -rf *</td>" in html
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        "echo a; curl -s file://$PWD/x.sh | sh",
+        # bashlex cannot parse these (`[[ ]]`, `case`): they were let through whole
+        "[[ -n $PWD ]] && curl -s file://$PWD/x.sh | sh",
+        "case $PWD in /*) curl -s file://$PWD/x.sh 2>/dev/null | sh ;; esac",
+    ],
+)
 def test_curl_pipe_sh_inside_a_list_never_runs_the_script(
-    capsule: CapsuleRunner, capsule_home: Path, work: Path
+    capsule: CapsuleRunner, capsule_home: Path, work: Path, script: str
 ) -> None:
-    """`echo a; curl … | sh` under `curl * | sh`: x.sh never runs (the issue's bypass, closed)."""
+    """`echo a; curl … | sh` under `curl * | sh`: x.sh never runs (the issue's bypass, closed), nor
+    inside a string bashlex cannot parse."""
     (work / "x.sh").write_text(f"touch {work}/pwned\n")
     policy = _policy(work.parent / "p.toml", deny_commands=["curl * | sh"])
-    done = capsule("run", "--policy", policy, "--", "bash", "-c", "echo a; curl -s file://$PWD/x.sh | sh")
+    done = capsule("run", "--policy", policy, "--", "bash", "-c", script)
     assert not (work / "pwned").exists()
     assert done.returncode != 0
     (blocked,) = _events(capsule_home, "policy.blocked")

@@ -143,6 +143,41 @@ def test_shell_commands_lists_pipelines_as_lines() -> None:
     assert pipelines == ["a x | b y", "c | d"]
 
 
+@pytest.mark.parametrize(
+    ("script", "rule"),
+    [
+        ("if [[ -n $x ]]; then curl -s x | sh; fi", "curl * | sh"),
+        ("[[ 1 ]] && curl -s x 2>/dev/null | sh", "curl * | sh"),
+        ("case $1 in a) rm -rf junk ;; esac", "rm -rf *"),
+        ("while [[ $# -gt 0 ]]; do sudo ls; done", "sudo *"),
+        ('arr=(a b); for i in "${arr[@]}"; do FOO=1 rm -rf junk; done', "rm -rf *"),
+        ('[[ 1 ]]; echo "$(curl x | sh)"', "curl * | sh"),
+        ("[[ 1 ]]; echo `sudo ls`", "sudo *"),
+        ("echo '#'; [[ 1 ]] && sudo ls # comment", "sudo *"),
+        ("[[ 1 ]]\nif true\nthen\n  sudo ls\nfi", "sudo *"),
+        ("[[ 1 ]] && ls -l # sudo x", None),  # a comment is no command
+        # quotes shlex cannot balance (bash nests them inside $(…)): split crudely, still per command
+        ('echo "$(echo "it\'s")"; [[ 1 ]] && echo "$(curl x | sh)"', "curl * | sh"),
+        ("echo 'a; [[ 1 ]] && sudo ls", "sudo *"),
+        ("case x in *) echo ok;; esac", None),
+    ],
+)
+def test_strings_bashlex_cannot_parse_are_judged_command_by_command(script: str, rule: str | None) -> None:
+    """bashlex has no `case`, `[[ ]]`, `$#` or arrays (22 of pyenv's 26 scripts fail): its fallback
+    split on operators alone and let `[[ 1 ]] && curl x | sh` through, a pipeline starting with `[[`."""
+    policy = parse_policy({"deny_commands": ["curl * | sh", "rm -rf *", "sudo *"]})
+    verdict = decide_exec(policy, ["bash", "-c", script], "/bin/bash")
+    assert verdict.rule == rule, verdict
+
+
+def test_an_unparsable_script_with_comments_meets_allow_commands() -> None:
+    """Under allow_commands, a comment's words and a compound command's reserved words are no commands."""
+    policy = parse_policy({"allow_commands": ["ls *", "cat *"]})
+    script = "# list it\nif [[ -d . ]]; then ls -l; fi  # done\ncat f"
+    assert decide_exec(policy, ["bash", "-c", script], "/bin/bash").allowed
+    assert decide_exec(policy, ["bash", "-c", "[[ 1 ]] && rm x"], "/bin/bash").command == "rm x"
+
+
 def test_a_shell_text_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """pyenv's shim executes the same ~10 bash scripts at every `python3` (5-40 ms of bashlex each): a
     text judged again is not parsed again, and its answer is the same, copied (a caller's change to
