@@ -1,6 +1,7 @@
 """The guard's cost: `capsule run --policy` against `capsule run` without one, interleaved, on
-fork-heavy work (5,000 `/bin/true`) and a real build (`make -j2` of a small C project): aim <= 1.25x.
-Also the per-exec decision latency the guard itself measured (policy.checked: median and p99).
+fork-heavy work (5,000 `/bin/true`) and a real build (`make -j2` of a small C project): aim <= 1.25x;
+and shell-script-heavy work (a chain of bash scripts, as pyenv's shim runs), whose every script the guard
+parses, measured against the same aim. Also the per-exec decision latency the guard itself measured (policy.checked: median and p99).
 
 The policy is a realistic one (deny rules, a protected file, a read-only path), so every mechanism is in
 the measurement: seccomp notification per exec, bubblewrap, and strace without --seccomp-bpf.
@@ -56,6 +57,40 @@ def make_project(root: Path, files: int) -> list[str]:
     return ["sh", "-c", f"cd {root} && make -s clean && make -s -j2"]
 
 
+SCRIPTS = 10  # bash scripts in the chain, each ~3 KB, as pyenv's shim runs its libexec/ scripts
+RUNS = 10  # times the chain is run
+QUICK_RUNS = 2
+
+
+def script_chain(root: Path, runs: int) -> list[str]:
+    """Shell-script-heavy work, as a `python3` through pyenv's shim is: a chain of bash scripts, each
+    parsed by the guard (its commands are judged like a -c string) and running a few programs, run
+    `runs` times (the same texts each time); returns the command."""
+    root.mkdir(parents=True)
+    body = "".join(
+        f"""
+opt_{i}() {{
+  case "$1" in
+    --version | -v ) echo "v{i}" ;;
+    --help ) printf '%s\\n' "usage: step{i} [--version]" ;;
+    * ) [ -n "$1" ] && shift || true ;;
+  esac
+  for word in alpha beta gamma; do
+    if [ "$word" = "$STEP_{i}" ]; then echo "$word" >/dev/null; fi
+  done
+}}
+"""
+        for i in range(12)
+    )
+    for i in range(SCRIPTS):
+        tail = f'bash "{root}/step{i + 1}.sh" "$@"\n' if i + 1 < SCRIPTS else "true\n"
+        (root / f"step{i}.sh").write_text(
+            f'#!/usr/bin/env bash\nset -e\n[ -n "$TRACE" ] && set -x\n{body}'
+            f'opt_0 "$@"\nbasename "$0" >/dev/null\ncat /dev/null\n{tail}'
+        )
+    return ["bash", "-c", f'for i in $(seq {runs}); do bash "{root}/step0.sh" --x; done']
+
+
 def _latencies(home: Path) -> tuple[list[float], list[float], int]:
     """Median and p99 decision latency of every guarded session under home (policy.checked)."""
     medians, p99s, execs = [], [], 0
@@ -83,6 +118,7 @@ def _ebpf_works() -> bool:
 def run(quick: bool = False) -> dict[str, Any]:
     count = QUICK_COUNT if quick else COUNT
     files = QUICK_FILES if quick else FILES
+    runs = QUICK_RUNS if quick else RUNS
     reps = 1 if quick else 3
     rows: list[dict[str, Any]] = []
     samples: dict[str, Any] = {}
@@ -94,9 +130,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             policy.write_text(POLICY)
             build = make_project(work / "proj", files)
             subprocess.run(build, check=True, capture_output=True)  # warm the compiler's caches
+            chain = script_chain(work / "scripts", runs)
+            subprocess.run(chain, check=True, capture_output=True)
             tracers = [[]] + ([["--tracer", "ebpf"]] if _ebpf_works() else [])
             for tracer in tracers:
-                for name, cmd in (("fork", shell(count)), ("make", build)):
+                for name, cmd in (("fork", shell(count)), ("make", build), ("scripts", chain)):
                     # run from the project, as its user would: the policy's `*.key` walks the working
                     # directory, which here would be wherever the bench was started (Capsule's own
                     # checkout: 53,000 entries, ~70 ms a start even with the kept walk, README)
@@ -111,7 +149,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                         )
                     samples[" ".join([name, *tracer])] = timed
                     plain, guarded = median(timed["plain"]), median(timed["policy"])
-                    label = f"{count:,} /bin/true" if name == "fork" else f"make -j2 ({files + 1} C files)"
+                    label = {
+                        "fork": f"{count:,} /bin/true",
+                        "make": f"make -j2 ({files + 1} C files)",
+                        "scripts": f"{SCRIPTS} chained bash scripts x {runs}",
+                    }[name]
                     label += " --tracer ebpf" if tracer else ""
                     rows += [
                         row(f"{label}: capsule run (median)", plain, "s"),
@@ -127,4 +169,5 @@ def run(quick: bool = False) -> dict[str, Any]:
             row("exec decision latency, p99 (median of runs)", median(p99s), "us"),
             row("execs decided", float(execs), "execs"),
         ]
-    return {"params": {"count": count, "files": files, "reps": reps}, "samples_s": samples, "rows": rows}
+    params = {"count": count, "files": files, "scripts": SCRIPTS, "runs": runs, "reps": reps}
+    return {"params": params, "samples_s": samples, "rows": rows}
