@@ -72,6 +72,7 @@ BUILTINS = frozenset(
 MAX_DEPTH = 8  # nested `sh -c "sh -c '…'"` levels looked into
 NOT_ALLOWED = "allow_commands"  # the rule a Verdict names when no allow_commands glob matched
 _CRUDE_SPLIT = re.compile(r"\|\||&&|[;&\n()`]")
+_CONTINUED = re.compile(r"(\|\|?|&&)[ \t]*\n")  # an operator ending a line: the command goes on
 
 
 @attrs.frozen(kw_only=True)
@@ -159,6 +160,7 @@ def _split_crudely(script: str) -> tuple[list[tuple[str, ...]], list[tuple[tuple
     reserved words are skipped as `_tokenized` skips them."""
     commands: list[tuple[str, ...]] = []
     pipelines: list[tuple[tuple[str, ...], ...]] = []
+    script = _CONTINUED.sub(r"\1 ", script.replace("\\\n", ""))  # lines joined, as bash joins them
     for piece in _CRUDE_SPLIT.split(script):
         pipeline = []
         for part in piece.split("|"):
@@ -193,13 +195,15 @@ def _uncommented(script: str) -> str:
         c = script[i]
         if quote:
             if c == "\\" and quote == '"' and i + 1 < n:
-                out.append(script[i : i + 2])
+                if script[i + 1] != "\n":
+                    out.append(script[i : i + 2])
                 i += 2
                 continue
             if c == quote:
                 quote = ""
         elif c == "\\" and i + 1 < n:
-            out.append(script[i : i + 2])
+            if script[i + 1] != "\n":  # a backslash-newline joins two lines: gone, as in bash
+                out.append(script[i : i + 2])
             i += 2
             continue
         elif c in "'\"":
@@ -261,8 +265,11 @@ def _tokenized(
             redirect = True
             if words and words[-1].isdigit():
                 words.pop()  # `2>/dev/null`: the descriptor
-        elif not token.strip(_PUNCTUATION):  # operators (shlex runs them together: `)\n`, `;;`)
-            end(piped=token in ("|", "|&"))
+        elif not token.strip(_PUNCTUATION):  # operators (shlex runs them together: `)\n`, `|\n`)
+            operator = token.replace("\n", "") or "\n"  # a newline after an operator continues it
+            if operator == "\n" and not words and pipeline:
+                continue  # `a |` then a newline: the pipeline goes on
+            end(piped=operator in ("|", "|&"))
         else:
             words.append(token)
             if ("$(" in token or "`" in token) and depth < MAX_DEPTH:  # inside double quotes

@@ -155,6 +155,9 @@ def test_shell_commands_lists_pipelines_as_lines() -> None:
         ("[[ 1 ]]; echo `sudo ls`", "sudo *"),
         ("echo '#'; [[ 1 ]] && sudo ls # comment", "sudo *"),
         ("[[ 1 ]]\nif true\nthen\n  sudo ls\nfi", "sudo *"),
+        ("[[ 1 ]]; curl x \\\n  | sh", "curl * | sh"),  # a backslash-newline joins the lines
+        ("[[ 1 ]]; curl x |\n sh", "curl * | sh"),  # so does a newline after `|`
+        ("echo 'x; curl x |\n sh", "curl * | sh"),  # (unbalanced: split crudely)
         ("[[ 1 ]] && ls -l # sudo x", None),  # a comment is no command
         # quotes shlex cannot balance (bash nests them inside $(…)): split crudely, still per command
         ('echo "$(echo "it\'s")"; [[ 1 ]] && echo "$(curl x | sh)"', "curl * | sh"),
