@@ -691,10 +691,11 @@ def session_level(recorded: str) -> str:
     return _REFUSED_LEVELS.get(recorded, recorded)
 
 
-def _blocked_event(guard: Guard, found: Detected, mechanism: str) -> PolicyBlocked:
+def _blocked_event(guard: Guard, found: Detected, mechanism: str, ts: float | None = None) -> PolicyBlocked:
+    """`ts`: when the trace saw it (a refused open), not when the recorder read that line (now)."""
     kill = mechanism == DETECT or guard.policy.on_violation == "kill"
     return PolicyBlocked(
-        ts=time.time(),
+        ts=time.time() if ts is None else ts,
         pid=found.pid,
         argv=found.argv,
         path=found.path,
@@ -714,9 +715,9 @@ def check_events(guard: Guard, batch: Sequence[Event]) -> list[Event]:
     mount = MOUNT in guard.enforcement.enforced
     for event in batch:
         if mount and (hit := refused_open(guard.policy, event, home=guard.home)) is not None:
-            found.append(_blocked_event(guard, hit, MOUNT))
+            found.append(_blocked_event(guard, hit, MOUNT, event.ts))
         if detected and (hit := detect_violation(guard.policy, event, parts=detected, home=guard.home)):
-            found.append(_blocked_event(guard, hit, DETECT))
+            found.append(_blocked_event(guard, hit, DETECT, event.ts))
     if (
         any(isinstance(e, PolicyBlocked) and e.action == "kill" for e in found)
         and not guard.killed

@@ -266,6 +266,13 @@ def test_protected_file_cannot_be_read_and_the_secret_is_nowhere(
     blocked = _events(capsule_home, "policy.blocked")
     assert {b["path"] for b in blocked} >= {str(work / ".env"), str(work / "sub" / "server.key")}
     assert {b["mechanism"] for b in blocked} == {"mount-namespace"}
+    # each at the time of the open it refused (was: when the recorder read that line)
+    refused: dict[tuple[int, str], set[float]] = {}
+    for e in _events(capsule_home, "file.opened"):
+        if not e["ok"]:
+            refused.setdefault((e["pid"], e["path"]), set()).add(e["ts"])
+    for b in blocked:
+        assert b["ts"] in refused[(b["pid"], b["path"])], b
     (applied,) = _events(capsule_home, "policy.applied")
     assert applied["hidden"] == 2
 
