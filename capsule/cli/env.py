@@ -22,6 +22,7 @@ from capsule.cli.base import (
     app,
     command_line,
     duration,
+    fail,
 )
 from capsule.cli.fast import Ansi
 
@@ -172,7 +173,10 @@ def restart(name: str, env: EnvOption = None) -> None:
     help="A process's stdout and stderr, with timestamps and stream.", hidden=True
 )  # the old top-level spelling, kept for a release
 def logs(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The process; or the project, then the process.")],
+    process: Annotated[
+        str | None, typer.Argument(help="The process, after the project.", show_default=False)
+    ] = None,
     env: EnvOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 50,
@@ -182,6 +186,10 @@ def logs(
 ) -> None:
     from capsule.api import environments
 
+    if process is not None:  # `env logs DIR NAME`, as `env up DIR` and `env status DIR` take it
+        if env is not None:
+            fail(f"give the project once: {name!r} or --env {env}", 2)
+        env, name = Path(name), process
     found = environments.logs(name, env, lines)
     out = sys.stdout.buffer
 

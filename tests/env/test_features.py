@@ -305,6 +305,15 @@ def test_logs_rotate_tail_and_follow(
         assert LOG_LINE.match(line), line
     assert {line.split(b" ", 2)[1] for line in lines} == {b"stdout", b"stderr"}
     assert any(line.split(b" ", 2)[2].startswith(b"tick ") for line in lines)
+    # `env logs DIR NAME`, as `env up DIR` takes the project, from a directory that is not it
+    elsewhere = capsule("env", "logs", str(root), "tick", "-n", "2", cwd=str(capsule_home.parent))
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert len(elsewhere.stdout.splitlines()) == 2
+    other = capsule("env", "logs", str(roots[1]), "tick")  # the project given is the one asked
+    assert other.returncode == 3, other
+    twice = capsule("env", "logs", str(root), "tick", "--env", str(root))
+    assert twice.returncode == 2, twice
+    assert "give the project once" in twice.stderr
     many = capsule("logs", "tick", "-n", "1000").stdout.encode().splitlines()
     streams = {line.split(b" ", 2)[1] for line in many}
     assert {b"stdout", b"stderr"} <= streams
@@ -324,7 +333,8 @@ def test_logs_rotate_tail_and_follow(
         sel = selectors.DefaultSelector()
         sel.register(follow.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + 10
-        while len(got) < 10 and time.monotonic() < deadline:
+        # ten lines, five of them stdout's (the two streams' lines arrive in any mix: 4 ticks in 10 seen)
+        while (len(got) < 10 or sum(b" stdout tick " in g for g in got) < 5) and time.monotonic() < deadline:
             if sel.select(timeout=0.5):
                 chunk = os.read(follow.stdout.fileno(), 65536)
                 assert chunk, "logs -f exited"
