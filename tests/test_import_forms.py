@@ -17,7 +17,16 @@ from capsule.fold.process_tree import ProcessNode
 from capsule.report import report_dict
 from tests import golden
 
-FORMS = ("import-none", "import-t", "import-tt", "import-s0", "import-r", "import-stderr", "import-ff")
+FORMS = (
+    "import-none",
+    "import-t",
+    "import-tt",
+    "import-s0",
+    "import-r",
+    "import-stderr",
+    "import-ff",
+    "import-decorated",
+)
 ALL_FORMS = (*FORMS, "import-cut")
 
 

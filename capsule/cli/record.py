@@ -267,8 +267,8 @@ def import_(
     log: Annotated[
         Path,
         typer.Argument(
-            help="The strace log (-o FILE or stderr; -t/-tt/-ttt/-r or none, -T, -y, any -s), or the "
-            "folder or PREFIX of `strace -ff -o PREFIX`."
+            help="The strace log (-o FILE or stderr; -t/-tt/-ttt/-r or none, -T, -y, -Y, -n, -i, -k, -C, "
+            "any -s), or the folder or PREFIX of `strace -ff -o PREFIX`."
         ),
     ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the session.")] = None,

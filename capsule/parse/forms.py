@@ -15,7 +15,7 @@ from typing import Literal
 
 import attrs
 
-from capsule.parse.grammar import EPOCH_MIN_DIGITS, MAX_ELAPSED, MAX_STAMP
+from capsule.parse.grammar import COMM, EPOCH_MIN_DIGITS, MAX_ELAPSED, MAX_STAMP
 
 Clock = Literal["epoch", "time-of-day", "relative", "none"]
 
@@ -23,14 +23,16 @@ DAY = 86400.0
 _HALF_DAY = 43200.0
 SLACK_S = 60.0  # a log's last stamp may follow its modification time by this much (clock skew, buffering)
 
+_COMM = COMM.encode()  # `12<sh>`: `-Y` names the process after its pid
 # `[pid 12] `, `12  ` or nothing, then a stamp: `1795239818.277003 ` (epoch), `     0.000123 ` (`-r`),
 # `05:43:44.614042 ` or `05:43:44 ` (`-tt`, `-t`).
 _STAMP = re.compile(
-    rb"^(?:\[pid +\d+\] |\d+ +)? *(?:(?P<num>\d+\.\d+)|(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d(?:\.\d+)?)) ",
+    rb"^(?:\[pid +\d+" + _COMM + rb"\] |\d+" + _COMM + rb" +)? *"
+    rb"(?:(?P<num>\d+\.\d+)|(?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d(?:\.\d+)?)) ",
     re.MULTILINE,
 )
 # `12  execve(`, `12  1.5 exit(`: a line of `strace -f -o FILE`, pid first.
-_PID_LINE = re.compile(rb"^\d+ +\S", re.MULTILINE)
+_PID_LINE = re.compile(rb"^\d+" + _COMM + rb" +\S", re.MULTILINE)
 # The first thing on a line of `strace -ff` output: a stamp or a call, never a pid.
 _ANY_LINE = re.compile(rb"^(?!strace: )\S.*$|^ +\d", re.MULTILINE)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 
+# `<sh>` -- `-Y` (`--decode-pids=comm`): the process's name after its pid (strace escapes a `>` in it).
+COMM = r"(?:<[^>\n]*>)?"
 # `1234  ` -- `strace -f -o FILE` prefixes every line with the pid, padded with spaces.
-PID_PLAIN = r"(?P<pid>\d+) +"
+PID_PLAIN = rf"(?P<pid>\d+){COMM} +"
 # `[pid  1234] ` -- `strace -f` writing to stderr, once more than one process is traced.
-PID_BRACKET = r"\[pid +(?P<bpid>\d+)\] "
+PID_BRACKET = rf"\[pid +(?P<bpid>\d+){COMM}\] "
 # `1795239818.277003 ` -- `-ttt`: seconds since the epoch.
 TS_EPOCH = r"(?P<epoch>\d+\.\d+) "
 # `05:43:44.614042 ` (`-tt`) or `05:43:55 ` (`-t`): time of day, the caller supplies the date.
@@ -23,7 +25,8 @@ PREFIX = re.compile(rf"(?:{PID_PLAIN}|{PID_BRACKET})? *(?:{TS_EPOCH}|{TS_CLOCK})
 # The first stamp of a trace, anywhere in a chunk, telling `-ttt` (`1795239818.277003 `, at least nine
 # digits: any date after 2001) from `-r` (`     0.000123 `: seconds since the previous line).
 FIRST_STAMP = re.compile(
-    r"^(?:\d+ +|\[pid +\d+\] )? *(?:(?P<epoch>\d+)\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?) ", re.MULTILINE
+    rf"^(?:\d+{COMM} +|\[pid +\d+{COMM}\] )? *(?:(?P<epoch>\d+)\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?) ",
+    re.MULTILINE,
 )
 # A stamp with fewer digits before the point is relative (`-r`): an epoch one has 9 or more since 2001.
 EPOCH_MIN_DIGITS = 9
@@ -33,7 +36,16 @@ MAX_ELAPSED = 1e9
 MAX_STAMP = 1e11
 # `[pid  1234] ` or `1234  ` inside a line: where strace's own text resumes after the traced program's
 # output (stderr style) was written in front of it without a newline.
-EMBEDDED_PID = re.compile(r"\[pid +\d+\] ")
+EMBEDDED_PID = re.compile(rf"\[pid +\d+{COMM}\] ")
+# `[  59] ` (`-n`: the syscall's number) then `[00007f4fec27ead7] ` or `[????????????????] ` (`-i`: the
+# instruction pointer), between the stamp and the body: what they say is not recorded.
+DECORATIONS = re.compile(r"(?:\[ *\d+\] )?(?:\[(?:[0-9a-f]+|\?+)\] )?")
+# ` > /usr/lib/x86_64-linux-gnu/libc.so.6(__execve+0xb) [0xe3ad7]` -- `-k`: a frame of the stack the
+# call above it was made from, on a line of its own.
+STACK_FRAME = re.compile(r" > .* \[0x[0-9a-f]+\]$")
+# `% time     seconds  usecs/call     calls    errors syscall` -- `-C`: the summary table strace writes
+# after the trace; every line from here on is the table's.
+SUMMARY_HEADER = "% time "
 
 # `execve`, `clone3`, `syscall_0x3e7`, `???` -- a syscall name as strace prints it.
 NAME = r"(?P<name>\w+|\?\?\?)"

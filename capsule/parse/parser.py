@@ -91,6 +91,7 @@ class StraceParser:
         self._day = 0.0  # days added to clock stamps, after the trace crossed midnight
         self._last_clock = -1.0
         self._cut: tuple[int, str] | None = None  # (line_no, text) of a line cut by an attach message
+        self._summary = False  # `-C`'s summary table has begun: what does not parse is strace's table
         # Whether the trace's stamps are `-r` ones, from the first stamp seen: only the `keep` filter
         # depends on it (each stamp is read by its own digits, so records never depend on chunking).
         self._relative: bool | None = None
@@ -277,7 +278,12 @@ class StraceParser:
         return line
 
     def _parse_line(self, line: str, line_no: int) -> Record:
+        if line.startswith(g.SUMMARY_HEADER):
+            self._summary = True
         rec = self._parse_body(line, line_no)
+        if type(rec) is Unparsed and (self._summary or g.STACK_FRAME.match(line)):
+            # strace's own text, not the trace: `-C`'s summary table, a `-k` stack frame
+            return Message(line_no=line_no, pid=None, ts=None, text=line)
         if type(rec) is Unparsed and rec.reason == "not a syscall line":
             # stderr style: the traced program's output, written without a newline, can precede strace's
             # own text on a line (`oops[pid  12] execve(...`). What follows a `[pid N] ` is tried alone.
@@ -331,6 +337,8 @@ class StraceParser:
             body = line[m.end() :]
         if pid is not None and pid > g.PID_MAX:  # the slow path's verdict: no stamp is read past a bad pid
             return Unparsed(line_no=line_no, pid=None, ts=None, text=line, reason="pid out of range")
+        if body[:1] == "[":  # `-n`, `-i`: `[  59] [00007f4fec27ead7] execve(...`
+            body = body[g.DECORATIONS.match(body).end() :]  # type: ignore[union-attr]  # all optional
         first = body[:1]
         if first == "+":
             return self._parse_exit(body, line, line_no, pid, ts)

@@ -284,6 +284,76 @@ CASES: list[tuple[str, bytes, list[Record]]] = [
         [Unparsed(line_no=1, pid=12, ts=None, text="12 \ufffd\ufffd junk", reason="not a syscall line")],
     ),
     (
+        "-Y: the process's name after its pid, -o and stderr style",
+        b"3366<sh> 1795239818.278728 getppid() = 3360<strace>\n"
+        b"[pid  3367<a\\76 b>] 1795239818.278729 +++ exited with 0 +++\n",
+        [
+            call(
+                ts=1795239818.278728, pid=3366, name="getppid", args="", state="complete", tail="3360<strace>"
+            ),
+            Exited(line_no=2, pid=3367, ts=1795239818.278729, code=0),
+        ],
+    ),
+    (
+        "-n and -i: the syscall's number and the instruction pointer before the body",
+        b'12 1795239818.5 [  59] [00007f4fec27ead7] execve("/bin/true", ["true"], 0x7ffc) = 0\n'
+        b"12 1795239818.6 [ 231] [????????????????] +++ exited with 0 +++\n"
+        b"13 1795239818.7 [00007f4fec27ead7] --- SIGCHLD {si_signo=SIGCHLD} ---\n",
+        [
+            call(
+                ts=1795239818.5,
+                pid=12,
+                name="execve",
+                args='"/bin/true", ["true"], 0x7ffc',
+                state="complete",
+                tail="0",
+            ),
+            Exited(line_no=2, pid=12, ts=1795239818.6, code=0),
+            Signal(line_no=3, pid=13, ts=1795239818.7, signal="SIGCHLD", info="{si_signo=SIGCHLD}"),
+        ],
+    ),
+    (
+        "-k: stack frames are strace's own text",
+        b"12 1795239818.5 getppid() = 1\n"
+        b" > /usr/lib/x86_64-linux-gnu/libc.so.6(getppid+0x7) [0xe3ad7]\n"
+        b" > /usr/bin/bash() [0x3b470]\n",
+        [
+            call(ts=1795239818.5, pid=12, name="getppid", args="", state="complete", tail="1"),
+            Message(
+                line_no=2,
+                pid=None,
+                ts=None,
+                text=" > /usr/lib/x86_64-linux-gnu/libc.so.6(getppid+0x7) [0xe3ad7]",
+            ),
+            Message(line_no=3, pid=None, ts=None, text=" > /usr/bin/bash() [0x3b470]"),
+        ],
+    ),
+    (
+        "-C: the summary table after the trace is strace's own text",
+        b"12 1795239818.5 +++ exited with 0 +++\n"
+        b"% time     seconds  usecs/call     calls    errors syscall\n"
+        b"------ ----------- ----------- --------- --------- ----------------\n"
+        b" 85.18    0.251819        2444       103        50 wait4\n",
+        [
+            Exited(line_no=1, pid=12, ts=1795239818.5, code=0),
+            Message(
+                line_no=2,
+                pid=None,
+                ts=None,
+                text="% time     seconds  usecs/call     calls    errors syscall",
+            ),
+            Message(
+                line_no=3,
+                pid=None,
+                ts=None,
+                text="------ ----------- ----------- --------- --------- ----------------",
+            ),
+            Message(
+                line_no=4, pid=None, ts=None, text=" 85.18    0.251819        2444       103        50 wait4"
+            ),
+        ],
+    ),
+    (
         "partial last line parsed at close",
         b"12 +++ exited with 1 +++",
         [Exited(line_no=1, pid=12, ts=None, code=1)],
