@@ -26,6 +26,7 @@ from capsule.events import (
     ProcSignaled,
     ProcSpawned,
 )
+from capsule.fold.exec_argv import named_argv
 from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
 
 MAX_WARNINGS = 100
@@ -52,7 +53,7 @@ class ProcessNode:
     end: float | None = None  # None while running, or when the session ended before its exit was seen
     execs: list[ExecAttempt] = attrs.Factory(list)
     argv: tuple[str, ...] | None = None  # argv of the last successful exec (None: unknown, `-s 0`)
-    argv_truncated: bool = False  # strace cut that argv (`-s`): what is in `argv` is a prefix
+    argv_truncated: bool = False  # strace cut that argv (`-s`): a prefix (argv[0]: see named_argv)
     exe: str | None = None  # path of the last successful exec
     exec_ok: bool = False  # it exec'd successfully (its argv may still be unknown)
     untimed: bool = False  # the trace has no timestamps: start and end say nothing of its duration
@@ -273,14 +274,14 @@ class ProcessTree:
         had_image = node.exec_ok
         node.execs.append(event)
         if event.ok:
-            node.argv = event.argv
+            node.argv = named_argv(event)
             node.argv_truncated = event.argv_truncated
             node.exe = event.path
             node.exec_ok = True
             chain: list[ExecImage] = (
-                [(e.path, e.argv or ()) for e in node.execs if e.ok]
+                [(e.path, named_argv(e) or ()) for e in node.execs if e.ok]
                 if had_image
-                else [(event.path, event.argv or ())]
+                else [(event.path, node.argv or ())]
             )
             node.classification = self.rules.classify(chain)
         elif not node.exec_ok:

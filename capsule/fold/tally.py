@@ -11,6 +11,7 @@ import attrs
 
 from capsule.events import Event, ProcExec, ProcExited, ProcSpawned, ProcSpawnFailed, TraceUnparsed
 from capsule.events.policy import PolicyBlocked
+from capsule.fold.exec_argv import named_argv
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
@@ -43,7 +44,7 @@ class Tally:
                 self.root_pid = event.pid
         elif isinstance(event, ProcExec):
             if event.ok and self.answers is not None:
-                self._images[event.pid] = (event.path, event.argv or ())  # argv unknown (-s 0): no rule
+                self._images[event.pid] = (event.path, named_argv(event) or ())  # unknown (-s 0): no rule
         elif isinstance(event, ProcExited):
             image = self._images.pop(event.pid, None)
             if event.signal is not None:

@@ -19,7 +19,8 @@ since the epoch (floats), durations seconds; a value not known is null.
           "pid": int, "ppid": int | null,   # ppid: the pid that spawned it, kept when orphaned
           "argv": [str] | null, # argv of the last successful exec; null if it never exec'd or if the
                                 # trace does not show it (`strace -s 0`)
-          "argv_truncated": bool,   # strace cut that argv (`-s`): `argv` is a prefix of it
+          "argv_truncated": bool,   # strace cut that argv (`-s`): `argv` is a prefix of it (an argv[0]
+                                    # cut itself is completed from the exec'd path it was a prefix of)
           "exe": str | null,    # path of the last successful exec
           "label": "agent" | "tool" | "system" | "unknown",
           "workflow": "explore" | "edit" | "build" | "test" | "vcs" | "install" | "execute" | ... | null,

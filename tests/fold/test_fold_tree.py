@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from capsule.events import ProcExec
 from capsule.fold import ProcessNode, fold_session
+from capsule.fold.agents import tool_name
 from tests.fold.builders import Script, packaged_rules
 
 
@@ -45,6 +47,36 @@ def test_pyenv_shim_chain_is_one_node() -> None:
     assert node.argv == ("python", "-m", "pytest")
     assert node.workflow == "test"
     assert node.failed
+
+
+@pytest.mark.parametrize(
+    ("cut", "named"),
+    [
+        # `strace -f` (-s 32) cut argv[0] itself: the program is the exec'd path it began
+        ("/root/.pyenv/versions/3.11.7/bin", "/root/.pyenv/versions/3.11.7/bin/python3"),
+        ("python3", "python3"),  # argv[0] whole, a later element cut: unchanged
+        ("/root/.pyenv/versions/3.11.7/bin/python3", "/root/.pyenv/versions/3.11.7/bin/python3"),
+        ("/opt", "/opt"),  # not a prefix of the path: nothing to complete it from
+    ],
+)
+def test_argv0_cut_by_s_is_named_by_the_exec_path(cut: str, named: str) -> None:
+    """A report names a process by argv[0]: one cut by `-s` to a directory of its path (`bin`) is the
+    exec'd path instead, everywhere the name is used (tree, tools, rules)."""
+    s = Script().start("python3")
+    s.spawn(300, None, via="root")
+    path = "/root/.pyenv/versions/3.11.7/bin/python3"
+    s.add(
+        ProcExec(
+            ts=0.5, pid=300, path=path, argv=(cut, "-c", "import threading"), ok=True, argv_truncated=True
+        )
+    )
+    s.exit(300, 0).end()
+    state = fold_session(s.events, packaged_rules())
+    (node,) = state.tree.nodes
+    assert node.argv == (named, "-c", "import threading")
+    assert node.argv_truncated
+    assert node.execs[0].argv == (cut, "-c", "import threading")  # the record stays what strace printed
+    assert tool_name(node) == named.rsplit("/", 1)[-1]
 
 
 def test_failed_exec_attempts_stay_in_execs_not_argv() -> None:
