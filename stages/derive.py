@@ -371,7 +371,7 @@ async def _import_into(
             processes=tally.processes,
             failed=tally.failed,
             unparsed=stats.unparsed,
-            incomplete=incompleteness(stats, cut=read.cut or stats.cut),
+            incomplete=incompleteness(stats, cut=read.cut or stats.cut, imported=tally.processes),
         )
         writer.write([ended])
         return Imported(session_id, path, writer.tally, stats.lines, ended.events)

@@ -122,11 +122,15 @@ def exit_status(status: tuple[int | None, str | None] | None, tracer_rc: int) ->
     return tracer_rc, None
 
 
-def incompleteness(stats: TraceStats, *, cut: bool) -> str | None:
-    """Why a trace stops before the command ended (None when it is whole), with how much is missing."""
+def incompleteness(stats: TraceStats, *, cut: bool, imported: int | None = None) -> str | None:
+    """Why a trace stops before the command ended (None when it is whole), with how much is missing.
+    `imported`: the processes of an imported log, whose every exit strace may have left out (`-qq`)."""
     if not cut and stats.root_status is not None:
         return None
     why = "the trace ends mid-line (strace was killed)" if cut else "the trace ends before the command exited"
+    if not cut and imported and stats.unexited >= imported:
+        # Not one exit in the whole log: far likelier strace's quiet flags than a strace stopped so early.
+        why = "the log shows no process's exit (strace -qq and -e quiet=exit leave them out)"
     if stats.unexited:
         many = stats.unexited != 1
         why += f"; {stats.unexited} process{'es' if many else ''} ha{'ve' if many else 's'} no recorded exit"

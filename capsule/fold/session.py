@@ -141,9 +141,15 @@ class SessionState:
             out.append("the session has no end: its recorder died before closing it")
         if self.recovered is not None:
             out.append(f"recovered from the raw trace: {self.recovered.reason}")
-        if self.ended is not None and self.ended.incomplete is not None:
-            out.append(f"recording stopped before the command ended: {self.ended.incomplete}")
         header = self.header
+        if self.ended is not None and self.ended.incomplete is not None:
+            imported = header is not None and header.session_kind == "import"
+            what = (
+                "the log does not show the command's end"
+                if imported
+                else "recording stopped before the command ended"
+            )
+            out.append(f"{what}: {self.ended.incomplete}")
         if header is not None and header.session_kind == "import":
             clock = header.trace_clock
             if clock == "time-of-day":

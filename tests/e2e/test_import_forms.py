@@ -56,6 +56,39 @@ def test_ff_folder_and_prefix_import_like_one_log(capsule: CapsuleRunner, tmp_pa
         assert check.returncode == 0, check.stdout
 
 
+@pytest.mark.parametrize("flags", [["-Y"], ["-n", "-i"], ["-k"], ["-C"], ["-Y", "-n", "-i", "-k", "-C"]])
+def test_decorated_lines_import_like_plain_ones(
+    capsule: CapsuleRunner, tmp_path: Path, flags: list[str]
+) -> None:
+    """-Y (`1234<sh>`), -n, -i, -k stack frames and -C's summary: the plain log's tree, nothing unparsed."""
+    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
+    _strace("-f", "-ttt", *flags, "-o", "decorated.log", cwd=tmp_path)
+    trees = []
+    for source in ("plain.log", "decorated.log"):
+        done = capsule("import", str(tmp_path / source))
+        assert done.returncode == 0, done.stderr
+        report = report_json(capsule, done.stdout.strip())
+        assert report["session"]["status"] == "complete"
+        assert report["session"]["exit_code"] == 2
+        assert report["unparsed_lines"] == 0
+        assert report["warnings"] == []
+        trees.append(_tree(report))
+        check = capsule("replay", "--check", done.stdout.strip())
+        assert check.returncode == 0, check.stdout
+    assert trees[0] == trees[1]
+
+
+def test_a_log_without_exits_says_which_flag_left_them_out(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """`-qq` drops every `+++ exited` line: the import is incomplete and says why, not that strace died."""
+    _strace("-f", "-ttt", "-qq", "-o", "quiet.log", cwd=tmp_path)
+    done = capsule("import", str(tmp_path / "quiet.log"))
+    assert done.returncode == 0, done.stderr
+    report = report_json(capsule, done.stdout.strip())
+    assert report["session"]["status"] == "incomplete"
+    (warning,) = [w for w in report["warnings"] if "-qq" in w]
+    assert warning.startswith("the log does not show the command's end: the log shows no process's exit")
+
+
 def test_single_per_pid_file_is_refused_with_a_hint(
     capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
 ) -> None:
