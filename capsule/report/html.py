@@ -57,7 +57,7 @@ COLUMNS = (
     "workflow",
     "failed",  # 1 or 0
     "argv",  # its own argv, else the last attempted one, else its spawner's
-    "note",  # "exec ENOENT", "fork", "core dumped", "by kill (3)" (who sent the fatal signal) or null
+    "note",  # "exec ENOENT", "fork", "attached", "core dumped", "by kill (3)" (who sent the fatal signal) or null
 )
 
 
@@ -89,7 +89,7 @@ def _note(node: ProcessNode, sender: Callable[[ProcessNode, int], str]) -> str |
     if node.killed_by is not None:
         return f"by {sender(node, node.killed_by)}"
     if node.argv is None and not node.execs:
-        return "fork"
+        return "attached" if node.via == "root" else "fork"  # a root never exec'd: `strace -p`
     return None
 
 

@@ -99,7 +99,8 @@ def _node_line(node: ProcessNode, live_until: float | None = None) -> Text:
             shown += " …"  # strace cut the argv (`-s`): more followed
         line.append(shown, style=argv_style)
     if node.argv is None and not node.execs:
-        line.append(" (fork)", style="dim")
+        # a root that never exec'd was running when the trace began (`strace -p`): not a fork
+        line.append(" (attached)" if node.via == "root" else " (fork)", style="dim")
     label = node.agent if node.label == "agent" and node.agent else node.label
     line.append(f"  [{label}", style=LABEL_STYLES.get(node.label, ""))
     if node.workflow is not None and node.label != "agent":

@@ -339,3 +339,13 @@ def test_the_policy_title_is_one_line_above_a_narrow_table() -> None:
     )
     assert title in text.splitlines(), text
     assert "/w/.env │ .env │ mount-namespace" in text, text
+
+
+def test_a_root_the_trace_never_saw_exec_is_attached_not_a_fork() -> None:
+    """`strace -p`: the root was running before the trace began; its children's forks stay forks."""
+    s = Script().start("?")
+    s.spawn(10, None, via="root").spawn(11, 10, via="fork").spawn(12, 10).exec(12, "/bin/sleep", "sleep", "1")
+    s.exit(11).exit(12).exit(10, 4).end(4)
+    lines = to_text(render(fold_session(s.events, packaged_rules()))).splitlines()
+    assert any(line.startswith("└── 10 ? (attached)") for line in lines), lines
+    assert any("11 ? (fork)" in line for line in lines), lines

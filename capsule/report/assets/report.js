@@ -238,7 +238,7 @@ function nodeEl(r) {
   tog.className = "tog"; tog.textContent = ch ? "\u25b8" : "\u00b7";
   if (ch) tog.title = ch.length.toLocaleString() + " children";
   sw.className = "sw"; sw.style.background = LABELS[p[LAB]] || "#888";
-  cmd.className = "cmd"; cmd.textContent = p[PID] + " " + shortLine(p[ARGV]) + (p[NOTE] === "fork" ? " (fork)" : "");
+  cmd.className = "cmd"; cmd.textContent = p[PID] + " " + shortLine(p[ARGV]) + (p[NOTE] === "fork" || p[NOTE] === "attached" ? " (" + p[NOTE] + ")" : "");
   out.className = "out";
   out.textContent = (p[WF] ? p[LAB] + "\u00b7" + p[WF] : p[LAB]) + "  " + (p[EN] === null ? "?" : dur(p[EN] - p[ST])) + "  " + outcome(p) +
     (ch ? "  [" + ch.length.toLocaleString() + "]" : "");
