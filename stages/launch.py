@@ -42,20 +42,44 @@ if TYPE_CHECKING:
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
+BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
+
+
 def resolve_command(
     name: str, cwd: str | None = None, env: dict[str, str] | None = None
 ) -> tuple[str | None, str | None]:
     """(path, None) if `name` can be executed, else (None, errno name) as execvp would fail (from
-    `cwd`, with `env`'s PATH when they are given)."""
+    `cwd`, with `env`'s PATH when they are given); ENOEXEC for a file the kernel would not exec."""
     if "/" in name:
         where = os.path.join(cwd, name) if cwd is not None else name
         if not os.path.exists(where):
             return None, "ENOENT"
         if os.path.isdir(where) or not os.access(where, os.X_OK):
             return None, "EACCES"
-        return name, None
+        return (None, "ENOEXEC") if no_exec_format(where) else (name, None)
     found = shutil.which(name, path=None if env is None else env.get("PATH", os.defpath))
-    return (found, None) if found else (None, "ENOENT")
+    if found is None:
+        return None, "ENOENT"
+    return (None, "ENOEXEC") if no_exec_format(found) else (found, None)
+
+
+def no_exec_format(path: str) -> bool:
+    """Whether the kernel would refuse to exec `path` (ENOEXEC): neither `#!` nor an ELF header, and no
+    binfmt_misc handler registered that might take it. A shell runs such a file as a script of its own;
+    strace (and the eBPF stub) exec it as it is, and would fail inside the recording with strace's
+    `exec: Exec format error`."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        return False  # let the exec say what is wrong
+    if head[:2] == b"#!" or head == b"\x7fELF":
+        return False
+    try:
+        handlers = [n for n in os.listdir(BINFMT_MISC) if n not in ("register", "status")]
+    except OSError:
+        handlers = []
+    return not handlers
 
 
 class MainThreadProcess:

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 EXIT_RECORDER_FAILED = 125  # like env(1) and timeout(1): the wrapper itself failed
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+# Why a command could not start, by the errno `resolve_command` gave (exit 127 for ENOENT, else 126).
+_SPAWN_FAILURES = {"ENOENT": "command not found", "EACCES": "permission denied", "ENOEXEC": "cannot execute"}
 
 
 @attrs.frozen
@@ -210,7 +212,7 @@ async def record_run(
         resolved, failure = (argv[0], None) if early else resolve_command(argv[0], cwd, env)
         if resolved is None:
             assert failure is not None
-            message = "command not found" if failure == "ENOENT" else "permission denied"
+            message = _SPAWN_FAILURES.get(failure, "permission denied")
             writer.write(
                 [
                     header(
@@ -230,6 +232,8 @@ async def record_run(
             )
             code = EXIT_NOT_FOUND if failure == "ENOENT" else EXIT_NOT_EXECUTABLE
             error = f"{message}: {shown[0]}"
+            if failure == "ENOEXEC":  # a shell would have run it: say how
+                error += f" (no #! line: run it as `sh {shown[0]}`, or add one)"
             _close(writer, started, code, None, 0, 0, error)
             return RunOutcome(session_id, path, code, None, time.time() - started, writer.tally, error)
 

@@ -106,6 +106,26 @@ def test_missing_command_exits_127_and_is_recorded(capsule: CapsuleRunner) -> No
     assert "processes by label" not in text  # no empty table
 
 
+def test_a_script_without_shebang_exits_126_with_a_hint(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """An executable text file without `#!` (a shell runs it, strace cannot): one line saying how to run
+    it, exit 126 as for any command that cannot execute, and the attempt recorded (ENOEXEC)."""
+    script = tmp_path / "no-shebang"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    done = capsule("run", "--", str(script))
+    assert done.returncode == 126
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("capsule: error:")]
+    assert (
+        line == f"capsule: error: cannot execute: {script} (no #! line: run it as `sh {script}`, or add one)"
+    )
+    assert "Exec format error" not in done.stderr  # strace's own message: it never started
+    report = report_json(capsule)
+    assert report["session"]["exit_code"] == 126
+    assert report["spawn_failures"][0]["errno"] == "ENOEXEC"
+    script.write_text("#!/bin/sh\necho hi\n")  # with its line, the same file runs
+    assert capsule("run", "--", str(script)).returncode == 0
+
+
 def test_report_to_a_pipe_has_no_padded_lines(capsule: CapsuleRunner) -> None:
     """rich pads each cell to its column: sent to a pipe, the report's lines end without spaces."""
     assert (
