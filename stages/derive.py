@@ -110,6 +110,7 @@ async def rederive(
         tt_origin=clock.get("tt_origin", 0.0),
         default_ts=clock.get("default_ts", 0.0),
         tracer=tracer,
+        ends=header is not None and header.session_kind == "import",
     )
     return events, stats
 
@@ -355,6 +356,7 @@ async def _import_into(
             tt_origin=header.trace_origin or 0.0,
             default_ts=header.ts if header.trace_clock != "epoch" else 0.0,
             writeback=True,
+            ends=True,
         )
         tally = writer.tally
         if tally.processes == 0:

@@ -218,7 +218,7 @@ def part(
         redactor = redact_bytes
     from capsule.track.levels import IGNORED_SIGNALS, level_parts, wanted_syscalls
 
-    wanted = Wanted(wanted_syscalls(*level_parts(level)), IGNORED_SIGNALS)
+    wanted = Wanted(wanted_syscalls(*level_parts(level), ends=True), IGNORED_SIGNALS)  # an import's
     parent = os.getppid()
     seen: set[str] = set()
     held = b""

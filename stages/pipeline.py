@@ -78,9 +78,10 @@ class LiveCount:
 
 
 def open_parser_tracker(
-    kind: str, level: str, tt_origin: float = 0.0, default_ts: float = 0.0
+    kind: str, level: str, tt_origin: float = 0.0, default_ts: float = 0.0, *, ends: bool = False
 ) -> tuple[TraceParser, TraceTracker]:
-    """The parser and tracker for a trace written by tracer `kind` at trace `level`."""
+    """The parser and tracker for a trace written by tracer `kind` at trace `level`; `ends`: an imported
+    log's, whose ends are also read from exit_group and waits (Tracker)."""
     if level not in get_args(Level):
         raise ValueError(f"unknown trace level {level!r}")
     if kind == "ebpf":
@@ -91,7 +92,7 @@ def open_parser_tracker(
         return EbpfParser(), EbpfTracker(level=cast(Level, level))
     if kind != "strace":
         raise ValueError(f"unknown tracer {kind!r}")
-    tracker = Tracker(level=cast(Level, level), default_ts=default_ts)
+    tracker = Tracker(level=cast(Level, level), default_ts=default_ts, ends=ends)
     parser = StraceParser(
         tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
     )
@@ -280,15 +281,17 @@ async def run_pipeline(
     tracer: str = "strace",
     live: LiveCount | None = None,
     writeback: bool = False,
+    ends: bool = False,
 ) -> TraceStats:
     """Run source -> keep trace -> parse -> track -> sink to the end of the trace.
 
     `tt_origin` is what `-t`/`-tt`/`-r` stamps count from, `default_ts` the time of lines before the first
     stamp (of every line, in a trace without stamps): a session header's `trace_origin` and `ts`.
     `tracer` names what wrote the trace (strace, or ebpf); `live` gets the tracker's live count;
-    `writeback`: the kept trace goes to disk as it is written (an import: keep_trace_stage).
+    `writeback`: the kept trace goes to disk as it is written (an import: keep_trace_stage); `ends`: an
+    imported log (open_parser_tracker).
     """
-    parser, tracker = open_parser_tracker(tracer, level, tt_origin, default_ts)
+    parser, tracker = open_parser_tracker(tracer, level, tt_origin, default_ts, ends=ends)
     raw_send, raw_receive = trio.open_memory_channel[Piece](DEPTH)
     kept_send, kept_receive = trio.open_memory_channel[Piece](DEPTH)
     records_send, records_receive = trio.open_memory_channel[list[Any]](DEPTH)

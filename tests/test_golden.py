@@ -120,7 +120,11 @@ def test_reparse_tracks_into_recorded_events(session: Path, events: list[Event])
     tracker: Any = (
         EbpfTracker(level=level)
         if tracer == "ebpf"
-        else Tracker(level=level, default_ts=clock.get("default_ts", 0.0))
+        else Tracker(
+            level=level,
+            default_ts=clock.get("default_ts", 0.0),
+            ends=header_of(events).session_kind == "import",
+        )
     )
     derived = tracker.feed(records) + tracker.close()
     assert derived == from_trace(events)
@@ -202,6 +206,7 @@ async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[
         redact=True,
         **clock_of(header_of(events)),  # type: ignore[arg-type]
         tracer=golden.tracer_of(session),
+        ends=header_of(events).session_kind == "import",
     )
     assert derived == from_trace(events)
 

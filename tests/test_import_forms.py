@@ -26,6 +26,7 @@ FORMS = (
     "import-stderr",
     "import-ff",
     "import-decorated",
+    "import-qq",
 )
 ALL_FORMS = (*FORMS, "import-cut")
 
@@ -130,7 +131,7 @@ def test_cut_log_is_incomplete_and_unexited_processes_have_no_end() -> None:
     unexited = [p for p in report["processes"] if p["end"] is None]
     assert unexited
     assert all(p["exit_code"] is None and p["signal"] is None for p in unexited)
-    (warning,) = [w for w in report["warnings"] if w.startswith("recording stopped")]
+    (warning,) = [w for w in report["warnings"] if w.startswith("the log does not show the command's end")]
     assert "mid-line" in warning
     assert f"{len(unexited)} processes have no recorded exit" in warning
 

@@ -136,7 +136,7 @@ def replay(path: str | Path) -> Replay:
     events_match: bool | None = None
     events_diff: list[str] = []
     if (path / TRACE).is_file():
-        derived, _ = trio.run(lambda: rederive(path / TRACE, level=header.trace_level))
+        derived, _ = trio.run(lambda: rederive(path / TRACE, level=header.trace_level, header=header))
         recorded = from_trace(events)
         events_match = derived == recorded
         if not events_match:

@@ -30,6 +30,8 @@ _CHANGES: dict[str, tuple[str, int | None, int, int | None, int | None]] = {
     "truncate": ("write", None, 0, None, None),
 }
 _CWD = frozenset(("chdir", "fchdir"))
+# The calls a process's end can be read from when a log has no exit lines (Tracker's `ends`).
+_ENDS = frozenset(("exit_group", "wait4", "waitid"))
 _NET_OPS = frozenset(("bind", "listen", "accept", "accept4", "sendto", "sendmsg", "getsockname"))
 
 # Signals whose `--- SIG… ---` lines produce nothing: SIGCHLD is the noise of every fork.
@@ -43,9 +45,12 @@ def level_parts(level: str) -> tuple[bool, bool]:
     return level in ("file", "all"), level in ("net", "all")
 
 
-def wanted_syscalls(files: bool, net: bool) -> frozenset[str]:
-    """The syscall names a tracker keeping files and/or network acts on: a parser may drop the rest."""
+def wanted_syscalls(files: bool, net: bool, *, ends: bool = False) -> frozenset[str]:
+    """The syscall names a tracker keeping files and/or network (and `ends`: exit_group and the waits)
+    acts on: a parser may drop the rest."""
     wanted = _SPAWN | _EXEC | {"???"}
+    if ends:
+        wanted |= _ENDS
     if files:
         wanted |= _OPEN | _CHANGES.keys() | _CWD
     if net:

@@ -48,6 +48,7 @@ from capsule.track.args import decode_array, decode_string, exec_head, split_arg
 from capsule.track.levels import (
     _CHANGES,
     _CWD,
+    _ENDS,
     _EXEC,
     _NET_OPS,
     _OPEN,
@@ -61,6 +62,11 @@ from capsule.track.paths import descriptor, resolve, sockaddr, written_path
 Level = Literal["process", "file", "net", "all"]
 
 _SI_PID = re.compile(r"\bsi_pid=(\d+)")
+# A waited child's end: wait4's status (`[{WIFEXITED(s) && WEXITSTATUS(s) == 3}]`,
+# `[{WIFSIGNALED(s) && WTERMSIG(s) == SIGSEGV && WCOREDUMP(s)}]`), or waitid's siginfo.
+_WAIT_EXITED = re.compile(r"WIFEXITED\(s\) && WEXITSTATUS\(s\) == (\d{1,3})\}")
+_WAIT_SIGNALED = re.compile(r"WIFSIGNALED\(s\) && WTERMSIG\(s\) == (SIG\w+|\d+)( && WCOREDUMP\(s\))?\}")
+_WAITID = re.compile(r"si_code=CLD_(EXITED|KILLED|DUMPED), si_pid=(\d{1,7})\b.*?si_status=(\w+)")
 _SI_CODE = re.compile(r"\bsi_code=(\w+)")
 _FAMILY = re.compile(r"\bsa_family=(\w+)")
 _INET = re.compile(r'sin_port=htons\((\d+)\), sin_addr=inet_addr\("([^"]*)"\)')
@@ -80,10 +86,17 @@ class Tracker:
     @property
     def wanted_syscalls(self) -> frozenset[str]:
         """The syscall names this tracker acts on at its level: a parser may drop the rest."""
-        return wanted_syscalls(self._files, self._net)
+        return wanted_syscalls(self._files, self._net, ends=self._ends)
 
-    def __init__(self, level: Level = "process", default_ts: float = 0.0) -> None:
+    def __init__(self, level: Level = "process", default_ts: float = 0.0, *, ends: bool = False) -> None:
         self._files, self._net = level_parts(level)
+        # `ends` (imports): a process's end is also read from its exit_group and its parent's wait, for
+        # logs whose exit lines strace left out (`-qq`, `-e quiet=exit`; `-e signal=none` drops the
+        # `+++ killed by` ones). A complete log shows each exit line before the parent's wait returns
+        # (the tracer reaps a traced child first), so for it nothing changes.
+        self._ends = ends
+        # leader -> (ts, exit code, signal, core dumped) its exit_group or its parent's wait said
+        self._end_calls: dict[int, tuple[float, int | None, str | None, bool]] = {}
         self.root_pid: int | None = None
         self.root_status: tuple[int | None, str | None] | None = None
         self.unparsed = 0
@@ -137,6 +150,9 @@ class Tracker:
             self._new_process(pid, None, "unknown", held[0][1])
             for rec, ts, hpid in held:
                 self._process(rec, ts, hpid)
+        # Processes whose end only their calls showed (every process of a -qq log), in time order
+        for tgid in sorted(self._end_calls, key=lambda tgid: self._end_calls[tgid][0]):
+            self._settle(tgid)
         return out
 
     # --- routing -----------------------------------------------------------------------------------
@@ -258,6 +274,51 @@ class Tracker:
             self._connect(rec, args, ts, tgid)
         elif self._net and name in _NET_OPS:
             self._socket_call(rec, name, args, ts, tgid)
+        elif self._ends and name in _ENDS:
+            self._end_call(rec, name, args, ts, tgid)
+
+    def _end_call(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
+        """Keep what exit_group and a parent's wait say of a process's end, for a process no exit line
+        ends (see `_settle`): never used sooner, since a log's lines need not come in the order the
+        kernel did things (`strace -ff` files merge by each call's entry time)."""
+        if name == "exit_group":
+            code = args.strip()
+            if code.isdigit() and len(code) <= 10 and tgid not in self._end_calls:
+                self._end_calls[tgid] = (ts, int(code) & 0xFF, None, False)
+            return
+        if rec.errno is not None:
+            return
+        end: tuple[int | None, str | None, bool] | None = None
+        if name == "wait4":
+            child = _result_pid(rec)
+            exited, signaled = _WAIT_EXITED.search(args), _WAIT_SIGNALED.search(args)
+            if exited is not None:
+                end = (int(exited[1]), None, False)
+            elif signaled is not None:
+                end = (None, signaled[1], signaled[2] is not None)
+        else:  # waitid
+            info = _WAITID.search(args)
+            child = int(info[2]) if info is not None and 0 < int(info[2]) <= PID_MAX else None
+            if info is not None and info[1] == "EXITED" and info[3].isdigit() and len(info[3]) <= 3:
+                end = (int(info[3]) & 0xFF, None, False)
+            elif info is not None and info[1] != "EXITED" and (info[3].startswith("SIG") or info[3].isdigit()):
+                end = (None, info[3], info[1] == "DUMPED")
+        if child is None or end is None or self._tgid.get(child) != child or child in self._exited:
+            return  # WNOHANG's 0, a stopped or continued child, one not followed or already ended
+        called = self._end_calls.get(child)
+        self._end_calls[child] = (called[0] if called is not None else ts, *end)  # exit_group's time first
+
+    def _settle(self, tgid: int) -> None:
+        """End `tgid` as its calls said (`_end_call`) if no exit line did: at the trace's end, or when
+        its pid is reused (it was gone by then)."""
+        ts, code, signal, core_dumped = self._end_calls.pop(tgid)
+        if tgid in self._exited:
+            return
+        self._exited.add(tgid)
+        self._live.discard(tgid)
+        self._out.append(ProcExited(ts=ts, pid=tgid, exit_code=code, signal=signal, core_dumped=core_dumped))
+        if tgid == self.root_pid:
+            self.root_status = (code, signal)
 
     def _spawn(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         child = _result_pid(rec)
@@ -283,6 +344,8 @@ class Tracker:
             self._process(rec, ts, hpid)
 
     def _new_process(self, pid: int, ppid: int | None, via: str, ts: float) -> None:
+        if pid in self._end_calls:  # its pid reused: the process its calls ended is gone
+            self._settle(pid)
         if ppid is None and via == "root":
             self.root_pid = pid
         self._tgid[pid] = pid
@@ -339,6 +402,7 @@ class Tracker:
         if pid != tgid or tgid in self._exited:
             return  # a thread's own exit line, or a leader already reported
         self._exited.add(tgid)
+        self._end_calls.pop(tgid, None)
         if isinstance(rec, Exited):
             event = ProcExited(ts=ts, pid=tgid, exit_code=rec.code)
             status: tuple[int | None, str | None] = (rec.code, None)

@@ -78,10 +78,42 @@ def test_decorated_lines_import_like_plain_ones(
     assert trees[0] == trees[1]
 
 
-def test_a_log_without_exits_says_which_flag_left_them_out(capsule: CapsuleRunner, tmp_path: Path) -> None:
-    """`-qq` drops every `+++ exited` line: the import is incomplete and says why, not that strace died."""
-    _strace("-f", "-ttt", "-qq", "-o", "quiet.log", cwd=tmp_path)
-    done = capsule("import", str(tmp_path / "quiet.log"))
+@pytest.mark.parametrize("flags", [["-qq"], ["-e", "quiet=exit"], ["-e", "signal=none"]])
+def test_ends_strace_left_out_are_read_from_exit_group_and_wait(
+    capsule: CapsuleRunner, tmp_path: Path, flags: list[str]
+) -> None:
+    """-qq and quiet=exit drop every `+++ exited` line, signal=none the `+++ killed by` ones: each
+    process's end comes from its exit_group or its parent's wait, as in the plain log."""
+    work = "/bin/true one; sleep 5 & kill -TERM $!; wait; (sleep 0.01; /bin/echo two) >/dev/null; exit 2"
+    trees = []
+    for log, extra in (("plain.log", []), ("quiet.log", flags)):
+        subprocess.run(
+            ["strace", "-f", "-ttt", *extra, "-o", log, "--", "sh", "-c", work], cwd=tmp_path, check=False
+        )
+        done = capsule("import", str(tmp_path / log))
+        assert done.returncode == 0, done.stderr
+        report = report_json(capsule, done.stdout.strip())
+        assert report["session"]["status"] == "complete", report["warnings"]
+        assert report["session"]["exit_code"] == 2
+        assert report["warnings"] == []
+        trees.append(
+            sorted((tuple(p["argv"] or ()), p["exit_code"], p["signal"]) for p in report["processes"])
+        )
+        check = capsule("replay", "--check", done.stdout.strip())
+        assert check.returncode == 0, check.stdout
+    assert trees[0] == trees[1]
+    assert ((), None, "SIGTERM") in trees[1] or (("sleep", "5"), None, "SIGTERM") in trees[1]
+
+
+def test_a_log_without_any_end_says_which_flag_left_them_out(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """-qq with signal=none, and the one process killed: nothing says how it ended, and the warning says
+    why (not that strace died)."""
+    log = tmp_path / "quiet.log"
+    quiet = ["-qq", "-e", "signal=none"]
+    subprocess.run(
+        ["strace", "-f", "-ttt", *quiet, "-o", str(log), "--", "sh", "-c", "kill -KILL $$"], check=False
+    )
+    done = capsule("import", str(log))
     assert done.returncode == 0, done.stderr
     report = report_json(capsule, done.stdout.strip())
     assert report["session"]["status"] == "incomplete"

@@ -257,3 +257,67 @@ def test_any_slice_any_batching(which: Path, start: int, stop: int, cuts: list[i
 def test_records_of_arbitrary_bytes(data: bytes) -> None:
     """Whatever the parser makes of arbitrary bytes, the tracker takes it."""
     track(records_of(data), "all")
+
+
+QUIET_LOG = b"""\
+10 1795239818.000001 clone(child_stack=NULL, flags=SIGCHLD) = 11
+10 1795239818.000002 clone(child_stack=NULL, flags=SIGCHLD) = 12
+10 1795239818.000003 clone(child_stack=NULL, flags=SIGCHLD) = 13
+10 1795239818.000004 clone(child_stack=NULL, flags=SIGCHLD) = 14
+11 1795239818.000010 exit_group(3) = ?
+10 1795239818.000011 wait4(-1, NULL, WNOHANG, NULL) = 0
+10 1795239818.000012 wait4(-1, [{WIFSTOPPED(s) && WSTOPSIG(s) == SIGTSTP}], WUNTRACED, NULL) = 12
+10 1795239818.000020 wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 3}], 0, NULL) = 11
+10 1795239818.000030 wait4(-1, [{WIFSIGNALED(s) && WTERMSIG(s) == SIGSEGV && WCOREDUMP(s)}], 0, NULL) = 12
+10 1795239818.000040 waitid(P_ALL, 0, {si_signo=SIGCHLD, si_code=CLD_KILLED, si_pid=13, si_uid=0, si_status=SIGTERM, \
+si_utime=0, si_stime=0}, WEXITED, NULL) = 0
+14 1795239818.000045 exit_group(0) = ?
+10 1795239818.000046 clone(child_stack=NULL, flags=SIGCHLD) = 14
+14 1795239818.000047 exit_group(1) = ?
+10 1795239818.000050 exit_group(2) = ?
+"""
+
+
+def test_ends_are_read_from_exit_group_and_waits_when_a_log_has_no_exit_lines() -> None:
+    """`ends` (imports): a -qq log's processes end as their exit_group and their parent's wait say; a
+    WNOHANG or a stopped child ends nothing; a pid reused ends its first process first."""
+    t = Tracker(ends=True)
+    p = StraceParser(keep=t.wanted_syscalls)
+    events = t.feed(p.feed(QUIET_LOG) + p.close()) + t.close()
+    ends = [(e.pid, e.exit_code, e.signal, e.core_dumped, e.ts) for e in events if isinstance(e, ProcExited)]
+    assert sorted(ends) == [
+        (10, 2, None, False, 1795239818.00005),
+        (11, 3, None, False, 1795239818.00001),  # exit_group's time, the wait's status
+        (12, None, "SIGSEGV", True, 1795239818.00003),
+        (13, None, "SIGTERM", False, 1795239818.00004),
+        (14, 0, None, False, 1795239818.000045),  # ended by its pid's reuse, before the new 14 spawned
+        (14, 1, None, False, 1795239818.000047),
+    ]
+    kinds = [(type(e).__name__, e.pid) for e in events]
+    assert kinds.index(("ProcExited", 14)) < kinds.index(
+        ("ProcSpawned", 14), kinds.index(("ProcSpawned", 14)) + 1
+    )
+    assert t.root_status == (2, None)
+    assert t.unexited == 0
+    plain = Tracker()  # a live recording's tracker: exit lines only
+    assert not [
+        e for e in plain.feed(StraceParser().feed(QUIET_LOG)) + plain.close() if isinstance(e, ProcExited)
+    ]
+
+
+def test_exit_lines_win_over_what_calls_said() -> None:
+    """A complete log: the `+++` lines give every end, whatever order the waits come in (`-ff` merges
+    by entry time, so a parent's whole wait4 line can precede its child's exit line)."""
+    log = (
+        b"10 1795239818.1 clone(child_stack=NULL, flags=SIGCHLD) = 11\n"
+        b"10 1795239818.2 wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 9}], 0, NULL) = 11\n"
+        b"11 1795239818.3 exit_group(9) = ?\n"
+        b"11 1795239818.4 +++ exited with 9 +++\n"
+        b"10 1795239818.5 exit_group(0) = ?\n"
+        b"10 1795239818.6 +++ exited with 0 +++\n"
+    )
+    with_ends, without = Tracker(ends=True), Tracker()
+    a = with_ends.feed(StraceParser(keep=with_ends.wanted_syscalls).feed(log)) + with_ends.close()
+    b = without.feed(StraceParser(keep=without.wanted_syscalls).feed(log)) + without.close()
+    assert a == b
+    assert [(e.pid, e.ts) for e in a if isinstance(e, ProcExited)] == [(11, 1795239818.4), (10, 1795239818.6)]
