@@ -49,9 +49,10 @@ SUMMARY_HEADER = "% time "
 
 # `execve`, `clone3`, `syscall_0x3e7`, `???` -- a syscall name as strace prints it.
 NAME = r"(?P<name>\w+|\?\?\?)"
-# `-1 ENOENT (No such file or directory) <0.000012>`, `3</etc/x>`, `? <unavailable>`: after ` = `.
+# `-1 ENOENT (No such file or directory) <0.000012>`, `3</etc/x>`, `? <unavailable>`, `0x4485` (`-e raw=all`,
+# hex first: `\d+` would take its `0`): after ` = `.
 RESULT_TAIL = (
-    r"(?P<result>-?\d+|0x[0-9a-fA-F]+|\?)(?:<.*?>)?(?: (?P<errno>E[A-Z0-9_]+|E\?\?\?))?"
+    r"(?P<result>0x[0-9a-fA-F]+|-?\d+|\?)(?:<.*?>)?(?: (?P<errno>E[A-Z0-9_]+|E\?\?\?))?"
     r"(?P<extra>.*?)(?: <(?P<duration>\d+\.\d+)>)?$"
 )
 # `1234  1795239818.278215 clone(child_stack=NULL, ...) = 3366` or

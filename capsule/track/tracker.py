@@ -301,7 +301,9 @@ class Tracker:
             child = int(info[2]) if info is not None and 0 < int(info[2]) <= PID_MAX else None
             if info is not None and info[1] == "EXITED" and info[3].isdigit() and len(info[3]) <= 3:
                 end = (int(info[3]) & 0xFF, None, False)
-            elif info is not None and info[1] != "EXITED" and (info[3].startswith("SIG") or info[3].isdigit()):
+            elif (
+                info is not None and info[1] != "EXITED" and (info[3].startswith("SIG") or info[3].isdigit())
+            ):
                 end = (None, info[3], info[1] == "DUMPED")
         if child is None or end is None or self._tgid.get(child) != child or child in self._exited:
             return  # WNOHANG's 0, a stopped or continued child, one not followed or already ended
@@ -388,7 +390,8 @@ class Tracker:
             ProcExec(
                 ts=ts,
                 pid=tgid,
-                path=path[0] if path is not None else (parts[0] if parts else ""),
+                # (`-e raw=all` shows the path as a pointer, `0x7ffee9d9ea70`: no path then)
+                path=path[0] if path is not None else (parts[0] if parts and parts[0][:2] != "0x" else ""),
                 argv=argv[0] if argv is not None else None,
                 ok=ok,
                 errno=errno,
@@ -530,7 +533,8 @@ class Tracker:
             FileOpened(
                 ts=ts,
                 pid=tgid,
-                path=path[0] if path is not None else (parts[0] if parts else ""),
+                # (`-e raw=all` shows the path as a pointer, `0x7ffee9d9ea70`: no path then)
+                path=path[0] if path is not None else (parts[0] if parts and parts[0][:2] != "0x" else ""),
                 flags=flags,
                 ok=rec.errno is None and rec.result not in (None, "?"),
                 errno=rec.errno,
@@ -615,7 +619,12 @@ class Tracker:
 
 def _result_pid(rec: Syscall) -> int | None:
     result = rec.result
-    if result is None or not result.isdigit() or len(result) > 7:
+    if result is None:
         return None
-    pid = int(result)
+    if result[:2] == "0x" and 2 < len(result) <= 8:  # `-e raw=all` prints every result in hex
+        pid = int(result, 16)
+    elif result.isdigit() and len(result) <= 7:
+        pid = int(result)
+    else:
+        return None
     return pid if 0 < pid <= PID_MAX else None

@@ -78,6 +78,25 @@ def test_decorated_lines_import_like_plain_ones(
     assert trees[0] == trees[1]
 
 
+def test_a_raw_log_keeps_its_tree(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """`-e raw=all`: pids in hex (`= 0x4485`) still make the tree; a path that is a pointer is no path."""
+    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
+    _strace("-f", "-ttt", "-e", "raw=all", "-o", "raw.log", cwd=tmp_path)
+    shapes = []
+    for log in ("plain.log", "raw.log"):
+        done = capsule("import", str(tmp_path / log))
+        assert done.returncode == 0, done.stderr
+        report = report_json(capsule, done.stdout.strip())
+        assert report["session"]["exit_code"] == 2
+        depth: dict[int, int] = {}
+        for p in report["processes"]:  # ordered by start: a parent before its children
+            depth[p["id"]] = 0 if p["parent"] is None else depth[p["parent"]] + 1
+        shapes.append(sorted((depth[p["id"]], p["exit_code"]) for p in report["processes"]))
+        if log == "raw.log":
+            assert all(p["exe"] in ("", None) and p["argv"] is None for p in report["processes"])
+    assert shapes[0] == shapes[1]
+
+
 @pytest.mark.parametrize("flags", [["-qq"], ["-e", "quiet=exit"], ["-e", "signal=none"]])
 def test_ends_strace_left_out_are_read_from_exit_group_and_wait(
     capsule: CapsuleRunner, tmp_path: Path, flags: list[str]

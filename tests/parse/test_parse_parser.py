@@ -383,6 +383,9 @@ def test_result_properties() -> None:
     (rec,) = parse(b'1 execve("/bin/echo", [], 0x7f <pid changed to 3485 ...>\n')
     assert isinstance(rec, Syscall)
     assert (rec.pid_changed_to, rec.result, rec.detached) == (3485, None, False)
+    (rec,) = parse(b"1 <... vfork resumed>) = 0x4485\n")  # `-e raw=all`: results in hex
+    assert isinstance(rec, Syscall)
+    assert (rec.result, rec.errno, rec.extra) == ("0x4485", None, "")
 
 
 def test_tt_origin_and_midnight() -> None:
