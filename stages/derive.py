@@ -306,6 +306,7 @@ def _import_source(
         and size >= SPLIT_MIN
         and log.suffix != ZST
         and StraceParser.filters_from(read.head)
+        and b"\r\n" not in read.head  # CRLF: the parser's feed reads it, the part's line picking does not
     ):
         split = partial(split_read_stage, log, size=size, redact=redact, level=level, scratch=scratch)
         return split, False

@@ -119,6 +119,8 @@ class StraceParser:
         else:
             block = data[: end + 1]
         buf += data[end + 1 :]
+        if b"\r" in block:  # a log that went through Windows (CRLF); a block always ends at a "\n"
+            block = block.replace(b"\r\n", b"\n")
         text = None
         if self._relative is None:
             text = block.decode("utf-8", "replace")
@@ -142,7 +144,7 @@ class StraceParser:
         self._closed = True
         self.ended_mid_line = bool(self._buf)
         if self._buf:
-            text = bytes(self._buf).decode("utf-8", "replace")
+            text = bytes(self._buf).decode("utf-8", "replace").removesuffix("\r")
             self._buf.clear()
             if self._relative is None:
                 self._detect_clock(text)

@@ -354,6 +354,14 @@ CASES: list[tuple[str, bytes, list[Record]]] = [
         ],
     ),
     (
+        "CRLF line ends (a log that went through Windows), the last line's too",
+        b"12 1795239818.5 getppid() = 1\r\n12 1795239818.6 +++ exited with 0 +++\r",
+        [
+            call(ts=1795239818.5, pid=12, name="getppid", args="", state="complete", tail="1"),
+            Exited(line_no=2, pid=12, ts=1795239818.6, code=0),
+        ],
+    ),
+    (
         "partial last line parsed at close",
         b"12 +++ exited with 1 +++",
         [Exited(line_no=1, pid=12, ts=None, code=1)],
