@@ -292,19 +292,18 @@ class Tracker:
         if name == "wait4":
             child = _result_pid(rec)
             exited, signaled = _WAIT_EXITED.search(args), _WAIT_SIGNALED.search(args)
-            if exited is not None:
+            if exited is not None and int(exited[1]) <= 255:  # no kernel says more: a hostile line
                 end = (int(exited[1]), None, False)
             elif signaled is not None:
                 end = (None, signaled[1], signaled[2] is not None)
         else:  # waitid
             info = _WAITID.search(args)
             child = int(info[2]) if info is not None and 0 < int(info[2]) <= PID_MAX else None
-            if info is not None and info[1] == "EXITED" and info[3].isdigit() and len(info[3]) <= 3:
-                end = (int(info[3]) & 0xFF, None, False)
-            elif (
-                info is not None and info[1] != "EXITED" and (info[3].startswith("SIG") or info[3].isdigit())
-            ):
-                end = (None, info[3], info[1] == "DUMPED")
+            how, status = (info[1], info[3]) if info is not None else ("", "")
+            if how == "EXITED" and status.isdigit() and len(status) <= 3 and int(status) <= 255:
+                end = (int(status), None, False)
+            elif how in ("KILLED", "DUMPED") and (status.startswith("SIG") or status.isdigit()):
+                end = (None, status, how == "DUMPED")
         if child is None or end is None or self._tgid.get(child) != child or child in self._exited:
             return  # WNOHANG's 0, a stopped or continued child, one not followed or already ended
         called = self._end_calls.get(child)

@@ -321,3 +321,19 @@ def test_exit_lines_win_over_what_calls_said() -> None:
     b = without.feed(StraceParser(keep=without.wanted_syscalls).feed(log)) + without.close()
     assert a == b
     assert [(e.pid, e.ts) for e in a if isinstance(e, ProcExited)] == [(11, 1795239818.4), (10, 1795239818.6)]
+
+
+def test_ends_no_kernel_gives_are_ignored() -> None:
+    """A hostile log's wait statuses past 255 end nothing; exit_group keeps the low 8 bits, as the kernel."""
+    log = (
+        b"10 1795239818.1 clone(child_stack=NULL, flags=SIGCHLD) = 11\n"
+        b"10 1795239818.2 clone(child_stack=NULL, flags=SIGCHLD) = 12\n"
+        b"10 1795239818.3 wait4(-1, [{WIFEXITED(s) && WEXITSTATUS(s) == 300}], 0, NULL) = 11\n"
+        b"10 1795239818.4 waitid(P_ALL, 0, {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=12, si_uid=0, "
+        b"si_status=000000300}, WEXITED, NULL) = 0\n"
+        b"10 1795239818.5 exit_group(258) = ?\n"
+    )
+    t = Tracker(ends=True)
+    events = t.feed(StraceParser(keep=t.wanted_syscalls).feed(log)) + t.close()
+    assert [(e.pid, e.exit_code) for e in events if isinstance(e, ProcExited)] == [(10, 2)]
+    assert t.unexited == 2
