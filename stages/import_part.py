@@ -216,9 +216,9 @@ def part(
         from capsule.redact import redact_bytes
 
         redactor = redact_bytes
-    from capsule.track.levels import IGNORED_SIGNALS, level_parts, wanted_syscalls
+    from capsule.track.levels import level_parts, wanted_syscalls
 
-    wanted = Wanted(wanted_syscalls(*level_parts(level), ends=True), IGNORED_SIGNALS)  # an import's
+    wanted = Wanted(wanted_syscalls(*level_parts(level), ends=True))  # an import's (Tracker's `ends`)
     parent = os.getppid()
     seen: set[str] = set()
     held = b""

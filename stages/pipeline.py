@@ -94,7 +94,7 @@ def open_parser_tracker(
         raise ValueError(f"unknown tracer {kind!r}")
     tracker = Tracker(level=cast(Level, level), default_ts=default_ts, ends=ends)
     parser = StraceParser(
-        tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.ignored_signals
+        tt_origin=tt_origin, keep=tracker.wanted_syscalls, drop_signals=tracker.dropped_signals
     )
     return parser, tracker
 

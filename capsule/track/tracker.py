@@ -84,6 +84,11 @@ class Tracker:
     ignored_signals: frozenset[str] = IGNORED_SIGNALS
 
     @property
+    def dropped_signals(self) -> frozenset[str]:
+        """The signals whose lines a parser may drop unread: an import's tracker reads SIGCHLD's sender."""
+        return frozenset() if self._ends else self.ignored_signals
+
+    @property
     def wanted_syscalls(self) -> frozenset[str]:
         """The syscall names this tracker acts on at its level: a parser may drop the rest."""
         return wanted_syscalls(self._files, self._net, ends=self._ends)
@@ -223,6 +228,8 @@ class Tracker:
             self._exit(rec, ts, pid, tgid)
         elif type(rec) is Superseded:
             self._superseded(rec, tgid)
+        elif isinstance(rec, Signal) and self._ends and rec.signal == "SIGCHLD":
+            self._adopt_signaller(rec, tgid)
         elif isinstance(rec, Signal) and not rec.stopped and rec.signal not in self.ignored_signals:
             sender = _SI_PID.search(rec.info)
             if sender is not None and (len(sender[1]) > 7 or int(sender[1]) > PID_MAX):
@@ -276,6 +283,19 @@ class Tracker:
             self._socket_call(rec, name, args, ts, tgid)
         elif self._ends and name in _ENDS:
             self._end_call(rec, name, args, ts, tgid)
+
+    def _adopt_signaller(self, rec: Signal, tgid: int) -> None:
+        """`ends` (imports): a SIGCHLD from a pid no clone returned makes it a child of its receiver. A
+        log without clone lines (`strace -f -e trace=execve`, the classic one) has no other parentage;
+        in a log with them, a parent's clone line always comes before its child's SIGCHLD."""
+        child = _SI_PID.search(rec.info)
+        if child is None or len(child[1]) > 7:
+            return
+        pid = int(child[1])
+        held = self._unclaimed.get(pid)
+        if held and pid != tgid:
+            self._new_process(pid, tgid, "unknown", held[0][1])
+            self._claim(pid)
 
     def _end_call(self, rec: Syscall, name: str, args: str, ts: float, tgid: int) -> None:
         """Keep what exit_group and a parent's wait say of a process's end, for a process no exit line

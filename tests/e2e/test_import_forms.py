@@ -78,6 +78,22 @@ def test_decorated_lines_import_like_plain_ones(
     assert trees[0] == trees[1]
 
 
+def test_an_execve_only_log_gets_its_parents_from_sigchld(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """`strace -f -e trace=execve` (no clone lines): each child's parent is the process its SIGCHLD
+    went to, so the tree is the plain log's, not a flat list of roots."""
+    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
+    _strace("-f", "-ttt", "-e", "trace=execve", "-o", "execve.log", cwd=tmp_path)
+    trees = []
+    for log in ("plain.log", "execve.log"):
+        done = capsule("import", str(tmp_path / log))
+        assert done.returncode == 0, done.stderr
+        report = report_json(capsule, done.stdout.strip())
+        assert report["session"]["exit_code"] == 2
+        assert len([p for p in report["processes"] if p["parent"] is None]) == 1
+        trees.append(_tree(report))
+    assert trees[0] == trees[1]
+
+
 def test_a_raw_log_keeps_its_tree(capsule: CapsuleRunner, tmp_path: Path) -> None:
     """`-e raw=all`: pids in hex (`= 0x4485`) still make the tree; a path that is a pointer is no path."""
     _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)

@@ -337,3 +337,31 @@ def test_ends_no_kernel_gives_are_ignored() -> None:
     events = t.feed(StraceParser(keep=t.wanted_syscalls).feed(log)) + t.close()
     assert [(e.pid, e.exit_code) for e in events if isinstance(e, ProcExited)] == [(10, 2)]
     assert t.unexited == 2
+
+
+def test_an_import_without_clone_lines_takes_parents_from_sigchld() -> None:
+    """`-e trace=execve`: a pid no clone returned is the child of the process its SIGCHLD went to (its
+    own children's SIGCHLDs, held with it, follow); a live recording's tracker leaves them roots."""
+    log = (
+        b'10 1795239818.1 execve("/bin/sh", ["sh"], 0x1 /* 1 vars */) = 0\n'
+        b'11 1795239818.2 execve("/bin/sh", ["sh", "-c", "x"], 0x1 /* 1 vars */) = 0\n'
+        b'12 1795239818.3 execve("/bin/true", ["true"], 0x1 /* 1 vars */) = 0\n'
+        b"12 1795239818.4 +++ exited with 0 +++\n"
+        b"11 1795239818.5 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=12, si_uid=0} ---\n"
+        b"11 1795239818.6 +++ exited with 0 +++\n"
+        b"10 1795239818.7 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=11, si_uid=0} ---\n"
+        b"10 1795239818.8 +++ exited with 0 +++\n"
+    )
+
+    def spawns(tracker: Tracker) -> list[tuple[int, int | None, float]]:
+        parser = StraceParser(keep=tracker.wanted_syscalls, drop_signals=tracker.dropped_signals)
+        events = tracker.feed(parser.feed(log)) + tracker.close()
+        assert not [e for e in events if isinstance(e, ProcSignaled)]  # SIGCHLD is no event either way
+        return [(e.pid, e.ppid, e.ts) for e in events if isinstance(e, ProcSpawned)]
+
+    assert spawns(Tracker(ends=True)) == [
+        (10, None, 1795239818.1),
+        (11, 10, 1795239818.2),
+        (12, 11, 1795239818.3),
+    ]
+    assert [ppid for _pid, ppid, _ts in spawns(Tracker())] == [None, None, None]
