@@ -36,6 +36,23 @@ def _tree(report: dict) -> list[tuple[object, ...]]:
     )
 
 
+def _plain_and(
+    capsule: CapsuleRunner, tmp_path: Path, flags: list[str], work: str = WORK
+) -> tuple[dict, dict]:
+    """The reports of `work` imported from `strace -f -ttt` and from the same with `flags` (each import
+    exits 0 and passes `replay --check`)."""
+    reports = []
+    for log, extra in (("plain.log", []), ("flagged.log", flags)):
+        argv = ["strace", "-f", "-ttt", *extra, "-o", log, "--", "sh", "-c", work]
+        subprocess.run(argv, cwd=tmp_path, check=False, capture_output=True)
+        done = capsule("import", str(tmp_path / log))
+        assert done.returncode == 0, done.stderr
+        reports.append(report_json(capsule, done.stdout.strip()))
+        check = capsule("replay", "--check", done.stdout.strip())
+        assert check.returncode == 0, check.stdout
+    return reports[0], reports[1]
+
+
 def test_ff_folder_and_prefix_import_like_one_log(capsule: CapsuleRunner, tmp_path: Path) -> None:
     """`strace -ff -o PREFIX`: the folder or the prefix imports the same tree as `-f -o FILE`."""
     _strace("-f", "-ttt", "-o", "one.log", cwd=tmp_path)
@@ -61,56 +78,37 @@ def test_decorated_lines_import_like_plain_ones(
     capsule: CapsuleRunner, tmp_path: Path, flags: list[str]
 ) -> None:
     """-Y (`1234<sh>`), -n, -i, -k stack frames and -C's summary: the plain log's tree, nothing unparsed."""
-    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
-    _strace("-f", "-ttt", *flags, "-o", "decorated.log", cwd=tmp_path)
-    trees = []
-    for source in ("plain.log", "decorated.log"):
-        done = capsule("import", str(tmp_path / source))
-        assert done.returncode == 0, done.stderr
-        report = report_json(capsule, done.stdout.strip())
+    plain, decorated = _plain_and(capsule, tmp_path, flags)
+    for report in (plain, decorated):
         assert report["session"]["status"] == "complete"
         assert report["session"]["exit_code"] == 2
         assert report["unparsed_lines"] == 0
         assert report["warnings"] == []
-        trees.append(_tree(report))
-        check = capsule("replay", "--check", done.stdout.strip())
-        assert check.returncode == 0, check.stdout
-    assert trees[0] == trees[1]
+    assert _tree(plain) == _tree(decorated)
 
 
 def test_an_execve_only_log_gets_its_parents_from_sigchld(capsule: CapsuleRunner, tmp_path: Path) -> None:
     """`strace -f -e trace=execve` (no clone lines): each child's parent is the process its SIGCHLD
     went to, so the tree is the plain log's, not a flat list of roots."""
-    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
-    _strace("-f", "-ttt", "-e", "trace=execve", "-o", "execve.log", cwd=tmp_path)
-    trees = []
-    for log in ("plain.log", "execve.log"):
-        done = capsule("import", str(tmp_path / log))
-        assert done.returncode == 0, done.stderr
-        report = report_json(capsule, done.stdout.strip())
-        assert report["session"]["exit_code"] == 2
-        assert len([p for p in report["processes"] if p["parent"] is None]) == 1
-        trees.append(_tree(report))
-    assert trees[0] == trees[1]
+    plain, execs = _plain_and(capsule, tmp_path, ["-e", "trace=execve"])
+    assert execs["session"]["exit_code"] == 2
+    assert len([p for p in execs["processes"] if p["parent"] is None]) == 1
+    assert _tree(plain) == _tree(execs)
 
 
 def test_a_raw_log_keeps_its_tree(capsule: CapsuleRunner, tmp_path: Path) -> None:
     """`-e raw=all`: pids in hex (`= 0x4485`) still make the tree; a path that is a pointer is no path."""
-    _strace("-f", "-ttt", "-o", "plain.log", cwd=tmp_path)
-    _strace("-f", "-ttt", "-e", "raw=all", "-o", "raw.log", cwd=tmp_path)
-    shapes = []
-    for log in ("plain.log", "raw.log"):
-        done = capsule("import", str(tmp_path / log))
-        assert done.returncode == 0, done.stderr
-        report = report_json(capsule, done.stdout.strip())
-        assert report["session"]["exit_code"] == 2
+
+    def shape(report: dict) -> list[tuple[int, int | None]]:
         depth: dict[int, int] = {}
         for p in report["processes"]:  # ordered by start: a parent before its children
             depth[p["id"]] = 0 if p["parent"] is None else depth[p["parent"]] + 1
-        shapes.append(sorted((depth[p["id"]], p["exit_code"]) for p in report["processes"]))
-        if log == "raw.log":
-            assert all(p["exe"] in ("", None) and p["argv"] is None for p in report["processes"])
-    assert shapes[0] == shapes[1]
+        return sorted((depth[p["id"]], p["exit_code"]) for p in report["processes"])
+
+    plain, raw = _plain_and(capsule, tmp_path, ["-e", "raw=all"])
+    assert raw["session"]["exit_code"] == 2
+    assert all(p["exe"] in ("", None) and p["argv"] is None for p in raw["processes"])
+    assert shape(plain) == shape(raw)
 
 
 @pytest.mark.parametrize("flags", [["-qq"], ["-e", "quiet=exit"], ["-e", "signal=none"]])
@@ -121,21 +119,13 @@ def test_ends_strace_left_out_are_read_from_exit_group_and_wait(
     process's end comes from its exit_group or its parent's wait, as in the plain log."""
     work = "/bin/true one; sleep 5 & kill -TERM $!; wait; (sleep 0.01; /bin/echo two) >/dev/null; exit 2"
     trees = []
-    for log, extra in (("plain.log", []), ("quiet.log", flags)):
-        subprocess.run(
-            ["strace", "-f", "-ttt", *extra, "-o", log, "--", "sh", "-c", work], cwd=tmp_path, check=False
-        )
-        done = capsule("import", str(tmp_path / log))
-        assert done.returncode == 0, done.stderr
-        report = report_json(capsule, done.stdout.strip())
+    for report in _plain_and(capsule, tmp_path, flags, work):
         assert report["session"]["status"] == "complete", report["warnings"]
         assert report["session"]["exit_code"] == 2
         assert report["warnings"] == []
         trees.append(
             sorted((tuple(p["argv"] or ()), p["exit_code"], p["signal"]) for p in report["processes"])
         )
-        check = capsule("replay", "--check", done.stdout.strip())
-        assert check.returncode == 0, check.stdout
     assert trees[0] == trees[1]
     assert ((), None, "SIGTERM") in trees[1] or (("sleep", "5"), None, "SIGTERM") in trees[1]
 
