@@ -20,6 +20,7 @@ from typing import IO
 import attrs
 import orjson
 
+from capsule.stages import proc_children
 from capsule.stages.ebpf_build import BuildFailed, ensure_built, kernel_btf
 from capsule.stages.launch import MainThreadProcess
 
@@ -279,29 +280,16 @@ def descendant_running(top: int, cmdline: bytes) -> int | None:
 
 
 def _descendants(pid: int) -> list[int]:
-    """`pid` and its descendants, from the kernel's children lists (/proc/PID/task/TID/children):
-    a few small reads for the guard's two wrappers, where psutil's children() scans every process of
-    the machine (~13 ms a poll here, five polls a guarded start, beside the wrappers' own start)."""
-    found, todo = [], [pid]
-    while todo:
-        here = todo.pop()
-        found.append(here)
-        try:
-            tasks = os.listdir(f"/proc/{here}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError):
-                todo.extend(
-                    int(child) for child in Path(f"/proc/{here}/task/{task}/children").read_bytes().split()
-                )
-    if len(found) == 1 and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-        # a kernel without CONFIG_PROC_CHILDREN
-        import psutil
+    """`pid` and its descendants: from the kernel's children lists, a few small reads for the guard's two
+    wrappers, where psutil's children() scans every process of the machine (~13 ms a poll here, five
+    polls a guarded start, beside the wrappers' own start)."""
+    if proc_children.available():
+        return list(proc_children.walk(pid, {}))
+    import psutil  # a kernel without CONFIG_PROC_CHILDREN
 
-        with contextlib.suppress(psutil.Error):
-            found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    return found
+    with contextlib.suppress(psutil.Error):
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    return [pid]
 
 
 class StubFinder:

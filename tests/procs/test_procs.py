@@ -80,6 +80,36 @@ def test_shell_tree_members_usage_and_stop(spawned: list) -> None:
     assert procs.members(tree) == []
 
 
+def test_members_walk_the_tree_without_scanning_every_process(spawned: list, monkeypatch) -> None:
+    """A tree named by its leader and records only (what the scheduler samples every 150 ms) is walked
+    down the kernel's children lists, a child forked by a thread included: no read of every process of
+    the machine, which once cost the scheduler a core for four tasks on a machine of 470 processes."""
+    script = textwrap.dedent(
+        """
+        import subprocess, sys, threading, time
+        def child():
+            subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"])
+            time.sleep(600)  # alive: the thread stays the parent
+        threading.Thread(target=child, daemon=True).start()
+        time.sleep(600)
+        """
+    )
+    proc = spawn(spawned, f"exec {sys.executable} -c '{script}'")
+    wait_for(lambda: len(sleeps_of(proc.pid)) == 2)
+    everything = sorted([proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))])
+    assert len(everything) == 4  # python, sh, two sleeps
+
+    def scan(*_a: object, **_k: object) -> None:
+        raise AssertionError("members() scanned every process")
+
+    monkeypatch.setattr(psutil, "pids", scan)
+    monkeypatch.setattr(psutil, "process_iter", scan)
+    monkeypatch.setattr(psutil.Process, "children", scan)
+    tree = Tree(pid=proc.pid, started=procs.started_at(proc.pid))
+    assert sorted(p.pid for p in procs.members(tree)) == everything
+    assert procs.usage(tree).count == 4
+
+
 def test_sigterm_ignoring_tree_is_killed_after_the_grace(spawned: list) -> None:
     """A tree that ignores SIGTERM gets SIGKILL once the grace is over, and `killed` says so."""
     proc = spawn(spawned, "trap '' TERM; sleep 600 & sleep 600")
