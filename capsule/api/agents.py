@@ -595,7 +595,8 @@ def status(ref: str = "latest") -> RunStatus:
     data: dict[str, Any] = status_dict(run, live_state(run))
     return RunStatus(
         percent=progress(run),
-        eta_s=_eta(run),
+        # an interrupted run (its scheduler died) makes no progress until `agents resume`
+        eta_s=_eta(run) if data["state"] == "running" else None,
         run=data["run"],
         name=data["name"],
         state=data["state"],

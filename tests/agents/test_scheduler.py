@@ -273,6 +273,9 @@ depends_on = ["slow"]
     assert alive(slow["pid"], slow["started"])  # the task outlived its scheduler
     status = orjson.loads(capsule("agents", "status", "--json").stdout)
     assert status["state"] == "interrupted"
+    assert "eta_s" in status
+    assert status["eta_s"] is None  # nothing progresses until it is resumed
+    assert "eta" not in capsule("agents", "status").stdout.splitlines()[0]
     done = capsule("agents", "resume", status["run"], timeout=60)
     assert done.returncode == 0, done.stderr
     runs = counter.read_text().split()
