@@ -16,6 +16,7 @@ import psutil
 import trio
 
 from capsule.events import Event, ProcSampled
+from capsule.stages import procs
 
 DEFAULT_INTERVAL = 0.5
 
@@ -26,20 +27,19 @@ def sample_tree(root_pid: int, seen: dict[int, psutil.Process], include_root: bo
 
     `seen` keeps the psutil handle of each pid between calls: cpu_percent needs the previous reading,
     and a handle checks the process's start time, so a reused pid is a new handle."""
-    try:
-        root = psutil.Process(root_pid)
-        tree = ([root] if include_root else []) + root.children(recursive=True)
-    except psutil.Error:
+    if not psutil.pid_exists(root_pid):
         return []
+    # the kernel's children lists: a few reads for the tree, not a read of every process of the machine
+    pids = [p for p in procs.descendant_pids(root_pid) if include_root or p != root_pid]
     now = time.time()
     out: list[Event] = []
     alive: set[int] = set()
-    for proc in tree:
-        handle = seen.get(proc.pid)
-        if handle is None or not handle.is_running():
-            handle = seen[proc.pid] = proc
-        alive.add(proc.pid)
+    for pid in pids:
+        handle = seen.get(pid)
         try:
+            if handle is None or not handle.is_running():
+                handle = seen[pid] = psutil.Process(pid)
+            alive.add(pid)
             with handle.oneshot():
                 rss = handle.memory_info().rss
                 times = handle.cpu_times()
@@ -49,7 +49,7 @@ def sample_tree(root_pid: int, seen: dict[int, psutil.Process], include_root: bo
         out.append(
             ProcSampled(
                 ts=now,
-                pid=proc.pid,
+                pid=pid,
                 cpu_percent=round(percent, 1),
                 rss_bytes=rss,
                 cpu_s=round(times.user + times.system, 3),
