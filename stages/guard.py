@@ -69,7 +69,6 @@ from capsule.stages.guard_files import ProcessMemory, expand_paths, read_only_pa
 from capsule.stages.guard_probe import launcher_command
 from capsule.stages.guard_server import Reports, fork_server
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import relay_execs
 
 if TYPE_CHECKING:
     import trio
@@ -135,7 +134,6 @@ class Guard:
         self._read_only: list[str] = []
         self._own: list[str] = []
         self._infra: list[str] = []
-        self._relay: list[tuple[str, list[str]]] = []
         self._token = _running_trio_token()  # None before trio runs: `bind` gives it one
         self._sock: socket.socket | None = None
         self._child: socket.socket | None = None
@@ -212,10 +210,9 @@ class Guard:
         argv = list(argv)
         if argv and "/" not in argv[0]:
             argv[0] = shutil.which(argv[0]) or argv[0]
-        infra, relay = [], []
+        infra = []
         if argv and (helper or os.path.basename(argv[0]) == "strace"):
             infra.append(os.path.realpath(argv[0]))
-            relay = [(os.path.realpath(path), list(args)) for path, args in relay_execs(argv)]
         inner = argv
         if MOUNT in enforced:
             assert self._scratch is not None
@@ -238,7 +235,6 @@ class Guard:
             notify_fd = self._child.fileno()
             fds = (notify_fd,)
             self._infra = infra
-            self._relay = relay
         net = self.policy.network if NETNS in enforced else "on"
         launcher = [*launcher_command(), *launcher_args(network=net, notify_fd=notify_fd, argv0=argv0)]
         return [*launcher, "--", *inner], fds
@@ -462,8 +458,6 @@ class Guard:
             self._infra.pop(0)
             return None, path
         self._infra = []
-        if self._relay and self._is_relay(pid, path, argv):
-            return None, path
         key = (path, tuple(argv))
         if key in self._allowed:
             return None, path
@@ -487,28 +481,12 @@ class Guard:
                     if self._fast is not None:
                         self._fast.forget()
                 self._allowed.add(key)
-                # Mirrored into the C fast path, which then answers this line before `_is_relay` would
-                # see it: only ever a line the policy allows anyway.
+                # Mirrored into the C fast path, which then answers this line itself: only ever a line
+                # the policy allows anyway.
                 if self._fast is not None and self._fast_read:
                     self._fast.remember(path, argv)
             return None, path
         return verdict, resolved(pid, path)
-
-    def _is_relay(self, pid: int, path: str, argv: list[str]) -> bool:
-        """strace's own exec of the spool relay (exactly the command line Capsule gave it, by strace's
-        direct child): let through once, since the recording depends on it and no policy names it."""
-        entry = (os.path.realpath(path), argv)
-        if entry not in self._relay:
-            return False
-        try:
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-            parent = Path(f"/proc/{ppid}/comm").read_text().strip()
-        except (OSError, ValueError, IndexError):
-            return False
-        if parent != "strace":
-            return False
-        self._relay.remove(entry)
-        return True
 
     def _drain(self) -> None:
         """On the trio thread: emit the refusals the notification thread queued (and kill if told)."""
@@ -743,8 +721,8 @@ async def guard_record_stage(
 def kill_guarded_tree(root: int) -> None:
     """on_violation = "kill": SIGKILL every process strace (at or under `root`) traces, in rounds until a
     round finds none new. Tracees, not children: a killed shell's children are reparented out of the
-    tree but strace -f still traces them. strace, bwrap and the spool relay are spared (a killed strace
-    would let its tracees run on untraced; a killed relay loses the trace)."""
+    tree but strace -f still traces them. strace and bwrap are spared (a killed strace
+    would let its tracees run on untraced); the spool relay is Capsule's child, outside the tree."""
     tracer = tracer_of(root)
     killed: set[int] = set()
     for _ in range(KILL_ROUNDS):

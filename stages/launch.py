@@ -30,7 +30,7 @@ import attrs
 from capsule import __version__
 from capsule.events import SessionStarted, kind_versions
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import claim_spool, spool_output
+from capsule.stages.spools import Relay, claim_spool, spool_output, start_relay
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 
 if TYPE_CHECKING:
@@ -220,6 +220,7 @@ class Early:
     spool_claim: int
     flags: tuple[str, ...]
     process: MainThreadProcess
+    relay: Relay | None  # strace's redacting relay: finished once strace has ended
     spawned: float  # time.monotonic() at the spawn: a time limit counts from there
     ebpf: EarlyEbpf | None = None  # eBPF: `process` is the command's stub, this its recorder and gate
     guard: Guard | None = None  # a policy's: `process` is its launcher, the command inside its wrappers
@@ -268,7 +269,7 @@ def _start(
     answers: RuleSet | None,
     redact: bool,
     flags: tuple[str, ...],
-    spawn: Callable[[Path], tuple[subprocess.Popen[bytes], EarlyEbpf | None]],
+    spawn: Callable[[Path], tuple[subprocess.Popen[bytes], EarlyEbpf | Relay | None]],
     header: Callable[[str, float, SessionWriter], None] | None = None,
     guard: Guard | None = None,
 ) -> Early:
@@ -288,7 +289,7 @@ def _start(
         spool_claim = claim_spool(spool)
         early_signals, handlers = _hold_terminal_signals()
         try:
-            popen, ebpf = spawn(spool)
+            popen, helper = spawn(spool)
         except BaseException:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -306,8 +307,9 @@ def _start(
         spool_claim=spool_claim,
         flags=flags,
         process=MainThreadProcess(popen),
+        relay=helper if isinstance(helper, Relay) else None,
         spawned=time.monotonic(),
-        ebpf=ebpf,
+        ebpf=helper if isinstance(helper, EarlyEbpf) else None,
         guard=guard,
         signals=early_signals,
         handlers=handlers,
@@ -395,13 +397,19 @@ def start(
             [traced_header(session_id, shown, name, started, tracer, flags, level, redact, parent, None)]
         )
 
-    def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], None]:
-        traced = [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv]
-        if guard is None:
-            return subprocess.Popen(traced), None
-        wrapped, fds = guard.wrap(traced, writable=[str(spool)])
-        popen = subprocess.Popen(wrapped, pass_fds=fds)
-        guard.spawned()
-        return popen, None
+    def spawn(spool: Path) -> tuple[subprocess.Popen[bytes], Relay | None]:
+        output = spool_output(spool, redact=redact)
+        traced = [tracer.path, *flags, *output, "--", *argv]
+        wrapped, fds = guard.wrap(traced, writable=[output[-1]]) if guard is not None else (traced, ())
+        relay = start_relay(spool) if redact else None
+        try:
+            popen = subprocess.Popen(wrapped, pass_fds=fds)
+        except BaseException:
+            if relay is not None:
+                relay.release()  # it ends, finding no writer
+            raise
+        if guard is not None:
+            guard.spawned()
+        return popen, relay
 
     return _start(home, tracer.path, answers, redact, flags, spawn, header, guard=guard)

@@ -50,7 +50,7 @@ from capsule.stages.launch import (
     traced_header,
 )
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import claim_spool, spool_output
+from capsule.stages.spools import Relay, claim_spool, spool_output, start_relay
 from capsule.stages.store import spool_path
 from capsule.stages.tracer import Tracer
 
@@ -297,6 +297,7 @@ async def record_run(
             stdin, stdout, stderr = stdio
             command: trio.Process | MainThreadProcess | None = None
             process: trio.Process | MainThreadProcess
+            relay: Relay | None = None
             if ebpf:
                 assert not isinstance(tracer, Tracer)
                 # the recorder takes a while to start (tens of ms; a second when it is first built):
@@ -346,6 +347,7 @@ async def record_run(
                 process, command = launched.tracer, launched.process
             elif early is not None:
                 process = early.process
+                relay = early.relay
                 pid.append(process.pid)
                 if early.guard is not None:
                     guard.bind(emit, kill_tree)  # what it decided meanwhile, the tree's top known
@@ -353,13 +355,17 @@ async def record_run(
                 for signum in early.signals:  # what arrived before the recorder listened: as if now
                     signal.raise_signal(signum)
             else:
-                wrapped, fds = guard.wrap(
-                    [tracer.path, *flags, *spool_output(spool, redact=redact), "--", *argv],
-                    writable=[str(spool)],
-                )
-                process = await trio.lowlevel.open_process(
-                    wrapped, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, pass_fds=fds
-                )
+                output = spool_output(spool, redact=redact)
+                wrapped, fds = guard.wrap([tracer.path, *flags, *output, "--", *argv], writable=[output[-1]])
+                relay = start_relay(spool) if redact else None
+                try:
+                    process = await trio.lowlevel.open_process(
+                        wrapped, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, pass_fds=fds
+                    )
+                except BaseException:
+                    if relay is not None:
+                        relay.release()
+                    raise
                 pid.append(process.pid)
                 guard.spawned()
             # Loaded here, not with this module: under strace they load while strace and its relay
@@ -376,6 +382,8 @@ async def record_run(
                     await bpf.stop_when_tree_gone(launched, live)
                 else:
                     await process.wait()
+                    if relay is not None:  # the last lines strace wrote, in the spool
+                        await relay.finish()
                 tracer_done.set()
 
             top = launched.root if ebpf else process.pid

@@ -67,6 +67,7 @@ from capsule.stages.executors import Executor, open_executor
 from capsule.stages.guard import Guard, check_events, open_guard
 from capsule.stages.launch import resolve_command
 from capsule.stages.record import SessionWriter
+from capsule.stages.spools import Relay, start_relay
 from capsule.stages.store import open_private
 from capsule.stages.task_trace import TraceFiles, follow_trace, open_trace, recorded_level, traced_argv
 from capsule.stages.task_units import cgroup_name, marker, measure
@@ -98,6 +99,7 @@ class Attempt:
     cgroup: procs.Cgroup | None
     guard: Guard
     gate: Gated | None = None  # eBPF: the stub waiting for the recorder (task_trace.follow_trace releases it)
+    relay: Relay | None = None  # strace's redacting relay (task_trace.follow_trace finishes it)
     on_released: Callable[[], None] | None = None  # eBPF: observes the spawn once the stub is let go
     on_tree_gone: Callable[[], None] | None = None  # eBPF: observes the exit before the recorder detaches
     seen: dict[int, float] = attrs.Factory(dict)  # every member sampled: pid -> start time
@@ -292,7 +294,9 @@ class Scheduler:
         title = traced.title if traced is not None else None
         argv, fds = guard.wrap(
             traced.argv if traced is not None else list(task.command),
-            writable=[str(trace.spool)] if trace is not None else [],
+            writable=[str(trace.spool), *(traced.writable if traced is not None else ())]
+            if trace is not None
+            else [],
             helper=traced is not None and traced.helper,
             argv0=title,
         )
@@ -306,6 +310,7 @@ class Scheduler:
             executable, argv = argv[0], [title, *argv[1:]]
         out = open_private(logs / f"{attempt}.out", append=False)
         err = open_private(logs / f"{attempt}.err", append=False)
+        relay = start_relay(traced.relay_of) if traced is not None and traced.relay_of is not None else None
         try:
             process = await trio.lowlevel.open_process(
                 argv,
@@ -321,6 +326,8 @@ class Scheduler:
         except OSError as exc:
             if gate is not None:
                 gate.abandon()
+            if relay is not None:
+                relay.release()  # it ends, finding no writer
             guard.close()
             if cgroup is not None:
                 cgroup.remove()
@@ -331,6 +338,10 @@ class Scheduler:
                 ObsSpawnFailed(ts=time.time(), task=task.id, attempt=attempt, error=error, log_dir=str(logs))
             )
             return
+        except BaseException:
+            if relay is not None:
+                relay.release()
+            raise
         finally:
             os.close(out)
             os.close(err)
@@ -343,7 +354,12 @@ class Scheduler:
         )  # fmt: skip
         guard.spawned()
         handle = self.attempts[key] = Attempt(
-            process=process, tree=tree, cgroup=cgroup, guard=guard, gate=gate
+            process=process,
+            tree=tree,
+            cgroup=cgroup,
+            guard=guard,
+            gate=gate,
+            relay=relay,
         )
         spawned = partial(
             ObsSpawned, task=task.id, attempt=attempt, pid=process.pid, started=started, pgid=process.pid,
@@ -401,6 +417,7 @@ class Scheduler:
             observe=self._send.send_nowait, enforcement=self.enforcement,
             checked=lambda batch: self.writer.write(found) if (found := check_events(handle.guard, batch)) else None,
             gate=handle.gate, on_released=handle.on_released, on_tree_gone=handle.on_tree_gone,
+            relay=handle.relay,
         )  # fmt: skip
 
     async def _sample(self, task: TaskSpec, attempt: int, handle: Attempt) -> None:

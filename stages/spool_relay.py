@@ -1,11 +1,19 @@
 """The spool relay: strace's output reaches the spool file redacted, never in clear (architecture §3 Secrets).
 
-Run by strace itself (`strace -o '|CMD'`): it reads the trace from the pipe strace writes, redacts whole
-lines and appends them to the spool (created 0600 by the recorder; opened with O_NOFOLLOW). strace waits
-for it before exiting, so a reader that saw strace end has seen every line. It is strace's child, not the
-recorder's: if Capsule is SIGKILLed, strace and the relay go on and the spool stays complete for
-recovery. Terminal signals are ignored, as strace ignores them (`-I3`); the shell that starts it sets
-that before exec, so there is no window in Python's start-up.
+Started by the recorder just before strace (stages/spools.py `start_relay`), in a session of its own, with
+its stdin the read end of a FIFO beside the spool, opened without blocking; strace writes the FIFO
+(`-o FIFO`). It reads the trace, redacts whole lines and appends them to the spool (created 0600 by the
+recorder; opened with O_NOFOLLOW), and ends when strace has closed the FIFO: the recorder waits for it
+after strace, so a reader that saw both end has seen every line. If Capsule is SIGKILLed, strace and the
+relay go on and the spool stays complete for recovery (the relay holds it open while it writes).
+Terminal signals are ignored, as strace ignores them (`-I3`); the shell that starts it sets that before
+exec, so there is no window in Python's start-up.
+
+Why not `strace -o '|CMD'`, strace's own pipe to a child: with it strace 6.1 exits as soon as the last
+process it knows has exited (strace.c, next_event: it cannot wait for ECHILD while its logger child
+lives). A child whose first stop strace has not seen yet is then dropped: `sh -c 'cmd &'`, whose parent
+exits at once, left `cmd` running untraced under strace's seccomp filter, where every traced syscall
+fails with ENOSYS (its exec said "Function not implemented" and its exit crashed with SIGSEGV).
 
 strace writes (and flushes) every line on its own: a relay that woke for each one spent ~20 us of CPU
 per line, on the cores strace and the command need (~1 s of a fork-heavy recording of 5,000 `true`).
@@ -49,6 +57,7 @@ def relay(source: int, spool: str) -> None:
         folder = os.path.dirname(spool)
         if os.path.basename(folder) == "spool":  # $CAPSULE_HOME/spool/<id>.strace (store.spool_path)
             _use_kept_shapes(os.path.join(os.path.dirname(folder), SHAPES_CACHE))
+    _await_writer(source)
     held = b""
     try:
         while data := os.read(source, CHUNK):
@@ -63,6 +72,21 @@ def relay(source: int, spool: str) -> None:
             _write_all(out, redact_bytes(held))
     finally:
         os.close(out)
+
+
+def _await_writer(source: int) -> None:
+    """A FIFO opened without blocking (the live spool's) reads as ended until strace has opened it: wait
+    for its first bytes, or for its close (poll reports a hang-up only once a writer has come and gone),
+    then read blocking as from a pipe. A blocking source (a pipe) is left as it is."""
+    import fcntl
+
+    flags = fcntl.fcntl(source, fcntl.F_GETFL)
+    if not flags & os.O_NONBLOCK:
+        return
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    poller.poll()
+    fcntl.fcntl(source, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
 
 
 def _linger(source: int) -> select.poll:

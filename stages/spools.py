@@ -11,13 +11,14 @@ recorder still holds (`claim_spool`) is left alone.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import os
 import shlex
+import subprocess
 import sys
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+
+import attrs
 
 from capsule.stages.home import runs_dir
 from capsule.stages.store import is_session, open_private
@@ -27,23 +28,61 @@ _IGNORE = "trap '' INT TERM HUP QUIT"
 
 
 def spool_output(spool: Path, *, redact: bool) -> tuple[str, ...]:
-    """strace's `-o` argument for `spool`: through the redacting relay, or the file itself."""
-    if not redact:
-        return ("-o", str(spool))
-    command = shlex.join(_relay_argv(spool))
-    return ("-o", f"|{_IGNORE}; exec {command}")
+    """strace's `-o` argument for `spool`: with `redact`, the FIFO its relay reads (`start_relay`, just
+    before strace; see stages/spool_relay.py for why not `-o '|CMD'`), else the file itself."""
+    return ("-o", str(fifo_path(spool) if redact else spool))
 
 
-def relay_execs(strace_argv: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """The execs strace itself makes to start the relay named in `strace_argv` (none when it writes a
-    file): `/bin/sh -c '...'` (strace popens the `-o |CMD` command with sh, strace.c open_output_file)
-    and the shell's exec of Python. The guard lets exactly these through (stages/guard.py)."""
-    for flag, value in itertools.pairwise(strace_argv):
-        if flag == "-o" and value.startswith(f"|{_IGNORE}; exec "):
-            command = value[1:]
-            spool = Path(shlex.split(command.partition("; exec ")[2])[-1])
-            return [("/bin/sh", ("sh", "-c", command)), (sys.executable, _relay_argv(spool))]
-    return []
+def fifo_path(spool: Path) -> Path:
+    """The FIFO strace writes a redacted spool through (beside it, not a spool's name)."""
+    return spool.with_suffix(".fifo")
+
+
+@attrs.define
+class Relay:
+    """The redacting relay of one live spool, Capsule's child in a session of its own. When strace has
+    ended (or never started), `release` lets it finish, then `wait` until the spool holds every line."""
+
+    fifo: Path
+    process: subprocess.Popen[bytes]
+
+    def release(self) -> None:
+        """strace is gone: a relay still waiting for it to open the FIFO sees a writer come and go (its
+        end), and the FIFO's name goes (the open ends stay)."""
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # ENXIO: no reader left, the relay has ended; or the name is gone
+            pass
+        else:
+            os.close(fd)
+        self.fifo.unlink(missing_ok=True)
+
+    async def finish(self) -> None:
+        from capsule.stages.launch import MainThreadProcess  # (it imports this module)
+
+        self.release()
+        await MainThreadProcess(self.process).wait()
+
+
+def start_relay(spool: Path) -> Relay:
+    """Make the FIFO beside `spool` (0600) and start the relay reading it. Its read end is opened here
+    without blocking, so strace's open for writing does not wait for the relay's Python to start."""
+    fifo = fifo_path(spool)
+    fifo.unlink(missing_ok=True)  # a dead recording's, by the same id: not possible, but never reused
+    os.mkfifo(fifo, 0o600)
+    read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", f"{_IGNORE}; exec {shlex.join(_relay_argv(spool))}"],
+            stdin=read,
+            start_new_session=True,  # a stop of the command's group (a task's) never reaches it
+        )
+    except BaseException:
+        fifo.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(read)
+    return Relay(fifo=fifo, process=process)
 
 
 def _relay_argv(spool: Path | str) -> tuple[str, ...]:
@@ -129,6 +168,9 @@ def tidy_spools(home: Path) -> list[str]:
             )
             continue
         recovered.append(session.name)
+    for fifo in (home / "spool").glob("*.fifo"):  # a relay's, whose recording has gone
+        if not fifo.with_suffix(".strace").exists():
+            fifo.unlink(missing_ok=True)
     return recovered
 
 

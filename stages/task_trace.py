@@ -31,7 +31,7 @@ from capsule.stages.guard import session_level, trace_level, tracer_flags
 from capsule.stages.pipeline import LiveCount, TraceStats, run_pipeline
 from capsule.stages.procs import started_at
 from capsule.stages.record import SessionWriter
-from capsule.stages.spools import claim_spool, spool_output
+from capsule.stages.spools import Relay, claim_spool, fifo_path, spool_output
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
 from capsule.stages.trace import POLL_S as TAIL_POLL_S
 from capsule.stages.trace import tail_stage
@@ -74,6 +74,12 @@ class Traced:
     argv: list[str]
     gate: Gated | None = None
     title: str | None = None
+    relay_of: Path | None = None  # strace's: the spool it writes through a relay (`start_relay`), if any
+
+    @property
+    def writable(self) -> list[str]:
+        """What the traced command line writes besides the spool (the guard keeps it writable)."""
+        return [str(fifo_path(self.relay_of))] if self.relay_of is not None else []
 
     @property
     def helper(self) -> bool:
@@ -112,7 +118,7 @@ def traced_argv(
     if title is not None and env is not None and "SHLVL" not in env:
         flags = (*flags, "-E", "SHLVL")  # naming it may go through bash, which adds one (procs.BASH)
     output = spool_output(spool, redact=True)
-    return Traced(argv=[tracer.path, *flags, *output, "--", *command], title=title)
+    return Traced(argv=[tracer.path, *flags, *output, "--", *command], title=title, relay_of=spool)
 
 
 async def follow_trace(
@@ -132,6 +138,7 @@ async def follow_trace(
     gate: Gated | None = None,
     on_released: Callable[[], None] | None = None,
     on_tree_gone: Callable[[], None] | None = None,
+    relay: Relay | None = None,
 ) -> None:
     """Record the attempt's process tree into its run session until the tracer exits; violations
     observed. `checked` hears each batch of trace events (the guard turns refused opens into
@@ -175,6 +182,8 @@ async def follow_trace(
             await stop_when_tree_gone(launched, live, on_gone=on_tree_gone)
         else:
             await process.wait()
+            if relay is not None:  # the last lines strace wrote, in the spool
+                await relay.finish()
         tracer_done.set()
 
     async def sink(receive: trio.MemoryReceiveChannel[list[Event]]) -> None:

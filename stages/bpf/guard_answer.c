@@ -3,7 +3,7 @@
 // ctypes, the interpreter lock released, to take the seccomp notifications off the listener. An exec
 // whose (path, argv) the Python server judged allowed before (and told us to remember) is answered
 // CONTINUE here, with no Python at all; every other one goes back to the Python server, which decides
-// and answers it as without this library. Python-side state (the policy, infra, relay, refusals, kill)
+// and answers it as without this library. Python-side state (the policy, infra, refusals, kill)
 // stays in Python: this file only ever allows what Python allowed for the very same bytes.
 //
 // Fail closed: anything unusual (an unreadable or oversized argv, a string at its limit, a failed

@@ -123,6 +123,28 @@ command = "sh -c 'echo hi; true x\\u001b[31m; exit 3'"
     assert re.search(r"^ +\d+ sh -c 'echo hi; true x\\x1b\[31m; exit 3' exit 3$", report, re.M), report
 
 
+def test_a_traced_task_s_background_child_runs_and_is_in_its_trace(
+    agents, capsule: CapsuleRunner, tmp_path: Path
+) -> None:
+    """A traced task whose shell exits right after starting a job: the job runs whole (once strace
+    dropped it, its exec failed with ENOSYS under strace's seccomp filter) and is in the attempt's trace."""
+    marker = tmp_path / "marker"
+    plan = f"""
+[run]
+trace = true
+[[task]]
+id = "t"
+command = "sh -c 'sleep 0.2; /bin/echo late > {marker}' & echo started"
+"""
+    done, events = agents(plan)
+    assert done.returncode == 0, done.stdout
+    assert marker.read_text() == "late\n"
+    started = of(events, "task.started", "t")[0]
+    assert "not implemented" not in (Path(started["log_dir"]) / "1.err").read_text()
+    report = orjson.loads(capsule("report", started["trace_session"], "--json").stdout)
+    assert ["/bin/echo", "late"] in [p["argv"] for p in report["processes"]]
+
+
 def test_each_hook_decision(agents, tmp_path: Path) -> None:
     """pre hooks answer per task: continue runs it, skip skips it, deny fails it, abort stops the run."""
     hook = tmp_path / "hook.py"

@@ -28,7 +28,7 @@ def test_capsule_and_strace_killed_report_says_recording_stopped_early(
     recorder = psutil.Process(proc.pid)
     (strace,) = [c for c in recorder.children() if c.name() == "strace"]
     command = strace.children(recursive=True)
-    spool = next((capsule_home / "spool").iterdir())
+    spool = next((capsule_home / "spool").glob("*.strace"))
     # The exec of sleep, whole: strace writes a call's arguments on entry and ` = 0` on return, so a kill
     # between the two would leave it cut (and rightly unrecorded as an exec).
     _wait_for(lambda: re.search(rb'\["sleep", "60"\].*\) += 0\n', spool.read_bytes()) is not None)

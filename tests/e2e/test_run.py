@@ -90,6 +90,25 @@ def test_every_process_appears_once_with_parent_and_argv(capsule: CapsuleRunner)
     assert len({p["pid"] for p in procs}) == len(procs)
 
 
+def test_a_background_child_of_a_parent_that_exits_at_once_runs_and_is_recorded(
+    capsule: CapsuleRunner, tmp_path: Path
+) -> None:
+    """`sh -c 'job &'`: the shell exits before strace has seen its child's first stop. strace with a pipe
+    to a child logger (`-o '|CMD'`) then exits and drops the child, which ran on untraced under strace's
+    seccomp filter: its exec failed with ENOSYS ("Function not implemented"), it crashed with SIGSEGV at
+    exit, and the record lost it. The relay reads a FIFO instead, so strace waits for the child."""
+    marker = tmp_path / "marker"
+    done = capsule("run", "--", "sh", "-c", f"sh -c 'sleep 0.2; /bin/echo late > {marker}' & echo started")
+    assert done.returncode == 0, done.stderr
+    assert "not implemented" not in done.stderr
+    assert marker.read_text() == "late\n"  # capsule run ended after the child had
+    report = report_json(capsule)
+    argvs = {tuple(p["argv"] or ()): p for p in report["processes"]}
+    assert argvs[("/bin/echo", "late")]["exit_code"] == 0
+    assert argvs[("sleep", "0.2")]["exit_code"] == 0
+    assert report["summary"]["failed"] == 0
+
+
 def test_missing_command_exits_127_and_is_recorded(capsule: CapsuleRunner) -> None:
     """A command that does not exist: one error line, exit 127, and a session that records the attempt."""
     done = capsule("run", "--", "no-such-command-xyz", "--flag")

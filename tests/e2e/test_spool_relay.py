@@ -1,7 +1,7 @@
-"""The spool relay of a live recording, as strace runs it (`-o '|sh -c …'`): fed line by line through a
-pipe, it lets the trace gather before it reads again, yet every line reaches the spool while the writer
-is still open, redacted exactly as `redact_bytes` redacts the whole, and the relay ends when the pipe
-closes."""
+"""The spool relay of a live recording, as the recorder starts it (`spool_output`: strace writes a FIFO
+the relay reads): fed line by line, it lets the trace gather before it reads again, yet every line
+reaches the spool while the writer is still open, redacted exactly as `redact_bytes` redacts the whole,
+and the relay ends when the writer closes, or, when none ever came, once it is released."""
 
 from __future__ import annotations
 
@@ -10,23 +10,21 @@ import subprocess
 from pathlib import Path
 
 from capsule.redact import redact_bytes
-from capsule.stages.spools import spool_output
+from capsule.stages.spools import spool_output, start_relay
 from capsule.stages.store import open_private
 from tests.e2e.test_run import _wait_for
 
 
 def _start_relay(spool: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The relay, started as strace starts it (its shell command from `spool_output`); our end of its pipe."""
+    """The relay, started as the recorder starts it; a writer's end of its FIFO, opened as strace does."""
     os.close(open_private(spool, new=True))
     flag, target = spool_output(spool, redact=True)
+    relay = start_relay(spool)
     assert flag == "-o"
-    assert target.startswith("|")
-    read, write = os.pipe()
-    try:
-        relay = subprocess.Popen(["/bin/sh", "-c", target[1:]], stdin=read)
-    finally:
-        os.close(read)
-    return relay, write
+    assert target == str(relay.fifo)
+    write = os.open(target, os.O_WRONLY | os.O_CLOEXEC)  # at once: the relay's end is open already
+    relay.fifo.unlink()
+    return relay.process, write
 
 
 def test_lines_reach_the_spool_while_the_writer_is_open_and_redacted(tmp_path: Path) -> None:
@@ -112,3 +110,19 @@ def test_a_relay_outside_a_home_keeps_no_cache(tmp_path: Path) -> None:
     assert _relay_all(tmp_path / "live.strace", sent) == redact_bytes(sent)
     assert not (tmp_path / SHAPES_CACHE).exists()
     assert not (tmp_path.parent / SHAPES_CACHE).exists()
+
+
+async def test_a_relay_whose_strace_never_came_ends_when_released(tmp_path: Path) -> None:
+    """strace failed before it opened the FIFO: the relay, waiting for a writer (an empty FIFO reads as
+    ended until one comes), ends once released, the spool empty; released again, nothing happens."""
+    spool = tmp_path / "live.strace"
+    os.close(open_private(spool, new=True))
+    relay = start_relay(spool)
+    wchan = Path(f"/proc/{relay.process.pid}/wchan")
+    _wait_for(lambda: relay.process.poll() is not None or wchan.read_text().startswith("poll"))
+    assert relay.process.poll() is None  # waiting in poll for a writer, not ended by the empty FIFO
+    await relay.finish()
+    assert relay.process.returncode == 0
+    assert spool.read_bytes() == b""
+    assert not relay.fifo.exists()
+    relay.release()

@@ -149,7 +149,10 @@ def test_the_live_spool_never_holds_a_secret(capsule_home: Path, tmp_path: Path)
     proc = _start(capsule_home, "run", "--", "sh", "-c", script)
     try:
         _wait_for(ready.exists)
-        (spool,) = (capsule_home / "spool").iterdir()
+        (spool,) = (capsule_home / "spool").glob("*.strace")
+        (fifo,) = (capsule_home / "spool").glob("*.fifo")  # what strace writes, the relay reads
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert stat.S_IMODE(fifo.stat().st_mode) == 0o600
         _wait_for(lambda: b"/bin/echo" in spool.read_bytes() and b"/bin/ls" in spool.read_bytes())
         data = spool.read_bytes()
         assert secret.encode() not in data
@@ -186,11 +189,12 @@ def test_sigkilled_recorder_spool_is_redacted_and_recovered_by_any_command(
     proc.wait()
     proc.stdout.close()
     _wait_for(marker.exists)
-    (spool,) = (capsule_home / "spool").iterdir()
+    (spool,) = (capsule_home / "spool").glob("*.strace")
     _wait_for(lambda: b"+++ exited with 0 +++" in spool.read_bytes().splitlines()[-1])
     assert secret.encode() not in spool.read_bytes()
     # the relay exits with strace; `ls` then finds the spool orphaned
     _wait_for(lambda: capsule("ls").returncode == 0 and not spool.exists())
+    assert list((capsule_home / "spool").iterdir()) == []  # the relay's FIFO too
     everything = b"".join(p.read_bytes() for p in capsule_home.rglob("*") if p.is_file())
     assert secret.encode() not in everything
     report = report_json(capsule)
@@ -267,7 +271,7 @@ def test_the_live_spool_of_a_traced_task_never_holds_a_secret(capsule_home: Path
     proc = _start(capsule_home, "agents", "run", str(plan))
     try:
         _wait_for(ready.exists)
-        (spool,) = (capsule_home / "spool").iterdir()
+        (spool,) = (capsule_home / "spool").glob("*.strace")
         _wait_for(lambda: b"/bin/echo" in spool.read_bytes())
         assert secret.encode() not in spool.read_bytes()
         assert b"--token=***" in spool.read_bytes()
