@@ -41,7 +41,8 @@ def fifo_path(spool: Path) -> Path:
 @attrs.define
 class Relay:
     """The redacting relay of one live spool, Capsule's child in a session of its own. When strace has
-    ended (or never started), `release` lets it finish, then `wait` until the spool holds every line."""
+    ended (or never started), `release` lets it end; `finish` does so and waits until it has, when the
+    spool holds every line."""
 
     fifo: Path
     process: subprocess.Popen[bytes]
