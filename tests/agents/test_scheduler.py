@@ -106,17 +106,15 @@ timeout = "20s"
     assert f"policy: 'sudo *' matched {shown} " in report  # the report quotes it alike
 
 
+def one_traced_task(command: str) -> str:
+    """A plan of one traced task `t`; `command` as written between TOML's double quotes."""
+    return f'[run]\ntrace = true\n[[task]]\nid = "t"\ncommand = "{command}"\n'
+
+
 def test_the_report_shows_a_traced_task_tree_as_a_shell_reads_it(agents, capsule: CapsuleRunner) -> None:
     """A traced task's tree in the agents report: argv quoted as a shell reads it, a control character
     shown escaped, not sent to the terminal (was: ' '.join of the raw argv)."""
-    plan = """
-[run]
-trace = true
-[[task]]
-id = "t"
-command = "sh -c 'echo hi; true x\\u001b[31m; exit 3'"
-"""
-    done, _events = agents(plan)
+    done, _events = agents(one_traced_task("sh -c 'echo hi; true x\\u001b[31m; exit 3'"))
     assert done.returncode == 1, done.stdout
     report = capsule("report").stdout
     assert "\x1b" not in report
@@ -129,14 +127,7 @@ def test_a_traced_task_s_background_child_runs_and_is_in_its_trace(
     """A traced task whose shell exits right after starting a job: the job runs whole (once strace
     dropped it, its exec failed with ENOSYS under strace's seccomp filter) and is in the attempt's trace."""
     marker = tmp_path / "marker"
-    plan = f"""
-[run]
-trace = true
-[[task]]
-id = "t"
-command = "sh -c 'sleep 0.2; /bin/echo late > {marker}' & echo started"
-"""
-    done, events = agents(plan)
+    done, events = agents(one_traced_task(f"sh -c 'sleep 0.2; /bin/echo late > {marker}' & echo started"))
     assert done.returncode == 0, done.stdout
     assert marker.read_text() == "late\n"
     started = of(events, "task.started", "t")[0]
