@@ -454,6 +454,10 @@ async def record_run(
         else:
             assert process.returncode is not None  # strace: waited for
             code, sig = exit_status(stats.root_status, process.returncode)
+        if sig is None and error is None and (failure := writer.tally.root_exec_failure) is not None:
+            # The command never ran (the guard refused it; it vanished after it was resolved): the exit
+            # the trace has is strace's own ("exec: …", 1). Say it as a shell would, as above.
+            code = EXIT_NOT_FOUND if failure == "ENOENT" else EXIT_NOT_EXECUTABLE
         # the recorder is stopped a little after the tree is gone; the trace says when that was.
         ended = writer.tally.last_ts if command is not None else None
         _close(

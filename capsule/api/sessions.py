@@ -604,6 +604,12 @@ class Recorded:
         default=0,
         metadata={"doc": "What the policy refused (execs, opens): the session's policy.blocked events."},
     )
+    refusals: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata={
+            "doc": "The first few refusals, a line each: what, the rule, the pid (the report has all)."
+        },
+    )
     events: int | None = attrs.field(
         default=None, metadata={"doc": "Events the session holds (the lines of its events.jsonl)."}
     )
@@ -778,8 +784,17 @@ async def record_async(
         error=outcome.error,
         warning=enforcement.warning if enforcement is not None else None,
         blocked=outcome.tally.blocked,
+        refusals=_refusal_lines(outcome.tally.refusals),
         events=outcome.tally.events,
     )
+
+
+def _refusal_lines(refusals: list[Any]) -> tuple[str, ...]:
+    if not refusals:
+        return ()  # an unguarded run does not load the report's policy module
+    from capsule.report.policy import refusal_line
+
+    return tuple(refusal_line(b) for b in refusals)
 
 
 def _enforcement(policy_file: Path | None, fallback: str | None) -> Any:

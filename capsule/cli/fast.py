@@ -275,6 +275,10 @@ def record_and_report(
         f"{style.dim('capsule:')} session {style.bold(outcome.session)} · {counts}"
         f" · {outcome.duration_s:.2f}s · {status}"
     )
+    for refusal in outcome.refusals:  # what the command's own "Operation not permitted" was
+        style.line(f"{style.dim('capsule:')} {style.red('blocked')} {refusal}")
+    if (more := outcome.blocked - len(outcome.refusals)) > 0:
+        style.line(f"{style.dim('capsule:')} {style.red('blocked')} {more} more (the report lists them)")
     style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")
     return outcome.exit_code
 

@@ -16,6 +16,8 @@ from capsule.fold.exec_argv import named_argv
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
 
+REFUSALS_KEPT = 3  # what `capsule run`'s summary names; the report lists them all
+
 
 @attrs.define
 class Tally:
@@ -24,8 +26,13 @@ class Tally:
     failed: int = 0
     unparsed: int = 0
     blocked: int = 0  # what the policy refused (policy.blocked)
+    refusals: list[PolicyBlocked] = attrs.field(factory=list, repr=False)  # the first REFUSALS_KEPT
     root_pid: int | None = None
     root_exit: tuple[int | None, str | None] | None = None  # (exit code, signal name) of the root
+    # Why the root never became the command (its exec's errno: refused by the guard, not found), or
+    # None once an exec of it succeeded: then the exit the trace has is the tracer's, not the command's.
+    root_exec_failure: str | None = None
+    _root_ran: bool = attrs.field(default=False, repr=False)
     first_ts: float | None = None
     last_ts: float | None = None
     # Exit rules (capsule/rules/exits.toml): `grep` 1 is an answer, not a failure. With them the tally
@@ -43,6 +50,9 @@ class Tally:
             if event.via == "root" and self.root_pid is None:
                 self.root_pid = event.pid
         elif isinstance(event, ProcExec):
+            if event.pid == self.root_pid and not self._root_ran:
+                self._root_ran = event.ok
+                self.root_exec_failure = None if event.ok else event.errno
             if event.ok and self.answers is not None:
                 self._images[event.pid] = (event.path, named_argv(event) or ())  # unknown (-s 0): no rule
         elif isinstance(event, ProcExited):
@@ -61,4 +71,6 @@ class Tally:
             self.failed += 1
         elif isinstance(event, PolicyBlocked):
             self.blocked += 1
+            if len(self.refusals) < REFUSALS_KEPT:
+                self.refusals.append(event)
         return self

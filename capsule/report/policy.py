@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.session import SessionState
-from capsule.report.argv import full_argv, visible
+from capsule.report.argv import full_argv, short_argv, visible
 
 SHOWN = 20  # refusals listed in the text report; the JSON report has them all (up to MAX_BLOCKED)
 
@@ -55,6 +55,19 @@ def _what(argv: tuple[str, ...], path: str | None, command: str) -> str:
     if command and command != " ".join(argv):
         shown += f"  (inside: {visible(command)})"
     return shown
+
+
+def refusal_line(b: PolicyBlocked) -> str:
+    """One refusal on one line, as `capsule run`'s summary names it: what, the rule, and in what."""
+    what = visible(b.command) if b.command else full_argv(b.argv) if b.argv else visible(b.path or "?")
+    line = f"{what} · rule {b.rule!r}"
+    if b.pid is not None:
+        line += f" · pid {b.pid}"
+    if b.argv and b.command and b.command != " ".join(b.argv):  # a shell string: the exec it was in
+        line += f" {short_argv(b.argv)}"
+    if b.action == "kill":
+        line += " · tree stopped"
+    return line
 
 
 def policy_title(state: SessionState) -> str | None:

@@ -248,6 +248,7 @@ def _masked(text: str) -> str:
     import re
 
     text = re.sub(r"\d{8}-\d{6}-[0-9a-f]{5}", "ID", text)
+    text = re.sub(r" · pid \d+ ", " · pid PID ", text)  # a refusal's line names its process
     return re.sub(r"\d+\.\d\ds ·", "Ts ·", text)
 
 

@@ -137,3 +137,18 @@ def test_a_sample_before_its_spawn_is_folded_is_kept() -> None:
     first, second = [p for p in report["processes"] if p["pid"] == 2]
     assert (first["peak_rss"], first["cpu_s"]) == (200 << 20, 0.3)
     assert second["peak_rss"] == 5 << 20
+
+
+def test_tally_knows_a_root_that_never_became_the_command() -> None:
+    """A refused (or vanished) root's exit is the tracer's own; once the root ran, later failed execs
+    of it (a shell's `exec` of a missing program) are the command's."""
+    refused = Script().start("bash", "-c", "sudo ls")
+    refused.spawn(1, None, via="root").exec(1, "/usr/bin/bash", "bash", ok=False, errno="EPERM").exit(1, 1)
+    ran = Script().start("sh", "-c", "exec nope")
+    ran.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    ran.exec(1, "/usr/bin/nope", "nope", ok=False, errno="ENOENT").exit(1, 127)
+    for script, failure in ((refused, "EPERM"), (ran, None)):
+        tally = Tally()
+        for event in script.events:
+            tally.apply(event)
+        assert tally.root_exec_failure == failure

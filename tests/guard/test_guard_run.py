@@ -89,8 +89,10 @@ def test_denied_rm_in_a_shell_string_never_runs(
     done = capsule("run", "--policy", policy, "--", "bash", "-c", "rm -rf canary; echo done")
     assert (work / "canary" / "keep").exists()
     assert "done" not in done.stdout
-    assert done.returncode != 0
+    assert done.returncode == 126  # the command never ran, as a shell says it (not strace's own 1)
     assert " · 1 blocked by the policy · " in done.stderr  # the run's own summary line says so
+    # and names what and why, under the command's bare "Operation not permitted"
+    assert "capsule: blocked rm -rf canary · rule 'rm -rf *' · pid " in done.stderr
     (blocked,) = _events(capsule_home, "policy.blocked")
     assert blocked["rule"] == "rm -rf *"
     assert blocked["command"] == "rm -rf canary"
