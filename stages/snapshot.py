@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # the report (rich with it) loads only for a session that get
 SNAPSHOT = "report.snapshot"
 FORMAT = (
     # bump when the snapshot's layout or the report's bytes change (2: compressed, 3: spawn_failures,
-    # 4: a sample of rss 0 is no peak, 5: an argv[0] cut by `-s` is completed from the exec'd path)
-    5
+    # 4: a sample of rss 0 is no peak, 5: an argv[0] cut by `-s` is completed from the exec'd path,
+    # 6: a process's `stopped`)
+    6
 )
 MIN_EVENTS = 20_000
 COPY_CHUNK = 1 << 20

@@ -254,6 +254,10 @@ def load(
     state = SessionState.new(rule_set)
     state.live = live  # a session still being recorded reads `running`, not `incomplete`
     state.parent_writer = _parent_writer(session_dir, header)
+    if state.parent_writer is not None and state.parent_writer[1] == WRITERS["env"]:
+        # what an env's supervisor stops (`env down`, a restart) is stopped, not failed; an agents
+        # run's scheduler stops a task for a timeout or a limit, which stays a failure
+        state.tree.stoppers = frozenset(p for p in (state.parent_writer[0], header.recorder_pid) if p)
     try:
         if forked and _big(session_dir):
             from capsule.stages.forked import fold_forked

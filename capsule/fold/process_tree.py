@@ -64,6 +64,7 @@ class ProcessNode:
     signals: list[tuple[float, str]] = attrs.Factory(list)  # signals delivered (first MAX_SIGNALS_KEPT)
     signals_received: int = 0
     last_sender: tuple[str, int] | None = None  # (signal, pid) of the latest signal a process sent it
+    stopped: bool = False  # the signal it died of came from a stopper (ProcessTree.stoppers): no failure
     peak_cpu_percent: float | None = None
     peak_rss_bytes: int | None = None
     peak_cpu_s: float | None = None  # CPU seconds used, from the last sample (cumulative)
@@ -111,6 +112,8 @@ class ProcessNode:
         """Why it failed, in a few words (`killed by SIGKILL (core dumped)`, `exit 3`, `exec failed:
         ENOENT`), or None: the one wording the exports use."""
         if self.signal is not None:
+            if self.stopped:
+                return None
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
         if self.exit_code is not None and self.exit_code != 0 and not self.answered:
             return f"exit {self.exit_code}"
@@ -139,10 +142,10 @@ class ProcessNode:
 
     @property
     def failed(self) -> bool:
-        """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal, or
-        never managed to exec (a command not found)."""
+        """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal (not
+        the stopper's: `stopped`), or never managed to exec (a command not found)."""
         if self.signal is not None:
-            return True
+            return not self.stopped
         if not self.exec_ok and self.execs:
             return True  # every exec attempt failed
         code = self.exit_code
@@ -162,6 +165,11 @@ class ProcessTree:
     warnings: list[str] = attrs.Factory(list)
     warnings_dropped: int = 0
     untimed: bool = False  # the trace has no timestamps (session.started's trace_clock is `none`)
+    # The pids whose signals stop processes on purpose, set before the fold: for a traced service's
+    # session, the env's supervisor (`env down`, a restart, a reload stop it; the env's own report calls
+    # that stopped, not failed) and the session's `capsule run`, which passes the supervisor's SIGTERM
+    # on. A process that died of a signal one of them sent is `stopped`.
+    stoppers: frozenset[int] = frozenset()
     early_samples: dict[int, list[ProcSampled]] = attrs.Factory(dict)  # by pid, not yet spawned
 
     def apply(self, event: Event) -> ProcessTree:
@@ -303,6 +311,10 @@ class ProcessTree:
         node.exit_code = exit_code
         node.signal = signal
         node.core_dumped = core_dumped
+        if signal is not None and self.stoppers:
+            node.stopped = node.last_sender is not None and node.last_sender in {
+                (signal, p) for p in self.stoppers
+            }
 
     def _signaled(self, event: ProcSignaled) -> None:
         key = self.current.get(event.pid)

@@ -116,6 +116,15 @@ class SessionState:
         return self.tree.nodes[roots[0]] if roots else None
 
     @property
+    def stopped_by(self) -> str | None:
+        """Who stopped the command on purpose (`supervisor (3516)`: `env down`, a restart), when its
+        signal is what the command died of (ProcessTree.stoppers); None otherwise."""
+        root = self.root
+        if root is None or not root.stopped or self.parent_writer is None:
+            return None
+        return f"{self.parent_writer[1]} ({self.parent_writer[0]})"
+
+    @property
     def exit_code(self) -> int | None:
         if self.ended is not None:
             return self.ended.exit_code

@@ -31,6 +31,8 @@ since the epoch (floats), durations seconds; a value not known is null.
           "execs": [{"ts": float, "path": str, "argv": [str] | null, "ok": bool, "errno": str | null}],
           "signals": [{"ts": float, "signal": str}],   # delivered to it (SIGCHLD excluded)
           "failure": bool,      # it failed: non-zero exit that is not an answer, a signal, no exec
+          "stopped": bool,      # the signal it died of was a stop, not a failure: a traced service's
+                                # process stopped by its env's supervisor (`env down`, a restart)
           "answer": bool,       # a non-zero exit an exit rule calls an answer (`grep` 1: no match)
           "peak_cpu_percent": float | null, "peak_rss_bytes": int | null,
           "peak_rss": int | null, "cpu_s": float | null,   # from the psutil sampler (`--sample`)
@@ -139,6 +141,7 @@ def _process(node: ProcessNode) -> dict[str, Any]:
         ],
         "signals": [{"ts": ts, "signal": sig} for ts, sig in node.signals] if node.signals else [],
         "failure": node.failed,
+        "stopped": node.stopped,
         "answer": node.answered,
         "peak_cpu_percent": node.peak_cpu_percent,
         "peak_rss_bytes": node.peak_rss_bytes,

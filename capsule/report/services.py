@@ -41,24 +41,18 @@ def _up_s(unit: Unit, sup: Supervised) -> float:
     return sum((run.end if run.end is not None else sup.end) - run.start for run in unit.runs)
 
 
-def _traced(
-    run: UnitRun, sup: Supervised, children: Mapping[str, SessionState]
-) -> tuple[int, int, int] | None:
+def _traced(run: UnitRun, children: Mapping[str, SessionState]) -> tuple[int, int, int] | None:
     """(processes, failed, stopped) of a traced start's run session; None if it was not traced or its
     session is gone.
 
-    In a start the supervisor stopped (`env down`, a reload), a process that died of a signal from the
-    supervisor, or from the start's own `capsule run` passing the supervisor's SIGTERM on, was stopped
-    like the start itself, not failed."""
+    A process that died of a signal from the supervisor, or from the start's own `capsule run` passing
+    the supervisor's SIGTERM on, was stopped like the start itself, not failed (`ProcessNode.stopped`,
+    set as the run session is loaded)."""
     child = children.get(run.trace_session) if run.trace_session else None
     if child is None:
         return None
-    stoppers: set[int] = set()
-    if run.outcome == "stopped":
-        stoppers = {h.recorder_pid for h in (sup.header, child.header) if h is not None and h.recorder_pid}
-    failed = [n for n in child.tree.nodes if n.failed]
-    stopped = sum(1 for n in failed if n.killed_by in stoppers)
-    return len(child.tree.nodes), len(failed) - stopped, stopped
+    nodes = child.tree.nodes
+    return len(nodes), sum(n.failed for n in nodes), sum(n.stopped for n in nodes)
 
 
 def services_list(sup: Supervised, children: Mapping[str, SessionState]) -> list[dict[str, Any]]:
@@ -84,7 +78,7 @@ def services_list(sup: Supervised, children: Mapping[str, SessionState]) -> list
                     **dict(
                         zip(
                             ("processes", "failed", "stopped"),
-                            _traced(run, sup, children) or (None, None, None),
+                            _traced(run, children) or (None, None, None),
                             strict=True,
                         )
                     ),
@@ -155,7 +149,7 @@ def render_services(sup: Supervised, children: Mapping[str, SessionState]) -> Re
         for column in ("service", "start", "session", "processes", "failed", "stopped"):
             table.add_column(column, justify="left" if column in ("service", "session") else "right")
         for unit, run in traced:
-            counts = _traced(run, sup, children)
+            counts = _traced(run, children)
             if counts is None:
                 table.add_row(unit.name, str(run.number), run.trace_session or "", "gone", "", "")
                 continue

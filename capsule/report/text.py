@@ -47,8 +47,10 @@ def format_time(ts: float | None) -> str:
 def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
     """(text, style) of how a process ended: `exit 0`, `exit 2`, `exit 1 (an answer)` (an exit rule says
     so: `grep` found nothing), `SIGKILL`, `exec ENOENT`, `no exit seen` (`running` in a live session)."""
-    if node.signal is not None:
-        return node.signal + (" (core dumped)" if node.core_dumped else ""), "bold red"
+    if node.signal is not None:  # a stop the supervisor made (`env down`) is no failure: not red
+        return node.signal + (
+            " (core dumped)" if node.core_dumped else ""
+        ), "yellow" if node.stopped else "bold red"
     if node.exec_failed:
         errno = node.execs[-1].errno or "failed"
         code = f", exit {node.exit_code}" if node.exit_code is not None else ""
@@ -130,7 +132,9 @@ def header(state: SessionState) -> RenderableType:
     status = Text(state.status, style="green" if state.status in ("complete", "running") else "yellow")
     if state.timed_out is not None:
         status.append(f" · timed out after {format_duration(state.timed_out.limit_s)}", style="bold red")
-    if state.signal is not None:
+    if state.signal is not None and (stopper := state.stopped_by) is not None:
+        status.append(f" · {state.signal} · stopped by {stopper}", style="yellow")
+    elif state.signal is not None:
         status.append(f" · {state.signal}", style="bold red")
     elif state.exit_code is not None:
         status.append(f" · exit {state.exit_code}", style="bold red" if state.exit_code else "green")

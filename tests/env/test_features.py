@@ -166,8 +166,13 @@ max_restarts = 2
     # sleep died of the SIGTERM of `env down`: stopped, as its start was, not failed
     assert (run["failed"], run["stopped"]) == (0, 1), run
     assert re.search(rf"^ worker +│ +1 │ {run_id} │ +\d+ │ +0 │ +1$", text, re.M), text
+    # and its own run session agrees: stopped by the supervisor, not a failure (was: failures table)
     child = capsule("report", run_id).stdout
-    assert re.search(r"│ sleep 300 +│ SIGTERM by (supervisor|capsule) \(\d+\)", child), child
+    assert re.search(r"^status +complete · SIGTERM · stopped by supervisor \(\d+\)$", child, re.M), child
+    assert "failures" not in child, child
+    processes = orjson.loads(capsule("report", run_id, "--json").stdout)["processes"]
+    sleep = next(p for p in processes if p["argv"] == ["sleep", "300"])
+    assert (sleep["signal"], sleep["stopped"], sleep["failure"]) == ("SIGTERM", True, False), sleep
 
 
 def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(

@@ -153,6 +153,41 @@ def test_killed_by_signal_with_core_dump() -> None:
     assert node.failed
 
 
+def test_a_stoppers_signal_is_a_stop_not_a_failure() -> None:
+    """A traced service's session: what died of the SIGTERM its env's supervisor (or its `capsule run`,
+    passing it on) sent was stopped, not failed; another process's SIGTERM, or a SIGKILL (no sender
+    seen), still fails."""
+    from capsule.fold import SessionState
+    from capsule.report import report_dict
+
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "300").signaled(2, "SIGTERM", sender=900).exit(2, signal="SIGTERM")
+    s.spawn(3, 1).exec(3, "/bin/sleep", "sleep", "301").signaled(3, "SIGTERM", sender=1).exit(3, signal="SIGTERM")
+    s.spawn(4, 1).exec(4, "/bin/sleep", "sleep", "302").exit(4, signal="SIGKILL")
+    s.signaled(1, "SIGTERM", sender=901).exit(1, signal="SIGTERM").end()
+    state = SessionState.new(packaged_rules())
+    state.tree.stoppers = frozenset({900, 901})
+    for event in s.events:
+        state.apply(event)
+    nodes = state.tree.nodes
+    assert [(n.pid, n.stopped, n.failed) for n in nodes] == [
+        (1, True, False),
+        (2, True, False),
+        (3, False, True),
+        (4, False, True),
+    ]
+    assert (only(nodes, 2).failure, only(nodes, 3).failure) == (None, "killed by SIGTERM")
+    state.parent_writer = (900, "supervisor")
+    assert state.stopped_by == "supervisor (900)"
+    report = report_dict(state)
+    assert [p["stopped"] for p in report["processes"]] == [True, True, False, False]
+    assert report["summary"]["failed"] == 2
+    plain = fold_session(s.events, packaged_rules())  # no stoppers: every signal death fails
+    assert [n.failed for n in plain.tree.nodes] == [True, True, True, True]
+    assert plain.stopped_by is None
+
+
 def test_killed_by_names_the_sender_of_the_signal_it_died_of() -> None:
     """The pid that sent the fatal signal is kept; a signal it did not die of, or one the kernel sent
     (no si_pid), names no one."""
