@@ -97,6 +97,15 @@ refused = socket.socket(); refused.connect_ex(("127.0.0.1", 9)); refused.close()
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.sendto(b"x", ("127.0.0.1", 9)); udp.close()
 subprocess.run(["cat", "note.txt"], stdout=subprocess.DEVNULL, check=True)
 '
+# --level net: non-blocking connects (a socket with a timeout, as urllib, Node and curl connect), each
+# `= -1 EINPROGRESS` settled by getsockopt(SO_ERROR): one a server accepts, one refused.
+record nonblocking-connect --level net -- /usr/bin/python3 -I -S -c '
+import socket
+server = socket.create_server(("127.0.0.1", 0))
+for port in (server.getsockname()[1], 9):
+    s = socket.socket(); s.settimeout(5); s.connect_ex(("127.0.0.1", port)); s.close()
+server.close()
+'
 
 cd "$root"
 "$root/.venv/bin/python" -m tests.golden bless

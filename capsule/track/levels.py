@@ -54,5 +54,5 @@ def wanted_syscalls(files: bool, net: bool, *, ends: bool = False) -> frozenset[
     if files:
         wanted |= _OPEN | _CHANGES.keys() | _CWD
     if net:
-        wanted |= {"connect"} | _NET_OPS
+        wanted |= {"connect", "getsockopt"} | _NET_OPS  # getsockopt: a non-blocking connect's result
     return wanted

@@ -17,8 +17,11 @@ held until then. A trace with no pid at all is one process with pid 0.
 
 from __future__ import annotations
 
+import errno as errno_names
 import re
 from typing import Literal
+
+import attrs
 
 from capsule.events import (
     Event,
@@ -77,6 +80,11 @@ _Held = tuple[Record, float, int | None]
 _UNFINISHED = "<unfinished ...>"  # the tail of an interrupted call that neither changed pid nor detached  # a record, its effective ts, its pid (None: not yet known)
 
 
+# Non-blocking connects held for their result at most (the tracker's state stays bounded): a program
+# that never asks how its connects went (a port scanner) has its oldest emitted as they were.
+MAX_CONNECTING = 4096
+
+
 class Tracker:
     """Fold parser records into events: `feed(records) -> list[Event]`, then `close()` at the end."""
 
@@ -120,6 +128,11 @@ class Tracker:
         # Sockets: the local address a descriptor was bound to, by socket inode (`-y`) or (pid, fd).
         self._bound: dict[object, tuple[str, str, int | None]] = {}
         self._listening: set[object] = set()
+        # Non-blocking connects (`= -1 EINPROGRESS`: every one Node, asyncio, curl or a Python socket
+        # with a timeout makes) held by socket until their result: getsockopt(SO_ERROR), or a second
+        # connect on the socket. Emitted then, with the connect's own time; at the process's exit or
+        # the trace's end, one never settled is emitted as it was (EINPROGRESS).
+        self._connecting: dict[object, NetConnected] = {}
         self._out: list[Event] = []
         self._spawned = 0
 
@@ -149,6 +162,8 @@ class Tracker:
         self._out = out
         if self.root_pid is None and self._hold is not None:
             self._resolve_root(0)
+        out.extend(self._connecting.values())
+        self._connecting.clear()
         while self._unclaimed:
             pid = next(iter(self._unclaimed))
             held = self._unclaimed.pop(pid)
@@ -279,6 +294,8 @@ class Tracker:
             self._chdir(rec, name, args, tgid)
         elif self._net and name == "connect":
             self._connect(rec, args, ts, tgid)
+        elif self._net and name == "getsockopt":
+            self._connect_result(rec, args, tgid)
         elif self._net and name in _NET_OPS:
             self._socket_call(rec, name, args, ts, tgid)
         elif self._ends and name in _ENDS:
@@ -425,6 +442,8 @@ class Tracker:
             return  # a thread's own exit line, or a leader already reported
         self._exited.add(tgid)
         self._end_calls.pop(tgid, None)
+        if self._connecting:
+            self._unsettled_connects(tgid)
         if isinstance(rec, Exited):
             event = ProcExited(ts=ts, pid=tgid, exit_code=rec.code)
             status: tuple[int | None, str | None] = (rec.code, None)
@@ -573,16 +592,44 @@ class Tracker:
         elif family == "AF_UNIX" and (m := _UNIX.search(addr)):
             path = decode_string(m[2])
             address = m[1] + (path[0] if path is not None else m[2])
-        self._out.append(
-            NetConnected(
-                ts=ts,
-                pid=tgid,
-                family=family,
-                address=address,
-                ok=rec.errno is None and rec.result not in (None, "?"),
-                errno=rec.errno,
-            )
-        )
+        ok = rec.errno is None and rec.result not in (None, "?")
+        event = NetConnected(ts=ts, pid=tgid, family=family, address=address, ok=ok, errno=rec.errno)
+        key = self._socket_key(parts[0], tgid) if parts else None
+        held = self._connecting.pop(key, None) if key is not None else None
+        if held is not None:
+            if rec.errno == "EALREADY":  # asked again while it is still under way
+                self._connecting[key] = held
+                return
+            if rec.errno != "EINPROGRESS":  # a second connect on the socket says how the first went
+                ok = ok or rec.errno == "EISCONN"
+                self._out.append(attrs.evolve(held, ok=ok, errno=None if ok else rec.errno))
+                return
+            self._out.append(held)  # (pid, fd) reused by a new socket (a log without -y): never settled
+        if rec.errno == "EINPROGRESS" and key is not None:
+            self._connecting[key] = event
+            if len(self._connecting) > MAX_CONNECTING:  # a scanner that never asks: the oldest go out
+                self._out.append(self._connecting.pop(next(iter(self._connecting))))
+            return
+        self._out.append(event)
+
+    def _connect_result(self, rec: Syscall, args: str, tgid: int) -> None:
+        """getsockopt(fd, SOL_SOCKET, SO_ERROR, [0]): how a held non-blocking connect went."""
+        if not self._connecting or rec.errno is not None or "SO_ERROR" not in args:
+            return
+        parts = split_args(args)
+        if len(parts) < 4 or parts[1:3] != ["SOL_SOCKET", "SO_ERROR"]:
+            return
+        value = parts[3].strip("[]")
+        if value.isdigit():  # strace prints the errno's name; a number only when it has none
+            value = "0" if value == "0" else errno_names.errorcode.get(int(value), value)
+        held = self._connecting.pop(self._socket_key(parts[0], tgid), None)
+        if held is not None:
+            self._out.append(attrs.evolve(held, ok=value == "0", errno=None if value == "0" else value))
+
+    def _unsettled_connects(self, tgid: int) -> None:
+        """A process exits: its non-blocking connects never settled go out as they were."""
+        for key in [k for k, held in self._connecting.items() if held.pid == tgid]:
+            self._out.append(self._connecting.pop(key))
 
     def _socket_key(self, arg: str, tgid: int) -> object:
         fd, path = descriptor(arg)

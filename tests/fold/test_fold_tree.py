@@ -162,8 +162,12 @@ def test_a_stoppers_signal_is_a_stop_not_a_failure() -> None:
 
     s = Script().start("sh")
     s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
-    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "300").signaled(2, "SIGTERM", sender=900).exit(2, signal="SIGTERM")
-    s.spawn(3, 1).exec(3, "/bin/sleep", "sleep", "301").signaled(3, "SIGTERM", sender=1).exit(3, signal="SIGTERM")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "300").signaled(2, "SIGTERM", sender=900).exit(
+        2, signal="SIGTERM"
+    )
+    s.spawn(3, 1).exec(3, "/bin/sleep", "sleep", "301").signaled(3, "SIGTERM", sender=1).exit(
+        3, signal="SIGTERM"
+    )
     s.spawn(4, 1).exec(4, "/bin/sleep", "sleep", "302").exit(4, signal="SIGKILL")
     s.signaled(1, "SIGTERM", sender=901).exit(1, signal="SIGTERM").end()
     state = SessionState.new(packaged_rules())
