@@ -22,7 +22,10 @@ seconds, and the root's working directory: older traces have none, and keep rela
                                                              level refused: only EACCES, EROFS ones)
     D <ns> <tgid> <path>                                     a chdir (empty path: an fchdir; levels
                                                              file and refused)
-    C <ns> <tgid> <family> <port> <ret> <address>            a connect (trace level net)
+    N <ns> <tgid> <fd> <family> <port> <ret> <address>       a connect (trace level net)
+    C <ns> <tgid> <family> <port> <ret> <address>            a connect (traces before N: no fd)
+    K <ns> <tgid> <fd> <error>                               getsockopt(fd, SOL_SOCKET, SO_ERROR) said
+                                                             `error` (0: a non-blocking connect worked)
     R <ns>                                                   the readiness handshake (ignored)
     B <ns> <cpu>                                             a flush barrier's marker from one CPU
 
@@ -164,6 +167,18 @@ class NetConnect:
     port: int
     ret: int
     address: str
+    fd: int | None = None  # None in traces written before N lines
+
+
+@attrs.frozen(kw_only=True)
+class SockError:
+    """getsockopt(SO_ERROR): how the non-blocking connect on `fd` went (0: it worked, else its errno)."""
+
+    line_no: int
+    ts: float
+    tgid: int
+    fd: int
+    error: int
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +204,7 @@ EbpfRecord = (
     | FileOpen
     | CwdChanged
     | NetConnect
+    | SockError
     | Flushed
     | Unparsed
 )
@@ -359,8 +375,12 @@ class EbpfParser:
         if tag == "D":
             ns, tgid, path = _fields(rest, 2)
             return CwdChanged(line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), path=path)
-        if tag == "C":
-            ns, tgid, family, port, ret, address = _fields(rest, 5)
+        if tag == "N" or tag == "C":
+            fd = None
+            if tag == "N":
+                ns, tgid, fd, family, port, ret, address = _fields(rest, 6)
+            else:
+                ns, tgid, family, port, ret, address = _fields(rest, 5)
             return NetConnect(
                 line_no=line_no,
                 ts=self._ts(ns),
@@ -369,7 +389,11 @@ class EbpfParser:
                 port=int(port),
                 ret=int(ret),
                 address=address,
+                fd=None if fd is None else int(fd),
             )
+        if tag == "K":
+            ns, tgid, fd, error = rest.split(" ")
+            return SockError(line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), fd=int(fd), error=int(error))
         if tag == "R":
             int(rest)
             return _SKIP

@@ -40,8 +40,10 @@ from capsule.parse.ebpf import (
     Header,
     NetConnect,
     ProcessEnded,
+    SockError,
 )
 from capsule.parse.records import Unparsed
+from capsule.track.connects import ConnectsInProgress
 from capsule.track.levels import level_parts
 from capsule.track.paths import resolve
 from capsule.track.tracker import Level
@@ -212,6 +214,7 @@ class EbpfTracker:
         self._argv_area: dict[int, tuple[int, bytearray]] = {}  # pid -> (size, bytes so far) of a new program
         # pid -> its working directory (None: unknown, after an fchdir or in a trace that does not say)
         self._cwd: dict[int, str | None] = {}
+        self._connecting = ConnectsInProgress()  # non-blocking connects, until their result (N, K)
         self._out: list[Event] = []
 
     @property
@@ -248,6 +251,7 @@ class EbpfTracker:
             first = next((r.ts for r in held if isinstance(r.ts, float)), 0.0)
             via = "root" if pid == self.root_pid else "unknown"
             self._spawn(pid, None, via, first)  # replays what was parked under it
+        out.extend(self._connecting.drain())
         return out
 
     # --- routing -----------------------------------------------------------------------------------
@@ -297,7 +301,9 @@ class EbpfTracker:
         """The process a record belongs to, which must be alive for it to apply."""
         if isinstance(rec, Forked):
             return rec.parent
-        if isinstance(rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | CwdChanged | NetConnect):
+        if isinstance(
+            rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | CwdChanged | NetConnect | SockError
+        ):
             return rec.tgid
         if isinstance(rec, ExecDone | ArgvPiece):
             return rec.pid
@@ -352,6 +358,10 @@ class EbpfTracker:
                 )
         elif isinstance(rec, NetConnect) and self._net:
             self._connected(rec)
+        elif isinstance(rec, SockError) and self._net:
+            error = None if rec.error == 0 else errno_name(rec.error)
+            if (settled := self._connecting.result((rec.tgid, rec.fd), error)) is not None:
+                self._out.append(settled)
 
     def _absolute(self, rec: FileOpen) -> str:
         """An open's path as strace -y shows it: absolute from the cwd (AT_FDCWD) where the trace says
@@ -393,6 +403,7 @@ class EbpfTracker:
 
     def _ended(self, rec: ProcessEnded) -> None:
         self._alive.discard(rec.tgid)
+        self._out.extend(self._connecting.exited(rec.tgid))
         if rec.tgid != self.root_pid:
             self._cwd.pop(rec.tgid, None)
         self._gone[rec.tgid] = rec.ts
@@ -421,13 +432,12 @@ class EbpfTracker:
             address = f"[{rec.address}]:{rec.port}"
         else:
             address = rec.address
-        self._out.append(
-            NetConnected(
-                ts=rec.ts,
-                pid=rec.tgid,
-                family=family,
-                address=address,
-                ok=rec.ret >= 0,
-                errno=errno_name(-rec.ret) if rec.ret < 0 else None,
-            )
+        event = NetConnected(
+            ts=rec.ts,
+            pid=rec.tgid,
+            family=family,
+            address=address,
+            ok=rec.ret >= 0,
+            errno=errno_name(-rec.ret) if rec.ret < 0 else None,
         )
+        self._out.extend(self._connecting.connect(None if rec.fd is None else (rec.tgid, rec.fd), event))

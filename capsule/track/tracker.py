@@ -21,8 +21,6 @@ import errno as errno_names
 import re
 from typing import Literal
 
-import attrs
-
 from capsule.events import (
     Event,
     FileChanged,
@@ -48,6 +46,7 @@ from capsule.parse import (
 )
 from capsule.parse.grammar import PID_MAX
 from capsule.track.args import decode_array, decode_string, exec_head, split_args
+from capsule.track.connects import ConnectsInProgress
 from capsule.track.levels import (
     _CHANGES,
     _CWD,
@@ -78,11 +77,6 @@ _UNIX = re.compile(r"sun_path=(@?)(\".*\"(?:\.\.\.)?)")
 
 _Held = tuple[Record, float, int | None]
 _UNFINISHED = "<unfinished ...>"  # the tail of an interrupted call that neither changed pid nor detached  # a record, its effective ts, its pid (None: not yet known)
-
-
-# Non-blocking connects held for their result at most (the tracker's state stays bounded): a program
-# that never asks how its connects went (a port scanner) has its oldest emitted as they were.
-MAX_CONNECTING = 4096
 
 
 class Tracker:
@@ -128,11 +122,7 @@ class Tracker:
         # Sockets: the local address a descriptor was bound to, by socket inode (`-y`) or (pid, fd).
         self._bound: dict[object, tuple[str, str, int | None]] = {}
         self._listening: set[object] = set()
-        # Non-blocking connects (`= -1 EINPROGRESS`: every one Node, asyncio, curl or a Python socket
-        # with a timeout makes) held by socket until their result: getsockopt(SO_ERROR), or a second
-        # connect on the socket. Emitted then, with the connect's own time; at the process's exit or
-        # the trace's end, one never settled is emitted as it was (EINPROGRESS).
-        self._connecting: dict[object, NetConnected] = {}
+        self._connecting = ConnectsInProgress()  # non-blocking connects, until their result
         self._out: list[Event] = []
         self._spawned = 0
 
@@ -162,8 +152,7 @@ class Tracker:
         self._out = out
         if self.root_pid is None and self._hold is not None:
             self._resolve_root(0)
-        out.extend(self._connecting.values())
-        self._connecting.clear()
+        out.extend(self._connecting.drain())
         while self._unclaimed:
             pid = next(iter(self._unclaimed))
             held = self._unclaimed.pop(pid)
@@ -442,8 +431,7 @@ class Tracker:
             return  # a thread's own exit line, or a leader already reported
         self._exited.add(tgid)
         self._end_calls.pop(tgid, None)
-        if self._connecting:
-            self._unsettled_connects(tgid)
+        self._out.extend(self._connecting.exited(tgid))
         if isinstance(rec, Exited):
             event = ProcExited(ts=ts, pid=tgid, exit_code=rec.code)
             status: tuple[int | None, str | None] = (rec.code, None)
@@ -594,23 +582,7 @@ class Tracker:
             address = m[1] + (path[0] if path is not None else m[2])
         ok = rec.errno is None and rec.result not in (None, "?")
         event = NetConnected(ts=ts, pid=tgid, family=family, address=address, ok=ok, errno=rec.errno)
-        key = self._socket_key(parts[0], tgid) if parts else None
-        held = self._connecting.pop(key, None) if key is not None else None
-        if held is not None:
-            if rec.errno == "EALREADY":  # asked again while it is still under way
-                self._connecting[key] = held
-                return
-            if rec.errno != "EINPROGRESS":  # a second connect on the socket says how the first went
-                ok = ok or rec.errno == "EISCONN"
-                self._out.append(attrs.evolve(held, ok=ok, errno=None if ok else rec.errno))
-                return
-            self._out.append(held)  # (pid, fd) reused by a new socket (a log without -y): never settled
-        if rec.errno == "EINPROGRESS" and key is not None:
-            self._connecting[key] = event
-            if len(self._connecting) > MAX_CONNECTING:  # a scanner that never asks: the oldest go out
-                self._out.append(self._connecting.pop(next(iter(self._connecting))))
-            return
-        self._out.append(event)
+        self._out.extend(self._connecting.connect(self._socket_key(parts[0], tgid) if parts else None, event))
 
     def _connect_result(self, rec: Syscall, args: str, tgid: int) -> None:
         """getsockopt(fd, SOL_SOCKET, SO_ERROR, [0]): how a held non-blocking connect went."""
@@ -622,14 +594,9 @@ class Tracker:
         value = parts[3].strip("[]")
         if value.isdigit():  # strace prints the errno's name; a number only when it has none
             value = "0" if value == "0" else errno_names.errorcode.get(int(value), value)
-        held = self._connecting.pop(self._socket_key(parts[0], tgid), None)
-        if held is not None:
-            self._out.append(attrs.evolve(held, ok=value == "0", errno=None if value == "0" else value))
-
-    def _unsettled_connects(self, tgid: int) -> None:
-        """A process exits: its non-blocking connects never settled go out as they were."""
-        for key in [k for k, held in self._connecting.items() if held.pid == tgid]:
-            self._out.append(self._connecting.pop(key))
+        settled = self._connecting.result(self._socket_key(parts[0], tgid), None if value == "0" else value)
+        if settled is not None:
+            self._out.append(settled)
 
     def _socket_key(self, arg: str, tgid: int) -> object:
         fd, path = descriptor(arg)

@@ -438,10 +438,11 @@ int refused_fchdir_exit(struct sys_exit *ctx) {
     return 0;
 }
 
-// Trace level net: connects, with the address as the caller gave it (the loader formats it).
+// Trace level net: connects (N: with their fd), with the address as the caller gave it (the loader
+// formats it), and how a non-blocking one went: getsockopt(fd, SOL_SOCKET, SO_ERROR) (K).
 SEC("tracepoint/syscalls/sys_enter_connect")
 int net_connect_enter(struct sys_enter *ctx) {
-    call_begun(0, 0, ctx->args[1]);
+    call_begun(ctx->args[0], 0, ctx->args[1]);
     return 0;
 }
 
@@ -449,8 +450,9 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int net_connect_exit(struct sys_exit *ctx) {
     struct call c;
     if (!call_ended(&c)) return 0;
-    struct rec *r = reserve('C');
+    struct rec *r = reserve('N');
     if (!r) return 0;
+    r->b = c.dirfd;
     r->c = ctx->ret;
     const void *sa = (const void *)c.ptr;
     u16 family = 0;
@@ -460,6 +462,27 @@ int net_connect_exit(struct sys_exit *ctx) {
         bpf_probe_read_user_str(r->text, STRLEN, sa + 2);  // sun_path
     else
         bpf_probe_read_user(r->text, 28, sa);  // sockaddr_in / sockaddr_in6, read whole
+    bpf_ringbuf_submit(r, QUIET);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_getsockopt")
+int net_getsockopt_enter(struct sys_enter *ctx) {
+    if (ctx->args[1] == 1 && ctx->args[2] == 4)  // SOL_SOCKET, SO_ERROR: the result of a connect
+        call_begun(ctx->args[0], 0, ctx->args[3]);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_getsockopt")
+int net_getsockopt_exit(struct sys_exit *ctx) {
+    struct call c;
+    if (!call_ended(&c) || ctx->ret != 0) return 0;
+    s32 error = 0;
+    if (bpf_probe_read_user(&error, sizeof(error), (const void *)c.ptr)) return 0;
+    struct rec *r = reserve('K');
+    if (!r) return 0;
+    r->a = error;
+    r->b = c.dirfd;
     bpf_ringbuf_submit(r, QUIET);
     return 0;
 }

@@ -116,7 +116,7 @@ static void print_area(const struct area *v) {
 }
 
 static void print_connect(const struct rec *r) {
-    putf("C %llu %u %d ", (unsigned long long)r->ns, r->tgid, r->a);
+    putf("N %llu %u %lld %d ", (unsigned long long)r->ns, r->tgid, (long long)r->b, r->a);
     char addr[INET6_ADDRSTRLEN] = "";
     unsigned port = 0;
     const unsigned char *sa = (const unsigned char *)r->text;
@@ -155,7 +155,8 @@ static int on_record(void *ctx, void *data, size_t size) {
     case 'Q': putf("Q %llu %u %d", ns, r->tgid, r->a); break;
     case 'P': putf("P %llu %u %d %lld %lld ", ns, r->tgid, r->a, (long long)r->b, (long long)r->c); put_text(r->text, STRLEN); break;
     case 'D': putf("D %llu %u ", ns, r->tgid); put_text(r->text, STRLEN); break;
-    case 'C': print_connect(r); break;
+    case 'N': print_connect(r); break;
+    case 'K': putf("K %llu %u %lld %d", ns, r->tgid, (long long)r->b, r->a); break;
     case 'R': putf("R %llu", ns); break;
     case 'B': putf("B %llu %d", ns, r->a); break;
     default: putf("? %d", r->tag); break;

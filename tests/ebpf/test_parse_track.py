@@ -417,3 +417,32 @@ def test_an_exec_from_a_thread_read_after_its_success_is_that_exec() -> None:
     assert [(e.pid, e.path, e.argv, e.ok) for e in execs] == [
         (100, "/bin/echo", ("echo", "exec-from-thread"), True)
     ]
+
+
+def test_a_non_blocking_connect_is_settled_by_so_error_as_under_strace() -> None:
+    """N (a connect with its fd) returning -EINPROGRESS is held until K, getsockopt(SO_ERROR) on that
+    fd of that process: 0 is ok, else its errno. One never settled goes out at its process's end; a C
+    line (a trace written before N) has no fd and is recorded as it was."""
+    data = header(100) + printf(
+        "F 1 101 100 0 11",
+        "N 5 100 3 2 8080 -115 127.0.0.1",
+        "N 6 100 4 2 9 -115 127.0.0.1",
+        "N 7 101 3 2 8081 -115 127.0.0.1",  # the same fd in another process: its own socket
+        "K 8 100 4 111",
+        "K 9 100 3 0",
+        "N 10 100 5 2 8082 -115 127.0.0.1",
+        "C 11 100 2 8083 -115 127.0.0.1",
+        "Q 12 100 0",
+        "K 13 101 3 0",
+        "Q 14 101 0",
+    )
+    _, events = track(data, "net")
+    got = [(e.pid, e.address, e.ok, e.errno) for e in events if isinstance(e, NetConnected)]
+    assert got == [
+        (100, "127.0.0.1:9", False, "ECONNREFUSED"),
+        (100, "127.0.0.1:8080", True, None),
+        (100, "127.0.0.1:8083", False, "EINPROGRESS"),
+        (100, "127.0.0.1:8082", False, "EINPROGRESS"),  # its process ended first
+        (101, "127.0.0.1:8081", True, None),
+    ]
+    assert [r for r in parse(printf("K 1 2 3")) if not isinstance(r, Unparsed)] == []  # torn: unparsed

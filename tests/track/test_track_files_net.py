@@ -136,11 +136,11 @@ def test_a_connect_still_in_progress_at_the_end_of_the_trace_is_kept() -> None:
 
 
 def test_connects_held_for_a_result_are_bounded() -> None:
-    """A program that never asks how its connects went keeps at most MAX_CONNECTING of them held; the
+    """A program that never asks how its connects went keeps at most MAX_HELD of them held; the
     oldest go out as they were, and every connect is still recorded once."""
-    from capsule.track.tracker import MAX_CONNECTING
+    from capsule.track.connects import MAX_HELD
 
-    n = MAX_CONNECTING + 10
+    n = MAX_HELD + 10
     trace = "".join(_connect(i, f"3<socket:[{i}]>", 80) + "\n" for i in range(n))
     tracker = Tracker(level="net")
     parser = StraceParser(keep=tracker.wanted_syscalls)
@@ -148,6 +148,6 @@ def test_connects_held_for_a_result_are_bounded() -> None:
         e for e in tracker.feed(parser.feed(trace.encode()) + parser.close()) if isinstance(e, NetConnected)
     ]
     assert len(early) == 10
-    assert len(tracker._connecting) == MAX_CONNECTING
+    assert len(tracker._connecting) == MAX_HELD
     late = [e for e in tracker.close() if isinstance(e, NetConnected)]
     assert [e.ts for e in early + late] == [T0 + i for i in range(n)]
