@@ -37,6 +37,7 @@ SCRIPT = (
     "ls / >/dev/null; "
     f"/bin/echo '{NASTY}\nsecond line' >/dev/null; "
     'sh -c "cat /etc/hostname >/dev/null; ls /nonexistent-dir 2>/dev/null; exit 3"; '
+    "sh -c \"echo 'quoted' >/dev/null\"; "
     "nosuchcommand-xyz 2>/dev/null; "
     "sleep 30 & kill $!; wait; "
     "true"
@@ -149,6 +150,11 @@ def test_recorded_session_in_chromium(capsule: CapsuleRunner, tmp_path: Path, br
     assert "cat" in browser.find_element(By.CSS_SELECTOR, f'li[data-key="{inner["id"]}"] > ul').text
     node.find_element(By.CSS_SELECTOR, ":scope > .node > .tog").click()  # and collapses again
     assert not child.is_displayed()
+
+    # argv in the quotes a person would write, as the text report does (was `'echo '"'"'quoted'"'"'…'`)
+    quoted = next(p for p in processes if p["argv"] == ["sh", "-c", "echo 'quoted' >/dev/null"])
+    shown = browser.find_element(By.CSS_SELECTOR, f'li[data-key="{quoted["id"]}"]').text
+    assert "sh -c \"echo 'quoted' >/dev/null\"" in shown, shown
 
     # hover: argv (quotes, a newline, non-ASCII, markup — all as text), exit and duration
     tip = _hover(browser, inner["id"])

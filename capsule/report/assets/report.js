@@ -25,8 +25,9 @@ var CTRL = /[\u0000-\u001f\u007f]/g; // eslint-disable-line no-control-regex -- 
 function visible(s) {
   return s.replace(CTRL, function (c) { return c === "\n" ? "\u23ce" : c === "\t" ? "\\t" : "\\x" + ("0" + c.charCodeAt(0).toString(16)).slice(-2); });
 }
-function quote(a) {
+function quote(a) { // as capsule/report/argv.py's quote_arg: the quotes a person would write
   if (a !== "" && /^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a;
+  if (a.indexOf("'") >= 0 && !/["$`\\!]/.test(a)) return '"' + a + '"'; // nothing in it expands
   return "'" + a.replace(/'/g, "'\"'\"'") + "'";
 }
 function shellLine(argv) { return argv ? argv.map(quote).join(" ") : "?"; }
