@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -21,6 +21,7 @@ import trio
 from capsule import __version__
 from capsule.codec import LineDecoder
 from capsule.events import (
+    DERIVATION,
     Event,
     ProcSampled,
     ProcSpawnFailed,
@@ -71,6 +72,9 @@ from capsule.stages.trace import (
     split_read_stage,
 )
 
+if TYPE_CHECKING:
+    from capsule.fold.labels import RuleSet
+
 
 def not_from_trace() -> tuple[type[Event], ...]:
     """Kinds that do not come from the trace: a replay neither derives nor compares them."""
@@ -113,6 +117,62 @@ async def rederive(
         ends=header is not None and header.session_kind == "import",
     )
     return events, stats
+
+
+async def rederive_session(
+    session_dir: Path, header: SessionStarted, *, answers: RuleSet | None = None
+) -> list[Event]:
+    """A traced session's whole events.jsonl as this Capsule derives it from the session's raw trace:
+    its header naming this DERIVATION (as it was, if it did and nothing changed), the re-derived events with what the trace does not hold (samples,
+    policy decisions, a timeout, a recovery) where they were recorded, and a `session.ended` re-tallied
+    when the trace's events changed (`answers`: the exit rules to count failures with).
+    """
+    from capsule.stages.reader import iter_events
+
+    written = list(iter_events(session_dir, LineDecoder()))
+    derived, stats = await rederive(
+        session_dir / trace_name(header.tracer),
+        level=header.trace_level,
+        header=header,
+        tracer=tracer_kind(header.tracer),
+    )
+    kinds = not_from_trace()
+    ended = next((e for e in reversed(written) if isinstance(e, SessionEnded)), None)
+    # What the trace does not hold keeps its place: after as many trace events as preceded it when it
+    # was written (a sample or a decision is written as it happens, ahead of the trace events of its
+    # instant), so re-deriving with the recorder's own derivation gives back the file as it was.
+    body: list[Event] = []
+    taken = preceding = 0  # derived events placed; trace events that preceded the next kept one
+    for event in written[1:]:
+        if not isinstance(event, kinds):
+            preceding += 1
+        elif event is not ended:
+            upto = min(preceding, len(derived))
+            body += derived[taken:upto]
+            taken = max(taken, upto)
+            body.append(event)
+    body += derived[taken:]
+    same = derived == from_trace(written)
+    if not (same and header.derivation == DERIVATION):  # this Capsule writes it: its kinds, its derivation
+        header = attrs.evolve(header, derivation=DERIVATION, kinds=kind_versions())
+    events: list[Event] = [header, *body]
+    if ended is not None and same:
+        events.append(ended)
+    elif ended is not None:
+        tally = Tally(answers=answers)
+        for event in events:
+            tally.apply(event)
+        events.append(
+            attrs.evolve(
+                ended,
+                lines=stats.lines,
+                events=len(events),
+                processes=tally.processes,
+                failed=tally.failed,
+                unparsed=stats.unparsed,
+            )
+        )
+    return events
 
 
 def clock_of(header: SessionStarted | None) -> dict[str, float]:

@@ -3,7 +3,9 @@
 Every `sessions/<slug>/` holding an `events.jsonl` is a golden session; its `expected/` holds the reports
 the current code must reproduce. `python -m tests.golden bless` (`just bless`) rewrites every `expected/`
 from the current code, to be reviewed in the diff; `python -m tests.golden check` lists the ones that
-differ. Sessions themselves are only ever re-recorded (`sessions/record.sh`), never edited.
+differ. Sessions themselves are re-recorded (`sessions/record.sh`), never edited; bless rewrites a
+session's events.jsonl only after a bump of `capsule.events.DERIVATION` (how Capsule derives events from
+a trace), re-deriving it from its own raw trace, and refuses to when the events changed without one.
 """
 
 from __future__ import annotations
@@ -106,10 +108,21 @@ def reports(session: Path, rules: RuleSet) -> dict[str, bytes]:
     return {"report.json": render_json(state), "report.txt": render_text(state)}
 
 
+def rederive_events(sessions: Iterable[Path]) -> list[Path]:
+    """Re-derive the events.jsonl of every golden that names another DERIVATION than this Capsule's
+    (after a bump of `capsule.events.DERIVATION`); returns the files written. One that names this
+    derivation and no longer re-derives is refused (CheckFailed): bump DERIVATION first."""
+    from capsule.api.sessions import rederive
+
+    return [session / EVENTS for session in sessions if rederive(session).written]
+
+
 def bless(sessions: Iterable[Path]) -> list[Path]:
-    """Rewrite every expected/ file that differs; returns the files written."""
+    """Rewrite every expected/ file that differs, after re-deriving the events of goldens derived by
+    another DERIVATION; returns the files written."""
+    sessions = list(sessions)
     rules = packaged_rules()
-    written = []
+    written = rederive_events(sessions)
     for session in sessions:
         (session / EXPECTED).mkdir(exist_ok=True)
         for name, data in reports(session, rules).items():
@@ -138,10 +151,16 @@ def main(argv: list[str]) -> int:
         return 2
     sessions = discover()
     if argv[0] == "bless":
-        written = bless(sessions)
+        from capsule.api.errors import CheckFailed
+
+        try:
+            written = bless(sessions)
+        except CheckFailed as exc:
+            print(f"bless: {exc}", file=sys.stderr)
+            return 1
         for path in written:
             print(f"blessed {path.relative_to(SESSIONS_DIR.parent)}")
-        print(f"{len(sessions)} sessions, {len(written)} expected files rewritten")
+        print(f"{len(sessions)} sessions, {len(written)} files rewritten")
         return 0
     changed = stale(sessions)
     for path in changed:

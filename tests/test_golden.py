@@ -4,8 +4,10 @@
    track into the trace-derived events of events.jsonl;
 2. re-fold: events.jsonl folds into expected/report.json and expected/report.txt exactly, stably, and
    by prefix-then-rest;
-3. the real trio pipeline from the replay source derives the same events again.
-Expected reports change only through `just bless` (python -m tests.golden bless), reviewed in the diff.
+3. the real trio pipeline from the replay source derives the same events again, and re-deriving a whole
+   session (the bless step after a DERIVATION bump) gives the session back.
+Expected reports change only through `just bless` (python -m tests.golden bless), reviewed in the diff;
+so do the events, re-derived from each trace, after a bump of `capsule.events.DERIVATION`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Any, cast
 
 import pytest
 
-from capsule.events import Event, SessionEnded, SessionStarted
+from capsule.events import DERIVATION, Event, SessionEnded, SessionStarted
 from capsule.fold.labels import RuleSet
 from capsule.parse import Record, StraceParser
 from capsule.parse.ebpf import EbpfParser
 from capsule.redact import redact_bytes
-from capsule.stages.derive import clock_of, from_trace, rederive
+from capsule.stages.derive import clock_of, from_trace, rederive, rederive_session
 from capsule.stages.pipeline import collect_stage, run_pipeline
 from capsule.stages.trace import read_stage
 from capsule.track import Tracker
@@ -209,6 +211,18 @@ async def test_pipeline_with_redaction_is_unchanged(session: Path, events: list[
         ends=header_of(events).session_kind == "import",
     )
     assert derived == from_trace(events)
+
+
+async def test_rederiving_the_session_gives_it_back(session: Path, events: list[Event]) -> None:
+    """`rederive_session` (the bless step after a DERIVATION bump) of a session of this derivation is the
+    session itself: samples, decisions and the end stay where the recorder wrote them."""
+    assert await rederive_session(session, header_of(events), answers=golden.packaged_rules()) == events
+
+
+def test_goldens_name_this_derivation(events: list[Event]) -> None:
+    """Every golden names the DERIVATION it re-derives with, so a change of derived events cannot be
+    blessed without a bump (python -m tests.golden bless refuses it)."""
+    assert header_of(events).derivation == DERIVATION, "after a DERIVATION bump: python -m tests.golden bless"
 
 
 # secrets

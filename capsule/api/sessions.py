@@ -896,6 +896,24 @@ class Replayed:
     diff: tuple[str, ...]  # a unified diff (recorded -> re-derived), at most 200 lines
     kind: str = "run"
     source: str = "trace.strace"  # what the events were re-derived from
+    derivation: int = 0  # how this Capsule derives events (capsule.events.DERIVATION)
+    recorded_derivation: int | None = None  # the one the session names; None: older than v4 headers
+
+    @property
+    def derived_elsewhere(self) -> str:
+        """Why a difference need not be a changed file: the session was derived by another Capsule's
+        derivation ("" when it names this one)."""
+        if self.recorded_derivation == self.derivation:
+            return ""
+        if self.recorded_derivation is None:
+            by = "an older Capsule, which did not name its derivation"
+        else:
+            age = "an older" if self.recorded_derivation < self.derivation else "a newer"
+            by = f"{age} Capsule (derivation {self.recorded_derivation})"
+        return (
+            f"it was derived by {by}; this one derives with {self.derivation}, so a difference may be that "
+            "change rather than a changed file"
+        )
 
 
 def replay(session: str | Path) -> Replayed:
@@ -904,6 +922,7 @@ def replay(session: str | Path) -> Replayed:
     import trio
 
     from capsule.codec import CodecError, LineDecoder, to_dict
+    from capsule.events import DERIVATION
     from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
     from capsule.stages.store import session_file, trace_name, tracer_kind
@@ -969,6 +988,77 @@ def replay(session: str | Path) -> Replayed:
         diff=tuple(diff[:200]),
         kind=kind,
         source=source,
+        derivation=DERIVATION,
+        recorded_derivation=header.derivation,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Rederived:
+    """`rederive`: a committed session's events.jsonl, re-derived from its raw trace by this Capsule."""
+
+    session: str
+    written: bool  # False: the file already named this derivation and held its events
+    derivation: int
+    recorded_derivation: int | None
+
+
+def rederive(session: str | Path) -> Rederived:
+    """Rewrite a traced session's events.jsonl as this Capsule derives it from the raw trace, when the
+    session names another derivation (the bless step of golden sessions kept in a repository: review
+    the diff). Samples, policy decisions and the end stay where they were recorded; the file is
+    replaced whole, 0600. A session whose events differ from its re-derivation by this very derivation
+    is refused (a changed file, or a change of derivation that did not bump DERIVATION)."""
+    import trio
+
+    from capsule.api.errors import CheckFailed
+    from capsule.events import DERIVATION
+    from capsule.fold.labels import RuleSet
+    from capsule.stages.derive import rederive_session
+    from capsule.stages.reader import glance, iter_events
+    from capsule.stages.record import SessionWriter
+    from capsule.stages.store import EVENTS, session_file, trace_name
+
+    session_dir = session if isinstance(session, Path) else resolve(session)
+    header = glance(session_dir).header
+    if header is None:
+        raise BadInput(glance(session_dir).not_a_session())
+    if header.session_kind in ("env", "agents"):
+        raise UsageError(
+            f"{session_dir}: an {header.session_kind} session's events are its machine's decisions, not "
+            "a trace's: re-record it to derive them again"
+        )
+    if session_file(session_dir, trace_name(header.tracer)) is None:
+        raise BadInput(f"{session_dir}: no {trace_name(header.tracer)} to re-derive from")
+    if not (session_dir / EVENTS).is_file():
+        raise BadInput(f"{session_dir}: its events are archived ({EVENTS}.zst); unpack them to rewrite them")
+    # The packaged exit rules count failures in the new end, never the user's: as a replay folds.
+    answers = RuleSet.from_sources(*(s for s in rule_sources(("exits.toml",)) if s[0].startswith("capsule/")))
+    events = trio.run(lambda: rederive_session(session_dir, header, answers=answers))
+    recorded = list(iter_events(session_dir))
+    if events == recorded:
+        return Rederived(
+            session=session_dir.name,
+            written=False,
+            derivation=DERIVATION,
+            recorded_derivation=header.derivation,
+        )
+    if header.derivation == DERIVATION:
+        raise CheckFailed(
+            f"{session_dir}: events.jsonl does not match its re-derivation, though both name derivation "
+            f"{DERIVATION}: a changed file, or a change to how Capsule derives events that did not bump "
+            "capsule.events.DERIVATION; not rewritten"
+        )
+    temp = session_dir / f".{EVENTS}.{os.getpid()}.tmp"
+    temp.unlink(missing_ok=True)
+    writer = SessionWriter(temp, redact=False)  # derived from what was redacted when recorded
+    try:
+        writer.write(events)
+    finally:
+        writer.close()
+    os.replace(temp, session_dir / EVENTS)
+    return Rederived(
+        session=session_dir.name, written=True, derivation=DERIVATION, recorded_derivation=header.derivation
     )
 
 

@@ -310,6 +310,8 @@ def replay(
                 f"replay: events.jsonl does not match its re-derivation (below, {len(diff)} lines)",
                 style="red",
             )
+            if replayed.derived_elsewhere:
+                console.print(f"replay: {replayed.derived_elsewhere}", style="yellow", markup=False)
             for line in diff[:200]:
                 console.print(line, markup=False, highlight=False)
     if check and not same:

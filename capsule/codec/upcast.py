@@ -29,6 +29,11 @@ def _session_started_v2_to_v3(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "trace_clock": None, "trace_origin": None}
 
 
+def _session_started_v3_to_v4(fields: dict[str, Any]) -> dict[str, Any]:
+    """v4 added `derivation`: a v3 session was derived by a Capsule that did not name its derivation."""
+    return {**fields, "derivation": None}
+
+
 def _session_ended_v1_to_v2(fields: dict[str, Any]) -> dict[str, Any]:
     """v2 made `duration_s` nullable and added `incomplete`: a v1 session's trace counted as whole."""
     return {**fields, "incomplete": None}
@@ -64,6 +69,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("session.started", 1): _session_started_v1_to_v2,
     ("task.exited", 1): _task_exited_v1_to_v2,
     ("session.started", 2): _session_started_v2_to_v3,
+    ("session.started", 3): _session_started_v3_to_v4,
     ("session.ended", 1): _session_ended_v1_to_v2,
     ("session.ended", 2): _session_ended_v2_to_v3,
     ("proc.exec", 1): _proc_exec_v1_to_v2,

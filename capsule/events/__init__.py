@@ -23,6 +23,7 @@ from capsule.events.process import (
     TraceUnparsed,
 )
 from capsule.events.session import (
+    DERIVATION,
     FORMAT_VERSION,
     SessionEnded,
     SessionRecovered,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 # Every kind and its current version, in EVENT_TYPES order (the order the session header lists them).
 VERSIONS: dict[str, int] = {
-    "session.started": 3,
+    "session.started": 4,
     "session.ended": 3,
     "session.recovered": 1,
     "session.timed_out": 1,
@@ -172,6 +173,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "DERIVATION",
     "EVENT_TYPES",
     "FORMAT_VERSION",
     "KINDS",

@@ -11,13 +11,20 @@ from capsule.events.base import Event
 # The container format of events.jsonl. A reader refuses a header whose format is newer than this.
 FORMAT_VERSION = 1
 
+# How this Capsule turns what a session recorded (a raw trace; an env's or an agents run's observations)
+# into events. Bumped whenever the same recorded input derives different events (a tracker or a machine
+# changed what it emits), so `capsule replay --check` can tell a session derived by an older Capsule from
+# a changed file. Each bump is a line in schemas/CHANGELOG.md; the golden sessions' bless step refuses
+# to rewrite their events without one.
+DERIVATION = 1
+
 
 @attrs.frozen(kw_only=True)
 class SessionStarted(Event):
     """The first line of every session: what was recorded, how, and with which vocabulary."""
 
     KIND: ClassVar[str] = "session.started"
-    VERSION: ClassVar[int] = 3  # v2: `parent`; v3: `trace_clock`, `trace_origin`
+    VERSION: ClassVar[int] = 4  # v2: `parent`; v3: `trace_clock`, `trace_origin`; v4: `derivation`
 
     format: int = FORMAT_VERSION
     capsule_version: str
@@ -47,6 +54,8 @@ class SessionStarted(Event):
     # midnight of `time-of-day` stamps, the start of `relative` ones, and the time of every line of a
     # trace with no stamps (an import takes them from the log file's modification time).
     trace_origin: float | None = None
+    # The DERIVATION its events were derived with; None for a session written before v4 named it.
+    derivation: int | None = DERIVATION
 
 
 @attrs.frozen(kw_only=True)

@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 EVENTS = "events.jsonl"
-TRACE = "trace.strace"
 EXPECTED = "expected/report.json"
 RULES = "rules.toml"
 
@@ -69,8 +68,10 @@ class Replay:
 
     path: Path
     session: Session
-    events_match: bool | None  # None: the folder has no trace.strace to re-derive
+    events_match: bool | None  # None: the folder has no raw trace to re-derive
     events_diff: tuple[str, ...]
+    source: str  # what the events were re-derived from: trace.strace, trace.ebpf, its observations
+    derived_elsewhere: str  # when they differ and the session names another derivation: that, said
     report_match: bool | None  # None: no expected/report.json stored yet (`--capsule-bless` writes it)
     report_diff: tuple[str, ...]
 
@@ -82,7 +83,9 @@ class Replay:
         """Why it does not match, as a few diff lines (empty when it does)."""
         parts: list[str] = []
         if self.events_match is False:
-            parts.append(f"{self.path}: the events re-derived from {TRACE} differ from {EVENTS}:")
+            parts.append(f"{self.path}: the events re-derived from {self.source} differ from {EVENTS}:")
+            if self.derived_elsewhere:
+                parts.append(f"({self.derived_elsewhere}; pytest --capsule-bless re-derives its {EVENTS})")
             parts += self.events_diff[:limit]
         if self.report_match is False:
             parts.append(f"{self.path}: the report differs from {EXPECTED} (- stored, + now):")
@@ -104,18 +107,16 @@ def _report_bytes(session: Session) -> bytes:
 
 
 def replay(path: str | Path) -> Replay:
-    """Re-derive a committed session folder (events.jsonl, trace.strace, expected/report.json) and
-    compare. The rules are Capsule's packaged ones plus a `rules.toml` in the folder or beside it: your
-    `$CAPSULE_HOME` never changes a replay."""
-    import orjson
-    import trio
-
+    """Re-derive a committed session folder (events.jsonl, its raw trace or recorded observations,
+    expected/report.json) and compare. The rules are Capsule's packaged ones plus a `rules.toml` in the
+    folder or beside it: your `$CAPSULE_HOME` never changes a replay."""
+    from capsule.api import sessions
     from capsule.api.errors import BadInput
     from capsule.api.session import from_state
-    from capsule.codec import CodecError, LineDecoder, to_dict
+    from capsule.codec import CodecError, LineDecoder
     from capsule.fold import SessionState
-    from capsule.stages.derive import from_trace, rederive
     from capsule.stages.reader import glance, iter_events
+    from capsule.stages.store import session_file, trace_name
 
     path = Path(path)
     header = glance(path).header
@@ -123,26 +124,22 @@ def replay(path: str | Path) -> Replay:
         raise BadInput(f"{path}: not a capsule session (no {EVENTS} with a session.started header)")
     state = SessionState.new(_rules(path))
     try:
-        events = list(iter_events(path, LineDecoder()))
+        for event in iter_events(path, LineDecoder()):
+            state.apply(event)
     except CodecError as exc:
         raise BadInput(f"{path / EVENTS}: {exc}") from exc
-    for event in events:
-        state.apply(event)
     session = from_state(state, path)
 
-    def lines(items: list[object]) -> list[str]:
-        return [orjson.dumps({k: v for k, v in to_dict(0, e).items() if k != "seq"}).decode() for e in items]  # type: ignore[arg-type]
-
+    # What `capsule replay --check` compares: a run's raw trace (trace.strace or trace.ebpf), or an env
+    # or agents session's recorded observations.
     events_match: bool | None = None
-    events_diff: list[str] = []
-    if (path / TRACE).is_file():
-        derived, _ = trio.run(lambda: rederive(path / TRACE, level=header.trace_level, header=header))
-        recorded = from_trace(events)
-        events_match = derived == recorded
-        if not events_match:
-            events_diff = list(
-                difflib.unified_diff(lines(recorded), lines(derived), EVENTS, "re-derived", lineterm="", n=1)  # type: ignore[arg-type]
-            )
+    events_diff: tuple[str, ...] = ()
+    derived_elsewhere = ""
+    source = trace_name(header.tracer)
+    if header.session_kind in ("env", "agents") or session_file(path, source) is not None:
+        replayed = sessions.replay(path)
+        events_match, events_diff, source = replayed.matches, replayed.diff, replayed.source
+        derived_elsewhere = "" if replayed.matches else replayed.derived_elsewhere
     report_match: bool | None = None
     report_diff: list[str] = []
     expected = path / EXPECTED
@@ -160,15 +157,25 @@ def replay(path: str | Path) -> Replay:
         path=path,
         session=session,
         events_match=events_match,
-        events_diff=tuple(events_diff),
+        events_diff=events_diff,
+        source=source,
+        derived_elsewhere=derived_elsewhere,
         report_match=report_match,
         report_diff=tuple(report_diff),
     )
 
 
 def bless(path: str | Path) -> Path:
-    """Write the folder's expected/report.json from the current code (review it in the diff)."""
+    """Write the folder's expected/report.json from the current code (review it in the diff). A session
+    an older Capsule derived, whose trace this one derives differently, first has its events.jsonl
+    re-derived from its raw trace (`capsule.api.sessions.rederive`); one that names this Capsule's own
+    derivation and differs is refused (`CheckFailed`): its file changed."""
     result = replay(path)
+    if result.events_match is False:
+        from capsule.api.sessions import rederive
+
+        rederive(Path(path))
+        result = replay(path)
     target = Path(path) / EXPECTED
     target.parent.mkdir(exist_ok=True)
     target.write_bytes(_report_bytes(result.session))

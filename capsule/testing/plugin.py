@@ -4,7 +4,8 @@
   its `capsule.Session` (`session = capsule_run(["make", "test"], level="file")`).
 - `--capsule-sessions DIR`: every session folder under DIR (a folder holding `events.jsonl`) becomes a
   test that re-derives it from its raw trace (`capsule replay --check`) and compares its report with
-  the stored `expected/report.json`; `--capsule-bless` writes those expectations instead.
+  the stored `expected/report.json`; `--capsule-bless` writes those expectations instead, and re-derives
+  the events.jsonl of a session an older Capsule derived differently.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--capsule-bless",
         action="store_true",
         default=False,
-        help="write each --capsule-sessions folder's expected/report.json instead of comparing",
+        help="write each --capsule-sessions folder's expected/report.json instead of comparing (and "
+        "re-derive the events of a session an older Capsule derived differently)",
     )
 
 
@@ -94,7 +96,12 @@ class SessionItem(pytest.Item):
 
         folder = self.path.parent
         if self.config.getoption("capsule_bless"):
-            bless(folder)
+            from capsule.api.errors import CapsuleError
+
+            try:
+                bless(folder)
+            except CapsuleError as exc:  # a changed file, or a session with nothing to re-derive from
+                raise SessionMismatch(str(exc)) from None
             return
         result = replay(folder)
         if result.report_match is None:

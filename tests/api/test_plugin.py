@@ -14,6 +14,7 @@ import pytest
 pytestmark = pytest.mark.strace
 
 SESSIONS = Path(__file__).resolve().parents[2] / "sessions"
+EARLIER = Path(__file__).resolve().parents[1] / "data" / "derived-earlier" / "level-all"
 
 USER_TESTS = """
 import pytest
@@ -127,6 +128,34 @@ def test_committed_sessions_become_tests(tmp_path: Path) -> None:
     assert "1 failed, 1 passed" in changed.stdout, changed.stdout
     assert "the report differs from expected/report.json" in changed.stdout
     assert '-      "exit_code": 9,' in changed.stdout, changed.stdout
+
+
+def test_sessions_of_the_ebpf_tracer_and_of_an_older_capsule(tmp_path: Path) -> None:
+    """An eBPF session's trace.ebpf is re-derived too; a session an older Capsule derived fails saying so,
+    and --capsule-bless re-derives its events.jsonl, after which it passes."""
+    project = _project(tmp_path)
+    golden = project / "tests" / "sessions"
+    shutil.copytree(SESSIONS / "ebpf-forks", golden / "ebpf-forks")
+    shutil.copytree(EARLIER, golden / "earlier")
+    blessed = _pytest(
+        project, "--capsule-sessions", str(golden), "--capsule-bless", "-k", "replay", home=tmp_path
+    )
+    assert blessed.returncode == 0, blessed.stdout
+    assert "2 passed" in blessed.stdout, blessed.stdout
+    assert b'"derivation":' in (golden / "earlier" / "events.jsonl").read_bytes().split(b"\n")[0]
+    ok = _pytest(project, "--capsule-sessions", str(golden), "-k", "replay", home=tmp_path)
+    assert ok.returncode == 0, ok.stdout
+    # the session as the older Capsule left it, beside its blessed report: the events differ
+    (golden / "earlier" / "events.jsonl").write_bytes((EARLIER / "events.jsonl").read_bytes())
+    trace = golden / "ebpf-forks" / "trace.ebpf"
+    trace.write_text(trace.read_text().replace("/bin/true", "/bin/edit"))
+    changed = _pytest(project, "--capsule-sessions", str(golden), "-k", "replay", home=tmp_path)
+    assert changed.returncode == 1, changed.stdout
+    assert "2 failed" in changed.stdout, changed.stdout
+    assert "the events re-derived from trace.ebpf differ from events.jsonl" in changed.stdout
+    assert "it was derived by an older Capsule, which did not name its derivation" in changed.stdout
+    assert "pytest --capsule-bless re-derives its events.jsonl" in changed.stdout
+    assert "Traceback" not in changed.stdout
 
 
 def test_replay_finds_a_changed_trace(tmp_path: Path) -> None:

@@ -219,7 +219,7 @@ def test_upcaster_chain(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_session_started_v1_is_upcast_to_current() -> None:
-    """A v1 header (before `parent`, `trace_clock`) decodes with them None; golden sessions keep v1 lines."""
+    """A v1 header (before `parent`, `trace_clock`, `derivation`) decodes with them None."""
     from capsule.codec import decode_line
     from capsule.events import SessionStarted
 
@@ -229,5 +229,5 @@ def test_session_started_v1_is_upcast_to_current() -> None:
     )
     _seq, header = decode_line(line)
     assert isinstance(header, SessionStarted)
-    assert (header.parent, header.trace_clock, header.trace_origin) == (None, None, None)
-    assert SessionStarted.VERSION == 3
+    assert (header.parent, header.trace_clock, header.trace_origin, header.derivation) == (None,) * 4
+    assert SessionStarted.VERSION == 4
