@@ -14,6 +14,7 @@ import os
 import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+EXIT_TIMED_OUT = 124  # `capsule run --timeout` stopped the command: timeout(1)'s code
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
@@ -280,7 +281,9 @@ def record_and_report(
     if (more := outcome.blocked - len(outcome.refusals)) > 0:
         style.line(f"{style.dim('capsule:')} {style.red('blocked')} {more} more (the report lists them)")
     style.line(f"{style.dim('capsule:')} {outcome.path}  (capsule report {outcome.session})")
-    return outcome.exit_code
+    # Stopped by --timeout: 124, as timeout(1) says it, whatever the command made of its SIGTERM (one
+    # that traps it and exits 0 must not read as a success); the session keeps the command's own exit.
+    return EXIT_TIMED_OUT if outcome.timed_out else outcome.exit_code
 
 
 class Ansi:

@@ -194,7 +194,7 @@ def test_timeout_stops_the_whole_tree_and_says_why(capsule: CapsuleRunner, tmp_p
     done = capsule("run", "--timeout", "3s", "--", "sh", "-c", script, timeout=120)
     # Both ignore SIGTERM once started, so SIGKILL ends them (on a machine slow enough to deliver SIGTERM
     # before python ignores it, SIGTERM does).
-    assert done.returncode in (128 + 9, 128 + 15), done.stderr
+    assert done.returncode == 124, done.stderr  # timeout(1)'s code; the command's own is recorded
     assert "timed out after 3s · SIG" in done.stderr  # why it stopped, in `capsule run`'s own line
     orphan = int(pidfile.read_text())
     assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
@@ -213,6 +213,19 @@ def test_timeout_stops_the_whole_tree_and_says_why(capsule: CapsuleRunner, tmp_p
     (row,) = orjson.loads(capsule("ls", "--json").stdout)
     assert (row["timed_out_s"], row["status"]) == (3.0, "complete")
     assert re.search(r" timed out \(SIG(KILL|TERM)\) +complete$", capsule("ls").stdout, re.M)
+
+
+def test_a_command_that_exits_0_on_sigterm_still_timed_out(capsule: CapsuleRunner, tmp_path: Path) -> None:
+    """A command that traps SIGTERM and exits 0 when --timeout stops it: capsule exits 124, not 0; the
+    session keeps the exit 0 it made, and says it timed out."""
+    ready = tmp_path / "ready"
+    script = f"trap 'exit 0' TERM; touch {ready}; while :; do sleep 0.05; done"
+    done = capsule("run", "--timeout", "3s", "--", "sh", "-c", script, timeout=120)
+    assert ready.exists()
+    assert done.returncode == 124, done.stderr
+    assert "timed out after 3s · exit 0" in done.stderr
+    (row,) = orjson.loads(capsule("ls", "--json").stdout)
+    assert (row["exit_code"], row["timed_out_s"]) == (0, 3.0)
 
 
 def test_timeout_must_be_a_duration(capsule: CapsuleRunner) -> None:
