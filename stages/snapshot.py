@@ -28,8 +28,8 @@ SNAPSHOT = "report.snapshot"
 FORMAT = (
     # bump when the snapshot's layout or the report's bytes change (2: compressed, 3: spawn_failures,
     # 4: a sample of rss 0 is no peak, 5: an argv[0] cut by `-s` is completed from the exec'd path,
-    # 6: a process's `stopped`)
-    6
+    # 6: a process's `stopped`, 7: the session's `stopped_by`, and the terminal's Ctrl-C is a stop)
+    7
 )
 MIN_EVENTS = 20_000
 COPY_CHUNK = 1 << 20

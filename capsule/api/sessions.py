@@ -617,6 +617,13 @@ class Recorded:
     events: int | None = attrs.field(
         default=None, metadata={"doc": "Events the session holds (the lines of its events.jsonl)."}
     )
+    interrupted: str | None = attrs.field(
+        default=None,
+        metadata={
+            "doc": "What the person at the terminal did that ended the command (Ctrl-C, Ctrl-\\, "
+            "hang-up); its processes that it ended are not counted as failed."
+        },
+    )
 
 
 def check_level(level: str) -> None:
@@ -790,7 +797,16 @@ async def record_async(
         blocked=outcome.tally.blocked,
         refusals=_refusal_lines(outcome.tally.refusals),
         events=outcome.tally.events,
+        interrupted=_terminal_action(outcome.tally.root_interrupted),
     )
+
+
+def _terminal_action(signal: str | None) -> str | None:
+    if signal is None:
+        return None
+    from capsule.fold.interrupts import what_was_done
+
+    return what_was_done(signal)
 
 
 def _refusal_lines(refusals: list[Any]) -> tuple[str, ...]:

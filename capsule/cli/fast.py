@@ -268,6 +268,8 @@ def record_and_report(
     status = outcome.signal or f"exit {outcome.exit_code}"
     if outcome.timed_out:  # `--timeout`: why the command was stopped, before how it ended
         status = style.bold_red(f"timed out after {time_limit:g}s") + f" · {status}"
+    elif outcome.interrupted:  # the person at the terminal stopped it: what the report says too
+        status += f" · stopped by the terminal ({outcome.interrupted})"
     plural = "es" if outcome.processes != 1 else ""
     counts = f"{outcome.processes} process{plural}{failures}"
     if outcome.processes == 0 and outcome.failed:  # the command itself could not start (said above)

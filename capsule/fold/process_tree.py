@@ -27,6 +27,7 @@ from capsule.events import (
     ProcSpawned,
 )
 from capsule.fold.exec_argv import named_argv
+from capsule.fold.interrupts import from_terminal, interrupted
 from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
 
 MAX_WARNINGS = 100
@@ -64,7 +65,13 @@ class ProcessNode:
     signals: list[tuple[float, str]] = attrs.Factory(list)  # signals delivered (first MAX_SIGNALS_KEPT)
     signals_received: int = 0
     last_sender: tuple[str, int] | None = None  # (signal, pid) of the latest signal a process sent it
-    stopped: bool = False  # the signal it died of came from a stopper (ProcessTree.stoppers): no failure
+    terminal_signal: str | None = (
+        None  # the latest of the terminal's signals it got (capsule/fold/interrupts.py)
+    )
+    # It was stopped on purpose, not failed: the signal it died of came from a stopper
+    # (ProcessTree.stoppers), or it was interrupted from the terminal (`interrupted`: Ctrl-C).
+    stopped: bool = False
+    interrupted: bool = False
     peak_cpu_percent: float | None = None
     peak_rss_bytes: int | None = None
     peak_cpu_s: float | None = None  # CPU seconds used, from the last sample (cumulative)
@@ -111,9 +118,9 @@ class ProcessNode:
     def failure(self) -> str | None:
         """Why it failed, in a few words (`killed by SIGKILL (core dumped)`, `exit 3`, `exec failed:
         ENOENT`), or None: the one wording the exports use."""
+        if self.stopped:
+            return None
         if self.signal is not None:
-            if self.stopped:
-                return None
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
         if self.exit_code is not None and self.exit_code != 0 and not self.answered:
             return f"exit {self.exit_code}"
@@ -143,9 +150,11 @@ class ProcessNode:
     @property
     def failed(self) -> bool:
         """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal (not
-        the stopper's: `stopped`), or never managed to exec (a command not found)."""
+        the stopper's or the terminal's: `stopped`), or never managed to exec (a command not found)."""
+        if self.stopped:
+            return False
         if self.signal is not None:
-            return not self.stopped
+            return True
         if not self.exec_ok and self.execs:
             return True  # every exec attempt failed
         code = self.exit_code
@@ -315,6 +324,8 @@ class ProcessTree:
             node.stopped = node.last_sender is not None and node.last_sender in {
                 (signal, p) for p in self.stoppers
             }
+        if interrupted(node.terminal_signal, exit_code, signal):
+            node.stopped = node.interrupted = True
 
     def _signaled(self, event: ProcSignaled) -> None:
         key = self.current.get(event.pid)
@@ -326,6 +337,8 @@ class ProcessTree:
             node.signals.append((event.ts, event.signal))
         if event.sender_pid:  # si_pid of a signal a process sent (strace prints none for the kernel's)
             node.last_sender = (event.signal, event.sender_pid)
+        elif (terminal := from_terminal(event)) is not None:
+            node.terminal_signal = terminal
 
     def _sampled(self, event: ProcSampled) -> None:
         key = self.current.get(event.pid)

@@ -32,6 +32,7 @@ from capsule.events import (
 )
 from capsule.events.policy import PolicyApplied, PolicyBlocked, PolicyChecked
 from capsule.fold.activity import Activity
+from capsule.fold.interrupts import what_was_done
 from capsule.fold.labels import RuleSet
 from capsule.fold.process_tree import TREE_HANDLERS, ProcessNode, ProcessTree
 
@@ -117,10 +118,14 @@ class SessionState:
 
     @property
     def stopped_by(self) -> str | None:
-        """Who stopped the command on purpose (`supervisor (3516)`: `env down`, a restart), when its
-        signal is what the command died of (ProcessTree.stoppers); None otherwise."""
+        """Who stopped the command on purpose: `supervisor (3516)` (`env down`, a restart: its signal is
+        what the command died of, ProcessTree.stoppers), or `the terminal (Ctrl-C)`; None otherwise."""
         root = self.root
-        if root is None or not root.stopped or self.parent_writer is None:
+        if root is None or not root.stopped:
+            return None
+        if root.interrupted and root.terminal_signal is not None:
+            return f"the terminal ({what_was_done(root.terminal_signal)})"
+        if self.parent_writer is None:
             return None
         return f"{self.parent_writer[1]} ({self.parent_writer[0]})"
 

@@ -9,9 +9,18 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from capsule.events import Event, ProcExec, ProcExited, ProcSpawned, ProcSpawnFailed, TraceUnparsed
+from capsule.events import (
+    Event,
+    ProcExec,
+    ProcExited,
+    ProcSignaled,
+    ProcSpawned,
+    ProcSpawnFailed,
+    TraceUnparsed,
+)
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.exec_argv import named_argv
+from capsule.fold.interrupts import from_terminal, interrupted
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
@@ -39,6 +48,11 @@ class Tally:
     # keeps the last image of each live process that exec'd, dropped at its exit.
     answers: RuleSet | None = attrs.field(default=None, repr=False)
     _images: dict[int, tuple[str, tuple[str, ...]]] = attrs.field(factory=dict, repr=False)
+    # The terminal's signal each live process got (Ctrl-C: capsule/fold/interrupts.py), dropped at its
+    # exit; one it ended is `interrupted`, not failed, as the report folds it.
+    _terminal: dict[int, str] = attrs.field(factory=dict, repr=False)
+    interrupted: int = 0
+    root_interrupted: str | None = None  # the terminal's signal that ended the root (`SIGINT`), if one did
 
     def apply(self, event: Event) -> Tally:
         self.events += 1
@@ -57,7 +71,12 @@ class Tally:
                 self._images[event.pid] = (event.path, named_argv(event) or ())  # unknown (-s 0): no rule
         elif isinstance(event, ProcExited):
             image = self._images.pop(event.pid, None)
-            if event.signal is not None:
+            terminal = self._terminal.pop(event.pid, None) if self._terminal else None
+            if interrupted(terminal, event.exit_code, event.signal):
+                self.interrupted += 1
+                if event.pid == self.root_pid and self.root_exit is None:
+                    self.root_interrupted = terminal
+            elif event.signal is not None:
                 self.failed += 1
             elif event.exit_code:
                 rule = None if image is None or self.answers is None else self.answers.answer_rule(*image)
@@ -65,6 +84,9 @@ class Tally:
                     self.failed += 1
             if event.pid == self.root_pid and self.root_exit is None:
                 self.root_exit = (event.exit_code, event.signal)
+        elif isinstance(event, ProcSignaled):
+            if (terminal := from_terminal(event)) is not None:
+                self._terminal[event.pid] = terminal
         elif isinstance(event, TraceUnparsed):
             self.unparsed += 1
         elif isinstance(event, ProcSpawnFailed):

@@ -306,10 +306,10 @@ def _header(state: SessionState, nodes: list[ProcessNode], warnings: Sequence[st
         status += f" · timed out after {format_duration(state.timed_out.limit_s)}"
     if state.signal is not None:
         status += f" · {state.signal}"
-        if (stopper := state.stopped_by) is not None:
-            status += f" · stopped by {stopper}"
     elif state.exit_code is not None:
         status += f" · exit {state.exit_code}"
+    if (stopper := state.stopped_by) is not None:
+        status += f" · stopped by {stopper}"
     failed = sum(n.failed for n in nodes)
     rows = [
         ("command", short_argv(h.argv, width=300) if h is not None and h.argv else "?"),

@@ -10,6 +10,8 @@ since the epoch (floats), durations seconds; a value not known is null.
         "started": float, "ended": float | null, "duration_s": float | null,
         "exit_code": int | null, "signal": "SIGKILL" | null,
         "status": "complete" | "running" | "incomplete" | "recovered",
+        "stopped_by": str | null,   # who ended the command on purpose: "supervisor (PID)" (`env down`),
+                                    # "the terminal (Ctrl-C)"; null when it ended by itself or failed
         "events": int
       },
       "processes": [            # exactly one per process (thread-group leader), ordered by start
@@ -31,8 +33,10 @@ since the epoch (floats), durations seconds; a value not known is null.
           "execs": [{"ts": float, "path": str, "argv": [str] | null, "ok": bool, "errno": str | null}],
           "signals": [{"ts": float, "signal": str}],   # delivered to it (SIGCHLD excluded)
           "failure": bool,      # it failed: non-zero exit that is not an answer, a signal, no exec
-          "stopped": bool,      # the signal it died of was a stop, not a failure: a traced service's
-                                # process stopped by its env's supervisor (`env down`, a restart)
+          "stopped": bool,      # it was stopped on purpose, not failed: a traced service's process
+                                # stopped by its env's supervisor (`env down`, a restart), or one
+                                # interrupted from the terminal (Ctrl-C, Ctrl-\\, a hang-up: it died
+                                # of that signal or exited 128+N after it)
           "answer": bool,       # a non-zero exit an exit rule calls an answer (`grep` 1: no match)
           "peak_cpu_percent": float | null, "peak_rss_bytes": int | null,
           "peak_rss": int | null, "cpu_s": float | null,   # from the psutil sampler (`--sample`)
@@ -332,6 +336,7 @@ def session_dict(state: SessionState) -> dict[str, Any]:
         "exit_code": state.exit_code,
         "signal": state.signal,
         "status": state.status,
+        "stopped_by": state.stopped_by,
         "events": state.events,
     }
 

@@ -47,7 +47,7 @@ def format_time(ts: float | None) -> str:
 def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
     """(text, style) of how a process ended: `exit 0`, `exit 2`, `exit 1 (an answer)` (an exit rule says
     so: `grep` found nothing), `SIGKILL`, `exec ENOENT`, `no exit seen` (`running` in a live session)."""
-    if node.signal is not None:  # a stop the supervisor made (`env down`) is no failure: not red
+    if node.signal is not None:  # a stop the supervisor or the terminal made is no failure: not red
         return node.signal + (
             " (core dumped)" if node.core_dumped else ""
         ), "yellow" if node.stopped else "bold red"
@@ -57,8 +57,11 @@ def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
         return f"exec {errno}{code}", "bold red"
     if node.answered:
         return f"exit {node.exit_code} (an answer)", "green"
-    if node.exit_code is not None:
-        return f"exit {node.exit_code}", "bold red" if node.exit_code else "green"
+    if node.exit_code is not None:  # 130 after the terminal's Ctrl-C: interrupted, not failed
+        return (
+            f"exit {node.exit_code}",
+            "yellow" if node.stopped else "bold red" if node.exit_code else "green",
+        )
     if node.end is None:
         return "running" if live else "no exit seen", "yellow"
     return "exited", "green"
@@ -132,8 +135,9 @@ def header(state: SessionState) -> RenderableType:
     status = Text(state.status, style="green" if state.status in ("complete", "running") else "yellow")
     if state.timed_out is not None:
         status.append(f" · timed out after {format_duration(state.timed_out.limit_s)}", style="bold red")
-    if state.signal is not None and (stopper := state.stopped_by) is not None:
-        status.append(f" · {state.signal} · stopped by {stopper}", style="yellow")
+    how = state.signal or (f"exit {state.exit_code}" if state.exit_code is not None else None)
+    if how is not None and (stopper := state.stopped_by) is not None:
+        status.append(f" · {how} · stopped by {stopper}", style="yellow")
     elif state.signal is not None:
         status.append(f" · {state.signal}", style="bold red")
     elif state.exit_code is not None:

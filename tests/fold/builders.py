@@ -109,8 +109,10 @@ class Script:
             )
         )
 
-    def signaled(self, pid: int, signal: str, sender: int | None = None) -> Script:
-        return self.add(ProcSignaled(ts=self._tick(None), pid=pid, signal=signal, sender_pid=sender))
+    def signaled(self, pid: int, signal: str, sender: int | None = None, code: str | None = None) -> Script:
+        return self.add(
+            ProcSignaled(ts=self._tick(None), pid=pid, signal=signal, sender_pid=sender, code=code)
+        )
 
     def sample(self, pid: int, cpu: float, rss: int, cpu_s: float | None = None) -> Script:
         return self.add(

@@ -192,6 +192,46 @@ def test_a_stoppers_signal_is_a_stop_not_a_failure() -> None:
     assert plain.stopped_by is None
 
 
+def test_the_terminals_ctrl_c_is_a_stop_in_the_tree_and_the_tally() -> None:
+    """SIGINT from the terminal (si_code SI_KERNEL, no sender): what died of it, or re-raised it on
+    itself, or exited 130 after it, was interrupted; an exit 1 after it, a SIGINT another process sent,
+    or one from the kernel with no Ctrl-C before, fails. The recorder's tally counts the same."""
+    from capsule.fold.tally import Tally
+
+    s = Script().start("sh")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "30").signaled(2, "SIGINT", code="SI_KERNEL")
+    s.signaled(1, "SIGINT", code="SI_KERNEL")
+    s.exit(2, signal="SIGINT")
+    s.spawn(3, 1).exec(3, "/usr/bin/npm", "npm", "test").signaled(3, "SIGINT", code="SI_KERNEL").exit(
+        3, code=130
+    )
+    s.spawn(4, 1).exec(4, "/usr/bin/make", "make").signaled(4, "SIGINT", code="SI_KERNEL").exit(4, code=1)
+    s.spawn(5, 1).exec(5, "/bin/sleep", "sleep", "31").signaled(5, "SIGINT", sender=1, code="SI_USER")
+    s.exit(5, signal="SIGINT")
+    s.spawn(6, 1).exec(6, "/bin/sleep", "sleep", "32").exit(6, signal="SIGINT")
+    s.spawn(7, 1).exec(7, "/bin/sleep", "sleep", "33").signaled(7, "SIGQUIT", code="SI_KERNEL")
+    s.exit(7, signal="SIGQUIT", core=True)
+    s.signaled(1, "SIGINT", sender=1, code="SI_TKILL").exit(1, signal="SIGINT").end()
+    state = fold_session(s.events)
+    nodes = state.tree.nodes
+    assert [(n.pid, n.stopped, n.failed) for n in nodes] == [
+        (1, True, False),
+        (2, True, False),
+        (3, True, False),
+        (4, False, True),
+        (5, False, True),
+        (6, False, True),
+        (7, True, False),
+    ]
+    assert only(nodes, 3).failure is None
+    assert state.stopped_by == "the terminal (Ctrl-C)"
+    tally = Tally()
+    for event in s.events:
+        tally.apply(event)
+    assert (tally.failed, tally.interrupted, tally.root_interrupted) == (3, 4, "SIGINT")
+
+
 def test_killed_by_names_the_sender_of_the_signal_it_died_of() -> None:
     """The pid that sent the fatal signal is kept; a signal it did not die of, or one the kernel sent
     (no si_pid), names no one."""
