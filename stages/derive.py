@@ -444,6 +444,16 @@ async def _import_into(
         os.close(trace_fd)
 
 
+def _after_recorded(derived: list[Event], recorded: list[Event]) -> list[Event]:
+    """The derived events a recovery appends: those after the recorded prefix, which derivation being
+    deterministic makes the same events; when it is not (another Capsule derived `recorded`), those
+    later than the last recorded instant, so nothing the recorder wrote is written twice."""
+    if derived[: len(recorded)] == recorded:
+        return derived[len(recorded) :]
+    last = max((e.ts for e in recorded), default=float("-inf"))
+    return [e for e in derived if e.ts > last]
+
+
 @attrs.frozen
 class Recovered:
     events_before: int
@@ -501,7 +511,16 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
             header=header,
             tracer=tracer_kind(header.tracer),
         )
-    added = derived[len(recorded) :]
+    added, reason = _after_recorded(derived, recorded), "the recorder died before closing the session"
+    if derived[: len(recorded)] != recorded:
+        # Derived by another Capsule (an upgrade between the crash and this recovery): its events are
+        # not a prefix of this one's, so what is appended is what this Capsule derives after the last
+        # instant the recorder wrote, and the recovery says so.
+        which = "unnamed" if header.derivation is None else header.derivation
+        reason += (
+            f"; it was derived by another Capsule (derivation {which}), so this one ({DERIVATION}) "
+            "appended what the trace holds after the last event it wrote"
+        )
     tally = Tally()
     for event in derived:
         tally.apply(event)
@@ -514,7 +533,7 @@ async def recover(session_dir: Path, header: SessionStarted, *, home: Path) -> R
             [
                 SessionRecovered(
                     ts=now,
-                    reason="the recorder died before closing the session",
+                    reason=reason,
                     events_before=len(recorded),
                     events_added=len(added),
                 ),

@@ -105,3 +105,29 @@ def test_rederive_refuses_an_env_session(tmp_path: Path) -> None:
     shutil.copytree(SESSIONS / "env" / "give-up", folder)
     with pytest.raises(UsageError, match="re-record it"):
         sessions.rederive(folder)
+
+
+def test_recovery_of_a_session_an_older_capsule_began(earlier: Path) -> None:
+    """Its recorder died (no end, the last events missing) and this Capsule recovers it: what the older
+    one wrote stays, nothing is written twice, the rest of the trace is appended, and the recovery
+    says why it could not simply continue the prefix."""
+    from capsule.events import ProcExited, SessionRecovered
+
+    events_file = earlier / "events.jsonl"
+    lines = events_file.read_bytes().splitlines(keepends=True)
+    events_file.write_bytes(b"".join(lines[:-12]))  # the end and the last 11 events never written
+    kept = events_of(earlier)
+    sessions.report(earlier)  # recovers: the recorder of 2026-11-21 is long gone
+    after = events_of(earlier)
+    assert after[: len(kept)] == kept
+    (recovered,) = [e for e in after if isinstance(e, SessionRecovered)]
+    assert "derived by another Capsule (derivation unnamed)" in recovered.reason
+    assert recovered.events_added > 0
+    added = after[len(kept) : -2]  # before the recovery's note and the end
+    assert len(added) == recovered.events_added
+    assert not [e for e in added if e in kept]  # nothing the older Capsule wrote is written again
+    spawns = [e.pid for e in after if isinstance(e, ProcSpawned)]
+    exits = [e.pid for e in after if isinstance(e, ProcExited)]
+    assert len(spawns) == len(set(spawns))
+    assert sorted(exits) == sorted(set(spawns))  # every process ends, once
+    assert isinstance(after[-1], SessionEnded)
