@@ -127,7 +127,7 @@ async def rederive_session(
     policy decisions, a timeout, a recovery) where they were recorded, and a `session.ended` re-tallied
     when the trace's events changed (`answers`: the exit rules to count failures with).
     """
-    from capsule.stages.reader import iter_events
+    from capsule.stages.reader import iter_events, parent_writer, stoppers
 
     written = list(iter_events(session_dir, LineDecoder()))
     derived, stats = await rederive(
@@ -159,7 +159,7 @@ async def rederive_session(
     if ended is not None and same:
         events.append(ended)
     elif ended is not None:
-        tally = Tally(answers=answers)
+        tally = Tally(answers=answers, stoppers=stoppers(header, parent_writer(session_dir, header)))
         for event in events:
             tally.apply(event)
         events.append(

@@ -97,6 +97,33 @@ def glance(session_dir: Path) -> Glance:
     return Glance(session_dir, header, ended, recovered, blank=not first.endswith(b"\n"), unread=unread)
 
 
+WRITERS = {"env": "supervisor", "agents": "agents run"}  # who writes a session of that kind
+
+
+def parent_writer(session_dir: Path, header: SessionStarted) -> tuple[int, str] | None:
+    """(pid, what it is) of the writer of the env or agents session this one is a traced part of: a
+    signal it sent (a service stopped by `env down`) is named in the report, not just its pid."""
+    if header.parent is None:
+        return None
+    try:
+        parent = glance(session_dir.parent / header.parent).header
+    except (FileNotFoundError, NotADirectoryError):  # pruned before its part
+        return None
+    if parent is None or parent.recorder_pid is None:
+        return None
+    return parent.recorder_pid, WRITERS.get(parent.session_kind, f"{parent.session_kind} writer")
+
+
+def stoppers(header: SessionStarted, writer: tuple[int, str] | None) -> frozenset[int]:
+    """The pids whose signals stop a session's processes on purpose (ProcessTree.stoppers): for a traced
+    service's, its env's supervisor (`env down`, a restart) and the session's own `capsule run`, which
+    passes that SIGTERM on. An agents run's scheduler stops a task for a timeout or a limit, which stays
+    a failure: none."""
+    if writer is None or writer[1] != WRITERS["env"]:
+        return frozenset()
+    return frozenset(p for p in (writer[0], header.recorder_pid) if p)
+
+
 def recorder_alive(header: SessionStarted) -> bool:
     """Is the process that writes this session, or the strace it started, still running?
 

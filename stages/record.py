@@ -41,8 +41,13 @@ class SessionWriter:
     def write(self, events: list[Event]) -> None:
         if not events:
             return
-        if self.next_seq == 0 and isinstance(events[0], SessionStarted) and not events[0].redacted:
-            self.redact = False
+        if self.next_seq == 0 and isinstance(header := events[0], SessionStarted):
+            if not header.redacted:
+                self.redact = False
+            if header.parent is not None:  # a traced service's: its supervisor's stops are no failures
+                from capsule.stages.reader import parent_writer, stoppers
+
+                self.tally.stoppers = stoppers(header, parent_writer(self.path.parent, header))
         if self.redact:
             events = [redact_event(event) for event in events]
         data = encode_lines(self.next_seq, events)

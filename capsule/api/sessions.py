@@ -223,7 +223,7 @@ def load(
     another core (for a command that forks safely: no threads of its own at work)."""
     from capsule.codec import CodecError, LineDecoder
     from capsule.fold import SessionState
-    from capsule.stages.reader import glance, iter_events, recorder_alive
+    from capsule.stages.reader import glance, iter_events, parent_writer, recorder_alive, stoppers
 
     session_dir = session if isinstance(session, Path) else resolve(session)
     warnings: list[str] = []
@@ -253,11 +253,8 @@ def load(
     decoder = LineDecoder()
     state = SessionState.new(rule_set)
     state.live = live  # a session still being recorded reads `running`, not `incomplete`
-    state.parent_writer = _parent_writer(session_dir, header)
-    if state.parent_writer is not None and state.parent_writer[1] == WRITERS["env"]:
-        # what an env's supervisor stops (`env down`, a restart) is stopped, not failed; an agents
-        # run's scheduler stops a task for a timeout or a limit, which stays a failure
-        state.tree.stoppers = frozenset(p for p in (state.parent_writer[0], header.recorder_pid) if p)
+    state.parent_writer = parent_writer(session_dir, header)
+    state.tree.stoppers = stoppers(header, state.parent_writer)
     try:
         if forked and _big(session_dir):
             from capsule.stages.forked import fold_forked
@@ -275,25 +272,6 @@ def load(
     if recovery is not None and digest is not None:  # after recovery: keep the report snapshot too
         _snapshot_from(loaded, digest)
     return loaded
-
-
-WRITERS = {"env": "supervisor", "agents": "agents run"}  # who writes a session of that kind
-
-
-def _parent_writer(session_dir: Path, header: Any) -> tuple[int, str] | None:
-    """(pid, what it is) of the writer of the env or agents session this one is a traced part of: a
-    signal it sent (a service stopped by `env down`) is named in the report, not just its pid."""
-    from capsule.stages.reader import glance
-
-    if header.parent is None:
-        return None
-    try:
-        parent = glance(session_dir.parent / header.parent).header
-    except (FileNotFoundError, NotADirectoryError):  # pruned before its part
-        return None
-    if parent is None or parent.recorder_pid is None:
-        return None
-    return parent.recorder_pid, WRITERS.get(parent.session_kind, f"{parent.session_kind} writer")
 
 
 @attrs.frozen(kw_only=True)

@@ -51,6 +51,13 @@ class Tally:
     # The terminal's signal each live process got (Ctrl-C: capsule/fold/interrupts.py), dropped at its
     # exit; one it ended is `interrupted`, not failed, as the report folds it.
     _terminal: dict[int, str] = attrs.field(factory=dict, repr=False)
+    # The pids whose signals stop processes on purpose (ProcessTree.stoppers: a traced service's env
+    # supervisor and its `capsule run`), set from the header; a process one of them killed is `stopped`,
+    # not failed, as the report folds it. The latest sender of each live process's signals is kept
+    # only while there are stoppers.
+    stoppers: frozenset[int] = frozenset()
+    _senders: dict[int, tuple[str, int]] = attrs.field(factory=dict, repr=False)
+    stopped: int = 0
     interrupted: int = 0
     root_interrupted: str | None = None  # the terminal's signal that ended the root (`SIGINT`), if one did
 
@@ -72,7 +79,10 @@ class Tally:
         elif isinstance(event, ProcExited):
             image = self._images.pop(event.pid, None)
             terminal = self._terminal.pop(event.pid, None) if self._terminal else None
-            if interrupted(terminal, event.exit_code, event.signal):
+            sender = self._senders.pop(event.pid, None) if self._senders else None
+            if event.signal is not None and sender is not None and sender[0] == event.signal:
+                self.stopped += 1  # only stoppers' signals are kept
+            elif interrupted(terminal, event.exit_code, event.signal):
                 self.interrupted += 1
                 if event.pid == self.root_pid and self.root_exit is None:
                     self.root_interrupted = terminal
@@ -87,6 +97,11 @@ class Tally:
         elif isinstance(event, ProcSignaled):
             if (terminal := from_terminal(event)) is not None:
                 self._terminal[event.pid] = terminal
+            elif self.stoppers and event.sender_pid:
+                if event.sender_pid in self.stoppers:
+                    self._senders[event.pid] = (event.signal, event.sender_pid)
+                else:  # the latest sender decides, as in the tree (ProcessNode.last_sender)
+                    self._senders.pop(event.pid, None)
         elif isinstance(event, TraceUnparsed):
             self.unparsed += 1
         elif isinstance(event, ProcSpawnFailed):

@@ -173,6 +173,9 @@ max_restarts = 2
     processes = orjson.loads(capsule("report", run_id, "--json").stdout)["processes"]
     sleep = next(p for p in processes if p["argv"] == ["sleep", "300"])
     assert (sleep["signal"], sleep["stopped"], sleep["failure"]) == ("SIGTERM", True, False), sleep
+    # so does its recorder's count in session.ended, which `capsule ls` shows (was: 1 failed)
+    (row,) = [r for r in orjson.loads(capsule("ls", "--all", "--json").stdout) if r["id"] == run_id]
+    assert row["failed"] == 0, row
 
 
 def test_report_of_a_live_env_says_running_and_of_a_dead_supervisor_interrupted(

@@ -190,6 +190,17 @@ def test_a_stoppers_signal_is_a_stop_not_a_failure() -> None:
     plain = fold_session(s.events, packaged_rules())  # no stoppers: every signal death fails
     assert [n.failed for n in plain.tree.nodes] == [True, True, True, True]
     assert plain.stopped_by is None
+    # the recorder's tally (session.ended, `capsule ls`) counts the same, given the same stoppers
+    from capsule.fold.tally import Tally
+
+    tally = Tally(stoppers=frozenset({900, 901}))
+    for event in s.events:
+        tally.apply(event)
+    assert (tally.failed, tally.stopped) == (2, 2)
+    unstopped = Tally()
+    for event in s.events:
+        unstopped.apply(event)
+    assert (unstopped.failed, unstopped.stopped) == (4, 0)
 
 
 def test_the_terminals_ctrl_c_is_a_stop_in_the_tree_and_the_tally() -> None:
