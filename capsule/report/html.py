@@ -28,6 +28,7 @@ import orjson
 from capsule.duration import format_duration
 from capsule.fold.activity import FILE_OPS
 from capsule.fold.agents import agent_runs
+from capsule.fold.interrupts import what_was_done
 from capsule.fold.process_tree import ProcessNode
 from capsule.fold.session import SessionState, paused_gc
 from capsule.report.argv import short_argv
@@ -86,6 +87,8 @@ def _note(node: ProcessNode, sender: Callable[[ProcessNode, int], str]) -> str |
         return f"exec {node.execs[-1].errno or 'failed'}"
     if node.core_dumped:
         return "core dumped"
+    if node.interrupted and node.terminal_signal is not None:  # not "by itself": a shell re-raises it
+        return what_was_done(node.terminal_signal)
     if node.killed_by is not None:
         return f"by {sender(node, node.killed_by)}"
     if node.argv is None and not node.execs:

@@ -21,6 +21,7 @@ from rich.tree import Tree
 
 from capsule.duration import format_duration
 from capsule.fold.agents import AgentRun, agent_runs
+from capsule.fold.interrupts import what_was_done
 from capsule.fold.labels import basename
 from capsule.fold.process_tree import ProcessNode, ProcessTree
 from capsule.fold.session import SessionState
@@ -47,8 +48,9 @@ def format_time(ts: float | None) -> str:
 def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
     """(text, style) of how a process ended: `exit 0`, `exit 2`, `exit 1 (an answer)` (an exit rule says
     so: `grep` found nothing), `SIGKILL`, `exec ENOENT`, `no exit seen` (`running` in a live session)."""
+    ctrl = f" ({what_was_done(node.terminal_signal)})" if node.interrupted and node.terminal_signal else ""
     if node.signal is not None:  # a stop the supervisor or the terminal made is no failure: not red
-        return node.signal + (
+        return node.signal + ctrl + (
             " (core dumped)" if node.core_dumped else ""
         ), "yellow" if node.stopped else "bold red"
     if node.exec_failed:
@@ -59,7 +61,7 @@ def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
         return f"exit {node.exit_code} (an answer)", "green"
     if node.exit_code is not None:  # 130 after the terminal's Ctrl-C: interrupted, not failed
         return (
-            f"exit {node.exit_code}",
+            f"exit {node.exit_code}{ctrl}",
             "yellow" if node.stopped else "bold red" if node.exit_code else "green",
         )
     if node.end is None:

@@ -128,3 +128,21 @@ def test_empty_session_renders() -> None:
     page = render_html(fold_session(Script().start("x").events), html_assets())
     assert _data(page)["procs"] == []
     assert "incomplete" in page
+
+
+def test_a_run_stopped_with_ctrl_c_says_so_not_by_itself() -> None:
+    """The shell that re-raised the terminal's SIGINT on itself is noted `Ctrl-C`, not `by itself`; the
+    header names who stopped the run and counts no failure."""
+    s = Script().start("sh", "-c", "sleep 100")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "sleep 100")
+    s.spawn(2, 1).exec(2, "/bin/sleep", "sleep", "100").signaled(2, "SIGINT", code="SI_KERNEL")
+    s.signaled(1, "SIGINT", code="SI_KERNEL").exit(2, signal="SIGINT")
+    s.signaled(1, "SIGINT", sender=1, code="SI_TKILL").exit(1, signal="SIGINT").end(None, "SIGINT")
+    state = fold_session(s.events, packaged_rules())
+    rows = {
+        row["pid"]: row for row in (dict(zip(COLUMNS, r, strict=True)) for r in timeline_data(state)["procs"])
+    }
+    assert [(rows[pid]["note"], rows[pid]["failed"]) for pid in (1, 2)] == [("Ctrl-C", 0), ("Ctrl-C", 0)]
+    page = render_html(state, html_assets())
+    assert "SIGINT · stopped by the terminal (Ctrl-C)" in page
+    assert "2 (0 failed)" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console, RenderableType
 
@@ -349,3 +350,18 @@ def test_a_root_the_trace_never_saw_exec_is_attached_not_a_fork() -> None:
     lines = to_text(render(fold_session(s.events, packaged_rules()))).splitlines()
     assert any(line.startswith("└── 10 ? (attached)") for line in lines), lines
     assert any("11 ? (fork)" in line for line in lines), lines
+
+
+def test_a_run_stopped_with_ctrl_c_shows_it_in_the_tree_and_status() -> None:
+    """Each process the terminal's Ctrl-C ended reads `SIGINT (Ctrl-C)`, `exit 130 (Ctrl-C)` for one that
+    caught it; the status says who stopped the run, and no failures table appears."""
+    s = Script().start("sh", "-c", "npm test")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "npm test")
+    s.spawn(2, 1).exec(2, "/usr/bin/npm", "npm", "test").signaled(2, "SIGINT", code="SI_KERNEL")
+    s.signaled(1, "SIGINT", code="SI_KERNEL").exit(2, 130)
+    s.signaled(1, "SIGINT", sender=1, code="SI_TKILL").exit(1, signal="SIGINT").end(None, "SIGINT")
+    text = to_text(render(fold_session(s.events, packaged_rules())))
+    assert "status    complete · SIGINT · stopped by the terminal (Ctrl-C)" in text, text
+    assert re.search(r"sh -c 'npm test' .* SIGINT \(Ctrl-C\)", text), text
+    assert "exit 130 (Ctrl-C)" in text, text
+    assert "failures" not in text, text
