@@ -1,11 +1,17 @@
-"""The terminal's own signals: Ctrl-C, Ctrl-\\ and a hang-up stop a run on purpose, they are not failures.
+"""Signals that end a process without it failing: the terminal's, and a broken pipe.
 
 The tty driver sends SIGINT (Ctrl-C), SIGQUIT (Ctrl-\\) and SIGHUP (the terminal closed) to the whole
 foreground process group, with si_code SI_KERNEL: no process sent them, so strace prints no si_pid. A
 process that dies of such a signal, or of the same signal raised again by itself (a shell waits for its
 child, then re-raises it: the cooperative exit), or that exits 128+N after it (npm, make), was
-interrupted by the person at the terminal. The process tree (the report) and the recorder's tally (the
-`capsule run` summary and `session.ended`) apply this one rule.
+interrupted by the person at the terminal: stopped on purpose.
+
+A process that dies of SIGPIPE wrote to a pipe whose reader had closed it (`yes | head -1`, an agent's
+`grep -r x . | head -20`), which a shell's pipeline expects of every member but the last: no failure of
+its own; the reader's, if it had one, shows on the reader.
+
+The process tree (the report) and the recorder's tally (the `capsule run` summary and `session.ended`)
+apply these rules.
 """
 
 from __future__ import annotations
@@ -40,3 +46,11 @@ def interrupted(terminal: str | None, exit_code: int | None, signal: str | None)
 def what_was_done(terminal: str) -> str:
     """`Ctrl-C` for SIGINT: the words a status line uses."""
     return TERMINAL_SIGNALS[terminal][1]
+
+
+BROKEN_PIPE = "SIGPIPE"
+
+
+def broken_pipe(signal: str | None) -> bool:
+    """It died of SIGPIPE: its reader had gone (the pipeline's end closed it), no failure of its own."""
+    return signal == BROKEN_PIPE

@@ -27,7 +27,7 @@ from capsule.events import (
     ProcSpawned,
 )
 from capsule.fold.exec_argv import named_argv
-from capsule.fold.interrupts import from_terminal, interrupted
+from capsule.fold.interrupts import broken_pipe, from_terminal, interrupted
 from capsule.fold.labels import UNCLASSIFIED, Classification, ExecImage, RuleSet
 
 MAX_WARNINGS = 100
@@ -118,7 +118,7 @@ class ProcessNode:
     def failure(self) -> str | None:
         """Why it failed, in a few words (`killed by SIGKILL (core dumped)`, `exit 3`, `exec failed:
         ENOENT`), or None: the one wording the exports use."""
-        if self.stopped:
+        if self.stopped or self.broken_pipe:
             return None
         if self.signal is not None:
             return f"killed by {self.signal}" + (" (core dumped)" if self.core_dumped else "")
@@ -127,6 +127,11 @@ class ProcessNode:
         if not self.exec_ok and self.execs:
             return f"exec failed: {self.execs[-1].errno or 'error'}"
         return None
+
+    @property
+    def broken_pipe(self) -> bool:
+        """It died of SIGPIPE, its reader gone (`yes | head -1`): no failure (capsule/fold/interrupts.py)."""
+        return broken_pipe(self.signal)
 
     @property
     def answered(self) -> bool:
@@ -150,11 +155,12 @@ class ProcessNode:
     @property
     def failed(self) -> bool:
         """Exited non-zero (unless an exit rule calls that code an answer), was killed by a signal (not
-        the stopper's or the terminal's: `stopped`), or never managed to exec (a command not found)."""
+        the stopper's or the terminal's: `stopped`; not SIGPIPE: `broken_pipe`), or never managed to
+        exec (a command not found)."""
         if self.stopped:
             return False
         if self.signal is not None:
-            return True
+            return not self.broken_pipe
         if not self.exec_ok and self.execs:
             return True  # every exec attempt failed
         code = self.exit_code

@@ -20,7 +20,7 @@ from capsule.events import (
 )
 from capsule.events.policy import PolicyBlocked
 from capsule.fold.exec_argv import named_argv
-from capsule.fold.interrupts import from_terminal, interrupted
+from capsule.fold.interrupts import broken_pipe, from_terminal, interrupted
 
 if TYPE_CHECKING:
     from capsule.fold.labels import RuleSet
@@ -87,7 +87,7 @@ class Tally:
                 if event.pid == self.root_pid and self.root_exit is None:
                     self.root_interrupted = terminal
             elif event.signal is not None:
-                self.failed += 1
+                self.failed += not broken_pipe(event.signal)
             elif event.exit_code:
                 rule = None if image is None or self.answers is None else self.answers.answer_rule(*image)
                 if rule is None or event.exit_code not in rule.codes:

@@ -89,6 +89,8 @@ def _note(node: ProcessNode, sender: Callable[[ProcessNode, int], str]) -> str |
         return "core dumped"
     if node.interrupted and node.terminal_signal is not None:  # not "by itself": a shell re-raises it
         return what_was_done(node.terminal_signal)
+    if node.broken_pipe:  # not "by itself": the kernel's SIGPIPE names the writer as its sender
+        return "reader closed"
     if node.killed_by is not None:
         return f"by {sender(node, node.killed_by)}"
     if node.argv is None and not node.execs:

@@ -49,6 +49,8 @@ def outcome_parts(node: ProcessNode, live: bool = False) -> tuple[str, str]:
     """(text, style) of how a process ended: `exit 0`, `exit 2`, `exit 1 (an answer)` (an exit rule says
     so: `grep` found nothing), `SIGKILL`, `exec ENOENT`, `no exit seen` (`running` in a live session)."""
     ctrl = f" ({what_was_done(node.terminal_signal)})" if node.interrupted and node.terminal_signal else ""
+    if node.broken_pipe:  # its reader had gone (`yes | head -1`): no failure
+        return f"{node.signal} (reader closed)", "yellow"
     if node.signal is not None:  # a stop the supervisor or the terminal made is no failure: not red
         return node.signal + ctrl + (
             " (core dumped)" if node.core_dumped else ""

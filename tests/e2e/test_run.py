@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import stat
 import subprocess
@@ -155,6 +156,25 @@ def test_report_to_a_pipe_has_no_padded_lines(capsule: CapsuleRunner) -> None:
         text = capsule(*args).stdout
         assert "exit 3" in text
         assert [line for line in text.splitlines() if line.endswith(" ")] == [], args
+
+
+def test_a_pipeline_member_its_reader_left_did_not_fail(capsule: CapsuleRunner) -> None:
+    """`yes | head -1`, what agents type all day (`grep -r x . | head -20`): `yes` dies of SIGPIPE once
+    head has what it wanted; that is the pipeline working, not a failure (was: 1 failed)."""
+    done = capsule("run", "--", "sh", "-c", "yes | head -1; seq 1 100000 | head -2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "y\n1\n2\n"
+    assert re.search(r"· 5 processes · [\d.]+s · exit 0$", done.stderr, re.M), done.stderr
+    report = report_json(capsule)
+    assert report["summary"]["failed"] == 0
+    piped = [p for p in report["processes"] if p["signal"] == "SIGPIPE"]
+    assert sorted(p["argv"][0] for p in piped) == ["seq", "yes"]
+    assert not any(p["failure"] for p in piped)
+    text = capsule("report").stdout
+    assert "SIGPIPE (reader closed)" in text
+    assert "failures" not in text
+    (row,) = orjson.loads(capsule("ls", "--json").stdout)
+    assert row["failed"] == 0
 
 
 def test_stdin_passes_through(capsule: CapsuleRunner) -> None:

@@ -243,6 +243,28 @@ def test_the_terminals_ctrl_c_is_a_stop_in_the_tree_and_the_tally() -> None:
     assert (tally.failed, tally.interrupted, tally.root_interrupted) == (3, 4, "SIGINT")
 
 
+def test_a_broken_pipe_is_no_failure() -> None:
+    """A pipeline member that died of SIGPIPE (its reader had gone) did not fail, in the tree and the
+    tally; the reader's own failure still counts."""
+    from capsule.fold.tally import Tally
+
+    s = Script().start("sh", "-c", "yes | head -1")
+    s.spawn(1, None, via="root").exec(1, "/bin/sh", "sh", "-c", "yes | head -1")
+    s.spawn(2, 1).exec(2, "/usr/bin/yes", "yes").signaled(2, "SIGPIPE", sender=2, code="SI_USER")
+    s.spawn(3, 1).exec(3, "/usr/bin/head", "head", "-1").exit(3, 1)
+    s.exit(2, signal="SIGPIPE").exit(1, 1).end(1)
+    nodes = fold_session(s.events, packaged_rules()).tree.nodes
+    assert [(n.pid, n.broken_pipe, n.failed, n.failure) for n in nodes] == [
+        (1, False, True, "exit 1"),
+        (2, True, False, None),
+        (3, False, True, "exit 1"),
+    ]
+    tally = Tally()
+    for event in s.events:
+        tally.apply(event)
+    assert tally.failed == 2
+
+
 def test_killed_by_names_the_sender_of_the_signal_it_died_of() -> None:
     """The pid that sent the fatal signal is kept; a signal it did not die of, or one the kernel sent
     (no si_pid), names no one."""
