@@ -26,6 +26,8 @@ seconds, and the root's working directory: older traces have none, and keep rela
     C <ns> <tgid> <family> <port> <ret> <address>            a connect (traces before N: no fd)
     K <ns> <tgid> <fd> <error>                               getsockopt(fd, SOL_SOCKET, SO_ERROR) said
                                                              `error` (0: a non-blocking connect worked)
+    G <ns> <tgid> <signo> <si_code> <sender pid>             a signal delivered to the process (sender: 0
+                                                             when strace would print no si_pid)
     R <ns>                                                   the readiness handshake (ignored)
     B <ns> <cpu>                                             a flush barrier's marker from one CPU
 
@@ -182,6 +184,18 @@ class SockError:
 
 
 @attrs.frozen(kw_only=True)
+class SignalDelivered:
+    """A signal delivered to process `tgid` (never SIGCHLD or SIGKILL: stages/bpf/recorder.bpf.c)."""
+
+    line_no: int
+    ts: float
+    tgid: int
+    signo: int
+    code: int  # si_code, as the kernel gives it (SI_USER 0, SI_KERNEL 0x80, SEGV_MAPERR 1…)
+    sender: int | None  # si_pid, where strace prints one (a process sent it)
+
+
+@attrs.frozen(kw_only=True)
 class Flushed:
     """A flush barrier's marker (Capsule's own signal-0 kill of -root, made from CPU `cpu`): every line
     that CPU's buffer held before it has been read. It makes no event; the tracker counts them."""
@@ -205,6 +219,7 @@ EbpfRecord = (
     | CwdChanged
     | NetConnect
     | SockError
+    | SignalDelivered
     | Flushed
     | Unparsed
 )
@@ -394,6 +409,16 @@ class EbpfParser:
         if tag == "K":
             ns, tgid, fd, error = rest.split(" ")
             return SockError(line_no=line_no, ts=self._ts(ns), tgid=_pid(tgid), fd=int(fd), error=int(error))
+        if tag == "G":
+            ns, tgid, signo, code, sender = rest.split(" ")
+            return SignalDelivered(
+                line_no=line_no,
+                ts=self._ts(ns),
+                tgid=_pid(tgid),
+                signo=_small(signo),
+                code=_int32(code),
+                sender=None if sender == "0" else _pid(sender),
+            )
         if tag == "R":
             int(rest)
             return _SKIP
@@ -434,6 +459,13 @@ def _pid(text: str) -> int:
 def _small(text: str) -> int:
     value = int(text)
     if not 0 <= value < 2**31:
+        raise ValueError(text)
+    return value
+
+
+def _int32(text: str) -> int:
+    value = int(text)
+    if not -(2**31) <= value < 2**31:
         raise ValueError(text)
     return value
 

@@ -21,6 +21,7 @@ from capsule.events.process import (
     NetConnected,
     ProcExec,
     ProcExited,
+    ProcSignaled,
     ProcSpawned,
     TraceUnparsed,
 )
@@ -40,11 +41,12 @@ from capsule.parse.ebpf import (
     Header,
     NetConnect,
     ProcessEnded,
+    SignalDelivered,
     SockError,
 )
 from capsule.parse.records import Unparsed
 from capsule.track.connects import ConnectsInProgress
-from capsule.track.levels import level_parts
+from capsule.track.levels import IGNORED_SIGNALS, level_parts
 from capsule.track.paths import resolve
 from capsule.track.tracker import Level
 
@@ -83,6 +85,32 @@ _SIGNALS: Final = [
     "SIGSYS",
 ]
 
+# si_code names as strace prints them: a generic one, whatever the signal, first;
+_SI_CODES: Final = {
+    0: "SI_USER",
+    0x80: "SI_KERNEL",
+    -1: "SI_QUEUE",
+    -2: "SI_TIMER",
+    -3: "SI_MESGQ",
+    -4: "SI_ASYNCIO",
+    -5: "SI_SIGIO",
+    -6: "SI_TKILL",
+    -7: "SI_DETHREAD",
+    -60: "SI_ASYNCNL",
+}
+# else the signal's own, codes 1, 2, … ("-": none, a number). SIGCHLD's are not needed: none is recorded.
+_SIGNAL_CODES: Final = {
+    4: "ILL_ILLOPC ILL_ILLOPN ILL_ILLADR ILL_ILLTRP ILL_PRVOPC ILL_PRVREG ILL_COPROC ILL_BADSTK ILL_BADIADDR",
+    5: "TRAP_BRKPT TRAP_TRACE TRAP_BRANCH TRAP_HWBKPT TRAP_UNK TRAP_PERF",
+    7: "BUS_ADRALN BUS_ADRERR BUS_OBJERR BUS_MCEERR_AR BUS_MCEERR_AO",
+    8: "FPE_INTDIV FPE_INTOVF FPE_FLTDIV FPE_FLTOVF FPE_FLTUND FPE_FLTRES FPE_FLTINV FPE_FLTSUB - - - - - "
+    "FPE_FLTUNK FPE_CONDTRAP",
+    11: "SEGV_MAPERR SEGV_ACCERR SEGV_BNDERR SEGV_PKUERR SEGV_ACCADI SEGV_ADIDERR SEGV_ADIPERR SEGV_MTEAERR "
+    "SEGV_MTESERR",
+    29: "POLL_IN POLL_OUT POLL_MSG POLL_ERR POLL_PRI POLL_HUP",
+    31: "SYS_SECCOMP SYS_USER_DISPATCH",
+}
+
 # open(2) flags (asm-generic), in the order strace prints them after the access mode.
 _OPEN_FLAGS: Final = (
     (0o100, "O_CREAT"),
@@ -114,6 +142,16 @@ def signal_name(number: int) -> str:
     return f"SIG{number}"
 
 
+def si_code_name(code: int, signo: int) -> str:
+    """A signal's si_code as strace 6.1 prints it (`SI_USER`, `SEGV_MAPERR`), an unknown one as a 32-bit
+    hex number (`0x5`, `0xffffffd6`)."""
+    name = _SI_CODES.get(code)
+    if name is None and code > 0:
+        own = _SIGNAL_CODES.get(signo, "").split()
+        name = own[code - 1] if code <= len(own) and own[code - 1] != "-" else None
+    return name if name is not None else f"{code & 0xFFFFFFFF:#x}"
+
+
 def errno_name(number: int) -> str:
     return _errno.errorcode.get(number, f"E{number}")
 
@@ -138,6 +176,17 @@ AT_FDCWD: Final = -100
 # these opens as file.opened events at it, so that its refusals are derived from its trace again.
 REFUSED: Final = frozenset((_errno.EACCES, _errno.EROFS))
 GONE_KEPT: Final = 4096  # ended processes remembered (late records come within milliseconds)
+# Records of the process their `tgid` names (it must be alive for them to apply)
+_OF_TGID: Final = (
+    ExecBegun,
+    ExecFailed,
+    ProcessEnded,
+    FileOpen,
+    CwdChanged,
+    NetConnect,
+    SockError,
+    SignalDelivered,
+)
 
 
 class _Exec:
@@ -301,9 +350,7 @@ class EbpfTracker:
         """The process a record belongs to, which must be alive for it to apply."""
         if isinstance(rec, Forked):
             return rec.parent
-        if isinstance(
-            rec, ExecBegun | ExecFailed | ProcessEnded | FileOpen | CwdChanged | NetConnect | SockError
-        ):
+        if isinstance(rec, _OF_TGID):
             return rec.tgid
         if isinstance(rec, ExecDone | ArgvPiece):
             return rec.pid
@@ -338,6 +385,8 @@ class EbpfTracker:
             self._exec_ended(attempt, rec.pid, rec.ts, None, rec.path)
         elif isinstance(rec, ProcessEnded):
             self._ended(rec)
+        elif isinstance(rec, SignalDelivered):
+            self._signaled(rec)
         elif isinstance(rec, CwdChanged):
             cwd = self._cwd.get(rec.tgid)
             if not rec.path:
@@ -423,6 +472,14 @@ class EbpfTracker:
             result = (None, name)
         if rec.tgid == self.root_pid:
             self.root_status = result
+
+    def _signaled(self, rec: SignalDelivered) -> None:
+        """A signal delivered, at every level, as the strace tracker records its `--- SIG… ---` lines."""
+        name = signal_name(rec.signo)
+        if name in IGNORED_SIGNALS:  # SIGCHLD: the program prints none, and the strace tracker drops it
+            return
+        code = si_code_name(rec.code, rec.signo)
+        self._out.append(ProcSignaled(ts=rec.ts, pid=rec.tgid, signal=name, sender_pid=rec.sender, code=code))
 
     def _connected(self, rec: NetConnect) -> None:
         family = _FAMILIES.get(rec.family, f"AF_{rec.family}")

@@ -255,6 +255,91 @@ int BPF_PROG(process_exit, struct task_struct *p) {
     return 0;
 }
 
+// Signal deliveries (G), at every level: strace's %process level shows them too. strace sees a signal
+// when its receiver dequeues it (the signal-delivery stop), as signal_deliver does: get_signal fires it
+// in the receiving thread before the handler or the default action runs. Without a tracer, though, the
+// kernel takes a shortcut that ptrace rules out: a signal whose default action kills without a core
+// (SIGTERM, SIGINT, SIGHUP, SIGPIPE…) starts its group's exit as it is sent (complete_signal), and is
+// never dequeued: get_signal traces only a SIGKILL with no siginfo (info NULL) for it. So that one is
+// recorded where it is sent (signal_generate, in the sender, for the receiver's process). Left out:
+// SIGCHLD (the noise of every fork; the tracker drops it too) and SIGKILL, which never stops a tracee,
+// so strace shows none. An ignored signal (SIG_IGN, or by default: SIGCONT, SIGWINCH, SIGURG) is dropped
+// as it is sent, so it is never delivered here; under ptrace it is queued, and strace shows it.
+#define SIGILL 4
+#define SIGTRAP 5
+#define SIGBUS 7
+#define SIGFPE 8
+#define SIGKILL 9
+#define SIGSEGV 11
+#define SIGCHLD 17
+#define SIGIO 29
+#define SIGSYS 31
+#define SI_USER 0
+#define SI_KERNEL 0x80
+#define SI_TIMER -2
+#define SI_SIGIO -5
+#define SEND_SIG_PRIV 1  // signal_generate's info for a signal of the kernel's own, with no siginfo
+#define SIGNAL_GROUP_EXIT 0x4
+#define TRACE_SIGNAL_DELIVERED 0
+
+// The head of a kernel_siginfo: si_signo, si_errno, si_code, then the union (8-byte aligned, at 16),
+// whose _kill._pid comes first. Read raw, not CO-RE: it is the uapi layout, the bytes every program's
+// handler is given (copy_siginfo_to_user), an ABI that does not change.
+struct siginfo_head { s32 si_signo, si_errno, si_code, pad, si_pid; };
+
+// The sender's pid where strace prints one (its print_si_info), else 0: for a code <= 0 (a process
+// sent it: kill, sigqueue, tgkill…) but SI_TIMER and SI_SIGIO, whose union holds other fields; for a
+// code > 0 (the kernel sent it) only for a signal with no fields of its own (a fault's, SIGIO's and
+// SIGSYS's have them), and the kernel's own (SI_KERNEL: the terminal's, a timer's) name none.
+static __always_inline s32 sender(int sig, s32 code, s32 pid) {
+    if (code <= 0) return code == SI_TIMER || code == SI_SIGIO ? 0 : pid;
+    bool own = sig == SIGILL || sig == SIGTRAP || sig == SIGBUS || sig == SIGFPE || sig == SIGSEGV ||
+               sig == SIGIO || sig == SIGSYS;
+    return own ? 0 : pid;
+}
+
+static __always_inline void signaled(u32 tgid, int sig, s32 code, s32 pid) {
+    struct rec *r = reserve('G');
+    if (!r) return;
+    r->tgid = tgid;
+    r->a = sig;
+    r->b = code;
+    r->c = sender(sig, code, pid);
+    bpf_ringbuf_submit(r, QUIET);
+}
+
+SEC("raw_tp/signal_deliver")
+int BPF_PROG(signal_delivered, int sig, const void *info) {
+    u32 tgid = self_tgid();
+    if (sig == SIGCHLD || sig == SIGKILL || !followed(tgid)) return 0;
+    struct siginfo_head si;
+    if (bpf_probe_read_kernel(&si, sizeof(si), info)) return 0;
+    signaled(tgid, sig, si.si_code, si.si_pid);
+    return 0;
+}
+
+// A signal that started its receiver's group exit as it was sent (see above): sent, not ignored, and
+// the group now exiting of it (it was not before, or the signal would have been dropped as ignored).
+SEC("raw_tp/signal_generate")
+int BPF_PROG(signal_fatal, int sig, const void *info, struct task_struct *task, int group, int result) {
+    if (result != TRACE_SIGNAL_DELIVERED || sig == SIGKILL) return 0;
+    struct signal_struct *signal = BPF_CORE_READ(task, signal);
+    if (!(BPF_CORE_READ(signal, flags) & SIGNAL_GROUP_EXIT) || BPF_CORE_READ(signal, group_exit_code) != sig)
+        return 0;
+    u32 tgid = BPF_CORE_READ(task, tgid);
+    if (!followed(tgid)) return 0;
+    // info NULL (SEND_SIG_NOINFO): sent by the caller, as the kernel fills it in (SI_USER, its pid)
+    struct siginfo_head si = {.si_code = SI_USER, .si_pid = self_tgid()};
+    if ((unsigned long)info == SEND_SIG_PRIV) {
+        si.si_code = SI_KERNEL;
+        si.si_pid = 0;
+    } else if (info && bpf_probe_read_kernel(&si, sizeof(si), info)) {
+        return 0;
+    }
+    signaled(tgid, sig, si.si_code, si.si_pid);
+    return 0;
+}
+
 // Readiness and flush barrier, both signal-0 kills by Capsule: of the root (R: every program is
 // attached) and of -root (B: everything the tree did before it is in the ring buffer, which is one
 // buffer in reservation order for all CPUs).

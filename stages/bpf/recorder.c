@@ -157,6 +157,7 @@ static int on_record(void *ctx, void *data, size_t size) {
     case 'D': putf("D %llu %u ", ns, r->tgid); put_text(r->text, STRLEN); break;
     case 'N': print_connect(r); break;
     case 'K': putf("K %llu %u %lld %d", ns, r->tgid, (long long)r->b, r->a); break;
+    case 'G': putf("G %llu %u %d %lld %lld", ns, r->tgid, r->a, (long long)r->b, (long long)r->c); break;
     case 'R': putf("R %llu", ns); break;
     case 'B': putf("B %llu %d", ns, r->a); break;
     default: putf("? %d", r->tag); break;

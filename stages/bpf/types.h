@@ -29,7 +29,7 @@ struct pt_regs {
 typedef struct { int counter; } atomic_t;
 
 struct mm_struct { unsigned long arg_start, arg_end; } CORE;
-struct signal_struct { atomic_t live; } CORE;
+struct signal_struct { atomic_t live; int group_exit_code; unsigned int flags; } CORE;
 struct linux_binprm { const char *filename; } CORE;
 struct task_struct {
     int pid;

@@ -2,7 +2,8 @@
 
 `capsule run` is started on a pseudo-terminal it has as its controlling terminal, in the foreground, as a
 shell runs it; the test types Ctrl-C (the tty driver sends SIGINT to the foreground process group, with
-si_code SI_KERNEL) once the command is running.
+si_code SI_KERNEL) once the command is running. Each test runs under both tracers: under eBPF too, the
+recorder sees the terminal's signal delivered (or, to a process it kills at once, sent).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import CapsuleRunner
+from tests.ebpf.available import TRACERS
 
 pytestmark = pytest.mark.strace
 
@@ -75,11 +77,16 @@ def report_of(capsule: CapsuleRunner) -> dict:
     return orjson.loads(done.stdout)
 
 
-def test_ctrl_c_stops_the_run_without_failures(capsule: CapsuleRunner, capsule_home: Path) -> None:
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_ctrl_c_stops_the_run_without_failures(
+    capsule: CapsuleRunner, capsule_home: Path, tracer: str
+) -> None:
     """The shell and its child die of the terminal's SIGINT (the shell re-raising it on itself): both
     are stopped, none failed; `capsule run` exits 130 and says who stopped it, as the report does."""
     code, out = run_on_a_terminal(
-        ["run", "--", "sh", "-c", "sleep 100; echo after"], capsule_home, lambda pid: running("sleep", pid)
+        ["run", "--tracer", tracer, "--", "sh", "-c", "sleep 100; echo after"],
+        capsule_home,
+        lambda pid: running("sleep", pid),
     )
     assert code == 130, out
     assert "2 processes · " in out, out  # no "2 failed"
@@ -100,8 +107,9 @@ def test_ctrl_c_stops_the_run_without_failures(capsule: CapsuleRunner, capsule_h
     assert capsule("replay", "--check").returncode == 0
 
 
+@pytest.mark.parametrize("tracer", TRACERS)
 def test_a_program_that_catches_ctrl_c_and_exits_130(
-    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path
+    capsule: CapsuleRunner, capsule_home: Path, tmp_path: Path, tracer: str
 ) -> None:
     """A program that handles SIGINT and exits 128+2 (npm, make, a Python KeyboardInterrupt handler) was
     interrupted too; one that goes on and fails later for its own reasons still fails."""
@@ -115,7 +123,9 @@ def test_a_program_that_catches_ctrl_c_and_exits_130(
         "    sys.exit(130)\n"
     )
     code, out = run_on_a_terminal(
-        ["run", "--", sys.executable, "-c", script], capsule_home, lambda _pid: ready.exists()
+        ["run", "--tracer", tracer, "--", sys.executable, "-c", script],
+        capsule_home,
+        lambda _pid: ready.exists(),
     )
     assert code == 130, out
     assert "exit 130 · stopped by the terminal (Ctrl-C)" in out, out
@@ -127,7 +137,9 @@ def test_a_program_that_catches_ctrl_c_and_exits_130(
     ready.unlink()
     script = script.replace("sys.exit(130)", "sys.exit(1)")
     code, out = run_on_a_terminal(
-        ["run", "--", sys.executable, "-c", script], capsule_home, lambda _pid: ready.exists()
+        ["run", "--tracer", tracer, "--", sys.executable, "-c", script],
+        capsule_home,
+        lambda _pid: ready.exists(),
     )
     assert code == 1, out
     assert "1 failed" in out, out

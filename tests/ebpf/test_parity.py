@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.strace, pytest.mark.ebpf]
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """procs (fork, vfork, clone3, threads, signals) and threads (exec from a thread), compiled."""
+    """procs (fork, vfork, clone3, threads, signals), threads (exec from a thread) and signals (the
+    signal work of test_signal_deliveries_match_strace), compiled."""
     out = tmp_path_factory.mktemp("programs")
     # procs.c signals a child 20 ms after forking it, a race a loaded machine loses (the child dies of
     # SIGUSR1 before installing its handler): this copy installs the handler first and raises it.
@@ -43,7 +44,12 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert racy in procs
     steady = "signal(SIGUSR1, on_usr1);\n    if ((p = fork()) == 0) { raise(SIGUSR1); _exit(4); }\n   "
     (out / "procs.c").write_text(procs.replace(racy, steady))
-    for name, source in (("procs", out / "procs.c"), ("threads", ROOT / "sessions/programs/threads.c")):
+    sources = (
+        ("procs", out / "procs.c"),
+        ("threads", ROOT / "sessions/programs/threads.c"),
+        ("signals", ROOT / "tests/ebpf/signals.c"),
+    )
+    for name, source in sources:
         subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out / name), str(source)], check=True)
     (out / "shim").write_text('#!/bin/sh\nexec /bin/ls "$@"\n')
     (out / "shim").chmod(0o755)
@@ -256,6 +262,87 @@ def test_files_and_connects_match_strace(tmp_path: Path) -> None:
     assert by_ebpf.count(("net.connected", None, None, "127.0.0.1:9", False, "ECONNREFUSED")) == 2
     assert any(r[1] == str(tmp_path / "missing.txt") and r[5] == "ENOENT" for r in by_ebpf)
     assert any(r[1] == str(tmp_path / "sub" / "here.txt") and r[4] for r in by_ebpf)
+
+
+# One process kills another (SIGTERM), processes kill themselves (a fault's SIGSEGV, `kill -ABRT $$`,
+# `kill -TERM $$`, a timer's SIGALRM), and processes handle signals and go on (SIGUSR1 from the shell;
+# raise, sigqueue). A waiting process says it is ready with a file before it is signalled.
+SIGNAL_WORK = """
+ulimit -c 0
+rm -f ready-a ready-b
+./signals wait ready-a & a=$!
+until [ -e ready-a ]; do :; done
+kill -USR1 $a; wait $a
+./signals wait ready-b & b=$!
+until [ -e ready-b ]; do :; done
+kill -TERM $b; wait $b
+./signals segv
+./signals self
+./signals alarm
+./signals ignore
+sh -c 'kill -ABRT $$'
+sh -c 'kill -TERM $$'
+exit 0
+"""
+
+
+def signal_events(report: dict[str, Any], home: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """The session's proc.signaled events as (receiver, signal, code, sender), and each process's
+    killed_by, with pids as the processes they are (their argv; "itself"): pids differ between runs.
+    Each signal comes before its receiver's exit."""
+    names = {p["pid"]: " ".join(p["argv"] or ()) for p in report["processes"]}
+
+    def who(pid: int | None, receiver: int) -> str | None:
+        return "itself" if pid == receiver else None if pid is None else names.get(pid, "outside")
+
+    (run,) = (home / "runs").iterdir()
+    rows = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    exited = {r["pid"]: i for i, r in enumerate(rows) if r["kind"] == "proc.exited"}
+    signaled = [(i, r) for i, r in enumerate(rows) if r["kind"] == "proc.signaled"]
+    assert all(i < exited[r["pid"]] for i, r in signaled)
+    events = sorted(
+        (names[r["pid"]], r["signal"], r["code"], who(r["sender_pid"], r["pid"])) for _, r in signaled
+    )
+    killed_by = {
+        names[p["pid"]]: who(p["killed_by"], p["pid"]) for p in report["processes"] if p["killed_by"]
+    }
+    return events, killed_by
+
+
+@needs_ebpf
+def test_signal_deliveries_match_strace(tmp_path: Path, programs: Path) -> None:
+    """eBPF records the signals delivered as strace shows them (signal, si_code, sender), so killed_by
+    is the same. Those that kill without a core dump (SIGTERM, SIGALRM) are never dequeued without a
+    tracer (the kernel starts the exit as it sends one): they are recorded as they are sent."""
+    work = programs / "signal-work.sh"
+    work.write_text(SIGNAL_WORK)
+    by_strace = record(tmp_path / "s", programs, "--tracer", "strace", "--", "sh", str(work))
+    by_ebpf = record(tmp_path / "e", programs, "--tracer", "ebpf", "--", "sh", str(work))
+    assert by_ebpf["_exit"] == by_strace["_exit"] == 0
+    shell = f"sh {work}"
+    delivered = [
+        ("./signals alarm", "SIGALRM", "SI_KERNEL", None),
+        ("./signals segv", "SIGSEGV", "SEGV_MAPERR", None),
+        ("./signals self", "SIGUSR1", "SI_TKILL", "itself"),
+        ("./signals self", "SIGUSR2", "SI_QUEUE", "itself"),
+        ("./signals wait ready-a", "SIGUSR1", "SI_USER", shell),
+        ("./signals wait ready-b", "SIGTERM", "SI_USER", shell),
+        ("sh -c kill -ABRT $$", "SIGABRT", "SI_USER", "itself"),
+        ("sh -c kill -TERM $$", "SIGTERM", "SI_USER", "itself"),
+    ]
+    # The one difference: an ignored signal (SIG_IGN here) is dropped by the kernel as it is sent, so
+    # it is never delivered; under ptrace it is queued all the same, and strace shows its delivery.
+    ignored = ("./signals ignore", "SIGUSR2", "SI_USER", "itself")
+    events, killed_by = signal_events(by_ebpf, tmp_path / "e")
+    assert events == delivered
+    strace_events, strace_killed_by = signal_events(by_strace, tmp_path / "s")
+    assert strace_events == sorted([*delivered, ignored])
+    assert killed_by == strace_killed_by
+    assert killed_by == {
+        "./signals wait ready-b": shell,
+        "sh -c kill -ABRT $$": "itself",
+        "sh -c kill -TERM $$": "itself",
+    }
 
 
 @needs_ebpf

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsule.events import Event
-from capsule.events.process import FileOpened, NetConnected, ProcExec, ProcExited, ProcSpawned
+from capsule.events.process import (
+    FileOpened,
+    NetConnected,
+    ProcExec,
+    ProcExited,
+    ProcSignaled,
+    ProcSpawned,
+)
 from capsule.parse.ebpf import (
     ArgvPiece,
     EbpfParser,
@@ -19,10 +26,11 @@ from capsule.parse.ebpf import (
     Forked,
     Header,
     ProcessEnded,
+    SignalDelivered,
 )
 from capsule.parse.ebpf_redact import EbpfRedactor
 from capsule.parse.records import Unparsed
-from capsule.track.ebpf import EbpfTracker, open_flags, signal_name
+from capsule.track.ebpf import EbpfTracker, open_flags, si_code_name, signal_name
 
 CLOCK = 1_700_000_000_000_000_000  # ns: epoch minus monotonic, as Capsule writes it
 
@@ -75,6 +83,18 @@ def track(data: bytes, level: str = "process") -> tuple[EbpfTracker, list[Event]
         ),
         ("Q 11 100 139", ProcessEnded(line_no=2, ts=(11 + CLOCK) * 1e-9, tgid=100, status=139)),
         (r"V 100 3 0 \x61\x00\x62", ArgvPiece(line_no=2, pid=100, size=3, offset=0, data=b"a\0b")),
+        (
+            "G 12 100 15 0 4147",
+            SignalDelivered(line_no=2, ts=(12 + CLOCK) * 1e-9, tgid=100, signo=15, code=0, sender=4147),
+        ),
+        (
+            "G 12 100 2 128 0",  # sender 0: none (the kernel's own signal)
+            SignalDelivered(line_no=2, ts=(12 + CLOCK) * 1e-9, tgid=100, signo=2, code=128, sender=None),
+        ),
+        (
+            "G 12 100 10 -42 4242",
+            SignalDelivered(line_no=2, ts=(12 + CLOCK) * 1e-9, tgid=100, signo=10, code=-42, sender=4242),
+        ),
     ],
 )
 def test_line_cases(line: str, expected: object) -> None:
@@ -94,6 +114,12 @@ def test_line_cases(line: str, expected: object) -> None:
         r"V 100 3 0 \x6",
         r"V 100 3 0 abcd",
         "E 7 101",
+        "G 12 100 15 0",  # torn
+        "G 12 100 15 0 4147 9",
+        "G 12 100 15 x 4147",
+        "G 12 100 -15 0 4147",
+        "G 12 100 15 0 -1",
+        "G 12 100 15 4294967296 0",  # a si_code beyond 32 bits
     ],
 )
 def test_malformed_lines_are_unparsed(line: str) -> None:
@@ -284,8 +310,49 @@ def test_file_and_net_records_at_their_levels() -> None:
     )
 
 
+# (si_code, signal) -> the name strace 6.1 prints (seen under `strace -f`: real signals, and each code
+# sent with rt_sigqueueinfo)
+SI_CODES = {
+    (0, 15): "SI_USER",
+    (0x80, 2): "SI_KERNEL",
+    (0x80, 11): "SI_KERNEL",  # a generic name first, whatever the signal
+    (-1, 10): "SI_QUEUE",
+    (-2, 34): "SI_TIMER",
+    (-3, 10): "SI_MESGQ",
+    (-4, 10): "SI_ASYNCIO",
+    (-5, 10): "SI_SIGIO",
+    (-6, 6): "SI_TKILL",
+    (-7, 10): "SI_DETHREAD",
+    (-60, 10): "SI_ASYNCNL",
+    (1, 11): "SEGV_MAPERR",
+    (2, 11): "SEGV_ACCERR",
+    (9, 11): "SEGV_MTESERR",
+    (10, 11): "0xa",
+    (2, 7): "BUS_ADRERR",
+    (5, 7): "BUS_MCEERR_AO",
+    (2, 4): "ILL_ILLOPN",
+    (9, 4): "ILL_BADIADDR",
+    (1, 8): "FPE_INTDIV",
+    (9, 8): "0x9",  # a gap in SIGFPE's codes
+    (14, 8): "FPE_FLTUNK",
+    (15, 8): "FPE_CONDTRAP",
+    (1, 5): "TRAP_BRKPT",
+    (6, 5): "TRAP_PERF",
+    (1, 29): "POLL_IN",
+    (6, 29): "POLL_HUP",
+    (1, 31): "SYS_SECCOMP",
+    (2, 31): "SYS_USER_DISPATCH",
+    (3, 31): "0x3",
+    (1, 27): "0x1",  # SIGPROF: strace 6.1 names none of its codes
+    (5, 10): "0x5",  # a signal with no codes of its own
+    (99, 10): "0x63",
+    (-42, 10): "0xffffffd6",  # an unknown negative code: as a 32-bit unsigned number
+    (-(2**31), 10): "0x80000000",
+}
+
+
 def test_names() -> None:
-    """Signal and open-flag names are spelled as strace spells them."""
+    """Signal, si_code and open-flag names are spelled as strace spells them."""
     assert [signal_name(n) for n in (9, 11, 31, 34, 40, 99)] == [
         "SIGKILL",
         "SIGSEGV",
@@ -294,6 +361,7 @@ def test_names() -> None:
         "SIGRTMIN+6",
         "SIG99",
     ]
+    assert [si_code_name(code, signo) for code, signo in SI_CODES] == list(SI_CODES.values())
     assert open_flags(0o2101102) == "O_RDWR|O_CREAT|O_TRUNC|O_LARGEFILE|O_CLOEXEC"
     assert open_flags(0o40000000 | 1) == "O_WRONLY|0o40000000"
 
@@ -446,3 +514,43 @@ def test_a_non_blocking_connect_is_settled_by_so_error_as_under_strace() -> None
         (101, "127.0.0.1:8081", True, None),
     ]
     assert [r for r in parse(printf("K 1 2 3")) if not isinstance(r, Unparsed)] == []  # torn: unparsed
+
+
+def test_signal_deliveries_are_tracked_as_under_strace() -> None:
+    """G lines are proc.signaled events at every level, before their receiver's exit: the signal and
+    si_code by name, the sender's pid (0: none). One for a process not forked yet waits for its fork; a
+    SIGCHLD (the program prints none) is dropped, as the strace tracker drops it; a torn line is
+    unparsed, and the rest of the trace tracks as before."""
+    data = header(100) + printf(
+        "G 2 101 10 0 100",  # read before the fork that made its receiver (another CPU's buffer)
+        "F 1 101 100 0 11",
+        "G 3 100 17 1 101",
+        "G 4 101 15 0 100",
+        "Q 5 101 15",
+        "G 6 100 2 128 0",
+        "G 7 100 11 1 0",
+        "G 8 100 10 5 4242",
+        "G 9 100 2 0",
+        "Q 10 100 139",
+    )
+    for level in ("process", "all"):
+        tracker, events = track(data, level)
+        got = [
+            (type(e).__name__, e.pid, e.signal, e.code, e.sender_pid)
+            if isinstance(e, ProcSignaled)
+            else (type(e).__name__, getattr(e, "pid", None))
+            for e in events
+        ]
+        assert got == [
+            ("ProcSpawned", 100),
+            ("ProcSpawned", 101),
+            ("ProcSignaled", 101, "SIGUSR1", "SI_USER", 100),
+            ("ProcSignaled", 101, "SIGTERM", "SI_USER", 100),
+            ("ProcExited", 101),
+            ("ProcSignaled", 100, "SIGINT", "SI_KERNEL", None),
+            ("ProcSignaled", 100, "SIGSEGV", "SEGV_MAPERR", None),
+            ("ProcSignaled", 100, "SIGUSR1", "0x5", 4242),
+            ("TraceUnparsed", None),
+            ("ProcExited", 100),
+        ]
+        assert tracker.unparsed == 1
