@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from capsule import __version__
-from capsule.events import SessionEnded, SessionStarted, kind_versions
+from capsule.events import DERIVATION, SessionEnded, SessionStarted, kind_versions
 from capsule.fold.tasks import RunState
 from capsule.plan.spec import Plan
 from capsule.stages.record import SessionWriter
@@ -29,7 +29,7 @@ def open_run(
             SessionStarted(
                 ts=time.time(), capsule_version=__version__, session_id=session_id, session_kind="agents",
                 name=plan.name, argv=argv, cwd=os.getcwd(), host=platform.node(), recorder_pid=me.pid,
-                recorder_started=me.create_time(), kinds=kind_versions(), parent=parent,
+                recorder_started=me.create_time(), kinds=kind_versions(), parent=parent, derivation=DERIVATION,
             )
         ]
     )  # fmt: skip

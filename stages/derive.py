@@ -401,6 +401,7 @@ async def _import_into(
         trace_level=level,
         redacted=redact,
         kinds=kind_versions(),
+        derivation=DERIVATION,
         trace_clock=read.probe.clock,
         trace_origin=origin,
     )

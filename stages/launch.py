@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from capsule import __version__
-from capsule.events import SessionStarted, kind_versions
+from capsule.events import DERIVATION, SessionStarted, kind_versions
 from capsule.stages.record import SessionWriter
 from capsule.stages.spools import Relay, claim_spool, spool_output, start_relay
 from capsule.stages.store import EVENTS, create_session, open_private, spool_path, trace_name
@@ -135,6 +135,7 @@ def header(
         recorder_pid=os.getpid(),
         recorder_started=own_start_time(),
         kinds=kind_versions(),
+        derivation=DERIVATION,
         **fields,  # type: ignore[arg-type]
     )
 

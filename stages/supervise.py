@@ -31,7 +31,7 @@ from capsule import __version__
 from capsule.env import machine as m
 from capsule.env.config import ConfigError, ProjectConfig, parse_config, signal_number
 from capsule.env.recorded import recorded_config_text
-from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
+from capsule.events import DERIVATION, Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events import env_seen as obs
 from capsule.events.env import EnvConfigured
 from capsule.fold.environment import EnvState, fold
@@ -451,6 +451,7 @@ class Supervisor:
             recorder_pid=os.getpid(),
             recorder_started=started_at(os.getpid()),
             kinds=kind_versions(),
+            derivation=DERIVATION,
         )
         self.record([self.header])
         _notify(notify, f"session {self.session_id}")

@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from capsule import __version__
-from capsule.events import Event, SessionEnded, SessionStarted, kind_versions
+from capsule.events import DERIVATION, Event, SessionEnded, SessionStarted, kind_versions
 from capsule.events.observed import ObsViolation
 from capsule.plan.policy import live_violation
 from capsule.plan.spec import Plan, TaskSpec
@@ -261,6 +261,7 @@ def _header(
                 tracer_pid=tracer_pid,
                 tracer_started=tracer_started,
                 kinds=kind_versions(),
+                derivation=DERIVATION,
             )
         ]
     )

@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 # changed what it emits), so `capsule replay --check` can tell a session derived by an older Capsule from
 # a changed file. Each bump is a line in schemas/CHANGELOG.md; the golden sessions' bless step refuses
 # to rewrite their events without one.
-DERIVATION = 1
+DERIVATION = 2
 
 
 @attrs.frozen(kw_only=True)
@@ -54,8 +54,9 @@ class SessionStarted(Event):
     # midnight of `time-of-day` stamps, the start of `relative` ones, and the time of every line of a
     # trace with no stamps (an import takes them from the log file's modification time).
     trace_origin: float | None = None
-    # The DERIVATION its events were derived with; None for a session written before v4 named it.
-    derivation: int | None = DERIVATION
+    # The DERIVATION its events were derived with (every writer names its own); None for a session
+    # written before v4 named it.
+    derivation: int | None = None
 
 
 @attrs.frozen(kw_only=True)

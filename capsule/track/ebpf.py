@@ -135,10 +135,14 @@ _FAMILIES: Final = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"}
 
 
 def signal_name(number: int) -> str:
+    """A signal's name as strace 6.1 prints it: the kernel's real-time signals from 32 are `SIGRTMIN`,
+    then `SIGRT_1` … `SIGRT_32` (glibc's own SIGRTMIN, 34, is `SIGRT_2`)."""
     if 1 <= number <= len(_SIGNALS):
         return _SIGNALS[number - 1]
-    if 34 <= number <= 64:
-        return f"SIGRTMIN+{number - 34}" if number > 34 else "SIGRTMIN"
+    if number == 32:
+        return "SIGRTMIN"
+    if 33 <= number <= 64:
+        return f"SIGRT_{number - 32}"
     return f"SIG{number}"
 
 
