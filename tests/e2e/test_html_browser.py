@@ -40,6 +40,7 @@ SCRIPT = (
     "sh -c \"echo 'quoted' >/dev/null\"; "
     "nosuchcommand-xyz 2>/dev/null; "
     "sleep 30 & kill $!; wait; "
+    "yes | head -1 >/dev/null; "
     "true"
 )
 
@@ -172,6 +173,13 @@ def test_recorded_session_in_chromium(capsule: CapsuleRunner, tmp_path: Path, br
     killed = next(p for p in processes if p["signal"] == "SIGTERM")  # sleep, or its fork before the exec
     assert killed["killed_by"] == root["pid"], killed
     assert f"SIGTERM by sh ({root['pid']})" in _hover(browser, killed["id"])
+    # a pipeline's writer its reader left: no failure, said as the text report says it (was: `SIGPIPE`)
+    piped = next(p for p in processes if p["argv"] == ["yes"])
+    assert (piped["signal"], piped["failure"]) == ("SIGPIPE", False)
+    assert (
+        "SIGPIPE (reader closed)"
+        in browser.find_element(By.CSS_SELECTOR, f'li[data-key="{piped["id"]}"]').text
+    )
 
     # colour by workflow redraws
     frames = _api(browser)["frames"]

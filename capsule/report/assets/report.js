@@ -42,13 +42,13 @@ function dur(s) {
   var m = Math.floor(s / 60), h = Math.floor(m / 60);
   return h ? h + "h " + ("0" + (m % 60)).slice(-2) + "m" : m + "m " + ("0" + Math.floor(s % 60)).slice(-2) + "s";
 }
+// How a process ended, as the text report says it: "SIGTERM by kill (4147)" (who sent it), "SIGSEGV
+// (core dumped)", "SIGINT (Ctrl-C)", "SIGPIPE (reader closed)", "exit 130 (Ctrl-C)", "exit 1 (an answer)".
 function outcome(p) {
-  if (p[SIG] !== null) {
-    if (p[NOTE] === "core dumped") return p[SIG] + " (core dumped)";
-    return p[SIG] + (p[NOTE] && p[NOTE].indexOf("by ") === 0 ? " " + p[NOTE] : "");  // who sent it
-  }
-  if (p[NOTE] && p[NOTE].indexOf("exec ") === 0) return p[NOTE];
-  if (p[EX] !== null) return "exit " + p[EX] + (p[NOTE] === "answer" ? " (an answer)" : "");
+  var note = p[NOTE], aside = note && note !== "fork" && note !== "attached" ? " (" + note + ")" : "";
+  if (p[SIG] !== null) return p[SIG] + (note && note.indexOf("by ") === 0 ? " " + note : aside);
+  if (note && note.indexOf("exec ") === 0) return note;
+  if (p[EX] !== null) return "exit " + p[EX] + (note === "answer" ? " (an answer)" : aside);
   return p[EN] === null ? "no exit seen" : "exited";
 }
 function hash(s) { var x = 0; for (var j = 0; j < s.length; j++) x = (x * 31 + s.charCodeAt(j)) | 0; return Math.abs(x); }
