@@ -114,19 +114,22 @@ def test_a_program_that_catches_ctrl_c_and_exits_130(
     """A program that handles SIGINT and exits 128+2 (npm, make, a Python KeyboardInterrupt handler) was
     interrupted too; one that goes on and fails later for its own reasons still fails."""
     ready = tmp_path / "ready"
-    script = (
-        "import pathlib, sys, time\n"
-        "try:\n"
-        f"    pathlib.Path({str(ready)!r}).touch()\n"
-        "    time.sleep(100)\n"
-        "except KeyboardInterrupt:\n"
-        "    sys.exit(130)\n"
-    )
-    code, out = run_on_a_terminal(
-        ["run", "--tracer", tracer, "--", sys.executable, "-c", script],
-        capsule_home,
-        lambda _pid: ready.exists(),
-    )
+
+    def ctrl_c_a_python_that_exits(code: int) -> tuple[int, str]:
+        """Ctrl-C a Python program that catches KeyboardInterrupt and exits `code`."""
+        ready.unlink(missing_ok=True)
+        script = (
+            "import pathlib, sys, time\n"
+            "try:\n"
+            f"    pathlib.Path({str(ready)!r}).touch()\n"
+            "    time.sleep(100)\n"
+            "except KeyboardInterrupt:\n"
+            f"    sys.exit({code})\n"
+        )
+        argv = ["run", "--tracer", tracer, "--", sys.executable, "-c", script]
+        return run_on_a_terminal(argv, capsule_home, lambda _pid: ready.exists())
+
+    code, out = ctrl_c_a_python_that_exits(130)
     assert code == 130, out
     assert "exit 130 · stopped by the terminal (Ctrl-C)" in out, out
     report = report_of(capsule)
@@ -134,13 +137,7 @@ def test_a_program_that_catches_ctrl_c_and_exits_130(
     assert (python["exit_code"], python["stopped"], python["failure"]) == (130, True, False)
     assert report["summary"]["failed"] == 0
     # after the same Ctrl-C, a program that exits 1 failed: only 128+2 says "interrupted"
-    ready.unlink()
-    script = script.replace("sys.exit(130)", "sys.exit(1)")
-    code, out = run_on_a_terminal(
-        ["run", "--tracer", tracer, "--", sys.executable, "-c", script],
-        capsule_home,
-        lambda _pid: ready.exists(),
-    )
+    code, out = ctrl_c_a_python_that_exits(1)
     assert code == 1, out
     assert "1 failed" in out, out
     assert report_of(capsule)["session"]["stopped_by"] is None
